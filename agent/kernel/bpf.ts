@@ -1,0 +1,328 @@
+/**
+ * Typed facade over the native addon, in cilium/ebpf's vocabulary: an object
+ * (collection) of Programs and Maps, Links from attaching a program to a
+ * cgroup, pins in bpffs. Arguments are checked here, before the kernel sees
+ * them, so bad input fails with a message naming the path and what is wrong.
+ * Each class owns one fd and releases it in close().
+ */
+import { closeSync, statfsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { BpfError, ErrorCodes } from './errors.ts';
+import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
+
+export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
+
+export type Direction = 'ingress' | 'egress';
+export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
+
+/** enum bpf_attach_type values of the two cgroup_skb hooks. */
+export const ATTACH_TYPE: Readonly<Record<Direction, number>> = { ingress: 0, egress: 1 };
+
+export function directionOf(attachType: number): Direction | undefined {
+  return attachType === 0 ? 'ingress' : attachType === 1 ? 'egress' : undefined;
+}
+
+export interface Counters {
+  bytes: bigint;
+  packets: bigint;
+}
+
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/** Where the build puts compiled BPF objects (bpf/*.bpf.c -> build/bpf/*.bpf.o). */
+export function bpfObjectPath(name: string): string {
+  return new URL(`../../build/bpf/${name}.bpf.o`, import.meta.url).pathname;
+}
+
+export function sumCounters(perCpu: readonly Counters[]): Counters {
+  let bytes = 0n;
+  let packets = 0n;
+  for (const c of perCpu) {
+    bytes += c.bytes;
+    packets += c.packets;
+  }
+  return { bytes, packets };
+}
+
+export function possibleCpus(): number {
+  return native.possibleCpus();
+}
+
+/** A cgroup's id is the inode number of its cgroup2 directory. */
+export function cgroupId(cgroupPath: string): bigint {
+  return statSync(cgroupPath, { bigint: true }).ino;
+}
+
+function fsType(path: string): number | undefined {
+  try {
+    return statfsSync(path).type;
+  } catch {
+    return undefined;
+  }
+}
+
+export function assertCgroup2Dir(path: string, what: string): void {
+  let isDir = false;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code ?? 'ENOENT';
+    throw new BpfError({ code, message: `${what} '${path}': no such cgroup directory (${code})`, path }, { cause });
+  }
+  if (!isDir || fsType(path) !== CGROUP2_SUPER_MAGIC) {
+    throw new BpfError({
+      code: ErrorCodes.notCgroup2Dir,
+      message: `${what} '${path}': not a cgroup2 directory (cgroup_skb programs attach to cgroup v2 only)`,
+      path,
+    });
+  }
+}
+
+/** Pins must be created inside a mounted bpffs; the kernel's own answer (EPERM) says nothing of why. */
+export function assertBpffsDir(dir: string, what: string): void {
+  const type = fsType(dir);
+  if (type === undefined) {
+    throw new BpfError({
+      code: 'ENOENT',
+      message: `${what} '${dir}': directory does not exist (it must be on a bpffs, e.g. under /sys/fs/bpf)`,
+      path: dir,
+    });
+  }
+  if (type !== BPF_FS_MAGIC) {
+    throw new BpfError({
+      code: ErrorCodes.notBpffs,
+      message: `${what} '${dir}': not on a bpffs (mount one with: mount -t bpf bpffs /sys/fs/bpf)`,
+      path: dir,
+    });
+  }
+}
+
+abstract class FdObject {
+  #fd: number;
+
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  get fd(): number {
+    if (this.#fd < 0) throw new BpfError({ code: 'EBADF', message: `${this.constructor.name} is closed` });
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** Pins the object at `path` (its directory must be on a bpffs). */
+  pin(path: string): void {
+    assertBpffsDir(dirname(path), 'pin');
+    native.objPin(this.fd, path);
+  }
+
+  close(): void {
+    if (this.#fd >= 0) closeSync(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+export class Program extends FdObject {
+  readonly name: string;
+  readonly attachType: number;
+
+  constructor(fd: number, name: string, attachType: number) {
+    super(fd);
+    this.name = name;
+    this.attachType = attachType;
+  }
+
+  static fromPin(path: string, attachType: number): Program {
+    const fd = native.objGet(path);
+    return new Program(fd, native.progInfo(fd).name, attachType);
+  }
+
+  info(): ProgInfo {
+    return native.progInfo(this.fd);
+  }
+}
+
+/** podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> one Counters per possible CPU. */
+export class StorageMap extends FdObject {
+  static fromPin(path: string): StorageMap {
+    return new StorageMap(native.objGet(path));
+  }
+
+  /** Per-CPU counters of one cgroup and direction, or undefined when there is no such entry. */
+  lookup(cgroupId: bigint, direction: Direction): Counters[] | undefined {
+    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction]);
+    if (raw === undefined) return undefined;
+    const perCpu: Counters[] = [];
+    for (let i = 0; i < raw.length; i += 2) perCpu.push({ bytes: raw[i]!, packets: raw[i + 1]! });
+    return perCpu;
+  }
+
+  /** Summed over CPUs; undefined when there is no such entry. */
+  read(cgroupId: bigint, direction: Direction): Counters | undefined {
+    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction]);
+    if (raw === undefined) return undefined;
+    let bytes = 0n;
+    let packets = 0n;
+    for (let i = 0; i < raw.length; i += 2) {
+      bytes += raw[i]!;
+      packets += raw[i + 1]!;
+    }
+    return { bytes, packets };
+  }
+
+  keys(): { cgroupId: bigint; direction: Direction }[] {
+    const keys: { cgroupId: bigint; direction: Direction }[] = [];
+    for (const k of native.storageKeys(this.fd)) {
+      const direction = directionOf(k.attachType);
+      if (direction !== undefined) keys.push({ cgroupId: k.cgroupId, direction });
+    }
+    return keys;
+  }
+
+  info(): MapInfo {
+    return native.mapInfo(this.fd);
+  }
+}
+
+export class Link extends FdObject {
+  static fromPin(path: string): Link {
+    return new Link(native.objGet(path));
+  }
+
+  info(): LinkInfo {
+    return native.linkInfo(this.fd);
+  }
+
+  /** Detaches the program from its cgroup now (even while other fds or pins hold the link). */
+  detach(): void {
+    native.linkDetach(this.fd);
+  }
+}
+
+/** A loaded BPF ELF object: its programs and maps by name. */
+export class BpfObject {
+  readonly programs: ReadonlyMap<string, Program>;
+  readonly mapFds: ReadonlyMap<string, number>;
+
+  private constructor(programs: Map<string, Program>, mapFds: Map<string, number>) {
+    this.programs = programs;
+    this.mapFds = mapFds;
+  }
+
+  static load(path: string): BpfObject {
+    const raw = native.openObject(path);
+    const programs = new Map(raw.programs.map((p) => [p.name, new Program(p.fd, p.name, p.attachType)]));
+    return new BpfObject(programs, new Map(raw.maps.map((m) => [m.name, m.fd])));
+  }
+
+  program(name: string): Program {
+    const p = this.programs.get(name);
+    if (p === undefined) {
+      throw new BpfError({ code: ErrorCodes.badObject, message: `BPF object has no program '${name}'` });
+    }
+    return p;
+  }
+
+  /** Takes a map out of the object: the caller owns its fd from then on. */
+  takeStorageMap(name: string): StorageMap {
+    const fd = this.mapFds.get(name);
+    if (fd === undefined) throw new BpfError({ code: ErrorCodes.badObject, message: `BPF object has no map '${name}'` });
+    (this.mapFds as Map<string, number>).delete(name);
+    return new StorageMap(fd);
+  }
+
+  close(): void {
+    for (const p of this.programs.values()) p.close();
+    for (const fd of this.mapFds.values()) closeSync(fd);
+    (this.mapFds as Map<string, number>).clear();
+  }
+}
+
+/**
+ * Attaches `program` to a cgroup through a bpf_link, which leaves other
+ * programs on the cgroup alone and detaches when its last fd or pin goes.
+ * Kernels without cgroup links (< 5.7) get a LegacyAttachment instead.
+ */
+export function attachCgroup(options: { cgroupPath: string; program: Program }): Link {
+  assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`);
+  if (!linksSupported()) {
+    attachCgroupMulti(options);
+    return new LegacyAttachment(options.cgroupPath, options.program);
+  }
+  return new Link(native.attachCgroupLink(options.program.fd, options.cgroupPath, options.program.attachType));
+}
+
+let linkSupport: boolean | undefined;
+
+/** BPF_LINK_CREATE with a bad fd fails EBADF where the command exists, EINVAL where it does not. */
+function linksSupported(): boolean {
+  if (linkSupport === undefined) {
+    try {
+      native.attachCgroupLink(-1, '/', 0);
+      linkSupport = true;
+    } catch (err) {
+      linkSupport = (err as BpfError).code !== 'EINVAL';
+    }
+  }
+  return linkSupport;
+}
+
+/**
+ * A BPF_F_ALLOW_MULTI attachment standing in for a link on old kernels. It
+ * persists without a pin (so pin() has nothing to do) until detach().
+ */
+export class LegacyAttachment extends Link {
+  readonly cgroupPath: string;
+  readonly program: Program;
+
+  constructor(cgroupPath: string, program: Program) {
+    super(-1);
+    this.cgroupPath = cgroupPath;
+    this.program = program;
+  }
+
+  override pin(): void {}
+
+  override detach(): void {
+    detachCgroupMulti(this);
+  }
+
+  override close(): void {}
+}
+
+/**
+ * The pre-link way (BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI): for kernels
+ * without cgroup links (< 5.7) and for other tools' programs in tests. The
+ * attachment outlives every fd; detachCgroupMulti removes it.
+ */
+export function attachCgroupMulti(options: { cgroupPath: string; program: Program }): void {
+  assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`);
+  native.attachCgroupMulti(options.program.fd, options.cgroupPath, options.program.attachType);
+}
+
+export function detachCgroupMulti(options: { cgroupPath: string; program: Program }): void {
+  native.detachCgroupMulti(options.program.fd, options.cgroupPath, options.program.attachType);
+}
+
+/** Ids of the programs attached to a cgroup for one direction. */
+export function queryCgroup(cgroupPath: string, direction: Direction): number[] {
+  return native.queryCgroup(cgroupPath, ATTACH_TYPE[direction]);
+}
+
+export function listMaps(): MapInfo[] {
+  return native.listMaps();
+}
+
+export function listPrograms(): ProgInfo[] {
+  return native.listPrograms();
+}
+
+/** Turns on the kernel's per-program run_time_ns/run_cnt accounting until close(). */
+export function enableRunTimeStats(): { close(): void } {
+  const fd = native.enableRunTimeStats();
+  return { close: () => closeSync(fd) };
+}

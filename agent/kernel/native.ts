@@ -1,0 +1,87 @@
+/**
+ * Loads the native addon (agent/native) and declares its raw, fd-level API.
+ * Only kernel/*.ts use it; everything else goes through the facade in bpf.ts.
+ */
+import { createRequire } from 'node:module';
+import { BpfError } from './errors.ts';
+
+export interface RawProgram { name: string; section: string; attachType: number; fd: number }
+export interface RawObject { programs: RawProgram[]; maps: { name: string; fd: number }[] }
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  type: number;
+  typeName: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** Bytes, from /proc/self/fdinfo `memlock:`; -1 when the kernel does not report it. */
+  memlock: number;
+  btfId: number;
+}
+
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  typeName: string;
+  /** Cumulative; only advances while run-time statistics are enabled. */
+  runTimeNs: bigint;
+  runCnt: bigint;
+  mapIds: number[];
+}
+
+export interface LinkInfo {
+  id: number;
+  type: number;
+  typeName: string;
+  progId: number;
+  /** For cgroup links; 0n once the cgroup is gone (the link is defunct). */
+  cgroupId?: bigint;
+  attachType?: number;
+}
+
+export interface NativeAddon {
+  setErrorClass(ctor: typeof BpfError): void;
+  openObject(path: string): RawObject;
+  attachCgroupLink(progFd: number, cgroupPath: string, attachType: number): number;
+  attachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
+  detachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
+  queryCgroup(cgroupPath: string, attachType: number): number[];
+  linkDetach(linkFd: number): void;
+  objPin(fd: number, path: string): void;
+  objGet(path: string): number;
+  storageLookup(mapFd: number, cgroupId: bigint, attachType: number): BigUint64Array | undefined;
+  storageKeys(mapFd: number): { cgroupId: bigint; attachType: number }[];
+  possibleCpus(): number;
+  listMaps(): MapInfo[];
+  listPrograms(): ProgInfo[];
+  mapInfo(fd: number): MapInfo;
+  progInfo(fd: number): ProgInfo;
+  linkInfo(fd: number): LinkInfo;
+  enableRunTimeStats(): number;
+}
+
+function load(): NativeAddon {
+  const require = createRequire(import.meta.url);
+  const path = new URL('../native/build/Release/podmeter_native.node', import.meta.url).pathname;
+  let addon: NativeAddon;
+  try {
+    addon = require(path) as NativeAddon;
+  } catch (cause) {
+    throw new BpfError(
+      {
+        code: 'ERR_NATIVE_ADDON_MISSING',
+        message: `podmeter's native addon is not built or does not load (${path}); run 'make build' (or 'make setup' on a new machine)`,
+        path,
+      },
+      { cause },
+    );
+  }
+  addon.setErrorClass(BpfError);
+  return addon;
+}
+
+export const native: NativeAddon = load();

@@ -1,0 +1,22 @@
+{
+  "targets": [
+    {
+      "target_name": "podmeter_native",
+      "sources": [
+        "src/addon.cc",
+        "src/errors.cc",
+        "src/object.cc",
+        "src/attach.cc",
+        "src/storage.cc",
+        "src/inventory.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "../../bpf"
+      ],
+      "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++20", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+      "libraries": ["-lbpf"]
+    }
+  ]
+}

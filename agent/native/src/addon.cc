@@ -1,0 +1,39 @@
+// Registers the addon's exports; each capability lives in its own file.
+#include <napi.h>
+
+#include "attach.h"
+#include "errors.h"
+#include "inventory.h"
+#include "object.h"
+#include "storage.h"
+
+namespace podmeter {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto add = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+    exports.Set(name, Napi::Function::New(env, fn, name));
+  };
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  add("openObject", OpenObject);
+  add("attachCgroupLink", AttachCgroupLink);
+  add("attachCgroupMulti", AttachCgroupMulti);
+  add("detachCgroupMulti", DetachCgroupMulti);
+  add("queryCgroup", QueryCgroup);
+  add("linkDetach", LinkDetach);
+  add("objPin", ObjPin);
+  add("objGet", ObjGet);
+  add("storageLookup", StorageLookup);
+  add("storageKeys", StorageKeys);
+  add("possibleCpus", PossibleCpus);
+  add("listMaps", ListMaps);
+  add("listPrograms", ListPrograms);
+  add("mapInfo", MapInfo);
+  add("progInfo", ProgInfo);
+  add("linkInfo", LinkInfo);
+  add("enableRunTimeStats", EnableRunTimeStats);
+  return exports;
+}
+
+NODE_API_MODULE(podmeter_native, Init)
+
+}  // namespace podmeter

@@ -1,0 +1,183 @@
+#include "inventory.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <unistd.h>
+#include <vector>
+
+#include "errors.h"
+
+namespace podmeter {
+namespace {
+
+std::string TypeName(const char* known, unsigned type) {
+  return known != nullptr ? std::string(known) : "unknown(" + std::to_string(type) + ")";
+}
+
+// memlock as the kernel reports it in /proc/self/fdinfo/<fd> (bytes); -1 if absent.
+double ReadMemlock(int fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  FILE* f = fopen(path, "re");
+  if (f == nullptr) return -1;
+  char line[256];
+  double memlock = -1;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    unsigned long long value;
+    if (sscanf(line, "memlock: %llu", &value) == 1) {
+      memlock = static_cast<double>(value);
+      break;
+    }
+  }
+  fclose(f);
+  return memlock;
+}
+
+// Fills `out` from a map fd; returns 0 or a positive errno.
+int DescribeMap(Napi::Env env, int fd, Napi::Object out) {
+  bpf_map_info info;
+  memset(&info, 0, sizeof info);
+  __u32 len = sizeof info;
+  int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+  if (rc < 0) return -rc;
+  out.Set("id", info.id);
+  out.Set("name", info.name);
+  out.Set("type", info.type);
+  out.Set("typeName", TypeName(libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.type));
+  out.Set("keySize", info.key_size);
+  out.Set("valueSize", info.value_size);
+  out.Set("maxEntries", info.max_entries);
+  out.Set("flags", info.map_flags);
+  out.Set("memlock", ReadMemlock(fd));
+  out.Set("btfId", info.btf_id);
+  (void)env;
+  return 0;
+}
+
+int DescribeProgram(Napi::Env env, int fd, Napi::Object out) {
+  bpf_prog_info info;
+  memset(&info, 0, sizeof info);
+  __u32 len = sizeof info;
+  int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+  if (rc < 0) return -rc;
+  // Second call for the ids of the maps the program uses.
+  std::vector<__u32> mapIds(info.nr_map_ids);
+  if (!mapIds.empty()) {
+    __u32 count = info.nr_map_ids;
+    memset(&info, 0, sizeof info);
+    info.nr_map_ids = count;
+    info.map_ids = reinterpret_cast<__u64>(mapIds.data());
+    len = sizeof info;
+    rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+    if (rc < 0) return -rc;
+    mapIds.resize(std::min(count, info.nr_map_ids));
+  }
+  out.Set("id", info.id);
+  out.Set("name", info.name);
+  out.Set("type", info.type);
+  out.Set("typeName", TypeName(libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(info.type)), info.type));
+  out.Set("runTimeNs", Napi::BigInt::New(env, static_cast<uint64_t>(info.run_time_ns)));
+  out.Set("runCnt", Napi::BigInt::New(env, static_cast<uint64_t>(info.run_cnt)));
+  Napi::Array ids = Napi::Array::New(env, mapIds.size());
+  for (size_t i = 0; i < mapIds.size(); i++) ids.Set(i, mapIds[i]);
+  out.Set("mapIds", ids);
+  return 0;
+}
+
+using Describe = int (*)(Napi::Env, int, Napi::Object);
+using NextId = int (*)(__u32, __u32*);
+using FdById = int (*)(__u32);
+
+// Walks every object of one kind by id. Objects that vanish between the id
+// walk and the fd open (ENOENT) are skipped: that race is normal.
+Napi::Value ListAll(const Napi::CallbackInfo& info, NextId next, FdById open, Describe describe,
+                    const char* what) {
+  Napi::Env env = info.Env();
+  Napi::Array result = Napi::Array::New(env);
+  __u32 id = 0;
+  for (;;) {
+    int rc = next(id, &id);
+    if (rc == -ENOENT) break;
+    if (rc < 0) {
+      ThrowSystemError(env, -rc, "bpf(BPF_*_GET_NEXT_ID)", what);
+      return env.Undefined();
+    }
+    int fd = open(id);
+    if (fd == -ENOENT) continue;
+    if (fd < 0) {
+      ThrowSystemError(env, -fd, "bpf(BPF_*_GET_FD_BY_ID)", what);
+      return env.Undefined();
+    }
+    Napi::Object entry = Napi::Object::New(env);
+    int err = describe(env, fd, entry);
+    close(fd);
+    if (err == ENOENT) continue;
+    if (err != 0) {
+      ThrowSystemError(env, err, "bpf(BPF_OBJ_GET_INFO_BY_FD)", what);
+      return env.Undefined();
+    }
+    result.Set(result.Length(), entry);
+  }
+  return result;
+}
+
+Napi::Value DescribeFd(const Napi::CallbackInfo& info, Describe describe, const char* what) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    ThrowTypeError(env, std::string(what) + ": fd must be a number");
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  int err = describe(env, info[0].As<Napi::Number>().Int32Value(), out);
+  if (err != 0) {
+    ThrowSystemError(env, err, "bpf(BPF_OBJ_GET_INFO_BY_FD)", what);
+    return env.Undefined();
+  }
+  return out;
+}
+
+int DescribeLink(Napi::Env env, int fd, Napi::Object out) {
+  bpf_link_info info;
+  memset(&info, 0, sizeof info);
+  __u32 len = sizeof info;
+  int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+  if (rc < 0) return -rc;
+  out.Set("id", info.id);
+  out.Set("type", info.type);
+  out.Set("typeName", TypeName(libbpf_bpf_link_type_str(static_cast<bpf_link_type>(info.type)), info.type));
+  out.Set("progId", info.prog_id);
+  if (info.type == BPF_LINK_TYPE_CGROUP) {
+    // cgroupId is 0 once the cgroup is gone: the link is then defunct.
+    out.Set("cgroupId", Napi::BigInt::New(env, static_cast<uint64_t>(info.cgroup.cgroup_id)));
+    out.Set("attachType", info.cgroup.attach_type);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Napi::Value ListMaps(const Napi::CallbackInfo& info) {
+  return ListAll(info, bpf_map_get_next_id, bpf_map_get_fd_by_id, DescribeMap, "list BPF maps");
+}
+
+Napi::Value ListPrograms(const Napi::CallbackInfo& info) {
+  return ListAll(info, bpf_prog_get_next_id, bpf_prog_get_fd_by_id, DescribeProgram, "list BPF programs");
+}
+
+Napi::Value MapInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeMap, "describe map"); }
+Napi::Value ProgInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeProgram, "describe program"); }
+Napi::Value LinkInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeLink, "describe link"); }
+
+Napi::Value EnableRunTimeStats(const Napi::CallbackInfo& info) {
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) {
+    ThrowSystemError(info.Env(), -fd, "bpf(BPF_ENABLE_STATS)", "enable BPF run-time statistics");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+}  // namespace podmeter

@@ -1,0 +1,79 @@
+#include "object.h"
+
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+namespace podmeter {
+
+Napi::Value OpenObject(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowTypeError(env, "openObject(path): path must be a string");
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>();
+
+  BeginLibbpfLog();
+  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
+  if (obj == nullptr) {
+    int err = errno;
+    ThrowSystemError(env, err, "bpf_object__open_file", "open BPF object", path, EndLibbpfLog());
+    return env.Undefined();
+  }
+  int rc = bpf_object__load(obj);
+  if (rc < 0) {
+    std::string log = EndLibbpfLog();
+    bpf_object__close(obj);
+    ThrowSystemError(env, -rc, "bpf_object__load", "load BPF object", path, log);
+    return env.Undefined();
+  }
+  EndLibbpfLog();
+
+  // The object owns its fds and closes them with it: hand JS duplicates
+  // (close-on-exec) so their lifetime is the JS side's alone.
+  Napi::Array programs = Napi::Array::New(env);
+  Napi::Array maps = Napi::Array::New(env);
+  bool ok = true;
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    int fd = fcntl(bpf_program__fd(prog), F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) { ok = false; break; }
+    Napi::Object p = Napi::Object::New(env);
+    p.Set("name", bpf_program__name(prog));
+    p.Set("section", bpf_program__section_name(prog));
+    p.Set("attachType", static_cast<double>(bpf_program__expected_attach_type(prog)));
+    p.Set("fd", fd);
+    programs.Set(programs.Length(), p);
+  }
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    if (!ok) break;
+    int fd = fcntl(bpf_map__fd(map), F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) { ok = false; break; }
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", bpf_map__name(map));
+    m.Set("fd", fd);
+    maps.Set(maps.Length(), m);
+  }
+  int err = errno;
+  bpf_object__close(obj);
+  if (!ok) {
+    // Nothing half-made: close what was duplicated before failing.
+    for (Napi::Array list : {programs, maps})
+      for (uint32_t i = 0; i < list.Length(); i++)
+        close(list.Get(i).As<Napi::Object>().Get("fd").As<Napi::Number>().Int32Value());
+    ThrowSystemError(env, err, "fcntl", "duplicate fds of BPF object", path);
+    return env.Undefined();
+  }
+
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("programs", programs);
+  result.Set("maps", maps);
+  return result;
+}
+
+}  // namespace podmeter
