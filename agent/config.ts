@@ -1,0 +1,177 @@
+/**
+ * Configuration of `podmeter agent`: parsed once from argv and environment,
+ * validated, frozen, and passed down. Nothing else in the agent reads
+ * process.env or process.argv.
+ */
+import { hostname } from 'node:os';
+import {
+  ConfigError,
+  decimal,
+  defineFlags,
+  formatHelp,
+  hostPort,
+  kubernetesName,
+  oneOf,
+  parseFlags,
+  pathValue,
+  seconds,
+  switchFlag,
+  type HostPort,
+  type ParseContext,
+} from '../cli/flags.ts';
+import type { LogFormat, LogLevel } from './log.ts';
+
+export type DiscoverMode = 'pods' | 'children' | 'auto';
+
+export interface AgentConfig {
+  /** `auto`: pods when a kubepods tree exists under the cgroup root, else children. */
+  readonly discover: DiscoverMode;
+  /** Absolute; undefined means "find the cgroup2 mount" (agent/cgroups/mount.ts). */
+  readonly cgroupRoot?: string;
+  readonly bpffs: string;
+  readonly stateDir: string;
+  /** host is '0.0.0.0' for an empty host (`:9471`); port 0 picks a free port. */
+  readonly listen: HostPort;
+  readonly intervalMs: number;
+  /** How long counters of terminated cgroups stay visible; 0 drops them at once. */
+  readonly retentionMs: number;
+  readonly nodeName: string;
+  /** Absolute; undefined means in-cluster config, or standalone when there is none. */
+  readonly kubeconfig?: string;
+  /** Minimum time between two annotation writes to the same pod. */
+  readonly annotateIntervalMs: number;
+  /** Annotation writes per second for this node; 0 turns annotation writes off. */
+  readonly annotateBudget: number;
+  readonly logLevel: LogLevel;
+  /** `auto` is left to the logger (agent/log.ts), which knows whether stderr is a terminal. */
+  readonly logFormat: LogFormat;
+  readonly help: boolean;
+}
+
+const agentFlags = defineFlags({
+  discover: {
+    metavar: 'pods|children|auto',
+    help: 'Which cgroups to count: pod cgroups of the kubepods tree, every direct child of --cgroup-root, or pods when a kubepods tree exists',
+    parse: oneOf(['pods', 'children', 'auto']),
+    default: 'auto',
+  },
+  'cgroup-root': {
+    metavar: 'PATH',
+    help: 'cgroup2 directory to work under',
+    parse: pathValue,
+    defaultHelp: 'the cgroup2 mount: /sys/fs/cgroup, else /sys/fs/cgroup/unified, else any other',
+  },
+  bpffs: {
+    metavar: 'PATH',
+    help: 'Directory in a bpf filesystem where links are pinned, so counters survive agent restarts',
+    parse: pathValue,
+    default: '/sys/fs/bpf/podmeter',
+  },
+  'state-dir': {
+    metavar: 'PATH',
+    help: 'Directory for state kept across restarts',
+    parse: pathValue,
+    default: '/var/lib/podmeter',
+  },
+  listen: {
+    metavar: 'HOST:PORT',
+    help: 'Address of the HTTP server (/metrics, /healthz, /api/v1/...); IPv6 in brackets: [::]:9471',
+    parse: hostPort,
+    default: { host: '0.0.0.0', port: 9471 },
+    defaultHelp: '0.0.0.0:9471',
+  },
+  interval: {
+    metavar: 'SECONDS',
+    help: 'How often counters are read',
+    parse: seconds({ allowZero: false }),
+    default: 10_000,
+    defaultHelp: '10',
+  },
+  retention: {
+    metavar: 'SECONDS',
+    help: 'How long final counters of terminated cgroups stay visible',
+    parse: seconds({ allowZero: true }),
+    default: 600_000,
+    defaultHelp: '600',
+  },
+  'node-name': {
+    metavar: 'NAME',
+    help: 'Name of this Kubernetes node',
+    parse: kubernetesName,
+    defaultFrom: defaultNodeName,
+    defaultHelp: '$NODE_NAME, else the host name',
+  },
+  kubeconfig: {
+    metavar: 'PATH',
+    help: 'kubeconfig file; without it the in-cluster config is used, and without that the agent runs standalone',
+    parse: pathValue,
+  },
+  'annotate-interval': {
+    metavar: 'SECONDS',
+    help: 'Minimum time between two annotation writes to the same pod',
+    parse: seconds({ allowZero: false }),
+    default: 60_000,
+    defaultHelp: '60',
+  },
+  'annotate-budget': {
+    metavar: 'WRITES_PER_SECOND',
+    help: 'Pod annotation writes per second for this node (0 turns annotations off)',
+    parse: decimal('writes per second', 0, false),
+    default: 1,
+  },
+  'log-level': {
+    metavar: 'trace|debug|info|warn|error',
+    help: 'Least severe level that is logged',
+    parse: oneOf(['trace', 'debug', 'info', 'warn', 'error']),
+    default: 'info',
+  },
+  'log-format': {
+    metavar: 'json|pretty|auto',
+    help: 'Log line format; auto is pretty when stderr is a terminal, else json',
+    parse: oneOf(['json', 'pretty', 'auto']),
+    default: 'auto',
+  },
+  help: switchFlag('Show this help', { env: false, short: 'h' }),
+});
+
+export const agentHelp: string = formatHelp(agentFlags, {
+  usage: 'podmeter agent [flags]',
+  summary: 'Counts the network bytes and packets of every pod (or cgroup) on this node and serves them as metrics and pod annotations.',
+  notes:
+    'SECONDS accept decimals (0.5) or a unit (500ms, 30s, 5m, 1h).\n' +
+    'A flag wins over its environment variable; an empty environment variable counts as unset.',
+});
+
+/** `argv` is what follows `podmeter agent`; `env` is usually process.env. */
+export function parseAgentConfig(argv: string[], env: Record<string, string | undefined>): AgentConfig {
+  const { values, positionals } = parseFlags(agentFlags, argv, env);
+  const [extra] = positionals;
+  if (extra !== undefined) {
+    throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}: podmeter agent takes only flags (see --help)`);
+  }
+  return Object.freeze({
+    discover: values.discover,
+    cgroupRoot: values['cgroup-root'],
+    bpffs: values.bpffs,
+    stateDir: values['state-dir'],
+    listen: Object.freeze({ ...values.listen }),
+    intervalMs: values.interval,
+    retentionMs: values.retention,
+    nodeName: values['node-name'],
+    kubeconfig: values.kubeconfig,
+    annotateIntervalMs: values['annotate-interval'],
+    annotateBudget: values['annotate-budget'],
+    logLevel: values['log-level'],
+    logFormat: values['log-format'],
+    help: values.help,
+  });
+}
+
+/**
+ * The Downward API's NODE_NAME (what the DaemonSet sets), else the host name
+ * lower cased, as the kubelet names its node by default.
+ */
+function defaultNodeName(ctx: ParseContext): { raw: string; from: string } {
+  const fromEnv = ctx.env.NODE_NAME;
+  return fromEnv ? { raw: fromEnv, from: 'NODE_NAME' } : { raw: hostname().toLowerCase(), from: 'the host name' };
+}

@@ -1,0 +1,244 @@
+/**
+ * The lifecycle of every counted unit: attach as soon as its cgroup appears
+ * (or adopt the links an earlier agent pinned), read its counters on demand,
+ * take the final counts when its cgroup empties and again when it is removed
+ * (until the kernel releases the storage), then keep the finals visible for
+ * the retention period. Nothing here loses a counted byte: finals are read
+ * from the kernel while it still has them, and persisted.
+ */
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import type { Logger } from '../log.ts';
+import type { UnitIdentity } from '../cgroups/units.ts';
+import { cgroupId } from '../kernel/bpf.ts';
+import { ZERO, type DirectionCounters, type Meter } from './meter.ts';
+import type { StateStore, UnitRecord } from './state.ts';
+
+export interface Unit extends UnitRecord {
+  state: 'live' | 'draining' | 'terminated';
+  /** Absolute cgroup directory. */
+  path: string;
+}
+
+export interface TrackerEvents {
+  /** `latencySeconds` from the cgroup event to attached; undefined when links were adopted. */
+  attached: [unit: Unit, latencySeconds: number | undefined];
+  terminated: [unit: Unit];
+  error: [op: string, err: unknown];
+}
+
+const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };
+/** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
+const DRAIN_LIMIT_MS = 120_000;
+
+export class Tracker extends EventEmitter<TrackerEvents> {
+  readonly #meter: Meter;
+  readonly #root: string;
+  readonly #store: StateStore;
+  readonly #log: Logger;
+  readonly #retentionMs: number;
+  /** Live and draining units by relPath. */
+  readonly #units = new Map<string, Unit>();
+  /** Terminated units by id (a cgroup re-created at the same path is a new unit). */
+  readonly #finals = new Map<bigint, Unit>();
+  /** Records of the previous run, for cgroups that vanished while no agent ran. */
+  #previous = new Map<bigint, UnitRecord>();
+  #saveTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
+    super();
+    this.#meter = options.meter;
+    this.#root = options.root;
+    this.#store = options.store;
+    this.#log = options.log;
+    this.#retentionMs = options.retentionMs;
+  }
+
+  /** Loads what the previous run persisted. Call before the first unit arrives. */
+  restore(): void {
+    const { live, finals } = this.#store.load();
+    this.#previous = new Map(live.map((r) => [r.id, r]));
+    for (const r of finals) this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
+    this.prune();
+  }
+
+  /** A unit's cgroup exists: count it. */
+  onUnit(identity: UnitIdentity, seenAt: number): void {
+    if (this.#units.has(identity.relPath)) return;
+    const path = join(this.#root, identity.relPath);
+    let id: bigint;
+    try {
+      id = cgroupId(path);
+    } catch {
+      return; // removed before we got to it: nothing ran in it that we could count
+    }
+    const previous = this.#previous.get(id);
+    const unit: Unit = {
+      ...identity,
+      id,
+      path,
+      state: 'live',
+      attachedAt: previous?.attachedAt ?? Date.now(),
+      counters: previous?.counters ?? ZERO_COUNTERS,
+    };
+    try {
+      if (this.#meter.isAttached(id)) {
+        this.#units.set(identity.relPath, unit);
+        this.#previous.delete(id);
+        this.#read(unit);
+        this.emit('attached', unit, undefined);
+        return;
+      }
+      this.#meter.release(id); // stale half of a pair, if any
+      this.#meter.attach(path, id);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // raced with removal
+      this.#log.error({ err, cgroup: identity.relPath }, 'attach failed');
+      this.emit('error', 'attach', err);
+      return;
+    }
+    unit.attachedAt = Date.now();
+    unit.counters = ZERO_COUNTERS;
+    this.#units.set(identity.relPath, unit);
+    this.emit('attached', unit, (performance.now() - seenAt) / 1000);
+    this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
+    this.#scheduleSave();
+  }
+
+  /** cgroup.events changed: on populated 0 the unit's processes are gone; take the counts now. */
+  onPopulated(relPath: string, populated: boolean): void {
+    const unit = this.#units.get(relPath);
+    if (unit === undefined || populated) return;
+    this.#read(unit);
+    this.#saveNow();
+  }
+
+  /** The unit's cgroup was removed: read until the kernel releases the storage, then finalise. */
+  onGone(relPath: string): void {
+    const unit = this.#units.get(relPath);
+    if (unit === undefined || unit.state !== 'live') return;
+    unit.state = 'draining';
+    this.#read(unit);
+    const started = Date.now();
+    let delay = 10;
+    const poll = () => {
+      const stillThere = this.#read(unit);
+      if (stillThere && Date.now() - started < DRAIN_LIMIT_MS) {
+        delay = Math.min(delay * 2, 1000);
+        setTimeout(poll, delay).unref();
+        return;
+      }
+      this.#finalise(unit);
+    };
+    setTimeout(poll, delay).unref();
+  }
+
+  /**
+   * After the initial scan: links pinned for cgroups that no longer exist
+   * (removed while no agent ran) are finalised from what the kernel or the
+   * previous run's state still has, and their pins removed.
+   */
+  settleLeftovers(): void {
+    const liveIds = new Set([...this.#units.values()].map((u) => u.id));
+    const leftovers = new Set<bigint>([...this.#previous.keys()]);
+    for (const pin of this.#meter.pins.listLinks()) leftovers.add(pin.cgroupId);
+    for (const id of leftovers) {
+      if (liveIds.has(id) || this.#finals.has(id)) {
+        if (!liveIds.has(id)) this.#meter.release(id);
+        continue;
+      }
+      const record = this.#previous.get(id);
+      const unit: Unit = {
+        id,
+        relPath: record?.relPath ?? `cgroup-id:${id}`,
+        kind: record?.kind ?? 'cgroup',
+        attachedAt: record?.attachedAt ?? Date.now(),
+        counters: this.#meter.read(id) ?? record?.counters ?? ZERO_COUNTERS,
+        path: join(this.#root, record?.relPath ?? ''),
+        state: 'draining',
+      };
+      if (record?.uid !== undefined) unit.uid = record.uid;
+      this.#log.info({ cgroup: unit.relPath, id: String(id) }, 'cgroup vanished while the agent was down: finalised');
+      this.#finalise(unit);
+    }
+    this.#previous.clear();
+    this.#saveNow();
+  }
+
+  /** Reads every live unit now (interval tick and scrape). */
+  refresh(): void {
+    for (const unit of this.#units.values()) if (unit.state === 'live') this.#read(unit);
+  }
+
+  /** Live, draining and retained terminated units. */
+  units(): Unit[] {
+    return [...this.#units.values(), ...this.#finals.values()];
+  }
+
+  liveCount(): number {
+    return this.#units.size;
+  }
+
+  /** Drops finals older than the retention. */
+  prune(now = Date.now()): void {
+    for (const [id, unit] of this.#finals) {
+      if ((unit.terminatedAt ?? 0) + this.#retentionMs < now) this.#finals.delete(id);
+    }
+  }
+
+  /** Interval work: read, prune, persist. */
+  tick(): void {
+    this.refresh();
+    this.prune();
+    this.#saveNow();
+  }
+
+  /** Persists state; links stay pinned so counting continues without us. */
+  stop(): void {
+    clearTimeout(this.#saveTimer);
+    this.refresh();
+    this.#saveNow();
+  }
+
+  /** Updates a unit's counters from the kernel; false once the storage is gone. */
+  #read(unit: Unit): boolean {
+    try {
+      const counters = this.#meter.read(unit.id);
+      if (counters === undefined) return false;
+      unit.counters = counters;
+      return true;
+    } catch (err) {
+      this.emit('error', 'read', err);
+      return false;
+    }
+  }
+
+  #finalise(unit: Unit): void {
+    try {
+      this.#meter.release(unit.id);
+    } catch (err) {
+      this.emit('error', 'detach', err);
+    }
+    unit.state = 'terminated';
+    unit.terminatedAt = Date.now();
+    if (this.#units.get(unit.relPath) === unit) this.#units.delete(unit.relPath);
+    this.#finals.set(unit.id, unit);
+    this.emit('terminated', unit);
+    this.#log.debug({ cgroup: unit.relPath, counters: unit.counters }, 'finalised');
+    this.#saveNow();
+  }
+
+  #scheduleSave(): void {
+    this.#saveTimer ??= setTimeout(() => this.#saveNow(), 200).unref();
+  }
+
+  #saveNow(): void {
+    clearTimeout(this.#saveTimer);
+    this.#saveTimer = undefined;
+    try {
+      this.#store.save(this.#units.values(), this.#finals.values());
+    } catch (err) {
+      this.emit('error', 'state', err);
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * `podmeter agent`: wires the parts together. Order matters for bad input:
+ * everything that can be checked (cgroup2 root, state dir, listen address,
+ * bpffs) is checked before the first program is attached, so a failed start
+ * leaves nothing half-made.
+ */
+import { readdirSync } from 'node:fs';
+import type { AgentConfig } from './config.ts';
+import { createLogger, type Logger } from './log.ts';
+import { findCgroup2Root } from './cgroups/mount.ts';
+import { detectMode, type DiscoverMode } from './cgroups/units.ts';
+import { CgroupWatcher } from './cgroups/watcher.ts';
+import { Meter } from './counting/meter.ts';
+import { StateStore } from './counting/state.ts';
+import { Tracker } from './counting/tracker.ts';
+import { createAgentMetrics } from './http/metrics.ts';
+import { HttpServer, json, text } from './http/server.ts';
+import { cgroupsView } from './http/api.ts';
+
+export interface RunningAgent {
+  mode: DiscoverMode;
+  root: string;
+  address: { host: string; port: number };
+  stop(): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
+  const root = findCgroup2Root(config.cgroupRoot === undefined ? {} : { override: config.cgroupRoot });
+  try {
+    readdirSync(root);
+  } catch (err) {
+    throw new Error(`cgroup root '${root}' is not readable: ${(err as Error).message} (run the agent as root)`, { cause: err });
+  }
+  const mode: DiscoverMode = config.discover === 'auto' ? detectMode(root) : config.discover;
+  const store = new StateStore(config.stateDir);
+  try {
+    store.ensure();
+  } catch (err) {
+    throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, { cause: err });
+  }
+
+  const server = new HttpServer(log.child({ module: 'http' }));
+  const address = await server.listen(config.listen.host, config.listen.port);
+
+  let meter: Meter;
+  try {
+    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }));
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+
+  const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
+  tracker.restore();
+  const metrics = createAgentMetrics({ tracker, mode });
+  const watcher = new CgroupWatcher(root, mode);
+  let ready = false;
+
+  watcher
+    .on('unit', (unit, seenAt) => tracker.onUnit(unit, seenAt))
+    .on('populated', (relPath, populated) => tracker.onPopulated(relPath, populated))
+    .on('gone', (relPath) => tracker.onGone(relPath))
+    .on('error', (err) => {
+      metrics.errors.inc({ op: 'watch' });
+      log.warn({ err }, 'cgroup watcher error');
+    })
+    .once('ready', () => {
+      tracker.settleLeftovers();
+      ready = true;
+      log.info({ root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}` }, 'agent ready');
+    });
+
+  server
+    .route('/metrics', async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }))
+    .route('/healthz', () => text('ok\n'))
+    .route('/readyz', () => (ready ? text('ready\n') : text('initial cgroup scan in progress\n', 503)))
+    .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker) }));
+
+  watcher.start();
+  const timer = setInterval(() => tracker.tick(), config.intervalMs);
+
+  return {
+    mode,
+    root,
+    address,
+    async stop() {
+      clearInterval(timer);
+      await watcher.close();
+      tracker.stop();
+      meter.close();
+      await server.close();
+      log.info('agent stopped; links stay pinned, counting continues until the next start');
+    },
+  };
+}
+
+/** Entry point of `podmeter agent`: runs until SIGINT/SIGTERM. */
+export async function runAgent(config: AgentConfig): Promise<void> {
+  const log = createLogger({ level: config.logLevel, format: config.logFormat });
+  const agent = await startAgent(config, log);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    await agent.stop();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGINT', (s) => void stop(s));
+  process.on('SIGTERM', (s) => void stop(s));
+}

@@ -1,0 +1,95 @@
+/**
+ * `podmeter top`: a live table of traffic per pod or cgroup, read from a
+ * running agent's /api/v1/cgroups, sorted by rate. Rates are the difference
+ * of two readings over the time between them.
+ */
+import { defineFlags, formatHelp, oneOf, parseFlags, seconds, switchFlag, wantsHelp, decimal } from './flags.ts';
+import { bytes, rate, table } from './format.ts';
+import type { CgroupView } from '../agent/http/api.ts';
+
+const topFlags = defineFlags({
+  agent: { metavar: 'URL', help: 'Base URL of a running agent', parse: (raw: string) => new URL(raw).toString().replace(/\/$/, ''), default: 'http://127.0.0.1:9471' },
+  interval: { metavar: 'SECONDS', help: 'Refresh period', parse: seconds({ allowZero: false }), default: 1000 },
+  sort: { metavar: 'rate|total|name', help: 'Sort order', parse: oneOf(['rate', 'total', 'name']), default: 'rate' },
+  limit: { metavar: 'N', short: 'n', help: 'Show at most N rows (0: all)', parse: decimal('rows', 0, false), default: 0 },
+  once: switchFlag('Print one table (rates over one interval) and exit'),
+});
+
+export const topHelp = formatHelp(topFlags, {
+  usage: 'podmeter top [--agent URL] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
+  summary: 'Live table of network traffic per pod (or cgroup) on one node, from its agent.',
+  notes: "On a plain Linux host: 'sudo podmeter agent' in one terminal, 'podmeter top' in another.",
+});
+
+interface Reading {
+  at: number;
+  cgroups: CgroupView[];
+}
+
+async function read(agent: string): Promise<Reading> {
+  let res: Response;
+  try {
+    res = await fetch(`${agent}/api/v1/cgroups`, { signal: AbortSignal.timeout(5000) });
+  } catch (err) {
+    throw new Error(`cannot reach the agent at ${agent} (${(err as Error).cause ?? (err as Error).message}); start one with 'sudo podmeter agent' or pass --agent URL`);
+  }
+  if (!res.ok) throw new Error(`agent at ${agent} answered ${res.status} ${res.statusText}`);
+  const body = (await res.json()) as { cgroups: CgroupView[] };
+  return { at: performance.now(), cgroups: body.cgroups };
+}
+
+export interface TopRow {
+  name: string;
+  state: string;
+  rxRate: number;
+  txRate: number;
+  rx: bigint;
+  tx: bigint;
+}
+
+/** Rows from two readings; a unit missing from the first has rate over its whole total. */
+export function topRows(before: Reading, after: Reading): TopRow[] {
+  const seconds = Math.max((after.at - before.at) / 1000, 1e-3);
+  const prev = new Map(before.cgroups.map((c) => [c.id, c]));
+  return after.cgroups.map((c) => {
+    const p = prev.get(c.id);
+    const rx = BigInt(c.ingress.bytes);
+    const tx = BigInt(c.egress.bytes);
+    const name = c.pod ? `${c.namespace}/${c.pod}` : c.kind === 'pod' ? `pod ${c.uid}` : c.cgroup;
+    return {
+      name,
+      state: c.state,
+      rxRate: p ? Number(rx - BigInt(p.ingress.bytes)) / seconds : 0,
+      txRate: p ? Number(tx - BigInt(p.egress.bytes)) / seconds : 0,
+      rx,
+      tx,
+    };
+  });
+}
+
+export function renderTop(rows: TopRow[], sort: 'rate' | 'total' | 'name', limit: number): string {
+  const key = (r: TopRow) => (sort === 'rate' ? r.rxRate + r.txRate : Number(r.rx + r.tx));
+  const sorted = [...rows].sort((a, b) => (sort === 'name' ? a.name.localeCompare(b.name) : key(b) - key(a)));
+  const shown = limit > 0 ? sorted.slice(0, limit) : sorted;
+  return table(
+    ['NAME', 'RX/s', 'TX/s', 'RX TOTAL', 'TX TOTAL', 'STATE'],
+    shown.map((r) => [r.name, rate(r.rxRate), rate(r.txRate), bytes(r.rx), bytes(r.tx), r.state]),
+  );
+}
+
+export async function runTop(argv: string[]): Promise<void> {
+  if (wantsHelp(argv)) return void process.stdout.write(topHelp);
+  const { values } = parseFlags(topFlags, argv, process.env);
+  const tty = process.stdout.isTTY === true && !values.once;
+  let before = await read(values.agent);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, values.interval));
+    const after = await read(values.agent);
+    const limit = values.limit || (tty ? Math.max((process.stdout.rows ?? 24) - 3, 5) : 0);
+    const body = renderTop(topRows(before, after), values.sort, limit);
+    const title = `podmeter top  ${values.agent}  ${after.cgroups.length} counted  ${new Date().toLocaleTimeString()}\n`;
+    process.stdout.write(tty ? `\x1b[H\x1b[2J${title}${body}` : `${title}${body}`);
+    if (values.once) return;
+    before = after;
+  }
+}

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { startCluster } from './cluster.ts';
+import type { TestCluster } from './cluster.ts';
+
+function ok(r: { stdout: string; stderr: string; code: number }, what: string): string {
+  assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
+test('test cluster: pods, RBAC with service-account tokens, apiserver restart, down', async (t) => {
+  let cluster: TestCluster | undefined = await startCluster();
+  t.after(async () => {
+    await cluster?.down();
+  });
+  const c = cluster;
+  const ns = 'podmeter-cluster-test';
+
+  await t.test('server answers as the built Kubernetes version', async () => {
+    const v = JSON.parse(ok(await c.kubectl(['version', '-o', 'json']), 'kubectl version')) as {
+      serverVersion?: { gitVersion?: string };
+    };
+    assert.match(v.serverVersion?.gitVersion ?? '', /^v1\.\d+\.\d+$/);
+    assert.match(c.server, /^https:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  await t.test('namespace and pod with spec.nodeName', async () => {
+    ok(await c.kubectl(['create', 'namespace', ns]), 'create namespace');
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'web', namespace: ns, labels: { app: 'web' } },
+      spec: { nodeName: 'node-a', containers: [{ name: 'web', image: 'registry.invalid/web:1' }] },
+    };
+    ok(await c.kubectl(['create', '-f', '-'], { input: JSON.stringify(pod) }), 'create pod');
+    // In the default namespace too (no default ServiceAccount exists anywhere).
+    ok(
+      await c.kubectl(['create', '-f', '-'], {
+        input: JSON.stringify({ ...pod, metadata: { name: 'web', namespace: 'default' } }),
+      }),
+      'create pod in default',
+    );
+    const got = JSON.parse(ok(await c.kubectl(['get', 'pod', 'web', '-n', ns, '-o', 'json']), 'get pod')) as {
+      metadata: { uid: string; labels: Record<string, string> };
+      spec: { nodeName: string };
+    };
+    assert.equal(got.spec.nodeName, 'node-a');
+    assert.equal(got.metadata.labels['app'], 'web');
+    assert.ok(got.metadata.uid);
+  });
+
+  await t.test('service account token and RBAC', async () => {
+    ok(await c.kubectl(['create', 'serviceaccount', 'reader', '-n', ns]), 'create sa');
+    ok(
+      await c.kubectl(['create', 'role', 'pod-reader', '-n', ns, '--verb=get,list,watch', '--resource=pods']),
+      'create role',
+    );
+    ok(
+      await c.kubectl(['create', 'rolebinding', 'reader', '-n', ns, '--role=pod-reader', `--serviceaccount=${ns}:reader`]),
+      'create rolebinding',
+    );
+    const token = ok(await c.kubectl(['create', 'token', 'reader', '-n', ns, '--duration=10m']), 'create token').trim();
+    assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+
+    const canI = async (...args: string[]): Promise<string> => {
+      const r = await c.kubectl(['auth', 'can-i', ...args], { token });
+      // can-i exits 1 for "no"
+      assert.ok(r.code === 0 || r.code === 1, `auth can-i failed: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    assert.equal(await canI('list', 'pods', '-n', ns), 'yes');
+    assert.equal(await canI('get', 'pods/web', '-n', ns), 'yes');
+    assert.equal(await canI('delete', 'pods', '-n', ns), 'no');
+    assert.equal(await canI('list', 'pods', '-n', 'default'), 'no');
+    assert.equal(await canI('list', 'secrets', '-n', ns), 'no');
+
+    const who = JSON.parse(ok(await c.kubectl(['auth', 'whoami', '-o', 'json'], { token }), 'whoami')) as {
+      status: { userInfo: { username: string } };
+    };
+    assert.equal(who.status.userInfo.username, `system:serviceaccount:${ns}:reader`);
+
+    // The token really reads pods, and is refused what RBAC does not grant.
+    ok(await c.kubectl(['get', 'pods', '-n', ns], { token }), 'get pods with token');
+    const denied = await c.kubectl(['get', 'pods', '-n', 'default'], { token });
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /forbidden/i);
+  });
+
+  await t.test('apiserver stop and start keeps the data', async () => {
+    await c.stopApiserver();
+    const down = await c.kubectl(['get', 'ns', ns, '--request-timeout=3s']);
+    assert.notEqual(down.code, 0, 'apiserver still answers after stopApiserver');
+    await c.startApiserver();
+    const pod = JSON.parse(ok(await c.kubectl(['get', 'pod', 'web', '-n', ns, '-o', 'json']), 'get pod')) as {
+      spec: { nodeName: string };
+    };
+    assert.equal(pod.spec.nodeName, 'node-a');
+    const token = ok(await c.kubectl(['create', 'token', 'reader', '-n', ns]), 'create token after restart').trim();
+    const r = await c.kubectl(['auth', 'can-i', 'list', 'pods', '-n', ns], { token });
+    assert.equal(r.stdout.trim(), 'yes');
+  });
+
+  await t.test('down removes everything', async () => {
+    assert.ok(existsSync(c.dataDir));
+    await c.down();
+    assert.ok(!existsSync(c.dataDir), `${c.dataDir} still exists`);
+    const r = await c.kubectl(['get', 'ns', '--request-timeout=3s']);
+    assert.notEqual(r.code, 0);
+    await c.down(); // idempotent
+    cluster = undefined;
+  });
+});

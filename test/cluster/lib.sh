@@ -1,0 +1,114 @@
+# Shared by test/cluster/up, down and apiserver (sourced, not run).
+# shellcheck shell=bash
+
+cluster_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Sets NAME and DATA (the cluster's data directory) from a cluster name.
+set_name() {
+	NAME=$1
+	[[ $NAME =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ ]] ||
+		die "bad cluster name '$NAME' (letters, digits, '.', '_', '-'; at most 63)"
+	DATA=/tmp/podmeter-test-cluster-$NAME
+}
+
+# Loads DATA/state.env (written by up) into the environment.
+load_state() {
+	[[ -f $DATA/state.env ]] || die "no cluster '$NAME' ($DATA/state.env is missing)"
+	# shellcheck source=/dev/null
+	source "$DATA/state.env"
+}
+
+# Takes the cluster's lock (fd 8) so up/down/apiserver of one name never overlap.
+lock_cluster() {
+	mkdir -p "$DATA"
+	exec 8>"$DATA/.lock"
+	flock 8
+}
+
+# True if PID is alive and is a process this cluster started: its command line
+# names the data directory (guards against a recycled pid). Zombies count as dead.
+ours() {
+	local pid=${1:-} cmd
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
+	[[ $cmd == *"$DATA/"* ]]
+}
+
+# Stops PID if it is ours: SIGTERM, then SIGKILL after 15 s.
+stop_pid() { # <what> <pid>
+	local what=$1 pid=${2:-} i
+	ours "$pid" || return 0
+	log "stopping $what (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 150; i++)); do
+		ours "$pid" || return 0
+		sleep 0.1
+	done
+	log "$what (pid $pid) did not stop in 15 s; killing it"
+	kill -KILL "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		ours "$pid" || return 0
+		sleep 0.1
+	done
+	die "$what (pid $pid) is still running"
+}
+
+# True if something on this machine uses TCP port $1 (v4 or v6): in any state,
+# or with a second argument "listen", only a listening socket.
+port_in_use() {
+	local hex st=
+	hex=$(printf ':%04X' "$1")
+	[[ ${2:-} == listen ]] && st=0A
+	awk -v h="$hex" -v st="$st" 'substr($2, length($2) - 4) == h && (st == "" || $4 == st) { found = 1 } END { exit !found }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# Prints a random free port in 20000-32767 (below Linux's ephemeral range),
+# other than the ones given.
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 12768))
+		[[ " $* " == *" $p "* ]] && continue
+		port_in_use "$p" || { printf '%s' "$p"; return 0; }
+	done
+	die "found no free TCP port"
+}
+
+# Starts kube-apiserver with the flags recorded in DATA/kube-apiserver.args and
+# sets APISERVER_PID. Output goes to DATA/kube-apiserver.log.
+launch_apiserver() {
+	local args
+	mapfile -t args <"$DATA/kube-apiserver.args"
+	echo "--- $(date -u +%FT%TZ) start" >>"$DATA/kube-apiserver.log"
+	setsid "$BIN_DIR/kube-apiserver" "${args[@]}" </dev/null >>"$DATA/kube-apiserver.log" 2>&1 &
+	APISERVER_PID=$!
+	printf '%s\n' "$APISERVER_PID" >"$DATA/kube-apiserver.pid"
+}
+
+# Waits until kube-apiserver answers /readyz with ok. Returns 2 if it exited
+# (with "address already in use" in its log: 3), 1 on timeout.
+wait_apiserver_ready() { # [timeout seconds]
+	local deadline=$((SECONDS + ${1:-90})) out
+	while ((SECONDS < deadline)); do
+		if ! ours "$APISERVER_PID"; then
+			if tail -n 30 "$DATA/kube-apiserver.log" | grep -q 'address already in use'; then return 3; fi
+			return 2
+		fi
+		out=$("$BIN_DIR/kubectl" --kubeconfig "$DATA/kubeconfig" --request-timeout=5s get --raw /readyz 2>/dev/null) || out=
+		[[ $out == ok ]] && return 0
+		sleep 0.3
+	done
+	return 1
+}
+
+apiserver_failed() { # <status from wait_apiserver_ready>
+	case $1 in
+	1) log "kube-apiserver did not become ready in time; last lines of $DATA/kube-apiserver.log:" ;;
+	*) log "kube-apiserver exited; last lines of $DATA/kube-apiserver.log:" ;;
+	esac
+	tail -n 25 "$DATA/kube-apiserver.log" >&2 || true
+}

@@ -1,0 +1,92 @@
+/**
+ * One process-wide list of cleanups for what tests and benchmarks create in
+ * the kernel (test cgroups, network namespaces, bpffs pins, attachments).
+ * The other helpers register their remove() here automatically, so that:
+ *
+ * - Ctrl-C (SIGINT) or SIGTERM runs every pending cleanup, newest first, and
+ *   then exits (130 / 143): benchmarks and interrupted tests leave nothing
+ *   behind. A second signal exits at once.
+ * - a test can still remove things itself (t.after, try/finally): removing
+ *   unregisters, and every remove() is idempotent.
+ *
+ * API:
+ *   registerCleanup(fn): () => void   // returns `unregister`
+ *   runAllCleanups(): Promise<void>   // what the signal handler runs
+ *   afterOrSignal(t, fn)              // t.after(fn) when t is given, else only on signal
+ *
+ * Links and other BPF fds need no entry: the kernel drops an unpinned link
+ * when the process that holds its fd exits.
+ */
+
+export type CleanupFn = () => unknown;
+
+/** Anything with node:test's `after(fn)`: a TestContext, a SuiteContext, or `{ after }` from node:test. */
+export interface AfterHook {
+  after(fn: () => unknown): unknown;
+}
+
+const pending = new Set<CleanupFn>();
+let handlersInstalled = false;
+let signalled = false;
+
+function installSignalHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(signal, () => {
+      if (signalled) process.exit(code);
+      signalled = true;
+      process.stderr.write(`\n${signal}: removing test cgroups, netns and pins before exiting...\n`);
+      const timer = setTimeout(() => process.exit(code), 15_000);
+      timer.unref();
+      void runAllCleanups().finally(() => process.exit(code));
+    });
+  }
+}
+
+/** Registers a cleanup to run on SIGINT/SIGTERM; returns a function that unregisters it. */
+export function registerCleanup(fn: CleanupFn): () => void {
+  installSignalHandlers();
+  pending.add(fn);
+  return () => {
+    pending.delete(fn);
+  };
+}
+
+/** Runs (and unregisters) every pending cleanup, newest first; errors are printed, not thrown. */
+export async function runAllCleanups(): Promise<void> {
+  const fns = [...pending].reverse();
+  pending.clear();
+  for (const fn of fns) {
+    try {
+      await fn();
+    } catch (err) {
+      process.stderr.write(`cleanup failed: ${(err as Error).stack ?? String(err)}\n`);
+    }
+  }
+}
+
+/** Runs `fn` after the test when `t` is given; in any case on SIGINT/SIGTERM (until it has run). */
+export function afterOrSignal(t: AfterHook | undefined, fn: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  let unregister = (): void => {};
+  const once = (): Promise<void> => {
+    unregister();
+    done ??= fn();
+    return done;
+  };
+  unregister = registerCleanup(once);
+  t?.after(once);
+  return once;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A short random suffix for `podmeter-test-<rand>` names. */
+export function randomSuffix(): string {
+  return `${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export const TEST_PREFIX = 'podmeter-test-';
