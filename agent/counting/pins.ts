@@ -7,10 +7,11 @@
  *   <bpffs>/map_stats                   the per-CPU cgroup storage map
  *   <bpffs>/links/<cgroup id>_<direction>
  */
-import { mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Direction } from '../kernel/bpf.ts';
 import { assertBpffsDir } from '../kernel/bpf.ts';
+import { ensureDir } from '../files.ts';
 
 export interface LinkPin {
   cgroupId: bigint;
@@ -31,7 +32,7 @@ export class PinDir {
   ensure(): void {
     const parent = join(this.root, '..');
     assertBpffsDir(parent, 'bpffs directory (--bpffs) parent');
-    mkdirSync(this.linksDir, { recursive: true });
+    ensureDir(this.linksDir);
     assertBpffsDir(this.root, 'bpffs directory (--bpffs)');
   }
 

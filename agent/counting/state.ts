@@ -4,8 +4,9 @@
  * cgroup that vanishes while the agent is down) and the finals of terminated
  * units still within retention. Written atomically (temp file + rename).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ensureDir } from '../files.ts';
 import type { DirectionCounters } from './meter.ts';
 
 export interface UnitRecord {
@@ -35,7 +36,7 @@ export class StateStore {
 
   /** Creates the directory and checks it is writable, so a bad --state-dir fails before anything is attached. */
   ensure(): void {
-    mkdirSync(this.dir, { recursive: true });
+    ensureDir(this.dir);
     const probe = join(this.dir, `.probe-${process.pid}`);
     writeFileSync(probe, '');
     renameSync(probe, join(this.dir, '.probe'));

@@ -1,0 +1,63 @@
+/**
+ * Bad input to `podmeter agent`: a clear message naming what is wrong,
+ * a non-zero exit, and nothing attached or pinned. Needs root.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
+import { queryCgroup } from '../../agent/kernel/bpf.ts';
+
+const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
+
+function run(args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(PODMETER, args, { timeout: 20_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
+    });
+  });
+}
+
+test('bad input: clear message, non-zero exit, nothing attached or pinned', async (t) => {
+  const root = makeTestCgroup(t);
+  const unit = root.child('unit');
+  const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
+  const state = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  const plainDir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  t.after(() => {
+    rmSync(state, { recursive: true, force: true });
+    rmSync(plainDir, { recursive: true, force: true });
+  });
+  const busy = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => busy.once('listening', r));
+  t.after(() => busy.close());
+  const busyPort = (busy.address() as { port: number }).port;
+  const base = ['agent', '--cgroup-root', root.path, '--state-dir', state, '--listen', '127.0.0.1:0'];
+
+  const cases: { name: string; args: string[]; code: number; message: RegExp }[] = [
+    { name: 'unknown flag', args: ['agent', '--intervl', '5'], code: 2, message: /--intervl.*(did you mean --interval)?/ },
+    { name: 'bad interval', args: ['agent', '--interval', 'soon'], code: 2, message: /--interval: "soon" is not a number of seconds/ },
+    { name: 'bad discover', args: ['agent', '--discover', 'all'], code: 2, message: /--discover: "all" is not one of pods, children, auto/ },
+    { name: 'bad listen', args: ['agent', '--listen', 'localhost'], code: 2, message: /--listen: "localhost" is not HOST:PORT/ },
+    { name: 'cgroup root not cgroup2', args: [...base.slice(0, 1), '--cgroup-root', plainDir, ...base.slice(3), '--bpffs', bpffs], code: 1, message: new RegExp(`${plainDir}.*not.*cgroup2|cgroup2.*${plainDir}`) },
+    { name: 'cgroup root missing', args: ['agent', '--cgroup-root', '/nonexistent/podmeter-test', '--bpffs', bpffs], code: 1, message: /nonexistent\/podmeter-test/ },
+    { name: 'bpffs not a bpf filesystem', args: [...base, '--bpffs', join(plainDir, 'pins')], code: 1, message: /not on a bpffs.*mount -t bpf/ },
+    { name: 'port in use', args: [...base.slice(0, -1), `127.0.0.1:${busyPort}`, '--bpffs', bpffs], code: 1, message: /--listen 127\.0\.0\.1:\d+: cannot listen: the address is already in use/ },
+    { name: 'state dir not writable', args: [...base.slice(0, 3), '--state-dir', '/proc/podmeter-test', '--listen', '127.0.0.1:0', '--bpffs', bpffs], code: 1, message: /--state-dir '\/proc\/podmeter-test' is not a writable directory/ },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const { code, stderr } = await run(c.args);
+      assert.equal(code, c.code, stderr);
+      assert.match(stderr, c.message);
+      assert.ok(stderr.split('\n').filter(Boolean).length <= 3, `short message, got:\n${stderr}`);
+      assert.deepEqual(queryCgroup(unit.path, 'egress'), [], 'nothing attached');
+      assert.ok(!existsSync(bpffs), 'nothing pinned');
+    });
+  }
+});

@@ -1,0 +1,130 @@
+/**
+ * Runs the real agent (`bin/podmeter agent`) as a child process for tests
+ * and benchmarks, on a test cgroup root with its own bpffs dir and state dir,
+ * and reads its HTTP API.
+ *
+ *   startAgentProcess(t, { cgroupRoot, args? }) -> AgentProcess
+ *     .url, .bpffs, .stateDir, .cgroups(), .metrics(), .kill(signal), .restart()
+ *
+ * Cleanup (t.after or signal): stops the agent, removes its pins (which
+ * detaches its links) and its state dir.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { PinDir } from '../../agent/counting/pins.ts';
+import type { CgroupView } from '../../agent/http/api.ts';
+import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+
+const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
+
+export interface AgentProcess {
+  url: string;
+  bpffs: string;
+  stateDir: string;
+  child: ChildProcess;
+  /** Every log line so far (JSON objects). */
+  logs: Record<string, unknown>[];
+  cgroups(): Promise<CgroupView[]>;
+  metrics(): Promise<string>;
+  /** Sends a signal and waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Starts the agent again with the same flags (and port), e.g. after kill('SIGKILL'). */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface AgentOptions {
+  cgroupRoot: string;
+  args?: string[];
+  env?: Record<string, string>;
+}
+
+/** Spawns `podmeter agent` and resolves when it is ready (or rejects with its stderr). */
+export async function startAgentProcess(t: AfterHook | undefined, options: AgentOptions): Promise<AgentProcess> {
+  const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
+  const stateDir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  let listen = '127.0.0.1:0';
+  const logs: Record<string, unknown>[] = [];
+  let child!: ChildProcess;
+
+  const launch = async (): Promise<string> => {
+    const args = ['agent', '--cgroup-root', options.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--listen', listen, '--log-format', 'json', ...(options.args ?? [])];
+    child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+    let stderr = '';
+    return new Promise((resolve, reject) => {
+      const lines = createInterface({ input: child.stderr! });
+      lines.on('line', (line) => {
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === 'agent ready') resolve(String(entry.listen));
+        } catch {
+          stderr += `${line}\n`;
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`agent exited (${code}) before ready:\n${stderr}${JSON.stringify(logs.slice(-5))}`)));
+    });
+  };
+
+  listen = await launch();
+  const url = `http://${listen}`;
+  const get = async (path: string) => {
+    const res = await fetch(`${url}${path}`);
+    if (!res.ok) throw new Error(`${path}: ${res.status}`);
+    return res;
+  };
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill(signal);
+    return exited;
+  };
+  const stop = afterOrSignal(t, async () => {
+    await kill('SIGTERM');
+    new PinDir(bpffs).removeAll();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  return {
+    url,
+    bpffs,
+    stateDir,
+    get child() {
+      return child;
+    },
+    logs,
+    cgroups: async () => ((await (await get('/api/v1/cgroups')).json()) as { cgroups: CgroupView[] }).cgroups,
+    metrics: async () => (await get('/metrics')).text(),
+    kill,
+    restart: async () => {
+      await launch();
+    },
+    stop,
+  };
+}
+
+/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Value of one sample in a Prometheus text exposition, e.g. metric('podmeter_x', {direction: 'egress'}). */
+export function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const m = /^[^{ ]+(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const got = Object.fromEntries([...(m[1] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[2]);
+  }
+  return undefined;
+}
