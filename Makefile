@@ -34,7 +34,13 @@ node_modules/.package-lock.json: package.json package-lock.json | $(NODE)
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: $(BPF_OBJECTS) $(ADDON)
+build: $(BPF_OBJECTS) $(ADDON) build/js/.stamp
+
+# Compiled JavaScript for running (bin/podmeter prefers it when fresh).
+build/js/.stamp: $(shell find cli agent operator -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
+	rm -rf build/js
+	node_modules/.bin/tsc -p tsconfig.build.json
+	@touch $@
 
 build/bpf/%.bpf.o: bpf/%.bpf.c bpf/podmeter.h
 	@mkdir -p build/bpf

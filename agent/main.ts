@@ -77,7 +77,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker) }));
 
   watcher.start();
-  const timer = setInterval(() => tracker.tick(), config.intervalMs);
+  const timer = setInterval(() => {
+    watcher.resync();
+    tracker.tick();
+  }, config.intervalMs);
 
   return {
     mode,

@@ -31,17 +31,16 @@ const KUBEPODS_COMPONENT = /^(kubepods(\.slice)?|kubepods-.*|kubelet-kubepods.*)
 export const OUTSIDE_KUBEPODS_DEPTH = 3;
 
 /**
- * Whether discovery should look inside directory `relPath`: in pods mode only
- * kubepods trees (found within a few levels of the root, so kind-style nested
- * roots are seen) down to the pod level, never into a pod's containers; in
- * children mode only the root itself.
+ * Whether discovery looks inside directory `relPath` for units: in pods mode
+ * the kubepods trees (found within a few levels of the root, so kind-style
+ * nested roots are seen) down to the pods, never into a pod; in children mode
+ * only the root.
  */
 export function shouldDescend(mode: DiscoverMode, relPath: string): boolean {
   if (relPath === '') return true;
+  if (mode === 'children') return false;
   const parts = relPath.split('/');
-  if (mode === 'children') return parts.length <= 1; // a unit's own files (cgroup.events), not its children
-  const inPod = parts.some((_, i) => parsePodCgroup(parts.slice(0, i + 1).join('/')) !== undefined);
-  if (inPod) return parsePodCgroup(relPath) !== undefined; // the pod dir itself, for cgroup.events
+  if (parts.some((_, i) => parsePodCgroup(parts.slice(0, i + 1).join('/')) !== undefined)) return false;
   if (parts.some((p) => KUBEPODS_COMPONENT.test(p))) return true;
   return parts.length < OUTSIDE_KUBEPODS_DEPTH;
 }

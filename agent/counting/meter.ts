@@ -98,12 +98,19 @@ export class Meter {
     }
   }
 
-  /** Whether both links of a cgroup are pinned and still attached to that cgroup. */
-  isAttached(cgroupId: bigint): boolean {
-    return DIRECTIONS.every((direction) => {
+  /**
+   * 'attached': both links pinned and attached to this cgroup; 'none': no
+   * pins; 'stale': anything else (half a pair, or links of a cgroup gone).
+   */
+  linkState(cgroupId: bigint): 'attached' | 'none' | 'stale' {
+    const paths = DIRECTIONS.map((d) => this.pins.link(cgroupId, d));
+    const present = paths.filter((p) => existsSync(p)).length;
+    if (present === 0) return 'none';
+    if (present === 1) return 'stale';
+    const live = paths.every((path) => {
       let link: Link | undefined;
       try {
-        link = Link.fromPin(this.pins.link(cgroupId, direction));
+        link = Link.fromPin(path);
         return link.info().cgroupId === cgroupId;
       } catch {
         return false;
@@ -111,6 +118,7 @@ export class Meter {
         link?.close();
       }
     });
+    return live ? 'attached' : 'stale';
   }
 
   /** Detaches (if still attached) and unpins a cgroup's links. */

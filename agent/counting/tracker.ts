@@ -82,14 +82,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       counters: previous?.counters ?? ZERO_COUNTERS,
     };
     try {
-      if (this.#meter.isAttached(id)) {
+      const links = this.#meter.linkState(id);
+      if (links === 'attached') {
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
         this.emit('attached', unit, undefined);
         return;
       }
-      this.#meter.release(id); // stale half of a pair, if any
+      if (links === 'stale') this.#meter.release(id);
       this.#meter.attach(path, id);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // raced with removal

@@ -30,10 +30,7 @@ export interface Counters {
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 const BPF_FS_MAGIC = 0xcafe4a11;
 
-/** Where the build puts compiled BPF objects (bpf/*.bpf.c -> build/bpf/*.bpf.o). */
-export function bpfObjectPath(name: string): string {
-  return new URL(`../../build/bpf/${name}.bpf.o`, import.meta.url).pathname;
-}
+export { bpfObjectPath } from '../paths.ts';
 
 export function sumCounters(perCpu: readonly Counters[]): Counters {
   let bytes = 0n;
@@ -116,8 +113,12 @@ abstract class FdObject {
 
   /** Pins the object at `path` (its directory must be on a bpffs). */
   pin(path: string): void {
-    assertBpffsDir(dirname(path), 'pin');
-    native.objPin(this.fd, path);
+    try {
+      native.objPin(this.fd, path);
+    } catch (err) {
+      assertBpffsDir(dirname(path), 'pin'); // says why when the kernel's answer (EPERM, ENOENT) does not
+      throw err;
+    }
   }
 
   close(): void {
@@ -248,12 +249,16 @@ export class BpfObject {
  * Kernels without cgroup links (< 5.7) get a LegacyAttachment instead.
  */
 export function attachCgroup(options: { cgroupPath: string; program: Program }): Link {
-  assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`);
-  if (!linksSupported()) {
+  try {
+    if (linksSupported()) {
+      return new Link(native.attachCgroupLink(options.program.fd, options.cgroupPath, options.program.attachType));
+    }
     attachCgroupMulti(options);
     return new LegacyAttachment(options.cgroupPath, options.program);
+  } catch (err) {
+    assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`); // the reason, when it is the path
+    throw err;
   }
-  return new Link(native.attachCgroupLink(options.program.fd, options.cgroupPath, options.program.attachType));
 }
 
 let linkSupport: boolean | undefined;
@@ -300,8 +305,12 @@ export class LegacyAttachment extends Link {
  * attachment outlives every fd; detachCgroupMulti removes it.
  */
 export function attachCgroupMulti(options: { cgroupPath: string; program: Program }): void {
-  assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`);
-  native.attachCgroupMulti(options.program.fd, options.cgroupPath, options.program.attachType);
+  try {
+    native.attachCgroupMulti(options.program.fd, options.cgroupPath, options.program.attachType);
+  } catch (err) {
+    assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`);
+    throw err;
+  }
 }
 
 export function detachCgroupMulti(options: { cgroupPath: string; program: Program }): void {

@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { BpfError } from './errors.ts';
+import { nativeAddonPath } from '../paths.ts';
 
 export interface RawProgram { name: string; section: string; attachType: number; fd: number }
 export interface RawObject { programs: RawProgram[]; maps: { name: string; fd: number }[] }
@@ -66,7 +67,7 @@ export interface NativeAddon {
 
 function load(): NativeAddon {
   const require = createRequire(import.meta.url);
-  const path = new URL('../native/build/Release/podmeter_native.node', import.meta.url).pathname;
+  const path = nativeAddonPath;
   let addon: NativeAddon;
   try {
     addon = require(path) as NativeAddon;

@@ -13,6 +13,7 @@
  *   registerCleanup(fn): () => void   // returns `unregister`
  *   runAllCleanups(): Promise<void>   // what the signal handler runs
  *   afterOrSignal(t, fn)              // t.after(fn) when t is given, else only on signal
+ *   runMain(main)                     // a benchmark's entry: cleans up on success, error and signal
  *
  * Links and other BPF fds need no entry: the kernel drops an unpinned link
  * when the process that holds its fd exits.
@@ -42,6 +43,28 @@ function installSignalHandlers(): void {
       void runAllCleanups().finally(() => process.exit(code));
     });
   }
+}
+
+/** True once SIGINT/SIGTERM arrived: the handler is cleaning up and will exit the process. */
+export function interrupted(): boolean {
+  return signalled;
+}
+
+/**
+ * Runs a benchmark's main: on success or failure every pending cleanup runs;
+ * after a signal the handler owns the exit (errors from torn-down resources are ignored).
+ */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  installSignalHandlers();
+  try {
+    await main();
+  } catch (err) {
+    if (interrupted()) return;
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+  if (interrupted()) return;
+  await runAllCleanups();
 }
 
 /** Registers a cleanup to run on SIGINT/SIGTERM; returns a function that unregisters it. */

@@ -53,7 +53,7 @@ test('pinned links and map survive the process; a new process adopts them and co
   const netns = makeNetns(t);
   const sender = makeTestCgroup(t);
   const receiver = makeTestCgroup(t);
-  const pins = makeBpffsDir(t);
+  const pins = makeBpffsDir(); // removed below, after the links are detached
   const paths = {
     map: join(pins.path, 'podmeter_stats'),
     programs: { ingress: join(pins.path, 'prog_ingress'), egress: join(pins.path, 'prog_egress') },
@@ -64,14 +64,15 @@ test('pinned links and map survive the process; a new process adopts them and co
       receiverEgress: join(pins.path, `link_${receiver.id}_egress`),
     },
   };
-  // Detach the pinned links explicitly when done, even if the test failed midway.
-  t.after(() => {
+  // Detach the pinned links explicitly, then unpin, even if the test failed midway.
+  t.after(async () => {
     for (const p of Object.values(paths.links)) {
       if (!existsSync(p)) continue;
       const l = Link.fromPin(p);
       l.detach();
       l.close();
     }
+    await pins.remove();
   });
 
   // Round 1, this process: load, attach, pin everything, count, close every fd.

@@ -1,0 +1,89 @@
+/**
+ * iperf3 TCP throughput over lo (test netns, client and server in test
+ * cgroups) with podmeter's programs attached to both cgroups vs nothing
+ * attached, in alternating rounds (the order flips every round).
+ *
+ *   node bench/bpf-throughput.bench.ts      (ROUNDS=7 SECONDS=3 OMIT=1 AFFINITY=0,1 by default)
+ *
+ * OMIT seconds at the start of each run are left out (slow start); AFFINITY
+ * (iperf3 -A client,server) pins client and server to two CPUs for steadier
+ * figures (AFFINITY= leaves placement to the scheduler).
+ * Target: median over rounds of the ratio (podmeter / nothing, both runs of the
+ * round) >= 0.98; pairs cancel slow drift from other load. Prints one line
+ * per round, a summary, and a final JSON line.
+ */
+import { availableParallelism, release } from 'node:os';
+import { type Link } from '../agent/kernel/bpf.ts';
+import { loadPodmeter } from '../test/helpers/bpf.ts';
+import { makeTestCgroup } from '../test/helpers/cgroups.ts';
+import { runMain } from '../test/helpers/cleanup.ts';
+import { runIperfClient, startIperfServer } from '../test/helpers/iperf.ts';
+import { makeNetns } from '../test/helpers/netns.ts';
+
+const ROUNDS = Number(process.env.ROUNDS ?? 7);
+const SECONDS = Number(process.env.SECONDS ?? 3);
+const OMIT = Number(process.env.OMIT ?? 1);
+const AFFINITY = process.env.AFFINITY ?? (availableParallelism() >= 2 ? '0,1' : '');
+
+type Mode = 'podmeter' | 'nothing';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+await runMain(async () => {
+  const netns = makeNetns();
+  const serverCg = makeTestCgroup(undefined, 'iperf-server');
+  const clientCg = serverCg.child('iperf-client');
+  const pm = loadPodmeter();
+  const server = await startIperfServer(serverCg, netns);
+  console.log(
+    `bpf-throughput: ${ROUNDS} rounds x ${SECONDS} s (+${OMIT} s omitted) iperf3 TCP over lo (test netns ${netns.name}); ` +
+      `iperf3 -A ${AFFINITY || '(none)'}; ${availableParallelism()} CPUs; kernel ${release()}`,
+  );
+
+  const gbps: Record<Mode, number[]> = { podmeter: [], nothing: [] };
+  const ratios: number[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order: Mode[] = round % 2 === 1 ? ['nothing', 'podmeter'] : ['podmeter', 'nothing'];
+    const this_: Partial<Record<Mode, number>> = {};
+    for (const mode of order) {
+      const links: Link[] = [];
+      if (mode === 'podmeter') for (const cg of [clientCg, serverCg]) links.push(...Object.values(pm.attach(cg)));
+      try {
+        const r = await runIperfClient({ cgroup: clientCg, netns, seconds: SECONDS, omitSeconds: OMIT, affinity: AFFINITY || undefined });
+        this_[mode] = r.bitsPerSecond / 1e9;
+        gbps[mode].push(r.bitsPerSecond / 1e9);
+        console.log(`round ${round} ${mode.padEnd(8)}: ${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s (${r.retransmits} retransmits)`);
+      } finally {
+        for (const l of links) l.close();
+      }
+    }
+    ratios.push(this_.podmeter! / this_.nothing!);
+  }
+  server.stop();
+  // The programs really ran: the counters of the client's cgroup moved.
+  const counted = pm.counters(clientCg).egress;
+
+  const result = {
+    bench: 'bpf-throughput',
+    rounds: ROUNDS,
+    secondsPerRound: SECONDS,
+    affinity: AFFINITY,
+    cpus: availableParallelism(),
+    kernel: release(),
+    medianGbps: { podmeter: median(gbps.podmeter), nothing: median(gbps.nothing) },
+    ratioOfMedians: median(gbps.podmeter) / median(gbps.nothing),
+    medianPairedRatio: median(ratios),
+    target: { minRatio: 0.98 },
+    clientEgressCounted: { bytes: String(counted?.bytes ?? 0n), packets: String(counted?.packets ?? 0n) },
+  };
+  console.log(`median throughput: podmeter ${result.medianGbps.podmeter.toFixed(2)} Gbit/s, nothing attached ${result.medianGbps.nothing.toFixed(2)} Gbit/s`);
+  console.log(
+    `median ratio of the per-round pairs: ${result.medianPairedRatio.toFixed(3)} ` +
+      `(target >= 0.98: ${result.medianPairedRatio >= 0.98 ? 'met' : 'NOT met'}); ratio of the medians: ${result.ratioOfMedians.toFixed(3)}`,
+  );
+  console.log(JSON.stringify(result));
+});

@@ -1,0 +1,105 @@
+/**
+ * Cost of reading podmeter's counters from user space: µs per StorageMap.read
+ * (one cgroup, one direction, summed over CPUs), and the time to read 1,000
+ * cgroups (both directions), as the agent does every interval.
+ *
+ *   node bench/read-counters.bench.ts       (CGROUPS=1000 REPEAT=20000 by default)
+ *
+ * Creates CGROUPS test cgroups under one podmeter-test- parent, attaches
+ * ingress + egress links to each, reads, then closes every link and removes
+ * every cgroup (on Ctrl-C too). Prints figures and a final JSON line.
+ */
+import { performance } from 'node:perf_hooks';
+import { availableParallelism, release } from 'node:os';
+import { possibleCpus, type Link } from '../agent/kernel/bpf.ts';
+import { loadPodmeter } from '../test/helpers/bpf.ts';
+import { makeTestCgroup, type CgroupDir } from '../test/helpers/cgroups.ts';
+import { runMain } from '../test/helpers/cleanup.ts';
+
+const CGROUPS = Number(process.env.CGROUPS ?? 1000);
+const REPEAT = Number(process.env.REPEAT ?? 20_000);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function timed<T>(fn: () => T): { ms: number; value: T } {
+  const start = performance.now();
+  const value = fn();
+  return { ms: performance.now() - start, value };
+}
+
+await runMain(async () => {
+  console.log(`read-counters: ${CGROUPS} cgroups, ${possibleCpus()} possible CPUs (${availableParallelism()} online); kernel ${release()}`);
+  const parent = makeTestCgroup();
+  const pm = loadPodmeter();
+  const map = pm.map!;
+
+  const created = timed(() => {
+    const out: CgroupDir[] = [];
+    for (let i = 0; i < CGROUPS; i++) out.push(parent.child(`cg-${String(i).padStart(4, '0')}`));
+    return out;
+  });
+  const cgroups = created.value;
+  const links: Link[] = [];
+  const attached = timed(() => {
+    for (const cg of cgroups) links.push(...Object.values(pm.attach(cg.path)));
+  });
+  console.log(`setup: mkdir ${CGROUPS} cgroups ${created.ms.toFixed(0)} ms; attach ${links.length} links ${attached.ms.toFixed(0)} ms (${((attached.ms * 1000) / links.length).toFixed(1)} µs each)`);
+
+  // One cgroup, one direction, REPEAT times (after a warm-up).
+  const one = cgroups[0]!.id;
+  for (let i = 0; i < 1000; i++) map.read(one, 'egress');
+  const single: number[] = [];
+  const singleLookup: number[] = [];
+  for (let rep = 0; rep < 5; rep++) {
+    single.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.read(one, 'egress'); }).ms * 1000) / REPEAT);
+    singleLookup.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.lookup(one, 'egress'); }).ms * 1000) / REPEAT);
+  }
+
+  // Every cgroup, both directions: what one agent interval costs.
+  const all: number[] = [];
+  let entries = 0;
+  for (let rep = 0; rep < 7; rep++) {
+    all.push(
+      timed(() => {
+        entries = 0;
+        for (const cg of cgroups) {
+          if (map.read(cg.id, 'ingress') !== undefined) entries++;
+          if (map.read(cg.id, 'egress') !== undefined) entries++;
+        }
+      }).ms,
+    );
+  }
+  if (entries !== 2 * CGROUPS) throw new Error(`read ${entries} entries, expected ${2 * CGROUPS}`);
+  const keys = timed(() => map.keys());
+  if (keys.value.length !== 2 * CGROUPS) throw new Error(`keys() returned ${keys.value.length}, expected ${2 * CGROUPS}`);
+
+  const detached = timed(() => {
+    for (const l of links.splice(0)) l.close();
+  });
+  const removed = performance.now();
+  await parent.remove();
+  const removedMs = performance.now() - removed;
+  pm.close();
+
+  const result = {
+    bench: 'read-counters',
+    cgroups: CGROUPS,
+    possibleCpus: possibleCpus(),
+    kernel: release(),
+    readUsMedian: median(single),
+    lookupPerCpuUsMedian: median(singleLookup),
+    readAllMsMedian: median(all),
+    readAllUsPerCgroup: (median(all) * 1000) / CGROUPS,
+    keysMs: keys.ms,
+    setupMs: { mkdir: created.ms, attach: attached.ms, closeLinks: detached.ms, rmdir: removedMs },
+  };
+  console.log(`StorageMap.read, one cgroup and direction: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`);
+  console.log(`read ${CGROUPS} cgroups x 2 directions: ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`);
+  console.log(`keys() over ${keys.value.length} entries: ${keys.ms.toFixed(2)} ms`);
+  console.log(`cleanup: close ${2 * CGROUPS} links ${detached.ms.toFixed(0)} ms; rmdir ${CGROUPS + 1} cgroups ${removedMs.toFixed(0)} ms`);
+  console.log(JSON.stringify(result));
+});
