@@ -16,6 +16,11 @@ import { Tracker } from './counting/tracker.ts';
 import { createAgentMetrics } from './http/metrics.ts';
 import { HttpServer, json, text } from './http/server.ts';
 import { cgroupsView } from './http/api.ts';
+import { startMapInventory } from './maps/watcher.ts';
+import { registerMapMetrics } from './maps/metrics.ts';
+import { mapRoutes } from './maps/routes.ts';
+import { loadKubeConfig } from './kube/client.ts';
+import type { KubeSide } from './kube/kube.ts';
 
 export interface RunningAgent {
   mode: DiscoverMode;
@@ -39,6 +44,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, { cause: err });
   }
 
+  const kubeconfig = await loadKubeConfig(config.kubeconfig);
+
   const server = new HttpServer(log.child({ module: 'http' }));
   const address = await server.listen(config.listen.host, config.listen.port);
 
@@ -52,7 +59,16 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 
   const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
   tracker.restore();
-  const metrics = createAgentMetrics({ tracker, mode });
+  let kube: KubeSide | undefined;
+  const metrics = createAgentMetrics({ tracker, mode, podNamer: () => kube?.podNamer });
+  const maps = startMapInventory({
+    intervalMs: config.intervalMs,
+    cgroupRoot: root,
+    ownStorage: { mapId: meter.map.info().id, entries: () => meter.map.keys().length },
+    log: log.child({ module: 'maps' }),
+    onError: () => metrics.errors.inc({ op: 'maps' }),
+  });
+  registerMapMetrics(metrics.registry, maps.latest, () => kube?.podNamer);
   const watcher = new CgroupWatcher(root, mode);
   let ready = false;
 
@@ -74,9 +90,16 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     .route('/metrics', async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }))
     .route('/healthz', () => text('ok\n'))
     .route('/readyz', () => (ready ? text('ready\n') : text('initial cgroup scan in progress\n', 503)))
-    .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker) }));
+    .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker, kube?.podNamer) }));
+  for (const [path, route] of Object.entries(mapRoutes(maps.latest, () => kube?.podNamer))) server.route(path, route);
 
   watcher.start();
+  if (kubeconfig !== undefined) {
+    const { startKubernetes } = await import('./kube/kube.ts'); // only Kubernetes agents pay for the client library
+    kube = startKubernetes({ kc: kubeconfig, config, tracker, metrics, maps: maps.latest, log: log.child({ module: 'kube' }) });
+  } else {
+    log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
+  }
   const timer = setInterval(() => {
     watcher.resync();
     tracker.tick();
@@ -88,6 +111,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     address,
     async stop() {
       clearInterval(timer);
+      await kube?.stop();
+      maps.stop();
       await watcher.close();
       tracker.stop();
       meter.close();

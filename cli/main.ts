@@ -10,6 +10,7 @@ const usage = `usage: podmeter <command> [flags]
 commands:
   agent      the node agent: counts per-pod (or per-cgroup) network bytes, serves /metrics
   top        live table of traffic per pod or cgroup, from a running agent
+  maps       BPF map memory on this node: total, by map name, by owner process, by pod
   help       this text ('podmeter <command> --help' for a command's flags)
 
 Run 'podmeter <command> --help' for the flags of a command.
@@ -28,9 +29,11 @@ const commands: Record<string, () => Promise<Command>> = {
     };
   },
   top: async () => (await import('./top.ts')).runTop,
+  maps: async () => (await import('./maps.ts')).runMaps,
 };
 
 async function main(argv: string[]): Promise<void> {
+  process.title = 'podmeter'; // the comm other tools (and podmeter maps) show for this process
   const [name, ...rest] = argv;
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     process.stdout.write(usage);

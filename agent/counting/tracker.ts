@@ -23,6 +23,8 @@ export interface Unit extends UnitRecord {
 export interface TrackerEvents {
   /** `latencySeconds` from the cgroup event to attached; undefined when links were adopted. */
   attached: [unit: Unit, latencySeconds: number | undefined];
+  /** The unit's cgroup has no process left (cgroup.events populated 0); counters were just read. */
+  emptied: [unit: Unit];
   terminated: [unit: Unit];
   error: [op: string, err: unknown];
 }
@@ -112,6 +114,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     if (unit === undefined || populated) return;
     this.#read(unit);
     this.#saveNow();
+    this.emit('emptied', unit);
   }
 
   /** The unit's cgroup was removed: read until the kernel releases the storage, then finalise. */

@@ -1,0 +1,209 @@
+/**
+ * Writes each pod's counters onto its Pod object as annotations (JSON merge
+ * patch), within the scale rules: only when a value changed, at most once per
+ * pod per --annotate-interval, and never more than the node's write budget.
+ * A pod whose cgroup emptied or went away gets its final values written
+ * first, without waiting for its interval. When the API server is away the
+ * agent keeps counting; writes back off, and the latest values are written
+ * when it returns (one log line per outage).
+ */
+import type { CoreV1Api } from '@kubernetes/client-node';
+import type { Logger } from '../log.ts';
+import type { Tracker, Unit } from '../counting/tracker.ts';
+import type { WriteBudget } from './budget.ts';
+import { describe, type PodDirectory, type PodRef } from './pods.ts';
+
+export const ANNOTATIONS = {
+  ingressBytes: 'podmeter.io/ingress-bytes',
+  egressBytes: 'podmeter.io/egress-bytes',
+  ingressPackets: 'podmeter.io/ingress-packets',
+  egressPackets: 'podmeter.io/egress-packets',
+  bpfMapBytes: 'podmeter.io/bpf-map-bytes',
+  updated: 'podmeter.io/updated',
+} as const;
+
+export type WriteResult = 'ok' | 'error' | 'gone';
+
+interface PodState {
+  written?: string;
+  writtenAt: number;
+  urgent: boolean;
+  gone: boolean;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+export class Annotator {
+  readonly #api: CoreV1Api;
+  readonly #pods: PodDirectory;
+  readonly #tracker: Tracker;
+  readonly #budget: WriteBudget;
+  readonly #intervalMs: number;
+  readonly #log: Logger;
+  readonly #onWrite: (result: WriteResult | 'skipped_budget') => void;
+  readonly #podMapBytes: (uid: string) => number | undefined;
+  readonly #node: { name: string; mapBytes: () => number | undefined; written?: string; writtenAt: number };
+  readonly #state = new Map<string, PodState>();
+  #outageSince: number | undefined;
+  #retryAt = 0;
+  #backoffMs = 1000;
+  #busy = false;
+
+  constructor(options: {
+    api: CoreV1Api;
+    pods: PodDirectory;
+    tracker: Tracker;
+    budget: WriteBudget;
+    intervalMs: number;
+    log: Logger;
+    onWrite: (result: WriteResult | 'skipped_budget') => void;
+    podMapBytes?: (uid: string) => number | undefined;
+    node?: { name: string; mapBytes: () => number | undefined };
+  }) {
+    this.#api = options.api;
+    this.#pods = options.pods;
+    this.#tracker = options.tracker;
+    this.#budget = options.budget;
+    this.#intervalMs = options.intervalMs;
+    this.#log = options.log;
+    this.#onWrite = options.onWrite;
+    this.#podMapBytes = options.podMapBytes ?? (() => undefined);
+    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), writtenAt: 0 };
+    const urgent = (unit: Unit) => {
+      if (unit.uid !== undefined) this.#podState(unit.uid).urgent = true;
+    };
+    this.#tracker.on('emptied', urgent);
+    this.#tracker.on('terminated', urgent);
+  }
+
+  /** One round: writes what is due, as far as the budget allows. Never throws. */
+  async tick(now = Date.now()): Promise<void> {
+    if (this.#busy || now < this.#retryAt) return;
+    this.#busy = true;
+    try {
+      for (const { unit, pod, values, state } of this.#due(now)) {
+        if (!this.#budget.take(now)) {
+          this.#onWrite('skipped_budget');
+          return;
+        }
+        const result = await this.#write(pod, values);
+        this.#onWrite(result);
+        if (result === 'error') return; // outage: back off, retry later with the then latest values
+        state.written = values;
+        state.writtenAt = Date.now();
+        state.urgent = false;
+        if (result === 'gone') state.gone = true;
+        if (unit.state === 'terminated') this.#state.delete(unit.uid!); // final written: nothing more to do
+      }
+      await this.#writeNode(now);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Pods whose annotations should be written now: finals first, then the longest unwritten. */
+  #due(now: number): { unit: Unit; pod: PodRef; values: string; state: PodState }[] {
+    const due: { unit: Unit; pod: PodRef; values: string; state: PodState }[] = [];
+    for (const unit of this.#tracker.units()) {
+      if (unit.kind !== 'pod' || unit.uid === undefined) continue;
+      const pod = this.#pods.byCgroupUid(unit.uid);
+      if (pod === undefined) continue;
+      const state = this.#podState(unit.uid);
+      if (state.gone) continue;
+      if (unit.state === 'terminated' && !state.urgent) continue; // final already written (or never counted)
+      const values = valuesOf(unit, this.#podMapBytes(unit.uid));
+      if (values === state.written) continue;
+      if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
+      due.push({ unit, pod, values, state });
+    }
+    return due.sort((a, b) => Number(b.state.urgent) - Number(a.state.urgent) || a.state.writtenAt - b.state.writtenAt);
+  }
+
+  async #write(pod: PodRef, values: string): Promise<WriteResult> {
+    const annotations = { ...(JSON.parse(values) as Record<string, string>), [ANNOTATIONS.updated]: new Date().toISOString() };
+    try {
+      const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
+      await this.#api.patchNamespacedPod(
+        // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
+        { name: pod.name, namespace: pod.namespace, body: { metadata: { uid: pod.uid, annotations } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      this.#recovered();
+      return 'ok';
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (code === 404 || code === 409) {
+        this.#recovered();
+        return 'gone'; // the Pod was deleted (or replaced): its counts stay in the agent's finals
+      }
+      this.#outage(err);
+      return 'error';
+    }
+  }
+
+  /** The Node's `podmeter.io/bpf-map-bytes`: the node's BPF map memory, on the same rules. */
+  async #writeNode(now: number): Promise<void> {
+    const bytes = this.#node.mapBytes();
+    if (this.#node.name === '' || bytes === undefined) return;
+    const value = String(bytes);
+    if (value === this.#node.written || now - this.#node.writtenAt < this.#intervalMs) return;
+    if (!this.#budget.take(now)) return this.#onWrite('skipped_budget');
+    try {
+      const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
+      const annotations = { [ANNOTATIONS.bpfMapBytes]: value, [ANNOTATIONS.updated]: new Date().toISOString() };
+      await this.#api.patchNode({ name: this.#node.name, body: { metadata: { annotations } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      this.#recovered();
+      this.#node.written = value;
+      this.#node.writtenAt = Date.now();
+      this.#onWrite('ok');
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (code === 404) {
+        this.#node.writtenAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
+        this.#log.warn({ node: this.#node.name }, 'Node object not found: check --node-name');
+        return this.#onWrite('gone');
+      }
+      this.#outage(err);
+      this.#onWrite('error');
+    }
+  }
+
+  #podState(uid: string): PodState {
+    let s = this.#state.get(uid);
+    if (s === undefined) {
+      s = { writtenAt: 0, urgent: false, gone: false };
+      this.#state.set(uid, s);
+    }
+    return s;
+  }
+
+  #outage(err: unknown): void {
+    if (this.#outageSince === undefined) {
+      this.#outageSince = Date.now();
+      this.#log.warn({ err: describe(err) }, 'annotation writes failing; counting and metrics continue, writes resume with the latest values when the API server answers');
+    }
+    this.#retryAt = Date.now() + this.#backoffMs;
+    this.#backoffMs = Math.min(this.#backoffMs * 2, MAX_BACKOFF_MS);
+  }
+
+  #recovered(): void {
+    if (this.#outageSince !== undefined) {
+      this.#log.info({ outageMs: Date.now() - this.#outageSince }, 'annotation writes succeed again');
+    }
+    this.#outageSince = undefined;
+    this.#backoffMs = 1000;
+  }
+}
+
+/** The annotation values of a unit, as a canonical JSON string (for change detection). */
+export function valuesOf(unit: Unit, mapBytes: number | undefined): string {
+  const c = unit.counters;
+  const values: Record<string, string> = {
+    [ANNOTATIONS.ingressBytes]: String(c.ingress.bytes),
+    [ANNOTATIONS.egressBytes]: String(c.egress.bytes),
+    [ANNOTATIONS.ingressPackets]: String(c.ingress.packets),
+    [ANNOTATIONS.egressPackets]: String(c.egress.packets),
+  };
+  if (mapBytes !== undefined && mapBytes > 0) values[ANNOTATIONS.bpfMapBytes] = String(mapBytes);
+  return JSON.stringify(values);
+}

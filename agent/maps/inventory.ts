@@ -1,0 +1,503 @@
+/**
+ * One enumeration of every BPF map on the node: how much kernel memory each
+ * holds (memlock from fdinfo, as the kernel reports it), which processes hold
+ * it (scan of /proc/<pid>/fd), and so which pod; maps no process holds are
+ * kept by a loaded program (`program`) or by a bpffs pin or the kernel
+ * itself (`pinned`). Everything the CLI, the HTTP API, the /maps page and the
+ * metrics show is computed here, once per enumeration.
+ *
+ * Counting rules:
+ * - the node total counts every map once, however many processes share it;
+ * - a map shared by processes of several owners (comm) or pods counts in full
+ *   for each of them: an owner's or a pod's figure is "memory it keeps
+ *   alive", and stays stable when a second process (bpftool, a debugger)
+ *   opens the map for a moment. So per-owner and per-pod sums can exceed the
+ *   node total; the node total is the one to add up across nodes.
+ *
+ * Races: processes exit, fds close and maps come and go during the scan;
+ * whatever vanishes mid-scan (ENOENT, ESRCH) is skipped silently. A map freed
+ * between the map list and the /proc scan shows up once as owner `pinned`.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { release } from 'node:os';
+import { join, relative, sep } from 'node:path';
+import { listMaps, listPrograms, possibleCpus, type MapInfo } from '../kernel/bpf.ts';
+import { findCgroup2Root, parseMountinfo } from '../cgroups/mount.ts';
+import { podCgroupOf } from '../cgroups/podPath.ts';
+
+/** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
+export type OwnerKind = 'process' | 'program' | 'pinned';
+
+/** The name podmeter's own per-CPU cgroup storage map has in bpf/podmeter.bpf.c. */
+export const OWN_STORAGE_MAP_NAME = 'podmeter_stats';
+export const OWN_STORAGE_MAP_TYPE = 'percpu_cgroup_storage';
+
+/**
+ * Kernel memory per element of a cgroup storage map besides its value:
+ * struct bpf_cgroup_storage (kernel/bpf/local_storage.c, include/linux/bpf-cgroup-defs.h),
+ * allocated with bpf_map_kmalloc_node() once per {cgroup, attach type} key:
+ * the value buffer pointer (8), the map pointer (8), struct bpf_cgroup_storage_key
+ * (u64 cgroup id + u32 attach type, padded: 16), list_map and list_cg list heads
+ * (16 each), the rb_node in the map's tree (24) and an rcu_head (16) = 104 bytes
+ * on 64-bit kernels (BTF of this 6.18 kernel: `STRUCT 'bpf_cgroup_storage' size=104`).
+ * kmalloc serves 104 bytes from its kmalloc-128 cache, so each element costs 128.
+ * The per-CPU value buffer comes on top: bpf_map_alloc_percpu(value_size, align 8)
+ * per element, i.e. round_up(value_size, 8) bytes on every possible CPU.
+ * (cgroup_storage_map_usage() reports only sizeof(struct bpf_cgroup_storage_map):
+ * "Currently the dynamically allocated elements are not counted.")
+ */
+export const CGROUP_STORAGE_ELEMENT_OVERHEAD = 128;
+
+/** For shared (non per-CPU) cgroup storage the value sits in a kmalloc'd struct bpf_storage_buffer {rcu_head; data[]}: 16 bytes + value. */
+const STORAGE_BUFFER_HEADER = 16;
+
+export interface MapProcess {
+  pid: number;
+  comm: string;
+  /**
+   * The process's cgroup v2 path relative to the cgroup root (no leading '/';
+   * '' is the root itself). A process outside the root keeps /proc's form
+   * (leading '/'); undefined when it could not be read.
+   */
+  cgroup?: string;
+  /** Pod UID when the cgroup is a pod's (or a container's in a pod). */
+  podUid?: string;
+  /** Ids of the maps this process holds, each once. */
+  mapIds: number[];
+  /** Sum of those maps' bytes. */
+  bytes: number;
+}
+
+export interface MapHolder {
+  pid: number;
+  comm: string;
+  podUid?: string;
+}
+
+export interface InventoryMap {
+  id: number;
+  name: string;
+  /** libbpf's name of the map type: hash, array, percpu_array, lru_hash, ringbuf, ... */
+  type: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** As the kernel reports it in fdinfo `memlock:` (bytes); -1 when it does not. */
+  memlock: number;
+  /** What podmeter counts: memlock, or the estimate when `estimated`. */
+  bytes: number;
+  /** True for podmeter's own storage map: its elements are estimated (the kernel's memlock leaves them out). */
+  estimated: boolean;
+  /** Own storage map only: the number of elements the estimate used. */
+  entries?: number;
+  owner: OwnerKind;
+  /** Labels of the owners: the distinct comms of the holding processes, or ['program'] / ['pinned']. */
+  owners: string[];
+  /** The processes holding an fd of the map. */
+  processes: MapHolder[];
+  /** Distinct pod UIDs of the holding processes. */
+  podUids: string[];
+  /** Loaded programs that use the map. */
+  programIds: number[];
+  /** Caveat about the figure, when there is one. */
+  note?: string;
+}
+
+export interface NameSummary {
+  name: string;
+  types: string[];
+  maps: number;
+  bytes: number;
+}
+
+export interface OwnerSummary {
+  /** comm of the holding processes, or `program` / `pinned`. */
+  owner: string;
+  kind: OwnerKind;
+  pids: number[];
+  maps: number;
+  bytes: number;
+}
+
+export interface PodSummary {
+  uid: string;
+  pids: number[];
+  maps: number;
+  bytes: number;
+}
+
+export interface MapInventory {
+  /** When the enumeration started (ms since the epoch). */
+  takenAt: number;
+  durationMs: number;
+  /** os.release() */
+  kernel: string;
+  /** memlock is exact from kernel 6.4 on; an upper bound before. */
+  memlockExact: boolean;
+  possibleCpus: number;
+  cgroupRoot: string;
+  /** Every map once. */
+  totalBytes: number;
+  mapCount: number;
+  /** Largest first. */
+  maps: InventoryMap[];
+  /** Processes holding at least one map, largest first. */
+  processes: MapProcess[];
+  byName: NameSummary[];
+  byOwner: OwnerSummary[];
+  /** Pods whose processes hold maps; a map shared by two pods counts in both. */
+  byPod: PodSummary[];
+}
+
+export interface OwnStorageOption {
+  /** Id of podmeter's storage map; without it every map named podmeter_stats of type percpu_cgroup_storage. */
+  mapId?: number;
+  /** Elements in the map now: 2 per attached cgroup (ingress and egress keys). */
+  entries: () => number;
+}
+
+export interface InventoryOptions {
+  /** The agent's cgroup2 root (--cgroup-root); default: the cgroup2 mount. Pod paths are matched relative to it. */
+  cgroupRoot?: string;
+  /** podmeter's own storage map and its element count, for the estimate. */
+  ownStorage?: OwnStorageOption;
+  /** Defaults to /proc (tests only). */
+  procRoot?: string;
+  /** Defaults to os.release() (tests only). */
+  kernelRelease?: string;
+}
+
+/** memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks); before, it is an upper bound computed from the map's shape. */
+export function memlockIsExact(kernelRelease: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m) return false;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major > 6 || (major === 6 && minor >= 4);
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** Bytes of one element of a cgroup storage map (per-CPU or shared), including its kernel bookkeeping. */
+export function cgroupStorageElementBytes(map: { type: string; valueSize: number }, cpus: number): number {
+  const value =
+    map.type === 'percpu_cgroup_storage' ? roundUp(map.valueSize, 8) * cpus : roundUp(STORAGE_BUFFER_HEADER + map.valueSize, 8);
+  return value + CGROUP_STORAGE_ELEMENT_OVERHEAD;
+}
+
+/** The estimate for podmeter's own storage map: entries x (round_up(value, 8) x possible CPUs + overhead) + the reported memlock. */
+export function estimateStorageBytes(map: { type: string; valueSize: number; memlock: number }, entries: number, cpus: number): number {
+  return Math.max(0, map.memlock) + Math.max(0, entries) * cgroupStorageElementBytes(map, cpus);
+}
+
+// --- the /proc scan ----------------------------------------------------------
+
+export interface ScannedHolder {
+  pid: number;
+  mapIds: Set<number>;
+}
+
+/**
+ * Errors that mean "it went away while we looked" (or was never ours to see):
+ * skip. Anything else (EMFILE, EIO) fails the enumeration, which the caller
+ * logs and counts, rather than silently under-reporting.
+ */
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ESRCH' || code === 'EACCES' || code === 'EPERM' || code === 'ENOTDIR' || code === 'EINVAL';
+}
+
+const MAP_ID = /^map_id:\s*(\d+)/m;
+
+/** Every process holding a BPF map fd, with the ids of the maps it holds. */
+export function scanMapHolders(procRoot = '/proc'): ScannedHolder[] {
+  const holders: ScannedHolder[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync(procRoot);
+  } catch (err) {
+    throw new Error(`cannot list ${procRoot}: ${(err as Error).message}`, { cause: err });
+  }
+  for (const name of pids) {
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57) continue; // not a pid
+    const fdDir = `${procRoot}/${name}/fd`;
+    let fds: string[];
+    try {
+      fds = readdirSync(fdDir);
+    } catch (err) {
+      if (vanished(err)) continue; // exited, or not ours to read
+      throw err;
+    }
+    let mapIds: Set<number> | undefined;
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`${fdDir}/${fd}`);
+      } catch (err) {
+        if (vanished(err)) continue; // closed meanwhile
+        throw err;
+      }
+      if (target !== 'anon_inode:bpf-map') continue;
+      let info: string;
+      try {
+        info = readFileSync(`${procRoot}/${name}/fdinfo/${fd}`, 'latin1');
+      } catch (err) {
+        if (vanished(err)) continue;
+        throw err;
+      }
+      const m = MAP_ID.exec(info);
+      if (!m) continue;
+      (mapIds ??= new Set()).add(Number(m[1]));
+    }
+    if (mapIds !== undefined) holders.push({ pid: Number(name), mapIds });
+  }
+  return holders;
+}
+
+function readSmall(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'latin1');
+  } catch (err) {
+    if (vanished(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The unified-hierarchy line of /proc/<pid>/cgroup (`0::<path>`). */
+export function cgroupV2Path(procCgroup: string): string | undefined {
+  for (const line of procCgroup.split('\n')) {
+    if (line.startsWith('0::')) return line.slice(3);
+  }
+  return undefined;
+}
+
+/**
+ * Turns a /proc/<pid>/cgroup path into one relative to `cgroupRoot`. Both that
+ * path and the mount's root in mountinfo are relative to our cgroup namespace,
+ * so the directory is <mount point>/<path less the mount's root>.
+ */
+export type CgroupTranslator = (procPath: string) => string;
+
+export function cgroupTranslator(cgroupRoot: string, mountinfo: string | undefined): CgroupTranslator {
+  const root = cgroupRoot.replace(/\/+$/, '') || '/';
+  let mount = { mountPoint: root, root: '/' };
+  if (mountinfo !== undefined) {
+    const candidates = parseMountinfo(mountinfo).filter(
+      (e) => e.fstype === 'cgroup2' && (root === e.mountPoint || root.startsWith(e.mountPoint === '/' ? '/' : `${e.mountPoint}/`)),
+    );
+    // The deepest mount containing the root; the last one mounted wins a tie (it shadows the others).
+    const best = candidates.reduce<(typeof candidates)[number] | undefined>(
+      (acc, e) => (acc === undefined || e.mountPoint.length >= acc.mountPoint.length ? e : acc),
+      undefined,
+    );
+    if (best !== undefined) mount = best;
+  }
+  const mountRoot = mount.root.replace(/\/+$/, '');
+  return (procPath) => {
+    if (mountRoot !== '' && procPath !== mountRoot && !procPath.startsWith(`${mountRoot}/`)) return procPath;
+    const abs = join(mount.mountPoint, procPath.slice(mountRoot.length));
+    const rel = relative(root, abs);
+    if (rel === '..' || rel.startsWith(`..${sep}`)) return procPath;
+    return rel;
+  };
+}
+
+function readMountinfo(procRoot: string): string | undefined {
+  try {
+    return readFileSync(`${procRoot}/self/mountinfo`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+// --- the enumeration -----------------------------------------------------------
+
+/** The cgroup2 mount; without one (cgroup v1 only) maps are still listed, with no pods. */
+function defaultCgroupRoot(): string {
+  try {
+    return findCgroup2Root();
+  } catch {
+    return '/';
+  }
+}
+
+function isOwnStorage(map: MapInfo, own: OwnStorageOption | undefined): boolean {
+  if (own === undefined) return false;
+  if (own.mapId !== undefined) return map.id === own.mapId;
+  return map.name === OWN_STORAGE_MAP_NAME && map.typeName === OWN_STORAGE_MAP_TYPE;
+}
+
+function isCgroupStorage(type: string): boolean {
+  return type === 'cgroup_storage' || type === 'percpu_cgroup_storage';
+}
+
+function descending<T extends { bytes: number }>(key: (item: T) => string | number): (a: T, b: T) => number {
+  return (a, b) => b.bytes - a.bytes || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+}
+
+/** Enumerates every BPF map on the node, its memory and who keeps it. Needs root (CAP_SYS_ADMIN). */
+export function takeInventory(opts: InventoryOptions = {}): MapInventory {
+  const started = performance.now();
+  const takenAt = Date.now();
+  const procRoot = opts.procRoot ?? '/proc';
+  const kernel = opts.kernelRelease ?? release();
+  const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
+  const cpus = possibleCpus();
+
+  const infos = listMaps();
+  const holders = scanMapHolders(procRoot);
+  const programs = listPrograms();
+
+  // Maps used by loaded programs.
+  const programsOf = new Map<number, number[]>();
+  for (const p of programs) {
+    for (const id of new Set(p.mapIds)) {
+      const list = programsOf.get(id);
+      if (list === undefined) programsOf.set(id, [p.id]);
+      else list.push(p.id);
+    }
+  }
+
+  // The holding processes: comm, cgroup, pod.
+  const translate = cgroupTranslator(cgroupRoot, readMountinfo(procRoot));
+  const processes = new Map<number, MapProcess>();
+  const holdersOf = new Map<number, MapProcess[]>();
+  const known = new Set(infos.map((m) => m.id));
+  for (const h of holders) {
+    const mapIds = [...h.mapIds].filter((id) => known.has(id)); // a map made after the list is left for the next round
+    if (mapIds.length === 0) continue;
+    const comm = readSmall(`${procRoot}/${h.pid}/comm`)?.replace(/\n$/, '');
+    if (comm === undefined) continue; // exited meanwhile
+    const proc: MapProcess = { pid: h.pid, comm, mapIds: mapIds.sort((a, b) => a - b), bytes: 0 };
+    const rawCgroup = readSmall(`${procRoot}/${h.pid}/cgroup`);
+    const v2 = rawCgroup === undefined ? undefined : cgroupV2Path(rawCgroup);
+    if (v2 !== undefined) {
+      proc.cgroup = translate(v2);
+      const pod = proc.cgroup.startsWith('/') ? undefined : podCgroupOf(proc.cgroup);
+      if (pod !== undefined) proc.podUid = pod.uid;
+    }
+    processes.set(h.pid, proc);
+    for (const id of mapIds) {
+      const list = holdersOf.get(id);
+      if (list === undefined) holdersOf.set(id, [proc]);
+      else list.push(proc);
+    }
+  }
+
+  // The maps.
+  const maps: InventoryMap[] = [];
+  let totalBytes = 0;
+  for (const info of infos) {
+    const procs = holdersOf.get(info.id) ?? [];
+    const programIds = programsOf.get(info.id) ?? [];
+    const owner: OwnerKind = procs.length > 0 ? 'process' : programIds.length > 0 ? 'program' : 'pinned';
+    const map: InventoryMap = {
+      id: info.id,
+      name: info.name,
+      type: info.typeName,
+      keySize: info.keySize,
+      valueSize: info.valueSize,
+      maxEntries: info.maxEntries,
+      flags: info.flags,
+      memlock: info.memlock,
+      bytes: Math.max(0, info.memlock),
+      estimated: false,
+      owner,
+      owners: owner === 'process' ? [...new Set(procs.map((p) => p.comm))].sort() : [owner],
+      processes: procs
+        .map((p): MapHolder => (p.podUid === undefined ? { pid: p.pid, comm: p.comm } : { pid: p.pid, comm: p.comm, podUid: p.podUid }))
+        .sort((a, b) => a.pid - b.pid),
+      podUids: [...new Set(procs.flatMap((p) => (p.podUid === undefined ? [] : [p.podUid])))].sort(),
+      programIds: [...programIds].sort((a, b) => a - b),
+    };
+    if (isOwnStorage(info, opts.ownStorage) && opts.ownStorage !== undefined) {
+      let entries: number | undefined;
+      try {
+        entries = opts.ownStorage.entries();
+      } catch {
+        entries = undefined;
+      }
+      if (entries !== undefined && Number.isFinite(entries) && entries >= 0) {
+        map.entries = entries;
+        map.bytes = estimateStorageBytes(map, entries, cpus);
+        map.estimated = true;
+        map.note = `estimated: ${entries} elements x (round_up(${info.valueSize}, 8) x ${cpus} CPUs + ${CGROUP_STORAGE_ELEMENT_OVERHEAD}) + memlock ${info.memlock}`;
+      }
+    } else if (isCgroupStorage(info.typeName)) {
+      map.note = 'cgroup storage: the kernel memlock leaves out its elements';
+    }
+    if (info.memlock < 0 && !map.estimated) map.note = 'the kernel reports no memlock for this map';
+    totalBytes += map.bytes;
+    maps.push(map);
+    for (const p of procs) p.bytes += map.bytes;
+  }
+  maps.sort(descending((m) => m.id));
+
+  return {
+    takenAt,
+    durationMs: performance.now() - started,
+    kernel,
+    memlockExact: memlockIsExact(kernel),
+    possibleCpus: cpus,
+    cgroupRoot,
+    totalBytes,
+    mapCount: maps.length,
+    maps,
+    processes: [...processes.values()].filter((p) => p.mapIds.length > 0).sort(descending((p) => p.pid)),
+    ...summarise(maps),
+  };
+}
+
+/** The by-name, by-owner and by-pod views of a list of maps (each map once per name, owner, pod). */
+export function summarise(maps: readonly InventoryMap[]): Pick<MapInventory, 'byName' | 'byOwner' | 'byPod'> {
+  const byName = new Map<string, NameSummary>();
+  const byOwner = new Map<string, OwnerSummary & { pidSet: Set<number> }>();
+  const byPod = new Map<string, PodSummary & { pidSet: Set<number> }>();
+  for (const map of maps) {
+    const n = byName.get(map.name) ?? { name: map.name, types: [], maps: 0, bytes: 0 };
+    if (!n.types.includes(map.type)) n.types.push(map.type);
+    n.maps++;
+    n.bytes += map.bytes;
+    byName.set(map.name, n);
+    for (const owner of map.owners) {
+      const o = byOwner.get(owner) ?? { owner, kind: map.owner, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
+      for (const p of map.processes) if (p.comm === owner) o.pidSet.add(p.pid);
+      o.maps++;
+      o.bytes += map.bytes;
+      byOwner.set(owner, o);
+    }
+    for (const uid of map.podUids) {
+      const p = byPod.get(uid) ?? { uid, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
+      for (const h of map.processes) if (h.podUid === uid) p.pidSet.add(h.pid);
+      p.maps++;
+      p.bytes += map.bytes;
+      byPod.set(uid, p);
+    }
+  }
+  return {
+    byName: [...byName.values()].sort(descending((n) => n.name)),
+    byOwner: [...byOwner.values()]
+      .map(({ pidSet, ...o }) => ({ ...o, pids: [...pidSet].sort((a, b) => a - b) }))
+      .sort(descending((o) => o.owner)),
+    byPod: [...byPod.values()]
+      .map(({ pidSet, ...p }) => ({ ...p, pids: [...pidSet].sort((a, b) => a - b) }))
+      .sort(descending((p) => p.uid)),
+  };
+}
+
+const podIndex = new WeakMap<MapInventory, Map<string, number>>();
+
+/** Bytes of the maps a pod's processes hold (for the `podmeter.io/bpf-map-bytes` annotation); undefined when it holds none. */
+export function podMapBytes(inv: MapInventory | undefined, uid: string): number | undefined {
+  if (inv === undefined) return undefined;
+  let index = podIndex.get(inv);
+  if (index === undefined) {
+    index = new Map(inv.byPod.map((p) => [p.uid, p.bytes]));
+    podIndex.set(inv, index);
+  }
+  return index.get(uid);
+}

@@ -1,0 +1,97 @@
+/**
+ * Cost of one BPF map inventory (takeInventory) on a busy node: 500 processes
+ * each holding 4 maps (2,000 maps), made by test/maps/mapholder.py in a test
+ * cgroup `podmeter-test-*` that is removed afterwards (also on Ctrl-C).
+ *
+ *   node bench/maps.bench.ts [--processes 500] [--maps-per-process 4] [--runs 15]
+ *
+ * Prints the median/min/max wall time of an enumeration and of its parts
+ * (map list, /proc scan), the CPU time of one, and the agent's CPU share when
+ * it enumerates every 30 s (CPU time / 30 s, in % of one core). Target: a
+ * median of at most 200 ms.
+ */
+import { readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { listMaps } from '../agent/kernel/bpf.ts';
+import { scanMapHolders, takeInventory, type MapInventory } from '../agent/maps/inventory.ts';
+import { makeTestCgroup } from '../test/helpers/cgroups.ts';
+import { spawnInCgroup } from '../test/helpers/traffic.ts';
+import { HOLDER_SCRIPT } from '../test/maps/holder.ts';
+
+const { values } = parseArgs({
+  options: {
+    processes: { type: 'string', default: '500' },
+    'maps-per-process': { type: 'string', default: '4' },
+    runs: { type: 'string', default: '15' },
+  },
+});
+const processes = Number(values.processes);
+const perProcess = Number(values['maps-per-process']);
+const runs = Number(values.runs);
+const INTERVAL_S = 30;
+const TARGET_MS = 200;
+
+function stats(samples: number[]): { median: number; min: number; max: number } {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]! };
+}
+
+function fmt(s: { median: number; min: number; max: number }): string {
+  return `median ${s.median.toFixed(1)} ms (min ${s.min.toFixed(1)}, max ${s.max.toFixed(1)})`;
+}
+
+const tree = makeTestCgroup(undefined, 'maps-bench');
+try {
+  const started = performance.now();
+  const holder = spawnInCgroup(tree, ['python3', HOLDER_SCRIPT, 'hold', '--groups', String(processes), '--per', String(perProcess)]);
+  let stderr = '';
+  holder.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const ready = await new Promise<{ pids: number[]; ids: number[] }>((resolve, reject) => {
+    createInterface({ input: holder.stdout! }).once('line', (line) => resolve(JSON.parse(line) as { pids: number[]; ids: number[] }));
+    holder.once('exit', (code) => reject(new Error(`mapholder exited ${code}: ${stderr.trim()}`)));
+  });
+  const setupS = (performance.now() - started) / 1000;
+  const pidsOnNode = readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
+
+  // Warm-up (JIT, dentry caches), then measured runs.
+  let inv: MapInventory = takeInventory();
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  const listWall: number[] = [];
+  const scanWall: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    inv = takeInventory();
+    wall.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000);
+
+    const t1 = performance.now();
+    listMaps();
+    listWall.push(performance.now() - t1);
+    const t2 = performance.now();
+    scanMapHolders();
+    scanWall.push(performance.now() - t2);
+  }
+  const mine = new Set(ready.ids);
+  const found = inv.maps.filter((m) => mine.has(m.id));
+  const holders = new Set(found.flatMap((m) => m.processes.map((p) => p.pid)));
+  const cpuMs = stats(cpu).median;
+
+  console.log(`BPF map inventory benchmark (${runs} runs after a warm-up)`);
+  console.log(`  setup: ${ready.ids.length} maps held by ${ready.pids.length} processes in ${setupS.toFixed(1)} s`);
+  console.log(`  node: ${inv.mapCount} maps, ${pidsOnNode} processes in /proc, ${inv.processes.length} of them holding maps`);
+  console.log(`  check: ${found.length}/${ready.ids.length} bench maps found, held by ${holders.size} distinct processes`);
+  console.log(`  enumeration (takeInventory): ${fmt(stats(wall))}  [target <= ${TARGET_MS} ms: ${stats(wall).median <= TARGET_MS ? 'met' : 'MISSED'}]`);
+  console.log(`    of which listMaps():        ${fmt(stats(listWall))}`);
+  console.log(`    of which /proc fd scan:     ${fmt(stats(scanWall))}`);
+  console.log(`  CPU per enumeration: median ${cpuMs.toFixed(1)} ms`);
+  console.log(`  agent CPU at a ${INTERVAL_S} s interval: ${((cpuMs / (INTERVAL_S * 1000)) * 100).toFixed(3)}% of one core`);
+  if (found.length !== ready.ids.length || holders.size !== ready.pids.length) process.exitCode = 1;
+} finally {
+  await tree.remove();
+}
