@@ -25,6 +25,9 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** Lets a pending Ctrl-C run its handler between the synchronous phases. */
+const yieldToSignals = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 function timed<T>(fn: () => T): { ms: number; value: T } {
   const start = performance.now();
   const value = fn();
@@ -43,10 +46,12 @@ await runMain(async () => {
     return out;
   });
   const cgroups = created.value;
+  await yieldToSignals();
   const links: Link[] = [];
   const attached = timed(() => {
     for (const cg of cgroups) links.push(...Object.values(pm.attach(cg.path)));
   });
+  await yieldToSignals();
   console.log(`setup: mkdir ${CGROUPS} cgroups ${created.ms.toFixed(0)} ms; attach ${links.length} links ${attached.ms.toFixed(0)} ms (${((attached.ms * 1000) / links.length).toFixed(1)} µs each)`);
 
   // One cgroup, one direction, REPEAT times (after a warm-up).
@@ -55,6 +60,7 @@ await runMain(async () => {
   const single: number[] = [];
   const singleLookup: number[] = [];
   for (let rep = 0; rep < 5; rep++) {
+    await yieldToSignals();
     single.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.read(one, 'egress'); }).ms * 1000) / REPEAT);
     singleLookup.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.lookup(one, 'egress'); }).ms * 1000) / REPEAT);
   }
@@ -63,6 +69,7 @@ await runMain(async () => {
   const all: number[] = [];
   let entries = 0;
   for (let rep = 0; rep < 7; rep++) {
+    await yieldToSignals();
     all.push(
       timed(() => {
         entries = 0;

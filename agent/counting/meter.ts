@@ -47,8 +47,8 @@ export class Meter {
     const pinned = [pins.program('ingress'), pins.program('egress'), pins.map];
     if (pinned.every((p) => existsSync(p))) {
       const programs = {
-        ingress: Program.fromPin(pins.program('ingress'), ATTACH_TYPE.ingress),
-        egress: Program.fromPin(pins.program('egress'), ATTACH_TYPE.egress),
+        ingress: Program.fromPin(pins.program('ingress'), 'podmeter_ingress', ATTACH_TYPE.ingress),
+        egress: Program.fromPin(pins.program('egress'), 'podmeter_egress', ATTACH_TYPE.egress),
       };
       log.info({ bpffs }, 'adopted pinned programs and counter map');
       return new Meter(pins, StorageMap.fromPin(pins.map), programs, true);

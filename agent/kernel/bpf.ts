@@ -137,9 +137,9 @@ export class Program extends FdObject {
     this.attachType = attachType;
   }
 
-  static fromPin(path: string, attachType: number): Program {
-    const fd = native.objGet(path);
-    return new Program(fd, native.progInfo(fd).name, attachType);
+  /** `name` is the program's full name: the kernel keeps only 15 characters of it. */
+  static fromPin(path: string, name: string, attachType: number): Program {
+    return new Program(native.objGet(path), name, attachType);
   }
 
   info(): ProgInfo {

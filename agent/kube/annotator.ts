@@ -31,7 +31,7 @@ interface PodState {
   gone: boolean;
 }
 
-const MAX_BACKOFF_MS = 30_000;
+const MAX_BACKOFF_MS = 10_000;
 
 export class Annotator {
   readonly #api: CoreV1Api;

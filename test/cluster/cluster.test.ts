@@ -1,8 +1,18 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 import { startCluster } from './cluster.ts';
 import type { TestCluster } from './cluster.ts';
+
+/** True if the process exists and is not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
 
 function ok(r: { stdout: string; stderr: string; code: number }, what: string): string {
   assert.equal(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
@@ -103,8 +113,13 @@ test('test cluster: pods, RBAC with service-account tokens, apiserver restart, d
 
   await t.test('down removes everything', async () => {
     assert.ok(existsSync(c.dataDir));
+    const etcdPid = Number(/^ETCD_PID=(\d+)$/m.exec(readFileSync(path.join(c.dataDir, 'state.env'), 'utf8'))?.[1]);
+    const apiserverPid = Number(readFileSync(path.join(c.dataDir, 'kube-apiserver.pid'), 'utf8'));
+    assert.ok(alive(etcdPid) && alive(apiserverPid), 'etcd and kube-apiserver run before down');
     await c.down();
     assert.ok(!existsSync(c.dataDir), `${c.dataDir} still exists`);
+    assert.ok(!alive(etcdPid), 'etcd still runs after down');
+    assert.ok(!alive(apiserverPid), 'kube-apiserver still runs after down');
     const r = await c.kubectl(['get', 'ns', '--request-timeout=3s']);
     assert.notEqual(r.code, 0);
     await c.down(); // idempotent

@@ -1,6 +1,7 @@
 # Shared by test/cluster/up, down and apiserver (sourced, not run).
 # shellcheck shell=bash
 
+# shellcheck disable=SC2034 # used by the scripts that source this
 cluster_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
@@ -21,11 +22,15 @@ load_state() {
 	source "$DATA/state.env"
 }
 
-# Takes the cluster's lock (fd 8) so up/down/apiserver of one name never overlap.
+# Takes the cluster's lock (fd 8) so up/down/apiserver of one name never
+# overlap. With "or-proceed" (down), a lock still held after 120 s is ignored.
+# shellcheck disable=SC2120
 lock_cluster() {
 	mkdir -p "$DATA"
 	exec 8>"$DATA/.lock"
-	flock 8
+	flock -w 120 8 && return 0
+	[[ ${1:-} == or-proceed ]] || die "timed out waiting for the lock $DATA/.lock"
+	log "warning: $DATA/.lock is still held after 120 s; going on without it"
 }
 
 # True if PID is alive and is a process this cluster started: its command line
@@ -35,6 +40,16 @@ ours() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
 	[[ $cmd == *"$DATA/"* ]]
+}
+
+# True if PID exists and is not a zombie. For a child just started with "&",
+# which may not have exec'd its program yet (so ours() would not know it).
+alive() {
+	local pid=${1:-} stat
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	[[ ${stat:0:1} != Z ]]
 }
 
 # Stops PID if it is ours: SIGTERM, then SIGKILL after 15 s.
@@ -84,7 +99,7 @@ launch_apiserver() {
 	local args
 	mapfile -t args <"$DATA/kube-apiserver.args"
 	echo "--- $(date -u +%FT%TZ) start" >>"$DATA/kube-apiserver.log"
-	setsid "$BIN_DIR/kube-apiserver" "${args[@]}" </dev/null >>"$DATA/kube-apiserver.log" 2>&1 &
+	setsid "$BIN_DIR/kube-apiserver" "${args[@]}" 8>&- </dev/null >>"$DATA/kube-apiserver.log" 2>&1 &
 	APISERVER_PID=$!
 	printf '%s\n' "$APISERVER_PID" >"$DATA/kube-apiserver.pid"
 }
@@ -94,7 +109,7 @@ launch_apiserver() {
 wait_apiserver_ready() { # [timeout seconds]
 	local deadline=$((SECONDS + ${1:-90})) out
 	while ((SECONDS < deadline)); do
-		if ! ours "$APISERVER_PID"; then
+		if ! alive "$APISERVER_PID"; then
 			if tail -n 30 "$DATA/kube-apiserver.log" | grep -q 'address already in use'; then return 3; fi
 			return 2
 		fi

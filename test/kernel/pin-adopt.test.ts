@@ -25,7 +25,7 @@ const { udpExchange } = await import(${JSON.stringify(TRAFFIC_TS)});
 const cfg = JSON.parse(process.env.PODMETER_TEST_ADOPT);
 const map = StorageMap.fromPin(cfg.pins.map);
 const links = Object.fromEntries(Object.entries(cfg.pins.links).map(([k, p]) => [k, Link.fromPin(p)]));
-const programs = { ingress: Program.fromPin(cfg.pins.programs.ingress, 0), egress: Program.fromPin(cfg.pins.programs.egress, 1) };
+const programs = { ingress: Program.fromPin(cfg.pins.programs.ingress, 'podmeter_ingress', 0), egress: Program.fromPin(cfg.pins.programs.egress, 'podmeter_egress', 1) };
 const read = () => ({
   sender: { ingress: map.read(cgroupId(cfg.sender), 'ingress'), egress: map.read(cgroupId(cfg.sender), 'egress') },
   receiver: { ingress: map.read(cgroupId(cfg.receiver), 'ingress'), egress: map.read(cgroupId(cfg.receiver), 'egress') },

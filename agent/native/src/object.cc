@@ -38,10 +38,11 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   Napi::Array programs = Napi::Array::New(env);
   Napi::Array maps = Napi::Array::New(env);
   bool ok = true;
+  int dupErrno = 0;
   bpf_program* prog;
   bpf_object__for_each_program(prog, obj) {
     int fd = fcntl(bpf_program__fd(prog), F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) { ok = false; break; }
+    if (fd < 0) { ok = false; dupErrno = errno; break; }
     Napi::Object p = Napi::Object::New(env);
     p.Set("name", bpf_program__name(prog));
     p.Set("section", bpf_program__section_name(prog));
@@ -53,20 +54,19 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   bpf_object__for_each_map(map, obj) {
     if (!ok) break;
     int fd = fcntl(bpf_map__fd(map), F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) { ok = false; break; }
+    if (fd < 0) { ok = false; dupErrno = errno; break; }
     Napi::Object m = Napi::Object::New(env);
     m.Set("name", bpf_map__name(map));
     m.Set("fd", fd);
     maps.Set(maps.Length(), m);
   }
-  int err = errno;
   bpf_object__close(obj);
   if (!ok) {
     // Nothing half-made: close what was duplicated before failing.
     for (Napi::Array list : {programs, maps})
       for (uint32_t i = 0; i < list.Length(); i++)
         close(list.Get(i).As<Napi::Object>().Get("fd").As<Napi::Number>().Int32Value());
-    ThrowSystemError(env, err, "fcntl", "duplicate fds of BPF object", path);
+    ThrowSystemError(env, dupErrno, "fcntl", "duplicate fds of BPF object", path);
     return env.Undefined();
   }
 

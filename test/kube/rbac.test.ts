@@ -1,0 +1,53 @@
+/**
+ * The agent's RBAC (deploy/agent-rbac.yaml) is exactly enough: run with a
+ * token of a ServiceAccount bound to only that role, the agent watches its
+ * pods and writes Pod and Node annotations; the token can do nothing else
+ * (no secrets, no pods on other verbs, no other resources).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { makeNetns } from '../helpers/netns.ts';
+import { udpExchange } from '../helpers/traffic.ts';
+import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { TEST_PREFIX } from '../helpers/cleanup.ts';
+import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from './harness.ts';
+
+const RBAC = new URL('../../deploy/agent-rbac.yaml', import.meta.url).pathname;
+
+test('the agent does its whole job with exactly its RBAC, and nothing more', async (t) => {
+  const { cluster, node } = await clusterWithNode(t);
+  const dir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  await must(cluster.kubectl(['create', 'namespace', 'podmeter']));
+  await must(cluster.kubectl(['create', 'serviceaccount', 'podmeter-agent', '-n', 'podmeter']));
+  await must(cluster.kubectl(['apply', '-f', '-'], { input: readFileSync(RBAC, 'utf8') }));
+  await must(cluster.kubectl(['create', 'clusterrolebinding', 'podmeter-agent', '--clusterrole=podmeter-agent', '--serviceaccount=podmeter:podmeter-agent']));
+  const token = (await must(cluster.kubectl(['create', 'token', 'podmeter-agent', '-n', 'podmeter']))).trim();
+
+  const can = async (...args: string[]) => (await cluster.kubectl(['auth', 'can-i', ...args], { token })).stdout.trim();
+  assert.equal(await can('watch', 'pods', '--all-namespaces'), 'yes');
+  assert.equal(await can('patch', 'pods', '-n', 'default'), 'yes');
+  assert.equal(await can('patch', 'nodes'), 'yes');
+  for (const denied of [['get', 'secrets', '-n', 'podmeter'], ['list', 'secrets', '--all-namespaces'], ['delete', 'pods', '-n', 'default'], ['create', 'pods', '-n', 'default'], ['update', 'pods', '-n', 'default'], ['list', 'nodes'], ['get', 'configmaps', '-n', 'default'], ['create', 'pods/exec', '-n', 'default']]) {
+    assert.equal(await can(...denied), 'no', `must not: ${denied.join(' ')}`);
+  }
+
+  const root = makeTestCgroup(t);
+  const a = await makePod(cluster, root, { name: 'a', namespace: 'default', node });
+  const b = await makePod(cluster, root, { name: 'b', namespace: 'default', node });
+  const agent = await startAgentProcess(t, {
+    cgroupRoot: root.path,
+    args: ['--kubeconfig', tokenKubeconfig(cluster, token, dir), '--node-name', node, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
+  });
+  const netns = makeNetns(t);
+  await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, netns, family: 4, count: 10, payload: 72 });
+  await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', 'a', 'default'))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
+  await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
+  const views = await agent.cgroups();
+  assert.equal(views.find((v) => v.uid === b.uid)?.pod, 'b', 'pod identity from the watch');
+  assert.ok(!agent.logs.some((l) => /forbidden|403/i.test(JSON.stringify(l))), 'no permission errors');
+});
