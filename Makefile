@@ -18,7 +18,7 @@ ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/pod
 
 TESTS ?= test/**/*.test.ts
 
-.PHONY: setup system build typecheck test run bench clean
+.PHONY: setup system build typecheck test-tools test run bench clean
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
@@ -52,8 +52,13 @@ $(ADDON): $(ADDON_SOURCES) node_modules/.package-lock.json
 typecheck: setup
 	node_modules/.bin/tsc -p tsconfig.json
 
-# The whole suite: type check, then unit, kernel, agent and cluster tests (as root).
-test: typecheck
+# kube-apiserver, etcd, kubectl, helm and promtool for the cluster tests, built
+# from their Go modules once per machine (cached outside the repository).
+test-tools:
+	@test/cluster/build-tools >/dev/null
+
+# The whole suite: type check, then unit, kernel, agent, maps and cluster tests (as root).
+test: typecheck test-tools
 	node --test --test-timeout=900000 --test-concurrency=1 '$(TESTS)'
 
 # The agent, standalone on this host (no cluster needed), with a live table.
