@@ -29,12 +29,16 @@ export class Meter {
   readonly map: StorageMap;
   readonly programs: Readonly<Record<Direction, Program>>;
   readonly adopted: boolean;
+  /** Cgroup ids with link pins when the agent started (to adopt); a new cgroup cannot have pins. */
+  readonly #pinnedAtOpen: Set<bigint>;
+  readonly #attachedHere = new Set<bigint>();
 
   private constructor(pins: PinDir, map: StorageMap, programs: Record<Direction, Program>, adopted: boolean) {
     this.pins = pins;
     this.map = map;
     this.programs = programs;
     this.adopted = adopted;
+    this.#pinnedAtOpen = new Set(pins.listLinks().map((p) => p.cgroupId));
   }
 
   /**
@@ -83,6 +87,7 @@ export class Meter {
         made.push(link);
         link.pin(this.pins.link(cgroupId, direction));
       }
+      this.#attachedHere.add(cgroupId);
     } catch (err) {
       for (const link of made) {
         try {
@@ -103,6 +108,7 @@ export class Meter {
    * pins; 'stale': anything else (half a pair, or links of a cgroup gone).
    */
   linkState(cgroupId: bigint): 'attached' | 'none' | 'stale' {
+    if (!this.#pinnedAtOpen.has(cgroupId)) return this.#attachedHere.has(cgroupId) ? 'attached' : 'none';
     const paths = DIRECTIONS.map((d) => this.pins.link(cgroupId, d));
     const present = paths.filter((p) => existsSync(p)).length;
     if (present === 0) return 'none';
@@ -123,6 +129,8 @@ export class Meter {
 
   /** Detaches (if still attached) and unpins a cgroup's links. */
   release(cgroupId: bigint): void {
+    this.#attachedHere.delete(cgroupId);
+    this.#pinnedAtOpen.delete(cgroupId);
     for (const direction of DIRECTIONS) {
       const path = this.pins.link(cgroupId, direction);
       let link: Link | undefined;

@@ -1,0 +1,209 @@
+/**
+ * `podmeter top pods|namespaces|workloads|nodes` (also `kubectl podmeter
+ * top ...`): cluster-wide totals, like `kubectl top`. Pods come from the
+ * agents' Pod annotations (a metadata-only list); namespaces, workloads
+ * and nodes from the operator's NamespaceUsage, WorkloadUsage and
+ * NodeUsage objects, whose totals include pods that have ended.
+ * `-o json` prints exact decimal strings (totals pass 2^53).
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import { ConfigError, defineFlags, formatHelp, invalid, kubernetesName, oneOf, parseFlags, pathValue, switchFlag, wantsHelp } from './flags.ts';
+import { bytes, table } from './format.ts';
+import { ACCEPT_METADATA_LIST, ApiError, KubeApi, type KubeObject } from '../operator/kube/api.ts';
+import { NAMESPACE_LABEL, usagePath, type UsageKind, type UsageObject } from '../operator/usage.ts';
+import { countsFromAnnotations, fromStrings, POD_ANNOTATIONS, toStrings, zero } from '../operator/counts.ts';
+
+export type TopWhat = 'pods' | 'namespaces' | 'workloads' | 'nodes';
+
+const ALIASES: Readonly<Record<string, TopWhat>> = {
+  pods: 'pods', pod: 'pods', po: 'pods',
+  namespaces: 'namespaces', namespace: 'namespaces', ns: 'namespaces',
+  workloads: 'workloads', workload: 'workloads', wl: 'workloads',
+  nodes: 'nodes', node: 'nodes', no: 'nodes',
+};
+
+/** The first positional that makes `podmeter top` cluster mode (cli/top.ts dispatches on it). */
+export function clusterTopTarget(argv: readonly string[]): TopWhat | undefined {
+  const first = argv.find((a) => !a.startsWith('-'));
+  return first === undefined ? undefined : ALIASES[first];
+}
+
+const topClusterFlags = defineFlags({
+  kubeconfig: { metavar: 'PATH', help: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)', parse: pathValue },
+  sort: { metavar: 'total|ingress|egress|pods|name', help: 'Sort order (largest first; name: alphabetical)', parse: oneOf(['total', 'ingress', 'egress', 'pods', 'name']), default: 'total', env: false },
+  limit: {
+    metavar: 'N',
+    short: 'n',
+    help: 'Show at most N rows (0: all)',
+    parse: (raw: string) => (/^\d+$/.test(raw.trim()) ? Number(raw.trim()) : invalid('is not a number of rows (-n limits the rows as in podmeter top; for a namespace use --namespace NS)')),
+    default: 0,
+    env: false,
+  },
+  'all-namespaces': switchFlag('Pods and workloads of every namespace', { short: 'A', env: false }),
+  namespace: { metavar: 'NS', help: 'Pods and workloads of this namespace (default: the kubeconfig context\'s, else default); namespaces: only this one', parse: kubernetesName, env: false },
+  output: { metavar: 'table|json', short: 'o', help: 'Output format', parse: oneOf(['table', 'json']), default: 'table', env: false },
+});
+
+export const topClusterHelp = formatHelp(topClusterFlags, {
+  usage: 'podmeter top pods|namespaces|workloads|nodes [--kubeconfig PATH] [--sort KEY] [-n N] [-A | --namespace NS] [-o json]',
+  summary: 'Cluster-wide network totals (bytes received and sent) like kubectl top: pods from their podmeter annotations, namespaces, workloads and nodes from the operator\'s usage objects (including pods that have ended).',
+  notes: "Also 'kubectl podmeter top ...'. Without pods|namespaces|workloads|nodes, 'podmeter top' shows one node's live rates from its agent.",
+});
+
+export interface TopClusterRow {
+  name: string;
+  namespace?: string;
+  kind?: string;
+  node?: string;
+  ingressBytes: bigint;
+  egressBytes: bigint;
+  ingressPackets: bigint;
+  egressPackets: bigint;
+  pods?: number;
+  retiredPods?: number;
+  bpfMapBytes?: bigint;
+  updated?: string;
+}
+
+export async function runTopCluster(argv: string[]): Promise<void> {
+  if (wantsHelp(argv)) return void process.stdout.write(topClusterHelp);
+  const { values, positionals } = parseFlags(topClusterFlags, argv, process.env);
+  const [first, extra] = positionals;
+  const what = first === undefined ? undefined : ALIASES[first];
+  if (what === undefined) throw new ConfigError(`podmeter top: expected pods, namespaces, workloads or nodes, not ${JSON.stringify(first ?? '')}`);
+  if (extra !== undefined) throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}`);
+  if (values['all-namespaces'] && values.namespace !== undefined) throw new ConfigError('-A and --namespace exclude each other', '--namespace');
+  const kc = await kubeConfig(values.kubeconfig);
+  const api = new KubeApi(kc);
+  const namespace = values['all-namespaces'] ? undefined : (values.namespace ?? (what === 'namespaces' || what === 'nodes' ? undefined : contextNamespace(kc)));
+  const rows = await readRows(api, what, namespace);
+  const sorted = sortRows(rows, values.sort);
+  const shown = values.limit > 0 ? sorted.slice(0, values.limit) : sorted;
+  process.stdout.write(values.output === 'json' ? renderJson(what, shown) : renderTable(what, shown, namespace === undefined));
+}
+
+async function kubeConfig(path: string | undefined): Promise<KubeConfig> {
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const kc = new KubeConfig();
+  try {
+    if (path === undefined) kc.loadFromDefault();
+    else kc.loadFromFile(path);
+  } catch (err) {
+    throw new Error(`${path === undefined ? 'kubeconfig' : `--kubeconfig '${path}'`}: cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  if (kc.getCurrentCluster() === null) throw new Error('no Kubernetes cluster configured: pass --kubeconfig or set KUBECONFIG');
+  return kc;
+}
+
+function contextNamespace(kc: KubeConfig): string {
+  return kc.getContextObject(kc.getCurrentContext())?.namespace || 'default';
+}
+
+export async function readRows(api: KubeApi, what: TopWhat, namespace: string | undefined): Promise<TopClusterRow[]> {
+  try {
+    if (what === 'pods') return await podRows(api, namespace);
+    const kind: UsageKind = what === 'namespaces' ? 'NamespaceUsage' : what === 'workloads' ? 'WorkloadUsage' : 'NodeUsage';
+    const selector = what === 'workloads' && namespace !== undefined ? `${NAMESPACE_LABEL}=${namespace}` : undefined;
+    const objects = await listAll<UsageObject>(api, usagePath(kind), selector);
+    return objects.filter((o) => !(what === 'namespaces' && namespace !== undefined && o.metadata.name !== namespace)).map((o) => usageRow(what, o));
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 404 && what !== 'pods') {
+      throw new Error(`the podmeter custom resources are not installed (no ${what === 'namespaces' ? 'namespaceusages' : what === 'workloads' ? 'workloadusages' : 'nodeusages'}.podmeter.io): install the chart (helm/podmeter) with the operator`, { cause: err });
+    }
+    if (err instanceof ApiError) throw new Error(err.message, { cause: err });
+    throw new Error(`cannot reach the Kubernetes API at ${api.server}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function listAll<T>(api: KubeApi, path: string, labelSelector?: string, accept?: string): Promise<T[]> {
+  const out: T[] = [];
+  let cont: string | undefined;
+  do {
+    const page = await api.get<{ items?: T[]; metadata?: { continue?: string } }>(path, { query: { limit: 500, continue: cont, labelSelector }, ...(accept ? { accept } : {}), timeoutMs: 60_000 });
+    out.push(...(page.items ?? []));
+    cont = page.metadata?.continue || undefined;
+  } while (cont !== undefined);
+  return out;
+}
+
+async function podRows(api: KubeApi, namespace: string | undefined): Promise<TopClusterRow[]> {
+  const path = namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`;
+  const pods = await listAll<KubeObject>(api, path, undefined, ACCEPT_METADATA_LIST);
+  const rows: TopClusterRow[] = [];
+  for (const p of pods) {
+    const a = p.metadata?.annotations;
+    if (a?.[POD_ANNOTATIONS.ingressBytes] === undefined && a?.[POD_ANNOTATIONS.egressBytes] === undefined) continue; // not counted (yet)
+    const { counts } = countsFromAnnotations(a, undefined);
+    rows.push({ name: p.metadata?.name ?? '', namespace: p.metadata?.namespace ?? '', ...counts, ...(a?.[POD_ANNOTATIONS.updated] ? { updated: a[POD_ANNOTATIONS.updated] } : {}) });
+  }
+  return rows;
+}
+
+function usageRow(what: TopWhat, o: UsageObject): TopClusterRow {
+  const s = o.status;
+  const counts = fromStrings(s) ?? zero(); // a status the operator has not written yet
+  const row: TopClusterRow = { name: what === 'workloads' ? (o.spec?.name ?? o.metadata.name) : o.metadata.name, ...counts, pods: s?.pods ?? 0, retiredPods: s?.retiredPods ?? 0 };
+  if (what === 'workloads') {
+    row.namespace = o.spec?.namespace ?? '';
+    row.kind = o.spec?.kind ?? '';
+  }
+  if (what === 'nodes' && s?.bpfMapBytes !== undefined && /^\d+$/.test(s.bpfMapBytes)) row.bpfMapBytes = BigInt(s.bpfMapBytes);
+  if (s?.updated) row.updated = s.updated;
+  return row;
+}
+
+export function sortRows(rows: TopClusterRow[], sort: 'total' | 'ingress' | 'egress' | 'pods' | 'name'): TopClusterRow[] {
+  const label = (r: TopClusterRow) => `${r.namespace ?? ''}/${r.kind ?? ''}/${r.name}`;
+  const key = (r: TopClusterRow): bigint =>
+    sort === 'ingress' ? r.ingressBytes : sort === 'egress' ? r.egressBytes : sort === 'pods' ? BigInt(r.pods ?? 0) : r.ingressBytes + r.egressBytes;
+  return [...rows].sort((a, b) => {
+    if (sort !== 'name') {
+      const ka = key(a);
+      const kb = key(b);
+      if (ka !== kb) return kb > ka ? 1 : -1;
+    }
+    return label(a).localeCompare(label(b));
+  });
+}
+
+export function renderJson(what: TopWhat, rows: TopClusterRow[]): string {
+  const items = rows.map((r) => ({
+    ...(r.namespace !== undefined ? { namespace: r.namespace } : {}),
+    ...(r.kind !== undefined ? { kind: r.kind } : {}),
+    name: r.name,
+    ...toStrings(r),
+    ...(r.pods !== undefined ? { pods: r.pods, retiredPods: r.retiredPods ?? 0 } : {}),
+    ...(r.bpfMapBytes !== undefined ? { bpfMapBytes: String(r.bpfMapBytes) } : {}),
+    ...(r.updated !== undefined ? { updated: r.updated } : {}),
+  }));
+  return `${JSON.stringify({ kind: what, items }, null, 2)}\n`;
+}
+
+export function renderTable(what: TopWhat, rows: TopClusterRow[], allNamespaces: boolean): string {
+  if (rows.length === 0) return `No ${what} with podmeter counts found.\n`;
+  const traffic = (r: TopClusterRow) => [bytes(r.ingressBytes), bytes(r.egressBytes)];
+  switch (what) {
+    case 'pods':
+      return table(
+        [...(allNamespaces ? ['NAMESPACE'] : []), 'NAME', 'INGRESS', 'EGRESS', 'PACKETS IN', 'PACKETS OUT', 'UPDATED'],
+        rows.map((r) => [...(allNamespaces ? [r.namespace ?? ''] : []), r.name, ...traffic(r), String(r.ingressPackets), String(r.egressPackets), age(r.updated)]),
+      );
+    case 'namespaces':
+      return table(['NAME', 'INGRESS', 'EGRESS', 'PODS', 'ENDED PODS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), String(r.retiredPods ?? 0)]));
+    case 'workloads':
+      return table(
+        [...(allNamespaces ? ['NAMESPACE'] : []), 'KIND', 'NAME', 'INGRESS', 'EGRESS', 'PODS', 'ENDED PODS'],
+        rows.map((r) => [...(allNamespaces ? [r.namespace ?? ''] : []), r.kind ?? '', r.name, ...traffic(r), String(r.pods ?? 0), String(r.retiredPods ?? 0)]),
+      );
+    case 'nodes':
+      return table(['NAME', 'INGRESS', 'EGRESS', 'PODS', 'BPF MAPS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), r.bpfMapBytes === undefined ? '-' : bytes(r.bpfMapBytes)]));
+  }
+}
+
+/** "42s ago", "3m ago": how old an RFC 3339 time is. */
+function age(iso: string | undefined): string {
+  const t = iso === undefined ? NaN : Date.parse(iso);
+  if (!Number.isFinite(t)) return '-';
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}

@@ -1,0 +1,114 @@
+/**
+ * Configuration of `podmeter operator`: parsed once from argv and the
+ * environment, validated, frozen and passed down. Nothing else in the
+ * operator reads process.env.
+ */
+import { hostname } from 'node:os';
+import {
+  ConfigError,
+  decimal,
+  defineFlags,
+  formatHelp,
+  hostPort,
+  invalid,
+  kubernetesName,
+  oneOf,
+  parseFlags,
+  pathValue,
+  type HostPort,
+  type ParseContext,
+} from '../cli/flags.ts';
+import type { LogFormat, LogLevel } from '../agent/log.ts';
+
+export interface OperatorConfig {
+  /** Absolute; undefined means the in-cluster service account. */
+  readonly kubeconfig?: string;
+  readonly listen: HostPort;
+  /** Where the Lease and the budget ConfigMap live. */
+  readonly namespace: string;
+  readonly maxAnnotationWritesPerSecond: number;
+  readonly maxStatusWritesPerSecond: number;
+  readonly identity: string;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+}
+
+const operatorFlags = defineFlags({
+  kubeconfig: {
+    metavar: 'PATH',
+    help: 'kubeconfig file; without it the in-cluster service account is used',
+    parse: pathValue,
+  },
+  listen: {
+    metavar: 'HOST:PORT',
+    help: 'Address of the HTTP server (/metrics, /healthz, /readyz); IPv6 in brackets: [::]:9472',
+    parse: hostPort,
+    default: { host: '0.0.0.0', port: 9472 },
+    defaultHelp: '0.0.0.0:9472',
+  },
+  namespace: {
+    metavar: 'NAMESPACE',
+    help: 'Namespace of the leader-election Lease and the podmeter-budget ConfigMap',
+    parse: kubernetesName,
+    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAMESPACE ? { raw: ctx.env.POD_NAMESPACE, from: 'POD_NAMESPACE' } : { raw: 'podmeter', from: 'the default' }),
+    defaultHelp: '$POD_NAMESPACE, else podmeter',
+  },
+  'max-annotation-writes-per-second': {
+    metavar: 'N',
+    help: 'Pod annotation writes per second for the whole cluster, split evenly over nodes and published for the agents',
+    parse: decimal('writes per second', 0, true),
+    default: 50,
+  },
+  'max-status-writes-per-second': {
+    metavar: 'N',
+    help: 'Status writes per second of the operator\'s own custom resources (NamespaceUsage, WorkloadUsage, NodeUsage)',
+    parse: decimal('writes per second', 0, true),
+    default: 50,
+  },
+  identity: {
+    metavar: 'NAME',
+    help: 'This replica\'s name in the Lease',
+    parse: (raw: string) => (raw.trim() === '' ? invalid('is empty') : raw),
+    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAME ? { raw: ctx.env.POD_NAME, from: 'POD_NAME' } : { raw: hostname(), from: 'the host name' }),
+    defaultHelp: '$POD_NAME, else the host name',
+  },
+  'log-level': {
+    metavar: 'trace|debug|info|warn|error',
+    help: 'Least severe level that is logged',
+    parse: oneOf(['trace', 'debug', 'info', 'warn', 'error']),
+    default: 'info',
+  },
+  'log-format': {
+    metavar: 'json|pretty|auto',
+    help: 'Log line format; auto is pretty when stderr is a terminal, else json',
+    parse: oneOf(['json', 'pretty', 'auto']),
+    default: 'auto',
+  },
+});
+
+export const operatorHelp: string = formatHelp(operatorFlags, {
+  usage: 'podmeter operator [flags]',
+  summary:
+    'Cluster-wide rollups of the agents\' per-pod counts (NamespaceUsage, WorkloadUsage, NodeUsage custom resources and metrics), ' +
+    'leader-elected (run two replicas), and the per-node annotation write budget.',
+  notes: 'A flag wins over its environment variable; an empty environment variable counts as unset.',
+});
+
+/** `argv` is what follows `podmeter operator`; `env` is usually process.env. */
+export function parseOperatorConfig(argv: string[], env: Record<string, string | undefined>): OperatorConfig {
+  const { values, positionals } = parseFlags(operatorFlags, argv, env);
+  const [extra] = positionals;
+  if (extra !== undefined) {
+    throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}: podmeter operator takes only flags (see --help)`);
+  }
+  return Object.freeze({
+    kubeconfig: values.kubeconfig,
+    listen: Object.freeze({ ...values.listen }),
+    namespace: values.namespace,
+    maxAnnotationWritesPerSecond: values['max-annotation-writes-per-second'],
+    maxStatusWritesPerSecond: values['max-status-writes-per-second'],
+    identity: values.identity,
+    logLevel: values['log-level'],
+    logFormat: values['log-format'],
+  });
+}

@@ -1,0 +1,184 @@
+/**
+ * A small JSON client for the Kubernetes API, on client-node's
+ * authentication and TLS (its RequestContext and fetch), for what the
+ * generated clients cannot do: choose the response shape with an Accept
+ * header (PartialObjectMetadata, Table rows) for lists and watches, and
+ * send objects as plain JSON (Lease MicroTime fields, CR status) without a
+ * model class in between. Errors are ApiError with the HTTP status as `.code`.
+ */
+import { HttpMethod, IsomorphicFetchHttpLibrary, RequestContext, type KubeConfig } from '@kubernetes/client-node';
+
+/** Only the metadata of each object (one list item, or one watch event object). */
+export const ACCEPT_METADATA_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
+export const ACCEPT_METADATA = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json';
+/** Server-side printed rows (kubectl's columns) with each object's metadata: how a metadata-only pod watch also learns the node. */
+export const ACCEPT_TABLE = 'application/json;as=Table;g=meta.k8s.io;v=v1, application/json';
+
+export class ApiError extends Error {
+  readonly code: number;
+  readonly reason: string;
+  constructor(code: number, reason: string, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+export interface ObjectMeta {
+  name?: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  ownerReferences?: { apiVersion?: string; kind?: string; name?: string; uid?: string; controller?: boolean }[];
+}
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: ObjectMeta;
+  [key: string]: unknown;
+}
+
+export interface RequestOptions {
+  query?: Record<string, string | number | boolean | undefined>;
+  body?: unknown;
+  contentType?: string;
+  accept?: string;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface WatchEvent {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  object: KubeObject;
+}
+
+const http = new IsomorphicFetchHttpLibrary();
+
+export class KubeApi {
+  readonly #kc: KubeConfig;
+  #requests = 0;
+
+  constructor(kc: KubeConfig) {
+    this.#kc = kc;
+  }
+
+  /** Requests sent so far (for the benchmark's "requests per second the operator adds"). */
+  get requests(): number {
+    return this.#requests;
+  }
+
+  get server(): string {
+    return this.#kc.getCurrentCluster()?.server ?? '';
+  }
+
+  async get<T = KubeObject>(path: string, opts: RequestOptions = {}): Promise<T> {
+    return this.request<T>('GET', path, opts);
+  }
+
+  /** GET that answers undefined for 404. */
+  async find<T = KubeObject>(path: string, opts: RequestOptions = {}): Promise<T | undefined> {
+    try {
+      return await this.get<T>(path, opts);
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async request<T = KubeObject>(method: HttpMethod, path: string, opts: RequestOptions = {}): Promise<T> {
+    const res = await this.#send(method, path, opts);
+    const text = await res.body.text();
+    if (res.httpStatusCode >= 400) throw apiError(res.httpStatusCode, text, method, path);
+    return (text === '' ? {} : JSON.parse(text)) as T;
+  }
+
+  /**
+   * One watch connection: calls onEvent for each event until the server ends
+   * the stream (resolves), the signal aborts (resolves), or the connection
+   * fails (rejects). `idleMs` ends a silent connection (a stalled socket).
+   */
+  async watch(path: string, opts: RequestOptions & { idleMs: number }, onEvent: (event: WatchEvent) => void): Promise<void> {
+    const controller = new AbortController();
+    const outer = opts.signal;
+    const abort = () => controller.abort();
+    outer?.addEventListener('abort', abort, { once: true });
+    let idle: NodeJS.Timeout | undefined;
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => controller.abort(new Error(`watch ${path}: no data for ${opts.idleMs} ms`)), opts.idleMs);
+      idle.unref();
+    };
+    try {
+      touch();
+      const res = await this.#send('GET', path, { ...opts, query: { ...opts.query, watch: true }, signal: controller.signal });
+      if (res.httpStatusCode >= 400) throw apiError(res.httpStatusCode, await res.body.text(), 'WATCH', path);
+      const stream = res.body.stream();
+      if (stream === null) return;
+      const decoder = new TextDecoder();
+      let buffered = '';
+      for await (const chunk of stream) {
+        touch();
+        buffered += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          if (line.trim() !== '') onEvent(JSON.parse(line) as WatchEvent);
+        }
+      }
+    } catch (err) {
+      if (outer?.aborted) return;
+      if (controller.signal.aborted && controller.signal.reason instanceof Error) throw controller.signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(idle);
+      outer?.removeEventListener('abort', abort);
+      controller.abort();
+    }
+  }
+
+  async #send(method: HttpMethod, path: string, opts: RequestOptions) {
+    const url = new URL(this.server + path);
+    for (const [key, value] of Object.entries(opts.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, String(value));
+    }
+    const ctx = new RequestContext(url.toString(), method);
+    await this.#kc.applySecurityAuthentication(ctx);
+    ctx.setHeaderParam('Accept', opts.accept ?? 'application/json');
+    if (opts.body !== undefined) {
+      ctx.setHeaderParam('Content-Type', opts.contentType ?? 'application/json');
+      ctx.setBody(JSON.stringify(opts.body));
+    }
+    const signals = [opts.signal, opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs)].filter((s) => s !== undefined);
+    if (signals.length > 0) ctx.setSignal(AbortSignal.any(signals));
+    this.#requests++;
+    return http.send(ctx).toPromise();
+  }
+}
+
+function apiError(code: number, text: string, method: string, path: string): ApiError {
+  let reason = '';
+  let message = text.slice(0, 500);
+  try {
+    const status = JSON.parse(text) as { reason?: string; message?: string };
+    reason = status.reason ?? '';
+    message = status.message ?? message;
+  } catch {
+    // not a Status object
+  }
+  return new ApiError(code, reason, `${method} ${path}: HTTP ${code}${reason ? ` ${reason}` : ''}: ${message}`);
+}
+
+/** A short description of any error for logs. */
+export function describe(err: unknown): string {
+  if (err instanceof ApiError) return err.message.split('\n')[0] ?? err.message;
+  const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const cause = e?.cause ? ` (${e.cause.code ?? e.cause.message ?? ''})` : '';
+  return `${e?.code ? `${e.code} ` : ''}${(e?.message ?? String(err)).split('\n')[0]}${cause}`;
+}

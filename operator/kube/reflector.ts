@@ -1,0 +1,176 @@
+/**
+ * List-then-watch of one resource, keeping nothing itself: the consumer
+ * turns each object into the few fields it needs (the operator's memory
+ * must stay about 1 KiB per pod, so whole objects are never cached).
+ *
+ * Lists are paged (500 per page). The watch resumes from the last seen
+ * resourceVersion (bookmarks keep it fresh); on 410 Gone it lists again,
+ * and the consumer's `sync` sees the complete new set, so objects deleted
+ * while the watch was away are noticed. Connection failures back off from
+ * 1 s to 30 s; a silent connection is dropped after `idleMs`.
+ */
+import type { Logger } from 'pino';
+import { ApiError, describe, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+
+export interface ReflectorOptions {
+  api: KubeApi;
+  /** Collection path, e.g. /api/v1/pods or /apis/apps/v1/replicasets. */
+  path: string;
+  /** Accept header for list and watch (metadata only, or Table rows). */
+  accept: string;
+  query?: Record<string, string>;
+  log: Logger;
+  /** Every object of a complete list (first sync and every relist). */
+  sync(items: KubeObject[], list: KubeObject): void;
+  /** One watch event (ADDED, MODIFIED, DELETED). */
+  event(type: 'ADDED' | 'MODIFIED' | 'DELETED', object: KubeObject): void;
+  onError?(err: unknown): void;
+  /** Test hook: shorter watch timeouts. */
+  watchTimeoutSeconds?: number;
+}
+
+const PAGE = 500;
+const MAX_BACKOFF_MS = 30_000;
+
+export class Reflector {
+  readonly #o: ReflectorOptions;
+  readonly #stop = new AbortController();
+  #resourceVersion = '';
+  #synced = false;
+  #firstSync: { resolve: () => void; reject: (err: unknown) => void; promise: Promise<void> };
+  #loop: Promise<void> | undefined;
+
+  constructor(options: ReflectorOptions) {
+    this.#o = options;
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => {});
+    this.#firstSync = { resolve, reject, promise };
+  }
+
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  /** Starts the loop; resolves after the first complete list. Keeps retrying in the background either way. */
+  start(): Promise<void> {
+    this.#loop ??= this.#run();
+    return this.#firstSync.promise;
+  }
+
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    let backoff = 1000;
+    let needList = true;
+    while (!this.#stop.signal.aborted) {
+      try {
+        if (needList) {
+          await this.#list();
+          needList = false;
+        }
+        await this.#watch();
+        backoff = 1000; // a watch that ran and ended normally: reconnect at once
+      } catch (err) {
+        if (this.#stop.signal.aborted) break;
+        if (err instanceof ApiError && err.code === 410) {
+          needList = true;
+          this.#o.log.info({ path: this.#o.path }, 'watch expired (410 Gone): listing again');
+          continue;
+        }
+        this.#o.onError?.(err);
+        this.#o.log.warn({ path: this.#o.path, err: describe(err), retryInMs: backoff }, 'list/watch failed; retrying');
+        await sleep(backoff, this.#stop.signal);
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  async #list(): Promise<void> {
+    const items: KubeObject[] = [];
+    let cont: string | undefined;
+    let first: KubeObject | undefined;
+    let last: KubeObject | undefined;
+    do {
+      const page = await this.#o.api.get<KubeObject & { items?: KubeObject[]; rows?: KubeObject[] }>(this.#o.path, {
+        query: { ...this.#o.query, limit: PAGE, continue: cont, includeObject: this.#isTable ? 'Metadata' : undefined },
+        accept: this.#o.accept,
+        signal: this.#stop.signal,
+        timeoutMs: 60_000,
+      });
+      first ??= page;
+      last = page;
+      for (const item of page.items ?? page.rows ?? []) items.push(item);
+      cont = (page.metadata as { continue?: string } | undefined)?.continue || undefined;
+    } while (cont !== undefined);
+    // The first page carries a Table's column definitions; the resourceVersion comes from the last page.
+    this.#resourceVersion = last?.metadata?.resourceVersion ?? '';
+    this.#o.sync(items, first ?? {});
+    if (!this.#synced) {
+      this.#synced = true;
+      this.#firstSync.resolve();
+    }
+  }
+
+  async #watch(): Promise<void> {
+    let gone: ApiError | undefined;
+    await this.#o.api.watch(
+      this.#o.path,
+      {
+        query: {
+          ...this.#o.query,
+          resourceVersion: this.#resourceVersion,
+          allowWatchBookmarks: true,
+          timeoutSeconds: this.#o.watchTimeoutSeconds ?? 240 + Math.floor(Math.random() * 60),
+          includeObject: this.#isTable ? 'Metadata' : undefined,
+        },
+        accept: this.#o.accept,
+        signal: this.#stop.signal,
+        idleMs: ((this.#o.watchTimeoutSeconds ?? 300) + 30) * 1000,
+      },
+      (ev: WatchEvent) => {
+        if (gone) return;
+        const rv = this.#isTable ? tableRowVersion(ev.object) : ev.object.metadata?.resourceVersion;
+        if (ev.type === 'ERROR') {
+          const status = ev.object as { code?: number; reason?: string; message?: string };
+          gone = new ApiError(status.code ?? 500, status.reason ?? '', `watch ${this.#o.path}: ${status.message ?? 'error event'}`);
+          return;
+        }
+        if (rv) this.#resourceVersion = rv;
+        if (ev.type === 'BOOKMARK') return;
+        this.#o.event(ev.type, ev.object);
+      },
+    );
+    if (gone) throw gone;
+  }
+
+  get #isTable(): boolean {
+    return this.#o.accept.includes('as=Table');
+  }
+}
+
+/** A watch event's Table holds one row; its object's resourceVersion is the event's. */
+function tableRowVersion(table: KubeObject): string | undefined {
+  const rows = (table as { rows?: { object?: KubeObject }[] }).rows;
+  return rows?.[0]?.object?.metadata?.resourceVersion;
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

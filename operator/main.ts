@@ -1,0 +1,219 @@
+/**
+ * `podmeter operator`: wires the parts together. Every replica watches
+ * (pod metadata as Table rows, ReplicaSet/Job/Node metadata) and serves
+ * /metrics and health; the replica holding the Lease also loads the ledger
+ * from the custom resources, writes their status and publishes the
+ * per-node annotation write budget.
+ */
+import { createLogger, type Logger } from '../agent/log.ts';
+import { loadKubeConfig } from '../agent/kube/client.ts';
+import { WriteBudget } from '../agent/kube/budget.ts';
+import { HttpServer, text } from '../agent/http/server.ts';
+import { wantsHelp } from '../cli/flags.ts';
+import { parseOperatorConfig, operatorHelp, type OperatorConfig } from './config.ts';
+import { ACCEPT_METADATA_LIST, ACCEPT_TABLE, KubeApi, describe, type KubeObject } from './kube/api.ts';
+import { Reflector } from './kube/reflector.ts';
+import { Interner, OwnerIndex } from './owners.ts';
+import { PodStore } from './pods.ts';
+import { Ledger } from './ledger.ts';
+import { LeaderElector } from './election.ts';
+import { BudgetPublisher } from './budget.ts';
+import { createOperatorMetrics } from './metrics.ts';
+import { parseDecimal, POD_ANNOTATIONS } from './counts.ts';
+
+export const LEASE_NAME = 'podmeter-operator';
+const TICK_MS = 500;
+
+export interface RunningOperator {
+  address: { host: string; port: number };
+  /** API requests sent so far (benchmarks). */
+  requests(): number;
+  stop(): Promise<void>;
+}
+
+export async function startOperator(config: OperatorConfig, log: Logger, options: { lease?: { leaseMs: number; renewMs: number; retryMs: number } } = {}): Promise<RunningOperator> {
+  const kc = await loadKubeConfig(config.kubeconfig);
+  if (kc === undefined) throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
+  const api = new KubeApi(kc);
+  const intern = new Interner();
+  const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
+  let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
+  const countError = (op: string) => metrics?.errors.inc({ op });
+  const pods = new PodStore({ owners, intern, log: log.child({ module: 'pods' }), onMalformed: () => countError('annotation') });
+  const ledger = new Ledger({
+    api,
+    pods,
+    identity: config.identity,
+    log: log.child({ module: 'ledger' }),
+    budget: new WriteBudget(config.maxStatusWritesPerSecond),
+    onError: countError,
+  });
+  pods.listener = ledger;
+  const election = new LeaderElector({
+    api,
+    namespace: config.namespace,
+    name: LEASE_NAME,
+    identity: config.identity,
+    log: log.child({ module: 'election' }),
+    onError: () => countError('lease'),
+    ...options.lease,
+  });
+  metrics = createOperatorMetrics({ ledger, isLeader: () => election.isLeader, pods: () => pods.size });
+  const budget = new BudgetPublisher({ api, namespace: config.namespace, maxWritesPerSecond: config.maxAnnotationWritesPerSecond, log: log.child({ module: 'budget' }) });
+
+  const server = new HttpServer(log.child({ module: 'http' }));
+  const address = await server.listen(config.listen.host, config.listen.port);
+
+  const nodes = new Map<string, bigint | undefined>();
+  const putNode = (o: KubeObject) => {
+    const name = o.metadata?.name;
+    if (!name) return;
+    const bytes = parseDecimal(o.metadata?.annotations?.[POD_ANNOTATIONS.bpfMapBytes]);
+    nodes.set(name, bytes);
+    ledger.nodeMapBytes(name, bytes);
+  };
+  const removeNode = (o: KubeObject) => {
+    const name = o.metadata?.name;
+    if (!name) return;
+    nodes.delete(name);
+    ledger.nodeMapBytes(name, undefined);
+  };
+  const reflectors = [
+    ...(['ReplicaSet', 'Job'] as const).map(
+      (kind) =>
+        new Reflector({
+          api,
+          path: kind === 'ReplicaSet' ? '/apis/apps/v1/replicasets' : '/apis/batch/v1/jobs',
+          accept: ACCEPT_METADATA_LIST,
+          log: log.child({ module: 'watch', kind }),
+          sync: (items) => owners.sync(kind, items),
+          event: (type, o) => (type === 'DELETED' ? owners.remove(kind, o) : owners.put(kind, o)),
+          onError: () => countError(kind === 'ReplicaSet' ? 'watch_replicasets' : 'watch_jobs'),
+        }),
+    ),
+    new Reflector({
+      api,
+      path: '/api/v1/nodes',
+      accept: ACCEPT_METADATA_LIST,
+      log: log.child({ module: 'watch', kind: 'Node' }),
+      sync: (items) => {
+        const names = new Set(items.map((o) => o.metadata?.name));
+        for (const name of [...nodes.keys()]) if (!names.has(name)) removeNode({ metadata: { name } });
+        for (const o of items) putNode(o);
+        budget.nodes = nodes.size;
+      },
+      event: (type, o) => {
+        if (type === 'DELETED') removeNode(o);
+        else putNode(o);
+        budget.nodes = nodes.size;
+      },
+      onError: () => countError('watch_nodes'),
+    }),
+  ];
+  const podReflector = new Reflector({
+    api,
+    path: '/api/v1/pods',
+    accept: ACCEPT_TABLE,
+    log: log.child({ module: 'watch', kind: 'Pod' }),
+    sync: (rows, table) => pods.sync(rows, table),
+    event: (type, table) => pods.event(type, table),
+    onError: () => countError('watch_pods'),
+  });
+
+  let ready = false;
+  server
+    .route('/metrics', async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }))
+    .route('/healthz', () => text('ok\n'))
+    .route('/readyz', () => (ready ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n') : text('initial list of pods, owners and nodes in progress\n', 503)));
+
+  // Leadership: load the ledger (retrying until it loads), then write on every tick.
+  let activating = false;
+  const activate = async () => {
+    if (activating) return;
+    activating = true;
+    try {
+      while (election.isLeader && !ledger.active) {
+        try {
+          await ledger.activate();
+        } catch (err) {
+          countError('load');
+          log.error({ err: describe(err) }, 'cannot read the podmeter custom resources (are the CRDs installed and is the operator allowed to list them?); retrying');
+          await new Promise((r) => setTimeout(r, 5000));
+        }
+      }
+    } finally {
+      activating = false;
+    }
+  };
+  election.on('started', () => void activate());
+  election.on('stopped', () => {
+    ledger.deactivate();
+    budget.reset();
+    log.info('standing by');
+  });
+
+  let ticking = false;
+  const tick = setInterval(() => {
+    if (ticking) return;
+    ticking = true;
+    void (async () => {
+      try {
+        pods.resolvePending();
+        if (!election.isLeader) return;
+        if (!ledger.active) return void activate();
+        const started = performance.now();
+        const writes = await ledger.reconcile();
+        if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);
+        await budget.publish().catch((err) => {
+          countError('budget');
+          log.warn({ err: describe(err) }, 'cannot publish the write budget; retrying');
+        });
+      } finally {
+        ticking = false;
+      }
+    })();
+  }, TICK_MS);
+
+  // Owners first, so pods resolve to their workloads from the start.
+  void (async () => {
+    await Promise.all(reflectors.map((r) => r.start()));
+    await podReflector.start();
+    ready = true;
+    log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, identity: config.identity }, 'operator ready');
+    election.start();
+  })();
+
+  return {
+    address,
+    requests: () => api.requests,
+    async stop() {
+      clearInterval(tick);
+      await election.stop(async () => {
+        if (ledger.active) await ledger.reconcile(Date.now(), { ignoreIntervals: true });
+      });
+      ledger.deactivate();
+      await Promise.all([...reflectors, podReflector].map((r) => r.stop()));
+      await server.close();
+      log.info('operator stopped');
+    },
+  };
+}
+
+/** Entry point of `podmeter operator`: runs until SIGINT/SIGTERM. */
+export async function runOperator(argv: string[]): Promise<void> {
+  if (wantsHelp(argv)) return void process.stdout.write(operatorHelp);
+  const config = parseOperatorConfig(argv, process.env);
+  const log = createLogger({ level: config.logLevel, format: config.logFormat, name: 'podmeter-operator' });
+  const operator = await startOperator(config, log);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    await operator.stop();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGINT', (s) => void stop(s));
+  process.on('SIGTERM', (s) => void stop(s));
+}

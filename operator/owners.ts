@@ -1,0 +1,140 @@
+/**
+ * Which workload a pod belongs to, from its controller owner reference and
+ * the owners of ReplicaSets and Jobs (kept from metadata-only watches: for
+ * each, only its own controller's kind and name).
+ *
+ *   Pod -> ReplicaSet -> Deployment (or any controller of the ReplicaSet)
+ *   Pod -> Job -> CronJob
+ *   Pod -> StatefulSet | DaemonSet | any other controller kind
+ *   Pod without a controller (or owned by a Node: a static pod's mirror) -> the Pod itself
+ *
+ * A missing intermediate owner (not watched yet, or deleted) falls back to
+ * the nearest owner known, e.g. the ReplicaSet; a cycle of owner references
+ * stops at the pod's own controller. Each fallback is logged once.
+ */
+import type { Logger } from 'pino';
+import type { KubeObject, ObjectMeta } from './kube/api.ts';
+
+export interface Workload {
+  namespace: string;
+  kind: string;
+  name: string;
+  /** `namespace/kind/name` */
+  key: string;
+}
+
+export interface Resolution {
+  workload: Workload;
+  /** True when an owner in the chain was not known (yet): the caller may ask again later. */
+  missing: boolean;
+}
+
+export interface Owner {
+  kind: string;
+  name: string;
+}
+
+/** Kinds whose own controller is looked up (the others end the chain). */
+const CHAINED = new Set(['ReplicaSet', 'Job']);
+const MAX_DEPTH = 8;
+
+/** One copy of each repeated string (namespaces, kinds, owner names), so 150,000 pods do not hold 150,000 copies. */
+export class Interner {
+  readonly #strings = new Map<string, string>();
+  get(s: string): string {
+    const found = this.#strings.get(s);
+    if (found !== undefined) return found;
+    this.#strings.set(s, s);
+    return s;
+  }
+}
+
+export class OwnerIndex {
+  /** `kind/namespace/name` -> its controller (null: it has none). */
+  readonly #owners = new Map<string, Owner | null>();
+  readonly #workloads = new Map<string, Workload>();
+  readonly #logged = new Set<string>();
+  readonly #log: Logger;
+  readonly #intern: Interner;
+
+  constructor(log: Logger, intern: Interner) {
+    this.#log = log;
+    this.#intern = intern;
+  }
+
+  /** A ReplicaSet or Job seen (list or watch). */
+  put(kind: string, object: KubeObject): void {
+    const m = object.metadata;
+    if (!m?.name || !m.namespace) return;
+    this.#owners.set(`${kind}/${m.namespace}/${m.name}`, this.#controllerOf(m.ownerReferences));
+  }
+
+  remove(kind: string, object: KubeObject): void {
+    const m = object.metadata;
+    if (m?.name && m.namespace) this.#owners.delete(`${kind}/${m.namespace}/${m.name}`);
+  }
+
+  /** Replaces every object of `kind` (a complete list). */
+  sync(kind: string, objects: KubeObject[]): void {
+    for (const key of [...this.#owners.keys()]) if (key.startsWith(`${kind}/`)) this.#owners.delete(key);
+    for (const o of objects) this.put(kind, o);
+  }
+
+  get size(): number {
+    return this.#owners.size;
+  }
+
+  /** The controller reference of an object's owner references (kind and name, interned). */
+  controllerOf(refs: ObjectMeta['ownerReferences']): Owner | null {
+    return this.#controllerOf(refs);
+  }
+
+  resolve(namespace: string, podName: string, controller: Owner | null): Resolution {
+    if (controller === null || controller.kind === 'Node') return { workload: this.workload(namespace, 'Pod', podName), missing: false };
+    let current = controller;
+    const seen = new Set<string>();
+    for (let depth = 0; depth < MAX_DEPTH && CHAINED.has(current.kind); depth++) {
+      const key = `${current.kind}/${namespace}/${current.name}`;
+      if (seen.has(key)) {
+        this.#once(`cycle ${key}`, { namespace, pod: podName, owner: key }, 'owner references form a cycle: counting the pod under its own controller');
+        return { workload: this.workload(namespace, controller.kind, controller.name), missing: false };
+      }
+      seen.add(key);
+      const owner = this.#owners.get(key);
+      if (owner === undefined) {
+        return { workload: this.workload(namespace, current.kind, current.name), missing: true };
+      }
+      if (owner === null) break;
+      current = owner;
+    }
+    return { workload: this.workload(namespace, current.kind, current.name), missing: false };
+  }
+
+  /** Logs the fallback of a pod whose owner stayed unknown (once per owner). */
+  reportMissing(namespace: string, podName: string, workload: Workload): void {
+    this.#once(`missing ${workload.key}`, { namespace, pod: podName, owner: `${workload.kind}/${workload.name}` }, 'owner not found: counting the pod under the nearest known owner');
+  }
+
+  workload(namespace: string, kind: string, name: string): Workload {
+    const key = `${namespace}/${kind}/${name}`;
+    let w = this.#workloads.get(key);
+    if (w === undefined) {
+      w = { namespace: this.#intern.get(namespace), kind: this.#intern.get(kind), name: this.#intern.get(name), key };
+      this.#workloads.set(key, w);
+    }
+    return w;
+  }
+
+  #controllerOf(refs: { kind?: string; name?: string; controller?: boolean }[] | undefined): Owner | null {
+    const ref = refs?.find((r) => r.controller === true);
+    if (!ref?.kind || !ref.name) return null;
+    return { kind: this.#intern.get(ref.kind), name: this.#intern.get(ref.name) };
+  }
+
+  #once(key: string, fields: Record<string, string>, msg: string): void {
+    if (this.#logged.has(key)) return;
+    if (this.#logged.size > 10_000) this.#logged.clear(); // bounded; at worst a line repeats
+    this.#logged.add(key);
+    this.#log.warn(fields, msg);
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * Every pod of the cluster, as a small record: uid, namespace, name, node,
+ * controller, workload and the counters from the agents' annotations. Fed
+ * by a watch of server-side Table rows with only each pod's metadata
+ * (includeObject=Metadata): metadata-only like a PartialObjectMetadata
+ * watch, plus the row's Node column, which metadata lacks. Whole Pod
+ * objects are never held, so memory stays about half a KiB per pod.
+ */
+import type { Logger } from 'pino';
+import type { KubeObject } from './kube/api.ts';
+import { copy, countsFromAnnotations, sum, wentBack, type Counts } from './counts.ts';
+import type { Interner, Owner, OwnerIndex, Workload } from './owners.ts';
+
+export interface PodRecord {
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  /** '' until the pod is scheduled. */
+  node: string;
+  readonly owner: Owner | null;
+  /** Resolved owner chain; undefined while an owner is not known yet. */
+  workload: Workload | undefined;
+  readonly firstSeen: number;
+  /** The counters of the pod's annotations, as last seen. */
+  annotated: Counts;
+  /** Counts from before the agent's counters restarted from zero (a node reboot); usually undefined. */
+  base: Counts | undefined;
+  /** Leader only: the pod's counts as persisted in its NodeUsage checkpoint (what the rollups include). */
+  checkpointed: Counts | undefined;
+}
+
+/** What a pod contributes to the totals: everything it was ever counted with. */
+export function contribution(p: PodRecord): Counts {
+  return p.base === undefined ? p.annotated : sum(p.base, p.annotated);
+}
+
+export interface PodListener {
+  added(p: PodRecord): void;
+  changed(p: PodRecord, previous: { node: string }): void;
+  /** The pod was deleted; `final` is its contribution in its last state (the DELETED event's annotations). */
+  deleted(p: PodRecord, final: Counts): void;
+  /** An owner became known (or the wait for it ended): the pod's workload was set. */
+  assigned(p: PodRecord): void;
+}
+
+/** How long a pod waits for its ReplicaSet or Job to be seen before it is counted under the nearest known owner. */
+const OWNER_WAIT_MS = 10_000;
+
+interface Row {
+  cells?: unknown[];
+  object?: KubeObject;
+}
+
+export class PodStore {
+  readonly #pods = new Map<string, PodRecord>();
+  readonly #unresolved = new Set<PodRecord>();
+  readonly #owners: OwnerIndex;
+  readonly #intern: Interner;
+  readonly #log: Logger;
+  readonly #onMalformed: () => void;
+  readonly #warned = new Set<string>();
+  #nodeColumn = -1;
+  listener: PodListener | undefined;
+
+  constructor(options: { owners: OwnerIndex; intern: Interner; log: Logger; onMalformed: () => void }) {
+    this.#owners = options.owners;
+    this.#intern = options.intern;
+    this.#log = options.log;
+    this.#onMalformed = options.onMalformed;
+  }
+
+  get size(): number {
+    return this.#pods.size;
+  }
+
+  get(uid: string): PodRecord | undefined {
+    return this.#pods.get(uid);
+  }
+
+  values(): IterableIterator<PodRecord> {
+    return this.#pods.values();
+  }
+
+  /** A complete list (Table rows): pods missing from it were deleted while nobody watched. */
+  sync(rows: KubeObject[], table: KubeObject): void {
+    this.#columns(table);
+    const seen = new Set<string>();
+    for (const row of rows as Row[]) {
+      const uid = row.object?.metadata?.uid;
+      if (uid) seen.add(uid);
+      this.#upsert(row);
+    }
+    for (const p of [...this.#pods.values()]) {
+      if (!seen.has(p.uid)) this.#delete(p, contribution(p));
+    }
+  }
+
+  /** One watch event (its Table holds one row; the first event of a watch also carries the columns). */
+  event(type: 'ADDED' | 'MODIFIED' | 'DELETED', table: KubeObject): void {
+    this.#columns(table);
+    for (const row of ((table as { rows?: Row[] }).rows ?? [])) {
+      if (type !== 'DELETED') {
+        this.#upsert(row);
+        continue;
+      }
+      const uid = row.object?.metadata?.uid;
+      const p = uid === undefined ? undefined : this.#pods.get(uid);
+      if (p === undefined) continue;
+      this.#update(p, row); // the last state: the agent's final annotations
+      this.#delete(p, contribution(p));
+    }
+  }
+
+  /**
+   * The pod's workload, resolving its owner chain now if it was not known;
+   * `force` (or a pod older than the wait) falls back to the nearest known owner.
+   */
+  workloadOf(p: PodRecord, now: number, force: boolean): Workload | undefined {
+    if (p.workload !== undefined) return p.workload;
+    const r = this.#owners.resolve(p.namespace, p.name, p.owner);
+    if (r.missing && !force && now - p.firstSeen < OWNER_WAIT_MS) return undefined;
+    if (r.missing) this.#owners.reportMissing(p.namespace, p.name, r.workload);
+    p.workload = r.workload;
+    this.#unresolved.delete(p);
+    return p.workload;
+  }
+
+  /** Retries pods whose owner was not known; called on a timer. */
+  resolvePending(now = Date.now()): void {
+    for (const p of [...this.#unresolved]) {
+      if (this.workloadOf(p, now, false) !== undefined) this.listener?.assigned(p);
+    }
+  }
+
+  /** Pins a pod's workload (the one its checkpoint was counted under). */
+  pin(p: PodRecord, workload: Workload): void {
+    p.workload = workload;
+    this.#unresolved.delete(p);
+  }
+
+  #columns(table: KubeObject): void {
+    const defs = (table as { columnDefinitions?: { name?: string }[] }).columnDefinitions;
+    if (defs === undefined || defs.length === 0) return;
+    this.#nodeColumn = defs.findIndex((d) => d.name === 'Node');
+    if (this.#nodeColumn < 0) this.#log.warn('the API server\'s pod table has no Node column: pods are not attributed to nodes');
+  }
+
+  #nodeOf(row: Row): string {
+    const cell = this.#nodeColumn < 0 ? undefined : row.cells?.[this.#nodeColumn];
+    return typeof cell === 'string' && cell !== '<none>' ? this.#intern.get(cell) : '';
+  }
+
+  #upsert(row: Row): void {
+    const m = row.object?.metadata;
+    if (!m?.uid || !m.name || !m.namespace) return;
+    const existing = this.#pods.get(m.uid);
+    if (existing !== undefined) {
+      const previous = { node: existing.node };
+      if (this.#update(existing, row)) this.listener?.changed(existing, previous);
+      return;
+    }
+    const { counts, malformed } = countsFromAnnotations(m.annotations, undefined);
+    this.#malformed(m.namespace, m.name, malformed);
+    const p: PodRecord = {
+      uid: m.uid,
+      namespace: this.#intern.get(m.namespace),
+      name: m.name,
+      node: this.#nodeOf(row),
+      owner: this.#owners.controllerOf(m.ownerReferences),
+      workload: undefined,
+      firstSeen: Date.now(),
+      annotated: counts,
+      base: undefined,
+      checkpointed: undefined,
+    };
+    this.#pods.set(p.uid, p);
+    if (this.workloadOf(p, p.firstSeen, false) === undefined) this.#unresolved.add(p);
+    this.listener?.added(p);
+  }
+
+  /** Applies a row to a known pod; true when anything the rollups use changed. */
+  #update(p: PodRecord, row: Row): boolean {
+    const m = row.object?.metadata;
+    let changed = false;
+    const node = this.#nodeOf(row);
+    if (node !== '' && node !== p.node) {
+      p.node = node;
+      changed = true;
+    }
+    const { counts, malformed } = countsFromAnnotations(m?.annotations, p.annotated);
+    this.#malformed(p.namespace, p.name, malformed);
+    if (wentBack(counts, p.annotated)) {
+      // The agent's counters restarted from zero: keep what was counted before as the pod's base.
+      p.base = contribution(p);
+      this.#log.warn({ namespace: p.namespace, pod: p.name }, 'pod counters went back (agent counters restarted): keeping the earlier counts as a base');
+    }
+    if (counts.ingressBytes !== p.annotated.ingressBytes || counts.egressBytes !== p.annotated.egressBytes || counts.ingressPackets !== p.annotated.ingressPackets || counts.egressPackets !== p.annotated.egressPackets) {
+      p.annotated = copy(counts);
+      changed = true;
+    }
+    return changed;
+  }
+
+  #delete(p: PodRecord, final: Counts): void {
+    this.#pods.delete(p.uid);
+    this.#unresolved.delete(p);
+    this.listener?.deleted(p, final);
+  }
+
+  #malformed(namespace: string, name: string, annotations: string[]): void {
+    if (annotations.length === 0) return;
+    this.#onMalformed();
+    const key = `${namespace}/${name}`;
+    if (this.#warned.has(key)) return;
+    if (this.#warned.size > 10_000) this.#warned.clear();
+    this.#warned.add(key);
+    this.#log.warn({ namespace, pod: name, annotations }, 'pod annotation is not a decimal integer: keeping the previous value');
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * The operator's custom resources (podmeter.io/v1alpha1, cluster-scoped;
+ * schemas in helm/podmeter/crds/): their names, paths, and the shape of
+ * their status, which is the ledger. Parsing is tolerant: a status edited
+ * by hand into something the schema still admits is reported, and what
+ * cannot be read counts as absent rather than crashing the operator.
+ */
+import { createHash } from 'node:crypto';
+import { bytes } from '../cli/format.ts';
+import { FIELDS, fromStrings, toStrings, zero, type Counts } from './counts.ts';
+import type { Workload } from './owners.ts';
+
+export const GROUP = 'podmeter.io';
+export const VERSION = 'v1alpha1';
+
+export type UsageKind = 'NamespaceUsage' | 'WorkloadUsage' | 'NodeUsage';
+
+export const PLURAL: Readonly<Record<UsageKind, string>> = {
+  NamespaceUsage: 'namespaceusages',
+  WorkloadUsage: 'workloadusages',
+  NodeUsage: 'nodeusages',
+};
+
+/** Label on WorkloadUsage objects, so one namespace's workloads can be listed. */
+export const NAMESPACE_LABEL = 'podmeter.io/namespace';
+
+export function usagePath(kind: UsageKind, name?: string, status = false): string {
+  const base = `/apis/${GROUP}/${VERSION}/${PLURAL[kind]}`;
+  return name === undefined ? base : `${base}/${encodeURIComponent(name)}${status ? '/status' : ''}`;
+}
+
+/**
+ * A WorkloadUsage's name: `<namespace>.<kind>.<name>` (kind lower case).
+ * Namespaces and kinds have no dots, so it reads back unambiguously; names
+ * longer than Kubernetes allows (253) are cut and given a hash suffix.
+ */
+export function workloadUsageName(w: Workload): string {
+  const full = `${w.namespace}.${w.kind.toLowerCase()}.${w.name}`;
+  if (full.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(full)) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, 12);
+  const cut = full.toLowerCase().replace(/[^-a-z0-9.]/g, '-').slice(0, 238).replace(/[^a-z0-9]+$/, '');
+  return `${cut}-${hash}`;
+}
+
+export type CountStrings = Record<(typeof FIELDS)[number], string>;
+
+/** A live pod's counts as persisted in its NodeUsage (what the rollups include). */
+export interface CheckpointEntry extends CountStrings {
+  uid: string;
+  namespace: string;
+  workloadKind: string;
+  workload: string;
+  /** Counts from before the agent's counters restarted (rare). */
+  base?: CountStrings;
+}
+
+/** A dead pod retired into a NodeUsage; `rolledUp` once its namespace and workload include it too. */
+export interface RetiringEntry extends CountStrings {
+  uid: string;
+  namespace: string;
+  workloadKind: string;
+  workload: string;
+  at: string;
+  rolledUp: boolean;
+}
+
+export interface UsageStatus extends CountStrings {
+  /** Human-readable totals for `kubectl get` (the printer columns). */
+  ingress: string;
+  egress: string;
+  pods: number;
+  retiredPods: number;
+  /** Final counts of pods that died, included in the totals. */
+  retired: CountStrings;
+  /** NamespaceUsage/WorkloadUsage: pods already in `retired` (for idempotence), kept for a while. */
+  recentlyRetired?: { uid: string; at: string }[];
+  /** NodeUsage only. */
+  bpfMapBytes?: string;
+  bpfMaps?: string;
+  checkpoint?: CheckpointEntry[];
+  retiring?: RetiringEntry[];
+  updated: string;
+  writer: string;
+}
+
+export interface UsageObject {
+  apiVersion: string;
+  kind: UsageKind;
+  metadata: { name: string; resourceVersion?: string; labels?: Record<string, string>; creationTimestamp?: string; uid?: string };
+  spec?: { namespace?: string; kind?: string; name?: string };
+  status?: UsageStatus;
+}
+
+/** The ledger part of a status, as read back. */
+export interface LedgerState {
+  retired: Counts;
+  retiredPods: number;
+  recent: Map<string, number>;
+  checkpoint: Map<string, { entry: CheckpointEntry; counts: Counts; base: Counts | undefined }>;
+  retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number }>;
+  problems: string[];
+}
+
+export function emptyLedgerState(): LedgerState {
+  return { retired: zero(), retiredPods: 0, recent: new Map(), checkpoint: new Map(), retiring: new Map(), problems: [] };
+}
+
+/** Reads the ledger from a status; anything unreadable is skipped and named in `problems`. */
+export function parseLedger(status: unknown): LedgerState {
+  const state = emptyLedgerState();
+  if (status === undefined || status === null) return state;
+  if (typeof status !== 'object') {
+    state.problems.push('status is not an object');
+    return state;
+  }
+  const s = status as Partial<Record<keyof UsageStatus, unknown>>;
+  if (s.retired !== undefined) {
+    const retired = fromStrings(s.retired);
+    if (retired === undefined) state.problems.push('status.retired is not four decimal counters');
+    else state.retired = retired;
+  }
+  if (typeof s.retiredPods === 'number' && Number.isSafeInteger(s.retiredPods) && s.retiredPods >= 0) state.retiredPods = s.retiredPods;
+  for (const item of arrayOf(s.recentlyRetired, 'recentlyRetired', state)) {
+    const at = Date.parse(String(item.at));
+    if (typeof item.uid === 'string' && Number.isFinite(at)) state.recent.set(item.uid, at);
+    else state.problems.push('status.recentlyRetired has an entry without uid/at');
+  }
+  for (const item of arrayOf(s.checkpoint, 'checkpoint', state)) {
+    const counts = fromStrings(item);
+    const base = item.base === undefined ? undefined : fromStrings(item.base);
+    if (typeof item.uid !== 'string' || typeof item.namespace !== 'string' || typeof item.workloadKind !== 'string' || typeof item.workload !== 'string' || counts === undefined) {
+      state.problems.push('status.checkpoint has an unreadable entry');
+      continue;
+    }
+    state.checkpoint.set(item.uid, { entry: item as unknown as CheckpointEntry, counts, base });
+  }
+  for (const item of arrayOf(s.retiring, 'retiring', state)) {
+    const counts = fromStrings(item);
+    const at = Date.parse(String(item.at));
+    if (typeof item.uid !== 'string' || typeof item.namespace !== 'string' || typeof item.workloadKind !== 'string' || typeof item.workload !== 'string' || counts === undefined || !Number.isFinite(at)) {
+      state.problems.push('status.retiring has an unreadable entry');
+      continue;
+    }
+    state.retiring.set(item.uid, { entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true }, counts, at });
+  }
+  return state;
+}
+
+function arrayOf(value: unknown, field: string, state: LedgerState): Record<string, unknown>[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    state.problems.push(`status.${field} is not a list`);
+    return [];
+  }
+  return value.filter((v): v is Record<string, unknown> => typeof v === 'object' && v !== null);
+}
+
+/** The common part of every status: exact totals, human totals, pods. */
+export function statusTotals(total: Counts, retired: Counts, pods: number, retiredPods: number, writer: string): UsageStatus {
+  return {
+    ...toStrings(total),
+    ingress: bytes(total.ingressBytes),
+    egress: bytes(total.egressBytes),
+    pods,
+    retiredPods,
+    retired: toStrings(retired),
+    updated: new Date().toISOString(),
+    writer,
+  };
+}
+
+export { toStrings };
