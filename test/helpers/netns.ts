@@ -47,3 +47,16 @@ export function makeNetns(t?: AfterHook): TestNetns {
   }
   return { name, exec: ['ip', 'netns', 'exec', name], remove };
 }
+
+/** TCP segments retransmitted in the namespace (/proc/net/snmp is per netns: only the test's connections). */
+export function retransSegs(netns: TestNetns): number {
+  const snmp = execFileSync('ip', ['netns', 'exec', netns.name, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
+  const lines = snmp.split('\n').filter((l) => l.startsWith('Tcp:'));
+  const names = lines[0]?.split(/\s+/) ?? [];
+  const values = lines[1]?.split(/\s+/) ?? [];
+  const i = names.indexOf('RetransSegs');
+  return i < 0 ? 0 : Number(values[i]);
+}
+
+/** The largest TCP segment on loopback (a GSO super-packet), for bounds with retransmissions. */
+export const MAX_TCP_SEGMENT = 65_536;

@@ -1,12 +1,11 @@
 // TCP bulk transfer: the sender's egress carries every payload byte plus one
 // set of headers per counted skb; per-CPU slots sum to what read() returns.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import { cgroupId, possibleCpus, sumCounters, type Counters, type Direction, type StorageMap } from '../../agent/kernel/bpf.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns, type TestNetns } from '../helpers/netns.ts';
+import { makeNetns, MAX_TCP_SEGMENT, retransSegs } from '../helpers/netns.ts';
 import { tcpTransfer, type Family } from '../helpers/traffic.ts';
 
 const PAYLOAD = 50_000_000;
@@ -28,17 +27,6 @@ const PAYLOAD = 50_000_000;
  */
 const MIN_HEADERS: Record<Family, number> = { 4: 40, 6: 60 };
 const MAX_HEADERS: Record<Family, number> = { 4: 120, 6: 100 };
-const MAX_SEGMENT = 65_536;
-
-function retransSegs(netns: TestNetns): number {
-  // /proc/net/snmp is per network namespace: only this test's connections.
-  const snmp = execFileSync('ip', ['netns', 'exec', netns.name, 'cat', '/proc/net/snmp'], { encoding: 'utf8' });
-  const lines = snmp.split('\n').filter((l) => l.startsWith('Tcp:'));
-  const names = lines[0]?.split(/\s+/) ?? [];
-  const values = lines[1]?.split(/\s+/) ?? [];
-  const i = names.indexOf('RetransSegs');
-  return i < 0 ? 0 : Number(values[i]);
-}
 
 /** lookup() and read() of one entry, taken when no packet moved in between (late ACKs/FINs may still arrive). */
 function stableSnapshot(map: StorageMap, id: bigint, direction: Direction): { perCpu: Counters[]; read: Counters } {
@@ -69,7 +57,7 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
 
     await tcpTransfer({ senderCgroup: sender, receiverCgroup: receiver, netns, family, bytes: PAYLOAD });
     const retrans = retransSegs(netns);
-    const slack = BigInt(retrans * MAX_SEGMENT);
+    const slack = BigInt(retrans * MAX_TCP_SEGMENT);
     const P = BigInt(PAYLOAD);
     const min = BigInt(MIN_HEADERS[family]);
     const max = BigInt(MAX_HEADERS[family]);

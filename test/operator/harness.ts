@@ -1,0 +1,243 @@
+/**
+ * Operator fixtures on the real control plane (test/cluster): the CRDs from
+ * helm/podmeter/crds, the operator as a child process (so a test can
+ * SIGKILL it), and simulated agents that write exactly what a real agent
+ * writes on a Pod: a JSON merge patch with the pod's uid as precondition
+ * and the four counters plus podmeter.io/updated (agent/kube/annotator.ts).
+ *
+ * Needs: the test control plane tools (test/cluster/build-tools). No root.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { startCluster, type TestCluster } from '../cluster/cluster.ts';
+import { afterOrSignal, randomSuffix, sleep, type AfterHook } from '../helpers/cleanup.ts';
+import { sample } from '../helpers/agent.ts';
+import { ANNOTATIONS } from '../../agent/kube/annotator.ts';
+import { KubeApi } from '../../operator/kube/api.ts';
+import { usagePath, type UsageKind, type UsageObject } from '../../operator/usage.ts';
+
+const CLI = new URL('./cli.ts', import.meta.url).pathname;
+const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
+export const OPERATOR_NS = 'podmeter';
+
+export interface Counters {
+  ingressBytes: bigint;
+  egressBytes: bigint;
+  ingressPackets: bigint;
+  egressPackets: bigint;
+}
+
+export interface OperatorCluster {
+  cluster: TestCluster;
+  kc: KubeConfig;
+  core: CoreV1Api;
+  api: KubeApi;
+}
+
+/** A fresh control plane with the podmeter CRDs and the operator's namespace. */
+export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
+  const cluster = await startCluster();
+  t.after(() => cluster.down());
+  for (const file of readdirSync(CRDS).filter((f) => f.endsWith('.yaml')).sort()) {
+    await must(cluster.kubectl(['apply', '-f', '-'], { input: readFileSync(join(CRDS, file), 'utf8') }));
+  }
+  await must(cluster.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/namespaceusages.podmeter.io', 'crd/workloadusages.podmeter.io', 'crd/nodeusages.podmeter.io']));
+  await must(cluster.kubectl(['create', 'namespace', OPERATOR_NS]));
+  const kc = new KubeConfig();
+  kc.loadFromFile(cluster.kubeconfig);
+  return { cluster, kc, core: kc.makeApiClient(CoreV1Api), api: new KubeApi(kc) };
+}
+
+export async function must(r: Promise<{ code: number; stdout: string; stderr: string }>): Promise<string> {
+  const { code, stdout, stderr } = await r;
+  if (code !== 0) throw new Error(`kubectl failed (${code}): ${stderr}`);
+  return stdout;
+}
+
+export async function apply(oc: OperatorCluster, objects: unknown[]): Promise<void> {
+  await must(oc.cluster.kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) }));
+}
+
+export interface PodSpec {
+  namespace: string;
+  name: string;
+  node: string;
+  owner?: { apiVersion: string; kind: string; name: string; uid?: string };
+}
+
+export interface TestPod extends PodSpec {
+  uid: string;
+}
+
+/** A Pod bound to a node (no kubelet runs: it stays Pending, which is all the operator needs). */
+export async function createPod(oc: OperatorCluster, spec: PodSpec): Promise<TestPod> {
+  const pod = await oc.core.createNamespacedPod({
+    namespace: spec.namespace,
+    body: {
+      metadata: {
+        name: spec.name,
+        namespace: spec.namespace,
+        ...(spec.owner ? { ownerReferences: [{ ...spec.owner, uid: spec.owner.uid ?? `00000000-0000-4000-8000-${randomHex(12)}`, controller: true }] } : {}),
+      },
+      spec: { nodeName: spec.node, containers: [{ name: 'app', image: 'example.invalid/app' }] },
+    },
+  });
+  return { ...spec, uid: pod.metadata!.uid! };
+}
+
+export async function deletePod(oc: OperatorCluster, pod: PodSpec): Promise<void> {
+  await oc.core.deleteNamespacedPod({ namespace: pod.namespace, name: pod.name, gracePeriodSeconds: 0 });
+}
+
+/** What a real agent writes: the four counters and `updated`, merge-patched with the pod's uid as precondition. */
+export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters): Promise<void> {
+  const annotations = {
+    [ANNOTATIONS.ingressBytes]: String(c.ingressBytes),
+    [ANNOTATIONS.egressBytes]: String(c.egressBytes),
+    [ANNOTATIONS.ingressPackets]: String(c.ingressPackets),
+    [ANNOTATIONS.egressPackets]: String(c.egressPackets),
+    [ANNOTATIONS.updated]: new Date().toISOString(),
+  };
+  await oc.core.patchNamespacedPod(
+    { name: pod.name, namespace: pod.namespace, body: { metadata: { uid: pod.uid, annotations } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+export function counters(seed: number, scale = 1n): Counters {
+  const s = BigInt(seed);
+  return { ingressBytes: (1000n * s + 17n) * scale, egressBytes: (700n * s + 3n) * scale, ingressPackets: 10n * s + 1n, egressPackets: 7n * s + 2n };
+}
+
+export function add(...cs: Counters[]): Counters {
+  const t = { ingressBytes: 0n, egressBytes: 0n, ingressPackets: 0n, egressPackets: 0n };
+  for (const c of cs) {
+    t.ingressBytes += c.ingressBytes;
+    t.egressBytes += c.egressBytes;
+    t.ingressPackets += c.ingressPackets;
+    t.egressPackets += c.egressPackets;
+  }
+  return t;
+}
+
+export function asStrings(c: Counters): Record<keyof Counters, string> {
+  return { ingressBytes: String(c.ingressBytes), egressBytes: String(c.egressBytes), ingressPackets: String(c.ingressPackets), egressPackets: String(c.egressPackets) };
+}
+
+export async function usage(oc: OperatorCluster, kind: UsageKind, name: string): Promise<UsageObject | undefined> {
+  return oc.api.find<UsageObject>(usagePath(kind, name));
+}
+
+/** The four exact totals of a usage object's status (undefined until written). */
+export async function totals(oc: OperatorCluster, kind: UsageKind, name: string): Promise<Record<keyof Counters, string> | undefined> {
+  const s = (await usage(oc, kind, name))?.status;
+  return s && { ingressBytes: s.ingressBytes, egressBytes: s.egressBytes, ingressPackets: s.ingressPackets, egressPackets: s.egressPackets };
+}
+
+/** Polls until `fn` returns a value other than undefined; the error names the last value seen. */
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000, last?: () => unknown): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `; last: ${JSON.stringify(last(), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}` : ''}`);
+    await sleep(100);
+  }
+}
+
+/** Waits until the usage object's totals are exactly `want`. */
+export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: string, want: Counters, timeoutMs = 20_000): Promise<void> {
+  let got: unknown;
+  const expected = JSON.stringify(asStrings(want));
+  await eventually(
+    `${kind} ${name} = ${expected}`,
+    async () => {
+      got = await totals(oc, kind, name);
+      return JSON.stringify(got) === expected ? true : undefined;
+    },
+    timeoutMs,
+    () => got,
+  );
+}
+
+export interface OperatorProcess {
+  identity: string;
+  url: string;
+  child: ChildProcess;
+  logs: Record<string, unknown>[];
+  metrics(): Promise<string>;
+  leader(): Promise<boolean>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again with the same flags (the same identity and port). */
+  restart(): Promise<void>;
+}
+
+/** Runs `podmeter operator` against the test cluster; resolves when it is ready (watches synced). */
+export async function startOperator(t: AfterHook, oc: OperatorCluster, options: { identity?: string; args?: string[] } = {}): Promise<OperatorProcess> {
+  const identity = options.identity ?? `podmeter-test-op-${randomSuffix()}`;
+  let listen = '127.0.0.1:0';
+  const logs: Record<string, unknown>[] = [];
+  let child!: ChildProcess;
+  const launch = () =>
+    new Promise<string>((resolve, reject) => {
+      const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(options.args ?? [])];
+      child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      createInterface({ input: child.stderr! }).on('line', (line) => {
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === 'operator ready') resolve(String(entry.listen));
+        } catch {
+          stderr += `${line}\n`;
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`operator exited (${code}) before ready:\n${stderr}${JSON.stringify(logs.slice(-5))}`)));
+    });
+  listen = await launch();
+  const url = `http://${listen}`;
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill(signal);
+    await exited;
+  };
+  afterOrSignal(t, () => kill('SIGKILL'));
+  const metrics = async () => (await fetch(`${url}/metrics`)).text();
+  return {
+    identity,
+    url,
+    get child() {
+      return child;
+    },
+    logs,
+    metrics,
+    leader: async () => sample(await metrics(), 'podmeter_operator_leader', {}) === 1,
+    kill,
+    restart: async () => {
+      await launch();
+    },
+  };
+}
+
+/** Runs `podmeter top ...` (cluster mode) and returns stdout, stderr and the exit code. */
+export function podmeterTop(oc: OperatorCluster, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'top', ...args, '--kubeconfig', oc.cluster.kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ stdout, stderr, code: code ?? 1 }));
+  });
+}
+
+function randomHex(n: number): string {
+  let s = '';
+  while (s.length < n) s += Math.floor(Math.random() * 16).toString(16);
+  return s;
+}
