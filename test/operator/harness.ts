@@ -8,7 +8,7 @@
  * Needs: the test control plane tools (test/cluster/build-tools). No root.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
@@ -190,6 +190,7 @@ export async function startOperator(t: AfterHook, oc: OperatorCluster, options: 
         try {
           const entry = JSON.parse(line) as Record<string, unknown>;
           logs.push(entry);
+          if (process.env.PODMETER_TEST_OPERATOR_LOG) appendFileSync(process.env.PODMETER_TEST_OPERATOR_LOG, `${identity} ${line}\n`);
           if (entry.msg === 'operator ready') resolve(String(entry.listen));
         } catch {
           stderr += `${line}\n`;

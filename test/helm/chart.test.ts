@@ -1,0 +1,389 @@
+/**
+ * The chart without a cluster, with the real helm (test/cluster/build-tools):
+ * lint and template over every ci/*-values.yaml scenario, the values schema
+ * and the values documentation, the agent's exact privileges (so a change
+ * that widens them fails here), the agent RBAC equal to
+ * deploy/agent-rbac.yaml, the operator's restricted pods, the rendered
+ * deploy/manifests being current, and the Dockerfile against the repository.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { run } from '../cluster/cluster.ts';
+import {
+  agentContainer,
+  agentDaemonSet,
+  CHART,
+  ciValues,
+  findObject,
+  findObjects,
+  helm,
+  mustHelm,
+  parseDocs,
+  render,
+  ROOT,
+  toolsDir,
+  type K8sObject,
+} from './chart.ts';
+
+test('helm lint --strict passes with the defaults and every ci scenario', async () => {
+  const bin = await toolsDir();
+  for (const values of [undefined, ...ciValues()]) {
+    const r = await helm(bin, ['lint', '--strict', CHART, ...(values ? ['--values', values] : [])]);
+    assert.equal(r.code, 0, `helm lint ${values ?? '(defaults)'}:\n${r.stdout}${r.stderr}`);
+    assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  }
+});
+
+test('helm template renders every ci scenario, with what each scenario is about', async () => {
+  const bin = await toolsDir();
+  const scenarios = new Map<string, K8sObject[]>();
+  for (const values of ciValues()) scenarios.set(path.basename(values), await render(bin, { values: [values] }));
+  assert.deepEqual([...scenarios.keys()], ['custom-cgroup-root-values.yaml', 'default-values.yaml', 'monitoring-on-values.yaml', 'operator-off-values.yaml']);
+
+  const kinds = (objects: K8sObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+  const core = [
+    'ClusterRole/podmeter-agent',
+    'ClusterRoleBinding/podmeter-agent',
+    'DaemonSet/podmeter-agent',
+    'Service/podmeter-agent',
+    'ServiceAccount/podmeter-agent',
+  ];
+  const operator = [
+    'ClusterRole/podmeter-operator',
+    'ClusterRoleBinding/podmeter-operator',
+    'Deployment/podmeter-operator',
+    'PodDisruptionBudget/podmeter-operator',
+    'Role/podmeter-operator',
+    'RoleBinding/podmeter-operator',
+    'Service/podmeter-operator',
+    'ServiceAccount/podmeter-operator',
+  ];
+  const monitoring = ['ConfigMap/podmeter-dashboard', 'PodMonitor/podmeter', 'PrometheusRule/podmeter', 'ServiceMonitor/podmeter'];
+  assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator].sort());
+  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), core.sort());
+  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring].sort());
+
+  // Everything namespaced goes to the release namespace.
+  for (const [name, objects] of scenarios) {
+    for (const o of objects) {
+      if (!/^Cluster/.test(o.kind)) assert.equal(o.metadata.namespace, 'podmeter', `${name}: ${o.kind}/${o.metadata.name}`);
+    }
+  }
+
+  // A custom cgroup root: the host path changes, the container path and flag do not.
+  const custom = scenarios.get('custom-cgroup-root-values.yaml')!;
+  const volumes = Object.fromEntries((agentDaemonSet(custom).spec.template.spec.volumes as K8sObject[]).map((v) => [v.name, v.hostPath.path]));
+  assert.deepEqual(volumes, { cgroup: '/sys/fs/cgroup/unified', bpffs: '/run/bpffs', state: '/var/lib/podmeter-agent' });
+  const args = agentContainer(custom).args as string[];
+  assert.ok(args.includes('--cgroup-root=/host/sys/fs/cgroup'));
+  assert.ok(args.includes('--interval=15') && args.includes('--annotate-interval=120') && args.includes('--annotate-budget=0.5'));
+  assert.equal(args.at(-1), '--log-level=debug', 'extraArgs come last (a later flag wins)');
+  assert.match(agentContainer(custom).image, /^ghcr\.io\/podmeter\/podmeter@sha256:[0-9a-f]{64}$/);
+
+  // The monitoring scenario: the sidecar label, the user's labels, job/node relabelings, honorLabels.
+  const mon = scenarios.get('monitoring-on-values.yaml')!;
+  const dashboard = findObject(mon, 'ConfigMap', '-dashboard');
+  assert.equal(dashboard.metadata.labels?.grafana_dashboard, '1');
+  assert.equal(dashboard.metadata.annotations?.grafana_folder, 'Networking');
+  assert.equal(JSON.parse(dashboard.data['podmeter.json']).uid, 'podmeter');
+  for (const kind of ['ServiceMonitor', 'PodMonitor']) {
+    const monitor = findObject(mon, kind);
+    assert.equal(monitor.metadata.labels?.release, 'kube-prometheus-stack');
+    const endpoint = (monitor.spec.endpoints ?? monitor.spec.podMetricsEndpoints)[0];
+    assert.equal(endpoint.port, 'http-metrics');
+    assert.equal(endpoint.honorLabels, true);
+    assert.deepEqual(
+      endpoint.relabelings.map((r: K8sObject) => [r.targetLabel, r.replacement ?? null]),
+      [['job', 'podmeter-$1'], ['node', null]],
+    );
+  }
+  const rule = findObject(mon, 'PrometheusRule');
+  assert.deepEqual(
+    rule.spec.groups[0].rules.map((r: K8sObject) => [r.alert, r.labels.team]),
+    [
+      ['PodmeterAgentDown', 'platform'],
+      ['PodmeterAttachErrors', 'platform'],
+      ['PodmeterCountersStale', 'platform'],
+      ['PodmeterBpfMapMemoryHigh', 'platform'],
+      ['PodmeterAnnotationBudgetExhausted', 'platform'],
+    ],
+  );
+});
+
+test('pod templates carry neither helm.sh/chart nor a version (a chart bump restarts nothing)', async () => {
+  const bin = await toolsDir();
+  const objects = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
+  for (const o of objects.filter((x) => x.spec?.template)) {
+    const labels = o.spec.template.metadata.labels as Record<string, string>;
+    assert.ok(!('helm.sh/chart' in labels), `${o.kind}/${o.metadata.name}`);
+    assert.ok(!('app.kubernetes.io/version' in labels), `${o.kind}/${o.metadata.name}`);
+    // The selector is a subset of the template labels, and stable.
+    for (const [k, v] of Object.entries(o.spec.selector.matchLabels as Record<string, string>)) assert.equal(labels[k], v);
+  }
+  for (const o of objects) assert.equal(o.metadata.labels?.['helm.sh/chart'], 'podmeter-0.1.0', `${o.kind}/${o.metadata.name} has the chart label`);
+});
+
+test('values.schema.json rejects bad values with the key and the reason', async () => {
+  const bin = await toolsDir();
+  const cases: [string[], RegExp][] = [
+    [['agent.interval=-1'], /at '\/agent\/interval': exclusiveMinimum: got -1, want 0/],
+    [['agent.interval=0'], /at '\/agent\/interval': exclusiveMinimum: got 0, want 0/],
+    [['agent.interval=soon'], /at '\/agent\/interval': 'soon' does not match pattern/],
+    [['agent.retention=-5'], /at '\/agent\/retention': minimum: got -5, want 0/],
+    [['agent.port=70000'], /at '\/agent\/port': maximum: got 70,000, want 65,535/],
+    [['agent.port=0'], /at '\/agent\/port': minimum: got 0, want 1/],
+    [['operator.port=abc'], /at '\/operator\/port': got string, want integer/],
+    [['agent.discover=everything'], /at '\/agent\/discover': value must be one of 'pods', 'children', 'auto'/],
+    [['agent.logLevel=verbose'], /at '\/agent\/logLevel': value must be one of/],
+    [['agent.cgroupRoot=sys/fs/cgroup'], /at '\/agent\/cgroupRoot'/],
+    [['agent.annotateBudget=-2'], /at '\/agent\/annotateBudget': minimum: got -2, want 0/],
+    [['agent.intervall=5'], /at '\/agent': additional properties 'intervall' not allowed/],
+    [['agent.extraArgs={interval=5}'], /at '\/agent\/extraArgs\/0'/],
+    [['monitoring.serviceMonitor.interval=30'], /at '\/monitoring\/serviceMonitor\/interval'/],
+    [['image.digest=latest'], /at '\/image\/digest'/],
+  ];
+  for (const [set, message] of cases) {
+    const r = await helm(bin, ['template', 'podmeter', CHART, ...set.flatMap((s) => ['--set', s])]);
+    assert.notEqual(r.code, 0, `--set ${set.join(' ')} must be rejected`);
+    assert.match(r.stderr, /values don't meet the specifications of the schema/, set.join(' '));
+    assert.match(r.stderr, message, `--set ${set.join(' ')}: ${r.stderr}`);
+  }
+  // The good edge values pass.
+  // The good edge values pass (helm --set leaves decimals as strings: they are accepted as such).
+  await mustHelm(bin, ['template', 'podmeter', CHART, '--set', 'agent.interval=0.5,agent.retention=0,agent.annotateBudget=0,agent.port=65535']);
+  await mustHelm(bin, ['template', 'podmeter', CHART, '--set', 'agent.interval=500ms,agent.annotateInterval=2m,agent.annotateBudget=0.25']);
+});
+
+test('every values.yaml key is documented, in one style, and covered by the schema', () => {
+  const lines = readFileSync(path.join(CHART, 'values.yaml'), 'utf8').split('\n');
+  const schema = JSON.parse(readFileSync(path.join(CHART, 'values.schema.json'), 'utf8'));
+  const undocumented: string[] = [];
+  const stack: { indent: number; key: string }[] = [];
+  let keys = 0;
+  for (const [i, line] of lines.entries()) {
+    const m = /^(\s*)([A-Za-z][\w.-]*):(\s|$)/.exec(line);
+    if (!m) continue;
+    const indent = m[1]!.length;
+    while (stack.length > 0 && stack.at(-1)!.indent >= indent) stack.pop();
+    // A key inside a list item (e.g. tolerations' "- operator: Exists") is data, not a value key.
+    const inList = lines.slice(0, i).reverse().find((l) => l.trim() !== '' && !l.trim().startsWith('#') && /^\s*/.exec(l)![0].length < indent);
+    if (inList?.trim().startsWith('-')) continue;
+    const parent = stack.map((s) => s.key);
+    stack.push({ indent, key: m[2]! });
+    // Data maps (labels, selectors) hold user keys: their entries need no comment.
+    let node = schema;
+    for (const k of parent) node = node?.properties?.[k] ?? undefined;
+    if (node !== undefined && node.properties === undefined && parent.length > 0) continue;
+    keys++;
+    const dotted = [...parent, m[2]].join('.');
+    if (!lines[i - 1]?.trim().startsWith('# -- ')) undocumented.push(dotted);
+    assert.ok(node?.properties?.[m[2]!] !== undefined, `values.schema.json has no entry for ${dotted}`);
+  }
+  assert.ok(keys > 60, `found only ${keys} keys`);
+  assert.deepEqual(undocumented, [], 'keys without a "# -- " comment directly above');
+  // Only one comment style: every comment line in values.yaml is the header or "# -- ".
+  const firstKey = lines.findIndex((l) => /^\w/.test(l));
+  const stray = lines.slice(firstKey).filter((l) => l.trim().startsWith('#') && !l.trim().startsWith('# -- '));
+  assert.deepEqual(stray, []);
+});
+
+test('the agent DaemonSet: privileges, host access and mounts exactly as reviewed', async () => {
+  const bin = await toolsDir();
+  const objects = await render(bin);
+  const pod = agentDaemonSet(objects).spec.template.spec;
+  const container = agentContainer(objects);
+
+  // Pod level: host PID (map owners), nothing else of the host's namespaces.
+  assert.equal(pod.hostPID, true);
+  assert.equal(pod.hostNetwork, undefined);
+  assert.equal(pod.hostIPC, undefined);
+  assert.equal(pod.shareProcessNamespace, undefined);
+  assert.equal(pod.enableServiceLinks, false);
+  assert.equal(pod.automountServiceAccountToken, true);
+  assert.equal(pod.priorityClassName, 'system-node-critical');
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  assert.deepEqual(pod.securityContext, { seccompProfile: { type: 'RuntimeDefault' } });
+  assert.equal(pod.initContainers, undefined);
+  assert.equal(pod.containers.length, 1);
+
+  assert.deepEqual(container.securityContext, {
+    privileged: false,
+    runAsUser: 0,
+    runAsNonRoot: false,
+    readOnlyRootFilesystem: true,
+    appArmorProfile: { type: 'Unconfined' },
+    capabilities: { drop: ['ALL'], add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH'] },
+  });
+  assert.deepEqual(container.volumeMounts, [
+    { name: 'cgroup', mountPath: '/host/sys/fs/cgroup', readOnly: true },
+    { name: 'bpffs', mountPath: '/host/sys/fs/bpf', mountPropagation: 'HostToContainer' },
+    { name: 'state', mountPath: '/var/lib/podmeter' },
+  ]);
+  assert.deepEqual(pod.volumes, [
+    { name: 'cgroup', hostPath: { path: '/sys/fs/cgroup', type: 'Directory' } },
+    { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
+    { name: 'state', hostPath: { path: '/var/lib/podmeter', type: 'DirectoryOrCreate' } },
+  ]);
+  assert.deepEqual(container.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);
+  assert.deepEqual(container.args, [
+    'agent',
+    '--discover=pods',
+    '--cgroup-root=/host/sys/fs/cgroup',
+    '--bpffs=/host/sys/fs/bpf/podmeter',
+    '--state-dir=/var/lib/podmeter',
+    '--listen=0.0.0.0:9471',
+    '--interval=10',
+    '--retention=600',
+    '--annotate-interval=60',
+    '--annotate-budget=1',
+    '--log-level=info',
+    '--log-format=json',
+  ]);
+  assert.ok(!container.args.some((a: string) => a.startsWith('--kubeconfig')), 'in-cluster config, no --kubeconfig');
+  assert.deepEqual(container.ports, [{ name: 'http-metrics', containerPort: 9471, protocol: 'TCP' }]);
+  assert.deepEqual(container.resources, { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '256Mi' } });
+
+  // Each added capability has its one-line reason right above it in the template.
+  const template = readFileSync(path.join(CHART, 'templates/agent/daemonset.yaml'), 'utf8').split('\n');
+  for (const cap of container.securityContext.capabilities.add as string[]) {
+    const at = template.findIndex((l) => l.trim() === `- ${cap}`);
+    assert.match(template[at - 1] ?? '', new RegExp(`^\\s*# ${cap}: \\S`), `the comment naming what needs ${cap}`);
+  }
+});
+
+test('the operator: 2 replicas, non-root, no capabilities, read-only root filesystem', async () => {
+  const bin = await toolsDir();
+  const objects = await render(bin);
+  const deployment = findObject(objects, 'Deployment', '-operator');
+  assert.equal(deployment.spec.replicas, 2);
+  const pod = deployment.spec.template.spec;
+  assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
+  assert.equal(pod.hostPID, undefined);
+  assert.equal(pod.volumes, undefined);
+  assert.equal(pod.enableServiceLinks, false);
+  const [container, ...more] = pod.containers;
+  assert.equal(more.length, 0);
+  assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472']);
+  assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
+
+  const role = findObject(objects, 'Role', '-operator');
+  assert.deepEqual(role.rules, [
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+    { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+    { apiGroups: [''], resources: ['configmaps'], resourceNames: ['podmeter-budget'], verbs: ['get', 'update', 'patch'] },
+  ]);
+  const clusterRole = findObject(objects, 'ClusterRole', '-operator');
+  const verbsOf = (group: string, resource: string) =>
+    (clusterRole.rules as K8sObject[]).filter((r) => r.apiGroups.includes(group) && r.resources.includes(resource)).flatMap((r) => r.verbs as string[]);
+  assert.deepEqual(verbsOf('', 'pods'), ['list', 'watch']);
+  assert.deepEqual(verbsOf('', 'nodes'), ['list', 'watch']);
+  assert.deepEqual(verbsOf('', 'secrets'), []);
+  assert.deepEqual(verbsOf('', 'events'), ['create']);
+  assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*') || r.verbs.includes('delete')));
+});
+
+test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', async () => {
+  const bin = await toolsDir();
+  const file = parseDocs(readFileSync(path.join(ROOT, 'deploy/agent-rbac.yaml'), 'utf8'));
+  assert.ok(file.length > 0);
+  for (const values of [undefined, path.join(CHART, 'ci/operator-off-values.yaml')]) {
+    const objects = await render(bin, values ? { values: [values] } : {});
+    // Each role of the file (ClusterRole, and Roles should it get any) has its twin in the chart.
+    for (const role of file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
+      assert.deepEqual(findObject(objects, role.kind, '-agent').rules, role.rules, `${role.kind} ${role.metadata.name}`);
+    }
+    const binding = findObject(objects, 'ClusterRoleBinding', '-agent');
+    assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'podmeter-agent' });
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' }]);
+  }
+  // Nothing else in the chart grants the agent anything.
+  const objects = await render(bin);
+  const grants = [...findObjects(objects, 'ClusterRoleBinding'), ...findObjects(objects, 'RoleBinding')].filter((b) =>
+    (b.subjects as K8sObject[]).some((s) => s.name === 'podmeter-agent'),
+  );
+  const fileRoles = file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').map((o) => `${o.kind}Binding/podmeter-agent`);
+  assert.deepEqual(grants.map((b) => `${b.kind}/${b.metadata.name}`).sort(), fileRoles.sort());
+});
+
+test('deploy/manifests/podmeter.yaml is the chart rendered with its defaults (run deploy/manifests/render after a chart change)', async () => {
+  const bin = await toolsDir();
+  const r = await run(path.join(ROOT, 'deploy/manifests/render'), ['-'], { env: { ...process.env, HELM: path.join(bin, 'helm') } });
+  assert.equal(r.code, 0, r.stderr);
+  const committed = readFileSync(path.join(ROOT, 'deploy/manifests/podmeter.yaml'), 'utf8');
+  assert.ok(committed === r.stdout, 'deploy/manifests/podmeter.yaml is stale: run `HELM=<bin>/helm deploy/manifests/render`');
+  const objects = parseDocs(committed);
+  const ns = findObject(objects, 'Namespace');
+  assert.equal(ns.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
+  assert.deepEqual(findObjects(objects, 'CustomResourceDefinition').map((c) => c.metadata.name).sort(), [
+    'namespaceusages.podmeter.io',
+    'nodeusages.podmeter.io',
+    'workloadusages.podmeter.io',
+  ]);
+});
+
+test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile targets, no compiler in the final image', () => {
+  const dockerfile = readFileSync(path.join(ROOT, 'deploy/Dockerfile'), 'utf8');
+  const makefile = readFileSync(path.join(ROOT, 'Makefile'), 'utf8');
+  // Join continuation lines, drop comments.
+  const instructions = dockerfile
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+  const stages: string[][] = [];
+  for (const line of instructions) {
+    if (/^FROM /i.test(line)) stages.push([]);
+    stages.at(-1)?.push(line);
+  }
+  assert.equal(stages.length, 2, 'a builder and a final stage');
+  assert.match(dockerfile, /^ARG NODE_IMAGE=node:24-bookworm-slim$/m);
+  assert.deepEqual(stages.map((s) => s[0]), ['FROM ${NODE_IMAGE} AS build', 'FROM ${NODE_IMAGE}']);
+
+  // Builder: COPY sources exist in the repository (the build context is its root).
+  const [build, final] = stages as [string[], string[]];
+  for (const line of build.filter((l) => /^COPY /.test(l))) {
+    const parts = line.split(/\s+/).slice(1).filter((p) => !p.startsWith('--'));
+    for (const src of parts.slice(0, -1)) assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} is not in the repository`);
+  }
+  // Everything `make build` reads is copied: the sources of each build rule.
+  const copied = build.filter((l) => /^COPY /.test(l)).flatMap((l) => l.split(/\s+/).slice(1, -1)).map((p) => p.replace(/\/$/, ''));
+  for (const needed of ['package.json', 'package-lock.json', 'Makefile', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'bpf', 'cli', 'agent', 'operator']) {
+    assert.ok(copied.includes(needed), `the builder copies ${needed}`);
+  }
+  // The make invocation uses targets and a variable the Makefile has.
+  const runs = build.filter((l) => /^RUN /.test(l)).join('\n');
+  for (const target of ['clean', 'build']) {
+    assert.match(runs, new RegExp(`make NODE_PKG=/usr/local ${target}\\b`));
+    assert.match(makefile, new RegExp(`^${target}:`, 'm'), `Makefile target ${target}`);
+  }
+  assert.match(makefile, /^NODE\s+:= \$\(NODE_PKG\)\/bin\/node$/m, 'NODE_PKG decides which node make uses');
+  assert.match(runs, /npm prune --omit=dev/);
+  // The builder installs what the Makefile's setup installs for building.
+  const setup = readFileSync(path.join(ROOT, 'scripts/setup-system'), 'utf8');
+  const apt = /apt-get install -y --no-install-recommends ([^&]+)/.exec(runs)?.[1]?.trim().split(/\s+/) ?? [];
+  for (const p of ['clang', 'llvm', 'libbpf-dev', 'make', 'g++', 'python3']) {
+    assert.ok(apt.includes(p), `builder installs ${p}`);
+    assert.ok(/packages=\(([^)]*)\)/.exec(setup)?.[1]?.split(/\s+/).includes(p), `scripts/setup-system also installs ${p}`);
+  }
+
+  // Final stage: runtime only.
+  const finalText = final.join('\n');
+  const finalApt = /apt-get install -y --no-install-recommends ([^&]+)/.exec(finalText)?.[1]?.trim().split(/\s+/) ?? [];
+  assert.deepEqual(finalApt, ['libbpf1']);
+  for (const compiler of ['clang', 'llvm', 'gcc', 'g++', 'make', 'libbpf-dev', 'python3', 'build-essential']) {
+    assert.ok(!finalApt.includes(compiler), `no ${compiler} in the final image`);
+  }
+  // Final COPYs come from the build stage, and name what the Makefile builds and the agent loads.
+  const finalCopies = final.filter((l) => /^COPY /.test(l));
+  assert.ok(finalCopies.every((l) => l.startsWith('COPY --from=build ')), 'the final stage copies only from the builder');
+  const sources = finalCopies.map((l) => l.split(/\s+/)[2]!.replace(/^\/src\//, '').replace(/\/$/, ''));
+  const addon = /^ADDON\s+:= (\S+)$/m.exec(makefile)?.[1];
+  assert.deepEqual(sources.sort(), ['bin', 'build', 'node_modules', 'package.json', addon].sort());
+  const paths = readFileSync(path.join(ROOT, 'agent/paths.ts'), 'utf8');
+  assert.ok(paths.includes(`'${addon}'`), 'agent/paths.ts loads the addon from the copied path');
+  assert.match(finalText, /ENTRYPOINT \["\/opt\/podmeter\/bin\/podmeter"\]/);
+  assert.ok(statSync(path.join(ROOT, 'bin/podmeter')).mode & 0o111, 'bin/podmeter is executable');
+});
