@@ -62,7 +62,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   let kube: KubeSide | undefined;
   const metrics = createAgentMetrics({ tracker, mode, podNamer: () => kube?.podNamer });
   const maps = startMapInventory({
-    intervalMs: config.intervalMs,
+    intervalMs: config.mapsIntervalMs,
     cgroupRoot: root,
     ownStorage: { mapId: meter.map.info().id, entries: () => meter.map.keys().length },
     log: log.child({ module: 'maps' }),

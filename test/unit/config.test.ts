@@ -14,6 +14,7 @@ const DEFAULTS: AgentConfig = {
   stateDir: '/var/lib/podmeter',
   listen: { host: '0.0.0.0', port: 9471 },
   intervalMs: 10_000,
+  mapsIntervalMs: 30_000,
   retentionMs: 600_000,
   nodeName: 'node-a',
   kubeconfig: undefined,
