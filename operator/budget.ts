@@ -10,11 +10,12 @@ import type { Logger } from 'pino';
 import { ApiError, type KubeApi } from './kube/api.ts';
 import { BUDGET_CONFIGMAP, BUDGET_KEY } from '../agent/kube/budgetWatch.ts';
 
-/** The per-node share, to six significant digits (a node never gets more than its share). */
+/** The per-node share, rounded down to six significant digits (nodes together never exceed the maximum). */
 export function perNodeRate(maxWritesPerSecond: number, nodes: number): number {
   const share = maxWritesPerSecond / Math.max(1, nodes);
-  const rounded = Number(share.toPrecision(6));
-  return rounded > share ? Number((share * (1 - 1e-6)).toPrecision(6)) : rounded;
+  if (share <= 0) return 0;
+  const scale = 10 ** (6 - Math.ceil(Math.log10(share)));
+  return Math.floor(share * scale) / scale;
 }
 
 export class BudgetPublisher {

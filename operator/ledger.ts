@@ -447,8 +447,9 @@ export class Ledger implements PodListener {
     const now = Date.now();
     const built = e.kind === 'NodeUsage' ? this.#nodeStatus(e, now) : this.#rollupStatus(e, now);
     const body = JSON.stringify({ ...built.status, updated: '' });
-    if (e.exists && body === e.lastBody && !built.keepDirty) {
-      e.dirtyAt = undefined;
+    if (e.exists && body === e.lastBody) {
+      e.dirtyAt = built.keepDirty ? now : undefined; // nothing new: no write
+      if (built.keepDirty) e.writtenAt = now;
       return false;
     }
     try {
@@ -468,6 +469,7 @@ export class Ledger implements PodListener {
       e.lastBody = body;
       e.dirtyAt = built.keepDirty ? e.writtenAt : undefined;
       built.commit();
+      this.#log.debug({ kind: e.kind, name: e.name, ingressBytes: built.status.ingressBytes, egressBytes: built.status.egressBytes, pods: built.status.pods, retiredPods: built.status.retiredPods }, 'status written');
       return true;
     } catch (err) {
       if (generation !== this.#generation) return false;

@@ -11,7 +11,7 @@ import { WriteBudget } from '../agent/kube/budget.ts';
 import { HttpServer, text } from '../agent/http/server.ts';
 import { wantsHelp } from '../cli/flags.ts';
 import { parseOperatorConfig, operatorHelp, type OperatorConfig } from './config.ts';
-import { ACCEPT_METADATA_LIST, ACCEPT_TABLE, KubeApi, describe, type KubeObject } from './kube/api.ts';
+import { KubeApi, describe, type KubeObject } from './kube/api.ts';
 import { Reflector } from './kube/reflector.ts';
 import { Interner, OwnerIndex } from './owners.ts';
 import { PodStore } from './pods.ts';
@@ -84,7 +84,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
         new Reflector({
           api,
           path: kind === 'ReplicaSet' ? '/apis/apps/v1/replicasets' : '/apis/batch/v1/jobs',
-          accept: ACCEPT_METADATA_LIST,
+          shape: 'metadata',
           log: log.child({ module: 'watch', kind }),
           sync: (items) => owners.sync(kind, items),
           event: (type, o) => (type === 'DELETED' ? owners.remove(kind, o) : owners.put(kind, o)),
@@ -94,7 +94,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     new Reflector({
       api,
       path: '/api/v1/nodes',
-      accept: ACCEPT_METADATA_LIST,
+      shape: 'metadata',
       log: log.child({ module: 'watch', kind: 'Node' }),
       sync: (items) => {
         const names = new Set(items.map((o) => o.metadata?.name));
@@ -113,7 +113,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   const podReflector = new Reflector({
     api,
     path: '/api/v1/pods',
-    accept: ACCEPT_TABLE,
+    shape: 'table',
     log: log.child({ module: 'watch', kind: 'Pod' }),
     sync: (rows, table) => pods.sync(rows, table),
     event: (type, table) => pods.event(type, table),

@@ -44,7 +44,7 @@ export interface PodListener {
 }
 
 /** How long a pod waits for its ReplicaSet or Job to be seen before it is counted under the nearest known owner. */
-const OWNER_WAIT_MS = 10_000;
+const OWNER_WAIT_MS = 5_000;
 
 interface Row {
   cells?: unknown[];
@@ -98,7 +98,7 @@ export class PodStore {
   /** One watch event (its Table holds one row; the first event of a watch also carries the columns). */
   event(type: 'ADDED' | 'MODIFIED' | 'DELETED', table: KubeObject): void {
     this.#columns(table);
-    for (const row of ((table as { rows?: Row[] }).rows ?? [])) {
+    for (const row of ((table as { rows?: Row[] | null }).rows ?? [])) {
       if (type !== 'DELETED') {
         this.#upsert(row);
         continue;
@@ -139,8 +139,8 @@ export class PodStore {
   }
 
   #columns(table: KubeObject): void {
-    const defs = (table as { columnDefinitions?: { name?: string }[] }).columnDefinitions;
-    if (defs === undefined || defs.length === 0) return;
+    const defs = (table as { columnDefinitions?: { name?: string }[] | null }).columnDefinitions;
+    if (!Array.isArray(defs) || defs.length === 0) return; // watch events after the first carry null
     this.#nodeColumn = defs.findIndex((d) => d.name === 'Node');
     if (this.#nodeColumn < 0) this.#log.warn('the API server\'s pod table has no Node column: pods are not attributed to nodes');
   }

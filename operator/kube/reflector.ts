@@ -10,14 +10,14 @@
  * 1 s to 30 s; a silent connection is dropped after `idleMs`.
  */
 import type { Logger } from 'pino';
-import { ApiError, describe, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
 
 export interface ReflectorOptions {
   api: KubeApi;
   /** Collection path, e.g. /api/v1/pods or /apis/apps/v1/replicasets. */
   path: string;
-  /** Accept header for list and watch (metadata only, or Table rows). */
-  accept: string;
+  /** What each object is: its metadata only (PartialObjectMetadata), or a Table row with its metadata. */
+  shape: 'metadata' | 'table';
   query?: Record<string, string>;
   log: Logger;
   /** Every object of a complete list (first sync and every relist). */
@@ -101,7 +101,7 @@ export class Reflector {
     do {
       const page = await this.#o.api.get<KubeObject & { items?: KubeObject[]; rows?: KubeObject[] }>(this.#o.path, {
         query: { ...this.#o.query, limit: PAGE, continue: cont, includeObject: this.#isTable ? 'Metadata' : undefined },
-        accept: this.#o.accept,
+        accept: this.#isTable ? ACCEPT_TABLE : ACCEPT_METADATA_LIST,
         signal: this.#stop.signal,
         timeoutMs: 60_000,
       });
@@ -131,7 +131,8 @@ export class Reflector {
           timeoutSeconds: this.#o.watchTimeoutSeconds ?? 240 + Math.floor(Math.random() * 60),
           includeObject: this.#isTable ? 'Metadata' : undefined,
         },
-        accept: this.#o.accept,
+        // A watch takes the single-object form (as=PartialObjectMetadata); the List form streams nothing.
+        accept: this.#isTable ? ACCEPT_TABLE : ACCEPT_METADATA,
         signal: this.#stop.signal,
         idleMs: ((this.#o.watchTimeoutSeconds ?? 300) + 30) * 1000,
       },
@@ -152,7 +153,7 @@ export class Reflector {
   }
 
   get #isTable(): boolean {
-    return this.#o.accept.includes('as=Table');
+    return this.#o.shape === 'table';
   }
 }
 

@@ -213,6 +213,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     runAsUser: 0,
     runAsNonRoot: false,
     readOnlyRootFilesystem: true,
+    allowPrivilegeEscalation: false,
     appArmorProfile: { type: 'Unconfined' },
     capabilities: { drop: ['ALL'], add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH'] },
   });
@@ -266,14 +267,24 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   const [container, ...more] = pod.containers;
   assert.equal(more.length, 0);
   assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472']);
+  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--max-annotation-writes-per-second=50', '--log-level=info', '--log-format=json']);
+  assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
   assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
 
+  // The names the Role is limited to are the code's.
+  const constant = (file: string, name: string) => {
+    const m = new RegExp(`export const ${name} = '([^']+)'`).exec(readFileSync(path.join(ROOT, file), 'utf8'));
+    assert.ok(m, `${file} has no ${name}`);
+    return m[1]!;
+  };
+  const lease = constant('operator/main.ts', 'LEASE_NAME');
+  const budget = constant('agent/kube/budgetWatch.ts', 'BUDGET_CONFIGMAP');
   const role = findObject(objects, 'Role', '-operator');
   assert.deepEqual(role.rules, [
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [lease], verbs: ['get', 'update'] },
     { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
-    { apiGroups: [''], resources: ['configmaps'], resourceNames: ['podmeter-budget'], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: [''], resources: ['configmaps'], resourceNames: [budget], verbs: ['get', 'update', 'patch'] },
   ]);
   const clusterRole = findObject(objects, 'ClusterRole', '-operator');
   const verbsOf = (group: string, resource: string) =>

@@ -183,7 +183,7 @@ export async function startOperator(t: AfterHook, oc: OperatorCluster, options: 
   let child!: ChildProcess;
   const launch = () =>
     new Promise<string>((resolve, reject) => {
-      const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(options.args ?? [])];
+      const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
       child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       createInterface({ input: child.stderr! }).on('line', (line) => {

@@ -1,0 +1,106 @@
+/**
+ * The cluster-wide annotation write budget, end to end: 20 simulated nodes
+ * with 100 pods each and traffic that never stops changing. Each simulated
+ * agent spends the agent's own WriteBudget and follows the operator's
+ * ConfigMap with the agent's watchBudget (a higher --annotate-budget as its
+ * start value); the API server's own apiserver_request_total shows the
+ * pod PATCHes staying within --max-annotation-writes-per-second, and the
+ * operator's namespace total ends equal to the sum of what was written.
+ * Needs the test control plane (test/cluster); no root.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { WriteBudget } from '../../agent/kube/budget.ts';
+import { watchBudget } from '../../agent/kube/budgetWatch.ts';
+import { perNodeRate } from '../../operator/budget.ts';
+import { sleep } from '../helpers/cleanup.ts';
+import { add, apply, counters, createPod, must, OPERATOR_NS, operatorCluster, startOperator, totalsBecome, writeCounts, type Counters, type TestPod } from './harness.ts';
+
+const NODES = 20;
+const PODS_PER_NODE = 100;
+const MAX = 10; // writes per second, cluster-wide: 0.5 per node
+const WINDOW_MS = 10_000;
+
+/** Sum of apiserver_request_total samples for pod PATCHes. */
+async function podPatches(metrics: string): Promise<number> {
+  let total = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    if (line.includes('verb="PATCH"') && line.includes('resource="pods"') && line.includes('subresource=""')) total += Number(line.split(' ').at(-1));
+  }
+  return total;
+}
+
+test('20 nodes x 100 pods of changing traffic stay within the cluster write budget', async (t) => {
+  const oc = await operatorCluster(t);
+  await apply(oc, [
+    ...Array.from({ length: NODES }, (_, i) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `podmeter-test-node-${i}` } })),
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'load' } },
+  ]);
+  const pods: TestPod[][] = Array.from({ length: NODES }, () => []);
+  const specs = Array.from({ length: NODES * PODS_PER_NODE }, (_, i) => ({ namespace: 'load', name: `p-${i}`, node: `podmeter-test-node-${i % NODES}` }));
+  for (let i = 0; i < specs.length; i += 50) {
+    const batch = await Promise.all(specs.slice(i, i + 50).map((s) => createPod(oc, s)));
+    for (const p of batch) pods[Number(p.node.split('-').at(-1))]!.push(p);
+  }
+  await startOperator(t, oc, { args: ['--max-annotation-writes-per-second', String(MAX)] });
+
+  // The simulated agents: what annotator.ts does per tick, minus the kernel.
+  const written = new Map<string, Counters>();
+  const silent = pino({ level: 'silent' });
+  let running = true;
+  let clientWrites = 0;
+  const rates: (number | undefined)[] = Array.from({ length: NODES }, () => undefined);
+  const agents = pods.map(async (nodePods, n) => {
+    const budget = new WriteBudget(5); // the agent's --annotate-budget, until the operator's ConfigMap arrives
+    const watch = watchBudget(oc.kc, OPERATOR_NS, (rate) => {
+      budget.setRate(rate);
+      rates[n] = rate;
+    }, silent);
+    let tick = 0;
+    let next = 0;
+    try {
+      while (running) {
+        tick++;
+        // Every pod's traffic changed since its last write: round robin, the longest unwritten first.
+        while (running && budget.take()) {
+          const p = nodePods[next++ % nodePods.length]!;
+          const c = add(written.get(p.uid) ?? counters(0), counters(tick));
+          await writeCounts(oc, p, c);
+          clientWrites++;
+          written.set(p.uid, c);
+        }
+        await sleep(50);
+      }
+    } finally {
+      await watch.stop();
+    }
+  });
+
+  const perNode = perNodeRate(MAX, NODES);
+  const deadline = Date.now() + 20_000;
+  while (rates.some((r) => r !== perNode)) {
+    if (Date.now() > deadline) throw new Error(`agents did not all get the budget ${perNode}: ${rates.join(',')}`);
+    await sleep(100);
+  }
+  await sleep(1500); // bursts allowed before the budget arrived are spent
+  const clientBefore = clientWrites;
+  const before = await podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
+  const startedAt = Date.now();
+  await sleep(WINDOW_MS);
+  const after = await podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
+  const seconds = (Date.now() - startedAt) / 1000;
+  running = false;
+  await Promise.all(agents);
+
+  const writes = after - before;
+  t.diagnostic(`client-side writes in the window: ${clientWrites - clientBefore}`);
+  t.diagnostic(`${writes} pod annotation writes in ${seconds.toFixed(1)} s = ${(writes / seconds).toFixed(1)}/s (budget ${MAX}/s over ${NODES} nodes)`);
+  // Each node's token bucket may start the window with one token (burst = max(1, rate)).
+  assert.ok(writes <= MAX * seconds + NODES, `${writes} writes > budget ${MAX}/s x ${seconds.toFixed(1)} s + ${NODES} burst`);
+  assert.ok(writes >= MAX * seconds * 0.6, `${writes} writes: the budget should be nearly used, traffic never stops changing`);
+
+  // And the operator kept up: the namespace total is the sum of what was written.
+  await totalsBecome(oc, 'NamespaceUsage', 'load', add(...written.values()), 30_000);
+});
