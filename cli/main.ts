@@ -9,7 +9,8 @@ const usage = `usage: podmeter <command> [flags]
 
 commands:
   agent      the node agent: counts per-pod (or per-cgroup) network bytes, serves /metrics
-  top        live table of traffic per pod or cgroup, from a running agent
+  operator   the cluster aggregator: namespace, workload and node totals, write budget
+  top        live table of traffic per pod or cgroup from an agent; 'top pods|namespaces|workloads|nodes' cluster-wide
   maps       BPF map memory on this node: total, by map name, by owner process, by pod
   help       this text ('podmeter <command> --help' for a command's flags)
 
@@ -30,6 +31,7 @@ const commands: Record<string, () => Promise<Command>> = {
   },
   top: async () => (await import('./top.ts')).runTop,
   maps: async () => (await import('./maps.ts')).runMaps,
+  operator: async () => (await import('../operator/main.ts')).runOperator,
 };
 
 async function main(argv: string[]): Promise<void> {

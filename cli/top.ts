@@ -78,6 +78,8 @@ export function renderTop(rows: TopRow[], sort: 'rate' | 'total' | 'name', limit
 }
 
 export async function runTop(argv: string[]): Promise<void> {
+  const cluster = await import('./topCluster.ts');
+  if (cluster.clusterTopTarget(argv) !== undefined) return cluster.runTopCluster(argv);
   if (wantsHelp(argv)) return void process.stdout.write(topHelp);
   const { values } = parseFlags(topFlags, argv, process.env);
   const tty = process.stdout.isTTY === true && !values.once;

@@ -1,0 +1,46 @@
+/**
+ * `podmeter top` against a running agent: the table names the busy cgroup
+ * first with its exact total; the renderer is checked as pure logic too.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { test } from 'node:test';
+import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { makeNetns } from '../helpers/netns.ts';
+import { udpExchange } from '../helpers/traffic.ts';
+import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { renderTop, topRows } from '../../cli/top.ts';
+
+const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
+
+test('podmeter top --once shows each cgroup with exact totals, busiest first', async (t) => {
+  const root = makeTestCgroup(t);
+  const busy = root.child('busy.service');
+  const quiet = root.child('quiet.service');
+  const agent = await startAgentProcess(t, { cgroupRoot: root.path });
+  await waitFor('attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
+  const netns = makeNetns(t);
+  await udpExchange({ senderCgroup: busy.path, receiverCgroup: quiet.path, netns, family: 4, count: 1000, payload: 996 });
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(PODMETER, ['top', '--once', '--sort', 'total', '--agent', agent.url], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+  );
+  const lines = out.trim().split('\n');
+  assert.match(lines[1]!, /^NAME\s+RX\/s\s+TX\/s\s+RX TOTAL\s+TX TOTAL\s+STATE$/);
+  // 1000 x (28 + 996) bytes = 1,024,000 B = 1000 KiB: both rows, the sender's as TX.
+  assert.match(lines[2]!, /^(busy|quiet)\.service\s/);
+  const busyRow = lines.find((l) => l.startsWith('busy.service'))!;
+  assert.match(busyRow, /0 B\s+1000 KiB\s+live$/);
+});
+
+test('top rows: rates from two readings, sorted by rate', () => {
+  const view = (id: string, cgroup: string, rx: number, tx: number) => ({
+    id, cgroup, kind: 'cgroup' as const, state: 'live' as const, attachedAt: '',
+    ingress: { bytes: String(rx), packets: '0' }, egress: { bytes: String(tx), packets: '0' },
+  });
+  const before = { at: 0, cgroups: [view('1', 'a', 0, 0), view('2', 'b', 0, 0)] };
+  const after = { at: 2000, cgroups: [view('1', 'a', 2048, 0), view('2', 'b', 0, 8192)] };
+  const rows = topRows(before, after);
+  assert.deepEqual(rows.map((r) => [r.name, r.rxRate, r.txRate]), [['a', 1024, 0], ['b', 0, 4096]]);
+  const table = renderTop(rows, 'rate', 0).split('\n');
+  assert.match(table[1]!, /^b\s+0 B\/s\s+4.00 KiB\/s/);
+});
