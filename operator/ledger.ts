@@ -24,6 +24,7 @@
  * NodeUsage stays small because a node holds at most ~110 pods; only pods
  * with traffic are checkpointed.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { bytes } from '../cli/format.ts';
 import type { WriteBudget } from '../agent/kube/budget.ts';
@@ -82,6 +83,7 @@ interface Entry {
   bpfMapBytes: bigint | undefined;
   dirtyAt: number | undefined;
   writtenAt: number;
+  /** Hash of the last status written (without its time), to skip writes that change nothing. */
   lastBody: string;
 }
 
@@ -116,6 +118,7 @@ export class Ledger implements PodListener {
   readonly #o: LedgerOptions;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
+  readonly #dirtySet = new Set<Entry>();
   /** uid -> the NodeUsage whose intent waits for its namespace (ns) and workload (wl). */
   readonly #rollup = new Map<string, { node: Entry; ns: boolean; wl: boolean }>();
   /** Deletions this process saw, leader or not: the final counts for a takeover. */
@@ -128,6 +131,7 @@ export class Ledger implements PodListener {
   #active = false;
   #generation = 0;
   #writing = false;
+  #outageSince: number | undefined;
 
   constructor(options: LedgerOptions) {
     this.#o = options;
@@ -199,6 +203,7 @@ export class Ledger implements PodListener {
     for (const kind of KINDS) loaded.set(kind, await this.#listAll(kind));
     if (generation !== this.#generation) return; // stepped down meanwhile
     this.#entries.clear();
+    this.#dirtySet.clear();
     this.#rollup.clear();
     const now = Date.now();
     const pods = this.#o.pods;
@@ -264,16 +269,16 @@ export class Ledger implements PodListener {
     this.#generation++;
     this.#active = false;
     this.#entries.clear();
+    this.#dirtySet.clear();
     this.#rollup.clear();
     for (const p of this.#o.pods.values()) p.checkpointed = undefined;
   }
 
   // --- writing ------------------------------------------------------------
 
-  /** True when something waits to be written. */
-  get dirty(): boolean {
-    for (const e of this.#entries.values()) if (e.dirtyAt !== undefined) return true;
-    return false;
+  /** Objects waiting to be written. */
+  get dirty(): number {
+    return this.#dirtySet.size;
   }
 
   /**
@@ -288,13 +293,14 @@ export class Ledger implements PodListener {
     try {
       this.#forget(now);
       for (const kind of KINDS) {
-        const due = [...this.#entries.values()]
+        const due = [...this.#dirtySet]
           .filter((e) => e.kind === kind && e.dirtyAt !== undefined && (options.ignoreIntervals || now - e.writtenAt >= this.#minInterval[kind]))
           .sort((a, b) => a.dirtyAt! - b.dirtyAt!);
         for (const e of due) {
           if (!this.#active) return writes;
-          if (!this.#o.budget.take()) return writes;
-          if (await this.#write(e)) writes++;
+          const result = await this.#write(e);
+          if (result === 'written') writes++;
+          if (result === 'budget' || result === 'outage') return writes;
         }
       }
       return writes;
@@ -369,6 +375,13 @@ export class Ledger implements PodListener {
 
   #dirty(e: Entry, now = Date.now()): void {
     e.dirtyAt ??= now;
+    this.#dirtySet.add(e);
+  }
+
+  /** Written (or nothing to write): clean, unless `again` asks for another write later. */
+  #clean(e: Entry, again: number | undefined): void {
+    e.dirtyAt = again;
+    if (again === undefined) this.#dirtySet.delete(e);
   }
 
   #attach(p: PodRecord): void {
@@ -399,6 +412,7 @@ export class Ledger implements PodListener {
       return;
     }
     if (p.workload === undefined && isPodRecord(p)) p.workload = this.#o.pods.workloadOf(p, now, true);
+    if (isZero(final) && p.checkpointed === undefined) return; // never counted anywhere: nothing to retire
     const node = this.#entry('NodeUsage', nodeName);
     if (node.retiring.has(p.uid)) return; // already retired (seen again after a relist or takeover)
     if (p.checkpointed !== undefined) subFrom(node.live, p.checkpointed);
@@ -442,19 +456,23 @@ export class Ledger implements PodListener {
     for (const [uid, d] of this.#deleted) if (now - d.at > this.#rememberMs) this.#deleted.delete(uid);
   }
 
-  async #write(e: Entry): Promise<boolean> {
+  async #write(e: Entry): Promise<'written' | 'unchanged' | 'retry' | 'budget' | 'outage'> {
     const generation = this.#generation;
     const now = Date.now();
     const built = e.kind === 'NodeUsage' ? this.#nodeStatus(e, now) : this.#rollupStatus(e, now);
-    const body = JSON.stringify({ ...built.status, updated: '' });
-    if (e.exists && body === e.lastBody) {
-      e.dirtyAt = built.keepDirty ? now : undefined; // nothing new: no write
+    const body = createHash('sha1').update(JSON.stringify({ ...built.status, updated: '' })).digest('base64');
+    const nothingYet = !e.exists && built.status.ingressBytes === '0' && built.status.egressBytes === '0' && built.status.retiredPods === 0 && built.status.bpfMapBytes === undefined;
+    if ((e.exists && body === e.lastBody) || nothingYet) {
+      // Nothing new (or nothing worth an object yet: idle pods create no objects): no write.
+      this.#clean(e, built.keepDirty ? now : undefined);
       if (built.keepDirty) e.writtenAt = now;
-      return false;
+      if (nothingYet && e.kind !== 'NodeUsage') built.commit(); // (zero retirements: their rollup is done)
+      return 'unchanged';
     }
+    if (!this.#o.budget.take()) return 'budget';
     try {
-      if (!e.exists && !(await this.#create(e))) return false; // someone else created it: write again from its ledger
-      if (generation !== this.#generation) return false;
+      if (!e.exists && !(await this.#create(e))) return 'retry'; // someone else created it: write again from its ledger
+      if (generation !== this.#generation) return 'retry';
       const object: UsageObject = {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: e.kind,
@@ -463,30 +481,47 @@ export class Ledger implements PodListener {
         status: built.status,
       };
       const written = await this.#o.api.request<UsageObject>('PUT', usagePath(e.kind, e.name, true), { body: object, timeoutMs: 30_000 });
-      if (generation !== this.#generation) return true;
+      this.#recovered();
+      if (generation !== this.#generation) return 'written';
       e.resourceVersion = written.metadata.resourceVersion;
       e.writtenAt = Date.now();
       e.lastBody = body;
-      e.dirtyAt = built.keepDirty ? e.writtenAt : undefined;
+      this.#clean(e, built.keepDirty ? e.writtenAt : undefined);
       built.commit();
       this.#log.debug({ kind: e.kind, name: e.name, ingressBytes: built.status.ingressBytes, egressBytes: built.status.egressBytes, pods: built.status.pods, retiredPods: built.status.retiredPods }, 'status written');
-      return true;
+      return 'written';
     } catch (err) {
-      if (generation !== this.#generation) return false;
+      if (generation !== this.#generation) return 'retry';
       e.writtenAt = Date.now();
       if (err instanceof ApiError && err.code === 409) {
+        this.#recovered();
         await this.#reread(e); // another writer (a former leader) or a hand edit: take its ledger and write again
-        return false;
+        return 'retry';
       }
       if (err instanceof ApiError && err.code === 404) {
+        this.#recovered();
         e.exists = false; // deleted by hand: created again with the totals this process holds
         e.resourceVersion = undefined;
-        return false;
+        return 'retry';
       }
       this.#o.onError('write_status');
-      this.#log.warn({ kind: e.kind, name: e.name, err: describe(err) }, 'status write failed; retrying');
-      return false;
+      if (err instanceof ApiError && err.code < 500 && err.code !== 429) {
+        this.#log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
+        return 'retry';
+      }
+      // The API server is away or overloaded: end this round, one log line per outage.
+      if (this.#outageSince === undefined) {
+        this.#outageSince = Date.now();
+        this.#log.warn({ kind: e.kind, name: e.name, err: describe(err) }, 'status writes failing; the totals are kept and written when the API server answers');
+      }
+      return 'outage';
     }
+  }
+
+  #recovered(): void {
+    if (this.#outageSince === undefined) return;
+    this.#log.info({ outageMs: Date.now() - this.#outageSince }, 'status writes succeed again');
+    this.#outageSince = undefined;
   }
 
   /** Creates the object; false when it existed already (its ledger was read back instead). */

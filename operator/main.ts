@@ -161,13 +161,13 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
         pods.resolvePending();
         if (!election.isLeader) return;
         if (!ledger.active) return void activate();
-        const started = performance.now();
-        const writes = await ledger.reconcile();
-        if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);
         await budget.publish().catch((err) => {
           countError('budget');
           log.warn({ err: describe(err) }, 'cannot publish the write budget; retrying');
         });
+        const started = performance.now();
+        const writes = await ledger.reconcile();
+        if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);
       } finally {
         ticking = false;
       }

@@ -33,7 +33,9 @@ async function podPatches(metrics: string): Promise<number> {
 }
 
 test('20 nodes x 100 pods of changing traffic stay within the cluster write budget', async (t) => {
+  const t0 = Date.now();
   const oc = await operatorCluster(t);
+  t.diagnostic(`cluster ${Date.now() - t0} ms`);
   await apply(oc, [
     ...Array.from({ length: NODES }, (_, i) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `podmeter-test-node-${i}` } })),
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'load' } },
@@ -44,7 +46,8 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
     const batch = await Promise.all(specs.slice(i, i + 50).map((s) => createPod(oc, s)));
     for (const p of batch) pods[Number(p.node.split('-').at(-1))]!.push(p);
   }
-  await startOperator(t, oc, { args: ['--max-annotation-writes-per-second', String(MAX)] });
+  t.diagnostic(`pods ${Date.now() - t0} ms`);
+  await startOperator(oc, { args: ['--max-annotation-writes-per-second', String(MAX)] });
 
   // The simulated agents: what annotator.ts does per tick, minus the kernel.
   const written = new Map<string, Counters>();
@@ -84,6 +87,7 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
     if (Date.now() > deadline) throw new Error(`agents did not all get the budget ${perNode}: ${rates.join(',')}`);
     await sleep(100);
   }
+  t.diagnostic(`agents have the budget ${Date.now() - t0} ms`);
   await sleep(1500); // bursts allowed before the budget arrived are spent
   const clientBefore = clientWrites;
   const before = await podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
@@ -93,6 +97,7 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   const seconds = (Date.now() - startedAt) / 1000;
   running = false;
   await Promise.all(agents);
+  t.diagnostic(`agents stopped ${Date.now() - t0} ms`);
 
   const writes = after - before;
   t.diagnostic(`client-side writes in the window: ${clientWrites - clientBefore}`);
@@ -102,5 +107,7 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   assert.ok(writes >= MAX * seconds * 0.6, `${writes} writes: the budget should be nearly used, traffic never stops changing`);
 
   // And the operator kept up: the namespace total is the sum of what was written.
+  const t1 = Date.now();
   await totalsBecome(oc, 'NamespaceUsage', 'load', add(...written.values()), 30_000);
+  t.diagnostic(`operator caught up ${Date.now() - t1} ms after the agents stopped`);
 });

@@ -22,9 +22,9 @@ test('two replicas: takeover within the lease, no double counting; the write bud
     ...[1, 2, 3].map((i) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `podmeter-test-node-${i}` } })),
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } },
   ]);
-  const a = await startOperator(t, oc, { identity: 'podmeter-test-op-a' });
+  const a = await startOperator(oc, { identity: 'podmeter-test-op-a' });
   await eventually('a leads', async () => ((await a.leader()) ? true : undefined), 10_000);
-  const b = await startOperator(t, oc, { identity: 'podmeter-test-op-b' });
+  const b = await startOperator(oc, { identity: 'podmeter-test-op-b' });
 
   const pods: TestPod[] = [];
   const counts = new Map<string, Counters>();

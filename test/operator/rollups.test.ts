@@ -43,7 +43,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } },
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'batch' } },
   ]);
-  const op = await startOperator(t, oc, { identity: 'podmeter-test-op-a' });
+  const op = await startOperator(oc, { identity: 'podmeter-test-op-a' });
   await eventually('leader', async () => ((await op.leader()) ? true : undefined), 10_000);
 
   // Owners, created after the operator started (seen through its watches).
