@@ -5,6 +5,7 @@
  */
 import { hostname } from 'node:os';
 import {
+  logFlags,
   ConfigError,
   decimal,
   defineFlags,
@@ -127,18 +128,7 @@ const agentFlags = defineFlags({
     parse: decimal('writes per second', 0, false),
     default: 1,
   },
-  'log-level': {
-    metavar: 'trace|debug|info|warn|error',
-    help: 'Least severe level that is logged',
-    parse: oneOf(['trace', 'debug', 'info', 'warn', 'error']),
-    default: 'info',
-  },
-  'log-format': {
-    metavar: 'json|pretty|auto',
-    help: 'Log line format; auto is pretty when stderr is a terminal, else json',
-    parse: oneOf(['json', 'pretty', 'auto']),
-    default: 'auto',
-  },
+  ...logFlags,
   help: switchFlag('Show this help', { env: false, short: 'h' }),
 });
 

@@ -19,3 +19,18 @@ export function createLogger(options: { level: LogLevel; format: LogFormat; name
   }
   return pino(base, pino.destination({ dest: 2, sync: false }));
 }
+
+/** Runs until SIGINT or SIGTERM, then `stop()` once, flushes the log and exits 0. */
+export function stopOnSignals(log: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    await stop();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('SIGINT', (s) => void onSignal(s));
+  process.on('SIGTERM', (s) => void onSignal(s));
+}

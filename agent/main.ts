@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import type { AgentConfig } from './config.ts';
-import { createLogger, type Logger } from './log.ts';
+import { createLogger, stopOnSignals, type Logger } from './log.ts';
 import { findCgroup2Root } from './cgroups/mount.ts';
 import { detectMode, type DiscoverMode } from './cgroups/units.ts';
 import { CgroupWatcher } from './cgroups/watcher.ts';
@@ -126,15 +126,5 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 export async function runAgent(config: AgentConfig): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const agent = await startAgent(config, log);
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    await agent.stop();
-    log.flush();
-    process.exit(0);
-  };
-  process.on('SIGINT', (s) => void stop(s));
-  process.on('SIGTERM', (s) => void stop(s));
+  stopOnSignals(log, () => agent.stop());
 }

@@ -359,3 +359,19 @@ function envText(name: string, spec: FlagSpec<unknown>, opts: FlagOptions): stri
   const envName = envNameOf(name, spec, opts);
   return envName === undefined ? '' : `env ${envName}`;
 }
+
+/** --log-level and --log-format, the same for every long-running command. */
+export const logFlags = {
+  'log-level': {
+    metavar: 'trace|debug|info|warn|error',
+    help: 'Least severe level that is logged',
+    parse: oneOf(['trace', 'debug', 'info', 'warn', 'error']),
+    default: 'info',
+  },
+  'log-format': {
+    metavar: 'json|pretty|auto',
+    help: 'Log line format; auto is pretty when stderr is a terminal, else json',
+    parse: oneOf(['json', 'pretty', 'auto']),
+    default: 'auto',
+  },
+} as const;

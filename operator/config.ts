@@ -5,6 +5,7 @@
  */
 import { hostname } from 'node:os';
 import {
+  logFlags,
   ConfigError,
   decimal,
   defineFlags,
@@ -12,7 +13,6 @@ import {
   hostPort,
   invalid,
   kubernetesName,
-  oneOf,
   parseFlags,
   pathValue,
   type HostPort,
@@ -72,18 +72,7 @@ const operatorFlags = defineFlags({
     defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAME ? { raw: ctx.env.POD_NAME, from: 'POD_NAME' } : { raw: hostname(), from: 'the host name' }),
     defaultHelp: '$POD_NAME, else the host name',
   },
-  'log-level': {
-    metavar: 'trace|debug|info|warn|error',
-    help: 'Least severe level that is logged',
-    parse: oneOf(['trace', 'debug', 'info', 'warn', 'error']),
-    default: 'info',
-  },
-  'log-format': {
-    metavar: 'json|pretty|auto',
-    help: 'Log line format; auto is pretty when stderr is a terminal, else json',
-    parse: oneOf(['json', 'pretty', 'auto']),
-    default: 'auto',
-  },
+  ...logFlags,
 });
 
 export const operatorHelp: string = formatHelp(operatorFlags, {

@@ -5,7 +5,7 @@
  * from the custom resources, writes their status and publishes the
  * per-node annotation write budget.
  */
-import { createLogger, type Logger } from '../agent/log.ts';
+import { createLogger, stopOnSignals, type Logger } from '../agent/log.ts';
 import { loadKubeConfig } from '../agent/kube/client.ts';
 import { WriteBudget } from '../agent/kube/budget.ts';
 import { HttpServer, text } from '../agent/http/server.ts';
@@ -205,15 +205,5 @@ export async function runOperator(argv: string[]): Promise<void> {
   const config = parseOperatorConfig(argv, process.env);
   const log = createLogger({ level: config.logLevel, format: config.logFormat, name: 'podmeter-operator' });
   const operator = await startOperator(config, log);
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    await operator.stop();
-    log.flush();
-    process.exit(0);
-  };
-  process.on('SIGINT', (s) => void stop(s));
-  process.on('SIGTERM', (s) => void stop(s));
+  stopOnSignals(log, () => operator.stop());
 }
