@@ -9,11 +9,9 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { ConfigError, defineFlags, formatHelp, invalid, kubernetesName, oneOf, parseFlags, pathValue, switchFlag, wantsHelp } from './flags.ts';
 import { bytes, table } from './format.ts';
-import { ACCEPT_METADATA_LIST, ApiError, KubeApi, type KubeObject } from '../operator/kube/api.ts';
-import { NAMESPACE_LABEL, usagePath, type UsageKind, type UsageObject } from '../operator/usage.ts';
-import { countsFromAnnotations, fromStrings, POD_ANNOTATIONS, toStrings, zero } from '../operator/counts.ts';
+import type { TopClusterRow, TopWhat } from '../operator/report.ts';
 
-export type TopWhat = 'pods' | 'namespaces' | 'workloads' | 'nodes';
+export type { TopClusterRow, TopWhat };
 
 const ALIASES: Readonly<Record<string, TopWhat>> = {
   pods: 'pods', pod: 'pods', po: 'pods',
@@ -22,10 +20,22 @@ const ALIASES: Readonly<Record<string, TopWhat>> = {
   nodes: 'nodes', node: 'nodes', no: 'nodes',
 };
 
-/** The first positional that makes `podmeter top` cluster mode (cli/top.ts dispatches on it). */
+/** Flags of either `podmeter top` mode that take a separate value (`--sort name`): their values are not positionals. */
+const VALUE_FLAGS = new Set(['--agent', '--interval', '--sort', '--limit', '-n', '--kubeconfig', '--namespace', '--output', '-o']);
+
+/**
+ * What `podmeter top` shows in cluster mode, from its first positional
+ * (pods, namespaces, workloads, nodes or a short form), else undefined:
+ * cli/top.ts dispatches on it.
+ */
 export function clusterTopTarget(argv: readonly string[]): TopWhat | undefined {
-  const first = argv.find((a) => !a.startsWith('-'));
-  return first === undefined ? undefined : ALIASES[first];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return ALIASES[argv[i + 1] ?? ''];
+    if (VALUE_FLAGS.has(arg)) i++;
+    else if (!arg.startsWith('-')) return Object.hasOwn(ALIASES, arg) ? ALIASES[arg] : undefined;
+  }
+  return undefined;
 }
 
 const topClusterFlags = defineFlags({
@@ -50,30 +60,19 @@ export const topClusterHelp = formatHelp(topClusterFlags, {
   notes: "Also 'kubectl podmeter top ...'. Without pods|namespaces|workloads|nodes, 'podmeter top' shows one node's live rates from its agent.",
 });
 
-export interface TopClusterRow {
-  name: string;
-  namespace?: string;
-  kind?: string;
-  node?: string;
-  ingressBytes: bigint;
-  egressBytes: bigint;
-  ingressPackets: bigint;
-  egressPackets: bigint;
-  pods?: number;
-  retiredPods?: number;
-  bpfMapBytes?: bigint;
-  updated?: string;
-}
 
 export async function runTopCluster(argv: string[]): Promise<void> {
   if (wantsHelp(argv)) return void process.stdout.write(topClusterHelp);
   const { values, positionals } = parseFlags(topClusterFlags, argv, process.env);
   const [first, extra] = positionals;
-  const what = first === undefined ? undefined : ALIASES[first];
+  const what = first !== undefined && Object.hasOwn(ALIASES, first) ? ALIASES[first] : undefined;
   if (what === undefined) throw new ConfigError(`podmeter top: expected pods, namespaces, workloads or nodes, not ${JSON.stringify(first ?? '')}`);
   if (extra !== undefined) throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}`);
   if (values['all-namespaces'] && values.namespace !== undefined) throw new ConfigError('-A and --namespace exclude each other', '--namespace');
   const kc = await kubeConfig(values.kubeconfig);
+  // Loaded only here: the node-local 'podmeter top' (which dispatches through this file) stays light.
+  const { KubeApi } = await import('../operator/kube/api.ts');
+  const { readRows } = await import('../operator/report.ts');
   const api = new KubeApi(kc);
   const namespace = values['all-namespaces'] ? undefined : (values.namespace ?? (what === 'namespaces' || what === 'nodes' ? undefined : contextNamespace(kc)));
   const rows = await readRows(api, what, namespace);
@@ -99,59 +98,6 @@ function contextNamespace(kc: KubeConfig): string {
   return kc.getContextObject(kc.getCurrentContext())?.namespace || 'default';
 }
 
-export async function readRows(api: KubeApi, what: TopWhat, namespace: string | undefined): Promise<TopClusterRow[]> {
-  try {
-    if (what === 'pods') return await podRows(api, namespace);
-    const kind: UsageKind = what === 'namespaces' ? 'NamespaceUsage' : what === 'workloads' ? 'WorkloadUsage' : 'NodeUsage';
-    const selector = what === 'workloads' && namespace !== undefined ? `${NAMESPACE_LABEL}=${namespace}` : undefined;
-    const objects = await listAll<UsageObject>(api, usagePath(kind), selector);
-    return objects.filter((o) => !(what === 'namespaces' && namespace !== undefined && o.metadata.name !== namespace)).map((o) => usageRow(what, o));
-  } catch (err) {
-    if (err instanceof ApiError && err.code === 404 && what !== 'pods') {
-      throw new Error(`the podmeter custom resources are not installed (no ${what === 'namespaces' ? 'namespaceusages' : what === 'workloads' ? 'workloadusages' : 'nodeusages'}.podmeter.io): install the chart (helm/podmeter) with the operator`, { cause: err });
-    }
-    if (err instanceof ApiError) throw new Error(err.message, { cause: err });
-    throw new Error(`cannot reach the Kubernetes API at ${api.server}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-async function listAll<T>(api: KubeApi, path: string, labelSelector?: string, accept?: string): Promise<T[]> {
-  const out: T[] = [];
-  let cont: string | undefined;
-  do {
-    const page = await api.get<{ items?: T[]; metadata?: { continue?: string } }>(path, { query: { limit: 500, continue: cont, labelSelector }, ...(accept ? { accept } : {}), timeoutMs: 60_000 });
-    out.push(...(page.items ?? []));
-    cont = page.metadata?.continue || undefined;
-  } while (cont !== undefined);
-  return out;
-}
-
-async function podRows(api: KubeApi, namespace: string | undefined): Promise<TopClusterRow[]> {
-  const path = namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`;
-  const pods = await listAll<KubeObject>(api, path, undefined, ACCEPT_METADATA_LIST);
-  const rows: TopClusterRow[] = [];
-  for (const p of pods) {
-    const a = p.metadata?.annotations;
-    if (a?.[POD_ANNOTATIONS.ingressBytes] === undefined && a?.[POD_ANNOTATIONS.egressBytes] === undefined) continue; // not counted (yet)
-    const { counts } = countsFromAnnotations(a, undefined);
-    rows.push({ name: p.metadata?.name ?? '', namespace: p.metadata?.namespace ?? '', ...counts, ...(a?.[POD_ANNOTATIONS.updated] ? { updated: a[POD_ANNOTATIONS.updated] } : {}) });
-  }
-  return rows;
-}
-
-function usageRow(what: TopWhat, o: UsageObject): TopClusterRow {
-  const s = o.status;
-  const counts = fromStrings(s) ?? zero(); // a status the operator has not written yet
-  const row: TopClusterRow = { name: what === 'workloads' ? (o.spec?.name ?? o.metadata.name) : o.metadata.name, ...counts, pods: s?.pods ?? 0, retiredPods: s?.retiredPods ?? 0 };
-  if (what === 'workloads') {
-    row.namespace = o.spec?.namespace ?? '';
-    row.kind = o.spec?.kind ?? '';
-  }
-  if (what === 'nodes' && s?.bpfMapBytes !== undefined && /^\d+$/.test(s.bpfMapBytes)) row.bpfMapBytes = BigInt(s.bpfMapBytes);
-  if (s?.updated) row.updated = s.updated;
-  return row;
-}
-
 export function sortRows(rows: TopClusterRow[], sort: 'total' | 'ingress' | 'egress' | 'pods' | 'name'): TopClusterRow[] {
   const label = (r: TopClusterRow) => `${r.namespace ?? ''}/${r.kind ?? ''}/${r.name}`;
   const key = (r: TopClusterRow): bigint =>
@@ -171,7 +117,10 @@ export function renderJson(what: TopWhat, rows: TopClusterRow[]): string {
     ...(r.namespace !== undefined ? { namespace: r.namespace } : {}),
     ...(r.kind !== undefined ? { kind: r.kind } : {}),
     name: r.name,
-    ...toStrings(r),
+    ingressBytes: String(r.ingressBytes),
+    egressBytes: String(r.egressBytes),
+    ingressPackets: String(r.ingressPackets),
+    egressPackets: String(r.egressPackets),
     ...(r.pods !== undefined ? { pods: r.pods, retiredPods: r.retiredPods ?? 0 } : {}),
     ...(r.bpfMapBytes !== undefined ? { bpfMapBytes: String(r.bpfMapBytes) } : {}),
     ...(r.updated !== undefined ? { updated: r.updated } : {}),

@@ -83,6 +83,8 @@ interface Entry {
   bpfMapBytes: bigint | undefined;
   dirtyAt: number | undefined;
   writtenAt: number;
+  /** Bumped by every change, so a change made while a write was on its way is not forgotten by it. */
+  changes: number;
   /** Hash of the last status written (without its time), to skip writes that change nothing. */
   lastBody: string;
 }
@@ -252,7 +254,8 @@ export class Ledger implements PodListener {
       const node = this.#entry('NodeUsage', d.node);
       if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
       // Not in any checkpoint, so in no total yet: retired with nothing to take back.
-      this.#retire({ uid, namespace: d.pod.namespace, workload: d.pod.workload, checkpointed: undefined }, d.node, d.final, now);
+      const workload = d.pod.workload ?? (isPodRecord(d.pod) ? this.#o.pods.workloadOf(d.pod, now, true) : undefined);
+      this.#retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
     }
     for (const p of pods.values()) this.#attach(p);
     for (const p of pods.values()) if (p.checkpointed !== undefined) this.#addLive(p, p.checkpointed);
@@ -348,6 +351,7 @@ export class Ledger implements PodListener {
         bpfMapBytes: kind === 'NodeUsage' ? this.#nodeMapBytes.get(name) : undefined,
         dirtyAt: undefined,
         writtenAt: 0,
+        changes: 0,
         lastBody: '',
       };
       this.#entries.set(key, e);
@@ -375,11 +379,13 @@ export class Ledger implements PodListener {
 
   #dirty(e: Entry, now = Date.now()): void {
     e.dirtyAt ??= now;
+    e.changes++;
     this.#dirtySet.add(e);
   }
 
-  /** Written (or nothing to write): clean, unless `again` asks for another write later. */
-  #clean(e: Entry, again: number | undefined): void {
+  /** Written (or nothing to write) as of change `seen`: clean, unless it changed since or `again` asks for another write later. */
+  #clean(e: Entry, seen: number, again: number | undefined): void {
+    if (e.changes !== seen) return; // changed while the write was on its way: stays dirty
     e.dirtyAt = again;
     if (again === undefined) this.#dirtySet.delete(e);
   }
@@ -459,14 +465,15 @@ export class Ledger implements PodListener {
   async #write(e: Entry): Promise<'written' | 'unchanged' | 'retry' | 'budget' | 'outage'> {
     const generation = this.#generation;
     const now = Date.now();
+    const seen = e.changes;
     const built = e.kind === 'NodeUsage' ? this.#nodeStatus(e, now) : this.#rollupStatus(e, now);
     const body = createHash('sha1').update(JSON.stringify({ ...built.status, updated: '' })).digest('base64');
     const nothingYet = !e.exists && built.status.ingressBytes === '0' && built.status.egressBytes === '0' && built.status.retiredPods === 0 && built.status.bpfMapBytes === undefined;
     if ((e.exists && body === e.lastBody) || nothingYet) {
       // Nothing new (or nothing worth an object yet: idle pods create no objects): no write.
-      this.#clean(e, built.keepDirty ? now : undefined);
-      if (built.keepDirty) e.writtenAt = now;
       if (nothingYet && e.kind !== 'NodeUsage') built.commit(); // (zero retirements: their rollup is done)
+      this.#clean(e, seen, built.keepDirty ? now : undefined);
+      if (built.keepDirty) e.writtenAt = now;
       return 'unchanged';
     }
     if (!this.#o.budget.take()) return 'budget';
@@ -486,8 +493,8 @@ export class Ledger implements PodListener {
       e.resourceVersion = written.metadata.resourceVersion;
       e.writtenAt = Date.now();
       e.lastBody = body;
-      this.#clean(e, built.keepDirty ? e.writtenAt : undefined);
-      built.commit();
+      built.commit(); // (may mark this object dirty again: the change counts)
+      this.#clean(e, seen, built.keepDirty ? e.writtenAt : undefined);
       this.#log.debug({ kind: e.kind, name: e.name, ingressBytes: built.status.ingressBytes, egressBytes: built.status.egressBytes, pods: built.status.pods, retiredPods: built.status.retiredPods }, 'status written');
       return 'written';
     } catch (err) {

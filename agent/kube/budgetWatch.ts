@@ -70,6 +70,7 @@ export function watchBudget(kc: KubeConfig, namespace: string, onRate: (rate: nu
     delayMs = Math.min(delayMs * 2, 60_000);
   };
   informer.on('error', (err) => {
+    if (stopped) return; // stop() aborts the watch
     if (delayMs === 1000) log.warn({ err: describe(err), namespace }, 'budget ConfigMap watch failed (RBAC: get/list/watch configmaps in the operator namespace); retrying with backoff');
     restart();
   });

@@ -27,6 +27,8 @@ export class PodDirectory {
   #lastActivity = Date.now();
   #watchdog: NodeJS.Timeout | undefined;
   #synced = false;
+  #retryMs = 1000;
+  #retryTimer: NodeJS.Timeout | undefined;
 
   constructor(kc: KubeConfig, nodeName: string, log: Logger) {
     this.#kc = kc;
@@ -56,6 +58,7 @@ export class PodDirectory {
 
   async stop(): Promise<void> {
     clearInterval(this.#watchdog);
+    clearTimeout(this.#retryTimer);
     await this.#informer?.stop();
   }
 
@@ -76,8 +79,18 @@ export class PodDirectory {
     informer.on('add', (pod) => (touch(), this.#put(pod)));
     informer.on('update', (pod) => (touch(), this.#put(pod)));
     informer.on('delete', (pod) => (touch(), this.#remove(pod)));
-    informer.on('connect', touch);
-    informer.on('error', (err) => this.#log.warn({ err: describe(err) }, 'pod watch error; client-node reconnects with backoff'));
+    informer.on('connect', () => {
+      touch();
+      this.#retryMs = 1000;
+    });
+    // client-node's ListWatch stops for good on any error but 410 Gone: start
+    // it again (relist) with backoff, or new pods stay unknown after an outage.
+    informer.on('error', (err) => {
+      this.#log.warn({ err: describe(err), retryInMs: this.#retryMs }, 'pod watch failed; restarting it');
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = setTimeout(() => void this.#restart(), this.#retryMs).unref();
+      this.#retryMs = Math.min(this.#retryMs * 2, 30_000);
+    });
     this.#informer = informer;
     await informer.start();
     for (const pod of informer.list()) this.#put(pod);

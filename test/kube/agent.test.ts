@@ -64,6 +64,13 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
       return got['podmeter.io/egress-bytes'] === String(2 * N * one) ? true : undefined;
     }, 60_000);
     assert.equal(agent.child.exitCode, null, 'agent still running');
+    // The pod watch came back too: a Pod created after the outage is known and annotated.
+    const late = await makePod(cluster, root, { name: 'late', namespace: 'shop', node });
+    await udpExchange({ senderCgroup: late.container.path, receiverCgroup: db.container.path, netns, family: 4, count: 5, payload: P });
+    await waitFor('late pod annotated', async () => {
+      const got = await annotations(cluster, 'pod', 'late', 'shop');
+      return got['podmeter.io/egress-bytes'] === String(5 * one) ? true : undefined;
+    }, 45_000);
     const outageLogs = agent.logs.filter((l) => String(l.msg).startsWith('annotation writes failing'));
     assert.equal(outageLogs.length, 1, 'one log line per outage');
   });
@@ -79,7 +86,7 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
       const got = await annotations(cluster, 'pod', 'db', 'shop');
       return got['podmeter.io/egress-bytes'] === String(10 * udpDatagramBytes(6, 100)) ? got : undefined;
     }, 15_000);
-    assert.equal(final['podmeter.io/ingress-bytes'], String(2 * N * one));
+    assert.equal(final['podmeter.io/ingress-bytes'], String(2 * N * one + 5 * one)); // web twice, then the late pod
     const retained = (await agent.cgroups()).find((c) => c.uid === db.uid);
     assert.equal(retained?.state, 'terminated');
     assert.equal(retained?.pod, 'db');

@@ -1,11 +1,13 @@
 /**
  * Operator fixtures on the real control plane (test/cluster): the CRDs from
- * helm/podmeter/crds, the operator as a child process (so a test can
+ * helm/podmeter/crds, `bin/podmeter operator` as a child process (so a test can
  * SIGKILL it), and simulated agents that write exactly what a real agent
  * writes on a Pod: a JSON merge patch with the pod's uid as precondition
  * and the four counters plus podmeter.io/updated (agent/kube/annotator.ts).
  *
  * Needs: the test control plane tools (test/cluster/build-tools). No root.
+ * PODMETER_TEST_OPERATOR_LOG=FILE appends every operator log line (at debug
+ * level) to FILE, for a failure's post-mortem.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
@@ -19,7 +21,7 @@ import { ANNOTATIONS } from '../../agent/kube/annotator.ts';
 import { KubeApi } from '../../operator/kube/api.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../operator/usage.ts';
 
-const CLI = new URL('./cli.ts', import.meta.url).pathname;
+const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
 export const OPERATOR_NS = 'podmeter';
 
@@ -190,7 +192,7 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
   const launch = () =>
     new Promise<string>((resolve, reject) => {
       const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
-      child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       createInterface({ input: child.stderr! }).on('line', (line) => {
         try {
@@ -233,7 +235,7 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
 /** Runs `podmeter top ...` (cluster mode) and returns stdout, stderr and the exit code. */
 export function podmeterTop(oc: OperatorCluster, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'top', ...args, '--kubeconfig', oc.cluster.kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PODMETER, ['top', ...args, '--kubeconfig', oc.cluster.kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
