@@ -6,14 +6,13 @@
 import { hostname } from 'node:os';
 import {
   logFlags,
-  ConfigError,
   decimal,
   defineFlags,
   formatHelp,
   hostPort,
   kubernetesName,
   oneOf,
-  parseFlags,
+  parseOnlyFlags,
   pathValue,
   seconds,
   switchFlag,
@@ -142,11 +141,7 @@ export const agentHelp: string = formatHelp(agentFlags, {
 
 /** `argv` is what follows `podmeter agent`; `env` is usually process.env. */
 export function parseAgentConfig(argv: string[], env: Record<string, string | undefined>): AgentConfig {
-  const { values, positionals } = parseFlags(agentFlags, argv, env);
-  const [extra] = positionals;
-  if (extra !== undefined) {
-    throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}: podmeter agent takes only flags (see --help)`);
-  }
+  const values = parseOnlyFlags(agentFlags, argv, env, 'podmeter agent');
   return Object.freeze({
     discover: values.discover,
     cgroupRoot: values['cgroup-root'],

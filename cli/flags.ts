@@ -115,6 +115,16 @@ export function parseFlags<T extends FlagTable>(table: T, argv: readonly string[
   return { values: values as FlagValues<T>, positionals };
 }
 
+/** parseFlags for a command that takes flags only: a positional argument is a ConfigError. */
+export function parseOnlyFlags<T extends FlagTable>(table: T, argv: readonly string[], env: Env, command: string): FlagValues<T> {
+  const { values, positionals } = parseFlags(table, argv, env);
+  const [extra] = positionals;
+  if (extra !== undefined) {
+    throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}: ${command} takes only flags (see --help)`);
+  }
+  return values;
+}
+
 /** True when argv asks for help; check it before parsing so a bad flag does not hide the help. */
 export function wantsHelp(argv: readonly string[]): boolean {
   const end = argv.indexOf('--');

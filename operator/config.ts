@@ -6,14 +6,13 @@
 import { hostname } from 'node:os';
 import {
   logFlags,
-  ConfigError,
   decimal,
   defineFlags,
   formatHelp,
   hostPort,
   invalid,
   kubernetesName,
-  parseFlags,
+  parseOnlyFlags,
   pathValue,
   type HostPort,
   type ParseContext,
@@ -85,11 +84,7 @@ export const operatorHelp: string = formatHelp(operatorFlags, {
 
 /** `argv` is what follows `podmeter operator`; `env` is usually process.env. */
 export function parseOperatorConfig(argv: string[], env: Record<string, string | undefined>): OperatorConfig {
-  const { values, positionals } = parseFlags(operatorFlags, argv, env);
-  const [extra] = positionals;
-  if (extra !== undefined) {
-    throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}: podmeter operator takes only flags (see --help)`);
-  }
+  const values = parseOnlyFlags(operatorFlags, argv, env, 'podmeter operator');
   return Object.freeze({
     kubeconfig: values.kubeconfig,
     listen: Object.freeze({ ...values.listen }),

@@ -7,7 +7,7 @@
  * agent keeps counting; writes back off, and the latest values are written
  * when it returns (one log line per outage).
  */
-import type { CoreV1Api } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions, type CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from '../log.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { WriteBudget } from './budget.ts';
@@ -32,6 +32,8 @@ interface PodState {
 }
 
 const MAX_BACKOFF_MS = 10_000;
+/** Request options of every write: JSON merge patch (annotations only; nothing else is touched). */
+const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 export class Annotator {
   readonly #api: CoreV1Api;
@@ -122,11 +124,10 @@ export class Annotator {
   async #write(pod: PodRef, values: string): Promise<WriteResult> {
     const annotations = { ...(JSON.parse(values) as Record<string, string>), [ANNOTATIONS.updated]: new Date().toISOString() };
     try {
-      const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
       await this.#api.patchNamespacedPod(
         // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
         { name: pod.name, namespace: pod.namespace, body: { metadata: { uid: pod.uid, annotations } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        MERGE_PATCH,
       );
       this.#recovered();
       return 'ok';
@@ -149,9 +150,8 @@ export class Annotator {
     if (value === this.#node.written || now - this.#node.writtenAt < this.#intervalMs) return;
     if (!this.#budget.take(now)) return this.#onWrite('skipped_budget');
     try {
-      const { PatchStrategy, setHeaderOptions } = await import('@kubernetes/client-node');
       const annotations = { [ANNOTATIONS.bpfMapBytes]: value, [ANNOTATIONS.updated]: new Date().toISOString() };
-      await this.#api.patchNode({ name: this.#node.name, body: { metadata: { annotations } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await this.#api.patchNode({ name: this.#node.name, body: { metadata: { annotations } } }, MERGE_PATCH);
       this.#recovered();
       this.#node.written = value;
       this.#node.writtenAt = Date.now();
