@@ -11,6 +11,7 @@ import {
   formatHelp,
   hostPort,
   kubernetesName,
+  namespaceFlag,
   oneOf,
   parseOnlyFlags,
   pathValue,
@@ -41,8 +42,14 @@ export interface AgentConfig {
   readonly kubeconfig?: string;
   /** Minimum time between two annotation writes to the same pod. */
   readonly annotateIntervalMs: number;
-  /** Annotation writes per second for this node; 0 turns annotation writes off. */
+  /**
+   * Annotation writes per second for this node until the operator publishes
+   * one (ConfigMap podmeter-budget in `namespace`); 0 turns annotation writes
+   * off, whatever the operator publishes.
+   */
   readonly annotateBudget: number;
+  /** Where the operator publishes the write budget. */
+  readonly namespace: string;
   readonly logLevel: LogLevel;
   /** `auto` is left to the logger (agent/log.ts), which knows whether stderr is a terminal. */
   readonly logFormat: LogFormat;
@@ -123,10 +130,11 @@ const agentFlags = defineFlags({
   },
   'annotate-budget': {
     metavar: 'WRITES_PER_SECOND',
-    help: 'Pod annotation writes per second for this node (0 turns annotations off)',
+    help: "Pod annotation writes per second for this node until the operator publishes this node's share of the cluster budget (0 turns annotations off)",
     parse: decimal('writes per second', 0, false),
     default: 1,
   },
+  namespace: namespaceFlag("Namespace of the operator's podmeter-budget ConfigMap, which sets the annotation write budget"),
   ...logFlags,
   help: switchFlag('Show this help', { env: false, short: 'h' }),
 });
@@ -155,6 +163,7 @@ export function parseAgentConfig(argv: string[], env: Record<string, string | un
     kubeconfig: values.kubeconfig,
     annotateIntervalMs: values['annotate-interval'],
     annotateBudget: values['annotate-budget'],
+    namespace: values.namespace,
     logLevel: values['log-level'],
     logFormat: values['log-format'],
     help: values.help,

@@ -371,6 +371,17 @@ function envText(name: string, spec: FlagSpec<unknown>, opts: FlagOptions): stri
 }
 
 /** --log-level and --log-format, the same for every long-running command. */
+/** `--namespace`: where podmeter's own objects live (the Downward API's POD_NAMESPACE in the chart). */
+export function namespaceFlag(help: string) {
+  return {
+    metavar: 'NAMESPACE',
+    help,
+    parse: kubernetesName,
+    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAMESPACE ? { raw: ctx.env.POD_NAMESPACE, from: 'POD_NAMESPACE' } : { raw: 'podmeter', from: 'the default' }),
+    defaultHelp: '$POD_NAMESPACE, else podmeter',
+  };
+}
+
 export const logFlags = {
   'log-level': {
     metavar: 'trace|debug|info|warn|error',

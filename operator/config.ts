@@ -12,6 +12,7 @@ import {
   hostPort,
   invalid,
   kubernetesName,
+  namespaceFlag,
   parseOnlyFlags,
   pathValue,
   type HostPort,
@@ -45,13 +46,7 @@ const operatorFlags = defineFlags({
     default: { host: '0.0.0.0', port: 9472 },
     defaultHelp: '0.0.0.0:9472',
   },
-  namespace: {
-    metavar: 'NAMESPACE',
-    help: 'Namespace of the leader-election Lease and the podmeter-budget ConfigMap',
-    parse: kubernetesName,
-    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAMESPACE ? { raw: ctx.env.POD_NAMESPACE, from: 'POD_NAMESPACE' } : { raw: 'podmeter', from: 'the default' }),
-    defaultHelp: '$POD_NAMESPACE, else podmeter',
-  },
+  namespace: namespaceFlag('Namespace of the leader-election Lease and the podmeter-budget ConfigMap'),
   'max-annotation-writes-per-second': {
     metavar: 'N',
     help: 'Pod annotation writes per second for the whole cluster, split evenly over nodes and published for the agents',

@@ -40,6 +40,7 @@ export interface AgentMetrics {
   attachLatency: Histogram;
   errors: Counter<'op'>;
   annotationWrites: Counter<'result'>;
+  annotationBudget: Gauge;
 }
 
 export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMode; podNamer?: () => PodNamer | undefined }): AgentMetrics {
@@ -107,9 +108,15 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     registers: [registry],
   });
 
+  const annotationBudget = new Gauge({
+    name: 'podmeter_annotation_write_budget',
+    help: "Pod and Node annotation writes per second this agent may make: --annotate-budget until the operator publishes the node's share (0 when standalone).",
+    registers: [registry],
+  });
+
   tracker.on('attached', (_unit, latency) => {
     if (latency !== undefined) attachLatency.observe(latency);
   });
   tracker.on('error', (op) => errors.inc({ op }));
-  return { registry, attachLatency, errors, annotationWrites };
+  return { registry, attachLatency, errors, annotationWrites, annotationBudget };
 }

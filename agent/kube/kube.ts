@@ -11,6 +11,7 @@ import type { Tracker } from '../counting/tracker.ts';
 import type { AgentMetrics, PodNamer } from '../http/metrics.ts';
 import { Annotator } from './annotator.ts';
 import { WriteBudget } from './budget.ts';
+import { watchBudget, type BudgetWatch } from './budgetWatch.ts';
 import { describe, PodDirectory } from './pods.ts';
 import { podMapBytes, type MapInventory } from '../maps/inventory.ts';
 
@@ -30,6 +31,7 @@ export function startKubernetes(options: {
   const { kc, config, tracker, metrics, log } = options;
   const pods = new PodDirectory(kc, config.nodeName, log);
   const budget = new WriteBudget(config.annotateBudget);
+  metrics.annotationBudget.set(budget.rate);
   const annotator = new Annotator({
     api: kc.makeApiClient(CoreV1Api),
     pods,
@@ -59,6 +61,17 @@ export function startKubernetes(options: {
   };
   void startPods(1000);
   const tick = setInterval(() => void annotator.tick(), 250);
+  // --annotate-budget 0 means no annotations at all, whatever the operator says.
+  const budgetWatch: BudgetWatch | undefined =
+    config.annotateBudget > 0 ? watchBudget(
+          kc,
+          config.namespace,
+          (rate) => {
+            budget.setRate(rate);
+            metrics.annotationBudget.set(rate);
+          },
+          log.child({ module: 'budget' }),
+        ) : undefined;
 
   return {
     podNamer: (uid) => {
@@ -69,7 +82,7 @@ export function startKubernetes(options: {
       stopped = true;
       clearTimeout(timer);
       clearInterval(tick);
-      await pods.stop();
+      await Promise.all([pods.stop(), budgetWatch?.stop()]);
     },
   };
 }

@@ -47,6 +47,8 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'ClusterRole/podmeter-agent',
     'ClusterRoleBinding/podmeter-agent',
     'DaemonSet/podmeter-agent',
+    'Role/podmeter-agent',
+    'RoleBinding/podmeter-agent',
     'Service/podmeter-agent',
     'ServiceAccount/podmeter-agent',
   ];
@@ -227,7 +229,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
     { name: 'state', hostPath: { path: '/var/lib/podmeter', type: 'DirectoryOrCreate' } },
   ]);
-  assert.deepEqual(container.env, [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }]);
+  assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['NODE_NAME', 'spec.nodeName'], ['POD_NAMESPACE', 'metadata.namespace']]);
   assert.deepEqual(container.args, [
     'agent',
     '--discover=pods',
@@ -306,9 +308,11 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
     for (const role of file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
       assert.deepEqual(findObject(objects, role.kind, '-agent').rules, role.rules, `${role.kind} ${role.metadata.name}`);
     }
-    const binding = findObject(objects, 'ClusterRoleBinding', '-agent');
-    assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'podmeter-agent' });
-    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' }]);
+    for (const kind of ['ClusterRole', 'Role']) {
+      const binding = findObject(objects, `${kind}Binding`, '-agent');
+      assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind, name: 'podmeter-agent' });
+      assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' }]);
+    }
   }
   // Nothing else in the chart grants the agent anything.
   const objects = await render(bin);

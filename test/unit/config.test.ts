@@ -20,6 +20,7 @@ const DEFAULTS: AgentConfig = {
   kubeconfig: undefined,
   annotateIntervalMs: 60_000,
   annotateBudget: 1,
+  namespace: 'podmeter',
   logLevel: 'info',
   logFormat: 'auto',
   help: false,
@@ -27,6 +28,14 @@ const DEFAULTS: AgentConfig = {
 
 test('defaults', () => {
   assert.deepEqual(parseAgentConfig([], ENV), DEFAULTS);
+});
+
+test('namespace: flag, then PODMETER_NAMESPACE, then POD_NAMESPACE, then podmeter; a bad name is an error', () => {
+  assert.equal(parseAgentConfig(['--namespace', 'ops'], { POD_NAMESPACE: 'downward' }).namespace, 'ops');
+  assert.equal(parseAgentConfig([], { PODMETER_NAMESPACE: 'env', POD_NAMESPACE: 'downward' }).namespace, 'env');
+  assert.equal(parseAgentConfig([], { POD_NAMESPACE: 'downward' }).namespace, 'downward');
+  assert.equal(parseAgentConfig([], {}).namespace, 'podmeter');
+  assert.throws(() => parseAgentConfig(['--namespace', 'Not_A_Name'], {}), (err: Error) => err instanceof ConfigError && /--namespace/.test(err.message));
 });
 
 test('node name: flag, then PODMETER_NODE_NAME, then NODE_NAME, then the host name', async (t) => {
