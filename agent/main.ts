@@ -17,7 +17,7 @@ import { createAgentMetrics } from './http/metrics.ts';
 import { HttpServer, json, text } from './http/server.ts';
 import { cgroupsView } from './http/api.ts';
 import { startMapInventory } from './maps/watcher.ts';
-import { registerMapMetrics } from './maps/metrics.ts';
+import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
 import { loadKubeConfig } from './kube/client.ts';
 import type { KubeSide } from './kube/kube.ts';
@@ -68,7 +68,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     log: log.child({ module: 'maps' }),
     onError: () => metrics.errors.inc({ op: 'maps' }),
   });
-  registerMapMetrics(metrics.registry, maps.latest, () => kube?.podNamer);
+  addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
   const watcher = new CgroupWatcher(root, mode);
   let ready = false;
 
@@ -87,7 +87,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     });
 
   server
-    .route('/metrics', async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }))
+    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
     .route('/healthz', () => text('ok\n'))
     .route('/readyz', () => (ready ? text('ready\n') : text('initial cgroup scan in progress\n', 503)))
     .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker, kube?.podNamer) }));

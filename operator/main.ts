@@ -122,7 +122,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
 
   let ready = false;
   server
-    .route('/metrics', async () => ({ type: metrics.registry.contentType, body: await metrics.registry.metrics() }))
+    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
     .route('/healthz', () => text('ok\n'))
     .route('/readyz', () => (ready ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n') : text('initial list of pods, owners and nodes in progress\n', 503)));
 

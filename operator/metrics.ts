@@ -5,11 +5,11 @@
  * metrics come from every replica.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { registerScrapeMetric, type ScrapeValue } from '../agent/http/metrics.ts';
+import { Exposition, labelText, type Emit } from '../agent/http/exposition.ts';
 import type { Ledger } from './ledger.ts';
 
 export interface OperatorMetrics {
-  registry: Registry;
+  exposition: Exposition;
   reconcile: Histogram;
   errors: Counter<'op'>;
 }
@@ -17,38 +17,46 @@ export interface OperatorMetrics {
 export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () => boolean; pods: () => number }): OperatorMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const exposition = new Exposition(registry);
   const { ledger } = options;
-  const directions = (total: { ingressBytes: bigint; egressBytes: bigint }, labels: Record<string, string>): ScrapeValue[] => [
-    { labels: { ...labels, direction: 'ingress' }, value: Number(total.ingressBytes) },
-    { labels: { ...labels, direction: 'egress' }, value: Number(total.egressBytes) },
-  ];
+  const directions = (emit: Emit, total: { ingressBytes: bigint; egressBytes: bigint }, labels: Record<string, string>): void => {
+    emit(labelText({ ...labels, direction: 'ingress' }), total.ingressBytes);
+    emit(labelText({ ...labels, direction: 'egress' }), total.egressBytes);
+  };
 
-  registerScrapeMetric(registry, {
+  exposition.add({
     name: 'podmeter_namespace_network_bytes_total',
     help: 'Bytes received (ingress) and sent (egress) by the pods of each namespace, including pods that have ended.',
     type: 'counter',
-    values: () => ledger.totals('NamespaceUsage').flatMap((t) => directions(t.total, { namespace: t.name })),
+    samples: (emit) => {
+      for (const t of ledger.totals('NamespaceUsage')) directions(emit, t.total, { namespace: t.name });
+    },
   });
-  registerScrapeMetric(registry, {
+  exposition.add({
     name: 'podmeter_workload_network_bytes_total',
     help: 'Bytes received (ingress) and sent (egress) by the pods of each workload (owner chain resolved: Deployment, StatefulSet, DaemonSet, CronJob, Job, bare Pod), including pods that have ended.',
     type: 'counter',
-    values: () =>
-      ledger
-        .totals('WorkloadUsage')
-        .flatMap((t) => (t.workload ? directions(t.total, { namespace: t.workload.namespace, workload_kind: t.workload.kind, workload: t.workload.name }) : [])),
+    samples: (emit) => {
+      for (const { workload, total } of ledger.totals('WorkloadUsage')) {
+        if (workload) directions(emit, total, { namespace: workload.namespace, workload_kind: workload.kind, workload: workload.name });
+      }
+    },
   });
-  registerScrapeMetric(registry, {
+  exposition.add({
     name: 'podmeter_node_network_bytes_total',
     help: 'Bytes received (ingress) and sent (egress) by the pods of each node, including pods that have ended.',
     type: 'counter',
-    values: () => ledger.totals('NodeUsage').flatMap((t) => directions(t.total, { node: t.name })),
+    samples: (emit) => {
+      for (const t of ledger.totals('NodeUsage')) directions(emit, t.total, { node: t.name });
+    },
   });
-  registerScrapeMetric(registry, {
+  exposition.add({
     name: 'podmeter_cluster_bpf_map_memory_bytes',
     help: 'Kernel memory held by BPF maps on all nodes (sum of the nodes\' podmeter.io/bpf-map-bytes).',
     type: 'gauge',
-    values: () => (ledger.active ? [{ labels: {}, value: Number(ledger.clusterMapBytes) }] : []),
+    samples: (emit) => {
+      if (ledger.active) emit('', ledger.clusterMapBytes);
+    },
   });
   new Gauge({
     name: 'podmeter_operator_leader',
@@ -78,5 +86,5 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
     labelNames: ['op'] as const,
     registers: [registry],
   });
-  return { registry, reconcile, errors };
+  return { exposition, reconcile, errors };
 }

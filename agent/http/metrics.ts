@@ -1,42 +1,20 @@
 /**
- * The agent's Prometheus metrics, one registry. Traffic counters are read
- * from the kernel at scrape time (collect()), so a scrape always sees the
- * current values; finals of terminated units stay exported for the retention.
+ * The agent's Prometheus metrics: self metrics in a prom-client registry,
+ * traffic counters read from the kernel at scrape time and written as text
+ * (exposition.ts), so a scrape always sees the current values; finals of
+ * terminated units stay exported for the retention.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
+import { Exposition, labelText } from './exposition.ts';
 
 /** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
 export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
 
-export interface ScrapeValue {
-  labels: Record<string, string>;
-  value: number;
-}
-
-/**
- * A metric whose samples are computed whole at scrape time. prom-client's
- * own metric classes hash every label set on each inc(); for thousands of
- * series read fresh per scrape this plain object is several times faster.
- */
-export function registerScrapeMetric(
-  registry: Registry,
-  metric: { name: string; help: string; type: 'counter' | 'gauge'; values: () => ScrapeValue[] },
-): void {
-  const object = {
-    name: metric.name,
-    help: metric.help,
-    type: metric.type,
-    aggregator: 'sum',
-    get: async () => ({ name: metric.name, help: metric.help, type: metric.type, aggregator: 'sum', values: metric.values() }),
-    reset: () => {},
-  };
-  registry.registerMetric(object as unknown as Parameters<Registry['registerMetric']>[0]);
-}
-
 export interface AgentMetrics {
   registry: Registry;
+  exposition: Exposition;
   attachLatency: Histogram;
   errors: Counter<'op'>;
   annotationWrites: Counter<'result'>;
@@ -46,36 +24,42 @@ export interface AgentMetrics {
 export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMode; podNamer?: () => PodNamer | undefined }): AgentMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const exposition = new Exposition(registry);
   const { tracker, mode } = options;
+
+  // Each unit's escaped label texts, kept until its pod name changes.
+  const labelCache = new WeakMap<Unit, { name: string; ingress: string; egress: string }>();
+  const labelsOf = (u: Unit, namer: PodNamer | undefined): { ingress: string; egress: string } => {
+    const uid = u.uid ?? '';
+    const ref = mode === 'pods' ? namer?.(uid) : undefined;
+    const name = ref ? `${ref.namespace}/${ref.pod}` : '';
+    const cached = labelCache.get(u);
+    if (cached?.name === name) return cached;
+    const labels: Record<string, string> = mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
+    const entry = { name, ingress: labelText({ ...labels, direction: 'ingress' }), egress: labelText({ ...labels, direction: 'egress' }) };
+    labelCache.set(u, entry);
+    return entry;
+  };
 
   // Both traffic metrics come from one kernel read per scrape: bytes reads, packets reuses.
   let snapshot: Unit[] = [];
   const scope = mode === 'pods' ? 'pod' : 'cgroup';
   for (const what of ['bytes', 'packets'] as const) {
-    registerScrapeMetric(registry, {
+    exposition.add({
       name: `podmeter_${scope}_network_${what}_total`,
       help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} sent (egress) and received (ingress) by the sockets of each ${scope}, counted by eBPF cgroup_skb programs.`,
       type: 'counter',
-      values: () => {
+      samples: (emit) => {
         if (what === 'bytes') {
           tracker.refresh();
           snapshot = tracker.units();
         }
         const namer = options.podNamer?.();
-        const values: ScrapeValue[] = [];
         for (const u of snapshot) {
-          let labels: Record<string, string>;
-          if (mode === 'pods') {
-            const uid = u.uid ?? '';
-            const name = namer?.(uid);
-            labels = { namespace: name?.namespace ?? '', pod: name?.pod ?? '', uid };
-          } else {
-            labels = { cgroup: u.relPath };
-          }
-          values.push({ labels: { ...labels, direction: 'ingress' }, value: Number(u.counters.ingress[what]) });
-          values.push({ labels: { ...labels, direction: 'egress' }, value: Number(u.counters.egress[what]) });
+          const labels = labelsOf(u, namer);
+          emit(labels.ingress, u.counters.ingress[what]);
+          emit(labels.egress, u.counters.egress[what]);
         }
-        return values;
       },
     });
   }
@@ -118,5 +102,5 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     if (latency !== undefined) attachLatency.observe(latency);
   });
   tracker.on('error', (op) => errors.inc({ op }));
-  return { registry, attachLatency, errors, annotationWrites, annotationBudget };
+  return { registry, exposition, attachLatency, errors, annotationWrites, annotationBudget };
 }

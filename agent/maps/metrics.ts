@@ -17,15 +17,9 @@
  * uid tells pods apart), and in the per-map series, which has no uid label,
  * namespace is "" and pod is the pod UID, so pods stay apart there too.
  */
-import { Gauge, type Registry } from 'prom-client';
+import { labelText, type Exposition } from '../http/exposition.ts';
 import type { PodNamer } from '../http/metrics.ts';
 import type { MapInventory } from './inventory.ts';
-
-export interface MapMetrics {
-  node: Gauge;
-  maps: Gauge<'map_name' | 'map_type' | 'owner' | 'namespace' | 'pod'>;
-  pods: Gauge<'namespace' | 'pod' | 'uid'>;
-}
 
 /** Namespace and pod labels of a pod UID: the names when known, else namespace "" and pod = uid. */
 export function podLabels(uid: string, namer: PodNamer | undefined): { namespace: string; pod: string } {
@@ -33,32 +27,26 @@ export function podLabels(uid: string, namer: PodNamer | undefined): { namespace
   return name ?? { namespace: '', pod: uid };
 }
 
-export function registerMapMetrics(
-  registry: Registry,
-  getInventory: () => MapInventory | undefined,
-  podNamer?: () => PodNamer | undefined,
-): MapMetrics {
-  const node = new Gauge({
+export function addMapMetrics(exposition: Exposition, getInventory: () => MapInventory | undefined, podNamer?: () => PodNamer | undefined): void {
+  exposition.add({
     name: 'podmeter_node_bpf_map_memory_bytes',
-    help: 'Kernel memory of all BPF maps on the node (fdinfo memlock; podmeter\'s own cgroup storage estimated), each map counted once.',
-    registers: [registry],
-    collect() {
+    help: "Kernel memory of all BPF maps on the node (fdinfo memlock; podmeter's own cgroup storage estimated), each map counted once.",
+    type: 'gauge',
+    samples(emit) {
       const inv = getInventory();
-      if (inv !== undefined) this.set(inv.totalBytes);
+      if (inv !== undefined) emit('', inv.totalBytes);
     },
   });
 
-  const maps = new Gauge({
+  exposition.add({
     name: 'podmeter_bpf_map_memory_bytes',
     help: 'Kernel memory of BPF maps by map name, type, owner (comm of a holding process, or program / pinned) and pod; maps with equal labels summed, a shared map in each of its owners and pods.',
-    labelNames: ['map_name', 'map_type', 'owner', 'namespace', 'pod'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
+    type: 'gauge',
+    samples(emit) {
       const inv = getInventory();
       if (inv === undefined) return;
       const namer = podNamer?.();
-      const sums = new Map<string, { labels: Record<'map_name' | 'map_type' | 'owner' | 'namespace' | 'pod', string>; bytes: number }>();
+      const sums = new Map<string, number>();
       for (const map of inv.maps) {
         // Each distinct label set that holds this map gets it once.
         const seen = new Set<string>();
@@ -66,33 +54,26 @@ export function registerMapMetrics(
           map.processes.length === 0
             ? [{ owner: map.owner as string, namespace: '', pod: '' }]
             : map.processes.map((p) => ({ owner: p.comm, ...(p.podUid === undefined ? { namespace: '', pod: '' } : podLabels(p.podUid, namer)) }));
-        for (const s of sets) {
-          const labels = { map_name: map.name, map_type: map.type, ...s };
-          const key = JSON.stringify([labels.map_name, labels.map_type, labels.owner, labels.namespace, labels.pod]);
-          if (seen.has(key)) continue;
-          seen.add(key);
-          const sum = sums.get(key);
-          if (sum === undefined) sums.set(key, { labels, bytes: map.bytes });
-          else sum.bytes += map.bytes;
+        for (const set of sets) {
+          const labels = labelText({ map_name: map.name, map_type: map.type, ...set });
+          if (seen.has(labels)) continue;
+          seen.add(labels);
+          sums.set(labels, (sums.get(labels) ?? 0) + map.bytes);
         }
       }
-      for (const { labels, bytes } of sums.values()) this.set(labels, bytes);
+      for (const [labels, bytes] of sums) emit(labels, bytes);
     },
   });
 
-  const pods = new Gauge({
+  exposition.add({
     name: 'podmeter_pod_bpf_map_memory_bytes',
     help: 'Kernel memory of the BPF maps held by processes of each pod; a map shared by several pods counts in each.',
-    labelNames: ['namespace', 'pod', 'uid'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
+    type: 'gauge',
+    samples(emit) {
       const inv = getInventory();
       if (inv === undefined) return;
       const namer = podNamer?.();
-      for (const p of inv.byPod) this.set({ ...(namer?.(p.uid) ?? { namespace: '', pod: '' }), uid: p.uid }, p.bytes);
+      for (const p of inv.byPod) emit(labelText({ ...(namer?.(p.uid) ?? { namespace: '', pod: '' }), uid: p.uid }), p.bytes);
     },
   });
-
-  return { node, maps, pods };
 }

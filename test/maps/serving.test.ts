@@ -15,7 +15,8 @@ import { HttpServer } from '../../agent/http/server.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { Meter } from '../../agent/counting/meter.ts';
 import { CGROUP_STORAGE_ELEMENT_OVERHEAD, takeInventory, type MapInventory } from '../../agent/maps/inventory.ts';
-import { registerMapMetrics } from '../../agent/maps/metrics.ts';
+import { addMapMetrics } from '../../agent/maps/metrics.ts';
+import { Exposition } from '../../agent/http/exposition.ts';
 import { mapRoutes, type MapsView } from '../../agent/maps/routes.ts';
 import { startMapInventory } from '../../agent/maps/watcher.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
@@ -67,15 +68,15 @@ function metricValue(text: string, name: string, labels: Record<string, string>)
 test('metrics: node total, per map (same labels summed) and per pod, read at scrape time', async (t) => {
   const pod = await podWithMaps(t);
   let inv: MapInventory | undefined;
-  const registry = new Registry();
+  const exposition = new Exposition(new Registry());
   let names = false;
-  registerMapMetrics(registry, () => inv, () => (names ? (uid) => (uid === pod.uid ? { namespace: 'ns1', pod: 'web-0' } : undefined) : undefined));
+  addMapMetrics(exposition, () => inv, () => (names ? (uid) => (uid === pod.uid ? { namespace: 'ns1', pod: 'web-0' } : undefined) : undefined));
 
   // Before the first inventory: no per-map or per-pod series.
-  assert.equal(metricValue(await registry.metrics(), 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }), undefined);
+  assert.equal(metricValue(await exposition.text(), 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }), undefined);
 
   inv = takeInventory({ cgroupRoot: pod.tree.top });
-  let text = await registry.metrics();
+  let text = await exposition.text();
   assert.equal(metricValue(text, 'podmeter_node_bpf_map_memory_bytes', {}), inv.totalBytes);
   // Two maps with equal labels: one series, their sum. Without a pod name the pod label is the uid.
   assert.equal(
@@ -91,7 +92,7 @@ test('metrics: node total, per map (same labels summed) and per pod, read at scr
 
   // Once the pod's name is known, the labels carry it.
   names = true;
-  text = await registry.metrics();
+  text = await exposition.text();
   assert.equal(metricValue(text, 'podmeter_pod_bpf_map_memory_bytes', { namespace: 'ns1', pod: 'web-0', uid: pod.uid }), podBytes);
   assert.equal(
     metricValue(text, 'podmeter_bpf_map_memory_bytes', { map_name: 'pmt_srv_dup', map_type: 'array', owner: pod.holder.comm, namespace: 'ns1', pod: 'web-0' }),

@@ -1,0 +1,64 @@
+/**
+ * /metrics: prom-client's registry for the few self metrics, followed by
+ * the metrics whose samples are computed whole at each scrape (per-pod
+ * traffic, rollups), written straight as Prometheus text. Those can be
+ * thousands of series: prom-client would build a label object per sample,
+ * hash and re-escape it on every scrape, and print counters through
+ * Number (inexact above 2^53); here a caller keeps its escaped label text
+ * between scrapes and values are printed exactly.
+ */
+import type { Registry } from 'prom-client';
+
+/** Writes one sample: `labels` is from labelText() (or ''), `value` is printed exactly. */
+export type Emit = (labels: string, value: bigint | number) => void;
+
+export interface TextMetric {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  samples(emit: Emit): void;
+}
+
+/** `{a="x",b="y"}` with Prometheus escaping; '' for no labels. */
+export function labelText(labels: Record<string, string>): string {
+  let out = '';
+  for (const key in labels) out += `${out === '' ? '{' : ','}${key}="${escapeValue(labels[key]!)}"`;
+  return out === '' ? '' : `${out}}`;
+}
+
+function escapeValue(value: string): string {
+  return /[\\"\n]/.test(value) ? value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : value;
+}
+
+function formatNumber(value: number): string {
+  if (Number.isFinite(value)) return String(value);
+  return Number.isNaN(value) ? 'NaN' : value > 0 ? '+Inf' : '-Inf';
+}
+
+export class Exposition {
+  readonly #registry: Registry;
+  readonly #metrics: TextMetric[] = [];
+
+  constructor(registry: Registry) {
+    this.#registry = registry;
+  }
+
+  get contentType(): string {
+    return this.#registry.contentType;
+  }
+
+  add(metric: TextMetric): void {
+    this.#metrics.push(metric);
+  }
+
+  async text(): Promise<string> {
+    let out = await this.#registry.metrics();
+    for (const m of this.#metrics) {
+      out += `# HELP ${m.name} ${m.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${m.name} ${m.type}\n`;
+      m.samples((labels, value) => {
+        out += `${m.name}${labels} ${typeof value === 'number' ? formatNumber(value) : value}\n`;
+      });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Counter, Registry } from 'prom-client';
+import { Exposition, labelText } from '../../agent/http/exposition.ts';
+
+test('labelText escapes backslash, quote and newline, and keeps key order', () => {
+  assert.equal(labelText({}), '');
+  assert.equal(labelText({ a: 'x' }), '{a="x"}');
+  assert.equal(labelText({ pod: 'a\\b"c\nd', uid: '' }), '{pod="a\\\\b\\"c\\nd",uid=""}');
+});
+
+test('Exposition: the registry first, then each text metric with HELP and TYPE; counters exact beyond 2^53', async () => {
+  const registry = new Registry();
+  new Counter({ name: 'self_total', help: 'self', registers: [registry] }).inc(2);
+  const exposition = new Exposition(registry);
+  let calls = 0;
+  exposition.add({
+    name: 'big_total',
+    help: 'a help line with \\ and\nnewline',
+    type: 'counter',
+    samples(emit) {
+      calls++;
+      emit(labelText({ direction: 'ingress' }), 2n ** 64n - 1n);
+      emit('', 12.5);
+      emit(labelText({ direction: 'x' }), Number.POSITIVE_INFINITY);
+    },
+  });
+  const text = await exposition.text();
+  assert.equal(calls, 1);
+  assert.ok(text.startsWith('# HELP self_total self\n# TYPE self_total counter\nself_total 2\n'), text);
+  assert.ok(
+    text.endsWith(
+      '# HELP big_total a help line with \\\\ and\\nnewline\n# TYPE big_total counter\n' +
+        'big_total{direction="ingress"} 18446744073709551615\nbig_total 12.5\nbig_total{direction="x"} +Inf\n',
+    ),
+    text,
+  );
+  assert.equal(exposition.contentType, registry.contentType);
+});
