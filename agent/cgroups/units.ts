@@ -45,6 +45,11 @@ export function shouldDescend(mode: DiscoverMode, relPath: string): boolean {
   return parts.length < OUTSIDE_KUBEPODS_DEPTH;
 }
 
+/** Whether `relPath` is a kubepods root or lies below one (where pods come and go). */
+export function inKubepodsTree(relPath: string): boolean {
+  return relPath.split('/').some((p) => KUBEPODS_COMPONENT.test(p));
+}
+
 /** `--discover auto`: pods when a kubepods tree exists near the root, else children. */
 export function detectMode(root: string): DiscoverMode {
   const search = (dir: string, rel: string, depth: number): boolean => {

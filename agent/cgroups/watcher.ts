@@ -3,12 +3,16 @@
  * changes of a unit's `cgroup.events` (populated 1 -> 0 when its last process
  * exits).
  *
- * chokidar (inotify) watches the directories above the units: the root, and
- * in pods mode the kubepods and QoS slices. Its raw inotify events report a
- * unit directory the moment it is made or removed. Unit directories
- * themselves are not given to chokidar, which would read and track the ~40
- * interface files of every pod (measured: 3x the attach latency at 500
- * pods); each unit gets one inotify watch on its cgroup.events instead.
+ * Every directory that can hold units (the root; in pods mode the kubepods
+ * and QoS slices) gets one direct inotify watch: a unit directory made or
+ * removed there is reported the moment its event arrives, and a new
+ * directory that can hold units (a QoS slice) is watched and scanned.
+ * chokidar watches the tree above the kubepods trees (kind-style nested
+ * roots, a kubepods tree made after the agent started). It never sees the
+ * kubepods trees themselves: its per-event reconcile of a 500-pod QoS slice
+ * doubled the attach latency. Unit directories are given to neither (each
+ * would track ~40 interface files); each unit gets one inotify watch on its
+ * cgroup.events instead, set up after a burst of new units is attached.
  * A scan after start, after every new directory above the units, and on each
  * resync() catches what an event could miss (a pod made in a QoS slice before
  * the slice's watch was set up).
@@ -17,7 +21,7 @@ import { EventEmitter } from 'node:events';
 import { readdirSync, readFileSync, statSync, watch, type FSWatcher as FileWatcher } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { watch as chokidarWatch, type FSWatcher } from 'chokidar';
-import { classify, shouldDescend, type DiscoverMode, type UnitIdentity } from './units.ts';
+import { classify, inKubepodsTree, shouldDescend, type DiscoverMode, type UnitIdentity } from './units.ts';
 
 export interface WatcherEvents {
   /** A unit directory exists (scan or new); `seenAt` is performance.now() when it was seen. */
@@ -39,6 +43,10 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
   readonly #parents = new Map<string, FileWatcher>();
   /** One cgroup.events watch per known unit, by relPath. */
   readonly #units = new Map<string, FileWatcher | undefined>();
+  /** Units whose cgroup.events watch is still to be set up, and since when. */
+  #eventsPending: string[] = [];
+  #eventsSince: number | undefined;
+  #eventsTimer: NodeJS.Timeout | undefined;
 
   constructor(root: string, mode: DiscoverMode) {
     super();
@@ -47,17 +55,22 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
   }
 
   start(): void {
-    const rel = (path: string) => relative(this.root, path).split(sep).join('/');
+    // chokidar asks `ignored` about every entry of every event: slicing the
+    // root off is a tenth of what path.relative (two resolves) costs.
+    const prefix = this.root.endsWith(sep) ? this.root : this.root + sep;
+    const rel = (path: string) => (path.startsWith(prefix) ? path.slice(prefix.length) : relative(this.root, path)).split(sep).join('/');
     this.#chokidar = chokidarWatch(this.root, {
       persistent: true,
       ignoreInitial: true, // scan() reports what exists
       followSymlinks: false,
       atomic: false,
       ignorePermissionErrors: true,
+      // Not the units, and not the kubepods trees, where pods come and go:
+      // the direct watches see those (#watchParent).
       ignored: (path, stats) => {
         if (stats !== undefined && !stats.isDirectory()) return true;
         const r = rel(path);
-        return classify(this.mode, r) !== undefined || !shouldDescend(this.mode, r);
+        return r !== '' && (inKubepodsTree(r) || classify(this.mode, r) !== undefined || !shouldDescend(this.mode, r));
       },
     });
     this.#chokidar
@@ -85,6 +98,7 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#eventsTimer);
     for (const w of this.#parents.values()) w.close();
     this.#parents.clear();
     for (const w of this.#units.values()) w?.close();
@@ -107,7 +121,21 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
         if (event !== 'rename' || name === null) return;
         const r = relDir === '' ? name : `${relDir}/${name}`;
         const unit = classify(this.mode, r);
-        if (unit === undefined) return;
+        if (unit === undefined) {
+          // A directory that may hold units (a QoS slice): watch and scan it; or its removal.
+          const path = join(dir, name);
+          const known = this.#parents.get(path);
+          if (known !== undefined) {
+            if (!isDirectory(path)) {
+              known.close();
+              this.#parents.delete(path);
+            }
+          } else if (shouldDescend(this.mode, r) && isDirectory(path)) {
+            this.#watchParent(path);
+            this.#scan(path, r);
+          }
+          return;
+        }
         // A rename of an unknown unit is its creation (if it is already gone
         // again, attaching fails harmlessly); of a known one, maybe its removal.
         if (!this.#units.has(r)) this.#found(unit, performance.now());
@@ -127,16 +155,34 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     if (this.#units.has(unit.relPath)) return;
     this.#units.set(unit.relPath, undefined);
     this.emit('unit', unit, seenAt);
-    // Attaching comes first; the cgroup.events watch can wait for the next turn.
-    setImmediate(() => this.#watchEvents(unit.relPath));
+    // Attaching comes first: the cgroup.events watches of a burst of new
+    // units are set up once the burst is over (or 200 ms after its start),
+    // so they never delay the next unit's attach.
+    this.#eventsPending.push(unit.relPath);
+    this.#eventsSince ??= performance.now();
+    clearTimeout(this.#eventsTimer);
+    this.#eventsTimer = setTimeout(() => this.#watchPendingEvents(), performance.now() - this.#eventsSince < 200 ? 20 : 0);
+  }
+
+  #watchPendingEvents(): void {
+    const pending = this.#eventsPending;
+    this.#eventsPending = [];
+    this.#eventsSince = undefined;
+    for (const relPath of pending) this.#watchEvents(relPath);
   }
 
   #watchEvents(relPath: string): void {
     if (!this.#units.has(relPath) || this.#units.get(relPath) !== undefined) return;
     const events = join(this.root, relPath, 'cgroup.events');
+    // Only changes are reported: a new pod cgroup starts empty, and that is
+    // no reason to take its final counts. (One that emptied before this
+    // watch existed gets them when it is removed.)
+    let last = readPopulated(events);
     const report = () => {
       const populated = readPopulated(events);
-      if (populated !== undefined) this.emit('populated', relPath, populated);
+      if (populated === undefined || populated === last) return;
+      last = populated;
+      this.emit('populated', relPath, populated);
     };
     try {
       const w = watch(events, { persistent: false }, report);
@@ -146,7 +192,6 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
       this.#lost(relPath); // removed already
       return;
     }
-    if (readPopulated(events) === false) report(); // emptied before the watch existed
   }
 
   #lost(relPath: string): void {
