@@ -65,7 +65,7 @@ test: typecheck test-tools
 run: setup
 	@scripts/run-standalone
 
-bench: setup
+bench: setup test-tools
 	@for b in bench/*.bench.ts; do echo "== $$b"; node $$b; done
 
 clean:

@@ -93,8 +93,10 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
 
   /** Level-triggered check: reports units not yet seen and units whose directory is gone. */
   resync(): void {
-    for (const r of this.#units.keys()) if (!isDirectory(join(this.root, r))) this.#lost(r);
-    this.#scan(this.root, '');
+    const seen = new Set<string>();
+    this.#scan(this.root, '', seen);
+    // Only units the scan did not list cost a stat (a directory it could not read).
+    for (const r of this.#units.keys()) if (!seen.has(r) && !isDirectory(join(this.root, r))) this.#lost(r);
   }
 
   async close(): Promise<void> {
@@ -201,7 +203,8 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     this.emit('gone', relPath);
   }
 
-  #scan(dir: string, relPath: string): void {
+  /** Reports units below `dir` not yet seen; adds every unit listed to `seen`. */
+  #scan(dir: string, relPath: string, seen?: Set<string>): void {
     let entries;
     try {
       entries = readdirSync(dir, { withFileTypes: true });
@@ -212,10 +215,12 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
       if (!e.isDirectory()) continue;
       const r = relPath === '' ? e.name : `${relPath}/${e.name}`;
       const unit = classify(this.mode, r);
-      if (unit !== undefined) this.#found(unit, performance.now());
-      else if (shouldDescend(this.mode, r)) {
+      if (unit !== undefined) {
+        seen?.add(r);
+        this.#found(unit, performance.now());
+      } else if (shouldDescend(this.mode, r)) {
         this.#watchParent(join(dir, e.name));
-        this.#scan(join(dir, e.name), r);
+        this.#scan(join(dir, e.name), r, seen);
       }
     }
   }
