@@ -6,6 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { Exposition, labelText, type Emit } from '../agent/http/exposition.ts';
+import { EVENT_LOOP_PRECISION_MS } from '../agent/http/metrics.ts';
 import type { Ledger } from './ledger.ts';
 
 export interface OperatorMetrics {
@@ -16,7 +17,7 @@ export interface OperatorMetrics {
 
 export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () => boolean; pods: () => number }): OperatorMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_PRECISION_MS });
   const exposition = new Exposition(registry);
   const { ledger } = options;
   const directions = (emit: Emit, total: { ingressBytes: bigint; egressBytes: bigint }, labels: Record<string, string>): void => {
