@@ -370,7 +370,6 @@ function envText(name: string, spec: FlagSpec<unknown>, opts: FlagOptions): stri
   return envName === undefined ? '' : `env ${envName}`;
 }
 
-/** --log-level and --log-format, the same for every long-running command. */
 /** `--namespace`: where podmeter's own objects live (the Downward API's POD_NAMESPACE in the chart). */
 export function namespaceFlag(help: string) {
   return {
@@ -382,6 +381,7 @@ export function namespaceFlag(help: string) {
   };
 }
 
+/** --log-level and --log-format, the same for every long-running command. */
 export const logFlags = {
   'log-level': {
     metavar: 'trace|debug|info|warn|error',

@@ -1,13 +1,13 @@
 /**
- * The operator's Prometheus metrics, one registry. Rollups are read from
+ * The operator's Prometheus metrics. Rollups are read from
  * the ledger at scrape time and exported by the leader only (a standby
  * exporting them too would double every sum over replicas); the self
  * metrics come from every replica.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { Exposition, labelText, type Emit } from '../agent/http/exposition.ts';
-import { EVENT_LOOP_PRECISION_MS } from '../agent/http/metrics.ts';
-import type { Ledger } from './ledger.ts';
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { Exposition, labelText } from '../agent/http/exposition.ts';
+import type { Ledger, UsageTotal } from './ledger.ts';
+import type { UsageKind } from './usage.ts';
 
 export interface OperatorMetrics {
   exposition: Exposition;
@@ -16,41 +16,36 @@ export interface OperatorMetrics {
 }
 
 export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () => boolean; pods: () => number }): OperatorMetrics {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_PRECISION_MS });
-  const exposition = new Exposition(registry);
+  const exposition = new Exposition();
+  const { registry } = exposition;
   const { ledger } = options;
-  const directions = (emit: Emit, total: { ingressBytes: bigint; egressBytes: bigint }, labels: Record<string, string>): void => {
-    emit(labelText({ ...labels, direction: 'ingress' }), total.ingressBytes);
-    emit(labelText({ ...labels, direction: 'egress' }), total.egressBytes);
-  };
 
-  exposition.add({
-    name: 'podmeter_namespace_network_bytes_total',
-    help: 'Bytes received (ingress) and sent (egress) by the pods of each namespace, including pods that have ended.',
-    type: 'counter',
-    samples: (emit) => {
-      for (const t of ledger.totals('NamespaceUsage')) directions(emit, t.total, { namespace: t.name });
-    },
-  });
-  exposition.add({
-    name: 'podmeter_workload_network_bytes_total',
-    help: 'Bytes received (ingress) and sent (egress) by the pods of each workload (owner chain resolved: Deployment, StatefulSet, DaemonSet, CronJob, Job, bare Pod), including pods that have ended.',
-    type: 'counter',
-    samples: (emit) => {
-      for (const { workload, total } of ledger.totals('WorkloadUsage')) {
-        if (workload) directions(emit, total, { namespace: workload.namespace, workload_kind: workload.kind, workload: workload.name });
-      }
-    },
-  });
-  exposition.add({
-    name: 'podmeter_node_network_bytes_total',
-    help: 'Bytes received (ingress) and sent (egress) by the pods of each node, including pods that have ended.',
-    type: 'counter',
-    samples: (emit) => {
-      for (const t of ledger.totals('NodeUsage')) directions(emit, t.total, { node: t.name });
-    },
-  });
+  // Totals per namespace, workload and node: ingress and egress bytes, pods that have ended included.
+  const rollups: [UsageKind, string, string, (t: UsageTotal) => Record<string, string> | undefined][] = [
+    ['NamespaceUsage', 'namespace', 'namespace', (t) => ({ namespace: t.name })],
+    [
+      'WorkloadUsage',
+      'workload',
+      'workload (owner chain resolved: Deployment, StatefulSet, DaemonSet, CronJob, Job, bare Pod)',
+      ({ workload: w }) => w && { namespace: w.namespace, workload_kind: w.kind, workload: w.name },
+    ],
+    ['NodeUsage', 'node', 'node', (t) => ({ node: t.name })],
+  ];
+  for (const [kind, scope, what, labelsOf] of rollups) {
+    exposition.add({
+      name: `podmeter_${scope}_network_bytes_total`,
+      help: `Bytes received (ingress) and sent (egress) by the pods of each ${what}, including pods that have ended.`,
+      type: 'counter',
+      samples: (emit) => {
+        for (const t of ledger.totals(kind)) {
+          const labels = labelsOf(t);
+          if (labels === undefined) continue;
+          emit(labelText({ ...labels, direction: 'ingress' }), t.total.ingressBytes);
+          emit(labelText({ ...labels, direction: 'egress' }), t.total.egressBytes);
+        }
+      },
+    });
+  }
   exposition.add({
     name: 'podmeter_cluster_bpf_map_memory_bytes',
     help: 'Kernel memory held by BPF maps on all nodes (sum of the nodes\' podmeter.io/bpf-map-bytes).',

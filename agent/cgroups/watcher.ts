@@ -76,16 +76,14 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     this.#chokidar
       // A new directory above the units (a QoS slice): watch it; units may already be in it.
       .on('addDir', (path) => {
-        this.#watchParent(path);
-        this.#scan(path, rel(path));
+        this.#enter(path, rel(path));
       })
       .on('unlinkDir', (path) => {
         this.#parents.get(path)?.close();
         this.#parents.delete(path);
       })
       .on('ready', () => {
-        this.#watchParent(this.root);
-        this.#scan(this.root, '');
+        this.#enter(this.root, '');
         this.emit('ready');
       })
       .on('error', (err) => this.emit('error', err instanceof Error ? err : new Error(String(err))));
@@ -133,8 +131,7 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
               this.#parents.delete(path);
             }
           } else if (shouldDescend(this.mode, r) && isDirectory(path)) {
-            this.#watchParent(path);
-            this.#scan(path, r);
+            this.#enter(path, r);
           }
           return;
         }
@@ -203,6 +200,12 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     this.emit('gone', relPath);
   }
 
+  /** A directory that can hold units: watch it, and report what is in it already. */
+  #enter(dir: string, relPath: string, seen?: Set<string>): void {
+    this.#watchParent(dir);
+    this.#scan(dir, relPath, seen);
+  }
+
   /** Reports units below `dir` not yet seen; adds every unit listed to `seen`. */
   #scan(dir: string, relPath: string, seen?: Set<string>): void {
     let entries;
@@ -219,8 +222,7 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
         seen?.add(r);
         this.#found(unit, performance.now());
       } else if (shouldDescend(this.mode, r)) {
-        this.#watchParent(join(dir, e.name));
-        this.#scan(join(dir, e.name), r, seen);
+        this.#enter(join(dir, e.name), r, seen);
       }
     }
   }

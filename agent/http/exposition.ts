@@ -7,7 +7,7 @@
  * Number (inexact above 2^53); here a caller keeps its escaped label text
  * between scrapes and values are printed exactly.
  */
-import type { Registry } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Writes one sample: `labels` is from labelText() (or ''), `value` is printed exactly. */
 export type Emit = (labels: string, value: bigint | number) => void;
@@ -36,15 +36,24 @@ function formatNumber(value: number): string {
 }
 
 export class Exposition {
-  readonly #registry: Registry;
+  /** The self metrics (prom-client's metric classes register here). */
+  readonly registry: Registry;
   readonly #metrics: TextMetric[] = [];
 
-  constructor(registry: Registry) {
-    this.#registry = registry;
+  /** Without a registry: a new one with the process's default metrics. */
+  constructor(registry?: Registry) {
+    if (registry === undefined) {
+      registry = new Registry();
+      // prom-client samples event-loop delay with a 10 ms timer by default:
+      // 100 wake-ups a second, most of an idle agent's CPU. 100 ms is enough
+      // to see a blocked loop.
+      collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+    }
+    this.registry = registry;
   }
 
   get contentType(): string {
-    return this.#registry.contentType;
+    return this.registry.contentType;
   }
 
   add(metric: TextMetric): void {
@@ -52,7 +61,7 @@ export class Exposition {
   }
 
   async text(): Promise<string> {
-    let out = await this.#registry.metrics();
+    let out = await this.registry.metrics();
     for (const m of this.#metrics) {
       out += `# HELP ${m.name} ${m.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${m.name} ${m.type}\n`;
       m.samples((labels, value) => {

@@ -4,19 +4,15 @@
  * (exposition.ts), so a scrape always sees the current values; finals of
  * terminated units stay exported for the retention.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
 import { Exposition, labelText } from './exposition.ts';
-
-/** Resolution of nodejs_eventloop_lag_* (shared with the operator). */
-export const EVENT_LOOP_PRECISION_MS = 100;
 
 /** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
 export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
 
 export interface AgentMetrics {
-  registry: Registry;
   exposition: Exposition;
   attachLatency: Histogram;
   errors: Counter<'op'>;
@@ -25,12 +21,8 @@ export interface AgentMetrics {
 }
 
 export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMode; podNamer?: () => PodNamer | undefined }): AgentMetrics {
-  const registry = new Registry();
-  // prom-client samples event-loop delay with a 10 ms timer by default:
-  // 100 wake-ups a second, most of an idle agent's CPU. 100 ms is enough
-  // to see a blocked loop.
-  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_PRECISION_MS });
-  const exposition = new Exposition(registry);
+  const exposition = new Exposition();
+  const { registry } = exposition;
   const { tracker, mode } = options;
 
   // Each unit's escaped label texts, kept until its pod name changes.
@@ -108,5 +100,5 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     if (latency !== undefined) attachLatency.observe(latency);
   });
   tracker.on('error', (op) => errors.inc({ op }));
-  return { registry, exposition, attachLatency, errors, annotationWrites, annotationBudget };
+  return { exposition, attachLatency, errors, annotationWrites, annotationBudget };
 }

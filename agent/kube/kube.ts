@@ -62,16 +62,12 @@ export function startKubernetes(options: {
   void startPods(1000);
   const tick = setInterval(() => void annotator.tick(), 250);
   // --annotate-budget 0 means no annotations at all, whatever the operator says.
+  const followBudget = (rate: number) => {
+    budget.setRate(rate);
+    metrics.annotationBudget.set(rate);
+  };
   const budgetWatch: BudgetWatch | undefined =
-    config.annotateBudget > 0 ? watchBudget(
-          kc,
-          config.namespace,
-          (rate) => {
-            budget.setRate(rate);
-            metrics.annotationBudget.set(rate);
-          },
-          log.child({ module: 'budget' }),
-        ) : undefined;
+    config.annotateBudget > 0 ? watchBudget(kc, config.namespace, followBudget, log.child({ module: 'budget' })) : undefined;
 
   return {
     podNamer: (uid) => {
