@@ -20,6 +20,12 @@
  *   pod that no longer exists died while no operator ran (retired with its
  *   checkpointed counts, or with its final counts if this process saw the
  *   deletion as a standby); intents not rolled up are finished.
+ * - The agents' Node annotation `podmeter.io/finals` (nodeFinals.ts) holds
+ *   each terminated pod's final counts for 10 minutes. A pod is retired with
+ *   the larger of its last annotations and that final; a final that arrives
+ *   after the pod was retired with less adds the difference once (a top-up,
+ *   retired under the key `<uid>+final`); a final of a pod no ledger has
+ *   (deleted while no operator ran, never checkpointed) retires it.
  *
  * NodeUsage stays small because a node holds at most ~110 pods; only pods
  * with traffic are checkpointed.
@@ -28,9 +34,11 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { bytes } from '../cli/format.ts';
 import type { WriteBudget } from '../agent/kube/budget.ts';
+import { FINALS_WINDOW_MS } from '../agent/kube/finals.ts';
 import { ApiError, describe, type KubeApi } from './kube/api.ts';
 import { addTo, copy, equal, isZero, subFrom, sum, toStrings, wentBack, zero, type Counts, FIELDS } from './counts.ts';
 import type { Workload } from './owners.ts';
+import type { PodFinal } from './nodeFinals.ts';
 import { contribution, type PodListener, type PodRecord, type PodStore } from './pods.ts';
 import {
   GROUP,
@@ -55,7 +63,14 @@ interface Retiree {
   namespace: string;
   workload: Workload | undefined;
   checkpointed: Counts | undefined;
+  /** Counts from before the agent's counters restarted (added to the agent's final). */
+  base?: Counts | undefined;
 }
+
+/** A top-up's retirement key: what a pod's final adds after it was retired with less. */
+const TOP_UP = '+final';
+/** How long after its termination an agent's final is used (the agent publishes it for as long). */
+const FINALS_USABLE_MS = FINALS_WINDOW_MS;
 
 interface Entry {
   kind: UsageKind;
@@ -126,6 +141,8 @@ export class Ledger implements PodListener {
   /** Deletions this process saw, leader or not: the final counts for a takeover. */
   readonly #deleted = new Map<string, { pod: Retiree; node: string; final: Counts; at: number }>();
   readonly #nodeMapBytes = new Map<string, bigint>();
+  /** The agents' finals (Node annotations), by node then pod uid; kept for their usable time. */
+  readonly #nodeFinals = new Map<string, Map<string, PodFinal>>();
   readonly #problemsLogged = new Set<string>();
   readonly #ttlMs: number;
   readonly #rememberMs: number;
@@ -164,8 +181,10 @@ export class Ledger implements PodListener {
     if (p.node !== '') this.#dirty(this.#entry('NodeUsage', p.node));
   }
 
-  deleted(p: PodRecord, final: Counts): void {
+  deleted(p: PodRecord, last: Counts): void {
     const now = Date.now();
+    const agentFinal = this.#nodeFinals.get(p.node)?.get(p.uid);
+    const final = agentFinal === undefined ? last : maxOf(last, withBase(p, agentFinal.counts));
     if (p.node !== '' && !isZero(final)) this.#deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
     if (!this.#active) return;
     this.#detach(p);
@@ -183,6 +202,20 @@ export class Ledger implements PodListener {
     if (e.bpfMapBytes !== value) {
       e.bpfMapBytes = value;
       this.#dirty(e);
+    }
+  }
+
+  /** A Node's `podmeter.io/finals` (new entries are added; entries stay for their usable time even if the Node goes). */
+  nodeFinals(node: string, finals: PodFinal[]): void {
+    const now = Date.now();
+    let known = this.#nodeFinals.get(node);
+    for (const f of finals) {
+      if (now - f.terminatedAt > FINALS_USABLE_MS) continue;
+      const before = known?.get(f.uid);
+      if (before !== undefined && equal(before.counts, f.counts)) continue;
+      if (known === undefined) this.#nodeFinals.set(node, (known = new Map()));
+      known.set(f.uid, f);
+      if (this.#active) this.#applyFinal(node, f, now);
     }
   }
 
@@ -238,7 +271,7 @@ export class Ledger implements PodListener {
           continue;
         }
         // Died while no operator was leader: retire it with the best final known.
-        const ghost: Retiree = { uid, namespace: cp.entry.namespace, workload: w, checkpointed: cp.counts };
+        const ghost: Retiree = { uid, namespace: cp.entry.namespace, workload: w, checkpointed: cp.counts, base: cp.base };
         const seen = this.#deleted.get(uid);
         const final = seen === undefined ? cp.counts : maxOf(seen.final, cp.counts);
         node.pendingNode.set(uid, { pod: ghost, final });
@@ -262,6 +295,7 @@ export class Ledger implements PodListener {
     for (const g of ghosts) if (g.checkpointed !== undefined) this.#addLive(g, g.checkpointed);
     for (const e of this.#entries.values()) if (e.members) e.live = checkpointedSum(e.members);
     for (const [node, bytes] of this.#nodeMapBytes) this.#entry('NodeUsage', node).bpfMapBytes = bytes;
+    for (const [node, finals] of this.#nodeFinals) for (const f of finals.values()) this.#applyFinal(node, f, now);
     for (const e of this.#entries.values()) this.#dirty(e, now);
     this.#active = true;
     this.#log.info({ namespaces: loaded.get('NamespaceUsage')!.length, workloads: loaded.get('WorkloadUsage')!.length, nodes: loaded.get('NodeUsage')!.length, pods: pods.size, diedWhileAway: ghosts.length }, 'ledger loaded');
@@ -460,6 +494,46 @@ export class Ledger implements PodListener {
   /** Drops remembered deletions past their time. */
   #forget(now: number): void {
     for (const [uid, d] of this.#deleted) if (now - d.at > this.#rememberMs) this.#deleted.delete(uid);
+    for (const [node, finals] of this.#nodeFinals) {
+      for (const [uid, f] of finals) if (now - f.terminatedAt > FINALS_USABLE_MS) finals.delete(uid);
+      if (finals.size === 0) this.#nodeFinals.delete(node);
+    }
+  }
+
+  /**
+   * An agent's final for a pod on `nodeName` (leader only): raises the
+   * pod's retirement if it is on its way, tops it up if it was retired with
+   * less, or retires a pod that was deleted while no operator ran. A pod
+   * still in the API waits for its deletion (deleted() takes the final).
+   */
+  #applyFinal(nodeName: string, f: PodFinal, now: number): void {
+    if (now - f.terminatedAt > FINALS_USABLE_MS || this.#o.pods.get(f.uid) !== undefined) return;
+    const node = this.#entry('NodeUsage', nodeName);
+    const pending = node.pendingNode.get(f.uid);
+    if (pending !== undefined) {
+      pending.final = maxOf(pending.final, withBase(pending.pod, f.counts));
+      this.#dirty(node, now);
+      return;
+    }
+    const retired = node.retiring.get(f.uid);
+    if (retired !== undefined) {
+      const key = f.uid + TOP_UP;
+      const more = zero();
+      for (const field of FIELDS) if (f.counts[field] > retired.counts[field]) more[field] = f.counts[field] - retired.counts[field];
+      if (isZero(more) || node.retiring.has(key) || node.pendingNode.has(key)) return;
+      const e = retired.entry;
+      this.#log.info({ namespace: e.namespace, uid: f.uid, ...toStrings(more) }, 'the agent\'s final counts exceed what the pod was retired with: adding the difference');
+      this.#retire({ uid: key, namespace: e.namespace, workload: this.#workloadOf(e.namespace, e.workloadKind, e.workload), checkpointed: undefined }, nodeName, more, now);
+      return;
+    }
+    if (f.namespace === undefined) {
+      this.#log.warn({ node: nodeName, uid: f.uid }, 'a final of a pod the operator never saw carries no namespace (its agent restarted after the pod went): not counted');
+      return;
+    }
+    if (this.#entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
+    const workload = this.#o.pods.resolveWorkload(f.namespace, f.name ?? f.uid, f.owner);
+    this.#log.info({ namespace: f.namespace, pod: f.name, uid: f.uid }, 'a pod deleted while no operator watched: counted from its agent\'s final');
+    this.#retire({ uid: f.uid, namespace: f.namespace, workload, checkpointed: undefined }, nodeName, f.counts, now);
   }
 
   async #write(e: Entry): Promise<'written' | 'unchanged' | 'retry' | 'budget' | 'outage'> {
@@ -637,7 +711,7 @@ export class Ledger implements PodListener {
       const entry: RetiringEntry = { uid, namespace: pend.pod.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(pend.final), at: new Date(now).toISOString(), rolledUp: false };
       retiring.set(uid, { entry, counts: pend.final, at: now });
       addTo(retired, pend.final);
-      retiredPods++;
+      if (!uid.endsWith(TOP_UP)) retiredPods++;
     }
     const status: UsageStatus = {
       ...statusTotals(sum(live, retired), retired, e.members!.size, retiredPods, this.#o.identity),
@@ -685,7 +759,7 @@ export class Ledger implements PodListener {
       if (recent.has(uid)) continue;
       addTo(retired, final);
       recent.set(uid, now);
-      retiredPods++;
+      if (!uid.endsWith(TOP_UP)) retiredPods++;
     }
     for (const [uid, at] of recent) {
       if (now - at > this.#ttlMs && !this.#rollup.has(uid) && !snapshot.has(uid)) recent.delete(uid);
@@ -734,6 +808,11 @@ function maxOf(a: Counts, b: Counts): Counts {
   const m = zero();
   for (const f of FIELDS) m[f] = a[f] > b[f] ? a[f] : b[f];
   return m;
+}
+
+/** An agent's final counts plus what the pod was counted with before the agent's counters restarted. */
+function withBase(p: Retiree, counts: Counts): Counts {
+  return p.base === undefined ? counts : sum(p.base, counts);
 }
 
 function checkpointedSum(pods: Iterable<PodRecord>): Counts {

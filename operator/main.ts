@@ -20,6 +20,7 @@ import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
 import { createOperatorMetrics } from './metrics.ts';
 import { parseDecimal, POD_ANNOTATIONS } from './counts.ts';
+import { parseNodeFinals } from './nodeFinals.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 const TICK_MS = 500;
@@ -65,17 +66,29 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   const address = await server.listen(config.listen.host, config.listen.port);
 
   const nodes = new Map<string, bigint | undefined>();
+  /** Each Node's last `podmeter.io/finals` text, so an unchanged one is not parsed again. */
+  const lastFinals = new Map<string, string>();
   const putNode = (o: KubeObject) => {
     const name = o.metadata?.name;
     if (!name) return;
     const bytes = parseDecimal(o.metadata?.annotations?.[POD_ANNOTATIONS.bpfMapBytes]);
     nodes.set(name, bytes);
     ledger.nodeMapBytes(name, bytes);
+    const text = o.metadata?.annotations?.[POD_ANNOTATIONS.finals];
+    if (text === undefined || text === lastFinals.get(name)) return;
+    lastFinals.set(name, text);
+    const { finals, problems } = parseNodeFinals(text);
+    if (problems > 0) {
+      countError('annotation');
+      log.warn({ node: name, annotation: POD_ANNOTATIONS.finals, problems }, 'Node annotation has entries that do not parse: they are ignored');
+    }
+    ledger.nodeFinals(name, finals);
   };
   const removeNode = (o: KubeObject) => {
     const name = o.metadata?.name;
     if (!name) return;
     nodes.delete(name);
+    lastFinals.delete(name);
     ledger.nodeMapBytes(name, undefined);
   };
   const reflectors = [

@@ -3,7 +3,8 @@
  * patch), within the scale rules: only when a value changed, at most once per
  * pod per --annotate-interval, and never more than the node's write budget.
  * A pod whose cgroup emptied or went away gets its final values written
- * first, without waiting for its interval. When the API server is away the
+ * first, without waiting for its interval. The Node gets the node's BPF map
+ * memory and the finals of its recently terminated pods (finals.ts). When the API server is away the
  * agent keeps counting; writes back off, and the latest values are written
  * when it returns (one log line per outage).
  */
@@ -11,6 +12,7 @@ import { PatchStrategy, setHeaderOptions, type CoreV1Api } from '@kubernetes/cli
 import type { Logger } from '../log.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { WriteBudget } from './budget.ts';
+import { nodeFinals } from './finals.ts';
 import { describe, type PodDirectory, type PodRef } from './pods.ts';
 
 export const ANNOTATIONS = {
@@ -19,6 +21,8 @@ export const ANNOTATIONS = {
   ingressPackets: 'podmeter.io/ingress-packets',
   egressPackets: 'podmeter.io/egress-packets',
   bpfMapBytes: 'podmeter.io/bpf-map-bytes',
+  /** On the Node: recently terminated pods' final counts (finals.ts). */
+  finals: 'podmeter.io/finals',
   updated: 'podmeter.io/updated',
 } as const;
 
@@ -44,7 +48,9 @@ export class Annotator {
   readonly #log: Logger;
   readonly #onWrite: (result: WriteResult | 'skipped_budget') => void;
   readonly #podMapBytes: (uid: string) => number | undefined;
-  readonly #node: { name: string; mapBytes: () => number | undefined; written?: string; writtenAt: number };
+  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; writtenAt: number };
+  /** A pod terminated since the Node was last written: its final goes out without waiting for the interval. */
+  #newFinal = false;
   readonly #state = new Map<string, PodState>();
   #outageSince: number | undefined;
   #retryAt = 0;
@@ -70,12 +76,15 @@ export class Annotator {
     this.#log = options.log;
     this.#onWrite = options.onWrite;
     this.#podMapBytes = options.podMapBytes ?? (() => undefined);
-    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), writtenAt: 0 };
+    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, writtenAt: 0 };
     const urgent = (unit: Unit) => {
       if (unit.uid !== undefined) this.#podState(unit.uid).urgent = true;
     };
     this.#tracker.on('emptied', urgent);
-    this.#tracker.on('terminated', urgent);
+    this.#tracker.on('terminated', (unit) => {
+      urgent(unit);
+      if (unit.kind === 'pod') this.#newFinal = true;
+    });
   }
 
   /** One round: writes what is due, as far as the budget allows. Never throws. */
@@ -83,6 +92,8 @@ export class Annotator {
     if (this.#busy || now < this.#retryAt) return;
     this.#busy = true;
     try {
+      // The Node first: one write carries every new final, and the operator counts pods exactly from it.
+      if (!(await this.#writeNode(now))) return;
       for (const { unit, pod, values, state } of this.#due(now)) {
         if (!this.#budget.take(now)) {
           this.#onWrite('skipped_budget');
@@ -97,7 +108,6 @@ export class Annotator {
         if (result === 'gone') state.gone = true;
         if (unit.state === 'terminated') this.#state.delete(unit.uid!); // final written: nothing more to do
       }
-      await this.#writeNode(now);
     } finally {
       this.#busy = false;
     }
@@ -142,29 +152,52 @@ export class Annotator {
     }
   }
 
-  /** The Node's `podmeter.io/bpf-map-bytes`: the node's BPF map memory, on the same rules. */
-  async #writeNode(now: number): Promise<void> {
-    const bytes = this.#node.mapBytes();
-    if (this.#node.name === '' || bytes === undefined) return;
-    const value = String(bytes);
-    if (value === this.#node.written || now - this.#node.writtenAt < this.#intervalMs) return;
-    if (!this.#budget.take(now)) return this.#onWrite('skipped_budget');
+  /**
+   * The Node's annotations: `podmeter.io/bpf-map-bytes` (the node's BPF map
+   * memory) at most once per interval, and `podmeter.io/finals` at once when
+   * a pod terminated. Only values that changed are sent. False when the
+   * round should end (no budget, or the API server is away).
+   */
+  async #writeNode(now: number): Promise<boolean> {
+    const node = this.#node;
+    if (node.name === '' || (!this.#newFinal && now - node.writtenAt < this.#intervalMs)) return true;
+    const bytes = node.mapBytes();
+    const finals = nodeFinals(this.#tracker.units(), (uid) => this.#pods.lastKnown(uid), now);
+    const want: Record<string, string | null> = {
+      ...(bytes !== undefined ? { [ANNOTATIONS.bpfMapBytes]: String(bytes) } : {}),
+      [ANNOTATIONS.finals]: finals.length > 0 ? JSON.stringify(finals) : null, // null: merge patch removes it
+    };
+    const changed = Object.entries(want).filter(([key, value]) => value !== (node.written[key] ?? null));
+    if (changed.length === 0) {
+      this.#newFinal = false;
+      return true;
+    }
+    if (!this.#budget.take(now)) {
+      this.#onWrite('skipped_budget');
+      return false;
+    }
+    const newFinal = this.#newFinal;
+    this.#newFinal = false;
     try {
-      const annotations = { [ANNOTATIONS.bpfMapBytes]: value, [ANNOTATIONS.updated]: new Date().toISOString() };
-      await this.#api.patchNode({ name: this.#node.name, body: { metadata: { annotations } } }, MERGE_PATCH);
+      const annotations = { ...Object.fromEntries(changed), [ANNOTATIONS.updated]: new Date().toISOString() };
+      await this.#api.patchNode({ name: node.name, body: { metadata: { annotations } } }, MERGE_PATCH);
       this.#recovered();
-      this.#node.written = value;
-      this.#node.writtenAt = Date.now();
+      Object.assign(node.written, Object.fromEntries(changed));
+      node.writtenAt = Date.now();
       this.#onWrite('ok');
+      return true;
     } catch (err) {
       const code = (err as { code?: number }).code;
       if (code === 404) {
-        this.#node.writtenAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
-        this.#log.warn({ node: this.#node.name }, 'Node object not found: check --node-name');
-        return this.#onWrite('gone');
+        node.writtenAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
+        this.#log.warn({ node: node.name }, 'Node object not found: check --node-name');
+        this.#onWrite('gone');
+        return true;
       }
+      this.#newFinal ||= newFinal;
       this.#outage(err);
       this.#onWrite('error');
+      return false;
     }
   }
 

@@ -13,16 +13,22 @@ export interface PodRef {
   namespace: string;
   name: string;
   uid: string;
+  /** The Pod's controller (its owner reference with controller: true), if any. */
+  owner?: { kind: string; name: string };
 }
 
 const CONFIG_HASH = 'kubernetes.io/config.hash';
 const WATCHDOG_MS = 5 * 60_000;
+/** How long a deleted Pod stays known by its cgroup uid (its final counts are published after it went). */
+const DEPARTED_MS = 15 * 60_000;
 
 export class PodDirectory {
   readonly #kc: KubeConfig;
   readonly #nodeName: string;
   readonly #log: Logger;
   readonly #byCgroupUid = new Map<string, PodRef>();
+  /** Deleted Pods by cgroup uid, oldest first. */
+  readonly #departed = new Map<string, { ref: PodRef; at: number }>();
   #informer: ListWatch<V1Pod> | undefined;
   #lastActivity = Date.now();
   #watchdog: NodeJS.Timeout | undefined;
@@ -49,6 +55,11 @@ export class PodDirectory {
   /** The Pod for the uid in a pod cgroup path. */
   byCgroupUid(uid: string): PodRef | undefined {
     return this.#byCgroupUid.get(uid);
+  }
+
+  /** The Pod for the uid in a pod cgroup path, also if it was deleted in the last 15 minutes. */
+  lastKnown(uid: string): PodRef | undefined {
+    return this.#byCgroupUid.get(uid) ?? this.#departed.get(uid)?.ref;
   }
 
   /** Whether the first list has completed (pods known). */
@@ -111,7 +122,8 @@ export class PodDirectory {
   #put(pod: V1Pod): void {
     const m = pod.metadata;
     if (!m?.uid || !m.name || !m.namespace) return;
-    const ref = { namespace: m.namespace, name: m.name, uid: m.uid };
+    const controller = m.ownerReferences?.find((o) => o.controller === true);
+    const ref: PodRef = { namespace: m.namespace, name: m.name, uid: m.uid, ...(controller ? { owner: { kind: controller.kind, name: controller.name } } : {}) };
     this.#byCgroupUid.set(m.uid, ref);
     const hash = m.annotations?.[CONFIG_HASH];
     if (hash) this.#byCgroupUid.set(hash, ref);
@@ -120,9 +132,18 @@ export class PodDirectory {
   #remove(pod: V1Pod): void {
     const m = pod.metadata;
     if (!m?.uid) return;
-    this.#byCgroupUid.delete(m.uid);
-    const hash = m.annotations?.[CONFIG_HASH];
-    if (hash) this.#byCgroupUid.delete(hash);
+    const now = Date.now();
+    for (const key of [m.uid, m.annotations?.[CONFIG_HASH]]) {
+      const ref = key ? this.#byCgroupUid.get(key) : undefined;
+      if (ref === undefined) continue;
+      this.#byCgroupUid.delete(key!);
+      this.#departed.delete(key!);
+      this.#departed.set(key!, { ref, at: now });
+    }
+    for (const [key, d] of this.#departed) {
+      if (now - d.at <= DEPARTED_MS) break;
+      this.#departed.delete(key);
+    }
   }
 }
 
