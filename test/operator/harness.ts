@@ -18,6 +18,7 @@ import { startCluster, type TestCluster } from '../cluster/cluster.ts';
 import { afterOrSignal, randomSuffix, sleep, type AfterHook } from '../helpers/cleanup.ts';
 import { sample } from '../helpers/agent.ts';
 import { ANNOTATIONS } from '../../agent/kube/annotator.ts';
+import type { NodeFinal } from '../../agent/kube/finals.ts';
 import { KubeApi } from '../../operator/kube/api.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../operator/usage.ts';
 
@@ -111,6 +112,22 @@ export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters
   };
   await oc.core.patchNamespacedPod(
     { name: pod.name, namespace: pod.namespace, body: { metadata: { uid: pod.uid, annotations } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+/** What a real agent writes on its Node when pods terminate: `podmeter.io/finals`, newest first (agent/kube/finals.ts). */
+export async function writeNodeFinals(oc: OperatorCluster, node: string, finals: { pod: TestPod; counts: Counters; at?: Date }[]): Promise<void> {
+  const value: NodeFinal[] = finals.map(({ pod, counts, at }) => ({
+    uid: pod.uid,
+    namespace: pod.namespace,
+    name: pod.name,
+    ...(pod.owner ? { owner: { kind: pod.owner.kind, name: pod.owner.name } } : {}),
+    terminated: (at ?? new Date()).toISOString(),
+    ...asStrings(counts),
+  }));
+  await oc.core.patchNode(
+    { name: node, body: { metadata: { annotations: { [ANNOTATIONS.finals]: JSON.stringify(value), [ANNOTATIONS.updated]: new Date().toISOString() } } } },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
 }
