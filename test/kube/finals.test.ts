@@ -1,0 +1,66 @@
+/**
+ * The real agent and the real operator: a pod that sends more traffic and
+ * dies while no operator runs is counted exactly when the operator comes
+ * back, from the final counts the agent publishes on its Node
+ * (`podmeter.io/finals`). Needs root, cgroup v2, bpffs, and the test
+ * control plane (test/cluster).
+ */
+import assert from 'node:assert/strict';
+import { rmdirSync } from 'node:fs';
+import { test } from 'node:test';
+import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { makeNetns } from '../helpers/netns.ts';
+import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
+import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { apply, eventually, must, operatorCluster, startOperator, totalsBecome } from '../operator/harness.ts';
+import { annotations, makePod } from './harness.ts';
+import type { NodeFinal } from '../../agent/kube/finals.ts';
+
+const NODE = 'podmeter-test-finals-agent-node';
+
+test('a pod that dies while no operator runs: counted exactly from the agent\'s Node finals', async (t) => {
+  const oc = await operatorCluster(t);
+  await apply(oc, [
+    { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } },
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } },
+  ]);
+  const root = makeTestCgroup(t);
+  const web = await makePod(oc.cluster, root, { name: 'web', namespace: 'shop', node: NODE });
+  const db = await makePod(oc.cluster, root, { name: 'db', namespace: 'shop', node: NODE });
+  const agent = await startAgentProcess(t, {
+    cgroupRoot: root.path,
+    args: ['--kubeconfig', oc.cluster.kubeconfig, '--node-name', NODE, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
+  });
+  const op = await startOperator(oc);
+  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 10_000);
+  const netns = makeNetns(t);
+  const one = udpDatagramBytes(4, 200);
+  const exchange = (count: number) => udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, netns, family: 4, count, payload: 200 });
+  const total = (n: number) => ({ ingressBytes: BigInt(n * one), egressBytes: BigInt(n * one), ingressPackets: BigInt(n), egressPackets: BigInt(n) });
+
+  await exchange(100);
+  await totalsBecome(oc, 'NamespaceUsage', 'shop', total(100)); // db is checkpointed with 100 datagrams in
+
+  await op.kill('SIGKILL');
+  await exchange(40); // after db's last checkpoint
+  rmdirSync(db.container.path); // the kubelet stops db
+  rmdirSync(db.podCgroup);
+  const final = await waitFor(
+    'db in the Node finals',
+    async () => {
+      const text = (await annotations(oc.cluster, 'node', NODE))['podmeter.io/finals'];
+      return (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
+    },
+    15_000,
+  );
+  assert.equal(final.ingressBytes, String(140 * one));
+  assert.equal(final.ingressPackets, '140');
+  assert.equal(final.namespace, 'shop');
+  assert.equal(final.name, 'db');
+  await must(oc.cluster.kubectl(['delete', 'pod', 'db', '-n', 'shop', '--grace-period=0', '--force']));
+
+  await op.restart();
+  await totalsBecome(oc, 'NamespaceUsage', 'shop', total(140));
+  await totalsBecome(oc, 'NodeUsage', NODE, total(140));
+  assert.equal(agent.child.exitCode, null);
+});

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FINALS_WINDOW_MS, MAX_FINALS, nodeFinals } from '../../agent/kube/finals.ts';
+import type { Unit } from '../../agent/counting/tracker.ts';
+import { parseNodeFinals } from '../../operator/nodeFinals.ts';
+
+const NOW = Date.parse('2026-11-22T12:00:00Z');
+const uidOf = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+
+function unit(i: number, over: Partial<Unit> = {}): Unit {
+  return {
+    id: BigInt(i),
+    relPath: `kubepods/pod${uidOf(i)}`,
+    path: `/x/kubepods/pod${uidOf(i)}`,
+    kind: 'pod',
+    uid: uidOf(i),
+    attachedAt: 0,
+    state: 'terminated',
+    terminatedAt: NOW - i * 1000,
+    counters: { ingress: { bytes: BigInt(i) * 1000n, packets: BigInt(i) }, egress: { bytes: 2n ** 60n + BigInt(i), packets: 1n } },
+    ...over,
+  };
+}
+
+test('nodeFinals: terminated pods with traffic in the window, newest first, capped; named from the Pod', () => {
+  const units = [
+    unit(3),
+    unit(1),
+    unit(2, { state: 'live' }),
+    unit(4, { kind: 'cgroup' }),
+    unit(5, { counters: { ingress: { bytes: 0n, packets: 0n }, egress: { bytes: 0n, packets: 0n } } }),
+    unit(6, { terminatedAt: NOW - FINALS_WINDOW_MS - 1 }),
+    unit(7, { uid: 'f00dfeedf00dfeedf00dfeedf00dfeed' }), // a static pod's config hash, its mirror Pod unknown
+    unit(8, { uid: 'abcdefabcdefabcdefabcdefabcdefab' }), // a static pod's config hash, mirror Pod known
+  ];
+  const pods = new Map([
+    [uidOf(1), { namespace: 'shop', name: 'web-1', uid: uidOf(1), owner: { kind: 'ReplicaSet', name: 'web-7f' } }],
+    ['abcdefabcdefabcdefabcdefabcdefab', { namespace: 'kube-system', name: 'etcd-n1', uid: uidOf(99) }],
+  ]);
+  const finals = nodeFinals(units, (uid) => pods.get(uid), NOW);
+  assert.deepEqual(finals.map((f) => f.uid), [uidOf(1), uidOf(3), uidOf(99)]);
+  assert.deepEqual(finals[0], {
+    uid: uidOf(1),
+    namespace: 'shop',
+    name: 'web-1',
+    owner: { kind: 'ReplicaSet', name: 'web-7f' },
+    terminated: new Date(NOW - 1000).toISOString(),
+    ingressBytes: '1000',
+    egressBytes: String(2n ** 60n + 1n),
+    ingressPackets: '1',
+    egressPackets: '1',
+  });
+  assert.equal(finals[1]!.namespace, undefined, 'a Pod no longer known: uid only');
+  const many = Array.from({ length: MAX_FINALS + 20 }, (_, i) => unit(i + 1));
+  const capped = nodeFinals(many, () => undefined, NOW);
+  assert.equal(capped.length, MAX_FINALS);
+  assert.equal(capped.at(-1)!.uid, uidOf(MAX_FINALS), 'the oldest are left out');
+});
+
+test('parseNodeFinals: round trip exact; bad entries dropped and counted, the rest kept', () => {
+  const finals = nodeFinals([unit(1), unit(2)], () => undefined, NOW);
+  const parsed = parseNodeFinals(JSON.stringify(finals));
+  assert.equal(parsed.problems, 0);
+  assert.deepEqual(parsed.finals[0], {
+    uid: uidOf(1),
+    namespace: undefined,
+    name: undefined,
+    owner: null,
+    terminatedAt: NOW - 1000,
+    counts: { ingressBytes: 1000n, egressBytes: 2n ** 60n + 1n, ingressPackets: 1n, egressPackets: 1n },
+  });
+  const mixed = parseNodeFinals(JSON.stringify([{ uid: 'x', ingressBytes: '-1' }, null, 7, finals[1], { ...finals[0], terminated: 'yesterday' }]));
+  assert.equal(mixed.problems, 4);
+  assert.deepEqual(mixed.finals.map((f) => f.uid), [uidOf(2)]);
+  assert.deepEqual(parseNodeFinals('{not json'), { finals: [], problems: 1 });
+  assert.deepEqual(parseNodeFinals('{"a":1}'), { finals: [], problems: 1 });
+  assert.deepEqual(parseNodeFinals(undefined), { finals: [], problems: 0 });
+});
