@@ -69,8 +69,6 @@ interface Retiree {
 
 /** A top-up's retirement key: what a pod's final adds after it was retired with less. */
 const TOP_UP = '+final';
-/** How long after its termination an agent's final is used (the agent publishes it for as long). */
-const FINALS_USABLE_MS = FINALS_WINDOW_MS;
 
 interface Entry {
   kind: UsageKind;
@@ -209,8 +207,9 @@ export class Ledger implements PodListener {
   nodeFinals(node: string, finals: PodFinal[]): void {
     const now = Date.now();
     let known = this.#nodeFinals.get(node);
+    if (known !== undefined) dropStale(known, now);
     for (const f of finals) {
-      if (now - f.terminatedAt > FINALS_USABLE_MS) continue;
+      if (isStale(f, now)) continue;
       const before = known?.get(f.uid);
       if (before !== undefined && equal(before.counts, f.counts)) continue;
       if (known === undefined) this.#nodeFinals.set(node, (known = new Map()));
@@ -495,7 +494,7 @@ export class Ledger implements PodListener {
   #forget(now: number): void {
     for (const [uid, d] of this.#deleted) if (now - d.at > this.#rememberMs) this.#deleted.delete(uid);
     for (const [node, finals] of this.#nodeFinals) {
-      for (const [uid, f] of finals) if (now - f.terminatedAt > FINALS_USABLE_MS) finals.delete(uid);
+      dropStale(finals, now);
       if (finals.size === 0) this.#nodeFinals.delete(node);
     }
   }
@@ -507,7 +506,7 @@ export class Ledger implements PodListener {
    * still in the API waits for its deletion (deleted() takes the final).
    */
   #applyFinal(nodeName: string, f: PodFinal, now: number): void {
-    if (now - f.terminatedAt > FINALS_USABLE_MS || this.#o.pods.get(f.uid) !== undefined) return;
+    if (isStale(f, now) || this.#o.pods.get(f.uid) !== undefined) return;
     const node = this.#entry('NodeUsage', nodeName);
     const pending = node.pendingNode.get(f.uid);
     if (pending !== undefined) {
@@ -808,6 +807,15 @@ function maxOf(a: Counts, b: Counts): Counts {
   const m = zero();
   for (const f of FIELDS) m[f] = a[f] > b[f] ? a[f] : b[f];
   return m;
+}
+
+/** An agent's final is used for as long as the agent publishes it. */
+function isStale(f: PodFinal, now: number): boolean {
+  return now - f.terminatedAt > FINALS_WINDOW_MS;
+}
+
+function dropStale(finals: Map<string, PodFinal>, now: number): void {
+  for (const [uid, f] of finals) if (isStale(f, now)) finals.delete(uid);
 }
 
 /** An agent's final counts plus what the pod was counted with before the agent's counters restarted. */
