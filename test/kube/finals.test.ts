@@ -2,7 +2,8 @@
  * The real agent and the real operator: a pod that sends more traffic and
  * dies while no operator runs is counted exactly when the operator comes
  * back, from the final counts the agent publishes on its Node
- * (`podmeter.io/finals`). Needs root, cgroup v2, bpffs, and the test
+ * (`podmeter.io/finals`), and restarts of the agent and the operator do not
+ * count it twice. Needs root, cgroup v2, bpffs, and the test
  * control plane (test/cluster).
  */
 import assert from 'node:assert/strict';
@@ -12,7 +13,8 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
-import { apply, eventually, must, operatorCluster, startOperator, totalsBecome } from '../operator/harness.ts';
+import { sleep } from '../helpers/cleanup.ts';
+import { apply, asStrings, eventually, must, operatorCluster, startOperator, totals, totalsBecome, usage } from '../operator/harness.ts';
 import { annotations, makePod } from './harness.ts';
 import type { NodeFinal } from '../../agent/kube/finals.ts';
 
@@ -62,5 +64,24 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await op.restart();
   await totalsBecome(oc, 'NamespaceUsage', 'shop', total(140));
   await totalsBecome(oc, 'NodeUsage', NODE, total(140));
-  assert.equal(agent.child.exitCode, null);
+
+  // An agent restart republishes the final (without the Pod's name: it went before the restart),
+  // and an operator restart reads it again: nothing counted twice.
+  await agent.kill('SIGKILL');
+  await agent.restart();
+  await waitFor(
+    'the restarted agent republishes db\'s final',
+    async () => {
+      const text = (await annotations(oc.cluster, 'node', NODE))['podmeter.io/finals'];
+      const again = (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
+      return again !== undefined && again.namespace === undefined ? again : undefined;
+    },
+    15_000,
+  );
+  await op.kill('SIGTERM');
+  await op.restart();
+  await eventually('leader again', async () => ((await op.leader()) ? true : undefined), 10_000);
+  await sleep(3000);
+  assert.deepEqual(await totals(oc, 'NamespaceUsage', 'shop'), asStrings(total(140)));
+  assert.equal((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods, 1);
 });
