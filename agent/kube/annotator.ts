@@ -4,9 +4,9 @@
  * pod per --annotate-interval, and never more than the node's write budget.
  * A pod whose cgroup emptied or went away gets its final values written
  * first, without waiting for its interval. The Node gets the node's BPF map
- * memory and the finals of its recently terminated pods (finals.ts). When the API server is away the
- * agent keeps counting; writes back off, and the latest values are written
- * when it returns (one log line per outage).
+ * memory and the finals of its recently terminated pods (finals.ts). When
+ * the API server is away the agent keeps counting; writes back off, and the
+ * latest values are written when it returns (one log line per outage).
  */
 import { PatchStrategy, setHeaderOptions, type CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from '../log.ts';
@@ -48,7 +48,7 @@ export class Annotator {
   readonly #log: Logger;
   readonly #onWrite: (result: WriteResult | 'skipped_budget') => void;
   readonly #podMapBytes: (uid: string) => number | undefined;
-  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; writtenAt: number };
+  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; checkedAt: number };
   /** A pod terminated since the Node was last written: its final goes out without waiting for the interval. */
   #newFinal = false;
   readonly #state = new Map<string, PodState>();
@@ -76,7 +76,7 @@ export class Annotator {
     this.#log = options.log;
     this.#onWrite = options.onWrite;
     this.#podMapBytes = options.podMapBytes ?? (() => undefined);
-    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, writtenAt: 0 };
+    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, checkedAt: 0 };
     const urgent = (unit: Unit) => {
       if (unit.uid !== undefined) this.#podState(unit.uid).urgent = true;
     };
@@ -160,7 +160,7 @@ export class Annotator {
    */
   async #writeNode(now: number): Promise<boolean> {
     const node = this.#node;
-    if (node.name === '' || (!this.#newFinal && now - node.writtenAt < this.#intervalMs)) return true;
+    if (node.name === '' || (!this.#newFinal && now - node.checkedAt < this.#intervalMs)) return true;
     const bytes = node.mapBytes();
     const finals = nodeFinals(this.#tracker.units(), (uid) => this.#pods.lastKnown(uid), now);
     const want: Record<string, string | null> = {
@@ -170,6 +170,7 @@ export class Annotator {
     const changed = Object.entries(want).filter(([key, value]) => value !== (node.written[key] ?? null));
     if (changed.length === 0) {
       this.#newFinal = false;
+      node.checkedAt = now;
       return true;
     }
     if (!this.#budget.take(now)) {
@@ -183,13 +184,13 @@ export class Annotator {
       await this.#api.patchNode({ name: node.name, body: { metadata: { annotations } } }, MERGE_PATCH);
       this.#recovered();
       Object.assign(node.written, Object.fromEntries(changed));
-      node.writtenAt = Date.now();
+      node.checkedAt = Date.now();
       this.#onWrite('ok');
       return true;
     } catch (err) {
       const code = (err as { code?: number }).code;
       if (code === 404) {
-        node.writtenAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
+        node.checkedAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
         this.#log.warn({ node: node.name }, 'Node object not found: check --node-name');
         this.#onWrite('gone');
         return true;

@@ -134,11 +134,11 @@ export class PodDirectory {
     if (!m?.uid) return;
     const now = Date.now();
     for (const key of [m.uid, m.annotations?.[CONFIG_HASH]]) {
-      const ref = key ? this.#byCgroupUid.get(key) : undefined;
-      if (ref === undefined) continue;
-      this.#byCgroupUid.delete(key!);
-      this.#departed.delete(key!);
-      this.#departed.set(key!, { ref, at: now });
+      const ref = key === undefined ? undefined : this.#byCgroupUid.get(key);
+      if (key === undefined || ref === undefined) continue;
+      this.#byCgroupUid.delete(key);
+      this.#departed.delete(key); // (re-inserted: the map stays oldest first)
+      this.#departed.set(key, { ref, at: now });
     }
     for (const [key, d] of this.#departed) {
       if (now - d.at <= DEPARTED_MS) break;

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
+import { PODMETER } from '../helpers/podmeter.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 
-const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 function run(args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {

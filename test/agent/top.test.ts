@@ -9,9 +9,9 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { PODMETER } from '../helpers/podmeter.ts';
 import { renderTop, topRows } from '../../cli/top.ts';
 
-const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 test('podmeter top --once shows each cgroup with exact totals, busiest first', async (t) => {
   const root = makeTestCgroup(t);

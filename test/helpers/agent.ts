@@ -9,16 +9,14 @@
  * Cleanup (t.after or signal): stops the agent, removes its pins (which
  * detaches its links) and its state dir.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { PinDir } from '../../agent/counting/pins.ts';
 import type { CgroupView } from '../../agent/http/api.ts';
+import { launchPodmeter, signalAndWait } from './podmeter.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX, type AfterHook } from './cleanup.ts';
-
-const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 export interface AgentProcess {
   url: string;
@@ -50,23 +48,11 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
   const logs: Record<string, unknown>[] = [];
   let child!: ChildProcess;
 
-  const launch = async (): Promise<string> => {
+  const launch = (): Promise<string> => {
     const args = ['agent', '--cgroup-root', options.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--listen', listen, '--log-format', 'json', ...(options.args ?? [])];
-    child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
-    let stderr = '';
-    return new Promise((resolve, reject) => {
-      const lines = createInterface({ input: child.stderr! });
-      lines.on('line', (line) => {
-        try {
-          const entry = JSON.parse(line) as Record<string, unknown>;
-          logs.push(entry);
-          if (entry.msg === 'agent ready') resolve(String(entry.listen));
-        } catch {
-          stderr += `${line}\n`;
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`agent exited (${code}) before ready:\n${stderr}${JSON.stringify(logs.slice(-5))}`)));
-    });
+    const launched = launchPodmeter(args, { ready: 'agent ready', logs, ...(options.env ? { env: options.env } : {}) });
+    child = launched.child;
+    return launched.listen;
   };
 
   listen = await launch();
@@ -76,12 +62,7 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
     if (!res.ok) throw new Error(`${path}: ${res.status}`);
     return res;
   };
-  const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    child.kill(signal);
-    return exited;
-  };
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
   const stop = afterOrSignal(t, async () => {
     await kill('SIGTERM');
     new PinDir(bpffs).removeAll();

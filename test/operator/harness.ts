@@ -12,17 +12,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { startCluster, type TestCluster } from '../cluster/cluster.ts';
 import { afterOrSignal, randomSuffix, sleep, type AfterHook } from '../helpers/cleanup.ts';
 import { sample } from '../helpers/agent.ts';
+import { launchPodmeter, PODMETER, signalAndWait } from '../helpers/podmeter.ts';
 import { ANNOTATIONS } from '../../agent/kube/annotator.ts';
 import type { NodeFinal } from '../../agent/kube/finals.ts';
 import { KubeApi } from '../../operator/kube/api.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../operator/usage.ts';
 
-const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
 export const OPERATOR_NS = 'podmeter';
 
@@ -206,30 +205,17 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
   let listen = '127.0.0.1:0';
   const logs: Record<string, unknown>[] = [];
   let child!: ChildProcess;
-  const launch = () =>
-    new Promise<string>((resolve, reject) => {
-      const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
-      child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      createInterface({ input: child.stderr! }).on('line', (line) => {
-        try {
-          const entry = JSON.parse(line) as Record<string, unknown>;
-          logs.push(entry);
-          if (process.env.PODMETER_TEST_OPERATOR_LOG) appendFileSync(process.env.PODMETER_TEST_OPERATOR_LOG, `${identity} ${line}\n`);
-          if (entry.msg === 'operator ready') resolve(String(entry.listen));
-        } catch {
-          stderr += `${line}\n`;
-        }
-      });
-      child.once('exit', (code) => reject(new Error(`operator exited (${code}) before ready:\n${stderr}${JSON.stringify(logs.slice(-5))}`)));
-    });
+  const launch = (): Promise<string> => {
+    const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
+    const logFile = process.env.PODMETER_TEST_OPERATOR_LOG;
+    const launched = launchPodmeter(args, { ready: 'operator ready', logs, ...(logFile ? { onLine: (line: string) => appendFileSync(logFile, `${identity} ${line}\n`) } : {}) });
+    child = launched.child;
+    return launched.listen;
+  };
   listen = await launch();
   const url = `http://${listen}`;
   const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.kill(signal);
-    await exited;
+    await signalAndWait(child, signal);
   };
   oc.cleanups.push(afterOrSignal(undefined, () => kill('SIGKILL')));
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
