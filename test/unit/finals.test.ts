@@ -57,6 +57,14 @@ test('nodeFinals: terminated pods with traffic in the window, newest first, capp
   assert.equal(capped.at(-1)!.uid, uidOf(MAX_FINALS), 'the oldest are left out');
 });
 
+test('nodeFinals: the annotation stays under 25 KB with 50 pods of 63-character names and 20-digit counters', () => {
+  const long = (c: string) => c.repeat(63);
+  const huge = { bytes: 18_446_744_073_709_551_615n, packets: 18_446_744_073_709_551_615n };
+  const units = Array.from({ length: MAX_FINALS }, (_, i) => unit(i + 1, { counters: { ingress: huge, egress: huge } }));
+  const text = JSON.stringify(nodeFinals(units, (uid) => ({ namespace: long('n'), name: long('p'), uid, owner: { kind: 'ReplicaSet', name: long('r') } }), NOW));
+  assert.ok(text.length < 25_000, `${text.length} bytes`);
+});
+
 test('parseNodeFinals: round trip exact; bad entries dropped and counted, the rest kept', () => {
   const finals = nodeFinals([unit(1), unit(2)], () => undefined, NOW);
   const parsed = parseNodeFinals(JSON.stringify(finals));
