@@ -12,7 +12,6 @@ import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { renderTop, topRows } from '../../cli/top.ts';
 
-
 test('podmeter top --once shows each cgroup with exact totals, busiest first', async (t) => {
   const root = makeTestCgroup(t);
   const busy = root.child('busy.service');

@@ -47,14 +47,12 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await exchange(40); // after db's last checkpoint
   rmdirSync(db.container.path); // the kubelet stops db
   rmdirSync(db.podCgroup);
-  const final = await waitFor(
-    'db in the Node finals',
-    async () => {
-      const text = (await annotations(oc.cluster, 'node', NODE))['podmeter.io/finals'];
-      return (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
-    },
-    15_000,
-  );
+  /** db's entry in the Node's `podmeter.io/finals`, as the agent last wrote it. */
+  const dbFinal = async () => {
+    const text = (await annotations(oc.cluster, 'node', NODE))['podmeter.io/finals'];
+    return (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
+  };
+  const final = await waitFor('db in the Node finals', dbFinal, 15_000);
   assert.equal(final.ingressBytes, String(140 * one));
   assert.equal(final.ingressPackets, '140');
   assert.equal(final.namespace, 'shop');
@@ -72,8 +70,7 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await waitFor(
     'the restarted agent republishes db\'s final',
     async () => {
-      const text = (await annotations(oc.cluster, 'node', NODE))['podmeter.io/finals'];
-      const again = (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
+      const again = await dbFinal();
       return again !== undefined && again.namespace === undefined ? again : undefined;
     },
     15_000,
