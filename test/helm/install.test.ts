@@ -18,7 +18,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import type { TestCluster } from '../cluster/cluster.ts';
 import { run } from '../cluster/cluster.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { permissionErrors, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeNetns } from '../helpers/netns.ts';
@@ -265,7 +265,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', `${TEST_PREFIX}a`, ns))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
     await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
     assert.equal((await agent.cgroups()).find((v) => v.uid === b.uid)?.pod, `${TEST_PREFIX}b`, 'pod identity from the watch');
-    assert.ok(!agent.logs.some((l) => /forbidden|403/i.test(JSON.stringify(l))), 'no permission errors');
+    assert.deepEqual(permissionErrors(agent.logs), [], 'no permission errors');
   });
 
   await t.test('the real operator with the chart operator token, and its dashboard metrics', async (st) => {

@@ -87,6 +87,14 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
   };
 }
 
+/**
+ * Log lines that report a denied API call ("forbidden", HTTP 403). 403 must
+ * stand alone: epoch-millisecond times and byte counts often contain it.
+ */
+export function permissionErrors(logs: Record<string, unknown>[]): string[] {
+  return logs.map((l) => JSON.stringify(l)).filter((line) => /forbidden|\b403\b/i.test(line));
+}
+
 /** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

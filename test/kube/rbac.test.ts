@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { permissionErrors, sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
 import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from './harness.ts';
 
@@ -71,5 +71,5 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
   await publish('20');
   await budgetIs(20);
   await waitFor('pod annotation after the budget returns', async () => ((await annotations(cluster, 'pod', 'a', 'default'))['podmeter.io/egress-bytes'] === '2000' ? true : undefined), 15_000);
-  assert.ok(!agent.logs.some((l) => /forbidden|403/i.test(JSON.stringify(l))), 'no permission errors');
+  assert.deepEqual(permissionErrors(agent.logs), [], 'no permission errors');
 });
