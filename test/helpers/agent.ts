@@ -95,8 +95,11 @@ export function permissionErrors(logs: Record<string, unknown>[]): string[] {
   return logs.map((l) => JSON.stringify(l)).filter((line) => /forbidden|\b403\b/i.test(line));
 }
 
-/** Polls `fn` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 5000): Promise<T> {
+/**
+ * Polls `fn` until it returns a value other than undefined, or fails after
+ * `timeoutMs`: a generous deadline (the machine may be busy), not a speed check.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();
@@ -108,12 +111,18 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
 
 /** Value of one sample in a Prometheus text exposition, e.g. metric('podmeter_x', {direction: 'egress'}). */
 export function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  const value = sampleText(text, name, labels);
+  return value === undefined ? undefined : Number(value);
+}
+
+/** The same sample's value as written (exact beyond 2^53: compare counters with BigInt(sampleText(...)). */
+export function sampleText(text: string, name: string, labels: Record<string, string>): string | undefined {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
     const m = /^[^{ ]+(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) continue;
     const got = Object.fromEntries([...(m[1] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[2]);
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return m[2];
   }
   return undefined;
 }
