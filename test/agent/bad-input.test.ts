@@ -17,7 +17,7 @@ import { queryCgroup } from '../../agent/kernel/bpf.ts';
 
 function run(args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(PODMETER, args, { timeout: 20_000 }, (err, _stdout, stderr) => {
+    execFile(PODMETER, args, { timeout: 120_000 }, (err, _stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
@@ -37,18 +37,21 @@ test('bad input: clear message, non-zero exit, nothing attached or pinned', asyn
   await new Promise((r) => busy.once('listening', r));
   t.after(() => busy.close());
   const busyPort = (busy.address() as { port: number }).port;
-  const base = ['agent', '--cgroup-root', root.path, '--state-dir', state, '--listen', '127.0.0.1:0'];
+  // Every case names its own cgroup root and bpffs dir, so a regression that
+  // gets past the check still attaches and pins only here, where it is seen.
+  const hermetic = ['--cgroup-root', root.path, '--bpffs', bpffs, '--state-dir', state, '--listen', '127.0.0.1:0'];
+  const agent = (...args: string[]) => ['agent', ...hermetic, ...args]; // a later flag wins
 
   const cases: { name: string; args: string[]; code: number; message: RegExp }[] = [
-    { name: 'unknown flag', args: ['agent', '--intervl', '5'], code: 2, message: /--intervl.*(did you mean --interval)?/ },
-    { name: 'bad interval', args: ['agent', '--interval', 'soon'], code: 2, message: /--interval: "soon" is not a number of seconds/ },
-    { name: 'bad discover', args: ['agent', '--discover', 'all'], code: 2, message: /--discover: "all" is not one of pods, children, auto/ },
-    { name: 'bad listen', args: ['agent', '--listen', 'localhost'], code: 2, message: /--listen: "localhost" is not HOST:PORT/ },
-    { name: 'cgroup root not cgroup2', args: [...base.slice(0, 1), '--cgroup-root', plainDir, ...base.slice(3), '--bpffs', bpffs], code: 1, message: new RegExp(`${plainDir}.*not.*cgroup2|cgroup2.*${plainDir}`) },
-    { name: 'cgroup root missing', args: ['agent', '--cgroup-root', '/nonexistent/podmeter-test', '--bpffs', bpffs], code: 1, message: /nonexistent\/podmeter-test/ },
-    { name: 'bpffs not a bpf filesystem', args: [...base, '--bpffs', join(plainDir, 'pins')], code: 1, message: /not on a bpffs.*mount -t bpf/ },
-    { name: 'port in use', args: [...base.slice(0, -1), `127.0.0.1:${busyPort}`, '--bpffs', bpffs], code: 1, message: /--listen 127\.0\.0\.1:\d+: cannot listen: the address is already in use/ },
-    { name: 'state dir not writable', args: [...base.slice(0, 3), '--state-dir', '/proc/podmeter-test', '--listen', '127.0.0.1:0', '--bpffs', bpffs], code: 1, message: /--state-dir '\/proc\/podmeter-test' is not a writable directory/ },
+    { name: 'unknown flag', args: agent('--intervl', '5'), code: 2, message: /unknown flag --intervl; did you mean --interval\?/ },
+    { name: 'bad interval', args: agent('--interval', 'soon'), code: 2, message: /--interval: "soon" is not a number of seconds/ },
+    { name: 'bad discover', args: agent('--discover', 'all'), code: 2, message: /--discover: "all" is not one of pods, children, auto/ },
+    { name: 'bad listen', args: agent('--listen', 'localhost'), code: 2, message: /--listen: "localhost" is not HOST:PORT/ },
+    { name: 'cgroup root not cgroup2', args: agent('--cgroup-root', plainDir), code: 1, message: new RegExp(`${plainDir}.*not.*cgroup2|cgroup2.*${plainDir}`) },
+    { name: 'cgroup root missing', args: agent('--cgroup-root', '/nonexistent/podmeter-test'), code: 1, message: /nonexistent\/podmeter-test/ },
+    { name: 'bpffs not a bpf filesystem', args: agent('--bpffs', join(plainDir, 'pins')), code: 1, message: /not on a bpffs.*mount -t bpf/ },
+    { name: 'port in use', args: agent('--listen', `127.0.0.1:${busyPort}`), code: 1, message: /--listen 127\.0\.0\.1:\d+: cannot listen: the address is already in use/ },
+    { name: 'state dir not writable', args: agent('--state-dir', '/proc/podmeter-test'), code: 1, message: /--state-dir '\/proc\/podmeter-test' is not a writable directory/ },
   ];
   for (const c of cases) {
     await t.test(c.name, async () => {
