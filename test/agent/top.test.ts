@@ -14,21 +14,25 @@ import { renderTop, topRows } from '../../cli/top.ts';
 
 test('podmeter top --once shows each cgroup with exact totals, busiest first', async (t) => {
   const root = makeTestCgroup(t);
-  const busy = root.child('busy.service');
-  const quiet = root.child('quiet.service');
+  // The busier unit is made second and sorts second by name, so only the sort by total puts it first.
+  const quiet = root.child('cron.service');
+  const busy = root.child('web.service');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
+  // Both send to a receiver outside the agent's root, so each unit's total is its own traffic.
+  const outside = makeTestCgroup(t);
   const netns = makeNetns(t);
-  await udpExchange({ senderCgroup: busy.path, receiverCgroup: quiet.path, netns, family: 4, count: 1000, payload: 996 });
+  await udpExchange({ senderCgroup: busy.path, receiverCgroup: outside.path, netns, family: 4, count: 1000, payload: 996 });
+  await udpExchange({ senderCgroup: quiet.path, receiverCgroup: outside.path, netns, family: 4, count: 100, payload: 996 });
   const out = await new Promise<string>((resolve, reject) =>
     execFile(PODMETER, ['top', '--once', '--sort', 'total', '--agent', agent.url], (err, stdout) => (err ? reject(err) : resolve(stdout))),
   );
   const lines = out.trim().split('\n');
   assert.match(lines[1]!, /^NAME\s+RX\/s\s+TX\/s\s+RX TOTAL\s+TX TOTAL\s+STATE$/);
-  // 1000 x (28 + 996) bytes = 1,024,000 B = 1000 KiB: both rows, the sender's as TX.
-  assert.match(lines[2]!, /^(busy|quiet)\.service\s/);
-  const busyRow = lines.find((l) => l.startsWith('busy.service'))!;
-  assert.match(busyRow, /0 B\s+1000 KiB\s+live$/);
+  // 1000 x (28 + 996) bytes = 1,024,000 B = 1000 KiB sent by web, a tenth of that by cron.
+  assert.match(lines[2]!, /^web\.service\s.*0 B\s+1000 KiB\s+live$/);
+  assert.match(lines[3]!, /^cron\.service\s.*0 B\s+100 KiB\s+live$/);
+  assert.equal(lines.length, 4);
 });
 
 test('top rows: rates from two readings, sorted by rate', () => {
