@@ -21,6 +21,7 @@ import { mapRoutes, type MapsView } from '../../agent/maps/routes.ts';
 import { startMapInventory } from '../../agent/maps/watcher.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/agent.ts';
 import { MAP_TYPE, startHolder, uniqueComm, type Created, type Holder } from './holder.ts';
 
 const silent = pino({ level: 'silent' });
@@ -142,20 +143,19 @@ test('startMapInventory refreshes on its interval, never throws, counts failures
   t.after(() => ok.stop());
   const first = ok.latest();
   assert.ok(first !== undefined, 'the first enumeration runs at start');
-  await new Promise((r) => setTimeout(r, 200));
-  assert.ok((ok.latest()?.takenAt ?? 0) > first.takenAt, 'refreshed on the timer');
+  await waitFor('refreshed on the timer', () => ((ok.latest()?.takenAt ?? 0) > first.takenAt ? true : undefined));
   assert.equal(ok.errors(), 0);
 
   const seen: unknown[] = [];
   const failing = startMapInventory({ intervalMs: 30, procRoot: '/nonexistent-podmeter-test', log: silent, onError: (err) => seen.push(err) });
   t.after(() => failing.stop());
-  await new Promise((r) => setTimeout(r, 120));
+  await waitFor('two failures counted', () => (failing.errors() >= 2 ? true : undefined));
   assert.equal(failing.latest(), undefined);
-  assert.ok(failing.errors() >= 2, `errors counted (${failing.errors()})`);
   assert.equal(seen.length, failing.errors());
   failing.stop();
   const after = failing.errors();
-  await new Promise((r) => setTimeout(r, 100));
+  // Twenty intervals: a timer left running would have failed again.
+  await new Promise((r) => setTimeout(r, 20 * 30));
   assert.equal(failing.errors(), after, 'stopped');
 });
 
