@@ -166,8 +166,8 @@ test('a pinned link alone keeps counting after its fd is closed; unpinning it de
   // kernel detaches from a workqueue (bpf_link_put defers), so shortly after.
   await pins.remove();
   const unpinned = Date.now();
-  while (queryCgroup(sender.path, 'egress').length > 0 && Date.now() - unpinned < 5000) await sleep(10);
-  assert.deepEqual(queryCgroup(sender.path, 'egress'), [], 'detached within 5 s of the unpin');
+  while (queryCgroup(sender.path, 'egress').length > 0 && Date.now() - unpinned < 60_000) await sleep(10);
+  assert.deepEqual(queryCgroup(sender.path, 'egress'), [], 'detached after the unpin (deadline 60 s)');
   await send(5);
   // Nothing counts any more, but the kernel (>= 5.9) keeps the storage with the
   // cgroup until the cgroup (or the map) is freed, not with the attachment...
@@ -182,7 +182,7 @@ test('a pinned link alone keeps counting after its fd is closed; unpinning it de
   const id = sender.id;
   await sender.remove();
   const start = Date.now();
-  while (pm.counters(id).egress !== undefined && Date.now() - start < 10_000) await sleep(20);
-  assert.equal(pm.counters(id).egress, undefined, 'storage released within 10 s of the rmdir');
+  while (pm.counters(id).egress !== undefined && Date.now() - start < 60_000) await sleep(20);
+  assert.equal(pm.counters(id).egress, undefined, 'storage released after the rmdir (deadline 60 s)');
   t.diagnostic(`storage unreadable ${Date.now() - start} ms after the rmdir`);
 });
