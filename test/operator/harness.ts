@@ -9,6 +9,7 @@
  * PODMETER_TEST_OPERATOR_LOG=FILE appends every operator log line (at debug
  * level) to FILE, for a failure's post-mortem.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -162,7 +163,7 @@ export async function totals(oc: OperatorCluster, kind: UsageKind, name: string)
 }
 
 /** Polls until `fn` returns a value other than undefined; the error names the last value seen. */
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000, last?: () => unknown): Promise<T> {
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, last?: () => unknown): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();
@@ -173,7 +174,7 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
 }
 
 /** Waits until the usage object's totals are exactly `want`. */
-export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: string, want: Counters, timeoutMs = 20_000): Promise<void> {
+export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: string, want: Counters, timeoutMs = 60_000): Promise<void> {
   let got: unknown;
   const expected = JSON.stringify(asStrings(want));
   await eventually(
@@ -185,6 +186,32 @@ export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: s
     timeoutMs,
     () => got,
   );
+}
+
+/**
+ * How long "nothing changes" is watched after the operator has done what a
+ * change would follow from: its 0.5 s tick and the 2 s minimum between
+ * writes of one WorkloadUsage (operator/main.ts, operator/ledger.ts), four
+ * times over, so a late write lands inside the window.
+ */
+export const SETTLE_MS = 8_000;
+
+/** Asserts that `read` gives `want` at every poll for `windowMs`: a late change (a double count) fails. */
+export async function staysEqual<T>(what: string, read: () => Promise<T>, want: T, windowMs = SETTLE_MS): Promise<void> {
+  const until = Date.now() + windowMs;
+  for (;;) {
+    assert.deepEqual(await read(), want, `${what} changed`);
+    if (Date.now() > until) return;
+    await sleep(250);
+  }
+}
+
+/** How often `op` has loaded its ledger (taken the lead and applied every Pod, ledger and Node final it found). */
+export const ledgerLoads = (op: OperatorProcess): number => op.logs.filter((l) => l.msg === 'ledger loaded').length;
+
+/** Waits until `op` has loaded its ledger more than `before` times. */
+export async function ledgerLoaded(op: OperatorProcess, before: number): Promise<void> {
+  await eventually('the operator loaded its ledger', async () => (ledgerLoads(op) > before ? true : undefined), 60_000);
 }
 
 export interface OperatorProcess {
