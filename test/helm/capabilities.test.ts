@@ -104,6 +104,9 @@ interface Outcome {
   counts: boolean;
   /** The map inventory works (/api/v1/maps answers). */
   inventory: boolean;
+  /** The error code the agent logged for a failed attach or map enumeration (e.g. EPERM), if any. */
+  attachError?: string;
+  mapsError?: string;
   /** Owners the inventory gives each holder's map (its comm when found; `pinned` when nobody could be seen holding it). */
   owners: Record<string, string[]>;
 }
@@ -151,12 +154,18 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
     });
     try {
       let stderr = '';
+      // What the agent logged when an attach or an enumeration failed: the errno name, else the message.
+      const failures: { attach?: string; maps?: string } = {};
       const ready = new Promise<string>((resolve, reject) => {
         createInterface({ input: child.stderr! }).on('line', (line) => {
           stderr += `${line}\n`;
           try {
             const entry = JSON.parse(line) as Record<string, unknown>;
             if (entry.msg === 'agent ready') resolve(String(entry.listen));
+            const err = entry.err as { code?: unknown; message?: unknown } | undefined;
+            const why = String(err?.code ?? err?.message ?? '');
+            if (entry.msg === 'attach failed') failures.attach ??= why;
+            if (entry.msg === 'BPF map inventory failed') failures.maps ??= why;
           } catch {
             // not a log line
           }
@@ -180,7 +189,9 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
         .sort();
       const url = `http://${listen}`;
       // Settle: attached (or an attach error), and an inventory (or a failed one).
-      const deadline = Date.now() + 8_000;
+      // Not settling is a failure, never a "capability needed": a slow or stuck
+      // agent must not pass for one that was refused.
+      const deadline = Date.now() + 60_000;
       for (;;) {
         const metrics = await (await fetch(`${url}/metrics`)).text();
         const attached = Number(/^podmeter_attached_cgroups (\S+)$/m.exec(metrics)?.[1] ?? 0);
@@ -189,13 +200,14 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
         const maps = await fetch(`${url}/api/v1/maps`);
         const inventory = maps.ok ? ((await maps.json()) as { maps: { name: string; owners: string[] }[] }) : undefined;
         if (!maps.ok) await maps.body?.cancel();
-        const settled = (attached === 1 || attachErrors) && (inventory !== undefined || mapsErrors);
-        if (settled || Date.now() > deadline) {
+        const settled = (attached === 1 || (attachErrors && failures.attach !== undefined)) && (inventory !== undefined || (mapsErrors && failures.maps !== undefined));
+        if (settled) {
           const owners = Object.fromEntries(
             [nobody, rootHolder].map((h) => [h.comm, inventory?.maps.find((m) => m.name === h.mapName)?.owners ?? []]),
           );
-          return { started: true, capEff, readOnly, noNewPrivs, counts: attached === 1 && !attachErrors, inventory: inventory !== undefined, owners };
+          return { started: true, capEff, readOnly, noNewPrivs, counts: attached === 1 && !attachErrors, inventory: inventory !== undefined, owners, ...(failures.attach !== undefined ? { attachError: failures.attach } : {}), ...(failures.maps !== undefined ? { mapsError: failures.maps } : {}) };
         }
+        if (Date.now() > deadline) throw new Error(`agent (caps ${caps.join(',') || 'none'}) neither attached nor failed to attach, or neither enumerated nor failed to, within 60 s:\n${stderr}`);
         await sleep(100);
       }
     } finally {
@@ -214,12 +226,14 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
   assert.deepEqual(full.readOnly, ['/', readOnlyRoot].sort());
   assert.equal(full.counts, true, 'counts its pod on a read-only cgroup mount, with a read-only root filesystem');
   assert.equal(full.inventory, true, 'enumerates the maps');
+  assert.deepEqual([full.attachError, full.mapsError], [undefined, undefined], 'no attach or enumeration error');
   assert.deepEqual(found(full), { [nobody.comm]: true, [rootHolder.comm]: true }, `owners: ${JSON.stringify(full.owners)}`);
 
   // Each capability, taken away, costs something.
   const noSysAdmin = await runAgent(without('SYS_ADMIN'));
   assert.equal(noSysAdmin.counts, true);
   assert.equal(noSysAdmin.inventory, false, 'SYS_ADMIN: the map enumeration (BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID)');
+  assert.equal(noSysAdmin.mapsError, 'EPERM', 'the enumeration was refused by the kernel');
 
   const noPtrace = await runAgent(without('SYS_PTRACE'));
   assert.equal(noPtrace.inventory, true);
@@ -237,5 +251,6 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
   const noNetAdmin = await runAgent(without('SYS_ADMIN', 'NET_ADMIN'));
   assert.equal(noNetAdmin.started, true);
   assert.equal(noNetAdmin.counts, false, 'NET_ADMIN: loading the cgroup_skb programs to attach them');
+  assert.equal(noNetAdmin.attachError, 'EPERM', 'the attach was refused by the kernel');
   t.diagnostic('PERFMON is not in the set, and nothing needs it; SYS_ADMIN alone would also count (the kernel lets it stand for BPF and NET_ADMIN)');
 });
