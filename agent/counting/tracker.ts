@@ -209,6 +209,9 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     try {
       const counters = this.#meter.read(unit.id);
       if (counters === undefined) return false;
+      // A removed cgroup's storage can read as zeros while the kernel tears
+      // it down: a draining unit's counters never go back.
+      if (unit.state === 'draining' && counters.egress.bytes + counters.ingress.bytes < unit.counters.egress.bytes + unit.counters.ingress.bytes) return true;
       unit.counters = counters;
       return true;
     } catch (err) {
