@@ -26,6 +26,17 @@ function watchesEvents(pid: number, cgroup: string): boolean {
   });
 }
 
+/** Egress bytes the agent last saved for a live unit in its --state-dir. */
+function savedEgress(stateDir: string, relPath: string): string | undefined {
+  try {
+    const state = JSON.parse(readFileSync(`${stateDir}/state.json`, 'utf8')) as { live: { relPath: string; counters: { egress: { bytes: unknown } } }[] };
+    const unit = state.live.find((u) => u.relPath === relPath);
+    return unit && String(unit.counters.egress.bytes);
+  } catch {
+    return undefined; // not written yet
+  }
+}
+
 const attached = (path: string) => queryCgroup(path, 'egress').length > 0 && queryCgroup(path, 'ingress').length > 0;
 
 test('kill -9 and restart under traffic: totals equal every byte sent, none lost, none doubled', async (t) => {
@@ -83,6 +94,11 @@ test('a cgroup created, used and removed between two counter reads has its exact
   const exited = new Promise((r) => sender.once('exit', r));
   sender.stdin!.write('go\n');
   await exited;
+  // The agent reads a unit's counters when it empties and saves them: wait for
+  // that read in its state file (nothing here triggers a read) before the
+  // rmdir, after which the kernel may free the counters before a slow agent
+  // reads them again.
+  await waitFor('brief read on emptying', () => (savedEgress(agent.stateDir, 'brief') === '2560' ? true : undefined));
   rmdirSync(brief.path);
   t.diagnostic(`cgroup lifetime ${(performance.now() - started).toFixed(1)} ms`);
   await receiver.waitFor('done');
