@@ -1,0 +1,3 @@
+module podmeter.test/node-tools/guestproxy
+
+go 1.26.0
