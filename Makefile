@@ -17,8 +17,9 @@ ADDON         := agent/native/build/Release/podmeter_native.node
 ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/podmeter.h
 
 TESTS ?= test/**/*.test.ts
+UNIT_TESTS := test/unit/*.test.ts
 
-.PHONY: setup system build typecheck test-tools test run bench clean
+.PHONY: setup system build typecheck test-tools test test-unit run bench clean
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
@@ -37,7 +38,7 @@ node_modules/.package-lock.json: package.json package-lock.json | $(NODE)
 build: $(BPF_OBJECTS) $(ADDON) build/js/.stamp
 
 # Compiled JavaScript for running (bin/podmeter prefers it when fresh).
-build/js/.stamp: $(shell find cli agent operator -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
+build/js/.stamp: $(shell find cli agent operator common -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json
 	rm -rf build/js
 	node_modules/.bin/tsc -p tsconfig.build.json
 	@touch $@
@@ -56,6 +57,12 @@ typecheck: setup
 # from their Go modules once per machine (cached outside the repository).
 test-tools:
 	@test/cluster/build-tools >/dev/null
+
+# The pure tests: seconds, no root, no cluster tools, no BPF object or addon
+# (only Node 24 and node_modules). `make test` runs them too.
+test-unit: $(NODE) node_modules/.package-lock.json
+	node_modules/.bin/tsc -p tsconfig.json
+	node --test --test-concurrency=1 '$(UNIT_TESTS)'
 
 # The whole suite: type check, then unit, kernel, agent, maps and cluster tests (as root).
 test: typecheck test-tools

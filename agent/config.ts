@@ -19,8 +19,8 @@ import {
   switchFlag,
   type HostPort,
   type ParseContext,
-} from '../cli/flags.ts';
-import type { LogFormat, LogLevel } from './log.ts';
+} from '../common/flags/parse.ts';
+import type { LogFormat, LogLevel } from '../common/log.ts';
 
 export type DiscoverMode = 'pods' | 'children' | 'auto';
 

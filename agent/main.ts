@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import type { AgentConfig } from './config.ts';
-import { createLogger, stopOnSignals, type Logger } from './log.ts';
+import { createLogger, stopOnSignals, type Logger } from '../common/log.ts';
 import { findCgroup2Root } from './cgroups/mount.ts';
 import { detectMode, type DiscoverMode } from './cgroups/units.ts';
 import { CgroupWatcher } from './cgroups/watcher.ts';
@@ -14,12 +14,12 @@ import { Meter } from './counting/meter.ts';
 import { StateStore } from './counting/state.ts';
 import { Tracker } from './counting/tracker.ts';
 import { createAgentMetrics } from './http/metrics.ts';
-import { HttpServer, json, text } from './http/server.ts';
+import { HttpServer, json, text } from '../common/http/server.ts';
 import { cgroupsView } from './http/api.ts';
 import { startMapInventory } from './maps/watcher.ts';
 import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
-import { loadKubeConfig } from './kube/client.ts';
+import { loadKubeConfig } from '../common/kube/config.ts';
 import type { KubeSide } from './kube/kube.ts';
 
 export interface RunningAgent {

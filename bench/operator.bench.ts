@@ -20,8 +20,8 @@ import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { registerCleanup, runMain, sleep } from '../test/helpers/cleanup.ts';
 import { add, apply, counters, createPod, OPERATOR_NS, operatorCluster, writeCounts, type Counters, type OperatorCluster, type TestPod } from '../test/operator/harness.ts';
-import { usagePath, type UsageObject } from '../operator/usage.ts';
-import { fromStrings } from '../operator/counts.ts';
+import { usagePath, type UsageObject } from '../common/contract/usage.ts';
+import { fromStrings } from '../common/contract/counts.ts';
 
 const { values } = parseArgs({
   options: {

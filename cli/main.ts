@@ -3,7 +3,7 @@
  * client commands. Errors end here: one line saying what failed, exit 2 for
  * bad usage and 1 for everything else.
  */
-import { ConfigError, wantsHelp } from './flags.ts';
+import { ConfigError, wantsHelp } from '../common/flags/parse.ts';
 
 const usage = `usage: podmeter <command> [flags]
 

@@ -7,8 +7,8 @@
  * `-o json` prints exact decimal strings (totals pass 2^53).
  */
 import type { KubeConfig } from '@kubernetes/client-node';
-import { ConfigError, defineFlags, formatHelp, invalid, kubernetesName, oneOf, parseFlags, pathValue, switchFlag, wantsHelp } from './flags.ts';
-import { bytes, table } from './format.ts';
+import { ConfigError, defineFlags, formatHelp, invalid, kubernetesName, oneOf, parseFlags, pathValue, switchFlag, wantsHelp } from '../common/flags/parse.ts';
+import { bytes, table } from '../common/format.ts';
 import type { TopClusterRow, TopWhat } from '../operator/report.ts';
 
 export type { TopClusterRow, TopWhat };
@@ -71,7 +71,7 @@ export async function runTopCluster(argv: string[]): Promise<void> {
   if (values['all-namespaces'] && values.namespace !== undefined) throw new ConfigError('-A and --namespace exclude each other', '--namespace');
   const kc = await kubeConfig(values.kubeconfig);
   // Loaded only here: the node-local 'podmeter top' (which dispatches through this file) stays light.
-  const { KubeApi } = await import('../operator/kube/api.ts');
+  const { KubeApi } = await import('../common/kube/api.ts');
   const { readRows } = await import('../operator/report.ts');
   const api = new KubeApi(kc);
   const namespace = values['all-namespaces'] ? undefined : (values.namespace ?? (what === 'namespaces' || what === 'nodes' ? undefined : contextNamespace(kc)));

@@ -3,12 +3,12 @@
  * leader publishes `writesPerSecondPerNode` = --max-annotation-writes-per-second
  * / number of Node objects in ConfigMap `podmeter-budget` (its namespace),
  * and rewrites it when the node count changes. Agents watch that ConfigMap
- * (agent/kube/budgetWatch.ts) and follow it without a restart, so the whole
+ * (agent/kube/budgetWatch.ts; the format is common/contract/budget.ts) and follow it without a restart, so the whole
  * cluster stays under the configured rate however many nodes join.
  */
 import type { Logger } from 'pino';
-import { ApiError, type KubeApi } from './kube/api.ts';
-import { BUDGET_CONFIGMAP, BUDGET_KEY } from '../agent/kube/budgetWatch.ts';
+import { isStatus, type KubeApi } from '../common/kube/api.ts';
+import { BUDGET_CONFIGMAP, BUDGET_KEY, budgetData } from '../common/contract/budget.ts';
 
 /** The per-node share, rounded down to six significant digits (nodes together never exceed the maximum). */
 export function perNodeRate(maxWritesPerSecond: number, nodes: number): number {
@@ -45,11 +45,7 @@ export class BudgetPublisher {
   /** Writes the ConfigMap if its content should change; throws on API errors (the caller counts and retries). */
   async publish(): Promise<void> {
     if (this.#nodes === undefined) return;
-    const data = {
-      [BUDGET_KEY]: String(perNodeRate(this.#max, this.#nodes)),
-      maxWritesPerSecond: String(this.#max),
-      nodes: String(this.#nodes),
-    };
+    const data = budgetData(perNodeRate(this.#max, this.#nodes), this.#max, this.#nodes);
     const wanted = JSON.stringify(data);
     if (wanted === this.#published) return;
     const path = `/api/v1/namespaces/${encodeURIComponent(this.#namespace)}/configmaps`;
@@ -73,7 +69,7 @@ export class BudgetPublisher {
       if (current === undefined) await this.#api.request('POST', path, { body, timeoutMs: 10_000 });
       else await this.#api.request('PUT', `${path}/${BUDGET_CONFIGMAP}`, { body, timeoutMs: 10_000 });
     } catch (err) {
-      if (err instanceof ApiError && err.code === 409) return; // changed meanwhile: next round
+      if (isStatus(err, 409)) return; // changed meanwhile: next round
       throw err;
     }
     this.#published = wanted;

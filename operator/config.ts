@@ -11,14 +11,13 @@ import {
   formatHelp,
   hostPort,
   invalid,
-  kubernetesName,
   namespaceFlag,
   parseOnlyFlags,
   pathValue,
   type HostPort,
   type ParseContext,
-} from '../cli/flags.ts';
-import type { LogFormat, LogLevel } from '../agent/log.ts';
+} from '../common/flags/parse.ts';
+import type { LogFormat, LogLevel } from '../common/log.ts';
 
 export interface OperatorConfig {
   /** Absolute; undefined means the in-cluster service account. */

@@ -10,8 +10,8 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { ApiError, describe, type KubeApi } from './kube/api.ts';
-import { sleep } from './kube/reflector.ts';
+import { describe, isStatus, type KubeApi } from '../common/kube/api.ts';
+import { sleep } from '../common/sleep.ts';
 
 export interface ElectionOptions {
   api: KubeApi;
@@ -149,7 +149,7 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
       this.#lastRenew = now;
       return true;
     } catch (err) {
-      if (err instanceof ApiError && err.code === 409) return false; // another candidate was faster
+      if (isStatus(err, 409)) return false; // another candidate was faster
       throw err;
     }
   }

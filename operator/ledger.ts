@@ -32,13 +32,15 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { bytes } from '../cli/format.ts';
-import type { WriteBudget } from '../agent/kube/budget.ts';
-import { FINALS_WINDOW_MS } from '../agent/kube/finals.ts';
-import { ApiError, describe, type KubeApi } from './kube/api.ts';
-import { addTo, copy, equal, isZero, subFrom, sum, toStrings, wentBack, zero, type Counts, FIELDS } from './counts.ts';
-import type { Workload } from './owners.ts';
-import type { PodFinal } from './nodeFinals.ts';
+import { bytes } from '../common/format.ts';
+import type { WriteBudget } from '../common/writeBudget.ts';
+import { ApiError, describe, isStatus, type KubeApi } from '../common/kube/api.ts';
+import { listAll } from '../common/kube/list.ts';
+import type { OperatorErrorOp } from './metrics.ts';
+import type { NodeListener } from './nodes.ts';
+import { addTo, copy, equal, isZero, subFrom, sum, toStrings, wentBack, zero, type Counts, FIELDS } from '../common/contract/counts.ts';
+import type { Workload } from '../common/contract/usage.ts';
+import { FINALS_WINDOW_MS, type PodFinal } from '../common/contract/finals.ts';
 import { contribution, type PodListener, type PodRecord, type PodStore } from './pods.ts';
 import {
   GROUP,
@@ -55,7 +57,7 @@ import {
   type UsageKind,
   type UsageObject,
   type UsageStatus,
-} from './usage.ts';
+} from '../common/contract/usage.ts';
 
 /** A pod being retired: a live record, or one known only from a checkpoint (it died while no operator ran). */
 interface Retiree {
@@ -109,7 +111,7 @@ export interface LedgerOptions {
   log: Logger;
   /** Spent by every status write (all kinds together). */
   budget: WriteBudget;
-  onError: (op: string) => void;
+  onError: (op: OperatorErrorOp) => void;
   /** How long retired uids are kept for idempotence (default 15 min). */
   retiredTtlMs?: number;
   /** How long a deletion seen by this process is remembered for a later takeover (default 5 min). */
@@ -129,7 +131,7 @@ export interface UsageTotal {
 
 const KINDS: readonly UsageKind[] = ['NodeUsage', 'NamespaceUsage', 'WorkloadUsage'];
 
-export class Ledger implements PodListener {
+export class Ledger implements PodListener, NodeListener {
   readonly #o: LedgerOptions;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
@@ -573,19 +575,19 @@ export class Ledger implements PodListener {
     } catch (err) {
       if (generation !== this.#generation) return 'retry';
       e.writtenAt = Date.now();
-      if (err instanceof ApiError && err.code === 409) {
+      if (isStatus(err, 409)) {
         this.#recovered();
         await this.#reread(e); // another writer (a former leader) or a hand edit: take its ledger and write again
         return 'retry';
       }
-      if (err instanceof ApiError && err.code === 404) {
+      if (isStatus(err, 404)) {
         this.#recovered();
         e.exists = false; // deleted by hand: created again with the totals this process holds
         e.resourceVersion = undefined;
         return 'retry';
       }
       this.#o.onError('write_status');
-      if (err instanceof ApiError && err.code < 500 && err.code !== 429) {
+      if (err instanceof ApiError && err.status < 500 && err.status !== 429) {
         this.#log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
         return 'retry';
       }
@@ -618,7 +620,7 @@ export class Ledger implements PodListener {
       e.resourceVersion = created.metadata.resourceVersion;
       return true;
     } catch (err) {
-      if (!(err instanceof ApiError && err.code === 409)) throw err;
+      if (!(isStatus(err, 409))) throw err;
       await this.#reread(e);
       return false;
     }
@@ -783,14 +785,8 @@ export class Ledger implements PodListener {
   }
 
   async #listAll(kind: UsageKind): Promise<{ name: string; object: UsageObject; state: LedgerState }[]> {
-    const out: { name: string; object: UsageObject; state: LedgerState }[] = [];
-    let cont: string | undefined;
-    do {
-      const page = await this.#o.api.get<{ items?: UsageObject[]; metadata?: { continue?: string } }>(usagePath(kind), { query: { limit: 500, continue: cont }, timeoutMs: 60_000 });
-      for (const object of page.items ?? []) out.push({ name: object.metadata.name, object, state: parseLedger(object.status) });
-      cont = page.metadata?.continue || undefined;
-    } while (cont !== undefined);
-    return out;
+    const objects = await listAll<UsageObject>(this.#o.api, usagePath(kind));
+    return objects.map((object) => ({ name: object.metadata.name, object, state: parseLedger(object.status) }));
   }
 
   #reportProblems(kind: UsageKind, name: string, problems: string[]): void {

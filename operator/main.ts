@@ -5,22 +5,21 @@
  * from the custom resources, writes their status and publishes the
  * per-node annotation write budget.
  */
-import { createLogger, stopOnSignals, type Logger } from '../agent/log.ts';
-import { loadKubeConfig } from '../agent/kube/client.ts';
-import { WriteBudget } from '../agent/kube/budget.ts';
-import { HttpServer, text } from '../agent/http/server.ts';
-import { wantsHelp } from '../cli/flags.ts';
+import { createLogger, stopOnSignals, type Logger } from '../common/log.ts';
+import { loadKubeConfig } from '../common/kube/config.ts';
+import { WriteBudget } from '../common/writeBudget.ts';
+import { HttpServer, text } from '../common/http/server.ts';
+import { wantsHelp } from '../common/flags/parse.ts';
 import { parseOperatorConfig, operatorHelp, type OperatorConfig } from './config.ts';
-import { KubeApi, describe, type KubeObject } from './kube/api.ts';
-import { Reflector } from './kube/reflector.ts';
+import { KubeApi, describe } from '../common/kube/api.ts';
+import { Reflector } from '../common/kube/reflector.ts';
 import { Interner, OwnerIndex } from './owners.ts';
 import { PodStore } from './pods.ts';
 import { Ledger } from './ledger.ts';
 import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
-import { createOperatorMetrics } from './metrics.ts';
-import { parseDecimal, POD_ANNOTATIONS } from './counts.ts';
-import { parseNodeFinals } from './nodeFinals.ts';
+import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
+import { NodeStore } from './nodes.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 const TICK_MS = 500;
@@ -39,7 +38,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   const intern = new Interner();
   const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
   let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
-  const countError = (op: string) => metrics?.errors.inc({ op });
+  const countError = (op: OperatorErrorOp) => metrics?.errors.inc({ op });
   const pods = new PodStore({ owners, intern, log: log.child({ module: 'pods' }), onMalformed: () => countError('annotation') });
   const ledger = new Ledger({
     api,
@@ -65,32 +64,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   const server = new HttpServer(log.child({ module: 'http' }));
   const address = await server.listen(config.listen.host, config.listen.port);
 
-  const nodes = new Map<string, bigint | undefined>();
-  /** Each Node's last `podmeter.io/finals` text, so an unchanged one is not parsed again. */
-  const lastFinals = new Map<string, string>();
-  const putNode = (o: KubeObject) => {
-    const name = o.metadata?.name;
-    if (!name) return;
-    const bytes = parseDecimal(o.metadata?.annotations?.[POD_ANNOTATIONS.bpfMapBytes]);
-    nodes.set(name, bytes);
-    ledger.nodeMapBytes(name, bytes);
-    const text = o.metadata?.annotations?.[POD_ANNOTATIONS.finals];
-    if (text === undefined || text === lastFinals.get(name)) return;
-    lastFinals.set(name, text);
-    const { finals, problems } = parseNodeFinals(text);
-    if (problems > 0) {
-      countError('annotation');
-      log.warn({ node: name, annotation: POD_ANNOTATIONS.finals, problems }, 'Node annotation has entries that do not parse: they are ignored');
-    }
-    ledger.nodeFinals(name, finals);
-  };
-  const removeNode = (o: KubeObject) => {
-    const name = o.metadata?.name;
-    if (!name) return;
-    nodes.delete(name);
-    lastFinals.delete(name);
-    ledger.nodeMapBytes(name, undefined);
-  };
+  const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
   const reflectors = [
     ...(['ReplicaSet', 'Job'] as const).map(
       (kind) =>
@@ -110,14 +84,11 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
       shape: 'metadata',
       log: log.child({ module: 'watch', kind: 'Node' }),
       sync: (items) => {
-        const names = new Set(items.map((o) => o.metadata?.name));
-        for (const name of [...nodes.keys()]) if (!names.has(name)) removeNode({ metadata: { name } });
-        for (const o of items) putNode(o);
+        nodes.sync(items);
         budget.nodes = nodes.size;
       },
       event: (type, o) => {
-        if (type === 'DELETED') removeNode(o);
-        else putNode(o);
+        nodes.event(type, o);
         budget.nodes = nodes.size;
       },
       onError: () => countError('watch_nodes'),

@@ -5,14 +5,18 @@
  * metrics come from every replica.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { Exposition, labelText } from '../agent/http/exposition.ts';
+import { Exposition, labelText, type LabelledCounter } from '../common/http/exposition.ts';
 import type { Ledger, UsageTotal } from './ledger.ts';
-import type { UsageKind } from './usage.ts';
+import type { UsageKind } from '../common/contract/usage.ts';
+
+/** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations and the budget. */
+export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'annotation', 'budget'] as const;
+export type OperatorErrorOp = (typeof OPERATOR_ERROR_OPS)[number];
 
 export interface OperatorMetrics {
   exposition: Exposition;
   reconcile: Histogram;
-  errors: Counter<'op'>;
+  errors: LabelledCounter<'op', OperatorErrorOp>;
 }
 
 export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () => boolean; pods: () => number }): OperatorMetrics {
@@ -78,7 +82,7 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
   });
   const errors = new Counter({
     name: 'podmeter_operator_errors_total',
-    help: 'Errors by operation (watch_pods, watch_replicasets, watch_jobs, watch_nodes, lease, load, write_status, read_status, bad_status, annotation, budget).',
+    help: `Errors by operation (${OPERATOR_ERROR_OPS.join(', ')}).`,
     labelNames: ['op'] as const,
     registers: [registry],
   });

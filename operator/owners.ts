@@ -13,25 +13,14 @@
  * stops at the pod's own controller. Each fallback is logged once.
  */
 import type { Logger } from 'pino';
-import type { KubeObject, ObjectMeta } from './kube/api.ts';
-
-export interface Workload {
-  namespace: string;
-  kind: string;
-  name: string;
-  /** `namespace/kind/name` */
-  key: string;
-}
+import type { KubeObject, ObjectMeta } from '../common/kube/api.ts';
+import type { Owner } from '../common/contract/finals.ts';
+import type { Workload } from '../common/contract/usage.ts';
 
 export interface Resolution {
   workload: Workload;
   /** True when an owner in the chain was not known (yet): the caller may ask again later. */
   missing: boolean;
-}
-
-export interface Owner {
-  kind: string;
-  name: string;
 }
 
 /** Kinds whose own controller is looked up (the others end the chain). */

@@ -7,9 +7,12 @@
  * objects are never held: the operator holds about 0.7 KiB per pod (bench/operator.bench.ts).
  */
 import type { Logger } from 'pino';
-import type { KubeObject } from './kube/api.ts';
-import { copy, countsFromAnnotations, sum, wentBack, type Counts } from './counts.ts';
-import type { Interner, Owner, OwnerIndex, Workload } from './owners.ts';
+import type { KubeObject } from '../common/kube/api.ts';
+import { copy, sum, wentBack, type Counts } from '../common/contract/counts.ts';
+import { countsFromAnnotations } from '../common/contract/annotations.ts';
+import type { Owner } from '../common/contract/finals.ts';
+import type { Interner, OwnerIndex } from './owners.ts';
+import type { Workload } from '../common/contract/usage.ts';
 
 export interface PodRecord {
   readonly uid: string;

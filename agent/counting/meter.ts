@@ -4,7 +4,7 @@
  * the pinned links that attach them to each counted cgroup.
  */
 import { existsSync } from 'node:fs';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../common/log.ts';
 import {
   attachCgroup,
   BpfObject,

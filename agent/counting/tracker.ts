@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
 import { ZERO, type DirectionCounters, type Meter } from './meter.ts';
@@ -20,13 +20,16 @@ export interface Unit extends UnitRecord {
   path: string;
 }
 
+/** What failed, as podmeter_errors_total{op} counts it. */
+export type TrackerErrorOp = 'attach' | 'read' | 'detach' | 'state';
+
 export interface TrackerEvents {
   /** `latencySeconds` from the cgroup event to attached; undefined when links were adopted. */
   attached: [unit: Unit, latencySeconds: number | undefined];
   /** The unit's cgroup has no process left (cgroup.events populated 0); counters were just read. */
   emptied: [unit: Unit];
   terminated: [unit: Unit];
-  error: [op: string, err: unknown];
+  error: [op: TrackerErrorOp, err: unknown];
 }
 
 const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };

@@ -7,7 +7,15 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
-import { Exposition, labelText } from './exposition.ts';
+import { Exposition, labelText, type LabelledCounter } from '../../common/http/exposition.ts';
+
+/** podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory. */
+export const AGENT_ERROR_OPS = ['attach', 'detach', 'read', 'state', 'watch', 'watch_pods', 'maps'] as const;
+export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
+
+/** podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409), no budget left. */
+export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'skipped_budget'] as const;
+export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
 
 /** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
 export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
@@ -15,8 +23,8 @@ export type PodNamer = (uid: string) => { namespace: string; pod: string } | und
 export interface AgentMetrics {
   exposition: Exposition;
   attachLatency: Histogram;
-  errors: Counter<'op'>;
-  annotationWrites: Counter<'result'>;
+  errors: LabelledCounter<'op', AgentErrorOp>;
+  annotationWrites: LabelledCounter<'result', AnnotationWriteResult>;
   annotationBudget: Gauge;
 }
 
@@ -79,13 +87,13 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
   });
   const errors = new Counter({
     name: 'podmeter_errors_total',
-    help: 'Errors by operation (attach, detach, read, state, watch, annotate, maps).',
+    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}).`,
     labelNames: ['op'] as const,
     registers: [registry],
   });
   const annotationWrites = new Counter({
     name: 'podmeter_annotation_writes_total',
-    help: 'Pod and Node annotation writes by result (ok, error, skipped_budget).',
+    help: `Pod and Node annotation writes by result (${ANNOTATION_WRITE_RESULTS.join(', ')}).`,
     labelNames: ['result'] as const,
     registers: [registry],
   });

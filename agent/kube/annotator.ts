@@ -8,25 +8,17 @@
  * the API server is away the agent keeps counting; writes back off, and the
  * latest values are written when it returns (one log line per outage).
  */
-import { PatchStrategy, setHeaderOptions, type CoreV1Api } from '@kubernetes/client-node';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../common/log.ts';
+import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
+import { encodeNodeFinals } from '../../common/contract/finals.ts';
+import { describe, isStatus, type KubeApi } from '../../common/kube/api.ts';
+import type { WriteBudget } from '../../common/writeBudget.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
-import type { WriteBudget } from './budget.ts';
-import { nodeFinals } from './finals.ts';
-import { describe, type PodDirectory, type PodRef } from './pods.ts';
+import type { AnnotationWriteResult } from '../http/metrics.ts';
+import { countsOf, nodeFinals } from './finals.ts';
+import type { PodDirectory, PodRef } from './pods.ts';
 
-export const ANNOTATIONS = {
-  ingressBytes: 'podmeter.io/ingress-bytes',
-  egressBytes: 'podmeter.io/egress-bytes',
-  ingressPackets: 'podmeter.io/ingress-packets',
-  egressPackets: 'podmeter.io/egress-packets',
-  bpfMapBytes: 'podmeter.io/bpf-map-bytes',
-  /** On the Node: recently terminated pods' final counts (finals.ts). */
-  finals: 'podmeter.io/finals',
-  updated: 'podmeter.io/updated',
-} as const;
-
-export type WriteResult = 'ok' | 'error' | 'gone';
+type WriteResult = Exclude<AnnotationWriteResult, 'skipped_budget'>;
 
 interface PodState {
   written?: string;
@@ -36,17 +28,18 @@ interface PodState {
 }
 
 const MAX_BACKOFF_MS = 10_000;
-/** Request options of every write: JSON merge patch (annotations only; nothing else is touched). */
-const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+/** Every write is a JSON merge patch (annotations only; nothing else is touched). */
+const MERGE_PATCH = 'application/merge-patch+json';
+const WRITE_TIMEOUT_MS = 30_000;
 
 export class Annotator {
-  readonly #api: CoreV1Api;
+  readonly #api: KubeApi;
   readonly #pods: PodDirectory;
   readonly #tracker: Tracker;
   readonly #budget: WriteBudget;
   readonly #intervalMs: number;
   readonly #log: Logger;
-  readonly #onWrite: (result: WriteResult | 'skipped_budget') => void;
+  readonly #onWrite: (result: AnnotationWriteResult) => void;
   readonly #podMapBytes: (uid: string) => number | undefined;
   readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; checkedAt: number };
   /** A pod terminated since the Node was last written: its final goes out without waiting for the interval. */
@@ -58,13 +51,13 @@ export class Annotator {
   #busy = false;
 
   constructor(options: {
-    api: CoreV1Api;
+    api: KubeApi;
     pods: PodDirectory;
     tracker: Tracker;
     budget: WriteBudget;
     intervalMs: number;
     log: Logger;
-    onWrite: (result: WriteResult | 'skipped_budget') => void;
+    onWrite: (result: AnnotationWriteResult) => void;
     podMapBytes?: (uid: string) => number | undefined;
     node?: { name: string; mapBytes: () => number | undefined };
   }) {
@@ -134,16 +127,13 @@ export class Annotator {
   async #write(pod: PodRef, values: string): Promise<WriteResult> {
     const annotations = { ...(JSON.parse(values) as Record<string, string>), [ANNOTATIONS.updated]: new Date().toISOString() };
     try {
-      await this.#api.patchNamespacedPod(
-        // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
-        { name: pod.name, namespace: pod.namespace, body: { metadata: { uid: pod.uid, annotations } } },
-        MERGE_PATCH,
-      );
+      // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
+      const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
+      await this.#api.request('PATCH', path, { body: { metadata: { uid: pod.uid, annotations } }, contentType: MERGE_PATCH, timeoutMs: WRITE_TIMEOUT_MS });
       this.#recovered();
       return 'ok';
     } catch (err) {
-      const code = (err as { code?: number }).code;
-      if (code === 404 || code === 409) {
+      if (isStatus(err, 404, 409)) {
         this.#recovered();
         return 'gone'; // the Pod was deleted (or replaced): its counts stay in the agent's finals
       }
@@ -165,7 +155,7 @@ export class Annotator {
     const finals = nodeFinals(this.#tracker.units(), (uid) => this.#pods.lastKnown(uid), now);
     const want: Record<string, string | null> = {
       ...(bytes !== undefined ? { [ANNOTATIONS.bpfMapBytes]: String(bytes) } : {}),
-      [ANNOTATIONS.finals]: finals.length > 0 ? JSON.stringify(finals) : null, // null: merge patch removes it
+      [ANNOTATIONS.finals]: encodeNodeFinals(finals), // null: merge patch removes it
     };
     const changed = Object.entries(want).filter(([key, value]) => value !== (node.written[key] ?? null));
     if (changed.length === 0) {
@@ -181,15 +171,14 @@ export class Annotator {
     this.#newFinal = false;
     try {
       const annotations = { ...Object.fromEntries(changed), [ANNOTATIONS.updated]: new Date().toISOString() };
-      await this.#api.patchNode({ name: node.name, body: { metadata: { annotations } } }, MERGE_PATCH);
+      await this.#api.request('PATCH', `/api/v1/nodes/${encodeURIComponent(node.name)}`, { body: { metadata: { annotations } }, contentType: MERGE_PATCH, timeoutMs: WRITE_TIMEOUT_MS });
       this.#recovered();
       Object.assign(node.written, Object.fromEntries(changed));
       node.checkedAt = Date.now();
       this.#onWrite('ok');
       return true;
     } catch (err) {
-      const code = (err as { code?: number }).code;
-      if (code === 404) {
+      if (isStatus(err, 404)) {
         node.checkedAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
         this.#log.warn({ node: node.name }, 'Node object not found: check --node-name');
         this.#onWrite('gone');
@@ -230,14 +219,6 @@ export class Annotator {
 }
 
 /** The annotation values of a unit, as a canonical JSON string (for change detection). */
-export function valuesOf(unit: Unit, mapBytes: number | undefined): string {
-  const c = unit.counters;
-  const values: Record<string, string> = {
-    [ANNOTATIONS.ingressBytes]: String(c.ingress.bytes),
-    [ANNOTATIONS.egressBytes]: String(c.egress.bytes),
-    [ANNOTATIONS.ingressPackets]: String(c.ingress.packets),
-    [ANNOTATIONS.egressPackets]: String(c.egress.packets),
-  };
-  if (mapBytes !== undefined && mapBytes > 0) values[ANNOTATIONS.bpfMapBytes] = String(mapBytes);
-  return JSON.stringify(values);
+function valuesOf(unit: Unit, mapBytes: number | undefined): string {
+  return JSON.stringify(podAnnotations(countsOf(unit.counters), mapBytes));
 }

@@ -17,7 +17,7 @@
  * uid tells pods apart), and in the per-map series, which has no uid label,
  * namespace is "" and pod is the pod UID, so pods stay apart there too.
  */
-import { labelText, type Exposition } from '../http/exposition.ts';
+import { labelText, type Exposition } from '../../common/http/exposition.ts';
 import type { PodNamer } from '../http/metrics.ts';
 import type { MapInventory } from './inventory.ts';
 

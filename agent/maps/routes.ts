@@ -5,8 +5,8 @@
  *   /maps/chart.js  the page's script
  * Before the first inventory exists they answer 503.
  */
-import type { Route } from '../http/server.ts';
-import { json, text } from '../http/server.ts';
+import type { Route } from '../../common/http/server.ts';
+import { json, text } from '../../common/http/server.ts';
 import type { PodNamer } from '../http/metrics.ts';
 import type { MapInventory, MapProcess, PodSummary } from './inventory.ts';
 import { CHART_JS, mapsPage } from './page.ts';

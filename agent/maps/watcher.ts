@@ -5,7 +5,7 @@
  * The enumeration is synchronous (tens of milliseconds for thousands of maps);
  * at a 10-30 s interval that is well under 1% of a core.
  */
-import type { Logger } from '../log.ts';
+import type { Logger } from '../../common/log.ts';
 import { takeInventory, type InventoryOptions, type MapInventory } from './inventory.ts';
 
 export interface MapInventoryOptions extends InventoryOptions {

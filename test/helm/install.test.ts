@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { TestCluster } from '../cluster/cluster.ts';
-import { run } from '../cluster/cluster.ts';
 import { permissionErrors, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';

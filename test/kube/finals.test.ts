@@ -15,7 +15,7 @@ import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { apply, asStrings, eventually, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../operator/harness.ts';
 import { annotations, makePod } from './harness.ts';
-import type { NodeFinal } from '../../agent/kube/finals.ts';
+import type { NodeFinal } from '../../common/contract/finals.ts';
 
 const NODE = 'podmeter-test-finals-agent-node';
 

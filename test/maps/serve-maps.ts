@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
-import { HttpServer } from '../../agent/http/server.ts';
+import { HttpServer } from '../../common/http/server.ts';
 import { mapRoutes } from '../../agent/maps/routes.ts';
 import type { MapInventory } from '../../agent/maps/inventory.ts';
 

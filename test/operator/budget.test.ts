@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { WriteBudget } from '../../agent/kube/budget.ts';
+import { WriteBudget } from '../../common/writeBudget.ts';
 import { watchBudget } from '../../agent/kube/budgetWatch.ts';
 import { perNodeRate } from '../../operator/budget.ts';
 import { sleep } from '../helpers/cleanup.ts';
@@ -56,7 +56,7 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   let measuring = false;
   const agents = pods.map(async (nodePods, n) => {
     const budget = new WriteBudget(5); // the agent's --annotate-budget, until the operator's ConfigMap arrives
-    const watch = watchBudget(oc.kc, OPERATOR_NS, (rate) => {
+    const watch = watchBudget(oc.api, OPERATOR_NS, (rate) => {
       budget.setRate(rate);
       rates[n] = rate;
     }, silent);

@@ -53,7 +53,7 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     await eventually('budget for 3 nodes', async () => ((await cm())?.writesPerSecondPerNode === String(perNodeRate(50, 3)) ? true : undefined), 60_000);
     assert.ok(perNodeRate(50, 3) * 3 <= 50);
     const rates: number[] = [];
-    const watch = watchBudget(oc.kc, OPERATOR_NS, (rate) => rates.push(rate), pino({ level: 'silent' }));
+    const watch = watchBudget(oc.api, OPERATOR_NS, (rate) => rates.push(rate), pino({ level: 'silent' }));
     t.after(() => watch.stop());
     await eventually('agent sees 50/3', async () => (rates.at(-1) === perNodeRate(50, 3) ? true : undefined), 60_000);
     await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'podmeter-test-node-4' } }]);

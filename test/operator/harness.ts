@@ -18,10 +18,10 @@ import { startCluster, type TestCluster } from '../cluster/cluster.ts';
 import { afterOrSignal, randomSuffix, sleep, type AfterHook } from '../helpers/cleanup.ts';
 import { sample } from '../helpers/agent.ts';
 import { launchPodmeter, PODMETER, signalAndWait } from '../helpers/podmeter.ts';
-import { ANNOTATIONS } from '../../agent/kube/annotator.ts';
-import type { NodeFinal } from '../../agent/kube/finals.ts';
-import { KubeApi } from '../../operator/kube/api.ts';
-import { usagePath, type UsageKind, type UsageObject } from '../../operator/usage.ts';
+import { ANNOTATIONS } from '../../common/contract/annotations.ts';
+import type { NodeFinal } from '../../common/contract/finals.ts';
+import { KubeApi } from '../../common/kube/api.ts';
+import { usagePath, type UsageKind, type UsageObject } from '../../common/contract/usage.ts';
 
 const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
 export const OPERATOR_NS = 'podmeter';

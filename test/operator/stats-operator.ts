@@ -8,7 +8,7 @@
  */
 import { parseOperatorConfig } from '../../operator/config.ts';
 import { startOperator } from '../../operator/main.ts';
-import { createLogger } from '../../agent/log.ts';
+import { createLogger } from '../../common/log.ts';
 
 const config = parseOperatorConfig(process.argv.slice(2), process.env);
 const operator = await startOperator(config, createLogger({ level: config.logLevel, format: config.logFormat, name: 'podmeter-operator' }));

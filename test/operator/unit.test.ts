@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { Interner, OwnerIndex } from '../../operator/owners.ts';
-import { parseLedger, workloadUsageName } from '../../operator/usage.ts';
+import { parseLedger, workloadUsageName } from '../../common/contract/usage.ts';
 import { perNodeRate } from '../../operator/budget.ts';
-import { countsFromAnnotations } from '../../operator/counts.ts';
+import { countsFromAnnotations } from '../../common/contract/annotations.ts';
 import { microTime } from '../../operator/election.ts';
-import { rateOf } from '../../agent/kube/budgetWatch.ts';
+import { rateOf } from '../../common/contract/budget.ts';
 import { clusterTopTarget, sortRows, type TopClusterRow } from '../../cli/topCluster.ts';
 
 const silent = pino({ level: 'silent' });
@@ -67,11 +67,11 @@ test('budget: an even split that never exceeds the maximum; agents read it stric
   for (const [max, nodes] of [[50, 3], [50, 7], [50, 150_000], [1, 3], [50, 0]] as const) {
     const rate = perNodeRate(max, nodes);
     assert.ok(rate * Math.max(1, nodes) <= max + 1e-9 && rate > 0, `${max}/${nodes} -> ${rate}`);
-    assert.equal(rateOf({ data: { writesPerSecondPerNode: String(rate) } }), rate);
+    assert.equal(rateOf({ writesPerSecondPerNode: String(rate) }), rate);
   }
-  assert.equal(rateOf({ data: { writesPerSecondPerNode: '-1' } }), undefined);
-  assert.equal(rateOf({ data: { writesPerSecondPerNode: 'fast' } }), undefined);
-  assert.equal(rateOf({ data: {} }), undefined);
+  assert.equal(rateOf({ writesPerSecondPerNode: '-1' }), undefined);
+  assert.equal(rateOf({ writesPerSecondPerNode: 'fast' }), undefined);
+  assert.equal(rateOf({}), undefined);
 });
 
 test('counters from annotations: exact, missing is zero, malformed keeps the previous value', () => {

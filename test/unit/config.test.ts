@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { agentHelp, parseAgentConfig, type AgentConfig } from '../../agent/config.ts';
-import { ConfigError, defineFlags, formatHelp, parseFlags, switchFlag, wantsHelp } from '../../cli/flags.ts';
+import { ConfigError, defineFlags, formatHelp, parseFlags, switchFlag, wantsHelp } from '../../common/flags/parse.ts';
 
 const ENV = { NODE_NAME: 'node-a' };
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Counter, Registry } from 'prom-client';
-import { Exposition, labelText } from '../../agent/http/exposition.ts';
+import { Exposition, labelText } from '../../common/http/exposition.ts';
 
 test('labelText escapes backslash, quote and newline, and keeps key order', () => {
   assert.equal(labelText({}), '');

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FINALS_WINDOW_MS, MAX_FINALS, nodeFinals } from '../../agent/kube/finals.ts';
+import { nodeFinals } from '../../agent/kube/finals.ts';
 import type { Unit } from '../../agent/counting/tracker.ts';
-import { parseNodeFinals } from '../../operator/nodeFinals.ts';
+import { FINALS_WINDOW_MS, MAX_FINALS, parseNodeFinals } from '../../common/contract/finals.ts';
 
 const NOW = Date.parse('2026-11-22T12:00:00Z');
 const uidOf = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;

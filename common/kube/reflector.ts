@@ -1,23 +1,27 @@
 /**
  * List-then-watch of one resource, keeping nothing itself: the consumer
  * turns each object into the few fields it needs (the operator's memory
- * must stay about 1 KiB per pod, so whole objects are never cached).
+ * must stay about 1 KiB per pod, so whole objects are never cached). The
+ * one list/watch of podmeter: the agent's pod and budget watches and the
+ * operator's watches all run on it.
  *
- * Lists are paged (500 per page). The watch resumes from the last seen
+ * Lists are paged (list.ts). The watch resumes from the last seen
  * resourceVersion (bookmarks keep it fresh); on 410 Gone it lists again,
  * and the consumer's `sync` sees the complete new set, so objects deleted
  * while the watch was away are noticed. Connection failures back off from
  * 1 s to 30 s; a silent connection is dropped after `idleMs`.
  */
-import type { Logger } from 'pino';
-import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import type { Logger } from '../log.ts';
+import { sleep } from '../sleep.ts';
+import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import { listPages } from './list.ts';
 
 export interface ReflectorOptions {
   api: KubeApi;
   /** Collection path, e.g. /api/v1/pods or /apis/apps/v1/replicasets. */
   path: string;
-  /** What each object is: its metadata only (PartialObjectMetadata), or a Table row with its metadata. */
-  shape: 'metadata' | 'table';
+  /** What each object is: whole, its metadata only (PartialObjectMetadata), or a Table row with its metadata. */
+  shape: 'object' | 'metadata' | 'table';
   query?: Record<string, string>;
   log: Logger;
   /** Every object of a complete list (first sync and every relist). */
@@ -29,7 +33,6 @@ export interface ReflectorOptions {
   watchTimeoutSeconds?: number;
 }
 
-const PAGE = 500;
 const MAX_BACKOFF_MS = 30_000;
 
 export class Reflector {
@@ -80,7 +83,7 @@ export class Reflector {
         backoff = 1000; // a watch that ran and ended normally: reconnect at once
       } catch (err) {
         if (this.#stop.signal.aborted) break;
-        if (err instanceof ApiError && err.code === 410) {
+        if (isStatus(err, 410)) {
           needList = true;
           this.#o.log.info({ path: this.#o.path }, 'watch expired (410 Gone): listing again');
           continue;
@@ -95,21 +98,18 @@ export class Reflector {
 
   async #list(): Promise<void> {
     const items: KubeObject[] = [];
-    let cont: string | undefined;
     let first: KubeObject | undefined;
     let last: KubeObject | undefined;
-    do {
-      const page = await this.#o.api.get<KubeObject & { items?: KubeObject[]; rows?: KubeObject[] }>(this.#o.path, {
-        query: { ...this.#o.query, limit: PAGE, continue: cont, includeObject: this.#isTable ? 'Metadata' : undefined },
-        accept: this.#isTable ? ACCEPT_TABLE : ACCEPT_METADATA_LIST,
-        signal: this.#stop.signal,
-        timeoutMs: 60_000,
-      });
+    const pages = listPages(this.#o.api, this.#o.path, {
+      query: { ...this.#o.query, includeObject: this.#isTable ? 'Metadata' : undefined },
+      accept: ACCEPT_LIST[this.#o.shape],
+      signal: this.#stop.signal,
+    });
+    for await (const page of pages) {
       first ??= page;
       last = page;
       for (const item of page.items ?? page.rows ?? []) items.push(item);
-      cont = (page.metadata as { continue?: string } | undefined)?.continue || undefined;
-    } while (cont !== undefined);
+    }
     // The first page carries a Table's column definitions; the resourceVersion comes from the last page.
     this.#resourceVersion = last?.metadata?.resourceVersion ?? '';
     this.#o.sync(items, first ?? {});
@@ -132,7 +132,7 @@ export class Reflector {
           includeObject: this.#isTable ? 'Metadata' : undefined,
         },
         // A watch takes the single-object form (as=PartialObjectMetadata); the List form streams nothing.
-        accept: this.#isTable ? ACCEPT_TABLE : ACCEPT_METADATA,
+        accept: ACCEPT_WATCH[this.#o.shape],
         signal: this.#stop.signal,
         idleMs: ((this.#o.watchTimeoutSeconds ?? 300) + 30) * 1000,
       },
@@ -157,21 +157,11 @@ export class Reflector {
   }
 }
 
+const ACCEPT_LIST: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA_LIST, table: ACCEPT_TABLE };
+const ACCEPT_WATCH: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA, table: ACCEPT_TABLE };
+
 /** A watch event's Table holds one row; its object's resourceVersion is the event's. */
 function tableRowVersion(table: KubeObject): string | undefined {
   const rows = (table as { rows?: { object?: KubeObject }[] }).rows;
   return rows?.[0]?.object?.metadata?.resourceVersion;
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

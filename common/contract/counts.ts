@@ -4,10 +4,6 @@
  * JavaScript numbers, and they travel as decimal strings (annotations, CR
  * status, JSON output).
  */
-import { ANNOTATIONS } from '../agent/kube/annotator.ts';
-
-/** The annotations agents write on each Pod and Node: one definition, the agent's. */
-export const POD_ANNOTATIONS = ANNOTATIONS;
 
 export interface Counts {
   ingressBytes: bigint;
@@ -48,12 +44,6 @@ export function sum(a: Counts, b: Counts): Counts {
   return s;
 }
 
-export function diff(a: Counts, b: Counts): Counts {
-  const d = copy(a);
-  subFrom(d, b);
-  return d;
-}
-
 export function equal(a: Counts, b: Counts): boolean {
   return a.ingressBytes === b.ingressBytes && a.egressBytes === b.egressBytes && a.ingressPackets === b.ingressPackets && a.egressPackets === b.egressPackets;
 }
@@ -72,24 +62,6 @@ const DECIMAL = /^(0|[1-9][0-9]{0,29})$/;
 /** A non-negative decimal integer string, or undefined. */
 export function parseDecimal(text: unknown): bigint | undefined {
   return typeof text === 'string' && DECIMAL.test(text) ? BigInt(text) : undefined;
-}
-
-/**
- * The counters a Pod's annotations carry. Missing annotations are zero (the
- * agent has not written yet); a malformed value keeps `previous`'s value and
- * is reported, so one bad hand edit never drops a pod's bytes.
- */
-export function countsFromAnnotations(annotations: Record<string, string> | undefined, previous: Counts | undefined): { counts: Counts; malformed: string[] } {
-  const counts = previous ? copy(previous) : zero();
-  const malformed: string[] = [];
-  for (const field of FIELDS) {
-    const raw = annotations?.[POD_ANNOTATIONS[field]];
-    if (raw === undefined) continue;
-    const value = parseDecimal(raw);
-    if (value === undefined) malformed.push(POD_ANNOTATIONS[field]);
-    else counts[field] = value;
-  }
-  return { counts, malformed };
 }
 
 /** Counters as decimal strings, field by field (CR status, JSON). */

@@ -6,9 +6,8 @@
  * cannot be read counts as absent rather than crashing the operator.
  */
 import { createHash } from 'node:crypto';
-import { bytes } from '../cli/format.ts';
+import { bytes } from '../format.ts';
 import { FIELDS, fromStrings, toStrings, zero, type Counts } from './counts.ts';
-import type { Workload } from './owners.ts';
 
 export const GROUP = 'podmeter.io';
 export const VERSION = 'v1alpha1';
@@ -20,6 +19,15 @@ export const PLURAL: Readonly<Record<UsageKind, string>> = {
   WorkloadUsage: 'workloadusages',
   NodeUsage: 'nodeusages',
 };
+
+/** What a WorkloadUsage counts: a pod's workload (its owner chain resolved, operator/owners.ts). */
+export interface Workload {
+  namespace: string;
+  kind: string;
+  name: string;
+  /** `namespace/kind/name` */
+  key: string;
+}
 
 /** Label on WorkloadUsage objects, so one namespace's workloads can be listed. */
 export const NAMESPACE_LABEL = 'podmeter.io/namespace';

@@ -9,6 +9,11 @@
  */
 import { Registry, collectDefaultMetrics } from 'prom-client';
 
+/** A prom-client Counter whose one label only takes the values of a union (so emitters and help text share one list). */
+export interface LabelledCounter<L extends string, V extends string> {
+  inc(labels: Record<L, V>, value?: number): void;
+}
+
 /** Writes one sample: `labels` is from labelText() (or ''), `value` is printed exactly. */
 export type Emit = (labels: string, value: bigint | number) => void;
 

@@ -4,8 +4,11 @@
  * generated clients cannot do: choose the response shape with an Accept
  * header (PartialObjectMetadata, Table rows) for lists and watches, and
  * send objects as plain JSON (Lease MicroTime fields, CR status) without a
- * model class in between. Errors are ApiError with the HTTP status as `.code`.
+ * model class in between. Paged lists are in list.ts, list+watch in
+ * reflector.ts. An error status is an ApiError (`.code` ERR_PODMETER_KUBE_API,
+ * the HTTP status as `.status`).
  */
+import { ErrorCodes } from '../errors.ts';
 import { HttpMethod, IsomorphicFetchHttpLibrary, RequestContext, type KubeConfig } from '@kubernetes/client-node';
 
 /** Only the metadata of each object (one list item, or one watch event object). */
@@ -15,14 +18,22 @@ export const ACCEPT_METADATA = 'application/json;as=PartialObjectMetadata;g=meta
 export const ACCEPT_TABLE = 'application/json;as=Table;g=meta.k8s.io;v=v1, application/json';
 
 export class ApiError extends Error {
-  readonly code: number;
+  readonly code = ErrorCodes.kubeApi;
+  /** The HTTP status (404, 409, 410, ...). */
+  readonly status: number;
+  /** The Status object's reason ('NotFound', 'Conflict', 'Expired', ...). */
   readonly reason: string;
-  constructor(code: number, reason: string, message: string) {
+  constructor(status: number, reason: string, message: string) {
     super(message);
     this.name = 'ApiError';
-    this.code = code;
+    this.status = status;
     this.reason = reason;
   }
+}
+
+/** True when `err` is an API answer with one of these HTTP statuses. */
+export function isStatus(err: unknown, ...statuses: number[]): err is ApiError {
+  return err instanceof ApiError && statuses.includes(err.status);
 }
 
 export interface ObjectMeta {
@@ -86,7 +97,7 @@ export class KubeApi {
     try {
       return await this.get<T>(path, opts);
     } catch (err) {
-      if (err instanceof ApiError && err.code === 404) return undefined;
+      if (isStatus(err, 404)) return undefined;
       throw err;
     }
   }
@@ -162,7 +173,7 @@ export class KubeApi {
   }
 }
 
-function apiError(code: number, text: string, method: string, path: string): ApiError {
+function apiError(status: number, text: string, method: string, path: string): ApiError {
   let reason = '';
   let message = text.slice(0, 500);
   try {
@@ -172,7 +183,7 @@ function apiError(code: number, text: string, method: string, path: string): Api
   } catch {
     // not a Status object
   }
-  return new ApiError(code, reason, `${method} ${path}: HTTP ${code}${reason ? ` ${reason}` : ''}: ${message}`);
+  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`);
 }
 
 /** A short description of any error for logs. */

@@ -1,0 +1,56 @@
+/**
+ * The annotations agents write on each Pod and Node, and the operator and
+ * `podmeter top` read: their names, and the one encoder and decoder of the
+ * Pod counters they carry (decimal strings: counters pass 2^53).
+ *
+ *   Pod:  podmeter.io/{ingress,egress}-{bytes,packets}, podmeter.io/bpf-map-bytes, podmeter.io/updated
+ *   Node: podmeter.io/bpf-map-bytes, podmeter.io/finals (finals.ts), podmeter.io/updated
+ */
+import { copy, FIELDS, parseDecimal, zero, type Counts } from './counts.ts';
+
+export const ANNOTATIONS = {
+  ingressBytes: 'podmeter.io/ingress-bytes',
+  egressBytes: 'podmeter.io/egress-bytes',
+  ingressPackets: 'podmeter.io/ingress-packets',
+  egressPackets: 'podmeter.io/egress-packets',
+  bpfMapBytes: 'podmeter.io/bpf-map-bytes',
+  /** On the Node: recently terminated pods' final counts (finals.ts). */
+  finals: 'podmeter.io/finals',
+  updated: 'podmeter.io/updated',
+} as const;
+
+/** A Pod's counter annotations (and its BPF map bytes when it holds any). */
+export function podAnnotations(counts: Counts, mapBytes: number | undefined): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const field of FIELDS) values[ANNOTATIONS[field]] = String(counts[field]);
+  if (mapBytes !== undefined && mapBytes > 0) values[ANNOTATIONS.bpfMapBytes] = String(mapBytes);
+  return values;
+}
+
+/** True when a Pod carries counters at all (its agent has written them). */
+export function hasCounts(annotations: Record<string, string> | undefined): boolean {
+  return annotations?.[ANNOTATIONS.ingressBytes] !== undefined || annotations?.[ANNOTATIONS.egressBytes] !== undefined;
+}
+
+/**
+ * The counters a Pod's annotations carry. Missing annotations are zero (the
+ * agent has not written yet); a malformed value keeps `previous`'s value and
+ * is reported, so one bad hand edit never drops a pod's bytes.
+ */
+export function countsFromAnnotations(annotations: Record<string, string> | undefined, previous: Counts | undefined): { counts: Counts; malformed: string[] } {
+  const counts = previous ? copy(previous) : zero();
+  const malformed: string[] = [];
+  for (const field of FIELDS) {
+    const raw = annotations?.[ANNOTATIONS[field]];
+    if (raw === undefined) continue;
+    const value = parseDecimal(raw);
+    if (value === undefined) malformed.push(ANNOTATIONS[field]);
+    else counts[field] = value;
+  }
+  return { counts, malformed };
+}
+
+/** A Node's `podmeter.io/bpf-map-bytes`, or undefined when absent or malformed. */
+export function nodeMapBytes(annotations: Record<string, string> | undefined): bigint | undefined {
+  return parseDecimal(annotations?.[ANNOTATIONS.bpfMapBytes]);
+}
