@@ -4,29 +4,15 @@
  * process.env or process.argv.
  */
 import { hostname } from 'node:os';
-import {
-  logFlags,
-  decimal,
-  defineFlags,
-  formatHelp,
-  hostPort,
-  kubernetesName,
-  namespaceFlag,
-  oneOf,
-  parseOnlyFlags,
-  pathValue,
-  seconds,
-  switchFlag,
-  type HostPort,
-  type ParseContext,
-} from '../common/flags/parse.ts';
+import { defineFlags, formatHelp, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
+import { decimal, hostPort, kubernetesName, oneOf, pathValue, seconds, switchFlag, type HostPort } from '../common/flags/values.ts';
+import { logFlags, namespaceFlag } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
-
-export type DiscoverMode = 'pods' | 'children' | 'auto';
+import { DISCOVER_MODES, type DiscoverMode } from './cgroups/units.ts';
 
 export interface AgentConfig {
   /** `auto`: pods when a kubepods tree exists under the cgroup root, else children. */
-  readonly discover: DiscoverMode;
+  readonly discover: DiscoverMode | 'auto';
   /** Absolute; undefined means "find the cgroup2 mount" (agent/cgroups/mount.ts). */
   readonly cgroupRoot?: string;
   readonly bpffs: string;
@@ -60,7 +46,7 @@ const agentFlags = defineFlags({
   discover: {
     metavar: 'pods|children|auto',
     help: 'Which cgroups to count: pod cgroups of the kubepods tree, every direct child of --cgroup-root, or pods when a kubepods tree exists',
-    parse: oneOf(['pods', 'children', 'auto']),
+    parse: oneOf([...DISCOVER_MODES, 'auto']),
     default: 'auto',
   },
   'cgroup-root': {

@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { startAgentProcess, waitFor } from '../test/helpers/agent.ts';
 import { sleep } from '../test/helpers/cleanup.ts';
-import { clusterWithNode } from '../test/kube/harness.ts';
+import { clusterWithNode } from '../test/helpers/kubeCluster.ts';
 
 const PODS = 500;
 const cleanups: (() => unknown)[] = [];

@@ -17,7 +17,7 @@ import { listMaps } from '../agent/kernel/bpf.ts';
 import { scanMapHolders, takeInventory, type MapInventory } from '../agent/maps/inventory.ts';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { spawnInCgroup } from '../test/helpers/traffic.ts';
-import { HOLDER_SCRIPT } from '../test/maps/holder.ts';
+import { HOLDER_SCRIPT } from '../test/helpers/mapHolder.ts';
 
 const { values } = parseArgs({
   options: {

@@ -19,7 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
 import { registerCleanup, runMain, sleep } from '../test/helpers/cleanup.ts';
-import { add, apply, counters, createPod, OPERATOR_NS, operatorCluster, writeCounts, type Counters, type OperatorCluster, type TestPod } from '../test/operator/harness.ts';
+import { add, apply, counters, createPod, OPERATOR_NS, operatorCluster, writeCounts, type Counters, type OperatorCluster, type TestPod } from '../test/helpers/operatorCluster.ts';
 import { usagePath, type UsageObject } from '../common/contract/usage.ts';
 import { fromStrings } from '../common/contract/counts.ts';
 
@@ -36,7 +36,7 @@ const PODS = NODES * Number(values['pods-per-node']);
 const NAMESPACES = Number(values.namespaces);
 const DEPLOYMENTS_PER_NS = 2;
 const SECONDS = Number(values.seconds);
-const STATS_OPERATOR = new URL('../test/operator/stats-operator.ts', import.meta.url).pathname;
+const STATS_OPERATOR = new URL('../test/helpers/statsOperator.ts', import.meta.url).pathname;
 
 interface Stats {
   heapUsed: number;

@@ -6,7 +6,8 @@
  * agent's /api/v1/maps. --json prints the same document /api/v1/maps serves.
  */
 import { existsSync } from 'node:fs';
-import { ConfigError, defineFlags, formatHelp, parseFlags, pathValue, switchFlag, wantsHelp, decimal } from '../common/flags/parse.ts';
+import { ConfigError, defineFlags, formatHelp, parseFlags, wantsHelp } from '../common/flags/parse.ts';
+import { pathValue, switchFlag, decimal } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
 import type { MapsView } from '../agent/maps/routes.ts';
 

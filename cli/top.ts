@@ -3,7 +3,8 @@
  * running agent's /api/v1/cgroups, sorted by rate. Rates are the difference
  * of two readings over the time between them.
  */
-import { defineFlags, formatHelp, oneOf, parseFlags, seconds, switchFlag, wantsHelp, decimal } from '../common/flags/parse.ts';
+import { defineFlags, formatHelp, parseFlags, wantsHelp } from '../common/flags/parse.ts';
+import { oneOf, seconds, switchFlag, decimal } from '../common/flags/values.ts';
 import { bytes, rate, table } from '../common/format.ts';
 import type { CgroupView } from '../agent/http/api.ts';
 

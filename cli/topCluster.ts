@@ -7,7 +7,8 @@
  * `-o json` prints exact decimal strings (totals pass 2^53).
  */
 import type { KubeConfig } from '@kubernetes/client-node';
-import { ConfigError, defineFlags, formatHelp, invalid, kubernetesName, oneOf, parseFlags, pathValue, switchFlag, wantsHelp } from '../common/flags/parse.ts';
+import { ConfigError, defineFlags, formatHelp, invalid, parseFlags, wantsHelp } from '../common/flags/parse.ts';
+import { kubernetesName, oneOf, pathValue, switchFlag } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
 import type { TopClusterRow, TopWhat } from '../operator/report.ts';
 

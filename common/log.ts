@@ -5,8 +5,10 @@
 import { pino, type Logger } from 'pino';
 
 export type { Logger } from 'pino';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
-export type LogFormat = 'json' | 'pretty' | 'auto';
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ['json', 'pretty', 'auto'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 export function createLogger(options: { level: LogLevel; format: LogFormat; name?: string }): Logger {
   const pretty = options.format === 'pretty' || (options.format === 'auto' && process.stderr.isTTY === true);

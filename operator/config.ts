@@ -4,19 +4,9 @@
  * operator reads process.env.
  */
 import { hostname } from 'node:os';
-import {
-  logFlags,
-  decimal,
-  defineFlags,
-  formatHelp,
-  hostPort,
-  invalid,
-  namespaceFlag,
-  parseOnlyFlags,
-  pathValue,
-  type HostPort,
-  type ParseContext,
-} from '../common/flags/parse.ts';
+import { defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
+import { decimal, hostPort, pathValue, type HostPort } from '../common/flags/values.ts';
+import { logFlags, namespaceFlag } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 
 export interface OperatorConfig {

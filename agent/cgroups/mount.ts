@@ -4,6 +4,7 @@
  * mounted differs by host: /sys/fs/cgroup on pure-v2 hosts, /sys/fs/cgroup/unified
  * on hybrid hosts (v1 controllers plus a v2 tree), elsewhere in containers.
  */
+import { ErrorCodes } from '../../common/errors.ts';
 import { readFileSync, statfsSync } from 'node:fs';
 
 /** statfs f_type of a cgroup2 filesystem (linux/magic.h CGROUP2_SUPER_MAGIC). */
@@ -23,7 +24,7 @@ const FS_TYPE_NAMES: ReadonlyMap<number, string> = new Map([
 
 const WELL_KNOWN_ROOTS = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'];
 
-export type CgroupMountErrorCode = 'ERR_PODMETER_NO_CGROUP2' | 'ERR_PODMETER_NOT_CGROUP2';
+export type CgroupMountErrorCode = typeof ErrorCodes.noCgroup2 | typeof ErrorCodes.notCgroup2;
 
 export class CgroupMountError extends Error {
   readonly code: CgroupMountErrorCode;
@@ -101,7 +102,7 @@ export function findCgroup2Root(opts: { override?: string; mountinfoPath?: strin
   const candidates = mountinfo === undefined ? WELL_KNOWN_ROOTS : rankCgroup2Mounts(parseCgroup2Mounts(mountinfo));
   const root = candidates.find(isCgroup2);
   if (root !== undefined) return root;
-  throw new CgroupMountError('ERR_PODMETER_NO_CGROUP2', noCgroup2Message(mountinfo, mountinfoPath));
+  throw new CgroupMountError(ErrorCodes.noCgroup2, noCgroup2Message(mountinfo, mountinfoPath));
 }
 
 function checkOverride(override: string, mountinfoPath: string): string {
@@ -110,12 +111,12 @@ function checkOverride(override: string, mountinfoPath: string): string {
     type = statfsSync(override).type;
   } catch (cause) {
     const reason = (cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(cause as Error).message})`;
-    throw new CgroupMountError('ERR_PODMETER_NOT_CGROUP2', `--cgroup-root ${override} ${reason}.${suggestMounts(mountinfoPath)}`, override, { cause });
+    throw new CgroupMountError(ErrorCodes.notCgroup2, `--cgroup-root ${override} ${reason}.${suggestMounts(mountinfoPath)}`, override, { cause });
   }
   if (type === CGROUP2_SUPER_MAGIC) return override;
   const fsName = FS_TYPE_NAMES.get(type) ?? `filesystem type 0x${type.toString(16)}`;
   throw new CgroupMountError(
-    'ERR_PODMETER_NOT_CGROUP2',
+    ErrorCodes.notCgroup2,
     `--cgroup-root ${override} is on ${fsName}, not cgroup2: podmeter attaches only to cgroup v2 directories.${suggestMounts(mountinfoPath)}`,
     override,
   );

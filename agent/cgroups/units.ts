@@ -8,7 +8,8 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parsePodCgroup, isKubepodsRoot } from './podPath.ts';
 
-export type DiscoverMode = 'pods' | 'children';
+export const DISCOVER_MODES = ['pods', 'children'] as const;
+export type DiscoverMode = (typeof DISCOVER_MODES)[number];
 
 export interface UnitIdentity {
   kind: 'pod' | 'cgroup';

@@ -7,7 +7,8 @@
  */
 import { closeSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { BpfError, ErrorCodes } from './errors.ts';
+import { ErrorCodes } from '../../common/errors.ts';
+import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
@@ -69,7 +70,7 @@ export function assertCgroup2Dir(path: string, what: string): void {
   }
   if (!isDir || fsType(path) !== CGROUP2_SUPER_MAGIC) {
     throw new BpfError({
-      code: ErrorCodes.notCgroup2Dir,
+      code: ErrorCodes.notCgroup2,
       message: `${what} '${path}': not a cgroup2 directory (cgroup_skb programs attach to cgroup v2 only)`,
       path,
     });
@@ -223,7 +224,7 @@ export class BpfObject {
   program(name: string): Program {
     const p = this.programs.get(name);
     if (p === undefined) {
-      throw new BpfError({ code: ErrorCodes.badObject, message: `BPF object has no program '${name}'` });
+      throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no program '${name}'` });
     }
     return p;
   }
@@ -231,7 +232,7 @@ export class BpfObject {
   /** Takes a map out of the object: the caller owns its fd from then on. */
   takeStorageMap(name: string): StorageMap {
     const fd = this.mapFds.get(name);
-    if (fd === undefined) throw new BpfError({ code: ErrorCodes.badObject, message: `BPF object has no map '${name}'` });
+    if (fd === undefined) throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no map '${name}'` });
     (this.mapFds as Map<string, number>).delete(name);
     return new StorageMap(fd);
   }

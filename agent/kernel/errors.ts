@@ -1,7 +1,8 @@
 /**
  * The one error class of the kernel layer. Shaped like Node's SystemError so
  * callers branch on `.code` (an errno name such as 'EPERM', a libbpf code such
- * as 'LIBBPF_ERRNO__VERIFY', or one of podmeter's own 'ERR_*' codes below).
+ * as 'LIBBPF_ERRNO__VERIFY', or one of podmeter's own codes from
+ * common/errors.ts).
  * The native addon constructs it too (see native.ts), so a failure inside
  * libbpf and a failed check in TypeScript look the same to callers.
  */
@@ -29,10 +30,3 @@ export class BpfError extends Error {
     this.path = props.path;
   }
 }
-
-/** Codes raised by podmeter's own checks (not errno names). */
-export const ErrorCodes = {
-  notCgroup2Dir: 'ERR_NOT_CGROUP2_DIR',
-  notBpffs: 'ERR_NOT_BPFFS',
-  badObject: 'ERR_BAD_BPF_OBJECT',
-} as const;

@@ -3,6 +3,7 @@
  * Only kernel/*.ts use it; everything else goes through the facade in bpf.ts.
  */
 import { createRequire } from 'node:module';
+import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { nativeAddonPath } from '../paths.ts';
 
@@ -74,7 +75,7 @@ function load(): NativeAddon {
   } catch (cause) {
     throw new BpfError(
       {
-        code: 'ERR_NATIVE_ADDON_MISSING',
+        code: ErrorCodes.nativeAddonMissing,
         message: `podmeter's native addon is not built or does not load (${path}); run 'make build' (or 'make setup' on a new machine)`,
         path,
       },

@@ -30,7 +30,7 @@ import { test } from 'node:test';
 import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX, type AfterHook } from '../helpers/cleanup.ts';
-import { HOLDER_SCRIPT, uniqueComm } from '../maps/holder.ts';
+import { HOLDER_SCRIPT, uniqueComm } from '../helpers/mapHolder.ts';
 import { agentCapabilities, render, ROOT, toolsDir } from './chart.ts';
 
 const ADDON = 'agent/native/build/Release/podmeter_native.node';

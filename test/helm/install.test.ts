@@ -22,7 +22,7 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { udpExchange } from '../helpers/traffic.ts';
-import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../kube/harness.ts';
+import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
 import {
   agentDaemonSet,
   CHART,

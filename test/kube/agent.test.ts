@@ -12,7 +12,7 @@ import { makeNetns } from '../helpers/netns.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { annotations, clusterWithNode, makePod, must } from './harness.ts';
+import { annotations, clusterWithNode, makePod, must } from '../helpers/kubeCluster.ts';
 
 test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (t) => {
   const { cluster, node } = await clusterWithNode(t);

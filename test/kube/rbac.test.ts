@@ -16,7 +16,7 @@ import { makeNetns } from '../helpers/netns.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { permissionErrors, sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
-import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from './harness.ts';
+import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
 
 const RBAC = new URL('../../deploy/agent-rbac.yaml', import.meta.url).pathname;
 

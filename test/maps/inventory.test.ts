@@ -22,7 +22,7 @@ import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
-import { BPF_F_NO_PREALLOC, fdinfoOf, HOLDER_SCRIPT, MAP_TYPE, startHolder, uniqueComm, type MapSpec } from './holder.ts';
+import { BPF_F_NO_PREALLOC, fdinfoOf, HOLDER_SCRIPT, MAP_TYPE, startHolder, uniqueComm, type MapSpec } from '../helpers/mapHolder.ts';
 
 function mapById(inv: MapInventory, id: number): InventoryMap {
   const found = inv.maps.filter((m) => m.id === id);

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { takeInventory } from '../../agent/maps/inventory.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { TEST_PREFIX, randomSuffix } from '../helpers/cleanup.ts';
-import { MAP_TYPE, startHolder, uniqueComm } from './holder.ts';
+import { MAP_TYPE, startHolder, uniqueComm } from '../helpers/mapHolder.ts';
 import { countPixels, decodePng } from './png.ts';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -22,7 +22,7 @@ import { startMapInventory } from '../../agent/maps/watcher.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from '../helpers/cleanup.ts';
 import { waitFor } from '../helpers/agent.ts';
-import { MAP_TYPE, startHolder, uniqueComm, type Created, type Holder } from './holder.ts';
+import { MAP_TYPE, startHolder, uniqueComm, type Created, type Holder } from '../helpers/mapHolder.ts';
 
 const silent = pino({ level: 'silent' });
 

@@ -15,7 +15,7 @@ import { WriteBudget } from '../../common/writeBudget.ts';
 import { watchBudget } from '../../agent/kube/budgetWatch.ts';
 import { perNodeRate } from '../../operator/budget.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { add, apply, counters, createPod, must, OPERATOR_NS, operatorCluster, startOperator, totalsBecome, writeCounts, type Counters, type TestPod } from './harness.ts';
+import { add, apply, counters, createPod, must, OPERATOR_NS, operatorCluster, startOperator, totalsBecome, writeCounts, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
 
 const NODES = 20;
 const PODS_PER_NODE = 100;

@@ -15,7 +15,7 @@ import { pino } from 'pino';
 import { sample } from '../helpers/agent.ts';
 import { watchBudget } from '../../agent/kube/budgetWatch.ts';
 import { perNodeRate } from '../../operator/budget.ts';
-import { add, apply, counters, createPod, deletePod, eventually, OPERATOR_NS, operatorCluster, startOperator, totals, totalsBecome, usage, writeCounts, type Counters, type TestPod } from './harness.ts';
+import { add, apply, counters, createPod, deletePod, eventually, OPERATOR_NS, operatorCluster, startOperator, totals, totalsBecome, usage, writeCounts, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
 
 test('two replicas: takeover once the lease runs out, no double counting; the write budget', async (t) => {
   const oc = await operatorCluster(t);

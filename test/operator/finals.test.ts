@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sample } from '../helpers/agent.ts';
 import { workloadUsageName } from '../../common/contract/usage.ts';
-import { add, apply, asStrings, counters, createPod, deletePod, eventually, ledgerLoaded, ledgerLoads, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage, writeCounts, writeNodeFinals, type Counters, type TestPod } from './harness.ts';
+import { add, apply, asStrings, counters, createPod, deletePod, eventually, ledgerLoaded, ledgerLoads, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage, writeCounts, writeNodeFinals, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
 
 const NODE = 'podmeter-test-finals-node';
 const WEB = workloadUsageName({ namespace: 'shop', kind: 'Deployment', name: 'web', key: 'shop/Deployment/web' });

@@ -32,7 +32,7 @@ import {
   writeCounts,
   type Counters,
   type TestPod,
-} from './harness.ts';
+} from '../helpers/operatorCluster.ts';
 
 const template = (app: string) => ({ metadata: { labels: { app } }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } });
 const owner = (apiVersion: string, kind: string, name: string, uid?: string) => ({ apiVersion, kind, name, ...(uid ? { uid } : {}) });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { agentHelp, parseAgentConfig, type AgentConfig } from '../../agent/config.ts';
-import { ConfigError, defineFlags, formatHelp, parseFlags, switchFlag, wantsHelp } from '../../common/flags/parse.ts';
+import { ConfigError, defineFlags, formatHelp, parseFlags, wantsHelp } from '../../common/flags/parse.ts';
+import { switchFlag } from '../../common/flags/values.ts';
 
 const ENV = { NODE_NAME: 'node-a' };
 

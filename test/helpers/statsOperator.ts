@@ -4,7 +4,7 @@
  * memory after a full GC (run node with --expose-gc) and the number of API
  * requests it has sent.
  *
- *   spawn(node, ['--expose-gc', 'test/operator/stats-operator.ts', ...operator flags], { stdio: [..., 'ipc'] })
+ *   spawn(node, ['--expose-gc', 'test/helpers/statsOperator.ts', ...operator flags], { stdio: [..., 'ipc'] })
  */
 import { parseOperatorConfig } from '../../operator/config.ts';
 import { startOperator } from '../../operator/main.ts';

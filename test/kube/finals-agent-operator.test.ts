@@ -13,8 +13,8 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeNetns } from '../helpers/netns.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
-import { apply, asStrings, eventually, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../operator/harness.ts';
-import { annotations, makePod } from './harness.ts';
+import { apply, asStrings, eventually, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../helpers/operatorCluster.ts';
+import { annotations, makePod } from '../helpers/kubeCluster.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
 
 const NODE = 'podmeter-test-finals-agent-node';

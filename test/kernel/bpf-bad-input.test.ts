@@ -16,7 +16,8 @@ import {
   queryCgroup,
   StorageMap,
 } from '../../agent/kernel/bpf.ts';
-import { BpfError, ErrorCodes } from '../../agent/kernel/errors.ts';
+import { BpfError } from '../../agent/kernel/errors.ts';
+import { ErrorCodes } from '../../common/errors.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { bpffsRoot, makeBpffsDir } from '../helpers/bpffs.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -58,8 +59,8 @@ test('attaching to a path that is not a cgroup2 directory fails before the kerne
   const missing = join(cg.path, 'no-such-child');
   for (const program of [pm.programs.ingress, pm.programs.egress]) {
     for (const attach of [attachCgroup, attachCgroupMulti]) {
-      assertBpfError(() => attach({ cgroupPath: dir, program }), ErrorCodes.notCgroup2Dir, dir);
-      assertBpfError(() => attach({ cgroupPath: file, program }), ErrorCodes.notCgroup2Dir, file);
+      assertBpfError(() => attach({ cgroupPath: dir, program }), ErrorCodes.notCgroup2, dir);
+      assertBpfError(() => attach({ cgroupPath: file, program }), ErrorCodes.notCgroup2, file);
       assertBpfError(() => attach({ cgroupPath: missing, program }), 'ENOENT', missing);
     }
   }

@@ -16,8 +16,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { randomSuffix, type AfterHook } from '../helpers/cleanup.ts';
-import { spawnInCgroup, type CgroupRef } from '../helpers/traffic.ts';
+import { randomSuffix, type AfterHook } from './cleanup.ts';
+import { spawnInCgroup, type CgroupRef } from './traffic.ts';
 
 export const HOLDER_SCRIPT = fileURLToPath(new URL('./mapholder.py', import.meta.url));
 

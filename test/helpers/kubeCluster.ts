@@ -6,9 +6,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster, type TestCluster } from '../cluster/cluster.ts';
-import type { AfterHook } from '../helpers/cleanup.ts';
-import { randomSuffix } from '../helpers/cleanup.ts';
-import type { TestCgroup } from '../helpers/cgroups.ts';
+import type { AfterHook } from './cleanup.ts';
+import { randomSuffix } from './cleanup.ts';
+import type { TestCgroup } from './cgroups.ts';
 
 export async function clusterWithNode(t: AfterHook): Promise<{ cluster: TestCluster; node: string }> {
   const cluster = await startCluster();

@@ -1,0 +1,30 @@
+/** Owner chains: which workload a pod is counted under (operator/owners.ts), without a cluster. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { Interner, OwnerIndex } from '../../operator/owners.ts';
+
+const silent = pino({ level: 'silent' });
+const meta = (name: string, owner?: [string, string]) => ({ metadata: { name, namespace: 'ns', ...(owner ? { ownerReferences: [{ kind: owner[0], name: owner[1], controller: true }] } : {}) } });
+
+test('owner chains: Deployment, CronJob, bare, missing, cycle, mirror pod', () => {
+  const owners = new OwnerIndex(silent, new Interner());
+  owners.put('ReplicaSet', meta('web-1', ['Deployment', 'web']));
+  owners.put('Job', meta('nightly-1', ['CronJob', 'nightly']));
+  owners.put('Job', meta('once'));
+  owners.put('ReplicaSet', meta('a', ['ReplicaSet', 'b']));
+  owners.put('ReplicaSet', meta('b', ['ReplicaSet', 'a']));
+  const r = (kind: string | null, name = '') => owners.resolve('ns', 'pod-x', kind === null ? null : { kind, name });
+  assert.equal(r('ReplicaSet', 'web-1').workload.key, 'ns/Deployment/web');
+  assert.equal(r('Job', 'nightly-1').workload.key, 'ns/CronJob/nightly');
+  assert.equal(r('Job', 'once').workload.key, 'ns/Job/once');
+  assert.equal(r('StatefulSet', 'db').workload.key, 'ns/StatefulSet/db');
+  assert.equal(r(null).workload.key, 'ns/Pod/pod-x');
+  assert.equal(r('Node', 'node-1').workload.key, 'ns/Pod/pod-x', 'a static pod\'s mirror is its own workload');
+  const missing = r('ReplicaSet', 'gone');
+  assert.deepEqual([missing.workload.key, missing.missing], ['ns/ReplicaSet/gone', true]);
+  const cycle = r('ReplicaSet', 'a');
+  assert.deepEqual([cycle.workload.key, cycle.missing], ['ns/ReplicaSet/a', false]);
+  owners.remove('ReplicaSet', meta('web-1'));
+  assert.equal(r('ReplicaSet', 'web-1').missing, true);
+});
