@@ -144,7 +144,8 @@ function noCgroup2Message(mountinfo: string | undefined, mountinfoPath: string):
   );
 }
 
-function readMountinfo(path: string): string | undefined {
+/** mountinfo's text, or undefined when it cannot be read (no /proc in a minimal sandbox). */
+export function readMountinfo(path = '/proc/self/mountinfo'): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch {

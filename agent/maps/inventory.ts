@@ -14,42 +14,23 @@
  *   opens the map for a moment. So per-owner and per-pod sums can exceed the
  *   node total; the node total is the one to add up across nodes.
  *
+ * The parts: the estimate for what memlock leaves out (estimate.ts), the
+ * /proc scan (holders.ts), cgroup path translation (cgroups/translate.ts).
+ *
  * Races: processes exit, fds close and maps come and go during the scan;
  * whatever vanishes mid-scan (ENOENT, ESRCH) is skipped silently. A map freed
  * between the map list and the /proc scan shows up once as owner `pinned`.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { release } from 'node:os';
-import { join, relative, sep } from 'node:path';
 import { listMaps, listPrograms, possibleCpus, type MapInfo } from '../kernel/bpf.ts';
-import { findCgroup2Root, parseMountinfo } from '../cgroups/mount.ts';
+import { findCgroup2Root, readMountinfo } from '../cgroups/mount.ts';
 import { podCgroupOf } from '../cgroups/podPath.ts';
+import { cgroupTranslator } from '../cgroups/translate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, estimateStorageBytes, memlockIsExact, OWN_STORAGE_MAP_NAME, OWN_STORAGE_MAP_TYPE } from './estimate.ts';
+import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 
 /** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
 export type OwnerKind = 'process' | 'program' | 'pinned';
-
-/** The name podmeter's own per-CPU cgroup storage map has in bpf/podmeter.bpf.c. */
-export const OWN_STORAGE_MAP_NAME = 'podmeter_stats';
-export const OWN_STORAGE_MAP_TYPE = 'percpu_cgroup_storage';
-
-/**
- * Kernel memory per element of a cgroup storage map besides its value:
- * struct bpf_cgroup_storage (kernel/bpf/local_storage.c, include/linux/bpf-cgroup-defs.h),
- * allocated with bpf_map_kmalloc_node() once per {cgroup, attach type} key:
- * the value buffer pointer (8), the map pointer (8), struct bpf_cgroup_storage_key
- * (u64 cgroup id + u32 attach type, padded: 16), list_map and list_cg list heads
- * (16 each), the rb_node in the map's tree (24) and an rcu_head (16) = 104 bytes
- * on 64-bit kernels (BTF of this 6.18 kernel: `STRUCT 'bpf_cgroup_storage' size=104`).
- * kmalloc serves 104 bytes from its kmalloc-128 cache, so each element costs 128.
- * The per-CPU value buffer comes on top: bpf_map_alloc_percpu(value_size, align 8)
- * per element, i.e. round_up(value_size, 8) bytes on every possible CPU.
- * (cgroup_storage_map_usage() reports only sizeof(struct bpf_cgroup_storage_map):
- * "Currently the dynamically allocated elements are not counted.")
- */
-export const CGROUP_STORAGE_ELEMENT_OVERHEAD = 128;
-
-/** For shared (non per-CPU) cgroup storage the value sits in a kmalloc'd struct bpf_storage_buffer {rcu_head; data[]}: 16 bytes + value. */
-const STORAGE_BUFFER_HEADER = 16;
 
 export interface MapProcess {
   pid: number;
@@ -168,152 +149,6 @@ export interface InventoryOptions {
   kernelRelease?: string;
 }
 
-/** memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks); before, it is an upper bound computed from the map's shape. */
-export function memlockIsExact(kernelRelease: string): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
-  if (!m) return false;
-  const major = Number(m[1]);
-  const minor = Number(m[2]);
-  return major > 6 || (major === 6 && minor >= 4);
-}
-
-function roundUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}
-
-/** Bytes of one element of a cgroup storage map (per-CPU or shared), including its kernel bookkeeping. */
-export function cgroupStorageElementBytes(map: { type: string; valueSize: number }, cpus: number): number {
-  const value =
-    map.type === 'percpu_cgroup_storage' ? roundUp(map.valueSize, 8) * cpus : roundUp(STORAGE_BUFFER_HEADER + map.valueSize, 8);
-  return value + CGROUP_STORAGE_ELEMENT_OVERHEAD;
-}
-
-/** The estimate for podmeter's own storage map: entries x (round_up(value, 8) x possible CPUs + overhead) + the reported memlock. */
-export function estimateStorageBytes(map: { type: string; valueSize: number; memlock: number }, entries: number, cpus: number): number {
-  return Math.max(0, map.memlock) + Math.max(0, entries) * cgroupStorageElementBytes(map, cpus);
-}
-
-// --- the /proc scan ----------------------------------------------------------
-
-export interface ScannedHolder {
-  pid: number;
-  mapIds: Set<number>;
-}
-
-/**
- * Errors that mean "it went away while we looked" (or was never ours to see):
- * skip. Anything else (EMFILE, EIO) fails the enumeration, which the caller
- * logs and counts, rather than silently under-reporting.
- */
-function vanished(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ESRCH' || code === 'EACCES' || code === 'EPERM' || code === 'ENOTDIR' || code === 'EINVAL';
-}
-
-const MAP_ID = /^map_id:\s*(\d+)/m;
-
-/** Every process holding a BPF map fd, with the ids of the maps it holds. */
-export function scanMapHolders(procRoot = '/proc'): ScannedHolder[] {
-  const holders: ScannedHolder[] = [];
-  let pids: string[];
-  try {
-    pids = readdirSync(procRoot);
-  } catch (err) {
-    throw new Error(`cannot list ${procRoot}: ${(err as Error).message}`, { cause: err });
-  }
-  for (const name of pids) {
-    const first = name.charCodeAt(0);
-    if (first < 48 || first > 57) continue; // not a pid
-    const fdDir = `${procRoot}/${name}/fd`;
-    let fds: string[];
-    try {
-      fds = readdirSync(fdDir);
-    } catch (err) {
-      if (vanished(err)) continue; // exited, or not ours to read
-      throw err;
-    }
-    let mapIds: Set<number> | undefined;
-    for (const fd of fds) {
-      let target: string;
-      try {
-        target = readlinkSync(`${fdDir}/${fd}`);
-      } catch (err) {
-        if (vanished(err)) continue; // closed meanwhile
-        throw err;
-      }
-      if (target !== 'anon_inode:bpf-map') continue;
-      let info: string;
-      try {
-        info = readFileSync(`${procRoot}/${name}/fdinfo/${fd}`, 'latin1');
-      } catch (err) {
-        if (vanished(err)) continue;
-        throw err;
-      }
-      const m = MAP_ID.exec(info);
-      if (!m) continue;
-      (mapIds ??= new Set()).add(Number(m[1]));
-    }
-    if (mapIds !== undefined) holders.push({ pid: Number(name), mapIds });
-  }
-  return holders;
-}
-
-function readSmall(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'latin1');
-  } catch (err) {
-    if (vanished(err)) return undefined;
-    throw err;
-  }
-}
-
-/** The unified-hierarchy line of /proc/<pid>/cgroup (`0::<path>`). */
-export function cgroupV2Path(procCgroup: string): string | undefined {
-  for (const line of procCgroup.split('\n')) {
-    if (line.startsWith('0::')) return line.slice(3);
-  }
-  return undefined;
-}
-
-/**
- * Turns a /proc/<pid>/cgroup path into one relative to `cgroupRoot`. Both that
- * path and the mount's root in mountinfo are relative to our cgroup namespace,
- * so the directory is <mount point>/<path less the mount's root>.
- */
-export type CgroupTranslator = (procPath: string) => string;
-
-export function cgroupTranslator(cgroupRoot: string, mountinfo: string | undefined): CgroupTranslator {
-  const root = cgroupRoot.replace(/\/+$/, '') || '/';
-  let mount = { mountPoint: root, root: '/' };
-  if (mountinfo !== undefined) {
-    const candidates = parseMountinfo(mountinfo).filter(
-      (e) => e.fstype === 'cgroup2' && (root === e.mountPoint || root.startsWith(e.mountPoint === '/' ? '/' : `${e.mountPoint}/`)),
-    );
-    // The deepest mount containing the root; the last one mounted wins a tie (it shadows the others).
-    const best = candidates.reduce<(typeof candidates)[number] | undefined>(
-      (acc, e) => (acc === undefined || e.mountPoint.length >= acc.mountPoint.length ? e : acc),
-      undefined,
-    );
-    if (best !== undefined) mount = best;
-  }
-  const mountRoot = mount.root.replace(/\/+$/, '');
-  return (procPath) => {
-    if (mountRoot !== '' && procPath !== mountRoot && !procPath.startsWith(`${mountRoot}/`)) return procPath;
-    const abs = join(mount.mountPoint, procPath.slice(mountRoot.length));
-    const rel = relative(root, abs);
-    if (rel === '..' || rel.startsWith(`..${sep}`)) return procPath;
-    return rel;
-  };
-}
-
-function readMountinfo(procRoot: string): string | undefined {
-  try {
-    return readFileSync(`${procRoot}/self/mountinfo`, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
 // --- the enumeration -----------------------------------------------------------
 
 /** The cgroup2 mount; without one (cgroup v1 only) maps are still listed, with no pods. */
@@ -363,7 +198,7 @@ export function takeInventory(opts: InventoryOptions = {}): MapInventory {
   }
 
   // The holding processes: comm, cgroup, pod.
-  const translate = cgroupTranslator(cgroupRoot, readMountinfo(procRoot));
+  const translate = cgroupTranslator(cgroupRoot, readMountinfo(`${procRoot}/self/mountinfo`));
   const processes = new Map<number, MapProcess>();
   const holdersOf = new Map<number, MapProcess[]>();
   const known = new Set(infos.map((m) => m.id));

@@ -12,12 +12,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  CGROUP_STORAGE_ELEMENT_OVERHEAD,
-  takeInventory,
-  type InventoryMap,
-  type MapInventory,
-} from '../../agent/maps/inventory.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD } from '../../agent/maps/estimate.ts';
+import { takeInventory, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';

@@ -10,19 +10,10 @@ import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  CGROUP_STORAGE_ELEMENT_OVERHEAD,
-  cgroupStorageElementBytes,
-  cgroupTranslator,
-  cgroupV2Path,
-  estimateStorageBytes,
-  memlockIsExact,
-  podMapBytes,
-  scanMapHolders,
-  summarise,
-  type InventoryMap,
-  type MapInventory,
-} from '../../agent/maps/inventory.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, memlockIsExact } from '../../agent/maps/estimate.ts';
+import { cgroupTranslator } from '../../agent/cgroups/translate.ts';
+import { cgroupV2Path, scanMapHolders } from '../../agent/maps/holders.ts';
+import { podMapBytes, summarise, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
 import { CHART_JS, mapsPage } from '../../agent/maps/page.ts';
 import { mapsView } from '../../agent/maps/routes.ts';
 import { renderMaps } from '../../cli/maps.ts';
