@@ -15,7 +15,7 @@ import { KubeApi, describe } from '../common/kube/api.ts';
 import { Reflector } from '../common/kube/reflector.ts';
 import { Interner, OwnerIndex } from './owners.ts';
 import { PodStore } from './pods.ts';
-import { Ledger } from './ledger.ts';
+import { Ledger } from './ledger/ledger.ts';
 import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
 import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';

@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { Exposition, labelText, type LabelledCounter } from '../common/http/exposition.ts';
-import type { Ledger, UsageTotal } from './ledger.ts';
+import type { Ledger, UsageTotal } from './ledger/ledger.ts';
 import type { UsageKind } from '../common/contract/usage.ts';
 
 /** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations and the budget. */

@@ -1,0 +1,278 @@
+/**
+ * The ledger's working state, shared by its parts: one Entry per usage
+ * object (what is persisted, what waits to be), the objects waiting to be
+ * written, retirements on their way to the rollups, and the bookkeeping
+ * every part uses (an entry by kind and name, marking it dirty, moving a
+ * pod's counts in and out of the live sums, retiring and rolling up).
+ * ledger.ts turns pod and Node events into these; status.ts plans each
+ * object's status from them; writes.ts writes it; finals.ts applies the
+ * agents' finals.
+ */
+import type { Logger } from 'pino';
+import type { WriteBudget } from '../../common/writeBudget.ts';
+import { addTo, copy, isZero, subFrom, sum, zero, type Counts, FIELDS } from '../../common/contract/counts.ts';
+import type { PodFinal } from '../../common/contract/finals.ts';
+import { workloadUsageName, type RetiringEntry, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
+import type { KubeApi } from '../../common/kube/api.ts';
+import type { OperatorErrorOp } from '../metrics.ts';
+import type { PodRecord, PodStore } from '../pods.ts';
+
+/** A pod being retired: a live record, or one known only from a checkpoint (it died while no operator ran). */
+export interface Retiree {
+  uid: string;
+  namespace: string;
+  workload: Workload | undefined;
+  checkpointed: Counts | undefined;
+  /** Counts from before the agent's counters restarted (added to the agent's final). */
+  base?: Counts | undefined;
+}
+
+/** A top-up's retirement key: what a pod's final adds after it was retired with less. */
+export const TOP_UP = '+final';
+
+export interface Entry {
+  kind: UsageKind;
+  name: string;
+  /** WorkloadUsage: which workload (its spec). */
+  workload?: Workload;
+  /** Sum of the checkpointed counts of the live pods counted here. */
+  live: Counts;
+  pods: number;
+  /** NodeUsage: the live pods on the node. */
+  members?: Set<PodRecord>;
+  // --- as persisted (and read back) ---
+  exists: boolean;
+  resourceVersion: string | undefined;
+  retired: Counts;
+  retiredPods: number;
+  /** NamespaceUsage/WorkloadUsage: uid -> when retired. */
+  recent: Map<string, number>;
+  /** NodeUsage: retired pods and whether their namespace and workload have them. */
+  retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number }>;
+  // --- not yet persisted ---
+  /** NodeUsage: uid -> pod to retire with its final counts; others: uid -> final counts. */
+  pendingNode: Map<string, { pod: Retiree; final: Counts }>;
+  pending: Map<string, Counts>;
+  bpfMapBytes: bigint | undefined;
+  dirtyAt: number | undefined;
+  writtenAt: number;
+  /** Bumped by every change, so a change made while a write was on its way is not forgotten by it. */
+  changes: number;
+  /** Hash of the last status written (without its time), to skip writes that change nothing. */
+  lastBody: string;
+}
+
+export interface LedgerOptions {
+  api: KubeApi;
+  pods: PodStore;
+  identity: string;
+  log: Logger;
+  /** Spent by every status write (all kinds together). */
+  budget: WriteBudget;
+  onError: (op: OperatorErrorOp) => void;
+  /** How long retired uids are kept for idempotence (default 15 min). */
+  retiredTtlMs?: number;
+  /** How long a deletion seen by this process is remembered for a later takeover (default 5 min). */
+  rememberDeletesMs?: number;
+  /** Minimum time between two writes of the same object, by kind. */
+  minIntervalMs?: Partial<Record<UsageKind, number>>;
+}
+
+export const KINDS: readonly UsageKind[] = ['NodeUsage', 'NamespaceUsage', 'WorkloadUsage'];
+
+export class Book {
+  readonly o: LedgerOptions;
+  readonly log: Logger;
+  readonly entries = new Map<string, Entry>();
+  readonly dirtySet = new Set<Entry>();
+  /** uid -> the NodeUsage whose intent waits for its namespace (ns) and workload (wl). */
+  readonly rollup = new Map<string, { node: Entry; ns: boolean; wl: boolean }>();
+  /** Deletions this process saw, leader or not: the final counts for a takeover. */
+  readonly deleted = new Map<string, { pod: Retiree; node: string; final: Counts; at: number }>();
+  readonly nodeMapBytes = new Map<string, bigint>();
+  /** The agents' finals (Node annotations), by node then pod uid; kept for their usable time. */
+  readonly nodeFinals = new Map<string, Map<string, PodFinal>>();
+  readonly problemsLogged = new Set<string>();
+  readonly ttlMs: number;
+  readonly rememberMs: number;
+  /** Bumped on every change of leadership: a write begun under an older one is not taken into account. */
+  generation = 0;
+
+  constructor(options: LedgerOptions) {
+    this.o = options;
+    this.log = options.log;
+    this.ttlMs = options.retiredTtlMs ?? 15 * 60_000;
+    this.rememberMs = options.rememberDeletesMs ?? 5 * 60_000;
+  }
+
+  /** Forgets everything persisted (a new leadership reads it again). */
+  clear(): void {
+    this.entries.clear();
+    this.dirtySet.clear();
+    this.rollup.clear();
+  }
+
+  entry(kind: UsageKind, nameOrWorkload: string | Workload): Entry {
+    const name = typeof nameOrWorkload === 'string' ? nameOrWorkload : workloadUsageName(nameOrWorkload);
+    const key = `${kind}/${name}`;
+    let e = this.entries.get(key);
+    if (e === undefined) {
+      e = {
+        kind,
+        name,
+        ...(typeof nameOrWorkload === 'string' ? {} : { workload: nameOrWorkload }),
+        live: zero(),
+        pods: 0,
+        ...(kind === 'NodeUsage' ? { members: new Set<PodRecord>() } : {}),
+        exists: false,
+        resourceVersion: undefined,
+        retired: zero(),
+        retiredPods: 0,
+        recent: new Map(),
+        retiring: new Map(),
+        pendingNode: new Map(),
+        pending: new Map(),
+        bpfMapBytes: kind === 'NodeUsage' ? this.nodeMapBytes.get(name) : undefined,
+        dirtyAt: undefined,
+        writtenAt: 0,
+        changes: 0,
+        lastBody: '',
+      };
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+
+  workloadEntryFromObject(name: string, object: UsageObject): Entry | undefined {
+    const s = object.spec;
+    if (!s?.namespace || !s.kind || !s.name) {
+      this.reportProblems('WorkloadUsage', name, ['spec has no namespace/kind/name: ignored']);
+      return undefined;
+    }
+    const w = this.workloadOf(s.namespace, s.kind, s.name);
+    if (workloadUsageName(w) !== name) {
+      this.reportProblems('WorkloadUsage', name, [`spec names workload ${w.key}, whose object is ${workloadUsageName(w)}: ignored`]);
+      return undefined;
+    }
+    return this.entry('WorkloadUsage', w);
+  }
+
+  workloadOf(namespace: string, kind: string, name: string): Workload {
+    return { namespace, kind, name, key: `${namespace}/${kind}/${name}` };
+  }
+
+  dirty(e: Entry, now = Date.now()): void {
+    e.dirtyAt ??= now;
+    e.changes++;
+    this.dirtySet.add(e);
+  }
+
+  /** Written (or nothing to write) as of change `seen`: clean, unless it changed since or `again` asks for another write later. */
+  clean(e: Entry, seen: number, again: number | undefined): void {
+    if (e.changes !== seen) return; // changed while the write was on its way: stays dirty
+    e.dirtyAt = again;
+    if (again === undefined) this.dirtySet.delete(e);
+  }
+
+  attach(p: PodRecord): void {
+    this.entry('NamespaceUsage', p.namespace).pods++;
+    if (p.workload) this.entry('WorkloadUsage', p.workload).pods++;
+    if (p.node !== '') {
+      const node = this.entry('NodeUsage', p.node);
+      node.members!.add(p);
+      this.dirty(node);
+    }
+  }
+
+  detach(p: PodRecord): void {
+    this.entry('NamespaceUsage', p.namespace).pods--;
+    if (p.workload) this.entry('WorkloadUsage', p.workload).pods--;
+    if (p.node !== '') this.entry('NodeUsage', p.node).members!.delete(p);
+  }
+
+  /** Adds checkpointed counts of a pod to its namespace's and workload's live sums. */
+  addLive(p: Retiree, counts: Counts): void {
+    addTo(this.entry('NamespaceUsage', p.namespace).live, counts);
+    if (p.workload) addTo(this.entry('WorkloadUsage', p.workload).live, counts);
+  }
+
+  subLive(p: Retiree, counts: Counts): void {
+    subFrom(this.entry('NamespaceUsage', p.namespace).live, counts);
+    if (p.workload) subFrom(this.entry('WorkloadUsage', p.workload).live, counts);
+  }
+
+  retire(p: Retiree, nodeName: string, final: Counts, now: number): void {
+    if (nodeName === '') {
+      if (!isZero(final)) this.log.warn({ namespace: p.namespace, uid: p.uid }, 'a pod with counts but no node died: not counted (only pods on nodes are)');
+      return;
+    }
+    if (p.workload === undefined && isPodRecord(p)) p.workload = this.o.pods.workloadOf(p, now, true);
+    if (isZero(final) && p.checkpointed === undefined) return; // never counted anywhere: nothing to retire
+    const node = this.entry('NodeUsage', nodeName);
+    if (node.retiring.has(p.uid)) return; // already retired (seen again after a relist or takeover)
+    if (p.checkpointed !== undefined) subFrom(node.live, p.checkpointed);
+    node.pendingNode.set(p.uid, { pod: p, final: copy(final) });
+    this.dirty(node, now);
+  }
+
+  /** After a NodeUsage retired `uid`: its namespace and workload retire it too (unless they already have). */
+  rollUp(node: Entry, uid: string, workload: Workload, final: Counts): void {
+    const ns = this.entry('NamespaceUsage', workload.namespace);
+    const wl = this.entry('WorkloadUsage', workload);
+    const state = { node, ns: ns.recent.has(uid), wl: wl.recent.has(uid) };
+    if (!state.ns) {
+      ns.pending.set(uid, final);
+      this.dirty(ns);
+    }
+    if (!state.wl) {
+      wl.pending.set(uid, final);
+      this.dirty(wl);
+    }
+    this.rollup.set(uid, state);
+    this.rolledUp(uid);
+  }
+
+  rolledUp(uid: string, kind?: UsageKind): void {
+    const state = this.rollup.get(uid);
+    if (state === undefined) return;
+    if (kind === 'NamespaceUsage') state.ns = true;
+    if (kind === 'WorkloadUsage') state.wl = true;
+    if (!state.ns || !state.wl) return;
+    this.rollup.delete(uid);
+    const r = state.node.retiring.get(uid);
+    if (r !== undefined && !r.entry.rolledUp) {
+      r.entry = { ...r.entry, rolledUp: true };
+      this.dirty(state.node);
+    }
+  }
+
+  reportProblems(kind: UsageKind, name: string, problems: string[]): void {
+    if (problems.length === 0) return;
+    const key = `${kind}/${name}/${problems.join(';')}`;
+    if (this.problemsLogged.has(key)) return;
+    this.problemsLogged.add(key);
+    this.o.onError('bad_status');
+    this.log.error({ kind, name, problems }, 'custom resource status edited into a shape the operator cannot read: the unreadable parts are ignored and rewritten');
+  }
+}
+
+export function maxOf(a: Counts, b: Counts): Counts {
+  const m = zero();
+  for (const f of FIELDS) m[f] = a[f] > b[f] ? a[f] : b[f];
+  return m;
+}
+
+/** An agent's final counts plus what the pod was counted with before the agent's counters restarted. */
+export function withBase(p: Retiree, counts: Counts): Counts {
+  return p.base === undefined ? counts : sum(p.base, counts);
+}
+
+export function checkpointedSum(pods: Iterable<PodRecord>): Counts {
+  const total = zero();
+  for (const p of pods) if (p.checkpointed !== undefined) addTo(total, p.checkpointed);
+  return total;
+}
+
+export function isPodRecord(p: Retiree): p is PodRecord {
+  return 'firstSeen' in p;
+}

@@ -1,0 +1,285 @@
+/**
+ * The ledger: cluster totals per namespace, workload and node that count
+ * every pod exactly once and never go down when pods die, persisted in the
+ * status of the operator's custom resources (so a restarted or newly
+ * elected operator continues where the last one stopped).
+ *
+ *   total = sum of the live pods' checkpointed counts + retired
+ *
+ * - A live pod's counts enter the totals in two steps: first its NodeUsage
+ *   is written with the pod's counts in `status.checkpoint`, then the
+ *   NamespaceUsage and WorkloadUsage include them. Whatever a total ever
+ *   showed is therefore on record in a NodeUsage.
+ * - A pod that dies is retired: its final counts (the DELETED event's
+ *   annotations) move from the checkpoint into `retired` of its NodeUsage
+ *   and into `status.retiring` (the intent), in one write; then into
+ *   `retired` of its namespace and workload, each guarded by its
+ *   `recentlyRetired` uids (idempotent); then the intent is marked
+ *   `rolledUp`. Each write is one object, made with its resourceVersion.
+ * - On becoming leader the operator reads all three kinds: a checkpointed
+ *   pod that no longer exists died while no operator ran (retired with its
+ *   checkpointed counts, or with its final counts if this process saw the
+ *   deletion as a standby); intents not rolled up are finished.
+ * - The agents' Node annotation `podmeter.io/finals` (finals.ts) holds
+ *   each terminated pod's final counts for 10 minutes. A pod is retired with
+ *   the larger of its last annotations and that final; a final that arrives
+ *   after the pod was retired with less adds the difference once (a top-up,
+ *   retired under the key `<uid>+final`); a final of a pod no ledger has
+ *   (deleted while no operator ran, never checkpointed) retires it.
+ *
+ * NodeUsage stays small because a node holds at most ~110 pods; only pods
+ * with traffic are checkpointed.
+ *
+ * This file: pod and Node events, leadership (loading the ledger), the
+ * write rounds and the totals the metrics show. The state they share is
+ * book.ts; status planning status.ts; writes with conflict retry writes.ts;
+ * the agents' finals and top-ups finals.ts.
+ */
+import { addTo, copy, equal, isZero, sum, wentBack, type Counts } from '../../common/contract/counts.ts';
+import type { PodFinal } from '../../common/contract/finals.ts';
+import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
+import { listAll } from '../../common/kube/list.ts';
+import type { NodeListener } from '../nodes.ts';
+import { contribution, type PodListener, type PodRecord } from '../pods.ts';
+import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type LedgerOptions, type Retiree } from './book.ts';
+import { applyFinal, dropStale, isStale } from './finals.ts';
+import { StatusWriter } from './writes.ts';
+
+export type { LedgerOptions } from './book.ts';
+
+export interface UsageTotal {
+  kind: UsageKind;
+  name: string;
+  workload?: Workload;
+  total: Counts;
+  pods: number;
+  bpfMapBytes?: bigint;
+}
+
+export class Ledger implements PodListener, NodeListener {
+  readonly #book: Book;
+  readonly #writer: StatusWriter;
+  readonly #minInterval: Record<UsageKind, number>;
+  #active = false;
+  #writing = false;
+
+  constructor(options: LedgerOptions) {
+    this.#book = new Book(options);
+    this.#writer = new StatusWriter(this.#book);
+    this.#minInterval = { NodeUsage: 1000, NamespaceUsage: 1000, WorkloadUsage: 2000, ...options.minIntervalMs };
+  }
+
+  /** True while this process is the leader and has read the persisted ledger. */
+  get active(): boolean {
+    return this.#active;
+  }
+
+  // --- pod events (PodListener) -------------------------------------------
+
+  added(p: PodRecord): void {
+    if (this.#active) this.#book.attach(p);
+  }
+
+  assigned(p: PodRecord): void {
+    if (this.#active && p.workload) this.#book.entry('WorkloadUsage', p.workload).pods++;
+  }
+
+  changed(p: PodRecord, previous: { node: string }): void {
+    if (!this.#active) return;
+    if (previous.node === '' && p.node !== '') this.#book.entry('NodeUsage', p.node).members!.add(p);
+    if (p.node !== '') this.#book.dirty(this.#book.entry('NodeUsage', p.node));
+  }
+
+  deleted(p: PodRecord, last: Counts): void {
+    const now = Date.now();
+    const agentFinal = this.#book.nodeFinals.get(p.node)?.get(p.uid);
+    const final = agentFinal === undefined ? last : maxOf(last, withBase(p, agentFinal.counts));
+    if (p.node !== '' && !isZero(final)) this.#book.deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
+    if (!this.#active) return;
+    this.#book.detach(p);
+    this.#book.retire(p, p.node, final, now);
+  }
+
+  /** A Node's `podmeter.io/bpf-map-bytes` (undefined: none or the Node went away). */
+  nodeMapBytes(node: string, value: bigint | undefined): void {
+    if (value === undefined) this.#book.nodeMapBytes.delete(node);
+    else this.#book.nodeMapBytes.set(node, value);
+    if (!this.#active) return;
+    const key = `NodeUsage/${node}`;
+    if (value === undefined && !this.#book.entries.has(key)) return;
+    const e = this.#book.entry('NodeUsage', node);
+    if (e.bpfMapBytes !== value) {
+      e.bpfMapBytes = value;
+      this.#book.dirty(e);
+    }
+  }
+
+  /** A Node's `podmeter.io/finals` (new entries are added; entries stay for their usable time even if the Node goes). */
+  nodeFinals(node: string, finals: PodFinal[]): void {
+    const now = Date.now();
+    let known = this.#book.nodeFinals.get(node);
+    if (known !== undefined) dropStale(known, now);
+    for (const f of finals) {
+      if (isStale(f, now)) continue;
+      const before = known?.get(f.uid);
+      if (before !== undefined && equal(before.counts, f.counts)) continue;
+      if (known === undefined) this.#book.nodeFinals.set(node, (known = new Map()));
+      known.set(f.uid, f);
+      if (this.#active) applyFinal(this.#book, node, f, now);
+    }
+  }
+
+  get clusterMapBytes(): bigint {
+    let total = 0n;
+    for (const v of this.#book.nodeMapBytes.values()) total += v;
+    return total;
+  }
+
+  // --- leadership ---------------------------------------------------------
+
+  /**
+   * Reads the persisted ledger and rebuilds the totals from it and the pods
+   * now known; then this process writes. Throws if the CRs cannot be read
+   * (not installed, no permission): the caller retries.
+   */
+  async activate(): Promise<void> {
+    const generation = ++this.#book.generation;
+    const loaded = new Map<UsageKind, { name: string; object: UsageObject; state: LedgerState }[]>();
+    for (const kind of KINDS) loaded.set(kind, await this.#listAll(kind));
+    if (generation !== this.#book.generation) return; // stepped down meanwhile
+    this.#book.clear();
+    const now = Date.now();
+    const pods = this.#book.o.pods;
+    for (const p of pods.values()) p.checkpointed = undefined;
+
+    for (const kind of KINDS) {
+      for (const { name, object, state } of loaded.get(kind)!) {
+        const e = kind === 'WorkloadUsage' ? this.#book.workloadEntryFromObject(name, object) : this.#book.entry(kind, name);
+        if (e === undefined) continue;
+        e.exists = true;
+        e.resourceVersion = object.metadata.resourceVersion;
+        e.retired = state.retired;
+        e.retiredPods = state.retiredPods;
+        e.recent = state.recent;
+        e.retiring = state.retiring;
+        this.#book.reportProblems(kind, name, state.problems);
+      }
+    }
+    const ghosts: Retiree[] = [];
+    for (const { name, state } of loaded.get('NodeUsage')!) {
+      const node = this.#book.entry('NodeUsage', name);
+      for (const [uid, cp] of state.checkpoint) {
+        const w = this.#book.workloadOf(cp.entry.namespace, cp.entry.workloadKind, cp.entry.workload);
+        const p = pods.get(uid);
+        if (p !== undefined) {
+          pods.pin(p, w);
+          if (cp.base !== undefined) p.base = cp.base;
+          if (wentBack(contribution(p), cp.counts)) p.base = copy(cp.counts); // the agent's counters restarted while no operator ran
+          p.checkpointed = cp.counts;
+          continue;
+        }
+        // Died while no operator was leader: retire it with the best final known.
+        const ghost: Retiree = { uid, namespace: cp.entry.namespace, workload: w, checkpointed: cp.counts, base: cp.base };
+        const seen = this.#book.deleted.get(uid);
+        const final = seen === undefined ? cp.counts : maxOf(seen.final, cp.counts);
+        node.pendingNode.set(uid, { pod: ghost, final });
+        ghosts.push(ghost);
+      }
+      for (const [uid, r] of node.retiring) {
+        if (!r.entry.rolledUp) this.#book.rollUp(node, uid, this.#book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload), r.counts);
+      }
+    }
+    // Deletions this process saw that no NodeUsage has on record (never checkpointed, or died during the handover).
+    for (const [uid, d] of this.#book.deleted) {
+      if (now - d.at > this.#book.rememberMs) continue;
+      const node = this.#book.entry('NodeUsage', d.node);
+      if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
+      // Not in any checkpoint, so in no total yet: retired with nothing to take back.
+      const workload = d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
+      this.#book.retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
+    }
+    for (const p of pods.values()) this.#book.attach(p);
+    for (const p of pods.values()) if (p.checkpointed !== undefined) this.#book.addLive(p, p.checkpointed);
+    for (const g of ghosts) if (g.checkpointed !== undefined) this.#book.addLive(g, g.checkpointed);
+    for (const e of this.#book.entries.values()) if (e.members) e.live = checkpointedSum(e.members);
+    for (const [node, bytes] of this.#book.nodeMapBytes) this.#book.entry('NodeUsage', node).bpfMapBytes = bytes;
+    for (const [node, finals] of this.#book.nodeFinals) for (const f of finals.values()) applyFinal(this.#book, node, f, now);
+    for (const e of this.#book.entries.values()) this.#book.dirty(e, now);
+    this.#active = true;
+    this.#book.log.info({ namespaces: loaded.get('NamespaceUsage')!.length, workloads: loaded.get('WorkloadUsage')!.length, nodes: loaded.get('NodeUsage')!.length, pods: pods.size, diedWhileAway: ghosts.length }, 'ledger loaded');
+  }
+
+  /** Stops writing and forgets the persisted state (a later activate() reads it again). */
+  deactivate(): void {
+    this.#book.generation++;
+    this.#active = false;
+    this.#book.clear();
+    for (const p of this.#book.o.pods.values()) p.checkpointed = undefined;
+  }
+
+  // --- writing ------------------------------------------------------------
+
+  /** Objects waiting to be written. */
+  get dirty(): number {
+    return this.#book.dirtySet.size;
+  }
+
+  /**
+   * One round: writes the objects that changed (NodeUsage first: the others
+   * only include what a NodeUsage has on record), within the write budget
+   * and each object's minimum interval. Returns the number of writes.
+   */
+  async reconcile(now = Date.now(), options: { ignoreIntervals?: boolean } = {}): Promise<number> {
+    if (!this.#active || this.#writing) return 0;
+    this.#writing = true;
+    let writes = 0;
+    try {
+      this.#forget(now);
+      for (const kind of KINDS) {
+        const due = [...this.#book.dirtySet]
+          .filter((e) => e.kind === kind && e.dirtyAt !== undefined && (options.ignoreIntervals || now - e.writtenAt >= this.#minInterval[kind]))
+          .sort((a, b) => a.dirtyAt! - b.dirtyAt!);
+        for (const e of due) {
+          if (!this.#active) return writes;
+          const result = await this.#writer.write(e);
+          if (result === 'written') writes++;
+          if (result === 'budget' || result === 'outage') return writes;
+        }
+      }
+      return writes;
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /** Totals as the metrics show them (leader only; empty otherwise). */
+  totals(kind: UsageKind): UsageTotal[] {
+    if (!this.#active) return [];
+    const out: UsageTotal[] = [];
+    for (const e of this.#book.entries.values()) {
+      if (e.kind !== kind) continue;
+      const total = sum(e.live, e.retired);
+      if (kind === 'NodeUsage') for (const p of e.pendingNode.values()) addTo(total, p.final);
+      else for (const [uid, f] of e.pending) if (!e.recent.has(uid)) addTo(total, f);
+      out.push({ kind, name: e.name, ...(e.workload ? { workload: e.workload } : {}), total, pods: e.members?.size ?? e.pods, ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: e.bpfMapBytes } : {}) });
+    }
+    return out;
+  }
+
+  // --- internals ----------------------------------------------------------
+
+  /** Drops remembered deletions past their time. */
+  #forget(now: number): void {
+    for (const [uid, d] of this.#book.deleted) if (now - d.at > this.#book.rememberMs) this.#book.deleted.delete(uid);
+    for (const [node, finals] of this.#book.nodeFinals) {
+      dropStale(finals, now);
+      if (finals.size === 0) this.#book.nodeFinals.delete(node);
+    }
+  }
+
+  async #listAll(kind: UsageKind): Promise<{ name: string; object: UsageObject; state: LedgerState }[]> {
+    const objects = await listAll<UsageObject>(this.#book.o.api, usagePath(kind));
+    return objects.map((object) => ({ name: object.metadata.name, object, state: parseLedger(object.status) }));
+  }
+}
+

@@ -1,0 +1,123 @@
+/**
+ * Status planning: what a usage object's status should say now, from the
+ * ledger's state (book.ts). A plan is written first and committed after the
+ * write succeeded, so a failed write changes nothing:
+ *
+ * - NodeUsage: the live pods' counts as `checkpoint`, newly retired pods into
+ *   `retired` and `retiring` (the intent, until their namespace and
+ *   workload have them too);
+ * - NamespaceUsage/WorkloadUsage: the live sum plus newly rolled-up
+ *   retirements, guarded by `recentlyRetired` uids (idempotent).
+ */
+import { bytes } from '../../common/format.ts';
+import { addTo, copy, equal, isZero, subFrom, sum, toStrings, zero, type Counts } from '../../common/contract/counts.ts';
+import { statusTotals, type CheckpointEntry, type RetiringEntry, type UsageStatus } from '../../common/contract/usage.ts';
+import { contribution, type PodRecord } from '../pods.ts';
+import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree } from './book.ts';
+
+/** A status to write, whether to write again later (an owner not known yet), and what to commit once written. */
+export interface PlannedStatus {
+  status: UsageStatus;
+  keepDirty: boolean;
+  commit: () => void;
+}
+
+export function nodeStatus(book: Book, e: Entry, now: number): PlannedStatus {
+  let keepDirty = false;
+  const snapshot: { p: PodRecord; counts: Counts }[] = [];
+  const checkpoint: CheckpointEntry[] = [];
+  const live = zero();
+  for (const p of e.members!) {
+    const counts = contribution(p);
+    if (isZero(counts) && p.checkpointed === undefined) continue; // idle pods need no checkpoint
+    const w = book.o.pods.workloadOf(p, now, false);
+    if (w === undefined) {
+      keepDirty = true; // its owner may still appear: counted a little later
+      continue;
+    }
+    snapshot.push({ p, counts: copy(counts) });
+    addTo(live, counts);
+    checkpoint.push({ uid: p.uid, namespace: p.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(counts), ...(p.base ? { base: toStrings(p.base) } : {}) });
+  }
+  const retiring = new Map([...e.retiring].filter(([, r]) => !(r.entry.rolledUp && now - r.at > book.ttlMs)));
+  const retired = copy(e.retired);
+  let retiredPods = e.retiredPods;
+  const newlyRetired: [string, { pod: Retiree; final: Counts }][] = [];
+  for (const [uid, pend] of e.pendingNode) {
+    if (retiring.has(uid)) continue;
+    newlyRetired.push([uid, pend]);
+    const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
+    const entry: RetiringEntry = { uid, namespace: pend.pod.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(pend.final), at: new Date(now).toISOString(), rolledUp: false };
+    retiring.set(uid, { entry, counts: pend.final, at: now });
+    addTo(retired, pend.final);
+    if (!uid.endsWith(TOP_UP)) retiredPods++;
+  }
+  const status: UsageStatus = {
+    ...statusTotals(sum(live, retired), retired, e.members!.size, retiredPods, book.o.identity),
+    ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: String(e.bpfMapBytes), bpfMaps: bytes(e.bpfMapBytes) } : {}),
+    checkpoint: checkpoint.sort((a, b) => a.uid.localeCompare(b.uid)),
+    retiring: [...retiring.values()].map((r) => r.entry).sort((a, b) => a.uid.localeCompare(b.uid)),
+  };
+  const pendingSnapshot = new Map(e.pendingNode);
+  return {
+    status,
+    keepDirty,
+    commit: () => {
+      e.retired = retired;
+      e.retiredPods = retiredPods;
+      e.retiring = retiring;
+      for (const { p, counts } of snapshot) {
+        const before = p.checkpointed ?? zero();
+        if (equal(before, counts)) continue;
+        const delta = copy(counts);
+        subFrom(delta, before);
+        p.checkpointed = counts; // (a pod that died meanwhile: its retirement takes back this new checkpoint)
+        book.addLive(p, delta);
+        book.dirty(book.entry('NamespaceUsage', p.namespace));
+        if (p.workload) book.dirty(book.entry('WorkloadUsage', p.workload));
+      }
+      e.live = checkpointedSum(e.members!);
+      for (const [uid, pend] of pendingSnapshot) {
+        if (e.pendingNode.get(uid) === pend) e.pendingNode.delete(uid);
+      }
+      for (const [uid, pend] of newlyRetired) {
+        if (pend.pod.checkpointed !== undefined) book.subLive(pend.pod, pend.pod.checkpointed);
+        const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
+        book.rollUp(e, uid, w, pend.final);
+      }
+    },
+  };
+}
+
+export function rollupStatus(book: Book, e: Entry, now: number): PlannedStatus {
+  const retired = copy(e.retired);
+  const recent = new Map(e.recent);
+  let retiredPods = e.retiredPods;
+  const snapshot = new Map(e.pending);
+  for (const [uid, final] of snapshot) {
+    if (recent.has(uid)) continue;
+    addTo(retired, final);
+    recent.set(uid, now);
+    if (!uid.endsWith(TOP_UP)) retiredPods++;
+  }
+  for (const [uid, at] of recent) {
+    if (now - at > book.ttlMs && !book.rollup.has(uid) && !snapshot.has(uid)) recent.delete(uid);
+  }
+  const status: UsageStatus = {
+    ...statusTotals(sum(e.live, retired), retired, e.pods, retiredPods, book.o.identity),
+    recentlyRetired: [...recent].map(([uid, at]) => ({ uid, at: new Date(at).toISOString() })),
+  };
+  return {
+    status,
+    keepDirty: false,
+    commit: () => {
+      e.retired = retired;
+      e.recent = recent;
+      e.retiredPods = retiredPods;
+      for (const [uid, final] of snapshot) {
+        if (e.pending.get(uid) === final) e.pending.delete(uid);
+        book.rolledUp(uid, e.kind);
+      }
+    },
+  };
+}
