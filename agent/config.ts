@@ -37,7 +37,7 @@ export interface AgentConfig {
   /** Where the operator publishes the write budget. */
   readonly namespace: string;
   readonly logLevel: LogLevel;
-  /** `auto` is left to the logger (agent/log.ts), which knows whether stderr is a terminal. */
+  /** `auto` is left to the logger (common/log.ts), which knows whether stderr is a terminal. */
   readonly logFormat: LogFormat;
   readonly help: boolean;
 }

@@ -1,5 +1,5 @@
 /**
- * Which Kubernetes API the agent talks to, if any: --kubeconfig, else the
+ * Which Kubernetes API the agent or the operator talks to, if any: --kubeconfig, else the
  * in-cluster service account, else none (standalone: counting and metrics
  * only). A kubeconfig that cannot be read or used is an error at start.
  */
@@ -8,7 +8,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 
 const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 
-/** Loaded lazily: the client library costs ~50 MiB of memory, which standalone agents do not pay. */
+/** Loaded lazily: the client library costs memory (README, Performance) that standalone agents do not pay. */
 export async function loadKubeConfig(kubeconfig: string | undefined): Promise<KubeConfig | undefined> {
   if (kubeconfig === undefined && !existsSync(SERVICE_ACCOUNT_TOKEN)) return undefined;
   const { KubeConfig } = await import('@kubernetes/client-node');

@@ -280,7 +280,7 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
     return m[1]!;
   };
   const lease = constant('operator/main.ts', 'LEASE_NAME');
-  const budget = constant('agent/kube/budgetWatch.ts', 'BUDGET_CONFIGMAP');
+  const budget = constant('common/contract/budget.ts', 'BUDGET_CONFIGMAP');
   const role = findObject(objects, 'Role', '-operator');
   assert.deepEqual(role.rules, [
     { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },

@@ -46,7 +46,7 @@ test('every metric in the PrometheusRule and the dashboard is exported by the ag
   );
   assert.deepEqual(missingMetrics(queries, exportedNames(exposition), (n) => !isOperatorMetric(n)), [], 'metric names the agent does not export');
   // The exposition itself (prom-client's part and the text written by
-  // agent/http/exposition.ts) parses (a parse error is a line of its own),
+  // common/http/exposition.ts) parses (a parse error is a line of its own),
   // and only prom-client's own nodejs_* gauges named *_total trip the lint.
   const lint = await run(path.join(await toolsDir(), 'promtool'), ['check', 'metrics'], { input: exposition });
   assert.deepEqual((lint.stdout + lint.stderr).split('\n').filter((l) => l.trim() !== '' && !l.startsWith('nodejs_')), []);
