@@ -17,6 +17,7 @@ import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kuberne
 import { startCluster, type TestCluster } from '../cluster/cluster.ts';
 import { afterOrSignal, randomSuffix, sleep, type AfterHook } from './cleanup.ts';
 import { sample } from './agent.ts';
+import { must } from './kubeCluster.ts';
 import { launchPodmeter, PODMETER, signalAndWait } from './podmeter.ts';
 import { ANNOTATIONS } from '../../common/contract/annotations.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
@@ -60,11 +61,7 @@ export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
   return { cluster, cleanups, kc, core: kc.makeApiClient(CoreV1Api), api: new KubeApi(kc) };
 }
 
-export async function must(r: Promise<{ code: number; stdout: string; stderr: string }>): Promise<string> {
-  const { code, stdout, stderr } = await r;
-  if (code !== 0) throw new Error(`kubectl failed (${code}): ${stderr}`);
-  return stdout;
-}
+export { must };
 
 export async function apply(oc: OperatorCluster, objects: unknown[]): Promise<void> {
   await must(oc.cluster.kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) }));
