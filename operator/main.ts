@@ -1,5 +1,5 @@
 /**
- * `podmeter operator`: wires the parts together. Every replica watches
+ * `podmeter operator`: wires the parts together (the timer's work is rounds.ts). Every replica watches
  * (pod metadata as Table rows, ReplicaSet/Job/Node metadata) and serves
  * /metrics and health; the replica holding the Lease also loads the ledger
  * from the custom resources, writes their status and publishes the
@@ -11,7 +11,7 @@ import { WriteBudget } from '../common/writeBudget.ts';
 import { HttpServer, text } from '../common/http/server.ts';
 import { wantsHelp } from '../common/flags/parse.ts';
 import { parseOperatorConfig, operatorHelp, type OperatorConfig } from './config.ts';
-import { KubeApi, describe } from '../common/kube/api.ts';
+import { KubeApi } from '../common/kube/api.ts';
 import { Reflector } from '../common/kube/reflector.ts';
 import { Interner, OwnerIndex } from './owners.ts';
 import { PodStore } from './pods.ts';
@@ -20,9 +20,9 @@ import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
 import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
 import { NodeStore } from './nodes.ts';
+import { startRounds } from './rounds.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
-const TICK_MS = 500;
 
 export interface RunningOperator {
   address: { host: string; port: number };
@@ -110,53 +110,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     .route('/healthz', () => text('ok\n'))
     .route('/readyz', () => (ready ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n') : text('initial list of pods, owners and nodes in progress\n', 503)));
 
-  // Leadership: load the ledger (retrying until it loads), then write on every tick.
-  let activating = false;
-  const activate = async () => {
-    if (activating) return;
-    activating = true;
-    try {
-      while (election.isLeader && !ledger.active) {
-        try {
-          await ledger.activate();
-        } catch (err) {
-          countError('load');
-          log.error({ err: describe(err) }, 'cannot read the podmeter custom resources (are the CRDs installed and is the operator allowed to list them?); retrying');
-          await new Promise((r) => setTimeout(r, 5000));
-        }
-      }
-    } finally {
-      activating = false;
-    }
-  };
-  election.on('started', () => void activate());
-  election.on('stopped', () => {
-    ledger.deactivate();
-    budget.reset();
-    log.info('standing by');
-  });
-
-  let ticking = false;
-  const tick = setInterval(() => {
-    if (ticking) return;
-    ticking = true;
-    void (async () => {
-      try {
-        pods.resolvePending();
-        if (!election.isLeader) return;
-        if (!ledger.active) return void activate();
-        await budget.publish().catch((err) => {
-          countError('budget');
-          log.warn({ err: describe(err) }, 'cannot publish the write budget; retrying');
-        });
-        const started = performance.now();
-        const writes = await ledger.reconcile();
-        if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);
-      } finally {
-        ticking = false;
-      }
-    })();
-  }, TICK_MS);
+  const rounds = startRounds({ election, ledger, budget, pods, metrics, countError, log });
 
   // Owners first, so pods resolve to their workloads from the start.
   void (async () => {
@@ -171,7 +125,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     address,
     requests: () => api.requests,
     async stop() {
-      clearInterval(tick);
+      rounds.stop();
       await election.stop(async () => {
         if (ledger.active) await ledger.reconcile(Date.now(), { ignoreIntervals: true });
       });

@@ -1,0 +1,78 @@
+/**
+ * What the operator does on its timer: every replica retries pods whose
+ * owner was not known; the leader loads the ledger when it is elected
+ * (retrying until the custom resources can be read), then publishes the
+ * write budget and writes the ledger's changed status every tick. Losing
+ * the Lease stops the writing at once.
+ */
+import type { Logger } from '../common/log.ts';
+import { describe } from '../common/kube/api.ts';
+import type { BudgetPublisher } from './budget.ts';
+import type { LeaderElector } from './election.ts';
+import type { Ledger } from './ledger/ledger.ts';
+import type { OperatorErrorOp, OperatorMetrics } from './metrics.ts';
+import type { PodStore } from './pods.ts';
+
+const TICK_MS = 500;
+const LOAD_RETRY_MS = 5000;
+
+export function startRounds(o: {
+  election: LeaderElector;
+  ledger: Ledger;
+  budget: BudgetPublisher;
+  pods: PodStore;
+  metrics: OperatorMetrics;
+  countError: (op: OperatorErrorOp) => void;
+  log: Logger;
+}): { stop(): void } {
+  const { election, ledger, budget, pods, metrics, countError, log } = o;
+
+  let activating = false;
+  const activate = async () => {
+    if (activating) return;
+    activating = true;
+    try {
+      while (election.isLeader && !ledger.active) {
+        try {
+          await ledger.activate();
+        } catch (err) {
+          countError('load');
+          log.error({ err: describe(err) }, 'cannot read the podmeter custom resources (are the CRDs installed and is the operator allowed to list them?); retrying');
+          await new Promise((r) => setTimeout(r, LOAD_RETRY_MS));
+        }
+      }
+    } finally {
+      activating = false;
+    }
+  };
+  election.on('started', () => void activate());
+  election.on('stopped', () => {
+    ledger.deactivate();
+    budget.reset();
+    log.info('standing by');
+  });
+
+  let ticking = false;
+  const tick = setInterval(() => {
+    if (ticking) return;
+    ticking = true;
+    void (async () => {
+      try {
+        pods.resolvePending();
+        if (!election.isLeader) return;
+        if (!ledger.active) return void activate();
+        await budget.publish().catch((err) => {
+          countError('budget');
+          log.warn({ err: describe(err) }, 'cannot publish the write budget; retrying');
+        });
+        const started = performance.now();
+        const writes = await ledger.reconcile();
+        if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);
+      } finally {
+        ticking = false;
+      }
+    })();
+  }, TICK_MS);
+
+  return { stop: () => clearInterval(tick) };
+}
