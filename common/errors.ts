@@ -23,5 +23,3 @@ export const ErrorCodes = {
   /** The Kubernetes API answered with an error status (the HTTP status is `.status`). */
   kubeApi: 'ERR_PODMETER_KUBE_API',
 } as const;
-
-export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -39,24 +39,12 @@ export class Reflector {
   readonly #o: ReflectorOptions;
   readonly #stop = new AbortController();
   #resourceVersion = '';
-  #synced = false;
-  #firstSync: { resolve: () => void; reject: (err: unknown) => void; promise: Promise<void> };
+  /** Resolved by the first complete list (failures are retried, never reported through it). */
+  readonly #firstSync = Promise.withResolvers<void>();
   #loop: Promise<void> | undefined;
 
   constructor(options: ReflectorOptions) {
     this.#o = options;
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const promise = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    promise.catch(() => {});
-    this.#firstSync = { resolve, reject, promise };
-  }
-
-  get synced(): boolean {
-    return this.#synced;
   }
 
   /** Starts the loop; resolves after the first complete list. Keeps retrying in the background either way. */
@@ -113,10 +101,7 @@ export class Reflector {
     // The first page carries a Table's column definitions; the resourceVersion comes from the last page.
     this.#resourceVersion = last?.metadata?.resourceVersion ?? '';
     this.#o.sync(items, first ?? {});
-    if (!this.#synced) {
-      this.#synced = true;
-      this.#firstSync.resolve();
-    }
+    this.#firstSync.resolve(); // (again after a relist: no effect)
   }
 
   async #watch(): Promise<void> {
