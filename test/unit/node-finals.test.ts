@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nodeFinals } from '../../agent/kube/finals.ts';
 import type { Unit } from '../../agent/counting/tracker.ts';
-import { FINALS_WINDOW_MS, MAX_FINALS, parseNodeFinals } from '../../common/contract/finals.ts';
+import { encodeNodeFinals, FINALS_WINDOW_MS, MAX_FINALS, parseNodeFinals } from '../../common/contract/finals.ts';
 
 const NOW = Date.parse('2026-11-22T12:00:00Z');
 const uidOf = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
@@ -67,8 +67,9 @@ test('nodeFinals: the annotation stays under 25 KB with 50 pods of 63-character 
 
 test('parseNodeFinals: round trip exact; bad entries dropped and counted, the rest kept', () => {
   const finals = nodeFinals([unit(1), unit(2)], () => undefined, NOW);
-  const parsed = parseNodeFinals(JSON.stringify(finals));
+  const parsed = parseNodeFinals(encodeNodeFinals(finals) ?? undefined);
   assert.equal(parsed.problems, 0);
+  assert.equal(encodeNodeFinals([]), null, 'no finals: the annotation is removed');
   assert.deepEqual(parsed.finals[0], {
     uid: uidOf(1),
     namespace: undefined,
