@@ -17,7 +17,7 @@
  */
 import { parseArgs } from 'node:util';
 import { registerCleanup, runMain, sleep } from '../test/helpers/cleanup.ts';
-import { operatorCluster, startOperator, type OperatorProcess } from '../test/operator/harness.ts';
+import { operatorCluster, startOperator, type OperatorProcess } from '../test/helpers/operatorCluster.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
