@@ -1,0 +1,87 @@
+/**
+ * A small network for peer-class tests: traffic over a veth pair and routes,
+ * never loopback (loopback is its own class).
+ *
+ *   makeTopology(t?): Topology
+ *     Two network namespaces joined by a veth pair:
+ *       pod    a pod on this node: eth0 has POD.v4 / POD.v6, default route via eth0
+ *       world  everyone else: its veth end carries every PEER address, and a
+ *              route back to the pod's addresses
+ *     Processes in `world` stand for pods on this node, on other nodes of the
+ *     same zone / another zone / another region, a ClusterIP (no kube-proxy
+ *     here, so the Service address answers itself) and the internet.
+ *     Removed after the test (t) and on SIGINT/SIGTERM.
+ *
+ *   Topology: { pod, world, address(peer, family), cidrs }
+ *     cidrs: the prefixes a node agent would know for each class (CIDRS below).
+ *
+ * Addresses (IPv4 / IPv6):
+ *   pod          10.244.1.2      fd00:10:244:1::2     (this node's pod CIDR 10.244.1.0/24)
+ *   node         10.244.1.3      fd00:10:244:1::3     another pod on this node
+ *   zone         10.244.2.2      fd00:10:244:2::2     a pod on node B (same zone)
+ *   crossZone    10.244.3.2      fd00:10:244:3::2     a pod on node C (other zone)
+ *   crossRegion  10.244.4.2      fd00:10:244:4::2     a pod on node D (other region)
+ *   service      10.96.0.10      fd00:10:96::a        a ClusterIP
+ *   storage      192.0.2.10      2001:db8:5::10       a configured named class (192.0.2.0/24, 2001:db8:5::/48)
+ *   external     203.0.113.5     2001:db8:ff::5       the internet
+ */
+import { execFileSync } from 'node:child_process';
+import { randomSuffix, type AfterHook } from './cleanup.ts';
+import { makeNetns, type TestNetns } from './netns.ts';
+import type { Family } from './traffic.ts';
+
+export type Peer = 'pod' | 'node' | 'zone' | 'crossZone' | 'crossRegion' | 'service' | 'storage' | 'external';
+
+export const ADDRESSES: Readonly<Record<Peer, Record<Family, string>>> = {
+  pod: { 4: '10.244.1.2', 6: 'fd00:10:244:1::2' },
+  node: { 4: '10.244.1.3', 6: 'fd00:10:244:1::3' },
+  zone: { 4: '10.244.2.2', 6: 'fd00:10:244:2::2' },
+  crossZone: { 4: '10.244.3.2', 6: 'fd00:10:244:3::2' },
+  crossRegion: { 4: '10.244.4.2', 6: 'fd00:10:244:4::2' },
+  service: { 4: '10.96.0.10', 6: 'fd00:10:96::a' },
+  storage: { 4: '192.0.2.10', 6: '2001:db8:5::10' },
+  external: { 4: '203.0.113.5', 6: '2001:db8:ff::5' },
+};
+
+/** The prefixes behind each class, as Node objects, ServiceCIDRs and configuration would give them. */
+export const CIDRS = {
+  node: ['10.244.1.0/24', 'fd00:10:244:1::/64'],
+  zone: ['10.244.2.0/24', 'fd00:10:244:2::/64'],
+  crossZone: ['10.244.3.0/24', 'fd00:10:244:3::/64'],
+  crossRegion: ['10.244.4.0/24', 'fd00:10:244:4::/64'],
+  service: ['10.96.0.0/16', 'fd00:10:96::/112'],
+  storage: ['192.0.2.0/24', '2001:db8:5::/48'],
+} as const;
+
+export interface Topology {
+  pod: TestNetns;
+  world: TestNetns;
+  address(peer: Peer, family: Family): string;
+}
+
+function ip(netns: TestNetns, args: string[]): void {
+  execFileSync('ip', ['-n', netns.name, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+export function makeTopology(t?: AfterHook): Topology {
+  const pod = makeNetns(t);
+  const world = makeNetns(t);
+  const host = `pmv${randomSuffix().replace(/[^a-z0-9]/g, '').slice(-8)}`; // veth names: at most 15 characters
+  execFileSync('ip', ['link', 'add', host, 'netns', pod.name, 'type', 'veth', 'peer', 'name', 'world0', 'netns', world.name]);
+  ip(pod, ['link', 'set', host, 'name', 'eth0']);
+  for (const [ns, dev] of [[pod, 'eth0'], [world, 'world0']] as const) {
+    execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
+    ip(ns, ['link', 'set', dev, 'up']);
+  }
+  for (const family of [4, 6] as const) {
+    const flags = family === 6 ? ['nodad'] : [];
+    ip(pod, [`-${family}`, 'addr', 'add', `${ADDRESSES.pod[family]}/${family === 4 ? 32 : 128}`, 'dev', 'eth0', ...flags]);
+    ip(pod, [`-${family}`, 'route', 'add', 'default', 'dev', 'eth0']);
+    for (const peer of Object.keys(ADDRESSES) as Peer[]) {
+      if (peer === 'pod') continue;
+      ip(world, [`-${family}`, 'addr', 'add', `${ADDRESSES[peer][family]}/${family === 4 ? 32 : 128}`, 'dev', 'world0', ...flags]);
+    }
+    ip(world, [`-${family}`, 'route', 'add', ADDRESSES.pod[family], 'dev', 'world0']);
+  }
+  return { pod, world, address: (peer, family) => ADDRESSES[peer][family] };
+}
