@@ -21,6 +21,9 @@ import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
 import { loadKubeConfig } from './kube/client.ts';
 import type { KubeSide } from './kube/kube.ts';
+import { PeerTable } from './peers/table.ts';
+import { PeerTrie } from './peers/trie.ts';
+import type { ClusterPeerWatch } from './peers/cluster.ts';
 
 export interface RunningAgent {
   mode: DiscoverMode;
@@ -51,12 +54,19 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 
   let meter: Meter;
   try {
-    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }));
+    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }), (config.peerClasses ?? []).map((c) => c.name));
   } catch (err) {
     await server.close();
     throw err;
   }
 
+  const peers = new PeerTable({
+    trie: new PeerTrie(meter.peers, meter.generation),
+    slots: meter.slots,
+    configured: config.peerClasses ?? [],
+    log: log.child({ module: 'peers' }),
+  });
+  peers.start({ keepCluster: kubeconfig !== undefined });
   const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
   tracker.restore();
   let kube: KubeSide | undefined;
@@ -94,9 +104,12 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   for (const [path, route] of Object.entries(mapRoutes(maps.latest, () => kube?.podNamer))) server.route(path, route);
 
   watcher.start();
+  let peerWatch: ClusterPeerWatch | undefined;
   if (kubeconfig !== undefined) {
     const { startKubernetes } = await import('./kube/kube.ts'); // only Kubernetes agents pay for the client library
     kube = startKubernetes({ kc: kubeconfig, config, tracker, metrics, maps: maps.latest, log: log.child({ module: 'kube' }) });
+    const { watchClusterPeers } = await import('./peers/cluster.ts');
+    peerWatch = watchClusterPeers(kubeconfig, config.nodeName, (view) => peers.setCluster(view), log.child({ module: 'peers' }));
   } else {
     log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
   }
@@ -111,6 +124,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     address,
     async stop() {
       clearInterval(timer);
+      peerWatch?.stop();
       await kube?.stop();
       maps.stop();
       await watcher.close();

@@ -9,6 +9,7 @@ import { closeSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BpfError, ErrorCodes } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
+import { PODMETER_SLOTS } from './layout.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
 
@@ -147,9 +148,6 @@ export class Program extends FdObject {
     return native.progInfo(this.fd);
   }
 }
-
-/** PODMETER_SLOTS of bpf/podmeter.h: counter slots per storage value (a slot per peer class). */
-export const PODMETER_SLOTS = 15;
 
 /**
  * podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> per CPU, one

@@ -8,7 +8,8 @@
  * Totals ("network traffic") are every class but loopback: a pod talking to
  * itself is not network traffic, as interface-based tools see it too.
  */
-import { PODMETER_SLOTS, type Counters, type Direction } from '../kernel/bpf.ts';
+import type { Counters, Direction } from '../kernel/bpf.ts';
+import { PODMETER_FIRST_NAMED, PODMETER_NAME_LEN, PODMETER_SLOTS } from '../kernel/layout.ts';
 
 export const BUILTIN_CLASSES = ['loopback', 'node', 'zone', 'cross-zone', 'cross-region', 'service', 'external'] as const;
 export type BuiltinClass = (typeof BUILTIN_CLASSES)[number];
@@ -23,11 +24,11 @@ export const SLOT: Readonly<Record<BuiltinClass, number>> = {
   service: 5,
   external: 6,
 };
-export const FIRST_NAMED_SLOT = 7;
+export const FIRST_NAMED_SLOT = PODMETER_FIRST_NAMED;
 export const SLOTS = PODMETER_SLOTS;
 export const MAX_NAMED_CLASSES = SLOTS - FIRST_NAMED_SLOT;
-/** PODMETER_NAME_LEN: a name and its NUL. */
-export const NAME_BYTES = 64;
+/** A name and its NUL. */
+export const NAME_BYTES = PODMETER_NAME_LEN;
 
 /**
  * Counts from before peer classes existed (an agent upgraded over the pins of

@@ -6,12 +6,11 @@
  */
 import { endianness } from 'node:os';
 import type { BpfMap } from '../kernel/bpf.ts';
+import { PODMETER_GENERATION_MASK as GENERATION_MASK } from '../kernel/layout.ts';
 import { KEY_BYTES, keyPrefix, prefixKey, type Prefix } from './cidr.ts';
 
 const LE = endianness() === 'LE';
 const ZERO_KEY = new Uint8Array(4);
-/** PODMETER_GENERATION_MASK of bpf/podmeter.h. */
-const GENERATION_MASK = 0x0fffffff;
 
 function u32(value: number): Uint8Array {
   const out = new Uint8Array(4);

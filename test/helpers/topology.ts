@@ -12,8 +12,11 @@
  *     here, so the Service address answers itself) and the internet.
  *     Removed after the test (t) and on SIGINT/SIGTERM.
  *
- *   Topology: { pod, world, address(peer, family), cidrs }
- *     cidrs: the prefixes a node agent would know for each class (CIDRS below).
+ *   Topology: { pod, world, address(peer, family), toPeer(peer, family), fromPeer(peer, family) }
+ *     toPeer/fromPeer: udpExchange/tcpTransfer options (Endpoints) for traffic from the pod
+ *     netns to `peer`'s address in world, or from `peer`'s address (bound) to the pod.
+ *   CIDRS: the prefixes a node agent would know for each class.
+ *   Both veth ends have MTU 65535, so datagrams up to 65,000 bytes go unfragmented, as on lo.
  *
  * Addresses (IPv4 / IPv6):
  *   pod          10.244.1.2      fd00:10:244:1::2     (this node's pod CIDR 10.244.1.0/24)
@@ -28,7 +31,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomSuffix, type AfterHook } from './cleanup.ts';
 import { makeNetns, type TestNetns } from './netns.ts';
-import type { Family } from './traffic.ts';
+import type { Endpoints, Family } from './traffic.ts';
 
 export type Peer = 'pod' | 'node' | 'zone' | 'crossZone' | 'crossRegion' | 'service' | 'storage' | 'external';
 
@@ -57,6 +60,10 @@ export interface Topology {
   pod: TestNetns;
   world: TestNetns;
   address(peer: Peer, family: Family): string;
+  /** Sender in the pod netns, receiver in world at `peer`'s address. */
+  toPeer(peer: Exclude<Peer, 'pod'>, family: Family): Endpoints;
+  /** Sender in world from `peer`'s address, receiver in the pod netns at the pod's address. */
+  fromPeer(peer: Exclude<Peer, 'pod'>, family: Family): Endpoints;
 }
 
 function ip(netns: TestNetns, args: string[]): void {
@@ -71,7 +78,7 @@ export function makeTopology(t?: AfterHook): Topology {
   ip(pod, ['link', 'set', host, 'name', 'eth0']);
   for (const [ns, dev] of [[pod, 'eth0'], [world, 'world0']] as const) {
     execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
-    ip(ns, ['link', 'set', dev, 'up']);
+    ip(ns, ['link', 'set', dev, 'mtu', '65535', 'up']);
   }
   for (const family of [4, 6] as const) {
     const flags = family === 6 ? ['nodad'] : [];
@@ -83,5 +90,11 @@ export function makeTopology(t?: AfterHook): Topology {
     }
     ip(world, [`-${family}`, 'route', 'add', ADDRESSES.pod[family], 'dev', 'world0']);
   }
-  return { pod, world, address: (peer, family) => ADDRESSES[peer][family] };
+  return {
+    pod,
+    world,
+    address: (peer, family) => ADDRESSES[peer][family],
+    toPeer: (peer, family) => ({ netns: pod, receiverNetns: world, address: ADDRESSES[peer][family] }),
+    fromPeer: (peer, family) => ({ netns: world, receiverNetns: pod, address: ADDRESSES.pod[family], bind: ADDRESSES[peer][family] }),
+  };
 }
