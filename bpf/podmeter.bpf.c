@@ -30,7 +30,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE);
 	__type(key, struct bpf_cgroup_storage_key);
 	__type(value, struct podmeter_slots);
-} podmeter_counters SEC(".maps");
+} podmeter_stats SEC(".maps");
 
 /* Peer prefix -> class slot (__u32), kept current by the agent. */
 struct {
@@ -50,7 +50,7 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(max_entries, 1);
-} podmeter_generation SEC(".maps");
+} podmeter_gen SEC(".maps");
 
 /*
  * Which configured class owns each named slot (not read by the programs):
@@ -61,7 +61,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct podmeter_slot_name);
 	__uint(max_entries, PODMETER_SLOTS);
-} podmeter_slot_names SEC(".maps");
+} podmeter_names SEC(".maps");
 
 /* cgroup_skb data starts at the network header, in both directions. */
 static __always_inline int peer_ipv4(struct __sk_buff *skb, int ingress, __u32 *addr)
@@ -99,7 +99,7 @@ static __always_inline __u32 trie_class(__u64 a0, __u64 a1)
 
 static __always_inline __u32 generation(void)
 {
-	__u32 zero = 0, *g = bpf_map_lookup_elem(&podmeter_generation, &zero);
+	__u32 zero = 0, *g = bpf_map_lookup_elem(&podmeter_gen, &zero);
 
 	return g ? READ_ONCE(*g) & PODMETER_GENERATION_MASK : 0;
 }
@@ -137,7 +137,7 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 		seq = READ_ONCE(c->seq);
 		barrier();
 		if (gen != 0 && !(seq & 1) && c->generation == gen && c->addr[0] == addr[0] && c->addr[1] == addr[1]) {
-			class = c->class;
+			class = c->slot;
 			barrier();
 			if (READ_ONCE(c->seq) == seq)
 				return class;
@@ -148,7 +148,7 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 			WRITE_ONCE(c->seq, seq + 1);
 			barrier();
 			c->generation = gen;
-			c->class = class;
+			c->slot = class;
 			c->addr[0] = addr[0];
 			c->addr[1] = addr[1];
 			barrier();
@@ -161,7 +161,7 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 
 static __always_inline int count(struct __sk_buff *skb, int ingress)
 {
-	struct podmeter_slots *s = bpf_get_local_storage(&podmeter_counters, 0);
+	struct podmeter_slots *s = bpf_get_local_storage(&podmeter_stats, 0);
 	__u32 class = skb->ifindex == LOOPBACK_IFINDEX ? PODMETER_LOOPBACK : peer_class(s, skb, ingress);
 	struct podmeter_counters *c;
 

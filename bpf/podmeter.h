@@ -8,7 +8,7 @@
 /*
  * Peer classes: a counter slot each. The built-in ones are fixed; slots from
  * PODMETER_FIRST_NAMED on belong to configured named CIDR classes, assigned
- * by the agent and recorded in the podmeter_slot_names map, so an agent
+ * by the agent and recorded in the podmeter_names map, so an agent
  * restart finds the same class in the same slot.
  */
 enum podmeter_class {
@@ -49,7 +49,7 @@ struct podmeter_peer_cache {
 	__u32 seq;
 	__u32 generation;
 	__u64 addr[2];
-	__u32 class;
+	__u32 slot;
 	__u32 pad;
 };
 

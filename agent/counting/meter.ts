@@ -102,7 +102,7 @@ export class Meter {
         generation: BpfMap.fromPin(pins.generation),
         slotNames: BpfMap.fromPin(pins.slotNames),
       };
-      log.info({ bpffs }, 'adopted pinned programs and maps');
+      log.info({ bpffs }, 'adopted pinned programs and counter map');
       return new Meter(pins, maps, programs, true, configuredClasses, log);
     }
     // A partial set is useless: start clean. (prog_* may be an older agent's
@@ -112,10 +112,10 @@ export class Meter {
     try {
       const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
       const maps = {
-        counters: object.takeStorageMap('podmeter_counters'),
+        counters: object.takeStorageMap('podmeter_stats'),
         peers: object.takeMap('podmeter_peers'),
-        generation: object.takeMap('podmeter_generation'),
-        slotNames: object.takeMap('podmeter_slot_names'),
+        generation: object.takeMap('podmeter_gen'),
+        slotNames: object.takeMap('podmeter_names'),
       };
       programs.ingress.pin(pins.program('ingress'));
       programs.egress.pin(pins.program('egress'));
@@ -123,7 +123,7 @@ export class Meter {
       maps.peers.pin(pins.peers);
       maps.generation.pin(pins.generation);
       maps.slotNames.pin(pins.slotNames);
-      log.info({ bpffs }, 'loaded and pinned programs and maps');
+      log.info({ bpffs }, 'loaded and pinned programs and counter map');
       return new Meter(pins, maps, programs, false, configuredClasses, log);
     } catch (err) {
       object.close();

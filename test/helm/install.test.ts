@@ -21,7 +21,7 @@ import { run } from '../cluster/cluster.ts';
 import { permissionErrors, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../kube/harness.ts';
 import {
@@ -260,8 +260,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       cgroupRoot: root.path,
       args: ['--kubeconfig', tokenKubeconfig(cluster, agentToken, dir), '--node-name', node, '--namespace', ns, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
     });
-    const netns = makeNetns(st);
-    await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, netns, family: 4, count: 10, payload: 72 });
+    const topo = makeTopology(st); // over a veth pair: loopback is not network traffic
+    await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 72 });
     await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', `${TEST_PREFIX}a`, ns))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
     await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
     assert.equal((await agent.cgroups()).find((v) => v.uid === b.uid)?.pod, `${TEST_PREFIX}b`, 'pod identity from the watch');

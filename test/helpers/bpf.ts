@@ -1,12 +1,12 @@
 /**
  * podmeter's (and passthrough's) BPF objects loaded for a test or benchmark.
  *
- *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_counters, podmeter_peers
+ *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_stats (counters), podmeter_peers, podmeter_gen
  *   loadPassthrough(t?): Loaded  bpf/passthrough.bpf.c: passthrough_ingress/egress (let every packet pass)
  *
  *   Loaded: {
  *     programs: { ingress, egress }        Program per direction
- *     map: StorageMap | undefined          podmeter_counters (podmeter only)
+ *     map: StorageMap | undefined          podmeter_stats (podmeter only)
  *     peers: BpfMap | undefined            podmeter_peers, the peer trie (podmeter only)
  *     attach(cgroup, directions?): Links   bpf_link per direction (default both), closed by close()
  *     counters(cgroup): { ingress, egress } network traffic: summed Counters of every class but
@@ -52,9 +52,9 @@ export interface Loaded {
 
 function load(name: 'podmeter' | 'passthrough', t?: AfterHook): Loaded {
   const obj = BpfObject.load(bpfObjectPath(name));
-  const map = name === 'podmeter' ? obj.takeStorageMap('podmeter_counters') : undefined;
+  const map = name === 'podmeter' ? obj.takeStorageMap('podmeter_stats') : undefined;
   const peers = name === 'podmeter' ? obj.takeMap('podmeter_peers') : undefined;
-  const generation = name === 'podmeter' ? obj.takeMap('podmeter_generation') : undefined;
+  const generation = name === 'podmeter' ? obj.takeMap('podmeter_gen') : undefined;
   const trie = peers && generation && new PeerTrie(peers, generation);
   const names = new SlotNames([]);
   const idOf = (cgroup: CgroupRef | bigint): bigint => (typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path));
