@@ -90,6 +90,17 @@ export function makeTopology(t?: AfterHook): Topology {
     }
     ip(world, [`-${family}`, 'route', 'add', ADDRESSES.pod[family], 'dev', 'world0']);
   }
+  // Static neighbours: no ARP or neighbour discovery delays or drops a first packet.
+  const mac = (ns: TestNetns, dev: string) =>
+    (JSON.parse(execFileSync('ip', ['-n', ns.name, '-j', 'link', 'show', dev], { encoding: 'utf8' })) as { address: string }[])[0]!.address;
+  const podMac = mac(pod, 'eth0');
+  const worldMac = mac(world, 'world0');
+  for (const family of [4, 6] as const) {
+    for (const peer of Object.keys(ADDRESSES) as Peer[]) {
+      if (peer !== 'pod') ip(pod, ['neigh', 'replace', ADDRESSES[peer][family], 'lladdr', worldMac, 'nud', 'permanent', 'dev', 'eth0']);
+    }
+    ip(world, ['neigh', 'replace', ADDRESSES.pod[family], 'lladdr', podMac, 'nud', 'permanent', 'dev', 'world0']);
+  }
   return {
     pod,
     world,
