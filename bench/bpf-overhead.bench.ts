@@ -26,8 +26,7 @@ import { loadPassthrough, loadPodmeter, type Loaded } from '../test/helpers/bpf.
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { runIperfClient, startIperfServer } from '../test/helpers/iperf.ts';
-import { makeNetns } from '../test/helpers/netns.ts';
-import { makeTopology } from '../test/helpers/topology.ts';
+import { benchNetwork } from '../test/helpers/topology.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const NETWORK = process.env.NETWORK ?? 'veth';
@@ -59,7 +58,7 @@ await runMain(async () => {
   const serverCg = makeTestCgroup(undefined, 'iperf-server');
   const clientCg = serverCg.child('iperf-client');
   const sets: Record<Set, Loaded> = { podmeter: loadPodmeter(), passthrough: loadPassthrough() };
-  const { clientNetns, serverNetns, address } = benchNetwork(NETWORK, PEERS, sets.podmeter);
+  const { clientNetns, serverNetns, address } = benchNetwork(NETWORK, sets.podmeter, PEERS);
   const netns = clientNetns;
   const server = await startIperfServer(serverCg, serverNetns);
 
@@ -154,21 +153,3 @@ await runMain(async () => {
   console.log(JSON.stringify({ ...result, affinity: AFFINITY, paired: pairedResult }));
 });
 
-/**
- * Where client and server run. veth: pod netns -> world netns; the peer trie
- * gets `peers` prefixes (a /24 and a /64 per simulated node, the server's
- * address in one of them, so every packet's lookup hits a deep entry).
- */
-export function benchNetwork(path: string, peers: number, podmeter: Loaded): { clientNetns: ReturnType<typeof makeNetns>; serverNetns: ReturnType<typeof makeNetns>; address: string | undefined } {
-  if (path === 'lo') {
-    const netns = makeNetns();
-    return { clientNetns: netns, serverNetns: netns, address: undefined };
-  }
-  const topo = makeTopology();
-  for (let i = 0; i < peers / 2; i++) {
-    podmeter.setPeer(`10.${100 + (i >> 8)}.${i & 255}.0/24`, 'zone');
-    podmeter.setPeer(`fd00:${(100 + i).toString(16)}::/64`, 'zone');
-  }
-  podmeter.setPeer('10.244.2.0/24', 'zone');
-  return { clientNetns: topo.pod, serverNetns: topo.world, address: topo.address('zone', 4) };
-}

@@ -16,6 +16,11 @@
  *     toPeer/fromPeer: udpExchange/tcpTransfer options (Endpoints) for traffic from the pod
  *     netns to `peer`'s address in world, or from `peer`'s address (bound) to the pod.
  *   CIDRS: the prefixes a node agent would know for each class.
+ *
+ *   benchNetwork(network, podmeter, peers): where a benchmark's iperf3 client and server run:
+ *     'lo' one netns (the loopback class); 'veth' pod -> world over the veth pair, with
+ *     `peers` prefixes in podmeter's peer trie (a /24 and a /64 per simulated node) and the
+ *     server's address in one of them.
  *   Both veth ends have MTU 65535, so datagrams up to 65,000 bytes go unfragmented, as on lo.
  *
  * Addresses (IPv4 / IPv6):
@@ -31,6 +36,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomSuffix, type AfterHook } from './cleanup.ts';
 import { makeNetns, type TestNetns } from './netns.ts';
+import type { Loaded } from './bpf.ts';
 import type { Endpoints, Family } from './traffic.ts';
 
 export type Peer = 'pod' | 'node' | 'zone' | 'crossZone' | 'crossRegion' | 'service' | 'storage' | 'external';
@@ -108,4 +114,19 @@ export function makeTopology(t?: AfterHook): Topology {
     toPeer: (peer, family) => ({ netns: pod, receiverNetns: world, address: ADDRESSES[peer][family] }),
     fromPeer: (peer, family) => ({ netns: world, receiverNetns: pod, address: ADDRESSES.pod[family], bind: ADDRESSES[peer][family] }),
   };
+}
+
+export function benchNetwork(network: string, podmeter: Loaded, peers: number): { clientNetns: TestNetns; serverNetns: TestNetns; address: string | undefined } {
+  if (network === 'lo') {
+    const netns = makeNetns();
+    return { clientNetns: netns, serverNetns: netns, address: undefined };
+  }
+  if (network !== 'veth') throw new Error(`NETWORK must be veth or lo, not ${network}`);
+  const topo = makeTopology();
+  for (let i = 0; i < peers / 2; i++) {
+    podmeter.setPeer(`10.${100 + (i >> 8)}.${i & 255}.0/24`, 'zone');
+    podmeter.setPeer(`fd00:${(100 + i).toString(16)}::/64`, 'zone');
+  }
+  podmeter.setPeer(CIDRS.zone[0], 'zone');
+  return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
 }
