@@ -3,6 +3,8 @@
  *
  *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_stats (counters), podmeter_peers, podmeter_gen
  *   loadPassthrough(t?): Loaded  bpf/passthrough.bpf.c: passthrough_ingress/egress (let every packet pass)
+ *   loadLegacy(t?): Loaded     bpf/legacy.bpf.c: the programs before peer classes (one 16-byte counter;
+ *                              benchmarks compare against it; counters()/classes() do not apply)
  *
  *   Loaded: {
  *     programs: { ingress, egress }        Program per direction
@@ -50,7 +52,7 @@ export interface Loaded {
   close(): void;
 }
 
-function load(name: 'podmeter' | 'passthrough', t?: AfterHook): Loaded {
+function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loaded {
   const obj = BpfObject.load(bpfObjectPath(name));
   const map = name === 'podmeter' ? obj.takeStorageMap('podmeter_stats') : undefined;
   const peers = name === 'podmeter' ? obj.takeMap('podmeter_peers') : undefined;
@@ -67,7 +69,8 @@ function load(name: 'podmeter' | 'passthrough', t?: AfterHook): Loaded {
     };
     return { ingress: read('ingress'), egress: read('egress') };
   };
-  const programs = { ingress: obj.program(`${name}_ingress`), egress: obj.program(`${name}_egress`) };
+  const prefix = name === 'legacy' ? 'podmeter' : name;
+  const programs = { ingress: obj.program(`${prefix}_ingress`), egress: obj.program(`${prefix}_egress`) };
   const links: Link[] = [];
   const loaded: Loaded = {
     obj,
@@ -111,4 +114,8 @@ export function loadPodmeter(t?: AfterHook): Loaded {
 
 export function loadPassthrough(t?: AfterHook): Loaded {
   return load('passthrough', t);
+}
+
+export function loadLegacy(t?: AfterHook): Loaded {
+  return load('legacy', t);
 }
