@@ -250,10 +250,10 @@ export class Meter {
       const base = this.#readLegacy(cgroupId);
       return { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
     }
-    const ingress = this.map.read(cgroupId, 'ingress');
-    const egress = this.map.read(cgroupId, 'egress');
+    const ingress = this.map.readSums(cgroupId, 'ingress');
+    const egress = this.map.readSums(cgroupId, 'egress');
     if (ingress === undefined && egress === undefined) return undefined;
-    const peers = { ingress: this.slots.countsOf(ingress ?? []), egress: this.slots.countsOf(egress ?? []) };
+    const peers = { ingress: this.slots.countsOfSums(ingress), egress: this.slots.countsOfSums(egress) };
     return { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
   }
 

@@ -190,6 +190,18 @@ export class StorageMap extends FdObject {
 
   /** Each slot summed over CPUs; undefined when there is no such entry. */
   read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
+    const sums = this.readSums(cgroupId, direction);
+    if (sums === undefined) return undefined;
+    const slots: Counters[] = [];
+    for (let i = 0; i < sums.length; i += 2) slots.push({ bytes: sums[i]!, packets: sums[i + 1]! });
+    return slots;
+  }
+
+  /**
+   * The same as read() without an object per slot (the agent reads every
+   * unit on each scrape): [bytes, packets] of slot 0, then slot 1, ...
+   */
+  readSums(cgroupId: bigint, direction: Direction): BigUint64Array | undefined {
     const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize);
     if (raw === undefined) return undefined;
     const words = this.valueSize / 8;
@@ -198,9 +210,7 @@ export class StorageMap extends FdObject {
     for (let cpu = 0; cpu < raw.length; cpu += words) {
       for (let i = 0; i < counterWords; i++) sums[i]! += raw[cpu + i]!;
     }
-    const slots: Counters[] = [];
-    for (let i = 0; i < counterWords; i += 2) slots.push({ bytes: sums[i]!, packets: sums[i + 1]! });
-    return slots;
+    return sums;
   }
 
   keys(): { cgroupId: bigint; direction: Direction }[] {
