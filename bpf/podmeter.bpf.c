@@ -22,6 +22,14 @@
 #include "podmeter.h"
 
 #define LOOPBACK_IFINDEX 1
+/*
+ * "Not in the trie" (and anything unparsable): external. Kept apart from
+ * PODMETER_EXTERNAL so that a slot index used in pointer arithmetic always
+ * comes from a map value, never a constant on some paths: without
+ * CAP_PERFMON the verifier's Spectre v1 sanitising rejects an add whose
+ * offset is a constant on one path and a range on another.
+ */
+#define NO_CLASS 0xffffffffu
 #define barrier() asm volatile("" ::: "memory")
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
@@ -94,7 +102,7 @@ static __always_inline __u32 trie_class(__u64 a0, __u64 a1)
 	__builtin_memcpy(&key.addr[0], &a0, 8);
 	__builtin_memcpy(&key.addr[8], &a1, 8);
 	slot = bpf_map_lookup_elem(&podmeter_peers, &key);
-	return slot && *slot < PODMETER_SLOTS ? *slot : PODMETER_EXTERNAL;
+	return slot ? *slot : NO_CLASS;
 }
 
 static __always_inline __u32 generation(void)
@@ -114,9 +122,10 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 		__u64 entry, a1;
 
 		if (peer_ipv4(skb, ingress, &a) < 0)
-			return PODMETER_EXTERNAL;
+			return NO_CLASS;
 		gen = generation();
 		entry = READ_ONCE(c->v4);
+		/* The class's low 4 bits: 0xf (>= PODMETER_SLOTS) stands for NO_CLASS. */
 		if (gen != 0 && (__u32)(entry >> 32) == a && (((__u32)entry >> 4) & PODMETER_GENERATION_MASK) == gen)
 			return (__u32)entry & 0xf;
 		/* ::ffff:a.b.c.d: bytes 8-9 zero, 10-11 0xff, 12-15 the address. */
@@ -125,14 +134,14 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 		__builtin_memcpy((__u8 *)&a1 + 4, &a, 4);
 		class = trie_class(0, a1);
 		if (gen != 0)
-			WRITE_ONCE(c->v4, (__u64)a << 32 | gen << 4 | class);
+			WRITE_ONCE(c->v4, (__u64)a << 32 | gen << 4 | (class & 0xf));
 		return class;
 	}
 	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		__u64 addr[2];
 
 		if (peer_ipv6(skb, ingress, addr) < 0)
-			return PODMETER_EXTERNAL;
+			return NO_CLASS;
 		gen = generation();
 		seq = READ_ONCE(c->seq);
 		barrier();
@@ -156,19 +165,25 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 		}
 		return class;
 	}
-	return PODMETER_EXTERNAL;
+	return NO_CLASS;
 }
 
 static __always_inline int count(struct __sk_buff *skb, int ingress)
 {
 	struct podmeter_slots *s = bpf_get_local_storage(&podmeter_stats, 0);
-	__u32 class = skb->ifindex == LOOPBACK_IFINDEX ? PODMETER_LOOPBACK : peer_class(s, skb, ingress);
 	struct podmeter_counters *c;
+	__u32 class;
 
-	asm volatile("" : "+r"(class)); /* check and index the same register */
-	if (class >= PODMETER_SLOTS) /* for the verifier; peer_class never returns one */
-		return 1;
-	c = &s->slot[class];
+	if (skb->ifindex == LOOPBACK_IFINDEX) {
+		c = &s->slot[PODMETER_LOOPBACK];
+	} else {
+		class = peer_class(s, skb, ingress);
+		if (class >= PODMETER_SLOTS)
+			c = &s->slot[PODMETER_EXTERNAL];
+		else
+			c = &s->slot[class];
+	}
+	asm volatile("" : "+r"(c)); /* each path makes its own pointer (see NO_CLASS) */
 	/*
 	 * Atomic adds: the slot is per CPU, but a program run can be preempted
 	 * (migration is only disabled) or interrupted by a softirq run on the

@@ -215,7 +215,9 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       ['agent', agentToken, ['delete', 'pods', '-n', 'default'], 'no'],
       ['agent', agentToken, ['update', 'pods', '-n', 'default'], 'no'],
       ['agent', agentToken, ['create', 'pods/exec', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['list', 'nodes'], 'no'],
+      ['agent', agentToken, ['list', 'nodes'], 'yes'], // peer classes: every node's zone, region and pod CIDRs
+      ['agent', agentToken, ['watch', 'servicecidrs.networking.k8s.io'], 'yes'],
+      ['agent', agentToken, ['delete', 'nodes'], 'no'],
       ['agent', agentToken, ['get', 'configmaps', '-n', 'default'], 'no'],
       ['agent', agentToken, ['patch', 'daemonsets.apps', '-n', ns], 'no'],
       ['agent', agentToken, ['create', 'namespaceusages.podmeter.io'], 'no'],
