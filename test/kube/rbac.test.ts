@@ -36,7 +36,7 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
   assert.equal(await can('patch', 'pods', '-n', 'default'), 'yes');
   assert.equal(await can('patch', 'nodes'), 'yes');
   assert.equal(await can('watch', 'configmaps/podmeter-budget', '-n', 'podmeter'), 'yes');
-  for (const denied of [['get', 'configmaps/other', '-n', 'podmeter'], ['list', 'configmaps', '-n', 'podmeter'], ['update', 'configmaps/podmeter-budget', '-n', 'podmeter'], ['get', 'secrets', '-n', 'podmeter'], ['list', 'secrets', '--all-namespaces'], ['delete', 'pods', '-n', 'default'], ['create', 'pods', '-n', 'default'], ['update', 'pods', '-n', 'default'], ['list', 'nodes'], ['get', 'configmaps', '-n', 'default'], ['create', 'pods/exec', '-n', 'default']]) {
+  for (const denied of [['get', 'configmaps/other', '-n', 'podmeter'], ['list', 'configmaps', '-n', 'podmeter'], ['update', 'configmaps/podmeter-budget', '-n', 'podmeter'], ['get', 'secrets', '-n', 'podmeter'], ['list', 'secrets', '--all-namespaces'], ['delete', 'pods', '-n', 'default'], ['create', 'pods', '-n', 'default'], ['update', 'pods', '-n', 'default'], ['delete', 'nodes'], ['get', 'configmaps', '-n', 'default'], ['create', 'pods/exec', '-n', 'default']]) {
     assert.equal(await can(...denied), 'no', `must not: ${denied.join(' ')}`);
   }
 
