@@ -4,11 +4,12 @@
  * process.env or process.argv.
  */
 import { hostname } from 'node:os';
-import { defineFlags, formatHelp, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
+import { ConfigError, defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
 import { decimal, hostPort, kubernetesName, oneOf, pathValue, seconds, switchFlag, type HostPort } from '../common/flags/values.ts';
 import { logFlags, namespaceFlag } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 import { DISCOVER_MODES, type DiscoverMode } from './cgroups/units.ts';
+import { mergePeerClasses, parsePeerClassEntries, readPeerClassesFile, type PeerClassSpec } from './peers/config.ts';
 
 export interface AgentConfig {
   /** `auto`: pods when a kubepods tree exists under the cgroup root, else children. */
@@ -36,6 +37,8 @@ export interface AgentConfig {
   readonly annotateBudget: number;
   /** Where the operator publishes the write budget. */
   readonly namespace: string;
+  /** Configured named peer classes (--peer-class, --peer-classes-file); at most MAX_NAMED_CLASSES; absent when none. */
+  readonly peerClasses?: readonly PeerClassSpec[];
   readonly logLevel: LogLevel;
   /** `auto` is left to the logger (common/log.ts), which knows whether stderr is a terminal. */
   readonly logFormat: LogFormat;
@@ -121,6 +124,21 @@ const agentFlags = defineFlags({
     default: 1,
   },
   namespace: namespaceFlag("Namespace of the operator's podmeter-budget ConfigMap, which sets the annotation write budget"),
+  'peer-class': {
+    metavar: 'NAME=CIDR[,CIDR...]',
+    help: 'A named peer class: traffic to and from these prefixes is counted as NAME (repeatable, at most 8 classes; in the environment, entries separated by ;)',
+    parse: (raw: string) => guard(() => parsePeerClassEntries(raw)),
+    repeatable: true,
+    default: [] as PeerClassSpec[],
+    defaultHelp: 'none',
+  },
+  'peer-classes-file': {
+    metavar: 'PATH',
+    help: 'A file of named peer classes, one NAME=CIDR[,CIDR...] per line (# comments)',
+    parse: (raw: string, ctx: ParseContext) => guard(() => readPeerClassesFile(pathValue(raw, ctx))),
+    default: [] as PeerClassSpec[],
+    defaultHelp: 'none',
+  },
   ...logFlags,
   help: switchFlag('Show this help', { env: false, short: 'h' }),
 });
@@ -136,7 +154,9 @@ export const agentHelp: string = formatHelp(agentFlags, {
 /** `argv` is what follows `podmeter agent`; `env` is usually process.env. */
 export function parseAgentConfig(argv: string[], env: Record<string, string | undefined>): AgentConfig {
   const values = parseOnlyFlags(agentFlags, argv, env, 'podmeter agent');
+  const classes = peerClasses(values['peer-class'], values['peer-classes-file']);
   return Object.freeze({
+    ...(classes.length > 0 ? { peerClasses: Object.freeze(classes) } : {}),
     discover: values.discover,
     cgroupRoot: values['cgroup-root'],
     bpffs: values.bpffs,
@@ -163,4 +183,21 @@ export function parseAgentConfig(argv: string[], env: Record<string, string | un
 function defaultNodeName(ctx: ParseContext): { raw: string; from: string } {
   const fromEnv = ctx.env.NODE_NAME;
   return fromEnv ? { raw: fromEnv, from: 'NODE_NAME' } : { raw: hostname().toLowerCase(), from: 'the host name' };
+}
+
+/** Value parsers report through invalid(): turn an Error from the peer-class parsers into one. */
+function guard<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    return invalid((err as Error).message);
+  }
+}
+
+function peerClasses(fromFlag: readonly PeerClassSpec[], fromFile: readonly PeerClassSpec[]): PeerClassSpec[] {
+  try {
+    return mergePeerClasses(fromFlag, fromFile);
+  } catch (err) {
+    throw new ConfigError(`--peer-class / --peer-classes-file: ${(err as Error).message}`, '--peer-class');
+  }
 }

@@ -21,6 +21,8 @@ import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
 import { loadKubeConfig } from '../common/kube/config.ts';
 import type { KubeSide } from './kube/kube.ts';
+import { PeerTable } from './peers/table.ts';
+import { PeerTrie } from './peers/trie.ts';
 
 export interface RunningAgent {
   mode: DiscoverMode;
@@ -51,12 +53,19 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 
   let meter: Meter;
   try {
-    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }));
+    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }), (config.peerClasses ?? []).map((c) => c.name));
   } catch (err) {
     await server.close();
     throw err;
   }
 
+  const peers = new PeerTable({
+    trie: new PeerTrie(meter.peers, meter.generation),
+    slots: meter.slots,
+    configured: config.peerClasses ?? [],
+    log: log.child({ module: 'peers' }),
+  });
+  peers.start({ keepCluster: kubeconfig !== undefined });
   const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
   tracker.restore();
   let kube: KubeSide | undefined;
@@ -96,7 +105,15 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   watcher.start();
   if (kubeconfig !== undefined) {
     const { startKubernetes } = await import('./kube/kube.ts'); // only Kubernetes agents pay for the client library
-    kube = startKubernetes({ kc: kubeconfig, config, tracker, metrics, maps: maps.latest, log: log.child({ module: 'kube' }) });
+    kube = startKubernetes({
+      kc: kubeconfig,
+      config,
+      tracker,
+      metrics,
+      maps: maps.latest,
+      onPeers: (view) => peers.setCluster(view),
+      log: log.child({ module: 'kube' }),
+    });
   } else {
     log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
   }

@@ -5,10 +5,73 @@
 
 #include <linux/types.h>
 
-/* One per (cgroup, attach type) and per CPU in the per-CPU cgroup storage. */
+/*
+ * Peer classes: a counter slot each. The built-in ones are fixed; slots from
+ * PODMETER_FIRST_NAMED on belong to configured named CIDR classes, assigned
+ * by the agent and recorded in the podmeter_names map, so an agent
+ * restart finds the same class in the same slot.
+ */
+enum podmeter_class {
+	PODMETER_LOOPBACK = 0,     /* the packet is on a loopback device (no lookup) */
+	PODMETER_NODE = 1,         /* this node's addresses and pod CIDRs */
+	PODMETER_ZONE = 2,         /* other nodes in the same zone */
+	PODMETER_CROSS_ZONE = 3,   /* nodes in another zone of the same region */
+	PODMETER_CROSS_REGION = 4, /* nodes in another region */
+	PODMETER_SERVICE = 5,      /* the cluster's Service CIDRs (before kube-proxy's DNAT) */
+	PODMETER_EXTERNAL = 6,     /* anything the peer trie does not know */
+	PODMETER_FIRST_NAMED = 7,
+};
+
+#define PODMETER_MAX_NAMED 8
+#define PODMETER_SLOTS (PODMETER_FIRST_NAMED + PODMETER_MAX_NAMED)
+/* Longest configured class name, with its NUL. */
+#define PODMETER_NAME_LEN 64
+/* Entries of the peer trie: node addresses and pod CIDRs, Service CIDRs, configured CIDRs. */
+#define PODMETER_MAX_PEERS 65536
+
 struct podmeter_counters {
 	__u64 bytes;   /* sum of skb->len: L3 length, whole GSO super-packet */
 	__u64 packets; /* skbs seen (a GSO super-packet counts once) */
+};
+
+/*
+ * The class of the last peer looked up, per (cgroup, direction) and CPU: a
+ * flow's packets skip the trie lookup. An entry counts only while its
+ * generation is the peer trie's current one. A softirq or a preempting task
+ * on the same CPU may run the program in the middle of a write, so an entry
+ * must never be seen half-written: the IPv4 entry is one 8-byte word
+ * (address << 32 | generation << 4 | class), written in one store; the IPv6
+ * entry is guarded by `seq`, odd while it is being written (a run that finds
+ * it odd neither uses nor writes it).
+ */
+struct podmeter_peer_cache {
+	__u64 v4;
+	__u32 seq;
+	__u32 generation;
+	__u64 addr[2];
+	__u32 slot;
+	__u32 pad;
+};
+
+#define PODMETER_GENERATION_MASK 0x0fffffffu /* what fits beside a class in the IPv4 entry */
+
+/* One per (cgroup, attach type) and per CPU in the per-CPU cgroup storage. */
+struct podmeter_slots {
+	struct podmeter_counters slot[PODMETER_SLOTS];
+	struct podmeter_peer_cache cache; /* the programs' own; readers skip it */
+};
+
+/*
+ * Peer trie key: an IPv6 address, IPv4 as IPv4-mapped (::ffff:a.b.c.d, a
+ * /n IPv4 prefix is /96+n), so one trie and one lookup serve both families.
+ */
+struct podmeter_peer_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct podmeter_slot_name {
+	char name[PODMETER_NAME_LEN];
 };
 
 #endif

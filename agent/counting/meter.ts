@@ -1,12 +1,24 @@
 /**
- * The kernel side of counting: podmeter's two programs and its storage map,
- * loaded once and pinned (or adopted from pins left by an earlier agent), and
- * the pinned links that attach them to each counted cgroup.
+ * The kernel side of counting: podmeter's two programs, its storage map (a
+ * counter slot per peer class), the peer trie and the slot names, loaded once
+ * and pinned (or adopted from pins left by an earlier agent), and the pinned
+ * links that attach the programs to each counted cgroup.
+ *
+ * Upgrade from an agent without peer classes: its pins (programs, the 16-byte
+ * storage map `map_stats`, links) are found at start. New programs and maps
+ * are loaded and pinned beside them; each old pair of links is replaced when
+ * its cgroup is found (upgrade()): the new links are attached first, then the
+ * old ones detached and their final counts read, which the caller keeps as
+ * the unit's base (class `unclassified`). Packets in the microseconds between
+ * the two steps are counted by both. map_stats stays pinned until no old link
+ * is left, so an agent stopped midway upgrades the rest on its next start.
  */
 import { existsSync } from 'node:fs';
+import { endianness } from 'node:os';
 import type { Logger } from '../../common/log.ts';
 import {
   attachCgroup,
+  BpfMap,
   BpfObject,
   bpfObjectPath,
   DIRECTIONS,
@@ -18,55 +30,101 @@ import {
   type Direction,
 } from '../kernel/bpf.ts';
 import { BpfError } from '../kernel/errors.ts';
+import { assignSlots, networkTotal, NAME_BYTES, SLOTS, SlotNames, MAX_NAMED_CLASSES, type DirectionPeerCounts } from '../peers/classes.ts';
 import { PinDir } from './pins.ts';
 
 export type DirectionCounters = Record<Direction, Counters>;
 
 export const ZERO: Readonly<Counters> = Object.freeze({ bytes: 0n, packets: 0n });
 
+/** What one read of a unit gives: totals (every class but loopback) and counts by class. */
+export interface UnitCounts {
+  counters: DirectionCounters;
+  peers: DirectionPeerCounts;
+}
+
 export class Meter {
   readonly pins: PinDir;
   readonly map: StorageMap;
+  /** The peer trie (agent/peers/table.ts keeps it current). */
+  readonly peers: BpfMap;
+  /** The trie's generation: bumped after each change, so the programs' cached classes go stale. */
+  readonly generation: BpfMap;
   readonly programs: Readonly<Record<Direction, Program>>;
   readonly adopted: boolean;
+  /** Which class each slot counts. */
+  readonly slots: SlotNames;
+  readonly #slotNames: BpfMap;
   /** Cgroup ids with link pins when the agent started (to adopt); a new cgroup cannot have pins. */
   readonly #pinnedAtOpen: Set<bigint>;
   readonly #attachedHere = new Set<bigint>();
+  /** The old agent's storage map while some cgroups still have its links (see the header). */
+  #legacy: StorageMap | undefined;
+  readonly #legacyIds = new Set<bigint>();
 
-  private constructor(pins: PinDir, map: StorageMap, programs: Record<Direction, Program>, adopted: boolean) {
+  private constructor(
+    pins: PinDir,
+    maps: { counters: StorageMap; peers: BpfMap; generation: BpfMap; slotNames: BpfMap },
+    programs: Record<Direction, Program>,
+    adopted: boolean,
+    configuredClasses: readonly string[],
+    log: Logger,
+  ) {
     this.pins = pins;
-    this.map = map;
+    this.map = maps.counters;
+    this.peers = maps.peers;
+    this.generation = maps.generation;
+    this.#slotNames = maps.slotNames;
     this.programs = programs;
     this.adopted = adopted;
     this.#pinnedAtOpen = new Set(pins.listLinks().map((p) => p.cgroupId));
+    this.slots = this.#assignSlots(configuredClasses, log);
+    this.#openLegacy(log);
   }
 
   /**
-   * Adopts the programs and map pinned by an earlier agent, so existing links
+   * Adopts the programs and maps pinned by an earlier agent, so existing links
    * keep counting into the same storage; loads and pins them otherwise.
+   * `configuredClasses`: the named peer classes, each given a slot for good.
    */
-  static open(bpffs: string, log: Logger): Meter {
+  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = []): Meter {
     const pins = new PinDir(bpffs);
     pins.ensure();
-    const pinned = [pins.program('ingress'), pins.program('egress'), pins.map];
+    const pinned = [pins.program('ingress'), pins.program('egress'), pins.map, pins.peers, pins.generation, pins.slotNames];
     if (pinned.every((p) => existsSync(p))) {
       const programs = {
         ingress: Program.fromPin(pins.program('ingress'), 'podmeter_ingress', ATTACH_TYPE.ingress),
         egress: Program.fromPin(pins.program('egress'), 'podmeter_egress', ATTACH_TYPE.egress),
       };
+      const maps = {
+        counters: StorageMap.fromPin(pins.map),
+        peers: BpfMap.fromPin(pins.peers),
+        generation: BpfMap.fromPin(pins.generation),
+        slotNames: BpfMap.fromPin(pins.slotNames),
+      };
       log.info({ bpffs }, 'adopted pinned programs and counter map');
-      return new Meter(pins, StorageMap.fromPin(pins.map), programs, true);
+      return new Meter(pins, maps, programs, true, configuredClasses, log);
     }
-    for (const p of pinned) PinDir.unpin(p); // a partial set is useless: start clean
+    // A partial set is useless: start clean. (prog_* may be an older agent's
+    // programs: its links keep them loaded, and map_stats stays for upgrade().)
+    for (const p of pinned) PinDir.unpin(p);
     const object = BpfObject.load(bpfObjectPath('podmeter'));
     try {
       const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
-      const map = object.takeStorageMap('podmeter_stats');
+      const maps = {
+        counters: object.takeStorageMap('podmeter_stats'),
+        peers: object.takeMap('podmeter_peers'),
+        generation: object.takeMap('podmeter_gen'),
+        slotNames: object.takeMap('podmeter_names'),
+      };
       programs.ingress.pin(pins.program('ingress'));
       programs.egress.pin(pins.program('egress'));
-      map.pin(pins.map);
+      maps.counters.pin(pins.map);
+      maps.peers.pin(pins.peers);
+      maps.generation.pin(pins.generation);
+      maps.slotNames.pin(pins.slotNames);
       log.info({ bpffs }, 'loaded and pinned programs and counter map');
-      return new Meter(pins, map, programs, false);
+      return new Meter(pins, maps, programs, false, configuredClasses, log);
     } catch (err) {
       object.close();
       for (const p of pinned) PinDir.unpin(p);
@@ -104,10 +162,11 @@ export class Meter {
   }
 
   /**
-   * 'attached': both links pinned and attached to this cgroup; 'none': no
-   * pins; 'stale': anything else (half a pair, or links of a cgroup gone).
+   * 'attached': both links pinned and attached to this cgroup; 'legacy': the
+   * same, but an older agent's programs (see upgrade()); 'none': no pins;
+   * 'stale': anything else (half a pair, or links of a cgroup gone).
    */
-  linkState(cgroupId: bigint): 'attached' | 'none' | 'stale' {
+  linkState(cgroupId: bigint): 'attached' | 'legacy' | 'none' | 'stale' {
     if (!this.#pinnedAtOpen.has(cgroupId)) return this.#attachedHere.has(cgroupId) ? 'attached' : 'none';
     const paths = DIRECTIONS.map((d) => this.pins.link(cgroupId, d));
     const present = paths.filter((p) => existsSync(p)).length;
@@ -124,7 +183,42 @@ export class Meter {
         link?.close();
       }
     });
-    return live ? 'attached' : 'stale';
+    if (!live) return 'stale';
+    return this.#legacyIds.has(cgroupId) ? 'legacy' : 'attached';
+  }
+
+  /**
+   * Replaces an older agent's links on a live cgroup with links to this
+   * agent's programs; returns the old links' final counts (the unit's base).
+   */
+  upgrade(cgroupPath: string, cgroupId: bigint): DirectionCounters {
+    const old = DIRECTIONS.map((d) => Link.fromPin(this.pins.link(cgroupId, d)));
+    const made: Link[] = [];
+    try {
+      for (const direction of DIRECTIONS) made.push(attachCgroup({ cgroupPath, program: this.programs[direction] }));
+      for (const link of old) link.detach();
+      const base = this.#readLegacy(cgroupId);
+      DIRECTIONS.forEach((direction, i) => {
+        const path = this.pins.link(cgroupId, direction);
+        PinDir.unpin(path);
+        made[i]!.pin(path);
+      });
+      this.#attachedHere.add(cgroupId);
+      this.#pinnedAtOpen.delete(cgroupId);
+      this.#legacyDone(cgroupId);
+      return base;
+    } catch (err) {
+      for (const link of made) {
+        try {
+          link.detach();
+        } catch {
+          // cgroup gone
+        }
+      }
+      throw err;
+    } finally {
+      for (const link of [...old, ...made]) link.close();
+    }
   }
 
   /** Detaches (if still attached) and unpins a cgroup's links. */
@@ -145,19 +239,94 @@ export class Meter {
       }
       PinDir.unpin(path);
     }
+    this.#legacyDone(cgroupId);
   }
 
-  /** Current counters of a cgroup; undefined once the kernel has released its storage. */
-  read(cgroupId: bigint): DirectionCounters | undefined {
-    const ingress = this.map.read(cgroupId, 'ingress');
-    const egress = this.map.read(cgroupId, 'egress');
+  /** Current counts of a cgroup; undefined once the kernel has released its storage. */
+  read(cgroupId: bigint): UnitCounts | undefined {
+    if (this.#legacyIds.has(cgroupId)) {
+      const old = this.#legacy?.read(cgroupId, 'ingress') !== undefined || this.#legacy?.read(cgroupId, 'egress') !== undefined;
+      if (!old) return undefined;
+      const base = this.#readLegacy(cgroupId);
+      return { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
+    }
+    const ingress = this.map.readSums(cgroupId, 'ingress');
+    const egress = this.map.readSums(cgroupId, 'egress');
     if (ingress === undefined && egress === undefined) return undefined;
-    return { ingress: ingress ?? ZERO, egress: egress ?? ZERO };
+    const peers = { ingress: this.slots.countsOfSums(ingress), egress: this.slots.countsOfSums(egress) };
+    return { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
   }
 
   close(): void {
     this.map.close();
+    this.peers.close();
+    this.generation.close();
+    this.#slotNames.close();
+    this.#legacy?.close();
     this.programs.ingress.close();
     this.programs.egress.close();
   }
+
+  /** Keeps the recorded slot of every class and records new ones (see assignSlots). */
+  #assignSlots(configured: readonly string[], log: Logger): SlotNames {
+    const decoder = new TextDecoder();
+    const recorded: (string | undefined)[] = [];
+    for (let i = 0; i < MAX_NAMED_CLASSES; i++) {
+      const raw = this.#slotNames.lookup(slotKey(SLOTS - MAX_NAMED_CLASSES + i), NAME_BYTES);
+      const end = raw?.indexOf(0) ?? -1;
+      const name = raw === undefined ? '' : decoder.decode(raw.subarray(0, end < 0 ? raw.length : end));
+      recorded.push(name === '' ? undefined : name);
+    }
+    const named = assignSlots(recorded, configured);
+    const encoder = new TextEncoder();
+    named.forEach((name, i) => {
+      if (name === undefined || name === recorded[i]) return;
+      const value = new Uint8Array(NAME_BYTES);
+      value.set(encoder.encode(name).subarray(0, NAME_BYTES - 1));
+      this.#slotNames.update(slotKey(SLOTS - MAX_NAMED_CLASSES + i), value);
+      log.info({ peerClass: name, slot: SLOTS - MAX_NAMED_CLASSES + i }, 'peer class given a counter slot');
+    });
+    return new SlotNames(named);
+  }
+
+  /** Finds an older agent's storage map and which pinned links still count into it. */
+  #openLegacy(log: Logger): void {
+    if (!existsSync(this.pins.legacyMap)) return;
+    const legacy = StorageMap.fromPin(this.pins.legacyMap);
+    const programIds = new Set([this.programs.ingress.info().id, this.programs.egress.info().id]);
+    for (const pin of this.pins.listLinks()) {
+      let link: Link | undefined;
+      try {
+        link = Link.fromPin(pin.path);
+        if (!programIds.has(link.info().progId)) this.#legacyIds.add(pin.cgroupId);
+      } catch {
+        // unreadable pin: linkState() calls it stale
+      } finally {
+        link?.close();
+      }
+    }
+    this.#legacy = legacy;
+    log.info({ cgroups: this.#legacyIds.size }, 'found the pins of an agent without peer classes: its links are replaced as their cgroups are found');
+    this.#legacyDone(undefined);
+  }
+
+  #readLegacy(cgroupId: bigint): DirectionCounters {
+    const one = (d: Direction): Counters => this.#legacy?.read(cgroupId, d)?.[0] ?? ZERO;
+    return { ingress: one('ingress'), egress: one('egress') };
+  }
+
+  /** Forgets an upgraded or released legacy cgroup; with none left, the old map goes. */
+  #legacyDone(cgroupId: bigint | undefined): void {
+    if (cgroupId !== undefined) this.#legacyIds.delete(cgroupId);
+    if (this.#legacy === undefined || this.#legacyIds.size > 0) return;
+    this.#legacy.close();
+    this.#legacy = undefined;
+    PinDir.unpin(this.pins.legacyMap);
+  }
+}
+
+function slotKey(slot: number): Uint8Array {
+  const key = new Uint8Array(4);
+  new DataView(key.buffer).setUint32(0, slot, endianness() === 'LE');
+  return key;
 }

@@ -4,8 +4,14 @@
  * adopts them and counters continue where they were:
  *
  *   <bpffs>/prog_ingress, prog_egress   the two cgroup_skb programs
- *   <bpffs>/map_stats                   the per-CPU cgroup storage map
+ *   <bpffs>/map_counters                the per-CPU cgroup storage map (a slot per peer class)
+ *   <bpffs>/map_peers                   the peer trie (prefix -> class slot)
+ *   <bpffs>/map_generation              the trie's generation (invalidates the programs' cached classes)
+ *   <bpffs>/map_slot_names              which configured class holds each named slot
  *   <bpffs>/links/<cgroup id>_<direction>
+ *
+ * Agents before peer classes pinned their 16-byte storage map as map_stats;
+ * while it exists, links still using it are upgraded (agent/counting/meter.ts).
  */
 import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +47,23 @@ export class PinDir {
   }
 
   get map(): string {
+    return join(this.root, 'map_counters');
+  }
+
+  get peers(): string {
+    return join(this.root, 'map_peers');
+  }
+
+  get generation(): string {
+    return join(this.root, 'map_generation');
+  }
+
+  get slotNames(): string {
+    return join(this.root, 'map_slot_names');
+  }
+
+  /** The storage map of agents before peer classes (one 16-byte slot). */
+  get legacyMap(): string {
     return join(this.root, 'map_stats');
   }
 
@@ -75,7 +98,7 @@ export class PinDir {
   /** Removes every pin and the directories (used by `podmeter agent --uninstall` and tests). */
   removeAll(): void {
     for (const pin of this.listLinks()) PinDir.unpin(pin.path);
-    for (const path of [this.program('ingress'), this.program('egress'), this.map]) PinDir.unpin(path);
+    for (const path of [this.program('ingress'), this.program('egress'), this.map, this.peers, this.generation, this.slotNames, this.legacyMap]) PinDir.unpin(path);
     for (const dir of [this.linksDir, this.root]) {
       try {
         rmdirSync(dir);

@@ -8,6 +8,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDir } from '../files.ts';
 import type { DirectionCounters } from './meter.ts';
+import type { DirectionPeerCounts, PeerCounts } from '../peers/classes.ts';
 
 export interface UnitRecord {
   id: bigint;
@@ -16,7 +17,12 @@ export interface UnitRecord {
   uid?: string;
   attachedAt: number;
   terminatedAt?: number;
+  /** Network traffic: every peer class but loopback. */
   counters: DirectionCounters;
+  /** The same by peer class, loopback included. */
+  peers?: DirectionPeerCounts;
+  /** Final counts of an older agent's links that upgrade replaced (counted in `unclassified`). */
+  base?: DirectionCounters;
 }
 
 interface Persisted {
@@ -62,28 +68,44 @@ export class StateStore {
   }
 }
 
+type Raw = Record<string, { bytes: string; packets: string }>;
+
+const text = (c: Record<string, { bytes: bigint; packets: bigint }>): Raw =>
+  Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { bytes: String(v.bytes), packets: String(v.packets) }]));
+
+const parse = (raw: Raw | undefined): Record<string, { bytes: bigint; packets: bigint }> =>
+  Object.fromEntries(Object.entries(raw ?? {}).map(([k, v]) => [k, { bytes: BigInt(v.bytes), packets: BigInt(v.packets) }]));
+
 function encode(r: UnitRecord): unknown {
-  const c = r.counters;
-  return {
-    ...r,
+  const out: Record<string, unknown> = {
     id: String(r.id),
-    counters: {
-      ingress: { bytes: String(c.ingress.bytes), packets: String(c.ingress.packets) },
-      egress: { bytes: String(c.egress.bytes), packets: String(c.egress.packets) },
-    },
+    relPath: r.relPath,
+    kind: r.kind,
+    uid: r.uid,
+    attachedAt: r.attachedAt,
+    terminatedAt: r.terminatedAt,
+    counters: text(r.counters),
+    peers: { ingress: text(r.peers?.ingress ?? {}), egress: text(r.peers?.egress ?? {}) },
   };
+  if (r.base !== undefined) out.base = text(r.base);
+  return out;
 }
 
 function decode(raw: unknown): UnitRecord {
   const r = raw as Record<string, any>;
-  const counters = (d: string) => ({ bytes: BigInt(r.counters[d].bytes), packets: BigInt(r.counters[d].packets) });
+  const counters = parse(r.counters) as DirectionCounters;
   const record: UnitRecord = {
     id: BigInt(r.id),
     relPath: String(r.relPath),
     kind: r.kind === 'pod' ? 'pod' : 'cgroup',
     attachedAt: Number(r.attachedAt),
-    counters: { ingress: counters('ingress'), egress: counters('egress') },
+    counters,
+    // State of an agent before peer classes: its counts are in no known class.
+    peers: r.peers === undefined
+      ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
+      : { ingress: parse(r.peers.ingress) as PeerCounts, egress: parse(r.peers.egress) as PeerCounts },
   };
+  if (r.base !== undefined) record.base = parse(r.base) as DirectionCounters;
   if (typeof r.uid === 'string') record.uid = r.uid;
   if (typeof r.terminatedAt === 'number') record.terminatedAt = r.terminatedAt;
   return record;

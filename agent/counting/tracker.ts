@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
-import { ZERO, type DirectionCounters, type Meter } from './meter.ts';
+import { ZERO, type DirectionCounters, type Meter, type UnitCounts } from './meter.ts';
+import { addPeerCounts, UNCLASSIFIED, type DirectionPeerCounts } from '../peers/classes.ts';
 import type { StateStore, UnitRecord } from './state.ts';
 
 export interface Unit extends UnitRecord {
@@ -33,6 +34,7 @@ export interface TrackerEvents {
 }
 
 const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };
+const NO_PEERS: DirectionPeerCounts = { ingress: {}, egress: {} };
 /** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
 const DRAIN_LIMIT_MS = 120_000;
 
@@ -85,13 +87,22 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       state: 'live',
       attachedAt: previous?.attachedAt ?? Date.now(),
       counters: previous?.counters ?? ZERO_COUNTERS,
+      peers: previous?.peers ?? NO_PEERS,
     };
+    if (previous?.base !== undefined) unit.base = previous.base;
     try {
       const links = this.#meter.linkState(id);
-      if (links === 'attached') {
+      if (links === 'legacy') {
+        // An older agent's links: swap in ours; its counts become the base.
+        const base = this.#meter.upgrade(path, id);
+        unit.base = unit.base === undefined ? base : sum(unit.base, base);
+        this.#log.info({ cgroup: identity.relPath, base }, 'links of an agent without peer classes replaced; their counts kept as the base');
+      }
+      if (links === 'attached' || links === 'legacy') {
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
+        if (links === 'legacy') this.#saveNow();
         this.emit('attached', unit, undefined);
         return;
       }
@@ -105,6 +116,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     }
     unit.attachedAt = Date.now();
     unit.counters = ZERO_COUNTERS;
+    unit.peers = NO_PEERS;
+    delete unit.base;
     this.#units.set(identity.relPath, unit);
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
@@ -155,15 +168,19 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         continue;
       }
       const record = this.#previous.get(id);
+      const read = this.#meter.read(id);
       const unit: Unit = {
         id,
         relPath: record?.relPath ?? `cgroup-id:${id}`,
         kind: record?.kind ?? 'cgroup',
         attachedAt: record?.attachedAt ?? Date.now(),
-        counters: this.#meter.read(id) ?? record?.counters ?? ZERO_COUNTERS,
+        counters: record?.counters ?? ZERO_COUNTERS,
+        peers: record?.peers ?? NO_PEERS,
         path: join(this.#root, record?.relPath ?? ''),
         state: 'draining',
       };
+      if (record?.base !== undefined) unit.base = record.base;
+      if (read !== undefined) apply(unit, read);
       if (record?.uid !== undefined) unit.uid = record.uid;
       this.#log.info({ cgroup: unit.relPath, id: String(id) }, 'cgroup vanished while the agent was down: finalised');
       this.#finalise(unit);
@@ -210,12 +227,13 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Updates a unit's counters from the kernel; false once the storage is gone. */
   #read(unit: Unit): boolean {
     try {
-      const counters = this.#meter.read(unit.id);
-      if (counters === undefined) return false;
+      const counts = this.#meter.read(unit.id);
+      if (counts === undefined) return false;
       // A removed cgroup's storage can read as zeros while the kernel tears
       // it down: a draining unit's counters never go back.
-      if (unit.state === 'draining' && counters.egress.bytes + counters.ingress.bytes < unit.counters.egress.bytes + unit.counters.ingress.bytes) return true;
-      unit.counters = counters;
+      const base = unit.base === undefined ? 0n : unit.base.ingress.bytes + unit.base.egress.bytes;
+      if (unit.state === 'draining' && allBytes(counts.peers) + base < allBytes(unit.peers ?? {})) return true;
+      apply(unit, counts);
       return true;
     } catch (err) {
       this.emit('error', 'read', err);
@@ -251,4 +269,34 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       this.emit('error', 'state', err);
     }
   }
+}
+
+function sum(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
+  const add = (x: DirectionCounters['ingress'], y: DirectionCounters['ingress']) => ({ bytes: x.bytes + y.bytes, packets: x.packets + y.packets });
+  return { ingress: add(a.ingress, b.ingress), egress: add(a.egress, b.egress) };
+}
+
+/** Bytes of every class (loopback included) and direction. */
+function allBytes(counts: Partial<Record<'ingress' | 'egress', Readonly<Record<string, { bytes: bigint }>>>>): bigint {
+  let bytes = 0n;
+  for (const direction of ['ingress', 'egress'] as const) {
+    const byClass = counts[direction] ?? {};
+    for (const name in byClass) bytes += byClass[name]!.bytes;
+  }
+  return bytes;
+}
+
+/** Sets a unit's counts from a kernel read, plus its base from before an upgrade. */
+function apply(unit: Unit, counts: UnitCounts): void {
+  const base = unit.base;
+  if (base === undefined) {
+    unit.counters = counts.counters;
+    unit.peers = counts.peers;
+    return;
+  }
+  unit.counters = sum(counts.counters, base);
+  unit.peers = {
+    ingress: addPeerCounts(counts.peers.ingress, { [UNCLASSIFIED]: base.ingress }),
+    egress: addPeerCounts(counts.peers.egress, { [UNCLASSIFIED]: base.egress }),
+  };
 }

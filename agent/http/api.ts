@@ -12,9 +12,16 @@ export interface CgroupView {
   state: Unit['state'];
   attachedAt: string;
   terminatedAt?: string;
+  /** Network traffic: every peer class but loopback. */
   ingress: { bytes: string; packets: string };
   egress: { bytes: string; packets: string };
+  /** By peer class, loopback included; classes without a packet are left out. */
+  peers?: { ingress: Record<string, { bytes: string; packets: string }>; egress: Record<string, { bytes: string; packets: string }> };
 }
+
+const text = (c: { bytes: bigint; packets: bigint }) => ({ bytes: String(c.bytes), packets: String(c.packets) });
+const peerText = (p: Record<string, { bytes: bigint; packets: bigint }> | undefined) =>
+  Object.fromEntries(Object.entries(p ?? {}).map(([k, v]) => [k, text(v)]));
 
 export function cgroupsView(tracker: Tracker, namer?: PodNamer): { time: string; cgroups: CgroupView[] } {
   tracker.refresh();
@@ -25,8 +32,9 @@ export function cgroupsView(tracker: Tracker, namer?: PodNamer): { time: string;
       kind: u.kind,
       state: u.state,
       attachedAt: new Date(u.attachedAt).toISOString(),
-      ingress: { bytes: String(u.counters.ingress.bytes), packets: String(u.counters.ingress.packets) },
-      egress: { bytes: String(u.counters.egress.bytes), packets: String(u.counters.egress.packets) },
+      ingress: text(u.counters.ingress),
+      egress: text(u.counters.egress),
+      peers: { ingress: peerText(u.peers?.ingress), egress: peerText(u.peers?.egress) },
     };
     if (u.uid !== undefined) {
       view.uid = u.uid;

@@ -47,13 +47,30 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     return entry;
   };
 
+  // Per peer class: the unit's labels plus direction and peer, escaped once per unit and class.
+  const peerLabelCache = new WeakMap<Unit, { name: string; texts: Map<string, string> }>();
+  const peerLabelsOf = (u: Unit, namer: PodNamer | undefined, direction: string, peer: string): string => {
+    const uid = u.uid ?? '';
+    const ref = mode === 'pods' ? namer?.(uid) : undefined;
+    const name = ref ? `${ref.namespace}/${ref.pod}` : '';
+    let cached = peerLabelCache.get(u);
+    if (cached?.name !== name) peerLabelCache.set(u, (cached = { name, texts: new Map() }));
+    const key = `${direction}/${peer}`;
+    let text = cached.texts.get(key);
+    if (text === undefined) {
+      const labels: Record<string, string> = mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
+      cached.texts.set(key, (text = labelText({ ...labels, direction, peer })));
+    }
+    return text;
+  };
+
   // Both traffic metrics come from one kernel read per scrape: bytes reads, packets reuses.
   let snapshot: Unit[] = [];
   const scope = mode === 'pods' ? 'pod' : 'cgroup';
   for (const what of ['bytes', 'packets'] as const) {
     exposition.add({
       name: `podmeter_${scope}_network_${what}_total`,
-      help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} sent (egress) and received (ingress) by the sockets of each ${scope}, counted by eBPF cgroup_skb programs.`,
+      help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} sent (egress) and received (ingress) by the sockets of each ${scope} on network devices (loopback left out), counted by eBPF cgroup_skb programs.`,
       type: 'counter',
       samples: (emit) => {
         if (what === 'bytes') {
@@ -65,6 +82,25 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
           const labels = labelsOf(u, namer);
           emit(labels.ingress, u.counters.ingress[what]);
           emit(labels.egress, u.counters.egress[what]);
+        }
+      },
+    });
+  }
+
+  // By peer class, loopback included; a class appears once it has a packet (cardinality: a pod
+  // talks to a few classes, not all of them).
+  for (const what of ['bytes', 'packets'] as const) {
+    exposition.add({
+      name: `podmeter_${scope}_network_peer_${what}_total`,
+      help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} of each ${scope} by direction and peer class (loopback, node, zone, cross-zone, cross-region, service, external, configured classes). The ${scope}_network_${what}_total series are the sum of every class but loopback.`,
+      type: 'counter',
+      samples: (emit) => {
+        const namer = options.podNamer?.();
+        for (const u of snapshot) {
+          for (const direction of ['ingress', 'egress'] as const) {
+            const peers = u.peers?.[direction];
+            for (const peer in peers) emit(peerLabelsOf(u, namer, direction, peer), peers[peer]![what]);
+          }
         }
       },
     });

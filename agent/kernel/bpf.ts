@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
+import { PODMETER_SLOTS } from './layout.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
 
@@ -33,6 +34,7 @@ const BPF_FS_MAGIC = 0xcafe4a11;
 
 export { bpfObjectPath } from '../paths.ts';
 
+/** The sum of several Counters (e.g. one slot over CPUs). */
 export function sumCounters(perCpu: readonly Counters[]): Counters {
   let bytes = 0n;
   let packets = 0n;
@@ -148,32 +150,68 @@ export class Program extends FdObject {
   }
 }
 
-/** podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> one Counters per possible CPU. */
+/**
+ * podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> per CPU, one
+ * Counters per slot (bpf/podmeter.h: PODMETER_SLOTS slots, then the programs'
+ * own peer cache, which readers skip; the storage of agents before peer
+ * classes had one slot, 16 bytes).
+ */
 export class StorageMap extends FdObject {
+  #valueSize: number | undefined;
+
   static fromPin(path: string): StorageMap {
     return new StorageMap(native.objGet(path));
   }
 
-  /** Per-CPU counters of one cgroup and direction, or undefined when there is no such entry. */
-  lookup(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction]);
+  /** Bytes of one CPU's value: 16 per slot. */
+  get valueSize(): number {
+    this.#valueSize ??= this.info().valueSize;
+    return this.#valueSize;
+  }
+
+  /** Counter slots per value: 1 for the old 16-byte layout, PODMETER_SLOTS for the current one. */
+  get slots(): number {
+    return this.valueSize === 16 ? 1 : PODMETER_SLOTS;
+  }
+
+  /** Per-CPU slots of one cgroup and direction (perCpu[cpu][slot]), or undefined when there is no such entry. */
+  lookup(cgroupId: bigint, direction: Direction): Counters[][] | undefined {
+    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize);
     if (raw === undefined) return undefined;
-    const perCpu: Counters[] = [];
-    for (let i = 0; i < raw.length; i += 2) perCpu.push({ bytes: raw[i]!, packets: raw[i + 1]! });
+    const words = this.valueSize / 8;
+    const counterWords = 2 * this.slots;
+    const perCpu: Counters[][] = [];
+    for (let cpu = 0; cpu < raw.length; cpu += words) {
+      const slots: Counters[] = [];
+      for (let i = cpu; i < cpu + counterWords; i += 2) slots.push({ bytes: raw[i]!, packets: raw[i + 1]! });
+      perCpu.push(slots);
+    }
     return perCpu;
   }
 
-  /** Summed over CPUs; undefined when there is no such entry. */
-  read(cgroupId: bigint, direction: Direction): Counters | undefined {
-    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction]);
+  /** Each slot summed over CPUs; undefined when there is no such entry. */
+  read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
+    const sums = this.readSums(cgroupId, direction);
+    if (sums === undefined) return undefined;
+    const slots: Counters[] = [];
+    for (let i = 0; i < sums.length; i += 2) slots.push({ bytes: sums[i]!, packets: sums[i + 1]! });
+    return slots;
+  }
+
+  /**
+   * The same as read() without an object per slot (the agent reads every
+   * unit on each scrape): [bytes, packets] of slot 0, then slot 1, ...
+   */
+  readSums(cgroupId: bigint, direction: Direction): BigUint64Array | undefined {
+    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize);
     if (raw === undefined) return undefined;
-    let bytes = 0n;
-    let packets = 0n;
-    for (let i = 0; i < raw.length; i += 2) {
-      bytes += raw[i]!;
-      packets += raw[i + 1]!;
+    const words = this.valueSize / 8;
+    const counterWords = 2 * this.slots;
+    const sums = new BigUint64Array(counterWords); // wraps at 2^64 like the kernel's counters
+    for (let cpu = 0; cpu < raw.length; cpu += words) {
+      for (let i = 0; i < counterWords; i++) sums[i]! += raw[cpu + i]!;
     }
-    return { bytes, packets };
+    return sums;
   }
 
   keys(): { cgroupId: bigint; direction: Direction }[] {
@@ -183,6 +221,35 @@ export class StorageMap extends FdObject {
       if (direction !== undefined) keys.push({ cgroupId: k.cgroupId, direction });
     }
     return keys;
+  }
+
+  info(): MapInfo {
+    return native.mapInfo(this.fd);
+  }
+}
+
+/** An ordinary map (hash, array, LPM trie) with keys and values as raw bytes. */
+export class BpfMap extends FdObject {
+  static fromPin(path: string): BpfMap {
+    return new BpfMap(native.objGet(path));
+  }
+
+  update(key: Uint8Array, value: Uint8Array): void {
+    native.mapUpdate(this.fd, key, value);
+  }
+
+  /** false when there was no such key. */
+  delete(key: Uint8Array): boolean {
+    return native.mapDelete(this.fd, key);
+  }
+
+  /** The value (valueSize bytes), or undefined when there is no such key (for an LPM trie: no prefix matches). */
+  lookup(key: Uint8Array, valueSize: number): Uint8Array | undefined {
+    return native.mapLookup(this.fd, key, valueSize);
+  }
+
+  keys(keySize: number): Uint8Array[] {
+    return native.mapKeys(this.fd, keySize);
   }
 
   info(): MapInfo {
@@ -231,10 +298,19 @@ export class BpfObject {
 
   /** Takes a map out of the object: the caller owns its fd from then on. */
   takeStorageMap(name: string): StorageMap {
+    return new StorageMap(this.#take(name));
+  }
+
+  /** Takes an ordinary map out of the object: the caller owns its fd from then on. */
+  takeMap(name: string): BpfMap {
+    return new BpfMap(this.#take(name));
+  }
+
+  #take(name: string): number {
     const fd = this.mapFds.get(name);
     if (fd === undefined) throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no map '${name}'` });
     (this.mapFds as Map<string, number>).delete(name);
-    return new StorageMap(fd);
+    return fd;
   }
 
   close(): void {

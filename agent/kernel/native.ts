@@ -55,9 +55,13 @@ export interface NativeAddon {
   linkDetach(linkFd: number): void;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
-  storageLookup(mapFd: number, cgroupId: bigint, attachType: number): BigUint64Array | undefined;
+  storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number): BigUint64Array | undefined;
   storageKeys(mapFd: number): { cgroupId: bigint; attachType: number }[];
   possibleCpus(): number;
+  mapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
+  mapDelete(fd: number, key: Uint8Array): boolean;
+  mapLookup(fd: number, key: Uint8Array, valueSize: number): Uint8Array | undefined;
+  mapKeys(fd: number, keySize: number): Uint8Array[];
   listMaps(): MapInfo[];
   listPrograms(): ProgInfo[];
   mapInfo(fd: number): MapInfo;

@@ -1,6 +1,7 @@
 /**
- * The agent's Kubernetes side: pod identity for metrics and the API, and
- * budgeted annotation writes. Started only when a kubeconfig or an in-cluster
+ * The agent's Kubernetes side: pod identity for metrics and the API,
+ * budgeted annotation writes, and the cluster's peers (Nodes and
+ * ServiceCIDRs, agent/peers/cluster.ts). Started only when a kubeconfig or an in-cluster
  * service account is found. The API being away at start or later never stops
  * counting: the pod watch retries in the background.
  */
@@ -15,6 +16,8 @@ import { watchBudget, type BudgetWatch } from './budgetWatch.ts';
 import { PodDirectory } from './pods.ts';
 import { KubeApi } from '../../common/kube/api.ts';
 import { podMapBytes, type MapInventory } from '../maps/inventory.ts';
+import { watchClusterPeers } from '../peers/cluster.ts';
+import type { ClusterPeers } from '../peers/table.ts';
 
 export interface KubeSide {
   podNamer: PodNamer;
@@ -27,6 +30,8 @@ export function startKubernetes(options: {
   tracker: Tracker;
   metrics: AgentMetrics;
   maps: () => MapInventory | undefined;
+  /** The cluster's view of peer classes, after each change. */
+  onPeers: (peers: ClusterPeers) => void;
   log: Logger;
 }): KubeSide {
   const { kc, config, tracker, metrics, log } = options;
@@ -58,6 +63,7 @@ export function startKubernetes(options: {
   };
   const budgetWatch: BudgetWatch | undefined =
     config.annotateBudget > 0 ? watchBudget(api, config.namespace, followBudget, log.child({ module: 'budget' })) : undefined;
+  const peerWatch = watchClusterPeers(api, config.nodeName, options.onPeers, log.child({ module: 'peers' }));
 
   return {
     podNamer: (uid) => {
@@ -66,7 +72,7 @@ export function startKubernetes(options: {
     },
     async stop() {
       clearInterval(tick);
-      await Promise.all([pods.stop(), budgetWatch?.stop()]);
+      await Promise.all([pods.stop(), budgetWatch?.stop(), peerWatch.stop()]);
     },
   };
 }

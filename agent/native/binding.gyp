@@ -8,6 +8,7 @@
         "src/object.cc",
         "src/attach.cc",
         "src/storage.cc",
+        "src/elements.cc",
         "src/inventory.cc"
       ],
       "include_dirs": [

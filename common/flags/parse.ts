@@ -4,7 +4,8 @@
  * turns argv plus environment into validated values and renders --help from
  * the same table, so the help text cannot drift from what is accepted.
  *
- * Rules: `--flag value` and `--flag=value`; the last occurrence wins; a flag
+ * Rules: `--flag value` and `--flag=value`; the last occurrence wins (a
+ * repeatable flag keeps them all, newline-joined); a flag
  * beats its environment variable (PODMETER_<FLAG_IN_UPPER_SNAKE>), which beats
  * the default. An empty environment variable counts as unset, because
  * manifests often carry `value: ""` for "not configured".
@@ -66,6 +67,8 @@ export interface FlagSpec<T> {
   readonly env?: string | false;
   /** One-letter alias, e.g. 'h' for -h. */
   readonly short?: string;
+  /** Every occurrence counts (instead of the last): `parse` gets them joined by newlines. */
+  readonly repeatable?: boolean;
 }
 
 export type FlagTable = Readonly<Record<string, FlagSpec<unknown>>>;
@@ -180,16 +183,20 @@ function scanArgv(table: FlagTable, argv: readonly string[]): { raw: Map<string,
     // hasOwn: `--constructor` must not find Object.prototype's.
     const spec = Object.hasOwn(table, name) ? table[name] : undefined;
     if (spec === undefined) throw unknownFlag(table, typed);
+    const set = (value: string): void => {
+      const before = raw.get(name);
+      raw.set(name, spec.repeatable && before !== undefined ? `${before}\n${value}` : value);
+    };
     if (eq >= 0) {
-      raw.set(name, arg.slice(eq + 1));
+      set(arg.slice(eq + 1));
     } else if (spec.metavar === undefined) {
-      raw.set(name, 'true');
+      set('true');
     } else {
       const next = argv[i + 1];
       if (next === undefined || looksLikeFlag(next)) {
         throw new ConfigError(`${typed} needs a value: ${typed} ${spec.metavar} or ${typed}=${spec.metavar}`, `--${name}`);
       }
-      raw.set(name, next);
+      set(next);
       i++;
     }
   }

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns, MAX_TCP_SEGMENT, retransSegs } from '../helpers/netns.ts';
+import { MAX_TCP_SEGMENT, retransSegs } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { tcpTransfer, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 
@@ -43,16 +44,16 @@ test('pods mode: exact UDP (IPv4, IPv6) and bounded TCP per pod, from container 
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'pods'] });
   await waitFor('3 pods attached', async () => ((await agent.cgroups()).length === 3 ? true : undefined));
 
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const c = (rel: string) => `${root.path}/${rel}`;
   const N = 200;
   const P = 1000;
   await Promise.all([
-    udpExchange({ senderCgroup: c(trees.systemd.container), receiverCgroup: c(trees.cgroupfs.container), netns, family: 4, count: N, payload: P }),
-    udpExchange({ senderCgroup: c(trees.cgroupfs.container), receiverCgroup: c(trees.systemd.container), netns, family: 6, count: N, payload: P }),
+    udpExchange({ senderCgroup: c(trees.systemd.container), receiverCgroup: c(trees.cgroupfs.container), ...topo.toPeer('external', 4), family: 4, count: N, payload: P }),
+    udpExchange({ senderCgroup: c(trees.cgroupfs.container), receiverCgroup: c(trees.systemd.container), ...topo.toPeer('external', 6), family: 6, count: N, payload: P }),
   ]);
   const tcpBytes = 20 * 1024 * 1024;
-  await tcpTransfer({ senderCgroup: c(trees.guaranteed.container), receiverCgroup: c(trees.guaranteed.container), netns, family: 4, bytes: tcpBytes });
+  await tcpTransfer({ senderCgroup: c(trees.guaranteed.container), receiverCgroup: c(trees.guaranteed.container), ...topo.toPeer('external', 4), family: 4, bytes: tcpBytes });
 
   const metrics = await agent.metrics();
   const get = (uid: string, what: 'bytes' | 'packets', direction: string) =>
@@ -70,7 +71,7 @@ test('pods mode: exact UDP (IPv4, IPv6) and bounded TCP per pod, from container 
   // most 60 IP + 60 TCP per skb) and ACKs, and again what was retransmitted.
   const tcpOut = get(uids.guaranteed, 'bytes', 'egress')!;
   const tcpPackets = get(uids.guaranteed, 'packets', 'egress')!;
-  const slack = tcpPackets * 120 + retransSegs(netns) * MAX_TCP_SEGMENT;
+  const slack = tcpPackets * 120 + (retransSegs(topo.pod) + retransSegs(topo.world)) * MAX_TCP_SEGMENT;
   assert.ok(tcpOut >= tcpBytes, `egress ${tcpOut} >= payload ${tcpBytes}`);
   assert.ok(tcpOut <= tcpBytes + slack, `egress ${tcpOut} <= payload + ${slack} (headers of ${tcpPackets} skbs, retransmissions)`);
 
@@ -87,8 +88,8 @@ test('children mode: every direct child of the root is a unit; grandchildren cou
   const db = root.child('db.service');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('2 cgroups attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
-  const netns = makeNetns(t);
-  await udpExchange({ senderCgroup: web.path, receiverCgroup: db.path, netns, family: 4, count: 50, payload: 200 });
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  await udpExchange({ senderCgroup: web.path, receiverCgroup: db.path, ...topo.toPeer('external', 4), family: 4, count: 50, payload: 200 });
   const metrics = await agent.metrics();
   const m = (cgroup: string, direction: string) => sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup, direction });
   assert.equal(m('web.service', 'egress'), 50 * 228);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { spawnInCgroup, spawnTraffic, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { sleep } from '../helpers/cleanup.ts';
@@ -45,9 +45,9 @@ test('kill -9 and restart under traffic: totals equal every byte sent, none lost
   const b = root.child('receiver');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('attached', () => (attached(a.path) && attached(b.path) ? true : undefined));
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const P = 512;
-  const exchange = (count: number) => udpExchange({ senderCgroup: a.path, receiverCgroup: b.path, netns, family: 6, count, payload: P });
+  const exchange = (count: number) => udpExchange({ senderCgroup: a.path, receiverCgroup: b.path, ...topo.toPeer('external', 6), family: 6, count, payload: P });
   // Killed under traffic: this exchange runs on across the kill.
   const across = 4000;
   const acrossKill = exchange(across);
@@ -71,8 +71,8 @@ test('a cgroup created, used and removed between two counter reads has its exact
   const peer = root.child('peer');
   // No periodic read during the test: the final can only come from the reads on emptying and removal.
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--interval', '3600'] });
-  const netns = makeNetns(t);
-  const receiver = spawnTraffic(peer.path, netns, ['udp-recv', '--family', '4', '--count', '20']);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  const receiver = spawnTraffic(peer.path, topo.world, ['udp-recv', '--address', topo.address('external', 4), '--family', '4', '--count', '20']);
   const { port } = await receiver.waitFor('listening');
 
   // The test sets the cgroup's life: mkdir, wait until the agent attached and
@@ -80,8 +80,8 @@ test('a cgroup created, used and removed between two counter reads has its exact
   // starts beforehand (parked in the peer cgroup) and creates its socket only
   // after it was moved into the new cgroup; a socket belongs to the cgroup
   // its process was in when the socket was created.
-  const send = `import socket, sys\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(20): s.sendto(b"x" * 100, ("127.0.0.1", ${port}))\n`;
-  const sender = spawnInCgroup(peer.path, ['python3', '-c', send], { netns });
+  const send = `import socket, sys\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(20): s.sendto(b"x" * 100, ("${topo.address('external', 4)}", ${port}))\n`;
+  const sender = spawnInCgroup(peer.path, ['python3', '-c', send], { netns: topo.pod });
   // Joined peer and exec'd python: a move into brief from now on is not undone by the launcher.
   await waitFor('sender started', () => (readFileSync(`/proc/${sender.pid}/comm`, 'utf8').startsWith('python') ? true : undefined));
   const brief = root.child('brief');
@@ -118,9 +118,9 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   const peer = root.child('peer');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('attached', () => (attached(gone.path) && attached(vanish.path) ? true : undefined));
-  const netns = makeNetns(t);
-  await udpExchange({ senderCgroup: gone.path, receiverCgroup: peer.path, netns, family: 4, count: 10, payload: 10 });
-  await udpExchange({ senderCgroup: vanish.path, receiverCgroup: peer.path, netns, family: 4, count: 30, payload: 10 });
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  await udpExchange({ senderCgroup: gone.path, receiverCgroup: peer.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 10 });
+  await udpExchange({ senderCgroup: vanish.path, receiverCgroup: peer.path, ...topo.toPeer('external', 4), family: 4, count: 30, payload: 10 });
   rmdirSync(gone.path);
   await waitFor('final of gone-early', async () => (await agent.cgroups()).find((c) => c.cgroup === 'gone-early' && c.state === 'terminated'));
   // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts.

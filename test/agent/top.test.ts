@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
@@ -21,9 +21,9 @@ test('podmeter top --once shows each cgroup with exact totals, busiest first', a
   await waitFor('attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
   // Both send to a receiver outside the agent's root, so each unit's total is its own traffic.
   const outside = makeTestCgroup(t);
-  const netns = makeNetns(t);
-  await udpExchange({ senderCgroup: busy.path, receiverCgroup: outside.path, netns, family: 4, count: 1000, payload: 996 });
-  await udpExchange({ senderCgroup: quiet.path, receiverCgroup: outside.path, netns, family: 4, count: 100, payload: 996 });
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  await udpExchange({ senderCgroup: busy.path, receiverCgroup: outside.path, ...topo.toPeer('external', 4), family: 4, count: 1000, payload: 996 });
+  await udpExchange({ senderCgroup: quiet.path, receiverCgroup: outside.path, ...topo.toPeer('external', 4), family: 4, count: 100, payload: 996 });
   const out = await new Promise<string>((resolve, reject) =>
     execFile(PODMETER, ['top', '--once', '--sort', 'total', '--agent', agent.url], (err, stdout) => (err ? reject(err) : resolve(stdout))),
   );

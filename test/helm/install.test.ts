@@ -20,7 +20,7 @@ import type { TestCluster } from '../cluster/cluster.ts';
 import { permissionErrors, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
 import {
@@ -214,7 +214,9 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       ['agent', agentToken, ['delete', 'pods', '-n', 'default'], 'no'],
       ['agent', agentToken, ['update', 'pods', '-n', 'default'], 'no'],
       ['agent', agentToken, ['create', 'pods/exec', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['list', 'nodes'], 'no'],
+      ['agent', agentToken, ['list', 'nodes'], 'yes'], // peer classes: every node's zone, region and pod CIDRs
+      ['agent', agentToken, ['watch', 'servicecidrs.networking.k8s.io'], 'yes'],
+      ['agent', agentToken, ['delete', 'nodes'], 'no'],
       ['agent', agentToken, ['get', 'configmaps', '-n', 'default'], 'no'],
       ['agent', agentToken, ['patch', 'daemonsets.apps', '-n', ns], 'no'],
       ['agent', agentToken, ['create', 'namespaceusages.podmeter.io'], 'no'],
@@ -259,8 +261,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       cgroupRoot: root.path,
       args: ['--kubeconfig', tokenKubeconfig(cluster, agentToken, dir), '--node-name', node, '--namespace', ns, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
     });
-    const netns = makeNetns(st);
-    await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, netns, family: 4, count: 10, payload: 72 });
+    const topo = makeTopology(st); // over a veth pair: loopback is not network traffic
+    await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 72 });
     await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', `${TEST_PREFIX}a`, ns))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
     await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
     assert.equal((await agent.cgroups()).find((v) => v.uid === b.uid)?.pod, `${TEST_PREFIX}b`, 'pod identity from the watch');

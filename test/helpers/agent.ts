@@ -38,12 +38,15 @@ export interface AgentOptions {
   cgroupRoot: string;
   args?: string[];
   env?: Record<string, string>;
+  /** An earlier agent's bpffs dir and state dir (another agent version or other flags over its pins). */
+  bpffs?: string;
+  stateDir?: string;
 }
 
 /** Spawns `podmeter agent` and resolves when it is ready (or rejects with its stderr). */
 export async function startAgentProcess(t: AfterHook | undefined, options: AgentOptions): Promise<AgentProcess> {
-  const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
-  const stateDir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  const bpffs = options.bpffs ?? `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), TEST_PREFIX));
   let listen = '127.0.0.1:0';
   const logs: Record<string, unknown>[] = [];
   let child!: ChildProcess;

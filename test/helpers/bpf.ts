@@ -1,14 +1,20 @@
 /**
  * podmeter's (and passthrough's) BPF objects loaded for a test or benchmark.
  *
- *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, map podmeter_stats
+ *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_stats (counters), podmeter_peers, podmeter_gen
  *   loadPassthrough(t?): Loaded  bpf/passthrough.bpf.c: passthrough_ingress/egress (let every packet pass)
+ *   loadLegacy(t?): Loaded     bpf/legacy.bpf.c: the programs before peer classes (one 16-byte counter;
+ *                              benchmarks compare against it; counters()/classes() do not apply)
  *
  *   Loaded: {
  *     programs: { ingress, egress }        Program per direction
  *     map: StorageMap | undefined          podmeter_stats (podmeter only)
+ *     peers: BpfMap | undefined            podmeter_peers, the peer trie (podmeter only)
  *     attach(cgroup, directions?): Links   bpf_link per direction (default both), closed by close()
- *     counters(cgroup): { ingress, egress } summed Counters (undefined: no entry)
+ *     counters(cgroup): { ingress, egress } network traffic: summed Counters of every class but
+ *                                          loopback, as the agent reports it (undefined: no entry)
+ *     classes(cgroup): { ingress, egress } PeerCounts by built-in class name (classes with packets only)
+ *     setPeer(cidr, cls)                   puts a prefix in the peer trie: cls a built-in class or a slot number
  *     close()                              closes links (detaching them) and every fd
  *   }
  *
@@ -27,6 +33,10 @@ import {
   type Program,
   type StorageMap,
 } from '../../agent/kernel/bpf.ts';
+import { networkTotal, SlotNames, SLOT, type BuiltinClass, type PeerCounts } from '../../agent/peers/classes.ts';
+import { parsePrefix } from '../../agent/peers/cidr.ts';
+import { PeerTrie } from '../../agent/peers/trie.ts';
+import type { BpfMap } from '../../agent/kernel/bpf.ts';
 import type { AfterHook } from './cleanup.ts';
 import type { CgroupRef } from './traffic.ts';
 
@@ -34,20 +44,39 @@ export interface Loaded {
   obj: BpfObject;
   programs: Record<Direction, Program>;
   map: StorageMap | undefined;
+  peers: BpfMap | undefined;
   attach(cgroup: CgroupRef, directions?: readonly Direction[]): Partial<Record<Direction, Link>>;
   counters(cgroup: CgroupRef | bigint): Record<Direction, Counters | undefined>;
+  classes(cgroup: CgroupRef | bigint): Record<Direction, PeerCounts | undefined>;
+  setPeer(cidr: string, cls: BuiltinClass | number): void;
   close(): void;
 }
 
-function load(name: 'podmeter' | 'passthrough', t?: AfterHook): Loaded {
+function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loaded {
   const obj = BpfObject.load(bpfObjectPath(name));
   const map = name === 'podmeter' ? obj.takeStorageMap('podmeter_stats') : undefined;
-  const programs = { ingress: obj.program(`${name}_ingress`), egress: obj.program(`${name}_egress`) };
+  const peers = name === 'podmeter' ? obj.takeMap('podmeter_peers') : undefined;
+  const generation = name === 'podmeter' ? obj.takeMap('podmeter_gen') : undefined;
+  const trie = peers && generation && new PeerTrie(peers, generation);
+  const names = new SlotNames([]);
+  const idOf = (cgroup: CgroupRef | bigint): bigint => (typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path));
+  const classesOf = (cgroup: CgroupRef | bigint): Record<Direction, PeerCounts | undefined> => {
+    if (map === undefined) throw new Error(`${name} has no counters map`);
+    const id = idOf(cgroup);
+    const read = (d: Direction) => {
+      const slots = map.read(id, d);
+      return slots && names.countsOf(slots);
+    };
+    return { ingress: read('ingress'), egress: read('egress') };
+  };
+  const prefix = name === 'legacy' ? 'podmeter' : name;
+  const programs = { ingress: obj.program(`${prefix}_ingress`), egress: obj.program(`${prefix}_egress`) };
   const links: Link[] = [];
   const loaded: Loaded = {
     obj,
     programs,
     map,
+    peers,
     attach(cgroup, directions = DIRECTIONS) {
       const cgroupPath = typeof cgroup === 'string' ? cgroup : cgroup.path;
       const out: Partial<Record<Direction, Link>> = {};
@@ -59,13 +88,19 @@ function load(name: 'podmeter' | 'passthrough', t?: AfterHook): Loaded {
       return out;
     },
     counters(cgroup) {
-      if (map === undefined) throw new Error(`${name} has no counters map`);
-      const id = typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path);
-      return { ingress: map.read(id, 'ingress'), egress: map.read(id, 'egress') };
+      const c = classesOf(cgroup);
+      return { ingress: c.ingress && networkTotal(c.ingress), egress: c.egress && networkTotal(c.egress) };
+    },
+    classes: classesOf,
+    setPeer(cidr, cls) {
+      if (trie === undefined) throw new Error(`${name} has no peer trie`);
+      trie.set(parsePrefix(cidr), typeof cls === 'number' ? cls : SLOT[cls]);
     },
     close() {
       for (const l of links.splice(0)) l.close();
       map?.close();
+      peers?.close();
+      generation?.close();
       obj.close();
     },
   };
@@ -79,4 +114,8 @@ export function loadPodmeter(t?: AfterHook): Loaded {
 
 export function loadPassthrough(t?: AfterHook): Loaded {
   return load('passthrough', t);
+}
+
+export function loadLegacy(t?: AfterHook): Loaded {
+  return load('legacy', t);
 }

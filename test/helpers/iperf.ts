@@ -4,7 +4,8 @@
  *   startIperfServer(cgroup, netns, port = 5201): Promise<IperfServer>
  *     `iperf3 -s` in the cgroup/netns, resolved once it listens; stop() kills it
  *     (removing the cgroup kills it too).
- *   runIperfClient({ cgroup, netns, port?, seconds, omitSeconds?, family?, affinity? }): Promise<IperfResult>
+ *   runIperfClient({ cgroup, netns, address?, port?, seconds, omitSeconds?, family?, affinity? }): Promise<IperfResult>
+ *     address: the server's (default loopback of `family`)
  *     One `iperf3 -c -J` run; retries briefly while the server still finishes the last test.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -61,6 +62,8 @@ export async function startIperfServer(cgroup: CgroupRef, netns: NetnsRef, port 
 export async function runIperfClient(o: {
   cgroup: CgroupRef;
   netns: NetnsRef;
+  /** The server's address; default the loopback address of `family`. */
+  address?: string;
   port?: number;
   seconds: number;
   omitSeconds?: number;
@@ -68,7 +71,7 @@ export async function runIperfClient(o: {
   /** iperf3 -A: 'n' pins the client to CPU n, 'n,m' also the server (for this test) to CPU m. */
   affinity?: string;
 }): Promise<IperfResult> {
-  const args = ['iperf3', '-c', loopbackAddress(o.family ?? 4), '-p', String(o.port ?? 5201), '-t', String(o.seconds), '-J'];
+  const args = ['iperf3', '-c', o.address ?? loopbackAddress(o.family ?? 4), '-p', String(o.port ?? 5201), '-t', String(o.seconds), '-J'];
   if (o.omitSeconds) args.push('-O', String(o.omitSeconds));
   if (o.affinity !== undefined) args.push('-A', o.affinity);
   for (let attempt = 0; ; attempt++) {

@@ -188,7 +188,7 @@ export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: s
 /**
  * How long "nothing changes" is watched after the operator has done what a
  * change would follow from: its 0.5 s tick and the 2 s minimum between
- * writes of one WorkloadUsage (operator/main.ts, operator/ledger.ts), four
+ * writes of one WorkloadUsage (operator/rounds.ts, operator/ledger/), four
  * times over, so a late write lands inside the window.
  */
 export const SETTLE_MS = 8_000;

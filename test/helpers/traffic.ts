@@ -7,7 +7,8 @@
  *   node test/helpers/traffic.ts udp-send --family 4|6 --port P --count N --payload BYTES [--window W] [--timeout-ms MS]
  *   node test/helpers/traffic.ts tcp-recv --family 4|6 [--timeout-ms MS]
  *   node test/helpers/traffic.ts tcp-send --family 4|6 --port P --bytes N [--timeout-ms MS]
- *   Receivers bind to 127.0.0.1 / ::1, port 0, and first print {"event":"listening","port":P};
+ *   Receivers bind to --address (default 127.0.0.1 / ::1), port 0, and first print {"event":"listening","port":P};
+ *   senders send to --address (same default) from --bind (default: the kernel's choice);
  *   every mode ends with {"event":"done","count":datagrams,"bytes":payloadBytes}.
  *   udp-recv prints {"event":"progress","count":K} every K datagrams; udp-send with
  *   --window W keeps at most W datagrams unacknowledged, reading acknowledged
@@ -20,13 +21,16 @@
  *     so the process is in the cgroup before it creates any socket.
  *     stdio: pipes; the process is killed by the cgroup's remove().
  *   spawnTraffic(cgroup, netns, cliArgs): TrafficProcess   (this CLI, via spawnInCgroup)
- *   udpExchange({ senderCgroup, receiverCgroup, netns?, family, count, payload, timeoutMs? })
+ *   udpExchange({ senderCgroup, receiverCgroup, netns?, receiverNetns?, address?, bind?, family, count, payload, timeoutMs? })
  *     -> Promise<{ count, bytes }> once the receiver got all `count` datagrams
- *   tcpTransfer({ senderCgroup, receiverCgroup, netns?, family, bytes, timeoutMs? })
+ *     netns: the sender's (and the receiver's unless receiverNetns); address: the
+ *     receiver's (default loopback); bind: the sender's source address
+ *   tcpTransfer({ senderCgroup, receiverCgroup, netns?, receiverNetns?, address?, bind?, family, bytes, timeoutMs? })
  *     -> Promise<{ bytes }> once the receiver read all bytes and both ends closed
  *   udpDatagramBytes(family, payload): 28 + payload (IPv4) or 48 + payload (IPv6): skb->len
  *     of one datagram at the cgroup_skb hooks (IP + UDP headers + payload; no
- *     fragmentation on lo, MTU 65536, for payloads up to 65,000 bytes).
+ *     fragmentation on lo, MTU 65536, for payloads up to 65,000 bytes; on a
+ *     veth (MTU 1500) up to 1472 / 1452 bytes).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -170,10 +174,25 @@ async function expectSuccess(p: TrafficProcess, role: string): Promise<void> {
   if (code !== 0) throw new Error(`${role} exited with code ${code} (signal ${signal}); stderr: ${p.stderr.trim() || '(empty)'}`);
 }
 
-export interface UdpExchangeOptions {
+/** Where the two ends of an exchange run and which addresses they use (defaults: one netns, loopback). */
+export interface Endpoints {
+  netns?: NetnsRef;
+  /** The receiver's netns when it differs from the sender's. */
+  receiverNetns?: NetnsRef;
+  /** The receiver's address (it binds to it; the sender sends to it). */
+  address?: string;
+  /** The sender's source address. */
+  bind?: string;
+}
+
+function endpointArgs(o: Endpoints): { recv: string[]; send: string[] } {
+  const recv = o.address === undefined ? [] : ['--address', o.address];
+  return { recv, send: [...recv, ...(o.bind === undefined ? [] : ['--bind', o.bind])] };
+}
+
+export interface UdpExchangeOptions extends Endpoints {
   senderCgroup: CgroupRef;
   receiverCgroup: CgroupRef;
-  netns?: NetnsRef;
   family: Family;
   count: number;
   /** UDP payload bytes per datagram (≤ 65,000 for unfragmented, exact sizes). */
@@ -188,8 +207,9 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
   const window = Math.max(1, Math.min(256, Math.floor(1_500_000 / (o.payload + 1024))));
   const progressEvery = Math.max(1, Math.floor(window / 4));
   const fam = String(o.family);
-  const receiver = spawnTraffic(o.receiverCgroup, o.netns, [
-    'udp-recv', '--family', fam, '--count', String(o.count),
+  const where = endpointArgs(o);
+  const receiver = spawnTraffic(o.receiverCgroup, o.receiverNetns ?? o.netns, [
+    'udp-recv', ...where.recv, '--family', fam, '--count', String(o.count),
     '--progress-every', String(progressEvery), '--timeout-ms', String(timeoutMs + 5000),
   ]);
   let sender: TrafficProcess | undefined;
@@ -205,7 +225,7 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
       (async () => {
         const { port } = await receiver.waitFor('listening');
         const s = spawnTraffic(o.senderCgroup, o.netns, [
-          'udp-send', '--family', fam, '--port', String(port), '--count', String(o.count),
+          'udp-send', ...where.send, '--family', fam, '--port', String(port), '--count', String(o.count),
           '--payload', String(o.payload), '--window', String(window), '--timeout-ms', String(timeoutMs + 5000),
         ]);
         sender = s;
@@ -227,10 +247,9 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
   }
 }
 
-export interface TcpTransferOptions {
+export interface TcpTransferOptions extends Endpoints {
   senderCgroup: CgroupRef;
   receiverCgroup: CgroupRef;
-  netns?: NetnsRef;
   family: Family;
   /** Payload bytes the sender writes (then it closes). */
   bytes: number;
@@ -241,7 +260,8 @@ export interface TcpTransferOptions {
 export async function tcpTransfer(o: TcpTransferOptions): Promise<{ bytes: number }> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const fam = String(o.family);
-  const receiver = spawnTraffic(o.receiverCgroup, o.netns, ['tcp-recv', '--family', fam, '--timeout-ms', String(timeoutMs + 5000)]);
+  const where = endpointArgs(o);
+  const receiver = spawnTraffic(o.receiverCgroup, o.receiverNetns ?? o.netns, ['tcp-recv', ...where.recv, '--family', fam, '--timeout-ms', String(timeoutMs + 5000)]);
   let sender: TrafficProcess | undefined;
   const describe = (): string =>
     `tcpTransfer (IPv${o.family}, ${o.bytes} B) did not finish within ${timeoutMs} ms; ` +
@@ -251,7 +271,7 @@ export async function tcpTransfer(o: TcpTransferOptions): Promise<{ bytes: numbe
       (async () => {
         const { port } = await receiver.waitFor('listening');
         const s = spawnTraffic(o.senderCgroup, o.netns, [
-          'tcp-send', '--family', fam, '--port', String(port), '--bytes', String(o.bytes), '--timeout-ms', String(timeoutMs + 5000),
+          'tcp-send', ...where.send, '--family', fam, '--port', String(port), '--bytes', String(o.bytes), '--timeout-ms', String(timeoutMs + 5000),
         ]);
         sender = s;
         const [done] = await Promise.all([receiver.waitFor('done'), s.waitFor('done')]);
@@ -293,7 +313,13 @@ function intOption(values: Record<string, string | boolean | undefined>, name: s
   return n;
 }
 
-function udpRecv(family: Family, count: number, progressEvery: number): void {
+/** Where a CLI end binds and sends to (--address, --bind). */
+interface Where {
+  address: string;
+  bind: string | undefined;
+}
+
+function udpRecv(family: Family, count: number, progressEvery: number, where: Where): void {
   const socket = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 * 1024 * 1024 });
   let received = 0;
   let bytes = 0;
@@ -308,7 +334,7 @@ function udpRecv(family: Family, count: number, progressEvery: number): void {
       emit({ event: 'progress', count: received });
     }
   });
-  socket.bind(0, loopbackAddress(family), () => {
+  socket.bind(0, where.address, () => {
     emit({ event: 'listening', port: socket.address().port });
     if (count === 0) {
       emit({ event: 'done', count: 0, bytes: 0 });
@@ -317,7 +343,7 @@ function udpRecv(family: Family, count: number, progressEvery: number): void {
   });
 }
 
-function udpSend(family: Family, port: number, count: number, payload: number, window: number): void {
+function udpSend(family: Family, port: number, count: number, payload: number, window: number, where: Where): void {
   const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
   const data = Buffer.alloc(payload, 0x61);
   let acked = 0;
@@ -330,8 +356,9 @@ function udpSend(family: Family, port: number, count: number, payload: number, w
     });
   }
   const send = (): Promise<void> =>
-    new Promise((resolve, reject) => socket.send(data, port, loopbackAddress(family), (err) => (err ? reject(err) : resolve())));
+    new Promise((resolve, reject) => socket.send(data, port, where.address, (err) => (err ? reject(err) : resolve())));
   void (async () => {
+    if (where.bind !== undefined) await new Promise<void>((resolve) => socket.bind(0, where.bind, resolve));
     for (let sent = 0; sent < count; sent++) {
       while (window > 0 && sent - acked >= window) await new Promise<void>((r) => (wake = r));
       await send();
@@ -342,7 +369,7 @@ function udpSend(family: Family, port: number, count: number, payload: number, w
   })().catch((err: unknown) => fail(`udp-send: ${(err as Error).message}`));
 }
 
-function tcpRecv(family: Family): void {
+function tcpRecv(where: Where): void {
   const server = net.createServer((conn) => {
     server.close();
     let bytes = 0;
@@ -357,16 +384,16 @@ function tcpRecv(family: Family): void {
     conn.on('error', (err) => fail(`tcp-recv: ${err.message}`));
   });
   server.on('error', (err) => fail(`tcp-recv: ${err.message}`));
-  server.listen(0, loopbackAddress(family), () => {
+  server.listen(0, where.address, () => {
     const address = server.address();
     if (address === null || typeof address === 'string') fail('tcp-recv: no port');
     emit({ event: 'listening', port: address.port });
   });
 }
 
-function tcpSend(family: Family, port: number, total: number): void {
+function tcpSend(port: number, total: number, where: Where): void {
   const chunk = Buffer.alloc(1024 * 1024, 0x62);
-  const conn = net.connect({ port, host: loopbackAddress(family) });
+  const conn = net.connect({ port, host: where.address, ...(where.bind === undefined ? {} : { localAddress: where.bind }) });
   conn.on('error', (err) => fail(`tcp-send: ${err.message}`));
   conn.on('connect', () => {
     let left = total;
@@ -403,21 +430,24 @@ function main(argv: string[]): void {
       window: { type: 'string' },
       'progress-every': { type: 'string' },
       'timeout-ms': { type: 'string' },
+      address: { type: 'string' },
+      bind: { type: 'string' },
     },
   });
   const family = intOption(values, 'family');
   if (family !== 4 && family !== 6) fail('--family must be 4 or 6');
   const timeoutMs = intOption(values, 'timeout-ms', DEFAULT_TIMEOUT_MS);
   setTimeout(() => fail(`${mode}: timed out after ${timeoutMs} ms`, 2), timeoutMs).unref();
+  const where: Where = { address: values.address ?? loopbackAddress(family), bind: values.bind };
   switch (mode) {
     case 'udp-recv':
-      return udpRecv(family, intOption(values, 'count'), Math.max(1, intOption(values, 'progress-every', 16)));
+      return udpRecv(family, intOption(values, 'count'), Math.max(1, intOption(values, 'progress-every', 16)), where);
     case 'udp-send':
-      return udpSend(family, intOption(values, 'port'), intOption(values, 'count'), intOption(values, 'payload'), intOption(values, 'window', 0));
+      return udpSend(family, intOption(values, 'port'), intOption(values, 'count'), intOption(values, 'payload'), intOption(values, 'window', 0), where);
     case 'tcp-recv':
-      return tcpRecv(family);
+      return tcpRecv(where);
     case 'tcp-send':
-      return tcpSend(family, intOption(values, 'port'), intOption(values, 'bytes'));
+      return tcpSend(intOption(values, 'port'), intOption(values, 'bytes'), where);
     default:
       fail(`usage: node ${SELF} udp-recv|udp-send|tcp-recv|tcp-send --family 4|6 ... (see the file's header)`);
   }

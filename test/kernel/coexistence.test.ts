@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { attachCgroupMulti, detachCgroupMulti, enableRunTimeStats, queryCgroup } from '../../agent/kernel/bpf.ts';
 import { loadPassthrough, loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 
 const N = 200;
@@ -13,7 +13,7 @@ const P = 700;
 
 for (const order of ['other tool first', 'podmeter first'] as const) {
   test(`passthrough (BPF_F_ALLOW_MULTI) and podmeter (bpf_link) on one cgroup both run (${order})`, async (t) => {
-    const netns = makeNetns(t);
+    const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
     const sender = makeTestCgroup(t);
     const receiver = makeTestCgroup(t);
     const pm = loadPodmeter(t);
@@ -33,7 +33,7 @@ for (const order of ['other tool first', 'podmeter first'] as const) {
       const stats = enableRunTimeStats();
       const before = { other: otherEgress.info(), podmeter: pm.programs.egress.info() };
       try {
-        await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, netns, family: 4, count: N, payload: P });
+        await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count: N, payload: P });
       } finally {
         stats.close();
       }

@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 
 const ZERO = { bytes: 0n, packets: 0n };
@@ -22,14 +22,14 @@ test('container scopes count into the pod cgroup the programs are attached to', 
   const ctrA = pod.child(`${podRel}/cri-containerd-${randomBytes(32).toString('hex')}.scope`);
   const ctrB = pod.child(`${podRel}/cri-containerd-${randomBytes(32).toString('hex')}.scope`);
   const peer = makeTestCgroup(t);
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const pm = loadPodmeter(t);
   pm.attach(pod);
   pm.attach(peer);
 
   // Both containers send to a peer outside the pod, over both families.
-  await udpExchange({ senderCgroup: ctrA, receiverCgroup: peer, netns, family: 4, count: 100, payload: 200 });
-  await udpExchange({ senderCgroup: ctrB, receiverCgroup: peer, netns, family: 6, count: 50, payload: 1000 });
+  await udpExchange({ senderCgroup: ctrA, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 100, payload: 200 });
+  await udpExchange({ senderCgroup: ctrB, receiverCgroup: peer, ...topo.toPeer('external', 6), family: 6, count: 50, payload: 1000 });
   const out = {
     bytes: BigInt(100 * udpDatagramBytes(4, 200) + 50 * udpDatagramBytes(6, 1000)),
     packets: 150n,
@@ -41,7 +41,7 @@ test('container scopes count into the pod cgroup the programs are attached to', 
   assert.deepEqual(pm.counters(ctrB), { egress: undefined, ingress: undefined });
 
   // Inside the pod (container A -> container B): the pod sends and receives it.
-  await udpExchange({ senderCgroup: ctrA, receiverCgroup: ctrB, netns, family: 4, count: 20, payload: 50 });
+  await udpExchange({ senderCgroup: ctrA, receiverCgroup: ctrB, ...topo.toPeer('external', 4), family: 4, count: 20, payload: 50 });
   const inside = counters(20, udpDatagramBytes(4, 50));
   assert.deepEqual(pm.counters(pod), {
     egress: { bytes: out.bytes + inside.bytes, packets: out.packets + inside.packets },
@@ -56,13 +56,13 @@ test('two sibling cgroups with their own attachments never mix', async (t) => {
   const parent = makeTestCgroup(t);
   const one = parent.child('sibling-one');
   const two = parent.child('sibling-two');
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const pm = loadPodmeter(t);
   pm.attach(one.path);
   pm.attach(two.path);
 
-  await udpExchange({ senderCgroup: one, receiverCgroup: two, netns, family: 4, count: 64, payload: 512 });
-  await udpExchange({ senderCgroup: two, receiverCgroup: one, netns, family: 6, count: 33, payload: 77 });
+  await udpExchange({ senderCgroup: one, receiverCgroup: two, ...topo.toPeer('external', 4), family: 4, count: 64, payload: 512 });
+  await udpExchange({ senderCgroup: two, receiverCgroup: one, ...topo.toPeer('external', 6), family: 6, count: 33, payload: 77 });
   const oneToTwo = counters(64, udpDatagramBytes(4, 512));
   const twoToOne = counters(33, udpDatagramBytes(6, 77));
   assert.deepEqual(pm.counters(one.id), { egress: oneToTwo, ingress: twoToOne });
@@ -77,14 +77,14 @@ test('attachments at two levels: each counts what its subtree sends', async (t) 
   const pod = makeTestCgroup(t, 'pod');
   const ctr = pod.child('pod/ctr');
   const peer = makeTestCgroup(t);
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const atPod = loadPodmeter(t);
   const atCtr = loadPodmeter(t);
   atPod.attach(pod);
   atPod.attach(peer);
   atCtr.attach(ctr, ['egress']);
-  await udpExchange({ senderCgroup: ctr, receiverCgroup: peer, netns, family: 4, count: 10, payload: 10 });
-  await udpExchange({ senderCgroup: pod, receiverCgroup: peer, netns, family: 4, count: 5, payload: 10 });
+  await udpExchange({ senderCgroup: ctr, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 10 });
+  await udpExchange({ senderCgroup: pod, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 5, payload: 10 });
   assert.deepEqual(atPod.counters(pod).egress, counters(15, udpDatagramBytes(4, 10)));
   assert.deepEqual(atCtr.counters(ctr).egress, counters(10, udpDatagramBytes(4, 10)));
 });

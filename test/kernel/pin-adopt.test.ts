@@ -8,30 +8,35 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { cgroupId, Link, queryCgroup, StorageMap } from '../../agent/kernel/bpf.ts';
+import { SLOT } from '../../agent/peers/classes.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 
 const BPF_TS = new URL('../../agent/kernel/bpf.ts', import.meta.url).href;
 const TRAFFIC_TS = new URL('../helpers/traffic.ts', import.meta.url).href;
+const CLASSES_TS = new URL('../../agent/peers/classes.ts', import.meta.url).href;
 
 // Runs in a new node process: adopts the pins, reads, sends round 2, reads again.
 const ADOPT_SCRIPT = `
 const { Link, Program, StorageMap, cgroupId } = await import(${JSON.stringify(BPF_TS)});
+const { networkTotal, SlotNames } = await import(${JSON.stringify(CLASSES_TS)});
 const { udpExchange } = await import(${JSON.stringify(TRAFFIC_TS)});
 const cfg = JSON.parse(process.env.PODMETER_TEST_ADOPT);
 const map = StorageMap.fromPin(cfg.pins.map);
 const links = Object.fromEntries(Object.entries(cfg.pins.links).map(([k, p]) => [k, Link.fromPin(p)]));
 const programs = { ingress: Program.fromPin(cfg.pins.programs.ingress, 'podmeter_ingress', 0), egress: Program.fromPin(cfg.pins.programs.egress, 'podmeter_egress', 1) };
+const names = new SlotNames([]);
+const total = (path, d) => networkTotal(names.countsOf(map.read(cgroupId(path), d)));
 const read = () => ({
-  sender: { ingress: map.read(cgroupId(cfg.sender), 'ingress'), egress: map.read(cgroupId(cfg.sender), 'egress') },
-  receiver: { ingress: map.read(cgroupId(cfg.receiver), 'ingress'), egress: map.read(cgroupId(cfg.receiver), 'egress') },
+  sender: { ingress: total(cfg.sender, 'ingress'), egress: total(cfg.sender, 'egress') },
+  receiver: { ingress: total(cfg.receiver, 'ingress'), egress: total(cfg.receiver, 'egress') },
 });
 const before = read();
-await udpExchange({ senderCgroup: cfg.sender, receiverCgroup: cfg.receiver, netns: cfg.netns, family: 6, count: cfg.count, payload: cfg.payload });
+await udpExchange({ senderCgroup: cfg.sender, receiverCgroup: cfg.receiver, ...cfg.endpoints, family: 6, count: cfg.count, payload: cfg.payload });
 const after = read();
 const out = {
   before, after,
@@ -50,7 +55,7 @@ function revive(_: string, v: unknown): unknown {
 }
 
 test('pinned links and map survive the process; a new process adopts them and counting continues', async (t) => {
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const sender = makeTestCgroup(t);
   const receiver = makeTestCgroup(t);
   const pins = makeBpffsDir(); // removed below, after the links are detached
@@ -87,7 +92,7 @@ test('pinned links and map survive the process; a new process adopts them and co
   s.egress!.pin(paths.links.senderEgress);
   r.ingress!.pin(paths.links.receiverIngress);
   r.egress!.pin(paths.links.receiverEgress);
-  await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, netns, family: 4, count: 100, payload: 300 });
+  await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count: 100, payload: 300 });
   const round1 = { bytes: BigInt(100 * udpDatagramBytes(4, 300)), packets: 100n };
   assert.deepEqual(pm.counters(sender).egress, round1);
   pm.close();
@@ -98,7 +103,7 @@ test('pinned links and map survive the process; a new process adopts them and co
   assert.deepEqual(queryCgroup(receiver.path, 'ingress'), [ids.ingress]);
 
   // Round 2, a new process: adopt the pins, check, send more.
-  const cfg = { pins: paths, sender: sender.path, receiver: receiver.path, netns: netns.name, count: 40, payload: 1234 };
+  const cfg = { pins: paths, sender: sender.path, receiver: receiver.path, endpoints: { ...topo.toPeer('external', 6), netns: topo.pod.name, receiverNetns: topo.world.name }, count: 40, payload: 1234 };
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', ADOPT_SCRIPT], {
     env: { ...process.env, PODMETER_TEST_ADOPT: JSON.stringify(cfg) },
     timeout: 60_000,
@@ -127,8 +132,8 @@ test('pinned links and map survive the process; a new process adopts them and co
   // And back in this process, from the pin once more.
   const map = StorageMap.fromPin(paths.map);
   try {
-    assert.deepEqual(map.read(cgroupId(sender.path), 'egress'), total);
-    assert.deepEqual(map.read(cgroupId(receiver.path), 'ingress'), total);
+    assert.deepEqual(map.read(cgroupId(sender.path), 'egress')?.[SLOT.external], total);
+    assert.deepEqual(map.read(cgroupId(receiver.path), 'ingress')?.[SLOT.external], total);
   } finally {
     map.close();
   }
@@ -147,7 +152,7 @@ test('pinned links and map survive the process; a new process adopts them and co
 });
 
 test('a pinned link alone keeps counting after its fd is closed; unpinning it detaches', async (t) => {
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const sender = makeTestCgroup(t);
   const receiver = makeTestCgroup(t);
   const pins = makeBpffsDir(t);
@@ -158,7 +163,7 @@ test('a pinned link alone keeps counting after its fd is closed; unpinning it de
   link.close();
   const each = udpDatagramBytes(4, 1);
   const send = (count: number): Promise<unknown> =>
-    udpExchange({ senderCgroup: sender, receiverCgroup: receiver, netns, family: 4, count, payload: 1 });
+    udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count, payload: 1 });
   await send(10);
   assert.deepEqual(pm.counters(sender).egress, { bytes: BigInt(10 * each), packets: 10n });
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.ts';
 
 const ZERO = { bytes: 0n, packets: 0n };
@@ -20,7 +20,7 @@ const ROUNDS = [
 
 for (const family of [4, 6] as const satisfies readonly Family[]) {
   test(`IPv${family} UDP: sender egress and receiver ingress are exactly N x (${family === 4 ? 28 : 48} + P) bytes and N packets`, async (t) => {
-    const netns = makeNetns(t);
+    const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
     const sender = makeTestCgroup(t);
     const receiver = makeTestCgroup(t);
     const pm = loadPodmeter(t);
@@ -33,7 +33,7 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     let bytes = 0;
     let packets = 0;
     for (const { count, payload } of ROUNDS) {
-      const got = await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, netns, family, count, payload });
+      const got = await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', family), family, count, payload });
       assert.equal(got.count, count);
       bytes += count * udpDatagramBytes(family, payload);
       packets += count;
@@ -46,14 +46,14 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
 }
 
 test('UDP both ways between two cgroups: each direction counts only its own datagrams', async (t) => {
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const a = makeTestCgroup(t);
   const b = makeTestCgroup(t);
   const pm = loadPodmeter(t);
   pm.attach(a);
   pm.attach(b);
-  await udpExchange({ senderCgroup: a, receiverCgroup: b, netns, family: 4, count: 70, payload: 100 });
-  await udpExchange({ senderCgroup: b, receiverCgroup: a, netns, family: 6, count: 30, payload: 333 });
+  await udpExchange({ senderCgroup: a, receiverCgroup: b, ...topo.toPeer('external', 4), family: 4, count: 70, payload: 100 });
+  await udpExchange({ senderCgroup: b, receiverCgroup: a, ...topo.toPeer('external', 6), family: 6, count: 30, payload: 333 });
   const aToB = { bytes: BigInt(70 * udpDatagramBytes(4, 100)), packets: 70n };
   const bToA = { bytes: BigInt(30 * udpDatagramBytes(6, 333)), packets: 30n };
   assert.deepEqual(pm.counters(a), { egress: aToB, ingress: bToA });

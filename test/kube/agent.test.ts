@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { rmdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { sleep } from '../helpers/cleanup.ts';
@@ -24,13 +24,13 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
     cgroupRoot: root.path,
     args: ['--kubeconfig', cluster.kubeconfig, '--node-name', node, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
   });
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const N = 100;
   const P = 300;
   const one = udpDatagramBytes(4, P);
 
   await t.test('exact counts reach the Pod annotations and labelled metrics', async () => {
-    await udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, netns, family: 4, count: N, payload: P });
+    await udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count: N, payload: P });
     const a = await waitFor('web annotations', async () => {
       const got = await annotations(cluster, 'pod', 'web', 'shop');
       return got['podmeter.io/egress-bytes'] === String(N * one) ? got : undefined;
@@ -53,7 +53,7 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
 
   await t.test('API server stopped under traffic: counting goes on, annotations converge', async () => {
     await cluster.stopApiserver();
-    const during = udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, netns, family: 4, count: N, payload: P });
+    const during = udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count: N, payload: P });
     await during;
     const metrics = await agent.metrics();
     assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { uid: web.uid, direction: 'egress', namespace: 'shop', pod: 'web' }), 2 * N * one, 'counting and metrics go on while the API is away');
@@ -66,7 +66,7 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
     assert.equal(agent.child.exitCode, null, 'agent still running');
     // The pod watch came back too: a Pod created after the outage is known and annotated.
     const late = await makePod(cluster, root, { name: 'late', namespace: 'shop', node });
-    await udpExchange({ senderCgroup: late.container.path, receiverCgroup: db.container.path, netns, family: 4, count: 5, payload: P });
+    await udpExchange({ senderCgroup: late.container.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count: 5, payload: P });
     await waitFor('late pod annotated', async () => {
       const got = await annotations(cluster, 'pod', 'late', 'shop');
       return got['podmeter.io/egress-bytes'] === String(5 * one) ? true : undefined;
@@ -78,7 +78,7 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
   await t.test('graceful deletion: the final counts reach the Pod before it goes', async () => {
     await must(cluster.kubectl(['delete', 'pod', 'db', '-n', 'shop', '--grace-period=60', '--wait=false']));
     // The "kubelet" stops the pod: last traffic, then its cgroup goes.
-    await udpExchange({ senderCgroup: db.container.path, receiverCgroup: web.container.path, netns, family: 6, count: 10, payload: 100 });
+    await udpExchange({ senderCgroup: db.container.path, receiverCgroup: web.container.path, ...topo.toPeer('external', 6), family: 6, count: 10, payload: 100 });
     await sleep(200);
     rmdirSync(db.container.path);
     rmdirSync(db.podCgroup);

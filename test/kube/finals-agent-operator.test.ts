@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { rmdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { apply, asStrings, eventually, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../helpers/operatorCluster.ts';
@@ -34,9 +34,9 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   });
   const op = await startOperator(oc);
   await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
-  const netns = makeNetns(t);
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const one = udpDatagramBytes(4, 200);
-  const exchange = (count: number) => udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, netns, family: 4, count, payload: 200 });
+  const exchange = (count: number) => udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: 200 });
   const total = (n: number) => ({ ingressBytes: BigInt(n * one), egressBytes: BigInt(n * one), ingressPackets: BigInt(n), egressPackets: BigInt(n) });
 
   await exchange(100);

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { permissionErrors, sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
@@ -36,7 +36,7 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
   assert.equal(await can('patch', 'pods', '-n', 'default'), 'yes');
   assert.equal(await can('patch', 'nodes'), 'yes');
   assert.equal(await can('watch', 'configmaps/podmeter-budget', '-n', 'podmeter'), 'yes');
-  for (const denied of [['get', 'configmaps/other', '-n', 'podmeter'], ['list', 'configmaps', '-n', 'podmeter'], ['update', 'configmaps/podmeter-budget', '-n', 'podmeter'], ['get', 'secrets', '-n', 'podmeter'], ['list', 'secrets', '--all-namespaces'], ['delete', 'pods', '-n', 'default'], ['create', 'pods', '-n', 'default'], ['update', 'pods', '-n', 'default'], ['list', 'nodes'], ['get', 'configmaps', '-n', 'default'], ['create', 'pods/exec', '-n', 'default']]) {
+  for (const denied of [['get', 'configmaps/other', '-n', 'podmeter'], ['list', 'configmaps', '-n', 'podmeter'], ['update', 'configmaps/podmeter-budget', '-n', 'podmeter'], ['get', 'secrets', '-n', 'podmeter'], ['list', 'secrets', '--all-namespaces'], ['delete', 'pods', '-n', 'default'], ['create', 'pods', '-n', 'default'], ['update', 'pods', '-n', 'default'], ['delete', 'nodes'], ['get', 'configmaps', '-n', 'default'], ['create', 'pods/exec', '-n', 'default']]) {
     assert.equal(await can(...denied), 'no', `must not: ${denied.join(' ')}`);
   }
 
@@ -47,8 +47,8 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
     cgroupRoot: root.path,
     args: ['--kubeconfig', tokenKubeconfig(cluster, token, dir), '--node-name', node, '--namespace', 'podmeter', '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
   });
-  const netns = makeNetns(t);
-  await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, netns, family: 4, count: 10, payload: 72 });
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 72 });
   await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', 'a', 'default'))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
   await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
   const views = await agent.cgroups();
@@ -65,7 +65,7 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
   await budgetIs(0);
   const skipped = () => agent.metrics().then((text) => sample(text, 'podmeter_annotation_writes_total', { result: 'skipped_budget' }) ?? 0);
   const skippedBefore = await skipped();
-  await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, netns, family: 4, count: 10, payload: 72 });
+  await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 72 });
   await waitFor('writes skipped for budget', async () => ((await skipped()) > skippedBefore ? true : undefined), 15_000);
   assert.equal((await annotations(cluster, 'pod', 'a', 'default'))['podmeter.io/egress-bytes'], '1000', 'no write while the budget is 0');
   await publish('20');

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "attach.h"
+#include "elements.h"
 #include "errors.h"
 #include "inventory.h"
 #include "object.h"
@@ -25,6 +26,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("storageLookup", StorageLookup);
   add("storageKeys", StorageKeys);
   add("possibleCpus", PossibleCpus);
+  add("mapUpdate", MapUpdate);
+  add("mapDelete", MapDelete);
+  add("mapLookup", MapLookup);
+  add("mapKeys", MapKeys);
   add("listMaps", ListMaps);
   add("listPrograms", ListPrograms);
   add("mapInfo", MapInfo);

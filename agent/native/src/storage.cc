@@ -30,8 +30,8 @@ Napi::Value PossibleCpus(const Napi::CallbackInfo& info) {
 
 Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || !info[1].IsBigInt() || !info[2].IsNumber()) {
-    ThrowTypeError(env, "storageLookup(mapFd: number, cgroupId: bigint, attachType: number)");
+  if (!info[0].IsNumber() || !info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    ThrowTypeError(env, "storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number)");
     return env.Undefined();
   }
   int cpus = CachedPossibleCpus();
@@ -40,18 +40,22 @@ Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
   memset(&key, 0, sizeof key);  // the padding is part of the key
   key.cgroup_inode_id = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
   key.attach_type = info[2].As<Napi::Number>().Uint32Value();
-
   // Per-CPU values come back as one value per possible CPU, each rounded up
-  // to 8 bytes; podmeter_counters is two u64s, so no padding between CPUs.
-  static_assert(sizeof(podmeter_counters) == 16, "counters must stay two u64s");
-  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, sizeof(podmeter_counters) * cpus);
+  // to 8 bytes; podmeter's values are u64s only, so no padding between CPUs.
+  uint32_t valueSize = info[3].As<Napi::Number>().Uint32Value();
+  if (valueSize == 0 || valueSize % 8 != 0 || valueSize > 4096) {
+    ThrowTypeError(env, "storageLookup: valueSize must be a multiple of 8 bytes, at most 4096");
+    return env.Undefined();
+  }
+  static_assert(sizeof(podmeter_slots) % 8 == 0, "counter slots must stay u64s");
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, static_cast<size_t>(valueSize) * cpus);
   int rc = bpf_map_lookup_elem(info[0].As<Napi::Number>().Int32Value(), &key, buffer.Data());
   if (rc < 0) {
     if (rc == -ENOENT) return env.Undefined();  // not attached, or already released
     ThrowSystemError(env, -rc, "bpf(BPF_MAP_LOOKUP_ELEM)", "read cgroup counters");
     return env.Undefined();
   }
-  return Napi::TypedArrayOf<uint64_t>::New(env, 2 * cpus, buffer, 0, napi_biguint64_array);
+  return Napi::TypedArrayOf<uint64_t>::New(env, (valueSize / 8) * cpus, buffer, 0, napi_biguint64_array);
 }
 
 Napi::Value StorageKeys(const Napi::CallbackInfo& info) {

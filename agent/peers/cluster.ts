@@ -1,0 +1,195 @@
+/**
+ * The cluster's part of the peer classes, followed without a restart:
+ * Node objects (this node -> node; others by topology.kubernetes.io/zone and
+ * /region against this node's: same zone -> zone, other zone -> cross-zone,
+ * other region -> cross-region; their spec.podCIDRs and status.addresses)
+ * and networking.k8s.io/v1 ServiceCIDRs (-> service).
+ *
+ * Nodes are big objects and a cluster may have thousands: each one is
+ * reduced to the few fields used as it arrives, never cached whole (no
+ * informer). Each collection is listed and watched by the one reflector
+ * (common/kube/reflector.ts: paged lists, resume, relist on 410, backoff).
+ * A Node with a podCIDR that does not parse is logged and that CIDR skipped.
+ * Nodes without zone labels are all in one (unnamed) zone.
+ */
+import type { V1Node, V1ServiceCIDR } from '@kubernetes/client-node';
+import type { Logger } from '../../common/log.ts';
+import type { KubeApi, KubeObject } from '../../common/kube/api.ts';
+import { Reflector } from '../../common/kube/reflector.ts';
+import { parsePrefix, type Prefix } from './cidr.ts';
+import type { ClusterPeers } from './table.ts';
+
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+export const REGION_LABEL = 'topology.kubernetes.io/region';
+
+export interface NodePeers {
+  name: string;
+  zone: string | undefined;
+  region: string | undefined;
+  prefixes: Prefix[];
+}
+
+/** The fields of a Node that peer classes use; bad podCIDRs go to `bad`. */
+export function nodePeers(node: V1Node, bad: (cidr: string, why: string) => void): NodePeers | undefined {
+  const name = node.metadata?.name;
+  if (name === undefined) return undefined;
+  const labels = node.metadata?.labels ?? {};
+  const prefixes: Prefix[] = [];
+  const cidrs = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  for (const cidr of cidrs) {
+    try {
+      prefixes.push(parsePrefix(cidr));
+    } catch (err) {
+      bad(cidr, (err as Error).message);
+    }
+  }
+  for (const a of node.status?.addresses ?? []) {
+    if (a.type !== 'InternalIP' && a.type !== 'ExternalIP') continue;
+    try {
+      prefixes.push(parsePrefix(a.address));
+    } catch {
+      // a malformed address on a Node: nothing to match it against
+    }
+  }
+  return { name, zone: labels[ZONE_LABEL], region: labels[REGION_LABEL], prefixes };
+}
+
+/** Which class another node's prefixes are from this node's point of view. */
+export function nodeClass(self: NodePeers | undefined, other: NodePeers, selfName: string): 'node' | 'zone' | 'cross-zone' | 'cross-region' {
+  if (other.name === selfName) return 'node';
+  if (self?.region !== undefined && other.region !== undefined && self.region !== other.region) return 'cross-region';
+  return (self?.zone ?? '') === (other.zone ?? '') ? 'zone' : 'cross-zone';
+}
+
+/** The cluster's peers from the nodes and Service CIDRs known now. */
+export function clusterPeers(nodes: Iterable<NodePeers>, selfName: string, serviceCidrs: Iterable<Prefix>): ClusterPeers {
+  const list = [...nodes];
+  const self = list.find((n) => n.name === selfName);
+  const out: Record<string, Prefix[]> = { node: [], zone: [], 'cross-zone': [], 'cross-region': [], service: [...serviceCidrs] };
+  for (const n of list) out[nodeClass(self, n, selfName)]!.push(...n.prefixes);
+  return out as ClusterPeers;
+}
+
+interface Collection<T> {
+  path: string;
+  /** The fields kept of one object, keyed by name; undefined drops it. */
+  extract(obj: KubeObject): { name: string; value: T } | undefined;
+}
+
+/**
+ * Lists and watches one collection, keeping only extracted values; calls
+ * `onChange` (debounced) when they change. Returns stop().
+ */
+function follow<T>(api: KubeApi, c: Collection<T>, onChange: (values: ReadonlyMap<string, T>) => void, log: Logger): () => Promise<void> {
+  const values = new Map<string, T>();
+  let stopped = false;
+  let debounce: NodeJS.Timeout | undefined;
+  const changed = () => {
+    debounce ??= setTimeout(() => {
+      debounce = undefined;
+      if (!stopped) onChange(values);
+    }, 200);
+  };
+  const put = (obj: KubeObject): void => {
+    const got = c.extract(obj);
+    if (got === undefined) return;
+    if (JSON.stringify(values.get(got.name)) === JSON.stringify(got.value)) return;
+    values.set(got.name, got.value);
+    changed();
+  };
+  const reflector = new Reflector({
+    api,
+    path: c.path,
+    shape: 'object',
+    log,
+    sync: (items) => {
+      // A complete list: objects deleted while the watch was away go too.
+      values.clear();
+      for (const obj of items) {
+        const got = c.extract(obj);
+        if (got !== undefined) values.set(got.name, got.value);
+      }
+      changed();
+    },
+    event: (type, obj) => {
+      if (type !== 'DELETED') return put(obj);
+      const got = c.extract(obj);
+      if (got !== undefined && values.delete(got.name)) changed();
+    },
+  });
+  void reflector.start();
+  return async () => {
+    stopped = true;
+    clearTimeout(debounce);
+    await reflector.stop();
+  };
+}
+
+export interface ClusterPeerWatch {
+  stop(): Promise<void>;
+}
+
+/** Follows Nodes and ServiceCIDRs; `onPeers` gets the whole cluster view after each change. */
+export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peers: ClusterPeers) => void, log: Logger): ClusterPeerWatch {
+  let nodes: ReadonlyMap<string, NodePeers> = new Map();
+  let services: ReadonlyMap<string, Prefix[]> = new Map();
+  const reported = new Set<string>();
+  // Until both have been listed once, a partial view would drop the other's prefixes from the trie.
+  const synced = { nodes: false, services: false };
+  const publish = () => {
+    if (synced.nodes && synced.services) onPeers(clusterPeers(nodes.values(), nodeName, [...services.values()].flat()));
+  };
+  const stopNodes = follow<NodePeers>(
+    api,
+    {
+      path: '/api/v1/nodes',
+      extract: (obj) => {
+        const node = obj as V1Node; // plain JSON: the fields read are named as in the model
+        const peers = nodePeers(node, (cidr, why) => {
+          const key = `${node.metadata?.name}/${cidr}`;
+          if (reported.has(key)) return;
+          reported.add(key);
+          log.warn({ node: node.metadata?.name, podCIDR: cidr, why }, 'Node has a podCIDR that is not a CIDR: skipped');
+        });
+        return peers && { name: peers.name, value: peers };
+      },
+    },
+    (values) => {
+      nodes = values;
+      synced.nodes = true;
+      publish();
+    },
+    log,
+  );
+  const stopServices = follow<Prefix[]>(
+    api,
+    {
+      path: '/apis/networking.k8s.io/v1/servicecidrs',
+      extract: (obj) => {
+        const s = obj as V1ServiceCIDR;
+        const name = s.metadata?.name;
+        if (name === undefined) return undefined;
+        const prefixes: Prefix[] = [];
+        for (const cidr of s.spec?.cidrs ?? []) {
+          try {
+            prefixes.push(parsePrefix(cidr));
+          } catch (err) {
+            log.warn({ serviceCIDR: name, cidr, why: (err as Error).message }, 'ServiceCIDR has a CIDR that does not parse: skipped');
+          }
+        }
+        return { name, value: prefixes };
+      },
+    },
+    (values) => {
+      services = values;
+      synced.services = true;
+      publish();
+    },
+    log,
+  );
+  return {
+    async stop() {
+      await Promise.all([stopNodes(), stopServices()]);
+    },
+  };
+}

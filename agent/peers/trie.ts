@@ -1,0 +1,92 @@
+/**
+ * The peer trie in the kernel (bpf/podmeter.bpf.c podmeter_peers): prefix ->
+ * class slot. Changes are applied as a diff against what the trie holds (it
+ * is pinned: an agent restart finds the previous agent's entries), then the
+ * generation is bumped so the programs drop their cached classes.
+ */
+import { endianness } from 'node:os';
+import type { BpfMap } from '../kernel/bpf.ts';
+import { PODMETER_GENERATION_MASK as GENERATION_MASK } from '../kernel/layout.ts';
+import { KEY_BYTES, keyPrefix, prefixKey, type Prefix } from './cidr.ts';
+
+const LE = endianness() === 'LE';
+const ZERO_KEY = new Uint8Array(4);
+
+function u32(value: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value, LE);
+  return out;
+}
+
+function readU32(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, LE);
+}
+
+export interface TrieEntry {
+  prefix: Prefix;
+  slot: number;
+}
+
+export class PeerTrie {
+  readonly #trie: BpfMap;
+  readonly #generation: BpfMap;
+
+  constructor(trie: BpfMap, generation: BpfMap) {
+    this.#trie = trie;
+    this.#generation = generation;
+  }
+
+  /** What the kernel holds now, by canonical prefix text. */
+  entries(): Map<string, TrieEntry> {
+    const out = new Map<string, TrieEntry>();
+    for (const key of this.#trie.keys(KEY_BYTES)) {
+      const value = this.#trie.lookup(key, 4);
+      if (value === undefined) continue; // deleted meanwhile
+      const prefix = keyPrefix(key);
+      out.set(prefix.text, { prefix, slot: readU32(value) });
+    }
+    return out;
+  }
+
+  /** Makes the trie hold exactly `desired`; returns how many entries changed. */
+  apply(desired: ReadonlyMap<string, TrieEntry>): { added: number; changed: number; removed: number } {
+    const current = this.entries();
+    const result = { added: 0, changed: 0, removed: 0 };
+    // Adds and changes before removals: a prefix moving to a more specific
+    // entry never falls through to `external` in between.
+    for (const [text, entry] of desired) {
+      const now = current.get(text);
+      if (now?.slot === entry.slot) continue;
+      this.#trie.update(prefixKey(entry.prefix), u32(entry.slot));
+      if (now === undefined) result.added++;
+      else result.changed++;
+    }
+    for (const [text, entry] of current) {
+      if (desired.has(text)) continue;
+      this.#trie.delete(prefixKey(entry.prefix));
+      result.removed++;
+    }
+    if (result.added + result.changed + result.removed > 0 || this.generation() === 0) this.bump();
+    return result;
+  }
+
+  /** Puts one prefix in (tests and benchmarks; the agent uses apply()). */
+  set(prefix: Prefix, slot: number): void {
+    this.#trie.update(prefixKey(prefix), u32(slot));
+    this.bump();
+  }
+
+  generation(): number {
+    const value = this.#generation.lookup(ZERO_KEY, 4);
+    return value === undefined ? 0 : readU32(value);
+  }
+
+  /**
+   * Invalidates every cached class. The programs compare 28 bits
+   * (PODMETER_GENERATION_MASK), and 0 turns their cache off: never 0 there.
+   */
+  bump(): void {
+    const next = (this.generation() + 1) & GENERATION_MASK;
+    this.#generation.update(ZERO_KEY, u32(next === 0 ? 1 : next));
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * podmeter as users run it: `helm install` of the unchanged chart on a real
+ * node (test/node: a qemu VM with systemd, containerd, runc, bridge CNI and a
+ * kubelet with the systemd cgroup driver, joined to a test control plane), the
+ * agent inside its container with the chart's securityContext and mounts.
+ * One VM boot serves every check below, in order.
+ * Needs root, qemu, debootstrap and socat; the first run on a machine builds
+ * the node's tools, root filesystem and images (cached).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CHART } from '../helm/chart.ts';
+import { sleep } from '../helpers/cleanup.ts';
+import { startNode, type TestNode } from './node.ts';
+
+const RELEASE = 'podmeter';
+const SYSTEM_NS = 'podmeter-system';
+const WORKLOAD_IMAGE = 'localhost/podmeter-workload:test';
+const UDP_PORT = 9000;
+
+/** Polls `check` until it returns a value (not undefined) or `timeoutMs` passes; then throws with `describe()`. */
+async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, describe?: () => Promise<string>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${describe ? `:\n${await describe()}` : ''}`);
+    }
+    await sleep(1000);
+  }
+}
+
+async function podJson(node: TestNode, ns: string, name: string): Promise<any> {
+  return JSON.parse(await node.must(['get', 'pod', name, '-n', ns, '-o', 'json']));
+}
+
+async function podAnnotations(node: TestNode, ns: string, name: string): Promise<Record<string, string>> {
+  const out = (await node.must(['get', 'pod', name, '-n', ns, '-o', 'jsonpath={.metadata.annotations}'])).trim();
+  return out === '' ? {} : (JSON.parse(out) as Record<string, string>);
+}
+
+/** Name of the one Running pod matching a label selector. */
+async function podBySelector(node: TestNode, ns: string, selector: string): Promise<string> {
+  return eventually(`a Running pod with ${selector} in ${ns}`, 120_000, async () => {
+    const out = await node.must(['get', 'pods', '-n', ns, '-l', selector, '--field-selector=status.phase=Running', '-o', 'jsonpath={.items[*].metadata.name}']);
+    const names = out.trim().split(/\s+/).filter(Boolean);
+    return names.length === 1 ? names[0] : undefined;
+  });
+}
+
+/** The agent's /metrics, through the apiserver's pod proxy (its egress proxy reaches the VM). */
+async function agentMetrics(node: TestNode): Promise<string> {
+  const pod = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
+  return node.must(['get', '--raw', `/api/v1/namespaces/${SYSTEM_NS}/pods/${pod}:9471/proxy/metrics`]);
+}
+
+/** The value of the one sample of `metric` whose labels include all of `labels`. */
+function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${metric}{`)) continue;
+    const m = /^[^{]+\{(.*)\}\s+(\S+)$/.exec(line);
+    if (!m?.[1] || m[2] === undefined) continue;
+    const have = Object.fromEntries([...m[1].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[2]);
+  }
+  return undefined;
+}
+
+/** The kubelet's own /metrics/cadvisor, through the apiserver's node proxy. */
+async function cadvisorMetrics(node: TestNode): Promise<string> {
+  return node.must(['get', '--raw', `/api/v1/nodes/${node.name}/proxy/metrics/cadvisor`]);
+}
+
+/** The status of a NamespaceUsage (the operator's cluster-wide totals). */
+async function namespaceUsage(node: TestNode, ns: string): Promise<Record<string, unknown> | undefined> {
+  const r = await node.kubectl(['get', 'namespaceusage', ns, '-o', 'jsonpath={.status}']);
+  return r.code === 0 && r.stdout.trim() !== '' ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
+}
+
+/** Waits until `read` gives the same value twice, `gapMs` apart (counters settled), and returns it. */
+async function settled<T>(what: string, gapMs: number, read: () => Promise<T>): Promise<T> {
+  let last = JSON.stringify(await read());
+  return eventually(`${what} to settle`, 600_000, async () => {
+    await sleep(gapMs);
+    const v = await read();
+    const now = JSON.stringify(v);
+    const same = now === last;
+    last = now;
+    return same ? v : undefined;
+  });
+}
+
+/** A python3 program for the workload image, run as `python3 -c`. */
+function py(lines: string[]): string[] {
+  return ['python3', '-u', '-c', lines.join('\n')];
+}
+
+/** Waits until no IPv6 address of this pod is tentative (DAD done), so sends and receives succeed. */
+const WAIT_DAD = [
+  'import time',
+  'while any(int(l.split()[4], 16) & 0x40 for l in open("/proc/net/if_inet6")): time.sleep(0.2)',
+];
+
+function receiverPod(ns: string): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'receiver', namespace: ns, labels: { app: 'receiver' } },
+    spec: {
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        {
+          name: 'udp',
+          image: WORKLOAD_IMAGE,
+          imagePullPolicy: 'Never',
+          // One dual-stack socket; it counts what it received and says so on stdout.
+          command: py([
+            ...WAIT_DAD,
+            'import socket',
+            's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+            's.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)',
+            `s.bind(("::", ${UDP_PORT}))`,
+            'open("/tmp/ready", "w").close()',
+            'n = 0',
+            'while True:',
+            '    d, a = s.recvfrom(65536)',
+            '    n += 1',
+            '    print("received", n, len(d), a[0], flush=True)',
+          ]),
+          readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 2 },
+        },
+      ],
+    },
+  };
+}
+
+/** A container command that sends `count` datagrams of `size` bytes to dst, then sleeps. */
+function udpSender(family: 'AF_INET' | 'AF_INET6', dst: string, count: number, size: number): string[] {
+  return py([
+      ...WAIT_DAD,
+      'import socket, time',
+      `s = socket.socket(socket.${family}, socket.SOCK_DGRAM)`,
+      'sent = 0',
+      `while sent < ${count}:`,
+      '    try:',
+      `        s.sendto(b"x" * ${size}, ("${dst}", ${UDP_PORT}))`,
+      '        sent += 1',
+      '        time.sleep(0.01)',
+      '    except OSError as e:',
+      '        print("retrying:", e, flush=True)',
+      '        time.sleep(0.2)',
+      'print("sent", sent, flush=True)',
+      'while True: time.sleep(3600)',
+    ]);
+}
+
+/** Two containers: one sends `count` datagrams of `size` bytes over IPv4, the other over IPv6. */
+function senderPod(ns: string, dst4: string, dst6: string, count: number, size: number): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'sender', namespace: ns, labels: { app: 'sender' } },
+    spec: {
+      terminationGracePeriodSeconds: 1,
+      containers: [
+        { name: 'v4', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', command: udpSender('AF_INET', dst4, count, size) },
+        { name: 'v6', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', command: udpSender('AF_INET6', dst6, count, size) },
+      ],
+    },
+  };
+}
+
+/** A pod of the workload image running `command`; hostNetwork on request. */
+function workloadPod(ns: string, name: string, command: string[], opts: { hostNetwork?: boolean; readiness?: object } = {}): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: ns, labels: { app: name } },
+    spec: {
+      terminationGracePeriodSeconds: 1,
+      ...(opts.hostNetwork ? { hostNetwork: true } : {}),
+      containers: [
+        { name: 'main', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', command, ...(opts.readiness ? { readinessProbe: opts.readiness } : {}) },
+      ],
+    },
+  };
+}
+
+/** A shell loop that waits for a file to appear (the test makes it with kubectl exec). */
+const waitFile = (f: string) => `while [ ! -e ${f} ]; do sleep 0.5; done`;
+
+// Opt-in for now (PODMETER_TEST_NODE=1): under TCG on a busy 2-core machine the
+// agent and operator take longer to start listening than the chart's liveness
+// probes allow (60 s), so they restart in a loop; see test/node/README.md.
+const SKIP = process.env.PODMETER_TEST_NODE === '1' ? false : 'set PODMETER_TEST_NODE=1 to run the VM node test (test/node/README.md)';
+
+test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, deletion', { skip: SKIP, timeout: 90 * 60_000 }, async (t) => {
+  const node = await startNode();
+  t.after(() => node.down());
+  const show = async (): Promise<string> =>
+    (await node.kubectl(['get', 'pods', '-A', '-o', 'wide'])).stdout +
+    (await node.kubectl(['get', 'events', '-A', '--sort-by=.lastTimestamp'])).stdout.split('\n').slice(-25).join('\n');
+  const create = (o: object) => node.must(['create', '-f', '-'], { input: JSON.stringify(o) });
+  const ready = async (ns: string, pod: string) => {
+    const r = await node.kubectl(['wait', '--for=condition=Ready', `pod/${pod}`, '-n', ns, '--timeout=600s']);
+    assert.equal(r.code, 0, `pod ${ns}/${pod} not Ready: ${r.stderr}\n${await show()}`);
+  };
+  const annotationsReach = (ns: string, pod: string, expected: Record<string, string>) =>
+    eventually(
+      `the annotations of ${ns}/${pod} to read ${JSON.stringify(expected)}`,
+      600_000,
+      async () => {
+        const a = await podAnnotations(node, ns, pod);
+        return Object.entries(expected).every(([k, v]) => a[k] === v) ? a : undefined;
+      },
+      async () => `annotations now: ${JSON.stringify(await podAnnotations(node, ns, pod))}\n${await show()}`,
+    );
+  const podIPs = async (ns: string, pod: string) => {
+    const ips: { ip: string }[] = (await podJson(node, ns, pod)).status.podIPs ?? [];
+    return { v4: ips.find((x) => x.ip.includes('.'))?.ip, v6: ips.find((x) => x.ip.includes(':'))?.ip };
+  };
+
+  await t.test('1. the agent DaemonSet and the operator Deployment become Ready', async () => {
+    const r = await node.helm([
+      'install', RELEASE, CHART, '--namespace', SYSTEM_NS, '--create-namespace',
+      '--set', 'image.repository=localhost/podmeter', '--set', 'image.tag=test', '--set', 'image.pullPolicy=Never',
+      // Fast reads and annotation writes (the checks wait for final values); one operator replica on one node.
+      '--set', 'agent.interval=2', '--set', 'agent.annotateInterval=2', '--set', 'operator.replicas=1',
+    ]);
+    assert.equal(r.code, 0, `helm install: ${r.stderr}`);
+    for (const kind of ['daemonset', 'deployment']) {
+      const names = (await node.must(['get', kind, '-n', SYSTEM_NS, '-o', 'name'])).trim().split('\n');
+      assert.ok(names.length >= 1 && names[0], `no ${kind} in ${SYSTEM_NS}`);
+      for (const name of names) {
+        const s = await node.kubectl(['rollout', 'status', name, '-n', SYSTEM_NS, '--timeout=900s']);
+        assert.equal(s.code, 0, `${name} did not become Ready: ${s.stderr}\n${await show()}`);
+      }
+    }
+  });
+
+  // IPv4: 20 (IP) + 8 (UDP) + payload; IPv6: 40 + 8 + payload.
+  const udp = { ns: 'traffic', count: 100, size: 1000 };
+  const udpBytes = udp.count * (28 + udp.size) + udp.count * (48 + udp.size);
+  let receiver4 = '';
+  await t.test('2. UDP over IPv4 and IPv6 between two pods: exact bytes in the annotations and /metrics', async () => {
+    const { ns, count, size } = udp;
+    await node.must(['create', 'namespace', ns]);
+    await create(receiverPod(ns));
+    await ready(ns, 'receiver');
+    const { v4, v6 } = await podIPs(ns, 'receiver');
+    assert.ok(v4 && v6, `the receiver has no IPv4 and IPv6 address: ${JSON.stringify(await podIPs(ns, 'receiver'))}`);
+    receiver4 = v4;
+    await create(senderPod(ns, v4, v6, count, size));
+    const packets = 2 * count;
+    await annotationsReach(ns, 'sender', { 'podmeter.io/egress-bytes': String(udpBytes), 'podmeter.io/egress-packets': String(packets) });
+    await annotationsReach(ns, 'receiver', { 'podmeter.io/ingress-bytes': String(udpBytes), 'podmeter.io/ingress-packets': String(packets) });
+    const metrics = await agentMetrics(node);
+    const m = (pod: string, metric: string, direction: string) => sample(metrics, metric, { namespace: ns, pod, direction });
+    assert.equal(m('sender', 'podmeter_pod_network_bytes_total', 'egress'), udpBytes);
+    assert.equal(m('sender', 'podmeter_pod_network_packets_total', 'egress'), packets);
+    assert.equal(m('receiver', 'podmeter_pod_network_bytes_total', 'ingress'), udpBytes);
+    assert.equal(m('receiver', 'podmeter_pod_network_packets_total', 'ingress'), packets);
+    // The receiver's own count (its log, through kubectl logs) agrees: nothing was lost on the way.
+    const log = await node.must(['logs', 'receiver', '-n', ns]);
+    assert.match(log, new RegExp(`^received ${packets} `, 'm'));
+  });
+
+  await t.test('3. a hostNetwork pod: its traffic counted once, for that pod only', async () => {
+    const ns = 'hostnet';
+    const count = 50;
+    const size = 500;
+    await node.must(['create', 'namespace', ns]);
+    await create(workloadPod(ns, 'idle', ['sleep', 'infinity'], { hostNetwork: true }));
+    await ready(ns, 'idle');
+    await create(workloadPod(ns, 'sender', udpSender('AF_INET', receiver4, count, size), { hostNetwork: true }));
+    const bytes = count * (28 + size);
+    await annotationsReach(ns, 'sender', { 'podmeter.io/egress-bytes': String(bytes), 'podmeter.io/egress-packets': String(count) });
+    await annotationsReach(udp.ns, 'receiver', { 'podmeter.io/ingress-bytes': String(udpBytes + bytes) });
+    const metrics = await agentMetrics(node);
+    assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { namespace: ns, pod: 'sender', direction: 'egress' }), bytes);
+    for (const direction of ['ingress', 'egress']) {
+      assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { namespace: ns, pod: 'idle', direction }) ?? 0, 0);
+    }
+    // What cAdvisor says for the same two pods (the node's interfaces, for each: google/cadvisor#2615).
+    const cadvisor = await cadvisorMetrics(node);
+    for (const pod of ['sender', 'idle']) {
+      const tx = cadvisor.split('\n').filter((l) => l.startsWith('container_network_transmit_bytes_total{') && l.includes(`pod="${pod}"`) && l.includes(`namespace="${ns}"`));
+      t.diagnostic(`cAdvisor transmit bytes of hostNetwork pod ${pod}: ${tx.length ? tx.join(' | ') : '(none)'}`);
+    }
+  });
+
+  await t.test('4. TCP bulk: podmeter egress bytes + 14 x packets = the pod eth0 tx bytes of the kubelet /metrics/cadvisor', async () => {
+    const ns = 'tcp';
+    await node.must(['create', 'namespace', ns]);
+    await create(workloadPod(ns, 'server', ['iperf3', '-s', '-p', '5201'], { readiness: { tcpSocket: { port: 5201 }, periodSeconds: 2 } }));
+    await ready(ns, 'server');
+    const { v4 } = await podIPs(ns, 'server');
+    assert.ok(v4);
+    // A short first run resolves ARP before the measured window; the bulk run waits for /tmp/go.
+    await create(
+      workloadPod(ns, 'client', [
+        'sh', '-c',
+        `until iperf3 -c ${v4} -p 5201 -n 64K >/dev/null; do sleep 1; done; touch /tmp/warm; ${waitFile('/tmp/go')}; ` +
+          `iperf3 -c ${v4} -p 5201 -n 20M && touch /tmp/done; sleep infinity`,
+      ]),
+    );
+    await eventually('the warm-up run', 600_000, async () => ((await node.kubectl(['exec', 'client', '-n', ns, '--', 'test', '-e', '/tmp/warm'])).code === 0 ? true : undefined));
+    const read = async () => {
+      const [metrics, cadvisor] = await Promise.all([agentMetrics(node), cadvisorMetrics(node)]);
+      const c = (metric: string) => sample(cadvisor, metric, { namespace: ns, pod: 'client', interface: 'eth0' });
+      return {
+        egressBytes: sample(metrics, 'podmeter_pod_network_bytes_total', { namespace: ns, pod: 'client', direction: 'egress' }) ?? 0,
+        egressPackets: sample(metrics, 'podmeter_pod_network_packets_total', { namespace: ns, pod: 'client', direction: 'egress' }) ?? 0,
+        ingressBytes: sample(metrics, 'podmeter_pod_network_bytes_total', { namespace: ns, pod: 'client', direction: 'ingress' }) ?? 0,
+        ingressPackets: sample(metrics, 'podmeter_pod_network_packets_total', { namespace: ns, pod: 'client', direction: 'ingress' }) ?? 0,
+        txBytes: c('container_network_transmit_bytes_total'),
+        txPackets: c('container_network_transmit_packets_total'),
+        rxBytes: c('container_network_receive_bytes_total'),
+        rxPackets: c('container_network_receive_packets_total'),
+      };
+    };
+    // cAdvisor refreshes every 10-15 s (the kubelet's housekeeping): settled = equal reads 20 s apart.
+    const before = await settled('the counters before the bulk run', 20_000, read);
+    assert.notEqual(before.txBytes, undefined, 'cAdvisor has no eth0 series for the client pod');
+    await node.must(['exec', 'client', '-n', ns, '--', 'touch', '/tmp/go']);
+    await eventually('the bulk run', 900_000, async () => ((await node.kubectl(['exec', 'client', '-n', ns, '--', 'test', '-e', '/tmp/done'])).code === 0 ? true : undefined));
+    const after = await settled('the counters after the bulk run', 20_000, read);
+    const d = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, (v ?? 0) - ((before as Record<string, number | undefined>)[k] ?? 0)]));
+    t.diagnostic(`TCP bulk, deltas: ${JSON.stringify(d)}`);
+    assert.ok(d.egressBytes! > 20 * 1024 * 1024, `podmeter counted only ${d.egressBytes} egress bytes for 20 MiB`);
+    assert.equal(d.txBytes, d.egressBytes! + 14 * d.egressPackets!, `eth0 tx bytes vs podmeter egress bytes + 14 x packets: ${JSON.stringify(d)}`);
+    assert.equal(d.txPackets, d.egressPackets);
+  });
+
+  await t.test('5a. deleting a pod keeps its bytes in its NamespaceUsage', async () => {
+    const before = await settled('the NamespaceUsage of traffic', 5_000, () => namespaceUsage(node, udp.ns));
+    assert.ok(before, 'no NamespaceUsage traffic');
+    assert.equal(before.egressBytes, String(udpBytes));
+    await node.must(['delete', 'pod', 'sender', '-n', udp.ns, '--wait=true', '--timeout=300s']);
+    const after = await eventually(
+      'the NamespaceUsage to retire the sender',
+      600_000,
+      async () => {
+        const u = await namespaceUsage(node, udp.ns);
+        return u && Number(u.retiredPods) >= 1 && u.pods === 1 ? u : undefined;
+      },
+      async () => JSON.stringify(await namespaceUsage(node, udp.ns)),
+    );
+    assert.equal(after.egressBytes, before.egressBytes);
+    assert.equal(after.egressPackets, before.egressPackets);
+  });
+
+  await t.test('5b. deleting the agent pod loses no byte sent while no agent ran', async () => {
+    const ns = 'agent-restart';
+    const count = 40;
+    const size = 300;
+    await node.must(['create', 'namespace', ns]);
+    // Sends `count` datagrams once /tmp/one exists and `count` more once /tmp/two exists.
+    const send = (f: string) => `${waitFile(f)}; python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b"x" * ${size}, ("${receiver4}", ${UDP_PORT})) for _ in range(${count})]'`;
+    await create(workloadPod(ns, 'burst', ['sh', '-c', `${send('/tmp/one')}; ${send('/tmp/two')}; sleep infinity`]));
+    await ready(ns, 'burst');
+    const bytes = count * (28 + size);
+    await node.must(['exec', 'burst', '-n', ns, '--', 'touch', '/tmp/one']);
+    await annotationsReach(ns, 'burst', { 'podmeter.io/egress-bytes': String(bytes) });
+    const agent = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
+    await node.must(['delete', 'pod', agent, '-n', SYSTEM_NS, '--wait=true', '--timeout=300s']);
+    await node.must(['exec', 'burst', '-n', ns, '--', 'touch', '/tmp/two']);
+    const ds = (await node.must(['get', 'daemonset', '-n', SYSTEM_NS, '-o', 'name'])).trim();
+    const s = await node.kubectl(['rollout', 'status', ds, '-n', SYSTEM_NS, '--timeout=900s']);
+    assert.equal(s.code, 0, s.stderr);
+    await annotationsReach(ns, 'burst', { 'podmeter.io/egress-bytes': String(2 * bytes), 'podmeter.io/egress-packets': String(2 * count) });
+  });
+});
