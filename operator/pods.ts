@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from './kube/api.ts';
-import { copy, countsFromAnnotations, sum, wentBack, type Counts } from './counts.ts';
+import { copy, countsFromAnnotations, FIELDS, POD_ANNOTATIONS, sum, wentBack, type Counts } from './counts.ts';
 import type { Interner, Owner, OwnerIndex, Workload } from './owners.ts';
 
 export interface PodRecord {
@@ -23,10 +23,22 @@ export interface PodRecord {
   readonly firstSeen: number;
   /** The counters of the pod's annotations, as last seen. */
   annotated: Counts;
+  /**
+   * Counters whose annotation has been malformed ever since this process first
+   * saw the pod: zero in `annotated` because never read. A leader takes them
+   * from the pod's checkpoint when it loads the ledger; a good value clears them.
+   */
+  unread: (keyof Counts)[] | undefined;
   /** Counts from before the agent's counters restarted from zero (a node reboot); usually undefined. */
   base: Counts | undefined;
   /** Leader only: the pod's counts as persisted in its NodeUsage checkpoint (what the rollups include). */
   checkpointed: Counts | undefined;
+}
+
+/** The counters (of `among`) whose annotation is in `malformed`; undefined when none. */
+function malformedFields(malformed: string[], among: readonly (keyof Counts)[] = FIELDS): (keyof Counts)[] | undefined {
+  const fields = among.filter((f) => malformed.includes(POD_ANNOTATIONS[f]));
+  return fields.length > 0 ? fields : undefined;
 }
 
 /** What a pod contributes to the totals: everything it was ever counted with. */
@@ -177,6 +189,7 @@ export class PodStore {
       workload: undefined,
       firstSeen: Date.now(),
       annotated: counts,
+      unread: malformedFields(malformed),
       base: undefined,
       checkpointed: undefined,
     };
@@ -196,6 +209,7 @@ export class PodStore {
     }
     const { counts, malformed } = countsFromAnnotations(m?.annotations, p.annotated);
     this.#malformed(p.namespace, p.name, malformed);
+    if (p.unread !== undefined) p.unread = malformedFields(malformed, p.unread);
     if (wentBack(counts, p.annotated)) {
       // The agent's counters restarted from zero: keep what was counted before as the pod's base.
       p.base = contribution(p);
