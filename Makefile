@@ -16,6 +16,7 @@ BPF_OBJECTS   := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SOURCES))
 ADDON         := agent/native/build/Release/podmeter_native.node
 ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/podmeter.h
 
+# One or more files or globs, space-separated (node expands the globs).
 TESTS ?= test/**/*.test.ts
 UNIT_TESTS := test/unit/*.test.ts
 
@@ -66,7 +67,7 @@ test-unit: $(NODE) node_modules/.package-lock.json
 
 # The whole suite: type check, then unit, kernel, agent, maps and cluster tests (as root).
 test: typecheck test-tools
-	node --test --test-timeout=900000 --test-concurrency=1 '$(TESTS)'
+	node --test --test-timeout=900000 --test-concurrency=1 $(foreach t,$(TESTS),'$(t)')
 
 # The agent, standalone on this host (no cluster needed), with a live table.
 run: setup

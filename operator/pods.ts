@@ -8,8 +8,8 @@
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from '../common/kube/api.ts';
-import { copy, sum, wentBack, type Counts } from '../common/contract/counts.ts';
-import { countsFromAnnotations } from '../common/contract/annotations.ts';
+import { copy, FIELDS, sum, wentBack, type Counts } from '../common/contract/counts.ts';
+import { ANNOTATIONS, countsFromAnnotations } from '../common/contract/annotations.ts';
 import type { Owner } from '../common/contract/finals.ts';
 import type { Interner, OwnerIndex } from './owners.ts';
 import type { Workload } from '../common/contract/usage.ts';
@@ -26,10 +26,22 @@ export interface PodRecord {
   readonly firstSeen: number;
   /** The counters of the pod's annotations, as last seen. */
   annotated: Counts;
+  /**
+   * Counters whose annotation has been malformed ever since this process first
+   * saw the pod: zero in `annotated` because never read. A leader takes them
+   * from the pod's checkpoint when it loads the ledger; a good value clears them.
+   */
+  unread: (keyof Counts)[] | undefined;
   /** Counts from before the agent's counters restarted from zero (a node reboot); usually undefined. */
   base: Counts | undefined;
   /** Leader only: the pod's counts as persisted in its NodeUsage checkpoint (what the rollups include). */
   checkpointed: Counts | undefined;
+}
+
+/** The counters (of `among`) whose annotation is in `malformed`; undefined when none. */
+function malformedFields(malformed: string[], among: readonly (keyof Counts)[] = FIELDS): (keyof Counts)[] | undefined {
+  const fields = among.filter((f) => malformed.includes(ANNOTATIONS[f]));
+  return fields.length > 0 ? fields : undefined;
 }
 
 /** What a pod contributes to the totals: everything it was ever counted with. */
@@ -180,6 +192,7 @@ export class PodStore {
       workload: undefined,
       firstSeen: Date.now(),
       annotated: counts,
+      unread: malformedFields(malformed),
       base: undefined,
       checkpointed: undefined,
     };
@@ -199,6 +212,7 @@ export class PodStore {
     }
     const { counts, malformed } = countsFromAnnotations(m?.annotations, p.annotated);
     this.#malformed(p.namespace, p.name, malformed);
+    if (p.unread !== undefined) p.unread = malformedFields(malformed, p.unread);
     if (wentBack(counts, p.annotated)) {
       // The agent's counters restarted from zero: keep what was counted before as the pod's base.
       p.base = contribution(p);

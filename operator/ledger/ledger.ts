@@ -174,6 +174,15 @@ export class Ledger implements PodListener, NodeListener {
         if (p !== undefined) {
           pods.pin(p, w);
           if (cp.base !== undefined) p.base = cp.base;
+          // A counter whose annotation this process never read is the checkpoint's, not zero (zero would look like a counter restart and count the pod twice).
+          if (p.unread !== undefined) {
+            p.annotated = copy(p.annotated);
+            for (const f of p.unread) {
+              const read = cp.counts[f] - (p.base?.[f] ?? 0n);
+              p.annotated[f] = read > 0n ? read : 0n;
+            }
+            p.unread = undefined;
+          }
           if (wentBack(contribution(p), cp.counts)) p.base = copy(cp.counts); // the agent's counters restarted while no operator ran
           p.checkpointed = cp.counts;
           continue;

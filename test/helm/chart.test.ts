@@ -298,6 +298,16 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*') || r.verbs.includes('delete')));
 });
 
+test('agent and operator: a startup probe holds off liveness for 5 minutes (a slow start is not a crash loop)', async () => {
+  const objects = await render(await toolsDir());
+  for (const [kind, suffix] of [['DaemonSet', '-agent'], ['Deployment', '-operator']] as const) {
+    const [container] = findObject(objects, kind, suffix).spec.template.spec.containers;
+    const { startupProbe: startup, livenessProbe: liveness } = container;
+    assert.deepEqual(startup.httpGet, liveness.httpGet, `${kind}: startup and liveness probe the same endpoint`);
+    assert.ok(startup.periodSeconds * startup.failureThreshold >= 300, `${kind}: startup budget ${startup.periodSeconds * startup.failureThreshold} s`);
+  }
+});
+
 test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', async () => {
   const bin = await toolsDir();
   const file = parseDocs(readFileSync(path.join(ROOT, 'deploy/agent-rbac.yaml'), 'utf8'));

@@ -33,6 +33,7 @@ import {
   type Counters,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import type { UsageKind } from '../../common/contract/usage.ts';
 
 const template = (app: string) => ({ metadata: { labels: { app } }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } });
 const owner = (apiVersion: string, kind: string, name: string, uid?: string) => ({ apiVersion, kind, name, ...(uid ? { uid } : {}) });
@@ -79,15 +80,20 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
   for (const [name, c] of counts) await writeCounts(oc, pod(name), c);
 
   const sumOf = (pred: (p: TestPod) => boolean) => add(...[...counts].filter(([n]) => pred(pod(n))).map(([, c]) => c));
+  /** Every total the tests follow, with what it must be: the live pods' counts plus the retired pods' finals. */
+  const expected = (): [UsageKind, string, Counters][] => {
+    const live = (pred: (p: TestPod) => boolean) => add(sumOf(pred), ...retiredPods.filter(([p]) => pred(p)).map(([, c]) => c));
+    return [
+      ['NamespaceUsage', 'shop', live((p) => p.namespace === 'shop')],
+      ['NamespaceUsage', 'batch', live((p) => p.namespace === 'batch')],
+      ['NodeUsage', A, live((p) => p.node === A)],
+      ['NodeUsage', B, live((p) => p.node === B)],
+      ['WorkloadUsage', 'shop.deployment.web', live((p) => p.name.startsWith('web-'))],
+      ['WorkloadUsage', 'batch.cronjob.nightly', live((p) => p.name.startsWith('nightly-'))],
+    ];
+  };
   const expectAll = async (timeoutMs = 60_000) => {
-    const live = (pred: (p: TestPod) => boolean) => add(sumOf(pred), ...retiredOf(pred));
-    const retiredOf = (pred: (p: TestPod) => boolean) => retiredPods.filter(([p]) => pred(p)).map(([, c]) => c);
-    await totalsBecome(oc, 'NamespaceUsage', 'shop', live((p) => p.namespace === 'shop'), timeoutMs);
-    await totalsBecome(oc, 'NamespaceUsage', 'batch', live((p) => p.namespace === 'batch'), timeoutMs);
-    await totalsBecome(oc, 'NodeUsage', A, live((p) => p.node === A), timeoutMs);
-    await totalsBecome(oc, 'NodeUsage', B, live((p) => p.node === B), timeoutMs);
-    await totalsBecome(oc, 'WorkloadUsage', 'shop.deployment.web', live((p) => p.name.startsWith('web-')), timeoutMs);
-    await totalsBecome(oc, 'WorkloadUsage', 'batch.cronjob.nightly', live((p) => p.name.startsWith('nightly-')), timeoutMs);
+    for (const [kind, name, want] of expected()) await totalsBecome(oc, kind, name, want, timeoutMs);
   };
   const retiredPods: [TestPod, Counters][] = [];
 
@@ -258,9 +264,15 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
 
     assert.equal(op.child.exitCode, null, 'the operator is still running');
     // The hand-made WorkloadUsage is read when a leader loads the ledger.
+    const loads = ledgerLoads(op);
     await op.kill('SIGKILL');
     await op.restart();
-    await eventually('the bad WorkloadUsage reported', async () => (op.logs.some((l) => l.kind === 'WorkloadUsage' && l.name === 'shop.deployment.fake') ? true : undefined), 60_000);
+    await ledgerLoaded(op, loads);
+    assert.ok(op.logs.some((l) => l.kind === 'WorkloadUsage' && l.name === 'shop.deployment.fake'), 'the bad WorkloadUsage reported');
+    // bare's ingress annotation is still malformed: the restarted leader, which never
+    // saw a good value, counts bare once (from its checkpoint) through its write rounds.
     await expectAll();
+    const want = expected();
+    await staysEqual('totals after a restart with bare\'s annotation still malformed', () => Promise.all(want.map(([kind, name]) => totals(oc, kind, name))), want.map(([, , c]) => asStrings(c)));
   });
 });
