@@ -81,7 +81,7 @@ async function script(name: string, args: string[], env?: NodeJS.ProcessEnv): Pr
 }
 
 /** KEY=VALUE lines as written by `up` (values plain or bash-quoted with %q). */
-async function readState(file: string): Promise<Map<string, string>> {
+export async function readState(file: string): Promise<Map<string, string>> {
   const state = new Map<string, string>();
   for (const line of (await readFile(file, 'utf8')).split('\n')) {
     const m = /^([A-Z_]+)=(.*)$/.exec(line);

@@ -5,10 +5,9 @@
 //   const node = await startNode();
 //   t.after(() => node.down());
 //   await node.helm(['install', ...]);
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run, type KubectlOptions, type RunResult } from '../cluster/cluster.ts';
+import { readState, run, type KubectlOptions, type RunResult } from '../cluster/cluster.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -27,16 +26,6 @@ export interface TestNode {
   helm(args: string[]): Promise<RunResult>;
   /** Stops the VM, the controllers and the cluster; removes everything. Safe to call twice. */
   down(): Promise<void>;
-}
-
-/** KEY=VALUE lines as written by `up` (values plain or bash-quoted with %q). */
-async function readState(file: string): Promise<Map<string, string>> {
-  const state = new Map<string, string>();
-  for (const line of (await readFile(file, 'utf8')).split('\n')) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m?.[1] && m[2] !== undefined) state.set(m[1], m[2].replace(/\\(.)/g, '$1').replace(/^'(.*)'$/, '$1'));
-  }
-  return state;
 }
 
 /**
