@@ -1,7 +1,8 @@
 /**
- * Cost of reading podmeter's counters from user space: µs per StorageMap.read
- * (one cgroup, one direction, summed over CPUs), and the time to read 1,000
- * cgroups (both directions), as the agent does every interval.
+ * Cost of reading podmeter's counters from user space: µs per
+ * StorageMap.readUnit (one cgroup, both directions, every slot summed over
+ * CPUs: the agent's read), and the time to read 1,000 cgroups that way, as
+ * the agent does on every interval and scrape.
  *
  *   node bench/read-counters.bench.ts       (CGROUPS=1000 REPEAT=20000 by default)
  *
@@ -56,12 +57,12 @@ await runMain(async () => {
 
   // One cgroup, one direction, REPEAT times (after a warm-up).
   const one = cgroups[0]!.id;
-  for (let i = 0; i < 1000; i++) map.read(one, 'egress');
+  for (let i = 0; i < 1000; i++) map.readUnit(one);
   const single: number[] = [];
   const singleLookup: number[] = [];
   for (let rep = 0; rep < 5; rep++) {
     await yieldToSignals();
-    single.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.read(one, 'egress'); }).ms * 1000) / REPEAT);
+    single.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.readUnit(one); }).ms * 1000) / REPEAT);
     singleLookup.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.lookup(one, 'egress'); }).ms * 1000) / REPEAT);
   }
 
@@ -74,13 +75,12 @@ await runMain(async () => {
       timed(() => {
         entries = 0;
         for (const cg of cgroups) {
-          if (map.read(cg.id, 'ingress') !== undefined) entries++;
-          if (map.read(cg.id, 'egress') !== undefined) entries++;
+          if (map.readUnit(cg.id) !== undefined) entries++;
         }
       }).ms,
     );
   }
-  if (entries !== 2 * CGROUPS) throw new Error(`read ${entries} entries, expected ${2 * CGROUPS}`);
+  if (entries !== CGROUPS) throw new Error(`read ${entries} cgroups, expected ${CGROUPS}`);
   const keys = timed(() => map.keys());
   if (keys.value.length !== 2 * CGROUPS) throw new Error(`keys() returned ${keys.value.length}, expected ${2 * CGROUPS}`);
 
@@ -104,8 +104,8 @@ await runMain(async () => {
     keysMs: keys.ms,
     setupMs: { mkdir: created.ms, attach: attached.ms, closeLinks: detached.ms, rmdir: removedMs },
   };
-  console.log(`StorageMap.read, one cgroup and direction: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`);
-  console.log(`read ${CGROUPS} cgroups x 2 directions: ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`);
+  console.log(`StorageMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`);
+  console.log(`read ${CGROUPS} cgroups (both directions): ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`);
   console.log(`keys() over ${keys.value.length} entries: ${keys.ms.toFixed(2)} ms`);
   console.log(`cleanup: close ${2 * CGROUPS} links ${detached.ms.toFixed(0)} ms; rmdir ${CGROUPS + 1} cgroups ${removedMs.toFixed(0)} ms`);
   console.log(JSON.stringify(result));

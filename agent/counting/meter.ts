@@ -58,6 +58,8 @@ export class Meter {
   /** Cgroup ids with link pins when the agent started (to adopt); a new cgroup cannot have pins. */
   readonly #pinnedAtOpen: Set<bigint>;
   readonly #attachedHere = new Set<bigint>();
+  /** Each counted cgroup's last read, so an idle one is not converted again (read()). */
+  readonly #lastRead = new Map<bigint, { sums: BigUint64Array; counts: UnitCounts }>();
   /** The old agent's storage map while some cgroups still have its links (see the header). */
   #legacy: StorageMap | undefined;
   readonly #legacyIds = new Set<bigint>();
@@ -224,6 +226,7 @@ export class Meter {
   /** Detaches (if still attached) and unpins a cgroup's links. */
   release(cgroupId: bigint): void {
     this.#attachedHere.delete(cgroupId);
+    this.#lastRead.delete(cgroupId);
     this.#pinnedAtOpen.delete(cgroupId);
     for (const direction of DIRECTIONS) {
       const path = this.pins.link(cgroupId, direction);
@@ -250,11 +253,15 @@ export class Meter {
       const base = this.#readLegacy(cgroupId);
       return { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
     }
-    const ingress = this.map.readSums(cgroupId, 'ingress');
-    const egress = this.map.readSums(cgroupId, 'egress');
-    if (ingress === undefined && egress === undefined) return undefined;
-    const peers = { ingress: this.slots.countsOfSums(ingress), egress: this.slots.countsOfSums(egress) };
-    return { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
+    const last = this.#lastRead.get(cgroupId);
+    const sums = this.map.readUnit(cgroupId, last?.sums);
+    if (sums === undefined) return undefined;
+    if (sums === last?.sums) return last.counts; // idle since the last read
+    const half = sums.length / 2;
+    const peers = { ingress: this.slots.countsOfSums(sums.subarray(0, half)), egress: this.slots.countsOfSums(sums.subarray(half)) };
+    const counts = { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
+    this.#lastRead.set(cgroupId, { sums, counts });
+    return counts;
   }
 
   close(): void {

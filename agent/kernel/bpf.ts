@@ -189,29 +189,27 @@ export class StorageMap extends FdObject {
     return perCpu;
   }
 
-  /** Each slot summed over CPUs; undefined when there is no such entry. */
+  /** Each slot summed over CPUs (readUnit's half for this direction); undefined when there is no such entry. */
   read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    const sums = this.readSums(cgroupId, direction);
+    if (native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize) === undefined) return undefined;
+    const sums = this.readUnit(cgroupId);
     if (sums === undefined) return undefined;
+    const half = direction === 'ingress' ? sums.subarray(0, sums.length / 2) : sums.subarray(sums.length / 2);
     const slots: Counters[] = [];
-    for (let i = 0; i < sums.length; i += 2) slots.push({ bytes: sums[i]!, packets: sums[i + 1]! });
+    for (let i = 0; i < half.length; i += 2) slots.push({ bytes: half[i]!, packets: half[i + 1]! });
     return slots;
   }
 
   /**
-   * The same as read() without an object per slot (the agent reads every
-   * unit on each scrape): [bytes, packets] of slot 0, then slot 1, ...
+   * What the agent reads for every unit on each scrape, in one call: both
+   * directions' slots summed over CPUs as [bytes, packets] of slot 0, slot
+   * 1, ... for ingress, then the same for egress (a missing direction reads
+   * as zeros); undefined when neither direction has an entry. `previous`
+   * itself comes back when nothing changed since it was read (an idle
+   * cgroup costs no new BigInts).
    */
-  readSums(cgroupId: bigint, direction: Direction): BigUint64Array | undefined {
-    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize);
-    if (raw === undefined) return undefined;
-    const words = this.valueSize / 8;
-    const counterWords = 2 * this.slots;
-    const sums = new BigUint64Array(counterWords); // wraps at 2^64 like the kernel's counters
-    for (let cpu = 0; cpu < raw.length; cpu += words) {
-      for (let i = 0; i < counterWords; i++) sums[i]! += raw[cpu + i]!;
-    }
-    return sums;
+  readUnit(cgroupId: bigint, previous?: BigUint64Array): BigUint64Array | undefined {
+    return native.storageSums(this.fd, cgroupId, this.valueSize, 2 * this.slots, previous);
   }
 
   keys(): { cgroupId: bigint; direction: Direction }[] {

@@ -56,6 +56,7 @@ export interface NativeAddon {
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number): BigUint64Array | undefined;
+  storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous?: BigUint64Array): BigUint64Array | undefined;
   storageKeys(mapFd: number): { cgroupId: bigint; attachType: number }[];
   possibleCpus(): number;
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;

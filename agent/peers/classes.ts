@@ -102,10 +102,9 @@ export class SlotNames {
     return this.#names.slice(FIRST_NAMED_SLOT);
   }
 
-  /** Slot sums (StorageMap.readSums: bytes, packets per slot) to counts by class; empty slots are left out. */
-  countsOfSums(sums: BigUint64Array | undefined): PeerCounts {
+  /** Slot sums (one direction of StorageMap.readUnit: bytes, packets per slot) to counts by class; empty slots are left out. */
+  countsOfSums(sums: BigUint64Array): PeerCounts {
     const out: Record<string, Counters> = {};
-    if (sums === undefined) return out;
     for (let i = 0; i < sums.length; i += 2) {
       if (sums[i + 1] === 0n && sums[i] === 0n) continue;
       out[this.#names[i >> 1] ?? `slot-${i >> 1}`] = { bytes: sums[i]!, packets: sums[i + 1]! };

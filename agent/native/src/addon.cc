@@ -24,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("objPin", ObjPin);
   add("objGet", ObjGet);
   add("storageLookup", StorageLookup);
+  add("storageSums", StorageSums);
   add("storageKeys", StorageKeys);
   add("possibleCpus", PossibleCpus);
   add("mapUpdate", MapUpdate);
