@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import type { AgentConfig } from './config.ts';
-import { createLogger, stopOnSignals, type Logger } from '../common/log.ts';
+import { createLogger, stopOnSignals, type Logger, type StopStep } from '../common/log.ts';
 import { findCgroup2Root } from './cgroups/mount.ts';
 import { detectMode, type DiscoverMode } from './cgroups/units.ts';
 import { CgroupWatcher } from './cgroups/watcher.ts';
@@ -28,7 +28,7 @@ export interface RunningAgent {
   mode: DiscoverMode;
   root: string;
   address: { host: string; port: number };
-  stop(): Promise<void>;
+  stop(step?: StopStep): Promise<void>;
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
@@ -126,13 +126,17 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     mode,
     root,
     address,
-    async stop() {
+    async stop(step = () => {}) {
       clearInterval(timer);
+      step('pod watch and annotation writes');
       await kube?.stop();
       maps.stop();
+      step('cgroup watcher');
       await watcher.close();
+      step('last counter read and state file');
       tracker.stop();
       meter.close();
+      step('HTTP server');
       await server.close();
       log.info('agent stopped; links stay pinned, counting continues until the next start');
     },
@@ -143,5 +147,5 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 export async function runAgent(config: AgentConfig): Promise<void> {
   const log = createLogger({ level: config.logLevel, format: config.logFormat });
   const agent = await startAgent(config, log);
-  stopOnSignals(log, () => agent.stop());
+  stopOnSignals(log, (step) => agent.stop(step));
 }

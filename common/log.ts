@@ -22,14 +22,34 @@ export function createLogger(options: { level: LogLevel; format: LogFormat; name
   return pino(base, pino.destination({ dest: 2, sync: false }));
 }
 
-/** Runs until SIGINT or SIGTERM, then `stop()` once, flushes the log and exits 0. */
-export function stopOnSignals(log: Logger, stop: () => Promise<void>): void {
+/** What a program's stop() reports as it goes, so a stop that hangs can say where. */
+export type StopStep = (step: string) => void;
+
+/** How long a stop may take before the process gives up and exits: below the kubelet's default 30 s grace period. */
+export const STOP_GRACE_MS = 20_000;
+
+/**
+ * Runs until SIGINT or SIGTERM, then `stop()` once, flushes the log and
+ * exits 0. A stop still running after `graceMs` is logged with the step it
+ * was on and the process exits 1 (rather than hanging until a SIGKILL with
+ * nothing said).
+ */
+export function stopOnSignals(log: Logger, stop: (step: StopStep) => Promise<void>, graceMs = STOP_GRACE_MS): void {
   let stopping = false;
+  let current = 'starting to stop';
   const onSignal = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    await stop();
+    setTimeout(() => {
+      log.error({ step: current, graceMs }, `stop did not finish within ${graceMs} ms (stuck at: ${current}); exiting`);
+      log.flush();
+      process.exit(1);
+    }, graceMs).unref();
+    await stop((step) => {
+      current = step;
+      log.debug({ step }, 'stopping');
+    });
     log.flush();
     process.exit(0);
   };

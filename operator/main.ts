@@ -5,7 +5,7 @@
  * from the custom resources, writes their status and publishes the
  * per-node annotation write budget.
  */
-import { createLogger, stopOnSignals, type Logger } from '../common/log.ts';
+import { createLogger, stopOnSignals, type Logger, type StopStep } from '../common/log.ts';
 import { loadKubeConfig } from '../common/kube/config.ts';
 import { WriteBudget } from '../common/writeBudget.ts';
 import { HttpServer, text } from '../common/http/server.ts';
@@ -28,7 +28,7 @@ export interface RunningOperator {
   address: { host: string; port: number };
   /** API requests sent so far (benchmarks). */
   requests(): number;
-  stop(): Promise<void>;
+  stop(step?: StopStep): Promise<void>;
 }
 
 export async function startOperator(config: OperatorConfig, log: Logger, options: { lease?: { leaseMs: number; renewMs: number; retryMs: number } } = {}): Promise<RunningOperator> {
@@ -124,13 +124,16 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   return {
     address,
     requests: () => api.requests,
-    async stop() {
+    async stop(step = () => {}) {
       rounds.stop();
+      step('last status writes and the lease release');
       await election.stop(async () => {
         if (ledger.active) await ledger.reconcile(Date.now(), { ignoreIntervals: true });
       });
       ledger.deactivate();
+      step('watches');
       await Promise.all([...reflectors, podReflector].map((r) => r.stop()));
+      step('HTTP server');
       await server.close();
       log.info('operator stopped');
     },
@@ -143,5 +146,5 @@ export async function runOperator(argv: string[]): Promise<void> {
   const config = parseOperatorConfig(argv, process.env);
   const log = createLogger({ level: config.logLevel, format: config.logFormat, name: 'podmeter-operator' });
   const operator = await startOperator(config, log);
-  stopOnSignals(log, () => operator.stop());
+  stopOnSignals(log, (step) => operator.stop(step));
 }

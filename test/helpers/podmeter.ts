@@ -4,8 +4,10 @@
  *
  *   launchPodmeter(args, { ready, logs, env?, onLine? }) -> { child, listen }
  *     `listen` resolves with the address of the log line whose msg is `ready`,
- *     or rejects with the non-JSON stderr and the last log lines if it exits first.
- *   signalAndWait(child, signal) -> exit code (null after a signal)
+ *     or rejects with the non-JSON stderr and the last log lines if it exits
+ *     first or is not ready within `readyMs` (default 180 s).
+ *   signalAndWait(child, signal, timeoutMs = 60 s) -> exit code (null after a
+ *     signal); rejects (naming the signal) when the child outlives the timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -14,10 +16,11 @@ export const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 export function launchPodmeter(
   args: string[],
-  options: { ready: string; logs: Record<string, unknown>[]; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void },
+  options: { ready: string; logs: Record<string, unknown>[]; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void; readyMs?: number },
 ): { child: ChildProcess; listen: Promise<string> } {
   const child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
+  let timer: NodeJS.Timeout | undefined;
   const listen = new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       try {
@@ -29,15 +32,22 @@ export function launchPodmeter(
         stderr += `${line}\n`;
       }
     });
+    const readyMs = options.readyMs ?? 180_000;
+    timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyMs} ms:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`)), readyMs);
     child.once('exit', (code) => reject(new Error(`${args[0]} exited (${code}) before ready:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`)));
-  });
+  }).finally(() => clearTimeout(timer));
+
   return { child, listen };
 }
 
 /** Sends `signal` (unless the child has exited) and waits for the exit. */
-export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals): Promise<number | null> {
+export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals, timeoutMs = 60_000): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let timer: NodeJS.Timeout | undefined;
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once('exit', (code) => resolve(code));
+    timer = setTimeout(() => reject(new Error(`pid ${child.pid} still running ${timeoutMs} ms after ${signal}`)), timeoutMs);
+  });
   child.kill(signal);
-  return exited;
+  return exited.finally(() => clearTimeout(timer));
 }
