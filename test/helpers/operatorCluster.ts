@@ -218,7 +218,8 @@ export interface OperatorProcess {
   logs: Record<string, unknown>[];
   metrics(): Promise<string>;
   leader(): Promise<boolean>;
-  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Resolves with the exit code (null after a deadly signal). */
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
   /** Starts it again with the same flags (the same identity and port). */
   restart(): Promise<void>;
 }
@@ -238,10 +239,8 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
   };
   listen = await launch();
   const url = `http://${listen}`;
-  const kill = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    await signalAndWait(child, signal);
-  };
-  oc.cleanups.push(afterOrSignal(undefined, () => kill('SIGKILL')));
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
+  oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
   return {
     identity,

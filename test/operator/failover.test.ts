@@ -95,7 +95,8 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     assert.equal(await a.leader(), false);
     const before = JSON.stringify(await totals(oc, 'NamespaceUsage', 'shop'));
     const stoppedAt = Date.now();
-    await b.kill('SIGTERM');
+    const exit = await b.kill('SIGTERM');
+    assert.equal(exit, 0, `b stopped cleanly (a stop stuck past its grace exits 1): ${JSON.stringify(b.logs.slice(-3))}`);
     await eventually('b released the lease on its way out', async () => (b.logs.some((l) => l.msg === 'lease released') ? true : undefined));
     await eventually('a leads again', async () => ((await a.leader()) ? true : undefined), 120_000);
     t.diagnostic(`graceful handover in ${Date.now() - stoppedAt} ms (not asserted: bench/failover.bench.ts)`);
