@@ -19,7 +19,7 @@ import { cgroupsView } from './http/api.ts';
 import { startMapInventory } from './maps/watcher.ts';
 import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
-import { loadKubeConfig } from '../common/kube/config.ts';
+import { loadConnection } from '../common/kube/connection.ts';
 import type { KubeSide } from './kube/kube.ts';
 import { PeerTable } from './peers/table.ts';
 import { PeerTrie } from './peers/trie.ts';
@@ -46,7 +46,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, { cause: err });
   }
 
-  const kubeconfig = await loadKubeConfig(config.kubeconfig);
+  const connection = await loadConnection(config.kubeconfig);
 
   const server = new HttpServer(log.child({ module: 'http' }));
   const address = await server.listen(config.listen.host, config.listen.port);
@@ -65,7 +65,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     configured: config.peerClasses ?? [],
     log: log.child({ module: 'peers' }),
   });
-  peers.start({ keepCluster: kubeconfig !== undefined });
+  peers.start({ keepCluster: connection !== undefined });
   const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
   tracker.restore();
   let kube: KubeSide | undefined;
@@ -103,10 +103,11 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   for (const [path, route] of Object.entries(mapRoutes(maps.latest, () => kube?.podNamer))) server.route(path, route);
 
   watcher.start();
-  if (kubeconfig !== undefined) {
-    const { startKubernetes } = await import('./kube/kube.ts'); // only Kubernetes agents pay for the client library
+  if (connection !== undefined) {
+    const { startKubernetes } = await import('./kube/kube.ts'); // standalone agents never load the Kubernetes side
+    log.info({ server: connection.server, credentials: connection.source }, 'Kubernetes API');
     kube = startKubernetes({
-      kc: kubeconfig,
+      connection,
       config,
       tracker,
       metrics,

@@ -6,7 +6,10 @@
  * NodeUsage objects, whose totals include pods that have ended.
  * `-o json` prints exact decimal strings (totals pass 2^53).
  */
-import type { KubeConfig } from '@kubernetes/client-node';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { KubeConnection } from '../common/kube/connection.ts';
 import { ConfigError, defineFlags, formatHelp, invalid, parseFlags, wantsHelp } from '../common/flags/parse.ts';
 import { kubernetesName, oneOf, pathValue, switchFlag } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
@@ -70,33 +73,25 @@ export async function runTopCluster(argv: string[]): Promise<void> {
   if (what === undefined) throw new ConfigError(`podmeter top: expected pods, namespaces, workloads or nodes, not ${JSON.stringify(first ?? '')}`);
   if (extra !== undefined) throw new ConfigError(`unexpected argument ${JSON.stringify(extra)}`);
   if (values['all-namespaces'] && values.namespace !== undefined) throw new ConfigError('-A and --namespace exclude each other', '--namespace');
-  const kc = await kubeConfig(values.kubeconfig);
+  const connection = await connect(values.kubeconfig);
   // Loaded only here: the node-local 'podmeter top' (which dispatches through this file) stays light.
   const { KubeApi } = await import('../common/kube/api.ts');
   const { readRows } = await import('../operator/report.ts');
-  const api = new KubeApi(kc);
-  const namespace = values['all-namespaces'] ? undefined : (values.namespace ?? (what === 'namespaces' || what === 'nodes' ? undefined : contextNamespace(kc)));
+  const api = new KubeApi(connection);
+  const namespace = values['all-namespaces'] ? undefined : (values.namespace ?? (what === 'namespaces' || what === 'nodes' ? undefined : (connection.namespace ?? 'default')));
   const rows = await readRows(api, what, namespace);
   const sorted = sortRows(rows, values.sort);
   const shown = values.limit > 0 ? sorted.slice(0, values.limit) : sorted;
   process.stdout.write(values.output === 'json' ? renderJson(what, shown) : renderTable(what, shown, namespace === undefined));
 }
 
-async function kubeConfig(path: string | undefined): Promise<KubeConfig> {
-  const { KubeConfig } = await import('@kubernetes/client-node');
-  const kc = new KubeConfig();
-  try {
-    if (path === undefined) kc.loadFromDefault();
-    else kc.loadFromFile(path);
-  } catch (err) {
-    throw new Error(`${path === undefined ? 'kubeconfig' : `--kubeconfig '${path}'`}: cannot be read: ${(err as Error).message}`, { cause: err });
-  }
-  if (kc.getCurrentCluster() === null) throw new Error('no Kubernetes cluster configured: pass --kubeconfig or set KUBECONFIG');
-  return kc;
-}
-
-function contextNamespace(kc: KubeConfig): string {
-  return kc.getContextObject(kc.getCurrentContext())?.namespace || 'default';
+/** --kubeconfig, else $KUBECONFIG (its first file that exists), else ~/.kube/config, else the in-cluster service account. */
+async function connect(path: string | undefined): Promise<KubeConnection> {
+  const { loadConnection } = await import('../common/kube/connection.ts');
+  const fallback = [...(process.env.KUBECONFIG ?? '').split(':').filter((p) => p !== ''), join(homedir(), '.kube', 'config')].find((p) => existsSync(p));
+  const connection = await loadConnection(path ?? fallback);
+  if (connection === undefined) throw new Error('no Kubernetes cluster configured: pass --kubeconfig or set KUBECONFIG');
+  return connection;
 }
 
 export function sortRows(rows: TopClusterRow[], sort: 'total' | 'ingress' | 'egress' | 'pods' | 'name'): TopClusterRow[] {

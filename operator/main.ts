@@ -6,7 +6,7 @@
  * per-node annotation write budget.
  */
 import { createLogger, stopOnSignals, type Logger, type StopStep } from '../common/log.ts';
-import { loadKubeConfig } from '../common/kube/config.ts';
+import { loadConnection } from '../common/kube/connection.ts';
 import { WriteBudget } from '../common/writeBudget.ts';
 import { HttpServer, text } from '../common/http/server.ts';
 import { wantsHelp } from '../common/flags/parse.ts';
@@ -32,9 +32,9 @@ export interface RunningOperator {
 }
 
 export async function startOperator(config: OperatorConfig, log: Logger, options: { lease?: { leaseMs: number; renewMs: number; retryMs: number } } = {}): Promise<RunningOperator> {
-  const kc = await loadKubeConfig(config.kubeconfig);
-  if (kc === undefined) throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
-  const api = new KubeApi(kc);
+  const connection = await loadConnection(config.kubeconfig);
+  if (connection === undefined) throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
+  const api = new KubeApi(connection);
   const intern = new Interner();
   const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
   let metrics: ReturnType<typeof createOperatorMetrics> | undefined;

@@ -5,7 +5,6 @@
  * service account is found. The API being away at start or later never stops
  * counting: the pod watch retries in the background.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { AgentConfig } from '../config.ts';
 import type { Logger } from '../../common/log.ts';
 import type { Tracker } from '../counting/tracker.ts';
@@ -15,6 +14,7 @@ import { WriteBudget } from '../../common/writeBudget.ts';
 import { watchBudget, type BudgetWatch } from './budgetWatch.ts';
 import { PodDirectory } from './pods.ts';
 import { KubeApi } from '../../common/kube/api.ts';
+import type { KubeConnection } from '../../common/kube/connection.ts';
 import { podMapBytes, type MapInventory } from '../maps/inventory.ts';
 import { watchClusterPeers } from '../peers/cluster.ts';
 import type { ClusterPeers } from '../peers/table.ts';
@@ -25,7 +25,7 @@ export interface KubeSide {
 }
 
 export function startKubernetes(options: {
-  kc: KubeConfig;
+  connection: KubeConnection;
   config: AgentConfig;
   tracker: Tracker;
   metrics: AgentMetrics;
@@ -34,8 +34,8 @@ export function startKubernetes(options: {
   onPeers: (peers: ClusterPeers) => void;
   log: Logger;
 }): KubeSide {
-  const { kc, config, tracker, metrics, log } = options;
-  const api = new KubeApi(kc);
+  const { connection, config, tracker, metrics, log } = options;
+  const api = new KubeApi(connection);
   const pods = new PodDirectory({ api, nodeName: config.nodeName, log: log.child({ module: 'pods' }), onError: () => metrics.errors.inc({ op: 'watch_pods' }) });
   const budget = new WriteBudget(config.annotateBudget);
   metrics.annotationBudget.set(budget.rate);

@@ -1,15 +1,18 @@
 /**
- * A small JSON client for the Kubernetes API, on client-node's
- * authentication and TLS (its RequestContext and fetch), for what the
- * generated clients cannot do: choose the response shape with an Accept
- * header (PartialObjectMetadata, Table rows) for lists and watches, and
- * send objects as plain JSON (Lease MicroTime fields, CR status) without a
- * model class in between. Paged lists are in list.ts, list+watch in
- * reflector.ts. An error status is an ApiError (`.code` ERR_PODMETER_KUBE_API,
- * the HTTP status as `.status`).
+ * podmeter's one client for the Kubernetes API: JSON over node:https with
+ * the connection's TLS and credentials (connection.ts), choosing the
+ * response shape with an Accept header (PartialObjectMetadata, Table rows)
+ * for lists and watches, and sending objects as plain JSON (Lease MicroTime
+ * fields, CR status) without a model class in between. Paged lists are in
+ * list.ts, list+watch in reflector.ts. An error status is an ApiError
+ * (`.code` ERR_PODMETER_KUBE_API, the HTTP status as `.status`).
  */
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { ErrorCodes } from '../errors.ts';
-import { HttpMethod, IsomorphicFetchHttpLibrary, RequestContext, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConnection } from './connection.ts';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** Only the metadata of each object (one list item, or one watch event object). */
 export const ACCEPT_METADATA_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
@@ -69,14 +72,12 @@ export interface WatchEvent {
   object: KubeObject;
 }
 
-const http = new IsomorphicFetchHttpLibrary();
-
 export class KubeApi {
-  readonly #kc: KubeConfig;
+  readonly #conn: KubeConnection;
   #requests = 0;
 
-  constructor(kc: KubeConfig) {
-    this.#kc = kc;
+  constructor(connection: KubeConnection) {
+    this.#conn = connection;
   }
 
   /** Requests sent so far (for the benchmark's "requests per second the operator adds"). */
@@ -85,7 +86,7 @@ export class KubeApi {
   }
 
   get server(): string {
-    return this.#kc.getCurrentCluster()?.server ?? '';
+    return this.#conn.server;
   }
 
   async get<T = KubeObject>(path: string, opts: RequestOptions = {}): Promise<T> {
@@ -104,8 +105,9 @@ export class KubeApi {
 
   async request<T = KubeObject>(method: HttpMethod, path: string, opts: RequestOptions = {}): Promise<T> {
     const res = await this.#send(method, path, opts);
-    const text = await res.body.text();
-    if (res.httpStatusCode >= 400) throw apiError(res.httpStatusCode, text, method, path);
+    const text = await readText(res);
+    const status = res.statusCode ?? 0;
+    if (status >= 400) throw apiError(status, text, method, path);
     return (text === '' ? {} : JSON.parse(text)) as T;
   }
 
@@ -128,14 +130,13 @@ export class KubeApi {
     try {
       touch();
       const res = await this.#send('GET', path, { ...opts, query: { ...opts.query, watch: true }, signal: controller.signal });
-      if (res.httpStatusCode >= 400) throw apiError(res.httpStatusCode, await res.body.text(), 'WATCH', path);
-      const stream = res.body.stream();
-      if (stream === null) return;
-      const decoder = new TextDecoder();
+      const status = res.statusCode ?? 0;
+      if (status >= 400) throw apiError(status, await readText(res), 'WATCH', path);
+      res.setEncoding('utf8');
       let buffered = '';
-      for await (const chunk of stream) {
+      for await (const chunk of res as AsyncIterable<string>) {
         touch();
-        buffered += decoder.decode(chunk, { stream: true });
+        buffered += chunk;
         let nl: number;
         while ((nl = buffered.indexOf('\n')) >= 0) {
           const line = buffered.slice(0, nl);
@@ -154,23 +155,42 @@ export class KubeApi {
     }
   }
 
-  async #send(method: HttpMethod, path: string, opts: RequestOptions) {
-    const url = new URL(this.server + path);
+  /** Sends one request; resolves with the response (its body unread) once the headers are in. */
+  async #send(method: HttpMethod, path: string, opts: RequestOptions): Promise<IncomingMessage> {
+    const url = new URL(this.#conn.server + path);
     for (const [key, value] of Object.entries(opts.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
-    const ctx = new RequestContext(url.toString(), method);
-    await this.#kc.applySecurityAuthentication(ctx);
-    ctx.setHeaderParam('Accept', opts.accept ?? 'application/json');
-    if (opts.body !== undefined) {
-      ctx.setHeaderParam('Content-Type', opts.contentType ?? 'application/json');
-      ctx.setBody(JSON.stringify(opts.body));
-    }
+    const { agent, headers } = await this.#conn.request();
+    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     const signals = [opts.signal, opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs)].filter((s) => s !== undefined);
-    if (signals.length > 0) ctx.setSignal(AbortSignal.any(signals));
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     this.#requests++;
-    return http.send(ctx).toPromise();
+    const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const req = send(url, {
+        method,
+        agent,
+        headers: {
+          ...headers,
+          Accept: opts.accept ?? 'application/json',
+          ...(body === undefined ? {} : { 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': Buffer.byteLength(body) }),
+        },
+        ...(signal ? { signal } : {}),
+      });
+      req.once('response', resolve);
+      req.once('error', (err) => reject(signal?.aborted && signal.reason instanceof Error && err.name === 'AbortError' ? Object.assign(signal.reason, { cause: err }) : err));
+      req.end(body);
+    });
   }
+}
+
+/** The whole body of a response as text. */
+async function readText(res: IncomingMessage): Promise<string> {
+  res.setEncoding('utf8');
+  let text = '';
+  for await (const chunk of res as AsyncIterable<string>) text += chunk;
+  return text;
 }
 
 function apiError(status: number, text: string, method: string, path: string): ApiError {

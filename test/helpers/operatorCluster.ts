@@ -22,6 +22,7 @@ import { launchPodmeter, PODMETER, signalAndWait } from './podmeter.ts';
 import { ANNOTATIONS } from '../../common/contract/annotations.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
 import { KubeApi } from '../../common/kube/api.ts';
+import { loadConnection } from '../../common/kube/connection.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../common/contract/usage.ts';
 
 const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
@@ -58,7 +59,8 @@ export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
   await must(cluster.kubectl(['create', 'namespace', OPERATOR_NS]));
   const kc = new KubeConfig();
   kc.loadFromFile(cluster.kubeconfig);
-  return { cluster, cleanups, kc, core: kc.makeApiClient(CoreV1Api), api: new KubeApi(kc) };
+  const connection = await loadConnection(cluster.kubeconfig);
+  return { cluster, cleanups, kc, core: kc.makeApiClient(CoreV1Api), api: new KubeApi(connection!) };
 }
 
 export { must };
