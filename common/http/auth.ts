@@ -4,7 +4,8 @@
  * bearer token is checked by a TokenReview (authentication.k8s.io/v1) and
  * its user authorised by a SubjectAccessReview (authorization.k8s.io/v1)
  * for verb get on the request's path as a non-resource URL, so a
- * ClusterRole with nonResourceURLs ["/metrics"] lets Prometheus in.
+ * ClusterRole with nonResourceURLs ["/metrics"] lets Prometheus in. The
+ * agent's JSON API is authorised as /podmeter/api/v1/... (authorizationPath).
  *
  * Decisions are cached by SHA-256(token) and path (allowed for 60 s, denied
  * for 10 s), so a scrape costs no API round trip; concurrent requests with
@@ -131,17 +132,19 @@ export class KubernetesGate implements Gate {
       const why = review.status?.error ? ` (${review.status.error})` : '';
       return { ...text(`Unauthorized: the token is not valid${why}\n`, 401), headers: CHALLENGE };
     }
+    const asked = authorizationPath(path);
     const access = await this.#api.request<SubjectAccessReview>('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
       ...opts,
       body: {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SubjectAccessReview',
-        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path, verb: 'get' } },
+        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path: asked, verb: 'get' } },
       },
     });
     if (access.status?.allowed === true) return undefined;
     const why = access.status?.reason || access.status?.evaluationError;
-    return text(`Forbidden: user "${user.username ?? ''}" may not get ${path}${why ? ` (${why})` : ''}; grant it a ClusterRole with nonResourceURLs ["${path}"], verbs ["get"]\n`, 403);
+    const as = asked === path ? '' : ` (authorised as the non-resource URL ${asked})`;
+    return text(`Forbidden: user "${user.username ?? ''}" may not get ${path}${as}${why ? ` (${why})` : ''}; grant it a ClusterRole with nonResourceURLs ["${asked}"], verbs ["get"]\n`, 403);
   }
 
   #remember(key: string, reply: Reply | undefined): void {
@@ -157,6 +160,18 @@ export class KubernetesGate implements Gate {
     this.#cache.delete(key); // re-inserted last: the oldest are dropped first
     this.#cache.set(key, { until: now + (reply === undefined ? this.#allowTtlMs : this.#denyTtlMs), reply });
   }
+}
+
+/**
+ * The non-resource URL a request path is authorised as. Kubernetes' default
+ * ClusterRole system:discovery lets every authenticated user get /api/* and
+ * /apis/* (the apiserver's own discovery documents), so the agent's JSON API
+ * under /api/v1/ would be open to any ServiceAccount token: it is authorised
+ * as /podmeter/api/v1/..., which no default role grants. Other paths (/metrics,
+ * /maps) are authorised as they are.
+ */
+export function authorizationPath(path: string): string {
+  return /^\/apis?(\/|$)/.test(path) ? `/podmeter${path}` : path;
 }
 
 /** The token of `Authorization: Bearer <token>`, or undefined (no header, another scheme, empty). */
