@@ -77,8 +77,6 @@ export class KubernetesGate implements Gate {
   readonly #pending = new Map<string, Promise<Reply | undefined>>();
   /** The API failed on the last review: logged once per outage, not per request. */
   #unreachable = false;
-  /** Reviews sent (tests and benchmarks: a cached scrape sends none). */
-  reviews = 0;
 
   constructor(api: KubeApi, log: Logger, options: GateOptions = {}) {
     this.#api = api;
@@ -122,7 +120,6 @@ export class KubernetesGate implements Gate {
 
   async #review(token: string, path: string): Promise<Reply | undefined> {
     const opts = { timeoutMs: this.#timeoutMs };
-    this.reviews++;
     const review = await this.#api.request<TokenReview>('POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
       ...opts,
       body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },

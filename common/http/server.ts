@@ -6,7 +6,6 @@
  * kubelet's probes; without it, plain HTTP exactly as before.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
 import type { Logger } from '../log.ts';
 import type { ServingTls } from './tls.ts';
 
@@ -47,12 +46,8 @@ export class HttpServer {
     this.#gate = secure?.gate;
     this.#tls = secure?.tls;
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
-    if (secure === undefined) this.#server = createServer(handler);
-    else {
-      const https = createHttpsServer(secure.tls.options(), handler);
-      secure.tls.follow(https);
-      this.#server = https;
-    }
+    // node:https is loaded by tls.ts, only with --metrics-auth kubernetes.
+    this.#server = secure === undefined ? createServer(handler) : secure.tls.serve(handler);
   }
 
   /** 'https' with --metrics-auth kubernetes, else 'http'. */

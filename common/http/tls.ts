@@ -6,8 +6,10 @@
  */
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:https';
 import { hostname } from 'node:os';
-import { createSecureContext, type Server as TlsServer } from 'node:tls';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from '../log.ts';
 import { fingerprintOf, selfSignedCertificate } from './certificate.ts';
 
@@ -21,9 +23,9 @@ export interface ServingTls {
   readonly source: 'files' | 'self-signed';
   /** SHA-256 fingerprint of the certificate served now. */
   readonly fingerprint: string;
-  options(): { cert: string; key: string };
-  /** Swaps the server's certificate when the files change (nothing for a self-signed one). */
-  follow(server: TlsServer): void;
+  /** An HTTPS server with this certificate, swapped when the files change (a self-signed one never changes). */
+  serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Server;
+  /** Stops following the files. */
   stop(): void;
 }
 
@@ -39,7 +41,7 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
   const { files, log } = options;
   if (files === undefined) {
     const made = selfSignedCertificate(options.commonName, ['localhost', '127.0.0.1', '::1', hostname().toLowerCase(), ...options.names.filter((n) => n !== '0.0.0.0' && n !== '::')]);
-    return { source: 'self-signed', fingerprint: made.fingerprint, options: () => made, follow: () => {}, stop: () => {} };
+    return { source: 'self-signed', fingerprint: made.fingerprint, serve: (handler) => createServer(made, handler), stop: () => {} };
   }
   let current = readPair(files);
   let watching: (() => void) | undefined;
@@ -48,8 +50,8 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
     get fingerprint() {
       return current.fingerprint;
     },
-    options: () => current,
-    follow(server) {
+    serve(handler) {
+      const server = createServer(current, handler);
       const reload = () => {
         try {
           const next = readPair(files);
@@ -66,6 +68,7 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
       watching = () => {
         for (const file of [files.certFile, files.keyFile]) unwatchFile(file, reload);
       };
+      return server;
     },
     stop: () => watching?.(),
   };
