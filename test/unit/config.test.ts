@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { agentHelp, parseAgentConfig, type AgentConfig } from '../../agent/config.ts';
+import { operatorHelp, parseOperatorConfig } from '../../operator/config.ts';
 import { ConfigError, defineFlags, formatHelp, parseFlags, wantsHelp } from '../../common/flags/parse.ts';
 import { switchFlag } from '../../common/flags/values.ts';
 
@@ -240,6 +241,11 @@ test('--metrics-auth: none by default; kubernetes with or without certificate fi
   rejects(['--metrics-auth', 'rbac'], /--metrics-auth: "rbac" is not one of none, kubernetes/);
   rejects(['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt'], /--tls-cert-file needs --tls-key-file too/);
   rejects(['--metrics-auth', 'kubernetes', '--tls-key-file', 'tls.key'], /--tls-key-file needs --tls-cert-file too/);
-  rejects(['--tls-cert-file', 'tls.crt', '--tls-key-file', 'tls.key'], /come with --metrics-auth kubernetes|comes with --metrics-auth kubernetes/);
+  rejects(['--tls-cert-file', 'tls.crt', '--tls-key-file', 'tls.key'], /are for HTTPS, which comes with --metrics-auth kubernetes/);
   assert.match(agentHelp, /--metrics-auth none\|kubernetes/);
+  // The operator takes the same three flags, with the same checks.
+  assert.equal(parseOperatorConfig([], {}).metricsAuth, 'none');
+  assert.deepEqual(parseOperatorConfig(['--metrics-auth=kubernetes', '--tls-cert-file=/c', '--tls-key-file=/k'], {}).tls, { certFile: '/c', keyFile: '/k' });
+  assert.throws(() => parseOperatorConfig(['--tls-key-file=/k'], {}), /--tls-key-file needs --tls-cert-file too/);
+  assert.match(operatorHelp, /--tls-cert-file PATH/);
 });
