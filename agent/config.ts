@@ -6,12 +6,12 @@
 import { hostname } from 'node:os';
 import { ConfigError, defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
 import { decimal, hostPort, kubernetesName, oneOf, pathValue, seconds, switchFlag, type HostPort } from '../common/flags/values.ts';
-import { logFlags, namespaceFlag } from '../common/flags/sets.ts';
+import { logFlags, metricsAuthFlags, metricsSecurity, namespaceFlag, type MetricsSecurity } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 import { DISCOVER_MODES, type DiscoverMode } from './cgroups/units.ts';
 import { mergePeerClasses, parsePeerClassEntries, readPeerClassesFile, type PeerClassSpec } from './peers/config.ts';
 
-export interface AgentConfig {
+export interface AgentConfig extends MetricsSecurity {
   /** `auto`: pods when a kubepods tree exists under the cgroup root, else children. */
   readonly discover: DiscoverMode | 'auto';
   /** Absolute; undefined means "find the cgroup2 mount" (agent/cgroups/mount.ts). */
@@ -77,6 +77,7 @@ const agentFlags = defineFlags({
     default: { host: '0.0.0.0', port: 9471 },
     defaultHelp: '0.0.0.0:9471',
   },
+  ...metricsAuthFlags,
   interval: {
     metavar: 'SECONDS',
     help: 'How often counters are read',
@@ -162,6 +163,7 @@ export function parseAgentConfig(argv: string[], env: Record<string, string | un
     bpffs: values.bpffs,
     stateDir: values['state-dir'],
     listen: Object.freeze({ ...values.listen }),
+    ...metricsSecurity(values),
     intervalMs: values.interval,
     mapsIntervalMs: values['maps-interval'],
     retentionMs: values.retention,

@@ -48,7 +48,12 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
 
   const connection = await loadConnection(config.kubeconfig);
 
-  const server = new HttpServer(log.child({ module: 'http' }));
+  const httpLog = log.child({ module: 'http' });
+  const secure =
+    config.metricsAuth === 'kubernetes'
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, kc: kubeconfig, commonName: 'podmeter-agent', names: [config.nodeName, config.listen.host], log: httpLog })
+      : undefined;
+  const server = new HttpServer(httpLog, secure);
   const address = await server.listen(config.listen.host, config.listen.port);
 
   let meter: Meter;
@@ -92,7 +97,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     .once('ready', () => {
       tracker.settleLeftovers();
       ready = true;
-      log.info({ root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}` }, 'agent ready');
+      log.info({ root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme }, 'agent ready');
     });
 
   server

@@ -10,6 +10,7 @@ import { ConfigError, defineFlags, formatHelp, parseFlags, wantsHelp } from '../
 import { pathValue, switchFlag, decimal } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
 import type { MapsView } from '../agent/maps/routes.ts';
+import { agentAccess, agentAccessFlags, getFromAgent, type AgentAccess } from './agentClient.ts';
 
 const mapsFlags = defineFlags({
   json: switchFlag('Print the inventory as JSON (the document /api/v1/maps serves)'),
@@ -18,6 +19,7 @@ const mapsFlags = defineFlags({
     help: "Read a running agent's /api/v1/maps instead of enumerating maps here (which needs root)",
     parse: (raw: string) => new URL(raw).toString().replace(/\/$/, ''),
   },
+  ...agentAccessFlags,
   limit: { metavar: 'N', short: 'n', help: 'Rows per table (0: all)', parse: decimal('rows', 0, false), default: 15 },
   'cgroup-root': {
     metavar: 'PATH',
@@ -34,7 +36,7 @@ const mapsFlags = defineFlags({
 });
 
 export const mapsHelp = formatHelp(mapsFlags, {
-  usage: 'podmeter maps [--json] [--agent URL] [-n N] [--cgroup-root PATH] [--bpffs PATH]',
+  usage: 'podmeter maps [--json] [--agent URL [--token TOKEN | --token-file PATH] [--ca-file PATH]] [-n N] [--cgroup-root PATH] [--bpffs PATH]',
   summary: 'Kernel memory of the BPF maps on this node: total, by map name, by owner process, by pod.',
   notes: [
     'Sizes are the kernel\'s memlock from /proc/<pid>/fdinfo (exact from Linux 6.4, an upper bound before);',
@@ -45,18 +47,8 @@ export const mapsHelp = formatHelp(mapsFlags, {
   ].join('\n'),
 });
 
-async function fromAgent(agent: string): Promise<MapsView> {
-  let res: Response;
-  try {
-    res = await fetch(`${agent}/api/v1/maps`, { signal: AbortSignal.timeout(10_000) });
-  } catch (err) {
-    throw new Error(`cannot reach the agent at ${agent} (${(err as Error).cause ?? (err as Error).message})`);
-  }
-  if (!res.ok) {
-    const body = await res.text().catch(() => '');
-    throw new Error(`agent at ${agent} answered ${res.status} ${res.statusText}${body ? `: ${body.trim()}` : ''}`);
-  }
-  return (await res.json()) as MapsView;
+function fromAgent(agent: string, access: AgentAccess): Promise<MapsView> {
+  return getFromAgent<MapsView>(agent, '/api/v1/maps', access, 10_000);
 }
 
 async function standalone(opts: { cgroupRoot: string | undefined; bpffs: string }): Promise<MapsView> {
@@ -157,6 +149,6 @@ export async function runMaps(argv: string[]): Promise<void> {
     throw new ConfigError(`unexpected argument '${positionals[0]}'`);
   }
   const view =
-    values.agent !== undefined ? await fromAgent(values.agent) : await standalone({ cgroupRoot: values['cgroup-root'], bpffs: values.bpffs });
+    values.agent !== undefined ? await fromAgent(values.agent, agentAccess(values)) : await standalone({ cgroupRoot: values['cgroup-root'], bpffs: values.bpffs });
   process.stdout.write(values.json ? `${JSON.stringify(view, null, 2)}\n` : renderMaps(view, values.limit));
 }

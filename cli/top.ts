@@ -7,9 +7,16 @@ import { defineFlags, formatHelp, parseFlags, wantsHelp } from '../common/flags/
 import { oneOf, seconds, switchFlag, decimal } from '../common/flags/values.ts';
 import { bytes, rate, table } from '../common/format.ts';
 import type { CgroupView } from '../agent/http/api.ts';
+import { agentAccess, agentAccessFlags, defaultAgentUrl, getFromAgent, type AgentAccess } from './agentClient.ts';
 
 const topFlags = defineFlags({
-  agent: { metavar: 'URL', help: 'Base URL of a running agent', parse: (raw: string) => new URL(raw).toString().replace(/\/$/, ''), default: 'http://127.0.0.1:9471' },
+  agent: {
+    metavar: 'URL',
+    help: 'Base URL of a running agent',
+    parse: (raw: string) => new URL(raw).toString().replace(/\/$/, ''),
+    defaultHelp: 'http://127.0.0.1:9471, https:// when a token is given',
+  },
+  ...agentAccessFlags,
   interval: { metavar: 'SECONDS', help: 'Refresh period', parse: seconds({ allowZero: false }), default: 1000 },
   sort: { metavar: 'rate|total|name', help: 'Sort order', parse: oneOf(['rate', 'total', 'name']), default: 'rate' },
   limit: { metavar: 'N', short: 'n', help: 'Show at most N rows (0: all)', parse: decimal('rows', 0, false), default: 0 },
@@ -17,9 +24,12 @@ const topFlags = defineFlags({
 });
 
 export const topHelp = formatHelp(topFlags, {
-  usage: 'podmeter top [--agent URL] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
+  usage: 'podmeter top [--agent URL] [--token TOKEN | --token-file PATH] [--ca-file PATH] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
   summary: 'Live table of network traffic per pod (or cgroup) on one node, from its agent.',
-  notes: "On a plain Linux host: 'sudo podmeter agent' in one terminal, 'podmeter top' in another.",
+  notes:
+    "On a plain Linux host: 'sudo podmeter agent' in one terminal, 'podmeter top' in another.\n" +
+    "An agent with --metrics-auth kubernetes (the chart's default) wants a token allowed to get /api/v1/cgroups:\n" +
+    "  podmeter top --token-file <(kubectl create token -n podmeter podmeter-api-reader)",
 });
 
 interface Reading {
@@ -27,15 +37,14 @@ interface Reading {
   cgroups: CgroupView[];
 }
 
-async function read(agent: string): Promise<Reading> {
-  let res: Response;
+async function read(agent: string, access: AgentAccess): Promise<Reading> {
+  let body: { cgroups: CgroupView[] };
   try {
-    res = await fetch(`${agent}/api/v1/cgroups`, { signal: AbortSignal.timeout(5000) });
+    body = await getFromAgent<{ cgroups: CgroupView[] }>(agent, '/api/v1/cgroups', access, 5000);
   } catch (err) {
-    throw new Error(`cannot reach the agent at ${agent} (${(err as Error).cause ?? (err as Error).message}); start one with 'sudo podmeter agent' or pass --agent URL`);
+    const message = (err as Error).message;
+    throw new Error(message.startsWith('cannot reach') ? `${message}; start one with 'sudo podmeter agent' or pass --agent URL` : message, { cause: err });
   }
-  if (!res.ok) throw new Error(`agent at ${agent} answered ${res.status} ${res.statusText}`);
-  const body = (await res.json()) as { cgroups: CgroupView[] };
   return { at: performance.now(), cgroups: body.cgroups };
 }
 
@@ -83,14 +92,16 @@ export async function runTop(argv: string[]): Promise<void> {
   if (cluster.clusterTopTarget(argv) !== undefined) return cluster.runTopCluster(argv);
   if (wantsHelp(argv)) return void process.stdout.write(topHelp);
   const { values } = parseFlags(topFlags, argv, process.env);
+  const access = agentAccess(values);
+  const agent = values.agent ?? defaultAgentUrl(access);
   const tty = process.stdout.isTTY === true && !values.once;
-  let before = await read(values.agent);
+  let before = await read(agent, access);
   for (;;) {
     await new Promise((r) => setTimeout(r, values.interval));
-    const after = await read(values.agent);
+    const after = await read(agent, access);
     const limit = values.limit || (tty ? Math.max((process.stdout.rows ?? 24) - 3, 5) : 0);
     const body = renderTop(topRows(before, after), values.sort, limit);
-    const title = `podmeter top  ${values.agent}  ${after.cgroups.length} counted  ${new Date().toLocaleTimeString()}\n`;
+    const title = `podmeter top  ${agent}  ${after.cgroups.length} counted  ${new Date().toLocaleTimeString()}\n`;
     process.stdout.write(tty ? `\x1b[H\x1b[2J${title}${body}` : `${title}${body}`);
     if (values.once) return;
     before = after;

@@ -6,10 +6,10 @@
 import { hostname } from 'node:os';
 import { defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
 import { decimal, hostPort, pathValue, type HostPort } from '../common/flags/values.ts';
-import { logFlags, namespaceFlag } from '../common/flags/sets.ts';
+import { logFlags, metricsAuthFlags, metricsSecurity, namespaceFlag, type MetricsSecurity } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 
-export interface OperatorConfig {
+export interface OperatorConfig extends MetricsSecurity {
   /** Absolute; undefined means the in-cluster service account. */
   readonly kubeconfig?: string;
   readonly listen: HostPort;
@@ -35,6 +35,7 @@ const operatorFlags = defineFlags({
     default: { host: '0.0.0.0', port: 9472 },
     defaultHelp: '0.0.0.0:9472',
   },
+  ...metricsAuthFlags,
   namespace: namespaceFlag('Namespace of the leader-election Lease and the podmeter-budget ConfigMap'),
   'max-annotation-writes-per-second': {
     metavar: 'N',
@@ -72,6 +73,7 @@ export function parseOperatorConfig(argv: string[], env: Record<string, string |
   return Object.freeze({
     kubeconfig: values.kubeconfig,
     listen: Object.freeze({ ...values.listen }),
+    ...metricsSecurity(values),
     namespace: values.namespace,
     maxAnnotationWritesPerSecond: values['max-annotation-writes-per-second'],
     maxStatusWritesPerSecond: values['max-status-writes-per-second'],

@@ -61,7 +61,12 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   metrics = createOperatorMetrics({ ledger, isLeader: () => election.isLeader, pods: () => pods.size });
   const budget = new BudgetPublisher({ api, namespace: config.namespace, maxWritesPerSecond: config.maxAnnotationWritesPerSecond, log: log.child({ module: 'budget' }) });
 
-  const server = new HttpServer(log.child({ module: 'http' }));
+  const httpLog = log.child({ module: 'http' });
+  const secure =
+    config.metricsAuth === 'kubernetes'
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, kc, commonName: 'podmeter-operator', names: [config.identity, config.listen.host], log: httpLog })
+      : undefined;
+  const server = new HttpServer(httpLog, secure);
   const address = await server.listen(config.listen.host, config.listen.port);
 
   const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
@@ -117,7 +122,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     await Promise.all(reflectors.map((r) => r.start()));
     await podReflector.start();
     ready = true;
-    log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, identity: config.identity }, 'operator ready');
+    log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, scheme: server.scheme, identity: config.identity }, 'operator ready');
     election.start();
   })();
 

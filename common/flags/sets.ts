@@ -1,6 +1,6 @@
 /** The flags several commands share, one definition each. */
-import type { ParseContext } from './parse.ts';
-import { kubernetesName, oneOf } from './values.ts';
+import { ConfigError, type ParseContext } from './parse.ts';
+import { kubernetesName, oneOf, pathValue } from './values.ts';
 import { LOG_FORMATS, LOG_LEVELS } from '../log.ts';
 
 /** `--namespace`: where podmeter's own objects live (the Downward API's POD_NAMESPACE in the chart). */
@@ -29,3 +29,51 @@ export const logFlags = {
     default: 'auto',
   },
 } as const;
+
+export const METRICS_AUTH_MODES = ['none', 'kubernetes'] as const;
+export type MetricsAuth = (typeof METRICS_AUTH_MODES)[number];
+
+/** How the HTTP server is secured (common/http/auth.ts, tls.ts); one shape for the agent and the operator. */
+export interface MetricsSecurity {
+  /** `kubernetes`: HTTPS, and a bearer token allowed by the API for every path but /healthz and /readyz. */
+  readonly metricsAuth: MetricsAuth;
+  /** Absent: a self-signed certificate made at start. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+}
+
+/** --metrics-auth, --tls-cert-file, --tls-key-file: the same for the agent and the operator. */
+export const metricsAuthFlags = {
+  'metrics-auth': {
+    metavar: 'none|kubernetes',
+    help: 'Who may read /metrics and the API: none (anyone, plain HTTP) or kubernetes (HTTPS; a bearer token the Kubernetes API authenticates (TokenReview) and allows to get the path (SubjectAccessReview); /healthz and /readyz stay open)',
+    parse: oneOf(METRICS_AUTH_MODES),
+    default: 'none',
+  },
+  'tls-cert-file': {
+    metavar: 'PATH',
+    help: 'PEM certificate (chain) served with --metrics-auth kubernetes; reloaded when it changes',
+    parse: pathValue,
+    defaultHelp: 'a self-signed certificate made at start',
+  },
+  'tls-key-file': {
+    metavar: 'PATH',
+    help: 'PEM private key of --tls-cert-file',
+    parse: pathValue,
+  },
+} as const;
+
+/** Checks the three flags together. */
+export function metricsSecurity(values: { 'metrics-auth': MetricsAuth; 'tls-cert-file': string | undefined; 'tls-key-file': string | undefined }): MetricsSecurity {
+  const cert = values['tls-cert-file'];
+  const key = values['tls-key-file'];
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(`${cert === undefined ? '--tls-key-file' : '--tls-cert-file'} needs ${cert === undefined ? '--tls-cert-file' : '--tls-key-file'} too`, cert === undefined ? '--tls-key-file' : '--tls-cert-file');
+  }
+  if (cert !== undefined && values['metrics-auth'] !== 'kubernetes') {
+    throw new ConfigError('--tls-cert-file and --tls-key-file are for HTTPS, which comes with --metrics-auth kubernetes', '--tls-cert-file');
+  }
+  return Object.freeze({
+    metricsAuth: values['metrics-auth'],
+    ...(cert !== undefined && key !== undefined ? { tls: Object.freeze({ certFile: cert, keyFile: key }) } : {}),
+  });
+}

@@ -40,7 +40,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
   const bin = await toolsDir();
   const scenarios = new Map<string, K8sObject[]>();
   for (const values of ciValues()) scenarios.set(path.basename(values), await render(bin, { values: [values] }));
-  assert.deepEqual([...scenarios.keys()], ['custom-cgroup-root-values.yaml', 'default-values.yaml', 'monitoring-on-values.yaml', 'operator-off-values.yaml']);
+  assert.deepEqual([...scenarios.keys()], ['access-values.yaml', 'custom-cgroup-root-values.yaml', 'default-values.yaml', 'metrics-auth-off-values.yaml', 'monitoring-on-values.yaml', 'operator-off-values.yaml']);
 
   const kinds = (objects: K8sObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
   const core = [
@@ -63,9 +63,16 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'ServiceAccount/podmeter-operator',
   ];
   const monitoring = ['ConfigMap/podmeter-dashboard', 'PodMonitor/podmeter', 'PrometheusRule/podmeter', 'ServiceMonitor/podmeter'];
-  assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator].sort());
-  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), core.sort());
-  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring].sort());
+  // metricsAuth kubernetes (the default): the token review role and the reader roles.
+  const auth = ['ClusterRole/podmeter-api-reader', 'ClusterRole/podmeter-metrics-reader', 'ClusterRole/podmeter-token-reviewer', 'ClusterRoleBinding/podmeter-token-reviewer'];
+  // ... and with a monitor on, the identity it scrapes with.
+  const scraper = ['ClusterRoleBinding/podmeter-scraper', 'Secret/podmeter-scraper-token', 'ServiceAccount/podmeter-scraper'];
+  assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator, ...auth].sort());
+  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), [...core, ...auth].sort());
+  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring, ...auth, ...scraper].sort());
+  assert.deepEqual(kinds(scenarios.get('metrics-auth-off-values.yaml')!), [...core, ...operator, 'ServiceMonitor/podmeter'].sort());
+  const readerBindings = ['ClusterRoleBinding/podmeter-api-reader', 'ClusterRoleBinding/podmeter-metrics-reader'];
+  assert.deepEqual(kinds(scenarios.get('access-values.yaml')!), [...core, ...operator, ...auth, ...scraper, ...readerBindings, 'NetworkPolicy/podmeter', 'PodMonitor/podmeter'].sort());
 
   // Everything namespaced goes to the release namespace.
   for (const [name, objects] of scenarios) {
@@ -145,6 +152,9 @@ test('values.schema.json rejects bad values with the key and the reason', async 
     [['agent.extraArgs={interval=5}'], /at '\/agent\/extraArgs\/0'/],
     [['monitoring.serviceMonitor.interval=30'], /at '\/monitoring\/serviceMonitor\/interval'/],
     [['image.digest=latest'], /at '\/image\/digest'/],
+    [['metricsAuth=basic'], /at '\/metricsAuth': value must be one of 'none', 'kubernetes'/],
+    [['readers.metrics[0].namespace=monitoring'], /at '\/readers\/metrics\/0': missing property 'name'/],
+    [['tls.secret=x'], /at '\/tls': additional properties 'secret' not allowed/],
   ];
   for (const [set, message] of cases) {
     const r = await helm(bin, ['template', 'podmeter', CHART, ...set.flatMap((s) => ['--set', s])]);
@@ -237,6 +247,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     '--bpffs=/host/sys/fs/bpf/podmeter',
     '--state-dir=/var/lib/podmeter',
     '--listen=0.0.0.0:9471',
+    '--metrics-auth=kubernetes',
     '--interval=10',
     '--retention=600',
     '--annotate-interval=60',
@@ -269,7 +280,7 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   const [container, ...more] = pod.containers;
   assert.equal(more.length, 0);
   assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--max-annotation-writes-per-second=50', '--log-level=info', '--log-format=json']);
+  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--log-level=info', '--log-format=json']);
   assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
   assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
 
@@ -324,13 +335,13 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
       assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' }]);
     }
   }
-  // Nothing else in the chart grants the agent anything.
+  // Nothing else in the chart grants the agent anything but the token review of metricsAuth kubernetes (tested below).
   const objects = await render(bin);
   const grants = [...findObjects(objects, 'ClusterRoleBinding'), ...findObjects(objects, 'RoleBinding')].filter((b) =>
     (b.subjects as K8sObject[]).some((s) => s.name === 'podmeter-agent'),
   );
   const fileRoles = file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').map((o) => `${o.kind}Binding/podmeter-agent`);
-  assert.deepEqual(grants.map((b) => `${b.kind}/${b.metadata.name}`).sort(), fileRoles.sort());
+  assert.deepEqual(grants.map((b) => `${b.kind}/${b.metadata.name}`).sort(), [...fileRoles, 'ClusterRoleBinding/podmeter-token-reviewer'].sort());
 });
 
 test('deploy/manifests/podmeter.yaml is the chart rendered with its defaults (run deploy/manifests/render after a chart change)', async () => {
@@ -411,4 +422,75 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
   assert.ok(paths.includes(`'${addon}'`), 'agent/paths.ts loads the addon from the copied path');
   assert.match(finalText, /ENTRYPOINT \["\/opt\/podmeter\/bin\/podmeter"\]/);
   assert.ok(statSync(path.join(ROOT, 'bin/podmeter')).mode & 0o111, 'bin/podmeter is executable');
+});
+
+test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, reader roles, monitors with a token and TLS; none changes nothing', async () => {
+  const bin = await toolsDir();
+  const containers = (objects: K8sObject[]) => [agentContainer(objects), findObject(objects, 'Deployment', '-operator').spec.template.spec.containers[0]];
+  const defaults = await render(bin);
+  for (const container of containers(defaults)) {
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+      assert.equal(container[probe].httpGet.scheme, 'HTTPS', `${container.name} ${probe}`);
+      assert.match(container[probe].httpGet.path, /^\/(healthz|readyz)$/, 'probes use the paths that stay open');
+    }
+    assert.ok(container.args.includes('--metrics-auth=kubernetes'));
+    assert.ok(!container.args.some((a: string) => a.startsWith('--tls-')), 'self-signed without tls.secretName');
+  }
+  // Exactly the two creates a token review needs, for the agent and the operator.
+  assert.deepEqual(findObject(defaults, 'ClusterRole', '-token-reviewer').rules, [
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+    { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
+  ]);
+  assert.deepEqual(findObject(defaults, 'ClusterRoleBinding', '-token-reviewer').subjects, [
+    { kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' },
+    { kind: 'ServiceAccount', name: 'podmeter-operator', namespace: 'podmeter' },
+  ]);
+  assert.deepEqual(findObject(defaults, 'ClusterRole', '-metrics-reader').rules, [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+  // The agent's API is authorised as /podmeter/api/v1/... (common/http/auth.ts authorizationPath).
+  assert.deepEqual(findObject(defaults, 'ClusterRole', '-api-reader').rules, [{ nonResourceURLs: ['/podmeter/api/v1/*', '/maps', '/maps/*', '/metrics'], verbs: ['get'] }]);
+  const authSource = readFileSync(path.join(ROOT, 'common/http/auth.ts'), 'utf8');
+  assert.match(authSource, /`\/podmeter\$\{path\}`/, 'the prefix the api-reader role grants is the one the agent asks about');
+
+  // The monitors: https, the scraper's token, insecureSkipVerify for the self-signed certificate.
+  const mon = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
+  for (const kind of ['ServiceMonitor', 'PodMonitor']) {
+    const endpoint = (findObject(mon, kind).spec.endpoints ?? findObject(mon, kind).spec.podMetricsEndpoints)[0];
+    assert.equal(endpoint.scheme, 'https', kind);
+    assert.deepEqual(endpoint.authorization, { type: 'Bearer', credentials: { name: 'podmeter-scraper-token', key: 'token' } }, kind);
+    assert.deepEqual(endpoint.tlsConfig, { insecureSkipVerify: true }, kind);
+  }
+  const secret = findObject(mon, 'Secret', '-scraper-token');
+  assert.equal(secret.type, 'kubernetes.io/service-account-token');
+  assert.equal(secret.metadata.annotations?.['kubernetes.io/service-account.name'], 'podmeter-scraper');
+  assert.deepEqual(findObject(mon, 'ClusterRoleBinding', '-scraper').roleRef.name, 'podmeter-metrics-reader');
+
+  // A mounted certificate, reader bindings, a verified PodMonitor and the NetworkPolicy.
+  const access = await render(bin, { values: [path.join(CHART, 'ci/access-values.yaml')] });
+  for (const [i, container] of containers(access).entries()) {
+    assert.ok(container.args.includes('--tls-cert-file=/etc/podmeter/tls/tls.crt') && container.args.includes('--tls-key-file=/etc/podmeter/tls/tls.key'), container.name);
+    assert.deepEqual(container.volumeMounts.find((m: K8sObject) => m.name === 'tls'), { name: 'tls', mountPath: '/etc/podmeter/tls', readOnly: true });
+    const pod = i === 0 ? agentDaemonSet(access).spec.template.spec : findObject(access, 'Deployment', '-operator').spec.template.spec;
+    assert.deepEqual(pod.volumes.find((v: K8sObject) => v.name === 'tls'), { name: 'tls', secret: { secretName: 'podmeter-tls' } });
+  }
+  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-metrics-reader').subjects, [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }]);
+  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-api-reader').subjects, [{ kind: 'ServiceAccount', name: 'node-admin', namespace: 'podmeter' }]);
+  assert.deepEqual(findObject(access, 'PodMonitor').spec.podMetricsEndpoints[0].tlsConfig, { ca: { secret: { name: 'podmeter-tls', key: 'ca.crt' } }, serverName: 'podmeter-agent.podmeter.svc' });
+  const policy = findObject(access, 'NetworkPolicy');
+  assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
+  assert.deepEqual(policy.spec.podSelector.matchExpressions, [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['agent', 'operator'] }]);
+  assert.deepEqual(policy.spec.ingress, [{ ports: [{ port: 'http-metrics', protocol: 'TCP' }], from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }] }]);
+  // No peers listed: no ingress rule at all (an empty `from` would admit every source).
+  const closed = findObject(await render(bin, { set: ['networkPolicy.enabled=true'] }), 'NetworkPolicy');
+  assert.deepEqual(closed.spec.ingress, []);
+
+  // metricsAuth none: plain HTTP probes and scrapes, no token review, no reader roles.
+  const off = await render(bin, { values: [path.join(CHART, 'ci/metrics-auth-off-values.yaml')] });
+  for (const container of containers(off)) {
+    assert.ok(container.args.includes('--metrics-auth=none'));
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal(container[probe].httpGet.scheme, 'HTTP');
+  }
+  const endpoint = findObject(off, 'ServiceMonitor').spec.endpoints[0];
+  assert.equal(endpoint.scheme, 'http');
+  assert.equal(endpoint.authorization, undefined);
+  assert.equal(endpoint.tlsConfig, undefined);
 });

@@ -240,7 +240,8 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
     return launched.listen;
   };
   listen = await launch();
-  const url = `http://${listen}`;
+  // https with --metrics-auth kubernetes (the ready line says which).
+  const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme ?? 'http'}://${listen}`;
   const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
   oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
   const metrics = async () => (await fetch(`${url}/metrics`)).text();

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { agentHelp, parseAgentConfig, type AgentConfig } from '../../agent/config.ts';
+import { operatorHelp, parseOperatorConfig } from '../../operator/config.ts';
 import { ConfigError, defineFlags, formatHelp, parseFlags, wantsHelp } from '../../common/flags/parse.ts';
 import { switchFlag } from '../../common/flags/values.ts';
 
@@ -14,6 +15,7 @@ const DEFAULTS: AgentConfig = {
   bpffs: '/sys/fs/bpf/podmeter',
   stateDir: '/var/lib/podmeter',
   listen: { host: '0.0.0.0', port: 9471 },
+  metricsAuth: 'none',
   intervalMs: 10_000,
   mapsIntervalMs: 30_000,
   retentionMs: 600_000,
@@ -225,4 +227,25 @@ test('the flag core serves other subcommands with their own tables', () => {
   assert.deepEqual(parsed.positionals, ['pods']);
   assert.equal(parseFlags(table, [], { MAPS_JSON: '1' }, { envPrefix: 'MAPS_' }).values.json, true);
   assert.match(formatHelp(table, { usage: 'podmeter maps [flags]', summary: 's' }), /--limit N\n\s+Rows \(default 10; env TOP_LIMIT\)/);
+});
+
+test('--metrics-auth: none by default; kubernetes with or without certificate files; the files go in pairs and only with kubernetes', () => {
+  assert.equal(parseAgentConfig([], ENV).metricsAuth, 'none');
+  assert.equal(parseAgentConfig([], ENV).tls, undefined);
+  const secured = parseAgentConfig(['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt', '--tls-key-file', '/etc/tls.key'], ENV);
+  assert.equal(secured.metricsAuth, 'kubernetes');
+  assert.deepEqual(secured.tls, { certFile: resolve('tls.crt'), keyFile: '/etc/tls.key' });
+  assert.equal(parseAgentConfig([], { ...ENV, PODMETER_METRICS_AUTH: 'kubernetes' }).metricsAuth, 'kubernetes');
+  const rejects = (argv: string[], pattern: RegExp) =>
+    assert.throws(() => parseAgentConfig(argv, ENV), (err: Error) => err instanceof ConfigError && pattern.test(err.message), argv.join(' '));
+  rejects(['--metrics-auth', 'rbac'], /--metrics-auth: "rbac" is not one of none, kubernetes/);
+  rejects(['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt'], /--tls-cert-file needs --tls-key-file too/);
+  rejects(['--metrics-auth', 'kubernetes', '--tls-key-file', 'tls.key'], /--tls-key-file needs --tls-cert-file too/);
+  rejects(['--tls-cert-file', 'tls.crt', '--tls-key-file', 'tls.key'], /are for HTTPS, which comes with --metrics-auth kubernetes/);
+  assert.match(agentHelp, /--metrics-auth none\|kubernetes/);
+  // The operator takes the same three flags, with the same checks.
+  assert.equal(parseOperatorConfig([], {}).metricsAuth, 'none');
+  assert.deepEqual(parseOperatorConfig(['--metrics-auth=kubernetes', '--tls-cert-file=/c', '--tls-key-file=/k'], {}).tls, { certFile: '/c', keyFile: '/k' });
+  assert.throws(() => parseOperatorConfig(['--tls-key-file=/k'], {}), /--tls-key-file needs --tls-cert-file too/);
+  assert.match(operatorHelp, /--tls-cert-file PATH/);
 });

@@ -107,3 +107,55 @@ ServiceMonitor/PodMonitor set (job="<fullname>-agent"), or the user's own.
 {{- define "podmeter.agentSelector" -}}
 {{- default (printf "job=%q" (include "podmeter.agent.fullname" .)) .Values.monitoring.prometheusRule.agentSelector }}
 {{- end }}
+
+{{/*
+--metrics-auth and, with a tls.secretName, the certificate flags: the same
+for the agent and the operator.
+*/}}
+{{- define "podmeter.metricsAuthArgs" -}}
+- --metrics-auth={{ .Values.metricsAuth }}
+{{- if and (eq .Values.metricsAuth "kubernetes") .Values.tls.secretName }}
+- --tls-cert-file=/etc/podmeter/tls/tls.crt
+- --tls-key-file=/etc/podmeter/tls/tls.key
+{{- end }}
+{{- end }}
+
+{{/* True (non-empty) when a TLS Secret is mounted into the agents and the operator. */}}
+{{- define "podmeter.tlsMounted" -}}
+{{- if and (eq .Values.metricsAuth "kubernetes") .Values.tls.secretName }}true{{ end }}
+{{- end }}
+
+{{/* The probes' scheme: HTTPS when the server checks tokens (the probe paths stay open). */}}
+{{- define "podmeter.probeScheme" -}}
+{{- if eq .Values.metricsAuth "kubernetes" }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+
+{{- define "podmeter.scraper.fullname" -}}
+{{- printf "%s-scraper" (include "podmeter.fullname" .) }}
+{{- end }}
+
+{{/* The chart's ServiceMonitor/PodMonitor need their own reader (metricsAuth kubernetes and a monitor on). */}}
+{{- define "podmeter.scraperNeeded" -}}
+{{- if and (eq .Values.metricsAuth "kubernetes") (or .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+Scheme, bearer token and TLS of a monitor endpoint with metricsAuth
+kubernetes: the token of the chart's scraper ServiceAccount (bound to the
+metrics-reader ClusterRole), and monitoring.tlsConfig or, when empty,
+insecureSkipVerify for the self-signed certificate.
+*/}}
+{{- define "podmeter.scrapeAuth" -}}
+{{- if eq .Values.metricsAuth "kubernetes" }}
+scheme: https
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ include "podmeter.scraper.fullname" . }}-token
+    key: token
+tlsConfig:
+  {{- toYaml (default (dict "insecureSkipVerify" true) .Values.monitoring.tlsConfig) | nindent 2 }}
+{{- else }}
+scheme: http
+{{- end }}
+{{- end }}
