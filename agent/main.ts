@@ -51,7 +51,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const httpLog = log.child({ module: 'http' });
   const secure =
     config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, kc: kubeconfig, commonName: 'podmeter-agent', names: [config.nodeName, config.listen.host], log: httpLog })
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, connection, commonName: 'podmeter-agent', names: [config.nodeName, config.listen.host], log: httpLog })
       : undefined;
   const server = new HttpServer(httpLog, secure);
   const address = await server.listen(config.listen.host, config.listen.port);

@@ -64,7 +64,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   const httpLog = log.child({ module: 'http' });
   const secure =
     config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, kc, commonName: 'podmeter-operator', names: [config.identity, config.listen.host], log: httpLog })
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, connection, commonName: 'podmeter-operator', names: [config.identity, config.listen.host], log: httpLog })
       : undefined;
   const server = new HttpServer(httpLog, secure);
   const address = await server.listen(config.listen.host, config.listen.port);

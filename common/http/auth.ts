@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConnection } from '../kube/connection.ts';
 import type { Logger } from '../log.ts';
 import { ConfigError } from '../flags/parse.ts';
 import type { MetricsSecurity } from '../flags/sets.ts';
@@ -47,20 +47,20 @@ interface SubjectAccessReview {
  */
 export function kubernetesSecurity(options: {
   config: MetricsSecurity;
-  kc: KubeConfig | undefined;
+  connection: KubeConnection | undefined;
   /** Certificate common name: podmeter-agent, podmeter-operator. */
   commonName: string;
   /** More subjectAltNames for a self-signed certificate (the node name, the listen address). */
   names: readonly string[];
   log: Logger;
 }): { tls: ServingTls; gate: KubernetesGate } {
-  const { config, kc, log } = options;
-  if (kc === undefined) {
+  const { config, connection, log } = options;
+  if (connection === undefined) {
     throw new ConfigError('--metrics-auth kubernetes needs a Kubernetes API to review tokens (--kubeconfig or an in-cluster service account); without one use --metrics-auth none', '--metrics-auth');
   }
   const tls = servingTls({ ...(config.tls ? { files: config.tls } : {}), commonName: options.commonName, names: options.names, log });
   log.info({ source: tls.source, fingerprint: tls.fingerprint }, 'HTTPS with Kubernetes token review: /healthz and /readyz open, every other path needs a bearer token allowed to get it');
-  return { tls, gate: new KubernetesGate(new KubeApi(kc), log) };
+  return { tls, gate: new KubernetesGate(new KubeApi(connection), log) };
 }
 
 const CHALLENGE = { 'www-authenticate': 'Bearer realm="podmeter"' };
