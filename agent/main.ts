@@ -78,7 +78,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const maps = startMapInventory({
     intervalMs: config.mapsIntervalMs,
     cgroupRoot: root,
-    ownStorage: { mapId: meter.map.info().id, entries: () => meter.map.keys().length },
+    // Two storage elements (ingress, egress) per counted cgroup: known without walking the map's keys.
+    ownStorage: { mapId: meter.map.info().id, entries: () => 2 * tracker.liveCount() },
     log: log.child({ module: 'maps' }),
     onError: () => metrics.errors.inc({ op: 'maps' }),
   });
@@ -94,8 +95,9 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       metrics.errors.inc({ op: 'watch' });
       log.warn({ err }, 'cgroup watcher error');
     })
-    .once('ready', () => {
+    .once('ready', async () => {
       tracker.settleLeftovers();
+      await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
       ready = true;
       log.info({ root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme }, 'agent ready');
     });

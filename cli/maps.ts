@@ -66,7 +66,7 @@ async function standalone(opts: { cgroupRoot: string | undefined; bpffs: string 
   }
   try {
     const ownMap = own;
-    const inv = takeInventory({
+    const inv = await takeInventory({
       ...(opts.cgroupRoot === undefined ? {} : { cgroupRoot: opts.cgroupRoot }),
       ...(ownMap === undefined ? {} : { ownStorage: { mapId: ownMap.info().id, entries: () => ownMap.keys().length } }),
     });

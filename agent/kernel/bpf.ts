@@ -397,12 +397,14 @@ export function queryCgroup(cgroupPath: string, direction: Direction): number[] 
   return native.queryCgroup(cgroupPath, ATTACH_TYPE[direction]);
 }
 
-export function listMaps(): MapInfo[] {
-  return native.listMaps();
+/** Every BPF map on the node; or those with an id above `afterId`, at most `limit` (a slice of a long walk). */
+export function listMaps(afterId?: number, limit?: number): MapInfo[] {
+  return native.listMaps(afterId, limit);
 }
 
-export function listPrograms(): ProgInfo[] {
-  return native.listPrograms();
+/** Every BPF program on the node; or those with an id above `afterId`, at most `limit`. */
+export function listPrograms(afterId?: number, limit?: number): ProgInfo[] {
+  return native.listPrograms(afterId, limit);
 }
 
 /** Turns on the kernel's per-program run_time_ns/run_cnt accounting until close(). */

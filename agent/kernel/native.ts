@@ -63,8 +63,8 @@ export interface NativeAddon {
   mapDelete(fd: number, key: Uint8Array): boolean;
   mapLookup(fd: number, key: Uint8Array, valueSize: number): Uint8Array | undefined;
   mapKeys(fd: number, keySize: number): Uint8Array[];
-  listMaps(): MapInfo[];
-  listPrograms(): ProgInfo[];
+  listMaps(afterId?: number, limit?: number): MapInfo[];
+  listPrograms(afterId?: number, limit?: number): ProgInfo[];
   mapInfo(fd: number): MapInfo;
   progInfo(fd: number): ProgInfo;
   linkInfo(fd: number): LinkInfo;

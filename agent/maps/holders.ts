@@ -5,6 +5,7 @@
  * what vanishes is skipped.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { Slices } from './slices.ts';
 
 export interface ScannedHolder {
   pid: number;
@@ -23,8 +24,8 @@ function vanished(err: unknown): boolean {
 
 const MAP_ID = /^map_id:\s*(\d+)/m;
 
-/** Every process holding a BPF map fd, with the ids of the maps it holds. */
-export function scanMapHolders(procRoot = '/proc'): ScannedHolder[] {
+/** Every process holding a BPF map fd, with the ids of the maps it holds; pauses between processes (slices.ts). */
+export async function scanMapHolders(procRoot = '/proc', slices = new Slices(Infinity)): Promise<ScannedHolder[]> {
   const holders: ScannedHolder[] = [];
   let pids: string[];
   try {
@@ -35,6 +36,7 @@ export function scanMapHolders(procRoot = '/proc'): ScannedHolder[] {
   for (const name of pids) {
     const first = name.charCodeAt(0);
     if (first < 48 || first > 57) continue; // not a pid
+    await slices.pause();
     const fdDir = `${procRoot}/${name}/fd`;
     let fds: string[];
     try {
@@ -45,6 +47,7 @@ export function scanMapHolders(procRoot = '/proc'): ScannedHolder[] {
     }
     let mapIds: Set<number> | undefined;
     for (const fd of fds) {
+      await slices.pause(); // a process can hold thousands of fds (an apiserver, a proxy)
       let target: string;
       try {
         target = readlinkSync(`${fdDir}/${fd}`);

@@ -28,6 +28,7 @@ import { podCgroupOf } from '../cgroups/podPath.ts';
 import { cgroupTranslator } from '../cgroups/translate.ts';
 import { CGROUP_STORAGE_ELEMENT_OVERHEAD, estimateStorageBytes, memlockIsExact, OWN_STORAGE_MAP_NAME, OWN_STORAGE_MAP_TYPE } from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
+import { Slices } from './slices.ts';
 
 /** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
 export type OwnerKind = 'process' | 'program' | 'pinned';
@@ -111,7 +112,10 @@ export interface PodSummary {
 export interface MapInventory {
   /** When the enumeration started (ms since the epoch). */
   takenAt: number;
+  /** Wall time of the whole enumeration (its slices and the waits between them). */
   durationMs: number;
+  /** The longest stretch it held the event loop (see InventoryOptions.sliceMs). */
+  longestSliceMs: number;
   /** os.release() */
   kernel: string;
   /** memlock is exact from kernel 6.4 on; an upper bound before. */
@@ -147,6 +151,22 @@ export interface InventoryOptions {
   procRoot?: string;
   /** Defaults to os.release() (tests only). */
   kernelRelease?: string;
+  /** The enumeration yields to the event loop after this much synchronous work (default 2 ms; a scrape waits about that long at most). */
+  sliceMs?: number;
+}
+
+/** Maps or programs described per native call: about 1 ms of syscalls and objects, within a slice. */
+const LIST_BATCH = 16;
+
+/** Every object a `list(afterId, limit)` walk gives, in batches with pauses between them. */
+async function listSliced<T extends { id: number }>(list: (afterId: number, limit: number) => T[], slices: Slices): Promise<T[]> {
+  const out: T[] = [];
+  for (;;) {
+    const batch = list(out.at(-1)?.id ?? 0, LIST_BATCH);
+    out.push(...batch);
+    if (batch.length < LIST_BATCH) return out;
+    await slices.pause();
+  }
 }
 
 // --- the enumeration -----------------------------------------------------------
@@ -174,18 +194,24 @@ function descending<T extends { bytes: number }>(key: (item: T) => string | numb
   return (a, b) => b.bytes - a.bytes || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
 }
 
-/** Enumerates every BPF map on the node, its memory and who keeps it. Needs root (CAP_SYS_ADMIN). */
-export function takeInventory(opts: InventoryOptions = {}): MapInventory {
+/**
+ * Enumerates every BPF map on the node, its memory and who keeps it, in
+ * slices of about `sliceMs` between which the event loop runs (thousands of
+ * maps and processes take tens of milliseconds in all). Needs root
+ * (CAP_SYS_ADMIN).
+ */
+export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInventory> {
   const started = performance.now();
+  const slices = new Slices(opts.sliceMs ?? 2);
   const takenAt = Date.now();
   const procRoot = opts.procRoot ?? '/proc';
   const kernel = opts.kernelRelease ?? release();
   const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
   const cpus = possibleCpus();
 
-  const infos = listMaps();
-  const holders = scanMapHolders(procRoot);
-  const programs = listPrograms();
+  const infos = await listSliced(listMaps, slices);
+  const holders = await scanMapHolders(procRoot, slices);
+  const programs = await listSliced(listPrograms, slices);
 
   // Maps used by loaded programs.
   const programsOf = new Map<number, number[]>();
@@ -203,6 +229,7 @@ export function takeInventory(opts: InventoryOptions = {}): MapInventory {
   const holdersOf = new Map<number, MapProcess[]>();
   const known = new Set(infos.map((m) => m.id));
   for (const h of holders) {
+    await slices.pause();
     const mapIds = [...h.mapIds].filter((id) => known.has(id)); // a map made after the list is left for the next round
     if (mapIds.length === 0) continue;
     const comm = readSmall(`${procRoot}/${h.pid}/comm`)?.replace(/\n$/, '');
@@ -225,8 +252,10 @@ export function takeInventory(opts: InventoryOptions = {}): MapInventory {
 
   // The maps.
   const maps: InventoryMap[] = [];
+  const summary = new Summary();
   let totalBytes = 0;
   for (const info of infos) {
+    await slices.pause();
     const procs = holdersOf.get(info.id) ?? [];
     const programIds = programsOf.get(info.id) ?? [];
     const owner: OwnerKind = procs.length > 0 ? 'process' : programIds.length > 0 ? 'program' : 'pinned';
@@ -268,13 +297,19 @@ export function takeInventory(opts: InventoryOptions = {}): MapInventory {
     if (info.memlock < 0 && !map.estimated) map.note = 'the kernel reports no memlock for this map';
     totalBytes += map.bytes;
     maps.push(map);
+    summary.add(map);
     for (const p of procs) p.bytes += map.bytes;
   }
-  maps.sort(descending((m) => m.id));
-
+  await slices.pause();
+  maps.sort((a, b) => b.bytes - a.bytes || a.id - b.id); // largest first (numeric keys: 2,000 maps sort in a slice)
+  await slices.pause();
+  const views = summary.result();
+  await slices.pause();
+  const holding = [...processes.values()].filter((p) => p.mapIds.length > 0).sort((a, b) => b.bytes - a.bytes || a.pid - b.pid);
   return {
     takenAt,
     durationMs: performance.now() - started,
+    longestSliceMs: slices.longestMs,
     kernel,
     memlockExact: memlockIsExact(kernel),
     possibleCpus: cpus,
@@ -282,46 +317,57 @@ export function takeInventory(opts: InventoryOptions = {}): MapInventory {
     totalBytes,
     mapCount: maps.length,
     maps,
-    processes: [...processes.values()].filter((p) => p.mapIds.length > 0).sort(descending((p) => p.pid)),
-    ...summarise(maps),
+    processes: holding,
+    ...views,
   };
 }
 
 /** The by-name, by-owner and by-pod views of a list of maps (each map once per name, owner, pod). */
 export function summarise(maps: readonly InventoryMap[]): Pick<MapInventory, 'byName' | 'byOwner' | 'byPod'> {
-  const byName = new Map<string, NameSummary>();
-  const byOwner = new Map<string, OwnerSummary & { pidSet: Set<number> }>();
-  const byPod = new Map<string, PodSummary & { pidSet: Set<number> }>();
-  for (const map of maps) {
-    const n = byName.get(map.name) ?? { name: map.name, types: [], maps: 0, bytes: 0 };
+  const summary = new Summary();
+  for (const map of maps) summary.add(map);
+  return summary.result();
+}
+
+/** summarise(), one map at a time (so the enumeration can pause between maps). */
+class Summary {
+  readonly #byName = new Map<string, NameSummary>();
+  readonly #byOwner = new Map<string, OwnerSummary & { pidSet: Set<number> }>();
+  readonly #byPod = new Map<string, PodSummary & { pidSet: Set<number> }>();
+
+  add(map: InventoryMap): void {
+    const n = this.#byName.get(map.name) ?? { name: map.name, types: [], maps: 0, bytes: 0 };
     if (!n.types.includes(map.type)) n.types.push(map.type);
     n.maps++;
     n.bytes += map.bytes;
-    byName.set(map.name, n);
+    this.#byName.set(map.name, n);
     for (const owner of map.owners) {
-      const o = byOwner.get(owner) ?? { owner, kind: map.owner, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
+      const o = this.#byOwner.get(owner) ?? { owner, kind: map.owner, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
       for (const p of map.processes) if (p.comm === owner) o.pidSet.add(p.pid);
       o.maps++;
       o.bytes += map.bytes;
-      byOwner.set(owner, o);
+      this.#byOwner.set(owner, o);
     }
     for (const uid of map.podUids) {
-      const p = byPod.get(uid) ?? { uid, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
+      const p = this.#byPod.get(uid) ?? { uid, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
       for (const h of map.processes) if (h.podUid === uid) p.pidSet.add(h.pid);
       p.maps++;
       p.bytes += map.bytes;
-      byPod.set(uid, p);
+      this.#byPod.set(uid, p);
     }
   }
-  return {
-    byName: [...byName.values()].sort(descending((n) => n.name)),
-    byOwner: [...byOwner.values()]
-      .map(({ pidSet, ...o }) => ({ ...o, pids: [...pidSet].sort((a, b) => a - b) }))
-      .sort(descending((o) => o.owner)),
-    byPod: [...byPod.values()]
-      .map(({ pidSet, ...p }) => ({ ...p, pids: [...pidSet].sort((a, b) => a - b) }))
-      .sort(descending((p) => p.uid)),
-  };
+
+  result(): Pick<MapInventory, 'byName' | 'byOwner' | 'byPod'> {
+    return {
+      byName: [...this.#byName.values()].sort(descending((n) => n.name)),
+      byOwner: [...this.#byOwner.values()]
+        .map(({ pidSet, ...o }) => ({ ...o, pids: [...pidSet].sort((a, b) => a - b) }))
+        .sort(descending((o) => o.owner)),
+      byPod: [...this.#byPod.values()]
+        .map(({ pidSet, ...p }) => ({ ...p, pids: [...pidSet].sort((a, b) => a - b) }))
+        .sort(descending((p) => p.uid)),
+    };
+  }
 }
 
 const podIndex = new WeakMap<MapInventory, Map<string, number>>();

@@ -1,5 +1,5 @@
 /**
- * takeInventory() on the real kernel: maps made by test processes (raw
+ * await takeInventory() on the real kernel: maps made by test processes (raw
  * bpf(2) from python, see mapholder.py) are found with the memlock the
  * kernel reports in fdinfo, the right owner process and pod; shared, pinned
  * and program-held maps; podmeter's own storage estimate; and maps coming
@@ -57,7 +57,7 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
   const made = [];
   for (const spec of specs) made.push({ spec, ...(await holder.create(spec)) });
 
-  const inv = takeInventory();
+  const inv = await takeInventory();
   checkConsistent(inv);
   const bpftool = JSON.parse(execFileSync('bpftool', ['map', 'show', '-j'], { encoding: 'utf8' })) as { id: number; bytes_memlock: number }[];
   const expectedTypes = ['hash', 'hash', 'array', 'percpu_array', 'lru_hash', 'ringbuf'];
@@ -102,7 +102,7 @@ test('maps of processes in pod cgroups are attributed to the pod', async (t) => 
   const a = await inPod.create({ name: 'pmt_pod_a', type: MAP_TYPE.array, key: 4, value: 8, max: 100 });
   const b = await inContainer.create({ name: 'pmt_pod_b', type: MAP_TYPE.hash, key: 4, value: 4, max: 100 });
 
-  const inv = takeInventory({ cgroupRoot: pod.top });
+  const inv = await takeInventory({ cgroupRoot: pod.top });
   checkConsistent(inv);
   assert.deepEqual(mapById(inv, a.id).podUids, [uid]);
   assert.deepEqual(mapById(inv, b.id).podUids, [uid]);
@@ -112,7 +112,7 @@ test('maps of processes in pod cgroups are attributed to the pod', async (t) => 
   assert.deepEqual(summary, { uid, pids: [inPod.pid, inContainer.pid].sort((x, y) => x - y), maps: 2, bytes: a.memlock + b.memlock });
 
   // The same from the cgroup2 mount as root: the test tree is a prefix the pod matcher skips.
-  const fromMount = takeInventory();
+  const fromMount = await takeInventory();
   assert.deepEqual(mapById(fromMount, a.id).podUids, [uid]);
   assert.equal(fromMount.processes.find((p) => p.pid === inPod.pid)?.cgroup, `${pod.relPath}`);
 });
@@ -132,7 +132,7 @@ test('a map shared by two processes and two pods counts once in the node total a
   assert.equal(fdinfoOf(holderB.pid, opened.fd).map_id, String(shared.id));
   const kid = await holderA.fork(commKid); // fd passed over fork, same pod as A
 
-  const inv = takeInventory({ cgroupRoot: podA.top });
+  const inv = await takeInventory({ cgroupRoot: podA.top });
   checkConsistent(inv);
   const m = mapById(inv, shared.id);
   assert.equal(m.bytes, shared.memlock);
@@ -164,7 +164,7 @@ test('a pinned map that no process holds is reported with owner "pinned"', async
   await holder.pin(made.fd, pin);
   await holder.stop(); // the pin alone keeps the map
 
-  const inv = takeInventory();
+  const inv = await takeInventory();
   checkConsistent(inv);
   const m = mapById(inv, made.id);
   assert.equal(m.owner, 'pinned');
@@ -174,12 +174,12 @@ test('a pinned map that no process holds is reported with owner "pinned"', async
   assert.ok((inv.byOwner.find((o) => o.owner === 'pinned')?.bytes ?? 0) >= made.memlock);
 });
 
-test('a map only a loaded program uses is reported with owner "program"', (t) => {
+test('a map only a loaded program uses is reported with owner "program"', async (t) => {
   const loaded = loadPodmeter(t);
   const map = loaded.map!;
   const id = map.info().id;
   map.close(); // the programs keep the map alive
-  const inv = takeInventory();
+  const inv = await takeInventory();
   checkConsistent(inv);
   const m = mapById(inv, id);
   assert.equal(m.owner, 'program');
@@ -188,7 +188,7 @@ test('a map only a loaded program uses is reported with owner "program"', (t) =>
   assert.deepEqual(m.programIds, progIds);
 });
 
-test("podmeter's own storage map estimate grows with attached cgroups as the formula says", (t) => {
+test("podmeter's own storage map estimate grows with attached cgroups as the formula says", async (t) => {
   const loaded = loadPodmeter(t);
   const map = loaded.map!;
   const info = map.info();
@@ -201,7 +201,7 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
   let attached = 0;
   for (const n of [0, 1, 3, 6]) {
     for (; attached < n; attached++) loaded.attach(tree.child(`pmt-${attached}`).path);
-    const inv = takeInventory({ ownStorage });
+    const inv = await takeInventory({ ownStorage });
     checkConsistent(inv);
     const m = mapById(inv, info.id);
     assert.equal(m.entries, 2 * n, 'two keys (ingress, egress) per attached cgroup');
@@ -214,7 +214,7 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
 
   // Another podmeter_stats map (not ours by id) is not estimated: its entries are unknown.
   const other = loadPodmeter(t);
-  const inv = takeInventory({ ownStorage });
+  const inv = await takeInventory({ ownStorage });
   assert.equal(mapById(inv, other.map!.info().id).estimated, false);
 });
 
@@ -248,7 +248,7 @@ test('maps appearing and vanishing during enumeration never crash or skew totals
   const deadline = Date.now() + 120_000;
   while (sawChurn === 0 || ids.size <= 2 * 40) {
     assert.ok(Date.now() < deadline, `within 120 s: churn held by its process seen ${sawChurn} times, ${ids.size} distinct ids`);
-    const inv = takeInventory();
+    const inv = await takeInventory();
     rounds++;
     checkConsistent(inv);
     const churned = inv.maps.filter((m) => m.name.startsWith('pmt_churn'));

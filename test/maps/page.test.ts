@@ -60,7 +60,7 @@ test('/maps draws pie charts by map name and by owner in headless Chromium, offl
 
   const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${randomSuffix()}-`));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const inventory = takeInventory();
+  const inventory = await takeInventory();
   writeFileSync(join(dir, 'inventory.json'), JSON.stringify(inventory));
 
   const ns = makeNetns(t);

@@ -77,7 +77,7 @@ test('metrics: node total, per map (same labels summed) and per pod, read at scr
   // Before the first inventory: no per-map or per-pod series.
   assert.equal(metricValue(await exposition.text(), 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }), undefined);
 
-  inv = takeInventory({ cgroupRoot: pod.tree.top });
+  inv = await takeInventory({ cgroupRoot: pod.tree.top });
   let text = await exposition.text();
   assert.equal(metricValue(text, 'podmeter_node_bpf_map_memory_bytes', {}), inv.totalBytes);
   // Two maps with equal labels: one series, their sum. Without a pod name the pod label is the uid.
@@ -117,7 +117,7 @@ test('HTTP: /api/v1/maps, /maps and /maps/chart.js; 503 before the first invento
   assert.equal(res.status, 503);
   await res.text();
 
-  inv = takeInventory({ cgroupRoot: pod.tree.top });
+  inv = await takeInventory({ cgroupRoot: pod.tree.top });
   res = await fetch(`${base}/api/v1/maps`);
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /application\/json/);
@@ -142,8 +142,13 @@ test('HTTP: /api/v1/maps, /maps and /maps/chart.js; 503 before the first invento
 test('startMapInventory refreshes on its interval, never throws, counts failures', async (t) => {
   const ok = startMapInventory({ intervalMs: 50, log: silent });
   t.after(() => ok.stop());
+  await ok.first;
   const first = ok.latest();
   assert.ok(first !== undefined, 'the first enumeration runs at start');
+  assert.ok(first.longestSliceMs > 0 && first.longestSliceMs <= first.durationMs);
+  const a = ok.refresh();
+  assert.equal(ok.refresh(), a, 'a refresh under way is joined, not doubled');
+  await a;
   await waitFor('refreshed on the timer', () => ((ok.latest()?.takenAt ?? 0) > first.takenAt ? true : undefined));
   assert.equal(ok.errors(), 0);
 
@@ -190,7 +195,7 @@ test('podmeter maps: the four views standalone, --json, and --agent', async (t) 
   assert.equal(view.byPod.find((p) => p.uid === pod.uid)?.bytes, pod.a.memlock + pod.b.memlock + pod.shared.memlock);
   assert.equal(view.maps.find((m) => m.id === pod.shared.id)?.owners[0], pod.holder.comm);
 
-  const inv = takeInventory({ cgroupRoot: pod.tree.top });
+  const inv = await takeInventory({ cgroupRoot: pod.tree.top });
   const base = await serve(t, () => inv);
   const remote = await podmeterMaps(['--json', '--agent', base]);
   assert.equal(remote.code, 0, remote.stderr);

@@ -65,7 +65,7 @@ test('the cgroup storage estimate: entries x (round_up(value, 8) x CPUs + overhe
   assert.equal(estimateStorageBytes({ ...map, memlock: -1 }, 1, 1), 16 + 128, 'no memlock reported: elements only');
 });
 
-test('the /proc scan skips what vanished or is unreadable, and reads fdinfo only for bpf-map fds', (t) => {
+test('the /proc scan skips what vanished or is unreadable, and reads fdinfo only for bpf-map fds', async (t) => {
   const proc = mkdtempSync(join(tmpdir(), TEST_PREFIX));
   t.after(() => rmSync(proc, { recursive: true, force: true }));
   const pid = (n: number, fds: Record<string, { link: string; info?: string }>) => {
@@ -85,12 +85,12 @@ test('the /proc scan skips what vanished or is unreadable, and reads fdinfo only
   mkdirSync(join(proc, 'self'));
   writeFileSync(join(proc, 'uptime'), '1 1\n');
 
-  const holders = scanMapHolders(proc).map((h) => ({ pid: h.pid, mapIds: [...h.mapIds].sort() }));
+  const holders = (await scanMapHolders(proc)).map((h) => ({ pid: h.pid, mapIds: [...h.mapIds].sort() }));
   assert.deepEqual(holders.sort((a, b) => a.pid - b.pid), [
     { pid: 10, mapIds: [7] },
     { pid: 13, mapIds: [8, 9] },
   ]);
-  assert.throws(() => scanMapHolders(join(proc, 'missing')), /cannot list/);
+  await assert.rejects(scanMapHolders(join(proc, 'missing')), /cannot list/);
 });
 
 function fakeMap(id: number, name: string, bytes: number, processes: InventoryMap['processes'], owner: InventoryMap['owner'] = 'process'): InventoryMap {
@@ -153,6 +153,7 @@ function fakeInventory(maps: InventoryMap[]): MapInventory {
   return {
     takenAt: Date.UTC(2025, 0, 2, 3, 4, 5),
     durationMs: 1,
+    longestSliceMs: 1,
     kernel: '6.1.0-test',
     memlockExact: false,
     possibleCpus: 2,

@@ -91,14 +91,22 @@ using Describe = int (*)(Napi::Env, int, Napi::Object);
 using NextId = int (*)(__u32, __u32*);
 using FdById = int (*)(__u32);
 
-// Walks every object of one kind by id. Objects that vanish between the id
-// walk and the fd open (ENOENT) are skipped: that race is normal.
+// Walks the objects of one kind by id: those after `afterId` (default 0:
+// from the start), at most `limit` of them (default 0: all), so a caller can
+// take thousands in slices between which its event loop runs. Objects that
+// vanish between the id walk and the fd open (ENOENT) are skipped: that race
+// is normal.
 Napi::Value ListAll(const Napi::CallbackInfo& info, NextId next, FdById open, Describe describe,
                     const char* what) {
   Napi::Env env = info.Env();
+  if (!(info[0].IsUndefined() || info[0].IsNumber()) || !(info[1].IsUndefined() || info[1].IsNumber())) {
+    ThrowTypeError(env, std::string(what) + ": (afterId?: number, limit?: number)");
+    return env.Undefined();
+  }
+  __u32 id = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0;
+  uint32_t limit = info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
   Napi::Array result = Napi::Array::New(env);
-  __u32 id = 0;
-  for (;;) {
+  while (limit == 0 || result.Length() < limit) {
     int rc = next(id, &id);
     if (rc == -ENOENT) break;
     if (rc < 0) {
