@@ -163,7 +163,8 @@ export class KubeApi {
     }
     const { agent, headers } = await this.#conn.request();
     const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const signals = [opts.signal, opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs)].filter((s) => s !== undefined);
+    const timeout = opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs);
+    const signals = [opts.signal, timeout].filter((s) => s !== undefined);
     const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     this.#requests++;
     const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
@@ -179,7 +180,9 @@ export class KubeApi {
         ...(signal ? { signal } : {}),
       });
       req.once('response', resolve);
-      req.once('error', (err) => reject(signal?.aborted && signal.reason instanceof Error && err.name === 'AbortError' ? Object.assign(signal.reason, { cause: err }) : err));
+      req.once('error', (err) =>
+        reject(timeout?.aborted ? Object.assign(new Error(`${method} ${path}: no answer within ${opts.timeoutMs} ms`, { cause: err }), { code: 'ETIMEDOUT' }) : err),
+      );
       req.end(body);
     });
   }
