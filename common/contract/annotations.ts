@@ -8,7 +8,7 @@
  *         podmeter.io/bpf-map-bytes, podmeter.io/updated
  *   Node: podmeter.io/bpf-map-bytes, podmeter.io/finals (finals.ts), podmeter.io/updated
  */
-import { CLASS_FIELDS, copy, FIELDS, parseDecimal, TOTAL_FIELDS, zero, type Counts } from './counts.ts';
+import { CLASS_FIELDS, copy, FIELDS, isClassField, parseDecimal, TOTAL_FIELDS, zero, type Counts } from './counts.ts';
 
 export const ANNOTATIONS = {
   ingressBytes: 'podmeter.io/ingress-bytes',
@@ -53,7 +53,7 @@ export function countsFromAnnotations(annotations: Record<string, string> | unde
   for (const field of FIELDS) {
     const raw = annotations?.[ANNOTATIONS[field]];
     if (raw === undefined) {
-      if (written && (CLASS_FIELDS as readonly string[]).includes(field)) counts[field] = 0n;
+      if (written && isClassField(field)) counts[field] = 0n;
       continue;
     }
     const value = parseDecimal(raw);

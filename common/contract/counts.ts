@@ -28,8 +28,11 @@ export const TOTAL_FIELDS = ['ingressBytes', 'egressBytes', 'ingressPackets', 'e
 /** Egress bytes by billed peer class: absent means zero where counts travel. */
 export const CLASS_FIELDS = ['egressCrossZoneBytes', 'egressCrossRegionBytes', 'egressExternalBytes'] as const;
 export const FIELDS = [...TOTAL_FIELDS, ...CLASS_FIELDS] as const;
-export type Field = (typeof FIELDS)[number];
 export type ClassField = (typeof CLASS_FIELDS)[number];
+
+export function isClassField(field: string): field is ClassField {
+  return (CLASS_FIELDS as readonly string[]).includes(field);
+}
 
 /** The agent's peer class (agent/peers/classes.ts) each class field counts. */
 export const PEER_CLASS_OF: Readonly<Record<ClassField, string>> = {
@@ -109,7 +112,7 @@ export function fromStrings(value: unknown): Counts | undefined {
   const v = value as Record<string, unknown>;
   const c = zero();
   for (const field of FIELDS) {
-    if (v[field] === undefined && (CLASS_FIELDS as readonly string[]).includes(field)) continue;
+    if (v[field] === undefined && isClassField(field)) continue;
     const n = parseDecimal(v[field]);
     if (n === undefined) return undefined;
     c[field] = n;
