@@ -4,7 +4,9 @@
  * agents' Pod annotations (a metadata-only list); namespaces, workloads
  * and nodes from the operator's NamespaceUsage, WorkloadUsage and
  * NodeUsage objects, whose totals include pods that have ended.
- * `-o json` prints exact decimal strings (totals pass 2^53).
+ * `-o json` prints exact decimal strings (totals pass 2^53). CROSS-ZONE and
+ * EXTERNAL are egress bytes to other zones of the region and outside the
+ * cluster (the billed peer classes; cross-region is in the JSON).
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -13,6 +15,7 @@ import type { KubeConnection } from '../common/kube/connection.ts';
 import { ConfigError, defineFlags, formatHelp, invalid, parseFlags, wantsHelp } from '../common/flags/parse.ts';
 import { kubernetesName, oneOf, pathValue, switchFlag } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
+import { CLASS_FIELDS } from '../common/contract/counts.ts';
 import type { TopClusterRow, TopWhat } from '../operator/report.ts';
 
 export type { TopClusterRow, TopWhat };
@@ -44,7 +47,13 @@ export function clusterTopTarget(argv: readonly string[]): TopWhat | undefined {
 
 const topClusterFlags = defineFlags({
   kubeconfig: { metavar: 'PATH', help: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)', parse: pathValue },
-  sort: { metavar: 'total|ingress|egress|pods|name', help: 'Sort order (largest first; name: alphabetical)', parse: oneOf(['total', 'ingress', 'egress', 'pods', 'name']), default: 'total', env: false },
+  sort: {
+    metavar: 'total|ingress|egress|cross-zone|external|pods|name',
+    help: 'Sort order (largest first; name: alphabetical)',
+    parse: oneOf(['total', 'ingress', 'egress', 'cross-zone', 'external', 'pods', 'name']),
+    default: 'total',
+    env: false,
+  },
   limit: {
     metavar: 'N',
     short: 'n',
@@ -61,7 +70,9 @@ const topClusterFlags = defineFlags({
 export const topClusterHelp = formatHelp(topClusterFlags, {
   usage: 'podmeter top pods|namespaces|workloads|nodes [--kubeconfig PATH] [--sort KEY] [-n N] [-A | --namespace NS] [-o json]',
   summary: 'Cluster-wide network totals (bytes received and sent) like kubectl top: pods from their podmeter annotations, namespaces, workloads and nodes from the operator\'s usage objects (including pods that have ended).',
-  notes: "Also 'kubectl podmeter top ...'. Without pods|namespaces|workloads|nodes, 'podmeter top' shows one node's live rates from its agent.",
+  notes:
+    "CROSS-ZONE and EXTERNAL: bytes sent to other zones of the region and outside the cluster (the peer classes clouds bill; -o json adds cross-region). " +
+    "Also 'kubectl podmeter top ...'. Without pods|namespaces|workloads|nodes, 'podmeter top' shows one node's live rates from its agent.",
 });
 
 
@@ -94,10 +105,26 @@ async function connect(path: string | undefined): Promise<KubeConnection> {
   return connection;
 }
 
-export function sortRows(rows: TopClusterRow[], sort: 'total' | 'ingress' | 'egress' | 'pods' | 'name'): TopClusterRow[] {
+export type TopSort = 'total' | 'ingress' | 'egress' | 'cross-zone' | 'external' | 'pods' | 'name';
+
+export function sortRows(rows: TopClusterRow[], sort: TopSort): TopClusterRow[] {
   const label = (r: TopClusterRow) => `${r.namespace ?? ''}/${r.kind ?? ''}/${r.name}`;
-  const key = (r: TopClusterRow): bigint =>
-    sort === 'ingress' ? r.ingressBytes : sort === 'egress' ? r.egressBytes : sort === 'pods' ? BigInt(r.pods ?? 0) : r.ingressBytes + r.egressBytes;
+  const key = (r: TopClusterRow): bigint => {
+    switch (sort) {
+      case 'ingress':
+        return r.ingressBytes;
+      case 'egress':
+        return r.egressBytes;
+      case 'cross-zone':
+        return r.egressCrossZoneBytes;
+      case 'external':
+        return r.egressExternalBytes;
+      case 'pods':
+        return BigInt(r.pods ?? 0);
+      default:
+        return r.ingressBytes + r.egressBytes;
+    }
+  };
   return [...rows].sort((a, b) => {
     if (sort !== 'name') {
       const ka = key(a);
@@ -117,6 +144,7 @@ export function renderJson(what: TopWhat, rows: TopClusterRow[]): string {
     egressBytes: String(r.egressBytes),
     ingressPackets: String(r.ingressPackets),
     egressPackets: String(r.egressPackets),
+    ...Object.fromEntries(CLASS_FIELDS.map((f) => [f, String(r[f])])),
     ...(r.pods !== undefined ? { pods: r.pods, retiredPods: r.retiredPods ?? 0 } : {}),
     ...(r.bpfMapBytes !== undefined ? { bpfMapBytes: String(r.bpfMapBytes) } : {}),
     ...(r.updated !== undefined ? { updated: r.updated } : {}),
@@ -126,22 +154,23 @@ export function renderJson(what: TopWhat, rows: TopClusterRow[]): string {
 
 export function renderTable(what: TopWhat, rows: TopClusterRow[], allNamespaces: boolean): string {
   if (rows.length === 0) return `No ${what} with podmeter counts found.\n`;
-  const traffic = (r: TopClusterRow) => [bytes(r.ingressBytes), bytes(r.egressBytes)];
+  const TRAFFIC = ['INGRESS', 'EGRESS', 'CROSS-ZONE', 'EXTERNAL'];
+  const traffic = (r: TopClusterRow) => [bytes(r.ingressBytes), bytes(r.egressBytes), bytes(r.egressCrossZoneBytes), bytes(r.egressExternalBytes)];
   switch (what) {
     case 'pods':
       return table(
-        [...(allNamespaces ? ['NAMESPACE'] : []), 'NAME', 'INGRESS', 'EGRESS', 'PACKETS IN', 'PACKETS OUT', 'UPDATED'],
+        [...(allNamespaces ? ['NAMESPACE'] : []), 'NAME', ...TRAFFIC, 'PACKETS IN', 'PACKETS OUT', 'UPDATED'],
         rows.map((r) => [...(allNamespaces ? [r.namespace ?? ''] : []), r.name, ...traffic(r), String(r.ingressPackets), String(r.egressPackets), age(r.updated)]),
       );
     case 'namespaces':
-      return table(['NAME', 'INGRESS', 'EGRESS', 'PODS', 'ENDED PODS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), String(r.retiredPods ?? 0)]));
+      return table(['NAME', ...TRAFFIC, 'PODS', 'ENDED PODS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), String(r.retiredPods ?? 0)]));
     case 'workloads':
       return table(
-        [...(allNamespaces ? ['NAMESPACE'] : []), 'KIND', 'NAME', 'INGRESS', 'EGRESS', 'PODS', 'ENDED PODS'],
+        [...(allNamespaces ? ['NAMESPACE'] : []), 'KIND', 'NAME', ...TRAFFIC, 'PODS', 'ENDED PODS'],
         rows.map((r) => [...(allNamespaces ? [r.namespace ?? ''] : []), r.kind ?? '', r.name, ...traffic(r), String(r.pods ?? 0), String(r.retiredPods ?? 0)]),
       );
     case 'nodes':
-      return table(['NAME', 'INGRESS', 'EGRESS', 'PODS', 'BPF MAPS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), r.bpfMapBytes === undefined ? '-' : bytes(r.bpfMapBytes)]));
+      return table(['NAME', ...TRAFFIC, 'PODS', 'BPF MAPS'], rows.map((r) => [r.name, ...traffic(r), String(r.pods ?? 0), r.bpfMapBytes === undefined ? '-' : bytes(r.bpfMapBytes)]));
   }
 }
 

@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { Exposition, labelText, type LabelledCounter } from '../common/http/exposition.ts';
 import type { Ledger, UsageTotal } from './ledger/ledger.ts';
 import type { UsageKind } from '../common/contract/usage.ts';
+import { CLASS_FIELDS, PEER_CLASS_OF } from '../common/contract/counts.ts';
 
 /** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations and the budget. */
 export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'annotation', 'budget'] as const;
@@ -46,6 +47,19 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
           if (labels === undefined) continue;
           emit(labelText({ ...labels, direction: 'ingress' }), t.total.ingressBytes);
           emit(labelText({ ...labels, direction: 'egress' }), t.total.egressBytes);
+        }
+      },
+    });
+    // Only the classes clouds bill, and only those with bytes: at most three more series per object.
+    exposition.add({
+      name: `podmeter_${scope}_network_peer_bytes_total`,
+      help: `Bytes sent (direction egress) by the pods of each ${what} to the peer classes clouds bill (peer: cross-zone, cross-region, external), including pods that have ended; parts of podmeter_${scope}_network_bytes_total.`,
+      type: 'counter',
+      samples: (emit) => {
+        for (const t of ledger.totals(kind)) {
+          const labels = labelsOf(t);
+          if (labels === undefined) continue;
+          for (const f of CLASS_FIELDS) if (t.total[f] !== 0n) emit(labelText({ ...labels, direction: 'egress', peer: PEER_CLASS_OF[f] }), t.total[f]);
         }
       },
     });

@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from '../common/kube/api.ts';
-import { copy, FIELDS, sum, wentBack, type Counts } from '../common/contract/counts.ts';
+import { copy, equal, FIELDS, sum, wentBack, type Counts } from '../common/contract/counts.ts';
 import { ANNOTATIONS, countsFromAnnotations } from '../common/contract/annotations.ts';
 import type { Owner } from '../common/contract/finals.ts';
 import type { Interner, OwnerIndex } from './owners.ts';
@@ -218,7 +218,7 @@ export class PodStore {
       p.base = contribution(p);
       this.#log.warn({ namespace: p.namespace, pod: p.name }, 'pod counters went back (agent counters restarted): keeping the earlier counts as a base');
     }
-    if (counts.ingressBytes !== p.annotated.ingressBytes || counts.egressBytes !== p.annotated.egressBytes || counts.ingressPackets !== p.annotated.ingressPackets || counts.egressPackets !== p.annotated.egressPackets) {
+    if (!equal(counts, p.annotated)) {
       p.annotated = copy(counts);
       changed = true;
     }

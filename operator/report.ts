@@ -6,21 +6,18 @@
  */
 import { ACCEPT_METADATA_LIST, ApiError, isStatus, type KubeApi, type KubeObject } from '../common/kube/api.ts';
 import { GROUP, NAMESPACE_LABEL, PLURAL, usagePath, type UsageKind, type UsageObject } from '../common/contract/usage.ts';
-import { fromStrings, zero } from '../common/contract/counts.ts';
+import { fromStrings, zero, type Counts } from '../common/contract/counts.ts';
 import { ANNOTATIONS, countsFromAnnotations, hasCounts } from '../common/contract/annotations.ts';
 import { listAll } from '../common/kube/list.ts';
 
 export type TopWhat = 'pods' | 'namespaces' | 'workloads' | 'nodes';
 
-export interface TopClusterRow {
+/** One row: the counts (totals and egress bytes to the billed peer classes) and what the row is. */
+export interface TopClusterRow extends Counts {
   name: string;
   namespace?: string;
   kind?: string;
   node?: string;
-  ingressBytes: bigint;
-  egressBytes: bigint;
-  ingressPackets: bigint;
-  egressPackets: bigint;
   pods?: number;
   retiredPods?: number;
   bpfMapBytes?: bigint;

@@ -92,7 +92,7 @@ export class Annotator {
           this.#onWrite('skipped_budget');
           return;
         }
-        const result = await this.#write(pod, values);
+        const result = await this.#write(pod, values, state.written);
         this.#onWrite(result);
         if (result === 'error') return; // outage: back off, retry later with the then latest values
         state.written = values;
@@ -124,8 +124,11 @@ export class Annotator {
     return due.sort((a, b) => Number(b.state.urgent) - Number(a.state.urgent) || a.state.writtenAt - b.state.writtenAt);
   }
 
-  async #write(pod: PodRef, values: string): Promise<WriteResult> {
-    const annotations = { ...(JSON.parse(values) as Record<string, string>), [ANNOTATIONS.updated]: new Date().toISOString() };
+  /** `previous`: the values last written; one of them no longer there (a class back at zero) is removed (null in a merge patch). */
+  async #write(pod: PodRef, values: string, previous: string | undefined): Promise<WriteResult> {
+    const now = JSON.parse(values) as Record<string, string | null>;
+    for (const key of Object.keys(previous === undefined ? {} : (JSON.parse(previous) as object))) now[key] ??= null;
+    const annotations = { ...now, [ANNOTATIONS.updated]: new Date().toISOString() };
     try {
       // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
       const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
@@ -220,5 +223,5 @@ export class Annotator {
 
 /** The annotation values of a unit, as a canonical JSON string (for change detection). */
 function valuesOf(unit: Unit, mapBytes: number | undefined): string {
-  return JSON.stringify(podAnnotations(countsOf(unit.counters), mapBytes));
+  return JSON.stringify(podAnnotations(countsOf(unit), mapBytes));
 }

@@ -10,11 +10,14 @@
  * informer). Each collection is listed and watched by the one reflector
  * (common/kube/reflector.ts: paged lists, resume, relist on 410, backoff).
  * A Node with a podCIDR that does not parse is logged and that CIDR skipped.
- * Nodes without zone labels are all in one (unnamed) zone.
+ * Nodes without zone labels are all in one (unnamed) zone. A cluster
+ * without the ServiceCIDR API (before Kubernetes 1.33, or turned off) has
+ * no `service` class: the classes from Nodes are published all the same
+ * (logged once), and Service ClusterIPs count by the other rules.
  */
 import type { V1Node, V1ServiceCIDR } from '@kubernetes/client-node';
 import type { Logger } from '../../common/log.ts';
-import type { KubeApi, KubeObject } from '../../common/kube/api.ts';
+import { isStatus, type KubeApi, type KubeObject } from '../../common/kube/api.ts';
 import { Reflector } from '../../common/kube/reflector.ts';
 import { parsePrefix, type Prefix } from './cidr.ts';
 import type { ClusterPeers } from './table.ts';
@@ -78,9 +81,10 @@ interface Collection<T> {
 
 /**
  * Lists and watches one collection, keeping only extracted values; calls
- * `onChange` (debounced) when they change. Returns stop().
+ * `onChange` (debounced) when they change, `onError` with each failure of
+ * the list or watch (it is retried). Returns stop().
  */
-function follow<T>(api: KubeApi, c: Collection<T>, onChange: (values: ReadonlyMap<string, T>) => void, log: Logger): () => Promise<void> {
+function follow<T>(api: KubeApi, c: Collection<T>, onChange: (values: ReadonlyMap<string, T>) => void, log: Logger, onError?: (err: unknown) => void): () => Promise<void> {
   const values = new Map<string, T>();
   let stopped = false;
   let debounce: NodeJS.Timeout | undefined;
@@ -116,6 +120,7 @@ function follow<T>(api: KubeApi, c: Collection<T>, onChange: (values: ReadonlyMa
       const got = c.extract(obj);
       if (got !== undefined && values.delete(got.name)) changed();
     },
+    ...(onError ? { onError } : {}),
   });
   void reflector.start();
   return async () => {
@@ -129,8 +134,15 @@ export interface ClusterPeerWatch {
   stop(): Promise<void>;
 }
 
-/** Follows Nodes and ServiceCIDRs; `onPeers` gets the whole cluster view after each change. */
-export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peers: ClusterPeers) => void, log: Logger): ClusterPeerWatch {
+/** Where ServiceCIDRs are listed (networking.k8s.io/v1, Kubernetes 1.33+). */
+export const SERVICE_CIDRS_PATH = '/apis/networking.k8s.io/v1/servicecidrs';
+
+/**
+ * Follows Nodes and ServiceCIDRs; `onPeers` gets the whole cluster view after
+ * each change. (`serviceCidrsPath`: a test points it at an API version the
+ * test apiserver does not serve, which cannot run without the v1 one.)
+ */
+export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peers: ClusterPeers) => void, log: Logger, serviceCidrsPath = SERVICE_CIDRS_PATH): ClusterPeerWatch {
   let nodes: ReadonlyMap<string, NodePeers> = new Map();
   let services: ReadonlyMap<string, Prefix[]> = new Map();
   const reported = new Set<string>();
@@ -164,7 +176,7 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
   const stopServices = follow<Prefix[]>(
     api,
     {
-      path: '/apis/networking.k8s.io/v1/servicecidrs',
+      path: serviceCidrsPath,
       extract: (obj) => {
         const s = obj as V1ServiceCIDR;
         const name = s.metadata?.name;
@@ -186,6 +198,17 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
       publish();
     },
     log,
+    (err) => {
+      // No ServiceCIDR API (404): there is no Service CIDR to know; the Nodes' classes must not wait for it.
+      if (!isStatus(err, 404) || synced.services) return;
+      synced.services = true;
+      log.warn(
+        { path: serviceCidrsPath },
+        'the cluster has no ServiceCIDR API (Kubernetes before 1.33, or turned off): no service class; traffic to Service ClusterIPs counts by the other rules (external, unless a ClusterIP lies in a node\'s or configured range)',
+      );
+      void stopServices();
+      publish();
+    },
   );
   return {
     async stop() {

@@ -1,8 +1,16 @@
 /**
- * The four traffic counters of a pod (or a sum of pods), as bigints: byte
+ * The traffic counters of a pod (or a sum of pods), as bigints: byte
  * totals pass 2^53 within months on a busy namespace, so they are never
  * JavaScript numbers, and they travel as decimal strings (annotations, CR
  * status, JSON output).
+ *
+ * Besides the four totals, the egress bytes to the peer classes that cost
+ * money (cross-zone, cross-region, external: clouds bill them) travel with
+ * them through annotations, finals and the ledger. They are parts of
+ * egressBytes (classes are disjoint: cross-region traffic is not also
+ * cross-zone). Where they travel as strings a zero one is left out (absent =
+ * 0), which keeps Pod objects and checkpoints small and reads the counts of
+ * an agent or operator that predates them as zero.
  */
 
 export interface Counts {
@@ -10,32 +18,53 @@ export interface Counts {
   egressBytes: bigint;
   ingressPackets: bigint;
   egressPackets: bigint;
+  egressCrossZoneBytes: bigint;
+  egressCrossRegionBytes: bigint;
+  egressExternalBytes: bigint;
 }
 
-export const FIELDS = ['ingressBytes', 'egressBytes', 'ingressPackets', 'egressPackets'] as const;
+/** The totals: always present where counts travel. */
+export const TOTAL_FIELDS = ['ingressBytes', 'egressBytes', 'ingressPackets', 'egressPackets'] as const;
+/** Egress bytes by billed peer class: absent means zero where counts travel. */
+export const CLASS_FIELDS = ['egressCrossZoneBytes', 'egressCrossRegionBytes', 'egressExternalBytes'] as const;
+export const FIELDS = [...TOTAL_FIELDS, ...CLASS_FIELDS] as const;
+export type ClassField = (typeof CLASS_FIELDS)[number];
+
+export function isClassField(field: string): field is ClassField {
+  return (CLASS_FIELDS as readonly string[]).includes(field);
+}
+
+/** The agent's peer class (agent/peers/classes.ts) each class field counts. */
+export const PEER_CLASS_OF: Readonly<Record<ClassField, string>> = {
+  egressCrossZoneBytes: 'cross-zone',
+  egressCrossRegionBytes: 'cross-region',
+  egressExternalBytes: 'external',
+};
 
 export function zero(): Counts {
-  return { ingressBytes: 0n, egressBytes: 0n, ingressPackets: 0n, egressPackets: 0n };
+  return { ingressBytes: 0n, egressBytes: 0n, ingressPackets: 0n, egressPackets: 0n, egressCrossZoneBytes: 0n, egressCrossRegionBytes: 0n, egressExternalBytes: 0n };
 }
 
 export function copy(c: Counts): Counts {
-  return { ingressBytes: c.ingressBytes, egressBytes: c.egressBytes, ingressPackets: c.ingressPackets, egressPackets: c.egressPackets };
+  return {
+    ingressBytes: c.ingressBytes,
+    egressBytes: c.egressBytes,
+    ingressPackets: c.ingressPackets,
+    egressPackets: c.egressPackets,
+    egressCrossZoneBytes: c.egressCrossZoneBytes,
+    egressCrossRegionBytes: c.egressCrossRegionBytes,
+    egressExternalBytes: c.egressExternalBytes,
+  };
 }
 
 /** a += b (in place). */
 export function addTo(a: Counts, b: Counts): void {
-  a.ingressBytes += b.ingressBytes;
-  a.egressBytes += b.egressBytes;
-  a.ingressPackets += b.ingressPackets;
-  a.egressPackets += b.egressPackets;
+  for (const f of FIELDS) a[f] += b[f];
 }
 
 /** a -= b (in place). */
 export function subFrom(a: Counts, b: Counts): void {
-  a.ingressBytes -= b.ingressBytes;
-  a.egressBytes -= b.egressBytes;
-  a.ingressPackets -= b.ingressPackets;
-  a.egressPackets -= b.egressPackets;
+  for (const f of FIELDS) a[f] -= b[f];
 }
 
 export function sum(a: Counts, b: Counts): Counts {
@@ -45,16 +74,19 @@ export function sum(a: Counts, b: Counts): Counts {
 }
 
 export function equal(a: Counts, b: Counts): boolean {
-  return a.ingressBytes === b.ingressBytes && a.egressBytes === b.egressBytes && a.ingressPackets === b.ingressPackets && a.egressPackets === b.egressPackets;
+  for (const f of FIELDS) if (a[f] !== b[f]) return false;
+  return true;
 }
 
 export function isZero(c: Counts): boolean {
-  return c.ingressBytes === 0n && c.egressBytes === 0n && c.ingressPackets === 0n && c.egressPackets === 0n;
+  for (const f of FIELDS) if (c[f] !== 0n) return false;
+  return true;
 }
 
 /** True when any counter of `now` is below `before`: the counters restarted from zero (e.g. a node reboot lost the pinned links). */
 export function wentBack(now: Counts, before: Counts): boolean {
-  return now.ingressBytes < before.ingressBytes || now.egressBytes < before.egressBytes || now.ingressPackets < before.ingressPackets || now.egressPackets < before.egressPackets;
+  for (const f of FIELDS) if (now[f] < before[f]) return true;
+  return false;
 }
 
 const DECIMAL = /^(0|[1-9][0-9]{0,29})$/;
@@ -64,17 +96,23 @@ export function parseDecimal(text: unknown): bigint | undefined {
   return typeof text === 'string' && DECIMAL.test(text) ? BigInt(text) : undefined;
 }
 
-/** Counters as decimal strings, field by field (CR status, JSON). */
-export function toStrings(c: Counts): Record<(typeof FIELDS)[number], string> {
-  return { ingressBytes: String(c.ingressBytes), egressBytes: String(c.egressBytes), ingressPackets: String(c.ingressPackets), egressPackets: String(c.egressPackets) };
+/** Counters as decimal strings: the totals always, a class field when not zero. */
+export type CountStrings = Record<(typeof TOTAL_FIELDS)[number], string> & Partial<Record<ClassField, string>>;
+
+/** Counters as decimal strings, field by field (CR status, finals, JSON); zero class fields are left out. */
+export function toStrings(c: Counts): CountStrings {
+  const s: CountStrings = { ingressBytes: String(c.ingressBytes), egressBytes: String(c.egressBytes), ingressPackets: String(c.ingressPackets), egressPackets: String(c.egressPackets) };
+  for (const f of CLASS_FIELDS) if (c[f] !== 0n) s[f] = String(c[f]);
+  return s;
 }
 
-/** Counters from an object of decimal strings; undefined when any is missing or malformed. */
+/** Counters from an object of decimal strings; undefined when a total is missing or any field is malformed (an absent class field is zero). */
 export function fromStrings(value: unknown): Counts | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   const c = zero();
   for (const field of FIELDS) {
+    if (v[field] === undefined && isClassField(field)) continue;
     const n = parseDecimal(v[field]);
     if (n === undefined) return undefined;
     c[field] = n;

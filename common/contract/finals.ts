@@ -13,7 +13,7 @@
  * operator (parseNodeFinals). Entries that do not parse are dropped and
  * reported; the others are kept, so one bad entry never hides the rest.
  */
-import { fromStrings, toStrings, type Counts } from './counts.ts';
+import { fromStrings, toStrings, type Counts, type CountStrings } from './counts.ts';
 
 /** How long an agent publishes a final, and the operator uses it. */
 export const FINALS_WINDOW_MS = 10 * 60_000;
@@ -25,8 +25,12 @@ export interface Owner {
   name: string;
 }
 
-/** One pod's final counts as they travel in the annotation (decimal strings: counters pass 2^53). */
-export interface NodeFinal {
+/**
+ * One pod's final counts as they travel in the annotation (decimal strings:
+ * counters pass 2^53); its billed classes only when not zero (absent = 0,
+ * so finals of an agent that predates them read as zero).
+ */
+export interface NodeFinal extends CountStrings {
   /** The Pod's uid (the mirror Pod's for a static pod). */
   uid: string;
   /** Namespace, name and controller: absent when the agent restarted after the Pod object went. */
@@ -35,10 +39,6 @@ export interface NodeFinal {
   owner?: Owner;
   /** When the agent read the final counts (RFC 3339). */
   terminated: string;
-  ingressBytes: string;
-  egressBytes: string;
-  ingressPackets: string;
-  egressPackets: string;
 }
 
 export interface PodFinal {

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { bytes } from '../format.ts';
-import { FIELDS, fromStrings, toStrings, zero, type Counts } from './counts.ts';
+import { CLASS_FIELDS, fromStrings, toStrings, zero, type ClassField, type Counts, type CountStrings } from './counts.ts';
 
 export const GROUP = 'podmeter.io';
 export const VERSION = 'v1alpha1';
@@ -50,7 +50,7 @@ export function workloadUsageName(w: Workload): string {
   return `${cut}-${hash}`;
 }
 
-export type CountStrings = Record<(typeof FIELDS)[number], string>;
+export type { CountStrings };
 
 /** A live pod's counts as persisted in its NodeUsage (what the rollups include). */
 export interface CheckpointEntry extends CountStrings {
@@ -72,10 +72,20 @@ export interface RetiringEntry extends CountStrings {
   rolledUp: boolean;
 }
 
+/** The human-readable status field of each class field (the printer columns). */
+export const HUMAN_CLASS_FIELD: Readonly<Record<ClassField, 'egressCrossZone' | 'egressCrossRegion' | 'egressExternal'>> = {
+  egressCrossZoneBytes: 'egressCrossZone',
+  egressCrossRegionBytes: 'egressCrossRegion',
+  egressExternalBytes: 'egressExternal',
+};
+
 export interface UsageStatus extends CountStrings {
   /** Human-readable totals for `kubectl get` (the printer columns). */
   ingress: string;
   egress: string;
+  egressCrossZone: string;
+  egressCrossRegion: string;
+  egressExternal: string;
   pods: number;
   retiredPods: number;
   /** Final counts of pods that died, included in the totals. */
@@ -124,7 +134,7 @@ export function parseLedger(status: unknown): LedgerState {
   const s = status as Partial<Record<keyof UsageStatus, unknown>>;
   if (s.retired !== undefined) {
     const retired = fromStrings(s.retired);
-    if (retired === undefined) state.problems.push('status.retired is not four decimal counters');
+    if (retired === undefined) state.problems.push('status.retired is not decimal counters');
     else state.retired = retired;
   }
   if (typeof s.retiredPods === 'number' && Number.isSafeInteger(s.retiredPods) && s.retiredPods >= 0) state.retiredPods = s.retiredPods;
@@ -163,10 +173,12 @@ function arrayOf(value: unknown, field: string, state: LedgerState): Record<stri
   return value.filter((v): v is Record<string, unknown> => typeof v === 'object' && v !== null);
 }
 
-/** The common part of every status: exact totals, human totals, pods. */
+/** The common part of every status: exact totals (every class field, zero too, so a column always shows), human totals, pods. */
 export function statusTotals(total: Counts, retired: Counts, pods: number, retiredPods: number, writer: string): UsageStatus {
+  const classes = Object.fromEntries(CLASS_FIELDS.flatMap((f) => [[f, String(total[f])], [HUMAN_CLASS_FIELD[f], bytes(total[f])]])) as Record<ClassField, string> & Record<(typeof HUMAN_CLASS_FIELD)[ClassField], string>;
   return {
     ...toStrings(total),
+    ...classes,
     ingress: bytes(total.ingressBytes),
     egress: bytes(total.egressBytes),
     pods,

@@ -7,10 +7,13 @@
  * deploy/manifests being current, and the Dockerfile against the repository.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { run } from '../cluster/cluster.ts';
+import { TEST_PREFIX } from '../helpers/cleanup.ts';
+import { readPeerClassesFile } from '../../agent/peers/config.ts';
 import {
   agentContainer,
   agentDaemonSet,
@@ -132,6 +135,53 @@ test('pod templates carry neither helm.sh/chart nor a version (a chart bump rest
     for (const [k, v] of Object.entries(o.spec.selector.matchLabels as Record<string, string>)) assert.equal(labels[k], v);
   }
   for (const o of objects) assert.equal(o.metadata.labels?.['helm.sh/chart'], 'podmeter-0.1.0', `${o.kind}/${o.metadata.name} has the chart label`);
+});
+
+test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file, mounted; a change rolls the agents; bad classes rejected', async (t) => {
+  const bin = await toolsDir();
+  const dir = mkdtempSync(path.join(tmpdir(), TEST_PREFIX));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const valuesFile = (name: string, peerClasses: unknown) => {
+    const file = path.join(dir, name);
+    writeFileSync(file, JSON.stringify({ agent: { peerClasses } }));
+    return file;
+  };
+  const classes = { onprem: ['10.200.0.0/16'], storage: ['52.216.0.0/15', '2600:1f00::/40'] };
+  const objects = await render(bin, { values: [valuesFile('classes.json', classes)] });
+  const configMap = findObject(objects, 'ConfigMap', '-peer-classes');
+  // The agent's own parser reads what the chart renders.
+  const file = path.join(dir, 'peer-classes');
+  writeFileSync(file, configMap.data['peer-classes']);
+  const parsed = readPeerClassesFile(file);
+  assert.deepEqual(parsed.map((c) => [c.name, c.prefixes.length]), [['onprem', 1], ['storage', 2]]);
+  const container = agentContainer(objects);
+  assert.ok((container.args as string[]).includes('--peer-classes-file=/etc/podmeter/classes/peer-classes'));
+  assert.deepEqual((container.volumeMounts as K8sObject[]).find((m) => m.name === 'peer-classes'), { name: 'peer-classes', mountPath: '/etc/podmeter/classes', readOnly: true });
+  const spec = agentDaemonSet(objects).spec.template;
+  assert.deepEqual((spec.spec.volumes as K8sObject[]).find((v) => v.name === 'peer-classes'), { name: 'peer-classes', configMap: { name: configMap.metadata.name } });
+  // The agent reads the file at start: another set of classes is another pod template.
+  const checksum = (o: K8sObject[]) => agentDaemonSet(o).spec.template.metadata.annotations?.['checksum/peer-classes'] as string | undefined;
+  const changed = await render(bin, { values: [valuesFile('changed.json', { ...classes, onprem: ['10.201.0.0/16'] })] });
+  assert.match(checksum(objects) ?? '', /^[0-9a-f]{64}$/);
+  assert.notEqual(checksum(changed), checksum(objects));
+  // Without classes: no ConfigMap, flag, mount or annotation.
+  const plain = await render(bin);
+  assert.equal(findObjects(plain, 'ConfigMap').filter((o) => o.metadata.name.endsWith('-peer-classes')).length, 0);
+  assert.ok(!(agentContainer(plain).args as string[]).some((a) => a.startsWith('--peer-classes-file')));
+  assert.equal(checksum(plain), undefined);
+  // The schema names the bad class.
+  const bad: [unknown, RegExp][] = [
+    [{ external: ['10.0.0.0/8'] }, /external/],
+    [{ 'On Prem': ['10.0.0.0/8'] }, /On Prem/],
+    [{ onprem: ['10.0.0.0'] }, /at '\/agent\/peerClasses\/onprem\/0'/],
+    [{ onprem: [] }, /at '\/agent\/peerClasses\/onprem'/],
+    [Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`c${i}`, ['10.0.0.0/8']])), /at '\/agent\/peerClasses'/],
+  ];
+  for (const [value, message] of bad) {
+    const r = await helm(bin, ['template', 'podmeter', CHART, '--values', valuesFile('bad.json', value)]);
+    assert.notEqual(r.code, 0, `${JSON.stringify(value)} must be rejected`);
+    assert.match(r.stderr, message, `${JSON.stringify(value)}: ${r.stderr}`);
+  }
 });
 
 test('values.schema.json rejects bad values with the key and the reason', async () => {

@@ -66,7 +66,7 @@ test('promtool check rules accepts the rendered rules', async (t) => {
   writeFileSync(file, dump({ groups }));
   const r = await run(path.join(bin, 'promtool'), ['check', 'rules', '--lint=all', '--lint-fatal', file]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.match(r.stdout, /SUCCESS: 5 rules found/);
+  assert.match(r.stdout, /SUCCESS: 6 rules found/);
 });
 
 // --- promtool test rules -------------------------------------------------------
@@ -139,6 +139,7 @@ test('promtool test rules: each alert fires on its condition, and only then', as
   };
   const byNode = (node: string) => ({ node, instance: target(node).instance });
   const GiB = 1024 ** 3;
+  const MiB = 1024 ** 2;
 
   const tests = [
     {
@@ -215,6 +216,23 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       alert_rule_test: [
         { eval_time: '30m', alertname: 'PodmeterAnnotationBudgetExhausted', exp_alerts: [] },
         { eval_time: '50m', alertname: 'PodmeterAnnotationBudgetExhausted', exp_alerts: [expected('PodmeterAnnotationBudgetExhausted', byNode('n1'), 2)] },
+      ],
+    },
+    {
+      name: 'namespace cross-zone egress: above 10 MiB/s (summed over its pods and nodes) for 30 minutes; other classes and namespaces do not fire',
+      interval: '1m',
+      input_series: [
+        // shop: two pods on two nodes, 6 MiB/s each to other zones: 12 MiB/s.
+        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'shop', pod: 'web', uid: 'u1', direction: 'egress', peer: 'cross-zone' }, `0+${6 * 60 * MiB}x60`),
+        series('podmeter_pod_network_peer_bytes_total', { ...target('n2'), namespace: 'shop', pod: 'db', uid: 'u2', direction: 'egress', peer: 'cross-zone' }, `0+${6 * 60 * MiB}x60`),
+        // batch: 8 MiB/s cross-zone (below), 50 MiB/s external and cross-zone ingress (other classes).
+        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'cross-zone' }, `0+${8 * 60 * MiB}x60`),
+        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'external' }, `0+${50 * 60 * MiB}x60`),
+        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'ingress', peer: 'cross-zone' }, `0+${50 * 60 * MiB}x60`),
+      ],
+      alert_rule_test: [
+        { eval_time: '30m', alertname: 'PodmeterNamespaceCrossZoneEgressHigh', exp_alerts: [] },
+        { eval_time: '50m', alertname: 'PodmeterNamespaceCrossZoneEgressHigh', exp_alerts: [expected('PodmeterNamespaceCrossZoneEgressHigh', { namespace: 'shop' }, 12 * MiB)] },
       ],
     },
   ];

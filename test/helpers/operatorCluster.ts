@@ -3,7 +3,8 @@
  * helm/podmeter/crds, `bin/podmeter operator` as a child process (so a test can
  * SIGKILL it), and simulated agents that write exactly what a real agent
  * writes on a Pod: a JSON merge patch with the pod's uid as precondition
- * and the four counters plus podmeter.io/updated (agent/kube/annotator.ts).
+ * and the counters (totals, billed classes when not zero) plus
+ * podmeter.io/updated (agent/kube/annotator.ts).
  *
  * Needs: the test control plane tools (test/cluster/build-tools). No root.
  * PODMETER_TEST_OPERATOR_LOG=FILE appends every operator log line (at debug
@@ -19,7 +20,8 @@ import { afterOrSignal, randomSuffix, sleep, type AfterHook } from './cleanup.ts
 import { sample } from './agent.ts';
 import { must } from './kubeCluster.ts';
 import { launchPodmeter, PODMETER, signalAndWait } from './podmeter.ts';
-import { ANNOTATIONS } from '../../common/contract/annotations.ts';
+import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
+import { CLASS_FIELDS, FIELDS, toStrings, zero, type Counts } from '../../common/contract/counts.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
 import { KubeApi } from '../../common/kube/api.ts';
 import { loadConnection } from '../../common/kube/connection.ts';
@@ -28,12 +30,8 @@ import { usagePath, type UsageKind, type UsageObject } from '../../common/contra
 const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
 export const OPERATOR_NS = 'podmeter';
 
-export interface Counters {
-  ingressBytes: bigint;
-  egressBytes: bigint;
-  ingressPackets: bigint;
-  egressPackets: bigint;
-}
+/** The totals and the egress bytes to the billed peer classes (common/contract/counts.ts). */
+export type Counters = Counts;
 
 export interface OperatorCluster {
   cluster: TestCluster;
@@ -100,13 +98,11 @@ export async function deletePod(oc: OperatorCluster, pod: PodSpec): Promise<void
   await oc.core.deleteNamespacedPod({ namespace: pod.namespace, name: pod.name, gracePeriodSeconds: 0 });
 }
 
-/** What a real agent writes: the four counters and `updated`, merge-patched with the pod's uid as precondition. */
+/** What a real agent writes: the counters (billed classes when not zero, removed when zero) and `updated`, merge-patched with the pod's uid as precondition. */
 export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters): Promise<void> {
-  const annotations = {
-    [ANNOTATIONS.ingressBytes]: String(c.ingressBytes),
-    [ANNOTATIONS.egressBytes]: String(c.egressBytes),
-    [ANNOTATIONS.ingressPackets]: String(c.ingressPackets),
-    [ANNOTATIONS.egressPackets]: String(c.egressPackets),
+  const annotations: Record<string, string | null> = {
+    ...Object.fromEntries(CLASS_FIELDS.map((f) => [ANNOTATIONS[f], null])),
+    ...podAnnotations(c, undefined),
     [ANNOTATIONS.updated]: new Date().toISOString(),
   };
   await oc.core.patchNamespacedPod(
@@ -123,7 +119,7 @@ export async function writeNodeFinals(oc: OperatorCluster, node: string, finals:
     name: pod.name,
     ...(pod.owner ? { owner: { kind: pod.owner.kind, name: pod.owner.name } } : {}),
     terminated: (at ?? new Date()).toISOString(),
-    ...asStrings(counts),
+    ...toStrings(counts),
   }));
   await oc.core.patchNode(
     { name: node, body: { metadata: { annotations: { [ANNOTATIONS.finals]: JSON.stringify(value), [ANNOTATIONS.updated]: new Date().toISOString() } } } },
@@ -131,34 +127,45 @@ export async function writeNodeFinals(oc: OperatorCluster, node: string, finals:
   );
 }
 
+/** Distinct counters for a seed; the billed classes are parts of egress (cross-region zero at seed 0: its annotation absent). */
 export function counters(seed: number, scale = 1n): Counters {
   const s = BigInt(seed);
-  return { ingressBytes: (1000n * s + 17n) * scale, egressBytes: (700n * s + 3n) * scale, ingressPackets: 10n * s + 1n, egressPackets: 7n * s + 2n };
+  return {
+    ingressBytes: (1000n * s + 17n) * scale,
+    egressBytes: (700n * s + 3n) * scale,
+    ingressPackets: 10n * s + 1n,
+    egressPackets: 7n * s + 2n,
+    egressCrossZoneBytes: (300n * s + 1n) * scale,
+    egressCrossRegionBytes: 100n * s * scale,
+    egressExternalBytes: (200n * s + 2n) * scale,
+  };
 }
 
+/** Counters from totals only (the billed classes zero). */
+export function totalsOnly(c: Pick<Counters, 'ingressBytes' | 'egressBytes' | 'ingressPackets' | 'egressPackets'>): Counters {
+  return { ...zero(), ...c };
+}
+
+/** Field by field sum (a negative part subtracts). */
 export function add(...cs: Counters[]): Counters {
-  const t = { ingressBytes: 0n, egressBytes: 0n, ingressPackets: 0n, egressPackets: 0n };
-  for (const c of cs) {
-    t.ingressBytes += c.ingressBytes;
-    t.egressBytes += c.egressBytes;
-    t.ingressPackets += c.ingressPackets;
-    t.egressPackets += c.egressPackets;
-  }
+  const t = zero();
+  for (const c of cs) for (const f of FIELDS) t[f] += c[f];
   return t;
 }
 
+/** Every field as a decimal string, zero classes too (as a status's top level has them). */
 export function asStrings(c: Counters): Record<keyof Counters, string> {
-  return { ingressBytes: String(c.ingressBytes), egressBytes: String(c.egressBytes), ingressPackets: String(c.ingressPackets), egressPackets: String(c.egressPackets) };
+  return Object.fromEntries(FIELDS.map((f) => [f, String(c[f])])) as Record<keyof Counters, string>;
 }
 
 export async function usage(oc: OperatorCluster, kind: UsageKind, name: string): Promise<UsageObject | undefined> {
   return oc.api.find<UsageObject>(usagePath(kind, name));
 }
 
-/** The four exact totals of a usage object's status (undefined until written). */
+/** The exact totals and billed classes of a usage object's status (undefined until written). */
 export async function totals(oc: OperatorCluster, kind: UsageKind, name: string): Promise<Record<keyof Counters, string> | undefined> {
-  const s = (await usage(oc, kind, name))?.status;
-  return s && { ingressBytes: s.ingressBytes, egressBytes: s.egressBytes, ingressPackets: s.ingressPackets, egressPackets: s.egressPackets };
+  const s = (await usage(oc, kind, name))?.status as Record<string, unknown> | undefined;
+  return s && (Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Record<keyof Counters, string>);
 }
 
 /** Polls until `fn` returns a value other than undefined; the error names the last value seen. */

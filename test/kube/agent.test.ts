@@ -37,12 +37,15 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
     }, 15_000);
     assert.equal(a['podmeter.io/egress-packets'], String(N));
     assert.equal(a['podmeter.io/ingress-bytes'], '0');
+    assert.equal(a['podmeter.io/egress-external-bytes'], String(N * one), 'egress to the billed class');
+    assert.equal(a['podmeter.io/egress-cross-zone-bytes'], undefined, 'no bytes to a class: no annotation');
     assert.ok(!Number.isNaN(Date.parse(a['podmeter.io/updated']!)));
     const b = await waitFor('db annotations', async () => {
       const got = await annotations(cluster, 'pod', 'db', 'shop');
       return got['podmeter.io/ingress-bytes'] === String(N * one) ? got : undefined;
     }, 15_000);
     assert.equal(b['podmeter.io/ingress-packets'], String(N));
+    assert.equal(b['podmeter.io/egress-external-bytes'], undefined, 'classes are egress only');
     const metrics = await agent.metrics();
     assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { namespace: 'shop', pod: 'web', uid: web.uid, direction: 'egress' }), N * one);
     assert.equal(sample(metrics, 'podmeter_pod_network_packets_total', { namespace: 'shop', pod: 'db', direction: 'ingress' }), N);
@@ -87,6 +90,7 @@ test('Kubernetes mode: annotations, metrics labels, finals, API outage', async (
       return got['podmeter.io/egress-bytes'] === String(10 * udpDatagramBytes(6, 100)) ? got : undefined;
     }, 15_000);
     assert.equal(final['podmeter.io/ingress-bytes'], String(2 * N * one + 5 * one)); // web twice, then the late pod
+    assert.equal(final['podmeter.io/egress-external-bytes'], String(10 * udpDatagramBytes(6, 100)));
     const retained = (await agent.cgroups()).find((c) => c.uid === db.uid);
     assert.equal(retained?.state, 'terminated');
     assert.equal(retained?.pod, 'db');

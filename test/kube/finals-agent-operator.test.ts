@@ -2,8 +2,8 @@
  * The real agent and the real operator: a pod that sends more traffic and
  * dies while no operator runs is counted exactly when the operator comes
  * back, from the final counts the agent publishes on its Node
- * (`podmeter.io/finals`), and restarts of the agent and the operator do not
- * count it twice. Needs root, cgroup v2, bpffs, and the test
+ * (`podmeter.io/finals`), its egress to the billed class (external) too, and
+ * restarts of the agent and the operator do not count it twice. Needs root, cgroup v2, bpffs, and the test
  * control plane (test/cluster).
  */
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
-import { apply, asStrings, eventually, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../helpers/operatorCluster.ts';
+import { apply, asStrings, eventually, totalsOnly, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../helpers/operatorCluster.ts';
 import { annotations, makePod } from '../helpers/kubeCluster.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
 
@@ -36,11 +36,15 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const one = udpDatagramBytes(4, 200);
-  const exchange = (count: number) => udpExchange({ senderCgroup: web.container.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: 200 });
-  const total = (n: number) => ({ ingressBytes: BigInt(n * one), egressBytes: BigInt(n * one), ingressPackets: BigInt(n), egressPackets: BigInt(n) });
+  // db sends to an address outside the cluster (the 'external' class); web receives.
+  const exchange = (count: number) => udpExchange({ senderCgroup: db.container.path, receiverCgroup: web.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: 200 });
+  const total = (n: number) => ({ ...totalsOnly({ ingressBytes: BigInt(n * one), egressBytes: BigInt(n * one), ingressPackets: BigInt(n), egressPackets: BigInt(n) }), egressExternalBytes: BigInt(n * one) });
 
   await exchange(100);
-  await totalsBecome(oc, 'NamespaceUsage', 'shop', total(100)); // db is checkpointed with 100 datagrams in
+  await totalsBecome(oc, 'NamespaceUsage', 'shop', total(100)); // db is checkpointed with 100 datagrams out
+  const dbNotes = await annotations(oc.cluster, 'pod', 'db', 'shop');
+  assert.equal(dbNotes['podmeter.io/egress-external-bytes'], String(100 * one), 'the billed class on the Pod');
+  assert.equal(dbNotes['podmeter.io/egress-cross-zone-bytes'], undefined, 'a class with no bytes is not written');
 
   await op.kill('SIGKILL');
   await exchange(40); // after db's last checkpoint
@@ -52,8 +56,9 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
     return (JSON.parse(text ?? '[]') as NodeFinal[]).find((f) => f.uid === db.uid);
   };
   const final = await waitFor('db in the Node finals', dbFinal, 60_000);
-  assert.equal(final.ingressBytes, String(140 * one));
-  assert.equal(final.ingressPackets, '140');
+  assert.equal(final.egressBytes, String(140 * one));
+  assert.equal(final.egressPackets, '140');
+  assert.equal(final.egressExternalBytes, String(140 * one), 'the final carries the billed class');
   assert.equal(final.namespace, 'shop');
   assert.equal(final.name, 'db');
   await must(oc.cluster.kubectl(['delete', 'pod', 'db', '-n', 'shop', '--grace-period=0', '--force']));

@@ -2,7 +2,8 @@
  * Peer classes from the cluster: Node objects (zone/region labels, podCIDRs,
  * addresses) and ServiceCIDRs in a real kube-apiserver drive the agent's
  * classes; a node relabelled or joining moves later packets within 5 s while
- * the packets already counted stay where they were.
+ * the packets already counted stay where they were. Without the ServiceCIDR
+ * API (404) the classes from Nodes are published all the same.
  * Needs root, cgroup v2, bpffs, and the test control plane (test/cluster).
  */
 import assert from 'node:assert/strict';
@@ -13,6 +14,14 @@ import { udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.t
 import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { randomSuffix } from '../helpers/cleanup.ts';
 import { clusterWithNode, makePod, must } from '../helpers/kubeCluster.ts';
+import { sleep } from '../helpers/cleanup.ts';
+import { startCluster } from '../cluster/cluster.ts';
+import { pino } from 'pino';
+import { KubeApi } from '../../common/kube/api.ts';
+import { loadConnection } from '../../common/kube/connection.ts';
+import { watchClusterPeers } from '../../agent/peers/cluster.ts';
+import type { Prefix } from '../../agent/peers/cidr.ts';
+import type { ClusterPeers } from '../../agent/peers/table.ts';
 
 const ZONE = 'topology.kubernetes.io/zone';
 const REGION = 'topology.kubernetes.io/region';
@@ -94,4 +103,40 @@ test('Kubernetes mode: classes from Nodes and ServiceCIDRs, exact per class; rel
   const metrics = await agent.metrics();
   const egress = [...expected].filter(([k]) => k.startsWith('egress/')).reduce((s, [, b]) => s + b, 0);
   assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { uid: web.uid, direction: 'egress' }), egress);
+});
+
+test('without the ServiceCIDR API (404): the classes from Nodes are published all the same, said once', async (t) => {
+  // kube-apiserver 1.37 cannot run without networking.k8s.io/v1 servicecidrs (its IP repair controller
+  // needs it), so the watch is pointed at a version it does not serve: the real 404 an older one gives.
+  const cluster = await startCluster();
+  t.after(() => cluster.down());
+  const kubectl = (args: string[], input?: string) => must(cluster.kubectl(args, input === undefined ? {} : { input }));
+  const self = `podmeter-test-a-${randomSuffix()}`;
+  const other = `podmeter-test-c-${randomSuffix()}`;
+  await kubectl(['create', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: self, labels: { [ZONE]: 'a' } }, spec: { podCIDRs: CIDRS.node } }));
+  await kubectl(['create', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: other, labels: { [ZONE]: 'b' } }, spec: { podCIDRs: CIDRS.crossZone } }));
+  const missing = '/apis/networking.k8s.io/v1alpha9/servicecidrs';
+  const raw = await cluster.kubectl(['get', '--raw', missing]);
+  assert.notEqual(raw.code, 0);
+  assert.match(raw.stderr, /NotFound|not found|404/i, 'the apiserver answers 404');
+
+  const connection = (await loadConnection(cluster.kubeconfig))!;
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  const views: ClusterPeers[] = [];
+  const watch = watchClusterPeers(new KubeApi(connection), self, (peers) => views.push(peers), log, missing);
+  t.after(() => watch.stop());
+  const view = await waitFor('the Nodes\' classes published', () => views.at(-1), 15_000);
+  const texts = (prefixes: readonly Prefix[]) => prefixes.map((p) => p.text).sort();
+  assert.deepEqual(texts(view.node ?? []), [...CIDRS.node].sort());
+  assert.deepEqual(texts(view['cross-zone'] ?? []), [...CIDRS.crossZone].sort());
+  assert.deepEqual(view.service, []);
+  const said = () => lines.filter((l) => String(l.msg).startsWith('the cluster has no ServiceCIDR API'));
+  assert.equal(said().length, 1);
+  // Later Node changes still arrive; the missing API is not asked again (one line, ever).
+  await kubectl(['label', 'node', other, `${ZONE}=a`, '--overwrite']);
+  await waitFor('the relabelled node in zone', () => (views.at(-1)!.zone?.length === 2 ? true : undefined), 15_000);
+  await sleep(3000);
+  assert.equal(said().length, 1);
+  assert.equal(lines.filter((l) => l.path === missing && String(l.msg).startsWith('list/watch failed')).length <= 1, true, 'not retried');
 });

@@ -34,6 +34,8 @@ import {
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import type { UsageKind } from '../../common/contract/usage.ts';
+import { copy, FIELDS, fromStrings, subFrom } from '../../common/contract/counts.ts';
+import { bytes } from '../../common/format.ts';
 
 const template = (app: string) => ({ metadata: { labels: { app } }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } });
 const owner = (apiVersion: string, kind: string, name: string, uid?: string) => ({ apiVersion, kind, name, ...(uid ? { uid } : {}) });
@@ -126,6 +128,10 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     assert.equal(exact('podmeter_namespace_network_bytes_total', { namespace: 'shop', direction: 'ingress' }), shopIn);
     assert.equal(exact('podmeter_workload_network_bytes_total', { namespace: 'batch', workload_kind: 'CronJob', workload: 'nightly', direction: 'egress' }), counts.get('nightly-29001-k2')!.egressBytes);
     assert.equal(exact('podmeter_node_network_bytes_total', { node: B, direction: 'egress' }), sumOf((p) => p.node === B).egressBytes);
+    // Egress by billed class, beside the totals.
+    assert.equal(exact('podmeter_namespace_network_peer_bytes_total', { namespace: 'shop', direction: 'egress', peer: 'cross-zone' }), sumOf((p) => p.namespace === 'shop').egressCrossZoneBytes);
+    assert.equal(exact('podmeter_workload_network_peer_bytes_total', { namespace: 'batch', workload_kind: 'CronJob', workload: 'nightly', direction: 'egress', peer: 'external' }), counts.get('nightly-29001-k2')!.egressExternalBytes);
+    assert.equal(exact('podmeter_node_network_peer_bytes_total', { node: A, direction: 'egress', peer: 'cross-region' }), sumOf((p) => p.node === A).egressCrossRegionBytes);
     assert.equal(sample(metrics, 'podmeter_cluster_bpf_map_memory_bytes', {}), 3345);
     assert.equal(sample(metrics, 'podmeter_operator_leader', {}), 1);
     const warned = (text: string) => op.logs.filter((l) => String(l.msg).startsWith(text)).length;
@@ -133,8 +139,11 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     assert.equal(warned('owner not found'), 1, 'the missing owner is logged once');
 
     const table = await must(oc.cluster.kubectl(['get', 'namespaceusages']));
-    assert.match(table.split('\n')[0] ?? '', /^NAME\s+INGRESS\s+EGRESS\s+PODS\s+AGE$/);
-    assert.match(table, /\nshop\s+\S+ \S+\s+\S+ \S+\s+7\s+\S+/);
+    assert.match(table.split('\n')[0] ?? '', /^NAME\s+INGRESS\s+EGRESS\s+CROSS-ZONE\s+EXTERNAL\s+PODS\s+AGE$/);
+    assert.match(table, /\nshop\s+\S+ \S+\s+\S+ \S+\s+\S+ \S+\s+\S+ \S+\s+7\s+\S+/);
+    assert.equal(shop?.status?.egressCrossZone, bytes(sumOf((p) => p.namespace === 'shop').egressCrossZoneBytes), 'the human CROSS-ZONE column');
+    const wide = await must(oc.cluster.kubectl(['get', 'namespaceusages', '-o', 'wide']));
+    assert.match(wide.split('\n')[0] ?? '', /\sCROSS-REGION\s/);
   });
 
   // How fast is bench/operator.bench.ts's figure (annotation to NamespaceUsage p50/p99); here: every change arrives, exactly.
@@ -205,7 +214,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     for (const name of ['shop', 'batch']) {
       const row = ns.items.find((i) => i.name === name);
       const want = await totals(oc, 'NamespaceUsage', name);
-      assert.deepEqual(row && { ingressBytes: row.ingressBytes, egressBytes: row.egressBytes, ingressPackets: row.ingressPackets, egressPackets: row.egressPackets }, want);
+      assert.deepEqual(row && Object.fromEntries(FIELDS.map((f) => [f, row[f]])), want, 'totals and billed classes');
     }
     assert.equal(ns.items[0]?.name, 'shop', 'sorted by total, largest first');
     const wl = JSON.parse((await podmeterTop(oc, ['workloads', '--namespace', 'batch', '-o', 'json'])).stdout) as { items: Record<string, string>[] };
@@ -215,7 +224,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     assert.equal(x1?.ingressBytes, String(counts.get('web-5d8f-x1')!.ingressBytes));
     assert.equal(podsJson.items.length, counts.size);
     const nodes = await podmeterTop(oc, ['nodes']);
-    assert.match(nodes.stdout, /^NAME\s+INGRESS\s+EGRESS\s+PODS\s+BPF MAPS\n/);
+    assert.match(nodes.stdout, /^NAME\s+INGRESS\s+EGRESS\s+CROSS-ZONE\s+EXTERNAL\s+PODS\s+BPF MAPS\n/);
     assert.match(nodes.stdout, new RegExp(`${A}\\s.*1000 B\\n`));
     const limited = await podmeterTop(oc, ['workloads', '-A', '-n', '2']);
     assert.equal(limited.stdout.trim().split('\n').length, 3, 'header and 2 rows');
@@ -240,10 +249,11 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     const batchBefore = await totals(oc, 'NamespaceUsage', 'batch');
     await must(oc.cluster.kubectl(['delete', 'namespaceusage', 'batch']));
     const grown = add(counts.get('nightly-29001-k2')!, counters(3));
-    const delta = add(grown, { ingressBytes: -counts.get('nightly-29001-k2')!.ingressBytes, egressBytes: -counts.get('nightly-29001-k2')!.egressBytes, ingressPackets: -counts.get('nightly-29001-k2')!.ingressPackets, egressPackets: -counts.get('nightly-29001-k2')!.egressPackets });
+    const delta = copy(grown);
+    subFrom(delta, counts.get('nightly-29001-k2')!);
     counts.set('nightly-29001-k2', grown);
     await writeCounts(oc, pod('nightly-29001-k2'), grown);
-    const batchWant = add({ ingressBytes: BigInt(batchBefore!.ingressBytes), egressBytes: BigInt(batchBefore!.egressBytes), ingressPackets: BigInt(batchBefore!.ingressPackets), egressPackets: BigInt(batchBefore!.egressPackets) }, delta);
+    const batchWant = add(fromStrings(batchBefore)!, delta);
     await totalsBecome(oc, 'NamespaceUsage', 'batch', batchWant);
 
     // A malformed annotation (a hand edit): the previous value is kept.

@@ -14,7 +14,7 @@ test('counters from annotations: exact, missing is zero, malformed keeps the pre
 });
 
 test('what an agent writes reads back exactly, past 2^53', () => {
-  const counts = { ingressBytes: 2n ** 64n + 1n, egressBytes: 3n, ingressPackets: 2n ** 53n + 1n, egressPackets: 0n };
+  const counts = { ingressBytes: 2n ** 64n + 1n, egressBytes: 2n ** 60n, ingressPackets: 2n ** 53n + 1n, egressPackets: 0n, egressCrossZoneBytes: 2n ** 53n + 3n, egressCrossRegionBytes: 0n, egressExternalBytes: 5n };
   const written = podAnnotations(counts, 4096);
   assert.ok(hasCounts(written));
   assert.equal(written[ANNOTATIONS.bpfMapBytes], '4096');
@@ -24,4 +24,22 @@ test('what an agent writes reads back exactly, past 2^53', () => {
   assert.equal(hasCounts({ 'other.io/x': '1' }), false);
   assert.equal(nodeMapBytes({ [ANNOTATIONS.bpfMapBytes]: '123' }), 123n);
   assert.equal(nodeMapBytes({ [ANNOTATIONS.bpfMapBytes]: 'x' }), undefined);
+});
+
+test('billed classes: only those not zero are written, absent beside the totals reads as zero', () => {
+  const counts = { ingressBytes: 10n, egressBytes: 100n, ingressPackets: 1n, egressPackets: 2n, egressCrossZoneBytes: 0n, egressCrossRegionBytes: 0n, egressExternalBytes: 60n };
+  const written = podAnnotations(counts, undefined);
+  assert.deepEqual(Object.keys(written).sort(), ['podmeter.io/egress-bytes', 'podmeter.io/egress-external-bytes', 'podmeter.io/egress-packets', 'podmeter.io/ingress-bytes', 'podmeter.io/ingress-packets']);
+  assert.equal(written[ANNOTATIONS.egressExternalBytes], '60');
+  // An agent that predates classes (or a pod with none yet): zero, not the previous value.
+  const previous = { ...counts, egressCrossZoneBytes: 7n };
+  const read = countsFromAnnotations({ 'podmeter.io/ingress-bytes': '10', 'podmeter.io/egress-bytes': '100' }, previous);
+  assert.equal(read.counts.egressCrossZoneBytes, 0n);
+  assert.equal(read.counts.egressExternalBytes, 0n);
+  // No counters at all (not written yet, or removed by hand): nothing is read, the previous values stay.
+  assert.deepEqual(countsFromAnnotations({}, previous).counts, previous);
+  // A malformed class value is reported and keeps the previous one.
+  const bad = countsFromAnnotations({ 'podmeter.io/egress-bytes': '100', [ANNOTATIONS.egressCrossZoneBytes]: '1e3' }, previous);
+  assert.deepEqual(bad.malformed, [ANNOTATIONS.egressCrossZoneBytes]);
+  assert.equal(bad.counts.egressCrossZoneBytes, 7n);
 });
