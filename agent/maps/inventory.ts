@@ -151,12 +151,12 @@ export interface InventoryOptions {
   procRoot?: string;
   /** Defaults to os.release() (tests only). */
   kernelRelease?: string;
-  /** The enumeration yields to the event loop after this much synchronous work (default 2 ms; a scrape waits about that long at most). */
+  /** The enumeration yields to the event loop after this much synchronous work (default 1 ms; a scrape waits about that long at most). */
   sliceMs?: number;
 }
 
 /** Maps or programs described per native call: about 1 ms of syscalls and objects, within a slice. */
-const LIST_BATCH = 16;
+const LIST_BATCH = 8;
 
 /** Every object a `list(afterId, limit)` walk gives, in batches with pauses between them. */
 async function listSliced<T extends { id: number }>(list: (afterId: number, limit: number) => T[], slices: Slices): Promise<T[]> {
@@ -202,7 +202,7 @@ function descending<T extends { bytes: number }>(key: (item: T) => string | numb
  */
 export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInventory> {
   const started = performance.now();
-  const slices = new Slices(opts.sliceMs ?? 2);
+  const slices = new Slices(opts.sliceMs ?? 1);
   const takenAt = Date.now();
   const procRoot = opts.procRoot ?? '/proc';
   const kernel = opts.kernelRelease ?? release();

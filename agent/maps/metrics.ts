@@ -38,6 +38,9 @@ export function addMapMetrics(exposition: Exposition, getInventory: () => MapInv
     },
   });
 
+  // The per-label sums change only with the inventory (every --maps-interval) and with the names
+  // of the pods holding maps: kept between scrapes, so a scrape at thousands of maps only prints.
+  let cached: { inv: MapInventory; pods: string; samples: [string, number][] } | undefined;
   exposition.add({
     name: 'podmeter_bpf_map_memory_bytes',
     help: 'Kernel memory of BPF maps by map name, type, owner (comm of a holding process, or program / pinned) and pod; maps with equal labels summed, a shared map in each of its owners and pods.',
@@ -46,22 +49,9 @@ export function addMapMetrics(exposition: Exposition, getInventory: () => MapInv
       const inv = getInventory();
       if (inv === undefined) return;
       const namer = podNamer?.();
-      const sums = new Map<string, number>();
-      for (const map of inv.maps) {
-        // Each distinct label set that holds this map gets it once.
-        const seen = new Set<string>();
-        const sets =
-          map.processes.length === 0
-            ? [{ owner: map.owner as string, namespace: '', pod: '' }]
-            : map.processes.map((p) => ({ owner: p.comm, ...(p.podUid === undefined ? { namespace: '', pod: '' } : podLabels(p.podUid, namer)) }));
-        for (const set of sets) {
-          const labels = labelText({ map_name: map.name, map_type: map.type, ...set });
-          if (seen.has(labels)) continue;
-          seen.add(labels);
-          sums.set(labels, (sums.get(labels) ?? 0) + map.bytes);
-        }
-      }
-      for (const [labels, bytes] of sums) emit(labels, bytes);
+      const pods = inv.byPod.map((p) => JSON.stringify(podLabels(p.uid, namer))).join();
+      if (cached?.inv !== inv || cached.pods !== pods) cached = { inv, pods, samples: mapSums(inv, namer) };
+      for (const [labels, bytes] of cached.samples) emit(labels, bytes);
     },
   });
 
@@ -76,4 +66,23 @@ export function addMapMetrics(exposition: Exposition, getInventory: () => MapInv
       for (const p of inv.byPod) emit(labelText({ ...(namer?.(p.uid) ?? { namespace: '', pod: '' }), uid: p.uid }), p.bytes);
     },
   });
+}
+
+/** podmeter_bpf_map_memory_bytes's samples: each distinct label set that holds a map gets it once. */
+function mapSums(inv: MapInventory, namer: PodNamer | undefined): [string, number][] {
+  const sums = new Map<string, number>();
+  for (const map of inv.maps) {
+    const seen = new Set<string>();
+    const sets =
+      map.processes.length === 0
+        ? [{ owner: map.owner as string, namespace: '', pod: '' }]
+        : map.processes.map((p) => ({ owner: p.comm, ...(p.podUid === undefined ? { namespace: '', pod: '' } : podLabels(p.podUid, namer)) }));
+    for (const set of sets) {
+      const labels = labelText({ map_name: map.name, map_type: map.type, ...set });
+      if (seen.has(labels)) continue;
+      seen.add(labels);
+      sums.set(labels, (sums.get(labels) ?? 0) + map.bytes);
+    }
+  }
+  return [...sums];
 }

@@ -2,7 +2,7 @@
  * Keeps the latest map inventory: one enumeration at start, then one per
  * interval. It never throws: a failed enumeration is logged and counted, and
  * the previous inventory stays the latest (a scrape sees the last good one).
- * The enumeration runs in slices of about 2 ms between which the event loop
+ * The enumeration runs in slices of about 1 ms between which the event loop
  * serves scrapes and cgroup events (inventory.ts); tens of milliseconds in
  * all for thousands of maps, well under 1% of a core at a 10-30 s interval.
  * A refresh still running when the next is due is not doubled.
