@@ -9,44 +9,13 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTmpfs } from '../helpers/mounts.ts';
-import { makeTopology } from '../helpers/topology.ts';
-import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor, type AgentProcess } from '../helpers/agent.ts';
-import { queryCgroup } from '../../agent/kernel/bpf.ts';
-import type { AfterHook } from '../helpers/cleanup.ts';
+import { sample, waitFor } from '../helpers/agent.ts';
+import { countedPair as counted, DATAGRAM_BYTES as BYTES, exactTotals, healthy, logged } from './pair.ts';
 
-const P = 200;
-const BYTES = udpDatagramBytes(4, P);
 const SAVE_FAILED = 'cannot write the state file; counting goes on, retrying at every interval';
 const SAVED_AGAIN = 'state file written again';
 const CORRUPT = /^state file unreadable/;
-
-const attached = (path: string) => queryCgroup(path, 'egress').length > 0 && queryCgroup(path, 'ingress').length > 0;
-
-/** A sender and a receiver cgroup, counted by an agent, and an exchange of `count` datagrams between them over a veth. */
-async function counted(t: AfterHook, options: { stateDir?: string; args?: string[] }) {
-  const root = makeTestCgroup(t);
-  const a = root.child('sender');
-  const b = root.child('receiver');
-  const agent = await startAgentProcess(t, { cgroupRoot: root.path, ...options });
-  await waitFor('attached', () => (attached(a.path) && attached(b.path) ? true : undefined));
-  const topo = makeTopology(t);
-  const exchange = (count: number) => udpExchange({ senderCgroup: a.path, receiverCgroup: b.path, ...topo.toPeer('external', 4), family: 4, count, payload: P });
-  return { agent, exchange };
-}
-
-/** /metrics shows exactly `count` datagrams each way (bytes and packets). */
-async function exactTotals(agent: AgentProcess, count: number): Promise<void> {
-  const metrics = await waitFor(`metrics at ${count} datagrams`, async () => {
-    const text = await agent.metrics();
-    return sample(text, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }) === count ? text : undefined;
-  });
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }), count * BYTES);
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'sender', direction: 'egress' }), count);
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'receiver', direction: 'ingress' }), count * BYTES);
-}
 
 /** The sender's egress bytes in the agent's state file, if it is there and parses. */
 function savedEgress(stateDir: string): string | undefined {
@@ -57,14 +26,6 @@ function savedEgress(stateDir: string): string | undefined {
     return undefined;
   }
 }
-
-async function healthy(agent: AgentProcess): Promise<void> {
-  const res = await fetch(`${agent.url}/healthz`);
-  assert.equal(res.status, 200);
-}
-
-const logged = (agent: AgentProcess, msg: string | RegExp) =>
-  agent.logs.filter((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(String(l.msg)))).length;
 
 for (const fault of ['full (ENOSPC)', 'read-only'] as const) {
   test(`state dir ${fault} under a running agent: counting and /metrics go on, logged once, state written again, exact totals after a restart`, async (t) => {
