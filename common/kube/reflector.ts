@@ -13,7 +13,7 @@
  */
 import type { Logger } from '../log.ts';
 import { sleep } from '../sleep.ts';
-import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, retryDelay, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
 import { listPages } from './list.ts';
 
 export interface ReflectorOptions {
@@ -87,8 +87,9 @@ export class Reflector {
         this.#o.onError?.(err);
         const level = this.#failing ? 'debug' : 'warn';
         this.#failing = true;
-        this.#o.log[level]({ path: this.#o.path, err: describe(err), retryInMs: backoff }, 'list/watch failed; retrying');
-        await sleep(backoff, this.#stop.signal);
+        const wait = retryDelay(err, backoff);
+        this.#o.log[level]({ path: this.#o.path, err: describe(err), retryInMs: wait }, 'list/watch failed; retrying');
+        await sleep(wait, this.#stop.signal);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }

@@ -12,8 +12,13 @@
  *     .connections   connections accepted so far
  *     .close()       after the test and on SIGINT/SIGTERM
  *   proxiedKubeconfig(cluster, proxy, dir): the admin kubeconfig with the proxy as server
+ *
+ *   startHttpFaultProxy(t, cluster, dir): HttpFaultProxy (see below): terminates TLS
+ *     and answers chosen requests itself (429 with Retry-After, 500).
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { createServer, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterOrSignal, type AfterHook } from './cleanup.ts';
@@ -97,4 +102,95 @@ export function proxiedKubeconfig(cluster: TestCluster, proxy: FaultProxy, dir: 
   if (!text.includes(cluster.server)) throw new Error(`${cluster.kubeconfig} does not name ${cluster.server}`);
   writeFileSync(path, text.replaceAll(cluster.server, proxy.url));
   return path;
+}
+
+/** One request the HTTP fault proxy saw: when, what, and what it answered (its own fault or the apiserver's status). */
+export interface ProxiedRequest {
+  at: number;
+  method: string;
+  path: string;
+  status: number;
+  injected: boolean;
+}
+
+export interface HttpFault {
+  status: number;
+  /** Sent as Retry-After (seconds). */
+  retryAfterS?: number;
+  /** Which requests get the fault (default: all). */
+  match?: (method: string, path: string) => boolean;
+}
+
+export interface HttpFaultProxy {
+  url: string;
+  /** A kubeconfig with the admin token, the proxy as server and its own CA. */
+  kubeconfig: string;
+  requests: ProxiedRequest[];
+  /** Answer matching requests with this status instead of forwarding them (undefined: forward all). */
+  fault(f: HttpFault | undefined): void;
+  close(): Promise<void>;
+}
+
+/**
+ * startHttpFaultProxy(t, cluster, dir): an HTTPS proxy that terminates TLS
+ * with its own self-signed certificate for 127.0.0.1 (openssl) and forwards
+ * each request to the apiserver (watch streams included), or answers it with
+ * an injected status (429 with Retry-After, 500, ...).
+ */
+export async function startHttpFaultProxy(t: AfterHook | undefined, cluster: TestCluster, dir: string): Promise<HttpFaultProxy> {
+  const key = join(dir, 'proxy.key');
+  const cert = join(dir, 'proxy.crt');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const target = new URL(cluster.server);
+  const ca = readFileSync(cluster.caFile);
+  const requests: ProxiedRequest[] = [];
+  let current: HttpFault | undefined;
+  const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
+    const method = req.method ?? 'GET';
+    const path = req.url ?? '/';
+    const record = (status: number, injected: boolean) => requests.push({ at: Date.now(), method, path, status, injected });
+    const f = current;
+    if (f !== undefined && (f.match?.(method, path.split('?')[0]!) ?? true)) {
+      record(f.status, true);
+      req.resume();
+      res.writeHead(f.status, { 'content-type': 'application/json', ...(f.retryAfterS !== undefined ? { 'retry-after': String(f.retryAfterS) } : {}) });
+      res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', code: f.status, reason: f.status === 429 ? 'TooManyRequests' : 'InternalError', message: 'injected by the test proxy' }));
+      return;
+    }
+    const up = httpsRequest({ host: target.hostname, port: target.port, method, path, headers: { ...req.headers, host: target.host }, ca }, (upRes) => {
+      record(upRes.statusCode ?? 0, false);
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const kubeconfig = join(dir, 'kubeconfig-http-proxy');
+  writeFileSync(
+    kubeconfig,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: url, 'certificate-authority': cert } }],
+      users: [{ name: 'u', user: { token: cluster.token } }],
+      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'c',
+    }),
+  );
+  const close = afterOrSignal(t, async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  return {
+    url,
+    kubeconfig,
+    requests,
+    fault(f) {
+      current = f;
+    },
+    close,
+  };
 }
