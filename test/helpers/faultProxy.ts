@@ -9,6 +9,7 @@
  *     .stall()       every open connection goes silent: no byte forwarded either
  *                    way, no FIN, no RST (a stalled middlebox; new connections still pass)
  *     .delay(ms)     every chunk, both ways, forwarded `ms` later (0: no delay)
+ *     .block(on)     the apiserver unreachable: open connections stall, new ones are closed at once
  *     .connections   connections accepted so far
  *     .close()       after the test and on SIGINT/SIGTERM
  *   proxiedKubeconfig(cluster, proxy, dir): the admin kubeconfig with the proxy as server
@@ -29,6 +30,7 @@ export interface FaultProxy {
   readonly connections: number;
   stall(): void;
   delay(ms: number): void;
+  block(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startFaultProxy(t: AfterHook | undefined, target: string):
   const open = new Set<{ client: Socket; upstream: Socket }>();
   const stalled = new Set<{ client: Socket; upstream: Socket }>();
   let delayMs = 0;
+  let blocked = false;
   let accepted = 0;
 
   /** Forwards from → to, each chunk `delayMs` later, in order. */
@@ -55,6 +58,10 @@ export async function startFaultProxy(t: AfterHook | undefined, target: string):
 
   const server = createServer((client) => {
     accepted++;
+    if (blocked) {
+      client.destroy();
+      return;
+    }
     const upstream = connect(Number(port), hostname.replace(/^\[|\]$/g, ''));
     const pair = { client, upstream };
     open.add(pair);
@@ -72,7 +79,7 @@ export async function startFaultProxy(t: AfterHook | undefined, target: string):
     }
     await new Promise((resolve) => server.close(resolve));
   });
-  return {
+  const proxy: FaultProxy = {
     url: `https://127.0.0.1:${address.port}`,
     get connections() {
       return accepted;
@@ -92,8 +99,13 @@ export async function startFaultProxy(t: AfterHook | undefined, target: string):
     delay(ms: number) {
       delayMs = ms;
     },
+    block(on: boolean) {
+      blocked = on;
+      if (on) proxy.stall();
+    },
     close,
   };
+  return proxy;
 }
 
 export function proxiedKubeconfig(cluster: TestCluster, proxy: FaultProxy, dir: string): string {
