@@ -23,6 +23,8 @@ export interface AgentConfig extends MetricsSecurity {
   readonly intervalMs: number;
   readonly mapsIntervalMs: number;
   /** How long counters of terminated cgroups stay visible; 0 drops them at once. */
+  /** --pod-watch-idle-timeout: the pod watch's watchdog. */
+  readonly podWatchIdleMs: number;
   readonly retentionMs: number;
   readonly nodeName: string;
   /** Absolute; undefined means in-cluster config, or standalone when there is none. */
@@ -118,6 +120,13 @@ const agentFlags = defineFlags({
     default: 60_000,
     defaultHelp: '60',
   },
+  'pod-watch-idle-timeout': {
+    metavar: 'SECONDS',
+    help: "Drop and resume the watch of this node's pods when it brings nothing, not even a bookmark, for this long (a stalled proxy or half-open connection sends no reset; the API server sends a bookmark about every minute)",
+    parse: seconds({ allowZero: false }),
+    default: 330_000,
+    defaultHelp: '330',
+  },
   'annotate-budget': {
     metavar: 'WRITES_PER_SECOND',
     help: "Pod annotation writes per second for this node until the operator publishes this node's share of the cluster budget (0 turns annotations off)",
@@ -171,6 +180,7 @@ export function parseAgentConfig(argv: string[], env: Record<string, string | un
     kubeconfig: values.kubeconfig,
     annotateIntervalMs: values['annotate-interval'],
     annotateBudget: values['annotate-budget'],
+    podWatchIdleMs: values['pod-watch-idle-timeout'],
     namespace: values.namespace,
     logLevel: values['log-level'],
     logFormat: values['log-format'],

@@ -126,6 +126,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
   }
   const timer = setInterval(() => {
+    meter.checkPins();
     watcher.resync();
     tracker.tick();
   }, config.intervalMs);

@@ -86,14 +86,21 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
     }
   }
 
+  /** A lease round failed and none has worked since (logged once per outage). */
+  #failing = false;
+
   async #run(): Promise<void> {
     while (!this.#stop.signal.aborted) {
       let wait = this.#o.retryMs;
       try {
         wait = await this.#round();
+        if (this.#failing) this.#o.log.info('lease rounds work again');
+        this.#failing = false;
       } catch (err) {
         this.#o.onError?.(err);
-        this.#o.log.warn({ err: describe(err) }, 'lease round failed');
+        // Once per outage, not at every 1 s retry.
+        this.#o.log[this.#failing ? 'debug' : 'warn']({ err: describe(err) }, 'lease round failed');
+        this.#failing = true;
       }
       if (this.#leader && !this.isLeader) {
         this.#o.log.error({ sinceRenewMs: Date.now() - this.#lastRenew }, 'could not renew the lease in time: no longer leading');

@@ -12,8 +12,13 @@
  * the unit's base (class `unclassified`). Packets in the microseconds between
  * the two steps are counted by both. map_stats stays pinned until no old link
  * is left, so an agent stopped midway upgrades the rest on its next start.
+ *
+ * Pins and fds: the pins keep everything attached and counting while no
+ * agent runs; the running agent also holds an fd of every object and link, so
+ * that pins removed under it (rm -r of --bpffs, the bpffs unmounted) detach
+ * nothing. checkPins() puts missing pins back from those fds.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { endianness } from 'node:os';
 import type { Logger } from '../../common/log.ts';
 import {
@@ -58,6 +63,11 @@ export class Meter {
   /** Cgroup ids with link pins when the agent started (to adopt); a new cgroup cannot have pins. */
   readonly #pinnedAtOpen: Set<bigint>;
   readonly #attachedHere = new Set<bigint>();
+  /** The fds of each counted cgroup's links (ingress, egress): they keep the links attached if the pins go. */
+  readonly #held = new Map<bigint, Link[]>();
+  readonly #log: Logger;
+  /** Pins were found missing and could not all be put back yet (logged once until they are). */
+  #pinsMissing = false;
   /** Each counted cgroup's last read, so an idle one is not converted again (read()). */
   readonly #lastRead = new Map<bigint, { sums: BigUint64Array; counts: UnitCounts }>();
   /** The old agent's storage map while some cgroups still have its links (see the header). */
@@ -79,6 +89,7 @@ export class Meter {
     this.#slotNames = maps.slotNames;
     this.programs = programs;
     this.adopted = adopted;
+    this.#log = log;
     this.#pinnedAtOpen = new Set(pins.listLinks().map((p) => p.cgroupId));
     this.slots = this.#assignSlots(configuredClasses, log);
     this.#openLegacy(log);
@@ -148,6 +159,7 @@ export class Meter {
         link.pin(this.pins.link(cgroupId, direction));
       }
       this.#attachedHere.add(cgroupId);
+      this.#hold(cgroupId, made);
     } catch (err) {
       for (const link of made) {
         try {
@@ -155,18 +167,18 @@ export class Meter {
         } catch {
           // the cgroup went away meanwhile: nothing left to detach
         }
+        link.close();
       }
       for (const direction of DIRECTIONS) PinDir.unpin(this.pins.link(cgroupId, direction));
       throw err;
-    } finally {
-      for (const link of made) link.close();
     }
   }
 
   /**
-   * 'attached': both links pinned and attached to this cgroup; 'legacy': the
-   * same, but an older agent's programs (see upgrade()); 'none': no pins;
-   * 'stale': anything else (half a pair, or links of a cgroup gone).
+   * 'attached': both links pinned and attached to this cgroup (their fds are
+   * then held, see the header); 'legacy': the same, but an older agent's
+   * programs (see upgrade()); 'none': no pins; 'stale': anything else (half a
+   * pair, or links of a cgroup gone).
    */
   linkState(cgroupId: bigint): 'attached' | 'legacy' | 'none' | 'stale' {
     if (!this.#pinnedAtOpen.has(cgroupId)) return this.#attachedHere.has(cgroupId) ? 'attached' : 'none';
@@ -174,19 +186,20 @@ export class Meter {
     const present = paths.filter((p) => existsSync(p)).length;
     if (present === 0) return 'none';
     if (present === 1) return 'stale';
+    const links: Link[] = [];
     const live = paths.every((path) => {
-      let link: Link | undefined;
       try {
-        link = Link.fromPin(path);
+        const link = Link.fromPin(path);
+        links.push(link);
         return link.info().cgroupId === cgroupId;
       } catch {
         return false;
-      } finally {
-        link?.close();
       }
     });
-    if (!live) return 'stale';
-    return this.#legacyIds.has(cgroupId) ? 'legacy' : 'attached';
+    const state = !live ? 'stale' : this.#legacyIds.has(cgroupId) ? 'legacy' : 'attached';
+    if (state === 'attached') this.#hold(cgroupId, links);
+    else for (const link of links) link.close();
+    return state;
   }
 
   /**
@@ -208,6 +221,7 @@ export class Meter {
       this.#attachedHere.add(cgroupId);
       this.#pinnedAtOpen.delete(cgroupId);
       this.#legacyDone(cgroupId);
+      this.#hold(cgroupId, made);
       return base;
     } catch (err) {
       for (const link of made) {
@@ -216,10 +230,11 @@ export class Meter {
         } catch {
           // cgroup gone
         }
+        link.close();
       }
       throw err;
     } finally {
-      for (const link of [...old, ...made]) link.close();
+      for (const link of old) link.close();
     }
   }
 
@@ -228,11 +243,13 @@ export class Meter {
     this.#attachedHere.delete(cgroupId);
     this.#lastRead.delete(cgroupId);
     this.#pinnedAtOpen.delete(cgroupId);
-    for (const direction of DIRECTIONS) {
+    const held = this.#held.get(cgroupId);
+    this.#held.delete(cgroupId);
+    for (const [i, direction] of DIRECTIONS.entries()) {
       const path = this.pins.link(cgroupId, direction);
-      let link: Link | undefined;
+      let link: Link | undefined = held?.[i];
       try {
-        link = Link.fromPin(path);
+        link ??= Link.fromPin(path);
         if (link.info().cgroupId !== 0n) link.detach();
       } catch (err) {
         // pin already gone, or the link auto-detached with its cgroup
@@ -264,7 +281,60 @@ export class Meter {
     return counts;
   }
 
+  /**
+   * Puts back pins removed under the running agent (from the fds it holds):
+   * logged once when some are missing, once when all are back, or once that
+   * they cannot be made (e.g. --bpffs is no longer on a bpffs), retried at
+   * every call. Meanwhile the held fds keep every link counting; if the agent
+   * stopped then, its links would detach.
+   */
+  checkPins(): void {
+    const objects: [string, { pin(path: string): void }][] = [
+      [this.pins.program('ingress'), this.programs.ingress],
+      [this.pins.program('egress'), this.programs.egress],
+      [this.pins.map, this.map],
+      [this.pins.peers, this.peers],
+      [this.pins.generation, this.generation],
+      [this.pins.slotNames, this.#slotNames],
+    ];
+    let names: Set<string>;
+    try {
+      names = new Set(readdirSync(this.pins.linksDir));
+    } catch {
+      names = new Set();
+    }
+    for (const [cgroupId, links] of this.#held) {
+      DIRECTIONS.forEach((direction, i) => {
+        const path = this.pins.link(cgroupId, direction);
+        if (!names.has(`${cgroupId}_${direction}`)) objects.push([path, links[i]!]);
+      });
+    }
+    const missing = objects.filter(([path]) => !existsSync(path));
+    if (missing.length === 0) return;
+    const wasMissing = this.#pinsMissing;
+    if (!wasMissing) {
+      this.#pinsMissing = true;
+      this.#log.warn({ bpffs: this.pins.root, missing: missing.length }, 'pins removed under the running agent; its fds keep every link counting: pinning them again');
+    }
+    try {
+      this.pins.ensure();
+      for (const [path, object] of missing) object.pin(path);
+    } catch (err) {
+      if (!wasMissing) {
+        this.#log.error(
+          { err, bpffs: this.pins.root },
+          'cannot pin again (retrying at every interval): counting goes on while this agent runs, but if it stops before the pins are back its links detach and nothing is counted until the next start',
+        );
+      }
+      return;
+    }
+    this.#pinsMissing = false;
+    this.#log.info({ bpffs: this.pins.root, pinned: missing.length }, 'pins made again');
+  }
+
   close(): void {
+    for (const links of this.#held.values()) for (const link of links) link.close();
+    this.#held.clear();
     this.map.close();
     this.peers.close();
     this.generation.close();
@@ -272,6 +342,12 @@ export class Meter {
     this.#legacy?.close();
     this.programs.ingress.close();
     this.programs.egress.close();
+  }
+
+  /** Keeps a cgroup's link fds (closing any it held before). */
+  #hold(cgroupId: bigint, links: Link[]): void {
+    for (const link of this.#held.get(cgroupId) ?? []) link.close();
+    this.#held.set(cgroupId, links);
   }
 
   /** Keeps the recorded slot of every class and records new ones (see assignSlots). */

@@ -48,16 +48,27 @@ export class StateStore {
     renameSync(probe, join(this.dir, '.probe'));
   }
 
-  load(): { live: UnitRecord[]; finals: UnitRecord[] } {
-    let text: string;
+  /**
+   * What the previous run saved; nothing when there is no state file. A file
+   * that cannot be read or parsed (truncated by a full disk, hand-edited) is
+   * moved aside to state.json.corrupt and reported in `problem`: the agent
+   * starts without it (live cgroups' counts are in their pinned links).
+   */
+  load(): { live: UnitRecord[]; finals: UnitRecord[]; problem?: Error } {
+    const path = join(this.dir, FILE);
     try {
-      text = readFileSync(join(this.dir, FILE), 'utf8');
-    } catch {
-      return { live: [], finals: [] };
+      const data = JSON.parse(readFileSync(path, 'utf8')) as Persisted;
+      if (data.version !== 1) throw new Error(`unknown state file version ${JSON.stringify(data.version)}`);
+      return { live: data.live.map(decode), finals: data.finals.map(decode) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [] };
+      try {
+        renameSync(path, `${path}.corrupt`);
+      } catch {
+        // read-only or gone: the next save replaces it anyway
+      }
+      return { live: [], finals: [], problem: err as Error };
     }
-    const data = JSON.parse(text) as Persisted;
-    if (data.version !== 1) return { live: [], finals: [] };
-    return { live: data.live.map(decode), finals: data.finals.map(decode) };
   }
 
   save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): void {

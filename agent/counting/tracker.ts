@@ -51,6 +51,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Records of the previous run, for cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
   #saveTimer: NodeJS.Timeout | undefined;
+  /** The state file could not be written last time (logged once until a write succeeds). */
+  #saveFailing = false;
 
   constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
@@ -63,7 +65,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Loads what the previous run persisted. Call before the first unit arrives. */
   restore(): void {
-    const { live, finals } = this.#store.load();
+    const { live, finals, problem } = this.#store.load();
+    if (problem !== undefined) {
+      this.#log.warn(
+        { err: problem, stateDir: this.#store.dir },
+        'state file unreadable (kept as state.json.corrupt); starting without it: live cgroups keep their counts from the pinned links, ' +
+          'but the finals of terminated cgroups and the last counts of cgroups removed while no agent ran are lost',
+      );
+    }
     this.#previous = new Map(live.map((r) => [r.id, r]));
     for (const r of finals) this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
     this.prune();
@@ -266,7 +275,18 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     try {
       this.#store.save(this.#units.values(), this.#finals.values());
     } catch (err) {
+      // A full or read-only state dir: counting goes on (the pins keep the
+      // counts); log once, count every failure, and retry on each save.
+      if (!this.#saveFailing) {
+        this.#log.error({ err, stateDir: this.#store.dir }, 'cannot write the state file; counting goes on, retrying at every interval');
+        this.#saveFailing = true;
+      }
       this.emit('error', 'state', err);
+      return;
+    }
+    if (this.#saveFailing) {
+      this.#saveFailing = false;
+      this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
     }
   }
 }

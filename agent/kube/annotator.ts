@@ -11,7 +11,7 @@
 import type { Logger } from '../../common/log.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { encodeNodeFinals } from '../../common/contract/finals.ts';
-import { describe, isStatus, type KubeApi } from '../../common/kube/api.ts';
+import { describe, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { AnnotationWriteResult } from '../http/metrics.ts';
@@ -208,7 +208,7 @@ export class Annotator {
       this.#outageSince = Date.now();
       this.#log.warn({ err: describe(err) }, 'annotation writes failing; counting and metrics continue, writes resume with the latest values when the API server answers');
     }
-    this.#retryAt = Date.now() + this.#backoffMs;
+    this.#retryAt = Date.now() + retryDelay(err, this.#backoffMs);
     this.#backoffMs = Math.min(this.#backoffMs * 2, MAX_BACKOFF_MS);
   }
 

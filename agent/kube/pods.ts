@@ -29,12 +29,13 @@ export class PodDirectory {
   /** Deleted Pods by cgroup uid, oldest first. */
   readonly #departed = new Map<string, { ref: PodRef; at: number }>();
 
-  constructor(options: { api: KubeApi; nodeName: string; log: Logger; onError: (err: unknown) => void }) {
+  constructor(options: { api: KubeApi; nodeName: string; idleMs: number; log: Logger; onError: (err: unknown) => void }) {
     this.#reflector = new Reflector({
       api: options.api,
       path: '/api/v1/pods',
       shape: 'metadata',
       query: { fieldSelector: `spec.nodeName=${options.nodeName}` },
+      idleMs: options.idleMs,
       log: options.log,
       sync: (items) => this.#sync(items),
       event: (type, pod) => (type === 'DELETED' ? this.#remove(pod) : this.#put(pod)),

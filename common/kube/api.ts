@@ -26,12 +26,20 @@ export class ApiError extends Error {
   readonly status: number;
   /** The Status object's reason ('NotFound', 'Conflict', 'Expired', ...). */
   readonly reason: string;
-  constructor(status: number, reason: string, message: string) {
+  /** The server's Retry-After (429, 503), in milliseconds: do not retry sooner. */
+  readonly retryAfterMs: number | undefined;
+  constructor(status: number, reason: string, message: string, retryAfterMs?: number) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.reason = reason;
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** How long to wait before retrying after `err`: the server's Retry-After when it gave one, else `backoffMs`. */
+export function retryDelay(err: unknown, backoffMs: number): number {
+  return err instanceof ApiError && err.retryAfterMs !== undefined ? Math.max(err.retryAfterMs, backoffMs) : backoffMs;
 }
 
 /** True when `err` is an API answer with one of these HTTP statuses. */
@@ -107,7 +115,7 @@ export class KubeApi {
     const res = await this.#send(method, path, opts);
     const text = await readText(res);
     const status = res.statusCode ?? 0;
-    if (status >= 400) throw apiError(status, text, method, path);
+    if (status >= 400) throw apiError(status, text, method, path, res.headers['retry-after']);
     return (text === '' ? {} : JSON.parse(text)) as T;
   }
 
@@ -131,7 +139,7 @@ export class KubeApi {
       touch();
       const res = await this.#send('GET', path, { ...opts, query: { ...opts.query, watch: true }, signal: controller.signal });
       const status = res.statusCode ?? 0;
-      if (status >= 400) throw apiError(status, await readText(res), 'WATCH', path);
+      if (status >= 400) throw apiError(status, await readText(res), 'WATCH', path, res.headers['retry-after']);
       res.setEncoding('utf8');
       let buffered = '';
       for await (const chunk of res as AsyncIterable<string>) {
@@ -196,7 +204,7 @@ async function readText(res: IncomingMessage): Promise<string> {
   return text;
 }
 
-function apiError(status: number, text: string, method: string, path: string): ApiError {
+function apiError(status: number, text: string, method: string, path: string, retryAfter?: string): ApiError {
   let reason = '';
   let message = text.slice(0, 500);
   try {
@@ -206,7 +214,9 @@ function apiError(status: number, text: string, method: string, path: string): A
   } catch {
     // not a Status object
   }
-  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`);
+  // Retry-After in seconds (the apiserver's form; an HTTP date is not used by it).
+  const seconds = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
+  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`, seconds === undefined ? undefined : seconds * 1000);
 }
 
 /** A short description of any error for logs. */

@@ -13,7 +13,7 @@
  */
 import type { Logger } from '../log.ts';
 import { sleep } from '../sleep.ts';
-import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, retryDelay, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
 import { listPages } from './list.ts';
 
 export interface ReflectorOptions {
@@ -31,6 +31,12 @@ export interface ReflectorOptions {
   onError?(err: unknown): void;
   /** Test hook: shorter watch timeouts. */
   watchTimeoutSeconds?: number;
+  /**
+   * A watch connection that brings nothing (not even a bookmark) for this
+   * long is dropped and resumed (a stalled proxy or half-open TCP connection
+   * sends no reset). Default: the watch's timeoutSeconds + 30 s.
+   */
+  idleMs?: number;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -42,6 +48,8 @@ export class Reflector {
   /** Resolved by the first complete list (failures are retried, never reported through it). */
   readonly #firstSync = Promise.withResolvers<void>();
   #loop: Promise<void> | undefined;
+  /** A list or watch failed and nothing has come since: logged once per outage, not per retry. */
+  #failing = false;
 
   constructor(options: ReflectorOptions) {
     this.#o = options;
@@ -77,8 +85,11 @@ export class Reflector {
           continue;
         }
         this.#o.onError?.(err);
-        this.#o.log.warn({ path: this.#o.path, err: describe(err), retryInMs: backoff }, 'list/watch failed; retrying');
-        await sleep(backoff, this.#stop.signal);
+        const level = this.#failing ? 'debug' : 'warn';
+        this.#failing = true;
+        const wait = retryDelay(err, backoff);
+        this.#o.log[level]({ path: this.#o.path, err: describe(err), retryInMs: wait }, 'list/watch failed; retrying');
+        await sleep(wait, this.#stop.signal);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
       }
     }
@@ -100,6 +111,7 @@ export class Reflector {
     }
     // The first page carries a Table's column definitions; the resourceVersion comes from the last page.
     this.#resourceVersion = last?.metadata?.resourceVersion ?? '';
+    this.#recovered();
     this.#o.sync(items, first ?? {});
     this.#firstSync.resolve(); // (again after a relist: no effect)
   }
@@ -119,9 +131,10 @@ export class Reflector {
         // A watch takes the single-object form (as=PartialObjectMetadata); the List form streams nothing.
         accept: ACCEPT_WATCH[this.#o.shape],
         signal: this.#stop.signal,
-        idleMs: ((this.#o.watchTimeoutSeconds ?? 300) + 30) * 1000,
+        idleMs: this.#o.idleMs ?? ((this.#o.watchTimeoutSeconds ?? 300) + 30) * 1000,
       },
       (ev: WatchEvent) => {
+        this.#recovered();
         if (gone) return;
         const rv = this.#isTable ? tableRowVersion(ev.object) : ev.object.metadata?.resourceVersion;
         if (ev.type === 'ERROR') {
@@ -135,6 +148,12 @@ export class Reflector {
       },
     );
     if (gone) throw gone;
+  }
+
+  #recovered(): void {
+    if (!this.#failing) return;
+    this.#failing = false;
+    this.#o.log.info({ path: this.#o.path }, 'list/watch works again');
   }
 
   get #isTable(): boolean {

@@ -234,13 +234,13 @@ export interface OperatorProcess {
 }
 
 /** Runs `podmeter operator` against the test cluster; resolves when it is ready (watches synced). */
-export async function startOperator(oc: OperatorCluster, options: { identity?: string; args?: string[] } = {}): Promise<OperatorProcess> {
+export async function startOperator(oc: OperatorCluster, options: { identity?: string; args?: string[]; kubeconfig?: string } = {}): Promise<OperatorProcess> {
   const identity = options.identity ?? `podmeter-test-op-${randomSuffix()}`;
   let listen = '127.0.0.1:0';
   const logs: Record<string, unknown>[] = [];
   let child!: ChildProcess;
   const launch = (): Promise<string> => {
-    const args = ['operator', '--kubeconfig', oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
+    const args = ['operator', '--kubeconfig', options.kubeconfig ?? oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
     const logFile = process.env.PODMETER_TEST_OPERATOR_LOG;
     const launched = launchPodmeter(args, { ready: 'operator ready', logs, ...(logFile ? { onLine: (line: string) => appendFileSync(logFile, `${identity} ${line}\n`) } : {}) });
     child = launched.child;

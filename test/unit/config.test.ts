@@ -23,6 +23,7 @@ const DEFAULTS: AgentConfig = {
   kubeconfig: undefined,
   annotateIntervalMs: 60_000,
   annotateBudget: 1,
+  podWatchIdleMs: 330_000,
   namespace: 'podmeter',
   logLevel: 'info',
   logFormat: 'auto',
