@@ -54,6 +54,9 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`podmeter ${name}: ${e.message}\n`);
     if (err instanceof ConfigError) process.stderr.write(`Run 'podmeter ${name} --help' for usage.\n`);
     process.exitCode = err instanceof ConfigError ? 2 : 1;
+    // A start that failed half way can leave handles open (a listening server, timers): exit once
+    // the log has had a moment to flush instead of running on without doing its job.
+    setTimeout(() => process.exit(), 250);
   }
 }
 
