@@ -21,7 +21,7 @@ try {
   await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: pods }) }));
   const uids = (await must(cluster.kubectl(['get', 'pods', '-n', 'default', '-o', 'jsonpath={.items[*].metadata.uid}']))).trim().split(' ');
   if (uids.length !== PODS) throw new Error(`${uids.length} pods, expected ${PODS}`);
-  const agent = await startAgentProcess(undefined, { cgroupRoot: root.path, args: ['--discover', 'pods', '--kubeconfig', cluster.kubeconfig, '--node-name', node, '--annotate-interval', '5', '--annotate-budget', '50'] });
+  const agent = await startAgentProcess(undefined, { cgroupRoot: root.path, args: ['--discover', 'pods', '--kubeconfig', cluster.kubeconfig, '--node-name', node, '--annotate-budget', '50'] });
   cleanups.push(() => agent.stop());
   for (const uid of uids) mkdirSync(`${qos.path}/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice`);
   await waitFor('all attached', async () => ((await agent.cgroups()).length >= PODS ? true : undefined), 60_000);

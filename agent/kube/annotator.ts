@@ -25,6 +25,8 @@ interface PodState {
   writtenAt: number;
   urgent: boolean;
   gone: boolean;
+  /** The last valuesOf() and what it was made from: an idle pod's counters are the same objects from read to read (the meter reuses them), so most rounds build no string. */
+  values?: { counters: Unit['counters']; peers: Unit['peers']; mapBytes: number | undefined; text: string };
 }
 
 const MAX_BACKOFF_MS = 10_000;
@@ -116,7 +118,10 @@ export class Annotator {
       const state = this.#podState(unit.uid);
       if (state.gone) continue;
       if (unit.state === 'terminated' && !state.urgent) continue; // final already written (or never counted)
-      const values = valuesOf(unit, this.#podMapBytes(unit.uid));
+      const mapBytes = this.#podMapBytes(unit.uid);
+      const last = state.values;
+      const values = last !== undefined && last.counters === unit.counters && last.peers === unit.peers && last.mapBytes === mapBytes ? last.text : valuesOf(unit, mapBytes);
+      state.values = { counters: unit.counters, peers: unit.peers, mapBytes, text: values };
       if (values === state.written) continue;
       if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
       due.push({ unit, pod, values, state });
