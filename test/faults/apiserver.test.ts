@@ -25,6 +25,19 @@ const P = 300;
 const ONE = udpDatagramBytes(4, P);
 const IDLE_S = 5;
 
+/** Datagrams from a pod to db (through a veth, class external), and a wait for a pod's exact egress annotations. */
+function exchanges(t: Parameters<typeof makeTopology>[0], cluster: Awaited<ReturnType<typeof clusterWithNode>>['cluster'], db: { container: { path: string } }) {
+  const topo = makeTopology(t);
+  const send = (from: { path: string }, count: number) =>
+    udpExchange({ senderCgroup: from.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: P });
+  const annotated = (pod: string, datagrams: number, deadlineMs: number) =>
+    waitFor(`${pod} annotated with ${datagrams} datagrams`, async () => {
+      const got = await annotations(cluster, 'pod', pod, 'shop');
+      return got['podmeter.io/egress-bytes'] === String(datagrams * ONE) && got['podmeter.io/egress-packets'] === String(datagrams) ? got : undefined;
+    }, deadlineMs);
+  return { send, annotated };
+}
+
 test('apiserver faults through a proxy: a silent pod watch, 5 s latency', async (t) => {
   const { cluster, node } = await clusterWithNode(t);
   await must(cluster.kubectl(['create', 'namespace', 'shop']));
@@ -38,14 +51,7 @@ test('apiserver faults through a proxy: a silent pod watch, 5 s latency', async 
     cgroupRoot: root.path,
     args: ['--kubeconfig', proxiedKubeconfig(cluster, proxy, dir), '--node-name', node, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1', '--pod-watch-idle-timeout', String(IDLE_S)],
   });
-  const topo = makeTopology(t);
-  const send = (from: { path: string }, count: number) =>
-    udpExchange({ senderCgroup: from.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: P });
-  const annotated = (pod: string, datagrams: number, deadlineMs: number) =>
-    waitFor(`${pod} annotated with ${datagrams} datagrams`, async () => {
-      const got = await annotations(cluster, 'pod', pod, 'shop');
-      return got['podmeter.io/egress-bytes'] === String(datagrams * ONE) && got['podmeter.io/egress-packets'] === String(datagrams) ? got : undefined;
-    }, deadlineMs);
+  const { send, annotated } = exchanges(t, cluster, db);
 
   await send(web.container, 100);
   await annotated('web', 100, 30_000);
@@ -97,14 +103,7 @@ test('apiserver answering 429 with Retry-After, then 500s: Retry-After honoured,
     // A short watchdog: the idle pod watch is asked for again often, so the 500s reach it too.
     args: ['--kubeconfig', proxy.kubeconfig, '--node-name', node, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1', '--pod-watch-idle-timeout', '3'],
   });
-  const topo = makeTopology(t);
-  const send = (from: { path: string }, count: number) =>
-    udpExchange({ senderCgroup: from.path, receiverCgroup: db.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: P });
-  const annotated = (pod: string, datagrams: number, deadlineMs: number) =>
-    waitFor(`${pod} annotated with ${datagrams} datagrams`, async () => {
-      const got = await annotations(cluster, 'pod', pod, 'shop');
-      return got['podmeter.io/egress-bytes'] === String(datagrams * ONE) && got['podmeter.io/egress-packets'] === String(datagrams) ? got : undefined;
-    }, deadlineMs);
+  const { send, annotated } = exchanges(t, cluster, db);
   const injected = (method: string, prefix: string) => proxy.requests.filter((r) => r.injected && r.method === method && r.path.startsWith(prefix));
   const writesFailing = () => agent.logs.filter((l) => String(l.msg).startsWith('annotation writes failing')).length;
 
