@@ -161,14 +161,7 @@ export class Meter {
       this.#attachedHere.add(cgroupId);
       this.#hold(cgroupId, made);
     } catch (err) {
-      for (const link of made) {
-        try {
-          link.detach();
-        } catch {
-          // the cgroup went away meanwhile: nothing left to detach
-        }
-        link.close();
-      }
+      abandon(made);
       for (const direction of DIRECTIONS) PinDir.unpin(this.pins.link(cgroupId, direction));
       throw err;
     }
@@ -224,14 +217,7 @@ export class Meter {
       this.#hold(cgroupId, made);
       return base;
     } catch (err) {
-      for (const link of made) {
-        try {
-          link.detach();
-        } catch {
-          // cgroup gone
-        }
-        link.close();
-      }
+      abandon(made);
       throw err;
     } finally {
       for (const link of old) link.close();
@@ -412,4 +398,16 @@ function slotKey(slot: number): Uint8Array {
   const key = new Uint8Array(4);
   new DataView(key.buffer).setUint32(0, slot, endianness() === 'LE');
   return key;
+}
+
+/** Undoes links made by a step that failed half way: detached (unless their cgroup went away meanwhile) and closed. */
+function abandon(links: readonly Link[]): void {
+  for (const link of links) {
+    try {
+      link.detach();
+    } catch {
+      // the cgroup went away meanwhile: nothing left to detach
+    }
+    link.close();
+  }
 }
