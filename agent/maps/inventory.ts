@@ -25,7 +25,7 @@ import { release } from 'node:os';
 import { listMaps, listPrograms, possibleCpus, type MapInfo } from '../kernel/bpf.ts';
 import { findCgroup2Root, readMountinfo } from '../cgroups/mount.ts';
 import { podCgroupOf } from '../cgroups/podPath.ts';
-import { cgroupTranslator } from '../cgroups/translate.ts';
+import { cgroupTranslator, locateNamespaceRoot } from '../cgroups/translate.ts';
 import { CGROUP_STORAGE_ELEMENT_OVERHEAD, estimateStorageBytes, memlockIsExact, OWN_STORAGE_MAP_NAME, OWN_STORAGE_MAP_TYPE } from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 import { Slices } from './slices.ts';
@@ -224,7 +224,8 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   }
 
   // The holding processes: comm, cgroup, pod.
-  const translate = cgroupTranslator(cgroupRoot, readMountinfo(`${procRoot}/self/mountinfo`));
+  const mountinfo = readMountinfo(`${procRoot}/self/mountinfo`);
+  const translate = cgroupTranslator(cgroupRoot, mountinfo, await locateNamespaceRoot(mountinfo));
   const processes = new Map<number, MapProcess>();
   const holdersOf = new Map<number, MapProcess[]>();
   const known = new Set(infos.map((m) => m.id));

@@ -41,6 +41,8 @@ export interface AgentOptions {
   /** An earlier agent's bpffs dir and state dir (another agent version or other flags over its pins). */
   bpffs?: string;
   stateDir?: string;
+  /** A command that runs bin/podmeter (launchPodmeter's `prefix`). */
+  prefix?: string[];
 }
 
 /** Spawns `podmeter agent` and resolves when it is ready (or rejects with its stderr). */
@@ -53,7 +55,7 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
 
   const launch = (): Promise<string> => {
     const args = ['agent', '--cgroup-root', options.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--listen', listen, '--log-format', 'json', ...(options.args ?? [])];
-    const launched = launchPodmeter(args, { ready: 'agent ready', logs, ...(options.env ? { env: options.env } : {}) });
+    const launched = launchPodmeter(args, { ready: 'agent ready', logs, ...(options.env ? { env: options.env } : {}), ...(options.prefix ? { prefix: options.prefix } : {}) });
     child = launched.child;
     return launched.listen;
   };

@@ -2,7 +2,9 @@
  * Runs `bin/podmeter <subcommand> ...` as a child process whose JSON log
  * lines (stderr) are collected; used by the agent and operator fixtures.
  *
- *   launchPodmeter(args, { ready, logs, env?, onLine? }) -> { child, listen }
+ *   launchPodmeter(args, { ready, logs, env?, onLine?, prefix? }) -> { child, listen }
+ *     `prefix` is a command that runs bin/podmeter (its path and `args` appended),
+ *     e.g. one entering namespaces first.
  *     `listen` resolves with the address of the log line whose msg is `ready`,
  *     or rejects with the non-JSON stderr and the last log lines if it exits
  *     first or is not ready within `readyMs` (default 180 s).
@@ -16,9 +18,10 @@ export const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 export function launchPodmeter(
   args: string[],
-  options: { ready: string; logs: Record<string, unknown>[]; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void; readyMs?: number },
+  options: { ready: string; logs: Record<string, unknown>[]; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void; readyMs?: number; prefix?: string[] },
 ): { child: ChildProcess; listen: Promise<string> } {
-  const child = spawn(PODMETER, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+  const [command, ...argv] = [...(options.prefix ?? []), PODMETER, ...args];
+  const child = spawn(command!, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let stderr = '';
   let timer: NodeJS.Timeout | undefined;
   const listen = new Promise<string>((resolve, reject) => {

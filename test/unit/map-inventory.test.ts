@@ -54,6 +54,23 @@ test('cgroup paths are translated relative to the cgroup root, through the mount
   assert.equal(cgroupTranslator('/sys/fs/cgroup', undefined)('/a/b'), 'a/b');
 });
 
+test('inside a private cgroup namespace, paths that climb above it are rebased on the namespace root', () => {
+  // As in a container: its own cgroup2 mount (root /) and the host tree the chart mounts (root climbing 4 levels).
+  const mountinfo = [
+    '900 880 0:30 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw',
+    '905 880 0:30 /../../../.. /host/sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw',
+  ].join('\n');
+  const nsRoot = ['kubepods.slice', 'kubepods-burstable.slice', 'kubepods-burstable-podA.slice', 'cri-containerd-a.scope'];
+  const translate = cgroupTranslator('/host/sys/fs/cgroup', mountinfo, nsRoot);
+  assert.equal(translate('/../../../kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope'),
+    'kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope');
+  assert.equal(translate('/'), nsRoot.join('/'), 'the agent itself');
+  assert.equal(translate('/../cri-containerd-pause.scope'), 'kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podA.slice/cri-containerd-pause.scope');
+  assert.equal(translate('/../../../../../x'), '/../../../../../x', 'above the host mount: kept as /proc has it');
+  // Without the namespace root the climbing paths stay unplaced (the old behaviour).
+  assert.equal(cgroupTranslator('/host/sys/fs/cgroup', mountinfo)('/../../../kubepods-besteffort.slice'), '/../../../kubepods-besteffort.slice');
+});
+
 test('the cgroup storage estimate: entries x (round_up(value, 8) x CPUs + overhead) + memlock', () => {
   assert.equal(CGROUP_STORAGE_ELEMENT_OVERHEAD, 128);
   const map = { type: 'percpu_cgroup_storage', valueSize: 16, memlock: 328 };
