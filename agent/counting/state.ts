@@ -21,8 +21,19 @@ export interface UnitRecord {
   counters: DirectionCounters;
   /** The same by peer class, loopback included. */
   peers?: DirectionPeerCounts;
-  /** Final counts of an older agent's links that upgrade replaced (counted in `unclassified`). */
-  base?: DirectionCounters;
+  /**
+   * What the unit counted before its current links, added to what they read:
+   * an older agent's links replaced at upgrade (in class `unclassified`), the
+   * counts of links lost while no agent ran, or an earlier cgroup of the same
+   * pod (its cgroup made anew, as after a node reboot).
+   */
+  base?: Counted;
+}
+
+/** Counts in both forms: the totals and by peer class. */
+export interface Counted {
+  counters: DirectionCounters;
+  peers: DirectionPeerCounts;
 }
 
 interface Persisted {
@@ -98,7 +109,7 @@ function encode(r: UnitRecord): unknown {
     counters: text(r.counters),
     peers: { ingress: text(r.peers?.ingress ?? {}), egress: text(r.peers?.egress ?? {}) },
   };
-  if (r.base !== undefined) out.base = text(r.base);
+  if (r.base !== undefined) out.base = { counters: text(r.base.counters), peers: { ingress: text(r.base.peers.ingress), egress: text(r.base.peers.egress) } };
   return out;
 }
 
@@ -116,7 +127,13 @@ function decode(raw: unknown): UnitRecord {
       ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
       : { ingress: parse(r.peers.ingress) as PeerCounts, egress: parse(r.peers.egress) as PeerCounts },
   };
-  if (r.base !== undefined) record.base = parse(r.base) as DirectionCounters;
+  if (r.base?.counters !== undefined) {
+    record.base = { counters: parse(r.base.counters) as DirectionCounters, peers: { ingress: parse(r.base.peers?.ingress) as PeerCounts, egress: parse(r.base.peers?.egress) as PeerCounts } };
+  } else if (r.base !== undefined) {
+    // An agent before peer-class bases: its base was an upgrade's, in `unclassified`.
+    const base = parse(r.base) as DirectionCounters;
+    record.base = { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
+  }
   if (typeof r.uid === 'string') record.uid = r.uid;
   if (typeof r.terminatedAt === 'number') record.terminatedAt = r.terminatedAt;
   return record;

@@ -5,6 +5,13 @@
  * (until the kernel releases the storage), then keep the finals visible for
  * the retention period. Nothing here loses a counted byte: finals are read
  * from the kernel while it still has them, and persisted.
+ *
+ * A pod is one unit across its cgroups: when a pod's cgroup is made anew
+ * (a node reboot: links, counters and cgroups are gone; the kubelet starts
+ * the pod again under the same uid), its new unit carries the counts of the
+ * earlier cgroup (the previous run's record, or its final) as its base, and
+ * that final is dropped, so the pod's counts never go back. Fresh links of a
+ * cgroup whose pins went while no agent ran carry its saved counts the same way.
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
@@ -13,7 +20,7 @@ import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
 import { ZERO, type DirectionCounters, type Meter, type UnitCounts } from './meter.ts';
 import { addPeerCounts, UNCLASSIFIED, type DirectionPeerCounts } from '../peers/classes.ts';
-import type { StateStore, UnitRecord } from './state.ts';
+import type { Counted, StateStore, UnitRecord } from './state.ts';
 
 export interface Unit extends UnitRecord {
   state: 'live' | 'draining' | 'terminated';
@@ -88,7 +95,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     } catch {
       return; // removed before we got to it: nothing ran in it that we could count
     }
-    const previous = this.#previous.get(id);
+    let previous = this.#previous.get(id);
     const unit: Unit = {
       ...identity,
       id,
@@ -104,7 +111,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (links === 'legacy') {
         // An older agent's links: swap in ours; its counts become the base.
         const base = this.#meter.upgrade(path, id);
-        unit.base = unit.base === undefined ? base : sum(unit.base, base);
+        unit.base = add(unit.base, { counters: base, peers: { ingress: { [UNCLASSIFIED]: base.ingress }, egress: { [UNCLASSIFIED]: base.egress } } });
         this.#log.info({ cgroup: identity.relPath, base }, 'links of an agent without peer classes replaced; their counts kept as the base');
       }
       if (links === 'attached' || links === 'legacy') {
@@ -123,14 +130,70 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       this.emit('error', 'attach', err);
       return;
     }
-    unit.attachedAt = Date.now();
-    unit.counters = ZERO_COUNTERS;
-    unit.peers = NO_PEERS;
+    // Fresh links count from zero; what this cgroup counted before (its pins
+    // went while no agent ran) or an earlier cgroup of the same pod counted
+    // carries on as the base.
+    if (previous !== undefined) this.#previous.delete(id);
+    else previous = this.#takeEarlierOfPod(identity.uid, id);
     delete unit.base;
+    if (previous !== undefined) {
+      unit.base = { counters: previous.counters, peers: previous.peers ?? NO_PEERS };
+      unit.attachedAt = previous.attachedAt;
+      this.#log.info({ cgroup: identity.relPath, uid: identity.uid, counters: previous.counters }, 'counting on from the counts of before (links or cgroup made anew)');
+    } else {
+      unit.attachedAt = Date.now();
+    }
+    unit.counters = unit.base?.counters ?? ZERO_COUNTERS;
+    unit.peers = unit.base?.peers ?? NO_PEERS;
     this.#units.set(identity.relPath, unit);
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
     this.#scheduleSave();
+  }
+
+  /**
+   * The counts of an earlier cgroup of pod `uid` (not `id`), taken out of
+   * the previous run's records (read from its links while the kernel still
+   * has them, which are then released) or out of the finals.
+   */
+  #takeEarlierOfPod(uid: string | undefined, id: bigint): UnitRecord | undefined {
+    if (uid === undefined) return undefined;
+    for (const [oldId, record] of this.#previous) {
+      if (record.uid !== uid || oldId === id) continue;
+      this.#previous.delete(oldId);
+      const unit = this.#lastCounts(oldId, record);
+      try {
+        this.#meter.release(oldId);
+      } catch (err) {
+        this.emit('error', 'detach', err);
+      }
+      return unit;
+    }
+    for (const [oldId, final] of this.#finals) {
+      if (final.uid !== uid || oldId === id) continue;
+      this.#finals.delete(oldId);
+      return final;
+    }
+    return undefined;
+  }
+
+  /** A vanished cgroup's last counts: what its links still read, else the previous run's record. */
+  #lastCounts(id: bigint, record: UnitRecord | undefined): Unit {
+    const unit: Unit = {
+      id,
+      relPath: record?.relPath ?? `cgroup-id:${id}`,
+      kind: record?.kind ?? 'cgroup',
+      attachedAt: record?.attachedAt ?? Date.now(),
+      counters: record?.counters ?? ZERO_COUNTERS,
+      peers: record?.peers ?? NO_PEERS,
+      path: join(this.#root, record?.relPath ?? ''),
+      state: 'draining',
+    };
+    if (record?.base !== undefined) unit.base = record.base;
+    if (record?.uid !== undefined) unit.uid = record.uid;
+    const read = this.#meter.read(id);
+    if (read !== undefined) apply(unit, read);
+    return unit;
   }
 
   /** cgroup.events changed: on populated 0 the unit's processes are gone; take the counts now. */
@@ -176,21 +239,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         if (!liveIds.has(id)) this.#meter.release(id);
         continue;
       }
-      const record = this.#previous.get(id);
-      const read = this.#meter.read(id);
-      const unit: Unit = {
-        id,
-        relPath: record?.relPath ?? `cgroup-id:${id}`,
-        kind: record?.kind ?? 'cgroup',
-        attachedAt: record?.attachedAt ?? Date.now(),
-        counters: record?.counters ?? ZERO_COUNTERS,
-        peers: record?.peers ?? NO_PEERS,
-        path: join(this.#root, record?.relPath ?? ''),
-        state: 'draining',
-      };
-      if (record?.base !== undefined) unit.base = record.base;
-      if (read !== undefined) apply(unit, read);
-      if (record?.uid !== undefined) unit.uid = record.uid;
+      const unit = this.#lastCounts(id, this.#previous.get(id));
       this.#log.info({ cgroup: unit.relPath, id: String(id) }, 'cgroup vanished while the agent was down: finalised');
       this.#finalise(unit);
     }
@@ -240,8 +289,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (counts === undefined) return false;
       // A removed cgroup's storage can read as zeros while the kernel tears
       // it down: a draining unit's counters never go back.
-      const base = unit.base === undefined ? 0n : unit.base.ingress.bytes + unit.base.egress.bytes;
-      if (unit.state === 'draining' && allBytes(counts.peers) + base < allBytes(unit.peers ?? {})) return true;
+      if (unit.state === 'draining' && allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})) return true;
       apply(unit, counts);
       return true;
     } catch (err) {
@@ -296,6 +344,15 @@ function sum(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
   return { ingress: add(a.ingress, b.ingress), egress: add(a.egress, b.egress) };
 }
 
+/** a + b in both forms (a may be absent). */
+function add(a: Counted | undefined, b: Counted): Counted {
+  if (a === undefined) return b;
+  return {
+    counters: sum(a.counters, b.counters),
+    peers: { ingress: addPeerCounts(a.peers.ingress, b.peers.ingress), egress: addPeerCounts(a.peers.egress, b.peers.egress) },
+  };
+}
+
 /** Bytes of every class (loopback included) and direction. */
 function allBytes(counts: Partial<Record<'ingress' | 'egress', Readonly<Record<string, { bytes: bigint }>>>>): bigint {
   let bytes = 0n;
@@ -306,17 +363,9 @@ function allBytes(counts: Partial<Record<'ingress' | 'egress', Readonly<Record<s
   return bytes;
 }
 
-/** Sets a unit's counts from a kernel read, plus its base from before an upgrade. */
+/** Sets a unit's counts from a kernel read, plus its base (what it counted before its current links). */
 function apply(unit: Unit, counts: UnitCounts): void {
-  const base = unit.base;
-  if (base === undefined) {
-    unit.counters = counts.counters;
-    unit.peers = counts.peers;
-    return;
-  }
-  unit.counters = sum(counts.counters, base);
-  unit.peers = {
-    ingress: addPeerCounts(counts.peers.ingress, { [UNCLASSIFIED]: base.ingress }),
-    egress: addPeerCounts(counts.peers.egress, { [UNCLASSIFIED]: base.egress }),
-  };
+  const total = add(unit.base, counts);
+  unit.counters = total.counters;
+  unit.peers = total.peers;
 }

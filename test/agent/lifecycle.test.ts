@@ -1,12 +1,15 @@
 /**
  * No byte lost: kill -9 and restart under traffic (and traffic while no
  * agent runs), a cgroup created, used and removed between two counter reads,
- * cgroups removed while no agent runs, finals kept across restarts.
+ * cgroups removed while no agent runs, finals kept across restarts, a node
+ * reboot (pins and pod cgroups made anew).
  * Needs root, cgroup v2, bpffs.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
+import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { spawnInCgroup, spawnTraffic, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
@@ -142,6 +145,49 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   assert.ok(existsSync(`${agent.bpffs}/links/${peer.id}_egress`), 'live pins kept');
   const metrics = await agent.metrics();
   assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'vanish-while-down', direction: 'egress' }), 30 * 38);
+});
+
+test('a node reboot: links, counters and pod cgroups gone while no agent runs; each pod counts on from its saved counts', async (t) => {
+  const root = makeTestCgroup(t);
+  const podPath = (uid: string) => `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice`;
+  // `early` is made again before the agent starts, `late` after it settled the previous run's records.
+  const uids = { early: randomUUID(), late: randomUUID() };
+  const pods = { early: root.child(podPath(uids.early)), late: root.child(podPath(uids.late)) };
+  const peer = root.child('peer');
+  const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'pods'] });
+  await waitFor('2 pods attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
+  const topo = makeTopology(t);
+  const send = (cgroup: string, count: number, family: 4 | 6 = 4) =>
+    udpExchange({ senderCgroup: cgroup, receiverCgroup: peer.path, ...topo.toPeer('external', family), family, count, payload: 100 });
+  await send(pods.early.path, 10);
+  await send(pods.late.path, 20, 6);
+  const view = async (uid: string) => (await agent.cgroups()).filter((c) => c.uid === uid);
+  await waitFor('counts read', async () => ((await view(uids.late))[0]?.egress.packets === '20' ? true : undefined));
+  await agent.kill('SIGTERM'); // a reboot stops the agent first: its last counts are saved
+
+  // The reboot: pins gone with bpffs (nothing holds the links: they detach), the pods' cgroups made anew.
+  new PinDir(agent.bpffs).removeAll();
+  for (const pod of Object.values(pods)) rmdirSync(pod.path);
+  const early = root.child(podPath(uids.early));
+  await agent.restart();
+  await waitFor('early attached', async () => ((await view(uids.early)).some((c) => c.id === String(early.id)) ? true : undefined));
+  const late = root.child(podPath(uids.late));
+  await waitFor('late attached', async () => ((await view(uids.late)).some((c) => c.id === String(late.id)) ? true : undefined));
+  await send(early.path, 5);
+  await send(late.path, 7, 6);
+
+  const expect = { early: 15 * udpDatagramBytes(4, 100), late: 27 * udpDatagramBytes(6, 100) };
+  for (const name of ['early', 'late'] as const) {
+    const units = await waitFor(`${name} counted on`, async () => {
+      const v = await view(uids[name]);
+      return v[0]?.egress.bytes === String(expect[name]) ? v : undefined;
+    });
+    assert.equal(units.length, 1, `one unit per pod, no final of its earlier cgroup: ${JSON.stringify(units)}`);
+    assert.equal(units[0]!.state, 'live');
+    assert.equal(units[0]!.peers?.egress.external?.bytes, String(expect[name]), 'the classes carry on too');
+  }
+  const metrics = await agent.metrics();
+  assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { uid: uids.late, direction: 'egress', namespace: '', pod: '' }), expect.late);
 });
 
 test('finals drop out after --retention', async (t) => {

@@ -51,6 +51,8 @@ for (const fault of ['full (ENOSPC)', 'read-only'] as const) {
     if (fault === 'read-only') fs.readOnly(false);
     else fs.unfill();
     await waitFor('state written again', () => (savedEgress(stateDir) === String(300 * BYTES) ? true : undefined));
+    // The line follows the write: it may reach us a moment after the file does.
+    await waitFor('"written again" logged', () => (logged(agent, SAVED_AGAIN) > 0 ? true : undefined));
     assert.equal(logged(agent, SAVED_AGAIN), 1);
     assert.equal(logged(agent, SAVE_FAILED), 1);
 
