@@ -11,6 +11,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CHART } from '../helm/chart.ts';
 import { sleep } from '../helpers/cleanup.ts';
+import { HOLDER_SCRIPT } from '../helpers/mapHolder.ts';
+import type { MapsView } from '../../agent/maps/routes.ts';
 import { startNode, type TestNode } from './node.ts';
 
 const RELEASE = 'podmeter';
@@ -49,11 +51,47 @@ async function podBySelector(node: TestNode, ns: string, selector: string): Prom
   });
 }
 
-/** The agent's /metrics, through the apiserver's pod proxy (its egress proxy reaches the VM). */
-async function agentMetrics(node: TestNode): Promise<string> {
+/** The namespace, ServiceAccount and pod that read the agent's HTTPS endpoints as a scraper does. */
+const SCRAPER = { ns: 'scrape', name: 'scraper' };
+
+/**
+ * GETs argv[1] over HTTPS (the agent's self-signed certificate) with this
+ * pod's ServiceAccount token when argv[2] is `token`; prints the body, or
+ * `HTTP <status>` on stderr and exits 2.
+ */
+const FETCH = [
+  'import ssl, sys, urllib.request, urllib.error',
+  'headers = {}',
+  'if sys.argv[2] == "token":',
+  '    headers["Authorization"] = "Bearer " + open("/var/run/secrets/kubernetes.io/serviceaccount/token").read().strip()',
+  'try:',
+  '    sys.stdout.write(urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=headers), context=ssl._create_unverified_context(), timeout=120).read().decode())',
+  'except urllib.error.HTTPError as e:',
+  '    sys.stderr.write(f"HTTP {e.code}\\n")',
+  '    sys.exit(2)',
+].join('\n');
+
+/**
+ * A path of the agent's HTTPS server (/metrics, /api/v1/...) as a scraper on
+ * the pod network reads it (metricsAuth kubernetes, the chart's default): from
+ * the scraper pod, with its token (`anonymous`: without one).
+ */
+async function agentGet(node: TestNode, path: string, as: 'token' | 'anonymous' = 'token'): Promise<{ code: number; body: string; stderr: string }> {
   const pod = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
-  return node.must(['get', '--raw', `/api/v1/namespaces/${SYSTEM_NS}/pods/${pod}:9471/proxy/metrics`]);
+  const ip = (await podJson(node, SYSTEM_NS, pod)).status.podIP as string;
+  const url = `https://${ip.includes(':') ? `[${ip}]` : ip}:9471${path}`;
+  const r = await node.kubectl(['exec', SCRAPER.name, '-n', SCRAPER.ns, '--', 'python3', '-c', FETCH, url, as]);
+  return { code: r.code, body: r.stdout, stderr: r.stderr };
 }
+
+/** The body of agentGet with the scraper's token; throws on any failure. */
+async function agentRead(node: TestNode, path: string): Promise<string> {
+  const r = await agentGet(node, path);
+  if (r.code !== 0) throw new Error(`GET ${path} from the agent: exit ${r.code}: ${r.stderr}`);
+  return r.body;
+}
+
+const agentMetrics = (node: TestNode) => agentRead(node, '/metrics');
 
 /** The value of the one sample of `metric` whose labels include all of `labels`. */
 function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
@@ -121,14 +159,18 @@ function receiverPod(ns: string): object {
             's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
             's.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)',
             `s.bind(("::", ${UDP_PORT}))`,
-            'open("/tmp/ready", "w").close()',
+            // Ready once bound: a TCP listener on the same port for the kubelet's probe (an exec probe costs a runc exec each time).
+            'r = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)',
+            'r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)',
+            `r.bind(("::", ${UDP_PORT}))`,
+            'r.listen()',
             'n = 0',
             'while True:',
             '    d, a = s.recvfrom(65536)',
             '    n += 1',
             '    print("received", n, len(d), a[0], flush=True)',
           ]),
-          readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 2 },
+          readinessProbe: { tcpSocket: { port: UDP_PORT }, periodSeconds: 2 },
         },
       ],
     },
@@ -171,8 +213,8 @@ function senderPod(ns: string, dst4: string, dst6: string, count: number, size: 
   };
 }
 
-/** A pod of the workload image running `command`; hostNetwork on request. */
-function workloadPod(ns: string, name: string, command: string[], opts: { hostNetwork?: boolean; readiness?: object } = {}): object {
+/** A pod of the workload image running `command`; hostNetwork on request; `spec` and `container` add fields. */
+function workloadPod(ns: string, name: string, command: string[], opts: { hostNetwork?: boolean; readiness?: object; spec?: object; container?: object } = {}): object {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -180,8 +222,9 @@ function workloadPod(ns: string, name: string, command: string[], opts: { hostNe
     spec: {
       terminationGracePeriodSeconds: 1,
       ...(opts.hostNetwork ? { hostNetwork: true } : {}),
+      ...opts.spec,
       containers: [
-        { name: 'main', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', command, ...(opts.readiness ? { readinessProbe: opts.readiness } : {}) },
+        { name: 'main', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', command, ...(opts.readiness ? { readinessProbe: opts.readiness } : {}), ...opts.container },
       ],
     },
   };
@@ -195,7 +238,7 @@ const waitFile = (f: string) => `while [ ! -e ${f} ]; do sleep 0.5; done`;
 // probes allow (60 s), so they restart in a loop; see test/node/README.md.
 const SKIP = process.env.PODMETER_TEST_NODE === '1' ? false : 'set PODMETER_TEST_NODE=1 to run the VM node test (test/node/README.md)';
 
-test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, deletion', { skip: SKIP, timeout: 90 * 60_000 }, async (t) => {
+test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, deletion, map attribution', { skip: SKIP, timeout: 90 * 60_000 }, async (t) => {
   const node = await startNode();
   t.after(() => node.down());
   const show = async (): Promise<string> =>
@@ -221,15 +264,18 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     return { v4: ips.find((x) => x.ip.includes('.'))?.ip, v6: ips.find((x) => x.ip.includes(':'))?.ip };
   };
 
-  await t.test('1. the agent DaemonSet and the operator Deployment become Ready', async () => {
+  await t.test('1. the agent DaemonSet and the operator Deployment become Ready; /metrics answers only a reader', async () => {
+    // The scraper: a ServiceAccount the chart's api-reader role is bound to (readers.api), and a pod with its token.
+    await node.must(['create', 'namespace', SCRAPER.ns]);
+    await node.must(['create', 'serviceaccount', SCRAPER.name, '-n', SCRAPER.ns]);
+    await create(workloadPod(SCRAPER.ns, SCRAPER.name, ['sleep', 'infinity'], { spec: { serviceAccountName: SCRAPER.name } }));
     const r = await node.helm([
       'install', RELEASE, CHART, '--namespace', SYSTEM_NS, '--create-namespace',
       '--set', 'image.repository=localhost/podmeter', '--set', 'image.tag=test', '--set', 'image.pullPolicy=Never',
       // Fast reads and annotation writes (the checks wait for final values); one operator replica on one node.
       '--set', 'agent.interval=2', '--set', 'agent.annotateInterval=2', '--set', 'operator.replicas=1',
-      // /metrics is read through the apiserver's pod proxy, which drops the caller's bearer token: plain HTTP here.
-      // metricsAuth kubernetes (the chart's default) is tested against the real apiserver in test/kube/metrics-auth.test.ts.
-      '--set', 'metricsAuth=none',
+      // metricsAuth stays the chart's default (kubernetes: HTTPS probes, tokens reviewed by the apiserver).
+      '--set', `readers.api[0].name=${SCRAPER.name}`, '--set', `readers.api[0].namespace=${SCRAPER.ns}`,
     ]);
     assert.equal(r.code, 0, `helm install: ${r.stderr}`);
     for (const kind of ['daemonset', 'deployment']) {
@@ -240,6 +286,11 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
         assert.equal(s.code, 0, `${name} did not become Ready: ${s.stderr}\n${await show()}`);
       }
     }
+    await ready(SCRAPER.ns, SCRAPER.name);
+    const anonymous = await agentGet(node, '/metrics', 'anonymous');
+    assert.equal(anonymous.code, 2, `/metrics without a token: ${anonymous.stderr}`);
+    assert.match(anonymous.stderr, /HTTP 401/);
+    assert.match(await agentMetrics(node), /^podmeter_attached_cgroups \d+$/m);
   });
 
   // IPv4: 20 (IP) + 8 (UDP) + payload; IPv6: 40 + 8 + payload.
@@ -264,6 +315,10 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     assert.equal(m('sender', 'podmeter_pod_network_packets_total', 'egress'), packets);
     assert.equal(m('receiver', 'podmeter_pod_network_bytes_total', 'ingress'), udpBytes);
     assert.equal(m('receiver', 'podmeter_pod_network_packets_total', 'ingress'), packets);
+    // Where the bytes went: to a pod of this node (its Node's podCIDRs), so class `node`, not a billed class.
+    assert.equal(sample(metrics, 'podmeter_pod_network_peer_bytes_total', { namespace: ns, pod: 'sender', direction: 'egress', peer: 'node' }), udpBytes);
+    const classes = Object.keys(await podAnnotations(node, ns, 'sender')).filter((k) => /^podmeter\.io\/egress-(external|cross-zone|cross-region)-bytes$/.test(k));
+    assert.deepEqual(classes, [], 'pod-to-pod traffic on one node has no billed-class annotation');
     // The receiver's own count (its log, through kubectl logs) agrees: nothing was lost on the way.
     const log = await node.must(['logs', 'receiver', '-n', ns]);
     assert.match(log, new RegExp(`^received ${packets} `, 'm'));
@@ -324,8 +379,11 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
       };
     };
     // cAdvisor refreshes every 10-15 s (the kubelet's housekeeping): settled = equal reads 20 s apart.
+    // cAdvisor finds a new container at its next housekeeping (10-15 s; longer on a slow node).
+    await eventually('the eth0 series of the client pod in /metrics/cadvisor', 300_000, async () =>
+      sample(await cadvisorMetrics(node), 'container_network_transmit_bytes_total', { namespace: ns, pod: 'client', interface: 'eth0' }),
+    );
     const before = await settled('the counters before the bulk run', 20_000, read);
-    assert.notEqual(before.txBytes, undefined, 'cAdvisor has no eth0 series for the client pod');
     await node.must(['exec', 'client', '-n', ns, '--', 'touch', '/tmp/go']);
     await eventually('the bulk run', 900_000, async () => ((await node.kubectl(['exec', 'client', '-n', ns, '--', 'test', '-e', '/tmp/done'])).code === 0 ? true : undefined));
     const after = await settled('the counters after the bulk run', 20_000, read);
@@ -354,16 +412,14 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     assert.equal(after.egressPackets, before.egressPackets);
   });
 
+  const burst = { ns: 'agent-restart', count: 40, size: 300, bytes: 40 * (28 + 300) };
   await t.test('5b. deleting the agent pod loses no byte sent while no agent ran', async () => {
-    const ns = 'agent-restart';
-    const count = 40;
-    const size = 300;
+    const { ns, count, size, bytes } = burst;
     await node.must(['create', 'namespace', ns]);
     // Sends `count` datagrams once /tmp/one exists and `count` more once /tmp/two exists.
     const send = (f: string) => `${waitFile(f)}; python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b"x" * ${size}, ("${receiver4}", ${UDP_PORT})) for _ in range(${count})]'`;
     await create(workloadPod(ns, 'burst', ['sh', '-c', `${send('/tmp/one')}; ${send('/tmp/two')}; sleep infinity`]));
     await ready(ns, 'burst');
-    const bytes = count * (28 + size);
     await node.must(['exec', 'burst', '-n', ns, '--', 'touch', '/tmp/one']);
     await annotationsReach(ns, 'burst', { 'podmeter.io/egress-bytes': String(bytes) });
     const agent = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
@@ -373,5 +429,83 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     const s = await node.kubectl(['rollout', 'status', ds, '-n', SYSTEM_NS, '--timeout=900s']);
     assert.equal(s.code, 0, s.stderr);
     await annotationsReach(ns, 'burst', { 'podmeter.io/egress-bytes': String(2 * bytes), 'podmeter.io/egress-packets': String(2 * count) });
+  });
+
+  await t.test('6. BPF maps a pod creates are attributed to that pod from inside the agent container', async () => {
+    const ns = 'maps';
+    await node.must(['create', 'namespace', ns]);
+    await node.must(['create', 'configmap', 'mapholder', '-n', ns, `--from-file=mapholder.py=${HOLDER_SCRIPT}`]);
+    // `hold` keeps its maps while its stdin stays open: a pipe from a sleep that never ends.
+    await create(
+      workloadPod(ns, 'holder', ['sh', '-c', 'sleep infinity | python3 /holder/mapholder.py hold --groups 1 --per 2'], {
+        spec: { volumes: [{ name: 'holder', configMap: { name: 'mapholder' } }] },
+        container: { securityContext: { capabilities: { add: ['BPF'] } }, volumeMounts: [{ name: 'holder', mountPath: '/holder' }] },
+      }),
+    );
+    await ready(ns, 'holder');
+    const ids = await eventually('the holder to make its maps', 300_000, async () => {
+      const line = (await node.kubectl(['logs', 'holder', '-n', ns])).stdout.split('\n').find((l) => l.includes('"ready"'));
+      return line === undefined ? undefined : (JSON.parse(line) as { ids: number[] }).ids;
+    });
+    const uid = (await podJson(node, ns, 'holder')).metadata.uid as string;
+    const maps = async () => JSON.parse(await agentRead(node, '/api/v1/maps')) as MapsView;
+    const view = await eventually(
+      `the agent to attribute maps ${ids.join(', ')} to pod ${uid}`,
+      300_000,
+      async () => {
+        const v = await maps();
+        return ids.every((id) => v.maps.find((m) => m.id === id)?.podUids.includes(uid)) ? v : undefined;
+      },
+      async () => JSON.stringify((await maps()).processes.filter((p) => p.comm === 'sleep' || p.comm.startsWith('python'))),
+    );
+    const pod = view.byPod.find((p) => p.uid === uid);
+    assert.equal(pod?.namespace, ns);
+    assert.equal(pod?.pod, 'holder');
+    const memlock = ids.reduce((sum, id) => sum + view.maps.find((m) => m.id === id)!.memlock, 0);
+    assert.ok(pod.bytes >= memlock, `pod bytes ${pod.bytes} < the maps' memlock ${memlock}`);
+    assert.equal(sample(await agentMetrics(node), 'podmeter_pod_bpf_map_memory_bytes', { namespace: ns, pod: 'holder' }), pod.bytes);
+  });
+
+  // Last: it restarts everything on the node.
+  await t.test('5c. a node reboot: the pods come back, count on from before, and the totals keep every byte', async () => {
+    const { ns, count, bytes } = burst;
+    // Fewer pods restart sooner under TCG.
+    for (const gone of ['hostnet', 'tcp', 'maps']) await node.must(['delete', 'namespace', gone, '--wait=false']);
+    await eventually(`the NamespaceUsage of ${ns} at ${2 * bytes} bytes`, 600_000, async () =>
+      (await namespaceUsage(node, ns))?.egressBytes === String(2 * bytes) ? true : undefined,
+    );
+    const bootId = () => node.must(['get', 'node', node.name, '-o', 'jsonpath={.status.nodeInfo.bootID}']);
+    const before = await bootId();
+    // A clean reboot, as an administrator's: systemd stops the pods (the agent saves its state on SIGTERM).
+    await node.must(['create', 'namespace', 'reboot']);
+    await create({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'reboot', namespace: 'reboot' },
+      spec: {
+        hostPID: true,
+        restartPolicy: 'Never',
+        containers: [{ name: 'main', image: WORKLOAD_IMAGE, imagePullPolicy: 'Never', securityContext: { privileged: true }, command: ['nsenter', '-t', '1', '-m', '-p', '--', 'systemctl', 'reboot'] }],
+      },
+    });
+    await eventually('the node to boot again', 900_000, async () => {
+      const now = (await node.kubectl(['get', 'node', node.name, '-o', 'jsonpath={.status.nodeInfo.bootID}'])).stdout;
+      return now !== '' && now !== before ? now : undefined;
+    });
+    const ds = (await node.must(['get', 'daemonset', '-n', SYSTEM_NS, '-o', 'name'])).trim();
+    const s = await node.kubectl(['rollout', 'status', ds, '-n', SYSTEM_NS, '--timeout=900s']);
+    assert.equal(s.code, 0, `the agent after the reboot: ${s.stderr}\n${await show()}`);
+    await ready(ns, 'burst');
+    await ready(udp.ns, 'receiver');
+    // One more burst of `count`, to the receiver's address after the reboot.
+    const { v4 } = await podIPs(udp.ns, 'receiver');
+    const more = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b"x" * ${burst.size}, ("${v4}", ${UDP_PORT})) for _ in range(${count})]`;
+    await node.must(['exec', 'burst', '-n', ns, '--', 'python3', '-c', more]);
+    await annotationsReach(ns, 'burst', { 'podmeter.io/egress-bytes': String(3 * bytes), 'podmeter.io/egress-packets': String(3 * count) });
+    assert.equal(sample(await agentMetrics(node), 'podmeter_pod_network_bytes_total', { namespace: ns, pod: 'burst', direction: 'egress' }), 3 * bytes);
+    await eventually(`the NamespaceUsage of ${ns} at ${3 * bytes} bytes`, 600_000, async () =>
+      (await namespaceUsage(node, ns))?.egressBytes === String(3 * bytes) ? true : undefined,
+      async () => JSON.stringify(await namespaceUsage(node, ns)),
+    );
   });
 });
