@@ -18,7 +18,7 @@
  * that pins removed under it (rm -r of --bpffs, the bpffs unmounted) detach
  * nothing. checkPins() puts missing pins back from those fds.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import type { Logger } from '../../common/log.ts';
 import {
@@ -48,6 +48,9 @@ export interface UnitCounts {
   peers: DirectionPeerCounts;
 }
 
+/** checkPins lists the pins at least this often, even when their directories look unchanged. */
+const FULL_PIN_CHECK_EVERY = 30;
+
 export class Meter {
   readonly pins: PinDir;
   readonly map: StorageMap;
@@ -68,6 +71,9 @@ export class Meter {
   readonly #log: Logger;
   /** Pins were found missing and could not all be put back yet (logged once until they are). */
   #pinsMissing = false;
+  /** #pinsStamp() after the last check that found every pin in place. */
+  #checkedStamp: string | undefined;
+  #checksSkipped = 0;
   /** Each counted cgroup's last read, so an idle one is not converted again (read()). */
   readonly #lastRead = new Map<bigint, { sums: BigUint64Array; counts: UnitCounts }>();
   /** The old agent's storage map while some cgroups still have its links (see the header). */
@@ -273,8 +279,36 @@ export class Meter {
    * they cannot be made (e.g. --bpffs is no longer on a bpffs), retried at
    * every call. Meanwhile the held fds keep every link counting; if the agent
    * stopped then, its links would detach.
+   * Cheap when nothing changed: removing or adding a pin changes its
+   * directory's modification time, so while both directories have the
+   * identity and times of the last complete check, the pins are not listed
+   * (except every FULL_PIN_CHECK_EVERY calls, whatever the times say).
    */
   checkPins(): void {
+    const stamp = this.#pinsStamp();
+    if (stamp !== undefined && stamp === this.#checkedStamp && ++this.#checksSkipped < FULL_PIN_CHECK_EVERY) return;
+    if (this.#repin()) {
+      this.#checkedStamp = this.#pinsStamp();
+      this.#checksSkipped = 0;
+    }
+  }
+
+  /** Device, inode and modification time of the pin directories, or undefined when one is missing. */
+  #pinsStamp(): string | undefined {
+    try {
+      return [this.pins.root, this.pins.linksDir]
+        .map((dir) => {
+          const st = statSync(dir, { bigint: true });
+          return `${st.dev}:${st.ino}:${st.mtimeNs}`;
+        })
+        .join(' ');
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Pins what is missing; true when every pin is in place afterwards. */
+  #repin(): boolean {
     const objects: [string, { pin(path: string): void }][] = [
       [this.pins.program('ingress'), this.programs.ingress],
       [this.pins.program('egress'), this.programs.egress],
@@ -291,12 +325,11 @@ export class Meter {
     }
     for (const [cgroupId, links] of this.#held) {
       DIRECTIONS.forEach((direction, i) => {
-        const path = this.pins.link(cgroupId, direction);
-        if (!names.has(`${cgroupId}_${direction}`)) objects.push([path, links[i]!]);
+        if (!names.has(`${cgroupId}_${direction}`)) objects.push([this.pins.link(cgroupId, direction), links[i]!]);
       });
     }
     const missing = objects.filter(([path]) => !existsSync(path));
-    if (missing.length === 0) return;
+    if (missing.length === 0) return true;
     const wasMissing = this.#pinsMissing;
     if (!wasMissing) {
       this.#pinsMissing = true;
@@ -312,10 +345,11 @@ export class Meter {
           'cannot pin again (retrying at every interval): counting goes on while this agent runs, but if it stops before the pins are back its links detach and nothing is counted until the next start',
         );
       }
-      return;
+      return false;
     }
     this.#pinsMissing = false;
     this.#log.info({ bpffs: this.pins.root, pinned: missing.length }, 'pins made again');
+    return true;
   }
 
   close(): void {

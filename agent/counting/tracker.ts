@@ -58,6 +58,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Records of the previous run, for cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
   #saveTimer: NodeJS.Timeout | undefined;
+  /** The kernel read each unit's counts were last set from (the meter hands back the same object while a unit is idle). */
+  readonly #applied = new WeakMap<Unit, UnitCounts>();
+  /** Counts changed since the state file was last written. */
+  #dirty = false;
   /** The state file could not be written last time (logged once until a write succeeds). */
   #saveFailing = false;
 
@@ -264,15 +268,18 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Drops finals older than the retention. */
   prune(now = Date.now()): void {
     for (const [id, unit] of this.#finals) {
-      if ((unit.terminatedAt ?? 0) + this.#retentionMs < now) this.#finals.delete(id);
+      if ((unit.terminatedAt ?? 0) + this.#retentionMs < now) {
+        this.#finals.delete(id);
+        this.#dirty = true;
+      }
     }
   }
 
-  /** Interval work: read, prune, persist. */
+  /** Interval work: read, prune, persist (when anything changed). */
   tick(): void {
     this.refresh();
     this.prune();
-    this.#saveNow();
+    if (this.#dirty) this.#saveNow();
   }
 
   /** Persists state; links stay pinned so counting continues without us. */
@@ -289,8 +296,11 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (counts === undefined) return false;
       // A removed cgroup's storage can read as zeros while the kernel tears
       // it down: a draining unit's counters never go back.
+      if (counts === this.#applied.get(unit)) return true; // idle since
       if (unit.state === 'draining' && allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})) return true;
       apply(unit, counts);
+      this.#applied.set(unit, counts);
+      this.#dirty = true;
       return true;
     } catch (err) {
       this.emit('error', 'read', err);
@@ -322,6 +332,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#saveTimer = undefined;
     try {
       this.#store.save(this.#units.values(), this.#finals.values());
+      this.#dirty = false;
     } catch (err) {
       // A full or read-only state dir: counting goes on (the pins keep the
       // counts); log once, count every failure, and retry on each save.
