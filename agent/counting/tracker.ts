@@ -55,7 +55,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #units = new Map<string, Unit>();
   /** Terminated units by id (a cgroup re-created at the same path is a new unit). */
   readonly #finals = new Map<bigint, Unit>();
-  /** Records of the previous run, for cgroups that vanished while no agent ran. */
+  /** Records of the previous run (until the initial scan is settled): counts to carry on, or to finalise cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
   #saveTimer: NodeJS.Timeout | undefined;
   /** The kernel read each unit's counts were last set from (the meter hands back the same object while a unit is idle). */
