@@ -260,7 +260,7 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     );
   /** The receiver is Running and its socket bound (its log says so). */
   const receiverBound = async (ns: string) => {
-    await receiverBound(ns);
+    await ready(ns, 'receiver');
     await eventually('the receiver to bind its socket', 300_000, async () =>
       (await node.kubectl(['logs', 'receiver', '-n', ns])).stdout.split('\n').includes(RECEIVER_BOUND) ? true : undefined,
     );
@@ -307,7 +307,7 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     const { ns, count, size } = udp;
     await node.must(['create', 'namespace', ns]);
     await create(receiverPod(ns));
-    await ready(ns, 'receiver');
+    await receiverBound(ns);
     const { v4, v6 } = await podIPs(ns, 'receiver');
     assert.ok(v4 && v6, `the receiver has no IPv4 and IPv6 address: ${JSON.stringify(await podIPs(ns, 'receiver'))}`);
     receiver4 = v4;
@@ -387,8 +387,11 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     };
     // cAdvisor refreshes every 10-15 s (the kubelet's housekeeping): settled = equal reads 20 s apart.
     // cAdvisor finds a new container at its next housekeeping (10-15 s; longer on a slow node).
-    await eventually('the eth0 series of the client pod in /metrics/cadvisor', 300_000, async () =>
-      sample(await cadvisorMetrics(node), 'container_network_transmit_bytes_total', { namespace: ns, pod: 'client', interface: 'eth0' }),
+    await eventually(
+      'the eth0 series of the client pod in /metrics/cadvisor',
+      600_000,
+      async () => sample(await cadvisorMetrics(node), 'container_network_transmit_bytes_total', { namespace: ns, pod: 'client', interface: 'eth0' }),
+      async () => `its network series now:\n${(await cadvisorMetrics(node)).split('\n').filter((l) => l.startsWith('container_network_') && l.includes('pod="client"')).join('\n') || '(none)'}`,
     );
     const before = await settled('the counters before the bulk run', 20_000, read);
     await node.must(['exec', 'client', '-n', ns, '--', 'touch', '/tmp/go']);
