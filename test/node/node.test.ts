@@ -232,9 +232,8 @@ function workloadPod(ns: string, name: string, command: string[], opts: { hostNe
 /** A shell loop that waits for a file to appear (the test makes it with kubectl exec). */
 const waitFile = (f: string) => `while [ ! -e ${f} ]; do sleep 0.5; done`;
 
-// Opt-in for now (PODMETER_TEST_NODE=1): under TCG on a busy 2-core machine the
-// agent and operator take longer to start listening than the chart's liveness
-// probes allow (60 s), so they restart in a loop; see test/node/README.md.
+// Opt-in (PODMETER_TEST_NODE=1): under TCG on a 2-core machine one run takes
+// 25-50 minutes, longer than the rest of the suite (test/node/README.md).
 const SKIP = process.env.PODMETER_TEST_NODE === '1' ? false : 'set PODMETER_TEST_NODE=1 to run the VM node test (test/node/README.md)';
 
 test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, deletion, map attribution', { skip: SKIP, timeout: 90 * 60_000 }, async (t) => {
