@@ -280,8 +280,19 @@ async function main(): Promise<void> {
   for (const deadline = Date.now() + 120_000; !(await b.leader().catch(() => false)); await sleep(200)) {
     if (Date.now() > deadline) throw new Error('operator B did not lead within 120 s');
   }
-  await sleep(30_000);
-  console.log(`   operator B leading, the next 30 s: RSS ${summary(settling.stop())}, peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`);
+  // A new leader writes every object once (its ledger, under its name): wait until its rounds write nothing more.
+  at = Date.now();
+  const rounds = async () => sample(await b.metrics(), 'podmeter_operator_reconcile_seconds_count', {}) ?? 0;
+  for (let last = -1, quiet = 0; quiet < 5; await sleep(1000)) {
+    const n = await rounds();
+    quiet = n === last ? quiet + 1 : 0;
+    last = n;
+    if (Date.now() - at > 300_000) throw new Error('operator B still writing 300 s after it took the lead');
+  }
+  console.log(`   operator B leading, its takeover writes done in ${((Date.now() - at) / 1000 - 5).toFixed(0)} s: RSS since ready ${summary(settling.stop())}, peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`);
+  const after = new RssSampler(bPid, 1000);
+  await sleep(20_000);
+  console.log(`   the next 20 s (idle): RSS ${summary(after.stop())}`);
 
   // --- 4. steady: simulated agents change annotations ---------------------------
   const live = new Map<string, BenchPod[]>(namespaces.map((ns) => [ns, []]));

@@ -104,7 +104,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     path: '/api/v1/pods',
     shape: 'table',
     log: log.child({ module: 'watch', kind: 'Pod' }),
-    sync: (rows, table) => pods.sync(rows, table),
+    relist: () => pods.relist(),
     event: (type, table) => pods.event(type, table),
     onError: () => countError('watch_pods'),
   });
