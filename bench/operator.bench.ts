@@ -283,6 +283,9 @@ async function main(): Promise<void> {
   // A new leader writes every object once (its ledger, under its name): wait until its rounds write nothing more.
   at = Date.now();
   const rounds = async () => sample(await b.metrics(), 'podmeter_operator_reconcile_seconds_count', {}) ?? 0;
+  for (const deadline = Date.now() + 120_000; !b.logs.some((l) => l.msg === 'ledger loaded'); await sleep(200)) {
+    if (Date.now() > deadline) throw new Error('operator B did not load its ledger within 120 s');
+  }
   for (let last = -1, quiet = 0; quiet < 5; await sleep(1000)) {
     const n = await rounds();
     quiet = n === last ? quiet + 1 : 0;
