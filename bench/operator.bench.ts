@@ -24,7 +24,8 @@
  * Throughout: the operator's writes per second (the API server's own
  * apiserver_request_total for the resources only the operator writes: usage
  * status, its Lease, the budget ConfigMap) against --max-status-writes-per-second,
- * and the heap parts of the operator's /metrics (where the RSS goes).
+ * its CPU (/proc/<pid>/stat), the heap parts of its /metrics (where the RSS
+ * goes) and the load average (latency moves with it; RSS hardly does).
  * Everything is removed afterwards, also on Ctrl-C.
  */
 import { readFileSync, statSync } from 'node:fs';
@@ -82,6 +83,12 @@ function memOf(pid: number): { rss: number; hwm: number } {
   return { rss: kib('VmRSS'), hwm: kib('VmHWM') };
 }
 
+/** CPU seconds (user + system) a process has used; /proc/<pid>/stat counts in clock ticks (100 a second on Linux). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** RSS sampled every `everyMs` while running. */
 class RssSampler {
   readonly samples: number[] = [];
@@ -101,6 +108,7 @@ class RssSampler {
   }
 }
 
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const mib = (b: number) => (b / MiB).toFixed(0);
 function summary(samples: number[]): string {
   if (samples.length === 0) return 'no samples';
@@ -327,6 +335,7 @@ async function main(): Promise<void> {
   };
   const window = async (seconds: number, extra: () => Promise<void>) => {
     const before = await operatorWrites(oc);
+    const cpuBefore = cpuSeconds(bPid);
     const rss = new RssSampler(bPid, 1000);
     const latencies: number[] = [];
     const start = Date.now();
@@ -334,12 +343,12 @@ async function main(): Promise<void> {
     await Promise.all([...writerNs.map((ns) => writer(ns, start + seconds * 1000, latencies)), extra()]);
     const s = (Date.now() - start) / 1000;
     const after = await operatorWrites(oc);
-    return { latencies, rss: rss.stop(), statusPerS: (after.status - before.status) / s, otherPerS: (after.other - before.other) / s, annotationsPerS: writes / s };
+    return { latencies, rss: rss.stop(), cpu: (cpuSeconds(bPid) - cpuBefore) / s, statusPerS: (after.status - before.status) / s, otherPerS: (after.other - before.other) / s, annotationsPerS: writes / s };
   };
   const steady = await window(SECONDS, async () => {});
-  console.log(`4. steady, ${WRITERS} simulated agents writing ${steady.annotationsPerS.toFixed(1)} annotations/s for ${SECONDS} s:`);
+  console.log(`4. steady, ${WRITERS} simulated agents writing ${steady.annotationsPerS.toFixed(1)} annotations/s for ${SECONDS} s (load average ${loadavg()}):`);
   console.log(`   ${latencyLine('annotation change -> NamespaceUsage total', steady.latencies)}`);
-  console.log(`   operator writes: ${steady.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${steady.otherPerS.toFixed(2)} Lease and ConfigMap writes/s`);
+  console.log(`   operator writes: ${steady.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${steady.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(steady.cpu * 100).toFixed(0)} % of a core`);
   console.log(`   RSS ${summary(steady.rss)}`);
 
   // --- 5. churn: pods deleted and created, annotations changing -------------------
@@ -369,15 +378,15 @@ async function main(): Promise<void> {
     }
   });
   const half = Math.floor(churn.rss.length / 2);
-  console.log(`5. churn for ${CHURN_SECONDS} s: ${deleted} pods deleted and ${created} created (${(deleted / CHURN_SECONDS).toFixed(1)}/s each way) while agents wrote ${churn.annotationsPerS.toFixed(1)} annotations/s:`);
+  console.log(`5. churn for ${CHURN_SECONDS} s: ${deleted} pods deleted and ${created} created (${(deleted / CHURN_SECONDS).toFixed(1)}/s each way) while agents wrote ${churn.annotationsPerS.toFixed(1)} annotations/s (load average ${loadavg()}):`);
   console.log(`   ${latencyLine('annotation change -> NamespaceUsage total', churn.latencies)}`);
-  console.log(`   operator writes: ${churn.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${churn.otherPerS.toFixed(2)} Lease and ConfigMap writes/s`);
+  console.log(`   operator writes: ${churn.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${churn.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(churn.cpu * 100).toFixed(0)} % of a core`);
   console.log(`   RSS first half ${summary(churn.rss.slice(0, half))}; second half ${summary(churn.rss.slice(half))}; peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`);
   at = Date.now();
   await allExact('operator B after the churn');
   console.log(`   every namespace total exact (deleted pods' counts kept) ${((Date.now() - at) / 1000).toFixed(1)} s after the churn`);
   stopWatch.abort();
-  console.log(`total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s (load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')})`);
+  console.log(`total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s (load average ${loadavg()})`);
 }
 
 await runMain(main);

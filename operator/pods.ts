@@ -4,7 +4,8 @@
  * by a watch of server-side Table rows with only each pod's metadata
  * (includeObject=Metadata): metadata-only like a PartialObjectMetadata
  * watch, plus the row's Node column, which metadata lacks. Whole Pod
- * objects are never held: the operator holds about 0.7 KiB per pod (bench/operator.bench.ts).
+ * objects are never held, nor a whole list's rows (relist): the operator's
+ * heap holds about 0.7-1.1 KiB per pod (bench/operator.bench.ts).
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from '../common/kube/api.ts';
