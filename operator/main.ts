@@ -26,8 +26,6 @@ export const LEASE_NAME = 'podmeter-operator';
 
 export interface RunningOperator {
   address: { host: string; port: number };
-  /** API requests sent so far (benchmarks). */
-  requests(): number;
   stop(step?: StopStep): Promise<void>;
 }
 
@@ -128,7 +126,6 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
 
   return {
     address,
-    requests: () => api.requests,
     async stop(step = () => {}) {
       rounds.stop();
       step('last status writes and the lease release');
