@@ -26,8 +26,6 @@ export const LEASE_NAME = 'podmeter-operator';
 
 export interface RunningOperator {
   address: { host: string; port: number };
-  /** API requests sent so far (benchmarks). */
-  requests(): number;
   stop(step?: StopStep): Promise<void>;
 }
 
@@ -104,7 +102,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     path: '/api/v1/pods',
     shape: 'table',
     log: log.child({ module: 'watch', kind: 'Pod' }),
-    sync: (rows, table) => pods.sync(rows, table),
+    relist: () => pods.relist(),
     event: (type, table) => pods.event(type, table),
     onError: () => countError('watch_pods'),
   });
@@ -128,7 +126,6 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
 
   return {
     address,
-    requests: () => api.requests,
     async stop(step = () => {}) {
       rounds.stop();
       step('last status writes and the lease release');

@@ -4,7 +4,8 @@
  * by a watch of server-side Table rows with only each pod's metadata
  * (includeObject=Metadata): metadata-only like a PartialObjectMetadata
  * watch, plus the row's Node column, which metadata lacks. Whole Pod
- * objects are never held: the operator holds about 0.7 KiB per pod (bench/operator.bench.ts).
+ * objects are never held, nor a whole list's rows (relist): the operator's
+ * heap holds about 0.7-1.1 KiB per pod (bench/operator.bench.ts).
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from '../common/kube/api.ts';
@@ -96,18 +97,25 @@ export class PodStore {
     return this.#pods.values();
   }
 
-  /** A complete list (Table rows): pods missing from it were deleted while nobody watched. */
-  sync(rows: KubeObject[], table: KubeObject): void {
-    this.#columns(table);
-    const seen = new Set<string>();
-    for (const row of rows as Row[]) {
-      const uid = row.object?.metadata?.uid;
-      if (uid) seen.add(uid);
-      this.#upsert(row);
-    }
-    for (const p of [...this.#pods.values()]) {
-      if (!seen.has(p.uid)) this.#delete(p, contribution(p));
-    }
+  /**
+   * A complete list (Table rows), page by page (the Reflector's `relist`):
+   * each page's rows become records at once, so the list's rows are never
+   * all held; at the end, pods in no page were deleted while nobody watched.
+   */
+  relist(): { page(rows: KubeObject[], table: KubeObject): void; end(): void } {
+    const seen = new Set<PodRecord>();
+    return {
+      page: (rows, table) => {
+        this.#columns(table);
+        for (const row of rows as Row[]) {
+          const p = this.#upsert(row);
+          if (p !== undefined) seen.add(p);
+        }
+      },
+      end: () => {
+        for (const p of [...this.#pods.values()]) if (!seen.has(p)) this.#delete(p, contribution(p));
+      },
+    };
   }
 
   /** One watch event (its Table holds one row; the first event of a watch also carries the columns). */
@@ -172,14 +180,15 @@ export class PodStore {
     return typeof cell === 'string' && cell !== '<none>' ? this.#intern.get(cell) : '';
   }
 
-  #upsert(row: Row): void {
+  /** The pod's record, made or updated from the row (undefined: a row without uid, name or namespace). */
+  #upsert(row: Row): PodRecord | undefined {
     const m = row.object?.metadata;
-    if (!m?.uid || !m.name || !m.namespace) return;
+    if (!m?.uid || !m.name || !m.namespace) return undefined;
     const existing = this.#pods.get(m.uid);
     if (existing !== undefined) {
       const previous = { node: existing.node };
       if (this.#update(existing, row)) this.listener?.changed(existing, previous);
-      return;
+      return existing;
     }
     const { counts, malformed } = countsFromAnnotations(m.annotations, undefined);
     this.#malformed(m.namespace, m.name, malformed);
@@ -199,6 +208,7 @@ export class PodStore {
     this.#pods.set(p.uid, p);
     if (this.workloadOf(p, p.firstSeen, false) === undefined) this.#unresolved.add(p);
     this.listener?.added(p);
+    return p;
   }
 
   /** Applies a row to a known pod; true when anything the rollups use changed. */

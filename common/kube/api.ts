@@ -82,15 +82,9 @@ export interface WatchEvent {
 
 export class KubeApi {
   readonly #conn: KubeConnection;
-  #requests = 0;
 
   constructor(connection: KubeConnection) {
     this.#conn = connection;
-  }
-
-  /** Requests sent so far (for the benchmark's "requests per second the operator adds"). */
-  get requests(): number {
-    return this.#requests;
   }
 
   get server(): string {
@@ -174,7 +168,6 @@ export class KubeApi {
     const timeout = opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs);
     const signals = [opts.signal, timeout].filter((s) => s !== undefined);
     const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-    this.#requests++;
     const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = send(url, {

@@ -7,8 +7,8 @@
  *
  * Lists are paged (list.ts). The watch resumes from the last seen
  * resourceVersion (bookmarks keep it fresh); on 410 Gone it lists again,
- * and the consumer's `sync` sees the complete new set, so objects deleted
- * while the watch was away are noticed. Connection failures back off from
+ * and the consumer's `sync` (or `relist`, page by page) sees the complete
+ * new set, so objects deleted while the watch was away are noticed. Connection failures back off from
  * 1 s to 30 s; a silent connection is dropped after `idleMs`.
  */
 import type { Logger } from '../log.ts';
@@ -24,8 +24,17 @@ export interface ReflectorOptions {
   shape: 'object' | 'metadata' | 'table';
   query?: Record<string, string>;
   log: Logger;
-  /** Every object of a complete list (first sync and every relist). */
-  sync(items: KubeObject[], list: KubeObject): void;
+  /** Every object of a complete list (first sync and every relist). Either this or `relist`. */
+  sync?(items: KubeObject[], list: KubeObject): void;
+  /**
+   * Instead of `sync`, for large collections: a complete list page by page,
+   * so its objects are never all held at once (50,000 pods' metadata would be
+   * hundreds of MiB). Called as a list starts; the answer's `page` takes each
+   * page as it arrives (the first carries a Table's columns), `end` follows
+   * the last: objects in no page are gone. A list that fails midway is
+   * started again with a new `relist()`, whose pages repeat what was applied.
+   */
+  relist?(): { page(items: KubeObject[], page: KubeObject): void; end(): void };
   /** One watch event (ADDED, MODIFIED, DELETED). */
   event(type: 'ADDED' | 'MODIFIED' | 'DELETED', object: KubeObject): void;
   onError?(err: unknown): void;
@@ -52,6 +61,7 @@ export class Reflector {
   #failing = false;
 
   constructor(options: ReflectorOptions) {
+    if ((options.sync === undefined) === (options.relist === undefined)) throw new Error('Reflector: give either sync or relist');
     this.#o = options;
   }
 
@@ -96,23 +106,21 @@ export class Reflector {
   }
 
   async #list(): Promise<void> {
-    const items: KubeObject[] = [];
-    let first: KubeObject | undefined;
-    let last: KubeObject | undefined;
+    const consumer = this.#o.relist?.() ?? collect(this.#o.sync!);
+    let resourceVersion = '';
     const pages = listPages(this.#o.api, this.#o.path, {
       query: { ...this.#o.query, includeObject: this.#isTable ? 'Metadata' : undefined },
       accept: ACCEPT_LIST[this.#o.shape],
       signal: this.#stop.signal,
     });
     for await (const page of pages) {
-      first ??= page;
-      last = page;
-      for (const item of page.items ?? page.rows ?? []) items.push(item);
+      resourceVersion = page.metadata?.resourceVersion ?? '';
+      consumer.page(page.items ?? page.rows ?? [], page);
     }
-    // The first page carries a Table's column definitions; the resourceVersion comes from the last page.
-    this.#resourceVersion = last?.metadata?.resourceVersion ?? '';
+    this.#resourceVersion = resourceVersion; // the last page's
+
     this.#recovered();
-    this.#o.sync(items, first ?? {});
+    consumer.end();
     this.#firstSync.resolve(); // (again after a relist: no effect)
   }
 
@@ -163,6 +171,19 @@ export class Reflector {
 
 const ACCEPT_LIST: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA_LIST, table: ACCEPT_TABLE };
 const ACCEPT_WATCH: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA, table: ACCEPT_TABLE };
+
+/** `sync` as a relist: the pages' objects gathered, handed over at the end with the first page (a Table's columns). */
+function collect(sync: NonNullable<ReflectorOptions['sync']>): ReturnType<NonNullable<ReflectorOptions['relist']>> {
+  const items: KubeObject[] = [];
+  let first: KubeObject | undefined;
+  return {
+    page(pageItems, page) {
+      first ??= page;
+      for (const item of pageItems) items.push(item);
+    },
+    end: () => sync(items, first ?? {}),
+  };
+}
 
 /** A watch event's Table holds one row; its object's resourceVersion is the event's. */
 function tableRowVersion(table: KubeObject): string | undefined {

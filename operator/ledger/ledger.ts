@@ -56,6 +56,9 @@ export interface UsageTotal {
   bpfMapBytes?: bigint;
 }
 
+/** Status writes a round keeps in flight (of different objects). */
+const WRITES_IN_FLIGHT = 8;
+
 export class Ledger implements PodListener, NodeListener {
   readonly #book: Book;
   readonly #writer: StatusWriter;
@@ -236,7 +239,10 @@ export class Ledger implements PodListener, NodeListener {
   /**
    * One round: writes the objects that changed (NodeUsage first: the others
    * only include what a NodeUsage has on record), within the write budget
-   * and each object's minimum interval. Returns the number of writes.
+   * and each object's minimum interval, up to WRITES_IN_FLIGHT at a time
+   * (each object is its own write; one at a time, a 1,000-node cluster's
+   * writes were bounded by the API server's round trip, not the budget).
+   * Returns the number of writes.
    */
   async reconcile(now = Date.now(), options: { ignoreIntervals?: boolean } = {}): Promise<number> {
     if (!this.#active || this.#writing) return 0;
@@ -248,12 +254,18 @@ export class Ledger implements PodListener, NodeListener {
         const due = [...this.#book.dirtySet]
           .filter((e) => e.kind === kind && e.dirtyAt !== undefined && (options.ignoreIntervals || now - e.writtenAt >= this.#minInterval[kind]))
           .sort((a, b) => a.dirtyAt! - b.dirtyAt!);
-        for (const e of due) {
-          if (!this.#active) return writes;
-          const result = await this.#writer.write(e);
-          if (result === 'written') writes++;
-          if (result === 'budget' || result === 'outage') return writes;
-        }
+        let next = 0;
+        let stop = false;
+        const worker = async () => {
+          while (!stop && next < due.length) {
+            if (!this.#active) return void (stop = true);
+            const result = await this.#writer.write(due[next++]!);
+            if (result === 'written') writes++;
+            if (result === 'budget' || result === 'outage') stop = true;
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, due.length) }, worker));
+        if (stop) return writes;
       }
       return writes;
     } finally {
