@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD } from '../../agent/maps/estimate.ts';
+import { release } from 'node:os';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, memlockIsExact } from '../../agent/maps/estimate.ts';
 import { takeInventory, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -77,6 +78,8 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
     assert.deepEqual(m.processes.map((p) => [p.pid, p.comm]), [[holder.pid, comm]]);
     assert.deepEqual(m.podUids, []);
     assert.equal(bpftool.find((b) => b.id === id)?.bytes_memlock, kernel, `${spec.name}: bpftool agrees`);
+    // The figures differ by kernel (README, Requirements): shown, not asserted.
+    t.diagnostic(`kernel ${release()}: ${spec.name} (${expectedTypes[i]}, ${spec.max} x ${spec.value} B) memlock ${kernel}`);
   });
   // BPF_F_NO_PREALLOC: an empty hash costs far less than a preallocated one.
   assert.ok(mapById(inv, made[1]!.id).bytes < mapById(inv, made[0]!.id).bytes);
@@ -89,7 +92,9 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
   assert.equal(proc?.bytes, total);
   assert.deepEqual(proc?.mapIds, made.map((m) => m.id).sort((a, b) => a - b));
   assert.equal(inv.byName.find((n) => n.name === 'pmt_ringbuf')?.bytes, made[5]!.memlock);
-  assert.equal(inv.memlockExact, true, 'this machine runs 6.18');
+  // fdinfo's memlock is the map's memory from 6.4 (map_mem_usage); before, an
+  // upper bound from its shape. The inventory says which (memlockIsExact's cases: test/unit).
+  assert.equal(inv.memlockExact, memlockIsExact(release()), `memlockExact on kernel ${release()}`);
 });
 
 test('maps of processes in pod cgroups are attributed to the pod', async (t) => {
