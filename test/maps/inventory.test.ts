@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { release } from 'node:os';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, memlockIsExact } from '../../agent/maps/estimate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, memlockCountsStorageElements, memlockIsExact } from '../../agent/maps/estimate.ts';
 import { takeInventory, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -194,6 +194,10 @@ test('a map only a loaded program uses is reported with owner "program"', async 
 });
 
 test("podmeter's own storage map estimate grows with attached cgroups as the formula says", async (t) => {
+  if (memlockCountsStorageElements(release())) {
+    t.skip(`kernel ${release()} charges each element to memlock (before 5.11): no estimate; the next test checks it`);
+    return;
+  }
   const loaded = loadPodmeter(t);
   const map = loaded.map!;
   const info = map.info();
@@ -221,6 +225,33 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
   const other = loadPodmeter(t);
   const inv = await takeInventory({ ownStorage });
   assert.equal(mapById(inv, other.map!.info().id).estimated, false);
+});
+
+test("before 5.11 podmeter's own storage map counts the kernel's memlock, which charges each element whole pages", async (t) => {
+  if (!memlockCountsStorageElements(release())) {
+    t.skip(`kernel ${release()} leaves cgroup storage elements out of memlock (5.11+): estimated, the test above`);
+    return;
+  }
+  const loaded = loadPodmeter(t);
+  const map = loaded.map!;
+  const info = map.info();
+  // bpf_cgroup_storage_alloc (5.10): round_up(round_up(value, 8) x possible CPUs, PAGE_SIZE) per per-CPU element.
+  const page = 4096;
+  const charged = Math.ceil((Math.ceil(info.valueSize / 8) * 8 * possibleCpus()) / page) * page;
+  const tree = makeTestCgroup(t);
+  const ownStorage = { mapId: info.id, entries: () => map.keys().length };
+  let attached = 0;
+  for (const n of [0, 1, 3]) {
+    for (; attached < n; attached++) loaded.attach(tree.child(`pmt-${attached}`).path);
+    const inv = await takeInventory({ ownStorage });
+    checkConsistent(inv);
+    const m = mapById(inv, info.id);
+    assert.equal(m.entries, 2 * n, 'two keys (ingress, egress) per attached cgroup');
+    assert.equal(m.estimated, false, 'memlock already covers the elements: nothing is added');
+    assert.equal(m.memlock, info.memlock + 2 * n * charged, `the kernel's memlock with ${n} cgroups`);
+    assert.equal(m.bytes, m.memlock);
+    assert.match(m.note ?? '', /includes its elements/);
+  }
 });
 
 test('the per-element overhead constant covers struct bpf_cgroup_storage of this kernel (BTF)', (t) => {

