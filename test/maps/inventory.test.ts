@@ -81,8 +81,11 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
     // The figures differ by kernel (README, Requirements): shown, not asserted.
     t.diagnostic(`kernel ${release()}: ${spec.name} (${expectedTypes[i]}, ${spec.max} x ${spec.value} B) memlock ${kernel}`);
   });
-  // BPF_F_NO_PREALLOC: an empty hash costs far less than a preallocated one.
-  assert.ok(mapById(inv, made[1]!.id).bytes < mapById(inv, made[0]!.id).bytes);
+  // BPF_F_NO_PREALLOC: an empty hash costs far less than a preallocated one
+  // where memlock is the map's memory (6.4+); before, both get the same bound
+  // from the map's shape (measured on 5.10 and 6.1).
+  if (memlockIsExact(release())) assert.ok(mapById(inv, made[1]!.id).bytes < mapById(inv, made[0]!.id).bytes);
+  else assert.equal(mapById(inv, made[1]!.id).bytes, mapById(inv, made[0]!.id).bytes, `memlock before 6.4 (kernel ${release()})`);
 
   const total = made.reduce((s, m) => s + m.memlock, 0);
   const owner = inv.byOwner.find((o) => o.owner === comm);
