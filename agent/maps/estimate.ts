@@ -1,6 +1,6 @@
 /**
  * What a BPF map costs the kernel where fdinfo's memlock does not say it:
- * before 6.4 memlock is an upper bound from the map's shape, and from 5.11 a
+ * before 6.4 memlock is computed from the map's shape (not its memory), and from 5.11 a
  * cgroup storage map's memlock leaves out its elements, so podmeter's own
  * storage map is estimated from its element count (inventory.ts applies it).
  */
@@ -34,7 +34,12 @@ function kernelAtLeast(kernelRelease: string, major: number, minor: number): boo
   return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
 }
 
-/** memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks); before, it is an upper bound computed from the map's shape. */
+/**
+ * memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks). Before, it is
+ * computed from the map's shape: whole pages charged at creation before 5.11
+ * (above the memory), round_up((key + value) x entries) from 5.11 (below it for
+ * a hash map, 0 for a ring buffer: measured on 5.10 and 6.1, README Requirements).
+ */
 export function memlockIsExact(kernelRelease: string): boolean {
   return kernelAtLeast(kernelRelease, 6, 4);
 }

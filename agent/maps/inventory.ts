@@ -125,7 +125,7 @@ export interface MapInventory {
   longestSliceMs: number;
   /** os.release() */
   kernel: string;
-  /** memlock is exact from kernel 6.4 on; an upper bound before. */
+  /** memlock is exact from kernel 6.4 on; before, computed from the map's shape (README: Requirements). */
   memlockExact: boolean;
   possibleCpus: number;
   cgroupRoot: string;

@@ -215,7 +215,7 @@ test('CLI rendering: the four views, limits, the memlock caveat', () => {
   const view = mapsView(fakeInventory(maps), (uid) => (uid === 'u1' ? { namespace: 'ns', pod: 'web' } : undefined));
   const out = renderMaps(view, 2);
   assert.match(out, /^BPF map memory: 15\.0 KiB in 5 maps \(each map once\)$/m);
-  assert.match(out, /memlock is an upper bound \(kernel before 6\.4\)/);
+  assert.match(out, /memlock is from the map shape, not exact \(kernel before 6\.4\)/);
   assert.match(out, /By map name[^\n]*\n\s+NAME\s+TYPE\s+MAPS\s+MEMORY\n\s+map4\s+hash\s+1\s+5\.00 KiB\n\s+map3 .*\n\s+\.\.\. 3 more/);
   assert.match(out, /ns\/web\s+u1\s+5\s+15\.0 KiB/);
   assert.match(out, /proc4\s+14\s+1\s+5\.00 KiB/);
