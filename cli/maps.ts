@@ -39,7 +39,7 @@ export const mapsHelp = formatHelp(mapsFlags, {
   usage: 'podmeter maps [--json] [--agent URL [--token TOKEN | --token-file PATH] [--ca-file PATH]] [-n N] [--cgroup-root PATH] [--bpffs PATH]',
   summary: 'Kernel memory of the BPF maps on this node: total, by map name, by owner process, by pod.',
   notes: [
-    'Sizes are the kernel\'s memlock from /proc/<pid>/fdinfo (exact from Linux 6.4, an upper bound before);',
+    'Sizes are the kernel\'s memlock from /proc/<pid>/fdinfo (exact from Linux 6.4, computed from the map\'s shape before);',
     "podmeter's own per-CPU cgroup storage map is estimated, since the kernel leaves its elements out.",
     'The total counts each map once; a map shared by several owners or pods counts in each of them.',
     "Owner 'program': held only by a loaded BPF program; 'pinned': by a bpffs pin (or the kernel).",
@@ -98,7 +98,7 @@ function pidList(pids: number[]): string {
 
 /** The human-readable report. */
 export function renderMaps(view: MapsView, limit: number): string {
-  const memlock = view.memlockExact ? 'memlock exact' : 'memlock is an upper bound (kernel before 6.4)';
+  const memlock = view.memlockExact ? 'memlock exact' : 'memlock is from the map shape, not exact (kernel before 6.4)';
   let out = `BPF map memory: ${bytes(view.totalBytes)} in ${view.mapCount} maps (each map once)\n`;
   out += `kernel ${view.kernel}, ${memlock}, ${view.possibleCpus} possible CPUs, ${view.time}\n`;
 

@@ -1,8 +1,8 @@
 /**
  * What a BPF map costs the kernel where fdinfo's memlock does not say it:
- * before 6.4 memlock is an upper bound from the map's shape, and a cgroup
- * storage map's memlock leaves out its elements, so podmeter's own storage
- * map is estimated from its element count (inventory.ts applies it).
+ * before 6.4 memlock is computed from the map's shape (not its memory), and from 5.11 a
+ * cgroup storage map's memlock leaves out its elements, so podmeter's own
+ * storage map is estimated from its element count (inventory.ts applies it).
  */
 /** The name podmeter's own per-CPU cgroup storage map has in bpf/podmeter.bpf.c. */
 export const OWN_STORAGE_MAP_NAME = 'podmeter_stats';
@@ -27,13 +27,31 @@ export const CGROUP_STORAGE_ELEMENT_OVERHEAD = 128;
 /** For shared (non per-CPU) cgroup storage the value sits in a kmalloc'd struct bpf_storage_buffer {rcu_head; data[]}: 16 bytes + value. */
 const STORAGE_BUFFER_HEADER = 16;
 
-/** memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks); before, it is an upper bound computed from the map's shape. */
-export function memlockIsExact(kernelRelease: string): boolean {
+/** True if the release (`uname -r`) is at least major.minor; false for one that does not parse. */
+function kernelAtLeast(kernelRelease: string, major: number, minor: number): boolean {
   const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
   if (!m) return false;
-  const major = Number(m[1]);
-  const minor = Number(m[2]);
-  return major > 6 || (major === 6 && minor >= 4);
+  return Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor);
+}
+
+/**
+ * memlock in fdinfo is exact from 6.4 (map_mem_usage callbacks). Before, it is
+ * computed from the map's shape: whole pages charged at creation before 5.11
+ * (above the memory), round_up((key + value) x entries) from 5.11 (below it for
+ * a hash map, 0 for a ring buffer: measured on 5.10 and 6.1, README Requirements).
+ */
+export function memlockIsExact(kernelRelease: string): boolean {
+  return kernelAtLeast(kernelRelease, 6, 4);
+}
+
+/**
+ * Before 5.11 the kernel charged each cgroup storage element to its map's
+ * memlock, in whole pages (bpf_cgroup_storage_alloc: bpf_map_charge_memlock),
+ * so memlock already covers the elements (an upper bound) and nothing is added
+ * to it; 5.11 moved maps to memcg accounting and memlock left them out.
+ */
+export function memlockCountsStorageElements(kernelRelease: string): boolean {
+  return !kernelAtLeast(kernelRelease, 5, 11);
 }
 
 function roundUp(n: number, to: number): number {

@@ -26,7 +26,14 @@ import { listMaps, listPrograms, possibleCpus, type MapInfo } from '../kernel/bp
 import { findCgroup2Root, readMountinfo } from '../cgroups/mount.ts';
 import { podCgroupOf } from '../cgroups/podPath.ts';
 import { cgroupTranslator, locateNamespaceRoot } from '../cgroups/translate.ts';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, estimateStorageBytes, memlockIsExact, OWN_STORAGE_MAP_NAME, OWN_STORAGE_MAP_TYPE } from './estimate.ts';
+import {
+  CGROUP_STORAGE_ELEMENT_OVERHEAD,
+  estimateStorageBytes,
+  memlockCountsStorageElements,
+  memlockIsExact,
+  OWN_STORAGE_MAP_NAME,
+  OWN_STORAGE_MAP_TYPE,
+} from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 import { Slices } from './slices.ts';
 
@@ -118,7 +125,7 @@ export interface MapInventory {
   longestSliceMs: number;
   /** os.release() */
   kernel: string;
-  /** memlock is exact from kernel 6.4 on; an upper bound before. */
+  /** memlock is exact from kernel 6.4 on; before, computed from the map's shape (README: Requirements). */
   memlockExact: boolean;
   possibleCpus: number;
   cgroupRoot: string;
@@ -206,6 +213,7 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   const takenAt = Date.now();
   const procRoot = opts.procRoot ?? '/proc';
   const kernel = opts.kernelRelease ?? release();
+  const elementsInMemlock = memlockCountsStorageElements(kernel);
   const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
   const cpus = possibleCpus();
 
@@ -288,12 +296,17 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
       }
       if (entries !== undefined && Number.isFinite(entries) && entries >= 0) {
         map.entries = entries;
-        map.bytes = estimateStorageBytes(map, entries, cpus);
-        map.estimated = true;
-        map.note = `estimated: ${entries} elements x (round_up(${info.valueSize}, 8) x ${cpus} CPUs + ${CGROUP_STORAGE_ELEMENT_OVERHEAD}) + memlock ${info.memlock}`;
+        if (!elementsInMemlock) {
+          map.bytes = estimateStorageBytes(map, entries, cpus);
+          map.estimated = true;
+          map.note = `estimated: ${entries} elements x (round_up(${info.valueSize}, 8) x ${cpus} CPUs + ${CGROUP_STORAGE_ELEMENT_OVERHEAD}) + memlock ${info.memlock}`;
+        }
       }
-    } else if (isCgroupStorage(info.typeName)) {
-      map.note = 'cgroup storage: the kernel memlock leaves out its elements';
+    }
+    if (isCgroupStorage(info.typeName) && !map.estimated) {
+      map.note = elementsInMemlock
+        ? 'cgroup storage: the kernel memlock includes its elements (whole pages each, before 5.11)'
+        : 'cgroup storage: the kernel memlock leaves out its elements';
     }
     if (info.memlock < 0 && !map.estimated) map.note = 'the kernel reports no memlock for this map';
     totalBytes += map.bytes;

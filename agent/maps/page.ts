@@ -161,7 +161,7 @@ export const CHART_JS = String.raw`'use strict';
   function draw(data) {
     document.getElementById('summary').textContent =
       bytes(data.totalBytes) + ' in ' + data.mapCount + ' maps' +
-      ' - kernel ' + data.kernel + (data.memlockExact ? ' (memlock exact)' : ' (memlock is an upper bound before 6.4)') +
+      ' - kernel ' + data.kernel + (data.memlockExact ? ' (memlock exact)' : ' (memlock is from the map\'s shape before 6.4, not exact)') +
       ' - ' + new Date(data.takenAt).toLocaleString();
     var n = pie(document.getElementById('pie-name'), document.getElementById('legend-name'),
       data.byName.map(function (g) { return { label: g.name, bytes: g.bytes, count: g.maps }; }));

@@ -147,12 +147,17 @@ async function removeTree(top: string): Promise<void> {
 
   // 2. Whatever is still inside (their children): the tree is the test's own.
   if (existsSync(top) && populated(top)) {
+    let killFile = true;
     try {
       writeFileSync(join(top, 'cgroup.kill'), '1');
     } catch {
-      // cgroup.kill needs 5.14+; fall through to the EBUSY retries.
+      killFile = false; // cgroup.kill is 5.14+
     }
-    for (let i = 0; i < 100 && populated(top); i++) await sleep(20);
+    for (let i = 0; i < 100 && populated(top); i++) {
+      // Without cgroup.kill, each process listed in the tree (again: one may fork meanwhile).
+      if (!killFile) for (const dir of postOrder(top)) killProcs(dir);
+      await sleep(20);
+    }
   }
 
   // 3. rmdir deepest first; EBUSY while exiting tasks are still being reaped.
@@ -200,4 +205,13 @@ export function cgroupProcs(cgroupPath: string): number[] {
     .split('\n')
     .filter((l) => l !== '')
     .map(Number);
+}
+
+/** SIGKILL to each process in one cgroup of a test tree (cgroup.kill's work, before 5.14). */
+function killProcs(cgroupPath: string): void {
+  try {
+    for (const pid of cgroupProcs(cgroupPath)) process.kill(pid, 'SIGKILL');
+  } catch {
+    // the cgroup or a process went meanwhile: the caller's loop looks again
+  }
 }

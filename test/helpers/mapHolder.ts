@@ -116,7 +116,8 @@ export function startHolder(t: AfterHook, options: { comm: string; cgroup?: Cgro
 }
 
 async function waitForComm(holder: Holder): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  // Generous: python's start takes seconds in a TCG VM (test/node/kernels).
+  for (let i = 0; i < 2400; i++) {
     try {
       if (readFileSync(`/proc/${holder.pid}/comm`, 'utf8').trim() === holder.comm) return;
     } catch {
@@ -125,7 +126,7 @@ async function waitForComm(holder: Holder): Promise<void> {
     if (holder.child.exitCode !== null) throw new Error(`mapholder exited with ${holder.child.exitCode}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`mapholder ${holder.pid} never set its comm to ${holder.comm}`);
+  throw new Error(`mapholder ${holder.pid} never set its comm to ${holder.comm} within 60 s`);
 }
 
 export function fdinfoOf(pid: number, fd: number): Record<string, string> {

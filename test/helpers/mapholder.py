@@ -30,6 +30,7 @@ import errno
 import json
 import os
 import platform
+import resource
 import select
 import signal
 import struct
@@ -213,6 +214,13 @@ def hold(groups, per):
 
 def main(argv):
     die_with_parent()
+    # Before 5.11 map memory is charged to RLIMIT_MEMLOCK (64 KiB by default):
+    # lift it as libbpf does for BPF programs (podmeter's too); where that is
+    # not allowed, bpf(2) says EPERM if the limit is too low.
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
     mode = argv[0] if argv else "serve"
     opts = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1, 2)}
     set_comm(opts.get("--comm", ""))

@@ -34,6 +34,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +61,17 @@ export function loopbackAddress(family: Family): string {
 
 const SELF = fileURLToPath(import.meta.url);
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** The receive buffer udp-recv asks for (SO_RCVBUF). */
+const UDP_RCVBUF = 4 * 1024 * 1024;
+
+/**
+ * The receive buffer udp-recv gets: the kernel grants twice the request,
+ * capped at net.core.rmem_max (212992 unless raised, as on stock kernels).
+ */
+function grantedRcvbuf(): number {
+  const max = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8'));
+  return 2 * Math.min(UDP_RCVBUF, max);
+}
 
 function cgroupPath(ref: CgroupRef): string {
   return typeof ref === 'string' ? ref : ref.path;
@@ -203,8 +215,9 @@ export interface UdpExchangeOptions extends Endpoints {
 /** Sends `count` datagrams from a process in senderCgroup to one in receiverCgroup. */
 export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: number; bytes: number }> {
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  // Unacknowledged datagrams stay well under the receiver's buffer (up to 4 MiB, each ~payload + 1 KiB).
-  const window = Math.max(1, Math.min(256, Math.floor(1_500_000 / (o.payload + 1024))));
+  // Unacknowledged datagrams (each ~payload + 1 KiB of the buffer) stay within
+  // a fifth of the receiver's buffer, so none is dropped however slowly it reads.
+  const window = Math.max(1, Math.min(256, Math.floor(grantedRcvbuf() / 5 / (o.payload + 1024))));
   const progressEvery = Math.max(1, Math.floor(window / 4));
   const fam = String(o.family);
   const where = endpointArgs(o);
@@ -320,7 +333,7 @@ interface Where {
 }
 
 function udpRecv(family: Family, count: number, progressEvery: number, where: Where): void {
-  const socket = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: 4 * 1024 * 1024 });
+  const socket = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', recvBufferSize: UDP_RCVBUF });
   let received = 0;
   let bytes = 0;
   socket.on('error', (err) => fail(`udp-recv: ${err.message}`));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, memlockIsExact } from '../../agent/maps/estimate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, memlockCountsStorageElements, memlockIsExact } from '../../agent/maps/estimate.ts';
 import { cgroupTranslator } from '../../agent/cgroups/translate.ts';
 import { cgroupV2Path, scanMapHolders } from '../../agent/maps/holders.ts';
 import { podMapBytes, summarise, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
@@ -26,6 +26,13 @@ test('memlock is exact from kernel 6.4 on', () => {
   assert.equal(memlockIsExact('6.3.13-generic'), false);
   assert.equal(memlockIsExact('5.15.0-105-generic'), false);
   assert.equal(memlockIsExact('garbage'), false);
+});
+
+test('cgroup storage elements are in memlock before kernel 5.11', () => {
+  assert.equal(memlockCountsStorageElements('5.10.0-32-amd64'), true);
+  assert.equal(memlockCountsStorageElements('4.19.0'), true);
+  assert.equal(memlockCountsStorageElements('5.11.0'), false);
+  assert.equal(memlockCountsStorageElements('6.1.0-50-amd64'), false);
 });
 
 test('the unified line of /proc/<pid>/cgroup', () => {
@@ -208,7 +215,7 @@ test('CLI rendering: the four views, limits, the memlock caveat', () => {
   const view = mapsView(fakeInventory(maps), (uid) => (uid === 'u1' ? { namespace: 'ns', pod: 'web' } : undefined));
   const out = renderMaps(view, 2);
   assert.match(out, /^BPF map memory: 15\.0 KiB in 5 maps \(each map once\)$/m);
-  assert.match(out, /memlock is an upper bound \(kernel before 6\.4\)/);
+  assert.match(out, /memlock is from the map shape, not exact \(kernel before 6\.4\)/);
   assert.match(out, /By map name[^\n]*\n\s+NAME\s+TYPE\s+MAPS\s+MEMORY\n\s+map4\s+hash\s+1\s+5\.00 KiB\n\s+map3 .*\n\s+\.\.\. 3 more/);
   assert.match(out, /ns\/web\s+u1\s+5\s+15\.0 KiB/);
   assert.match(out, /proc4\s+14\s+1\s+5\.00 KiB/);
