@@ -93,11 +93,11 @@ async function agentRead(node: TestNode, path: string): Promise<string> {
 
 const agentMetrics = (node: TestNode) => agentRead(node, '/metrics');
 
-/** The value of the one sample of `metric` whose labels include all of `labels`. */
+/** The value of the first sample of `metric` whose labels include all of `labels` (a trailing timestamp is allowed). */
 function sample(text: string, metric: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${metric}{`)) continue;
-    const m = /^[^{]+\{(.*)\}\s+(\S+)$/.exec(line);
+    const m = /^[^{]+\{(.*)\}\s+(\S+)(?:\s+\d+)?$/.exec(line); // cAdvisor's samples carry a timestamp
     if (!m?.[1] || m[2] === undefined) continue;
     const have = Object.fromEntries([...m[1].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[2]);
