@@ -353,7 +353,7 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     }
   });
 
-  await t.test('4. TCP bulk: podmeter egress bytes + 14 x packets = the pod eth0 tx bytes of the kubelet /metrics/cadvisor', async () => {
+  await t.test('4. TCP bulk: the pod eth0 tx bytes of the kubelet /metrics/cadvisor = podmeter egress bytes + 14 x packets + neighbour frames', async () => {
     const ns = 'tcp';
     await node.must(['create', 'namespace', ns]);
     // No readiness probe: the kubelet's TCP probe would connect to iperf3's control port and break its runs (the client retries until the server listens).
@@ -402,8 +402,15 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     const d = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, (v ?? 0) - ((before as Record<string, number | undefined>)[k] ?? 0)]));
     t.diagnostic(`TCP bulk, deltas: ${JSON.stringify(d)}`);
     assert.ok(d.egressBytes! > 20 * 1024 * 1024, `podmeter counted only ${d.egressBytes} egress bytes for 20 MiB`);
-    assert.equal(d.txBytes, d.egressBytes! + 14 * d.egressPackets!, `eth0 tx bytes vs podmeter egress bytes + 14 x packets: ${JSON.stringify(d)}`);
-    assert.equal(d.txPackets, d.egressPackets);
+    // Every frame the pod's sockets sent is on eth0 with its 14-byte Ethernet header (both count GSO
+    // super-packets, not wire segments). eth0 also carries the kernel's own neighbour frames, which no
+    // socket sends and podmeter does not count: ARP (42 bytes) and NDP/MLD (78-90) as the entries of the
+    // server and the gateway are re-checked during the run. They are what remains, frame by frame.
+    const extraFrames = d.txPackets! - d.egressPackets!;
+    const extraBytes = d.txBytes! - (d.egressBytes! + 14 * d.egressPackets!);
+    t.diagnostic(`eth0 tx = podmeter egress + 14 x packets + ${extraFrames} neighbour frames of ${extraBytes} bytes`);
+    assert.ok(extraFrames >= 0 && extraFrames <= 6, `eth0 sent ${extraFrames} frames more than the pod's sockets: ${JSON.stringify(d)}`);
+    assert.ok(extraBytes >= 42 * extraFrames && extraBytes <= 90 * extraFrames, `${extraBytes} bytes in ${extraFrames} neighbour frames: ${JSON.stringify(d)}`);
   });
 
   await t.test('5a. deleting a pod keeps its bytes in its NamespaceUsage', async () => {
