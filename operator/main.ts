@@ -130,7 +130,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
       rounds.stop();
       step('last status writes and the lease release');
       await election.stop(async () => {
-        if (ledger.active) await ledger.reconcile(Date.now(), { ignoreIntervals: true });
+        if (ledger.active) await ledger.reconcile({ ignoreIntervals: true });
       });
       ledger.deactivate();
       step('watches');

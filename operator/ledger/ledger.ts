@@ -41,7 +41,7 @@ import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObj
 import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
 import { contribution, type PodListener, type PodRecord } from '../pods.ts';
-import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type LedgerOptions, type Retiree } from './book.ts';
+import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
 import { applyFinal, dropStale, isStale } from './finals.ts';
 import { StatusWriter } from './writes.ts';
 
@@ -58,6 +58,10 @@ export interface UsageTotal {
 
 /** Status writes a round keeps in flight (of different objects). */
 const WRITES_IN_FLIGHT = 8;
+/** A round's longest run of writing (it ends sooner when nothing is due). */
+const ROUND_MS = 2000;
+/** Which kind goes first when changes wait equally long. */
+const KIND_ORDER: Record<UsageKind, number> = { NodeUsage: 0, NamespaceUsage: 1, WorkloadUsage: 2 };
 
 export class Ledger implements PodListener, NodeListener {
   readonly #book: Book;
@@ -237,36 +241,59 @@ export class Ledger implements PodListener, NodeListener {
   }
 
   /**
-   * One round: writes the objects that changed (NodeUsage first: the others
-   * only include what a NodeUsage has on record), within the write budget
-   * and each object's minimum interval, up to WRITES_IN_FLIGHT at a time
-   * (each object is its own write; one at a time, a 1,000-node cluster's
-   * writes were bounded by the API server's round trip, not the budget).
-   * Returns the number of writes.
+   * One round: writes the objects that changed, within the write budget and
+   * each object's minimum interval, up to WRITES_IN_FLIGHT at a time, from
+   * one pool across the kinds: the longest-waiting change first (NodeUsage
+   * before the others on a tie), and a NamespaceUsage or WorkloadUsage made
+   * due by a NodeUsage written in this round is taken up by the next free
+   * writer (the rollups include only what a NodeUsage has on record, so they
+   * follow their NodeUsage by one write, not by a whole round of every
+   * kind). Each object is written at most once a round. The round ends when
+   * nothing is due, the budget is spent, the API server is away, or after
+   * ROUND_MS (the timer's other work runs between rounds). Returns the
+   * number of writes.
    */
-  async reconcile(now = Date.now(), options: { ignoreIntervals?: boolean } = {}): Promise<number> {
+  async reconcile(options: { ignoreIntervals?: boolean } = {}): Promise<number> {
     if (!this.#active || this.#writing) return 0;
     this.#writing = true;
+    const started = Date.now();
+    this.#forget(started);
+    const taken = new Set<Entry>(); // each object at most once a round
+    let inFlight = 0;
     let writes = 0;
-    try {
-      this.#forget(now);
-      for (const kind of KINDS) {
-        const due = [...this.#book.dirtySet]
-          .filter((e) => e.kind === kind && e.dirtyAt !== undefined && (options.ignoreIntervals || now - e.writtenAt >= this.#minInterval[kind]))
-          .sort((a, b) => a.dirtyAt! - b.dirtyAt!);
-        let next = 0;
-        let stop = false;
-        const worker = async () => {
-          while (!stop && next < due.length) {
-            if (!this.#active) return void (stop = true);
-            const result = await this.#writer.write(due[next++]!);
-            if (result === 'written') writes++;
-            if (result === 'budget' || result === 'outage') stop = true;
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, due.length) }, worker));
-        if (stop) return writes;
+    let stop = false;
+    let finished: () => void = () => {};
+    let aWriteFinished = new Promise<void>((r) => (finished = r));
+    const pick = (): Entry | undefined => {
+      const now = Date.now();
+      let best: Entry | undefined;
+      for (const e of this.#book.dirtySet) {
+        if (e.dirtyAt === undefined || taken.has(e)) continue;
+        if (!options.ignoreIntervals && now - e.writtenAt < this.#minInterval[e.kind]) continue;
+        if (best === undefined || e.dirtyAt < best.dirtyAt! || (e.dirtyAt === best.dirtyAt && KIND_ORDER[e.kind] < KIND_ORDER[best.kind])) best = e;
       }
+      return best;
+    };
+    const worker = async () => {
+      while (!stop && this.#active) {
+        if (!options.ignoreIntervals && Date.now() - started > ROUND_MS) return;
+        const e = pick();
+        if (e === undefined) {
+          if (inFlight === 0) return;
+          await aWriteFinished; // its commit may make a rollup due
+          continue;
+        }
+        taken.add(e);
+        inFlight++;
+        const result = await this.#writer.write(e).finally(() => inFlight--);
+        finished();
+        aWriteFinished = new Promise<void>((r) => (finished = r));
+        if (result === 'written') writes++;
+        if (result === 'budget' || result === 'outage') stop = true;
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: WRITES_IN_FLIGHT }, worker));
       return writes;
     } finally {
       this.#writing = false;
