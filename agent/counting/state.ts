@@ -38,17 +38,26 @@ export interface Counted {
 
 interface Persisted {
   version: 1;
+  /** The kernel's boot_id when written (absent in files of older agents). */
+  boot?: string;
   live: unknown[];
   finals: unknown[];
 }
 
 const FILE = 'state.json';
 
+/** This boot's id: cgroup ids are inode numbers, unique only within one boot. */
+export function currentBootId(): string {
+  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+}
+
 export class StateStore {
   readonly dir: string;
+  readonly #boot: string;
 
-  constructor(dir: string) {
+  constructor(dir: string, boot = currentBootId()) {
     this.dir = dir;
+    this.#boot = boot;
   }
 
   /** Creates the directory and checks it is writable, so a bad --state-dir fails before anything is attached. */
@@ -64,26 +73,28 @@ export class StateStore {
    * that cannot be read or parsed (truncated by a full disk, hand-edited) is
    * moved aside to state.json.corrupt and reported in `problem`: the agent
    * starts without it (live cgroups' counts are in their pinned links).
+   * `earlierBoot`: the file was written before the node last booted, so its
+   * cgroup ids name no cgroup now (the same numbers are given out again).
    */
-  load(): { live: UnitRecord[]; finals: UnitRecord[]; problem?: Error } {
+  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean; problem?: Error } {
     const path = join(this.dir, FILE);
     try {
       const data = JSON.parse(readFileSync(path, 'utf8')) as Persisted;
       if (data.version !== 1) throw new Error(`unknown state file version ${JSON.stringify(data.version)}`);
-      return { live: data.live.map(decode), finals: data.finals.map(decode) };
+      return { live: data.live.map(decode), finals: data.finals.map(decode), earlierBoot: data.boot !== undefined && data.boot !== this.#boot };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [] };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [], earlierBoot: false };
       try {
         renameSync(path, `${path}.corrupt`);
       } catch {
         // read-only or gone: the next save replaces it anyway
       }
-      return { live: [], finals: [], problem: err as Error };
+      return { live: [], finals: [], earlierBoot: false, problem: err as Error };
     }
   }
 
   save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): void {
-    const data: Persisted = { version: 1, live: [...live].map(encode), finals: [...finals].map(encode) };
+    const data: Persisted = { version: 1, boot: this.#boot, live: [...live].map(encode), finals: [...finals].map(encode) };
     const tmp = join(this.dir, `${FILE}.tmp`);
     writeFileSync(tmp, JSON.stringify(data));
     renameSync(tmp, join(this.dir, FILE));

@@ -40,6 +40,8 @@ export interface TrackerEvents {
   error: [op: TrackerErrorOp, err: unknown];
 }
 
+/** False for the ids restore() gives the records of an earlier boot. */
+const ofThisBoot = (id: bigint): boolean => id > 0n;
 const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };
 const NO_PEERS: DirectionPeerCounts = { ingress: {}, egress: {} };
 /** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
@@ -76,7 +78,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Loads what the previous run persisted. Call before the first unit arrives. */
   restore(): void {
-    const { live, finals, problem } = this.#store.load();
+    const { live, finals, earlierBoot, problem } = this.#store.load();
     if (problem !== undefined) {
       this.#log.warn(
         { err: problem, stateDir: this.#store.dir },
@@ -84,8 +86,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
           'but the finals of terminated cgroups and the last counts of cgroups removed while no agent ran are lost',
       );
     }
-    this.#previous = new Map(live.map((r) => [r.id, r]));
-    for (const r of finals) this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
+    // After a reboot the kernel gives the same cgroup ids out again: the
+    // records of the earlier boot are keyed apart (negative ids, which no
+    // cgroup has), so no cgroup of this boot is taken for one of them; a pod
+    // carries on from its earlier cgroup by uid only.
+    let apart = 0n;
+    const key = (r: UnitRecord): UnitRecord => (earlierBoot ? { ...r, id: --apart } : r);
+    this.#previous = new Map(live.map(key).map((r) => [r.id, r]));
+    for (const r of finals.map(key)) this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
     this.prune();
   }
 
@@ -166,11 +174,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (record.uid !== uid || oldId === id) continue;
       this.#previous.delete(oldId);
       const unit = this.#lastCounts(oldId, record);
-      try {
-        this.#meter.release(oldId);
-      } catch (err) {
-        this.emit('error', 'detach', err);
-      }
+      this.#release(oldId);
       return unit;
     }
     for (const [oldId, final] of this.#finals) {
@@ -195,7 +199,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     };
     if (record?.base !== undefined) unit.base = record.base;
     if (record?.uid !== undefined) unit.uid = record.uid;
-    const read = this.#meter.read(id);
+    const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
     if (read !== undefined) apply(unit, read);
     return unit;
   }
@@ -240,7 +244,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     for (const pin of this.#meter.pins.listLinks()) leftovers.add(pin.cgroupId);
     for (const id of leftovers) {
       if (liveIds.has(id) || this.#finals.has(id)) {
-        if (!liveIds.has(id)) this.#meter.release(id);
+        if (!liveIds.has(id)) this.#release(id);
         continue;
       }
       const unit = this.#lastCounts(id, this.#previous.get(id));
@@ -308,12 +312,18 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     }
   }
 
-  #finalise(unit: Unit): void {
+  /** Detaches and unpins a cgroup's links (none for a record of an earlier boot). */
+  #release(id: bigint): void {
+    if (!ofThisBoot(id)) return;
     try {
-      this.#meter.release(unit.id);
+      this.#meter.release(id);
     } catch (err) {
       this.emit('error', 'detach', err);
     }
+  }
+
+  #finalise(unit: Unit): void {
+    this.#release(unit.id);
     unit.state = 'terminated';
     unit.terminatedAt = Date.now();
     if (this.#units.get(unit.relPath) === unit) this.#units.delete(unit.relPath);

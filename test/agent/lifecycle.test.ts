@@ -147,11 +147,11 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'vanish-while-down', direction: 'egress' }), 30 * 38);
 });
 
-test('a node reboot: links, counters and pod cgroups gone while no agent runs; each pod counts on from its saved counts', async (t) => {
+test('a node reboot: links, counters and pod cgroups gone while no agent runs; each pod counts on from its saved counts, never from a cgroup that reuses an id', async (t) => {
   const root = makeTestCgroup(t);
   const podPath = (uid: string) => `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice`;
   // `early` is made again before the agent starts, `late` after it settled the previous run's records.
-  const uids = { early: randomUUID(), late: randomUUID() };
+  const uids = { early: randomUUID(), late: randomUUID(), other: randomUUID() };
   const pods = { early: root.child(podPath(uids.early)), late: root.child(podPath(uids.late)) };
   const peer = root.child('peer');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'pods'] });
@@ -169,6 +169,16 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
   new PinDir(agent.bpffs).removeAll();
   for (const pod of Object.values(pods)) rmdirSync(pod.path);
   const early = root.child(podPath(uids.early));
+  const other = root.child(podPath(uids.other)); // a pod new after the reboot
+  // After a real reboot the kernel gives the same cgroup ids out again: the
+  // saved records' ids are now those of other cgroups. (This host cannot
+  // reboot; the state file is made to say so: another boot, reused ids.)
+  const statePath = `${agent.stateDir}/state.json`;
+  const state = JSON.parse(readFileSync(statePath, 'utf8'));
+  assert.equal(typeof state.boot, 'string', 'the state file names the boot it was written in');
+  state.boot = randomUUID();
+  for (const r of state.live) r.id = String(r.uid === uids.early ? other.id : early.id);
+  writeFileSync(statePath, JSON.stringify(state));
   await agent.restart();
   await waitFor('early attached', async () => ((await view(uids.early)).some((c) => c.id === String(early.id)) ? true : undefined));
   const late = root.child(podPath(uids.late));
@@ -186,6 +196,8 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
     assert.equal(units[0]!.state, 'live');
     assert.equal(units[0]!.peers?.egress.external?.bytes, String(expect[name]), 'the classes carry on too');
   }
+  const [fresh] = await view(uids.other);
+  assert.equal(fresh?.egress.bytes, '0', `the new pod whose cgroup has an id the earlier boot gave another pod counts from zero: ${JSON.stringify(fresh)}`);
   const metrics = await agent.metrics();
   assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { uid: uids.late, direction: 'egress', namespace: '', pod: '' }), expect.late);
 });
