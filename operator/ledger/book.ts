@@ -78,6 +78,9 @@ export interface LedgerOptions {
   minIntervalMs?: Partial<Record<UsageKind, number>>;
 }
 
+/** How far behind other changes a retirement's `rolledUp` marker is written. */
+const MARK_DELAY_MS = 30_000;
+
 export const KINDS: readonly UsageKind[] = ['NodeUsage', 'NamespaceUsage', 'WorkloadUsage'];
 
 export class Book {
@@ -161,8 +164,9 @@ export class Book {
     return { namespace, kind, name, key: `${namespace}/${kind}/${name}` };
   }
 
-  dirty(e: Entry, now = Date.now()): void {
-    e.dirtyAt ??= now;
+  /** `at`: when the change counts as made (writes go oldest first; an entry waits as long as its oldest change). */
+  dirty(e: Entry, at = Date.now()): void {
+    e.dirtyAt = e.dirtyAt === undefined ? at : Math.min(e.dirtyAt, at);
     e.changes++;
     this.dirtySet.add(e);
   }
@@ -242,7 +246,11 @@ export class Book {
     const r = state.node.retiring.get(uid);
     if (r !== undefined && !r.entry.rolledUp) {
       r.entry = { ...r.entry, rolledUp: true };
-      this.dirty(state.node);
+      // Only a marker (a new leader rolls an unmarked intent up again, and
+      // the namespace and workload take it once): it waits behind the
+      // changes of the next MARK_DELAY_MS and usually rides along with the
+      // node's next write instead of costing one of its own.
+      this.dirty(state.node, Date.now() + MARK_DELAY_MS);
     }
   }
 
