@@ -78,7 +78,7 @@ test('/maps draws pie charts by map name and by owner in headless Chromium, offl
   // 1. The DOM after load: slices drawn by the agent-served script.
   const dom = await chromium(ns.exec, join(dir, 'profile-dom'), ['--dump-dom'], url);
   const drawn = Number(/data-drawn="(\d+)"/.exec(dom)?.[1] ?? 0);
-  assert.ok(drawn >= 3, `the script drew the slices (data-drawn=${drawn})`);
+  assert.ok(drawn >= 3, `the script drew the slices (data-drawn=${drawn}); the DOM Chromium returned (${dom.length} chars): ${dom.slice(0, 1500)}`);
   assert.ok((dom.match(/class="slice"/g) ?? []).length >= 3, 'SVG slices in the DOM');
   for (const name of ['pmt_web_big', 'pmt_web_mid', holder.comm, other.comm]) assert.ok(dom.includes(name), `legend names ${name}`);
   assert.ok(!/(src|href)="https?:/.test(dom), 'no resource from another host');
