@@ -285,9 +285,11 @@ export class Ledger implements PodListener, NodeListener {
         }
         taken.add(e);
         inFlight++;
-        const result = await this.#writer.write(e).finally(() => inFlight--);
-        finished();
-        aWriteFinished = new Promise<void>((r) => (finished = r));
+        const result = await this.#writer.write(e).finally(() => {
+          inFlight--;
+          finished(); // (also when it threw: no writer waits forever)
+          aWriteFinished = new Promise<void>((r) => (finished = r));
+        });
         if (result === 'written') writes++;
         if (result === 'budget' || result === 'outage') stop = true;
       }
