@@ -19,7 +19,7 @@
  * nothing. checkPins() puts missing pins back from those fds.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { endianness } from 'node:os';
+import { endianness, release } from 'node:os';
 import type { Logger } from '../../common/log.ts';
 import {
   attachCgroup,
@@ -29,6 +29,7 @@ import {
   DIRECTIONS,
   Link,
   Program,
+  raiseMemlockLimit,
   StorageMap,
   ATTACH_TYPE,
   type Counters,
@@ -37,6 +38,7 @@ import {
 import { BpfError } from '../kernel/errors.ts';
 import { assignSlots, networkTotal, NAME_BYTES, SLOTS, SlotNames, MAX_NAMED_CLASSES, type DirectionPeerCounts } from '../peers/classes.ts';
 import { PinDir } from './pins.ts';
+import { memlockCountsStorageElements } from '../maps/estimate.ts';
 
 export type DirectionCounters = Record<Direction, Counters>;
 
@@ -107,6 +109,17 @@ export class Meter {
    * `configuredClasses`: the named peer classes, each given a slot for good.
    */
   static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = []): Meter {
+    // Before 5.11 every attach is charged to RLIMIT_MEMLOCK (its cgroup
+    // storage, in whole pages): an agent that adopts pins loads nothing, so
+    // libbpf never raises it, and attaching stopped at ENOMEM after ~70 pods
+    // (test/faults/agent-oom.test.ts on 5.10). Raised here on every start.
+    const memlock = raiseMemlockLimit();
+    if (memlock !== undefined && memlockCountsStorageElements(release())) {
+      log.warn(
+        { memlockBytes: memlock, kernel: release() },
+        'RLIMIT_MEMLOCK cannot be raised to unlimited (needs CAP_SYS_RESOURCE, or a higher limit from the container runtime): this kernel charges every attached cgroup to it, so attaching may fail with ENOMEM once it is used up',
+      );
+    }
     const pins = new PinDir(bpffs);
     pins.ensure();
     const pinned = [pins.program('ingress'), pins.program('egress'), pins.map, pins.peers, pins.generation, pins.slotNames];

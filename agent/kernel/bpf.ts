@@ -49,6 +49,12 @@ export function possibleCpus(): number {
   return native.possibleCpus();
 }
 
+/** Raises RLIMIT_MEMLOCK as far as this process may; returns the soft limit in bytes (undefined: unlimited). */
+export function raiseMemlockLimit(): number | undefined {
+  const limit = native.raiseMemlockLimit();
+  return limit < 0 ? undefined : limit;
+}
+
 /** A cgroup's id is the inode number of its cgroup2 directory. */
 export function cgroupId(cgroupPath: string): bigint {
   return statSync(cgroupPath, { bigint: true }).ino;

@@ -69,6 +69,8 @@ export interface NativeAddon {
   progInfo(fd: number): ProgInfo;
   linkInfo(fd: number): LinkInfo;
   enableRunTimeStats(): number;
+  /** RLIMIT_MEMLOCK raised as far as allowed; the soft limit now in bytes, -1 for unlimited. */
+  raiseMemlockLimit(): number;
 }
 
 function load(): NativeAddon {

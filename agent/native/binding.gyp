@@ -9,7 +9,8 @@
         "src/attach.cc",
         "src/storage.cc",
         "src/elements.cc",
-        "src/inventory.cc"
+        "src/inventory.cc",
+        "src/limits.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

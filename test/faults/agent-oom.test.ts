@@ -73,7 +73,14 @@ test('the agent OOM-killed by its memory.max amid a 500-pod burst and restarted:
   writeFileSync(memory('memory.max'), 'max');
   await agent.restart();
   assert.ok(agent.logs.some((l) => l.msg === 'adopted pinned programs and counter map'), 'the restarted agent adopted the pinned programs');
-  await waitFor(`all ${PODS + 2} pods attached`, async () => ((await agent.cgroups()).filter((c) => c.state === 'live').length === PODS + 2 ? true : undefined), 300_000);
+  let live = 0;
+  await waitFor(`all ${PODS + 2} pods attached`, async () => {
+    live = (await agent.cgroups()).filter((c) => c.state === 'live').length;
+    return live === PODS + 2 ? true : undefined;
+  }, 300_000).catch((err: Error) => {
+    const problems = agent.logs.filter((l) => Number(l.level) >= 40).slice(0, 5);
+    throw new Error(`${err.message}: ${live} live; the agent's warnings and errors: ${JSON.stringify(problems)}`);
+  });
   await send(0, 5);
 
   const expected = [35, 30];

@@ -5,6 +5,7 @@
 #include "elements.h"
 #include "errors.h"
 #include "inventory.h"
+#include "limits.h"
 #include "object.h"
 #include "storage.h"
 
@@ -37,6 +38,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("progInfo", ProgInfo);
   add("linkInfo", LinkInfo);
   add("enableRunTimeStats", EnableRunTimeStats);
+  add("raiseMemlockLimit", RaiseMemlockLimit);
   return exports;
 }
 
