@@ -46,18 +46,13 @@ interface Persisted {
 
 const FILE = 'state.json';
 
-/** This boot's id: cgroup ids are inode numbers, unique only within one boot. */
-export function currentBootId(): string {
-  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-}
-
 export class StateStore {
   readonly dir: string;
-  readonly #boot: string;
+  /** This boot's id: cgroup ids are inode numbers, unique only within one boot. */
+  readonly #boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
 
-  constructor(dir: string, boot = currentBootId()) {
+  constructor(dir: string) {
     this.dir = dir;
-    this.#boot = boot;
   }
 
   /** Creates the directory and checks it is writable, so a bad --state-dir fails before anything is attached. */
