@@ -114,9 +114,10 @@ export class Meter {
     // libbpf never raises it, and attaching stopped at ENOMEM after ~70 pods
     // (test/faults/agent-oom.test.ts on 5.10). Raised here on every start.
     const memlock = raiseMemlockLimit();
-    if (memlock !== undefined && memlockCountsStorageElements(release())) {
+    const kernel = release();
+    if (memlock !== undefined && memlockCountsStorageElements(kernel)) {
       log.warn(
-        { memlockBytes: memlock, kernel: release() },
+        { memlockBytes: memlock, kernel },
         'RLIMIT_MEMLOCK cannot be raised to unlimited (needs CAP_SYS_RESOURCE, or a higher limit from the container runtime): this kernel charges every attached cgroup to it, so attaching may fail with ENOMEM once it is used up',
       );
     }

@@ -60,8 +60,6 @@ export interface UsageTotal {
 const WRITES_IN_FLIGHT = 8;
 /** A round's longest run of writing (it ends sooner when nothing is due). */
 const ROUND_MS = 2000;
-/** Which kind goes first when changes wait equally long. */
-const KIND_ORDER: Record<UsageKind, number> = { NodeUsage: 0, NamespaceUsage: 1, WorkloadUsage: 2 };
 
 export class Ledger implements PodListener, NodeListener {
   readonly #book: Book;
@@ -243,8 +241,8 @@ export class Ledger implements PodListener, NodeListener {
   /**
    * One round: writes the objects that changed, within the write budget and
    * each object's minimum interval, up to WRITES_IN_FLIGHT at a time, from
-   * one pool across the kinds: the longest-waiting change first (NodeUsage
-   * before the others on a tie), and a NamespaceUsage or WorkloadUsage made
+   * one pool across the kinds: the longest-waiting change first (on a tie,
+   * in KINDS order: NodeUsage first), and a NamespaceUsage or WorkloadUsage made
    * due by a NodeUsage written in this round is taken up by the next free
    * writer (the rollups include only what a NodeUsage has on record, so they
    * follow their NodeUsage by one write, not by a whole round of every
@@ -270,7 +268,7 @@ export class Ledger implements PodListener, NodeListener {
       for (const e of this.#book.dirtySet) {
         if (e.dirtyAt === undefined || taken.has(e)) continue;
         if (!options.ignoreIntervals && now - e.writtenAt < this.#minInterval[e.kind]) continue;
-        if (best === undefined || e.dirtyAt < best.dirtyAt! || (e.dirtyAt === best.dirtyAt && KIND_ORDER[e.kind] < KIND_ORDER[best.kind])) best = e;
+        if (best === undefined || e.dirtyAt < best.dirtyAt! || (e.dirtyAt === best.dirtyAt && KINDS.indexOf(e.kind) < KINDS.indexOf(best.kind))) best = e;
       }
       return best;
     };
