@@ -141,7 +141,12 @@ export class Meter {
     // A partial set is useless: start clean. (prog_* may be an older agent's
     // programs: its links keep them loaded, and map_stats stays for upgrade().)
     for (const p of pinned) PinDir.unpin(p);
-    const object = BpfObject.load(bpfObjectPath('podmeter'));
+    let object: BpfObject;
+    try {
+      object = BpfObject.load(bpfObjectPath('podmeter'));
+    } catch (err) {
+      throw memlockExplained(err, memlock, kernel);
+    }
     try {
       const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
       const maps = {
@@ -458,4 +463,16 @@ function abandon(links: readonly Link[]): void {
     }
     link.close();
   }
+}
+
+/**
+ * Before 5.11 a memlock limit too small for the maps fails the load with
+ * EPERM, which reads like a missing capability: the error says so, on its
+ * first line (libbpf's log follows it).
+ */
+function memlockExplained(err: unknown, memlock: number | undefined, kernel: string): unknown {
+  if (!(err instanceof BpfError) || err.code !== 'EPERM' || memlock === undefined || !memlockCountsStorageElements(kernel)) return err;
+  const hint = `RLIMIT_MEMLOCK is ${memlock} bytes and kernel ${kernel} charges BPF maps to it: give the agent CAP_SYS_RESOURCE (the chart adds it) or a higher memlock limit`;
+  const [first, ...log] = err.message.split('\n');
+  return new BpfError({ message: [`${first}; ${hint}`, ...log].join('\n'), code: err.code, errno: err.errno, syscall: err.syscall, path: err.path }, { cause: err });
 }

@@ -6,13 +6,16 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
+import { PinDir } from '../../agent/counting/pins.ts';
+import { memlockCountsStorageElements } from '../../agent/maps/estimate.ts';
+import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 
 
 function run(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -62,5 +65,36 @@ test('bad input: clear message, non-zero exit, nothing attached or pinned', asyn
       assert.deepEqual(queryCgroup(unit.path, 'egress'), [], 'nothing attached');
       assert.ok(!existsSync(bpffs), 'nothing pinned');
     });
+  }
+});
+
+test('a memlock limit too small for the maps: the fix named before 5.11, no effect from 5.11', async (t) => {
+  // 64 KiB soft and hard, as a 5.10 node's container runtime gives its
+  // containers (systemd's default there), and no CAP_SYS_RESOURCE to lift it.
+  const root = makeTestCgroup(t);
+  root.child('unit');
+  const prefix = ['prlimit', '--memlock=65536:65536', 'setpriv', '--bounding-set=-sys_resource', '--inh-caps=-sys_resource'];
+  if (memlockCountsStorageElements(release())) {
+    const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
+    const state = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+    t.after(() => {
+      new PinDir(bpffs).removeAll();
+      rmSync(state, { recursive: true, force: true });
+    });
+    const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(prefix[0]!, [...prefix.slice(1), PODMETER, 'agent', '--cgroup-root', root.path, '--bpffs', bpffs, '--state-dir', state, '--listen', '127.0.0.1:0'], { timeout: 120_000 }, (err, _stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      );
+    });
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /^podmeter agent: load BPF object .*EPERM.*; RLIMIT_MEMLOCK is 65536 bytes and kernel \S+ charges BPF maps to it: give the agent CAP_SYS_RESOURCE/m);
+    assert.ok(!existsSync(bpffs) || new PinDir(bpffs).listLinks().length === 0, 'nothing pinned');
+  } else {
+    // From 5.11 BPF memory is charged to the memory cgroup, not to memlock.
+    const agent = await startAgentProcess(t, { cgroupRoot: root.path, prefix });
+    const [unit] = await waitFor('the unit attached', async () => ((await agent.cgroups()).length === 1 ? await agent.cgroups() : undefined));
+    assert.equal(unit!.cgroup, 'unit');
+    assert.equal(agent.logs.filter((l) => /RLIMIT_MEMLOCK/.test(String(l.msg))).length, 0, 'no memlock warning from 5.11');
+    await agent.stop();
   }
 });

@@ -277,7 +277,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     readOnlyRootFilesystem: true,
     allowPrivilegeEscalation: false,
     appArmorProfile: { type: 'Unconfined' },
-    capabilities: { drop: ['ALL'], add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH'] },
+    capabilities: { drop: ['ALL'], add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH', 'SYS_RESOURCE'] },
   });
   assert.deepEqual(container.volumeMounts, [
     { name: 'cgroup', mountPath: '/host/sys/fs/cgroup', readOnly: true },

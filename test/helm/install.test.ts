@@ -158,7 +158,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       const refused = await dryRun(podOf(rendered, other, `${TEST_PREFIX}agent`));
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, new RegExp(`violates PodSecurity "${level}:latest"`));
-      for (const why of [/host namespaces \(hostPID=true\)/, /hostPath/, /capabilities \(container "agent" must not include "BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"/, /AppArmor profile/]) assert.match(refused.stderr, why);
+      for (const why of [/host namespaces \(hostPID=true\)/, /hostPath/, /capabilities \(container "agent" must not include "BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"/, /AppArmor profile/]) assert.match(refused.stderr, why);
       // The operator meets even "restricted".
       const operator = findObject(expected, 'Deployment', '-operator').spec.template.spec;
       const admitted = await dryRun(podOf(operator, other, `${TEST_PREFIX}operator`));

@@ -54,9 +54,13 @@ version = 3
       SystemdCgroup = true
 EOT
 # Dual-stack bridge: every pod gets an IPv4 and an IPv6 address on cni0.
+# The config's version must be one the suite's plugins speak: 1.0.0 from
+# bookworm's plugins (1.1), 0.4.0 at most from bullseye's (0.9).
+cni_version=0.4.0
+if CNI_COMMAND=VERSION /usr/lib/cni/bridge </dev/null 2>/dev/null | grep -q '"1\.0\.0"'; then cni_version=1.0.0; fi
 cat >/etc/cni/net.d/10-podmeter.conflist <<EOT
 {
-  "cniVersion": "1.0.0",
+  "cniVersion": "$cni_version",
   "name": "podmeter",
   "plugins": [
     {
