@@ -18,9 +18,11 @@ import { memlockCountsStorageElements } from '../../agent/maps/estimate.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 
 
-function run(args: string[]): Promise<{ code: number; stderr: string }> {
+/** Runs bin/podmeter (under `prefix`, a command that runs it, if given). */
+function run(args: string[], prefix: string[] = []): Promise<{ code: number; stderr: string }> {
+  const argv = [...prefix, PODMETER, ...args];
   return new Promise((resolve) => {
-    execFile(PODMETER, args, { timeout: 120_000 }, (err, _stdout, stderr) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: 120_000 }, (err, _stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
     });
   });
@@ -81,11 +83,7 @@ test('a memlock limit too small for the maps: the fix named before 5.11, no effe
       new PinDir(bpffs).removeAll();
       rmSync(state, { recursive: true, force: true });
     });
-    const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) => {
-      execFile(prefix[0]!, [...prefix.slice(1), PODMETER, 'agent', '--cgroup-root', root.path, '--bpffs', bpffs, '--state-dir', state, '--listen', '127.0.0.1:0'], { timeout: 120_000 }, (err, _stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
-      );
-    });
+    const { code, stderr } = await run(['agent', '--cgroup-root', root.path, '--bpffs', bpffs, '--state-dir', state, '--listen', '127.0.0.1:0'], prefix);
     assert.equal(code, 1, stderr);
     assert.match(stderr, /^podmeter agent: load BPF object .*EPERM.*; RLIMIT_MEMLOCK is 65536 bytes and kernel \S+ charges BPF maps to it: give the agent CAP_SYS_RESOURCE/m);
     assert.ok(!existsSync(bpffs) || new PinDir(bpffs).listLinks().length === 0, 'nothing pinned');

@@ -41,9 +41,13 @@ function chromium(netnsExec: string[], userDataDir: string, extra: string[], url
     ...extra,
     url,
   ];
+  // Seconds here; minutes in a TCG VM under load.
+  const timeoutMs = 240_000;
   return new Promise((resolve, reject) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: 90_000, maxBuffer: 1 << 26, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`chromium failed: ${err.message}\n${stderr.slice(-2000)}`));
+    const child = execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, maxBuffer: 1 << 26, encoding: 'utf8' }, (err, stdout, stderr) => {
+      // Stopped by the timeout, Chromium may still exit 0 (it handles SIGTERM), with no DOM.
+      if (child.killed) reject(new Error(`chromium did not finish within ${timeoutMs / 1000} s and was stopped\n${stderr.slice(-2000)}`));
+      else if (err) reject(new Error(`chromium failed: ${err.message}\n${stderr.slice(-2000)}`));
       else resolve(stdout);
     });
   });
