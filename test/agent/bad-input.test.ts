@@ -90,7 +90,10 @@ test('a memlock limit too small for the maps: the fix named before 5.11, no effe
   } else {
     // From 5.11 BPF memory is charged to the memory cgroup, not to memlock.
     const agent = await startAgentProcess(t, { cgroupRoot: root.path, prefix });
-    const [unit] = await waitFor('the unit attached', async () => ((await agent.cgroups()).length === 1 ? await agent.cgroups() : undefined));
+    const [unit] = await waitFor('the unit attached', async () => {
+      const units = await agent.cgroups();
+      return units.length === 1 ? units : undefined;
+    });
     assert.equal(unit!.cgroup, 'unit');
     assert.equal(agent.logs.filter((l) => /RLIMIT_MEMLOCK/.test(String(l.msg))).length, 0, 'no memlock warning from 5.11');
     await agent.stop();
