@@ -65,9 +65,10 @@ test-unit: $(NODE) node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.json
 	node --test --test-concurrency=1 '$(UNIT_TESTS)'
 
-# The whole suite: type check, then unit, kernel, agent, maps and cluster tests (as root).
-test: typecheck test-tools
-	node --test --test-timeout=900000 --test-concurrency=1 $(foreach t,$(TESTS),'$(t)')
+# The whole suite (as root): type check, then test/run.ts: the cluster tools
+# and every file outside test/node/, beside the VM node test (test/node/).
+test: typecheck
+	node test/run.ts $(foreach t,$(TESTS),'$(t)')
 
 # The agent, standalone on this host (no cluster needed), with a live table.
 run: setup

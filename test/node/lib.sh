@@ -23,16 +23,6 @@ node_cache() {
 	printf '%s' "$c"
 }
 
-# With PODMETER_NODE_CACHED_ONLY=1 a build script builds nothing: it prints
-# its entry when cached, else says what it would build and exits 3 (the
-# question test/node/cached asks).
-CACHED_ONLY_EXIT=3
-not_cached() { # <what>
-	[[ -n ${PODMETER_NODE_CACHED_ONLY:-} ]] || return 0
-	printf 'not built yet: %s\n' "$1"
-	exit "$CACHED_ONLY_EXIT"
-}
-
 # Installs (apt) the Debian packages of the commands that are missing: each
 # argument is COMMAND:PACKAGE, or a path that must exist :PACKAGE. The VM
 # node's tools are installed when it is first used rather than by make setup.

@@ -8,8 +8,6 @@
  * the node's tools, root filesystem and images (cached).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { CHART } from '../helm/chart.ts';
 import { sleep } from '../helpers/cleanup.ts';
@@ -234,28 +232,15 @@ function workloadPod(ns: string, name: string, command: string[], opts: { hostNe
 /** A shell loop that waits for a file to appear (the test makes it with kubectl exec). */
 const waitFile = (f: string) => `while [ ! -e ${f} ]; do sleep 0.5; done`;
 
-// Part of `make test`: one VM boot and checks 1, 2, 3, 5a, 5b and 6 (about 6
-// minutes warm on a quiet host), when the node's long builds are cached on
-// this machine (test/node/cached: kubelet, containerd, root filesystem, base
-// images; about an hour cold, more than the rest of the suite).
-// PODMETER_TEST_NODE=full builds what is missing and adds 4 (cAdvisor, a
-// 20 MiB iperf3 run) and 5c (a reboot of the VM); =off skips the VM test.
+// Part of `make test` (its VM lane, beside the host's files): one VM boot and
+// checks 1, 2, 3, 5a, 5b and 6, after building what this machine has not
+// cached (the node's tools, root filesystem and images). PODMETER_TEST_NODE=full
+// adds 4 (cAdvisor, a 20 MiB iperf3 run) and 5c (a reboot of the VM); =off
+// skips the VM test.
 const MODE = process.env.PODMETER_TEST_NODE ?? 'default';
 if (!['default', 'full', 'off'].includes(MODE)) throw new Error(`PODMETER_TEST_NODE=${MODE}: expected full, off or unset`);
-const SKIP = MODE === 'off' ? 'PODMETER_TEST_NODE=off' : MODE === 'default' ? uncached() : false;
+const SKIP = MODE === 'off' ? 'PODMETER_TEST_NODE=off' : false;
 const FULL_ONLY = MODE === 'full' ? {} : { skip: 'PODMETER_TEST_NODE=full runs it' };
-
-/** Why the default run skips the VM test (its builds are not cached), or false. */
-function uncached(): string | false {
-  try {
-    execFileSync(join(import.meta.dirname, 'cached'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    return false;
-  } catch (err) {
-    const e = err as { status?: number; stdout?: string };
-    if (e.status !== 3) throw err;
-    return `${e.stdout!.trim().split('\n').join('; ')}: PODMETER_TEST_NODE=full make test TESTS=test/node/node.test.ts builds them (about an hour cold) and runs every check`;
-  }
-}
 
 test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, deletion, map attribution', { skip: SKIP, timeout: 90 * 60_000 }, async (t) => {
   const node = await startNode();
