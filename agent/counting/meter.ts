@@ -38,7 +38,7 @@ import {
 import { BpfError } from '../kernel/errors.ts';
 import { assignSlots, networkTotal, NAME_BYTES, SLOTS, SlotNames, MAX_NAMED_CLASSES, type DirectionPeerCounts } from '../peers/classes.ts';
 import { PinDir } from './pins.ts';
-import { memlockCountsStorageElements } from '../maps/estimate.ts';
+import { kernelChargesMemlock } from '../maps/estimate.ts';
 
 export type DirectionCounters = Record<Direction, Counters>;
 
@@ -115,7 +115,7 @@ export class Meter {
     // (test/faults/agent-oom.test.ts on 5.10). Raised here on every start.
     const memlock = raiseMemlockLimit();
     const kernel = release();
-    if (memlock !== undefined && memlockCountsStorageElements(kernel)) {
+    if (memlock !== undefined && kernelChargesMemlock(kernel)) {
       log.warn(
         { memlockBytes: memlock, kernel },
         'RLIMIT_MEMLOCK cannot be raised to unlimited (needs CAP_SYS_RESOURCE, or a higher limit from the container runtime): this kernel charges every attached cgroup to it, so attaching may fail with ENOMEM once it is used up',
@@ -471,7 +471,7 @@ function abandon(links: readonly Link[]): void {
  * first line (libbpf's log follows it).
  */
 function memlockExplained(err: unknown, memlock: number | undefined, kernel: string): unknown {
-  if (!(err instanceof BpfError) || err.code !== 'EPERM' || memlock === undefined || !memlockCountsStorageElements(kernel)) return err;
+  if (!(err instanceof BpfError) || err.code !== 'EPERM' || memlock === undefined || !kernelChargesMemlock(kernel)) return err;
   const hint = `RLIMIT_MEMLOCK is ${memlock} bytes and kernel ${kernel} charges BPF maps to it: give the agent CAP_SYS_RESOURCE (the chart adds it) or a higher memlock limit`;
   const [first, ...log] = err.message.split('\n');
   return new BpfError({ message: [`${first}; ${hint}`, ...log].join('\n'), code: err.code, errno: err.errno, syscall: err.syscall, path: err.path }, { cause: err });

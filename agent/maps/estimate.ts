@@ -45,12 +45,14 @@ export function memlockIsExact(kernelRelease: string): boolean {
 }
 
 /**
- * Before 5.11 the kernel charged each cgroup storage element to its map's
- * memlock, in whole pages (bpf_cgroup_storage_alloc: bpf_map_charge_memlock),
- * so memlock already covers the elements (an upper bound) and nothing is added
- * to it; 5.11 moved maps to memcg accounting and memlock left them out.
+ * Before 5.11 the kernel charged BPF maps to the creating process's
+ * RLIMIT_MEMLOCK (a limit too small fails the load with EPERM), and each cgroup
+ * storage element to its map's memlock, in whole pages
+ * (bpf_cgroup_storage_alloc: bpf_map_charge_memlock), so memlock already
+ * covers the elements (an upper bound) and nothing is added to it. 5.11 moved
+ * maps to memcg accounting: no limit, and memlock leaves the elements out.
  */
-export function memlockCountsStorageElements(kernelRelease: string): boolean {
+export function kernelChargesMemlock(kernelRelease: string): boolean {
   return !kernelAtLeast(kernelRelease, 5, 11);
 }
 

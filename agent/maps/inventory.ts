@@ -29,7 +29,7 @@ import { cgroupTranslator, locateNamespaceRoot } from '../cgroups/translate.ts';
 import {
   CGROUP_STORAGE_ELEMENT_OVERHEAD,
   estimateStorageBytes,
-  memlockCountsStorageElements,
+  kernelChargesMemlock,
   memlockIsExact,
   OWN_STORAGE_MAP_NAME,
   OWN_STORAGE_MAP_TYPE,
@@ -213,7 +213,7 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   const takenAt = Date.now();
   const procRoot = opts.procRoot ?? '/proc';
   const kernel = opts.kernelRelease ?? release();
-  const elementsInMemlock = memlockCountsStorageElements(kernel);
+  const elementsInMemlock = kernelChargesMemlock(kernel);
   const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
   const cpus = possibleCpus();
 

@@ -14,7 +14,7 @@ import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 import { PinDir } from '../../agent/counting/pins.ts';
-import { memlockCountsStorageElements } from '../../agent/maps/estimate.ts';
+import { kernelChargesMemlock } from '../../agent/maps/estimate.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 
 
@@ -76,7 +76,7 @@ test('a memlock limit too small for the maps: the fix named before 5.11, no effe
   const root = makeTestCgroup(t);
   root.child('unit');
   const prefix = ['prlimit', '--memlock=65536:65536', 'setpriv', '--bounding-set=-sys_resource', '--inh-caps=-sys_resource'];
-  if (memlockCountsStorageElements(release())) {
+  if (kernelChargesMemlock(release())) {
     const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
     const state = mkdtempSync(join(tmpdir(), TEST_PREFIX));
     t.after(() => {

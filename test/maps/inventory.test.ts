@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { release } from 'node:os';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, memlockCountsStorageElements, memlockIsExact } from '../../agent/maps/estimate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, kernelChargesMemlock, memlockIsExact } from '../../agent/maps/estimate.ts';
 import { takeInventory, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -67,7 +67,7 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
     const kernel = Number(fdinfoOf(holder.pid, fd).memlock);
     // 5.11-6.3 compute memlock as round_up((key + value) x entries), and a ring
     // buffer has neither: 0 there (6.1); 5.10 charged its pages, 6.4+ reports its memory.
-    const shapeOnly = !memlockIsExact(release()) && !memlockCountsStorageElements(release());
+    const shapeOnly = !memlockIsExact(release()) && !kernelChargesMemlock(release());
     if (spec.type === MAP_TYPE.ringbuf && shapeOnly) assert.equal(kernel, 0, `${spec.name} on ${release()}`);
     else assert.ok(kernel > 0, `${spec.name}: memlock ${kernel}`);
     assert.equal(m.memlock, kernel, `${spec.name}: memlock as /proc/${holder.pid}/fdinfo/${fd} says`);
@@ -201,7 +201,7 @@ test('a map only a loaded program uses is reported with owner "program"', async 
 });
 
 test("podmeter's own storage map estimate grows with attached cgroups as the formula says", async (t) => {
-  if (memlockCountsStorageElements(release())) {
+  if (kernelChargesMemlock(release())) {
     t.skip(`kernel ${release()} charges each element to memlock (before 5.11): no estimate; the next test checks it`);
     return;
   }
@@ -235,7 +235,7 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
 });
 
 test("before 5.11 podmeter's own storage map counts the kernel's memlock, which charges each element whole pages", async (t) => {
-  if (!memlockCountsStorageElements(release())) {
+  if (!kernelChargesMemlock(release())) {
     t.skip(`kernel ${release()} leaves cgroup storage elements out of memlock (5.11+): estimated, the test above`);
     return;
   }

@@ -15,7 +15,7 @@ import { Registry } from 'prom-client';
 import { HttpServer } from '../../common/http/server.ts';
 import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { Meter } from '../../agent/counting/meter.ts';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, memlockCountsStorageElements } from '../../agent/maps/estimate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, kernelChargesMemlock } from '../../agent/maps/estimate.ts';
 import { takeInventory, type MapInventory } from '../../agent/maps/inventory.ts';
 import { addMapMetrics } from '../../agent/maps/metrics.ts';
 import { Exposition } from '../../common/http/exposition.ts';
@@ -224,7 +224,7 @@ test("podmeter maps standalone estimates the pinned podmeter counter map found u
   assert.equal(run.code, 0, run.stderr);
   const own = (JSON.parse(run.stdout) as MapsView).maps.find((m) => m.id === info.id);
   assert.equal(own?.entries, 4);
-  if (memlockCountsStorageElements(release())) {
+  if (kernelChargesMemlock(release())) {
     // Before 5.11 the kernel's memlock (read after the attaches) already charges the elements.
     assert.equal(own?.estimated, false);
     assert.equal(own?.bytes, info.memlock);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, memlockCountsStorageElements, memlockIsExact } from '../../agent/maps/estimate.ts';
+import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, kernelChargesMemlock, memlockIsExact } from '../../agent/maps/estimate.ts';
 import { cgroupTranslator } from '../../agent/cgroups/translate.ts';
 import { cgroupV2Path, scanMapHolders } from '../../agent/maps/holders.ts';
 import { podMapBytes, summarise, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
@@ -29,10 +29,10 @@ test('memlock is exact from kernel 6.4 on', () => {
 });
 
 test('cgroup storage elements are in memlock before kernel 5.11', () => {
-  assert.equal(memlockCountsStorageElements('5.10.0-32-amd64'), true);
-  assert.equal(memlockCountsStorageElements('4.19.0'), true);
-  assert.equal(memlockCountsStorageElements('5.11.0'), false);
-  assert.equal(memlockCountsStorageElements('6.1.0-50-amd64'), false);
+  assert.equal(kernelChargesMemlock('5.10.0-32-amd64'), true);
+  assert.equal(kernelChargesMemlock('4.19.0'), true);
+  assert.equal(kernelChargesMemlock('5.11.0'), false);
+  assert.equal(kernelChargesMemlock('6.1.0-50-amd64'), false);
 });
 
 test('the unified line of /proc/<pid>/cgroup', () => {
