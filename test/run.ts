@@ -16,6 +16,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { globSync } from 'node:fs';
+import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 
 const NODE_TEST = [process.execPath, '--test', '--test-timeout=900000', '--test-concurrency=1'];
@@ -25,8 +26,8 @@ const VM_DIR = 'test/node/';
 interface Lane {
   name: string;
   files: string[];
-  /** Commands run one after the other before the files (each must exit 0). */
-  before: string[][];
+  /** A command run before the files; they run only if it exits 0. Its stdout (a build's result) is not shown. */
+  setup?: string[];
 }
 
 const patterns = process.argv.length > 2 ? process.argv.slice(2) : ['test/**/*.test.ts'];
@@ -36,8 +37,8 @@ if (files.length === 0) {
   process.exit(2);
 }
 const lanes: Lane[] = [
-  { name: 'host', files: files.filter((f) => !f.startsWith(VM_DIR)), before: [[CLUSTER_TOOLS]] },
-  { name: 'vm', files: files.filter((f) => f.startsWith(VM_DIR)), before: [] },
+  { name: 'host', files: files.filter((f) => !f.startsWith(VM_DIR)), setup: [CLUSTER_TOOLS] },
+  { name: 'vm', files: files.filter((f) => f.startsWith(VM_DIR)) },
 ].filter((l) => l.files.length > 0);
 // Alone, a lane owns the terminal; beside the host lane, the VM lane's lines are prefixed.
 const prefixed = (lane: Lane) => lanes.length > 1 && lane.name !== 'host';
@@ -45,8 +46,9 @@ const prefixed = (lane: Lane) => lanes.length > 1 && lane.name !== 'host';
 const children = new Set<ChildProcess>();
 
 /** Runs argv to its end; resolves its exit code (128 + n for signal n, as a shell says). */
-function runCommand(lane: Lane, argv: string[], stdout: 'inherit' | 'ignore'): Promise<number> {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: prefixed(lane) ? ['ignore', 'pipe', 'pipe'] : ['ignore', stdout, 'inherit'] });
+function runCommand(lane: Lane, argv: string[], showStdout: boolean): Promise<number> {
+  const out = prefixed(lane) ? 'pipe' : 'inherit';
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', showStdout ? out : 'ignore', out] });
   children.add(child);
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
@@ -57,7 +59,7 @@ function runCommand(lane: Lane, argv: string[], stdout: 'inherit' | 'ignore'): P
     child.on('error', (err) => console.error(`test/run: ${argv[0]}: ${err.message}`));
     child.on('close', (code, signal) => {
       children.delete(child);
-      resolve(code ?? (signal === 'SIGINT' ? 130 : 128 + 15));
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
 }
@@ -65,15 +67,14 @@ function runCommand(lane: Lane, argv: string[], stdout: 'inherit' | 'ignore'): P
 async function runLane(lane: Lane): Promise<{ lane: Lane; code: number; seconds: number }> {
   const start = Date.now();
   const seconds = () => Math.round((Date.now() - start) / 1000);
-  for (const argv of lane.before) {
-    // The build scripts print their result (a directory) on stdout: not for the terminal.
-    const code = await runCommand(lane, argv, 'ignore');
+  if (lane.setup) {
+    const code = await runCommand(lane, lane.setup, false);
     if (code !== 0) {
-      console.error(`test/run: ${lane.name} lane: ${argv.join(' ')} exited ${code}; its files did not run`);
+      console.error(`test/run: ${lane.name} lane: ${lane.setup.join(' ')} exited ${code}; its files did not run`);
       return { lane, code, seconds: seconds() };
     }
   }
-  return { lane, code: await runCommand(lane, [...NODE_TEST, ...lane.files], 'inherit'), seconds: seconds() };
+  return { lane, code: await runCommand(lane, [...NODE_TEST, ...lane.files], true), seconds: seconds() };
 }
 
 // Ctrl-C goes to the whole process group: the lanes clean up and exit; wait for them.
