@@ -52,20 +52,31 @@ alive() {
 	[[ ${stat:0:1} != Z ]]
 }
 
-# Stops PID if it is ours: SIGTERM, then SIGKILL after 15 s.
+# True once PID, which was ours, has exited: it is a zombie or gone, or the
+# pid now names another program. An exiting process drops its memory (so an
+# empty command line) before it becomes a zombie; that is not gone yet.
+gone() {
+	local pid=$1 cmd
+	alive "$pid" || return 0
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 0
+	[[ -n $cmd && $cmd != *"$DATA/"* ]]
+}
+
+# Stops PID if it is ours: SIGTERM, then SIGKILL after 15 s. Returns once it
+# is a zombie or gone (not when its command line first reads empty).
 stop_pid() { # <what> <pid>
 	local what=$1 pid=${2:-} i
 	ours "$pid" || return 0
 	log "stopping $what (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < 150; i++)); do
-		ours "$pid" || return 0
+		gone "$pid" && return 0
 		sleep 0.1
 	done
 	log "$what (pid $pid) did not stop in 15 s; killing it"
 	kill -KILL "$pid" 2>/dev/null || true
 	for ((i = 0; i < 50; i++)); do
-		ours "$pid" || return 0
+		gone "$pid" && return 0
 		sleep 0.1
 	done
 	die "$what (pid $pid) is still running"
