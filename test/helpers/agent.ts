@@ -123,12 +123,17 @@ export function sample(text: string, name: string, labels: Record<string, string
 
 /** The same sample's value as written (exact beyond 2^53: compare counters with BigInt(sampleText(...)). */
 export function sampleText(text: string, name: string, labels: Record<string, string>): string | undefined {
+  return sampleAt(text, name, labels)?.value;
+}
+
+/** The sample's value as written and its timestamp (ms), if the exposition has one (cAdvisor's have: when it read them). */
+export function sampleAt(text: string, name: string, labels: Record<string, string>): { value: string; timestampMs?: number } | undefined {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const m = /^[^{ ]+(?:\{(.*)\})? (\S+)$/.exec(line);
+    const m = /^[^{ ]+(?:\{(.*)\})? (\S+)(?: (-?\d+))?$/.exec(line);
     if (!m) continue;
     const got = Object.fromEntries([...(m[1] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return m[2];
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return m[3] === undefined ? { value: m[2]! } : { value: m[2]!, timestampMs: Number(m[3]) };
   }
   return undefined;
 }

@@ -83,7 +83,11 @@ EOT
 # root directory on its own disk, a per-run overlay of the cached one.
 mkdir -p /var/lib/containerd
 mount /dev/vdc /var/lib/containerd || fail "cannot mount the containerd root disk /dev/vdc"
-mkdir -p /run/systemd/system
+mkdir -p /run/systemd/system /run/systemd/system.conf.d
+# A stop job (each pod's scope, on reboot) gets 20 s, not 90: a pod whose
+# init is `sleep` ignores SIGTERM and waits it out (the reboot check's pods
+# did, 130 s a shutdown). The agent saves its state when SIGTERM comes.
+printf '[Manager]\nDefaultTimeoutStopSec=20s\n' >/run/systemd/system.conf.d/podmeter-node.conf
 cat >/run/systemd/system/containerd.service <<EOT
 [Unit]
 Description=containerd (podmeter test node)
