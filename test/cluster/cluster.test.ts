@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { startCluster } from './cluster.ts';
+import { fileURLToPath } from 'node:url';
+import { run, startCluster } from './cluster.ts';
 import type { TestCluster } from './cluster.ts';
 
 /** True if the process exists and is not a zombie. */
@@ -125,4 +126,27 @@ test('test cluster: pods, RBAC with service-account tokens, apiserver restart, d
     await c.down(); // idempotent
     cluster = undefined;
   });
+});
+
+test('stop_pid (lib.sh) returns once the process has exited, not when its command line first reads empty', async () => {
+  // An exiting process drops its memory before it becomes a zombie: with a large heap to free,
+  // its command line reads empty for a while as it still runs (`down` once returned then).
+  const data = mkdtempSync('/tmp/podmeter-test-stop-pid-');
+  try {
+    const script = [
+      `source ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'lib.sh')}`,
+      'DATA=$1',
+      `python3 -c 'import sys, time; b = bytearray(256 << 20); open(sys.argv[1] + ".ready", "w").close(); time.sleep(600)' "$DATA/heap" &`,
+      'pid=$!',
+      'until [[ -e $DATA/heap.ready ]]; do sleep 0.05; done',
+      'stop_pid heap "$pid"',
+      'if alive "$pid"; then echo running; else echo exited; fi',
+      'kill -KILL "$pid" 2>/dev/null; wait',
+    ].join('\n');
+    const r = await run('bash', ['-c', script, 'bash', data]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'exited');
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
 });
