@@ -105,13 +105,13 @@ async function namespaceUsage(node: TestNode, ns: string): Promise<Record<string
   return r.code === 0 && r.stdout.trim() !== '' ? (JSON.parse(r.stdout) as Record<string, unknown>) : undefined;
 }
 
-/** Waits until `key` of what `read` gives is the same twice, `gapMs` apart (counters settled), and returns the last read. */
-async function settled<T>(what: string, gapMs: number, read: () => Promise<T>, key: (v: T) => unknown = (v) => v): Promise<T> {
-  let last = JSON.stringify(key(await read()));
+/** Waits until what `read` gives is the same twice, `gapMs` apart (counters settled), and returns the last read. */
+async function settled<T>(what: string, gapMs: number, read: () => Promise<T>): Promise<T> {
+  let last = JSON.stringify(await read());
   return eventually(`${what} to settle`, 600_000, async () => {
     await sleep(gapMs);
     const v = await read();
-    const now = JSON.stringify(key(v));
+    const now = JSON.stringify(v);
     const same = now === last;
     last = now;
     return same ? v : undefined;
@@ -357,8 +357,8 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     await create(
       workloadPod(ns, 'client', [
         'sh', '-c',
-        `${waitFile('/tmp/server')}; s=$(cat /tmp/server); until iperf3 -c $s -p 5201 -n 64K >/dev/null; do sleep 1; done; touch /tmp/warm; ${waitFile('/tmp/go')}; ` +
-          'iperf3 -c $s -p 5201 -n 20M && touch /tmp/done; sleep infinity',
+        `${waitFile('/tmp/server')}; s=$(cat /tmp/server); until iperf3 -c $s -p 5201 -n 64K >/dev/null; do sleep 1; done; echo warm; ${waitFile('/tmp/go')}; ` +
+          'iperf3 -c $s -p 5201 -n 20M && echo done; sleep infinity',
       ]),
     );
     await ready(ns, 'server');
@@ -366,49 +366,44 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     assert.ok(v4);
     await ready(ns, 'client');
     await node.must(['exec', 'client', '-n', ns, '--', 'sh', '-c', `echo ${v4} >/tmp/s && mv /tmp/s /tmp/server`]);
-    await eventually('the warm-up run', 600_000, async () => ((await node.kubectl(['exec', 'client', '-n', ns, '--', 'test', '-e', '/tmp/warm'])).code === 0 ? true : undefined));
-    // Both sides' counters once the pod has stopped sending (and the kubelet's cAdvisor, which reads
-    // eth0 every 10-15 s, has read it since): cAdvisor stamps each sample with when it read it, in the
-    // node's clock, so a sample stamped after the moment the pod went quiet has all it sent.
+    /** When the client logged `line` (containerd's timestamp: the node's clock, ms). */
+    const loggedAt = (line: string) =>
+      eventually(`the client to log "${line}"`, 900_000, async () => {
+        const hit = (await node.kubectl(['logs', 'client', '-n', ns, '--timestamps'])).stdout.split('\n').find((l) => l.endsWith(` ${line}`));
+        return hit === undefined ? undefined : Date.parse(hit.slice(0, hit.indexOf(' ')));
+      });
+    // Both sides' counters once the pod has stopped sending. The agent reads the kernel at each scrape;
+    // the kubelet's cAdvisor reads eth0 every 10-15 s and stamps each sample with when it did (the
+    // node's clock), so a sample stamped after the client's log line has all the pod sent.
     const eth0 = { namespace: ns, pod: 'client', interface: 'eth0' };
-    const quiet = async () => {
-      const since = Number((await node.must(['exec', 'client', '-n', ns, '--', 'date', '+%s%3N'])).trim());
-      const [tx, podmeter] = await Promise.all([
-        eventually(
-          'a /metrics/cadvisor read of the client pod eth0 after it went quiet',
-          600_000,
-          async () => {
-            const text = await cadvisorMetrics(node);
-            const at = sampleAt(text, 'container_network_transmit_bytes_total', eth0)?.timestampMs;
-            return at !== undefined && at > since ? text : undefined;
-          },
-          async () => `its network series now:\n${(await cadvisorMetrics(node)).split('\n').filter((l) => l.startsWith('container_network_') && l.includes('pod="client"')).join('\n') || '(none)'}`,
-        ),
-        // The agent's counters: equal twice, 3 s apart (it reads the kernel every 2 s here).
-        settled('the agent counters', 3_000, async () => {
-          const m = await agentMetrics(node);
-          const s = (metric: string, direction: string) => sample(m, metric, { namespace: ns, pod: 'client', direction }) ?? 0;
-          return {
-            egressBytes: s('podmeter_pod_network_bytes_total', 'egress'),
-            egressPackets: s('podmeter_pod_network_packets_total', 'egress'),
-            ingressBytes: s('podmeter_pod_network_bytes_total', 'ingress'),
-            ingressPackets: s('podmeter_pod_network_packets_total', 'ingress'),
-          };
-        }),
-      ]);
+    const counters = async (since: number) => {
+      const tx = await eventually(
+        'a /metrics/cadvisor read of the client pod eth0 after it went quiet',
+        600_000,
+        async () => {
+          const text = await cadvisorMetrics(node);
+          const at = sampleAt(text, 'container_network_transmit_bytes_total', eth0)?.timestampMs;
+          return at !== undefined && at > since ? text : undefined;
+        },
+        async () => `its network series now:\n${(await cadvisorMetrics(node)).split('\n').filter((l) => l.startsWith('container_network_') && l.includes('pod="client"')).join('\n') || '(none)'}`,
+      );
+      const m = await agentMetrics(node);
+      const p = (metric: string, direction: string) => sample(m, metric, { namespace: ns, pod: 'client', direction }) ?? 0;
       const c = (metric: string) => sample(tx, metric, eth0) ?? 0;
       return {
-        ...podmeter,
+        egressBytes: p('podmeter_pod_network_bytes_total', 'egress'),
+        egressPackets: p('podmeter_pod_network_packets_total', 'egress'),
+        ingressBytes: p('podmeter_pod_network_bytes_total', 'ingress'),
+        ingressPackets: p('podmeter_pod_network_packets_total', 'ingress'),
         txBytes: c('container_network_transmit_bytes_total'),
         txPackets: c('container_network_transmit_packets_total'),
         rxBytes: c('container_network_receive_bytes_total'),
         rxPackets: c('container_network_receive_packets_total'),
       };
     };
-    const before = await quiet();
+    const before = await counters(await loggedAt('warm'));
     await node.must(['exec', 'client', '-n', ns, '--', 'touch', '/tmp/go']);
-    await eventually('the bulk run', 900_000, async () => ((await node.kubectl(['exec', 'client', '-n', ns, '--', 'test', '-e', '/tmp/done'])).code === 0 ? true : undefined));
-    const after = await quiet();
+    const after = await counters(await loggedAt('done'));
     const d = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]));
     t.diagnostic(`TCP bulk, deltas: ${JSON.stringify(d)}`);
     assert.ok(d.egressBytes! > 20 * 1024 * 1024, `podmeter counted only ${d.egressBytes} egress bytes for 20 MiB`);
