@@ -409,8 +409,10 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     assert.ok(d.egressBytes! > 20 * 1024 * 1024, `podmeter counted only ${d.egressBytes} egress bytes for 20 MiB`);
     // Every frame the pod's sockets sent is on eth0 with its 14-byte Ethernet header (both count GSO
     // super-packets, not wire segments). eth0 also carries the kernel's own neighbour frames, which no
-    // socket sends and podmeter does not count: ARP (42 bytes) and NDP/MLD (78-90) as the entries of the
-    // server and the gateway are re-checked during the run. They are what remains, frame by frame.
+    // socket sends and podmeter does not count: ARP (42 bytes), IPv6 router solicitations (70: the pod's
+    // kernel repeats them with backoff as no router answers; the one frame of 70 B in most runs, its
+    // Icmp6OutRouterSolicits counted 7 by then), neighbour solicitations (78-86) and MLD reports (90).
+    // They are what remains, frame by frame.
     const extraFrames = d.txPackets! - d.egressPackets!;
     const extraBytes = d.txBytes! - (d.egressBytes! + 14 * d.egressPackets!);
     t.diagnostic(`eth0 tx = podmeter egress + 14 x packets + ${extraFrames} neighbour frames of ${extraBytes} bytes`);
