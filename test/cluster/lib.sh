@@ -4,7 +4,10 @@
 # shellcheck disable=SC2034 # used by the scripts that source this
 cluster_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
+# Our output goes to whoever started us, often a test's pipe. If that reader
+# is gone, a write fails (SIGPIPE): cleanups and down ignore SIGPIPE so that
+# they finish (test/node/up was once stopped half-way so), and log never fails.
+log() { printf '%s: %s\n' "${0##*/}" "$*" >&2 || true; }
 die() { log "error: $*"; exit 1; }
 
 # Sets NAME and DATA (the cluster's data directory) from a cluster name.
