@@ -5,8 +5,8 @@
 cluster_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Our output goes to whoever started us, often a test's pipe. If that reader
-# is gone, a write fails (SIGPIPE): cleanups and down ignore SIGPIPE so that
-# they finish (test/node/up was once stopped half-way so), and log never fails.
+# is gone, a write raises SIGPIPE: up turns it into an exit (so its cleanup
+# runs), cleanups and down ignore it (so they finish), and log never fails.
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2 || true; }
 die() { log "error: $*"; exit 1; }
 
