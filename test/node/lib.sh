@@ -23,26 +23,10 @@ node_cache() {
 	printf '%s' "$c"
 }
 
-# Installs (apt) the Debian packages of the commands that are missing: each
-# argument is COMMAND:PACKAGE, or a path that must exist :PACKAGE. The VM
-# node's tools are installed when it is first used rather than by make setup.
-need_tools() { # <command-or-path:package>...
-	local want=() p
-	for p in "$@"; do
-		if [[ ${p%%:*} == /* ]]; then [[ -e ${p%%:*} ]] || want+=("${p#*:}")
-		else command -v "${p%%:*}" >/dev/null || want+=("${p#*:}"); fi
-	done
-	((${#want[@]})) || return 0
-	((EUID == 0)) || die "need root to install ${want[*]} (apt)"
-	log "installing ${want[*]} (apt)"
-	local apt_log
-	apt_log=$(mktemp)
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${want[@]}" >"$apt_log" 2>&1 || {
-		DEBIAN_FRONTEND=noninteractive apt-get update >>"$apt_log" 2>&1 &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${want[@]}" >>"$apt_log" 2>&1
-	} || { tail -n 20 "$apt_log" >&2; rm -f "$apt_log"; die "apt-get install ${want[*]} failed"; }
-	rm -f "$apt_log"
-}
+# debian_require <package>...: fails naming the Debian packages that are
+# missing (make setup installs them; the test lanes install nothing).
+# shellcheck source=../../scripts/debian.sh
+source "$node_here/../../scripts/debian.sh"
 
 # Takes an exclusive flock on FILE (fd 9) so one build of an entry runs at a
 # time on the machine; a second caller waits and then finds the result.
