@@ -1,7 +1,9 @@
 /**
  * `podmeter top`: a live table of traffic per pod or cgroup, read from a
  * running agent's /api/v1/cgroups, sorted by rate. Rates are the difference
- * of two readings over the time between them.
+ * of two readings over the time between them. RX and TX are network
+ * traffic; loopback (LO: both directions together) is shown apart, as the
+ * agent counts it apart, so loopback-only traffic never reads as zeros.
  */
 import { defineFlags, formatHelp, parseFlags, wantsHelp } from '../common/flags/parse.ts';
 import { oneOf, seconds, switchFlag, decimal } from '../common/flags/values.ts';
@@ -25,7 +27,7 @@ const topFlags = defineFlags({
 
 export const topHelp = formatHelp(topFlags, {
   usage: 'podmeter top [--agent URL] [--token TOKEN | --token-file PATH] [--ca-file PATH] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
-  summary: 'Live table of network traffic per pod (or cgroup) on one node, from its agent.',
+  summary: 'Live table of network traffic per pod (or cgroup) on one node, from its agent.\nRX and TX: network traffic (every peer class but loopback); LO: loopback, both directions, counted apart.',
   notes:
     "On a plain Linux host: 'sudo podmeter agent' in one terminal, 'podmeter top' in another.\n" +
     "An agent with --metrics-auth kubernetes (the chart's default) wants a token allowed to get /api/v1/cgroups:\n" +
@@ -55,6 +57,13 @@ export interface TopRow {
   txRate: number;
   rx: bigint;
   tx: bigint;
+  /** Loopback bytes, ingress and egress together. */
+  loRate: number;
+  lo: bigint;
+}
+
+function loopback(c: CgroupView): bigint {
+  return BigInt(c.peers?.ingress.loopback?.bytes ?? 0) + BigInt(c.peers?.egress.loopback?.bytes ?? 0);
 }
 
 /** Rows from two readings; a unit missing from the first has rate over its whole total. */
@@ -65,6 +74,7 @@ export function topRows(before: Reading, after: Reading): TopRow[] {
     const p = prev.get(c.id);
     const rx = BigInt(c.ingress.bytes);
     const tx = BigInt(c.egress.bytes);
+    const lo = loopback(c);
     const name = c.pod ? `${c.namespace}/${c.pod}` : c.kind === 'pod' ? `pod ${c.uid}` : c.cgroup;
     return {
       name,
@@ -73,17 +83,24 @@ export function topRows(before: Reading, after: Reading): TopRow[] {
       txRate: p ? Number(tx - BigInt(p.egress.bytes)) / seconds : 0,
       rx,
       tx,
+      loRate: p ? Number(lo - loopback(p)) / seconds : 0,
+      lo,
     };
   });
 }
 
 export function renderTop(rows: TopRow[], sort: 'rate' | 'total' | 'name', limit: number): string {
-  const key = (r: TopRow) => (sort === 'rate' ? r.rxRate + r.txRate : Number(r.rx + r.tx));
-  const sorted = [...rows].sort((a, b) => (sort === 'name' ? a.name.localeCompare(b.name) : key(b) - key(a)));
+  // Network first; loopback breaks ties, so a loopback-only unit still sorts above an idle one.
+  const keys = (r: TopRow) => (sort === 'rate' ? [r.rxRate + r.txRate, r.loRate] : [Number(r.rx + r.tx), Number(r.lo)]);
+  const byKeys = (a: TopRow, b: TopRow) => {
+    const [ka, kb] = [keys(a), keys(b)];
+    return kb[0]! - ka[0]! || kb[1]! - ka[1]!;
+  };
+  const sorted = [...rows].sort((a, b) => (sort === 'name' ? a.name.localeCompare(b.name) : byKeys(a, b)));
   const shown = limit > 0 ? sorted.slice(0, limit) : sorted;
   return table(
-    ['NAME', 'RX/s', 'TX/s', 'RX TOTAL', 'TX TOTAL', 'STATE'],
-    shown.map((r) => [r.name, rate(r.rxRate), rate(r.txRate), bytes(r.rx), bytes(r.tx), r.state]),
+    ['NAME', 'RX/s', 'TX/s', 'RX TOTAL', 'TX TOTAL', 'LO/s', 'LO TOTAL', 'STATE'],
+    shown.map((r) => [r.name, rate(r.rxRate), rate(r.txRate), bytes(r.rx), bytes(r.tx), rate(r.loRate), bytes(r.lo), r.state]),
   );
 }
 

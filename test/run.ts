@@ -11,23 +11,59 @@
  * The host files spend most of their time waiting on the kernel, processes and
  * API servers, the VM test on its TCG guest, and a cold VM lane first on
  * downloads; side by side they take about as long as the longer of the two
- * instead of the sum. Exits non-zero when either lane fails. Ctrl-C reaches
- * both (one process group); this runner waits for their cleanup.
+ * instead of the sum.
+ *
+ * Every file runs in a process group of its own with a bound on its time
+ * (PODMETER_TEST_FILE_TIMEOUT seconds, else the lane's): a file still running
+ * then gets SIGTERM (its cleanups run), SIGKILL 30 s later, and fails its
+ * lane with its name and last output, so a hang costs one bound, never the
+ * whole CI run. Each lane's closing lines name every failed and skipped test
+ * and why; the last line adds both lanes up: `N passed, N failed, N skipped`.
+ * Exits non-zero when anything failed. Ctrl-C (or SIGTERM) is passed on to
+ * the running files; the runner waits for their cleanup.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { globSync } from 'node:fs';
-import { constants } from 'node:os';
+import { globSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { constants, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Result } from './results-reporter.ts';
 
-const NODE_TEST = [process.execPath, '--test', '--test-timeout=900000', '--test-concurrency=1'];
+const REPORTER = new URL('./results-reporter.ts', import.meta.url).pathname;
+const NODE_TEST = [process.execPath, '--test', '--test-timeout=900000', '--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${REPORTER}`];
 const CLUSTER_TOOLS = 'test/cluster/build-tools';
 const VM_DIR = 'test/node/';
+const UNIT_DIR = 'test/unit/';
+/** How long a file may run (s): a VM run from cold caches builds its node first. */
+const FILE_BOUND_S = { host: 20 * 60, vm: 75 * 60 };
+const SETUP_BOUND_S = 60 * 60;
+const KILL_AFTER_TERM_MS = 30_000;
+const TAIL_LINES = 30;
 
 interface Lane {
-  name: string;
+  name: 'host' | 'vm';
   files: string[];
   /** A command run before the files; they run only if it exits 0. Its stdout (a build's result) is not shown. */
   setup?: string[];
+}
+
+interface LaneResult {
+  lane: Lane;
+  results: Result[];
+  /** Files that ended without a result for each failure (a crash, a bound, a failed setup). */
+  problems: string[];
+  seconds: number;
+}
+
+function fileBoundS(lane: Lane): number {
+  const env = process.env.PODMETER_TEST_FILE_TIMEOUT;
+  if (env === undefined || env === '') return FILE_BOUND_S[lane.name];
+  const s = Number(env);
+  if (!(s > 0)) {
+    console.error(`test/run: PODMETER_TEST_FILE_TIMEOUT must be a positive number of seconds (got '${env}')`);
+    process.exit(2);
+  }
+  return s;
 }
 
 const patterns = process.argv.length > 2 ? process.argv.slice(2) : ['test/**/*.test.ts'];
@@ -36,57 +72,138 @@ if (files.length === 0) {
   console.error(`test/run: no test file matches ${patterns.join(' ')}`);
   process.exit(2);
 }
-const lanes: Lane[] = [
-  { name: 'host', files: files.filter((f) => !f.startsWith(VM_DIR)), setup: [CLUSTER_TOOLS] },
-  { name: 'vm', files: files.filter((f) => f.startsWith(VM_DIR)) },
-].filter((l) => l.files.length > 0);
-// Alone, a lane owns the terminal; beside the host lane, the VM lane's lines are prefixed.
-const prefixed = (lane: Lane) => lanes.length > 1 && lane.name !== 'host';
+// The pure tests (test/unit/) need no cluster tools: a run of only those builds none.
+const needsTools = files.some((f) => !f.startsWith(VM_DIR) && !f.startsWith(UNIT_DIR));
+const lanes: Lane[] = (
+  [
+    { name: 'host', files: files.filter((f) => !f.startsWith(VM_DIR)), ...(needsTools ? { setup: [CLUSTER_TOOLS] } : {}) },
+    { name: 'vm', files: files.filter((f) => f.startsWith(VM_DIR)) },
+  ] satisfies Lane[]
+).filter((l) => l.files.length > 0);
+// Alone, a lane's lines are as they are; beside the host lane, the VM lane's are prefixed.
+const prefix = (lane: Lane) => (lanes.length > 1 && lane.name !== 'host' ? `${lane.name} | ` : '');
 
-const children = new Set<ChildProcess>();
+// Run under node:test itself (the runner's own test), a file must not report to that parent.
+const { NODE_TEST_CONTEXT: _, ...childEnv } = process.env;
+const running = new Set<ChildProcess>();
+let stopping = false;
 
-/** Runs argv to its end; resolves its exit code (128 + n for signal n, as a shell says). */
-function runCommand(lane: Lane, argv: string[], showStdout: boolean): Promise<number> {
-  const out = prefixed(lane) ? 'pipe' : 'inherit';
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', showStdout ? out : 'ignore', out] });
-  children.add(child);
-  for (const stream of [child.stdout, child.stderr]) {
-    if (!stream) continue;
-    const to = stream === child.stdout ? process.stdout : process.stderr;
-    createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => to.write(`${lane.name} | ${line}\n`));
+/** Signals a child's whole process group (it leads one: spawned detached). */
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid !== undefined) process.kill(-child.pid, signal);
+  } catch {
+    // The group is gone already.
   }
+}
+
+/**
+ * Runs argv in its own process group to its end, or to `boundS`, and then
+ * ends the group. Resolves its exit code (128 + n for signal n, as a shell
+ * says), whether the bound ended it, and its last lines of output.
+ */
+function runBounded(lane: Lane, argv: string[], boundS: number, showStdout: boolean): Promise<{ code: number; timedOut: boolean; tail: string[] }> {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: childEnv });
+  running.add(child);
+  const tail: string[] = [];
+  for (const stream of [child.stdout!, child.stderr!]) {
+    const to = stream === child.stdout ? process.stdout : process.stderr;
+    createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+      if (stream === child.stderr || showStdout) to.write(`${prefix(lane)}${line}\n`);
+    });
+  }
+  let timedOut = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  const boundTimer = setTimeout(() => {
+    timedOut = true;
+    console.error(`test/run: ${argv.at(-1)} still runs after its bound of ${boundS} s: SIGTERM to its process group`);
+    signalGroup(child, 'SIGTERM');
+    killTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_AFTER_TERM_MS);
+  }, boundS * 1000);
   return new Promise((resolve) => {
     child.on('error', (err) => console.error(`test/run: ${argv[0]}: ${err.message}`));
     child.on('close', (code, signal) => {
-      children.delete(child);
-      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
+      clearTimeout(boundTimer);
+      clearTimeout(killTimer);
+      // What the file started in its group and left behind goes with it.
+      signalGroup(child, 'SIGKILL');
+      running.delete(child);
+      resolve({ code: code ?? 128 + (signal ? constants.signals[signal] : 0), timedOut, tail });
     });
   });
 }
 
-async function runLane(lane: Lane): Promise<{ lane: Lane; code: number; seconds: number }> {
+function readResults(path: string): Result[] {
+  let text = '';
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Result);
+}
+
+async function runLane(lane: Lane, dir: string): Promise<LaneResult> {
   const start = Date.now();
-  const seconds = () => Math.round((Date.now() - start) / 1000);
+  const out: LaneResult = { lane, results: [], problems: [], seconds: 0 };
+  const done = () => ({ ...out, seconds: Math.round((Date.now() - start) / 1000) });
   if (lane.setup) {
-    const code = await runCommand(lane, lane.setup, false);
+    const { code, timedOut } = await runBounded(lane, lane.setup, SETUP_BOUND_S, false);
     if (code !== 0) {
-      console.error(`test/run: ${lane.name} lane: ${lane.setup.join(' ')} exited ${code}; its files did not run`);
-      return { lane, code, seconds: seconds() };
+      out.problems.push(`${lane.setup.join(' ')} ${timedOut ? `did not end within ${SETUP_BOUND_S} s` : `exited ${code}`}; the lane's ${lane.files.length} files did not run`);
+      return done();
     }
   }
-  return { lane, code: await runCommand(lane, [...NODE_TEST, ...lane.files], true), seconds: seconds() };
-}
-
-// Ctrl-C goes to the whole process group: the lanes clean up and exit; wait for them.
-// A SIGTERM sent to this runner alone is passed on to them.
-process.on('SIGINT', () => {});
-process.on('SIGTERM', () => children.forEach((c) => c.kill('SIGTERM')));
-
-const results = await Promise.all(lanes.map(runLane));
-if (lanes.length > 1) {
-  for (const { lane, code, seconds } of results) {
-    const n = `${lane.files.length} file${lane.files.length === 1 ? '' : 's'}`;
-    console.log(`test/run: ${lane.name} lane (${n}): ${code === 0 ? 'pass' : `FAIL (exit ${code})`} in ${seconds} s`);
+  const boundS = fileBoundS(lane);
+  for (const [i, file] of lane.files.entries()) {
+    if (stopping) {
+      out.problems.push(`interrupted: ${lane.files.length - i} files did not run`);
+      break;
+    }
+    const resultsFile = join(dir, `${lane.name}-${i}.jsonl`);
+    const { code, timedOut, tail } = await runBounded(lane, [...NODE_TEST, `--test-reporter-destination=${resultsFile}`, file], boundS, true);
+    const results = readResults(resultsFile);
+    out.results.push(...results);
+    const lastLines = `its last output:\n${tail.map((l) => `    | ${l}`).join('\n')}`;
+    if (timedOut) out.problems.push(`${file}: did not end within its bound of ${boundS} s; its process group was ended; ${lastLines}`);
+    else if (code !== 0 && !results.some((r) => r.outcome === 'fail')) out.problems.push(`${file}: exited ${code} without a failed test; ${lastLines}`);
   }
+  return done();
 }
-process.exit(results.some((r) => r.code !== 0) ? 1 : 0);
+
+// Ctrl-C reaches only this runner (each file leads its own process group): pass it on and wait.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    stopping = true;
+    running.forEach((c) => signalGroup(c, signal));
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'podmeter-test-run-'));
+let laneResults: LaneResult[];
+try {
+  laneResults = await Promise.all(lanes.map((lane) => runLane(lane, dir)));
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+const count = (results: Result[], outcome: Result['outcome']) => results.filter((r) => r.outcome === outcome).length;
+const totals = { passed: 0, failed: 0, skipped: 0 };
+console.log('');
+for (const { lane, results, problems, seconds } of laneResults) {
+  const passed = count(results, 'pass');
+  const failed = count(results, 'fail') + problems.length;
+  const skipped = count(results, 'skip');
+  totals.passed += passed;
+  totals.failed += failed;
+  totals.skipped += skipped;
+  const n = `${lane.files.length} file${lane.files.length === 1 ? '' : 's'}`;
+  console.log(`test/run: ${lane.name} lane (${n}): ${failed === 0 ? 'pass' : 'FAIL'} in ${seconds} s: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  for (const r of results.filter((x) => x.outcome === 'fail')) console.log(`  failed:  ${r.file} > ${r.name}: ${r.reason}`);
+  for (const p of problems) console.log(`  failed:  ${p}`);
+  for (const r of results.filter((x) => x.outcome === 'skip')) console.log(`  skipped: ${r.file} > ${r.name}${r.reason ? `: ${r.reason}` : ''}`);
+}
+console.log(`test/run: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+process.exit(totals.failed > 0 || stopping ? 1 : 0);

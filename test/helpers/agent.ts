@@ -60,7 +60,18 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
     return launched.listen;
   };
 
-  listen = await launch();
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
+  const listening = launch();
+  // Registered before the agent is ready: an agent that never gets there is stopped too.
+  const stop = afterOrSignal(t, async () => {
+    try {
+      await kill('SIGTERM');
+    } finally {
+      new PinDir(bpffs).removeAll();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+  listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
   const url = `${logs.findLast((l) => l.msg === 'agent ready')?.scheme ?? 'http'}://${listen}`;
   const get = async (path: string) => {
@@ -68,12 +79,6 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
     if (!res.ok) throw new Error(`${path}: ${res.status}`);
     return res;
   };
-  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
-  const stop = afterOrSignal(t, async () => {
-    await kill('SIGTERM');
-    new PinDir(bpffs).removeAll();
-    rmSync(stateDir, { recursive: true, force: true });
-  });
 
   return {
     url,

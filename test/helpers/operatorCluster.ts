@@ -246,11 +246,13 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
     child = launched.child;
     return launched.listen;
   };
-  listen = await launch();
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
+  const listening = launch();
+  // Registered before it is ready: an operator that never gets there is stopped too.
+  oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
+  listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
   const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme ?? 'http'}://${listen}`;
-  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
-  oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
   return {
     identity,

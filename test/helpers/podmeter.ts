@@ -7,9 +7,10 @@
  *     e.g. one entering namespaces first.
  *     `listen` resolves with the address of the log line whose msg is `ready`,
  *     or rejects with the non-JSON stderr and the last log lines if it exits
- *     first or is not ready within `readyMs` (default 180 s).
+ *     first or is not ready within `readyMs` (default 180 s; then it is killed).
  *   signalAndWait(child, signal, timeoutMs = 60 s) -> exit code (null after a
- *     signal); rejects (naming the signal) when the child outlives the timeout.
+ *     signal); kills (SIGKILL) and rejects (naming the signal) when the child
+ *     outlives the timeout.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -36,20 +37,30 @@ export function launchPodmeter(
       }
     });
     const readyMs = options.readyMs ?? 180_000;
-    timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyMs} ms:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`)), readyMs);
+    timer = setTimeout(() => {
+      child.kill('SIGKILL'); // never left running behind a failed test
+      reject(new Error(`${args[0]} not ready within ${readyMs} ms (killed):\n${stderr}${JSON.stringify(options.logs.slice(-5))}`));
+    }, readyMs);
     child.once('exit', (code) => reject(new Error(`${args[0]} exited (${code}) before ready:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`)));
   }).finally(() => clearTimeout(timer));
 
   return { child, listen };
 }
 
-/** Sends `signal` (unless the child has exited) and waits for the exit. */
+/**
+ * Sends `signal` (unless the child has exited) and waits for the exit. A child
+ * still running after `timeoutMs` is killed (SIGKILL) and the promise rejects:
+ * a test's cleanup never leaves a process behind, even one that hangs.
+ */
 export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals, timeoutMs = 60_000): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
   let timer: NodeJS.Timeout | undefined;
   const exited = new Promise<number | null>((resolve, reject) => {
     child.once('exit', (code) => resolve(code));
-    timer = setTimeout(() => reject(new Error(`pid ${child.pid} still running ${timeoutMs} ms after ${signal}`)), timeoutMs);
+    timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`pid ${child.pid} still running ${timeoutMs} ms after ${signal}; killed it (SIGKILL)`));
+    }, timeoutMs);
   });
   child.kill(signal);
   return exited.finally(() => clearTimeout(timer));
