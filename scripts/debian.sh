@@ -8,6 +8,9 @@
 debian_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # One install at a time on the machine, whichever checkout or script runs it.
 DEBIAN_LOCK=${PODMETER_APT_LOCK:-/run/lock/podmeter-apt.lock}
+# Each package podmeter installed, a line each: what a cold-run rehearsal
+# (scripts/rehearse-cold-run) purges to stand for a fresh machine.
+DEBIAN_INSTALLED=/var/lib/podmeter-setup/debian-installed
 
 # The packages of scripts/debian-packages, in file order: all of them, or
 # those of the groups named (build, run, test).
@@ -60,10 +63,34 @@ debian_install() { # <package>...
 			fi
 		fi
 		rm -f "$log"
+		mkdir -p "${DEBIAN_INSTALLED%/*}"
+		printf '%s\n' "${want[@]}" >>"$DEBIAN_INSTALLED"
 		mapfile -t want < <(debian_missing "${want[@]}")
 		if ((${#want[@]})); then
 			printf 'debian: error: apt-get succeeded but %s is still not installed\n' "${want[*]}" >&2
 			exit 1
+		fi
+	)
+}
+
+# Purges the packages (and what only they pulled in), under the same lock.
+debian_purge() { # <package>...
+	(($#)) || return 0
+	(
+		exec 7>"$DEBIAN_LOCK"
+		flock 7
+		local log
+		log=$(mktemp /tmp/podmeter-apt.XXXXXX.log)
+		export DEBIAN_FRONTEND=noninteractive
+		if ! apt-get -q -y -o DPkg::Lock::Timeout=600 purge --autoremove "$@" >"$log" 2>&1; then
+			tail -n 20 "$log" | sed 's/^/  | /' >&2
+			printf 'debian: error: apt-get could not purge %s (whole log: %s)\n' "$*" "$log" >&2
+			exit 1
+		fi
+		rm -f "$log"
+		if [[ -f $DEBIAN_INSTALLED ]]; then
+			grep -vxF -f <(printf '%s\n' "$@") "$DEBIAN_INSTALLED" >"$DEBIAN_INSTALLED.new" || true
+			mv "$DEBIAN_INSTALLED.new" "$DEBIAN_INSTALLED"
 		fi
 	)
 }
