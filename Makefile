@@ -20,7 +20,7 @@ ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/pod
 TESTS ?= test/**/*.test.ts
 UNIT_TESTS := test/unit/*.test.ts
 
-.PHONY: setup system build typecheck test-tools test test-unit run bench clean
+.PHONY: setup system build typecheck test-tools test test-unit run bench bench-compare clean
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
@@ -80,6 +80,15 @@ run: setup
 
 bench: setup test-tools
 	@for b in bench/*.bench.ts; do echo "== $$b"; node $$b; done
+
+# Paired benchmark runs: BASE (a revision, built in .bench/<sha>) against this
+# tree, alternating, PAIRS pairs of each benchmark in BENCH (names of
+# bench/<name>.bench.ts); every figure's medians, ratio and significance.
+BENCH ?= agent
+PAIRS ?= 5
+bench-compare: setup test-tools
+	@[[ -n "$(BASE)" ]] || { echo "usage: make bench-compare BASE=<rev> [BENCH='agent maps'] [PAIRS=5]" >&2; exit 2; }
+	node bench/compare.ts --base "$$(bench/base-tree '$(BASE)')" --pairs $(PAIRS) $(BENCH)
 
 clean:
 	rm -rf build agent/native/build
