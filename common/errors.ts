@@ -18,6 +18,8 @@ export const ErrorCodes = {
   notBpffs: 'ERR_PODMETER_NOT_BPFFS',
   /** The BPF object lacks a program or map podmeter needs. */
   badBpfObject: 'ERR_PODMETER_BAD_BPF_OBJECT',
+  /** A pin podmeter would adopt (map or program in bpffs) has another shape than podmeter's object declares. */
+  pinShape: 'ERR_PODMETER_PIN_SHAPE',
   /** The native addon was not built (make build). */
   nativeAddonMissing: 'ERR_PODMETER_NATIVE_ADDON_MISSING',
   /** The Kubernetes API answered with an error status (the HTTP status is `.status`). */

@@ -26,12 +26,12 @@ import {
   BpfMap,
   BpfObject,
   bpfObjectPath,
+  CollectionSpec,
   DIRECTIONS,
   Link,
   Program,
   raiseMemlockLimit,
   StorageMap,
-  ATTACH_TYPE,
   type Counters,
   type Direction,
 } from '../kernel/bpf.ts';
@@ -125,16 +125,8 @@ export class Meter {
     pins.ensure();
     const pinned = [pins.program('ingress'), pins.program('egress'), pins.map, pins.peers, pins.generation, pins.slotNames];
     if (pinned.every((p) => existsSync(p))) {
-      const programs = {
-        ingress: Program.fromPin(pins.program('ingress'), 'podmeter_ingress', ATTACH_TYPE.ingress),
-        egress: Program.fromPin(pins.program('egress'), 'podmeter_egress', ATTACH_TYPE.egress),
-      };
-      const maps = {
-        counters: StorageMap.fromPin(pins.map),
-        peers: BpfMap.fromPin(pins.peers),
-        generation: BpfMap.fromPin(pins.generation),
-        slotNames: BpfMap.fromPin(pins.slotNames),
-      };
+      // Checked against the object this agent would load: a pin of another shape is refused.
+      const { programs, maps } = pins.adopt(CollectionSpec.load(bpfObjectPath('podmeter')));
       log.info({ bpffs }, 'adopted pinned programs and counter map');
       return new Meter(pins, maps, programs, true, configuredClasses, log);
     }
@@ -414,7 +406,7 @@ export class Meter {
   /** Finds an older agent's storage map and which pinned links still count into it. */
   #openLegacy(log: Logger): void {
     if (!existsSync(this.pins.legacyMap)) return;
-    const legacy = StorageMap.fromPin(this.pins.legacyMap);
+    const legacy = StorageMap.adopt(this.pins.legacyMap, CollectionSpec.load(bpfObjectPath('legacy')).map('podmeter_stats'));
     const programIds = new Set([this.programs.ingress.info().id, this.programs.egress.info().id]);
     for (const pin of this.pins.listLinks()) {
       let link: Link | undefined;

@@ -12,12 +12,22 @@
  *
  * Agents before peer classes pinned their 16-byte storage map as map_stats;
  * while it exists, links still using it are upgraded (agent/counting/meter.ts).
+ *
+ * Anyone who can write the bpffs mount can put anything at these paths: what
+ * is adopted is first checked against the BPF object podmeter would load
+ * (adopt()), and a pin of another shape is refused, never read or written.
  */
 import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Direction } from '../kernel/bpf.ts';
-import { assertBpffsDir } from '../kernel/bpf.ts';
+import type { CollectionSpec, Direction } from '../kernel/bpf.ts';
+import { assertBpffsDir, BpfMap, Program, StorageMap } from '../kernel/bpf.ts';
 import { ensureDir } from '../files.ts';
+
+/** The programs and maps of podmeter.bpf.c, as pinned in a PinDir. */
+export interface PinnedObjects {
+  programs: Record<Direction, Program>;
+  maps: { counters: StorageMap; peers: BpfMap; generation: BpfMap; slotNames: BpfMap };
+}
 
 export interface LinkPin {
   cgroupId: bigint;
@@ -65,6 +75,42 @@ export class PinDir {
   /** The storage map of agents before peer classes (one 16-byte slot). */
   get legacyMap(): string {
     return join(this.root, 'map_stats');
+  }
+
+  /**
+   * Opens the pinned programs and maps, each checked against `spec` (the
+   * object podmeter would load: map type, key and value size, max entries;
+   * program type and name, and that both programs use the pinned counters,
+   * peer trie and generation maps). A pin of another shape is a BpfError
+   * (ErrorCodes.pinShape) naming it and both shapes; nothing stays open.
+   */
+  adopt(spec: CollectionSpec): PinnedObjects {
+    const opened: { close(): void }[] = [];
+    const open = <T extends { close(): void }>(object: T): T => {
+      opened.push(object);
+      return object;
+    };
+    try {
+      const maps = {
+        counters: open(StorageMap.adopt(this.map, spec.map('podmeter_stats'))),
+        peers: open(BpfMap.adopt(this.peers, spec.map('podmeter_peers'))),
+        generation: open(BpfMap.adopt(this.generation, spec.map('podmeter_gen'))),
+        slotNames: open(BpfMap.adopt(this.slotNames, spec.map('podmeter_names'))),
+      };
+      const used = [
+        { map: maps.counters, what: 'map_counters' },
+        { map: maps.peers, what: 'map_peers' },
+        { map: maps.generation, what: 'map_generation' },
+      ];
+      const programs = {
+        ingress: open(Program.adopt(this.program('ingress'), spec.program('podmeter_ingress'), used)),
+        egress: open(Program.adopt(this.program('egress'), spec.program('podmeter_egress'), used)),
+      };
+      return { programs, maps };
+    } catch (err) {
+      for (const object of opened) object.close();
+      throw err;
+    }
   }
 
   link(cgroupId: bigint, direction: Direction): string {

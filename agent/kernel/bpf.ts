@@ -11,8 +11,10 @@ import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
 import { PODMETER_SLOTS } from './layout.ts';
+import { checkPinnedMap, checkPinnedProgram, type MapSpec, type ProgramSpec } from './spec.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
+export { CollectionSpec, type MapSpec, type ProgramSpec } from './spec.ts';
 
 export type Direction = 'ingress' | 'egress';
 export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
@@ -151,8 +153,91 @@ export class Program extends FdObject {
     return new Program(native.objGet(path), name, attachType);
   }
 
+  /**
+   * Opens the program pinned at `path` if it is `spec`'s (type and name) and
+   * uses every map of `maps`; otherwise a BpfError (ErrorCodes.pinShape)
+   * naming the pin and both shapes, with nothing left open.
+   */
+  static adopt(path: string, spec: ProgramSpec, maps: readonly { map: MapObject; what: string }[]): Program {
+    const program = Program.fromPin(path, spec.name, spec.attachType);
+    try {
+      checkPinnedProgram(path, program.info(), spec, maps.map((m) => ({ id: m.map.id, what: m.what })));
+    } catch (err) {
+      program.close();
+      throw err;
+    }
+    return program;
+  }
+
   info(): ProgInfo {
     return native.progInfo(this.fd);
+  }
+}
+
+/**
+ * A map fd with what the kernel said of it when it was opened: its id (every
+ * element call names it, so an fd that came to refer to another map is
+ * refused by the addon) and the sizes every key and value buffer must have.
+ */
+export abstract class MapObject extends FdObject {
+  readonly id: number;
+  readonly name: string;
+  readonly keySize: number;
+  /** Bytes of one value as the map declares it. */
+  readonly valueSize: number;
+  /** Bytes of a value as lookup and update move it (per-CPU maps: one rounded-up value per possible CPU). */
+  readonly valueBytes: number;
+
+  /** Takes ownership of `fd`: closed here if it is not a map. */
+  constructor(fd: number) {
+    super(fd);
+    let info: MapInfo;
+    try {
+      info = native.mapInfo(fd);
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+    this.id = info.id;
+    this.name = info.name;
+    this.keySize = info.keySize;
+    this.valueSize = info.valueSize;
+    this.valueBytes = info.valueBytes;
+  }
+
+  /**
+   * Opens the map pinned at `path` if its type, key size, value size and max
+   * entries are `spec`'s; otherwise a BpfError (ErrorCodes.pinShape)
+   * naming the pin and both shapes, with nothing left open.
+   */
+  static adopt<T extends MapObject>(this: new (fd: number) => T, path: string, spec: MapSpec): T {
+    const map = new this(native.objGet(path));
+    try {
+      checkPinnedMap(path, map.info(), spec);
+    } catch (err) {
+      map.close();
+      throw err;
+    }
+    return map;
+  }
+
+  info(): MapInfo {
+    return native.mapInfo(this.fd);
+  }
+
+  /** "map 'podmeter_peers' (id 42)" */
+  describe(): string {
+    return `map '${this.name}' (id ${this.id})`;
+  }
+
+  /** Throws a TypeError unless `bytes` is a Uint8Array of `want` bytes. */
+  protected checkBytes(method: string, what: 'key' | 'value', bytes: unknown, want: number): asserts bytes is Uint8Array {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError(`${method}: the ${what} must be a Uint8Array`);
+    this.checkSize(method, what, bytes.length, want);
+  }
+
+  protected checkSize(method: string, what: 'key' | 'value', got: number, want: number): void {
+    if (got !== want) throw new TypeError(`${method}: ${what} of ${got} bytes for ${this.describe()}, whose ${what}s are ${want} bytes`);
   }
 }
 
@@ -162,17 +247,9 @@ export class Program extends FdObject {
  * own peer cache, which readers skip; the storage of agents before peer
  * classes had one slot, 16 bytes).
  */
-export class StorageMap extends FdObject {
-  #valueSize: number | undefined;
-
+export class StorageMap extends MapObject {
   static fromPin(path: string): StorageMap {
     return new StorageMap(native.objGet(path));
-  }
-
-  /** Bytes of one CPU's value: 16 per slot. */
-  get valueSize(): number {
-    this.#valueSize ??= this.info().valueSize;
-    return this.#valueSize;
   }
 
   /** Counter slots per value: 1 for the old 16-byte layout, PODMETER_SLOTS for the current one. */
@@ -182,7 +259,7 @@ export class StorageMap extends FdObject {
 
   /** Per-CPU slots of one cgroup and direction (perCpu[cpu][slot]), or undefined when there is no such entry. */
   lookup(cgroupId: bigint, direction: Direction): Counters[][] | undefined {
-    const raw = native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize);
+    const raw = native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id);
     if (raw === undefined) return undefined;
     const words = this.valueSize / 8;
     const counterWords = 2 * this.slots;
@@ -197,7 +274,7 @@ export class StorageMap extends FdObject {
 
   /** Each slot summed over CPUs (readUnit's half for this direction); undefined when there is no such entry. */
   read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    if (native.storageLookup(this.fd, cgroupId, ATTACH_TYPE[direction], this.valueSize) === undefined) return undefined;
+    if (native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id) === undefined) return undefined;
     const sums = this.readUnit(cgroupId);
     if (sums === undefined) return undefined;
     const half = direction === 'ingress' ? sums.subarray(0, sums.length / 2) : sums.subarray(sums.length / 2);
@@ -215,49 +292,53 @@ export class StorageMap extends FdObject {
    * cgroup costs no new BigInts).
    */
   readUnit(cgroupId: bigint, previous?: BigUint64Array): BigUint64Array | undefined {
-    return native.storageSums(this.fd, cgroupId, this.valueSize, 2 * this.slots, previous);
+    return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, 2 * this.slots, previous, this.id);
   }
 
   keys(): { cgroupId: bigint; direction: Direction }[] {
     const keys: { cgroupId: bigint; direction: Direction }[] = [];
-    for (const k of native.storageKeys(this.fd)) {
+    for (const k of native.storageKeys(this.fd, this.id)) {
       const direction = directionOf(k.attachType);
       if (direction !== undefined) keys.push({ cgroupId: k.cgroupId, direction });
     }
     return keys;
   }
-
-  info(): MapInfo {
-    return native.mapInfo(this.fd);
-  }
 }
 
-/** An ordinary map (hash, array, LPM trie) with keys and values as raw bytes. */
-export class BpfMap extends FdObject {
+function checkCgroupId(id: unknown): bigint {
+  if (typeof id !== 'bigint') throw new TypeError('a cgroup id must be a bigint');
+  if (id < 0n || id >= 1n << 64n) throw new RangeError(`cgroup id ${id} is not a u64`);
+  return id;
+}
+
+/** An ordinary map (hash, array, LPM trie) with keys and values as raw bytes of the map's own key and value sizes. */
+export class BpfMap extends MapObject {
   static fromPin(path: string): BpfMap {
     return new BpfMap(native.objGet(path));
   }
 
   update(key: Uint8Array, value: Uint8Array): void {
-    native.mapUpdate(this.fd, key, value);
+    this.checkBytes('update', 'key', key, this.keySize);
+    this.checkBytes('update', 'value', value, this.valueBytes);
+    native.mapUpdate(this.fd, key, value, this.id);
   }
 
   /** false when there was no such key. */
   delete(key: Uint8Array): boolean {
-    return native.mapDelete(this.fd, key);
+    this.checkBytes('delete', 'key', key, this.keySize);
+    return native.mapDelete(this.fd, key, this.id);
   }
 
   /** The value (valueSize bytes), or undefined when there is no such key (for an LPM trie: no prefix matches). */
   lookup(key: Uint8Array, valueSize: number): Uint8Array | undefined {
-    return native.mapLookup(this.fd, key, valueSize);
+    this.checkBytes('lookup', 'key', key, this.keySize);
+    this.checkSize('lookup', 'value', valueSize, this.valueBytes);
+    return native.mapLookup(this.fd, key, valueSize, this.id);
   }
 
   keys(keySize: number): Uint8Array[] {
-    return native.mapKeys(this.fd, keySize);
-  }
-
-  info(): MapInfo {
-    return native.mapInfo(this.fd);
+    this.checkSize('keys', 'key', keySize, this.keySize);
+    return native.mapKeys(this.fd, keySize, this.id);
   }
 }
 

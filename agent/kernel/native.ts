@@ -17,6 +17,8 @@ export interface MapInfo {
   typeName: string;
   keySize: number;
   valueSize: number;
+  /** Bytes of a value as lookup and update move it: valueSize, or for per-CPU maps round_up(valueSize, 8) x possible CPUs. */
+  valueBytes: number;
   maxEntries: number;
   flags: number;
   /** Bytes, from /proc/self/fdinfo `memlock:`; -1 when the kernel does not report it. */
@@ -45,9 +47,37 @@ export interface LinkInfo {
   attachType?: number;
 }
 
+/** A map as a BPF object file declares it (objectSpec: the ELF read, nothing loaded). */
+export interface RawMapSpec {
+  name: string;
+  type: number;
+  typeName: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** A program as a BPF object file declares it. */
+export interface RawProgramSpec {
+  name: string;
+  type: number;
+  typeName: string;
+  attachType: number;
+  attachTypeName: string;
+}
+
+/**
+ * Every function taking a map fd and a buffer (or a size the addon allocates)
+ * also takes `mapId`, the id of the map the caller means: the addon asks the
+ * kernel what the fd is before any map syscall and throws (TypeError, or
+ * BpfError EBADF for a closed fd) when it is not that map or a buffer's
+ * length is not the map's key or value size (agent/native/src/shape.h).
+ */
 export interface NativeAddon {
   setErrorClass(ctor: typeof BpfError): void;
   openObject(path: string): RawObject;
+  objectSpec(path: string): { maps: RawMapSpec[]; programs: RawProgramSpec[] };
   attachCgroupLink(progFd: number, cgroupPath: string, attachType: number): number;
   attachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   detachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
@@ -55,14 +85,14 @@ export interface NativeAddon {
   linkDetach(linkFd: number): void;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
-  storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number): BigUint64Array | undefined;
-  storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous?: BigUint64Array): BigUint64Array | undefined;
-  storageKeys(mapFd: number): { cgroupId: bigint; attachType: number }[];
+  storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number, mapId: number): BigUint64Array | undefined;
+  storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous: BigUint64Array | undefined, mapId: number): BigUint64Array | undefined;
+  storageKeys(mapFd: number, mapId: number): { cgroupId: bigint; attachType: number }[];
   possibleCpus(): number;
-  mapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
-  mapDelete(fd: number, key: Uint8Array): boolean;
-  mapLookup(fd: number, key: Uint8Array, valueSize: number): Uint8Array | undefined;
-  mapKeys(fd: number, keySize: number): Uint8Array[];
+  mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): void;
+  mapDelete(fd: number, key: Uint8Array, mapId: number): boolean;
+  mapLookup(fd: number, key: Uint8Array, valueSize: number, mapId: number): Uint8Array | undefined;
+  mapKeys(fd: number, keySize: number, mapId: number): Uint8Array[];
   listMaps(afterId?: number, limit?: number): MapInfo[];
   listPrograms(afterId?: number, limit?: number): ProgInfo[];
   mapInfo(fd: number): MapInfo;

@@ -10,7 +10,8 @@
         "src/storage.cc",
         "src/elements.cc",
         "src/inventory.cc",
-        "src/limits.cc"
+        "src/limits.cc",
+        "src/shape.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "shape.h"
 
 namespace podmeter {
 namespace {
@@ -49,6 +50,7 @@ int DescribeMap(Napi::Env env, int fd, Napi::Object out) {
   out.Set("typeName", TypeName(libbpf_bpf_map_type_str(static_cast<bpf_map_type>(info.type)), info.type));
   out.Set("keySize", info.key_size);
   out.Set("valueSize", info.value_size);
+  out.Set("valueBytes", static_cast<double>(ValueBytes(info.type, info.value_size)));
   out.Set("maxEntries", info.max_entries);
   out.Set("flags", info.map_flags);
   out.Set("memlock", ReadMemlock(fd));
@@ -132,14 +134,18 @@ Napi::Value ListAll(const Napi::CallbackInfo& info, NextId next, FdById open, De
   return result;
 }
 
-Napi::Value DescribeFd(const Napi::CallbackInfo& info, Describe describe, const char* what) {
+// The kernel describes any BPF fd into any info struct: an fd of another
+// kind (a map's fd given to progInfo) must be refused, not misread.
+Napi::Value DescribeFd(const Napi::CallbackInfo& info, Describe describe, const char* what, const char* kind) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) {
     ThrowTypeError(env, std::string(what) + ": fd must be a number");
     return env.Undefined();
   }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (!CheckFdKind(env, what, fd, kind)) return env.Undefined();
   Napi::Object out = Napi::Object::New(env);
-  int err = describe(env, info[0].As<Napi::Number>().Int32Value(), out);
+  int err = describe(env, fd, out);
   if (err != 0) {
     ThrowSystemError(env, err, "bpf(BPF_OBJ_GET_INFO_BY_FD)", what);
     return env.Undefined();
@@ -175,9 +181,9 @@ Napi::Value ListPrograms(const Napi::CallbackInfo& info) {
   return ListAll(info, bpf_prog_get_next_id, bpf_prog_get_fd_by_id, DescribeProgram, "list BPF programs");
 }
 
-Napi::Value MapInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeMap, "describe map"); }
-Napi::Value ProgInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeProgram, "describe program"); }
-Napi::Value LinkInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeLink, "describe link"); }
+Napi::Value MapInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeMap, "describe map", "bpf-map"); }
+Napi::Value ProgInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeProgram, "describe program", "bpf-prog"); }
+Napi::Value LinkInfo(const Napi::CallbackInfo& info) { return DescribeFd(info, DescribeLink, "describe link", "bpf-link|bpf_link"); }
 
 Napi::Value EnableRunTimeStats(const Napi::CallbackInfo& info) {
   int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);

@@ -77,3 +77,56 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace podmeter
+
+namespace podmeter {
+
+// Reads the ELF only (bpf_object__open_file, no load): nothing reaches the
+// kernel, so an agent can compare pins with the object it would load.
+Napi::Value ObjectSpec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowTypeError(env, "objectSpec(path): path must be a string");
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>();
+  BeginLibbpfLog();
+  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
+  if (obj == nullptr) {
+    int err = errno;
+    ThrowSystemError(env, err, "bpf_object__open_file", "read BPF object", path, EndLibbpfLog());
+    return env.Undefined();
+  }
+  EndLibbpfLog();
+  auto str = [](const char* s, unsigned n) { return s != nullptr ? std::string(s) : "unknown(" + std::to_string(n) + ")"; };
+  Napi::Array maps = Napi::Array::New(env);
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", bpf_map__name(map));
+    m.Set("type", static_cast<double>(bpf_map__type(map)));
+    m.Set("typeName", str(libbpf_bpf_map_type_str(bpf_map__type(map)), bpf_map__type(map)));
+    m.Set("keySize", bpf_map__key_size(map));
+    m.Set("valueSize", bpf_map__value_size(map));
+    m.Set("maxEntries", bpf_map__max_entries(map));
+    m.Set("flags", bpf_map__map_flags(map));
+    maps.Set(maps.Length(), m);
+  }
+  Napi::Array programs = Napi::Array::New(env);
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    Napi::Object p = Napi::Object::New(env);
+    p.Set("name", bpf_program__name(prog));
+    p.Set("type", static_cast<double>(bpf_program__type(prog)));
+    p.Set("typeName", str(libbpf_bpf_prog_type_str(bpf_program__type(prog)), bpf_program__type(prog)));
+    p.Set("attachType", static_cast<double>(bpf_program__expected_attach_type(prog)));
+    p.Set("attachTypeName", str(libbpf_bpf_attach_type_str(bpf_program__expected_attach_type(prog)), bpf_program__expected_attach_type(prog)));
+    programs.Set(programs.Length(), p);
+  }
+  bpf_object__close(obj);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("maps", maps);
+  result.Set("programs", programs);
+  return result;
+}
+
+}  // namespace podmeter

@@ -5,4 +5,8 @@ namespace podmeter {
 // openObject(path): loads a BPF ELF object into the kernel and returns the
 // fds of its programs and maps; the JS side owns (and closes) every fd.
 Napi::Value OpenObject(const Napi::CallbackInfo& info);
+// objectSpec(path): what the object declares, without loading it: each map's
+// type, key and value size, max entries and flags, each program's type and
+// expected attach type (the shapes pins adopted at start must have).
+Napi::Value ObjectSpec(const Napi::CallbackInfo& info);
 }  // namespace podmeter

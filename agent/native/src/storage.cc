@@ -9,30 +9,33 @@
 
 #include "errors.h"
 #include "podmeter.h"
+#include "shape.h"
 
 namespace podmeter {
 namespace {
 
-int CachedPossibleCpus() {
-  static int cpus = libbpf_num_possible_cpus();
-  return cpus;
-}
+const uint32_t kPerCpuStorage[] = {BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE};
+const uint32_t kAnyStorage[] = {BPF_MAP_TYPE_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE};
 
-// Words of one per-CPU value read (valueSize / 8 per possible CPU); 0 with a JS exception pending when the CPUs cannot be counted.
-size_t PerCpuWords(Napi::Env env, uint32_t valueSize) {
-  int cpus = CachedPossibleCpus();
-  if (cpus < 0) {
-    ThrowSystemError(env, -cpus, "read", "count possible CPUs", "/sys/devices/system/cpu/possible");
-    return 0;
-  }
-  return static_cast<size_t>(valueSize / 8) * cpus;
+// The map behind the fd must be a cgroup storage map (per-CPU, when `perCpu`)
+// keyed by bpf_cgroup_storage_key, with values of `valueSize` bytes unless
+// that is 0: the buffers below are sized from these, and the kernel writes
+// the map's own sizes into them. False with a JS exception pending.
+bool ReadStorageShape(Napi::Env env, const char* fn, const Napi::Value& fdArg, const Napi::Value& mapIdArg, bool perCpu,
+                      uint32_t valueSize, int* fd, MapShape* shape) {
+  if (!ReadMapShape(env, fn, fdArg, mapIdArg, fd, shape)) return false;
+  if (perCpu ? !CheckMapType(env, fn, *shape, kPerCpuStorage, 1) : !CheckMapType(env, fn, *shape, kAnyStorage, 2)) return false;
+  if (!CheckSize(env, fn, *shape, "key", sizeof(bpf_cgroup_storage_key), shape->keySize)) return false;
+  return valueSize == 0 || CheckSize(env, fn, *shape, "value", valueSize, shape->valueSize);
 }
 
 // Reads one cgroup storage entry (every possible CPU's value) into `out`,
-// sized by the caller to valueSize / 8 words per possible CPU. Returns false
-// with a JS exception pending when the lookup fails; `found` is false when
-// there is no such entry (not attached, or already released).
-bool LookupPerCpu(Napi::Env env, int fd, uint64_t cgroupId, bpf_attach_type attachType, std::vector<uint64_t>& out, bool& found) {
+// sized by the caller to the map's value bytes (shape.h: valueSize / 8 words
+// per possible CPU). Returns false with a JS exception pending when the
+// lookup fails; `found` is false when there is no such entry (not attached,
+// or already released).
+bool LookupPerCpu(Napi::Env env, int fd, const MapShape& shape, uint64_t cgroupId, bpf_attach_type attachType,
+                  std::vector<uint64_t>& out, bool& found) {
   bpf_cgroup_storage_key key;
   memset(&key, 0, sizeof key);  // the padding is part of the key
   key.cgroup_inode_id = cgroupId;
@@ -40,10 +43,17 @@ bool LookupPerCpu(Napi::Env env, int fd, uint64_t cgroupId, bpf_attach_type atta
   // Per-CPU values come back as one value per possible CPU, each rounded up
   // to 8 bytes; podmeter's values are u64s only, so no padding between CPUs.
   static_assert(sizeof(podmeter_slots) % 8 == 0, "counter slots must stay u64s");
+  if (out.size() * 8 != shape.valueBytes) {  // the callers' invariant, kept where the kernel writes
+    ThrowTypeError(env, "read cgroup counters: a buffer of " + std::to_string(out.size() * 8) + " bytes for " +
+                            shape.Describe() + ", whose values are " + std::to_string(shape.valueBytes) + " bytes");
+    return false;
+  }
+  KernelTouches(&key, shape.keySize);
+  KernelTouches(out.data(), shape.valueBytes);
   int rc = bpf_map_lookup_elem(fd, &key, out.data());
   found = rc == 0;
   if (rc < 0 && rc != -ENOENT) {
-    ThrowSystemError(env, -rc, "bpf(BPF_MAP_LOOKUP_ELEM)", "read cgroup counters");
+    ThrowSystemError(env, -rc, "bpf(BPF_MAP_LOOKUP_ELEM)", "read cgroup counters of " + shape.Describe());
     return false;
   }
   return true;
@@ -52,7 +62,7 @@ bool LookupPerCpu(Napi::Env env, int fd, uint64_t cgroupId, bpf_attach_type atta
 }  // namespace
 
 Napi::Value PossibleCpus(const Napi::CallbackInfo& info) {
-  int cpus = CachedPossibleCpus();
+  int cpus = NumPossibleCpus();
   if (cpus < 0) {
     ThrowSystemError(info.Env(), -cpus, "read", "count possible CPUs", "/sys/devices/system/cpu/possible");
     return info.Env().Undefined();
@@ -62,23 +72,24 @@ Napi::Value PossibleCpus(const Napi::CallbackInfo& info) {
 
 Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || !info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber()) {
-    ThrowTypeError(env, "storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number)");
+  if (!info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber()) {
+    ThrowTypeError(env, "storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number, mapId: number)");
     return env.Undefined();
   }
   bool lossless;
   uint64_t cgroupId = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
-  uint32_t valueSize = info[3].As<Napi::Number>().Uint32Value();
-  if (valueSize == 0 || valueSize % 8 != 0 || valueSize > 4096) {
+  double valueSize = info[3].As<Napi::Number>().DoubleValue();
+  if (!(valueSize >= 8 && valueSize <= 4096 && valueSize == static_cast<double>(static_cast<uint32_t>(valueSize) / 8 * 8))) {
     ThrowTypeError(env, "storageLookup: valueSize must be a multiple of 8 bytes, at most 4096");
     return env.Undefined();
   }
-  size_t n = PerCpuWords(env, valueSize);
-  if (n == 0) return env.Undefined();
-  std::vector<uint64_t> values(n);
+  int fd;
+  MapShape shape;
+  if (!ReadStorageShape(env, "storageLookup", info[0], info[4], true, static_cast<uint32_t>(valueSize), &fd, &shape)) return env.Undefined();
+  std::vector<uint64_t> values(shape.valueBytes / 8);
   bool found;
   auto attachType = static_cast<bpf_attach_type>(info[2].As<Napi::Number>().Uint32Value());
-  if (!LookupPerCpu(env, info[0].As<Napi::Number>().Int32Value(), cgroupId, attachType, values, found) || !found) return env.Undefined();
+  if (!LookupPerCpu(env, fd, shape, cgroupId, attachType, values, found) || !found) return env.Undefined();
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, values.size() * 8);
   memcpy(buffer.Data(), values.data(), values.size() * 8);
   return Napi::TypedArrayOf<uint64_t>::New(env, values.size(), buffer, 0, napi_biguint64_array);
@@ -91,33 +102,35 @@ Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
 // `previous` itself comes back: the caller skips all per-slot work.
 Napi::Value StorageSums(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || !info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber() || !(info[4].IsUndefined() || info[4].IsTypedArray())) {
-    ThrowTypeError(env, "storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous?: BigUint64Array)");
+  if (!info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber() || !(info[4].IsUndefined() || info[4].IsTypedArray())) {
+    ThrowTypeError(env, "storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous: BigUint64Array | undefined, mapId: number)");
     return env.Undefined();
   }
-  int fd = info[0].As<Napi::Number>().Int32Value();
   bool lossless;
   uint64_t cgroupId = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
-  uint32_t valueSize = info[2].As<Napi::Number>().Uint32Value();
-  size_t words = info[3].As<Napi::Number>().Uint32Value();
-  if (valueSize == 0 || valueSize % 8 != 0 || valueSize > 4096 || words > valueSize / 8) {
-    ThrowTypeError(env, "storageSums: valueSize must be a multiple of 8 bytes, at most 4096, and words at most valueSize / 8");
+  double valueSize = info[2].As<Napi::Number>().DoubleValue();
+  double wordsArg = info[3].As<Napi::Number>().DoubleValue();
+  if (!(valueSize >= 8 && valueSize <= 4096 && valueSize == static_cast<double>(static_cast<uint32_t>(valueSize) / 8 * 8)) ||
+      !(wordsArg >= 0 && wordsArg <= valueSize / 8 && wordsArg == static_cast<double>(static_cast<uint32_t>(wordsArg)))) {
+    ThrowTypeError(env, "storageSums: valueSize must be a multiple of 8 bytes, at most 4096, and words a whole number at most valueSize / 8");
     return env.Undefined();
   }
-  size_t perCpu = valueSize / 8;
-  size_t n = PerCpuWords(env, valueSize);
-  if (n == 0) return env.Undefined();
-  std::vector<uint64_t> values(n);
+  int fd;
+  MapShape shape;
+  if (!ReadStorageShape(env, "storageSums", info[0], info[5], true, static_cast<uint32_t>(valueSize), &fd, &shape)) return env.Undefined();
+  size_t words = static_cast<size_t>(wordsArg);
+  size_t perCpu = shape.valueSize / 8;
+  std::vector<uint64_t> values(shape.valueBytes / 8);
   std::vector<uint64_t> sums(2 * words, 0);
   bool any = false;
   const bpf_attach_type directions[] = {BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS};
   for (size_t d = 0; d < 2; d++) {
     bool found;
-    if (!LookupPerCpu(env, fd, cgroupId, directions[d], values, found)) return env.Undefined();
+    if (!LookupPerCpu(env, fd, shape, cgroupId, directions[d], values, found)) return env.Undefined();
     if (!found) continue;
     any = true;
     uint64_t* out = sums.data() + d * words;
-    for (size_t cpu = 0; cpu < values.size(); cpu += perCpu) {
+    for (size_t cpu = 0; cpu + perCpu <= values.size(); cpu += perCpu) {
       for (size_t i = 0; i < words; i++) out[i] += values[cpu + i];
     }
   }
@@ -136,21 +149,21 @@ Napi::Value StorageSums(const Napi::CallbackInfo& info) {
 
 Napi::Value StorageKeys(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber()) {
-    ThrowTypeError(env, "storageKeys(mapFd: number)");
-    return env.Undefined();
-  }
-  int fd = info[0].As<Napi::Number>().Int32Value();
+  int fd;
+  MapShape shape;
+  if (!ReadStorageShape(env, "storageKeys", info[0], info[1], false, 0, &fd, &shape)) return env.Undefined();
   Napi::Array keys = Napi::Array::New(env);
   bpf_cgroup_storage_key key, next;
   memset(&key, 0, sizeof key);
   memset(&next, 0, sizeof next);
   const void* prev = nullptr;  // NULL asks for the first key
   for (;;) {
+    if (prev != nullptr) KernelTouches(prev, shape.keySize);
+    KernelTouches(&next, shape.keySize);
     int rc = bpf_map_get_next_key(fd, prev, &next);
     if (rc == -ENOENT) break;
     if (rc < 0) {
-      ThrowSystemError(env, -rc, "bpf(BPF_MAP_GET_NEXT_KEY)", "list cgroup storage keys");
+      ThrowSystemError(env, -rc, "bpf(BPF_MAP_GET_NEXT_KEY)", "list cgroup storage keys of " + shape.Describe());
       return env.Undefined();
     }
     Napi::Object k = Napi::Object::New(env);

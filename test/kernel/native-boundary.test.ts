@@ -1,0 +1,302 @@
+// The native boundary (issue 23, item 3): every addon function that takes a
+// map fd and a buffer, or a size it allocates for the kernel to fill, is
+// called with generated arguments: buffers of random lengths, fds of other
+// maps, of programs, links and files, closed fds, ids of other maps. Each
+// such call must be a JS exception thrown before any map syscall (TypeError,
+// or BpfError EBADF for an fd that is not open), never a crash, an
+// out-of-bounds read or write (test/kernel/native-asan.test.ts runs this file
+// under AddressSanitizer), or a write into another map; the same calls with
+// the map's own sizes still work. Needs root (BPF maps, a test cgroup,
+// bpffs) and python3 (test/helpers/mapholder.py makes the per-CPU maps).
+import assert from 'node:assert/strict';
+import { closeSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StorageMap } from '../../agent/kernel/bpf.ts';
+import { BpfError } from '../../agent/kernel/errors.ts';
+import { native } from '../../agent/kernel/native.ts';
+import { makeBpffsDir } from '../helpers/bpffs.ts';
+import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { MAP_TYPE, startHolder, uniqueComm } from '../helpers/mapHolder.ts';
+
+/** Generated calls per property (each a few syscalls). */
+const RUNS = 10_000;
+
+interface Target {
+  what: string;
+  map: MapObject;
+  storage: boolean;
+}
+
+/** One process-wide set of maps and other fds the properties draw from. */
+async function fixture(t: test.TestContext) {
+  const pm = BpfObject.load(bpfObjectPath('podmeter'));
+  const legacy = BpfObject.load(bpfObjectPath('legacy'));
+  t.after(() => {
+    pm.close();
+    legacy.close();
+  });
+  // Per-CPU maps (values rounded up to 8 bytes per possible CPU), and a
+  // sentinel of the slot names' key and value sizes that no call means:
+  // made by another process, pinned, and opened here from the pins.
+  const pins = makeBpffsDir(t);
+  const holder = await startHolder(t, { comm: uniqueComm('nb') });
+  const fromHolder = async (name: string, type: number, key: number, value: number, max: number): Promise<BpfMap> => {
+    const made = await holder.create({ name, type, key, value, max });
+    const path = join(pins.path, name);
+    await holder.pin(made.fd, path);
+    return BpfMap.fromPin(path);
+  };
+  const percpuArray = await fromHolder('pmt_pcpu_array', MAP_TYPE.percpuArray, 4, 12, 4);
+  const percpuHash = await fromHolder('pmt_pcpu_hash', MAP_TYPE.percpuHash, 8, 8, 16);
+  const sentinel = await fromHolder('pmt_sentinel', MAP_TYPE.hash, 4, 64, 15);
+  // A map that stays (pinned) whose fd here is closed: its number may be reused by anything.
+  const closedMap = await fromHolder('pmt_closed', MAP_TYPE.hash, 4, 64, 15);
+  const closed = { fd: closedMap.fd, id: closedMap.id };
+  await holder.stop();
+
+  const targets: Target[] = [
+    { what: 'storage', map: pm.takeStorageMap('podmeter_stats'), storage: true },
+    { what: 'legacy storage', map: legacy.takeStorageMap('podmeter_stats'), storage: true },
+    { what: 'peer trie', map: pm.takeMap('podmeter_peers'), storage: false },
+    { what: 'generation', map: pm.takeMap('podmeter_gen'), storage: false },
+    { what: 'slot names', map: pm.takeMap('podmeter_names'), storage: false },
+    { what: 'per-CPU array', map: percpuArray, storage: false },
+    { what: 'per-CPU hash', map: percpuHash, storage: false },
+  ];
+  // Fds that are not (or no longer) any map the call means.
+  const cg = makeTestCgroup(t);
+  const link = attachCgroup({ cgroupPath: cg.path, program: pm.program('podmeter_egress') });
+  const file = openSync('/dev/null', 'r');
+  t.after(() => {
+    for (const map of [...targets.map((x) => x.map), sentinel]) map.close();
+    link.close();
+    closeSync(file);
+  });
+  closedMap.close(); // last: nothing here opens an fd after it, so its number stays unused
+  const others = {
+    sentinel: sentinel.fd,
+    closed: closed.fd,
+    program: pm.program('podmeter_ingress').fd,
+    link: link.fd,
+    file,
+    stdin: 0,
+    negative: -1,
+  };
+  return { targets, sentinel, others, closedId: closed.id };
+}
+
+type Fixture = Awaited<ReturnType<typeof fixture>>;
+
+/**
+ * A generated call: drawn for `target` (sizes are often its own), with the fd,
+ * id and sizes it actually passes; `meant` is the map the fd and id agree on
+ * (undefined when they do not: the call must throw).
+ */
+interface Call {
+  target: Target;
+  meant: Target | undefined;
+  fd: number;
+  mapId: number;
+  keyLen: number;
+  valueLen: number;
+  /** mapLookup's valueSize, storage*'s valueSize (any number: 3.5, 2^32 + 4, NaN). */
+  size: number;
+  words: number;
+  cgroupId: bigint;
+  attachType: number;
+  seed: number;
+}
+
+function calls(fx: Fixture): fc.Arbitrary<Call> {
+  const ids = fx.targets.map((x) => x.map.id);
+  return fc
+    .record({
+      targetIndex: fc.nat(fx.targets.length - 1),
+      fdChoice: fc.oneof(
+        { weight: 6, arbitrary: fc.constant<'target'>('target') },
+        { weight: 1, arbitrary: fc.nat(fx.targets.length - 1).map((i) => ({ other: i })) },
+        { weight: 2, arbitrary: fc.constantFrom(...(Object.keys(fx.others) as (keyof Fixture['others'])[])).map((named) => ({ named })) },
+        { weight: 1, arbitrary: fc.integer({ min: -3, max: 4096 }).map((fd) => ({ fd })) },
+      ),
+      idChoice: fc.oneof(
+        { weight: 6, arbitrary: fc.constant<'target'>('target') },
+        // Never the sentinel's id: no call may mean it.
+        { weight: 1, arbitrary: fc.constantFrom(...ids, fx.closedId) },
+        { weight: 1, arbitrary: fc.oneof(fc.integer(), fc.double()) },
+      ),
+      keyLen: fc.oneof(fc.constant(-1), fc.nat(80)),
+      valueLen: fc.oneof(fc.constant(-1), fc.nat(4200)),
+      size: fc.oneof({ weight: 3, arbitrary: fc.constant(-1) }, fc.nat(4200), fc.double(), fc.constant(2 ** 32 + 16)),
+      words: fc.oneof(fc.constant(-1), fc.nat(40), fc.double()),
+      cgroupId: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+      attachType: fc.nat(3),
+      seed: fc.nat(),
+    })
+    .map((r) => {
+      const target = fx.targets[r.targetIndex]!;
+      const m = target.map;
+      let fd: number;
+      if (r.fdChoice === 'target') fd = m.fd;
+      else if ('named' in r.fdChoice) fd = fx.others[r.fdChoice.named];
+      else if ('other' in r.fdChoice) fd = fx.targets[r.fdChoice.other]!.map.fd;
+      else fd = r.fdChoice.fd;
+      const mapId = r.idChoice === 'target' ? m.id : r.idChoice;
+      const meant = fx.targets.find((x) => x.map.fd === fd && x.map.id === mapId);
+      // -1 stands for "the right value": drawn often, so that good calls are tested too.
+      return {
+        target,
+        meant,
+        fd,
+        mapId,
+        keyLen: r.keyLen < 0 ? m.keySize : r.keyLen,
+        valueLen: r.valueLen < 0 ? m.valueBytes : r.valueLen,
+        size: r.size === -1 ? (target.storage ? m.valueSize : m.valueBytes) : r.size,
+        words: r.words === -1 ? Math.min(2, m.valueSize / 8) : r.words,
+        cgroupId: r.cgroupId,
+        attachType: r.attachType,
+        seed: r.seed,
+      };
+    });
+}
+
+function bytes(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (seed + i * 131) & 0xff;
+  return out;
+}
+
+/**
+ * Runs `fn`; a call that `good` says is right may succeed or fail in the
+ * kernel's own map syscall (an array index out of range, a trie prefix too
+ * long, no such key: a BpfError naming a bpf(BPF_MAP_*) syscall); any other
+ * must throw a TypeError or a BpfError that no map syscall made.
+ */
+function expectOutcome(good: boolean, fn: () => unknown, check: (result: unknown) => void, describe: () => string): void {
+  let result: unknown;
+  let error: unknown;
+  try {
+    result = fn();
+  } catch (err) {
+    error = err;
+  }
+  if (good) {
+    if (error === undefined) return check(result);
+    assert.ok(error instanceof BpfError && /^bpf\(BPF_MAP_/.test(error.syscall ?? ''), `a right call failed outside the map syscall: ${String(error)} (${describe()})`);
+    return;
+  }
+  assert.ok(error !== undefined, `expected an exception, got ${String(result)} (${describe()})`);
+  const checked = error instanceof TypeError || (error instanceof BpfError && !/BPF_MAP_/.test(error.syscall ?? ''));
+  assert.ok(checked, `expected a TypeError or a BpfError before any map syscall, got ${String(error)} (${describe()})`);
+}
+
+const show = (c: Call) => () => `drawn for ${c.target.what} (fd ${c.target.map.fd}, id ${c.target.map.id}): fd ${c.fd}, id ${c.mapId}, meant ${c.meant?.what ?? 'nothing'}; key ${c.keyLen}, value ${c.valueLen}, size ${c.size}, words ${c.words}`;
+
+test('element calls with random buffer sizes, fds and ids throw unless every size and the map are right', { timeout: 600_000 }, async (t) => {
+  const fx = await fixture(t);
+  const sentinelBefore = native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id);
+  let good = 0;
+  fc.assert(
+    fc.property(calls(fx), fc.constantFrom('mapUpdate', 'mapDelete', 'mapLookup', 'mapKeys'), (c, fn) => {
+      const m = (c.meant ?? c.target).map;
+      const keyOk = c.keyLen === m.keySize;
+      const ok = c.meant !== undefined;
+      const key = bytes(c.keyLen, c.seed);
+      switch (fn) {
+        case 'mapUpdate': {
+          const right = ok && keyOk && c.valueLen === m.valueBytes;
+          good += right ? 1 : 0;
+          return expectOutcome(right, () => native.mapUpdate(c.fd, key, bytes(c.valueLen, c.seed), c.mapId), () => {}, show(c));
+        }
+        case 'mapDelete':
+          return expectOutcome(ok && keyOk, () => native.mapDelete(c.fd, key, c.mapId), (r) => assert.equal(typeof r, 'boolean'), show(c));
+        case 'mapLookup':
+          return expectOutcome(
+            ok && keyOk && c.size === m.valueBytes,
+            () => native.mapLookup(c.fd, key, c.size, c.mapId),
+            (r) => assert.ok(r === undefined || (r instanceof Uint8Array && r.length === m.valueBytes), `lookup returned ${String(r)}`),
+            show(c),
+          );
+        case 'mapKeys':
+          return expectOutcome(
+            ok && c.keyLen === m.keySize,
+            () => native.mapKeys(c.fd, c.keyLen, c.mapId),
+            (r) => assert.ok(Array.isArray(r) && r.every((k) => k instanceof Uint8Array && k.length === m.keySize)),
+            show(c),
+          );
+      }
+    }),
+    { numRuns: RUNS },
+  );
+  assert.ok(good > RUNS / 50, `enough right updates were generated to show they work (${good})`);
+  // The sentinel had the slot names' key and value sizes: only its id told it apart.
+  assert.deepEqual(native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id), sentinelBefore, 'nothing was written into a map no call meant');
+});
+
+test('storage calls with random sizes, fds and ids throw unless the fd is the per-CPU cgroup storage map meant and valueSize is its own', { timeout: 600_000 }, async (t) => {
+  const fx = await fixture(t);
+  fc.assert(
+    fc.property(calls(fx), fc.constantFrom('storageLookup', 'storageSums', 'storageKeys'), fc.boolean(), (c, fn, withPrevious) => {
+      const m = (c.meant ?? c.target).map;
+      const isStorage = c.meant?.storage === true;
+      const sizeOk = isStorage && c.size === m.valueSize;
+      switch (fn) {
+        case 'storageLookup':
+          return expectOutcome(
+            sizeOk,
+            () => native.storageLookup(c.fd, c.cgroupId, c.attachType, c.size, c.mapId),
+            (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length * 8 === m.valueBytes)),
+            show(c),
+          );
+        case 'storageSums': {
+          const wordsOk = Number.isInteger(c.words) && c.words >= 0 && c.words <= m.valueSize / 8;
+          const previous = withPrevious ? new BigUint64Array(wordsOk ? 2 * c.words : 2) : undefined;
+          return expectOutcome(
+            sizeOk && wordsOk,
+            () => native.storageSums(c.fd, c.cgroupId, c.size, c.words, previous, c.mapId),
+            (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length === 2 * c.words)),
+            show(c),
+          );
+        }
+        case 'storageKeys':
+          return expectOutcome(isStorage, () => native.storageKeys(c.fd, c.mapId), (r) => assert.ok(Array.isArray(r)), show(c));
+      }
+    }),
+    { numRuns: RUNS },
+  );
+});
+
+test('describing an fd of another kind (map, program, link, file, closed) throws instead of misreading it', async (t) => {
+  const fx = await fixture(t);
+  const kinds = { map: fx.targets[0]!.map.fd, program: fx.others.program, link: fx.others.link, file: fx.others.file, closed: fx.others.closed, negative: -1 };
+  const describe = { map: native.mapInfo, program: native.progInfo, link: native.linkInfo } as const;
+  for (const [fdKind, fd] of Object.entries(kinds)) {
+    for (const [want, fn] of Object.entries(describe)) {
+      if (fdKind === want) {
+        assert.equal(typeof fn(fd).id, 'number');
+        continue;
+      }
+      assert.throws(() => fn(fd), (err: unknown) => err instanceof TypeError || (err instanceof BpfError && err.code === 'EBADF'), `${want}Info of a ${fdKind} fd`);
+    }
+  }
+});
+
+test('the typed facade refuses wrong lengths before the addon, naming the map and both sizes; right ones work', async (t) => {
+  const fx = await fixture(t);
+  const names = fx.targets.find((x) => x.what === 'slot names')!.map as BpfMap;
+  assert.throws(() => names.update(new Uint8Array(3), new Uint8Array(64)), { name: 'TypeError', message: /key of 3 bytes for map 'podmeter_names' \(id \d+\), whose keys are 4 bytes/ });
+  assert.throws(() => names.update(new Uint8Array(4), new Uint8Array(63)), { name: 'TypeError', message: /value of 63 bytes for map 'podmeter_names' .*values are 64 bytes/ });
+  assert.throws(() => names.lookup(new Uint8Array(4), 4), { name: 'TypeError', message: /value of 4 bytes/ });
+  names.update(new Uint8Array(4), bytes(64, 1));
+  assert.deepEqual(names.lookup(new Uint8Array(4), 64), bytes(64, 1));
+  const percpu = fx.targets.find((x) => x.what === 'per-CPU array')!.map as BpfMap;
+  // 12-byte values: 16 per possible CPU.
+  assert.equal(percpu.valueBytes % 16, 0);
+  assert.throws(() => percpu.update(new Uint8Array(4), new Uint8Array(12)), { name: 'TypeError', message: /whose values are \d+ bytes/ });
+  percpu.update(new Uint8Array(4), bytes(percpu.valueBytes, 7));
+  assert.deepEqual(percpu.lookup(new Uint8Array(4), percpu.valueBytes), bytes(percpu.valueBytes, 7));
+  const storage = fx.targets[0]!.map as StorageMap;
+  assert.throws(() => storage.readUnit(-1n), RangeError);
+  assert.equal(storage.readUnit(1n), undefined);
+});
