@@ -76,3 +76,32 @@ export function startRounds(o: {
 
   return { stop: () => clearInterval(tick) };
 }
+
+/**
+ * The leader's last status writes at shutdown, before it releases the Lease
+ * (all that are due, whatever their intervals). A write that fails or is
+ * left unwritten (the API server away, the budget spent) is logged: the
+ * totals are not lost (the next leader computes them again from the
+ * annotations and the objects' ledgers), but they stay stale until it does.
+ */
+export async function writeLastStatus(o: {
+  ledger: Pick<Ledger, 'active' | 'dirty' | 'reconcile'>;
+  countError: (op: OperatorErrorOp) => void;
+  log: Logger;
+}): Promise<void> {
+  const { ledger, countError, log } = o;
+  if (!ledger.active) return;
+  try {
+    const writes = await ledger.reconcile({ ignoreIntervals: true });
+    const unwritten = ledger.dirty;
+    if (unwritten === 0) {
+      log.info({ writes }, 'last status written');
+      return;
+    }
+    countError('write_status');
+    log.error({ writes, unwritten }, 'last status writes at shutdown incomplete (API server away or write budget spent): those totals stay stale until the next leader writes them');
+  } catch (err) {
+    countError('write_status');
+    log.error({ err: describe(err) }, 'last status writes at shutdown failed: the totals stay stale until the next leader writes them');
+  }
+}

@@ -2,9 +2,15 @@
  * What the agent keeps on disk (--state-dir) so a restart loses nothing it
  * knew: the last counters read of every live unit (the final values of a
  * cgroup that vanishes while the agent is down) and the finals of terminated
- * units still within retention. Written atomically (temp file + rename).
+ * units still within retention. Written atomically and durably: a temp file,
+ * fsynced before it is renamed over the state file (else a power cut after
+ * the rename can leave an empty or partial state.json: the rename reaches
+ * the disk before the data), then the directory fsynced.
+ *
+ * Read record by record: one that does not decode (hand-edited, an older
+ * agent's bug) is dropped and reported, the others are kept.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDir } from '../files.ts';
 import type { DirectionCounters } from './meter.ts';
@@ -71,28 +77,71 @@ export class StateStore {
    * `earlierBoot`: the file was written before the node last booted, so its
    * cgroup ids name no cgroup now (the same numbers are given out again).
    */
-  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean; problem?: Error } {
+  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean; problem?: Error; dropped: DroppedRecord[] } {
     const path = join(this.dir, FILE);
     try {
       const data = JSON.parse(readFileSync(path, 'utf8')) as Persisted;
+      if (typeof data !== 'object' || data === null) throw new Error('not a JSON object');
       if (data.version !== 1) throw new Error(`unknown state file version ${JSON.stringify(data.version)}`);
-      return { live: data.live.map(decode), finals: data.finals.map(decode), earlierBoot: data.boot !== undefined && data.boot !== this.#boot };
+      const dropped: DroppedRecord[] = [];
+      const records = (list: 'live' | 'finals'): UnitRecord[] => {
+        const raw = data[list] ?? [];
+        if (!Array.isArray(raw)) throw new Error(`"${list}" is not a list`);
+        const out: UnitRecord[] = [];
+        raw.forEach((r: unknown, index: number) => {
+          try {
+            out.push(decode(r));
+          } catch (err) {
+            dropped.push({ list, index, reason: (err as Error).message });
+          }
+        });
+        return out;
+      };
+      return { live: records('live'), finals: records('finals'), earlierBoot: data.boot !== undefined && data.boot !== this.#boot, dropped };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [], earlierBoot: false };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [], earlierBoot: false, dropped: [] };
       try {
         renameSync(path, `${path}.corrupt`);
       } catch {
         // read-only or gone: the next save replaces it anyway
       }
-      return { live: [], finals: [], earlierBoot: false, problem: err as Error };
+      return { live: [], finals: [], earlierBoot: false, problem: err as Error, dropped: [] };
     }
   }
 
   save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): void {
     const data: Persisted = { version: 1, boot: this.#boot, live: [...live].map(encode), finals: [...finals].map(encode) };
     const tmp = join(this.dir, `${FILE}.tmp`);
-    writeFileSync(tmp, JSON.stringify(data));
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      const bytes = Buffer.from(JSON.stringify(data));
+      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, join(this.dir, FILE));
+    syncDir(this.dir);
+  }
+}
+
+/** A record of the state file that did not decode: left out, the others kept. */
+export interface DroppedRecord {
+  list: 'live' | 'finals';
+  index: number;
+  reason: string;
+}
+
+/** Makes a rename in `dir` durable; best effort (some filesystems refuse fsync on a directory). */
+function syncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // EINVAL/EISDIR on filesystems without directory fsync: the data itself is synced
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -101,8 +150,31 @@ type Raw = Record<string, { bytes: string; packets: string }>;
 const text = (c: Record<string, { bytes: bigint; packets: bigint }>): Raw =>
   Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { bytes: String(v.bytes), packets: String(v.packets) }]));
 
-const parse = (raw: Raw | undefined): Record<string, { bytes: bigint; packets: bigint }> =>
-  Object.fromEntries(Object.entries(raw ?? {}).map(([k, v]) => [k, { bytes: BigInt(v.bytes), packets: BigInt(v.packets) }]));
+const U64_MAX = (1n << 64n) - 1n;
+
+/** A u64 written as a decimal string, else a thrown Error naming `what`. */
+function u64(value: unknown, what: string): bigint {
+  if (typeof value !== 'string' || !/^[0-9]{1,20}$/.test(value) || BigInt(value) > U64_MAX) throw new Error(`${what}: ${JSON.stringify(value)} is not a u64 decimal string`);
+  return BigInt(value);
+}
+
+const parse = (raw: unknown, what: string): Record<string, { bytes: bigint; packets: bigint }> => {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${what}: not an object`);
+  return Object.fromEntries(
+    Object.entries(raw as Record<string, { bytes?: unknown; packets?: unknown } | null>).map(([k, v]) => [
+      k,
+      { bytes: u64(v?.bytes, `${what}.${k}.bytes`), packets: u64(v?.packets, `${what}.${k}.packets`) },
+    ]),
+  );
+};
+
+/** Both directions present: counters of a record. */
+function directions(raw: unknown, what: string): DirectionCounters {
+  const c = parse(raw, what);
+  if (c.ingress === undefined || c.egress === undefined) throw new Error(`${what}: needs ingress and egress`);
+  return { ingress: c.ingress, egress: c.egress };
+}
 
 function encode(r: UnitRecord): unknown {
   const out: Record<string, unknown> = {
@@ -119,28 +191,37 @@ function encode(r: UnitRecord): unknown {
   return out;
 }
 
+/** One record of the file; throws an Error saying what is wrong with it. */
 function decode(raw: unknown): UnitRecord {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not an object');
   const r = raw as Record<string, any>;
-  const counters = parse(r.counters) as DirectionCounters;
+  // Negative ids are never written (restore() gives earlier boots' records negative ids in memory only).
+  const id = u64(r.id, 'id');
+  if (typeof r.relPath !== 'string' || r.relPath === '') throw new Error('relPath: not a non-empty string');
+  if (typeof r.attachedAt !== 'number' || !Number.isFinite(r.attachedAt)) throw new Error('attachedAt: not a number');
+  const counters = directions(r.counters, 'counters');
+  const peersOf = (p: unknown, what: string): DirectionPeerCounts => {
+    if (typeof p !== 'object' || p === null) throw new Error(`${what}: not an object`);
+    const d = p as Record<string, unknown>;
+    return { ingress: parse(d.ingress, `${what}.ingress`) as PeerCounts, egress: parse(d.egress, `${what}.egress`) as PeerCounts };
+  };
   const record: UnitRecord = {
-    id: BigInt(r.id),
-    relPath: String(r.relPath),
+    id,
+    relPath: r.relPath,
     kind: r.kind === 'pod' ? 'pod' : 'cgroup',
-    attachedAt: Number(r.attachedAt),
+    attachedAt: r.attachedAt,
     counters,
     // State of an agent before peer classes: its counts are in no known class.
-    peers: r.peers === undefined
-      ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
-      : { ingress: parse(r.peers.ingress) as PeerCounts, egress: parse(r.peers.egress) as PeerCounts },
+    peers: r.peers === undefined ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } } : peersOf(r.peers, 'peers'),
   };
   if (r.base?.counters !== undefined) {
-    record.base = { counters: parse(r.base.counters) as DirectionCounters, peers: { ingress: parse(r.base.peers?.ingress) as PeerCounts, egress: parse(r.base.peers?.egress) as PeerCounts } };
+    record.base = { counters: directions(r.base.counters, 'base.counters'), peers: peersOf(r.base.peers ?? {}, 'base.peers') };
   } else if (r.base !== undefined) {
     // An agent before peer-class bases: its base was an upgrade's, in `unclassified`.
-    const base = parse(r.base) as DirectionCounters;
+    const base = directions(r.base, 'base');
     record.base = { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
   }
   if (typeof r.uid === 'string') record.uid = r.uid;
-  if (typeof r.terminatedAt === 'number') record.terminatedAt = r.terminatedAt;
+  if (typeof r.terminatedAt === 'number' && Number.isFinite(r.terminatedAt)) record.terminatedAt = r.terminatedAt;
   return record;
 }

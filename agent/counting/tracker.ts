@@ -66,6 +66,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   #dirty = false;
   /** The state file could not be written last time (logged once until a write succeeds). */
   #saveFailing = false;
+  /** Units whose attach failed, by relPath: retried at every tick() until it works or the cgroup goes. */
+  readonly #unattached = new Map<string, { identity: UnitIdentity; seenAt: number; since: number; reason: string; attempts: number }>();
 
   constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
@@ -78,7 +80,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Loads what the previous run persisted. Call before the first unit arrives. */
   restore(): void {
-    const { live, finals, earlierBoot, problem } = this.#store.load();
+    const { live, finals, earlierBoot, problem, dropped } = this.#store.load();
+    if (dropped.length > 0) {
+      // One line for the file, however many records: the first few say why.
+      this.#log.warn(
+        { stateDir: this.#store.dir, dropped: dropped.length, kept: live.length + finals.length, records: dropped.slice(0, 10) },
+        'state file records that do not decode were dropped; the others are kept',
+      );
+      this.emit('error', 'state', new Error(`${dropped.length} state file records dropped`));
+    }
     if (problem !== undefined) {
       this.#log.warn(
         { err: problem, stateDir: this.#store.dir },
@@ -99,12 +109,37 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** A unit's cgroup exists: count it. */
   onUnit(identity: UnitIdentity, seenAt: number): void {
-    if (this.#units.has(identity.relPath)) return;
+    if (this.#units.has(identity.relPath) || this.#unattached.has(identity.relPath)) return;
+    this.#count(identity, seenAt);
+  }
+
+  /** Units whose attach failed, retried at every tick(): relPath, the error's code and since when (ms since the epoch). */
+  unattached(): { relPath: string; reason: string; since: number; attempts: number }[] {
+    return [...this.#unattached.values()].map(({ identity, reason, since, attempts }) => ({ relPath: identity.relPath, reason, since, attempts }));
+  }
+
+  /**
+   * Attaches again every unit whose attach failed (ENOMEM for its per-CPU
+   * storage, EPERM, a cgroup at its program limit, ...): each failure is
+   * counted (podmeter_errors_total{op="attach"}), but logged once per unit,
+   * when it first fails, and once more when it succeeds.
+   */
+  retryAttach(): void {
+    for (const [relPath, pending] of [...this.#unattached]) {
+      if (this.#unattached.get(relPath) !== pending) continue;
+      this.#count(pending.identity, pending.seenAt);
+    }
+  }
+
+  /** Attaches (or adopts) a unit's links; on failure the unit waits in #unattached for retryAttach(). */
+  #count(identity: UnitIdentity, seenAt: number): void {
+    const pending = this.#unattached.get(identity.relPath);
     const path = join(this.#root, identity.relPath);
     let id: bigint;
     try {
       id = cgroupId(path);
     } catch {
+      this.#unattached.delete(identity.relPath);
       return; // removed before we got to it: nothing ran in it that we could count
     }
     let previous = this.#previous.get(id);
@@ -127,6 +162,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         this.#log.info({ cgroup: identity.relPath, base }, 'links of an agent without peer classes replaced; their counts kept as the base');
       }
       if (links === 'attached' || links === 'legacy') {
+        this.#unattached.delete(identity.relPath);
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
@@ -137,10 +173,24 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (links === 'stale') this.#meter.release(id);
       this.#meter.attach(path, id);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // raced with removal
-      this.#log.error({ err, cgroup: identity.relPath }, 'attach failed');
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.#unattached.delete(identity.relPath);
+        return; // raced with removal
+      }
+      const reason = errorReason(err);
+      if (pending === undefined) {
+        this.#unattached.set(identity.relPath, { identity, seenAt, since: Date.now(), reason, attempts: 1 });
+        this.#log.error({ err, cgroup: identity.relPath, uid: identity.uid, reason }, 'attach failed: this cgroup is not counted until an attach works; retrying at every interval');
+      } else {
+        pending.attempts++;
+        pending.reason = reason;
+      }
       this.emit('error', 'attach', err);
       return;
+    }
+    this.#unattached.delete(identity.relPath);
+    if (pending !== undefined) {
+      this.#log.info({ cgroup: identity.relPath, uid: identity.uid, attempts: pending.attempts + 1, uncountedMs: Date.now() - pending.since }, 'attached after failed attempts; counting from now');
     }
     // Fresh links count from zero; what this cgroup counted before (its pins
     // went while no agent ran) or an earlier cgroup of the same pod counted
@@ -215,6 +265,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** The unit's cgroup was removed: read until the kernel releases the storage, then finalise. */
   onGone(relPath: string): void {
+    this.#unattached.delete(relPath);
     const unit = this.#units.get(relPath);
     if (unit === undefined || unit.state !== 'live') return;
     unit.state = 'draining';
@@ -279,8 +330,9 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     }
   }
 
-  /** Interval work: read, prune, persist (when anything changed). */
+  /** Interval work: attach what failed to, read, prune, persist (when anything changed). */
   tick(): void {
+    this.retryAttach();
     this.refresh();
     this.prune();
     if (this.#dirty) this.#saveNow();
@@ -389,4 +441,10 @@ function apply(unit: Unit, counts: UnitCounts): void {
   const total = add(unit.base, counts);
   unit.counters = total.counters;
   unit.peers = total.peers;
+}
+
+/** An error's errno name (ENOMEM, EPERM, E2BIG, ...), or "other": the `reason` label of attach errors, a small fixed set. */
+export function errorReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]{1,15}$/.test(code) ? code : 'other';
 }

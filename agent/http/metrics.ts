@@ -5,7 +5,7 @@
  * terminated units stay exported for the retention.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
-import type { Tracker, Unit } from '../counting/tracker.ts';
+import { errorReason, type Tracker, type Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
 import { Exposition, labelText, type LabelledCounter } from '../../common/http/exposition.ts';
 
@@ -115,6 +115,15 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     },
   });
 
+  new Gauge({
+    name: 'podmeter_unattached_cgroups',
+    help: 'Cgroups found but not counted: their attach failed (see podmeter_errors_total{op="attach"} for why) and is retried at every interval.',
+    registers: [registry],
+    collect() {
+      this.set(tracker.unattached().length);
+    },
+  });
+
   const attachLatency = new Histogram({
     name: 'podmeter_attach_latency_seconds',
     help: 'Time from a cgroup creation event to both programs attached.',
@@ -123,8 +132,8 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
   });
   const errors = new Counter({
     name: 'podmeter_errors_total',
-    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}).`,
-    labelNames: ['op'] as const,
+    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}); attach errors also by reason (the errno name: ENOMEM, EPERM, E2BIG, ..., or other), one per failed attempt.`,
+    labelNames: ['op', 'reason'] as const,
     registers: [registry],
   });
   const annotationWrites = new Counter({
@@ -143,6 +152,6 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
   tracker.on('attached', (_unit, latency) => {
     if (latency !== undefined) attachLatency.observe(latency);
   });
-  tracker.on('error', (op) => errors.inc({ op }));
+  tracker.on('error', (op, err) => errors.inc(op === 'attach' ? { op, reason: errorReason(err) } : { op }));
   return { exposition, attachLatency, errors, annotationWrites, annotationBudget };
 }

@@ -134,6 +134,8 @@ export interface MapInventory {
   mapCount: number;
   /** Largest first. */
   maps: InventoryMap[];
+  /** Maps the agent may not open (EPERM, EACCES: an LSM's refusal): left out of every figure. */
+  unreadableMaps: UnreadableObject[];
   /** Processes holding at least one map, largest first. */
   processes: MapProcess[];
   byName: NameSummary[];
@@ -160,18 +162,96 @@ export interface InventoryOptions {
   kernelRelease?: string;
   /** The enumeration yields to the event loop after this much synchronous work (default 1 ms; a scrape waits about that long at most). */
   sliceMs?: number;
+  /** Defaults to the kernel's map walk (tests only). */
+  listMaps?: (afterId: number, limit: number) => MapInfo[];
 }
 
 /** Maps or programs described per native call: about 1 ms of syscalls and objects, within a slice. */
 const LIST_BATCH = 8;
 
-/** Every object a `list(afterId, limit)` walk gives, in batches with pauses between them. */
-async function listSliced<T extends { id: number }>(list: (afterId: number, limit: number) => T[], slices: Slices): Promise<T[]> {
+/** An object the walk could not open (GET_FD_BY_ID refused: an LSM, a map of another user namespace): left out of the inventory. */
+export interface UnreadableObject {
+  id: number;
+  code: string;
+}
+
+/** Refusals that leave one object out, not the whole walk. */
+const UNREADABLE_CODES = new Set(['EPERM', 'EACCES']);
+const MAX_ID = 0xffffffff;
+
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Every object a `list(afterId, limit)` walk gives, in batches with pauses
+ * between them. The native walk stops at an object it cannot open (EPERM,
+ * EACCES) without saying which: the objects before it are taken one by one,
+ * then its id is found by bisection (list(a, 1) fails exactly while the
+ * next id after `a` is unreadable) and the walk goes on after it; the id is
+ * added to `unreadable`. (With two unreadable objects close together and
+ * readable ones between them, the search may land on the second: the
+ * readable ones between are then missed in this round, never the whole
+ * inventory.)
+ */
+export async function listSliced<T extends { id: number }>(
+  list: (afterId: number, limit: number) => T[],
+  slices: Slices,
+  unreadable: UnreadableObject[] = [],
+): Promise<T[]> {
   const out: T[] = [];
+  let after = 0;
+  const tryList = (from: number, limit: number): T[] | string => {
+    try {
+      return list(from, limit);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === undefined || !UNREADABLE_CODES.has(code)) throw err;
+      return code;
+    }
+  };
   for (;;) {
-    const batch = list(out.at(-1)?.id ?? 0, LIST_BATCH);
-    out.push(...batch);
-    if (batch.length < LIST_BATCH) return out;
+    const batch = tryList(after, LIST_BATCH);
+    if (typeof batch !== 'string') {
+      out.push(...batch);
+      if (batch.length < LIST_BATCH) return out;
+      after = batch.at(-1)!.id;
+      await slices.pause();
+      continue;
+    }
+    // The readable ones before the refusal, one at a time.
+    for (;;) {
+      const one = tryList(after, 1);
+      if (typeof one === 'string') break;
+      if (one.length === 0) return out; // the unreadable object went away meanwhile
+      out.push(one[0]!);
+      after = one[0]!.id;
+    }
+    // Gallop from `after`, then bisect: the transition found is the first
+    // one unless another unreadable object lies within the last stride.
+    let lo = after;
+    let hi = after;
+    let code = batch;
+    for (let stride = 1; hi < MAX_ID; stride *= 2) {
+      hi = Math.min(after + stride, MAX_ID);
+      const probe = tryList(hi, 1);
+      if (typeof probe !== 'string') break;
+      lo = hi;
+      code = probe;
+    }
+    while (hi - lo > 1) {
+      const mid = lo + Math.floor((hi - lo) / 2);
+      const probe = tryList(mid, 1);
+      if (typeof probe === 'string') {
+        lo = mid;
+        code = probe;
+      } else {
+        hi = mid;
+      }
+    }
+    unreadable.push({ id: hi, code });
+    after = hi;
     await slices.pause();
   }
 }
@@ -217,9 +297,10 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
   const cpus = possibleCpus();
 
-  const infos = await listSliced(listMaps, slices);
+  const unreadableMaps: UnreadableObject[] = [];
+  const infos = await listSliced(opts.listMaps ?? listMaps, slices, unreadableMaps);
   const holders = await scanMapHolders(procRoot, slices);
-  const programs = await listSliced(listPrograms, slices);
+  const programs = await listSliced(listPrograms, slices, []);
 
   // Maps used by loaded programs.
   const programsOf = new Map<number, number[]>();
@@ -331,6 +412,7 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
     totalBytes,
     mapCount: maps.length,
     maps,
+    unreadableMaps,
     processes: holding,
     ...views,
   };

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { classNameProblem, MAX_NAMED_CLASSES } from './classes.ts';
-import { parsePrefix, type Prefix } from './cidr.ts';
+import { parsePrefix, prefixKey, type Prefix } from './cidr.ts';
 
 export interface PeerClassSpec {
   readonly name: string;
@@ -59,7 +59,7 @@ export function readPeerClassesFile(path: string): PeerClassSpec[] {
   return out;
 }
 
-/** Joins the classes of all sources: a name given twice, or too many names, is an error. */
+/** Joins the classes of all sources: a name given twice, a prefix in two classes, or too many names, is an error. */
 export function mergePeerClasses(...sources: readonly (readonly PeerClassSpec[])[]): PeerClassSpec[] {
   const byName = new Map<string, PeerClassSpec>();
   for (const spec of sources.flat()) {
@@ -68,6 +68,20 @@ export function mergePeerClasses(...sources: readonly (readonly PeerClassSpec[])
   }
   if (byName.size > MAX_NAMED_CLASSES) {
     throw new Error(`${byName.size} classes configured (${[...byName.keys()].join(', ')}); at most ${MAX_NAMED_CLASSES}`);
+  }
+  // One trie entry per prefix: a prefix in two classes would count its
+  // peers in whichever was written last, so it is refused here, by its key
+  // (10.0.0.0/8 and ::ffff:10.0.0.0/104 are the same entry).
+  const classOf = new Map<string, { name: string; text: string }>();
+  for (const spec of byName.values()) {
+    for (const prefix of spec.prefixes) {
+      const key = Buffer.from(prefixKey(prefix)).toString('hex');
+      const other = classOf.get(key);
+      if (other !== undefined && other.name !== spec.name) {
+        throw new Error(`prefix ${prefix.text} is in two classes: "${other.name}" (${other.text}) and "${spec.name}" (${prefix.text}); a prefix may belong to one class only`);
+      }
+      classOf.set(key, { name: spec.name, text: prefix.text });
+    }
   }
   return [...byName.values()];
 }

@@ -48,26 +48,68 @@ export class PeerTrie {
     return out;
   }
 
-  /** Makes the trie hold exactly `desired`; returns how many entries changed. */
+  /**
+   * Makes the trie hold exactly `desired`; returns how many entries changed.
+   * All or nothing: when a write fails part-way (the trie full, ENOMEM), the
+   * writes made are undone in reverse order, so the trie holds what it held
+   * before, and the error is thrown. The generation is then bumped all the
+   * same: a class the programs cached from a half-written trie is dropped.
+   */
   apply(desired: ReadonlyMap<string, TrieEntry>): { added: number; changed: number; removed: number } {
     const current = this.entries();
     const result = { added: 0, changed: 0, removed: 0 };
-    // Adds and changes before removals: a prefix moving to a more specific
-    // entry never falls through to `external` in between.
-    for (const [text, entry] of desired) {
-      const now = current.get(text);
-      if (now?.slot === entry.slot) continue;
-      this.#trie.update(prefixKey(entry.prefix), u32(entry.slot));
-      if (now === undefined) result.added++;
-      else result.changed++;
-    }
-    for (const [text, entry] of current) {
-      if (desired.has(text)) continue;
-      this.#trie.delete(prefixKey(entry.prefix));
-      result.removed++;
+    /** What each write replaced (undefined: nothing), newest last. */
+    const undo: { prefix: Prefix; slot: number | undefined }[] = [];
+    try {
+      // Adds and changes before removals: a prefix moving to a more specific
+      // entry never falls through to `external` in between.
+      for (const [text, entry] of desired) {
+        const now = current.get(text);
+        if (now?.slot === entry.slot) continue;
+        undo.push({ prefix: entry.prefix, slot: now?.slot });
+        this.#trie.update(prefixKey(entry.prefix), u32(entry.slot));
+        if (now === undefined) result.added++;
+        else result.changed++;
+      }
+      for (const [text, entry] of current) {
+        if (desired.has(text)) continue;
+        undo.push({ prefix: entry.prefix, slot: entry.slot });
+        this.#trie.delete(prefixKey(entry.prefix));
+        result.removed++;
+      }
+    } catch (err) {
+      throw this.#rollBack(undo, err);
     }
     if (result.added + result.changed + result.removed > 0 || this.generation() === 0) this.bump();
     return result;
+  }
+
+  /** Undoes `undo` (newest first) after `cause`; returns the error to throw. */
+  #rollBack(undo: readonly { prefix: Prefix; slot: number | undefined }[], cause: unknown): Error {
+    let undone = 0;
+    try {
+      for (const { prefix, slot } of [...undo].reverse()) {
+        if (slot === undefined) this.#trie.delete(prefixKey(prefix));
+        else this.#trie.update(prefixKey(prefix), u32(slot));
+        undone++;
+      }
+    } catch (undoErr) {
+      this.#bumpQuietly();
+      return new Error(
+        `peer trie update failed after ${undo.length} writes (${(cause as Error).message}), and undoing them failed after ${undone} (${(undoErr as Error).message}): the trie is partly updated`,
+        { cause },
+      );
+    }
+    if (undo.length > 0) this.#bumpQuietly();
+    return new Error(`peer trie update failed after ${undo.length} writes, all undone: the trie holds what it held before (${(cause as Error).message})`, { cause });
+  }
+
+  #bumpQuietly(): void {
+    try {
+      this.bump();
+    } catch {
+      // the generation map is an array of one: an update fails only with the map gone
+    }
   }
 
   /** Puts one prefix in (tests and benchmarks; the agent uses apply()). */

@@ -43,7 +43,15 @@ test('helm template renders every ci scenario, with what each scenario is about'
   const bin = await toolsDir();
   const scenarios = new Map<string, K8sObject[]>();
   for (const values of ciValues()) scenarios.set(path.basename(values), await render(bin, { values: [values] }));
-  assert.deepEqual([...scenarios.keys()], ['access-values.yaml', 'custom-cgroup-root-values.yaml', 'default-values.yaml', 'metrics-auth-off-values.yaml', 'monitoring-on-values.yaml', 'operator-off-values.yaml']);
+  assert.deepEqual([...scenarios.keys()], [
+    'access-values.yaml',
+    'custom-cgroup-root-values.yaml',
+    'default-values.yaml',
+    'metrics-auth-off-values.yaml',
+    'monitoring-on-values.yaml',
+    'network-policy-values.yaml',
+    'operator-off-values.yaml',
+  ]);
 
   const kinds = (objects: K8sObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
   const core = [
@@ -65,17 +73,20 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'Service/podmeter-operator',
     'ServiceAccount/podmeter-operator',
   ];
+  // On by default (issue 23): one policy per component.
+  const policies = ['NetworkPolicy/podmeter-agent', 'NetworkPolicy/podmeter-operator'];
   const monitoring = ['ConfigMap/podmeter-dashboard', 'PodMonitor/podmeter', 'PrometheusRule/podmeter', 'ServiceMonitor/podmeter'];
   // metricsAuth kubernetes (the default): the token review role and the reader roles.
   const auth = ['ClusterRole/podmeter-api-reader', 'ClusterRole/podmeter-metrics-reader', 'ClusterRole/podmeter-token-reviewer', 'ClusterRoleBinding/podmeter-token-reviewer'];
   // ... and with a monitor on, the identity it scrapes with.
   const scraper = ['ClusterRoleBinding/podmeter-scraper', 'Secret/podmeter-scraper-token', 'ServiceAccount/podmeter-scraper'];
-  assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator, ...auth].sort());
-  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), [...core, ...auth].sort());
-  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring, ...auth, ...scraper].sort());
-  assert.deepEqual(kinds(scenarios.get('metrics-auth-off-values.yaml')!), [...core, ...operator, 'ServiceMonitor/podmeter'].sort());
+  assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator, ...auth, ...policies].sort());
+  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), [...core, ...auth, 'NetworkPolicy/podmeter-agent'].sort());
+  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring, ...auth, ...scraper, ...policies].sort());
+  assert.deepEqual(kinds(scenarios.get('metrics-auth-off-values.yaml')!), [...core, ...operator, 'ServiceMonitor/podmeter', ...policies].sort());
+  assert.deepEqual(kinds(scenarios.get('network-policy-values.yaml')!), [...core, ...operator, ...auth, ...policies].sort());
   const readerBindings = ['ClusterRoleBinding/podmeter-api-reader', 'ClusterRoleBinding/podmeter-metrics-reader'];
-  assert.deepEqual(kinds(scenarios.get('access-values.yaml')!), [...core, ...operator, ...auth, ...scraper, ...readerBindings, 'NetworkPolicy/podmeter', 'PodMonitor/podmeter'].sort());
+  assert.deepEqual(kinds(scenarios.get('access-values.yaml')!), [...core, ...operator, ...auth, ...scraper, ...readerBindings, ...policies, 'PodMonitor/podmeter'].sort());
 
   // Everything namespaced goes to the release namespace.
   for (const [name, objects] of scenarios) {
@@ -447,12 +458,16 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
   }
   assert.match(makefile, /^NODE\s+:= \$\(NODE_PKG\)\/bin\/node$/m, 'NODE_PKG decides which node make uses');
   assert.match(runs, /npm prune --omit=dev/);
-  // The builder installs what the Makefile's setup installs for building.
-  const setup = readFileSync(path.join(ROOT, 'scripts/setup-system'), 'utf8');
+  // The builder installs what the Makefile's setup installs for building (scripts/debian-packages' build group).
+  const buildGroup = readFileSync(path.join(ROOT, 'scripts/debian-packages'), 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim().split(/\s+/))
+    .filter(([name, group]) => name && group === 'build')
+    .map(([name]) => name!);
   const apt = /apt-get install -y --no-install-recommends ([^&]+)/.exec(runs)?.[1]?.trim().split(/\s+/) ?? [];
   for (const p of ['clang', 'llvm', 'libbpf-dev', 'make', 'g++', 'python3']) {
     assert.ok(apt.includes(p), `builder installs ${p}`);
-    assert.ok(/packages=\(([^)]*)\)/.exec(setup)?.[1]?.split(/\s+/).includes(p), `scripts/setup-system also installs ${p}`);
+    assert.ok(buildGroup.includes(p), `scripts/debian-packages has ${p} in its build group`);
   }
 
   // Final stage: runtime only.
@@ -525,13 +540,20 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-metrics-reader').subjects, [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }]);
   assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-api-reader').subjects, [{ kind: 'ServiceAccount', name: 'node-admin', namespace: 'podmeter' }]);
   assert.deepEqual(findObject(access, 'PodMonitor').spec.podMetricsEndpoints[0].tlsConfig, { ca: { secret: { name: 'podmeter-tls', key: 'ca.crt' } }, serverName: 'podmeter-agent.podmeter.svc' });
-  const policy = findObject(access, 'NetworkPolicy');
-  assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
-  assert.deepEqual(policy.spec.podSelector.matchExpressions, [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['agent', 'operator'] }]);
-  assert.deepEqual(policy.spec.ingress, [{ ports: [{ port: 'http-metrics', protocol: 'TCP' }], from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }] }]);
-  // No peers listed: no ingress rule at all (an empty `from` would admit every source).
-  const closed = findObject(await render(bin, { set: ['networkPolicy.enabled=true'] }), 'NetworkPolicy');
-  assert.deepEqual(closed.spec.ingress, []);
+  // Prometheus's pods in its namespace, nothing else.
+  for (const component of ['agent', 'operator']) {
+    assert.deepEqual(findObject(access, 'NetworkPolicy', `-${component}`).spec.ingress, [
+      {
+        ports: [{ port: 'http-metrics', protocol: 'TCP' }],
+        from: [
+          {
+            namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }] },
+            podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+          },
+        ],
+      },
+    ]);
+  }
 
   // metricsAuth none: plain HTTP probes and scrapes, no token review, no reader roles.
   const off = await render(bin, { values: [path.join(CHART, 'ci/metrics-auth-off-values.yaml')] });
@@ -543,4 +565,68 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   assert.equal(endpoint.scheme, 'http');
   assert.equal(endpoint.authorization, undefined);
   assert.equal(endpoint.tlsConfig, undefined);
+});
+
+test('NetworkPolicies, on by default: the HTTP port from the scrapers\' namespace only, egress to the API server only; each part can be changed or turned off', async () => {
+  const bin = await toolsDir();
+  const defaults = await render(bin);
+  const selectorOf = (o: K8sObject) => o.spec.template.metadata.labels as Record<string, string>;
+  for (const [component, workload] of [['agent', agentDaemonSet(defaults)], ['operator', findObject(defaults, 'Deployment', '-operator')]] as const) {
+    const policy = findObject(defaults, 'NetworkPolicy', `-${component}`);
+    // It selects exactly this component's pods (and they run in the pod network: a policy does not apply to hostNetwork pods).
+    assert.deepEqual(policy.spec.podSelector, { matchLabels: { 'app.kubernetes.io/name': 'podmeter', 'app.kubernetes.io/instance': 'podmeter', 'app.kubernetes.io/component': component } });
+    for (const [k, v] of Object.entries(policy.spec.podSelector.matchLabels as Record<string, string>)) assert.equal(selectorOf(workload)[k], v);
+    assert.equal(workload.spec.template.spec.hostNetwork, undefined, `${component} is not hostNetwork`);
+    assert.deepEqual(policy.spec.policyTypes, ['Ingress', 'Egress']);
+    // The probes' port is the one the rule opens (the kubelet itself needs no rule: it probes from the node).
+    const container = workload.spec.template.spec.containers[0];
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal(container[probe].httpGet.port, 'http-metrics');
+    assert.deepEqual(container.ports.map((p: K8sObject) => p.name), ['http-metrics']);
+    assert.deepEqual(policy.spec.ingress, [
+      {
+        ports: [{ port: 'http-metrics', protocol: 'TCP' }],
+        from: [{ namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }] } }],
+      },
+    ]);
+    // Egress: the API server's ports, any address (no DNS: in-cluster config uses KUBERNETES_SERVICE_HOST).
+    assert.deepEqual(policy.spec.egress, [{ ports: [{ port: 443, protocol: 'TCP' }, { port: 6443, protocol: 'TCP' }] }]);
+  }
+  const connection = readFileSync(path.join(ROOT, 'common/kube/connection.ts'), 'utf8');
+  assert.match(connection, /env\.KUBERNETES_SERVICE_HOST/, 'in-cluster config connects to the address, so the policies need no DNS egress');
+
+  // The scenario of a plugin that filters the node: every kind of peer, narrowed egress.
+  const custom = await render(bin, { values: [path.join(CHART, 'ci/network-policy-values.yaml')] });
+  const agent = findObject(custom, 'NetworkPolicy', '-agent');
+  assert.deepEqual(agent.spec.ingress[0].from, [
+    { namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] }] } },
+    { namespaceSelector: { matchLabels: { team: 'platform' } } },
+    { ipBlock: { cidr: '10.0.0.0/16' } },
+    { ipBlock: { cidr: 'fd00:10::/64' } },
+  ]);
+  assert.deepEqual(agent.spec.egress, [{ ports: [{ port: 6443, protocol: 'TCP' }], to: [{ ipBlock: { cidr: '10.0.0.10/32' } }, { ipBlock: { cidr: '10.0.0.11/32' } }] }]);
+  assert.deepEqual(findObject(custom, 'NetworkPolicy', '-operator').spec, { ...agent.spec, podSelector: findObject(custom, 'NetworkPolicy', '-operator').spec.podSelector });
+
+  // No peer at all: no ingress rule (an empty `from` would admit every source).
+  const closed = await render(bin, { set: ['networkPolicy.scrapeNamespaces=null'] });
+  assert.deepEqual(findObject(closed, 'NetworkPolicy', '-agent').spec.ingress, []);
+  // Egress left open.
+  const open = findObject(await render(bin, { set: ['networkPolicy.egress.enabled=false'] }), 'NetworkPolicy', '-agent');
+  assert.deepEqual(open.spec.policyTypes, ['Ingress']);
+  assert.equal(open.spec.egress, undefined);
+  // Off: none at all.
+  assert.deepEqual(findObjects(await render(bin, { set: ['networkPolicy.enabled=false'] }), 'NetworkPolicy'), []);
+
+  // The schema names bad values.
+  const cases: [string, RegExp][] = [
+    ['networkPolicy.scrapeNamespaces[0]=Monitoring', /at '\/networkPolicy\/scrapeNamespaces\/0'/],
+    ['networkPolicy.nodeCIDRs[0]=10.0.0.1', /at '\/networkPolicy\/nodeCIDRs\/0'/],
+    ['networkPolicy.egress.apiServerPorts[0]=0', /at '\/networkPolicy\/egress\/apiServerPorts\/0'/],
+    ['networkPolicy.from[0].podSelecter.matchLabels.a=b', /at '\/networkPolicy\/from\/0'/],
+    ['networkPolicy.egres.enabled=false', /at '\/networkPolicy': additional properties 'egres' not allowed/],
+  ];
+  for (const [set, message] of cases) {
+    const r = await helm(bin, ['template', 'podmeter', CHART, '--set', set]);
+    assert.notEqual(r.code, 0, `--set ${set} must be rejected`);
+    assert.match(r.stderr, message, `--set ${set}: ${r.stderr}`);
+  }
 });

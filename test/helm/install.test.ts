@@ -134,7 +134,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     const want = [...expected, ...crds].map((o) => `${o.kind}/${o.metadata.name}`).sort();
     assert.deepEqual(got, want);
     t.diagnostic(`created: ${got.join(', ')}`);
-    assert.equal(got.length, 29); // with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret
+    assert.equal(got.length, 31); // with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies
   });
 
   await t.test('the API keeps the agent DaemonSet as rendered, and admits its pods only where Pod Security is privileged', async () => {

@@ -185,6 +185,7 @@ function fakeInventory(maps: InventoryMap[]): MapInventory {
     totalBytes: maps.reduce((s, m) => s + m.bytes, 0),
     mapCount: maps.length,
     maps,
+    unreadableMaps: [],
     processes: [],
     ...summarise(maps),
   };

@@ -1,0 +1,87 @@
+/**
+ * The agent's state file (agent/counting/state.ts), issue 23:
+ * - fsynced before its rename, and its directory after: watched with strace
+ *   (the real syscalls of a real save; skipped, saying so, without strace);
+ * - one record that does not decode drops only that record, reported with
+ *   why; the others are kept. A file that is not a state file at all is
+ *   still set aside whole (test/faults/agent-storage.test.ts).
+ * No root needed.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { StateStore, type UnitRecord } from '../../agent/counting/state.ts';
+import { TEST_PREFIX } from '../helpers/cleanup.ts';
+
+const STATE_TS = fileURLToPath(new URL('../../agent/counting/state.ts', import.meta.url));
+const hasStrace = spawnSync('strace', ['-V']).status === 0;
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const counters = (bytes: bigint) => ({ ingress: { bytes, packets: 1n }, egress: { bytes, packets: 2n } });
+const record = (id: bigint, relPath: string): UnitRecord => ({ id, relPath, kind: 'cgroup', attachedAt: 1, counters: counters(100n + id), peers: { ingress: {}, egress: {} } });
+
+test('save(): the temp file is fsynced before it is renamed over state.json, and the directory after', { skip: !hasStrace && 'strace is not installed' }, (t) => {
+  const dir = tempDir(t);
+  const script = `import { StateStore } from ${JSON.stringify(STATE_TS)}; new StateStore(${JSON.stringify(dir)}).save([], []);`;
+  const trace = join(dir, 'trace');
+  execFileSync('strace', ['-f', '-qq', '-o', trace, '-e', 'trace=openat,fsync,fdatasync,close,rename,renameat,renameat2', process.execPath, '--input-type=module', '-e', script]);
+  const lines = readFileSync(trace, 'utf8').split('\n');
+  const opened = lines.find((l) => /openat\(.*state\.json\.tmp".*= (\d+)$/.test(l));
+  assert.ok(opened, 'the temp file was opened');
+  const fd = /= (\d+)$/.exec(opened)![1];
+  const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
+  const fsynced = at(new RegExp(`(fsync|fdatasync)\\(${fd}\\) += 0`));
+  const renamed = at(/rename(at2?)?\(.*state\.json\.tmp".*state\.json".*= 0/);
+  assert.ok(renamed > 0, 'renamed into place');
+  assert.ok(fsynced > lines.indexOf(opened) && fsynced < renamed, `fsync(${fd}) of the temp file before the rename:\n${lines.join('\n')}`);
+  const dirOpened = lines.slice(renamed).find((l) => new RegExp(`openat\\(.*"${dir}".*= (\\d+)$`).test(l));
+  assert.ok(dirOpened, 'the directory is opened after the rename');
+  const dirFd = /= (\d+)$/.exec(dirOpened)![1];
+  assert.ok(lines.slice(renamed).some((l) => new RegExp(`fsync\\(${dirFd}\\) += 0`).test(l)), 'and fsynced');
+  assert.ok(new StateStore(dir).load().live.length === 0, 'what was written reads back');
+});
+
+test('load(): one bad record is dropped and reported; the others are kept', (t) => {
+  const dir = tempDir(t);
+  const store = new StateStore(dir);
+  store.save([record(11n, 'a'), record(12n, 'b')], [{ ...record(13n, 'c'), terminatedAt: 5 }]);
+  const file = join(dir, 'state.json');
+  const data = JSON.parse(readFileSync(file, 'utf8'));
+  const bad: [string, (r: any) => void, RegExp][] = [
+    ['bytes not a number', (r) => (r.counters.egress.bytes = 'lots'), /counters\.egress\.bytes: "lots"/],
+    ['negative packets', (r) => (r.counters.ingress.packets = '-1'), /counters\.ingress\.packets: "-1"/],
+    ['above u64', (r) => (r.peers.egress.external = { bytes: '18446744073709551616', packets: '1' }), /peers\.egress\.external\.bytes/],
+    ['no id', (r) => delete r.id, /^id: undefined/],
+    ['exponent id', (r) => (r.id = '1e3'), /^id: "1e3"/],
+    ['no egress', (r) => delete r.counters.egress, /counters: needs ingress and egress/],
+    ['not an object', (_r) => {}, /not an object/],
+  ];
+  for (const [what, spoil, reason] of bad) {
+    const copy = structuredClone(data);
+    if (what === 'not an object') copy.live[0] = 7;
+    else spoil(copy.live[0]);
+    writeFileSync(file, JSON.stringify(copy));
+    const loaded = store.load();
+    assert.equal(loaded.problem, undefined, what);
+    assert.deepEqual(loaded.live.map((r) => r.relPath), ['b'], `${what}: only the bad record is dropped`);
+    assert.deepEqual(loaded.finals.map((r) => [r.relPath, r.counters.egress.bytes, r.terminatedAt]), [['c', 113n, 5]], what);
+    assert.equal(loaded.dropped.length, 1, what);
+    assert.equal(loaded.dropped[0]!.list, 'live');
+    assert.equal(loaded.dropped[0]!.index, 0);
+    assert.match(loaded.dropped[0]!.reason, reason, what);
+  }
+  // Not a state file at all: set aside whole, as before.
+  writeFileSync(file, JSON.stringify({ version: 1, live: [], finals: 7 }));
+  const whole = store.load();
+  assert.match(String(whole.problem), /"finals" is not a list/);
+  assert.deepEqual(whole.live, []);
+});
