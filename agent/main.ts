@@ -84,6 +84,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     onError: () => metrics.errors.inc({ op: 'maps' }),
   });
   addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
+  metrics.exposition.add(server.rejectedMetric('podmeter_http_rejected_total'));
   const watcher = new CgroupWatcher(root, mode);
   let ready = false;
 

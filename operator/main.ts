@@ -20,7 +20,7 @@ import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
 import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
 import { NodeStore } from './nodes.ts';
-import { startRounds } from './rounds.ts';
+import { startRounds, writeLastStatus } from './rounds.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 
@@ -65,6 +65,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
       ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, connection, commonName: 'podmeter-operator', names: [config.identity, config.listen.host], log: httpLog })
       : undefined;
   const server = new HttpServer(httpLog, secure);
+  metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
   const address = await server.listen(config.listen.host, config.listen.port);
 
   const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
@@ -129,9 +130,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     async stop(step = () => {}) {
       rounds.stop();
       step('last status writes and the lease release');
-      await election.stop(async () => {
-        if (ledger.active) await ledger.reconcile({ ignoreIntervals: true });
-      });
+      await election.stop(() => writeLastStatus({ ledger, countError, log }));
       ledger.deactivate();
       step('watches');
       await Promise.all([...reflectors, podReflector].map((r) => r.stop()));

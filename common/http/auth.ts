@@ -12,6 +12,12 @@
  * the same token and path share one review. When the API cannot be
  * reached the answer is 503 (never cached), except that a cached allow
  * keeps working for the rest of its TTL.
+ *
+ * Each uncached decision costs the API server a review, and a peer can send
+ * a new random token with every request: reviews for tokens that were never
+ * allowed here take a token from a bucket (tokenBucket.ts); with none left
+ * the answer is 429 with Retry-After. A reader whose token was allowed (the
+ * last `readerTtlMs`) is never limited, whatever the bucket holds.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -22,6 +28,7 @@ import type { MetricsSecurity } from '../flags/sets.ts';
 import { describe, KubeApi } from '../kube/api.ts';
 import { text, type Gate, type Reply } from './server.ts';
 import { servingTls, type ServingTls } from './tls.ts';
+import { TokenBucket } from './tokenBucket.ts';
 
 export interface GateOptions {
   allowTtlMs?: number;
@@ -30,6 +37,11 @@ export interface GateOptions {
   maxEntries?: number;
   /** Per review request. */
   timeoutMs?: number;
+  /** Reviews per second (after `reviewBurst` at once) for tokens never allowed here: what a token spray costs the API server. */
+  reviewsPerSecond?: number;
+  reviewBurst?: number;
+  /** How long a token once allowed bypasses that limit. */
+  readerTtlMs?: number;
 }
 
 interface TokenReview {
@@ -75,6 +87,10 @@ export class KubernetesGate implements Gate {
   /** key -> decision (undefined: allowed) and when it expires. */
   readonly #cache = new Map<string, { until: number; reply: Reply | undefined }>();
   readonly #pending = new Map<string, Promise<Reply | undefined>>();
+  /** SHA-256 of tokens allowed recently -> until when their reviews skip the bucket; bounded like the cache. */
+  readonly #readers = new Map<string, number>();
+  readonly #readerTtlMs: number;
+  readonly #bucket: TokenBucket;
   /** The API failed on the last review: logged once per outage, not per request. */
   #unreachable = false;
 
@@ -85,6 +101,9 @@ export class KubernetesGate implements Gate {
     this.#denyTtlMs = options.denyTtlMs ?? 10_000;
     this.#maxEntries = options.maxEntries ?? 4096;
     this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#readerTtlMs = options.readerTtlMs ?? 15 * 60_000;
+    // A new reader's first scrapes (a few paths) fit in the burst; a spray gets 1 review a second.
+    this.#bucket = new TokenBucket({ ratePerSecond: options.reviewsPerSecond ?? 1, burst: options.reviewBurst ?? 10 });
   }
 
   check(req: IncomingMessage, path: string): Reply | undefined | Promise<Reply | undefined> {
@@ -92,18 +111,28 @@ export class KubernetesGate implements Gate {
     if (token === undefined) {
       return { ...text('Unauthorized: send Authorization: Bearer <token> (a Kubernetes token allowed to get this path)\n', 401), headers: CHALLENGE };
     }
-    const key = `${createHash('sha256').update(token).digest('base64')} ${path}`;
+    const hash = createHash('sha256').update(token).digest('base64');
+    const key = `${hash} ${path}`;
     const cached = this.#cache.get(key);
     if (cached !== undefined && cached.until > Date.now()) return cached.reply;
     let pending = this.#pending.get(key);
     if (pending === undefined) {
-      pending = this.#decide(token, path, key).finally(() => this.#pending.delete(key));
+      if (!this.#isReader(hash) && !this.#bucket.take()) {
+        const retryAfter = Math.max(1, this.#bucket.retryAfterSeconds());
+        return { ...text(`Too Many Requests: too many tokens not seen before; retry in ${retryAfter} s\n`, 429), headers: { 'retry-after': String(retryAfter) } };
+      }
+      pending = this.#decide(token, path, key, hash).finally(() => this.#pending.delete(key));
       this.#pending.set(key, pending);
     }
     return pending;
   }
 
-  async #decide(token: string, path: string, key: string): Promise<Reply | undefined> {
+  #isReader(hash: string): boolean {
+    const until = this.#readers.get(hash);
+    return until !== undefined && until > Date.now();
+  }
+
+  async #decide(token: string, path: string, key: string, hash: string): Promise<Reply | undefined> {
     let reply: Reply | undefined;
     try {
       reply = await this.#review(token, path);
@@ -115,6 +144,7 @@ export class KubernetesGate implements Gate {
     if (this.#unreachable) this.#log.info('token reviews work again');
     this.#unreachable = false;
     this.#remember(key, reply);
+    if (reply === undefined) bounded(this.#readers, hash, Date.now() + this.#readerTtlMs, this.#maxEntries);
     return reply;
   }
 
@@ -145,18 +175,24 @@ export class KubernetesGate implements Gate {
   }
 
   #remember(key: string, reply: Reply | undefined): void {
-    const now = Date.now();
-    if (this.#cache.size >= this.#maxEntries) {
-      for (const [k, entry] of this.#cache) if (entry.until <= now) this.#cache.delete(k);
-      // Still full: drop the oldest (a Map iterates in insertion order).
-      for (const k of this.#cache.keys()) {
-        if (this.#cache.size < this.#maxEntries) break;
-        this.#cache.delete(k);
-      }
-    }
-    this.#cache.delete(key); // re-inserted last: the oldest are dropped first
-    this.#cache.set(key, { until: now + (reply === undefined ? this.#allowTtlMs : this.#denyTtlMs), reply });
+    const until = Date.now() + (reply === undefined ? this.#allowTtlMs : this.#denyTtlMs);
+    bounded(this.#cache, key, { until, reply }, this.#maxEntries);
   }
+}
+
+/** Sets `key` as the newest entry of `map`, first dropping expired entries, then the oldest, to stay under `max`. */
+function bounded<V extends number | { until: number }>(map: Map<string, V>, key: string, value: V, max: number): void {
+  const now = Date.now();
+  if (map.size >= max) {
+    for (const [k, v] of map) if ((typeof v === 'number' ? v : v.until) <= now) map.delete(k);
+    // Still full: drop the oldest (a Map iterates in insertion order).
+    for (const k of map.keys()) {
+      if (map.size < max) break;
+      map.delete(k);
+    }
+  }
+  map.delete(key); // re-inserted last: the oldest are dropped first
+  map.set(key, value);
 }
 
 /**

@@ -4,9 +4,20 @@
  * dispatches and reports errors. With `secure` (--metrics-auth kubernetes)
  * it serves HTTPS and asks a Gate (auth.ts) about every request except the
  * kubelet's probes; without it, plain HTTP exactly as before.
+ *
+ * Anyone who can reach the port may send anything (DESIGN.md, trust model):
+ * what cannot be parsed, authorised or routed is a 4xx, an exception in a
+ * route a 500 (logged once per kind), and never an exit. What one peer can
+ * hold is bounded: header, request, keep-alive, idle and TLS handshake
+ * timeouts, header size, requests per connection, connections per address
+ * and in all; pipelined requests on a connection are answered one at a time,
+ * so at most one answer per connection waits in memory.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
+import { labelText, type TextMetric } from './exposition.ts';
 import type { ServingTls } from './tls.ts';
 
 export interface Reply {
@@ -16,7 +27,7 @@ export interface Reply {
   headers?: Readonly<Record<string, string>>;
 }
 
-/** Decides whether a request may see `path`: undefined lets it through, a Reply (401, 403, 503) answers instead. */
+/** Decides whether a request may see `path`: undefined lets it through, a Reply (401, 403, 429, 503) answers instead. */
 export interface Gate {
   check(req: IncomingMessage, path: string): Reply | undefined | Promise<Reply | undefined>;
 }
@@ -34,20 +45,114 @@ export function text(body: string, status = 200): Reply {
   return { status, type: 'text/plain; charset=utf-8', body };
 }
 
+export interface ServerLimits {
+  /** The request line and headers must arrive within this (slow senders). */
+  headersTimeoutMs: number;
+  /** The whole request. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** A connection with no bytes moving either way (a peer that stops reading its answer) is closed after this. */
+  idleTimeoutMs: number;
+  /** TLS only: the handshake must be done within this (node's default is 120 s). */
+  handshakeTimeoutMs: number;
+  /** Request line and headers, bytes: more is a 431. */
+  maxHeaderSize: number;
+  /** Requests on one keep-alive connection; then it is closed (bounds what one pipelining peer queues). */
+  maxRequestsPerSocket: number;
+  /** Connections at once from one peer address: more are closed at once. */
+  maxConnectionsPerAddress: number;
+  /** Connections at once in all: a new one then closes the oldest that has no request in progress. */
+  maxConnections: number;
+}
+
+/**
+ * Prometheus and the kubelet send one small request per connection or per
+ * keep-alive period; these leave them plenty and a slow or hostile peer
+ * little. The kubelet probes from the node's address, never one pod's; a
+ * connection that sends headers slowly costs about 14 KiB (measured), so
+ * 512 cost about 7 MiB.
+ */
+export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+  maxHeaderSize: 16 * 1024,
+  maxRequestsPerSocket: 100,
+  maxConnectionsPerAddress: 64,
+  maxConnections: 512,
+});
+
+/** Why a request or connection was turned away: podmeter_http_rejected_total{reason}. */
+export const REJECT_REASONS = ['malformed', 'headers_too_large', 'timeout', 'method', 'not_found', 'unauthorized', 'forbidden', 'rate_limited', 'auth_unavailable', 'connections', 'tls', 'internal'] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** Node's parser errors (the 'clientError' event) that have their own status; any other is a 400. */
+const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
+  HPE_HEADER_OVERFLOW: 431,
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 413,
+  ERR_HTTP_REQUEST_TIMEOUT: 408,
+};
+
+/** A Gate's or the server's own status, as a reason. */
+const REASON_OF_STATUS: Readonly<Record<number, RejectReason>> = { 400: 'malformed', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 405: 'method', 429: 'rate_limited', 503: 'auth_unavailable' };
+
+/** Host header values (RFC 9110 uri-host [":" port]); anything else is a 400. */
+const HOST = /^[A-Za-z0-9\-._~!$&'()*+,;=%:[\]]*$/;
+
+interface Connection {
+  socket: Socket;
+  address: string;
+  /** Requests being answered: such a connection is not closed to make room. */
+  busy: number;
+}
+
 export class HttpServer {
   readonly #server: Server;
   readonly #routes = new Map<string, Route>();
   readonly #log: Logger;
   readonly #gate: Gate | undefined;
   readonly #tls: ServingTls | undefined;
+  readonly #limits: ServerLimits;
+  /** By `address port`, the longest idle first. */
+  readonly #connections = new Map<string, Connection>();
+  readonly #perAddress = new Map<string, number>();
+  /** The answer in progress on each socket: the next pipelined request waits for it. */
+  readonly #answering = new WeakMap<Duplex, Promise<void>>();
+  readonly #rejected = new Map<RejectReason, number>();
+  /** Kinds of route failure logged already (not every request's). */
+  readonly #failures = new Set<string>();
 
-  constructor(log: Logger, secure?: { tls: ServingTls; gate: Gate }) {
+  constructor(log: Logger, secure?: { tls: ServingTls; gate: Gate }, limits: Partial<ServerLimits> = {}) {
     this.#log = log;
     this.#gate = secure?.gate;
     this.#tls = secure?.tls;
-    const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
+    const l = (this.#limits = { ...DEFAULT_LIMITS, ...limits });
+    const options: ServerOptions = {
+      headersTimeout: l.headersTimeoutMs,
+      requestTimeout: l.requestTimeoutMs,
+      keepAliveTimeout: l.keepAliveTimeoutMs,
+      maxHeaderSize: l.maxHeaderSize,
+      // How often the header and request timeouts are checked (node's default, 30 s, would let a slow sender stay 3x longer).
+      connectionsCheckingInterval: Math.min(1_000, l.headersTimeoutMs),
+      // Checked here, with the other Host rules, and counted.
+      requireHostHeader: false,
+    };
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.#enqueue(req, res);
     // node:https is loaded by tls.ts, only with --metrics-auth kubernetes.
-    this.#server = secure === undefined ? createServer(handler) : secure.tls.serve(handler);
+    this.#server = secure === undefined ? createServer(options, handler) : secure.tls.serve(handler, { ...options, handshakeTimeout: l.handshakeTimeoutMs });
+    this.#server.maxRequestsPerSocket = l.maxRequestsPerSocket;
+    // Without a 'timeout' listener node destroys the idle socket.
+    this.#server.setTimeout(l.idleTimeoutMs);
+    this.#server.on('connection', (socket: Socket) => this.#admit(socket));
+    this.#server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    // Without a listener node closes a CONNECT's socket without an answer.
+    this.#server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      this.#count('method');
+      this.#answerRaw(socket, 405, 'CONNECT is not served here\n');
+    });
   }
 
   /** 'https' with --metrics-auth kubernetes, else 'http'. */
@@ -60,6 +165,18 @@ export class HttpServer {
     return this;
   }
 
+  /** Requests and connections turned away so far, by reason: a counter for /metrics (read at scrape time). */
+  rejectedMetric(name: string): TextMetric {
+    return {
+      name,
+      help: `HTTP requests and connections turned away, by reason (${REJECT_REASONS.join(', ')}).`,
+      type: 'counter',
+      samples: (emit) => {
+        for (const [reason, n] of this.#rejected) emit(labelText({ reason }), n);
+      },
+    };
+  }
+
   /** Listens, failing with a clear message (EADDRINUSE, EACCES) before the agent changes anything. */
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
@@ -70,6 +187,8 @@ export class HttpServer {
       this.#server.once('error', onError);
       this.#server.listen(port, host, () => {
         this.#server.off('error', onError);
+        // After listening, an 'error' (e.g. EMFILE on accept) must not be thrown as an uncaught exception.
+        this.#server.on('error', (err) => this.#log.warn({ err }, 'HTTP server error'));
         const addr = this.#server.address();
         resolve(typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : { host, port });
       });
@@ -81,27 +200,157 @@ export class HttpServer {
     return new Promise((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
+      // closeAllConnections leaves sockets that never became HTTP (a TLS handshake in progress).
+      for (const c of this.#connections.values()) c.socket.destroy();
     });
   }
 
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://agent');
-    const route = this.#routes.get(url.pathname);
-    let reply: Reply;
-    const denied = this.#gate && !OPEN_PATHS.has(url.pathname) ? await this.#check(req, url.pathname) : undefined;
-    if (denied !== undefined) reply = denied;
-    else if (req.method !== 'GET' && req.method !== 'HEAD') reply = text('method not allowed\n', 405);
-    else if (route === undefined) reply = text(`not found; try ${[...this.#routes.keys()].join(' ')}\n`, 404);
-    else {
-      try {
-        reply = await route(req, url);
-      } catch (err) {
-        this.#log.error({ err, path: url.pathname }, 'request failed');
-        reply = text(`internal error: ${(err as Error).message}\n`, 500);
+  #count(reason: RejectReason): void {
+    this.#rejected.set(reason, (this.#rejected.get(reason) ?? 0) + 1);
+  }
+
+  /** A new TCP connection (before TLS): within the per-address cap, and room made in all if needed. */
+  #admit(socket: Socket): void {
+    const address = socket.remoteAddress;
+    const key = `${address} ${socket.remotePort}`;
+    if (address === undefined) return void socket.destroy(); // already gone
+    const fromAddress = this.#perAddress.get(address) ?? 0;
+    if (fromAddress >= this.#limits.maxConnectionsPerAddress || (this.#connections.size >= this.#limits.maxConnections && !this.#closeOldestIdle())) {
+      this.#count('connections');
+      return void socket.destroy();
+    }
+    this.#perAddress.set(address, fromAddress + 1);
+    this.#connections.set(key, { socket, address, busy: 0 });
+    socket.once('close', () => {
+      this.#connections.delete(key);
+      const n = (this.#perAddress.get(address) ?? 1) - 1;
+      if (n === 0) this.#perAddress.delete(address);
+      else this.#perAddress.set(address, n);
+    });
+  }
+
+  /**
+   * Closes the connection idle the longest (keep-alive, slow headers, a TLS
+   * handshake): the kubelet's probe, a fresh connection answered in
+   * milliseconds, is then never the one that waits.
+   */
+  #closeOldestIdle(): boolean {
+    for (const c of this.#connections.values()) {
+      if (c.busy > 0) continue;
+      this.#count('connections');
+      c.socket.destroy();
+      this.#connections.delete(`${c.socket.remoteAddress} ${c.socket.remotePort}`);
+      return true;
+    }
+    return false;
+  }
+
+  /** Marks the connection of `socket` busy (+1) or idle again (-1, then it is the newest idle). */
+  #busy(socket: Duplex, delta: 1 | -1): void {
+    const { remoteAddress, remotePort } = socket as Socket;
+    const key = `${remoteAddress} ${remotePort}`;
+    const c = this.#connections.get(key);
+    if (c === undefined) return;
+    c.busy += delta;
+    if (c.busy === 0) {
+      this.#connections.delete(key);
+      this.#connections.set(key, c);
+    }
+  }
+
+  /**
+   * What node's parser refused: our own status (431 for oversized headers),
+   * then the connection is closed. node:https reports a failed TLS handshake
+   * here too (plain bytes on the TLS port, a handshake timeout): there is no
+   * channel to answer on.
+   */
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (/^ERR_(SSL|TLS)_/.test(err.code ?? '')) {
+      this.#count('tls');
+      return void socket.destroy();
+    }
+    const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? 400;
+    this.#count(status === 431 ? 'headers_too_large' : status === 408 ? 'timeout' : 'malformed');
+    if (err.code === 'ECONNRESET') return void socket.destroy();
+    // Answers to requests parsed before the bad bytes (a pipeline, a GET's broken body) go out first, then the connection closes.
+    const pending = this.#answering.get(socket);
+    if (pending !== undefined) return void pending.then(() => socket.destroy());
+    this.#answerRaw(socket, status, `${STATUS_CODES[status]}: ${status === 400 ? 'the request cannot be parsed' : status === 431 ? `request line and headers over ${this.#limits.maxHeaderSize} bytes` : 'sent too slowly'}\n`);
+  }
+
+  /** A whole answer written on the socket itself (no HTTP parser behind it any more), then closed. */
+  #answerRaw(socket: Duplex, status: number, body: string): void {
+    if (!socket.writable) return void socket.destroy();
+    const head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n`;
+    socket.end(head + body, () => socket.destroy());
+  }
+
+  /** Answers pipelined requests of one connection in turn: at most one answer per connection in memory. */
+  #enqueue(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
+    const answered = (this.#answering.get(socket) ?? Promise.resolve()).then(() => this.#answer(req, res));
+    this.#answering.set(socket, answered);
+    void answered.then(() => {
+      if (this.#answering.get(socket) === answered) this.#answering.delete(socket);
+    });
+  }
+
+  /** Never rejects: every failure is an answer (a 500 at worst) or a closed connection. */
+  async #answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (res.destroyed || req.socket.destroyed) return; // the peer left while earlier requests were answered
+    this.#busy(req.socket, 1);
+    const done = new Promise<void>((resolve) => res.once('close', resolve));
+    let where = 'request';
+    try {
+      const { reply, route } = await this.#reply(req);
+      if (route !== undefined) where = route;
+      // A body we did not read (GET with a body, a POST): close rather than read it.
+      const unread = hasBody(req) ? { connection: 'close' } : {};
+      res.writeHead(reply.status ?? 200, { ...reply.headers, ...unread, 'content-type': reply.type, 'content-length': Buffer.byteLength(reply.body) });
+      res.end(req.method === 'HEAD' ? undefined : reply.body);
+    } catch (err) {
+      this.#failed(err, where);
+      if (res.headersSent) res.destroy();
+      else {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+        res.end(`internal error: ${(err as Error)?.message ?? String(err)}\n`);
       }
     }
-    res.writeHead(reply.status ?? 200, { ...reply.headers, 'content-type': reply.type });
-    res.end(req.method === 'HEAD' ? undefined : reply.body);
+    await done;
+    this.#busy(req.socket, -1);
+  }
+
+  /** The answer to one request: refusals first (cheapest first, the Gate last), then the route's. */
+  async #reply(req: IncomingMessage): Promise<{ reply: Reply; route?: string }> {
+    const refuse = (reply: Reply) => {
+      this.#count(REASON_OF_STATUS[reply.status ?? 200] ?? 'malformed');
+      return { reply };
+    };
+    const url = requestUrl(req);
+    if (typeof url === 'string') return refuse(text(`Bad Request: ${url}\n`, 400));
+    if (req.httpVersionMajor !== 1) return refuse(text(`Bad Request: HTTP/${req.httpVersion} is not served here (HTTP/1.1 is)\n`, 400));
+    const hostProblem = hostError(req);
+    if (hostProblem !== undefined) return refuse(text(`Bad Request: ${hostProblem}\n`, 400));
+    if (req.method !== 'GET' && req.method !== 'HEAD') return refuse({ ...text('Method Not Allowed: only GET and HEAD\n', 405), headers: { allow: 'GET, HEAD' } });
+    if (hasBody(req)) return refuse(text(`Bad Request: a ${req.method} request has no body\n`, 400));
+    const path = url.pathname;
+    if (this.#gate !== undefined && !OPEN_PATHS.has(path)) {
+      const denied = await this.#check(req, path);
+      if (denied !== undefined) return refuse(denied);
+    }
+    const route = this.#routes.get(path);
+    if (route === undefined) return refuse(text(`not found; try ${[...this.#routes.keys()].join(' ')}\n`, 404));
+    return { reply: await route(req, url), route: path };
+  }
+
+  /** Logs the first failure of each kind (route and error class), counts them all. */
+  #failed(err: unknown, where: string): void {
+    this.#count('internal');
+    const e = err as NodeJS.ErrnoException | undefined;
+    const kind = `${where} ${e?.name ?? typeof err} ${e?.code ?? ''}`;
+    if (this.#failures.has(kind) || this.#failures.size >= 100) return;
+    this.#failures.add(kind);
+    this.#log.error({ err, path: where }, 'request failed (further failures of this kind are counted in the metrics, not logged)');
   }
 
   async #check(req: IncomingMessage, path: string): Promise<Reply | undefined> {
@@ -112,4 +361,32 @@ export class HttpServer {
       return text(`cannot authorize the request: ${(err as Error).message}\n`, 503);
     }
   }
+}
+
+/**
+ * The request target as a URL, or why it is not one. Origin-form (`/path?q`)
+ * is read against a fixed base, so `//x` stays a path (not a host); an
+ * absolute-form target (`http://host/path`, which servers must accept) gives
+ * its path. Percent-encoding is checked, not decoded: the Gate and the routes
+ * see the same path.
+ */
+function requestUrl(req: IncomingMessage): URL | string {
+  const target = req.url ?? '';
+  if (/%(?![0-9A-Fa-f]{2})/.test(target)) return 'bad percent-encoding in the request target';
+  const url = target.startsWith('/') ? URL.parse(`http://agent${target}`) : /^https?:\/\//i.test(target) ? URL.parse(target) : null;
+  return url ?? 'the request target is not a path (/...) nor an http URL';
+}
+
+/** Why the Host header is unacceptable, if it is: HTTP/1.1 needs exactly one, any version a well-formed one. */
+function hostError(req: IncomingMessage): string | undefined {
+  const hosts = req.headersDistinct.host ?? [];
+  if (hosts.length > 1) return 'more than one Host header';
+  if (hosts.length === 0 && req.httpVersion !== '1.0') return 'no Host header';
+  if (hosts.length === 1 && !HOST.test(hosts[0]!)) return 'a malformed Host header';
+  return undefined;
+}
+
+/** Whether the request has a body (chunked, or a non-zero length). */
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
 }

@@ -7,7 +7,7 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type Server } from 'node:https';
+import { createServer, type Server, type ServerOptions } from 'node:https';
 import { hostname } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from '../log.ts';
@@ -23,8 +23,8 @@ export interface ServingTls {
   readonly source: 'files' | 'self-signed';
   /** SHA-256 fingerprint of the certificate served now. */
   readonly fingerprint: string;
-  /** An HTTPS server with this certificate, swapped when the files change (a self-signed one never changes). */
-  serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Server;
+  /** An HTTPS server with this certificate (and the server's limits in `options`), swapped when the files change (a self-signed one never changes). */
+  serve(handler: (req: IncomingMessage, res: ServerResponse) => void, options?: ServerOptions): Server;
   /** Stops following the files. */
   stop(): void;
 }
@@ -41,7 +41,7 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
   const { files, log } = options;
   if (files === undefined) {
     const made = selfSignedCertificate(options.commonName, ['localhost', '127.0.0.1', '::1', hostname().toLowerCase(), ...options.names.filter((n) => n !== '0.0.0.0' && n !== '::')]);
-    return { source: 'self-signed', fingerprint: made.fingerprint, serve: (handler) => createServer(made, handler), stop: () => {} };
+    return { source: 'self-signed', fingerprint: made.fingerprint, serve: (handler, serverOptions) => createServer({ ...serverOptions, ...made }, handler), stop: () => {} };
   }
   let current = readPair(files);
   let watching: (() => void) | undefined;
@@ -50,8 +50,8 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
     get fingerprint() {
       return current.fingerprint;
     },
-    serve(handler) {
-      const server = createServer(current, handler);
+    serve(handler, serverOptions) {
+      const server = createServer({ ...serverOptions, ...current }, handler);
       const reload = () => {
         try {
           const next = readPair(files);
