@@ -57,6 +57,17 @@ export function raiseMemlockLimit(): number | undefined {
   return limit < 0 ? undefined : limit;
 }
 
+/**
+ * Sizes this process's fd table for `count` fds now, in one step (capped at
+ * RLIMIT_NOFILE); returns the slots reserved (0: could not). The kernel grows
+ * the table by doubling as fds are allocated, and in a multithreaded process
+ * (Node) each growth waits for an RCU grace period: the call that allocates
+ * the fd (at 256, 512, 1024, ... open fds) blocks for several milliseconds.
+ */
+export function reserveFds(count: number): number {
+  return native.reserveFds(count);
+}
+
 /** A cgroup's id is the inode number of its cgroup2 directory. */
 export function cgroupId(cgroupPath: string): bigint {
   return statSync(cgroupPath, { bigint: true }).ino;

@@ -101,6 +101,8 @@ export interface NativeAddon {
   enableRunTimeStats(): number;
   /** RLIMIT_MEMLOCK raised as far as allowed; the soft limit now in bytes, -1 for unlimited. */
   raiseMemlockLimit(): number;
+  /** Grows the fd table to `count` slots at once (capped at RLIMIT_NOFILE); the slots reserved, 0 when it could not. */
+  reserveFds(count: number): number;
 }
 
 function load(): NativeAddon {

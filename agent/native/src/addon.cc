@@ -40,6 +40,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("linkInfo", LinkInfo);
   add("enableRunTimeStats", EnableRunTimeStats);
   add("raiseMemlockLimit", RaiseMemlockLimit);
+  add("reserveFds", ReserveFds);
   return exports;
 }
 
