@@ -142,7 +142,12 @@ export class Meter {
       // Checked against the object this agent would load: a pin of another shape is refused.
       const { programs, maps } = pins.adopt(CollectionSpec.load(bpfObjectPath('podmeter')));
       log.info({ bpffs }, 'adopted pinned programs and counter map');
-      return new Meter(pins, maps, programs, true, configuredClasses, log);
+      try {
+        return new Meter(pins, maps, programs, true, configuredClasses, log);
+      } catch (err) {
+        for (const fdObject of [...Object.values(programs), ...Object.values(maps)]) fdObject.close();
+        throw err;
+      }
     }
     // A partial set is useless: start clean. (prog_* may be an older agent's
     // programs: its links keep them loaded, and map_stats stays for upgrade().)
@@ -153,13 +158,16 @@ export class Meter {
     } catch (err) {
       throw memlockExplained(err, memlock, kernel);
     }
+    // Maps taken out of the object are this function's to close if a later step fails.
+    const taken: { close(): void }[] = [];
+    const take = <T extends { close(): void }>(map: T): T => (taken.push(map), map);
     try {
       const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
       const maps = {
-        counters: object.takeStorageMap('podmeter_stats'),
-        peers: object.takeMap('podmeter_peers'),
-        generation: object.takeMap('podmeter_gen'),
-        slotNames: object.takeMap('podmeter_names'),
+        counters: take(object.takeStorageMap('podmeter_stats')),
+        peers: take(object.takeMap('podmeter_peers')),
+        generation: take(object.takeMap('podmeter_gen')),
+        slotNames: take(object.takeMap('podmeter_names')),
       };
       programs.ingress.pin(pins.program('ingress'));
       programs.egress.pin(pins.program('egress'));
@@ -170,6 +178,7 @@ export class Meter {
       log.info({ bpffs }, 'loaded and pinned programs and counter map');
       return new Meter(pins, maps, programs, false, configuredClasses, log);
     } catch (err) {
+      for (const map of taken) map.close();
       object.close();
       for (const p of pinned) PinDir.unpin(p);
       throw err;
@@ -231,9 +240,10 @@ export class Meter {
    * agent's programs; returns the old links' final counts (the unit's base).
    */
   upgrade(cgroupPath: string, cgroupId: bigint): DirectionCounters {
-    const old = DIRECTIONS.map((d) => Link.fromPin(this.pins.link(cgroupId, d)));
+    const old: Link[] = [];
     const made: Link[] = [];
     try {
+      for (const direction of DIRECTIONS) old.push(Link.fromPin(this.pins.link(cgroupId, direction)));
       for (const direction of DIRECTIONS) made.push(attachCgroup({ cgroupPath, program: this.programs[direction] }));
       for (const link of old) link.detach();
       const base = this.#readLegacy(cgroupId);
