@@ -170,19 +170,25 @@ export class Program extends FdObject {
    * naming the pin and both shapes, with nothing left open.
    */
   static adopt(path: string, spec: ProgramSpec, maps: readonly { map: MapObject; what: string }[]): Program {
-    const program = Program.fromPin(path, spec.name, spec.attachType);
-    try {
-      checkPinnedProgram(path, program.info(), spec, maps.map((m) => ({ id: m.map.id, what: m.what })));
-    } catch (err) {
-      program.close();
-      throw err;
-    }
-    return program;
+    return closedUnless(Program.fromPin(path, spec.name, spec.attachType), (program) =>
+      checkPinnedProgram(path, program.info(), spec, maps.map((m) => ({ id: m.map.id, what: m.what }))),
+    );
   }
 
   info(): ProgInfo {
     return native.progInfo(this.fd);
   }
+}
+
+/** `object` once `check` passes on it; closed (nothing left open) when it throws. */
+function closedUnless<T extends { close(): void }>(object: T, check: (object: T) => void): T {
+  try {
+    check(object);
+  } catch (err) {
+    object.close();
+    throw err;
+  }
+  return object;
 }
 
 /**
@@ -222,14 +228,7 @@ export abstract class MapObject extends FdObject {
    * naming the pin and both shapes, with nothing left open.
    */
   static adopt<T extends MapObject>(this: new (fd: number) => T, path: string, spec: MapSpec): T {
-    const map = new this(native.objGet(path));
-    try {
-      checkPinnedMap(path, map.info(), spec);
-    } catch (err) {
-      map.close();
-      throw err;
-    }
-    return map;
+    return closedUnless(new this(native.objGet(path)), (map) => checkPinnedMap(path, map.info(), spec));
   }
 
   info(): MapInfo {

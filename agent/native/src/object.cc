@@ -8,22 +8,34 @@
 #include "errors.h"
 
 namespace podmeter {
+namespace {
+
+// The object file named by the path argument, read (nothing reaches the
+// kernel) with libbpf's log collected: the caller ends the log. nullptr
+// after a JS exception.
+bpf_object* OpenFile(const Napi::CallbackInfo& info, const char* usage, const char* what, std::string* path) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowTypeError(env, std::string(usage) + ": path must be a string");
+    return nullptr;
+  }
+  *path = info[0].As<Napi::String>();
+  BeginLibbpfLog();
+  bpf_object* obj = bpf_object__open_file(path->c_str(), nullptr);
+  if (obj == nullptr) {
+    int err = errno;
+    ThrowSystemError(env, err, "bpf_object__open_file", what, *path, EndLibbpfLog());
+  }
+  return obj;
+}
+
+}  // namespace
 
 Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) {
-    ThrowTypeError(env, "openObject(path): path must be a string");
-    return env.Undefined();
-  }
-  std::string path = info[0].As<Napi::String>();
-
-  BeginLibbpfLog();
-  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
-  if (obj == nullptr) {
-    int err = errno;
-    ThrowSystemError(env, err, "bpf_object__open_file", "open BPF object", path, EndLibbpfLog());
-    return env.Undefined();
-  }
+  std::string path;
+  bpf_object* obj = OpenFile(info, "openObject(path)", "open BPF object", &path);
+  if (obj == nullptr) return env.Undefined();
   int rc = bpf_object__load(obj);
   if (rc < 0) {
     std::string log = EndLibbpfLog();
@@ -76,26 +88,13 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   return result;
 }
 
-}  // namespace podmeter
-
-namespace podmeter {
-
 // Reads the ELF only (bpf_object__open_file, no load): nothing reaches the
 // kernel, so an agent can compare pins with the object it would load.
 Napi::Value ObjectSpec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString()) {
-    ThrowTypeError(env, "objectSpec(path): path must be a string");
-    return env.Undefined();
-  }
-  std::string path = info[0].As<Napi::String>();
-  BeginLibbpfLog();
-  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
-  if (obj == nullptr) {
-    int err = errno;
-    ThrowSystemError(env, err, "bpf_object__open_file", "read BPF object", path, EndLibbpfLog());
-    return env.Undefined();
-  }
+  std::string path;
+  bpf_object* obj = OpenFile(info, "objectSpec(path)", "read BPF object", &path);
+  if (obj == nullptr) return env.Undefined();
   EndLibbpfLog();
   auto str = [](const char* s, unsigned n) { return s != nullptr ? std::string(s) : "unknown(" + std::to_string(n) + ")"; };
   Napi::Array maps = Napi::Array::New(env);
