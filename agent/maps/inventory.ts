@@ -175,13 +175,19 @@ export interface UnreadableObject {
   code: string;
 }
 
-/** Refusals that leave one object out, not the whole walk. */
+/**
+ * Refusals that leave one object out, not the whole walk: opening one object
+ * by id refused. The walk itself refused (GET_NEXT_ID: the agent lacks
+ * CAP_SYS_ADMIN) fails the inventory, saying so.
+ */
 const UNREADABLE_CODES = new Set(['EPERM', 'EACCES']);
+const OPEN_BY_ID = /GET_FD_BY_ID/;
 const MAX_ID = 0xffffffff;
 
-function errorCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
+/** The errno name of a refusal to open one object by id; undefined for any other error. */
+function refusedOpen(err: unknown): string | undefined {
+  const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
+  return typeof code === 'string' && UNREADABLE_CODES.has(code) && typeof syscall === 'string' && OPEN_BY_ID.test(syscall) ? code : undefined;
 }
 
 /**
@@ -206,8 +212,8 @@ export async function listSliced<T extends { id: number }>(
     try {
       return list(from, limit);
     } catch (err) {
-      const code = errorCode(err);
-      if (code === undefined || !UNREADABLE_CODES.has(code)) throw err;
+      const code = refusedOpen(err);
+      if (code === undefined) throw err;
       return code;
     }
   };

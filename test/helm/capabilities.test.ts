@@ -174,7 +174,7 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
             if (entry.msg === 'agent ready') resolve(String(entry.listen));
             const err = entry.err as { code?: unknown; message?: unknown } | undefined;
             const why = String(err?.code ?? err?.message ?? '');
-            if (entry.msg === 'attach failed') failures.attach ??= why;
+            if (String(entry.msg).startsWith('attach failed')) failures.attach ??= why;
             if (entry.msg === 'BPF map inventory failed') failures.maps ??= why;
           } catch {
             // not a log line
@@ -205,7 +205,7 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
       for (;;) {
         const metrics = await (await fetch(`${url}/metrics`)).text();
         const attached = Number(/^podmeter_attached_cgroups (\S+)$/m.exec(metrics)?.[1] ?? 0);
-        const attachErrors = /^podmeter_errors_total\{op="attach"\} [1-9]/m.test(metrics);
+        const attachErrors = /^podmeter_errors_total\{op="attach"(,reason="\w+")?\} [1-9]/m.test(metrics);
         const mapsErrors = /^podmeter_errors_total\{op="maps"\} [1-9]/m.test(metrics);
         const maps = await fetch(`${url}/api/v1/maps`);
         const inventory = maps.ok ? ((await maps.json()) as { maps: { name: string; owners: string[] }[] }) : undefined;

@@ -49,3 +49,13 @@ test('other errors still fail the walk (a missing capability is not one map)', a
   };
   await assert.rejects(listSliced(list, new Slices(1000), []), /EINVAL/);
 });
+
+test('the walk itself refused (GET_NEXT_ID: no CAP_SYS_ADMIN) fails the inventory with EPERM, not one map left out', async () => {
+  let calls = 0;
+  const list = () => {
+    calls++;
+    throw Object.assign(new Error('list BPF maps: bpf(BPF_*_GET_NEXT_ID): EPERM'), { code: 'EPERM', syscall: 'bpf(BPF_*_GET_NEXT_ID)' });
+  };
+  await assert.rejects(listSliced(list, new Slices(1000), []), { code: 'EPERM' });
+  assert.equal(calls, 1);
+});
