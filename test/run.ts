@@ -17,7 +17,9 @@
  * (PODMETER_TEST_FILE_TIMEOUT seconds, else the lane's): a file still running
  * then gets SIGTERM (its cleanups run), SIGKILL 30 s later, and fails its
  * lane with its name and last output, so a hang costs one bound, never the
- * whole CI run. Each lane's closing lines name every failed and skipped test
+ * whole CI run. After each file, what a test process that is gone left
+ * behind (cgroups, bpffs directories, network namespaces) is removed and
+ * named. Each lane's closing lines name every failed and skipped test
  * and why; the last line adds both lanes up: `N passed, N failed, N skipped`.
  * Exits non-zero when anything failed. Ctrl-C (or SIGTERM) is passed on to
  * the running files; the runner waits for their cleanup.
@@ -28,6 +30,9 @@ import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Result } from './results-reporter.ts';
+import { sweepStaleBpffsDirs } from './helpers/bpffs.ts';
+import { sweepStaleCgroups } from './helpers/cgroups.ts';
+import { sweepStaleNetns } from './helpers/netns.ts';
 
 const REPORTER = new URL('./results-reporter.ts', import.meta.url).pathname;
 const NODE_TEST = [process.execPath, '--test', '--test-timeout=900000', '--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${REPORTER}`];
@@ -135,6 +140,24 @@ function runBounded(lane: Lane, argv: string[], boundS: number, showStdout: bool
   });
 }
 
+/**
+ * Removes what test processes that are gone left behind (a file killed at
+ * its bound, or by SIGKILL, runs no cleanup) and names it: the helpers'
+ * podmeter-test-<pid>-... cgroups, bpffs directories and network namespaces.
+ * Without root or a mount there is nothing to sweep.
+ */
+function sweepAfter(file: string): void {
+  const left: string[] = [];
+  for (const sweep of [sweepStaleCgroups, sweepStaleBpffsDirs, sweepStaleNetns]) {
+    try {
+      left.push(...sweep());
+    } catch {
+      // not root, or no such mount
+    }
+  }
+  if (left.length > 0) console.error(`test/run: removed what ${file} left behind: ${left.join(' ')}`);
+}
+
 function readResults(path: string): Result[] {
   let text = '';
   try {
@@ -164,6 +187,7 @@ async function runLane(lane: Lane, dir: string): Promise<LaneResult> {
     }
     const resultsFile = join(dir, `${lane.name}-${i}.jsonl`);
     const { code, timedOut, tail } = await runBounded(lane, [...NODE_TEST, `--test-reporter-destination=${resultsFile}`, file], boundS, true);
+    sweepAfter(file);
     const results = readResults(resultsFile);
     out.results.push(...results);
     const lastLines = `its last output:\n${tail.map((l) => `    | ${l}`).join('\n')}`;

@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { PinDir } from '../../agent/counting/pins.ts';
 import type { CgroupView } from '../../agent/http/api.ts';
 import { launchPodmeter, signalAndWait } from './podmeter.ts';
-import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { sweepStaleBpffsDirs } from './bpffs.ts';
+import { afterOrSignal, randomSuffix, sleep, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface AgentProcess {
   url: string;
@@ -47,6 +48,7 @@ export interface AgentOptions {
 
 /** Spawns `podmeter agent` and resolves when it is ready (or rejects with its stderr). */
 export async function startAgentProcess(t: AfterHook | undefined, options: AgentOptions): Promise<AgentProcess> {
+  sweepOnce('bpffs dir', sweepStaleBpffsDirs);
   const bpffs = options.bpffs ?? `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), TEST_PREFIX));
   let listen = '127.0.0.1:0';

@@ -15,7 +15,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface TestBpffsDir {
   path: string;
@@ -55,7 +55,28 @@ function removeTree(dir: string): void {
   rmdirSync(dir);
 }
 
+/**
+ * Removes test directories on bpffs whose test process is gone
+ * (staleTestName), with their pins: the links they pinned belong to no
+ * running test. Returns the directories removed.
+ */
+export function sweepStaleBpffsDirs(): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(bpffsRoot())) {
+    if (!staleTestName(name)) continue;
+    const path = join(bpffsRoot(), name);
+    try {
+      removeTree(path);
+      removed.push(path);
+    } catch {
+      // went meanwhile, or not removable: the next sweep tries again
+    }
+  }
+  return removed;
+}
+
 export function makeBpffsDir(t?: AfterHook): TestBpffsDir {
+  sweepOnce('bpffs dir', sweepStaleBpffsDirs);
   const path = join(bpffsRoot(), `${TEST_PREFIX}${randomSuffix()}`);
   mkdirSync(path);
   const remove = afterOrSignal(t, async () => removeTree(path));

@@ -27,7 +27,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, sleep, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface CgroupDir {
   /** Absolute path of the cgroup directory. */
@@ -178,8 +178,29 @@ async function removeTree(top: string): Promise<void> {
   }
 }
 
+/**
+ * Removes test cgroups at the cgroup2 root whose test process is gone
+ * (staleTestName: killed before its cleanups ran). One with a process still
+ * in it is left as it is. Returns the cgroups removed.
+ */
+export function sweepStaleCgroups(): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(cgroup2Root())) {
+    if (!staleTestName(name)) continue;
+    const top = join(cgroup2Root(), name);
+    try {
+      for (const dir of postOrder(top)) rmdirSync(dir);
+      removed.push(top);
+    } catch {
+      // EBUSY: a process lives in it still; not ours to end
+    }
+  }
+  return removed;
+}
+
 /** Creates <cgroup2 root>/podmeter-test-<rand>[/relPath] (mkdir -p). */
 export function makeTestCgroup(t?: AfterHook, relPath = ''): TestCgroup {
+  sweepOnce('cgroup', sweepStaleCgroups);
   const top = join(cgroup2Root(), `${TEST_PREFIX}${randomSuffix()}`);
   mkdirSync(top);
   const remove = afterOrSignal(t, () => removeTree(top));

@@ -14,10 +14,13 @@
  *   runAllCleanups(): Promise<void>   // what the signal handler runs
  *   afterOrSignal(t, fn)              // t.after(fn) when t is given, else only on signal
  *   runMain(main)                     // a benchmark's entry: cleans up on success, error and signal
+ *   staleTestName(name), sweepOnce(kind, fn)  // what tests killed by SIGKILL left, removed by the next
  *
  * Links and other BPF fds need no entry: the kernel drops an unpinned link
  * when the process that holds its fd exits.
  */
+
+import { existsSync } from 'node:fs';
 
 export type CleanupFn = () => unknown;
 
@@ -107,9 +110,38 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** A short random suffix for `podmeter-test-<rand>` names. */
+/** A short random suffix for `podmeter-test-<rand>` names: the pid of the process that made it (base 36), then random. */
 export function randomSuffix(): string {
   return `${process.pid.toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
 export const TEST_PREFIX = 'podmeter-test-';
+
+/** `podmeter-test-<pid>-<rand>`, and make run's demo namespaces `...-server`, `...-client`. */
+const TEST_NAME = /^podmeter-test-([0-9a-z]{1,7})-[0-9a-z]{1,6}(?:-server|-client)?$/;
+
+/**
+ * True for a name a test process made (TEST_PREFIX + randomSuffix()) whose
+ * process no longer runs: what a test killed by SIGKILL, a runner's bound or
+ * a crash left, which its own cleanups could not remove. A name whose pid
+ * runs (the test still going, or the pid reused) is never stale.
+ */
+export function staleTestName(name: string): boolean {
+  const m = TEST_NAME.exec(name);
+  if (!m) return false;
+  const pid = Number.parseInt(m[1]!, 36);
+  return pid > 0 && !existsSync(`/proc/${pid}`);
+}
+
+const swept = new Set<string>();
+
+/** Runs `sweep` the first time a process asks for `kind`: each helper clears what dead tests left before making its own. */
+export function sweepOnce(kind: string, sweep: () => unknown): void {
+  if (swept.has(kind)) return;
+  swept.add(kind);
+  try {
+    sweep();
+  } catch (err) {
+    process.stderr.write(`test helpers: sweeping stale ${kind}s failed (going on): ${(err as Error).message}\n`);
+  }
+}

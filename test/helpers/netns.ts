@@ -12,7 +12,7 @@
  *              namespace alive until they exit (remove their cgroups first).
  */
 import { execFileSync } from 'node:child_process';
-import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface TestNetns {
   name: string;
@@ -25,7 +25,23 @@ function ip(args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** Deletes test network namespaces whose test process is gone (staleTestName); returns their names. */
+export function sweepStaleNetns(): string[] {
+  const names = ip(['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '');
+  const removed: string[] = [];
+  for (const name of names.filter(staleTestName)) {
+    try {
+      ip(['netns', 'del', name]);
+      removed.push(name);
+    } catch {
+      // went meanwhile
+    }
+  }
+  return removed;
+}
+
 export function makeNetns(t?: AfterHook): TestNetns {
+  sweepOnce('netns', sweepStaleNetns);
   const name = `${TEST_PREFIX}${randomSuffix()}`;
   ip(['netns', 'add', name]);
   const remove = afterOrSignal(t, async () => {

@@ -1,13 +1,14 @@
 // The test helpers themselves: they must never leave a cgroup, netns or pin behind.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
-import { makeBpffsDir } from '../helpers/bpffs.ts';
-import { cgroup2Root, cgroupProcs, makeTestCgroup } from '../helpers/cgroups.ts';
-import { makeNetns } from '../helpers/netns.ts';
+import { bpffsRoot, makeBpffsDir, sweepStaleBpffsDirs } from '../helpers/bpffs.ts';
+import { cgroup2Root, cgroupProcs, makeTestCgroup, sweepStaleCgroups } from '../helpers/cgroups.ts';
+import { staleTestName } from '../helpers/cleanup.ts';
+import { makeNetns, sweepStaleNetns } from '../helpers/netns.ts';
 import { spawnInCgroup } from '../helpers/traffic.ts';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
@@ -90,4 +91,40 @@ test('makeBpffsDir: a podmeter-test- directory on bpffs', async () => {
   assert.equal(statfsSync(dir.path).type, 0xcafe4a11);
   await dir.remove();
   assert.ok(!existsSync(dir.path));
+});
+
+test('what a killed test left (its pid gone) is swept: cgroups, bpffs dirs, netns; a live test\'s never', async (t) => {
+  // A pid that ran and is gone: the owner of the stale names.
+  const gone = spawn('true');
+  await new Promise((resolve) => gone.once('exit', resolve));
+  const stale = `podmeter-test-${gone.pid!.toString(36)}-sweep1`;
+  const live = `podmeter-test-${process.pid.toString(36)}-sweep2`;
+  const cg = (name: string) => join(cgroup2Root(), name);
+  const bpf = (name: string) => join(bpffsRoot(), name);
+  t.after(() => {
+    for (const name of [stale, live]) {
+      spawnSync('rmdir', [join(cg(name), 'kubepods.slice'), cg(name)]);
+      spawnSync('rm', ['-rf', bpf(name)]);
+      spawnSync('ip', ['netns', 'del', name]);
+    }
+  });
+  for (const name of [stale, live]) {
+    mkdirSync(join(cg(name), 'kubepods.slice'), { recursive: true });
+    mkdirSync(join(bpf(name), 'links'), { recursive: true });
+    execFileSync('ip', ['netns', 'add', name]);
+  }
+  assert.equal(staleTestName(stale), true);
+  assert.equal(staleTestName(live), false);
+  assert.equal(staleTestName('podmeter-test-node-abc-def'), false, 'another pattern of the prefix is not a test object');
+
+  assert.ok(sweepStaleCgroups().includes(cg(stale)));
+  assert.ok(sweepStaleBpffsDirs().includes(bpf(stale)));
+  assert.ok(sweepStaleNetns().includes(stale));
+  assert.equal(existsSync(cg(stale)), false);
+  assert.equal(existsSync(bpf(stale)), false);
+  assert.ok(!netnsNames().includes(stale));
+  // The live test's objects stay.
+  assert.ok(existsSync(join(cg(live), 'kubepods.slice')));
+  assert.ok(existsSync(join(bpf(live), 'links')));
+  assert.ok(netnsNames().includes(live));
 });
