@@ -26,6 +26,7 @@ import {
   BpfMap,
   BpfObject,
   bpfObjectPath,
+  closingOnThrow,
   CollectionSpec,
   DIRECTIONS,
   Link,
@@ -158,27 +159,26 @@ export class Meter {
     } catch (err) {
       throw memlockExplained(err, memlock, kernel);
     }
-    // Maps taken out of the object are this function's to close if a later step fails.
-    const taken: { close(): void }[] = [];
-    const take = <T extends { close(): void }>(map: T): T => (taken.push(map), map);
     try {
-      const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
-      const maps = {
-        counters: take(object.takeStorageMap('podmeter_stats')),
-        peers: take(object.takeMap('podmeter_peers')),
-        generation: take(object.takeMap('podmeter_gen')),
-        slotNames: take(object.takeMap('podmeter_names')),
-      };
-      programs.ingress.pin(pins.program('ingress'));
-      programs.egress.pin(pins.program('egress'));
-      maps.counters.pin(pins.map);
-      maps.peers.pin(pins.peers);
-      maps.generation.pin(pins.generation);
-      maps.slotNames.pin(pins.slotNames);
-      log.info({ bpffs }, 'loaded and pinned programs and counter map');
-      return new Meter(pins, maps, programs, false, configuredClasses, log);
+      // Maps taken out of the object are closed here if a later step fails; the object closes the rest.
+      return closingOnThrow((take) => {
+        const programs = { ingress: object.program('podmeter_ingress'), egress: object.program('podmeter_egress') };
+        const maps = {
+          counters: take(object.takeStorageMap('podmeter_stats')),
+          peers: take(object.takeMap('podmeter_peers')),
+          generation: take(object.takeMap('podmeter_gen')),
+          slotNames: take(object.takeMap('podmeter_names')),
+        };
+        programs.ingress.pin(pins.program('ingress'));
+        programs.egress.pin(pins.program('egress'));
+        maps.counters.pin(pins.map);
+        maps.peers.pin(pins.peers);
+        maps.generation.pin(pins.generation);
+        maps.slotNames.pin(pins.slotNames);
+        log.info({ bpffs }, 'loaded and pinned programs and counter map');
+        return new Meter(pins, maps, programs, false, configuredClasses, log);
+      });
     } catch (err) {
-      for (const map of taken) map.close();
       object.close();
       for (const p of pinned) PinDir.unpin(p);
       throw err;

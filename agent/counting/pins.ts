@@ -20,7 +20,7 @@
 import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CollectionSpec, Direction } from '../kernel/bpf.ts';
-import { assertBpffsDir, BpfMap, Program, StorageMap } from '../kernel/bpf.ts';
+import { assertBpffsDir, BpfMap, closingOnThrow, Program, StorageMap } from '../kernel/bpf.ts';
 import { ensureDir } from '../files.ts';
 
 /** The programs and maps of podmeter.bpf.c, as pinned in a PinDir. */
@@ -85,12 +85,7 @@ export class PinDir {
    * (ErrorCodes.pinShape) naming it and both shapes; nothing stays open.
    */
   adopt(spec: CollectionSpec): PinnedObjects {
-    const opened: { close(): void }[] = [];
-    const open = <T extends { close(): void }>(object: T): T => {
-      opened.push(object);
-      return object;
-    };
-    try {
+    return closingOnThrow((open) => {
       const maps = {
         counters: open(StorageMap.adopt(this.map, spec.map('podmeter_stats'))),
         peers: open(BpfMap.adopt(this.peers, spec.map('podmeter_peers'))),
@@ -107,10 +102,7 @@ export class PinDir {
         egress: open(Program.adopt(this.program('egress'), spec.program('podmeter_egress'), used)),
       };
       return { programs, maps };
-    } catch (err) {
-      for (const object of opened) object.close();
-      throw err;
-    }
+    });
   }
 
   link(cgroupId: bigint, direction: Direction): string {

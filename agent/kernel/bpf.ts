@@ -180,15 +180,27 @@ export class Program extends FdObject {
   }
 }
 
-/** `object` once `check` passes on it; closed (nothing left open) when it throws. */
-function closedUnless<T extends { close(): void }>(object: T, check: (object: T) => void): T {
+/**
+ * Runs `make`, handing it `keep` to record each fd object it opens; when
+ * `make` throws, everything kept is closed before the error goes on: a step
+ * that fails part-way leaves nothing open.
+ */
+export function closingOnThrow<T>(make: (keep: <O extends { close(): void }>(object: O) => O) => T): T {
+  const kept: { close(): void }[] = [];
   try {
-    check(object);
+    return make((object) => (kept.push(object), object));
   } catch (err) {
-    object.close();
+    for (const object of kept) object.close();
     throw err;
   }
-  return object;
+}
+
+/** `object` once `check` passes on it; closed (nothing left open) when it throws. */
+function closedUnless<T extends { close(): void }>(object: T, check: (object: T) => void): T {
+  return closingOnThrow((keep) => {
+    check(keep(object));
+    return object;
+  });
 }
 
 /**
