@@ -48,7 +48,7 @@ export function stopOnSignals(log: Logger, stop: (step: StopStep) => Promise<voi
     }, graceMs).unref();
     await stop((step) => {
       current = step;
-      log.debug({ step }, 'stopping');
+      log.info({ step }, 'stopping');
     });
     log.flush();
     process.exit(0);

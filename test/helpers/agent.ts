@@ -62,7 +62,7 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
     return launched.listen;
   };
 
-  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal, undefined, logs);
   const listening = launch();
   // Registered before the agent is ready: an agent that never gets there is stopped too.
   const stop = afterOrSignal(t, async () => {

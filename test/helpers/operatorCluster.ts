@@ -246,7 +246,7 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
     child = launched.child;
     return launched.listen;
   };
-  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal);
+  const kill = (signal: NodeJS.Signals = 'SIGTERM') => signalAndWait(child, signal, undefined, logs);
   const listening = launch();
   // Registered before it is ready: an operator that never gets there is stopped too.
   oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
