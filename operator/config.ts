@@ -18,6 +18,8 @@ export interface OperatorConfig extends MetricsSecurity {
   readonly maxAnnotationWritesPerSecond: number;
   readonly maxStatusWritesPerSecond: number;
   readonly identity: string;
+  /** Name of the ValidatingAdmissionPolicy (and binding) that guards podmeter.io/ annotations; checked, never written. */
+  readonly admissionPolicy: string;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
 }
@@ -56,6 +58,12 @@ const operatorFlags = defineFlags({
     defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAME ? { raw: ctx.env.POD_NAME, from: 'POD_NAME' } : { raw: hostname(), from: 'the host name' }),
     defaultHelp: '$POD_NAME, else the host name',
   },
+  'admission-policy': {
+    metavar: 'NAME',
+    help: 'ValidatingAdmissionPolicy and binding that let only the agents write podmeter.io/ annotations (the chart\'s admission.enabled); without them the operator warns and podmeter_admission_policy_enforced is 0',
+    parse: (raw: string) => (raw.trim() === '' ? invalid('is empty') : raw),
+    default: 'podmeter-annotations',
+  },
   ...logFlags,
 });
 
@@ -78,6 +86,7 @@ export function parseOperatorConfig(argv: string[], env: Record<string, string |
     maxAnnotationWritesPerSecond: values['max-annotation-writes-per-second'],
     maxStatusWritesPerSecond: values['max-status-writes-per-second'],
     identity: values.identity,
+    admissionPolicy: values['admission-policy'],
     logLevel: values['log-level'],
     logFormat: values['log-format'],
   });

@@ -21,6 +21,7 @@ import { BudgetPublisher } from './budget.ts';
 import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
 import { NodeStore } from './nodes.ts';
 import { startRounds, writeLastStatus } from './rounds.ts';
+import { AdmissionCheck } from './admission.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 
@@ -66,6 +67,8 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
       : undefined;
   const server = new HttpServer(httpLog, secure);
   metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
+  const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
+  metrics.exposition.add(admission.metric());
   const address = await server.listen(config.listen.host, config.listen.port);
 
   const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
@@ -124,11 +127,13 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, scheme: server.scheme, identity: config.identity }, 'operator ready');
     election.start();
   })();
+  admission.start();
 
   return {
     address,
     async stop(step = () => {}) {
       rounds.stop();
+      admission.stop();
       step('last status writes and the lease release');
       await election.stop(() => writeLastStatus({ ledger, countError, log }));
       ledger.deactivate();

@@ -62,6 +62,9 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'RoleBinding/podmeter-agent',
     'Service/podmeter-agent',
     'ServiceAccount/podmeter-agent',
+    // On by default (issue 24): only the agent writes podmeter.io/ annotations.
+    'ValidatingAdmissionPolicy/podmeter-annotations',
+    'ValidatingAdmissionPolicyBinding/podmeter-annotations',
   ];
   const operator = [
     'ClusterRole/podmeter-operator',
@@ -88,10 +91,13 @@ test('helm template renders every ci scenario, with what each scenario is about'
   const readerBindings = ['ClusterRoleBinding/podmeter-api-reader', 'ClusterRoleBinding/podmeter-metrics-reader'];
   assert.deepEqual(kinds(scenarios.get('access-values.yaml')!), [...core, ...operator, ...auth, ...scraper, ...readerBindings, ...policies, 'PodMonitor/podmeter'].sort());
 
+  const noAdmission = await render(bin, { set: ['admission.enabled=false'] });
+  assert.deepEqual(kinds(noAdmission), kinds(scenarios.get('default-values.yaml')!).filter((k) => !k.startsWith('ValidatingAdmissionPolicy')), 'admission.enabled=false: only the policy goes');
+
   // Everything namespaced goes to the release namespace.
   for (const [name, objects] of scenarios) {
     for (const o of objects) {
-      if (!/^Cluster/.test(o.kind)) assert.equal(o.metadata.namespace, 'podmeter', `${name}: ${o.kind}/${o.metadata.name}`);
+      if (!/^(Cluster|ValidatingAdmissionPolicy)/.test(o.kind)) assert.equal(o.metadata.namespace, 'podmeter', `${name}: ${o.kind}/${o.metadata.name}`);
     }
   }
 
@@ -341,7 +347,7 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   const [container, ...more] = pod.containers;
   assert.equal(more.length, 0);
   assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--log-level=info', '--log-format=json']);
+  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--admission-policy=podmeter-annotations', '--log-level=info', '--log-format=json']);
   assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
   assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
 

@@ -22,6 +22,7 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
+import { agentToken as boundAgentToken } from '../helpers/admission.ts';
 import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
 import {
   agentDaemonSet,
@@ -134,7 +135,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     const want = [...expected, ...crds].map((o) => `${o.kind}/${o.metadata.name}`).sort();
     assert.deepEqual(got, want);
     t.diagnostic(`created: ${got.join(', ')}`);
-    assert.equal(got.length, 31); // with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies
+    assert.equal(got.length, 33); // with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies; the admission policy and its binding
   });
 
   await t.test('the API keeps the agent DaemonSet as rendered, and admits its pods only where Pod Security is privileged', async () => {
@@ -199,7 +200,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
 
   const agentSa = `${release}-agent`;
   const operatorSa = `${release}-operator`;
-  const agentToken = (await must(cluster.kubectl(['create', 'token', agentSa, '-n', ns]))).trim();
+  // Bound to a pod of the agent on the node, as the kubelet projects it: the chart's admission policy reads the node from it.
+  const agentToken = await boundAgentToken(cluster, node, { namespace: ns, name: agentSa });
   const operatorToken = (await must(cluster.kubectl(['create', 'token', operatorSa, '-n', ns]))).trim();
 
   await t.test('kubectl auth can-i: the chart ServiceAccounts can do their job and cannot read secrets or write elsewhere', async () => {
@@ -271,7 +273,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
 
   await t.test('the real operator with the chart operator token, and its dashboard metrics', async (st) => {
     const port = await freePort();
-    const child = spawn(PODMETER, ['operator', '--kubeconfig', tokenKubeconfig(cluster, operatorToken, dir), '--listen', `127.0.0.1:${port}`, '--log-format', 'json'], {
+    const child = spawn(PODMETER, ['operator', '--kubeconfig', tokenKubeconfig(cluster, operatorToken, dir), '--listen', `127.0.0.1:${port}`, '--log-format', 'json', `--admission-policy=${release}-annotations`], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, POD_NAMESPACE: ns, POD_NAME: `${TEST_PREFIX}operator-0` },
     });
@@ -303,6 +305,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     await waitFor('leader election Lease', async () => ((await cluster.kubectl(['get', 'leases', '-n', ns, '-o', 'name'])).stdout.trim() || undefined), 30_000);
     await waitFor('budget ConfigMap', async () => ((await cluster.kubectl(['get', 'configmap', 'podmeter-budget', '-n', ns])).code === 0 ? true : undefined), 30_000);
     await waitFor('NodeUsage', async () => ((await cluster.kubectl(['get', 'nodeusage', node])).code === 0 ? true : undefined), 30_000);
+    // The chart's admission policy, read with the chart's RBAC.
+    await waitFor('podmeter_admission_policy_enforced 1', async () => (/^podmeter_admission_policy_enforced 1$/m.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()) ? true : undefined), 20_000);
     assert.doesNotMatch(stderr, /forbidden|\b403\b/i, 'no permission errors');
   });
 

@@ -1,6 +1,7 @@
 /**
- * The agent's RBAC (deploy/agent-rbac.yaml) is exactly enough: run with a
- * token of a ServiceAccount bound to only those roles, the agent watches its
+ * The agent's RBAC (deploy/agent-rbac.yaml) is exactly enough, also under
+ * the chart's admission policy: run with a token of a ServiceAccount bound to
+ * only those roles (and to its pod on the node), the agent watches its
  * pods, writes Pod and Node annotations, and follows the write budget the
  * operator publishes in ConfigMap podmeter-budget, without a restart; the
  * token can do nothing else (no secrets, no other ConfigMaps, no pods on
@@ -16,6 +17,7 @@ import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
 import { permissionErrors, sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
+import { agentToken, installAdmissionPolicy } from '../helpers/admission.ts';
 import { annotations, clusterWithNode, makePod, must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
 
 const RBAC = new URL('../../deploy/agent-rbac.yaml', import.meta.url).pathname;
@@ -29,7 +31,9 @@ test('the agent does its whole job with exactly its RBAC, and nothing more', asy
   await must(cluster.kubectl(['apply', '-f', '-'], { input: readFileSync(RBAC, 'utf8') }));
   await must(cluster.kubectl(['create', 'clusterrolebinding', 'podmeter-agent', '--clusterrole=podmeter-agent', '--serviceaccount=podmeter:podmeter-agent']));
   await must(cluster.kubectl(['create', 'rolebinding', 'podmeter-agent', '-n', 'podmeter', '--role=podmeter-agent', '--serviceaccount=podmeter:podmeter-agent']));
-  const token = (await must(cluster.kubectl(['create', 'token', 'podmeter-agent', '-n', 'podmeter']))).trim();
+  // With the chart's admission policy, and a token bound to the agent's pod on the node, as the kubelet projects it.
+  await installAdmissionPolicy(cluster);
+  const token = await agentToken(cluster, node);
 
   const can = async (...args: string[]) => (await cluster.kubectl(['auth', 'can-i', ...args], { token })).stdout.trim();
   assert.equal(await can('watch', 'pods', '--all-namespaces'), 'yes');

@@ -1,0 +1,110 @@
+/**
+ * The chart's admission policy (helm/podmeter/templates/admission.yaml) on a
+ * real API server: a tenant with `edit` in its namespace cannot create a pod
+ * carrying, nor add, change or remove, `podmeter.io/` annotations; the agent,
+ * with a token bound to its pod on node A (as the kubelet projects it),
+ * annotates only node A and the pods bound to it, and changes nothing else.
+ * Each denial is shown beside an allowed request of the same caller (the
+ * control), so a test passes only because of the policy. The operator reports
+ * whether the policy is in place.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCluster } from '../cluster/cluster.ts';
+import { render, toolsDir } from '../helm/chart.ts';
+import { agentToken, installAdmissionPolicy } from '../helpers/admission.ts';
+import { annotations, must } from '../helpers/kubeCluster.ts';
+import { sample, waitFor } from '../helpers/agent.ts';
+import { operatorCluster, startOperator } from '../helpers/operatorCluster.ts';
+
+test('podmeter.io/ annotations: written only by the agent, only on its own node, and nothing else by it', async (t) => {
+  const cluster = await startCluster();
+  t.after(() => cluster.down());
+  for (const node of ['node-a', 'node-b']) await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }) }));
+  await must(cluster.kubectl(['create', 'namespace', 'shop']));
+  const pod = (name: string, node: string, notes: Record<string, string> = {}) =>
+    JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop', annotations: notes }, spec: { nodeName: node, containers: [{ name: 'app', image: 'example.invalid/app' }] } });
+  await must(cluster.kubectl(['create', '-f', '-'], { input: pod('web', 'node-a') }));
+  await must(cluster.kubectl(['create', '-f', '-'], { input: pod('db', 'node-b') }));
+  // The agent's RBAC as the chart grants it, so a denial below is the policy's, never RBAC's.
+  const rbac = (await render(await toolsDir())).filter((o) => o.metadata.name === 'podmeter-agent' && ['ClusterRole', 'ClusterRoleBinding'].includes(o.kind));
+  assert.equal(rbac.length, 2);
+  await must(cluster.kubectl(['apply', '-f', '-'], { input: rbac.map((o) => JSON.stringify(o)).join('\n') }));
+  const agent = await agentToken(cluster, 'node-a');
+  const unbound = (await must(cluster.kubectl(['create', 'token', 'podmeter-agent', '-n', 'podmeter']))).trim();
+  await must(cluster.kubectl(['create', 'serviceaccount', 'tenant', '-n', 'shop']));
+  // `edit`'s rules come from system:aggregate-to-{edit,view} through the aggregation
+  // controller, which this control plane (no controller manager) lacks: bind all three.
+  for (const role of ['edit', 'system:aggregate-to-edit', 'system:aggregate-to-view']) {
+    await must(cluster.kubectl(['create', 'rolebinding', `tenant-${role.replace(':', '-')}`, '-n', 'shop', `--clusterrole=${role}`, '--serviceaccount=shop:tenant']));
+  }
+  const tenant = (await must(cluster.kubectl(['create', 'token', 'tenant', '-n', 'shop']))).trim();
+  await installAdmissionPolicy(cluster);
+
+  const TENANT_DENIED = /podmeter\.io\/ annotations are written only by the podmeter agent \(system:serviceaccount:podmeter:podmeter-agent\)/;
+  const OTHER_NODE = /the podmeter agent of node node-a may annotate only its own Node and the pods bound to it/;
+  const ONLY_OURS = /the podmeter agent may change only podmeter\.io\/ annotations/;
+  const patch = (token: string, kind: string, name: string, body: unknown, ns = 'shop') =>
+    cluster.kubectl(['patch', kind, name, ...(kind === 'pod' ? ['-n', ns] : []), '--type', 'merge', '-p', JSON.stringify(body)], { token });
+  const notes = (values: Record<string, string | null>) => ({ metadata: { annotations: values } });
+  const allowed = async (what: string, r: Promise<{ code: number; stderr: string }>) => {
+    const { code, stderr } = await r;
+    assert.equal(code, 0, `${what}: allowed, got ${stderr}`);
+  };
+  const denied = async (what: string, r: Promise<{ code: number; stderr: string }>, reason: RegExp) => {
+    const { code, stderr } = await r;
+    assert.notEqual(code, 0, `${what}: must be denied`);
+    assert.match(stderr, reason, what);
+  };
+
+  // A tenant: pods without our annotations, other annotations, yes; ours, never.
+  await allowed('tenant creates a pod', cluster.kubectl(['create', '-f', '-'], { input: pod('plain', 'node-a', { team: 'shop' }), token: tenant }));
+  await denied('tenant creates a pod with counts', cluster.kubectl(['create', '-f', '-'], { input: pod('forged', 'node-a', { 'podmeter.io/egress-bytes': '1' }), token: tenant }), TENANT_DENIED);
+  await denied('tenant adds counts', patch(tenant, 'pod', 'web', notes({ 'podmeter.io/egress-bytes': '1' })), TENANT_DENIED);
+
+  // The agent of node A: its own pods' and Node's podmeter.io/ annotations.
+  await allowed('agent annotates a pod of its node', patch(agent, 'pod', 'web', notes({ 'podmeter.io/egress-bytes': '1000', 'podmeter.io/updated': 'now' })));
+  await allowed('agent annotates its Node', patch(agent, 'node', 'node-a', notes({ 'podmeter.io/bpf-map-bytes': '4096' })));
+  assert.equal((await annotations(cluster, 'pod', 'web', 'shop'))['podmeter.io/egress-bytes'], '1000');
+
+  await denied('tenant changes counts', patch(tenant, 'pod', 'web', notes({ 'podmeter.io/egress-bytes': '1' })), TENANT_DENIED);
+  await denied('tenant removes counts', patch(tenant, 'pod', 'web', notes({ 'podmeter.io/egress-bytes': null })), TENANT_DENIED);
+  await allowed('tenant changes another annotation of an annotated pod', patch(tenant, 'pod', 'web', notes({ team: 'shop' })));
+  await denied('admin adds counts (only the agent writes them)', cluster.kubectl(['annotate', 'pod', 'web', '-n', 'shop', 'podmeter.io/ingress-bytes=5']), TENANT_DENIED);
+  await denied('tenant replaces the pod with changed counts', cluster.kubectl(['annotate', 'pod', 'web', '-n', 'shop', '--overwrite', 'podmeter.io/egress-bytes=7'], { token: tenant }), TENANT_DENIED);
+  assert.equal((await annotations(cluster, 'pod', 'web', 'shop'))['podmeter.io/egress-bytes'], '1000', 'the agent\'s value stands');
+
+  // The agent of node A: nothing of node B, nothing but its annotations.
+  await denied('agent annotates a pod of another node', patch(agent, 'pod', 'db', notes({ 'podmeter.io/egress-bytes': '1' })), OTHER_NODE);
+  await denied('agent annotates another Node', patch(agent, 'node', 'node-b', notes({ 'podmeter.io/bpf-map-bytes': '1' })), OTHER_NODE);
+  await denied('agent labels a pod of its node', patch(agent, 'pod', 'web', { metadata: { labels: { app: 'x' } } }), ONLY_OURS);
+  await denied('agent writes another annotation', patch(agent, 'pod', 'web', notes({ team: 'other' })), ONLY_OURS);
+  await denied('agent changes a pod spec', patch(agent, 'pod', 'web', { spec: { activeDeadlineSeconds: 60 } }), ONLY_OURS);
+  await denied('agent labels its Node', patch(agent, 'node', 'node-a', { metadata: { labels: { zone: 'x' } } }), ONLY_OURS);
+  await denied('agent taints its Node', patch(agent, 'node', 'node-a', { spec: { taints: [{ key: 'k', effect: 'NoSchedule' }] } }), ONLY_OURS);
+  await denied('agent token without a node', patch(unbound, 'pod', 'web', notes({ 'podmeter.io/egress-bytes': '2' })), /token names no node/);
+  await denied(
+    'agent creates a pod',
+    cluster.kubectl(['create', '-f', '-'], { input: pod('agents-own', 'node-a', { 'podmeter.io/egress-bytes': '1' }), token: agent }),
+    /forbidden/i, // RBAC already: the agent has no create on pods
+  );
+  assert.deepEqual(
+    Object.keys(await annotations(cluster, 'pod', 'db', 'shop')).filter((k) => k.startsWith('podmeter.io/')),
+    [],
+    'node B\'s pod untouched',
+  );
+});
+
+test('the operator says whether the policy is enforced: a warning and 0 without it, 1 with it', async (t) => {
+  const oc = await operatorCluster(t);
+  const op = await startOperator(oc);
+  const enforced = async () => sample(await op.metrics(), 'podmeter_admission_policy_enforced', {});
+  await waitFor('podmeter_admission_policy_enforced 0', async () => ((await enforced()) === 0 ? true : undefined));
+  const warning = op.logs.find((l) => l.module === 'admission' && l.level === 40);
+  assert.match(String(warning?.msg), /admission policy not enforced \(no ValidatingAdmissionPolicy podmeter-annotations\): any tenant who may edit a pod can write the counts podmeter bills from/);
+
+  await installAdmissionPolicy(oc.cluster);
+  await op.kill('SIGTERM');
+  await op.restart();
+  await waitFor('podmeter_admission_policy_enforced 1', async () => ((await enforced()) === 1 ? true : undefined));
+});
