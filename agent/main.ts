@@ -144,7 +144,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       step('cgroup watcher');
       await watcher.close();
       step('last counter read and state file');
-      tracker.stop();
+      await tracker.stop();
       meter.close();
       step('HTTP server');
       await server.close();

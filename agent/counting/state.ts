@@ -5,12 +5,17 @@
  * units still within retention. Written atomically and durably: a temp file,
  * fsynced before it is renamed over the state file (else a power cut after
  * the rename can leave an empty or partial state.json: the rename reaches
- * the disk before the data), then the directory fsynced.
+ * the disk before the data), then the directory fsynced. The writing runs
+ * on libuv's threads, never on the event loop: an fsync waits for the disk,
+ * which on a node whose disk is busy with other writes can take seconds,
+ * and the agent attaches, answers probes and stops meanwhile. One write at
+ * a time; saves asked for during it are written once, with the latest text.
  *
  * Read record by record: one that does not decode (hand-edited, an older
  * agent's bug) is dropped and reported, the others are kept.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDir } from '../files.ts';
 import type { DirectionCounters } from './meter.ts';
@@ -58,6 +63,9 @@ export class StateStore {
   readonly #boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   /** Each record's JSON as last written, and the fields it was made from (see save()). */
   readonly #written = new WeakMap<UnitRecord, Written>();
+  /** The text the next write takes, and the saves waiting for it. */
+  #next: { text: string; waiting: { resolve: () => void; reject: (err: Error) => void }[] } | undefined;
+  #writing = false;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -112,27 +120,53 @@ export class StateStore {
   }
 
   /**
-   * Writes every record. The text is JSON.stringify of a Persisted, made of
-   * each record's JSON, which is kept and written again while the record is
-   * unchanged: an idle unit's counts are the same objects from read to read,
-   * so a save at 500 pods encodes only the units that counted since the last
-   * one (the whole file was encoded at every save, after every attach: a few
+   * Writes every record; resolves once what this call saw is on disk (or a
+   * later save's text, which includes it), rejects with the write's error.
+   * The text is JSON.stringify of a Persisted, made now of each record's
+   * JSON, which is kept and used again while the record is unchanged: an
+   * idle unit's counts are the same objects from read to read, so a save at
+   * 500 pods encodes only the units that counted since the last one (the
+   * whole file was encoded at every save, after every attach: a few
    * milliseconds, and the garbage of it, during which no cgroup was attached).
    */
-  save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): void {
+  save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): Promise<void> {
     const records = (units: Iterable<UnitRecord>) => Array.from(units, (r) => this.#json(r)).join(',');
     const text = `{"version":1,"boot":${JSON.stringify(this.#boot)},"live":[${records(live)}],"finals":[${records(finals)}]}`;
-    const tmp = join(this.dir, `${FILE}.tmp`);
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      const bytes = Buffer.from(text);
-      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+    return new Promise((resolve, reject) => {
+      if (this.#next === undefined) this.#next = { text, waiting: [] };
+      this.#next.text = text;
+      this.#next.waiting.push({ resolve, reject });
+      if (!this.#writing) void this.#writeAll();
+    });
+  }
+
+  /** Writes the latest text until no save waits. */
+  async #writeAll(): Promise<void> {
+    this.#writing = true;
+    while (this.#next !== undefined) {
+      const { text, waiting } = this.#next;
+      this.#next = undefined;
+      try {
+        await this.#write(text);
+        for (const w of waiting) w.resolve();
+      } catch (err) {
+        for (const w of waiting) w.reject(err as Error);
+      }
     }
-    renameSync(tmp, join(this.dir, FILE));
-    syncDir(this.dir);
+    this.#writing = false;
+  }
+
+  async #write(text: string): Promise<void> {
+    const tmp = join(this.dir, `${FILE}.tmp`);
+    const file = await open(tmp, 'w', 0o600);
+    try {
+      await file.writeFile(text);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(tmp, join(this.dir, FILE));
+    await syncDir(this.dir);
   }
 
   /** A record's JSON: as last written while every field encode() reads is the same (counts by identity). */
@@ -181,15 +215,15 @@ export interface DroppedRecord {
 }
 
 /** Makes a rename in `dir` durable; best effort (some filesystems refuse fsync on a directory). */
-function syncDir(dir: string): void {
-  let fd: number | undefined;
+async function syncDir(dir: string): Promise<void> {
+  let handle: Awaited<ReturnType<typeof open>> | undefined;
   try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
+    handle = await open(dir, 'r');
+    await handle.sync();
   } catch {
     // EINVAL/EISDIR on filesystems without directory fsync: the data itself is synced
   } finally {
-    if (fd !== undefined) closeSync(fd);
+    await handle?.close();
   }
 }
 

@@ -166,7 +166,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
-        if (links === 'legacy') this.#saveNow();
+        if (links === 'legacy') void this.#saveNow();
         this.emit('attached', unit, undefined);
         return;
       }
@@ -259,7 +259,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     const unit = this.#units.get(relPath);
     if (unit === undefined || populated) return;
     this.#read(unit);
-    this.#saveNow();
+    void this.#saveNow();
     this.emit('emptied', unit);
   }
 
@@ -303,7 +303,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       this.#finalise(unit);
     }
     this.#previous.clear();
-    this.#saveNow();
+    void this.#saveNow();
   }
 
   /** Reads every live unit now (interval tick and scrape). */
@@ -335,14 +335,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.retryAttach();
     this.refresh();
     this.prune();
-    if (this.#dirty) this.#saveNow();
+    if (this.#dirty) void this.#saveNow();
   }
 
-  /** Persists state; links stay pinned so counting continues without us. */
-  stop(): void {
+  /** Reads every unit a last time and persists state; links stay pinned so counting continues without us. */
+  stop(): Promise<void> {
     clearTimeout(this.#saveTimer);
     this.refresh();
-    this.#saveNow();
+    return this.#saveNow();
   }
 
   /** Updates a unit's counters from the kernel; false once the storage is gone. */
@@ -382,33 +382,35 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#finals.set(unit.id, unit);
     this.emit('terminated', unit);
     this.#log.debug({ cgroup: unit.relPath, counters: unit.counters }, 'finalised');
-    this.#saveNow();
+    void this.#saveNow();
   }
 
   #scheduleSave(): void {
-    this.#saveTimer ??= setTimeout(() => this.#saveNow(), 200).unref();
+    this.#saveTimer ??= setTimeout(() => void this.#saveNow(), 200).unref();
   }
 
-  #saveNow(): void {
+  /** Saves now (written off the event loop); resolves when written, never rejects. */
+  #saveNow(): Promise<void> {
     clearTimeout(this.#saveTimer);
     this.#saveTimer = undefined;
-    try {
-      this.#store.save(this.#units.values(), this.#finals.values());
-      this.#dirty = false;
-    } catch (err) {
-      // A full or read-only state dir: counting goes on (the pins keep the
-      // counts); log once, count every failure, and retry on each save.
-      if (!this.#saveFailing) {
-        this.#log.error({ err, stateDir: this.#store.dir }, 'cannot write the state file; counting goes on, retrying at every interval');
-        this.#saveFailing = true;
-      }
-      this.emit('error', 'state', err);
-      return;
-    }
-    if (this.#saveFailing) {
-      this.#saveFailing = false;
-      this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
-    }
+    this.#dirty = false;
+    return this.#store.save(this.#units.values(), this.#finals.values()).then(
+      () => {
+        if (!this.#saveFailing) return;
+        this.#saveFailing = false;
+        this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
+      },
+      (err: unknown) => {
+        // A full or read-only state dir: counting goes on (the pins keep the
+        // counts); log once, count every failure, and retry at every interval.
+        this.#dirty = true;
+        if (!this.#saveFailing) {
+          this.#log.error({ err, stateDir: this.#store.dir }, 'cannot write the state file; counting goes on, retrying at every interval');
+          this.#saveFailing = true;
+        }
+        this.emit('error', 'state', err);
+      },
+    );
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The agent's state file (agent/counting/state.ts), issue 23:
- * - fsynced before its rename, and its directory after: watched with strace
- *   (the real syscalls of a real save; skipped, saying so, without strace);
+ * - fsynced before its rename, and its directory after, on a thread of
+ *   libuv's pool: watched with strace (the real syscalls of a real save;
+ *   skipped, saying so, without strace); saves during a write coalesce;
  * - one record that does not decode drops only that record, reported with
  *   why; the others are kept. A file that is not a state file at all is
  *   still set aside whole (test/faults/agent-storage.test.ts).
@@ -9,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -29,7 +30,7 @@ function tempDir(t: { after(fn: () => void): void }): string {
 const counters = (bytes: bigint) => ({ ingress: { bytes, packets: 1n }, egress: { bytes, packets: 2n } });
 const record = (id: bigint, relPath: string): UnitRecord => ({ id, relPath, kind: 'cgroup', attachedAt: 1, counters: counters(100n + id), peers: { ingress: {}, egress: {} } });
 
-test('save(): the temp file is fsynced before it is renamed over state.json, and the directory after', { skip: !hasStrace && 'strace is not installed' }, (t) => {
+test('save(): the temp file is fsynced (off the event loop) before it is renamed over state.json, and the directory after', { skip: !hasStrace && 'strace is not installed' }, (t) => {
   const dir = tempDir(t);
   const script = `import { StateStore } from ${JSON.stringify(STATE_TS)}; new StateStore(${JSON.stringify(dir)}).save([], []);`;
   const trace = join(dir, 'trace');
@@ -43,6 +44,9 @@ test('save(): the temp file is fsynced before it is renamed over state.json, and
   const renamed = at(/rename(at2?)?\(.*state\.json\.tmp".*state\.json".*= 0/);
   assert.ok(renamed > 0, 'renamed into place');
   assert.ok(fsynced > lines.indexOf(opened) && fsynced < renamed, `fsync(${fd}) of the temp file before the rename:\n${lines.join('\n')}`);
+  // strace -f starts each line with the thread id; the main thread's is the first line's.
+  const main = lines[0]!.split(' ')[0];
+  assert.notEqual(lines[fsynced]!.split(' ')[0], main, 'the fsync runs on a libuv thread, not on the event loop');
   const dirOpened = lines.slice(renamed).find((l) => new RegExp(`openat\\(.*"${dir}".*= (\\d+)$`).test(l));
   assert.ok(dirOpened, 'the directory is opened after the rename');
   const dirFd = /= (\d+)$/.exec(dirOpened)![1];
@@ -50,10 +54,10 @@ test('save(): the temp file is fsynced before it is renamed over state.json, and
   assert.ok(new StateStore(dir).load().live.length === 0, 'what was written reads back');
 });
 
-test('load(): one bad record is dropped and reported; the others are kept', (t) => {
+test('load(): one bad record is dropped and reported; the others are kept', async (t) => {
   const dir = tempDir(t);
   const store = new StateStore(dir);
-  store.save([record(11n, 'a'), record(12n, 'b')], [{ ...record(13n, 'c'), terminatedAt: 5 }]);
+  await store.save([record(11n, 'a'), record(12n, 'b')], [{ ...record(13n, 'c'), terminatedAt: 5 }]);
   const file = join(dir, 'state.json');
   const data = JSON.parse(readFileSync(file, 'utf8'));
   const bad: [string, (r: any) => void, RegExp][] = [
@@ -84,4 +88,22 @@ test('load(): one bad record is dropped and reported; the others are kept', (t) 
   const whole = store.load();
   assert.match(String(whole.problem), /"finals" is not a list/);
   assert.deepEqual(whole.live, []);
+});
+
+test('save(): saves asked for during a write are written once, with the latest records; each resolves', async (t) => {
+  const dir = tempDir(t);
+  const store = new StateStore(dir);
+  const saves = [1n, 2n, 3n, 4n].map((n) => store.save([record(n, `u${n}`)], []));
+  await Promise.all(saves);
+  assert.deepEqual(store.load().live.map((r) => r.relPath), ['u4'], 'the last save\'s records are on disk');
+});
+
+test('save(): a write that fails rejects its saves with the error; the next save writes again', async (t) => {
+  const dir = tempDir(t);
+  const store = new StateStore(dir);
+  mkdirSync(join(dir, 'state.json.tmp')); // open(…, 'w') of a directory: EISDIR
+  await assert.rejects(store.save([record(1n, 'a')], []), { code: 'EISDIR' });
+  rmSync(join(dir, 'state.json.tmp'), { recursive: true });
+  await store.save([record(2n, 'b')], []);
+  assert.deepEqual(store.load().live.map((r) => r.relPath), ['b']);
 });
