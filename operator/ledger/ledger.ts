@@ -35,12 +35,12 @@
  * book.ts; status planning status.ts; writes with conflict retry writes.ts;
  * the agents' finals and top-ups finals.ts.
  */
-import { addTo, copy, equal, isZero, sum, wentBack, type Counts } from '../../common/contract/counts.ts';
+import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
 import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
 import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
-import { contribution, type PodListener, type PodRecord } from '../pods.ts';
+import type { PodListener, PodRecord } from '../pods.ts';
 import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
 import { applyFinal, dropStale, isStale } from './finals.ts';
 import { StatusWriter } from './writes.ts';
@@ -178,18 +178,7 @@ export class Ledger implements PodListener, NodeListener {
         const p = pods.get(uid);
         if (p !== undefined) {
           pods.pin(p, w);
-          if (cp.base !== undefined) p.base = cp.base;
-          // A counter whose annotation this process never read is the checkpoint's, not zero (zero would look like a counter restart and count the pod twice).
-          if (p.unread !== undefined) {
-            p.annotated = copy(p.annotated);
-            for (const f of p.unread) {
-              const read = cp.counts[f] - (p.base?.[f] ?? 0n);
-              p.annotated[f] = read > 0n ? read : 0n;
-            }
-            p.unread = undefined;
-          }
-          if (wentBack(contribution(p), cp.counts)) p.base = copy(cp.counts); // the agent's counters restarted while no operator ran
-          p.checkpointed = cp.counts;
+          pods.resume(p, cp.counts, cp.base);
           continue;
         }
         // Died while no operator was leader: retire it with the best final known.
