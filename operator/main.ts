@@ -68,7 +68,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
   const address = await server.listen(config.listen.host, config.listen.port);
 
-  const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
+  const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onError: countError });
   const reflectors = [
     ...(['ReplicaSet', 'Job'] as const).map(
       (kind) =>

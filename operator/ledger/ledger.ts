@@ -24,8 +24,9 @@
  *   each terminated pod's final counts for 10 minutes. A pod is retired with
  *   the larger of its last annotations and that final; a final that arrives
  *   after the pod was retired with less adds the difference once (a top-up,
- *   retired under the key `<uid>+final`); a final of a pod no ledger has
- *   (deleted while no operator ran, never checkpointed) retires it.
+ *   retired under the key `<uid>+final`); a final of a pod seen deleted
+ *   before it had counts retires it. Finals name only pods the operator
+ *   has seen bound to that node (finals.ts).
  *
  * NodeUsage stays small because a node holds at most ~110 pods; only pods
  * with traffic are checkpointed.
@@ -42,7 +43,7 @@ import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
 import type { PodListener, PodRecord } from '../pods.ts';
 import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
-import { applyFinal, dropStale, isStale } from './finals.ts';
+import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { StatusWriter } from './writes.ts';
 
 export type { LedgerOptions } from './book.ts';
@@ -97,7 +98,7 @@ export class Ledger implements PodListener, NodeListener {
 
   deleted(p: PodRecord, last: Counts): void {
     const now = Date.now();
-    const agentFinal = this.#book.nodeFinals.get(p.node)?.get(p.uid);
+    const agentFinal = finalOf(this.#book, p);
     const final = agentFinal === undefined ? last : maxOf(last, withBase(p, agentFinal.counts));
     if (p.node !== '' && !isZero(final)) this.#book.deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
     if (!this.#active) return;
