@@ -92,6 +92,14 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
       this.set(options.pods());
     },
   });
+  new Gauge({
+    name: 'podmeter_operator_quarantined_pods',
+    help: 'Pods whose data their NodeUsage cannot hold (a value past a CRD field\'s limit): left out of its writes, so the node\'s other pods go on.',
+    registers: [registry],
+    collect() {
+      this.set(ledger.quarantined);
+    },
+  });
   const reconcile = new Histogram({
     name: 'podmeter_operator_reconcile_seconds',
     help: 'Duration of one reconcile round that wrote custom resource status.',

@@ -223,6 +223,11 @@ export class Ledger implements PodListener, NodeListener {
 
   // --- writing ------------------------------------------------------------
 
+  /** Pods left out of their NodeUsage's writes (quarantine.ts). */
+  get quarantined(): number {
+    return this.#writer.quarantine.size;
+  }
+
   /** Objects waiting to be written. */
   get dirty(): number {
     return this.#book.dirtySet.size;
