@@ -71,7 +71,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   metrics.exposition.add(admission.metric());
   const address = await server.listen(config.listen.host, config.listen.port);
 
-  const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onMalformed: () => countError('annotation') });
+  const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onError: countError });
   const reflectors = [
     ...(['ReplicaSet', 'Job'] as const).map(
       (kind) =>

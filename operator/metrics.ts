@@ -10,8 +10,12 @@ import type { Ledger, UsageTotal } from './ledger/ledger.ts';
 import type { UsageKind } from '../common/contract/usage.ts';
 import { CLASS_FIELDS, PEER_CLASS_OF } from '../common/contract/counts.ts';
 
-/** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations and the budget. */
-export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'annotation', 'budget'] as const;
+/**
+ * podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations
+ * (a refused count value), finals (a Node final ignored: unknown pod, another namespace, past the cap),
+ * quarantine (a pod left out of a status write) and the budget.
+ */
+export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'annotation', 'finals', 'quarantine', 'budget'] as const;
 export type OperatorErrorOp = (typeof OPERATOR_ERROR_OPS)[number];
 
 export interface OperatorMetrics {
@@ -86,6 +90,14 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
     registers: [registry],
     collect() {
       this.set(options.pods());
+    },
+  });
+  new Gauge({
+    name: 'podmeter_operator_quarantined_pods',
+    help: 'Pods whose data their NodeUsage cannot hold (a value past a CRD field\'s limit): left out of its writes, so the node\'s other pods go on.',
+    registers: [registry],
+    collect() {
+      this.set(ledger.quarantined);
     },
   });
   const reconcile = new Histogram({

@@ -2,12 +2,14 @@
  * Every Node, as the two annotations its agent writes (common/contract):
  * `podmeter.io/bpf-map-bytes` and `podmeter.io/finals`, handed to the
  * ledger. Fed by a metadata-only Node watch, beside the pod store
- * (pods.ts). A finals value that did not change is not parsed again.
+ * (pods.ts). A finals value that did not change is not parsed again;
+ * entries past the agents' cap (MAX_FINALS) are ignored and counted.
  */
 import type { Logger } from '../common/log.ts';
 import type { KubeObject } from '../common/kube/api.ts';
 import { ANNOTATIONS, nodeMapBytes } from '../common/contract/annotations.ts';
-import { parseNodeFinals, type PodFinal } from '../common/contract/finals.ts';
+import { MAX_FINALS, parseNodeFinals, type PodFinal } from '../common/contract/finals.ts';
+import type { OperatorErrorOp } from './metrics.ts';
 
 /** What the Node annotations feed (the ledger). */
 export interface NodeListener {
@@ -18,15 +20,15 @@ export interface NodeListener {
 export class NodeStore {
   readonly #listener: NodeListener;
   readonly #log: Logger;
-  readonly #onMalformed: () => void;
+  readonly #onError: (op: OperatorErrorOp) => void;
   readonly #names = new Set<string>();
   /** Each Node's last `podmeter.io/finals` text. */
   readonly #lastFinals = new Map<string, string>();
 
-  constructor(options: { listener: NodeListener; log: Logger; onMalformed: () => void }) {
+  constructor(options: { listener: NodeListener; log: Logger; onError: (op: OperatorErrorOp) => void }) {
     this.#listener = options.listener;
     this.#log = options.log;
-    this.#onMalformed = options.onMalformed;
+    this.#onError = options.onError;
   }
 
   get size(): number {
@@ -55,10 +57,14 @@ export class NodeStore {
     const text = annotations?.[ANNOTATIONS.finals];
     if (text === undefined || text === this.#lastFinals.get(name)) return;
     this.#lastFinals.set(name, text);
-    const { finals, problems } = parseNodeFinals(text);
+    const { finals, problems, excess } = parseNodeFinals(text);
     if (problems > 0) {
-      this.#onMalformed();
+      this.#onError('annotation');
       this.#log.warn({ node: name, annotation: ANNOTATIONS.finals, problems }, 'Node annotation has entries that do not parse: they are ignored');
+    }
+    if (excess > 0) {
+      this.#onError('finals');
+      this.#log.warn({ node: name, annotation: ANNOTATIONS.finals, excess, max: MAX_FINALS }, 'Node annotation has more finals than an agent writes: the ones past the cap are ignored');
     }
     this.#listener.nodeFinals(name, finals);
   }

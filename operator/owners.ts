@@ -11,11 +11,17 @@
  * A missing intermediate owner (not watched yet, or deleted) falls back to
  * the nearest owner known, e.g. the ReplicaSet; a cycle of owner references
  * stops at the pod's own controller. Each fallback is logged once.
+ *
+ * Owner references are written by whoever creates the pod: a kind or name
+ * longer than the usage objects hold (or a kind that is not an identifier)
+ * is fitted when read (workloadKind, workloadName in common/contract/usage.ts),
+ * so the same owner is always the same workload, two owners never share
+ * one, and a huge name is not kept.
  */
 import type { Logger } from 'pino';
 import type { KubeObject, ObjectMeta } from '../common/kube/api.ts';
 import type { Owner } from '../common/contract/finals.ts';
-import type { Workload } from '../common/contract/usage.ts';
+import { workloadKind, workloadName, type Workload } from '../common/contract/usage.ts';
 
 export interface Resolution {
   workload: Workload;
@@ -105,6 +111,8 @@ export class OwnerIndex {
   }
 
   workload(namespace: string, kind: string, name: string): Workload {
+    kind = workloadKind(kind);
+    name = workloadName(name);
     const key = `${namespace}/${kind}/${name}`;
     let w = this.#workloads.get(key);
     if (w === undefined) {
@@ -117,7 +125,7 @@ export class OwnerIndex {
   #controllerOf(refs: { kind?: string; name?: string; controller?: boolean }[] | undefined): Owner | null {
     const ref = refs?.find((r) => r.controller === true);
     if (!ref?.kind || !ref.name) return null;
-    return { kind: this.#intern.get(ref.kind), name: this.#intern.get(ref.name) };
+    return { kind: this.#intern.get(workloadKind(ref.kind)), name: this.#intern.get(workloadName(ref.name)) };
   }
 
   #once(key: string, fields: Record<string, string>, msg: string): void {

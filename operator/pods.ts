@@ -6,12 +6,27 @@
  * watch, plus the row's Node column, which metadata lacks. Whole Pod
  * objects are never held, nor a whole list's rows (relist): the operator's
  * heap holds about 0.7-1.1 KiB per pod (bench/operator.bench.ts).
+ *
+ * Counters are read here and only here (countsFromAnnotations: an unsigned
+ * 64-bit decimal, or the value is refused and the previous one stays,
+ * logged once per pod and reason). The one rule for counters that go back:
+ *
+ *   a reading below what the pod was last counted with, in any counter
+ *   (its previous reading, or its checkpoint when a leader loads the
+ *   ledger), means the agent's counters restarted from zero (a node
+ *   reboot lost the pinned links): everything the pod was counted with
+ *   becomes its `base`, and the new reading counts on top of it.
+ *
+ * So a pod's contribution never goes down (a tenant who writes a lower
+ * value on its own pod only adds to its own bill). Deleted pods are
+ * remembered for the agents' finals window with the node they were bound
+ * to (seenOn): a Node's finals are used only for those.
  */
 import type { Logger } from 'pino';
 import type { KubeObject } from '../common/kube/api.ts';
 import { copy, equal, FIELDS, sum, wentBack, type Counts } from '../common/contract/counts.ts';
-import { ANNOTATIONS, countsFromAnnotations } from '../common/contract/annotations.ts';
-import type { Owner } from '../common/contract/finals.ts';
+import { ANNOTATIONS, countsFromAnnotations, type Malformed } from '../common/contract/annotations.ts';
+import { FINALS_WINDOW_MS, type Owner } from '../common/contract/finals.ts';
 import type { Interner, OwnerIndex } from './owners.ts';
 import type { Workload } from '../common/contract/usage.ts';
 
@@ -40,8 +55,8 @@ export interface PodRecord {
 }
 
 /** The counters (of `among`) whose annotation is in `malformed`; undefined when none. */
-function malformedFields(malformed: string[], among: readonly (keyof Counts)[] = FIELDS): (keyof Counts)[] | undefined {
-  const fields = among.filter((f) => malformed.includes(ANNOTATIONS[f]));
+function malformedFields(malformed: Malformed[], among: readonly (keyof Counts)[] = FIELDS): (keyof Counts)[] | undefined {
+  const fields = among.filter((f) => malformed.some((m) => m.annotation === ANNOTATIONS[f]));
   return fields.length > 0 ? fields : undefined;
 }
 
@@ -61,6 +76,8 @@ export interface PodListener {
 
 /** How long a pod waits for its ReplicaSet or Job to be seen before it is counted under the nearest known owner. */
 const OWNER_WAIT_MS = 5_000;
+/** At most this many deleted pods are remembered for the finals (a burst beyond it forgets the oldest). */
+const MAX_REMEMBERED = 100_000;
 
 interface Row {
   cells?: unknown[];
@@ -75,6 +92,8 @@ export class PodStore {
   readonly #log: Logger;
   readonly #onMalformed: () => void;
   readonly #warned = new Set<string>();
+  /** Pods deleted within the finals window, by uid, oldest first (seenOn). */
+  readonly #gone = new Map<string, { p: PodRecord; at: number }>();
   #nodeColumn = -1;
   listener: PodListener | undefined;
 
@@ -148,13 +167,6 @@ export class PodStore {
     return p.workload;
   }
 
-  /** The workload of a pod known only from its agent's final (deleted before this process saw it). */
-  resolveWorkload(namespace: string, podName: string, owner: Owner | null): Workload {
-    const r = this.#owners.resolve(namespace, podName, owner);
-    if (r.missing) this.#owners.reportMissing(namespace, podName, r.workload);
-    return r.workload;
-  }
-
   /** Retries pods whose owner was not known; called on a timer. */
   resolvePending(now = Date.now()): void {
     for (const p of [...this.#unresolved]) {
@@ -166,6 +178,34 @@ export class PodStore {
   pin(p: PodRecord, workload: Workload): void {
     p.workload = workload;
     this.#unresolved.delete(p);
+  }
+
+  /**
+   * A leader loaded the pod's checkpoint (what the totals include): its base
+   * is the checkpoint's, a counter whose annotation this process never read
+   * is the checkpoint's (zero would look like a restart and count the pod
+   * twice), and a reading below the checkpoint is a restart (the rule above).
+   */
+  resume(p: PodRecord, checkpointed: Counts, base: Counts | undefined): void {
+    if (base !== undefined) p.base = base;
+    if (p.unread !== undefined) {
+      p.annotated = copy(p.annotated);
+      for (const f of p.unread) {
+        const read = checkpointed[f] - (p.base?.[f] ?? 0n);
+        p.annotated[f] = read > 0n ? read : 0n;
+      }
+      p.unread = undefined;
+    }
+    this.#reading(p, p.annotated, checkpointed);
+    p.checkpointed = checkpointed;
+  }
+
+  /** The pod `uid` if this process saw it bound to `node` (live, or deleted within the finals window). */
+  seenOn(uid: string, node: string, now = Date.now()): PodRecord | undefined {
+    const live = this.#pods.get(uid);
+    if (live !== undefined) return live.node === node ? live : undefined;
+    const gone = this.#gone.get(uid);
+    return gone !== undefined && gone.p.node === node && now - gone.at <= FINALS_WINDOW_MS ? gone.p : undefined;
   }
 
   #columns(table: KubeObject): void {
@@ -191,7 +231,7 @@ export class PodStore {
       return existing;
     }
     const { counts, malformed } = countsFromAnnotations(m.annotations, undefined);
-    this.#malformed(m.namespace, m.name, malformed);
+    this.#malformed(m.namespace, m.name, m.uid, malformed);
     const p: PodRecord = {
       uid: m.uid,
       namespace: this.#intern.get(m.namespace),
@@ -221,13 +261,9 @@ export class PodStore {
       changed = true;
     }
     const { counts, malformed } = countsFromAnnotations(m?.annotations, p.annotated);
-    this.#malformed(p.namespace, p.name, malformed);
+    this.#malformed(p.namespace, p.name, p.uid, malformed);
     if (p.unread !== undefined) p.unread = malformedFields(malformed, p.unread);
-    if (wentBack(counts, p.annotated)) {
-      // The agent's counters restarted from zero: keep what was counted before as the pod's base.
-      p.base = contribution(p);
-      this.#log.warn({ namespace: p.namespace, pod: p.name }, 'pod counters went back (agent counters restarted): keeping the earlier counts as a base');
-    }
+    this.#reading(p, counts, contribution(p));
     if (!equal(counts, p.annotated)) {
       p.annotated = copy(counts);
       changed = true;
@@ -235,19 +271,36 @@ export class PodStore {
     return changed;
   }
 
+  /** The one place a counter that went back is handled (the rule in this file's header): `reading` against what the pod was `counted` with. */
+  #reading(p: PodRecord, reading: Counts, counted: Counts): void {
+    if (!wentBack(p.base === undefined ? reading : sum(p.base, reading), counted)) return;
+    p.base = copy(counted);
+    this.#log.warn({ namespace: p.namespace, pod: p.name }, 'pod counters went back (agent counters restarted): keeping the earlier counts as a base');
+  }
+
   #delete(p: PodRecord, final: Counts): void {
+    const now = Date.now();
+    for (const [uid, g] of this.#gone) {
+      if (now - g.at <= FINALS_WINDOW_MS && this.#gone.size < MAX_REMEMBERED) break;
+      this.#gone.delete(uid);
+    }
+    this.#gone.delete(p.uid);
+    this.#gone.set(p.uid, { p, at: now });
     this.#pods.delete(p.uid);
     this.#unresolved.delete(p);
     this.listener?.deleted(p, final);
   }
 
-  #malformed(namespace: string, name: string, annotations: string[]): void {
-    if (annotations.length === 0) return;
-    this.#onMalformed();
-    const key = `${namespace}/${name}`;
-    if (this.#warned.has(key)) return;
-    if (this.#warned.size > 10_000) this.#warned.clear();
-    this.#warned.add(key);
-    this.#log.warn({ namespace, pod: name, annotations }, 'pod annotation is not a decimal integer: keeping the previous value');
+  /** Counts each refused value; logs once per pod and reason. */
+  #malformed(namespace: string, name: string, uid: string, malformed: Malformed[]): void {
+    for (const problem of new Set(malformed.map((m) => m.problem))) {
+      this.#onMalformed();
+      const key = `${uid}/${problem}`;
+      if (this.#warned.has(key)) continue;
+      if (this.#warned.size > 10_000) this.#warned.clear(); // bounded; at worst a line repeats
+      this.#warned.add(key);
+      const annotations = malformed.filter((m) => m.problem === problem).map((m) => m.annotation);
+      this.#log.warn({ namespace, pod: name, uid, annotations, problem }, problem === 'above-u64' ? 'pod annotation is beyond an unsigned 64-bit counter: ignored, keeping the previous value' : 'pod annotation is not an unsigned decimal integer: ignored, keeping the previous value');
+    }
   }
 }

@@ -89,31 +89,74 @@ export function wentBack(now: Counts, before: Counts): boolean {
   return false;
 }
 
-const DECIMAL = /^(0|[1-9][0-9]{0,29})$/;
+/** The largest count one pod can carry: the kernel's counters are unsigned 64-bit. */
+export const U64_MAX = 2n ** 64n - 1n;
 
-/** A non-negative decimal integer string, or undefined. */
+/** Why a pod's count text was refused (parseCount). */
+export type CountProblem = 'not-decimal' | 'above-u64';
+
+/**
+ * One pod's count, as agents write it (Pod annotations, Node finals): an
+ * unsigned 64-bit decimal, at most 20 digits and at most U64_MAX, no sign,
+ * no leading zero, no spaces. Anything else is refused with its reason, so
+ * no value a tenant can write on its pod reaches a total.
+ */
+export function parseCount(text: unknown): { value: bigint } | { problem: CountProblem } {
+  if (typeof text !== 'string' || !/^(0|[1-9][0-9]*)$/.test(text)) return { problem: 'not-decimal' };
+  if (text.length > 20) return { problem: 'above-u64' };
+  const value = BigInt(text);
+  return value <= U64_MAX ? { value } : { problem: 'above-u64' };
+}
+
+/** A pod's count, or undefined when parseCount refuses it. */
+export function countOf(text: unknown): bigint | undefined {
+  const parsed = parseCount(text);
+  return 'value' in parsed ? parsed.value : undefined;
+}
+
+/** A pod's count as agents write it: the decoder's rule, so what is written is always read (a sum of per-CPU counters past U64_MAX stays at it). */
+export function countText(value: bigint): string {
+  return String(value < 0n ? 0n : value > U64_MAX ? U64_MAX : value);
+}
+
+/** The most digits a total may have: the CRDs' maxLength of every count field (helm/podmeter/crds/). */
+export const TOTAL_DIGITS = 30;
+const TOTAL = new RegExp(`^(0|[1-9][0-9]{0,${TOTAL_DIGITS - 1}})$`);
+
+/** A total (a sum of pods' counts, as the operator's status holds it): a decimal of at most TOTAL_DIGITS digits, or undefined. */
 export function parseDecimal(text: unknown): bigint | undefined {
-  return typeof text === 'string' && DECIMAL.test(text) ? BigInt(text) : undefined;
+  return typeof text === 'string' && TOTAL.test(text) ? BigInt(text) : undefined;
+}
+
+/** True when every field of `c` fits a status count field (at most TOTAL_DIGITS digits). */
+export function fitsStatus(c: Counts): boolean {
+  for (const f of FIELDS) if (c[f] < 0n || String(c[f]).length > TOTAL_DIGITS) return false;
+  return true;
 }
 
 /** Counters as decimal strings: the totals always, a class field when not zero. */
 export type CountStrings = Record<(typeof TOTAL_FIELDS)[number], string> & Partial<Record<ClassField, string>>;
 
-/** Counters as decimal strings, field by field (CR status, finals, JSON); zero class fields are left out. */
-export function toStrings(c: Counts): CountStrings {
-  const s: CountStrings = { ingressBytes: String(c.ingressBytes), egressBytes: String(c.egressBytes), ingressPackets: String(c.ingressPackets), egressPackets: String(c.egressPackets) };
-  for (const f of CLASS_FIELDS) if (c[f] !== 0n) s[f] = String(c[f]);
+/** Counters as decimal strings, field by field (CR status, JSON; finals with countText); zero class fields are left out. */
+export function toStrings(c: Counts, format: (value: bigint) => string = String): CountStrings {
+  const s: CountStrings = { ingressBytes: format(c.ingressBytes), egressBytes: format(c.egressBytes), ingressPackets: format(c.ingressPackets), egressPackets: format(c.egressPackets) };
+  for (const f of CLASS_FIELDS) if (c[f] !== 0n) s[f] = format(c[f]);
   return s;
 }
 
-/** Counters from an object of decimal strings; undefined when a total is missing or any field is malformed (an absent class field is zero). */
-export function fromStrings(value: unknown): Counts | undefined {
+/**
+ * Counters from an object of decimal strings; undefined when a total is
+ * missing or any field is malformed (an absent class field is zero).
+ * `parse` is parseDecimal for totals (status) and countOf for one pod's
+ * counts as an agent wrote them (finals).
+ */
+export function fromStrings(value: unknown, parse: (text: unknown) => bigint | undefined = parseDecimal): Counts | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   const c = zero();
   for (const field of FIELDS) {
     if (v[field] === undefined && isClassField(field)) continue;
-    const n = parseDecimal(v[field]);
+    const n = parse(v[field]);
     if (n === undefined) return undefined;
     c[field] = n;
   }

@@ -10,10 +10,14 @@
  * a pod with the larger of its last annotations and its final here, once.
  *
  * Written by the agent (one value, JSON: encodeNodeFinals), read by the
- * operator (parseNodeFinals). Entries that do not parse are dropped and
- * reported; the others are kept, so one bad entry never hides the rest.
+ * operator (parseNodeFinals). Entries that do not parse (counts are
+ * unsigned 64-bit decimals, as on Pods) are dropped and reported; the others
+ * are kept, so one bad entry never hides the rest. Entries past MAX_FINALS
+ * are ignored and reported: no agent writes more. The operator uses a final
+ * only for a pod it has seen bound to that Node (operator/ledger/finals.ts):
+ * whoever may write a Node annotation cannot bill a pod of another node.
  */
-import { fromStrings, toStrings, type Counts, type CountStrings } from './counts.ts';
+import { countOf, countText, fromStrings, toStrings, type Counts, type CountStrings } from './counts.ts';
 
 /** How long an agent publishes a final, and the operator uses it. */
 export const FINALS_WINDOW_MS = 10 * 60_000;
@@ -51,19 +55,21 @@ export interface PodFinal {
   counts: Counts;
 }
 
-export function parseNodeFinals(text: string | undefined): { finals: PodFinal[]; problems: number } {
-  if (text === undefined || text === '') return { finals: [], problems: 0 };
+/** The finals of an annotation; `problems`: entries that do not parse; `excess`: entries past MAX_FINALS (ignored). */
+export function parseNodeFinals(text: string | undefined): { finals: PodFinal[]; problems: number; excess: number } {
+  if (text === undefined || text === '') return { finals: [], problems: 0, excess: 0 };
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
-    return { finals: [], problems: 1 };
+    return { finals: [], problems: 1, excess: 0 };
   }
-  if (!Array.isArray(raw)) return { finals: [], problems: 1 };
+  if (!Array.isArray(raw)) return { finals: [], problems: 1, excess: 0 };
   const finals: PodFinal[] = [];
   let problems = 0;
-  for (const item of raw as Partial<NodeFinal>[]) {
-    const counts = fromStrings(item);
+  const excess = Math.max(0, raw.length - MAX_FINALS);
+  for (const item of (raw as Partial<NodeFinal>[]).slice(0, MAX_FINALS)) {
+    const counts = fromStrings(item, countOf);
     const terminatedAt = Date.parse(String(item?.terminated));
     if (typeof item?.uid !== 'string' || item.uid === '' || counts === undefined || !Number.isFinite(terminatedAt)) {
       problems++;
@@ -79,7 +85,7 @@ export function parseNodeFinals(text: string | undefined): { finals: PodFinal[];
       counts,
     });
   }
-  return { finals, problems };
+  return { finals, problems, excess };
 }
 
 /** One pod's entry: `pod` is absent when the agent no longer knows the Pod object. */
@@ -88,7 +94,7 @@ export function encodeFinal(uid: string, pod: { namespace: string; name: string;
     uid,
     ...(pod ? { namespace: pod.namespace, name: pod.name, ...(pod.owner ? { owner: pod.owner } : {}) } : {}),
     terminated: new Date(terminatedAt).toISOString(),
-    ...toStrings(counts),
+    ...toStrings(counts, countText),
   };
 }
 

@@ -20,7 +20,7 @@ export const PLURAL: Readonly<Record<UsageKind, string>> = {
   NodeUsage: 'nodeusages',
 };
 
-/** What a WorkloadUsage counts: a pod's workload (its owner chain resolved, operator/owners.ts). */
+/** What a WorkloadUsage counts: a pod's workload (its owner chain resolved, operator/owners.ts; kind and name fitted by workloadKind and workloadName). */
 export interface Workload {
   namespace: string;
   kind: string;
@@ -48,6 +48,35 @@ export function workloadUsageName(w: Workload): string {
   const hash = createHash('sha256').update(full).digest('hex').slice(0, 12);
   const cut = full.toLowerCase().replace(/[^-a-z0-9.]/g, '-').slice(0, 238).replace(/[^a-z0-9]+$/, '');
   return `${cut}-${hash}`;
+}
+
+/** The usage CRDs' limits of a workload's kind and name (spec.kind/name; checkpoint and retiring workloadKind/workload). */
+export const WORKLOAD_KIND_MAX = 63;
+export const WORKLOAD_NAME_MAX = 253;
+const HASH_HEX = 16;
+
+function hashOf(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, HASH_HEX);
+}
+
+/**
+ * A workload kind as the usage objects hold it. A Kind is an identifier
+ * (`Deployment`, `MyCRD`); an owner reference can name anything (anyone who
+ * may create a pod writes it), so any other value becomes one: its letters
+ * and digits, cut, and a hash of the whole value (so two never collide and
+ * one always maps to the same). A kind with a dot would also make
+ * WorkloadUsage names ambiguous.
+ */
+export function workloadKind(kind: string): string {
+  if (kind.length <= WORKLOAD_KIND_MAX && /^[A-Za-z][A-Za-z0-9]*$/.test(kind)) return kind;
+  const letters = kind.replace(/[^A-Za-z0-9]/g, '').replace(/^[0-9]+/, '');
+  return `${letters === '' ? 'K' : letters.slice(0, WORKLOAD_KIND_MAX - HASH_HEX)}${hashOf(kind)}`;
+}
+
+/** A workload name as the usage objects hold it: a longer one is cut and given a hash of the whole value. */
+export function workloadName(name: string): string {
+  if (name.length <= WORKLOAD_NAME_MAX) return name;
+  return `${name.slice(0, WORKLOAD_NAME_MAX - HASH_HEX - 1)}-${hashOf(name)}`;
 }
 
 export type { CountStrings };

@@ -28,12 +28,15 @@ export class ApiError extends Error {
   readonly reason: string;
   /** The server's Retry-After (429, 503), in milliseconds: do not retry sooner. */
   readonly retryAfterMs: number | undefined;
-  constructor(status: number, reason: string, message: string, retryAfterMs?: number) {
+  /** The fields the Status's causes name (422 Invalid: `status.checkpoint[3].ingressBytes`). */
+  readonly fields: readonly string[];
+  constructor(status: number, reason: string, message: string, retryAfterMs?: number, fields: readonly string[] = []) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.reason = reason;
     this.retryAfterMs = retryAfterMs;
+    this.fields = fields;
   }
 }
 
@@ -200,16 +203,19 @@ async function readText(res: IncomingMessage): Promise<string> {
 function apiError(status: number, text: string, method: string, path: string, retryAfter?: string): ApiError {
   let reason = '';
   let message = text.slice(0, 500);
+  let fields: string[] = [];
   try {
-    const status = JSON.parse(text) as { reason?: string; message?: string };
+    const status = JSON.parse(text) as { reason?: string; message?: string; details?: { causes?: { field?: unknown }[] } };
     reason = status.reason ?? '';
     message = status.message ?? message;
+    const causes = status.details?.causes;
+    if (Array.isArray(causes)) fields = causes.map((c) => c?.field).filter((f): f is string => typeof f === 'string');
   } catch {
     // not a Status object
   }
   // Retry-After in seconds (the apiserver's form; an HTTP date is not used by it).
   const seconds = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
-  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`, seconds === undefined ? undefined : seconds * 1000);
+  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`, seconds === undefined ? undefined : seconds * 1000, fields);
 }
 
 /** A short description of any error for logs. */

@@ -3,12 +3,38 @@
  * in the ledger: a pod is retired with the larger of its last annotations
  * and its final; a final that arrives after the pod was retired with less
  * adds the difference once (a top-up, retired under the key `<uid>+final`);
- * a final of a pod no ledger has (deleted while no operator ran, never
- * checkpointed) retires it. Finals are used for as long as agents publish them.
+ * a final of a pod seen deleted but not retired (it had no counts yet)
+ * retires it. Finals are used for as long as agents publish them.
+ *
+ * Anyone who may write a Node's annotations can write finals, so a final is
+ * used only for a pod this operator has seen bound to that node: in its pod
+ * store (live, or deleted within the finals window), or in that node's
+ * NodeUsage (a checkpointed pod that died while no operator ran, or a pod
+ * it retired). A final for any other uid, or whose namespace is not the
+ * pod's, is ignored, logged and counted. (A pod born and gone while no
+ * operator ran, never checkpointed, is therefore not counted: its final
+ * cannot be told from a forged one.)
  */
 import { FIELDS, isZero, toStrings, zero } from '../../common/contract/counts.ts';
 import { FINALS_WINDOW_MS, type PodFinal } from '../../common/contract/finals.ts';
 import { maxOf, TOP_UP, withBase, type Book } from './book.ts';
+
+/** Why a final was not used. */
+type Refusal = 'unknown pod' | 'namespace mismatch';
+
+/** The namespace of pod `uid` if this operator has seen it bound to `nodeName` (the rule in the header). */
+function seenNamespace(book: Book, nodeName: string, uid: string, now: number): string | undefined {
+  const node = book.entries.get(`NodeUsage/${nodeName}`);
+  return node?.pendingNode.get(uid)?.pod.namespace ?? node?.retiring.get(uid)?.entry.namespace ?? book.o.pods.seenOn(uid, nodeName, now)?.namespace;
+}
+
+function refuse(book: Book, nodeName: string, f: PodFinal, why: Refusal): void {
+  book.o.onError('finals');
+  const key = `finals/${nodeName}/${why}`;
+  if (book.problemsLogged.has(key)) return;
+  book.problemsLogged.add(key);
+  book.log.warn({ node: nodeName, uid: f.uid, namespace: f.namespace, reason: why }, 'a final on the Node names no pod the operator saw bound to that node (or another namespace): ignored');
+}
 
 /**
  * An agent's final for a pod on `nodeName` (leader only): raises the
@@ -17,7 +43,11 @@ import { maxOf, TOP_UP, withBase, type Book } from './book.ts';
  * still in the API waits for its deletion (deleted() takes the final).
  */
 export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: number): void {
-  if (isStale(f, now) || book.o.pods.get(f.uid) !== undefined) return;
+  if (isStale(f, now)) return;
+  const namespace = seenNamespace(book, nodeName, f.uid, now);
+  if (namespace === undefined) return refuse(book, nodeName, f, 'unknown pod');
+  if (f.namespace !== undefined && f.namespace !== namespace) return refuse(book, nodeName, f, 'namespace mismatch');
+  if (book.o.pods.get(f.uid) !== undefined) return;
   const node = book.entry('NodeUsage', nodeName);
   const pending = node.pendingNode.get(f.uid);
   if (pending !== undefined) {
@@ -36,14 +66,17 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
     book.retire({ uid: key, namespace: e.namespace, workload: book.workloadOf(e.namespace, e.workloadKind, e.workload), checkpointed: undefined }, nodeName, more, now);
     return;
   }
-  if (f.namespace === undefined) {
-    book.log.warn({ node: nodeName, uid: f.uid }, 'a final of a pod the operator never saw carries no namespace (its agent restarted after the pod went): not counted');
-    return;
-  }
-  if (book.entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
-  const workload = book.o.pods.resolveWorkload(f.namespace, f.name ?? f.uid, f.owner);
-  book.log.info({ namespace: f.namespace, pod: f.name, uid: f.uid }, 'a pod deleted while no operator watched: counted from its agent\'s final');
-  book.retire({ uid: f.uid, namespace: f.namespace, workload, checkpointed: undefined }, nodeName, f.counts, now);
+  if (book.entries.get(`NamespaceUsage/${namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
+  // Seen deleted, not retired (it had no counts then): its final retires it.
+  const p = book.o.pods.seenOn(f.uid, nodeName, now)!;
+  book.log.info({ namespace, pod: p.name, uid: f.uid }, 'a pod deleted before its agent wrote its counts: counted from its agent\'s final');
+  book.retire(p, nodeName, withBase(p, f.counts), now);
+}
+
+/** The agent's final of a pod being deleted (ledger.deleted), when its Node has one that names the pod's namespace. */
+export function finalOf(book: Book, p: { uid: string; node: string; namespace: string }): PodFinal | undefined {
+  const f = book.nodeFinals.get(p.node)?.get(p.uid);
+  return f !== undefined && (f.namespace === undefined || f.namespace === p.namespace) ? f : undefined;
 }
 
 /** An agent's final is used for as long as the agent publishes it. */

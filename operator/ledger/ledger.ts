@@ -24,8 +24,9 @@
  *   each terminated pod's final counts for 10 minutes. A pod is retired with
  *   the larger of its last annotations and that final; a final that arrives
  *   after the pod was retired with less adds the difference once (a top-up,
- *   retired under the key `<uid>+final`); a final of a pod no ledger has
- *   (deleted while no operator ran, never checkpointed) retires it.
+ *   retired under the key `<uid>+final`); a final of a pod seen deleted
+ *   before it had counts retires it. Finals name only pods the operator
+ *   has seen bound to that node (finals.ts).
  *
  * NodeUsage stays small because a node holds at most ~110 pods; only pods
  * with traffic are checkpointed.
@@ -35,14 +36,14 @@
  * book.ts; status planning status.ts; writes with conflict retry writes.ts;
  * the agents' finals and top-ups finals.ts.
  */
-import { addTo, copy, equal, isZero, sum, wentBack, type Counts } from '../../common/contract/counts.ts';
+import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
 import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
 import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
-import { contribution, type PodListener, type PodRecord } from '../pods.ts';
+import type { PodListener, PodRecord } from '../pods.ts';
 import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
-import { applyFinal, dropStale, isStale } from './finals.ts';
+import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { StatusWriter } from './writes.ts';
 
 export type { LedgerOptions } from './book.ts';
@@ -97,7 +98,7 @@ export class Ledger implements PodListener, NodeListener {
 
   deleted(p: PodRecord, last: Counts): void {
     const now = Date.now();
-    const agentFinal = this.#book.nodeFinals.get(p.node)?.get(p.uid);
+    const agentFinal = finalOf(this.#book, p);
     const final = agentFinal === undefined ? last : maxOf(last, withBase(p, agentFinal.counts));
     if (p.node !== '' && !isZero(final)) this.#book.deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
     if (!this.#active) return;
@@ -178,18 +179,7 @@ export class Ledger implements PodListener, NodeListener {
         const p = pods.get(uid);
         if (p !== undefined) {
           pods.pin(p, w);
-          if (cp.base !== undefined) p.base = cp.base;
-          // A counter whose annotation this process never read is the checkpoint's, not zero (zero would look like a counter restart and count the pod twice).
-          if (p.unread !== undefined) {
-            p.annotated = copy(p.annotated);
-            for (const f of p.unread) {
-              const read = cp.counts[f] - (p.base?.[f] ?? 0n);
-              p.annotated[f] = read > 0n ? read : 0n;
-            }
-            p.unread = undefined;
-          }
-          if (wentBack(contribution(p), cp.counts)) p.base = copy(cp.counts); // the agent's counters restarted while no operator ran
-          p.checkpointed = cp.counts;
+          pods.resume(p, cp.counts, cp.base);
           continue;
         }
         // Died while no operator was leader: retire it with the best final known.
@@ -232,6 +222,11 @@ export class Ledger implements PodListener, NodeListener {
   }
 
   // --- writing ------------------------------------------------------------
+
+  /** Pods left out of their NodeUsage's writes (quarantine.ts). */
+  get quarantined(): number {
+    return this.#writer.quarantine.size;
+  }
 
   /** Objects waiting to be written. */
   get dirty(): number {

@@ -14,6 +14,7 @@ import { addTo, copy, equal, isZero, subFrom, sum, toStrings, zero, type Counts 
 import { statusTotals, type CheckpointEntry, type RetiringEntry, type UsageStatus } from '../../common/contract/usage.ts';
 import { contribution, type PodRecord } from '../pods.ts';
 import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree } from './book.ts';
+import type { Quarantine } from './quarantine.ts';
 
 /** A status to write, whether to write again later (an owner not known yet), and what to commit once written. */
 export interface PlannedStatus {
@@ -22,7 +23,8 @@ export interface PlannedStatus {
   commit: () => void;
 }
 
-export function nodeStatus(book: Book, e: Entry, now: number): PlannedStatus {
+export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quarantine): PlannedStatus {
+  quarantine.prune(e.name, e.members!, e.pendingNode);
   let keepDirty = false;
   const snapshot: { p: PodRecord; counts: Counts }[] = [];
   const checkpoint: CheckpointEntry[] = [];
@@ -35,16 +37,18 @@ export function nodeStatus(book: Book, e: Entry, now: number): PlannedStatus {
       keepDirty = true; // its owner may still appear: counted a little later
       continue;
     }
-    snapshot.push({ p, counts: copy(counts) });
-    addTo(live, counts);
-    checkpoint.push({ uid: p.uid, namespace: p.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(counts), ...(p.base ? { base: toStrings(p.base) } : {}) });
+    const cp = quarantine.checkpoint(p, e.name, w, counts); // (a pod whose data the CRD refuses: quarantine.ts)
+    if (cp === undefined) continue;
+    if (cp.fresh) snapshot.push({ p, counts: copy(counts) });
+    addTo(live, cp.counts);
+    checkpoint.push(cp.entry);
   }
   const retiring = new Map([...e.retiring].filter(([, r]) => !(r.entry.rolledUp && now - r.at > book.ttlMs)));
   const retired = copy(e.retired);
   let retiredPods = e.retiredPods;
   const newlyRetired: [string, { pod: Retiree; final: Counts }][] = [];
   for (const [uid, pend] of e.pendingNode) {
-    if (retiring.has(uid)) continue;
+    if (retiring.has(uid) || quarantine.holds(uid)) continue;
     newlyRetired.push([uid, pend]);
     const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
     const entry: RetiringEntry = { uid, namespace: pend.pod.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(pend.final), at: new Date(now).toISOString(), rolledUp: false };

@@ -5,29 +5,34 @@
  * ledger before writing again; a 404 (deleted by hand) creates it again
  * with the totals this process holds. An unchanged status is not written.
  * Writes spend from the status write budget; when the API server is away
- * the round ends and the totals wait (one log line per outage).
+ * the round ends and the totals wait (one log line per outage). A NodeUsage
+ * write refused for one pod's data (422 naming its entry) quarantines that
+ * pod and is written again without it (quarantine.ts).
  */
 import { createHash } from 'node:crypto';
 import { ApiError, describe, isStatus } from '../../common/kube/api.ts';
 import { emptyLedgerState, GROUP, NAMESPACE_LABEL, parseLedger, usagePath, VERSION, type UsageObject } from '../../common/contract/usage.ts';
 import type { Book, Entry } from './book.ts';
+import { Quarantine } from './quarantine.ts';
 import { nodeStatus, rollupStatus } from './status.ts';
 
 export type WriteOutcome = 'written' | 'unchanged' | 'retry' | 'budget' | 'outage';
 
 export class StatusWriter {
   readonly #book: Book;
+  readonly quarantine: Quarantine;
   #outageSince: number | undefined;
 
   constructor(book: Book) {
     this.#book = book;
+    this.quarantine = new Quarantine(book.log, book.o.onError);
   }
 
   async write(e: Entry): Promise<WriteOutcome> {
     const generation = this.#book.generation;
     const now = Date.now();
     const seen = e.changes;
-    const built = e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now) : rollupStatus(this.#book, e, now);
+    const built = e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e, now);
     const body = createHash('sha1').update(JSON.stringify({ ...built.status, updated: '' })).digest('base64');
     const nothingYet = !e.exists && built.status.ingressBytes === '0' && built.status.egressBytes === '0' && built.status.retiredPods === 0 && built.status.bpfMapBytes === undefined;
     if ((e.exists && body === e.lastBody) || nothingYet) {
@@ -73,6 +78,7 @@ export class StatusWriter {
         return 'retry';
       }
       this.#book.o.onError('write_status');
+      if (isStatus(err, 422) && e.kind === 'NodeUsage' && this.quarantine.reject(e.name, built.status, err.fields, e.members!)) return 'retry'; // written again without the pod
       if (err instanceof ApiError && err.status < 500 && err.status !== 429) {
         this.#book.log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
         return 'retry';

@@ -261,7 +261,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     const errorsBefore = await annotationErrors();
     await must(oc.cluster.kubectl(['annotate', 'pod', 'bare', '-n', 'shop', '--overwrite', 'podmeter.io/ingress-bytes=lots']));
     await eventually('the malformed annotation reported', async () => ((await annotationErrors()) > errorsBefore ? true : undefined), 60_000);
-    assert.ok(op.logs.some((l) => String(l.msg).startsWith('pod annotation is not a decimal integer')));
+    assert.ok(op.logs.some((l) => String(l.msg).startsWith('pod annotation is not an unsigned decimal integer') && l.problem === 'not-decimal'));
     await staysEqual('bare\'s totals after a malformed annotation', () => totals(oc, 'WorkloadUsage', 'shop.pod.bare'), asStrings(counts.get('bare')!));
 
     // A namespace deleted while its pods die: the namespace's totals stay.

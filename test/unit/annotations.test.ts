@@ -8,13 +8,19 @@ test('counters from annotations: exact, missing is zero, malformed keeps the pre
   assert.equal(first.counts.ingressBytes, 9007199254740993n);
   assert.equal(first.counts.egressBytes, 0n);
   const next = countsFromAnnotations({ 'podmeter.io/ingress-bytes': '-5', 'podmeter.io/egress-packets': '08' }, first.counts);
-  assert.deepEqual(next.malformed, ['podmeter.io/ingress-bytes', 'podmeter.io/egress-packets']);
+  assert.deepEqual(next.malformed, [
+    { annotation: 'podmeter.io/ingress-bytes', problem: 'not-decimal' },
+    { annotation: 'podmeter.io/egress-packets', problem: 'not-decimal' },
+  ]);
+  const big = countsFromAnnotations({ 'podmeter.io/ingress-bytes': '1'.repeat(31), 'podmeter.io/egress-bytes': '18446744073709551616' }, first.counts);
+  assert.deepEqual(big.malformed.map((m) => m.problem), ['above-u64', 'above-u64']);
+  assert.equal(big.counts.ingressBytes, 9007199254740993n, 'past 2^64-1: ignored, the previous value stays');
   assert.equal(next.counts.ingressBytes, 9007199254740993n);
   assert.equal(next.counts.egressPackets, 7n);
 });
 
-test('what an agent writes reads back exactly, past 2^53', () => {
-  const counts = { ingressBytes: 2n ** 64n + 1n, egressBytes: 2n ** 60n, ingressPackets: 2n ** 53n + 1n, egressPackets: 0n, egressCrossZoneBytes: 2n ** 53n + 3n, egressCrossRegionBytes: 0n, egressExternalBytes: 5n };
+test('what an agent writes reads back exactly, past 2^53 and up to 2^64-1', () => {
+  const counts = { ingressBytes: 2n ** 64n - 1n, egressBytes: 2n ** 60n, ingressPackets: 2n ** 53n + 1n, egressPackets: 0n, egressCrossZoneBytes: 2n ** 53n + 3n, egressCrossRegionBytes: 0n, egressExternalBytes: 5n };
   const written = podAnnotations(counts, 4096);
   assert.ok(hasCounts(written));
   assert.equal(written[ANNOTATIONS.bpfMapBytes], '4096');
@@ -24,6 +30,7 @@ test('what an agent writes reads back exactly, past 2^53', () => {
   assert.equal(hasCounts({ 'other.io/x': '1' }), false);
   assert.equal(nodeMapBytes({ [ANNOTATIONS.bpfMapBytes]: '123' }), 123n);
   assert.equal(nodeMapBytes({ [ANNOTATIONS.bpfMapBytes]: 'x' }), undefined);
+  assert.equal(nodeMapBytes({ [ANNOTATIONS.bpfMapBytes]: '1'.repeat(21) }), undefined);
 });
 
 test('billed classes: only those not zero are written, absent beside the totals reads as zero', () => {
@@ -40,6 +47,6 @@ test('billed classes: only those not zero are written, absent beside the totals 
   assert.deepEqual(countsFromAnnotations({}, previous).counts, previous);
   // A malformed class value is reported and keeps the previous one.
   const bad = countsFromAnnotations({ 'podmeter.io/egress-bytes': '100', [ANNOTATIONS.egressCrossZoneBytes]: '1e3' }, previous);
-  assert.deepEqual(bad.malformed, [ANNOTATIONS.egressCrossZoneBytes]);
+  assert.deepEqual(bad.malformed, [{ annotation: ANNOTATIONS.egressCrossZoneBytes, problem: 'not-decimal' }]);
   assert.equal(bad.counts.egressCrossZoneBytes, 7n);
 });

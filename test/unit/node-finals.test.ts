@@ -82,9 +82,15 @@ test('parseNodeFinals: round trip exact; bad entries dropped and counted, the re
   const mixed = parseNodeFinals(JSON.stringify([{ uid: 'x', ingressBytes: '-1' }, null, 7, finals[1], { ...finals[0], terminated: 'yesterday' }]));
   assert.equal(mixed.problems, 4);
   assert.deepEqual(mixed.finals.map((f) => f.uid), [uidOf(2)]);
-  assert.deepEqual(parseNodeFinals('{not json'), { finals: [], problems: 1 });
-  assert.deepEqual(parseNodeFinals('{"a":1}'), { finals: [], problems: 1 });
-  assert.deepEqual(parseNodeFinals(undefined), { finals: [], problems: 0 });
+  assert.deepEqual(parseNodeFinals('{not json'), { finals: [], problems: 1, excess: 0 });
+  assert.deepEqual(parseNodeFinals('{"a":1}'), { finals: [], problems: 1, excess: 0 });
+  assert.deepEqual(parseNodeFinals(undefined), { finals: [], problems: 0, excess: 0 });
+  // Counts are a pod's: unsigned 64-bit, as on Pods (a 30-digit value would pass a total's rule).
+  const beyond = parseNodeFinals(JSON.stringify([{ ...finals[0], ingressBytes: '1'.repeat(30) }, { ...finals[1], egressBytes: '18446744073709551616' }]));
+  assert.deepEqual([beyond.finals.length, beyond.problems], [0, 2]);
+  // More than an agent writes: the first MAX_FINALS are read, the rest ignored and counted.
+  const flood = parseNodeFinals(JSON.stringify(Array.from({ length: MAX_FINALS + 7 }, (_, i) => ({ ...finals[0], uid: uidOf(i + 1) }))));
+  assert.deepEqual([flood.finals.length, flood.problems, flood.excess], [MAX_FINALS, 0, 7]);
 });
 
 test('finals carry the billed classes (egress bytes to cross-zone, cross-region, external); finals without them read as zero', () => {

@@ -28,3 +28,13 @@ test('owner chains: Deployment, CronJob, bare, missing, cycle, mirror pod', () =
   owners.remove('ReplicaSet', meta('web-1'));
   assert.equal(r('ReplicaSet', 'web-1').missing, true);
 });
+
+test('owner references longer than the usage objects hold are fitted where they are read', () => {
+  const owners = new OwnerIndex(silent, new Interner());
+  const long = (end: string) => ({ metadata: { name: 'p', namespace: 'ns', ownerReferences: [{ kind: `${'Kind'.repeat(30)}${end}`, name: `${'n'.repeat(1000)}${end}`, controller: true }] } });
+  const a = owners.resolve('ns', 'p', owners.controllerOf(long('a').metadata.ownerReferences)).workload;
+  const b = owners.resolve('ns', 'p', owners.controllerOf(long('b').metadata.ownerReferences)).workload;
+  assert.ok(a.kind.length <= 63 && a.name.length <= 253, a.key);
+  assert.notEqual(a.key, b.key);
+  assert.equal(owners.resolve('ns', 'p', owners.controllerOf(long('a').metadata.ownerReferences)).workload, a, 'the same owner is the same workload');
+});

@@ -1,7 +1,7 @@
 /** The usage custom resources' contract (common/contract/usage.ts): object names and reading a hand-edited status. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseLedger, statusTotals, workloadUsageName } from '../../common/contract/usage.ts';
+import { parseLedger, statusTotals, WORKLOAD_KIND_MAX, WORKLOAD_NAME_MAX, workloadKind, workloadName, workloadUsageName } from '../../common/contract/usage.ts';
 import { toStrings, zero } from '../../common/contract/counts.ts';
 
 test('WorkloadUsage names: readable, valid, bounded', () => {
@@ -11,6 +11,34 @@ test('WorkloadUsage names: readable, valid, bounded', () => {
   assert.ok(long.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(long), long);
   assert.notEqual(long, workloadUsageName(w('shop', 'Deployment', `${'x'.repeat(249)}y`)));
   assert.match(workloadUsageName(w('shop', 'MyCRD', 'Web_1')), /^shop\.mycrd\.web-1-[0-9a-f]{12}$/);
+});
+
+test('owner kinds and names fit the CRD fields: kept when they fit, else cut with a hash of the whole (same in, same out; two never collide)', () => {
+  assert.equal(workloadKind('Deployment'), 'Deployment');
+  assert.equal(workloadKind('K'.repeat(WORKLOAD_KIND_MAX)), 'K'.repeat(WORKLOAD_KIND_MAX));
+  const longKind = workloadKind('K'.repeat(WORKLOAD_KIND_MAX + 1));
+  assert.ok(longKind.length <= WORKLOAD_KIND_MAX && /^[A-Za-z][A-Za-z0-9]*$/.test(longKind), longKind);
+  assert.equal(workloadKind('K'.repeat(WORKLOAD_KIND_MAX + 1)), longKind, 'deterministic');
+  assert.notEqual(workloadKind(`${'K'.repeat(500)}a`), workloadKind(`${'K'.repeat(500)}b`));
+  // Not an identifier (a forged owner reference): made one, so a dot cannot make WorkloadUsage names ambiguous.
+  for (const kind of ['a.b', 'Dep loyment', '9lives', '', '...']) {
+    const k = workloadKind(kind);
+    assert.ok(k.length <= WORKLOAD_KIND_MAX && /^[A-Za-z][A-Za-z0-9]*$/.test(k), `${kind} -> ${k}`);
+  }
+  assert.notEqual(workloadKind('a.b'), workloadKind('ab'));
+  assert.equal(workloadName('web'), 'web');
+  assert.equal(workloadName('x'.repeat(WORKLOAD_NAME_MAX)), 'x'.repeat(WORKLOAD_NAME_MAX));
+  const a = workloadName(`${'x'.repeat(300)}a`);
+  const b = workloadName(`${'x'.repeat(300)}b`);
+  assert.equal(a.length, WORKLOAD_NAME_MAX);
+  assert.notEqual(a, b);
+  assert.equal(workloadName(`${'x'.repeat(300)}a`), a);
+  assert.equal(workloadName(a), a, 'a fitted name stays as it is');
+  // Their WorkloadUsage objects: distinct, valid names.
+  const w = (name: string) => ({ namespace: 'shop', kind: 'Deployment', name, key: '' });
+  const [na, nb] = [workloadUsageName(w(a)), workloadUsageName(w(b))];
+  assert.notEqual(na, nb);
+  for (const n of [na, nb]) assert.ok(n.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(n), n);
 });
 
 test('ledger parsing keeps what it can of a hand-edited status', () => {
