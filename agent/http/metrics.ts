@@ -16,8 +16,11 @@ import { Exposition, labelText, type LabelledCounter } from '../../common/http/e
 export const AGENT_ERROR_OPS = ['attach', 'detach', 'read', 'state', 'watch', 'watch_pods', 'maps', 'config_hash'] as const;
 export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
 
-/** podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409), no budget left. */
-export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'skipped_budget'] as const;
+/**
+ * podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409),
+ * refused for this object alone (another 4xx, e.g. 422 annotations too long: retried with backoff), no budget left.
+ */
+export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'skipped_budget'] as const;
 export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
 
 /** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
