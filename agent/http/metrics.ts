@@ -9,12 +9,18 @@ import { errorReason, type Tracker, type Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
 import { Exposition, labelText, type LabelledCounter } from '../../common/http/exposition.ts';
 
-/** podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory. */
-export const AGENT_ERROR_OPS = ['attach', 'detach', 'read', 'state', 'watch', 'watch_pods', 'maps'] as const;
+/**
+ * podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory,
+ * and a Pod's `kubernetes.io/config.hash` claim refused (reason not_mirror, malformed or contested; agent/kube/pods.ts).
+ */
+export const AGENT_ERROR_OPS = ['attach', 'detach', 'read', 'state', 'watch', 'watch_pods', 'maps', 'config_hash'] as const;
 export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
 
-/** podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409), no budget left. */
-export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'skipped_budget'] as const;
+/**
+ * podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409),
+ * refused for this object alone (another 4xx, e.g. 422 annotations too long: retried with backoff), no budget left.
+ */
+export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'skipped_budget'] as const;
 export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
 
 /** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
@@ -23,7 +29,8 @@ export type PodNamer = (uid: string) => { namespace: string; pod: string } | und
 export interface AgentMetrics {
   exposition: Exposition;
   attachLatency: Histogram;
-  errors: LabelledCounter<'op', AgentErrorOp>;
+  /** `reason` for the ops that have one (attach: the errno name; config_hash: why the claim was refused). */
+  errors: { inc(labels: { op: AgentErrorOp; reason?: string }): void };
   annotationWrites: LabelledCounter<'result', AnnotationWriteResult>;
   annotationBudget: Gauge;
 }
@@ -132,7 +139,7 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
   });
   const errors = new Counter({
     name: 'podmeter_errors_total',
-    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}); attach errors also by reason (the errno name: ENOMEM, EPERM, E2BIG, ..., or other), one per failed attempt.`,
+    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}); attach errors also by reason (the errno name: ENOMEM, EPERM, E2BIG, ..., or other), one per failed attempt; config_hash by reason (not_mirror, malformed, contested), one per Pod whose claim was refused.`,
     labelNames: ['op', 'reason'] as const,
     registers: [registry],
   });

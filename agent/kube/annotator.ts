@@ -7,11 +7,18 @@
  * memory and the finals of its recently terminated pods (finals.ts). When
  * the API server is away the agent keeps counting; writes back off, and the
  * latest values are written when it returns (one log line per outage).
+ *
+ * A write refused for what it is (isRefusal: 422 when the Pod's annotations
+ * are near the API server's 256 KiB limit, 413, 400) is that pod's problem
+ * alone: logged once, counted as `rejected`, the pod retried after twice its
+ * interval, doubling up to 15 minutes, while every other pod is written as
+ * usual. A Pod gone (404, or 409: another Pod of that name) is not written
+ * again: its counts stay in the metrics and the Node's finals.
  */
 import type { Logger } from '../../common/log.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { encodeNodeFinals } from '../../common/contract/finals.ts';
-import { describe, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
+import { describe, isRefusal, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
 import type { AnnotationWriteResult } from '../http/metrics.ts';
@@ -24,12 +31,17 @@ interface PodState {
   written?: string;
   writtenAt: number;
   urgent: boolean;
-  gone: boolean;
+  /** The Pod that answered 404/409: not written again (another Pod for the same cgroup, a static pod's new mirror, is). */
+  goneUid?: string;
+  /** The last write was refused for this pod alone: not again before `retryAt`; the next delay is twice `delayMs`. */
+  refused?: { retryAt: number; delayMs: number };
   /** The last valuesOf() and what it was made from: an idle pod's counters are the same objects from read to read (the meter reuses them), so most rounds build no string. */
   values?: { counters: Unit['counters']; peers: Unit['peers']; mapBytes: number | undefined; text: string };
 }
 
 const MAX_BACKOFF_MS = 10_000;
+/** The longest wait before a refused pod is tried again (or its interval, when longer). */
+const MAX_REFUSED_DELAY_MS = 15 * 60_000;
 /** Every write is a JSON merge patch (annotations only; nothing else is touched). */
 const MERGE_PATCH = 'application/merge-patch+json';
 const WRITE_TIMEOUT_MS = 30_000;
@@ -43,7 +55,7 @@ export class Annotator {
   readonly #log: Logger;
   readonly #onWrite: (result: AnnotationWriteResult) => void;
   readonly #podMapBytes: (uid: string) => number | undefined;
-  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; checkedAt: number };
+  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; checkedAt: number; refused: boolean };
   /** A pod terminated since the Node was last written: its final goes out without waiting for the interval. */
   #newFinal = false;
   readonly #state = new Map<string, PodState>();
@@ -71,7 +83,7 @@ export class Annotator {
     this.#log = options.log;
     this.#onWrite = options.onWrite;
     this.#podMapBytes = options.podMapBytes ?? (() => undefined);
-    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, checkedAt: 0 };
+    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, checkedAt: 0, refused: false };
     const urgent = (unit: Unit) => {
       if (unit.uid !== undefined) this.#podState(unit.uid).urgent = true;
     };
@@ -94,13 +106,14 @@ export class Annotator {
           this.#onWrite('skipped_budget');
           return;
         }
-        const result = await this.#write(pod, values, state.written);
+        const result = await this.#write(pod, values, state);
         this.#onWrite(result);
         if (result === 'error') return; // outage: back off, retry later with the then latest values
+        if (result === 'rejected') continue; // this pod's alone: the others go on
         state.written = values;
         state.writtenAt = Date.now();
         state.urgent = false;
-        if (result === 'gone') state.gone = true;
+        if (result === 'gone') state.goneUid = pod.uid;
         if (unit.state === 'terminated') this.#state.delete(unit.uid!); // final written: nothing more to do
       }
     } finally {
@@ -116,7 +129,7 @@ export class Annotator {
       const pod = this.#pods.byCgroupUid(unit.uid);
       if (pod === undefined) continue;
       const state = this.#podState(unit.uid);
-      if (state.gone) continue;
+      if (state.goneUid === pod.uid || (state.refused !== undefined && now < state.refused.retryAt)) continue;
       if (unit.state === 'terminated' && !state.urgent) continue; // final already written (or never counted)
       const mapBytes = this.#podMapBytes(unit.uid);
       const last = state.values;
@@ -129,8 +142,9 @@ export class Annotator {
     return due.sort((a, b) => Number(b.state.urgent) - Number(a.state.urgent) || a.state.writtenAt - b.state.writtenAt);
   }
 
-  /** `previous`: the values last written; one of them no longer there (a class back at zero) is removed (null in a merge patch). */
-  async #write(pod: PodRef, values: string, previous: string | undefined): Promise<WriteResult> {
+  /** A value last written (`state.written`) no longer there (a class back at zero) is removed (null in a merge patch). */
+  async #write(pod: PodRef, values: string, state: PodState): Promise<WriteResult> {
+    const previous = state.written;
     const now = JSON.parse(values) as Record<string, string | null>;
     for (const key of Object.keys(previous === undefined ? {} : (JSON.parse(previous) as object))) now[key] ??= null;
     const annotations = { ...now, [ANNOTATIONS.updated]: new Date().toISOString() };
@@ -139,14 +153,24 @@ export class Annotator {
       const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
       await this.#api.request('PATCH', path, { body: { metadata: { uid: pod.uid, annotations } }, contentType: MERGE_PATCH, timeoutMs: WRITE_TIMEOUT_MS });
       this.#recovered();
+      if (state.refused !== undefined) this.#log.info({ namespace: pod.namespace, pod: pod.name, uid: pod.uid }, 'Pod annotations written again after refusals');
+      state.refused = undefined;
       return 'ok';
     } catch (err) {
-      if (isStatus(err, 404, 409)) {
-        this.#recovered();
-        return 'gone'; // the Pod was deleted (or replaced): its counts stay in the agent's finals
+      if (!isRefusal(err)) {
+        this.#outage(err);
+        return 'error';
       }
-      this.#outage(err);
-      return 'error';
+      this.#recovered(); // the API server answers
+      const who = { namespace: pod.namespace, pod: pod.name, uid: pod.uid, status: err.status, reason: err.reason, err: err.message };
+      if (isStatus(err, 404, 409)) {
+        this.#log.info(who, 'Pod gone before its annotations were written: its counts stay in the metrics and the Node\'s finals');
+        return 'gone';
+      }
+      if (state.refused === undefined) this.#log.warn(who, 'Pod annotation write refused: this pod is retried with backoff, the node\'s other pods are written as usual');
+      const delayMs = state.refused === undefined ? 2 * this.#intervalMs : Math.min(2 * state.refused.delayMs, Math.max(MAX_REFUSED_DELAY_MS, this.#intervalMs));
+      state.refused = { retryAt: Date.now() + delayMs, delayMs };
+      return 'rejected';
     }
   }
 
@@ -183,6 +207,7 @@ export class Annotator {
       this.#recovered();
       Object.assign(node.written, Object.fromEntries(changed));
       node.checkedAt = Date.now();
+      node.refused = false;
       this.#onWrite('ok');
       return true;
     } catch (err) {
@@ -190,6 +215,15 @@ export class Annotator {
         node.checkedAt = Date.now(); // no such Node (e.g. --node-name wrong): retry at the interval
         this.#log.warn({ node: node.name }, 'Node object not found: check --node-name');
         this.#onWrite('gone');
+        return true;
+      }
+      if (isRefusal(err)) {
+        // The Node's alone (e.g. its annotations too long): retried at the interval; the pods go on.
+        this.#recovered();
+        node.checkedAt = Date.now();
+        if (!node.refused) this.#log.warn({ node: node.name, status: err.status, reason: err.reason, err: err.message }, 'Node annotation write refused: retried at the interval; pod annotations go on');
+        node.refused = true;
+        this.#onWrite('rejected');
         return true;
       }
       this.#newFinal ||= newFinal;
@@ -202,7 +236,7 @@ export class Annotator {
   #podState(uid: string): PodState {
     let s = this.#state.get(uid);
     if (s === undefined) {
-      s = { writtenAt: 0, urgent: false, gone: false };
+      s = { writtenAt: 0, urgent: false };
       this.#state.set(uid, s);
     }
     return s;

@@ -36,7 +36,14 @@ export function startKubernetes(options: {
 }): KubeSide {
   const { connection, config, tracker, metrics, log } = options;
   const api = new KubeApi(connection);
-  const pods = new PodDirectory({ api, nodeName: config.nodeName, idleMs: config.podWatchIdleMs, log: log.child({ module: 'pods' }), onError: () => metrics.errors.inc({ op: 'watch_pods' }) });
+  const pods = new PodDirectory({
+    api,
+    nodeName: config.nodeName,
+    idleMs: config.podWatchIdleMs,
+    log: log.child({ module: 'pods' }),
+    onError: () => metrics.errors.inc({ op: 'watch_pods' }),
+    onRejectedClaim: (reason) => metrics.errors.inc({ op: 'config_hash', reason }),
+  });
   const budget = new WriteBudget(config.annotateBudget);
   metrics.annotationBudget.set(budget.rate);
   const annotator = new Annotator({

@@ -34,6 +34,17 @@ export function parsePrefix(raw: string): Prefix {
   return { text: `${format(addr, v4)}/${length}`, addr, bits };
 }
 
+/**
+ * Parses one bare address (`a.b.c.d` or an IPv6 address, no prefix length,
+ * no zone, nothing around it) as its full-length prefix; throws an Error
+ * saying why not. For values that name one host (a Node's addresses), where
+ * a prefix would claim a whole range.
+ */
+export function parseAddress(raw: string): Prefix {
+  if (!isIPv4(raw) && !(isIPv6(raw) && !raw.includes('%'))) throw new Error(`"${raw}" is not a bare IPv4 or IPv6 address`);
+  return parsePrefix(raw);
+}
+
 /** The trie key of a prefix: __u32 prefixlen (host order), then the 16 address bytes. */
 export function prefixKey(p: Prefix): Uint8Array {
   const key = new Uint8Array(KEY_BYTES);

@@ -10,6 +10,10 @@
  * informer). Each collection is listed and watched by the one reflector
  * (common/kube/reflector.ts: paged lists, resume, relist on 410, backoff).
  * A Node with a podCIDR that does not parse is logged and that CIDR skipped.
+ * A Node's status.addresses are written by its kubelet (or whoever holds
+ * the node's credentials): each must be one bare IP, never a prefix, so a
+ * node publishing `0.0.0.0/0` cannot make every peer its own; anything else
+ * is logged once per node and value, and skipped.
  * Nodes without zone labels are all in one (unnamed) zone. A cluster
  * without the ServiceCIDR API (before Kubernetes 1.33, or turned off) has
  * no `service` class: the classes from Nodes are published all the same
@@ -19,7 +23,7 @@ import type { V1Node, V1ServiceCIDR } from '@kubernetes/client-node';
 import type { Logger } from '../../common/log.ts';
 import { isStatus, type KubeApi, type KubeObject } from '../../common/kube/api.ts';
 import { Reflector } from '../../common/kube/reflector.ts';
-import { parsePrefix, type Prefix } from './cidr.ts';
+import { parseAddress, parsePrefix, type Prefix } from './cidr.ts';
 import type { ClusterPeers } from './table.ts';
 
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
@@ -32,8 +36,11 @@ export interface NodePeers {
   prefixes: Prefix[];
 }
 
-/** The fields of a Node that peer classes use; bad podCIDRs go to `bad`. */
-export function nodePeers(node: V1Node, bad: (cidr: string, why: string) => void): NodePeers | undefined {
+/** Which field of a Node a skipped value was in. */
+export type NodeField = 'podCIDR' | 'address';
+
+/** The fields of a Node that peer classes use; podCIDRs that are not CIDRs and addresses that are not bare IPs go to `bad`. */
+export function nodePeers(node: V1Node, bad: (field: NodeField, value: string, why: string) => void): NodePeers | undefined {
   const name = node.metadata?.name;
   if (name === undefined) return undefined;
   const labels = node.metadata?.labels ?? {};
@@ -43,15 +50,15 @@ export function nodePeers(node: V1Node, bad: (cidr: string, why: string) => void
     try {
       prefixes.push(parsePrefix(cidr));
     } catch (err) {
-      bad(cidr, (err as Error).message);
+      bad('podCIDR', cidr, (err as Error).message);
     }
   }
   for (const a of node.status?.addresses ?? []) {
     if (a.type !== 'InternalIP' && a.type !== 'ExternalIP') continue;
     try {
-      prefixes.push(parsePrefix(a.address));
-    } catch {
-      // a malformed address on a Node: nothing to match it against
+      prefixes.push(parseAddress(a.address));
+    } catch (err) {
+      bad('address', a.address, (err as Error).message);
     }
   }
   return { name, zone: labels[ZONE_LABEL], region: labels[REGION_LABEL], prefixes };
@@ -157,11 +164,11 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
       path: '/api/v1/nodes',
       extract: (obj) => {
         const node = obj as V1Node; // plain JSON: the fields read are named as in the model
-        const peers = nodePeers(node, (cidr, why) => {
-          const key = `${node.metadata?.name}/${cidr}`;
+        const peers = nodePeers(node, (field, value, why) => {
+          const key = JSON.stringify([node.metadata?.name, field, value]);
           if (reported.has(key)) return;
           reported.add(key);
-          log.warn({ node: node.metadata?.name, podCIDR: cidr, why }, 'Node has a podCIDR that is not a CIDR: skipped');
+          log.warn({ node: node.metadata?.name, [field]: value, why }, field === 'podCIDR' ? 'Node has a podCIDR that is not a CIDR: skipped' : 'Node has an address that is not a bare IP: skipped');
         });
         return peers && { name: peers.name, value: peers };
       },

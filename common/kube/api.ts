@@ -50,6 +50,17 @@ export function isStatus(err: unknown, ...statuses: number[]): err is ApiError {
   return err instanceof ApiError && statuses.includes(err.status);
 }
 
+/**
+ * True when the API server refused this request for what it asked of this
+ * one object (a 4xx other than 401, 403, 408 and 429: 400, 404, 409, 413,
+ * 422, ...): the same request for another object may well succeed, so it is
+ * the object's problem, not an outage. Credentials refused, a timeout, rate
+ * limiting, 5xx and no answer at all are the API server's (or this client's).
+ */
+export function isRefusal(err: unknown): err is ApiError {
+  return err instanceof ApiError && err.status >= 400 && err.status < 500 && ![401, 403, 408, 429].includes(err.status);
+}
+
 export interface ObjectMeta {
   name?: string;
   namespace?: string;

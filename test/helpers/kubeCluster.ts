@@ -24,12 +24,12 @@ export async function must(r: Promise<{ code: number; stdout: string; stderr: st
   return stdout;
 }
 
-/** Creates a Pod bound to `node` and its systemd-driver burstable pod cgroup with one container scope. */
-export async function makePod(cluster: TestCluster, root: TestCgroup, options: { name: string; namespace: string; node: string }) {
+/** Creates a Pod bound to `node` (with `annotations`, if given) and its systemd-driver burstable pod cgroup with one container scope. */
+export async function makePod(cluster: TestCluster, root: TestCgroup, options: { name: string; namespace: string; node: string; annotations?: Record<string, string> }) {
   const manifest = {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: options.name, namespace: options.namespace },
+    metadata: { name: options.name, namespace: options.namespace, ...(options.annotations ? { annotations: options.annotations } : {}) },
     spec: { nodeName: options.node, containers: [{ name: 'app', image: 'example.invalid/app', resources: { requests: { cpu: '10m' } } }] },
   };
   const created = JSON.parse(await must(cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) })));

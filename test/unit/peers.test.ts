@@ -57,14 +57,19 @@ test('configuration entries: several per flag, errors name the entry', () => {
   assert.throws(() => mergePeerClasses(parsePeerClassEntries(nine)), /at most 8/);
 });
 
-test('Nodes to classes: this node, same zone, other zone, other region; bad podCIDRs are skipped and reported', () => {
+test('Nodes to classes: this node, same zone, other zone, other region; bad podCIDRs and addresses are skipped and reported', () => {
   const bad: string[] = [];
+  const addresses = ['10.0.0.1', 'fd00::1', '0.0.0.0/0', '::/0', '10.0.0.0/8', '10.0.0.2/32', ' 10.0.0.3', 'fe80::1%eth0', 'garbage', ''];
   const self = nodePeers(
-    { metadata: { name: 'me', labels: { 'topology.kubernetes.io/zone': 'a', 'topology.kubernetes.io/region': 'r1' } }, spec: { podCIDRs: ['10.244.1.0/24', 'garbage'] }, status: { addresses: [{ type: 'InternalIP', address: '10.0.0.1' }, { type: 'Hostname', address: 'me' }] } },
-    (cidr) => bad.push(cidr),
+    {
+      metadata: { name: 'me', labels: { 'topology.kubernetes.io/zone': 'a', 'topology.kubernetes.io/region': 'r1' } },
+      spec: { podCIDRs: ['10.244.1.0/24', 'garbage'] },
+      status: { addresses: [...addresses.map((address, i) => ({ type: i % 2 === 0 ? 'InternalIP' : 'ExternalIP', address })), { type: 'Hostname', address: 'me' }] },
+    },
+    (field, value) => bad.push(`${field} ${value}`),
   )!;
-  assert.deepEqual(bad, ['garbage']);
-  assert.deepEqual(self.prefixes.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32']);
+  assert.deepEqual(bad, ['podCIDR garbage', ...addresses.slice(2).map((a) => `address ${a}`)]);
+  assert.deepEqual(self.prefixes.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128']);
   const other = (name: string, zone?: string, region?: string): NodePeers => ({ name, zone, region, prefixes: [parsePrefix(`10.9.${name.length}.0/24`)] });
   assert.equal(nodeClass(self, self, 'me'), 'node');
   assert.equal(nodeClass(self, other('b', 'a', 'r1'), 'me'), 'zone');
@@ -73,7 +78,7 @@ test('Nodes to classes: this node, same zone, other zone, other region; bad podC
   assert.equal(nodeClass(self, other('e'), 'me'), 'cross-zone'); // unlabelled, while this node has a zone
   assert.equal(nodeClass(undefined, other('f'), 'me'), 'zone'); // no labels anywhere: one zone
   const peers = clusterPeers([self, other('bb', 'a', 'r1')], 'me', [parsePrefix('10.96.0.0/16')]);
-  assert.deepEqual(peers.node?.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32']);
+  assert.deepEqual(peers.node?.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128']);
   assert.deepEqual(peers.zone?.map((p) => p.text), ['10.9.2.0/24']);
   assert.deepEqual(peers.service?.map((p) => p.text), ['10.96.0.0/16']);
 });
