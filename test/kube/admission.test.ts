@@ -3,7 +3,9 @@
  * real API server: a tenant with `edit` in its namespace cannot create a pod
  * carrying, nor add, change or remove, `podmeter.io/` annotations; the agent,
  * with a token bound to its pod on node A (as the kubelet projects it),
- * annotates only node A and the pods bound to it, and changes nothing else.
+ * annotates only node A and the pods bound to it, and changes nothing else;
+ * only a node's kubelet makes mirror pods (whose config hash names a static
+ * pod's cgroup).
  * Each denial is shown beside an allowed request of the same caller (the
  * control), so a test passes only because of the policy. The operator reports
  * whether the policy is in place.
@@ -88,6 +90,20 @@ test('podmeter.io/ annotations: written only by the agent, only on its own node,
     cluster.kubectl(['create', '-f', '-'], { input: pod('agents-own', 'node-a', { 'podmeter.io/egress-bytes': '1' }), token: agent }),
     /forbidden/i, // RBAC already: the agent has no create on pods
   );
+
+  // Mirror pods: the agent names a static pod's cgroup by config.hash; only the node's kubelet sets it.
+  const nodeUid = (await must(cluster.kubectl(['get', 'node', 'node-a', '-o', 'jsonpath={.metadata.uid}']))).trim();
+  const mirror = (name: string) => {
+    const m = JSON.parse(pod(name, 'node-a', { 'kubernetes.io/config.mirror': 'f'.repeat(32), 'kubernetes.io/config.hash': 'f'.repeat(32), 'kubernetes.io/config.source': 'file' }));
+    m.metadata.ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: 'node-a', uid: nodeUid, controller: true }];
+    return JSON.stringify(m);
+  };
+  const MIRROR_DENIED = /kubernetes\.io\/config\.mirror and kubernetes\.io\/config\.hash are set only by the kubelet of the pod's node/;
+  await denied('tenant forges a mirror pod', cluster.kubectl(['create', '-f', '-'], { input: mirror('forged-mirror'), token: tenant }), MIRROR_DENIED);
+  await denied('another node\'s kubelet makes a mirror pod', cluster.kubectl(['create', '-f', '-', '--as=system:node:node-b', '--as-group=system:nodes'], { input: mirror('wrong-node') }), MIRROR_DENIED);
+  await allowed('the node\'s kubelet makes its mirror pod', cluster.kubectl(['create', '-f', '-', '--as=system:node:node-a', '--as-group=system:nodes'], { input: mirror('static-web-node-a') }));
+  await denied('tenant re-points a pod at a static pod\'s hash', patch(tenant, 'pod', 'plain', notes({ 'kubernetes.io/config.hash': 'f'.repeat(32) })), MIRROR_DENIED);
+
   assert.deepEqual(
     Object.keys(await annotations(cluster, 'pod', 'db', 'shop')).filter((k) => k.startsWith('podmeter.io/')),
     [],
