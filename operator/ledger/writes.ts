@@ -10,7 +10,7 @@
  * pod and is written again without it (quarantine.ts).
  */
 import { createHash } from 'node:crypto';
-import { ApiError, describe, isStatus } from '../../common/kube/api.ts';
+import { describe, isRefusal, isStatus } from '../../common/kube/api.ts';
 import { emptyLedgerState, GROUP, NAMESPACE_LABEL, parseLedger, usagePath, VERSION, type UsageObject } from '../../common/contract/usage.ts';
 import type { Book, Entry } from './book.ts';
 import { Quarantine } from './quarantine.ts';
@@ -79,7 +79,7 @@ export class StatusWriter {
       }
       this.#book.o.onError('write_status');
       if (isStatus(err, 422) && e.kind === 'NodeUsage' && this.quarantine.reject(e.name, built.status, err.fields, e.members!)) return 'retry'; // written again without the pod
-      if (err instanceof ApiError && err.status < 500 && err.status !== 429) {
+      if (isRefusal(err)) {
         this.#book.log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
         return 'retry';
       }
