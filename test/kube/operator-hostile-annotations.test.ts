@@ -65,8 +65,10 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     // A pod whose only counts ever seen are bad: nothing of it is counted.
     const fresh = await createPod(oc, { namespace: NS, name: 'bad-from-birth', node: NODE });
     await tenantWrites(fresh, { [ANNOTATIONS.ingressBytes]: '18446744073709551616', [ANNOTATIONS.egressBytes]: '+5' });
-    await eventually('the bad values counted', async () => ((await errors('annotation')) >= annotationErrors + 2 ? true : undefined), 60_000);
     const reported = (pod: string, problem: string) => op.logs.filter((l) => l.pod === pod && l.problem === problem).length;
+    // Each pod's values are read in its own watch event: wait for both pods' reports.
+    await eventually('the bad values reported', async () => (reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined), 60_000);
+    assert.ok((await errors('annotation')) >= annotationErrors + 2, 'and counted');
     assert.equal(reported('bad', 'above-u64'), 1, 'logged once per pod and reason');
     assert.equal(reported('bad', 'not-decimal'), 1);
     assert.equal(reported('bad-from-birth', 'above-u64'), 1);
