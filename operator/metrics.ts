@@ -10,8 +10,8 @@ import type { Ledger, UsageTotal } from './ledger/ledger.ts';
 import type { UsageKind } from '../common/contract/usage.ts';
 import { CLASS_FIELDS, PEER_CLASS_OF } from '../common/contract/counts.ts';
 
-/** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads and writes, annotations and the budget. */
-export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'annotation', 'budget'] as const;
+/** podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads, writes and retention deletes, annotations and the budget. */
+export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'delete_usage', 'annotation', 'budget'] as const;
 export type OperatorErrorOp = (typeof OPERATOR_ERROR_OPS)[number];
 
 export interface OperatorMetrics {

@@ -41,6 +41,7 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
     return;
   }
   if (book.entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
+  if (f.terminatedAt < node.finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   const workload = book.o.pods.resolveWorkload(f.namespace, f.name ?? f.uid, f.owner);
   book.log.info({ namespace: f.namespace, pod: f.name, uid: f.uid }, 'a pod deleted while no operator watched: counted from its agent\'s final');
   book.retire({ uid: f.uid, namespace: f.namespace, workload, checkpointed: undefined }, nodeName, f.counts, now);

@@ -35,10 +35,11 @@
  * book.ts; status planning status.ts; writes with conflict retry writes.ts;
  * the agents' finals and top-ups finals.ts.
  */
-import { addTo, copy, equal, isZero, sum, wentBack, type Counts } from '../../common/contract/counts.ts';
+import { addTo, copy, equal, FIELDS, isZero, sum, wentBack, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
 import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
-import { listAll } from '../../common/kube/list.ts';
+import { listAll, listPages } from '../../common/kube/list.ts';
+import { describe, isStatus } from '../../common/kube/api.ts';
 import type { NodeListener } from '../nodes.ts';
 import { contribution, type PodListener, type PodRecord } from '../pods.ts';
 import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
@@ -60,6 +61,10 @@ export interface UsageTotal {
 const WRITES_IN_FLIGHT = 8;
 /** A round's longest run of writing (it ends sooner when nothing is due). */
 const ROUND_MS = 2000;
+/** How often settled entries of gone objects leave memory. */
+const FORGET_EVERY_MS = 30_000;
+/** How often the objects are listed for those past the retention (at most; a quarter of the retention when shorter). */
+const EXPIRE_EVERY_MS = 30 * 60_000;
 
 export class Ledger implements PodListener, NodeListener {
   readonly #book: Book;
@@ -67,6 +72,9 @@ export class Ledger implements PodListener, NodeListener {
   readonly #minInterval: Record<UsageKind, number>;
   #active = false;
   #writing = false;
+  #sweeping = false;
+  #forgotAt = 0;
+  #expiredAt = 0;
 
   constructor(options: LedgerOptions) {
     this.#book = new Book(options);
@@ -86,7 +94,7 @@ export class Ledger implements PodListener, NodeListener {
   }
 
   assigned(p: PodRecord): void {
-    if (this.#active && p.workload) this.#book.entry('WorkloadUsage', p.workload).pods++;
+    if (this.#active && p.workload) this.#book.assign(p.workload);
   }
 
   changed(p: PodRecord, previous: { node: string }): void {
@@ -117,6 +125,15 @@ export class Ledger implements PodListener, NodeListener {
       e.bpfMapBytes = value;
       this.#book.dirty(e);
     }
+  }
+
+  /** A Node appeared or went (a NodeUsage is gone only when its Node and its pods are). */
+  nodeExists(node: string, exists: boolean): void {
+    if (exists === this.#book.liveNodes.has(node)) return;
+    if (exists) this.#book.liveNodes.add(node);
+    else this.#book.liveNodes.delete(node);
+    const e = this.#book.entries.get(`NodeUsage/${node}`);
+    if (this.#active && e !== undefined) this.#book.updateGone(e);
   }
 
   /** A Node's `podmeter.io/finals` (new entries are added; entries stay for their usable time even if the Node goes). */
@@ -167,9 +184,13 @@ export class Ledger implements PodListener, NodeListener {
         e.retiredPods = state.retiredPods;
         e.recent = state.recent;
         e.retiring = state.retiring;
+        e.finalsAfter = state.finalsAfter;
+        e.goneSince = e.goneSinceWritten = state.goneSince;
         this.#book.reportProblems(kind, name, state.problems);
       }
     }
+    // Intents marked rolled up: their namespace and workload need the uids no more.
+    for (const { state } of loaded.get('NodeUsage')!) for (const [uid, r] of state.retiring) if (r.entry.rolledUp) this.#book.markWritten(uid, r.entry);
     const ghosts: Retiree[] = [];
     for (const { name, state } of loaded.get('NodeUsage')!) {
       const node = this.#book.entry('NodeUsage', name);
@@ -208,6 +229,7 @@ export class Ledger implements PodListener, NodeListener {
       if (now - d.at > this.#book.rememberMs) continue;
       const node = this.#book.entry('NodeUsage', d.node);
       if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
+      if (d.at < node.finalsAfter) continue; // its entry may have been dropped from a long list: not counted again
       // Not in any checkpoint, so in no total yet: retired with nothing to take back.
       const workload = d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
       this.#book.retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
@@ -218,7 +240,11 @@ export class Ledger implements PodListener, NodeListener {
     for (const e of this.#book.entries.values()) if (e.members) e.live = checkpointedSum(e.members);
     for (const [node, bytes] of this.#book.nodeMapBytes) this.#book.entry('NodeUsage', node).bpfMapBytes = bytes;
     for (const [node, finals] of this.#book.nodeFinals) for (const f of finals.values()) applyFinal(this.#book, node, f, now);
-    for (const e of this.#book.entries.values()) this.#book.dirty(e, now);
+    for (const e of this.#book.entries.values()) this.#book.updateGone(e, now);
+    for (const e of this.#book.entries.values()) {
+      if (e.dirtyAt === undefined && this.#book.idle(e)) continue; // gone and settled: nothing to rewrite (the sweep forgets it)
+      this.#book.dirty(e, now);
+    }
     this.#active = true;
     this.#book.log.info({ namespaces: loaded.get('NamespaceUsage')!.length, workloads: loaded.get('WorkloadUsage')!.length, nodes: loaded.get('NodeUsage')!.length, pods: pods.size, diedWhileAway: ghosts.length }, 'ledger loaded');
   }
@@ -312,6 +338,89 @@ export class Ledger implements PodListener, NodeListener {
       out.push({ kind, name: e.name, ...(e.workload ? { workload: e.workload } : {}), total, pods: e.members?.size ?? e.pods, ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: e.bpfMapBytes } : {}) });
     }
     return out;
+  }
+
+  // --- retention ----------------------------------------------------------
+
+  /**
+   * Leader only, from the timer: forgets the entries of gone objects that
+   * have settled (Book.idle), and now and then lists the WorkloadUsage and
+   * NodeUsage objects page by page and deletes those gone for longer than
+   * the retention whose bytes their NamespaceUsage carries (#expired). Each
+   * delete is made with the object's resourceVersion (a write since then
+   * keeps it) and spends from the status write budget. Returns the number
+   * of objects deleted.
+   */
+  async sweep(now = Date.now()): Promise<number> {
+    if (!this.#active || this.#sweeping) return 0;
+    if (now - this.#forgotAt >= Math.min(FORGET_EVERY_MS, this.#book.retentionMs)) {
+      this.#forgotAt = now;
+      for (const [key, e] of this.#book.entries) if (this.#book.idle(e)) this.#book.entries.delete(key);
+    }
+    if (now - this.#expiredAt < Math.max(1000, Math.min(EXPIRE_EVERY_MS, this.#book.retentionMs / 4))) return 0;
+    this.#expiredAt = now;
+    this.#sweeping = true;
+    const generation = this.#book.generation;
+    let deleted = 0;
+    try {
+      for (const kind of ['WorkloadUsage', 'NodeUsage'] as const) {
+        for await (const page of listPages<UsageObject>(this.#book.o.api, usagePath(kind))) {
+          for (const object of page.items ?? []) {
+            if (generation !== this.#book.generation) return deleted;
+            if (!this.#expired(kind, object, Date.now())) continue;
+            if (!this.#book.o.budget.take()) return deleted;
+            const name = object.metadata.name;
+            try {
+              await this.#book.o.api.request('DELETE', usagePath(kind, name), { body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: object.metadata.resourceVersion } }, timeoutMs: 30_000 });
+              deleted++;
+              this.#book.log.info({ kind, name, goneSince: object.status?.goneSince }, 'deleted: gone for longer than the retention, its bytes carried by its NamespaceUsage');
+            } catch (err) {
+              if (isStatus(err, 404) || isStatus(err, 409)) continue; // gone already, or written since: a later sweep looks again
+              this.#book.o.onError('delete_usage');
+              this.#book.log.warn({ kind, name, err: describe(err) }, 'cannot delete an expired usage object; retrying at the next sweep');
+            }
+          }
+        }
+      }
+    } catch (err) {
+      this.#book.o.onError('read_status');
+      this.#book.log.warn({ err: describe(err) }, 'cannot list the usage objects for the retention; retrying at the next sweep');
+    } finally {
+      this.#sweeping = false;
+    }
+    return deleted;
+  }
+
+  /**
+   * Whether an object may be deleted: not in memory (nothing on its way),
+   * gone since a written time older than the retention, no live pod; a
+   * WorkloadUsage whose NamespaceUsage has at least its retired counts (each
+   * retirement reaches both before it is marked rolled up); a NodeUsage
+   * whose Node is gone, with no checkpoint, every retirement rolled up and
+   * no agent final left to apply.
+   */
+  #expired(kind: 'WorkloadUsage' | 'NodeUsage', object: UsageObject, now: number): boolean {
+    const name = object.metadata.name;
+    if (this.#book.entries.has(`${kind}/${name}`)) return false;
+    const state = parseLedger(object.status);
+    if (state.problems.length > 0 || state.goneSince === undefined || now - state.goneSince < this.#book.retentionMs) return false;
+    if (object.status?.pods !== 0) return false;
+    if (kind === 'NodeUsage') {
+      if (this.#book.liveNodes.has(name) || this.#book.nodeFinals.has(name) || state.checkpoint.size > 0) return false;
+      for (const r of state.retiring.values()) if (!r.entry.rolledUp) return false;
+      return true;
+    }
+    const ns = object.spec?.namespace === undefined ? undefined : this.#book.entries.get(`NamespaceUsage/${object.spec.namespace}`);
+    if (ns === undefined || !ns.exists) return false;
+    const short = FIELDS.filter((f) => ns.retired[f] < state.retired[f]);
+    if (short.length > 0) {
+      if (!this.#book.problemsLogged.has(`short ${name}`)) {
+        this.#book.problemsLogged.add(`short ${name}`);
+        this.#book.log.error({ kind, name, fields: short }, 'a gone WorkloadUsage has retired counts its NamespaceUsage does not: kept past its retention');
+      }
+      return false;
+    }
+    return true;
   }
 
   // --- internals ----------------------------------------------------------
