@@ -308,6 +308,7 @@ export class Book {
       wl.pending.set(uid, final);
       this.dirty(wl);
     }
+    this.updateGone(wl); // (a pod that died before its owner was known never counted as its workload's live pod)
     this.rollup.set(uid, state);
     this.rolledUp(uid);
   }

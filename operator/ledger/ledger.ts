@@ -27,11 +27,43 @@
  *   retired under the key `<uid>+final`); a final of a pod no ledger has
  *   (deleted while no operator ran, never checkpointed) retires it.
  *
- * NodeUsage stays small because a node holds at most ~110 pods; only pods
- * with traffic are checkpointed.
+ * Bounds (no object grows past 512 KiB, whatever the churn; checked at
+ * 100 retirements a second by test/operator/retention.test.ts and
+ * test/unit/ledger-bounds.test.ts):
+ * - `checkpoint`: the node's live pods with traffic (at most ~110 per node).
+ * - `retiring`: intents not yet rolled up, plus rolled-up retirements kept
+ *   for late finals: these newest first, at most 256 KiB of JSON (~1,000;
+ *   status.ts compact), the rest only after the 15 min ttl. An intent is
+ *   rolled up within a few writes (the NodeUsage, then its namespace and
+ *   workload, each every 1-2 s), so intents are what ~5 s of retirements
+ *   bring: ~500 x ~300 B at 100/s. Together < 450 KiB. This holds while the
+ *   status write budget keeps up with the rollups (one write per changed
+ *   namespace and workload per interval); when it does not (a budget far
+ *   below the churn of distinct workloads), the intents waiting grow with
+ *   the backlog (nothing is lost; raise --max-status-writes-per-second).
+ * - `recentlyRetired`: a uid is needed only until its NodeUsage marks the
+ *   intent rolled up (a new leader rolls up only unmarked intents), so it
+ *   goes with the write that follows the marker, not after 15 minutes: a
+ *   few seconds of retirements (~500 x 80 B at 100/s).
+ * - Dropping a rolled-up retirement younger than the finals window moves
+ *   the NodeUsage's `finalsAfter` to its time plus 5 minutes (the lateness
+ *   and clock skew allowed): a final read before it for a pod the list no
+ *   longer names is not used (its top-up is lost, it is never counted
+ *   twice), nor is a deletion a standby remembered from before it.
+ *
+ * Retention: a WorkloadUsage with no live pod, and a NodeUsage with no
+ * live pod and no Node, is gone since the `goneSince` written in its status
+ * (kept across restarts and leader changes: the clock never restarts). After
+ * `--usage-retention` (30 days) it is deleted, if its namespace already
+ * holds all its bytes (every retirement rolled up and marked; the
+ * NamespaceUsage's retired at least the workload's) and a NodeUsage has
+ * nothing left to retire or top up. The NamespaceUsage is never deleted:
+ * namespace totals still never go down. A gone object's entry leaves memory
+ * once its status is written and nothing is on its way (Book.idle); a
+ * later need reads its ledger back on its first write.
  *
  * This file: pod and Node events, leadership (loading the ledger), the
- * write rounds and the totals the metrics show. The state they share is
+ * write rounds, the retention sweep and the totals the metrics show. The state they share is
  * book.ts; status planning status.ts; writes with conflict retry writes.ts;
  * the agents' finals and top-ups finals.ts.
  */

@@ -5,9 +5,11 @@
  *
  * - NodeUsage: the live pods' counts as `checkpoint`, newly retired pods into
  *   `retired` and `retiring` (the intent, until their namespace and
- *   workload have them too);
+ *   workload have them too), the rolled-up ones kept within a size bound
+ *   (compact);
  * - NamespaceUsage/WorkloadUsage: the live sum plus newly rolled-up
- *   retirements, guarded by `recentlyRetired` uids (idempotent).
+ *   retirements, guarded by `recentlyRetired` uids (idempotent);
+ * - WorkloadUsage/NodeUsage: `goneSince` while gone (the retention's clock).
  */
 import { bytes } from '../../common/format.ts';
 import { addTo, copy, equal, isZero, subFrom, sum, toStrings, zero, type Counts } from '../../common/contract/counts.ts';
