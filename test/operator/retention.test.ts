@@ -10,10 +10,14 @@
  *   every gone clock (each WorkloadUsage's goneSince as written before the
  *   stop) and deletes nothing before its retention. A Node and its pods go:
  *   its NodeUsage is deleted after the retention too.
- * - Phase B (PODMETER_TEST_CHURN_JOBS, default 10,000): the operator's RSS
+ * - Phase B (PODMETER_TEST_CHURN_JOBS, default 3,000; 10,000 takes 8 min
+ *   more): the operator's RSS
  *   (VmRSS of /proc/<pid>/status) before the churn and after it, once the
  *   gone Jobs' objects are deleted and the ledger's remembered deletions
  *   (5 min; PODMETER_TEST_RSS_SETTLE_MS) have lapsed: back within 10 %.
+ * Jobs start at PODMETER_TEST_CHURN_RATE a second (default 20: each Job's
+ * WorkloadUsage costs 4 API requests, and this machine's API server keeps up
+ * with about that beside the test's own requests).
  * Throughout: every usage object's size (JSON as the API server returns it)
  * stays under 512 KiB, the NamespaceUsage's totals equal the sum of every
  * pod's final counts, and a WorkloadUsage of a live Job is never deleted.
@@ -29,7 +33,9 @@ import { listAll } from '../../common/kube/list.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../common/contract/usage.ts';
 
 const RESTART_JOBS = Number(process.env.PODMETER_TEST_RESTART_JOBS ?? 1000);
-const CHURN_JOBS = Number(process.env.PODMETER_TEST_CHURN_JOBS ?? 10_000);
+const CHURN_JOBS = Number(process.env.PODMETER_TEST_CHURN_JOBS ?? 3000);
+/** Jobs started per second: what the operator's writes keep up with here (each Job's WorkloadUsage costs a create, 2 writes and a delete). */
+const RATE = Number(process.env.PODMETER_TEST_CHURN_RATE ?? 20);
 const RETENTION_MS = 30_000;
 /** Pods alive at a time: pod i is deleted once pod i + WINDOW is created. */
 const WINDOW = 100;
@@ -41,6 +47,8 @@ const MAX_OBJECT_BYTES = 512 * 1024;
 /** The operator forgets deletions it saw after this long (operator/ledger/book.ts rememberDeletesMs). */
 const REMEMBER_MS = 5 * 60_000;
 
+/** The operator's V8 heap in use (its /metrics), to tell the heap from what the allocator keeps. */
+const heapOf = async (url: string) => Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
 const rssOf = (pid: number) => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
@@ -116,9 +124,12 @@ class Churn {
    */
   async run(from: number, to: number, options: { first: number; finish: boolean }): Promise<void> {
     let next = from;
+    const started = Date.now();
     const worker = async () => {
       while (next < to) {
         const i = next++;
+        const due = started + ((i - from) * 1000) / RATE;
+        if (due > Date.now()) await sleep(due - Date.now());
         await this.create(i);
         if (i - WINDOW >= options.first) await this.delete(i - WINDOW);
       }
@@ -276,6 +287,7 @@ test('bounded ledger: Job churn, retention, a restart in the middle, RSS back do
   await t.test(`phase B: ${CHURN_JOBS} Jobs; objects bounded, totals exact, gone Jobs' objects deleted, RSS back down`, async () => {
     const pid = op.child.pid!;
     const rssBefore = rssOf(pid);
+    const heapBefore = await heapOf(op.url);
     const samples: number[] = [];
     const sampler = setInterval(() => samples.push(rssOf(pid)), 1000);
     t.after(() => clearInterval(sampler));
@@ -295,12 +307,13 @@ test('bounded ledger: Job churn, retention, a restart in the middle, RSS back do
     while (Date.now() < settleUntil) await sleep(5000);
     clearInterval(sampler);
     const rssAfter = rssOf(pid);
+    const heapAfter = await heapOf(op.url);
     assert.deepEqual(await totals(oc, 'NamespaceUsage', NS), asStrings(churn.sum()));
     t.diagnostic(
       `phase B: ${CHURN_JOBS} Jobs (${churn.requests} pod requests in all) in ${churnS.toFixed(0)} s; namespace exact ${exactS.toFixed(0)} s and every gone Job's object deleted ${deletedS.toFixed(0)} s after the last pod went`,
     );
     t.diagnostic(`largest objects (bytes of JSON): ${JSON.stringify(observer.maxBytes)}; most objects at once: ${JSON.stringify(observer.maxCount)}; longest lists: ${JSON.stringify(observer.maxLists)}`);
-    t.diagnostic(`operator RSS: ${mib(rssBefore)} MiB before, peak ${mib(Math.max(...samples))} MiB, ${mib(rssDeleted)} MiB once the objects were deleted, ${mib(rssAfter)} MiB ${((Date.now() - endedAt) / 60_000).toFixed(1)} min after the churn`);
+    t.diagnostic(`operator RSS: ${mib(rssBefore)} MiB before, peak ${mib(Math.max(...samples))} MiB, ${mib(rssDeleted)} MiB once the objects were deleted, ${mib(rssAfter)} MiB ${((Date.now() - endedAt) / 60_000).toFixed(1)} min after the churn; heap used ${mib(heapBefore)} -> ${mib(heapAfter)} MiB`);
     for (const [kind, bytes] of Object.entries(observer.maxBytes)) assert.ok(bytes <= MAX_OBJECT_BYTES, `${kind}: ${bytes} bytes`);
     assert.ok(rssAfter <= rssBefore * 1.1, `RSS ${mib(rssAfter)} MiB after the churn, ${mib(rssBefore)} MiB before`);
     assert.ok((await usage(oc, 'WorkloadUsage', keeperName)) !== undefined, 'a live Job keeps its WorkloadUsage');
