@@ -32,7 +32,9 @@ export function nodeStatus(book: Book, e: Entry, now: number): PlannedStatus {
   for (const p of e.members!) {
     const counts = contribution(p);
     if (isZero(counts) && p.checkpointed === undefined) continue; // idle pods need no checkpoint
+    const had = p.workload;
     const w = book.o.pods.workloadOf(p, now, false);
+    if (had === undefined && w !== undefined) book.assign(w); // its owner's wait ended here: a live pod of its workload from now (else it would count -1 when it dies)
     if (w === undefined) {
       keepDirty = true; // its owner may still appear: counted a little later
       continue;
