@@ -5,7 +5,7 @@
  */
 import { hostname } from 'node:os';
 import { defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
-import { decimal, hostPort, pathValue, type HostPort } from '../common/flags/values.ts';
+import { decimal, duration, hostPort, pathValue, type HostPort } from '../common/flags/values.ts';
 import { logFlags, metricsAuthFlags, metricsSecurity, namespaceFlag, type MetricsSecurity } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 
@@ -17,6 +17,8 @@ export interface OperatorConfig extends MetricsSecurity {
   readonly namespace: string;
   readonly maxAnnotationWritesPerSecond: number;
   readonly maxStatusWritesPerSecond: number;
+  /** How long a WorkloadUsage or NodeUsage is kept after its workload or node is gone (ms). */
+  readonly usageRetentionMs: number;
   readonly identity: string;
   /** Name of the ValidatingAdmissionPolicy (and binding) that guards podmeter.io/ annotations; checked, never written. */
   readonly admissionPolicy: string;
@@ -50,6 +52,13 @@ const operatorFlags = defineFlags({
     help: 'Status writes per second of the operator\'s own custom resources (NamespaceUsage, WorkloadUsage, NodeUsage)',
     parse: decimal('writes per second', 0, true),
     default: 50,
+  },
+  'usage-retention': {
+    metavar: 'DURATION',
+    help: 'How long a WorkloadUsage or NodeUsage is kept after its last pod (and for a node, its Node) went; then it is deleted, its bytes kept in its NamespaceUsage. 30d, 12h, 90m, 600s',
+    parse: duration('a retention'),
+    default: 30 * 24 * 3_600_000,
+    defaultHelp: '30d',
   },
   identity: {
     metavar: 'NAME',
@@ -85,6 +94,7 @@ export function parseOperatorConfig(argv: string[], env: Record<string, string |
     namespace: values.namespace,
     maxAnnotationWritesPerSecond: values['max-annotation-writes-per-second'],
     maxStatusWritesPerSecond: values['max-status-writes-per-second'],
+    usageRetentionMs: values['usage-retention'],
     identity: values.identity,
     admissionPolicy: values['admission-policy'],
     logLevel: values['log-level'],

@@ -45,6 +45,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     identity: config.identity,
     log: log.child({ module: 'ledger' }),
     budget: new WriteBudget(config.maxStatusWritesPerSecond),
+    retentionMs: config.usageRetentionMs,
     onError: countError,
   });
   pods.listener = ledger;

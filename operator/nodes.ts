@@ -13,6 +13,7 @@ import type { OperatorErrorOp } from './metrics.ts';
 
 /** What the Node annotations feed (the ledger). */
 export interface NodeListener {
+  nodeExists(node: string, exists: boolean): void;
   nodeMapBytes(node: string, bytes: bigint | undefined): void;
   nodeFinals(node: string, finals: PodFinal[]): void;
 }
@@ -53,6 +54,7 @@ export class NodeStore {
     if (!name) return;
     const annotations = o.metadata?.annotations;
     this.#names.add(name);
+    this.#listener.nodeExists(name, true);
     this.#listener.nodeMapBytes(name, nodeMapBytes(annotations));
     const text = annotations?.[ANNOTATIONS.finals];
     if (text === undefined || text === this.#lastFinals.get(name)) return;
@@ -73,5 +75,6 @@ export class NodeStore {
     this.#names.delete(name);
     this.#lastFinals.delete(name);
     this.#listener.nodeMapBytes(name, undefined);
+    this.#listener.nodeExists(name, false);
   }
 }

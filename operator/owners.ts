@@ -32,6 +32,8 @@ export interface Resolution {
 /** Kinds whose own controller is looked up (the others end the chain). */
 const CHAINED = new Set(['ReplicaSet', 'Job']);
 const MAX_DEPTH = 8;
+/** Strings and workloads kept for sharing: bounded, since gone Jobs and their pods leave theirs behind. */
+const MAX_CACHED = 20_000;
 
 /** One copy of each repeated string (namespaces, kinds, owner names), so 150,000 pods do not hold 150,000 copies. */
 export class Interner {
@@ -39,6 +41,7 @@ export class Interner {
   get(s: string): string {
     const found = this.#strings.get(s);
     if (found !== undefined) return found;
+    if (this.#strings.size >= MAX_CACHED) this.#strings.clear(); // names of gone Jobs pile up; at worst a string is held twice
     this.#strings.set(s, s);
     return s;
   }
@@ -116,6 +119,7 @@ export class OwnerIndex {
     const key = `${namespace}/${kind}/${name}`;
     let w = this.#workloads.get(key);
     if (w === undefined) {
+      if (this.#workloads.size >= MAX_CACHED) this.#workloads.clear(); // (as the Interner)
       w = { namespace: this.#intern.get(namespace), kind: this.#intern.get(kind), name: this.#intern.get(name), key };
       this.#workloads.set(key, w);
     }

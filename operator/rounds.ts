@@ -2,8 +2,10 @@
  * What the operator does on its timer: every replica retries pods whose
  * owner was not known; the leader loads the ledger when it is elected
  * (retrying until the custom resources can be read), then publishes the
- * write budget and writes the ledger's changed status every tick. Losing
- * the Lease stops the writing at once.
+ * write budget and writes the ledger's changed status every tick, and
+ * sweeps the ledger for what the retention lets go (ledger.sweep(), beside
+ * the writes: a long list does not hold them up). Losing the Lease stops
+ * the writing at once.
  */
 import type { Logger } from '../common/log.ts';
 import { describe } from '../common/kube/api.ts';
@@ -65,6 +67,7 @@ export function startRounds(o: {
           countError('budget');
           log.warn({ err: describe(err) }, 'cannot publish the write budget; retrying');
         });
+        void ledger.sweep();
         const started = performance.now();
         const writes = await ledger.reconcile();
         if (writes > 0) metrics.reconcile.observe((performance.now() - started) / 1000);

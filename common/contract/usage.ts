@@ -126,6 +126,14 @@ export interface UsageStatus extends CountStrings {
   bpfMaps?: string;
   checkpoint?: CheckpointEntry[];
   retiring?: RetiringEntry[];
+  /**
+   * NodeUsage only: a final of a pod not in `retiring` is used only if its
+   * agent read it at or after this time (RFC 3339): retirements younger than
+   * the finals window were dropped from the list to bound its size.
+   */
+  finalsAfter?: string;
+  /** WorkloadUsage/NodeUsage: since when no live pod (and for a node, no Node) has had it; deleted after the retention. */
+  goneSince?: string;
   updated: string;
   writer: string;
 }
@@ -145,11 +153,14 @@ export interface LedgerState {
   recent: Map<string, number>;
   checkpoint: Map<string, { entry: CheckpointEntry; counts: Counts; base: Counts | undefined }>;
   retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number }>;
+  /** ms since the epoch; 0 when absent. */
+  finalsAfter: number;
+  goneSince: number | undefined;
   problems: string[];
 }
 
 export function emptyLedgerState(): LedgerState {
-  return { retired: zero(), retiredPods: 0, recent: new Map(), checkpoint: new Map(), retiring: new Map(), problems: [] };
+  return { retired: zero(), retiredPods: 0, recent: new Map(), checkpoint: new Map(), retiring: new Map(), finalsAfter: 0, goneSince: undefined, problems: [] };
 }
 
 /** Reads the ledger from a status; anything unreadable is skipped and named in `problems`. */
@@ -190,7 +201,17 @@ export function parseLedger(status: unknown): LedgerState {
     }
     state.retiring.set(item.uid, { entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true }, counts, at });
   }
+  state.finalsAfter = timeOf(s.finalsAfter, 'finalsAfter', state) ?? 0;
+  state.goneSince = timeOf(s.goneSince, 'goneSince', state);
   return state;
+}
+
+function timeOf(value: unknown, field: string, state: LedgerState): number | undefined {
+  if (value === undefined) return undefined;
+  const at = Date.parse(String(value));
+  if (typeof value === 'string' && Number.isFinite(at)) return at;
+  state.problems.push(`status.${field} is not a time`);
+  return undefined;
 }
 
 function arrayOf(value: unknown, field: string, state: LedgerState): Record<string, unknown>[] {

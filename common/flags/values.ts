@@ -45,6 +45,22 @@ export function seconds(min: { allowZero: boolean }): (raw: string) => number {
   };
 }
 
+const LONG_DURATION = /^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)$/;
+
+/**
+ * A span of time that is no timer (days allowed, no 24-day cap) to whole
+ * milliseconds: a number with its unit (ms, s, m, h, d), above zero.
+ */
+export function duration(what: string): (raw: string) => number {
+  return (raw) => {
+    const match = LONG_DURATION.exec(raw.trim());
+    if (!match) return invalid(`is not ${what}: a number with a unit (ms, s, m, h or d), e.g. 30d`);
+    const ms = Math.round(Number(match[1]) * (match[2] === 'd' ? 86_400_000 : UNIT_MS[match[2]!]!));
+    if (ms < 1) return invalid(`is not ${what} above zero`);
+    return ms;
+  };
+}
+
 /** A plain decimal number (no units) at or above `min` (or strictly above, `exclusive`). */
 export function decimal(what: string, min: number, exclusive: boolean): (raw: string) => number {
   const bound = `${exclusive ? '>' : '>='} ${min}`;

@@ -48,7 +48,13 @@ export interface Entry {
   /** NamespaceUsage/WorkloadUsage: uid -> when retired. */
   recent: Map<string, number>;
   /** NodeUsage: retired pods and whether their namespace and workload have them. */
-  retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number }>;
+  retiring: Map<string, Retirement>;
+  /** NodeUsage: a final of a pod not in `retiring` is used only if read at or after this time (ms; retirements were dropped to bound the list). */
+  finalsAfter: number;
+  /** WorkloadUsage/NodeUsage: since when it has been gone (no live pod; for a node, no Node either), as it is to be written. */
+  goneSince: number | undefined;
+  /** The `goneSince` of the last status written (or read at takeover): the retention counts from it, never from memory alone. */
+  goneSinceWritten: number | undefined;
   // --- not yet persisted ---
   /** NodeUsage: uid -> pod to retire with its final counts; others: uid -> final counts. */
   pendingNode: Map<string, { pod: Retiree; final: Counts }>;
@@ -60,6 +66,14 @@ export interface Entry {
   changes: number;
   /** Hash of the last status written (without its time), to skip writes that change nothing. */
   lastBody: string;
+}
+
+/** A retirement on record in a NodeUsage (`bytes`: its entry's JSON size, once measured). */
+export interface Retirement {
+  entry: RetiringEntry;
+  counts: Counts;
+  at: number;
+  bytes?: number;
 }
 
 export interface LedgerOptions {
@@ -76,6 +90,8 @@ export interface LedgerOptions {
   rememberDeletesMs?: number;
   /** Minimum time between two writes of the same object, by kind. */
   minIntervalMs?: Partial<Record<UsageKind, number>>;
+  /** How long a WorkloadUsage or NodeUsage is kept after it is gone (default 30 days). */
+  retentionMs?: number;
 }
 
 /** How far behind other changes a retirement's `rolledUp` marker is written. */
@@ -95,9 +111,12 @@ export class Book {
   readonly nodeMapBytes = new Map<string, bigint>();
   /** The agents' finals (Node annotations), by node then pod uid; kept for their usable time. */
   readonly nodeFinals = new Map<string, Map<string, PodFinal>>();
+  /** The Nodes that exist (leader or not): a NodeUsage is gone only when its Node is. */
+  readonly liveNodes = new Set<string>();
   readonly problemsLogged = new Set<string>();
   readonly ttlMs: number;
   readonly rememberMs: number;
+  readonly retentionMs: number;
   /** Bumped on every change of leadership: a write begun under an older one is not taken into account. */
   generation = 0;
 
@@ -106,6 +125,7 @@ export class Book {
     this.log = options.log;
     this.ttlMs = options.retiredTtlMs ?? 15 * 60_000;
     this.rememberMs = options.rememberDeletesMs ?? 5 * 60_000;
+    this.retentionMs = options.retentionMs ?? 30 * 24 * 3_600_000;
   }
 
   /** Forgets everything persisted (a new leadership reads it again). */
@@ -133,6 +153,9 @@ export class Book {
         retiredPods: 0,
         recent: new Map(),
         retiring: new Map(),
+        finalsAfter: 0,
+        goneSince: undefined,
+        goneSinceWritten: undefined,
         pendingNode: new Map(),
         pending: new Map(),
         bpfMapBytes: kind === 'NodeUsage' ? this.nodeMapBytes.get(name) : undefined,
@@ -180,18 +203,71 @@ export class Book {
 
   attach(p: PodRecord): void {
     this.entry('NamespaceUsage', p.namespace).pods++;
-    if (p.workload) this.entry('WorkloadUsage', p.workload).pods++;
+    if (p.workload) this.assign(p.workload);
     if (p.node !== '') {
       const node = this.entry('NodeUsage', p.node);
       node.members!.add(p);
       this.dirty(node);
+      this.updateGone(node);
     }
+  }
+
+  /** A live pod counts under `workload` (attached, or its owner became known). */
+  assign(workload: Workload): void {
+    const wl = this.entry('WorkloadUsage', workload);
+    wl.pods++;
+    this.updateGone(wl);
   }
 
   detach(p: PodRecord): void {
     this.entry('NamespaceUsage', p.namespace).pods--;
-    if (p.workload) this.entry('WorkloadUsage', p.workload).pods--;
-    if (p.node !== '') this.entry('NodeUsage', p.node).members!.delete(p);
+    if (p.workload) {
+      const wl = this.entry('WorkloadUsage', p.workload);
+      wl.pods--;
+      this.updateGone(wl);
+    }
+    if (p.node !== '') {
+      const node = this.entry('NodeUsage', p.node);
+      node.members!.delete(p);
+      this.updateGone(node);
+    }
+  }
+
+  /**
+   * Starts a WorkloadUsage's or NodeUsage's gone clock when its last pod
+   * (and for a node, its Node) went, and stops it when one is back; either
+   * change is written, since the retention counts from the written time.
+   */
+  updateGone(e: Entry, now = Date.now()): void {
+    if (e.kind === 'NamespaceUsage') return;
+    const gone = e.kind === 'WorkloadUsage' ? e.pods <= 0 : e.members!.size === 0 && !this.liveNodes.has(e.name);
+    if (gone === (e.goneSince !== undefined)) return;
+    e.goneSince = gone ? now : undefined;
+    this.dirty(e, now);
+  }
+
+  /**
+   * A gone WorkloadUsage or NodeUsage whose status is written and that has
+   * nothing on its way: its memory can go (a later need makes a new entry,
+   * whose first write reads the object's ledger back, writes.ts). A node
+   * waits until its agent's finals are used up (they may top up its kept
+   * retirements); a gone Node gets no new ones.
+   */
+  idle(e: Entry): boolean {
+    if (e.kind === 'NamespaceUsage' || e.goneSince === undefined) return false;
+    if (e.dirtyAt !== undefined || this.dirtySet.has(e) || !isZero(e.live) || e.pending.size > 0 || e.pendingNode.size > 0) return false;
+    // Its gone time written (the retention counts from it), or never worth an object (idle pods only).
+    if (e.exists ? e.goneSinceWritten !== e.goneSince : e.retiredPods > 0 || !isZero(e.retired)) return false;
+    if (e.kind === 'WorkloadUsage') return e.pods <= 0;
+    if (e.members!.size > 0 || this.nodeFinals.has(e.name)) return false;
+    for (const r of e.retiring.values()) if (!r.entry.rolledUp) return false;
+    return true;
+  }
+
+  /** A retirement's marker is written (or its entry dropped): its namespace and workload need its uid no more for idempotence. */
+  markWritten(uid: string, r: RetiringEntry): void {
+    this.entries.get(`NamespaceUsage/${r.namespace}`)?.recent.delete(uid);
+    this.entries.get(`WorkloadUsage/${workloadUsageName(this.workloadOf(r.namespace, r.workloadKind, r.workload))}`)?.recent.delete(uid);
   }
 
   /** Adds checkpointed counts of a pod to its namespace's and workload's live sums. */
@@ -232,6 +308,7 @@ export class Book {
       wl.pending.set(uid, final);
       this.dirty(wl);
     }
+    this.updateGone(wl); // (a pod that died before its owner was known never counted as its workload's live pod)
     this.rollup.set(uid, state);
     this.rolledUp(uid);
   }

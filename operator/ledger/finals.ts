@@ -67,6 +67,7 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
     return;
   }
   if (book.entries.get(`NamespaceUsage/${namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
+  if (f.terminatedAt < node.finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   // Seen deleted, not retired (it had no counts then): its final retires it.
   const p = book.o.pods.seenOn(f.uid, nodeName, now)!;
   book.log.info({ namespace, pod: p.name, uid: f.uid }, 'a pod deleted before its agent wrote its counts: counted from its agent\'s final');

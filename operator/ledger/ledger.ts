@@ -28,18 +28,51 @@
  *   before it had counts retires it. Finals name only pods the operator
  *   has seen bound to that node (finals.ts).
  *
- * NodeUsage stays small because a node holds at most ~110 pods; only pods
- * with traffic are checkpointed.
+ * Bounds (no object grows past 512 KiB, whatever the churn; checked at
+ * 100 retirements a second by test/operator/retention.test.ts and
+ * test/unit/ledger-bounds.test.ts):
+ * - `checkpoint`: the node's live pods with traffic (at most ~110 per node).
+ * - `retiring`: intents not yet rolled up, plus rolled-up retirements kept
+ *   for late finals: these newest first, at most 256 KiB of JSON (~1,000;
+ *   status.ts compact), the rest only after the 15 min ttl. An intent is
+ *   rolled up within a few writes (the NodeUsage, then its namespace and
+ *   workload, each every 1-2 s), so intents are what ~5 s of retirements
+ *   bring: ~500 x ~300 B at 100/s. Together < 450 KiB. This holds while the
+ *   status write budget keeps up with the rollups (one write per changed
+ *   namespace and workload per interval); when it does not (a budget far
+ *   below the churn of distinct workloads), the intents waiting grow with
+ *   the backlog (nothing is lost; raise --max-status-writes-per-second).
+ * - `recentlyRetired`: a uid is needed only until its NodeUsage marks the
+ *   intent rolled up (a new leader rolls up only unmarked intents), so it
+ *   goes with the write that follows the marker, not after 15 minutes: a
+ *   few seconds of retirements (~500 x 80 B at 100/s).
+ * - Dropping a rolled-up retirement younger than the finals window moves
+ *   the NodeUsage's `finalsAfter` to its time plus 5 minutes (the lateness
+ *   and clock skew allowed): a final read before it for a pod the list no
+ *   longer names is not used (its top-up is lost, it is never counted
+ *   twice), nor is a deletion a standby remembered from before it.
+ *
+ * Retention: a WorkloadUsage with no live pod, and a NodeUsage with no
+ * live pod and no Node, is gone since the `goneSince` written in its status
+ * (kept across restarts and leader changes: the clock never restarts). After
+ * `--usage-retention` (30 days) it is deleted, if its namespace already
+ * holds all its bytes (every retirement rolled up and marked; the
+ * NamespaceUsage's retired at least the workload's) and a NodeUsage has
+ * nothing left to retire or top up. The NamespaceUsage is never deleted:
+ * namespace totals still never go down. A gone object's entry leaves memory
+ * once its status is written and nothing is on its way (Book.idle); a
+ * later need reads its ledger back on its first write.
  *
  * This file: pod and Node events, leadership (loading the ledger), the
- * write rounds and the totals the metrics show. The state they share is
+ * write rounds, the retention sweep and the totals the metrics show. The state they share is
  * book.ts; status planning status.ts; writes with conflict retry writes.ts;
  * the agents' finals and top-ups finals.ts.
  */
-import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
+import { addTo, copy, equal, FIELDS, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
 import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
-import { listAll } from '../../common/kube/list.ts';
+import { listAll, listPages } from '../../common/kube/list.ts';
+import { describe, isStatus } from '../../common/kube/api.ts';
 import type { NodeListener } from '../nodes.ts';
 import type { PodListener, PodRecord } from '../pods.ts';
 import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
@@ -61,6 +94,10 @@ export interface UsageTotal {
 const WRITES_IN_FLIGHT = 8;
 /** A round's longest run of writing (it ends sooner when nothing is due). */
 const ROUND_MS = 2000;
+/** How often settled entries of gone objects leave memory. */
+const FORGET_EVERY_MS = 30_000;
+/** How often the objects are listed for those past the retention (at most; a quarter of the retention when shorter). */
+const EXPIRE_EVERY_MS = 30 * 60_000;
 
 export class Ledger implements PodListener, NodeListener {
   readonly #book: Book;
@@ -68,6 +105,9 @@ export class Ledger implements PodListener, NodeListener {
   readonly #minInterval: Record<UsageKind, number>;
   #active = false;
   #writing = false;
+  #sweeping = false;
+  #forgotAt = 0;
+  #expiredAt = 0;
 
   constructor(options: LedgerOptions) {
     this.#book = new Book(options);
@@ -87,7 +127,7 @@ export class Ledger implements PodListener, NodeListener {
   }
 
   assigned(p: PodRecord): void {
-    if (this.#active && p.workload) this.#book.entry('WorkloadUsage', p.workload).pods++;
+    if (this.#active && p.workload) this.#book.assign(p.workload);
   }
 
   changed(p: PodRecord, previous: { node: string }): void {
@@ -118,6 +158,15 @@ export class Ledger implements PodListener, NodeListener {
       e.bpfMapBytes = value;
       this.#book.dirty(e);
     }
+  }
+
+  /** A Node appeared or went (a NodeUsage is gone only when its Node and its pods are). */
+  nodeExists(node: string, exists: boolean): void {
+    if (exists === this.#book.liveNodes.has(node)) return;
+    if (exists) this.#book.liveNodes.add(node);
+    else this.#book.liveNodes.delete(node);
+    const e = this.#book.entries.get(`NodeUsage/${node}`);
+    if (this.#active && e !== undefined) this.#book.updateGone(e);
   }
 
   /** A Node's `podmeter.io/finals` (new entries are added; entries stay for their usable time even if the Node goes). */
@@ -168,9 +217,13 @@ export class Ledger implements PodListener, NodeListener {
         e.retiredPods = state.retiredPods;
         e.recent = state.recent;
         e.retiring = state.retiring;
+        e.finalsAfter = state.finalsAfter;
+        e.goneSince = e.goneSinceWritten = state.goneSince;
         this.#book.reportProblems(kind, name, state.problems);
       }
     }
+    // Intents marked rolled up: their namespace and workload need the uids no more.
+    for (const { state } of loaded.get('NodeUsage')!) for (const [uid, r] of state.retiring) if (r.entry.rolledUp) this.#book.markWritten(uid, r.entry);
     const ghosts: Retiree[] = [];
     for (const { name, state } of loaded.get('NodeUsage')!) {
       const node = this.#book.entry('NodeUsage', name);
@@ -198,6 +251,7 @@ export class Ledger implements PodListener, NodeListener {
       if (now - d.at > this.#book.rememberMs) continue;
       const node = this.#book.entry('NodeUsage', d.node);
       if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
+      if (d.at < node.finalsAfter) continue; // its entry may have been dropped from a long list: not counted again
       // Not in any checkpoint, so in no total yet: retired with nothing to take back.
       const workload = d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
       this.#book.retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
@@ -208,7 +262,11 @@ export class Ledger implements PodListener, NodeListener {
     for (const e of this.#book.entries.values()) if (e.members) e.live = checkpointedSum(e.members);
     for (const [node, bytes] of this.#book.nodeMapBytes) this.#book.entry('NodeUsage', node).bpfMapBytes = bytes;
     for (const [node, finals] of this.#book.nodeFinals) for (const f of finals.values()) applyFinal(this.#book, node, f, now);
-    for (const e of this.#book.entries.values()) this.#book.dirty(e, now);
+    for (const e of this.#book.entries.values()) this.#book.updateGone(e, now);
+    for (const e of this.#book.entries.values()) {
+      if (e.dirtyAt === undefined && this.#book.idle(e)) continue; // gone and settled: nothing to rewrite (the sweep forgets it)
+      this.#book.dirty(e, now);
+    }
     this.#active = true;
     this.#book.log.info({ namespaces: loaded.get('NamespaceUsage')!.length, workloads: loaded.get('WorkloadUsage')!.length, nodes: loaded.get('NodeUsage')!.length, pods: pods.size, diedWhileAway: ghosts.length }, 'ledger loaded');
   }
@@ -307,6 +365,89 @@ export class Ledger implements PodListener, NodeListener {
       out.push({ kind, name: e.name, ...(e.workload ? { workload: e.workload } : {}), total, pods: e.members?.size ?? e.pods, ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: e.bpfMapBytes } : {}) });
     }
     return out;
+  }
+
+  // --- retention ----------------------------------------------------------
+
+  /**
+   * Leader only, from the timer: forgets the entries of gone objects that
+   * have settled (Book.idle), and now and then lists the WorkloadUsage and
+   * NodeUsage objects page by page and deletes those gone for longer than
+   * the retention whose bytes their NamespaceUsage carries (#expired). Each
+   * delete is made with the object's resourceVersion (a write since then
+   * keeps it) and spends from the status write budget. Returns the number
+   * of objects deleted.
+   */
+  async sweep(now = Date.now()): Promise<number> {
+    if (!this.#active || this.#sweeping) return 0;
+    if (now - this.#forgotAt >= Math.min(FORGET_EVERY_MS, this.#book.retentionMs)) {
+      this.#forgotAt = now;
+      for (const [key, e] of this.#book.entries) if (this.#book.idle(e)) this.#book.entries.delete(key);
+    }
+    if (now - this.#expiredAt < Math.max(1000, Math.min(EXPIRE_EVERY_MS, this.#book.retentionMs / 4))) return 0;
+    this.#expiredAt = now;
+    this.#sweeping = true;
+    const generation = this.#book.generation;
+    let deleted = 0;
+    try {
+      for (const kind of ['WorkloadUsage', 'NodeUsage'] as const) {
+        for await (const page of listPages<UsageObject>(this.#book.o.api, usagePath(kind))) {
+          for (const object of page.items ?? []) {
+            if (generation !== this.#book.generation) return deleted;
+            if (!this.#expired(kind, object, Date.now())) continue;
+            if (!this.#book.o.budget.take()) return deleted;
+            const name = object.metadata.name;
+            try {
+              await this.#book.o.api.request('DELETE', usagePath(kind, name), { body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: object.metadata.resourceVersion } }, timeoutMs: 30_000 });
+              deleted++;
+              this.#book.log.info({ kind, name, goneSince: object.status?.goneSince }, 'deleted: gone for longer than the retention, its bytes carried by its NamespaceUsage');
+            } catch (err) {
+              if (isStatus(err, 404) || isStatus(err, 409)) continue; // gone already, or written since: a later sweep looks again
+              this.#book.o.onError('delete_usage');
+              this.#book.log.warn({ kind, name, err: describe(err) }, 'cannot delete an expired usage object; retrying at the next sweep');
+            }
+          }
+        }
+      }
+    } catch (err) {
+      this.#book.o.onError('read_status');
+      this.#book.log.warn({ err: describe(err) }, 'cannot list the usage objects for the retention; retrying at the next sweep');
+    } finally {
+      this.#sweeping = false;
+    }
+    return deleted;
+  }
+
+  /**
+   * Whether an object may be deleted: not in memory (nothing on its way),
+   * gone since a written time older than the retention, no live pod; a
+   * WorkloadUsage whose NamespaceUsage has at least its retired counts (each
+   * retirement reaches both before it is marked rolled up); a NodeUsage
+   * whose Node is gone, with no checkpoint, every retirement rolled up and
+   * no agent final left to apply.
+   */
+  #expired(kind: 'WorkloadUsage' | 'NodeUsage', object: UsageObject, now: number): boolean {
+    const name = object.metadata.name;
+    if (this.#book.entries.has(`${kind}/${name}`)) return false;
+    const state = parseLedger(object.status);
+    if (state.problems.length > 0 || state.goneSince === undefined || now - state.goneSince < this.#book.retentionMs) return false;
+    if (object.status?.pods !== 0) return false;
+    if (kind === 'NodeUsage') {
+      if (this.#book.liveNodes.has(name) || this.#book.nodeFinals.has(name) || state.checkpoint.size > 0) return false;
+      for (const r of state.retiring.values()) if (!r.entry.rolledUp) return false;
+      return true;
+    }
+    const ns = object.spec?.namespace === undefined ? undefined : this.#book.entries.get(`NamespaceUsage/${object.spec.namespace}`);
+    if (ns === undefined || !ns.exists) return false;
+    const short = FIELDS.filter((f) => ns.retired[f] < state.retired[f]);
+    if (short.length > 0) {
+      if (!this.#book.problemsLogged.has(`short ${name}`)) {
+        this.#book.problemsLogged.add(`short ${name}`);
+        this.#book.log.error({ kind, name, fields: short }, 'a gone WorkloadUsage has retired counts its NamespaceUsage does not: kept past its retention');
+      }
+      return false;
+    }
+    return true;
   }
 
   // --- internals ----------------------------------------------------------

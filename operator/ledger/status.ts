@@ -5,15 +5,17 @@
  *
  * - NodeUsage: the live pods' counts as `checkpoint`, newly retired pods into
  *   `retired` and `retiring` (the intent, until their namespace and
- *   workload have them too);
+ *   workload have them too), the rolled-up ones kept within a size bound
+ *   (compact);
  * - NamespaceUsage/WorkloadUsage: the live sum plus newly rolled-up
- *   retirements, guarded by `recentlyRetired` uids (idempotent).
+ *   retirements, guarded by `recentlyRetired` uids (idempotent);
+ * - WorkloadUsage/NodeUsage: `goneSince` while gone (the retention's clock).
  */
 import { bytes } from '../../common/format.ts';
 import { addTo, copy, equal, isZero, subFrom, sum, toStrings, zero, type Counts } from '../../common/contract/counts.ts';
 import { statusTotals, type CheckpointEntry, type RetiringEntry, type UsageStatus } from '../../common/contract/usage.ts';
 import { contribution, type PodRecord } from '../pods.ts';
-import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree } from './book.ts';
+import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree, type Retirement } from './book.ts';
 import type { Quarantine } from './quarantine.ts';
 
 /** A status to write, whether to write again later (an owner not known yet), and what to commit once written. */
@@ -32,7 +34,9 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
   for (const p of e.members!) {
     const counts = contribution(p);
     if (isZero(counts) && p.checkpointed === undefined) continue; // idle pods need no checkpoint
+    const had = p.workload;
     const w = book.o.pods.workloadOf(p, now, false);
+    if (had === undefined && w !== undefined) book.assign(w); // its owner's wait ended here: a live pod of its workload from now (else it would count -1 when it dies)
     if (w === undefined) {
       keepDirty = true; // its owner may still appear: counted a little later
       continue;
@@ -56,12 +60,18 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
     addTo(retired, pend.final);
     if (!uid.endsWith(TOP_UP)) retiredPods++;
   }
+  const finalsAfter = compact(retiring, e.finalsAfter);
+  const goneSince = e.goneSince;
   const status: UsageStatus = {
     ...statusTotals(sum(live, retired), retired, e.members!.size, retiredPods, book.o.identity),
     ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: String(e.bpfMapBytes), bpfMaps: bytes(e.bpfMapBytes) } : {}),
     checkpoint: checkpoint.sort((a, b) => a.uid.localeCompare(b.uid)),
     retiring: [...retiring.values()].map((r) => r.entry).sort((a, b) => a.uid.localeCompare(b.uid)),
+    ...(finalsAfter > 0 ? { finalsAfter: new Date(finalsAfter).toISOString() } : {}),
+    ...gone(goneSince),
   };
+  // Marked in this write, or dropped from the list: no leader rolls them up again.
+  const marked = [...e.retiring].filter(([, r]) => r.entry.rolledUp).map(([uid, r]) => [uid, r.entry] as const);
   const pendingSnapshot = new Map(e.pendingNode);
   return {
     status,
@@ -70,6 +80,9 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
       e.retired = retired;
       e.retiredPods = retiredPods;
       e.retiring = retiring;
+      e.finalsAfter = finalsAfter;
+      e.goneSinceWritten = goneSince;
+      for (const [uid, entry] of marked) book.markWritten(uid, entry);
       for (const { p, counts } of snapshot) {
         const before = p.checkpointed ?? zero();
         if (equal(before, counts)) continue;
@@ -98,30 +111,71 @@ export function rollupStatus(book: Book, e: Entry, now: number): PlannedStatus {
   const recent = new Map(e.recent);
   let retiredPods = e.retiredPods;
   const snapshot = new Map(e.pending);
+  const taken: string[] = [];
   for (const [uid, final] of snapshot) {
     if (recent.has(uid)) continue;
     addTo(retired, final);
     recent.set(uid, now);
+    taken.push(uid);
     if (!uid.endsWith(TOP_UP)) retiredPods++;
   }
+  const expired: string[] = [];
   for (const [uid, at] of recent) {
-    if (now - at > book.ttlMs && !book.rollup.has(uid) && !snapshot.has(uid)) recent.delete(uid);
+    if (now - at > book.ttlMs && !book.rollup.has(uid) && !snapshot.has(uid)) expired.push(uid);
   }
+  for (const uid of expired) recent.delete(uid);
+  const goneSince = e.kind === 'WorkloadUsage' ? e.goneSince : undefined;
   const status: UsageStatus = {
     ...statusTotals(sum(e.live, retired), retired, e.pods, retiredPods, book.o.identity),
     recentlyRetired: [...recent].map(([uid, at]) => ({ uid, at: new Date(at).toISOString() })),
+    ...gone(goneSince),
   };
   return {
     status,
     keepDirty: false,
     commit: () => {
       e.retired = retired;
-      e.recent = recent;
+      // (uids whose marker was written meanwhile left e.recent: not put back)
+      for (const uid of taken) e.recent.set(uid, now);
+      for (const uid of expired) e.recent.delete(uid);
       e.retiredPods = retiredPods;
+      e.goneSinceWritten = goneSince;
       for (const [uid, final] of snapshot) {
         if (e.pending.get(uid) === final) e.pending.delete(uid);
         book.rolledUp(uid, e.kind);
       }
     },
   };
+}
+
+function gone(since: number | undefined): { goneSince?: string } {
+  return since === undefined ? {} : { goneSince: new Date(since).toISOString() };
+}
+
+/** The JSON size of the marked retirements a NodeUsage keeps at most (README: "bounds"). */
+export const KEPT_RETIREMENTS_BYTES = 256 * 1024;
+/** How late after its retirement an agent's final may be read (the node clocks' allowed skew included). */
+export const FINAL_LATENESS_MS = 5 * 60_000;
+
+/**
+ * Bounds a NodeUsage's `retiring` list (in place): retirements rolled up
+ * into their namespace and workload are kept, newest first, only up to
+ * KEPT_RETIREMENTS_BYTES of JSON (they are in `retired` already; the entry
+ * only lets a late final top them up). Dropping younger than the finals
+ * window moves the returned `finalsAfter` past them, so a late final of a
+ * dropped pod is never taken for a pod no ledger has (it is not used: the
+ * top-up is lost, nothing is counted twice). Intents not rolled up are never
+ * dropped.
+ */
+export function compact(retiring: Map<string, Retirement>, finalsAfter: number): number {
+  const done = [...retiring].filter(([, r]) => r.entry.rolledUp).sort(([, a], [, b]) => b.at - a.at);
+  let kept = 0;
+  for (const [uid, r] of done) {
+    r.bytes ??= JSON.stringify(r.entry).length;
+    kept += r.bytes;
+    if (kept <= KEPT_RETIREMENTS_BYTES) continue;
+    retiring.delete(uid);
+    finalsAfter = Math.max(finalsAfter, r.at + FINAL_LATENESS_MS);
+  }
+  return finalsAfter;
 }

@@ -150,7 +150,10 @@ export class StatusWriter {
     e.retired = state.retired;
     e.retiredPods = state.retiredPods;
     if (e.kind === 'NodeUsage') {
+      // (markers this process knows of are kept: the rollups are done)
+      for (const [uid, r] of state.retiring) if (e.retiring.get(uid)?.entry.rolledUp && !r.entry.rolledUp) r.entry = { ...r.entry, rolledUp: true };
       e.retiring = state.retiring;
+      e.finalsAfter = Math.max(e.finalsAfter, state.finalsAfter);
       for (const [uid, p] of [...e.pendingNode]) {
         if (!state.retiring.has(uid)) continue;
         // Already retired by the other writer: finish the rollup with its counts.

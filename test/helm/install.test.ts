@@ -243,6 +243,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       ['operator', operatorToken, ['get', 'configmaps', '-n', 'default'], 'no'],
       ['operator', operatorToken, ['create', 'leases.coordination.k8s.io', '-n', 'default'], 'no'],
       ['operator', operatorToken, ['delete', 'namespaceusages.podmeter.io'], 'no'],
+      ['operator', operatorToken, ['delete', 'workloadusages.podmeter.io'], 'yes'],
       ['operator', operatorToken, ['update', 'deployments.apps', '-n', ns], 'no'],
     ];
     const wrong: string[] = [];

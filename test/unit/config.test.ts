@@ -250,3 +250,14 @@ test('--metrics-auth: none by default; kubernetes with or without certificate fi
   assert.throws(() => parseOperatorConfig(['--tls-key-file=/k'], {}), /--tls-key-file needs --tls-cert-file too/);
   assert.match(operatorHelp, /--tls-cert-file PATH/);
 });
+
+test('operator --usage-retention: a duration with a unit, days allowed beyond the 24-day timer limit', () => {
+  assert.equal(parseOperatorConfig([], {}).usageRetentionMs, 30 * 86_400_000);
+  assert.equal(parseOperatorConfig(['--usage-retention', '45d'], {}).usageRetentionMs, 45 * 86_400_000);
+  assert.equal(parseOperatorConfig(['--usage-retention=90s'], {}).usageRetentionMs, 90_000);
+  assert.equal(parseOperatorConfig(['--usage-retention=1.5h'], {}).usageRetentionMs, 5_400_000);
+  for (const bad of ['30', '0s', '-1d', 'forever', '0.0001ms']) {
+    assert.throws(() => parseOperatorConfig([`--usage-retention=${bad}`], {}), /--usage-retention: .* (is not a retention|above zero)/, bad);
+  }
+  assert.match(operatorHelp, /--usage-retention DURATION/);
+});
