@@ -6,6 +6,8 @@
  * tenant who may edit a pod can write its own counts: the operator says so
  * (a warning at start and at each change) and podmeter_admission_policy_enforced
  * is 0. A cluster before Kubernetes 1.30 has no such API (404): missing too.
+ * The ledger trusts a Node's finals more while the policy is enforced
+ * (ledger/finals.ts), so the first read comes before leadership.
  */
 import { describe, isStatus, type KubeApi, type KubeObject } from '../common/kube/api.ts';
 import type { Logger } from '../common/log.ts';
@@ -29,12 +31,18 @@ export class AdmissionCheck {
     this.#log = options.log;
   }
 
-  start(): void {
+  /** Whether the policy and its binding were there at the last read (false before it). */
+  get enforced(): boolean {
+    return this.#state?.enforced === true;
+  }
+
+  /** Reads now and every 5 minutes; resolves after the first read (which never rejects). */
+  start(): Promise<void> {
     const check = async () => {
       await this.check();
       this.#timer = setTimeout(() => void check(), RECHECK_MS).unref();
     };
-    void check();
+    return check();
   }
 
   stop(): void {

@@ -39,6 +39,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
   const countError = (op: OperatorErrorOp) => metrics?.errors.inc({ op });
   const pods = new PodStore({ owners, intern, log: log.child({ module: 'pods' }), onMalformed: () => countError('annotation') });
+  const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
   const ledger = new Ledger({
     api,
     pods,
@@ -46,6 +47,7 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     log: log.child({ module: 'ledger' }),
     budget: new WriteBudget(config.maxStatusWritesPerSecond),
     retentionMs: config.usageRetentionMs,
+    finalsTrusted: () => admission.enforced,
     onError: countError,
   });
   pods.listener = ledger;
@@ -68,7 +70,6 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
       : undefined;
   const server = new HttpServer(httpLog, secure);
   metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
-  const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
   metrics.exposition.add(admission.metric());
   const address = await server.listen(config.listen.host, config.listen.port);
 
@@ -120,15 +121,14 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
 
   const rounds = startRounds({ election, ledger, budget, pods, metrics, countError, log });
 
-  // Owners first, so pods resolve to their workloads from the start.
+  // Owners first, so pods resolve to their workloads from the start; the admission policy read before leading.
   void (async () => {
-    await Promise.all(reflectors.map((r) => r.start()));
+    await Promise.all([...reflectors.map((r) => r.start()), admission.start()]);
     await podReflector.start();
     ready = true;
     log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, scheme: server.scheme, identity: config.identity }, 'operator ready');
     election.start();
   })();
-  admission.start();
 
   return {
     address,

@@ -167,6 +167,13 @@ export class PodStore {
     return p.workload;
   }
 
+  /** The workload of a pod known only from its agent's final (it was never in this store). */
+  workloadOfFinal(namespace: string, podName: string, owner: Owner | null): Workload {
+    const r = this.#owners.resolve(namespace, podName, owner);
+    if (r.missing) this.#owners.reportMissing(namespace, podName, r.workload);
+    return r.workload;
+  }
+
   /** Retries pods whose owner was not known; called on a timer. */
   resolvePending(now = Date.now()): void {
     for (const p of [...this.#unresolved]) {

@@ -92,6 +92,8 @@ export interface LedgerOptions {
   minIntervalMs?: Partial<Record<UsageKind, number>>;
   /** How long a WorkloadUsage or NodeUsage is kept after it is gone (default 30 days). */
   retentionMs?: number;
+  /** True while the admission policy lets only each node's agent write its Node's finals (finals.ts). */
+  finalsTrusted?: () => boolean;
 }
 
 /** How far behind other changes a retirement's `rolledUp` marker is written. */

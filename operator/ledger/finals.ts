@@ -6,14 +6,18 @@
  * a final of a pod seen deleted but not retired (it had no counts yet)
  * retires it. Finals are used for as long as agents publish them.
  *
- * Anyone who may write a Node's annotations can write finals, so a final is
- * used only for a pod this operator has seen bound to that node: in its pod
- * store (live, or deleted within the finals window), or in that node's
- * NodeUsage (a checkpointed pod that died while no operator ran, or a pod
- * it retired). A final for any other uid, or whose namespace is not the
- * pod's, is ignored, logged and counted. (A pod born and gone while no
- * operator ran, never checkpointed, is therefore not counted: its final
- * cannot be told from a forged one.)
+ * Who wrote a final decides what it may name. With the admission policy
+ * enforced (operator/admission.ts), only a node's own agent writes its
+ * Node's finals: a final of a pod this operator never saw (born and gone
+ * while no operator ran, never checkpointed) retires it, in the namespace
+ * the final names. Without the policy anyone who may write a Node's
+ * annotations can write finals, so a final is used only for a pod this
+ * operator has seen bound to that node: in its pod store (live, or deleted
+ * within the finals window), or in that node's NodeUsage (a checkpointed
+ * pod that died while no operator ran, or a pod it retired); such an unseen
+ * pod is then not counted, as its final cannot be told from a forged one.
+ * A final for any other uid, or whose namespace is not the pod's, is
+ * ignored, logged and counted.
  */
 import { FIELDS, isZero, toStrings, zero } from '../../common/contract/counts.ts';
 import { FINALS_WINDOW_MS, type PodFinal } from '../../common/contract/finals.ts';
@@ -45,7 +49,7 @@ function refuse(book: Book, nodeName: string, f: PodFinal, why: Refusal): void {
 export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: number): void {
   if (isStale(f, now)) return;
   const namespace = seenNamespace(book, nodeName, f.uid, now);
-  if (namespace === undefined) return refuse(book, nodeName, f, 'unknown pod');
+  if (namespace === undefined) return book.o.finalsTrusted?.() === true ? retireUnseen(book, nodeName, f, now) : refuse(book, nodeName, f, 'unknown pod');
   if (f.namespace !== undefined && f.namespace !== namespace) return refuse(book, nodeName, f, 'namespace mismatch');
   if (book.o.pods.get(f.uid) !== undefined) return;
   const node = book.entry('NodeUsage', nodeName);
@@ -72,6 +76,20 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
   const p = book.o.pods.seenOn(f.uid, nodeName, now)!;
   book.log.info({ namespace, pod: p.name, uid: f.uid }, 'a pod deleted before its agent wrote its counts: counted from its agent\'s final');
   book.retire(p, nodeName, withBase(p, f.counts), now);
+}
+
+/** A pod this operator never saw, from its own agent's final (trusted: the admission policy is enforced). */
+function retireUnseen(book: Book, nodeName: string, f: PodFinal, now: number): void {
+  if (book.o.pods.get(f.uid) !== undefined) return; // in the API after all: its deletion takes the final
+  if (f.namespace === undefined) {
+    book.log.warn({ node: nodeName, uid: f.uid }, 'a final of a pod the operator never saw carries no namespace (its agent restarted after the pod went): not counted');
+    return;
+  }
+  if (book.entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
+  if (f.terminatedAt < book.entry('NodeUsage', nodeName).finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
+  const workload = book.o.pods.workloadOfFinal(f.namespace, f.name ?? f.uid, f.owner);
+  book.log.info({ namespace: f.namespace, pod: f.name, uid: f.uid }, 'a pod deleted while no operator watched: counted from its agent\'s final');
+  book.retire({ uid: f.uid, namespace: f.namespace, workload, checkpointed: undefined }, nodeName, f.counts, now);
 }
 
 /** The agent's final of a pod being deleted (ledger.deleted), when its Node has one that names the pod's namespace. */

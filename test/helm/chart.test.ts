@@ -347,7 +347,7 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   const [container, ...more] = pod.containers;
   assert.equal(more.length, 0);
   assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--admission-policy=podmeter-annotations', '--log-level=info', '--log-format=json']);
+  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--admission-policy=podmeter-annotations', '--usage-retention=30d', '--log-level=info', '--log-format=json']);
   assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
   assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
 
@@ -373,7 +373,10 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   assert.deepEqual(verbsOf('', 'nodes'), ['list', 'watch']);
   assert.deepEqual(verbsOf('', 'secrets'), []);
   assert.deepEqual(verbsOf('', 'events'), ['create']);
-  assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*') || r.verbs.includes('delete')));
+  assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*')));
+  // Deletes: only the usage objects the retention removes (never a NamespaceUsage, never anything else).
+  const deletes = (clusterRole.rules as K8sObject[]).filter((r) => r.verbs.includes('delete'));
+  assert.deepEqual(deletes.map((r) => [r.apiGroups, r.resources, r.verbs]), [[['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']]]);
 });
 
 test('agent and operator: a startup probe holds off liveness for 5 minutes (a slow start is not a crash loop)', async () => {

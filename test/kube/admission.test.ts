@@ -8,7 +8,8 @@
  * pod's cgroup).
  * Each denial is shown beside an allowed request of the same caller (the
  * control), so a test passes only because of the policy. The operator reports
- * whether the policy is in place.
+ * whether the policy is in place, and then counts a pod it never saw from its
+ * own agent's Node final.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -17,7 +18,9 @@ import { render, toolsDir } from '../helm/chart.ts';
 import { agentToken, installAdmissionPolicy } from '../helpers/admission.ts';
 import { annotations, must } from '../helpers/kubeCluster.ts';
 import { sample, waitFor } from '../helpers/agent.ts';
-import { operatorCluster, startOperator } from '../helpers/operatorCluster.ts';
+import { counters, operatorCluster, startOperator, totalsBecome } from '../helpers/operatorCluster.ts';
+import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
+import { toStrings } from '../../common/contract/counts.ts';
 
 test('podmeter.io/ annotations: written only by the agent, only on its own node, and nothing else by it', async (t) => {
   const cluster = await startCluster();
@@ -123,4 +126,30 @@ test('the operator says whether the policy is enforced: a warning and 0 without 
   await op.kill('SIGTERM');
   await op.restart();
   await waitFor('podmeter_admission_policy_enforced 1', async () => ((await enforced()) === 1 ? true : undefined));
+});
+
+test('with the policy enforced, a pod born and gone while no operator ran counts from its own agent\'s final', async (t) => {
+  const oc = await operatorCluster(t);
+  const node = 'podmeter-test-trusted-node';
+  await must(oc.cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }) }));
+  const rbac = (await render(await toolsDir())).filter((o) => o.metadata.name === 'podmeter-agent' && ['ClusterRole', 'ClusterRoleBinding'].includes(o.kind));
+  await must(oc.cluster.kubectl(['apply', '-f', '-'], { input: rbac.map((o) => JSON.stringify(o)).join('\n') }));
+  const agent = await agentToken(oc.cluster, node);
+  await installAdmissionPolicy(oc.cluster);
+  await must(oc.cluster.kubectl(['create', 'namespace', 'shop']));
+
+  // While no operator runs: the pod is made, counted by its agent, and gone.
+  const manifest = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'brief', namespace: 'shop' }, spec: { nodeName: node, containers: [{ name: 'app', image: 'example.invalid/app' }] } };
+  const uid = JSON.parse(await must(oc.cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) }))).metadata.uid as string;
+  const c = counters(7);
+  const asAgent = (args: string[]) => must(oc.cluster.kubectl(args, { token: agent }));
+  await asAgent(['annotate', 'pod', 'brief', '-n', 'shop', ...Object.entries(podAnnotations(counters(3), undefined)).map(([k, v]) => `${k}=${v}`)]);
+  const final = [{ uid, namespace: 'shop', name: 'brief', terminated: new Date().toISOString(), ...toStrings(c) }];
+  await asAgent(['annotate', 'node', node, `${ANNOTATIONS.finals}=${JSON.stringify(final)}`]);
+  await must(oc.cluster.kubectl(['delete', 'pod', 'brief', '-n', 'shop', '--grace-period=0', '--force'])); // no kubelet here to finish a graceful deletion
+
+  const op = await startOperator(oc);
+  await totalsBecome(oc, 'NamespaceUsage', 'shop', c);
+  assert.ok(op.logs.some((l) => l.msg === 'a pod deleted while no operator watched: counted from its agent\'s final' && l.uid === uid));
+  assert.equal(sample(await op.metrics(), 'podmeter_admission_policy_enforced', {}), 1);
 });
