@@ -13,6 +13,7 @@ import { CHART } from '../helm/chart.ts';
 import { sample, sampleAt } from '../helpers/agent.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { HOLDER_SCRIPT } from '../helpers/mapHolder.ts';
+import { activeTargets, instantQuery, prometheusNow } from '../helpers/prometheusApi.ts';
 import type { MapsView } from '../../agent/maps/routes.ts';
 import { startNode, type TestNode } from './node.ts';
 
@@ -20,6 +21,8 @@ const RELEASE = 'podmeter';
 const SYSTEM_NS = 'podmeter-system';
 const WORKLOAD_IMAGE = 'localhost/podmeter-workload:test';
 const UDP_PORT = 9000;
+/** The label kube-prometheus-stack's Prometheus selects monitors and rules by (test/node/kube-prometheus-stack.yaml). */
+const KPS_RELEASE = 'kube-prometheus-stack';
 
 /** Polls `check` until it returns a value (not undefined) or `timeoutMs` passes; then throws with `describe()`. */
 async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, describe?: () => Promise<string>): Promise<T> {
@@ -275,6 +278,11 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
       '--set', 'agent.interval=2', '--set', 'agent.annotateInterval=2', '--set', 'operator.replicas=1',
       // metricsAuth stays the chart's default (kubernetes: HTTPS probes, tokens reviewed by the apiserver).
       '--set', `readers.api[0].name=${SCRAPER.name}`, '--set', `readers.api[0].namespace=${SCRAPER.ns}`,
+      // As a kube-prometheus-stack user turns monitoring on: the ServiceMonitor (not also the PodMonitor:
+      // one or the other) and the rules, labelled for its Prometheus; the dashboard for its Grafana sidecar.
+      '--set', 'monitoring.serviceMonitor.enabled=true', '--set', `monitoring.serviceMonitor.labels.release=${KPS_RELEASE}`,
+      '--set', 'monitoring.prometheusRule.enabled=true', '--set', `monitoring.prometheusRule.labels.release=${KPS_RELEASE}`,
+      '--set', 'monitoring.grafanaDashboard.enabled=true',
     ]);
     assert.equal(r.code, 0, `helm install: ${r.stderr}`);
     for (const kind of ['daemonset', 'deployment']) {
@@ -418,6 +426,70 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     t.diagnostic(`eth0 tx = podmeter egress + 14 x packets + ${extraFrames} neighbour frames of ${extraBytes} bytes`);
     assert.ok(extraFrames >= 0 && extraFrames <= 6, `eth0 sent ${extraFrames} frames more than the pod's sockets: ${JSON.stringify(d)}`);
     assert.ok(extraBytes >= 42 * extraFrames && extraBytes <= 90 * extraFrames, `${extraBytes} bytes in ${extraFrames} neighbour frames: ${JSON.stringify(d)}`);
+  });
+
+  await t.test('7. Prometheus through the Prometheus Operator: every target of the chart\'s monitors up, each test pod\'s series = its annotations', async () => {
+    const prom = await node.prometheus();
+    t.diagnostic(`Prometheus: ${prom}`);
+    // The chart's ServiceMonitor's targets: one per agent and operator pod, each scraped over HTTPS with the
+    // chart's scraper token (metricsAuth kubernetes) and up.
+    const pods = (await node.must(['get', 'pods', '-n', SYSTEM_NS, '-l', 'app.kubernetes.io/component in (agent,operator)', '-o', 'jsonpath={.items[*].metadata.name}']))
+      .trim().split(/\s+/).sort();
+    assert.equal(pods.length, 2, `agent and operator pods: ${pods.join(' ')}`);
+    const pool = `serviceMonitor/${SYSTEM_NS}/${RELEASE}/0`;
+    const targets = await eventually(
+      `Prometheus to scrape ${pods.join(' and ')} (${pool}), all up`,
+      600_000,
+      async () => {
+        const ts = (await activeTargets(prom)).filter((x) => x.scrapePool === pool);
+        const named = ts.map((x) => x.labels.pod ?? x.discoveredLabels.__meta_kubernetes_pod_name).sort();
+        return JSON.stringify(named) === JSON.stringify(pods) && ts.every((x) => x.health === 'up') ? ts : undefined;
+      },
+      async () => JSON.stringify((await activeTargets(prom)).map((x) => ({ pool: x.scrapePool, url: x.scrapeUrl, health: x.health, error: x.lastError }))),
+    );
+    for (const x of targets) assert.match(x.scrapeUrl, /^https:/, `${x.scrapeUrl}: metricsAuth kubernetes serves HTTPS`);
+    const up = await instantQuery(prom, `up{job=~"${RELEASE}-(agent|operator)"}`);
+    assert.deepEqual(up.map((x) => [x.metric.job, x.value[1]]).sort(), [[`${RELEASE}-agent`, '1'], [`${RELEASE}-operator`, '1']]);
+
+    // The test pods' traffic stopped with checks 2-4; their annotations hold the final counts.
+    const pairs = [
+      [udp.ns, 'sender'], [udp.ns, 'receiver'], ['hostnet', 'sender'], ['hostnet', 'idle'], ['tcp', 'client'], ['tcp', 'server'],
+    ] as const;
+    const annotations = await settled('the test pods\' annotations', 5_000, async () =>
+      Promise.all(pairs.map(async ([ns, pod]) => podAnnotations(node, ns, pod))),
+    );
+    // Prometheus's clock (the node's), now: every series must have a sample scraped after this.
+    const stopped = await prometheusNow(prom);
+    const namespaces = [...new Set(pairs.map(([ns]) => ns))].join('|');
+    const at = await eventually(
+      'a scrape of every test pod\'s series after their traffic stopped',
+      300_000,
+      async () => {
+        const now = await prometheusNow(prom);
+        const oldest = await instantQuery(prom, `min(timestamp(podmeter_pod_network_bytes_total{job="${RELEASE}-agent",namespace=~"${namespaces}"}))`, now);
+        return oldest.length === 1 && Number(oldest[0]!.value[1]) > stopped ? now : undefined;
+      },
+    );
+    t.diagnostic(`traffic stopped by ${stopped}; series read at ${at}`);
+    for (const [i, [ns, pod]] of pairs.entries()) {
+      for (const direction of ['ingress', 'egress']) {
+        for (const unit of ['bytes', 'packets']) {
+          const series = await instantQuery(prom, `podmeter_pod_network_${unit}_total{job="${RELEASE}-agent",namespace="${ns}",pod="${pod}",direction="${direction}"}`, at);
+          const annotation = annotations[i]![`podmeter.io/${direction}-${unit}`];
+          const what = `${ns}/${pod} ${direction} ${unit}: Prometheus ${JSON.stringify(series.map((x) => x.value[1]))}, annotation ${annotation}`;
+          t.diagnostic(what);
+          if (annotation === undefined) {
+            // No annotation: nothing counted, so no series or a zero.
+            assert.ok(series.length === 0 || (series.length === 1 && series[0]!.value[1] === '0'), what);
+          } else {
+            assert.equal(series.length, 1, what);
+            assert.equal(series[0]!.value[1], annotation, what);
+          }
+        }
+      }
+    }
+    // Prometheus read real traffic, not only zeros.
+    assert.equal(annotations[0]!['podmeter.io/egress-bytes'], String(udpBytes));
   });
 
   await t.test('5a. deleting a pod keeps its bytes in its NamespaceUsage', async () => {
