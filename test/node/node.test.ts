@@ -490,6 +490,12 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     }
     // Prometheus read real traffic, not only zeros.
     assert.equal(annotations[0]!['podmeter.io/egress-bytes'], String(udpBytes));
+    // What the monitoring stack costs the node (the budget of a warm run): CPU seconds so far of each pod (cAdvisor's pod-level cgroup).
+    const cadvisor = await cadvisorMetrics(node);
+    for (const [ns, selector] of [['monitoring', 'app.kubernetes.io/name=prometheus'], [SYSTEM_NS, 'app.kubernetes.io/component=agent']] as const) {
+      const pod = await podBySelector(node, ns, selector);
+      t.diagnostic(`CPU seconds of ${ns}/${pod} so far: ${sample(cadvisor, 'container_cpu_usage_seconds_total', { namespace: ns, pod, container: '', image: '' })}`);
+    }
   });
 
   await t.test('5a. deleting a pod keeps its bytes in its NamespaceUsage', async () => {
