@@ -48,3 +48,17 @@ export async function prometheusNow(base: string): Promise<number> {
 export async function activeTargets(base: string): Promise<Target[]> {
   return (await get<{ activeTargets: Target[] }>(base, '/api/v1/targets', { state: 'active' })).activeTargets;
 }
+
+/** One rule of /api/v1/rules: `health` is `unknown` until its first evaluation, `ok` or `err` (with lastError) after. */
+export interface Rule {
+  name: string;
+  type: 'alerting' | 'recording';
+  query: string;
+  health: 'ok' | 'err' | 'unknown';
+  lastError?: string;
+}
+
+/** The rule groups Prometheus has loaded, with the file each came from. */
+export async function ruleGroups(base: string): Promise<{ name: string; file: string; rules: Rule[] }[]> {
+  return (await get<{ groups: { name: string; file: string; rules: Rule[] }[] }>(base, '/api/v1/rules', {})).groups;
+}

@@ -13,7 +13,7 @@ import { CHART } from '../helm/chart.ts';
 import { sample, sampleAt } from '../helpers/agent.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { HOLDER_SCRIPT } from '../helpers/mapHolder.ts';
-import { activeTargets, instantQuery, prometheusNow } from '../helpers/prometheusApi.ts';
+import { activeTargets, instantQuery, prometheusNow, ruleGroups } from '../helpers/prometheusApi.ts';
 import type { MapsView } from '../../agent/maps/routes.ts';
 import { startNode, type TestNode } from './node.ts';
 
@@ -428,7 +428,7 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     assert.ok(extraBytes >= 42 * extraFrames && extraBytes <= 90 * extraFrames, `${extraBytes} bytes in ${extraFrames} neighbour frames: ${JSON.stringify(d)}`);
   });
 
-  await t.test('7. Prometheus through the Prometheus Operator: every target of the chart\'s monitors up, each test pod\'s series = its annotations', async () => {
+  await t.test('7. Prometheus through the Prometheus Operator: every target of the chart\'s monitors up, its rules evaluated, each test pod\'s series = its annotations', async () => {
     const prom = await node.prometheus();
     t.diagnostic(`Prometheus: ${prom}`);
     // The chart's ServiceMonitor's targets: one per agent and operator pod, each scraped over HTTPS with the
@@ -450,6 +450,22 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     for (const x of targets) assert.match(x.scrapeUrl, /^https:/, `${x.scrapeUrl}: metricsAuth kubernetes serves HTTPS`);
     const up = await instantQuery(prom, `up{job=~"${RELEASE}-(agent|operator)"}`);
     assert.deepEqual(up.map((x) => [x.metric.job, x.value[1]]).sort(), [[`${RELEASE}-agent`, '1'], [`${RELEASE}-operator`, '1']]);
+
+    // The chart's PrometheusRule, as the operator hands it to Prometheus: every group and rule loaded, each
+    // evaluated on these series without an error.
+    const ruleObjects = JSON.parse(await node.must(['get', 'prometheusrules', '-n', SYSTEM_NS, '-o', 'json'])).items as { spec: { groups: { name: string; rules: unknown[] }[] } }[];
+    const wanted = ruleObjects.flatMap((r) => r.spec.groups.map((g) => `${g.name}:${g.rules.length}`)).sort();
+    assert.ok(wanted.length >= 1, 'the chart made no PrometheusRule group');
+    await eventually(
+      `Prometheus to load and evaluate the rule groups ${wanted.join(', ')}`,
+      300_000,
+      async () => {
+        const groups = (await ruleGroups(prom)).filter((g) => g.file.includes(`/${SYSTEM_NS}-${RELEASE}-`));
+        const loaded = groups.map((g) => `${g.name}:${g.rules.length}`).sort();
+        return JSON.stringify(loaded) === JSON.stringify(wanted) && groups.every((g) => g.rules.every((r) => r.health === 'ok')) ? true : undefined;
+      },
+      async () => JSON.stringify((await ruleGroups(prom)).map((g) => ({ file: g.file, name: g.name, rules: g.rules.map((r) => [r.name, r.health, r.lastError]) }))),
+    );
 
     // The test pods' traffic stopped with checks 2-4; their annotations hold the final counts.
     const pairs = [
@@ -490,6 +506,32 @@ test('podmeter on a real node: helm install, exact per-pod bytes, cAdvisor, dele
     }
     // Prometheus read real traffic, not only zeros.
     assert.equal(annotations[0]!['podmeter.io/egress-bytes'], String(udpBytes));
+    // The chart's other monitor, the PodMonitor, instead (one or the other, as values.yaml says): the operator
+    // moves Prometheus to it, and it finds the same two pods, all up.
+    const upgrade = await node.helm([
+      'upgrade', RELEASE, CHART, '--namespace', SYSTEM_NS, '--reuse-values',
+      '--set', 'monitoring.serviceMonitor.enabled=false',
+      '--set', 'monitoring.podMonitor.enabled=true', '--set', `monitoring.podMonitor.labels.release=${KPS_RELEASE}`,
+    ]);
+    assert.equal(upgrade.code, 0, `helm upgrade to the PodMonitor: ${upgrade.stderr}`);
+    const podPool = `podMonitor/${SYSTEM_NS}/${RELEASE}/0`;
+    await eventually(
+      `Prometheus to scrape ${pods.join(' and ')} through ${podPool} only, all up`,
+      600_000,
+      async () => {
+        const all = await activeTargets(prom);
+        const ts = all.filter((x) => x.scrapePool === podPool);
+        const named = ts.map((x) => x.labels.pod).sort();
+        const jobs = ts.map((x) => x.labels.job).sort();
+        return JSON.stringify(named) === JSON.stringify(pods) &&
+          JSON.stringify(jobs) === JSON.stringify([`${RELEASE}-agent`, `${RELEASE}-operator`]) &&
+          ts.every((x) => x.health === 'up') &&
+          !all.some((x) => x.scrapePool === pool)
+          ? true
+          : undefined;
+      },
+      async () => JSON.stringify((await activeTargets(prom)).map((x) => ({ pool: x.scrapePool, url: x.scrapeUrl, health: x.health, error: x.lastError, labels: x.labels }))),
+    );
     // What the monitoring stack costs the node (the budget of a warm run): CPU seconds so far of each pod (cAdvisor's pod-level cgroup).
     const cadvisor = await cadvisorMetrics(node);
     for (const [ns, selector] of [['monitoring', 'app.kubernetes.io/name=prometheus'], [SYSTEM_NS, 'app.kubernetes.io/component=agent']] as const) {
