@@ -141,3 +141,22 @@ apiserver_failed() { # <status from wait_apiserver_ready>
 	esac
 	tail -n 25 "$DATA/kube-apiserver.log" >&2 || true
 }
+
+# Prometheus's release from its Go module's version: module v0.X0Y.Z is
+# release X.Y.Z (v0.315.0 -> 3.15.0).
+prometheus_release() { # <module version>
+	local minor=${1#v0.}
+	minor=${minor%%.*}
+	printf '%s' "${minor:0:1}.$((10#${minor:1})).${1##*.}"
+}
+
+# -ldflags that stamp a binary built on github.com/prometheus/common/version
+# (Prometheus, promtool, the Prometheus Operator) with its release, as their
+# own release builds do (`--version`, the build_info metric).
+prometheus_version_ldflags() { # <release> <build date>
+	local kv out=""
+	for kv in "Version=$1" Branch=release BuildUser=podmeter-build-tools "BuildDate=$2"; do
+		out+=" -X github.com/prometheus/common/version.$kv"
+	done
+	printf '%s' "$out"
+}

@@ -24,6 +24,12 @@ export interface TestNode {
   /** kubectl that throws (with its stderr) on a non-zero exit; returns stdout. */
   must(args: string[], opts?: KubectlOptions): Promise<string>;
   helm(args: string[]): Promise<RunResult>;
+  /**
+   * The base URL (http://127.0.0.1:PORT) of the HTTP API of the node's Prometheus
+   * (kube-prometheus-stack.yaml, run by the Prometheus Operator), once it is ready:
+   * test/node/prometheus.
+   */
+  prometheus(): Promise<string>;
   /** Stops the VM, the controllers and the cluster; removes everything. Safe to call twice. */
   down(): Promise<void>;
 }
@@ -63,6 +69,11 @@ export async function startNode(opts: { name?: string } = {}): Promise<TestNode>
     },
     helm(args) {
       return run(path.join(clusterBin, 'helm'), ['--kubeconfig', kubeconfig, ...args]);
+    },
+    async prometheus() {
+      const r = await run(path.join(here, 'prometheus'), [name]);
+      if (r.code !== 0) throw new Error(`test/node/prometheus ${name} exited ${r.code}:\n${r.stderr}`);
+      return r.stdout.trimEnd().split('\n').pop() ?? '';
     },
     async down() {
       const r = await run(path.join(here, 'down'), [name]);
