@@ -20,7 +20,7 @@ ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/pod
 TESTS ?= test/**/*.test.ts
 UNIT_TESTS := test/unit/*.test.ts
 
-.PHONY: setup system build typecheck test-tools test test-unit run bench bench-compare clean
+.PHONY: setup system build typecheck lint format test-tools test test-unit run bench bench-compare clean
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
@@ -56,6 +56,15 @@ $(ADDON): $(ADDON_SOURCES) node_modules/.package-lock.json
 
 typecheck: setup
 	node_modules/.bin/tsc -p tsconfig.json
+
+# Formatting (Prettier, .prettierrc.json) and ESLint with typescript-eslint's
+# recommended type-checked rules (eslint.config.mjs). `make format` rewrites.
+lint: setup
+	node_modules/.bin/prettier --check --log-level warn '**/*.{ts,mjs}'
+	node_modules/.bin/eslint --max-warnings 0 .
+
+format: setup
+	node_modules/.bin/prettier --write --log-level warn '**/*.{ts,mjs}'
 
 # kube-apiserver, etcd, kubectl, helm and promtool for the cluster tests, built
 # from their Go modules once per machine (cached outside the repository).

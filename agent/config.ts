@@ -4,9 +4,31 @@
  * process.env or process.argv.
  */
 import { hostname } from 'node:os';
-import { ConfigError, defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
-import { decimal, hostPort, kubernetesName, oneOf, pathValue, seconds, switchFlag, type HostPort } from '../common/flags/values.ts';
-import { logFlags, metricsAuthFlags, metricsSecurity, namespaceFlag, type MetricsSecurity } from '../common/flags/sets.ts';
+import {
+  ConfigError,
+  defineFlags,
+  formatHelp,
+  invalid,
+  parseOnlyFlags,
+  type ParseContext,
+} from '../common/flags/parse.ts';
+import {
+  decimal,
+  hostPort,
+  kubernetesName,
+  oneOf,
+  pathValue,
+  seconds,
+  switchFlag,
+  type HostPort,
+} from '../common/flags/values.ts';
+import {
+  logFlags,
+  metricsAuthFlags,
+  metricsSecurity,
+  namespaceFlag,
+  type MetricsSecurity,
+} from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 import { DISCOVER_MODES, type DiscoverMode } from './cgroups/units.ts';
 import { mergePeerClasses, parsePeerClassEntries, readPeerClassesFile, type PeerClassSpec } from './peers/config.ts';
@@ -133,7 +155,9 @@ const agentFlags = defineFlags({
     parse: decimal('writes per second', 0, false),
     default: 1,
   },
-  namespace: namespaceFlag("Namespace of the operator's podmeter-budget ConfigMap, which sets the annotation write budget"),
+  namespace: namespaceFlag(
+    "Namespace of the operator's podmeter-budget ConfigMap, which sets the annotation write budget",
+  ),
   'peer-class': {
     metavar: 'NAME=CIDR[,CIDR...]',
     help: 'A named peer class: traffic to and from these prefixes is counted as NAME (repeatable, at most 8 classes; in the environment, entries separated by ;)',
@@ -155,7 +179,8 @@ const agentFlags = defineFlags({
 
 export const agentHelp: string = formatHelp(agentFlags, {
   usage: 'podmeter agent [flags]',
-  summary: 'Counts the network bytes and packets of every pod (or cgroup) on this node and serves them as metrics and pod annotations.',
+  summary:
+    'Counts the network bytes and packets of every pod (or cgroup) on this node and serves them as metrics and pod annotations.',
   notes:
     'SECONDS accept decimals (0.5) or a unit (500ms, 30s, 5m, 1h).\n' +
     'A flag wins over its environment variable; an empty environment variable counts as unset.',

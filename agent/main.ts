@@ -36,14 +36,18 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   try {
     readdirSync(root);
   } catch (err) {
-    throw new Error(`cgroup root '${root}' is not readable: ${(err as Error).message} (run the agent as root)`, { cause: err });
+    throw new Error(`cgroup root '${root}' is not readable: ${(err as Error).message} (run the agent as root)`, {
+      cause: err,
+    });
   }
   const mode: DiscoverMode = config.discover === 'auto' ? detectMode(root) : config.discover;
   const store = new StateStore(config.stateDir);
   try {
     store.ensure();
   } catch (err) {
-    throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, { cause: err });
+    throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 
   const connection = await loadConnection(config.kubeconfig);
@@ -51,14 +55,24 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const httpLog = log.child({ module: 'http' });
   const secure =
     config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, connection, commonName: 'podmeter-agent', names: [config.nodeName, config.listen.host], log: httpLog })
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
+          config,
+          connection,
+          commonName: 'podmeter-agent',
+          names: [config.nodeName, config.listen.host],
+          log: httpLog,
+        })
       : undefined;
   const server = new HttpServer(httpLog, secure);
   const address = await server.listen(config.listen.host, config.listen.port);
 
   let meter: Meter;
   try {
-    meter = Meter.open(config.bpffs, log.child({ module: 'meter' }), (config.peerClasses ?? []).map((c) => c.name));
+    meter = Meter.open(
+      config.bpffs,
+      log.child({ module: 'meter' }),
+      (config.peerClasses ?? []).map((c) => c.name),
+    );
   } catch (err) {
     await server.close();
     throw err;
@@ -71,7 +85,13 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     log: log.child({ module: 'peers' }),
   });
   peers.start({ keepCluster: connection !== undefined });
-  const tracker = new Tracker({ meter, root, store, log: log.child({ module: 'tracker' }), retentionMs: config.retentionMs });
+  const tracker = new Tracker({
+    meter,
+    root,
+    store,
+    log: log.child({ module: 'tracker' }),
+    retentionMs: config.retentionMs,
+  });
   tracker.restore();
   let kube: KubeSide | undefined;
   const metrics = createAgentMetrics({ tracker, mode, podNamer: () => kube?.podNamer });
@@ -100,7 +120,10 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       tracker.settleLeftovers();
       await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
       ready = true;
-      log.info({ root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme }, 'agent ready');
+      log.info(
+        { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
+        'agent ready',
+      );
     });
 
   server

@@ -21,15 +21,22 @@ import { sleep } from '../test/helpers/cleanup.ts';
 
 const PODS = 500;
 const SINGLE_PODS = 200;
-const podRel = () => `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${randomUUID().replaceAll('-', '_')}.slice`;
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const podRel = () =>
+  `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${randomUUID().replaceAll('-', '_')}.slice`;
+const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const median = (xs: number[]) => percentile(xs, 50);
 
 const root = makeTestCgroup(undefined);
 const qos = root.child('kubepods.slice/kubepods-besteffort.slice');
 // One pod exists up front so the agent discovers in pods mode.
-root.child(`kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${randomUUID().replaceAll('-', '_')}.slice`);
-const agent = await startAgentProcess(undefined, { cgroupRoot: root.path, args: ['--log-level', 'debug', '--interval', '10'] });
+root.child(
+  `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${randomUUID().replaceAll('-', '_')}.slice`,
+);
+const agent = await startAgentProcess(undefined, {
+  cgroupRoot: root.path,
+  args: ['--log-level', 'debug', '--interval', '10'],
+});
 try {
   // 1. Attach latency.
   const made = new Map<string, number>();
@@ -38,14 +45,25 @@ try {
     mkdirSync(`${qos.path}/${rel.split('/').pop()}`);
     made.set(rel, Date.now());
   }
-  await waitFor('all attached', () => (agent.logs.filter((l) => l.msg === 'attached').length >= PODS + 1 ? true : undefined), 60_000);
+  await waitFor(
+    'all attached',
+    () => (agent.logs.filter((l) => l.msg === 'attached').length >= PODS + 1 ? true : undefined),
+    60_000,
+  );
   const latencies: number[] = [];
   for (const l of agent.logs) {
     const at = made.get(String(l.cgroup));
     if (l.msg === 'attached' && at !== undefined) latencies.push(Number(l.time) - at);
   }
-  const attach = { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: Math.max(...latencies), n: latencies.length };
-  console.log(`attach latency, ${PODS} pod cgroups at once: p50 ${attach.p50} ms, p99 ${attach.p99} ms, max ${attach.max} ms (target p99 <= 50 ms)`);
+  const attach = {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: Math.max(...latencies),
+    n: latencies.length,
+  };
+  console.log(
+    `attach latency, ${PODS} pod cgroups at once: p50 ${attach.p50} ms, p99 ${attach.p99} ms, max ${attach.max} ms (target p99 <= 50 ms)`,
+  );
 
   // 2. Scrape time.
   const scrapes: number[] = [];
@@ -55,7 +73,9 @@ try {
     scrapes.push(performance.now() - t0);
     if (i === 0 && !text.includes('podmeter_pod_network_bytes_total')) throw new Error('no pod metrics');
   }
-  console.log(`/metrics scrape at ${PODS + 1} pods: median ${median(scrapes).toFixed(2)} ms, p90 ${percentile(scrapes, 90).toFixed(2)} ms (target <= 10 ms)`);
+  console.log(
+    `/metrics scrape at ${PODS + 1} pods: median ${median(scrapes).toFixed(2)} ms, p90 ${percentile(scrapes, 90).toFixed(2)} ms (target <= 10 ms)`,
+  );
 
   // 3. Steady state under traffic, scraped every 15 s.
   const pods = [...made.keys()].slice(0, 2).map((rel) => `${root.path}/${rel}`);
@@ -81,7 +101,9 @@ try {
   const clk = 100; // USER_HZ: /proc/<pid>/stat counts in 1/100 s on Linux
   const cpuPercent = ((cpuTicks() - ticks0) / clk / seconds) * 100;
   const rssMiB = Math.max(...rssSamples);
-  console.log(`steady state, ${PODS + 1} pods, iperf3 traffic, scrape every 15 s over ${seconds.toFixed(0)} s: RSS ${rssMiB.toFixed(1)} MiB (target <= 80), CPU ${cpuPercent.toFixed(2)}% of a core (target <= 1%)`);
+  console.log(
+    `steady state, ${PODS + 1} pods, iperf3 traffic, scrape every 15 s over ${seconds.toFixed(0)} s: RSS ${rssMiB.toFixed(1)} MiB (target <= 80), CPU ${cpuPercent.toFixed(2)}% of a core (target <= 1%)`,
+  );
   client.kill();
   server.kill();
 
@@ -104,8 +126,20 @@ try {
     await sleep(25);
   }
   const one = { p50: percentile(single, 50), p99: percentile(single, 99), max: Math.max(...single), n: single.length };
-  console.log(`attach latency, one pod cgroup made while ${PODS} are attached (${SINGLE_PODS} one at a time): p50 ${one.p50} ms, p99 ${one.p99} ms, max ${one.max} ms (target p99 <= 5 ms)`);
-  console.log(JSON.stringify({ bench: 'agent', pods: PODS, attachMs: attach, scrapeMsMedian: median(scrapes), rssMiB, cpuPercent, singleAttachMs: one }));
+  console.log(
+    `attach latency, one pod cgroup made while ${PODS} are attached (${SINGLE_PODS} one at a time): p50 ${one.p50} ms, p99 ${one.p99} ms, max ${one.max} ms (target p99 <= 5 ms)`,
+  );
+  console.log(
+    JSON.stringify({
+      bench: 'agent',
+      pods: PODS,
+      attachMs: attach,
+      scrapeMsMedian: median(scrapes),
+      rssMiB,
+      cpuPercent,
+      singleAttachMs: one,
+    }),
+  );
 } finally {
   await agent.stop();
   await root.remove();

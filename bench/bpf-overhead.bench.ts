@@ -72,27 +72,50 @@ await runMain(async () => {
   );
   const samples: Sample[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
-    const order: Set[] = round % 2 === 1 ? ['podmeter', 'legacy', 'passthrough'] : ['passthrough', 'legacy', 'podmeter'];
+    const order: Set[] =
+      round % 2 === 1 ? ['podmeter', 'legacy', 'passthrough'] : ['passthrough', 'legacy', 'podmeter'];
     for (const set of order) {
       const loaded = sets[set];
       const links: Link[] = [];
       for (const cg of [clientCg, serverCg]) links.push(...Object.values(loaded.attach(cg)));
       try {
-        const before: Record<Direction, ProgInfo> = { ingress: loaded.programs.ingress.info(), egress: loaded.programs.egress.info() };
+        const before: Record<Direction, ProgInfo> = {
+          ingress: loaded.programs.ingress.info(),
+          egress: loaded.programs.egress.info(),
+        };
         const stats = enableRunTimeStats();
         let gbps: number;
         try {
-          gbps = (await runIperfClient({ cgroup: clientCg, netns, address, seconds: SECONDS, affinity: AFFINITY || undefined })).bitsPerSecond / 1e9;
+          gbps =
+            (
+              await runIperfClient({
+                cgroup: clientCg,
+                netns,
+                address,
+                seconds: SECONDS,
+                affinity: AFFINITY || undefined,
+              })
+            ).bitsPerSecond / 1e9;
         } finally {
           stats.close();
         }
-        const after: Record<Direction, ProgInfo> = { ingress: loaded.programs.ingress.info(), egress: loaded.programs.egress.info() };
+        const after: Record<Direction, ProgInfo> = {
+          ingress: loaded.programs.ingress.info(),
+          egress: loaded.programs.egress.info(),
+        };
         const runs = {
           ingress: after.ingress.runCnt - before.ingress.runCnt,
           egress: after.egress.runCnt - before.egress.runCnt,
         };
-        const ns = (d: Direction): number => Number(after[d].runTimeNs - before[d].runTimeNs) / Math.max(1, Number(runs[d]));
-        const sample: Sample = { round, set, nsPerPacket: { ingress: ns('ingress'), egress: ns('egress') }, runs, gbps };
+        const ns = (d: Direction): number =>
+          Number(after[d].runTimeNs - before[d].runTimeNs) / Math.max(1, Number(runs[d]));
+        const sample: Sample = {
+          round,
+          set,
+          nsPerPacket: { ingress: ns('ingress'), egress: ns('egress') },
+          runs,
+          gbps,
+        };
         samples.push(sample);
         console.log(
           `round ${round} ${set.padEnd(11)}: ingress ${fmt(sample.nsPerPacket.ingress).padStart(6)} ns/pkt (${runs.ingress} runs), ` +
@@ -105,7 +128,8 @@ await runMain(async () => {
   }
   server.stop();
 
-  const med = (set: Set, d: Direction): number => median(samples.filter((s) => s.set === set).map((s) => s.nsPerPacket[d]));
+  const med = (set: Set, d: Direction): number =>
+    median(samples.filter((s) => s.set === set).map((s) => s.nsPerPacket[d]));
   const result = {
     bench: 'bpf-overhead',
     rounds: ROUNDS,
@@ -131,7 +155,10 @@ await runMain(async () => {
     path: NETWORK,
     peers: NETWORK === 'lo' ? 0 : PEERS,
     targets: { maxRatio: MAX_RATIO, maxDifferenceNs: MAX_DIFFERENCE_NS },
-    medianGbps: { podmeter: median(samples.filter((s) => s.set === 'podmeter').map((s) => s.gbps)), passthrough: median(samples.filter((s) => s.set === 'passthrough').map((s) => s.gbps)) },
+    medianGbps: {
+      podmeter: median(samples.filter((s) => s.set === 'podmeter').map((s) => s.gbps)),
+      passthrough: median(samples.filter((s) => s.set === 'passthrough').map((s) => s.gbps)),
+    },
   };
   // The same figures pairwise: each round's podmeter against that round's floor (cancels slow drift).
   const paired = (d: Direction, f: (pm: number, floor: number) => number): number =>
@@ -146,10 +173,14 @@ await runMain(async () => {
     differenceNs: { ingress: paired('ingress', (a, b) => a - b), egress: paired('egress', (a, b) => a - b) },
   };
   const m = result.medianNsPerPacket;
-  console.log(`median ns/packet: podmeter ingress ${fmt(m.podmeterIngress)}, egress ${fmt(m.podmeterEgress)}; before peer classes ingress ${fmt(m.legacyIngress)}, egress ${fmt(m.legacyEgress)}; passthrough (floor) ingress ${fmt(m.passthroughIngress)}, egress ${fmt(m.passthroughEgress)}`);
+  console.log(
+    `median ns/packet: podmeter ingress ${fmt(m.podmeterIngress)}, egress ${fmt(m.podmeterEgress)}; before peer classes ingress ${fmt(m.legacyIngress)}, egress ${fmt(m.legacyEgress)}; passthrough (floor) ingress ${fmt(m.passthroughIngress)}, egress ${fmt(m.passthroughEgress)}`,
+  );
   for (const d of ['ingress', 'egress'] as const) {
     const ok = result.ratio[d] <= MAX_RATIO && result.differenceNs[d] <= MAX_DIFFERENCE_NS;
-    console.log(`${d}: ${fmt(result.ratio[d], 2)}x the floor, ${fmt(result.differenceNs[d])} ns above it (target <= ${MAX_RATIO}x and <= ${MAX_DIFFERENCE_NS} ns: ${ok ? 'met' : 'NOT met'})`);
+    console.log(
+      `${d}: ${fmt(result.ratio[d], 2)}x the floor, ${fmt(result.differenceNs[d])} ns above it (target <= ${MAX_RATIO}x and <= ${MAX_DIFFERENCE_NS} ns: ${ok ? 'met' : 'NOT met'})`,
+    );
   }
   console.log(
     `paired per round (median): ingress ${fmt(pairedResult.ratio.ingress, 2)}x / +${fmt(pairedResult.differenceNs.ingress)} ns, ` +
@@ -157,4 +188,3 @@ await runMain(async () => {
   );
   console.log(JSON.stringify({ ...result, affinity: AFFINITY, paired: pairedResult }));
 });
-

@@ -58,10 +58,19 @@ await runMain(async () => {
       const links: Link[] = [];
       if (mode === 'podmeter') for (const cg of [clientCg, serverCg]) links.push(...Object.values(pm.attach(cg)));
       try {
-        const r = await runIperfClient({ cgroup: clientCg, netns, address, seconds: SECONDS, omitSeconds: OMIT, affinity: AFFINITY || undefined });
+        const r = await runIperfClient({
+          cgroup: clientCg,
+          netns,
+          address,
+          seconds: SECONDS,
+          omitSeconds: OMIT,
+          affinity: AFFINITY || undefined,
+        });
         this_[mode] = r.bitsPerSecond / 1e9;
         gbps[mode].push(r.bitsPerSecond / 1e9);
-        console.log(`round ${round} ${mode.padEnd(8)}: ${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s (${r.retransmits} retransmits)`);
+        console.log(
+          `round ${round} ${mode.padEnd(8)}: ${(r.bitsPerSecond / 1e9).toFixed(2)} Gbit/s (${r.retransmits} retransmits)`,
+        );
       } finally {
         for (const l of links) l.close();
       }
@@ -86,7 +95,9 @@ await runMain(async () => {
     target: { minRatio: MIN_RATIO },
     clientEgressCounted: { bytes: String(counted?.bytes ?? 0n), packets: String(counted?.packets ?? 0n) },
   };
-  console.log(`median throughput: podmeter ${result.medianGbps.podmeter.toFixed(2)} Gbit/s, nothing attached ${result.medianGbps.nothing.toFixed(2)} Gbit/s`);
+  console.log(
+    `median throughput: podmeter ${result.medianGbps.podmeter.toFixed(2)} Gbit/s, nothing attached ${result.medianGbps.nothing.toFixed(2)} Gbit/s`,
+  );
   console.log(
     `median ratio of the per-round pairs: ${result.medianPairedRatio.toFixed(3)} ` +
       `(target >= ${MIN_RATIO}: ${result.medianPairedRatio >= MIN_RATIO ? 'met' : 'NOT met'}); ratio of the medians: ${result.ratioOfMedians.toFixed(3)}`,

@@ -66,7 +66,8 @@ function runOnce(dir: string, bench: string, label: string): Promise<Map<string,
   });
 }
 
-const fmt = (x: number) => (Number.isNaN(x) ? '-' : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3));
+const fmt = (x: number) =>
+  Number.isNaN(x) ? '-' : Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3);
 
 function verdict(c: Comparison): string {
   if (c.baseMedian === c.headMedian) return 'same';
@@ -75,10 +76,28 @@ function verdict(c: Comparison): string {
 }
 
 function print(bench: string, comparisons: Comparison[]): void {
-  const rows = [['figure', 'base median', 'head median', 'head/base', 'p', 'verdict'], ...comparisons.map((c) => [c.figure, fmt(c.baseMedian), fmt(c.headMedian), fmt(c.ratio), c.p.toFixed(3), verdict(c)])];
+  const rows = [
+    ['figure', 'base median', 'head median', 'head/base', 'p', 'verdict'],
+    ...comparisons.map((c) => [
+      c.figure,
+      fmt(c.baseMedian),
+      fmt(c.headMedian),
+      fmt(c.ratio),
+      c.p.toFixed(3),
+      verdict(c),
+    ]),
+  ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  console.log(`\n${bench}: ${pairs} alternating pairs, base ${trees.base}, head ${trees.head} (Mann-Whitney U, significant at p < ${ALPHA})`);
-  for (const r of rows) console.log(r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd());
+  console.log(
+    `\n${bench}: ${pairs} alternating pairs, base ${trees.base}, head ${trees.head} (Mann-Whitney U, significant at p < ${ALPHA})`,
+  );
+  for (const r of rows)
+    console.log(
+      r
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 
 const all: Record<string, Comparison[]> = {};

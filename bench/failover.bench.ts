@@ -57,7 +57,9 @@ async function main(): Promise<void> {
     await b.kill('SIGTERM');
     handovers.push(await untilLeader(a, at));
     await b.restart();
-    console.log(`round ${round}: takeover after SIGKILL ${(takeovers.at(-1)! / 1000).toFixed(1)} s, handover after SIGTERM ${(handovers.at(-1)! / 1000).toFixed(1)} s`);
+    console.log(
+      `round ${round}: takeover after SIGKILL ${(takeovers.at(-1)! / 1000).toFixed(1)} s, handover after SIGTERM ${(handovers.at(-1)! / 1000).toFixed(1)} s`,
+    );
   }
   console.log('');
   console.log(`takeover after the leader's SIGKILL (Lease 15 s, renewed every 5 s): ${summary(takeovers)}`);

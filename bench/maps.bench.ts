@@ -55,11 +55,21 @@ function fmt(s: { median: number; min: number; max: number }): string {
 const tree = makeTestCgroup(undefined, 'maps-bench');
 try {
   const started = performance.now();
-  const holder = spawnInCgroup(tree, ['python3', HOLDER_SCRIPT, 'hold', '--groups', String(processes), '--per', String(perProcess)]);
+  const holder = spawnInCgroup(tree, [
+    'python3',
+    HOLDER_SCRIPT,
+    'hold',
+    '--groups',
+    String(processes),
+    '--per',
+    String(perProcess),
+  ]);
   let stderr = '';
   holder.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const ready = await new Promise<{ pids: number[]; ids: number[] }>((resolve, reject) => {
-    createInterface({ input: holder.stdout! }).once('line', (line) => resolve(JSON.parse(line) as { pids: number[]; ids: number[] }));
+    createInterface({ input: holder.stdout! }).once('line', (line) =>
+      resolve(JSON.parse(line) as { pids: number[]; ids: number[] }),
+    );
     holder.once('exit', (code) => reject(new Error(`mapholder exited ${code}: ${stderr.trim()}`)));
   });
   const setupS = (performance.now() - started) / 1000;
@@ -95,19 +105,32 @@ try {
 
   console.log(`BPF map inventory benchmark (${runs} runs after a warm-up)`);
   console.log(`  setup: ${ready.ids.length} maps held by ${ready.pids.length} processes in ${setupS.toFixed(1)} s`);
-  console.log(`  node: ${inv.mapCount} maps, ${pidsOnNode} processes in /proc, ${inv.processes.length} of them holding maps`);
-  console.log(`  check: ${found.length}/${ready.ids.length} bench maps found, held by ${holders.size} distinct processes`);
-  console.log(`  enumeration (takeInventory): ${fmt(stats(wall))}  [target <= ${TARGET_MS} ms: ${stats(wall).median <= TARGET_MS ? 'met' : 'MISSED'}]`);
+  console.log(
+    `  node: ${inv.mapCount} maps, ${pidsOnNode} processes in /proc, ${inv.processes.length} of them holding maps`,
+  );
+  console.log(
+    `  check: ${found.length}/${ready.ids.length} bench maps found, held by ${holders.size} distinct processes`,
+  );
+  console.log(
+    `  enumeration (takeInventory): ${fmt(stats(wall))}  [target <= ${TARGET_MS} ms: ${stats(wall).median <= TARGET_MS ? 'met' : 'MISSED'}]`,
+  );
   console.log(`    of which listMaps():        ${fmt(stats(listWall))}`);
   console.log(`    of which /proc fd scan:     ${fmt(stats(scanWall))}`);
   console.log(`  CPU per enumeration: median ${cpuMs.toFixed(1)} ms`);
-  console.log(`  agent CPU at a ${INTERVAL_S} s interval: ${((cpuMs / (INTERVAL_S * 1000)) * 100).toFixed(3)}% of one core`);
+  console.log(
+    `  agent CPU at a ${INTERVAL_S} s interval: ${((cpuMs / (INTERVAL_S * 1000)) * 100).toFixed(3)}% of one core`,
+  );
   const longest = stats(slices);
-  console.log(`  longest event-loop slice per enumeration: ${fmt(longest)}  [target <= ${SLICE_TARGET_MS} ms: ${longest.max <= SLICE_TARGET_MS ? 'met' : 'MISSED'}]`);
+  console.log(
+    `  longest event-loop slice per enumeration: ${fmt(longest)}  [target <= ${SLICE_TARGET_MS} ms: ${longest.max <= SLICE_TARGET_MS ? 'met' : 'MISSED'}]`,
+  );
 
   // The agent among those maps, enumerating every second, scraped.
   const root = makeTestCgroup(undefined, 'maps-bench-agent');
-  const agent = await startAgentProcess(undefined, { cgroupRoot: root.path, args: ['--maps-interval', '1', '--log-level', 'debug'] });
+  const agent = await startAgentProcess(undefined, {
+    cgroupRoot: root.path,
+    args: ['--maps-interval', '1', '--log-level', 'debug'],
+  });
   let scrapeP99 = NaN;
   let agentSlices: number[] = [];
   try {
@@ -121,12 +144,24 @@ try {
     scrapes.sort((a, b) => a - b);
     scrapeP99 = scrapes[Math.floor(scrapes.length * 0.99)]!;
     agentSlices = agent.logs.filter((l) => l.msg === 'BPF map inventory').map((l) => Number(l.longestSliceMs));
-    console.log(`  agent, --maps-interval 1, ${agentSlices.length} enumerations during 300 scrapes: /metrics median ${scrapes[150]!.toFixed(1)} ms, p99 ${scrapeP99.toFixed(1)} ms [target <= ${SCRAPE_P99_TARGET_MS} ms: ${scrapeP99 <= SCRAPE_P99_TARGET_MS ? 'met' : 'MISSED'}]; its longest slice ${Math.max(...agentSlices).toFixed(1)} ms`);
+    console.log(
+      `  agent, --maps-interval 1, ${agentSlices.length} enumerations during 300 scrapes: /metrics median ${scrapes[150]!.toFixed(1)} ms, p99 ${scrapeP99.toFixed(1)} ms [target <= ${SCRAPE_P99_TARGET_MS} ms: ${scrapeP99 <= SCRAPE_P99_TARGET_MS ? 'met' : 'MISSED'}]; its longest slice ${Math.max(...agentSlices).toFixed(1)} ms`,
+    );
   } finally {
     await agent.stop();
     await root.remove();
   }
-  console.log(JSON.stringify({ bench: 'maps', maps: inv.mapCount, enumerationMsMedian: stats(wall).median, cpuMsMedian: cpuMs, longestSliceMsMax: longest.max, agentLongestSliceMs: Math.max(...agentSlices), scrapeP99Ms: scrapeP99 }));
+  console.log(
+    JSON.stringify({
+      bench: 'maps',
+      maps: inv.mapCount,
+      enumerationMsMedian: stats(wall).median,
+      cpuMsMedian: cpuMs,
+      longestSliceMsMax: longest.max,
+      agentLongestSliceMs: Math.max(...agentSlices),
+      scrapeP99Ms: scrapeP99,
+    }),
+  );
   if (found.length !== ready.ids.length || holders.size !== ready.pids.length) process.exitCode = 1;
 } finally {
   await tree.remove();

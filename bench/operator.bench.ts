@@ -32,7 +32,14 @@ import { readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { registerCleanup, runMain, sleep } from '../test/helpers/cleanup.ts';
-import { apply, counters, operatorCluster, startOperator, type OperatorCluster, type OperatorProcess } from '../test/helpers/operatorCluster.ts';
+import {
+  apply,
+  counters,
+  operatorCluster,
+  startOperator,
+  type OperatorCluster,
+  type OperatorProcess,
+} from '../test/helpers/operatorCluster.ts';
 import { sample } from '../test/helpers/agent.ts';
 import { usagePath, type UsageObject } from '../common/contract/usage.ts';
 import { addTo, CLASS_FIELDS, FIELDS, fromStrings, subFrom, zero, type Counts } from '../common/contract/counts.ts';
@@ -70,16 +77,27 @@ function requireFreshBuild(): void {
   try {
     stamp = statSync(`${root}build/js/.stamp`).mtimeMs;
   } catch {
-    throw new Error('no build/js: run `make build` first (the bench measures bin/podmeter as users run it, from build/js)');
+    throw new Error(
+      'no build/js: run `make build` first (the bench measures bin/podmeter as users run it, from build/js)',
+    );
   }
-  const newer = execFileSync('find', ['cli', 'agent', 'operator', 'common', '-name', '*.ts', '-newermt', `@${stamp / 1000}`, '-print', '-quit'], { cwd: root, encoding: 'utf8' }).trim();
-  if (newer !== '') throw new Error(`build/js is older than ${newer}: run \`make build\` first (bin/podmeter would run the TypeScript sources)`);
+  const newer = execFileSync(
+    'find',
+    ['cli', 'agent', 'operator', 'common', '-name', '*.ts', '-newermt', `@${stamp / 1000}`, '-print', '-quit'],
+    { cwd: root, encoding: 'utf8' },
+  ).trim();
+  if (newer !== '')
+    throw new Error(
+      `build/js is older than ${newer}: run \`make build\` first (bin/podmeter would run the TypeScript sources)`,
+    );
 }
 
 /** VmRSS and VmHWM (peak) of a process, in bytes. */
 function memOf(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (key: string) => Number(/^(\w+):\s+(\d+) kB$/m.exec(status.split('\n').find((l) => l.startsWith(`${key}:`)) ?? '')?.[2] ?? NaN) * 1024;
+  const kib = (key: string) =>
+    Number(/^(\w+):\s+(\d+) kB$/m.exec(status.split('\n').find((l) => l.startsWith(`${key}:`)) ?? '')?.[2] ?? NaN) *
+    1024;
   return { rss: kib('VmRSS'), hwm: kib('VmHWM') };
 }
 
@@ -153,9 +171,11 @@ async function operatorWrites(oc: OperatorCluster): Promise<{ status: number; ot
   let other = 0;
   /** Time the API server spent answering status writes (apiserver_request_duration_seconds_sum). */
   let statusSeconds = 0;
-  const usage = (line: string) => /resource="(namespaceusages|workloadusages|nodeusages)"/.test(line) && /verb="(PUT|POST)"/.test(line);
+  const usage = (line: string) =>
+    /resource="(namespaceusages|workloadusages|nodeusages)"/.test(line) && /verb="(PUT|POST)"/.test(line);
   for (const line of r.stdout.split('\n')) {
-    if (line.startsWith('apiserver_request_duration_seconds_sum{') && usage(line)) statusSeconds += Number(line.split(' ').at(-1));
+    if (line.startsWith('apiserver_request_duration_seconds_sum{') && usage(line))
+      statusSeconds += Number(line.split(' ').at(-1));
     if (!line.startsWith('apiserver_request_total{')) continue;
     const verb = /verb="(\w+)"/.exec(line)?.[1] ?? '';
     if (!['POST', 'PUT', 'PATCH', 'DELETE', 'APPLY'].includes(verb)) continue;
@@ -175,7 +195,11 @@ interface BenchPod {
 }
 
 function annotations(c: Counts): Record<string, string | null> {
-  return { ...Object.fromEntries(CLASS_FIELDS.map((f) => [ANNOTATIONS[f], null])), ...podAnnotations(c, undefined), [ANNOTATIONS.updated]: new Date().toISOString() };
+  return {
+    ...Object.fromEntries(CLASS_FIELDS.map((f) => [ANNOTATIONS[f], null])),
+    ...podAnnotations(c, undefined),
+    [ANNOTATIONS.updated]: new Date().toISOString(),
+  };
 }
 
 async function main(): Promise<void> {
@@ -184,7 +208,11 @@ async function main(): Promise<void> {
   const oc = await operatorCluster({ after: (fn) => registerCleanup(fn) });
   const namespaces = Array.from({ length: NAMESPACES }, (_, i) => `bench-${i}`);
   await apply(oc, [
-    ...Array.from({ length: NODES }, (_, i) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `podmeter-test-node-${i}`, annotations: { 'podmeter.io/bpf-map-bytes': String(100_000 + i) } } })),
+    ...Array.from({ length: NODES }, (_, i) => ({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: `podmeter-test-node-${i}`, annotations: { 'podmeter.io/bpf-map-bytes': String(100_000 + i) } },
+    })),
     ...namespaces.map((name) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } })),
   ]);
   await apply(
@@ -193,12 +221,31 @@ async function main(): Promise<void> {
       Array.from({ length: DEPLOYMENTS_PER_NS }, (_, d) => ({
         apiVersion: 'apps/v1',
         kind: 'ReplicaSet',
-        metadata: { name: `app-${d}-7c9f`, namespace: ns, ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: `app-${d}`, uid: '11111111-2222-4333-8444-555555555555', controller: true }] },
-        spec: { selector: { matchLabels: { app: `app-${d}` } }, template: { metadata: { labels: { app: `app-${d}` } }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } } },
+        metadata: {
+          name: `app-${d}-7c9f`,
+          namespace: ns,
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'Deployment',
+              name: `app-${d}`,
+              uid: '11111111-2222-4333-8444-555555555555',
+              controller: true,
+            },
+          ],
+        },
+        spec: {
+          selector: { matchLabels: { app: `app-${d}` } },
+          template: {
+            metadata: { labels: { app: `app-${d}` } },
+            spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
+          },
+        },
       })),
     ),
   );
-  const nodeUsages = async () => (await oc.api.get<{ items: unknown[] }>(usagePath('NodeUsage')).catch(() => ({ items: [] }))).items.length;
+  const nodeUsages = async () =>
+    (await oc.api.get<{ items: unknown[] }>(usagePath('NodeUsage')).catch(() => ({ items: [] }))).items.length;
 
   // --- 1. operator A at 0 pods ------------------------------------------------
   const a = await startOperator(oc, { identity: 'podmeter-bench-op-a' });
@@ -209,7 +256,9 @@ async function main(): Promise<void> {
   await sleep(3000);
   const idle = new RssSampler(aPid, 500);
   await sleep(5000);
-  console.log(`1. operator A, 0 pods, leading, ${NODES} NodeUsages written: RSS ${summary(idle.stop())} (peak so far ${mib(memOf(aPid).hwm)} MiB); ${await heapParts(a)}`);
+  console.log(
+    `1. operator A, 0 pods, leading, ${NODES} NodeUsages written: RSS ${summary(idle.stop())} (peak so far ${mib(memOf(aPid).hwm)} MiB); ${await heapParts(a)}`,
+  );
 
   // --- 2. 50,000 pods created while A watches -------------------------------
   const pods: BenchPod[] = [];
@@ -223,7 +272,20 @@ async function main(): Promise<void> {
       body: {
         apiVersion: 'v1',
         kind: 'Pod',
-        metadata: { name, namespace: ns, annotations: annotations(counts), ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `app-${d}-7c9f`, uid: '00000000-0000-4000-8000-000000000001', controller: true }] },
+        metadata: {
+          name,
+          namespace: ns,
+          annotations: annotations(counts),
+          ownerReferences: [
+            {
+              apiVersion: 'apps/v1',
+              kind: 'ReplicaSet',
+              name: `app-${d}-7c9f`,
+              uid: '00000000-0000-4000-8000-000000000001',
+              controller: true,
+            },
+          ],
+        },
         spec: { nodeName: `podmeter-test-node-${node}`, containers: [{ name: 'app', image: 'example.invalid/app' }] },
       },
       timeoutMs: 120_000,
@@ -236,15 +298,21 @@ async function main(): Promise<void> {
   await pool(
     Array.from({ length: PODS }, (_, i) => i),
     CREATE_CONCURRENCY,
-    async (i) => void pods.push(await newPod(namespaces[i % NAMESPACES]!, Math.floor(i / NAMESPACES) % DEPLOYMENTS_PER_NS, i % NODES)),
+    async (i) =>
+      void pods.push(
+        await newPod(namespaces[i % NAMESPACES]!, Math.floor(i / NAMESPACES) % DEPLOYMENTS_PER_NS, i % NODES),
+      ),
   );
   const createS = (Date.now() - at) / 1000;
-  console.log(`2. created ${PODS} pods (annotated) in ${createS.toFixed(0)} s (${(PODS / createS).toFixed(0)}/s, ${CREATE_CONCURRENCY} concurrent POSTs)`);
+  console.log(
+    `2. created ${PODS} pods (annotated) in ${createS.toFixed(0)} s (${(PODS / createS).toFixed(0)}/s, ${CREATE_CONCURRENCY} concurrent POSTs)`,
+  );
 
   // Namespace totals, followed through one watch for the rest of the bench.
   const seen = new Map<string, Counts>();
   const waiters = new Set<{ ns: string; want: Counts; resolve: () => void }>();
-  const covers = (have: Counts | undefined, want: Counts) => have !== undefined && FIELDS.every((f) => have[f] >= want[f]);
+  const covers = (have: Counts | undefined, want: Counts) =>
+    have !== undefined && FIELDS.every((f) => have[f] >= want[f]);
   const onObject = (o: UsageObject) => {
     const c = fromStrings(o.status);
     if (c === undefined) return;
@@ -260,25 +328,38 @@ async function main(): Promise<void> {
   registerCleanup(() => stopWatch.abort());
   const follow = async () => {
     while (!stopWatch.signal.aborted) {
-      const list = await oc.api.get<{ items: UsageObject[]; metadata: { resourceVersion: string } }>(usagePath('NamespaceUsage'));
+      const list = await oc.api.get<{ items: UsageObject[]; metadata: { resourceVersion: string } }>(
+        usagePath('NamespaceUsage'),
+      );
       for (const o of list.items) onObject(o);
-      await oc.api.watch(usagePath('NamespaceUsage'), { query: { resourceVersion: list.metadata.resourceVersion }, signal: stopWatch.signal, idleMs: 600_000 }, (ev) => onObject(ev.object as unknown as UsageObject)).catch(() => {});
+      await oc.api
+        .watch(
+          usagePath('NamespaceUsage'),
+          { query: { resourceVersion: list.metadata.resourceVersion }, signal: stopWatch.signal, idleMs: 600_000 },
+          (ev) => onObject(ev.object as unknown as UsageObject),
+        )
+        .catch(() => {});
     }
   };
   void follow();
   /** Resolves once the namespace's total covers `want` (totals only grow: covering it means everything written so far is in). */
-  const until = (ns: string, want: Counts) => new Promise<void>((resolve) => (covers(seen.get(ns), want) ? resolve() : waiters.add({ ns, want, resolve })));
+  const until = (ns: string, want: Counts) =>
+    new Promise<void>((resolve) => (covers(seen.get(ns), want) ? resolve() : waiters.add({ ns, want, resolve })));
   const exact = () => namespaces.every((ns) => FIELDS.every((f) => seen.get(ns)?.[f] === nsTotal.get(ns)![f]));
   const allExact = async (what: string) => {
     for (const deadline = Date.now() + 300_000; !exact(); await sleep(500)) {
       if (Date.now() > deadline) {
         const wrong = namespaces.filter((ns) => !FIELDS.every((f) => seen.get(ns)?.[f] === nsTotal.get(ns)![f]));
-        throw new Error(`${what}: ${wrong.length} namespace totals not exact within 300 s, e.g. ${wrong[0]}: want ingress ${nsTotal.get(wrong[0]!)!.ingressBytes}, seen ${seen.get(wrong[0]!)?.ingressBytes}`);
+        throw new Error(
+          `${what}: ${wrong.length} namespace totals not exact within 300 s, e.g. ${wrong[0]}: want ingress ${nsTotal.get(wrong[0]!)!.ingressBytes}, seen ${seen.get(wrong[0]!)?.ingressBytes}`,
+        );
       }
     }
   };
   await allExact('operator A after the creates');
-  console.log(`   operator A: all ${NAMESPACES} namespace totals exact ${((Date.now() - at) / 1000 - createS).toFixed(0)} s after the last create; RSS while creating ${summary(creating.stop())}, now ${mib(memOf(aPid).rss)} MiB, peak ${mib(memOf(aPid).hwm)} MiB; ${await heapParts(a)}`);
+  console.log(
+    `   operator A: all ${NAMESPACES} namespace totals exact ${((Date.now() - at) / 1000 - createS).toFixed(0)} s after the last create; RSS while creating ${summary(creating.stop())}, now ${mib(memOf(aPid).rss)} MiB, peak ${mib(memOf(aPid).hwm)} MiB; ${await heapParts(a)}`,
+  );
 
   // --- 3. operator B: the initial list of every pod ---------------------------
   await a.kill('SIGTERM');
@@ -287,7 +368,9 @@ async function main(): Promise<void> {
   const readyS = (Date.now() - at) / 1000;
   const bPid = b.child.pid!;
   const synced = memOf(bPid);
-  console.log(`3. operator B started with ${PODS} pods: ready in ${readyS.toFixed(1)} s; RSS after the initial sync ${mib(synced.rss)} MiB, peak ${mib(synced.hwm)} MiB (target <= 384 MiB)`);
+  console.log(
+    `3. operator B started with ${PODS} pods: ready in ${readyS.toFixed(1)} s; RSS after the initial sync ${mib(synced.rss)} MiB, peak ${mib(synced.hwm)} MiB (target <= 384 MiB)`,
+  );
   const settling = new RssSampler(bPid, 1000);
   for (const deadline = Date.now() + 120_000; !(await b.leader().catch(() => false)); await sleep(200)) {
     if (Date.now() > deadline) throw new Error('operator B did not lead within 120 s');
@@ -304,7 +387,9 @@ async function main(): Promise<void> {
     last = n;
     if (Date.now() - at > 300_000) throw new Error('operator B still writing 300 s after it took the lead');
   }
-  console.log(`   operator B leading, its takeover writes done in ${((Date.now() - at) / 1000 - 5).toFixed(0)} s: RSS since ready ${summary(settling.stop())}, peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`);
+  console.log(
+    `   operator B leading, its takeover writes done in ${((Date.now() - at) / 1000 - 5).toFixed(0)} s: RSS since ready ${summary(settling.stop())}, peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`,
+  );
   const after = new RssSampler(bPid, 1000);
   await sleep(20_000);
   console.log(`   the next 20 s (idle): RSS ${summary(after.stop())}`);
@@ -322,7 +407,11 @@ async function main(): Promise<void> {
       const next = counters(i);
       addTo(next, p.counts);
       try {
-        await oc.api.request('PATCH', `/api/v1/namespaces/${ns}/pods/${p.name}`, { body: { metadata: { uid: p.uid, annotations: annotations(next) } }, contentType: 'application/merge-patch+json', timeoutMs: 60_000 });
+        await oc.api.request('PATCH', `/api/v1/namespaces/${ns}/pods/${p.name}`, {
+          body: { metadata: { uid: p.uid, annotations: annotations(next) } },
+          contentType: 'application/merge-patch+json',
+          timeoutMs: 60_000,
+        });
       } catch (err) {
         if ((err as { status?: number }).status === 404 || (err as { status?: number }).status === 409) continue; // deleted by the churn meanwhile
         throw err;
@@ -347,12 +436,24 @@ async function main(): Promise<void> {
     await Promise.all([...writerNs.map((ns) => writer(ns, start + seconds * 1000, latencies)), extra()]);
     const s = (Date.now() - start) / 1000;
     const after = await operatorWrites(oc);
-    return { latencies, rss: rss.stop(), cpu: (cpuSeconds(bPid) - cpuBefore) / s, writeMs: (1000 * (after.statusSeconds - before.statusSeconds)) / Math.max(1, after.status - before.status), statusPerS: (after.status - before.status) / s, otherPerS: (after.other - before.other) / s, annotationsPerS: writes / s };
+    return {
+      latencies,
+      rss: rss.stop(),
+      cpu: (cpuSeconds(bPid) - cpuBefore) / s,
+      writeMs: (1000 * (after.statusSeconds - before.statusSeconds)) / Math.max(1, after.status - before.status),
+      statusPerS: (after.status - before.status) / s,
+      otherPerS: (after.other - before.other) / s,
+      annotationsPerS: writes / s,
+    };
   };
   const steady = await window(SECONDS, async () => {});
-  console.log(`4. steady, ${WRITERS} simulated agents writing ${steady.annotationsPerS.toFixed(1)} annotations/s for ${SECONDS} s (load average ${loadavg()}):`);
+  console.log(
+    `4. steady, ${WRITERS} simulated agents writing ${steady.annotationsPerS.toFixed(1)} annotations/s for ${SECONDS} s (load average ${loadavg()}):`,
+  );
   console.log(`   ${latencyLine('annotation change -> NamespaceUsage total', steady.latencies)}`);
-  console.log(`   operator writes: ${steady.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${steady.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(steady.cpu * 100).toFixed(0)} % of a core; the API server took ${steady.writeMs.toFixed(0)} ms per status write on average`);
+  console.log(
+    `   operator writes: ${steady.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${steady.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(steady.cpu * 100).toFixed(0)} % of a core; the API server took ${steady.writeMs.toFixed(0)} ms per status write on average`,
+  );
   console.log(`   RSS ${summary(steady.rss)}`);
 
   // --- 5. churn: pods deleted and created, annotations changing -------------------
@@ -371,7 +472,10 @@ async function main(): Promise<void> {
           const list = live.get(ns)!;
           // A writer may be changing it right now: its PATCH then lands before the DELETE (the final has it) or fails (404, skipped).
           const victim = list.splice(Math.floor(Math.random() * list.length), 1)[0]!;
-          await oc.api.request('DELETE', `/api/v1/namespaces/${ns}/pods/${victim.name}`, { query: { gracePeriodSeconds: 0 }, timeoutMs: 60_000 });
+          await oc.api.request('DELETE', `/api/v1/namespaces/${ns}/pods/${victim.name}`, {
+            query: { gracePeriodSeconds: 0 },
+            timeoutMs: 60_000,
+          });
           deleted++;
           const p = await newPod(ns, deleted % DEPLOYMENTS_PER_NS, node++ % NODES);
           list.push(p);
@@ -382,13 +486,21 @@ async function main(): Promise<void> {
     }
   });
   const half = Math.floor(churn.rss.length / 2);
-  console.log(`5. churn for ${CHURN_SECONDS} s: ${deleted} pods deleted and ${created} created (${(deleted / CHURN_SECONDS).toFixed(1)}/s each way) while agents wrote ${churn.annotationsPerS.toFixed(1)} annotations/s (load average ${loadavg()}):`);
+  console.log(
+    `5. churn for ${CHURN_SECONDS} s: ${deleted} pods deleted and ${created} created (${(deleted / CHURN_SECONDS).toFixed(1)}/s each way) while agents wrote ${churn.annotationsPerS.toFixed(1)} annotations/s (load average ${loadavg()}):`,
+  );
   console.log(`   ${latencyLine('annotation change -> NamespaceUsage total', churn.latencies)}`);
-  console.log(`   operator writes: ${churn.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${churn.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(churn.cpu * 100).toFixed(0)} % of a core; the API server took ${churn.writeMs.toFixed(0)} ms per status write on average`);
-  console.log(`   RSS first half ${summary(churn.rss.slice(0, half))}; second half ${summary(churn.rss.slice(half))}; peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`);
+  console.log(
+    `   operator writes: ${churn.statusPerS.toFixed(1)} status writes/s (budget ${STATUS_BUDGET}/s), ${churn.otherPerS.toFixed(2)} Lease and ConfigMap writes/s; operator CPU ${(churn.cpu * 100).toFixed(0)} % of a core; the API server took ${churn.writeMs.toFixed(0)} ms per status write on average`,
+  );
+  console.log(
+    `   RSS first half ${summary(churn.rss.slice(0, half))}; second half ${summary(churn.rss.slice(half))}; peak ${mib(memOf(bPid).hwm)} MiB; ${await heapParts(b)}`,
+  );
   at = Date.now();
   await allExact('operator B after the churn');
-  console.log(`   every namespace total exact (deleted pods' counts kept) ${((Date.now() - at) / 1000).toFixed(1)} s after the churn`);
+  console.log(
+    `   every namespace total exact (deleted pods' counts kept) ${((Date.now() - at) / 1000).toFixed(1)} s after the churn`,
+  );
   stopWatch.abort();
   console.log(`total bench time ${((Date.now() - t0) / 1000).toFixed(0)} s (load average ${loadavg()})`);
 }

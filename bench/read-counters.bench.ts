@@ -36,7 +36,9 @@ function timed<T>(fn: () => T): { ms: number; value: T } {
 }
 
 await runMain(async () => {
-  console.log(`read-counters: ${CGROUPS} cgroups, ${possibleCpus()} possible CPUs (${availableParallelism()} online); kernel ${release()}`);
+  console.log(
+    `read-counters: ${CGROUPS} cgroups, ${possibleCpus()} possible CPUs (${availableParallelism()} online); kernel ${release()}`,
+  );
   const parent = makeTestCgroup();
   const pm = loadPodmeter();
   const map = pm.map!;
@@ -53,7 +55,9 @@ await runMain(async () => {
     for (const cg of cgroups) links.push(...Object.values(pm.attach(cg.path)));
   });
   await yieldToSignals();
-  console.log(`setup: mkdir ${CGROUPS} cgroups ${created.ms.toFixed(0)} ms; attach ${links.length} links ${attached.ms.toFixed(0)} ms (${((attached.ms * 1000) / links.length).toFixed(1)} µs each)`);
+  console.log(
+    `setup: mkdir ${CGROUPS} cgroups ${created.ms.toFixed(0)} ms; attach ${links.length} links ${attached.ms.toFixed(0)} ms (${((attached.ms * 1000) / links.length).toFixed(1)} µs each)`,
+  );
 
   // One cgroup, one direction, REPEAT times (after a warm-up).
   const one = cgroups[0]!.id;
@@ -62,8 +66,20 @@ await runMain(async () => {
   const singleLookup: number[] = [];
   for (let rep = 0; rep < 5; rep++) {
     await yieldToSignals();
-    single.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.readUnit(one); }).ms * 1000) / REPEAT);
-    singleLookup.push((timed(() => { for (let i = 0; i < REPEAT; i++) map.lookup(one, 'egress'); }).ms * 1000) / REPEAT);
+    single.push(
+      (timed(() => {
+        for (let i = 0; i < REPEAT; i++) map.readUnit(one);
+      }).ms *
+        1000) /
+        REPEAT,
+    );
+    singleLookup.push(
+      (timed(() => {
+        for (let i = 0; i < REPEAT; i++) map.lookup(one, 'egress');
+      }).ms *
+        1000) /
+        REPEAT,
+    );
   }
 
   // Every cgroup, both directions: what one agent interval costs.
@@ -82,7 +98,8 @@ await runMain(async () => {
   }
   if (entries !== CGROUPS) throw new Error(`read ${entries} cgroups, expected ${CGROUPS}`);
   const keys = timed(() => map.keys());
-  if (keys.value.length !== 2 * CGROUPS) throw new Error(`keys() returned ${keys.value.length}, expected ${2 * CGROUPS}`);
+  if (keys.value.length !== 2 * CGROUPS)
+    throw new Error(`keys() returned ${keys.value.length}, expected ${2 * CGROUPS}`);
 
   const detached = timed(() => {
     for (const l of links.splice(0)) l.close();
@@ -104,9 +121,15 @@ await runMain(async () => {
     keysMs: keys.ms,
     setupMs: { mkdir: created.ms, attach: attached.ms, closeLinks: detached.ms, rmdir: removedMs },
   };
-  console.log(`StorageMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`);
-  console.log(`read ${CGROUPS} cgroups (both directions): ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`);
+  console.log(
+    `StorageMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`,
+  );
+  console.log(
+    `read ${CGROUPS} cgroups (both directions): ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`,
+  );
   console.log(`keys() over ${keys.value.length} entries: ${keys.ms.toFixed(2)} ms`);
-  console.log(`cleanup: close ${2 * CGROUPS} links ${detached.ms.toFixed(0)} ms; rmdir ${CGROUPS + 1} cgroups ${removedMs.toFixed(0)} ms`);
+  console.log(
+    `cleanup: close ${2 * CGROUPS} links ${detached.ms.toFixed(0)} ms; rmdir ${CGROUPS + 1} cgroups ${removedMs.toFixed(0)} ms`,
+  );
   console.log(JSON.stringify(result));
 });

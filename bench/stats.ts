@@ -10,7 +10,8 @@ export function figures(value: unknown, prefix = ''): Map<string, number> {
   const out = new Map<string, number>();
   if (typeof value === 'number' && Number.isFinite(value)) out.set(prefix, value);
   else if (value !== null && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) for (const [path, x] of figures(v, prefix ? `${prefix}.${k}` : k)) out.set(path, x);
+    for (const [k, v] of Object.entries(value))
+      for (const [path, x] of figures(v, prefix ? `${prefix}.${k}` : k)) out.set(path, x);
   }
   return out;
 }
@@ -39,7 +40,7 @@ function ranks(all: readonly number[]): { rank: number[]; tieSizes: number[] } {
   const order = all.map((v, i) => [v, i] as const).sort((a, b) => a[0] - b[0]);
   const rank = new Array<number>(all.length);
   const tieSizes: number[] = [];
-  for (let i = 0; i < order.length; ) {
+  for (let i = 0; i < order.length;) {
     let j = i;
     while (j + 1 < order.length && order[j + 1]![0] === order[i]![0]) j++;
     for (let k = i; k <= j; k++) rank[order[k]![1]] = (i + j) / 2 + 1;
@@ -118,7 +119,10 @@ export interface Comparison {
 export const ALPHA = 0.05;
 
 /** Compares every figure found in both sides' runs. */
-export function compare(baseRuns: readonly Map<string, number>[], headRuns: readonly Map<string, number>[]): Comparison[] {
+export function compare(
+  baseRuns: readonly Map<string, number>[],
+  headRuns: readonly Map<string, number>[],
+): Comparison[] {
   const names = [...new Set(baseRuns.flatMap((r) => [...r.keys()]))].filter((f) => headRuns.some((r) => r.has(f)));
   return names.map((figure) => {
     const base = baseRuns.flatMap((r) => (r.has(figure) ? [r.get(figure)!] : []));
@@ -126,6 +130,15 @@ export function compare(baseRuns: readonly Map<string, number>[], headRuns: read
     const baseMedian = median(base);
     const headMedian = median(head);
     const { p } = mannWhitney(base, head);
-    return { figure, base, head, baseMedian, headMedian, ratio: baseMedian === 0 ? Number.NaN : headMedian / baseMedian, p, significant: p < ALPHA };
+    return {
+      figure,
+      base,
+      head,
+      baseMedian,
+      headMedian,
+      ratio: baseMedian === 0 ? Number.NaN : headMedian / baseMedian,
+      p,
+      significant: p < ALPHA,
+    };
   });
 }

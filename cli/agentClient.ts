@@ -26,7 +26,7 @@ export const agentAccessFlags = {
   },
   'ca-file': {
     metavar: 'PATH',
-    help: "PEM CA certificate(s) to verify an https agent with; without it only an agent on localhost is trusted unverified",
+    help: 'PEM CA certificate(s) to verify an https agent with; without it only an agent on localhost is trusted unverified',
     parse: pathValue,
   },
 } as const;
@@ -37,7 +37,11 @@ export interface AgentAccess {
 }
 
 /** Reads --token-file and --ca-file now, so a wrong path is a usage error before any request. */
-export function agentAccess(values: { token: string | undefined; 'token-file': string | undefined; 'ca-file': string | undefined }): AgentAccess {
+export function agentAccess(values: {
+  token: string | undefined;
+  'token-file': string | undefined;
+  'ca-file': string | undefined;
+}): AgentAccess {
   const read = (flag: string, path: string) => {
     try {
       return readFileSync(path, 'utf8');
@@ -45,9 +49,13 @@ export function agentAccess(values: { token: string | undefined; 'token-file': s
       throw new ConfigError(`${flag} '${path}': cannot be read: ${(err as Error).message}`, flag, path);
     }
   };
-  if (values.token !== undefined && values['token-file'] !== undefined) throw new ConfigError('give --token or --token-file, not both', '--token');
-  const token = values.token ?? (values['token-file'] === undefined ? undefined : read('--token-file', values['token-file']).trim());
-  if (token === '') throw new ConfigError(`${values.token === undefined ? '--token-file' : '--token'}: the token is empty`, '--token');
+  if (values.token !== undefined && values['token-file'] !== undefined)
+    throw new ConfigError('give --token or --token-file, not both', '--token');
+  const token =
+    values.token ??
+    (values['token-file'] === undefined ? undefined : read('--token-file', values['token-file']).trim());
+  if (token === '')
+    throw new ConfigError(`${values.token === undefined ? '--token-file' : '--token'}: the token is empty`, '--token');
   return {
     ...(token === undefined ? {} : { token }),
     ...(values['ca-file'] === undefined ? {} : { ca: read('--ca-file', values['ca-file']) }),
@@ -66,7 +74,11 @@ export async function getFromAgent<T>(agent: string, path: string, access: Agent
   const url = new URL(path, `${agent}/`);
   const secure = url.protocol === 'https:';
   const headers = access.token === undefined ? {} : { authorization: `Bearer ${access.token}` };
-  const tls = secure ? (access.ca !== undefined ? { ca: access.ca } : { rejectUnauthorized: !LOCALHOST.has(url.hostname) }) : {};
+  const tls = secure
+    ? access.ca !== undefined
+      ? { ca: access.ca }
+      : { rejectUnauthorized: !LOCALHOST.has(url.hostname) }
+    : {};
   let res: IncomingMessage;
   let body: string;
   try {
@@ -74,25 +86,35 @@ export async function getFromAgent<T>(agent: string, path: string, access: Agent
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : (e.code ?? e.message);
-    const hint = !secure && (e.code === 'ECONNRESET' || e.code === 'HPE_INVALID_CONSTANT')
-      ? "; an agent with --metrics-auth kubernetes serves https: pass --agent https://... and --token or --token-file"
-      : secure && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
-        ? '; pass --ca-file with the CA of its certificate (a self-signed agent certificate is trusted on localhost only)'
-        : '';
+    const hint =
+      !secure && (e.code === 'ECONNRESET' || e.code === 'HPE_INVALID_CONSTANT')
+        ? '; an agent with --metrics-auth kubernetes serves https: pass --agent https://... and --token or --token-file'
+        : secure && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
+          ? '; pass --ca-file with the CA of its certificate (a self-signed agent certificate is trusted on localhost only)'
+          : '';
     throw new Error(`cannot reach the agent at ${agent} (${why})${hint}`, { cause: err });
   }
   const status = res.statusCode ?? 0;
   const said = body.trim().split('\n')[0] ?? '';
   if (status === 401) {
-    const what = access.token === undefined ? 'it checks Kubernetes tokens: pass --token or --token-file' : 'the token was not accepted (expired, or not a token of this cluster)';
+    const what =
+      access.token === undefined
+        ? 'it checks Kubernetes tokens: pass --token or --token-file'
+        : 'the token was not accepted (expired, or not a token of this cluster)';
     throw new Error(`agent at ${agent} answered 401 Unauthorized: ${what}${said ? ` (${said})` : ''}`);
   }
-  if (status === 403) throw new Error(`agent at ${agent} answered 403 Forbidden: ${said || `the token may not get ${url.pathname}`}`);
-  if (status < 200 || status >= 300) throw new Error(`agent at ${agent} answered ${status} ${res.statusMessage ?? ''}${said ? `: ${said}` : ''}`);
+  if (status === 403)
+    throw new Error(`agent at ${agent} answered 403 Forbidden: ${said || `the token may not get ${url.pathname}`}`);
+  if (status < 200 || status >= 300)
+    throw new Error(`agent at ${agent} answered ${status} ${res.statusMessage ?? ''}${said ? `: ${said}` : ''}`);
   return JSON.parse(body) as T;
 }
 
-function get(url: URL, options: Record<string, unknown>, secure: boolean): Promise<{ res: IncomingMessage; body: string }> {
+function get(
+  url: URL,
+  options: Record<string, unknown>,
+  secure: boolean,
+): Promise<{ res: IncomingMessage; body: string }> {
   return new Promise((resolve, reject) => {
     const req = (secure ? httpsRequest : httpRequest)(url, { method: 'GET', ...options }, (res) => {
       let body = '';

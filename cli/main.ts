@@ -48,7 +48,9 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    await (await load())(rest);
+    await (
+      await load()
+    )(rest);
   } catch (err) {
     const e = err as Error & { code?: string };
     process.stderr.write(`podmeter ${name}: ${e.message}\n`);

@@ -36,10 +36,11 @@ const mapsFlags = defineFlags({
 });
 
 export const mapsHelp = formatHelp(mapsFlags, {
-  usage: 'podmeter maps [--json] [--agent URL [--token TOKEN | --token-file PATH] [--ca-file PATH]] [-n N] [--cgroup-root PATH] [--bpffs PATH]',
+  usage:
+    'podmeter maps [--json] [--agent URL [--token TOKEN | --token-file PATH] [--ca-file PATH]] [-n N] [--cgroup-root PATH] [--bpffs PATH]',
   summary: 'Kernel memory of the BPF maps on this node: total, by map name, by owner process, by pod.',
   notes: [
-    'Sizes are the kernel\'s memlock from /proc/<pid>/fdinfo (exact from Linux 6.4, computed from the map\'s shape before);',
+    "Sizes are the kernel's memlock from /proc/<pid>/fdinfo (exact from Linux 6.4, computed from the map's shape before);",
     "podmeter's own per-CPU cgroup storage map is estimated, since the kernel leaves its elements out.",
     'The total counts each map once; a map shared by several owners or pods counts in each of them.',
     "Owner 'program': held only by a loaded BPF program; 'pinned': by a bpffs pin (or the kernel).",
@@ -74,7 +75,10 @@ async function standalone(opts: { cgroupRoot: string | undefined; bpffs: string 
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'EPERM' || code === 'EACCES') {
-      throw new Error("listing BPF maps needs root (CAP_SYS_ADMIN): run 'sudo podmeter maps', or read a running agent with --agent URL", { cause: err });
+      throw new Error(
+        "listing BPF maps needs root (CAP_SYS_ADMIN): run 'sudo podmeter maps', or read a running agent with --agent URL",
+        { cause: err },
+      );
     }
     throw err;
   } finally {
@@ -83,7 +87,9 @@ async function standalone(opts: { cgroupRoot: string | undefined; bpffs: string 
 }
 
 function limited<T>(rows: T[], limit: number): { shown: T[]; more: number } {
-  return limit > 0 && rows.length > limit ? { shown: rows.slice(0, limit), more: rows.length - limit } : { shown: rows, more: 0 };
+  return limit > 0 && rows.length > limit
+    ? { shown: rows.slice(0, limit), more: rows.length - limit }
+    : { shown: rows, more: 0 };
 }
 
 function section(title: string, header: string[], rows: string[][], more: number): string {
@@ -149,6 +155,8 @@ export async function runMaps(argv: string[]): Promise<void> {
     throw new ConfigError(`unexpected argument '${positionals[0]}'`);
   }
   const view =
-    values.agent !== undefined ? await fromAgent(values.agent, agentAccess(values)) : await standalone({ cgroupRoot: values['cgroup-root'], bpffs: values.bpffs });
+    values.agent !== undefined
+      ? await fromAgent(values.agent, agentAccess(values))
+      : await standalone({ cgroupRoot: values['cgroup-root'], bpffs: values.bpffs });
   process.stdout.write(values.json ? `${JSON.stringify(view, null, 2)}\n` : renderMaps(view, values.limit));
 }

@@ -21,17 +21,25 @@ const topFlags = defineFlags({
   ...agentAccessFlags,
   interval: { metavar: 'SECONDS', help: 'Refresh period', parse: seconds({ allowZero: false }), default: 1000 },
   sort: { metavar: 'rate|total|name', help: 'Sort order', parse: oneOf(['rate', 'total', 'name']), default: 'rate' },
-  limit: { metavar: 'N', short: 'n', help: 'Show at most N rows (0: all)', parse: decimal('rows', 0, false), default: 0 },
+  limit: {
+    metavar: 'N',
+    short: 'n',
+    help: 'Show at most N rows (0: all)',
+    parse: decimal('rows', 0, false),
+    default: 0,
+  },
   once: switchFlag('Print one table (rates over one interval) and exit'),
 });
 
 export const topHelp = formatHelp(topFlags, {
-  usage: 'podmeter top [--agent URL] [--token TOKEN | --token-file PATH] [--ca-file PATH] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
-  summary: 'Live table of network traffic per pod (or cgroup) on one node, from its agent.\nRX and TX: network traffic (every peer class but loopback); LO: loopback, both directions, counted apart.',
+  usage:
+    'podmeter top [--agent URL] [--token TOKEN | --token-file PATH] [--ca-file PATH] [--interval SECONDS] [--sort rate|total|name] [-n N] [--once]',
+  summary:
+    'Live table of network traffic per pod (or cgroup) on one node, from its agent.\nRX and TX: network traffic (every peer class but loopback); LO: loopback, both directions, counted apart.',
   notes:
     "On a plain Linux host: 'sudo podmeter agent' in one terminal, 'podmeter top' in another.\n" +
     "An agent with --metrics-auth kubernetes (the chart's default) wants a token allowed to get /api/v1/cgroups:\n" +
-    "  podmeter top --token-file <(kubectl create token -n podmeter podmeter-api-reader)",
+    '  podmeter top --token-file <(kubectl create token -n podmeter podmeter-api-reader)',
 });
 
 interface Reading {
@@ -45,7 +53,12 @@ async function read(agent: string, access: AgentAccess): Promise<Reading> {
     body = await getFromAgent<{ cgroups: CgroupView[] }>(agent, '/api/v1/cgroups', access, 5000);
   } catch (err) {
     const message = (err as Error).message;
-    throw new Error(message.startsWith('cannot reach') ? `${message}; start one with 'sudo podmeter agent' or pass --agent URL` : message, { cause: err });
+    throw new Error(
+      message.startsWith('cannot reach')
+        ? `${message}; start one with 'sudo podmeter agent' or pass --agent URL`
+        : message,
+      { cause: err },
+    );
   }
   return { at: performance.now(), cgroups: body.cgroups };
 }
@@ -100,7 +113,16 @@ export function renderTop(rows: TopRow[], sort: 'rate' | 'total' | 'name', limit
   const shown = limit > 0 ? sorted.slice(0, limit) : sorted;
   return table(
     ['NAME', 'RX/s', 'TX/s', 'RX TOTAL', 'TX TOTAL', 'LO/s', 'LO TOTAL', 'STATE'],
-    shown.map((r) => [r.name, rate(r.rxRate), rate(r.txRate), bytes(r.rx), bytes(r.tx), rate(r.loRate), bytes(r.lo), r.state]),
+    shown.map((r) => [
+      r.name,
+      rate(r.rxRate),
+      rate(r.txRate),
+      bytes(r.rx),
+      bytes(r.tx),
+      rate(r.loRate),
+      bytes(r.lo),
+      r.state,
+    ]),
   );
 }
 

@@ -61,8 +61,16 @@ export class AdmissionCheck {
     const changed = this.#state === undefined || this.#state.enforced !== next.enforced;
     this.#state = next;
     if (!changed) return;
-    if (next.enforced) this.#log.info({ policy: this.#name }, 'admission policy enforced: only the agents write podmeter.io/ annotations');
-    else this.#log.warn({ policy: this.#name, why: next.why }, `admission policy not enforced (${next.why}): any tenant who may edit a pod can write the counts podmeter bills from; install the chart with admission.enabled (Kubernetes 1.30+)`);
+    if (next.enforced)
+      this.#log.info(
+        { policy: this.#name },
+        'admission policy enforced: only the agents write podmeter.io/ annotations',
+      );
+    else
+      this.#log.warn(
+        { policy: this.#name, why: next.why },
+        `admission policy not enforced (${next.why}): any tenant who may edit a pod can write the counts podmeter bills from; install the chart with admission.enabled (Kubernetes 1.30+)`,
+      );
   }
 
   async #read(): Promise<State> {
@@ -76,7 +84,8 @@ export class AdmissionCheck {
     };
     const policy = await find('validatingadmissionpolicies');
     if (policy === undefined) return { enforced: false, why: `no ValidatingAdmissionPolicy ${this.#name}` };
-    const binding = (await find('validatingadmissionpolicybindings')) as (KubeObject & { spec?: { policyName?: string; validationActions?: string[] } }) | undefined;
+    const binding = (await find('validatingadmissionpolicybindings')) as
+      (KubeObject & { spec?: { policyName?: string; validationActions?: string[] } }) | undefined;
     if (binding === undefined) return { enforced: false, why: `no ValidatingAdmissionPolicyBinding ${this.#name}` };
     if (binding.spec?.policyName !== this.#name || !(binding.spec.validationActions ?? []).includes('Deny')) {
       return { enforced: false, why: `binding ${this.#name} does not deny with policy ${this.#name}` };

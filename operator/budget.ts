@@ -49,7 +49,10 @@ export class BudgetPublisher {
     const wanted = JSON.stringify(data);
     if (wanted === this.#published) return;
     const path = `/api/v1/namespaces/${encodeURIComponent(this.#namespace)}/configmaps`;
-    const current = await this.#api.find<{ metadata: { resourceVersion?: string }; data?: Record<string, string> }>(`${path}/${BUDGET_CONFIGMAP}`, { timeoutMs: 10_000 });
+    const current = await this.#api.find<{ metadata: { resourceVersion?: string }; data?: Record<string, string> }>(
+      `${path}/${BUDGET_CONFIGMAP}`,
+      { timeoutMs: 10_000 },
+    );
     if (current !== undefined && JSON.stringify(current.data ?? {}) === wanted) {
       this.#published = wanted;
       return;
@@ -73,6 +76,9 @@ export class BudgetPublisher {
       throw err;
     }
     this.#published = wanted;
-    this.#log.info({ nodes: this.#nodes, perNode: data[BUDGET_KEY], max: this.#max }, 'annotation write budget published');
+    this.#log.info(
+      { nodes: this.#nodes, perNode: data[BUDGET_KEY], max: this.#max },
+      'annotation write budget published',
+    );
   }
 }

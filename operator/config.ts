@@ -6,7 +6,13 @@
 import { hostname } from 'node:os';
 import { defineFlags, formatHelp, invalid, parseOnlyFlags, type ParseContext } from '../common/flags/parse.ts';
 import { decimal, duration, hostPort, pathValue, type HostPort } from '../common/flags/values.ts';
-import { logFlags, metricsAuthFlags, metricsSecurity, namespaceFlag, type MetricsSecurity } from '../common/flags/sets.ts';
+import {
+  logFlags,
+  metricsAuthFlags,
+  metricsSecurity,
+  namespaceFlag,
+  type MetricsSecurity,
+} from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 
 export interface OperatorConfig extends MetricsSecurity {
@@ -49,7 +55,7 @@ const operatorFlags = defineFlags({
   },
   'max-status-writes-per-second': {
     metavar: 'N',
-    help: 'Status writes per second of the operator\'s own custom resources (NamespaceUsage, WorkloadUsage, NodeUsage)',
+    help: "Status writes per second of the operator's own custom resources (NamespaceUsage, WorkloadUsage, NodeUsage)",
     parse: decimal('writes per second', 0, true),
     default: 50,
   },
@@ -62,14 +68,15 @@ const operatorFlags = defineFlags({
   },
   identity: {
     metavar: 'NAME',
-    help: 'This replica\'s name in the Lease',
+    help: "This replica's name in the Lease",
     parse: (raw: string) => (raw.trim() === '' ? invalid('is empty') : raw),
-    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAME ? { raw: ctx.env.POD_NAME, from: 'POD_NAME' } : { raw: hostname(), from: 'the host name' }),
+    defaultFrom: (ctx: ParseContext) =>
+      ctx.env.POD_NAME ? { raw: ctx.env.POD_NAME, from: 'POD_NAME' } : { raw: hostname(), from: 'the host name' },
     defaultHelp: '$POD_NAME, else the host name',
   },
   'admission-policy': {
     metavar: 'NAME',
-    help: 'ValidatingAdmissionPolicy and binding that let only the agents write podmeter.io/ annotations (the chart\'s admission.enabled); without them the operator warns and podmeter_admission_policy_enforced is 0',
+    help: "ValidatingAdmissionPolicy and binding that let only the agents write podmeter.io/ annotations (the chart's admission.enabled); without them the operator warns and podmeter_admission_policy_enforced is 0",
     parse: (raw: string) => (raw.trim() === '' ? invalid('is empty') : raw),
     default: 'podmeter-annotations',
   },
@@ -79,7 +86,7 @@ const operatorFlags = defineFlags({
 export const operatorHelp: string = formatHelp(operatorFlags, {
   usage: 'podmeter operator [flags]',
   summary:
-    'Cluster-wide rollups of the agents\' per-pod counts (NamespaceUsage, WorkloadUsage, NodeUsage custom resources and metrics), ' +
+    "Cluster-wide rollups of the agents' per-pod counts (NamespaceUsage, WorkloadUsage, NodeUsage custom resources and metrics), " +
     'leader-elected (run two replicas), and the per-node annotation write budget.',
   notes: 'A flag wins over its environment variable; an empty environment variable counts as unset.',
 });

@@ -77,7 +77,12 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
     try {
       const lease = await this.#get();
       if (lease?.spec?.holderIdentity === this.#o.identity) {
-        lease.spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(Date.now() - 60_000) };
+        lease.spec = {
+          ...lease.spec,
+          holderIdentity: '',
+          leaseDurationSeconds: 1,
+          renewTime: microTime(Date.now() - 60_000),
+        };
         await this.#o.api.request('PUT', this.#path(), { body: lease, timeoutMs: 5_000 });
         this.#o.log.info('lease released');
       }
@@ -103,7 +108,10 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
         this.#failing = true;
       }
       if (this.#leader && !this.isLeader) {
-        this.#o.log.error({ sinceRenewMs: Date.now() - this.#lastRenew }, 'could not renew the lease in time: no longer leading');
+        this.#o.log.error(
+          { sinceRenewMs: Date.now() - this.#lastRenew },
+          'could not renew the lease in time: no longer leading',
+        );
         this.#setLeader(false);
       }
       await sleep(wait, this.#stop.signal);
@@ -120,7 +128,13 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
         apiVersion: 'coordination.k8s.io/v1',
         kind: 'Lease',
         metadata: { name: this.#o.name, namespace: this.#o.namespace },
-        spec: { holderIdentity: this.#o.identity, leaseDurationSeconds: leaseSeconds, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 },
+        spec: {
+          holderIdentity: this.#o.identity,
+          leaseDurationSeconds: leaseSeconds,
+          acquireTime: microTime(now),
+          renewTime: microTime(now),
+          leaseTransitions: 0,
+        },
       };
       if (await this.#write('POST', created, now)) this.#acquired('created the lease');
       return this.#leader ? this.#o.renewMs : this.#o.retryMs;
@@ -128,7 +142,7 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
     const spec = lease.spec ?? {};
     if (spec.holderIdentity === this.#o.identity) {
       lease.spec = { ...spec, leaseDurationSeconds: leaseSeconds, renewTime: microTime(now) };
-      if (await this.#write('PUT', lease, now) && !this.#leader) this.#acquired('holds the lease again');
+      if ((await this.#write('PUT', lease, now)) && !this.#leader) this.#acquired('holds the lease again');
       return this.#leader ? this.#o.renewMs : this.#o.retryMs;
     }
     if (this.#leader) this.#setLeader(false); // someone else holds it now
@@ -146,13 +160,17 @@ export class LeaderElector extends EventEmitter<{ started: []; stopped: [] }> {
       renewTime: microTime(now),
       leaseTransitions: (spec.leaseTransitions ?? 0) + (spec.holderIdentity ? 1 : 0),
     };
-    if (await this.#write('PUT', lease, now)) this.#acquired(free ? 'took the free lease' : `took over from ${spec.holderIdentity}`);
+    if (await this.#write('PUT', lease, now))
+      this.#acquired(free ? 'took the free lease' : `took over from ${spec.holderIdentity}`);
     return this.#leader ? this.#o.renewMs : this.#o.retryMs;
   }
 
   async #write(method: 'POST' | 'PUT', lease: Lease, now: number): Promise<boolean> {
     try {
-      await this.#o.api.request(method, method === 'POST' ? this.#path(false) : this.#path(), { body: lease, timeoutMs: Math.min(this.#o.renewMs, 5_000) });
+      await this.#o.api.request(method, method === 'POST' ? this.#path(false) : this.#path(), {
+        body: lease,
+        timeoutMs: Math.min(this.#o.renewMs, 5_000),
+      });
       this.#lastRenew = now;
       return true;
     } catch (err) {

@@ -30,15 +30,25 @@ export interface RunningOperator {
   stop(step?: StopStep): Promise<void>;
 }
 
-export async function startOperator(config: OperatorConfig, log: Logger, options: { lease?: { leaseMs: number; renewMs: number; retryMs: number } } = {}): Promise<RunningOperator> {
+export async function startOperator(
+  config: OperatorConfig,
+  log: Logger,
+  options: { lease?: { leaseMs: number; renewMs: number; retryMs: number } } = {},
+): Promise<RunningOperator> {
   const connection = await loadConnection(config.kubeconfig);
-  if (connection === undefined) throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
+  if (connection === undefined)
+    throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
   const api = new KubeApi(connection);
   const intern = new Interner();
   const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
   let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
   const countError = (op: OperatorErrorOp) => metrics?.errors.inc({ op });
-  const pods = new PodStore({ owners, intern, log: log.child({ module: 'pods' }), onMalformed: () => countError('annotation') });
+  const pods = new PodStore({
+    owners,
+    intern,
+    log: log.child({ module: 'pods' }),
+    onMalformed: () => countError('annotation'),
+  });
   const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
   const ledger = new Ledger({
     api,
@@ -61,12 +71,23 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     ...options.lease,
   });
   metrics = createOperatorMetrics({ ledger, isLeader: () => election.isLeader, pods: () => pods.size });
-  const budget = new BudgetPublisher({ api, namespace: config.namespace, maxWritesPerSecond: config.maxAnnotationWritesPerSecond, log: log.child({ module: 'budget' }) });
+  const budget = new BudgetPublisher({
+    api,
+    namespace: config.namespace,
+    maxWritesPerSecond: config.maxAnnotationWritesPerSecond,
+    log: log.child({ module: 'budget' }),
+  });
 
   const httpLog = log.child({ module: 'http' });
   const secure =
     config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({ config, connection, commonName: 'podmeter-operator', names: [config.identity, config.listen.host], log: httpLog })
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
+          config,
+          connection,
+          commonName: 'podmeter-operator',
+          names: [config.identity, config.listen.host],
+          log: httpLog,
+        })
       : undefined;
   const server = new HttpServer(httpLog, secure);
   metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
@@ -117,7 +138,11 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
   server
     .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
     .route('/healthz', () => text('ok\n'))
-    .route('/readyz', () => (ready ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n') : text('initial list of pods, owners and nodes in progress\n', 503)));
+    .route('/readyz', () =>
+      ready
+        ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n')
+        : text('initial list of pods, owners and nodes in progress\n', 503),
+    );
 
   const rounds = startRounds({ election, ledger, budget, pods, metrics, countError, log });
 
@@ -126,7 +151,17 @@ export async function startOperator(config: OperatorConfig, log: Logger, options
     await Promise.all([...reflectors.map((r) => r.start()), admission.start()]);
     await podReflector.start();
     ready = true;
-    log.info({ pods: pods.size, owners: owners.size, nodes: nodes.size, listen: `${address.host}:${address.port}`, scheme: server.scheme, identity: config.identity }, 'operator ready');
+    log.info(
+      {
+        pods: pods.size,
+        owners: owners.size,
+        nodes: nodes.size,
+        listen: `${address.host}:${address.port}`,
+        scheme: server.scheme,
+        identity: config.identity,
+      },
+      'operator ready',
+    );
     election.start();
   })();
 

@@ -15,7 +15,22 @@ import { CLASS_FIELDS, PEER_CLASS_OF } from '../common/contract/counts.ts';
  * deletes (delete_usage), annotations (a refused count value), finals (a Node final ignored: unknown pod,
  * another namespace, past the cap), quarantine (a pod left out of a status write) and the budget.
  */
-export const OPERATOR_ERROR_OPS = ['watch_pods', 'watch_replicasets', 'watch_jobs', 'watch_nodes', 'lease', 'load', 'write_status', 'read_status', 'bad_status', 'delete_usage', 'annotation', 'finals', 'quarantine', 'budget'] as const;
+export const OPERATOR_ERROR_OPS = [
+  'watch_pods',
+  'watch_replicasets',
+  'watch_jobs',
+  'watch_nodes',
+  'lease',
+  'load',
+  'write_status',
+  'read_status',
+  'bad_status',
+  'delete_usage',
+  'annotation',
+  'finals',
+  'quarantine',
+  'budget',
+] as const;
 export type OperatorErrorOp = (typeof OPERATOR_ERROR_OPS)[number];
 
 export interface OperatorMetrics {
@@ -24,7 +39,11 @@ export interface OperatorMetrics {
   errors: LabelledCounter<'op', OperatorErrorOp>;
 }
 
-export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () => boolean; pods: () => number }): OperatorMetrics {
+export function createOperatorMetrics(options: {
+  ledger: Ledger;
+  isLeader: () => boolean;
+  pods: () => number;
+}): OperatorMetrics {
   const exposition = new Exposition();
   const { registry } = exposition;
   const { ledger } = options;
@@ -63,14 +82,16 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
         for (const t of ledger.totals(kind)) {
           const labels = labelsOf(t);
           if (labels === undefined) continue;
-          for (const f of CLASS_FIELDS) if (t.total[f] !== 0n) emit(labelText({ ...labels, direction: 'egress', peer: PEER_CLASS_OF[f] }), t.total[f]);
+          for (const f of CLASS_FIELDS)
+            if (t.total[f] !== 0n)
+              emit(labelText({ ...labels, direction: 'egress', peer: PEER_CLASS_OF[f] }), t.total[f]);
         }
       },
     });
   }
   exposition.add({
     name: 'podmeter_cluster_bpf_map_memory_bytes',
-    help: 'Kernel memory held by BPF maps on all nodes (sum of the nodes\' podmeter.io/bpf-map-bytes).',
+    help: "Kernel memory held by BPF maps on all nodes (sum of the nodes' podmeter.io/bpf-map-bytes).",
     type: 'gauge',
     samples: (emit) => {
       if (ledger.active) emit('', ledger.clusterMapBytes);
@@ -94,7 +115,7 @@ export function createOperatorMetrics(options: { ledger: Ledger; isLeader: () =>
   });
   new Gauge({
     name: 'podmeter_operator_quarantined_pods',
-    help: 'Pods whose data their NodeUsage cannot hold (a value past a CRD field\'s limit): left out of its writes, so the node\'s other pods go on.',
+    help: "Pods whose data their NodeUsage cannot hold (a value past a CRD field's limit): left out of its writes, so the node's other pods go on.",
     registers: [registry],
     collect() {
       this.set(ledger.quarantined);

@@ -62,11 +62,17 @@ export class NodeStore {
     const { finals, problems, excess } = parseNodeFinals(text);
     if (problems > 0) {
       this.#onError('annotation');
-      this.#log.warn({ node: name, annotation: ANNOTATIONS.finals, problems }, 'Node annotation has entries that do not parse: they are ignored');
+      this.#log.warn(
+        { node: name, annotation: ANNOTATIONS.finals, problems },
+        'Node annotation has entries that do not parse: they are ignored',
+      );
     }
     if (excess > 0) {
       this.#onError('finals');
-      this.#log.warn({ node: name, annotation: ANNOTATIONS.finals, excess, max: MAX_FINALS }, 'Node annotation has more finals than an agent writes: the ones past the cap are ignored');
+      this.#log.warn(
+        { node: name, annotation: ANNOTATIONS.finals, excess, max: MAX_FINALS },
+        'Node annotation has more finals than an agent writes: the ones past the cap are ignored',
+      );
     }
     this.#listener.nodeFinals(name, finals);
   }

@@ -88,13 +88,18 @@ export class OwnerIndex {
   }
 
   resolve(namespace: string, podName: string, controller: Owner | null): Resolution {
-    if (controller === null || controller.kind === 'Node') return { workload: this.workload(namespace, 'Pod', podName), missing: false };
+    if (controller === null || controller.kind === 'Node')
+      return { workload: this.workload(namespace, 'Pod', podName), missing: false };
     let current = controller;
     const seen = new Set<string>();
     for (let depth = 0; depth < MAX_DEPTH && CHAINED.has(current.kind); depth++) {
       const key = `${current.kind}/${namespace}/${current.name}`;
       if (seen.has(key)) {
-        this.#once(`cycle ${key}`, { namespace, pod: podName, owner: key }, 'owner references form a cycle: counting the pod under its own controller');
+        this.#once(
+          `cycle ${key}`,
+          { namespace, pod: podName, owner: key },
+          'owner references form a cycle: counting the pod under its own controller',
+        );
         return { workload: this.workload(namespace, controller.kind, controller.name), missing: false };
       }
       seen.add(key);
@@ -110,7 +115,11 @@ export class OwnerIndex {
 
   /** Logs the fallback of a pod whose owner stayed unknown (once per owner). */
   reportMissing(namespace: string, podName: string, workload: Workload): void {
-    this.#once(`missing ${workload.key}`, { namespace, pod: podName, owner: `${workload.kind}/${workload.name}` }, 'owner not found: counting the pod under the nearest known owner');
+    this.#once(
+      `missing ${workload.key}`,
+      { namespace, pod: podName, owner: `${workload.kind}/${workload.name}` },
+      'owner not found: counting the pod under the nearest known owner',
+    );
   }
 
   workload(namespace: string, kind: string, name: string): Workload {

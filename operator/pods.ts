@@ -55,7 +55,10 @@ export interface PodRecord {
 }
 
 /** The counters (of `among`) whose annotation is in `malformed`; undefined when none. */
-function malformedFields(malformed: Malformed[], among: readonly (keyof Counts)[] = FIELDS): (keyof Counts)[] | undefined {
+function malformedFields(
+  malformed: Malformed[],
+  among: readonly (keyof Counts)[] = FIELDS,
+): (keyof Counts)[] | undefined {
   const fields = among.filter((f) => malformed.some((m) => m.annotation === ANNOTATIONS[f]));
   return fields.length > 0 ? fields : undefined;
 }
@@ -140,7 +143,7 @@ export class PodStore {
   /** One watch event (its Table holds one row; the first event of a watch also carries the columns). */
   event(type: 'ADDED' | 'MODIFIED' | 'DELETED', table: KubeObject): void {
     this.#columns(table);
-    for (const row of ((table as { rows?: Row[] | null }).rows ?? [])) {
+    for (const row of (table as { rows?: Row[] | null }).rows ?? []) {
       if (type !== 'DELETED') {
         this.#upsert(row);
         continue;
@@ -219,7 +222,8 @@ export class PodStore {
     const defs = (table as { columnDefinitions?: { name?: string }[] | null }).columnDefinitions;
     if (!Array.isArray(defs) || defs.length === 0) return; // watch events after the first carry null
     this.#nodeColumn = defs.findIndex((d) => d.name === 'Node');
-    if (this.#nodeColumn < 0) this.#log.warn('the API server\'s pod table has no Node column: pods are not attributed to nodes');
+    if (this.#nodeColumn < 0)
+      this.#log.warn("the API server's pod table has no Node column: pods are not attributed to nodes");
   }
 
   #nodeOf(row: Row): string {
@@ -282,7 +286,10 @@ export class PodStore {
   #reading(p: PodRecord, reading: Counts, counted: Counts): void {
     if (!wentBack(p.base === undefined ? reading : sum(p.base, reading), counted)) return;
     p.base = copy(counted);
-    this.#log.warn({ namespace: p.namespace, pod: p.name }, 'pod counters went back (agent counters restarted): keeping the earlier counts as a base');
+    this.#log.warn(
+      { namespace: p.namespace, pod: p.name },
+      'pod counters went back (agent counters restarted): keeping the earlier counts as a base',
+    );
   }
 
   #delete(p: PodRecord, final: Counts): void {
@@ -307,7 +314,12 @@ export class PodStore {
       if (this.#warned.size > 10_000) this.#warned.clear(); // bounded; at worst a line repeats
       this.#warned.add(key);
       const annotations = malformed.filter((m) => m.problem === problem).map((m) => m.annotation);
-      this.#log.warn({ namespace, pod: name, uid, annotations, problem }, problem === 'above-u64' ? 'pod annotation is beyond an unsigned 64-bit counter: ignored, keeping the previous value' : 'pod annotation is not an unsigned decimal integer: ignored, keeping the previous value');
+      this.#log.warn(
+        { namespace, pod: name, uid, annotations, problem },
+        problem === 'above-u64'
+          ? 'pod annotation is beyond an unsigned 64-bit counter: ignored, keeping the previous value'
+          : 'pod annotation is not an unsigned decimal integer: ignored, keeping the previous value',
+      );
     }
   }
 }

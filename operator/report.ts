@@ -5,7 +5,14 @@
  * totals include pods that have ended. Exact bigints throughout.
  */
 import { ACCEPT_METADATA_LIST, ApiError, isStatus, type KubeApi, type KubeObject } from '../common/kube/api.ts';
-import { GROUP, NAMESPACE_LABEL, PLURAL, usagePath, type UsageKind, type UsageObject } from '../common/contract/usage.ts';
+import {
+  GROUP,
+  NAMESPACE_LABEL,
+  PLURAL,
+  usagePath,
+  type UsageKind,
+  type UsageObject,
+} from '../common/contract/usage.ts';
 import { fromStrings, zero, type Counts } from '../common/contract/counts.ts';
 import { ANNOTATIONS, countsFromAnnotations, hasCounts } from '../common/contract/annotations.ts';
 import { listAll } from '../common/kube/list.ts';
@@ -25,15 +32,21 @@ export interface TopClusterRow extends Counts {
 }
 
 export async function readRows(api: KubeApi, what: TopWhat, namespace: string | undefined): Promise<TopClusterRow[]> {
-  const kind: UsageKind = what === 'namespaces' ? 'NamespaceUsage' : what === 'workloads' ? 'WorkloadUsage' : 'NodeUsage';
+  const kind: UsageKind =
+    what === 'namespaces' ? 'NamespaceUsage' : what === 'workloads' ? 'WorkloadUsage' : 'NodeUsage';
   try {
     if (what === 'pods') return await podRows(api, namespace);
     const selector = what === 'workloads' && namespace !== undefined ? `${NAMESPACE_LABEL}=${namespace}` : undefined;
     const objects = await listAll<UsageObject>(api, usagePath(kind), { query: { labelSelector: selector } });
-    return objects.filter((o) => !(what === 'namespaces' && namespace !== undefined && o.metadata.name !== namespace)).map((o) => usageRow(what, o));
+    return objects
+      .filter((o) => !(what === 'namespaces' && namespace !== undefined && o.metadata.name !== namespace))
+      .map((o) => usageRow(what, o));
   } catch (err) {
     if (isStatus(err, 404) && what !== 'pods') {
-      throw new Error(`the podmeter custom resources are not installed (no ${PLURAL[kind]}.${GROUP}): install the chart (helm/podmeter) with the operator`, { cause: err });
+      throw new Error(
+        `the podmeter custom resources are not installed (no ${PLURAL[kind]}.${GROUP}): install the chart (helm/podmeter) with the operator`,
+        { cause: err },
+      );
     }
     if (err instanceof ApiError) throw new Error(err.message, { cause: err });
     throw new Error(`cannot reach the Kubernetes API at ${api.server}: ${(err as Error).message}`, { cause: err });
@@ -49,7 +62,12 @@ async function podRows(api: KubeApi, namespace: string | undefined): Promise<Top
     if (!hasCounts(a)) continue; // not counted (yet)
     const { counts } = countsFromAnnotations(a, undefined);
     const updated = a?.[ANNOTATIONS.updated];
-    rows.push({ name: p.metadata?.name ?? '', namespace: p.metadata?.namespace ?? '', ...counts, ...(updated ? { updated } : {}) });
+    rows.push({
+      name: p.metadata?.name ?? '',
+      namespace: p.metadata?.namespace ?? '',
+      ...counts,
+      ...(updated ? { updated } : {}),
+    });
   }
   return rows;
 }
@@ -57,12 +75,18 @@ async function podRows(api: KubeApi, namespace: string | undefined): Promise<Top
 function usageRow(what: TopWhat, o: UsageObject): TopClusterRow {
   const s = o.status;
   const counts = fromStrings(s) ?? zero(); // a status the operator has not written yet
-  const row: TopClusterRow = { name: what === 'workloads' ? (o.spec?.name ?? o.metadata.name) : o.metadata.name, ...counts, pods: s?.pods ?? 0, retiredPods: s?.retiredPods ?? 0 };
+  const row: TopClusterRow = {
+    name: what === 'workloads' ? (o.spec?.name ?? o.metadata.name) : o.metadata.name,
+    ...counts,
+    pods: s?.pods ?? 0,
+    retiredPods: s?.retiredPods ?? 0,
+  };
   if (what === 'workloads') {
     row.namespace = o.spec?.namespace ?? '';
     row.kind = o.spec?.kind ?? '';
   }
-  if (what === 'nodes' && s?.bpfMapBytes !== undefined && /^\d+$/.test(s.bpfMapBytes)) row.bpfMapBytes = BigInt(s.bpfMapBytes);
+  if (what === 'nodes' && s?.bpfMapBytes !== undefined && /^\d+$/.test(s.bpfMapBytes))
+    row.bpfMapBytes = BigInt(s.bpfMapBytes);
   if (s?.updated) row.updated = s.updated;
   return row;
 }

@@ -39,7 +39,10 @@ export function startRounds(o: {
           await ledger.activate();
         } catch (err) {
           countError('load');
-          log.error({ err: describe(err) }, 'cannot read the podmeter custom resources (are the CRDs installed and is the operator allowed to list them?); retrying');
+          log.error(
+            { err: describe(err) },
+            'cannot read the podmeter custom resources (are the CRDs installed and is the operator allowed to list them?); retrying',
+          );
           await new Promise((r) => setTimeout(r, LOAD_RETRY_MS));
         }
       }
@@ -102,9 +105,15 @@ export async function writeLastStatus(o: {
       return;
     }
     countError('write_status');
-    log.error({ writes, unwritten }, 'last status writes at shutdown incomplete (API server away or write budget spent): those totals stay stale until the next leader writes them');
+    log.error(
+      { writes, unwritten },
+      'last status writes at shutdown incomplete (API server away or write budget spent): those totals stay stale until the next leader writes them',
+    );
   } catch (err) {
     countError('write_status');
-    log.error({ err: describe(err) }, 'last status writes at shutdown failed: the totals stay stale until the next leader writes them');
+    log.error(
+      { err: describe(err) },
+      'last status writes at shutdown failed: the totals stay stale until the next leader writes them',
+    );
   }
 }

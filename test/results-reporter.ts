@@ -28,7 +28,10 @@ export interface Result {
 
 function why(error: { message?: string; cause?: unknown } | undefined): string {
   const cause = error?.cause as { message?: string } | undefined;
-  return String(cause?.message ?? error?.message ?? 'failed').replace(/\s+/g, ' ').trim().slice(0, 200);
+  return String(cause?.message ?? error?.message ?? 'failed')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 200);
 }
 
 export default async function* resultsReporter(source: AsyncIterable<TestEvent>): AsyncGenerator<string> {
@@ -48,8 +51,10 @@ export default async function* resultsReporter(source: AsyncIterable<TestEvent>)
     const name = [...path, data.name].join(' > ');
     let result: Result;
     if (event.type === 'test:fail') result = { file, name, outcome: 'fail', reason: why(data.details?.error) };
-    else if (data.skip !== undefined && data.skip !== false) result = { file, name, outcome: 'skip', reason: data.skip === true ? '' : data.skip };
-    else if (data.todo !== undefined && data.todo !== false) result = { file, name, outcome: 'skip', reason: `todo${data.todo === true ? '' : `: ${data.todo}`}` };
+    else if (data.skip !== undefined && data.skip !== false)
+      result = { file, name, outcome: 'skip', reason: data.skip === true ? '' : data.skip };
+    else if (data.todo !== undefined && data.todo !== false)
+      result = { file, name, outcome: 'skip', reason: `todo${data.todo === true ? '' : `: ${data.todo}`}` };
     else result = { file, name, outcome: 'pass' };
     yield `${JSON.stringify(result)}\n`;
   }

@@ -35,7 +35,14 @@ import { sweepStaleCgroups } from './helpers/cgroups.ts';
 import { sweepStaleNetns } from './helpers/netns.ts';
 
 const REPORTER = new URL('./results-reporter.ts', import.meta.url).pathname;
-const NODE_TEST = [process.execPath, '--test', '--test-timeout=900000', '--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${REPORTER}`];
+const NODE_TEST = [
+  process.execPath,
+  '--test',
+  '--test-timeout=900000',
+  '--test-reporter=spec',
+  '--test-reporter-destination=stdout',
+  `--test-reporter=${REPORTER}`,
+];
 const CLUSTER_TOOLS = 'test/cluster/build-tools';
 const VM_DIR = 'test/node/';
 const UNIT_DIR = 'test/unit/';
@@ -81,7 +88,11 @@ if (files.length === 0) {
 const needsTools = files.some((f) => !f.startsWith(VM_DIR) && !f.startsWith(UNIT_DIR));
 const lanes: Lane[] = (
   [
-    { name: 'host', files: files.filter((f) => !f.startsWith(VM_DIR)), ...(needsTools ? { setup: [CLUSTER_TOOLS] } : {}) },
+    {
+      name: 'host',
+      files: files.filter((f) => !f.startsWith(VM_DIR)),
+      ...(needsTools ? { setup: [CLUSTER_TOOLS] } : {}),
+    },
     { name: 'vm', files: files.filter((f) => f.startsWith(VM_DIR)) },
   ] satisfies Lane[]
 ).filter((l) => l.files.length > 0);
@@ -107,7 +118,12 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
  * ends the group. Resolves its exit code (128 + n for signal n, as a shell
  * says), whether the bound ended it, and its last lines of output.
  */
-function runBounded(lane: Lane, argv: string[], boundS: number, showStdout: boolean): Promise<{ code: number; timedOut: boolean; tail: string[] }> {
+function runBounded(
+  lane: Lane,
+  argv: string[],
+  boundS: number,
+  showStdout: boolean,
+): Promise<{ code: number; timedOut: boolean; tail: string[] }> {
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: childEnv });
   running.add(child);
   const tail: string[] = [];
@@ -165,7 +181,10 @@ function readResults(path: string): Result[] {
   } catch {
     return [];
   }
-  return text.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Result);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Result);
 }
 
 async function runLane(lane: Lane, dir: string): Promise<LaneResult> {
@@ -175,7 +194,9 @@ async function runLane(lane: Lane, dir: string): Promise<LaneResult> {
   if (lane.setup) {
     const { code, timedOut } = await runBounded(lane, lane.setup, SETUP_BOUND_S, false);
     if (code !== 0) {
-      out.problems.push(`${lane.setup.join(' ')} ${timedOut ? `did not end within ${SETUP_BOUND_S} s` : `exited ${code}`}; the lane's ${lane.files.length} files did not run`);
+      out.problems.push(
+        `${lane.setup.join(' ')} ${timedOut ? `did not end within ${SETUP_BOUND_S} s` : `exited ${code}`}; the lane's ${lane.files.length} files did not run`,
+      );
       return done();
     }
   }
@@ -186,13 +207,22 @@ async function runLane(lane: Lane, dir: string): Promise<LaneResult> {
       break;
     }
     const resultsFile = join(dir, `${lane.name}-${i}.jsonl`);
-    const { code, timedOut, tail } = await runBounded(lane, [...NODE_TEST, `--test-reporter-destination=${resultsFile}`, file], boundS, true);
+    const { code, timedOut, tail } = await runBounded(
+      lane,
+      [...NODE_TEST, `--test-reporter-destination=${resultsFile}`, file],
+      boundS,
+      true,
+    );
     sweepAfter(file);
     const results = readResults(resultsFile);
     out.results.push(...results);
     const lastLines = `its last output:\n${tail.map((l) => `    | ${l}`).join('\n')}`;
-    if (timedOut) out.problems.push(`${file}: did not end within its bound of ${boundS} s; its process group was ended; ${lastLines}`);
-    else if (code !== 0 && !results.some((r) => r.outcome === 'fail')) out.problems.push(`${file}: exited ${code} without a failed test; ${lastLines}`);
+    if (timedOut)
+      out.problems.push(
+        `${file}: did not end within its bound of ${boundS} s; its process group was ended; ${lastLines}`,
+      );
+    else if (code !== 0 && !results.some((r) => r.outcome === 'fail'))
+      out.problems.push(`${file}: exited ${code} without a failed test; ${lastLines}`);
   }
   return done();
 }
@@ -224,10 +254,14 @@ for (const { lane, results, problems, seconds } of laneResults) {
   totals.failed += failed;
   totals.skipped += skipped;
   const n = `${lane.files.length} file${lane.files.length === 1 ? '' : 's'}`;
-  console.log(`test/run: ${lane.name} lane (${n}): ${failed === 0 ? 'pass' : 'FAIL'} in ${seconds} s: ${passed} passed, ${failed} failed, ${skipped} skipped`);
-  for (const r of results.filter((x) => x.outcome === 'fail')) console.log(`  failed:  ${r.file} > ${r.name}: ${r.reason}`);
+  console.log(
+    `test/run: ${lane.name} lane (${n}): ${failed === 0 ? 'pass' : 'FAIL'} in ${seconds} s: ${passed} passed, ${failed} failed, ${skipped} skipped`,
+  );
+  for (const r of results.filter((x) => x.outcome === 'fail'))
+    console.log(`  failed:  ${r.file} > ${r.name}: ${r.reason}`);
   for (const p of problems) console.log(`  failed:  ${p}`);
-  for (const r of results.filter((x) => x.outcome === 'skip')) console.log(`  skipped: ${r.file} > ${r.name}${r.reason ? `: ${r.reason}` : ''}`);
+  for (const r of results.filter((x) => x.outcome === 'skip'))
+    console.log(`  skipped: ${r.file} > ${r.name}${r.reason ? `: ${r.reason}` : ''}`);
 }
 console.log(`test/run: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(totals.failed > 0 || stopping ? 1 : 0);

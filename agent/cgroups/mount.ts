@@ -110,8 +110,16 @@ function checkOverride(override: string, mountinfoPath: string): string {
   try {
     type = statfsSync(override).type;
   } catch (cause) {
-    const reason = (cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(cause as Error).message})`;
-    throw new CgroupMountError(ErrorCodes.notCgroup2, `--cgroup-root ${override} ${reason}.${suggestMounts(mountinfoPath)}`, override, { cause });
+    const reason =
+      (cause as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'does not exist'
+        : `cannot be read (${(cause as Error).message})`;
+    throw new CgroupMountError(
+      ErrorCodes.notCgroup2,
+      `--cgroup-root ${override} ${reason}.${suggestMounts(mountinfoPath)}`,
+      override,
+      { cause },
+    );
   }
   if (type === CGROUP2_SUPER_MAGIC) return override;
   const fsName = FS_TYPE_NAMES.get(type) ?? `filesystem type 0x${type.toString(16)}`;
@@ -129,7 +137,8 @@ function suggestMounts(mountinfoPath: string): string {
 }
 
 function noCgroup2Message(mountinfo: string | undefined, mountinfoPath: string): string {
-  const v1Mounts = mountinfo === undefined ? [] : parseMountinfo(mountinfo).filter((entry) => entry.fstype === 'cgroup');
+  const v1Mounts =
+    mountinfo === undefined ? [] : parseMountinfo(mountinfo).filter((entry) => entry.fstype === 'cgroup');
   const found =
     mountinfo === undefined
       ? `${mountinfoPath} is unreadable and neither ${WELL_KNOWN_ROOTS.join(' nor ')} is cgroup2`

@@ -35,11 +35,17 @@ const located = new Map<string, string[]>();
 export async function locateNamespaceRoot(mountinfo: string | undefined): Promise<string[] | undefined> {
   if (mountinfo === undefined) return undefined;
   const mounts = parseMountinfo(mountinfo).filter((e) => e.fstype === 'cgroup2');
-  const wide = mounts.reduce<MountinfoEntry | undefined>((acc, e) => (climb(e.root) > (acc === undefined ? 0 : climb(acc.root)) ? e : acc), undefined);
+  const wide = mounts.reduce<MountinfoEntry | undefined>(
+    (acc, e) => (climb(e.root) > (acc === undefined ? 0 : climb(acc.root)) ? e : acc),
+    undefined,
+  );
   if (wide === undefined) return undefined;
   let ownIno: number | undefined;
   for (const own of mounts.filter((e) => e.root === '/')) {
-    ownIno = await stat(own.mountPoint).then((s) => s.ino, () => undefined);
+    ownIno = await stat(own.mountPoint).then(
+      (s) => s.ino,
+      () => undefined,
+    );
     if (ownIno !== undefined) break;
   }
   if (ownIno === undefined) return undefined;
@@ -58,7 +64,10 @@ export async function locateNamespaceRoot(mountinfo: string | undefined): Promis
     frontier = next;
   }
   for (const parts of frontier) {
-    const ino = await stat(join(wide.mountPoint, ...parts)).then((s) => s.ino, () => undefined);
+    const ino = await stat(join(wide.mountPoint, ...parts)).then(
+      (s) => s.ino,
+      () => undefined,
+    );
     if (ino === ownIno) {
       located.set(key, parts);
       return parts;
@@ -86,14 +95,20 @@ function rebase(path: string, nsRoot: readonly string[] | undefined): string | u
  * directory is <mount point>/<path less the mount's root>. A path outside
  * `cgroupRoot` is returned as it was (it starts with '/').
  */
-export function cgroupTranslator(cgroupRoot: string, mountinfo: string | undefined, nsRoot?: readonly string[]): CgroupTranslator {
+export function cgroupTranslator(
+  cgroupRoot: string,
+  mountinfo: string | undefined,
+  nsRoot?: readonly string[],
+): CgroupTranslator {
   const root = cgroupRoot.replace(/\/+$/, '') || '/';
   let mount = { mountPoint: root, root: '/' };
   if (mountinfo !== undefined) {
     const candidates = parseMountinfo(mountinfo).flatMap((e) => {
       const rebased = rebase(e.root, nsRoot);
       const contains = root === e.mountPoint || root.startsWith(e.mountPoint === '/' ? '/' : `${e.mountPoint}/`);
-      return e.fstype === 'cgroup2' && contains && rebased !== undefined ? [{ mountPoint: e.mountPoint, root: rebased }] : [];
+      return e.fstype === 'cgroup2' && contains && rebased !== undefined
+        ? [{ mountPoint: e.mountPoint, root: rebased }]
+        : [];
     });
     // The deepest mount containing the root; the last one mounted wins a tie (it shadows the others).
     const best = candidates.reduce<(typeof candidates)[number] | undefined>(

@@ -58,7 +58,8 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     // chokidar asks `ignored` about every entry of every event: slicing the
     // root off is a tenth of what path.relative (two resolves) costs.
     const prefix = this.root.endsWith(sep) ? this.root : this.root + sep;
-    const rel = (path: string) => (path.startsWith(prefix) ? path.slice(prefix.length) : relative(this.root, path)).split(sep).join('/');
+    const rel = (path: string) =>
+      (path.startsWith(prefix) ? path.slice(prefix.length) : relative(this.root, path)).split(sep).join('/');
     this.#chokidar = chokidarWatch(this.root, {
       persistent: true,
       ignoreInitial: true, // scan() reports what exists
@@ -160,7 +161,10 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     this.#eventsPending.push(unit.relPath);
     this.#eventsSince ??= performance.now();
     clearTimeout(this.#eventsTimer);
-    this.#eventsTimer = setTimeout(() => this.#watchPendingEvents(), performance.now() - this.#eventsSince < 200 ? 20 : 0);
+    this.#eventsTimer = setTimeout(
+      () => this.#watchPendingEvents(),
+      performance.now() - this.#eventsSince < 200 ? 20 : 0,
+    );
   }
 
   #watchPendingEvents(): void {

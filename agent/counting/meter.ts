@@ -38,7 +38,15 @@ import {
   type Direction,
 } from '../kernel/bpf.ts';
 import { BpfError } from '../kernel/errors.ts';
-import { assignSlots, networkTotal, NAME_BYTES, SLOTS, SlotNames, MAX_NAMED_CLASSES, type DirectionPeerCounts } from '../peers/classes.ts';
+import {
+  assignSlots,
+  networkTotal,
+  NAME_BYTES,
+  SLOTS,
+  SlotNames,
+  MAX_NAMED_CLASSES,
+  type DirectionPeerCounts,
+} from '../peers/classes.ts';
 import { PinDir } from './pins.ts';
 import { kernelChargesMemlock } from '../maps/estimate.ts';
 
@@ -138,7 +146,14 @@ export class Meter {
     }
     const pins = new PinDir(bpffs);
     pins.ensure();
-    const pinned = [pins.program('ingress'), pins.program('egress'), pins.map, pins.peers, pins.generation, pins.slotNames];
+    const pinned = [
+      pins.program('ingress'),
+      pins.program('egress'),
+      pins.map,
+      pins.peers,
+      pins.generation,
+      pins.slotNames,
+    ];
     if (pinned.every((p) => existsSync(p))) {
       // Checked against the object this agent would load: a pin of another shape is refused.
       const { programs, maps } = pins.adopt(CollectionSpec.load(bpfObjectPath('podmeter')));
@@ -292,17 +307,24 @@ export class Meter {
   /** Current counts of a cgroup; undefined once the kernel has released its storage. */
   read(cgroupId: bigint): UnitCounts | undefined {
     if (this.#legacyIds.has(cgroupId)) {
-      const old = this.#legacy?.read(cgroupId, 'ingress') !== undefined || this.#legacy?.read(cgroupId, 'egress') !== undefined;
+      const old =
+        this.#legacy?.read(cgroupId, 'ingress') !== undefined || this.#legacy?.read(cgroupId, 'egress') !== undefined;
       if (!old) return undefined;
       const base = this.#readLegacy(cgroupId);
-      return { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
+      return {
+        counters: base,
+        peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } },
+      };
     }
     const last = this.#lastRead.get(cgroupId);
     const sums = this.map.readUnit(cgroupId, last?.sums);
     if (sums === undefined) return undefined;
     if (sums === last?.sums) return last.counts; // idle since the last read
     const half = sums.length / 2;
-    const peers = { ingress: this.slots.countsOfSums(sums.subarray(0, half)), egress: this.slots.countsOfSums(sums.subarray(half)) };
+    const peers = {
+      ingress: this.slots.countsOfSums(sums.subarray(0, half)),
+      egress: this.slots.countsOfSums(sums.subarray(half)),
+    };
     const counts = { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
     this.#lastRead.set(cgroupId, { sums, counts });
     return counts;
@@ -368,7 +390,10 @@ export class Meter {
     const wasMissing = this.#pinsMissing;
     if (!wasMissing) {
       this.#pinsMissing = true;
-      this.#log.warn({ bpffs: this.pins.root, missing: missing.length }, 'pins removed under the running agent; its fds keep every link counting: pinning them again');
+      this.#log.warn(
+        { bpffs: this.pins.root, missing: missing.length },
+        'pins removed under the running agent; its fds keep every link counting: pinning them again',
+      );
     }
     try {
       this.pins.ensure();
@@ -430,7 +455,10 @@ export class Meter {
   /** Finds an older agent's storage map and which pinned links still count into it. */
   #openLegacy(log: Logger): void {
     if (!existsSync(this.pins.legacyMap)) return;
-    const legacy = StorageMap.adopt(this.pins.legacyMap, CollectionSpec.load(bpfObjectPath('legacy')).map('podmeter_stats'));
+    const legacy = StorageMap.adopt(
+      this.pins.legacyMap,
+      CollectionSpec.load(bpfObjectPath('legacy')).map('podmeter_stats'),
+    );
     const programIds = new Set([this.programs.ingress.info().id, this.programs.egress.info().id]);
     for (const pin of this.pins.listLinks()) {
       let link: Link | undefined;
@@ -444,7 +472,10 @@ export class Meter {
       }
     }
     this.#legacy = legacy;
-    log.info({ cgroups: this.#legacyIds.size }, 'found the pins of an agent without peer classes: its links are replaced as their cgroups are found');
+    log.info(
+      { cgroups: this.#legacyIds.size },
+      'found the pins of an agent without peer classes: its links are replaced as their cgroups are found',
+    );
     this.#legacyDone(undefined);
   }
 
@@ -487,8 +518,18 @@ function abandon(links: readonly Link[]): void {
  * first line (libbpf's log follows it).
  */
 function memlockExplained(err: unknown, memlock: number | undefined, kernel: string): unknown {
-  if (!(err instanceof BpfError) || err.code !== 'EPERM' || memlock === undefined || !kernelChargesMemlock(kernel)) return err;
+  if (!(err instanceof BpfError) || err.code !== 'EPERM' || memlock === undefined || !kernelChargesMemlock(kernel))
+    return err;
   const hint = `RLIMIT_MEMLOCK is ${memlock} bytes and kernel ${kernel} charges BPF maps to it: give the agent CAP_SYS_RESOURCE (the chart adds it) or a higher memlock limit`;
   const [first, ...log] = err.message.split('\n');
-  return new BpfError({ message: [`${first}; ${hint}`, ...log].join('\n'), code: err.code, errno: err.errno, syscall: err.syscall, path: err.path }, { cause: err });
+  return new BpfError(
+    {
+      message: [`${first}; ${hint}`, ...log].join('\n'),
+      code: err.code,
+      errno: err.errno,
+      syscall: err.syscall,
+      path: err.path,
+    },
+    { cause: err },
+  );
 }

@@ -136,7 +136,16 @@ export class PinDir {
   /** Removes every pin and the directories (used by `podmeter agent --uninstall` and tests). */
   removeAll(): void {
     for (const pin of this.listLinks()) PinDir.unpin(pin.path);
-    for (const path of [this.program('ingress'), this.program('egress'), this.map, this.peers, this.generation, this.slotNames, this.legacyMap]) PinDir.unpin(path);
+    for (const path of [
+      this.program('ingress'),
+      this.program('egress'),
+      this.map,
+      this.peers,
+      this.generation,
+      this.slotNames,
+      this.legacyMap,
+    ])
+      PinDir.unpin(path);
     for (const dir of [this.linksDir, this.root]) {
       try {
         rmdirSync(dir);

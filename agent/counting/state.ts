@@ -87,7 +87,13 @@ export class StateStore {
    * `earlierBoot`: the file was written before the node last booted, so its
    * cgroup ids name no cgroup now (the same numbers are given out again).
    */
-  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean; problem?: Error; dropped: DroppedRecord[] } {
+  load(): {
+    live: UnitRecord[];
+    finals: UnitRecord[];
+    earlierBoot: boolean;
+    problem?: Error;
+    dropped: DroppedRecord[];
+  } {
     const path = join(this.dir, FILE);
     try {
       const data = JSON.parse(readFileSync(path, 'utf8')) as Persisted;
@@ -107,9 +113,15 @@ export class StateStore {
         });
         return out;
       };
-      return { live: records('live'), finals: records('finals'), earlierBoot: data.boot !== undefined && data.boot !== this.#boot, dropped };
+      return {
+        live: records('live'),
+        finals: records('finals'),
+        earlierBoot: data.boot !== undefined && data.boot !== this.#boot,
+        dropped,
+      };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { live: [], finals: [], earlierBoot: false, dropped: [] };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        return { live: [], finals: [], earlierBoot: false, dropped: [] };
       try {
         renameSync(path, `${path}.corrupt`);
       } catch {
@@ -236,7 +248,8 @@ const U64_MAX = (1n << 64n) - 1n;
 
 /** A u64 written as a decimal string, else a thrown Error naming `what`. */
 function u64(value: unknown, what: string): bigint {
-  if (typeof value !== 'string' || !/^[0-9]{1,20}$/.test(value) || BigInt(value) > U64_MAX) throw new Error(`${what}: ${JSON.stringify(value)} is not a u64 decimal string`);
+  if (typeof value !== 'string' || !/^[0-9]{1,20}$/.test(value) || BigInt(value) > U64_MAX)
+    throw new Error(`${what}: ${JSON.stringify(value)} is not a u64 decimal string`);
   return BigInt(value);
 }
 
@@ -269,7 +282,11 @@ function encode(r: UnitRecord): unknown {
     counters: text(r.counters),
     peers: { ingress: text(r.peers?.ingress ?? {}), egress: text(r.peers?.egress ?? {}) },
   };
-  if (r.base !== undefined) out.base = { counters: text(r.base.counters), peers: { ingress: text(r.base.peers.ingress), egress: text(r.base.peers.egress) } };
+  if (r.base !== undefined)
+    out.base = {
+      counters: text(r.base.counters),
+      peers: { ingress: text(r.base.peers.ingress), egress: text(r.base.peers.egress) },
+    };
   return out;
 }
 
@@ -285,7 +302,10 @@ function decode(raw: unknown): UnitRecord {
   const peersOf = (p: unknown, what: string): DirectionPeerCounts => {
     if (typeof p !== 'object' || p === null) throw new Error(`${what}: not an object`);
     const d = p as Record<string, unknown>;
-    return { ingress: parse(d.ingress, `${what}.ingress`) as PeerCounts, egress: parse(d.egress, `${what}.egress`) as PeerCounts };
+    return {
+      ingress: parse(d.ingress, `${what}.ingress`) as PeerCounts,
+      egress: parse(d.egress, `${what}.egress`) as PeerCounts,
+    };
   };
   const record: UnitRecord = {
     id,
@@ -294,14 +314,23 @@ function decode(raw: unknown): UnitRecord {
     attachedAt: r.attachedAt,
     counters,
     // State of an agent before peer classes: its counts are in no known class.
-    peers: r.peers === undefined ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } } : peersOf(r.peers, 'peers'),
+    peers:
+      r.peers === undefined
+        ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
+        : peersOf(r.peers, 'peers'),
   };
   if (r.base?.counters !== undefined) {
-    record.base = { counters: directions(r.base.counters, 'base.counters'), peers: peersOf(r.base.peers ?? {}, 'base.peers') };
+    record.base = {
+      counters: directions(r.base.counters, 'base.counters'),
+      peers: peersOf(r.base.peers ?? {}, 'base.peers'),
+    };
   } else if (r.base !== undefined) {
     // An agent before peer-class bases: its base was an upgrade's, in `unclassified`.
     const base = directions(r.base, 'base');
-    record.base = { counters: base, peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } } };
+    record.base = {
+      counters: base,
+      peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } },
+    };
   }
   if (typeof r.uid === 'string') record.uid = r.uid;
   if (typeof r.terminatedAt === 'number' && Number.isFinite(r.terminatedAt)) record.terminatedAt = r.terminatedAt;

@@ -67,7 +67,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** The state file could not be written last time (logged once until a write succeeds). */
   #saveFailing = false;
   /** Units whose attach failed, by relPath: retried at every tick() until it works or the cgroup goes. */
-  readonly #unattached = new Map<string, { identity: UnitIdentity; seenAt: number; since: number; reason: string; attempts: number }>();
+  readonly #unattached = new Map<
+    string,
+    { identity: UnitIdentity; seenAt: number; since: number; reason: string; attempts: number }
+  >();
 
   constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
@@ -84,7 +87,12 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     if (dropped.length > 0) {
       // One line for the file, however many records: the first few say why.
       this.#log.warn(
-        { stateDir: this.#store.dir, dropped: dropped.length, kept: live.length + finals.length, records: dropped.slice(0, 10) },
+        {
+          stateDir: this.#store.dir,
+          dropped: dropped.length,
+          kept: live.length + finals.length,
+          records: dropped.slice(0, 10),
+        },
         'state file records that do not decode were dropped; the others are kept',
       );
       this.emit('error', 'state', new Error(`${dropped.length} state file records dropped`));
@@ -103,7 +111,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     let apart = 0n;
     const key = (r: UnitRecord): UnitRecord => (earlierBoot ? { ...r, id: --apart } : r);
     this.#previous = new Map(live.map(key).map((r) => [r.id, r]));
-    for (const r of finals.map(key)) this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
+    for (const r of finals.map(key))
+      this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
     this.prune();
   }
 
@@ -115,7 +124,12 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Units whose attach failed, retried at every tick(): relPath, the error's code and since when (ms since the epoch). */
   unattached(): { relPath: string; reason: string; since: number; attempts: number }[] {
-    return [...this.#unattached.values()].map(({ identity, reason, since, attempts }) => ({ relPath: identity.relPath, reason, since, attempts }));
+    return [...this.#unattached.values()].map(({ identity, reason, since, attempts }) => ({
+      relPath: identity.relPath,
+      reason,
+      since,
+      attempts,
+    }));
   }
 
   /**
@@ -158,8 +172,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (links === 'legacy') {
         // An older agent's links: swap in ours; its counts become the base.
         const base = this.#meter.upgrade(path, id);
-        unit.base = add(unit.base, { counters: base, peers: { ingress: { [UNCLASSIFIED]: base.ingress }, egress: { [UNCLASSIFIED]: base.egress } } });
-        this.#log.info({ cgroup: identity.relPath, base }, 'links of an agent without peer classes replaced; their counts kept as the base');
+        unit.base = add(unit.base, {
+          counters: base,
+          peers: { ingress: { [UNCLASSIFIED]: base.ingress }, egress: { [UNCLASSIFIED]: base.egress } },
+        });
+        this.#log.info(
+          { cgroup: identity.relPath, base },
+          'links of an agent without peer classes replaced; their counts kept as the base',
+        );
       }
       if (links === 'attached' || links === 'legacy') {
         this.#unattached.delete(identity.relPath);
@@ -180,7 +200,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       const reason = errorReason(err);
       if (pending === undefined) {
         this.#unattached.set(identity.relPath, { identity, seenAt, since: Date.now(), reason, attempts: 1 });
-        this.#log.error({ err, cgroup: identity.relPath, uid: identity.uid, reason }, 'attach failed: this cgroup is not counted until an attach works; retrying at every interval');
+        this.#log.error(
+          { err, cgroup: identity.relPath, uid: identity.uid, reason },
+          'attach failed: this cgroup is not counted until an attach works; retrying at every interval',
+        );
       } else {
         pending.attempts++;
         pending.reason = reason;
@@ -190,7 +213,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     }
     this.#unattached.delete(identity.relPath);
     if (pending !== undefined) {
-      this.#log.info({ cgroup: identity.relPath, uid: identity.uid, attempts: pending.attempts + 1, uncountedMs: Date.now() - pending.since }, 'attached after failed attempts; counting from now');
+      this.#log.info(
+        {
+          cgroup: identity.relPath,
+          uid: identity.uid,
+          attempts: pending.attempts + 1,
+          uncountedMs: Date.now() - pending.since,
+        },
+        'attached after failed attempts; counting from now',
+      );
     }
     // Fresh links count from zero; what this cgroup counted before (its pins
     // went while no agent ran) or an earlier cgroup of the same pod counted
@@ -201,7 +232,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     if (previous !== undefined) {
       unit.base = { counters: previous.counters, peers: previous.peers ?? NO_PEERS };
       unit.attachedAt = previous.attachedAt;
-      this.#log.info({ cgroup: identity.relPath, uid: identity.uid, counters: previous.counters }, 'counting on from the counts of before (links or cgroup made anew)');
+      this.#log.info(
+        { cgroup: identity.relPath, uid: identity.uid, counters: previous.counters },
+        'counting on from the counts of before (links or cgroup made anew)',
+      );
     } else {
       unit.attachedAt = Date.now();
     }
@@ -353,7 +387,11 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       // A removed cgroup's storage can read as zeros while the kernel tears
       // it down: a draining unit's counters never go back.
       if (counts === this.#applied.get(unit)) return true; // idle since
-      if (unit.state === 'draining' && allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})) return true;
+      if (
+        unit.state === 'draining' &&
+        allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})
+      )
+        return true;
       apply(unit, counts);
       this.#applied.set(unit, counts);
       this.#dirty = true;
@@ -405,7 +443,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         // counts); log once, count every failure, and retry at every interval.
         this.#dirty = true;
         if (!this.#saveFailing) {
-          this.#log.error({ err, stateDir: this.#store.dir }, 'cannot write the state file; counting goes on, retrying at every interval');
+          this.#log.error(
+            { err, stateDir: this.#store.dir },
+            'cannot write the state file; counting goes on, retrying at every interval',
+          );
           this.#saveFailing = true;
         }
         this.emit('error', 'state', err);
@@ -415,7 +456,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 }
 
 function sum(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
-  const add = (x: DirectionCounters['ingress'], y: DirectionCounters['ingress']) => ({ bytes: x.bytes + y.bytes, packets: x.packets + y.packets });
+  const add = (x: DirectionCounters['ingress'], y: DirectionCounters['ingress']) => ({
+    bytes: x.bytes + y.bytes,
+    packets: x.packets + y.packets,
+  });
   return { ingress: add(a.ingress, b.ingress), egress: add(a.egress, b.egress) };
 }
 
@@ -424,7 +468,10 @@ function add(a: Counted | undefined, b: Counted): Counted {
   if (a === undefined) return b;
   return {
     counters: sum(a.counters, b.counters),
-    peers: { ingress: addPeerCounts(a.peers.ingress, b.peers.ingress), egress: addPeerCounts(a.peers.egress, b.peers.egress) },
+    peers: {
+      ingress: addPeerCounts(a.peers.ingress, b.peers.ingress),
+      egress: addPeerCounts(a.peers.egress, b.peers.egress),
+    },
   };
 }
 

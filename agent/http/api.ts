@@ -16,7 +16,10 @@ export interface CgroupView {
   ingress: { bytes: string; packets: string };
   egress: { bytes: string; packets: string };
   /** By peer class, loopback included; classes without a packet are left out. */
-  peers?: { ingress: Record<string, { bytes: string; packets: string }>; egress: Record<string, { bytes: string; packets: string }> };
+  peers?: {
+    ingress: Record<string, { bytes: string; packets: string }>;
+    egress: Record<string, { bytes: string; packets: string }>;
+  };
 }
 
 const text = (c: { bytes: bigint; packets: bigint }) => ({ bytes: String(c.bytes), packets: String(c.packets) });

@@ -13,7 +13,16 @@ import { Exposition, labelText, type LabelledCounter } from '../../common/http/e
  * podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory,
  * and a Pod's `kubernetes.io/config.hash` claim refused (reason not_mirror, malformed or contested; agent/kube/pods.ts).
  */
-export const AGENT_ERROR_OPS = ['attach', 'detach', 'read', 'state', 'watch', 'watch_pods', 'maps', 'config_hash'] as const;
+export const AGENT_ERROR_OPS = [
+  'attach',
+  'detach',
+  'read',
+  'state',
+  'watch',
+  'watch_pods',
+  'maps',
+  'config_hash',
+] as const;
 export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
 
 /**
@@ -35,7 +44,11 @@ export interface AgentMetrics {
   annotationBudget: Gauge;
 }
 
-export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMode; podNamer?: () => PodNamer | undefined }): AgentMetrics {
+export function createAgentMetrics(options: {
+  tracker: Tracker;
+  mode: DiscoverMode;
+  podNamer?: () => PodNamer | undefined;
+}): AgentMetrics {
   const exposition = new Exposition();
   const { registry } = exposition;
   const { tracker, mode } = options;
@@ -48,8 +61,13 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     const name = ref ? `${ref.namespace}/${ref.pod}` : '';
     const cached = labelCache.get(u);
     if (cached?.name === name) return cached;
-    const labels: Record<string, string> = mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
-    const entry = { name, ingress: labelText({ ...labels, direction: 'ingress' }), egress: labelText({ ...labels, direction: 'egress' }) };
+    const labels: Record<string, string> =
+      mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
+    const entry = {
+      name,
+      ingress: labelText({ ...labels, direction: 'ingress' }),
+      egress: labelText({ ...labels, direction: 'egress' }),
+    };
     labelCache.set(u, entry);
     return entry;
   };
@@ -65,7 +83,8 @@ export function createAgentMetrics(options: { tracker: Tracker; mode: DiscoverMo
     const key = `${direction}/${peer}`;
     let text = cached.texts.get(key);
     if (text === undefined) {
-      const labels: Record<string, string> = mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
+      const labels: Record<string, string> =
+        mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
       cached.texts.set(key, (text = labelText({ ...labels, direction, peer })));
     }
     return text;

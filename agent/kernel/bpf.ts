@@ -171,7 +171,12 @@ export class Program extends FdObject {
    */
   static adopt(path: string, spec: ProgramSpec, maps: readonly { map: MapObject; what: string }[]): Program {
     return closedUnless(Program.fromPin(path, spec.name, spec.attachType), (program) =>
-      checkPinnedProgram(path, program.info(), spec, maps.map((m) => ({ id: m.map.id, what: m.what }))),
+      checkPinnedProgram(
+        path,
+        program.info(),
+        spec,
+        maps.map((m) => ({ id: m.map.id, what: m.what })),
+      ),
     );
   }
 
@@ -253,13 +258,21 @@ export abstract class MapObject extends FdObject {
   }
 
   /** Throws a TypeError unless `bytes` is a Uint8Array of `want` bytes. */
-  protected checkBytes(method: string, what: 'key' | 'value', bytes: unknown, want: number): asserts bytes is Uint8Array {
+  protected checkBytes(
+    method: string,
+    what: 'key' | 'value',
+    bytes: unknown,
+    want: number,
+  ): asserts bytes is Uint8Array {
     if (!(bytes instanceof Uint8Array)) throw new TypeError(`${method}: the ${what} must be a Uint8Array`);
     this.checkSize(method, what, bytes.length, want);
   }
 
   protected checkSize(method: string, what: 'key' | 'value', got: number, want: number): void {
-    if (got !== want) throw new TypeError(`${method}: ${what} of ${got} bytes for ${this.describe()}, whose ${what}s are ${want} bytes`);
+    if (got !== want)
+      throw new TypeError(
+        `${method}: ${what} of ${got} bytes for ${this.describe()}, whose ${what}s are ${want} bytes`,
+      );
   }
 }
 
@@ -296,7 +309,11 @@ export class StorageMap extends MapObject {
 
   /** Each slot summed over CPUs (readUnit's half for this direction); undefined when there is no such entry. */
   read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    if (native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id) === undefined) return undefined;
+    if (
+      native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id) ===
+      undefined
+    )
+      return undefined;
     const sums = this.readUnit(cgroupId);
     if (sums === undefined) return undefined;
     const half = direction === 'ingress' ? sums.subarray(0, sums.length / 2) : sums.subarray(sums.length / 2);
@@ -415,7 +432,8 @@ export class BpfObject {
 
   #take(name: string): number {
     const fd = this.mapFds.get(name);
-    if (fd === undefined) throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no map '${name}'` });
+    if (fd === undefined)
+      throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no map '${name}'` });
     (this.mapFds as Map<string, number>).delete(name);
     return fd;
   }

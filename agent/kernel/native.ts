@@ -7,8 +7,16 @@ import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { nativeAddonPath } from '../paths.ts';
 
-export interface RawProgram { name: string; section: string; attachType: number; fd: number }
-export interface RawObject { programs: RawProgram[]; maps: { name: string; fd: number }[] }
+export interface RawProgram {
+  name: string;
+  section: string;
+  attachType: number;
+  fd: number;
+}
+export interface RawObject {
+  programs: RawProgram[];
+  maps: { name: string; fd: number }[];
+}
 
 export interface MapInfo {
   id: number;
@@ -85,8 +93,21 @@ export interface NativeAddon {
   linkDetach(linkFd: number): void;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
-  storageLookup(mapFd: number, cgroupId: bigint, attachType: number, valueSize: number, mapId: number): BigUint64Array | undefined;
-  storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous: BigUint64Array | undefined, mapId: number): BigUint64Array | undefined;
+  storageLookup(
+    mapFd: number,
+    cgroupId: bigint,
+    attachType: number,
+    valueSize: number,
+    mapId: number,
+  ): BigUint64Array | undefined;
+  storageSums(
+    mapFd: number,
+    cgroupId: bigint,
+    valueSize: number,
+    words: number,
+    previous: BigUint64Array | undefined,
+    mapId: number,
+  ): BigUint64Array | undefined;
   storageKeys(mapFd: number, mapId: number): { cgroupId: bigint; attachType: number }[];
   possibleCpus(): number;
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): void;

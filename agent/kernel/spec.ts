@@ -38,13 +38,23 @@ export class CollectionSpec {
 
   map(name: string): MapSpec {
     const m = this.maps.get(name);
-    if (m === undefined) throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object '${this.path}' has no map '${name}'`, path: this.path });
+    if (m === undefined)
+      throw new BpfError({
+        code: ErrorCodes.badBpfObject,
+        message: `BPF object '${this.path}' has no map '${name}'`,
+        path: this.path,
+      });
     return m;
   }
 
   program(name: string): ProgramSpec {
     const p = this.programs.get(name);
-    if (p === undefined) throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object '${this.path}' has no program '${name}'`, path: this.path });
+    if (p === undefined)
+      throw new BpfError({
+        code: ErrorCodes.badBpfObject,
+        message: `BPF object '${this.path}' has no program '${name}'`,
+        path: this.path,
+      });
     return p;
   }
 }
@@ -82,14 +92,20 @@ export function checkPinnedMap(path: string, info: MapInfo, spec: MapSpec): void
  * program that does not use `maps` (it would count into, or classify from,
  * maps other than the ones podmeter reads and writes).
  */
-export function checkPinnedProgram(path: string, info: ProgInfo, spec: ProgramSpec, maps: readonly { id: number; what: string }[]): void {
+export function checkPinnedProgram(
+  path: string,
+  info: ProgInfo,
+  spec: ProgramSpec,
+  maps: readonly { id: number; what: string }[],
+): void {
   const wantName = spec.name.slice(0, KERNEL_NAME_CHARS);
   const differences: string[] = [];
   if (info.type !== spec.type) differences.push('type');
   if (info.name !== wantName) differences.push('name');
   const missing = maps.filter((m) => !info.mapIds.includes(m.id));
   if (differences.length === 0 && missing.length === 0) return;
-  const shape = `pinned: ${info.typeName} '${info.name}' id ${info.id}, maps [${info.mapIds.join(', ')}]; ` +
+  const shape =
+    `pinned: ${info.typeName} '${info.name}' id ${info.id}, maps [${info.mapIds.join(', ')}]; ` +
     `expected: ${spec.typeName} '${wantName}' (attach type ${spec.attachTypeName}, from ${spec.object}), maps [${maps.map((m) => `${m.id} (${m.what})`).join(', ')}]`;
   const what = [
     ...(differences.length > 0 ? [`its ${differ(differences)}`] : []),

@@ -55,7 +55,13 @@ export class Annotator {
   readonly #log: Logger;
   readonly #onWrite: (result: AnnotationWriteResult) => void;
   readonly #podMapBytes: (uid: string) => number | undefined;
-  readonly #node: { name: string; mapBytes: () => number | undefined; written: Record<string, string | null>; checkedAt: number; refused: boolean };
+  readonly #node: {
+    name: string;
+    mapBytes: () => number | undefined;
+    written: Record<string, string | null>;
+    checkedAt: number;
+    refused: boolean;
+  };
   /** A pod terminated since the Node was last written: its final goes out without waiting for the interval. */
   #newFinal = false;
   readonly #state = new Map<string, PodState>();
@@ -83,7 +89,13 @@ export class Annotator {
     this.#log = options.log;
     this.#onWrite = options.onWrite;
     this.#podMapBytes = options.podMapBytes ?? (() => undefined);
-    this.#node = { name: options.node?.name ?? '', mapBytes: options.node?.mapBytes ?? (() => undefined), written: {}, checkedAt: 0, refused: false };
+    this.#node = {
+      name: options.node?.name ?? '',
+      mapBytes: options.node?.mapBytes ?? (() => undefined),
+      written: {},
+      checkedAt: 0,
+      refused: false,
+    };
     const urgent = (unit: Unit) => {
       if (unit.uid !== undefined) this.#podState(unit.uid).urgent = true;
     };
@@ -133,7 +145,10 @@ export class Annotator {
       if (unit.state === 'terminated' && !state.urgent) continue; // final already written (or never counted)
       const mapBytes = this.#podMapBytes(unit.uid);
       const last = state.values;
-      const values = last !== undefined && last.counters === unit.counters && last.peers === unit.peers && last.mapBytes === mapBytes ? last.text : valuesOf(unit, mapBytes);
+      const values =
+        last !== undefined && last.counters === unit.counters && last.peers === unit.peers && last.mapBytes === mapBytes
+          ? last.text
+          : valuesOf(unit, mapBytes);
       state.values = { counters: unit.counters, peers: unit.peers, mapBytes, text: values };
       if (values === state.written) continue;
       if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
@@ -151,9 +166,17 @@ export class Annotator {
     try {
       // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
       const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
-      await this.#api.request('PATCH', path, { body: { metadata: { uid: pod.uid, annotations } }, contentType: MERGE_PATCH, timeoutMs: WRITE_TIMEOUT_MS });
+      await this.#api.request('PATCH', path, {
+        body: { metadata: { uid: pod.uid, annotations } },
+        contentType: MERGE_PATCH,
+        timeoutMs: WRITE_TIMEOUT_MS,
+      });
       this.#recovered();
-      if (state.refused !== undefined) this.#log.info({ namespace: pod.namespace, pod: pod.name, uid: pod.uid }, 'Pod annotations written again after refusals');
+      if (state.refused !== undefined)
+        this.#log.info(
+          { namespace: pod.namespace, pod: pod.name, uid: pod.uid },
+          'Pod annotations written again after refusals',
+        );
       state.refused = undefined;
       return 'ok';
     } catch (err) {
@@ -162,13 +185,30 @@ export class Annotator {
         return 'error';
       }
       this.#recovered(); // the API server answers
-      const who = { namespace: pod.namespace, pod: pod.name, uid: pod.uid, status: err.status, reason: err.reason, err: err.message };
+      const who = {
+        namespace: pod.namespace,
+        pod: pod.name,
+        uid: pod.uid,
+        status: err.status,
+        reason: err.reason,
+        err: err.message,
+      };
       if (isStatus(err, 404, 409)) {
-        this.#log.info(who, 'Pod gone before its annotations were written: its counts stay in the metrics and the Node\'s finals');
+        this.#log.info(
+          who,
+          "Pod gone before its annotations were written: its counts stay in the metrics and the Node's finals",
+        );
         return 'gone';
       }
-      if (state.refused === undefined) this.#log.warn(who, 'Pod annotation write refused: this pod is retried with backoff, the node\'s other pods are written as usual');
-      const delayMs = state.refused === undefined ? 2 * this.#intervalMs : Math.min(2 * state.refused.delayMs, Math.max(MAX_REFUSED_DELAY_MS, this.#intervalMs));
+      if (state.refused === undefined)
+        this.#log.warn(
+          who,
+          "Pod annotation write refused: this pod is retried with backoff, the node's other pods are written as usual",
+        );
+      const delayMs =
+        state.refused === undefined
+          ? 2 * this.#intervalMs
+          : Math.min(2 * state.refused.delayMs, Math.max(MAX_REFUSED_DELAY_MS, this.#intervalMs));
       state.refused = { retryAt: Date.now() + delayMs, delayMs };
       return 'rejected';
     }
@@ -203,7 +243,11 @@ export class Annotator {
     this.#newFinal = false;
     try {
       const annotations = { ...Object.fromEntries(changed), [ANNOTATIONS.updated]: new Date().toISOString() };
-      await this.#api.request('PATCH', `/api/v1/nodes/${encodeURIComponent(node.name)}`, { body: { metadata: { annotations } }, contentType: MERGE_PATCH, timeoutMs: WRITE_TIMEOUT_MS });
+      await this.#api.request('PATCH', `/api/v1/nodes/${encodeURIComponent(node.name)}`, {
+        body: { metadata: { annotations } },
+        contentType: MERGE_PATCH,
+        timeoutMs: WRITE_TIMEOUT_MS,
+      });
       this.#recovered();
       Object.assign(node.written, Object.fromEntries(changed));
       node.checkedAt = Date.now();
@@ -221,7 +265,11 @@ export class Annotator {
         // The Node's alone (e.g. its annotations too long): retried at the interval; the pods go on.
         this.#recovered();
         node.checkedAt = Date.now();
-        if (!node.refused) this.#log.warn({ node: node.name, status: err.status, reason: err.reason, err: err.message }, 'Node annotation write refused: retried at the interval; pod annotations go on');
+        if (!node.refused)
+          this.#log.warn(
+            { node: node.name, status: err.status, reason: err.reason, err: err.message },
+            'Node annotation write refused: retried at the interval; pod annotations go on',
+          );
         node.refused = true;
         this.#onWrite('rejected');
         return true;
@@ -245,7 +293,10 @@ export class Annotator {
   #outage(err: unknown): void {
     if (this.#outageSince === undefined) {
       this.#outageSince = Date.now();
-      this.#log.warn({ err: describe(err) }, 'annotation writes failing; counting and metrics continue, writes resume with the latest values when the API server answers');
+      this.#log.warn(
+        { err: describe(err) },
+        'annotation writes failing; counting and metrics continue, writes resume with the latest values when the API server answers',
+      );
     }
     this.#retryAt = Date.now() + retryDelay(err, this.#backoffMs);
     this.#backoffMs = Math.min(this.#backoffMs * 2, MAX_BACKOFF_MS);

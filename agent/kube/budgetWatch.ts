@@ -26,7 +26,11 @@ export function watchBudget(api: KubeApi, namespace: string, onRate: (rate: numb
     const data = cm.data as Record<string, string> | undefined;
     const rate = rateOf(data);
     if (rate === undefined) {
-      if (!warned) log.warn({ configMap: `${namespace}/${BUDGET_CONFIGMAP}`, value: data?.[BUDGET_KEY] }, `budget ConfigMap has no valid ${BUDGET_KEY}: keeping the current write budget`);
+      if (!warned)
+        log.warn(
+          { configMap: `${namespace}/${BUDGET_CONFIGMAP}`, value: data?.[BUDGET_KEY] },
+          `budget ConfigMap has no valid ${BUDGET_KEY}: keeping the current write budget`,
+        );
       warned = true;
       return;
     }
@@ -46,9 +50,14 @@ export function watchBudget(api: KubeApi, namespace: string, onRate: (rate: numb
       failing = false;
       items.forEach(apply);
     },
-    event: (type, cm) => (type === 'DELETED' ? log.info('budget ConfigMap deleted: keeping the current write budget') : apply(cm)),
+    event: (type, cm) =>
+      type === 'DELETED' ? log.info('budget ConfigMap deleted: keeping the current write budget') : apply(cm),
     onError: (err) => {
-      if (!failing) log.warn({ err: describe(err), namespace }, 'budget ConfigMap watch failed (RBAC: get/list/watch configmaps in the operator namespace); retrying with backoff');
+      if (!failing)
+        log.warn(
+          { err: describe(err), namespace },
+          'budget ConfigMap watch failed (RBAC: get/list/watch configmaps in the operator namespace); retrying with backoff',
+        );
       failing = true;
     },
   });

@@ -15,10 +15,15 @@ const POD_UID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
  * window, newest first, at most MAX_FINALS. `podOf` names the Pod of a
  * cgroup uid (also a Pod deleted a little while ago).
  */
-export function nodeFinals(units: Iterable<Unit>, podOf: (cgroupUid: string) => PodRef | undefined, now: number): NodeFinal[] {
+export function nodeFinals(
+  units: Iterable<Unit>,
+  podOf: (cgroupUid: string) => PodRef | undefined,
+  now: number,
+): NodeFinal[] {
   const picked: { at: number; final: NodeFinal }[] = [];
   for (const unit of units) {
-    if (unit.kind !== 'pod' || unit.state !== 'terminated' || unit.uid === undefined || unit.terminatedAt === undefined) continue;
+    if (unit.kind !== 'pod' || unit.state !== 'terminated' || unit.uid === undefined || unit.terminatedAt === undefined)
+      continue;
     const counts = countsOf(unit);
     if (now - unit.terminatedAt > FINALS_WINDOW_MS || isZero(counts)) continue;
     const pod = podOf(unit.uid);
@@ -36,7 +41,15 @@ export function nodeFinals(units: Iterable<Unit>, podOf: (cgroupUid: string) => 
 /** A unit's counters in the contract's shape: its totals and its egress bytes to the billed peer classes. */
 export function countsOf(unit: Pick<Unit, 'counters' | 'peers'>): Counts {
   const c = unit.counters;
-  const counts: Counts = { ingressBytes: c.ingress.bytes, egressBytes: c.egress.bytes, ingressPackets: c.ingress.packets, egressPackets: c.egress.packets, egressCrossZoneBytes: 0n, egressCrossRegionBytes: 0n, egressExternalBytes: 0n };
+  const counts: Counts = {
+    ingressBytes: c.ingress.bytes,
+    egressBytes: c.egress.bytes,
+    ingressPackets: c.ingress.packets,
+    egressPackets: c.egress.packets,
+    egressCrossZoneBytes: 0n,
+    egressCrossRegionBytes: 0n,
+    egressExternalBytes: 0n,
+  };
   const egress = unit.peers?.egress;
   if (egress !== undefined) for (const f of CLASS_FIELDS) counts[f] = egress[PEER_CLASS_OF[f]]?.bytes ?? 0n;
   return counts;

@@ -61,7 +61,7 @@ export function startKubernetes(options: {
     node: { name: config.nodeName, mapBytes: () => options.maps()?.totalBytes },
   });
 
-  void pods.start().then(() => log.info({ node: config.nodeName, server: api.server }, 'watching this node\'s pods'));
+  void pods.start().then(() => log.info({ node: config.nodeName, server: api.server }, "watching this node's pods"));
   const tick = setInterval(() => void annotator.tick(), 250);
   // --annotate-budget 0 means no annotations at all, whatever the operator says.
   const followBudget = (rate: number) => {
@@ -69,7 +69,9 @@ export function startKubernetes(options: {
     metrics.annotationBudget.set(rate);
   };
   const budgetWatch: BudgetWatch | undefined =
-    config.annotateBudget > 0 ? watchBudget(api, config.namespace, followBudget, log.child({ module: 'budget' })) : undefined;
+    config.annotateBudget > 0
+      ? watchBudget(api, config.namespace, followBudget, log.child({ module: 'budget' }))
+      : undefined;
   const peerWatch = watchClusterPeers(api, config.nodeName, options.onPeers, log.child({ module: 'peers' }));
 
   return {

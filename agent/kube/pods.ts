@@ -38,10 +38,17 @@ const DEPARTED_MS = 15 * 60_000;
 export type ClaimRejection = 'not_mirror' | 'malformed' | 'contested';
 
 /** The config hash a Pod's metadata may stand for on `nodeName`, the reason it may not, or undefined (no claim). */
-export function configHashClaim(meta: ObjectMeta, nodeName: string): { hash: string } | { rejected: Exclude<ClaimRejection, 'contested'> } | undefined {
+export function configHashClaim(
+  meta: ObjectMeta,
+  nodeName: string,
+): { hash: string } | { rejected: Exclude<ClaimRejection, 'contested'> } | undefined {
   const hash = meta.annotations?.[CONFIG_HASH];
   if (hash === undefined) return undefined;
-  const mirror = meta.annotations?.[CONFIG_MIRROR] !== undefined && (meta.ownerReferences ?? []).some((o) => o.apiVersion === 'v1' && o.kind === 'Node' && o.name === nodeName && o.controller === true);
+  const mirror =
+    meta.annotations?.[CONFIG_MIRROR] !== undefined &&
+    (meta.ownerReferences ?? []).some(
+      (o) => o.apiVersion === 'v1' && o.kind === 'Node' && o.name === nodeName && o.controller === true,
+    );
   if (!mirror) return { rejected: 'not_mirror' };
   return CONFIG_HASH_VALUE.test(hash) ? { hash } : { rejected: 'malformed' };
 }
@@ -95,7 +102,8 @@ export class PodIndex {
     const m = pod.metadata;
     if (!m?.uid || !m.name || !m.namespace) return;
     const controller = m.ownerReferences?.find((o) => o.controller === true);
-    const owner = controller?.kind && controller.name ? { owner: { kind: controller.kind, name: controller.name } } : {};
+    const owner =
+      controller?.kind && controller.name ? { owner: { kind: controller.kind, name: controller.name } } : {};
     const ref: PodRef = { namespace: m.namespace, name: m.name, uid: m.uid, ...owner };
     const previous = this.#pods.get(m.uid);
     const claim = configHashClaim(m, this.#nodeName);
@@ -107,7 +115,13 @@ export class PodIndex {
     let claimants = this.#claims.get(claim.hash);
     if (claimants === undefined) this.#claims.set(claim.hash, (claimants = new Set()));
     claimants.add(m.uid);
-    if (claimants.size > 1) this.#reject(ref, 'contested', claim.hash, [...claimants].filter((u) => u !== m.uid).map((u) => this.#pods.get(u)!.ref));
+    if (claimants.size > 1)
+      this.#reject(
+        ref,
+        'contested',
+        claim.hash,
+        [...claimants].filter((u) => u !== m.uid).map((u) => this.#pods.get(u)!.ref),
+      );
   }
 
   /** A deleted Pod. */
@@ -120,7 +134,8 @@ export class PodIndex {
     if (known === undefined) return;
     this.#depart(uid, known.ref, now);
     // Its hash leaves with it only if the cgroup was named to it (the sole claimant).
-    if (known.hash !== undefined && this.byCgroupUid(known.hash) === known.ref) this.#depart(known.hash, known.ref, now);
+    if (known.hash !== undefined && this.byCgroupUid(known.hash) === known.ref)
+      this.#depart(known.hash, known.ref, now);
     if (known.hash !== undefined) this.#unclaim(known.hash, uid);
     this.#pods.delete(uid);
     this.#reported.delete(uid);
@@ -138,7 +153,14 @@ export class PodIndex {
     this.#onRejectedClaim(reason);
     const contested = others.map((o) => `${o.namespace}/${o.name}`);
     this.#log.warn(
-      { namespace: pod.namespace, pod: pod.name, uid: pod.uid, configHash: value, reason, ...(contested.length > 0 ? { alsoClaimedBy: contested } : {}) },
+      {
+        namespace: pod.namespace,
+        pod: pod.name,
+        uid: pod.uid,
+        configHash: value,
+        reason,
+        ...(contested.length > 0 ? { alsoClaimedBy: contested } : {}),
+      },
       `Pod's ${CONFIG_HASH} names no cgroup: ${REJECTION_TEXT[reason]}`,
     );
   }
@@ -163,7 +185,14 @@ const REJECTION_TEXT: Record<ClaimRejection, string> = {
 export class PodDirectory extends PodIndex {
   readonly #reflector: Reflector;
 
-  constructor(options: { api: KubeApi; nodeName: string; idleMs: number; log: Logger; onError: (err: unknown) => void; onRejectedClaim?: (reason: ClaimRejection) => void }) {
+  constructor(options: {
+    api: KubeApi;
+    nodeName: string;
+    idleMs: number;
+    log: Logger;
+    onError: (err: unknown) => void;
+    onRejectedClaim?: (reason: ClaimRejection) => void;
+  }) {
     super(options);
     this.#reflector = new Reflector({
       api: options.api,

@@ -63,11 +63,17 @@ function roundUp(n: number, to: number): number {
 /** Bytes of one element of a cgroup storage map (per-CPU or shared), including its kernel bookkeeping. */
 export function cgroupStorageElementBytes(map: { type: string; valueSize: number }, cpus: number): number {
   const value =
-    map.type === 'percpu_cgroup_storage' ? roundUp(map.valueSize, 8) * cpus : roundUp(STORAGE_BUFFER_HEADER + map.valueSize, 8);
+    map.type === 'percpu_cgroup_storage'
+      ? roundUp(map.valueSize, 8) * cpus
+      : roundUp(STORAGE_BUFFER_HEADER + map.valueSize, 8);
   return value + CGROUP_STORAGE_ELEMENT_OVERHEAD;
 }
 
 /** The estimate for podmeter's own storage map: entries x (round_up(value, 8) x possible CPUs + overhead) + the reported memlock. */
-export function estimateStorageBytes(map: { type: string; valueSize: number; memlock: number }, entries: number, cpus: number): number {
+export function estimateStorageBytes(
+  map: { type: string; valueSize: number; memlock: number },
+  entries: number,
+  cpus: number,
+): number {
   return Math.max(0, map.memlock) + Math.max(0, entries) * cgroupStorageElementBytes(map, cpus);
 }

@@ -19,7 +19,14 @@ export interface ScannedHolder {
  */
 function vanished(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ESRCH' || code === 'EACCES' || code === 'EPERM' || code === 'ENOTDIR' || code === 'EINVAL';
+  return (
+    code === 'ENOENT' ||
+    code === 'ESRCH' ||
+    code === 'EACCES' ||
+    code === 'EPERM' ||
+    code === 'ENOTDIR' ||
+    code === 'EINVAL'
+  );
 }
 
 const MAP_ID = /^map_id:\s*(\d+)/m;

@@ -187,7 +187,12 @@ const MAX_ID = 0xffffffff;
 /** The errno name of a refusal to open one object by id; undefined for any other error. */
 function refusedOpen(err: unknown): string | undefined {
   const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
-  return typeof code === 'string' && UNREADABLE_CODES.has(code) && typeof syscall === 'string' && OPEN_BY_ID.test(syscall) ? code : undefined;
+  return typeof code === 'string' &&
+    UNREADABLE_CODES.has(code) &&
+    typeof syscall === 'string' &&
+    OPEN_BY_ID.test(syscall)
+    ? code
+    : undefined;
 }
 
 /**
@@ -369,7 +374,9 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
       owner,
       owners: owner === 'process' ? [...new Set(procs.map((p) => p.comm))].sort() : [owner],
       processes: procs
-        .map((p): MapHolder => (p.podUid === undefined ? { pid: p.pid, comm: p.comm } : { pid: p.pid, comm: p.comm, podUid: p.podUid }))
+        .map((p): MapHolder =>
+          p.podUid === undefined ? { pid: p.pid, comm: p.comm } : { pid: p.pid, comm: p.comm, podUid: p.podUid },
+        )
         .sort((a, b) => a.pid - b.pid),
       podUids: [...new Set(procs.flatMap((p) => (p.podUid === undefined ? [] : [p.podUid])))].sort(),
       programIds: [...programIds].sort((a, b) => a - b),
@@ -406,7 +413,9 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   await slices.pause();
   const views = summary.result();
   await slices.pause();
-  const holding = [...processes.values()].filter((p) => p.mapIds.length > 0).sort((a, b) => b.bytes - a.bytes || a.pid - b.pid);
+  const holding = [...processes.values()]
+    .filter((p) => p.mapIds.length > 0)
+    .sort((a, b) => b.bytes - a.bytes || a.pid - b.pid);
   return {
     takenAt,
     durationMs: performance.now() - started,
@@ -444,7 +453,14 @@ class Summary {
     n.bytes += map.bytes;
     this.#byName.set(map.name, n);
     for (const owner of map.owners) {
-      const o = this.#byOwner.get(owner) ?? { owner, kind: map.owner, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
+      const o = this.#byOwner.get(owner) ?? {
+        owner,
+        kind: map.owner,
+        pids: [],
+        maps: 0,
+        bytes: 0,
+        pidSet: new Set<number>(),
+      };
       for (const p of map.processes) if (p.comm === owner) o.pidSet.add(p.pid);
       o.maps++;
       o.bytes += map.bytes;

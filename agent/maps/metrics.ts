@@ -27,7 +27,11 @@ export function podLabels(uid: string, namer: PodNamer | undefined): { namespace
   return name ?? { namespace: '', pod: uid };
 }
 
-export function addMapMetrics(exposition: Exposition, getInventory: () => MapInventory | undefined, podNamer?: () => PodNamer | undefined): void {
+export function addMapMetrics(
+  exposition: Exposition,
+  getInventory: () => MapInventory | undefined,
+  podNamer?: () => PodNamer | undefined,
+): void {
   exposition.add({
     name: 'podmeter_node_bpf_map_memory_bytes',
     help: "Kernel memory of all BPF maps on the node (fdinfo memlock; podmeter's own cgroup storage estimated), each map counted once.",
@@ -63,7 +67,8 @@ export function addMapMetrics(exposition: Exposition, getInventory: () => MapInv
       const inv = getInventory();
       if (inv === undefined) return;
       const namer = podNamer?.();
-      for (const p of inv.byPod) emit(labelText({ ...(namer?.(p.uid) ?? { namespace: '', pod: '' }), uid: p.uid }), p.bytes);
+      for (const p of inv.byPod)
+        emit(labelText({ ...(namer?.(p.uid) ?? { namespace: '', pod: '' }), uid: p.uid }), p.bytes);
     },
   });
 }
@@ -76,7 +81,10 @@ function mapSums(inv: MapInventory, namer: PodNamer | undefined): [string, numbe
     const sets =
       map.processes.length === 0
         ? [{ owner: map.owner as string, namespace: '', pod: '' }]
-        : map.processes.map((p) => ({ owner: p.comm, ...(p.podUid === undefined ? { namespace: '', pod: '' } : podLabels(p.podUid, namer)) }));
+        : map.processes.map((p) => ({
+            owner: p.comm,
+            ...(p.podUid === undefined ? { namespace: '', pod: '' } : podLabels(p.podUid, namer)),
+          }));
     for (const set of sets) {
       const labels = labelText({ map_name: map.name, map_type: map.type, ...set });
       if (seen.has(labels)) continue;

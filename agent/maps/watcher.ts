@@ -45,9 +45,20 @@ export function startMapInventory(options: MapInventoryOptions): MapInventoryHan
         // Once per map: it stays left out at every round while it exists.
         if (reported.has(map.id)) continue;
         reported.add(map.id);
-        log?.warn({ mapId: map.id, code: map.code }, 'a BPF map cannot be opened (refused by the kernel or an LSM): left out of the inventory, the others are counted');
+        log?.warn(
+          { mapId: map.id, code: map.code },
+          'a BPF map cannot be opened (refused by the kernel or an LSM): left out of the inventory, the others are counted',
+        );
       }
-      log?.debug({ maps: latest.mapCount, bytes: latest.totalBytes, ms: Math.round(latest.durationMs), longestSliceMs: Math.round(latest.longestSliceMs * 10) / 10 }, 'BPF map inventory');
+      log?.debug(
+        {
+          maps: latest.mapCount,
+          bytes: latest.totalBytes,
+          ms: Math.round(latest.durationMs),
+          longestSliceMs: Math.round(latest.longestSliceMs * 10) / 10,
+        },
+        'BPF map inventory',
+      );
     } catch (err) {
       errors++;
       try {

@@ -41,7 +41,8 @@ export function parsePrefix(raw: string): Prefix {
  * a prefix would claim a whole range.
  */
 export function parseAddress(raw: string): Prefix {
-  if (!isIPv4(raw) && !(isIPv6(raw) && !raw.includes('%'))) throw new Error(`"${raw}" is not a bare IPv4 or IPv6 address`);
+  if (!isIPv4(raw) && !(isIPv6(raw) && !raw.includes('%')))
+    throw new Error(`"${raw}" is not a bare IPv4 or IPv6 address`);
   return parsePrefix(raw);
 }
 
@@ -101,7 +102,7 @@ function format(addr: Uint8Array, v4: boolean): string {
   const groups = Array.from({ length: 8 }, (_, i) => (addr[2 * i]! << 8) | addr[2 * i + 1]!);
   // The longest run of zero groups (at least two) becomes '::' (RFC 5952).
   let best = { at: -1, len: 0 };
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

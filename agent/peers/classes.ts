@@ -11,7 +11,15 @@
 import type { Counters, Direction } from '../kernel/bpf.ts';
 import { PODMETER_FIRST_NAMED, PODMETER_NAME_LEN, PODMETER_SLOTS } from '../kernel/layout.ts';
 
-export const BUILTIN_CLASSES = ['loopback', 'node', 'zone', 'cross-zone', 'cross-region', 'service', 'external'] as const;
+export const BUILTIN_CLASSES = [
+  'loopback',
+  'node',
+  'zone',
+  'cross-zone',
+  'cross-region',
+  'service',
+  'external',
+] as const;
 export type BuiltinClass = (typeof BUILTIN_CLASSES)[number];
 
 /** Kept in step with enum podmeter_class and PODMETER_* in bpf/podmeter.h. */
@@ -131,7 +139,10 @@ export class SlotNames {
  * counts, and it stays reported under its name); a new name takes the first
  * free slot. Throws when there is none.
  */
-export function assignSlots(recorded: readonly (string | undefined)[], configured: readonly string[]): (string | undefined)[] {
+export function assignSlots(
+  recorded: readonly (string | undefined)[],
+  configured: readonly string[],
+): (string | undefined)[] {
   const named = Array.from({ length: MAX_NAMED_CLASSES }, (_, i) => recorded[i]);
   for (const name of configured) {
     if (named.includes(name)) continue;

@@ -40,7 +40,10 @@ export interface NodePeers {
 export type NodeField = 'podCIDR' | 'address';
 
 /** The fields of a Node that peer classes use; podCIDRs that are not CIDRs and addresses that are not bare IPs go to `bad`. */
-export function nodePeers(node: V1Node, bad: (field: NodeField, value: string, why: string) => void): NodePeers | undefined {
+export function nodePeers(
+  node: V1Node,
+  bad: (field: NodeField, value: string, why: string) => void,
+): NodePeers | undefined {
   const name = node.metadata?.name;
   if (name === undefined) return undefined;
   const labels = node.metadata?.labels ?? {};
@@ -65,17 +68,31 @@ export function nodePeers(node: V1Node, bad: (field: NodeField, value: string, w
 }
 
 /** Which class another node's prefixes are from this node's point of view. */
-export function nodeClass(self: NodePeers | undefined, other: NodePeers, selfName: string): 'node' | 'zone' | 'cross-zone' | 'cross-region' {
+export function nodeClass(
+  self: NodePeers | undefined,
+  other: NodePeers,
+  selfName: string,
+): 'node' | 'zone' | 'cross-zone' | 'cross-region' {
   if (other.name === selfName) return 'node';
   if (self?.region !== undefined && other.region !== undefined && self.region !== other.region) return 'cross-region';
   return (self?.zone ?? '') === (other.zone ?? '') ? 'zone' : 'cross-zone';
 }
 
 /** The cluster's peers from the nodes and Service CIDRs known now. */
-export function clusterPeers(nodes: Iterable<NodePeers>, selfName: string, serviceCidrs: Iterable<Prefix>): ClusterPeers {
+export function clusterPeers(
+  nodes: Iterable<NodePeers>,
+  selfName: string,
+  serviceCidrs: Iterable<Prefix>,
+): ClusterPeers {
   const list = [...nodes];
   const self = list.find((n) => n.name === selfName);
-  const out: Record<string, Prefix[]> = { node: [], zone: [], 'cross-zone': [], 'cross-region': [], service: [...serviceCidrs] };
+  const out: Record<string, Prefix[]> = {
+    node: [],
+    zone: [],
+    'cross-zone': [],
+    'cross-region': [],
+    service: [...serviceCidrs],
+  };
   for (const n of list) out[nodeClass(self, n, selfName)]!.push(...n.prefixes);
   return out as ClusterPeers;
 }
@@ -91,7 +108,13 @@ interface Collection<T> {
  * `onChange` (debounced) when they change, `onError` with each failure of
  * the list or watch (it is retried). Returns stop().
  */
-function follow<T>(api: KubeApi, c: Collection<T>, onChange: (values: ReadonlyMap<string, T>) => void, log: Logger, onError?: (err: unknown) => void): () => Promise<void> {
+function follow<T>(
+  api: KubeApi,
+  c: Collection<T>,
+  onChange: (values: ReadonlyMap<string, T>) => void,
+  log: Logger,
+  onError?: (err: unknown) => void,
+): () => Promise<void> {
   const values = new Map<string, T>();
   let stopped = false;
   let debounce: NodeJS.Timeout | undefined;
@@ -149,7 +172,13 @@ export const SERVICE_CIDRS_PATH = '/apis/networking.k8s.io/v1/servicecidrs';
  * each change. (`serviceCidrsPath`: a test points it at an API version the
  * test apiserver does not serve, which cannot run without the v1 one.)
  */
-export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peers: ClusterPeers) => void, log: Logger, serviceCidrsPath = SERVICE_CIDRS_PATH): ClusterPeerWatch {
+export function watchClusterPeers(
+  api: KubeApi,
+  nodeName: string,
+  onPeers: (peers: ClusterPeers) => void,
+  log: Logger,
+  serviceCidrsPath = SERVICE_CIDRS_PATH,
+): ClusterPeerWatch {
   let nodes: ReadonlyMap<string, NodePeers> = new Map();
   let services: ReadonlyMap<string, Prefix[]> = new Map();
   const reported = new Set<string>();
@@ -168,7 +197,12 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
           const key = JSON.stringify([node.metadata?.name, field, value]);
           if (reported.has(key)) return;
           reported.add(key);
-          log.warn({ node: node.metadata?.name, [field]: value, why }, field === 'podCIDR' ? 'Node has a podCIDR that is not a CIDR: skipped' : 'Node has an address that is not a bare IP: skipped');
+          log.warn(
+            { node: node.metadata?.name, [field]: value, why },
+            field === 'podCIDR'
+              ? 'Node has a podCIDR that is not a CIDR: skipped'
+              : 'Node has an address that is not a bare IP: skipped',
+          );
         });
         return peers && { name: peers.name, value: peers };
       },
@@ -193,7 +227,10 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
           try {
             prefixes.push(parsePrefix(cidr));
           } catch (err) {
-            log.warn({ serviceCIDR: name, cidr, why: (err as Error).message }, 'ServiceCIDR has a CIDR that does not parse: skipped');
+            log.warn(
+              { serviceCIDR: name, cidr, why: (err as Error).message },
+              'ServiceCIDR has a CIDR that does not parse: skipped',
+            );
           }
         }
         return { name, value: prefixes };
@@ -211,7 +248,7 @@ export function watchClusterPeers(api: KubeApi, nodeName: string, onPeers: (peer
       synced.services = true;
       log.warn(
         { path: serviceCidrsPath },
-        'the cluster has no ServiceCIDR API (Kubernetes before 1.33, or turned off): no service class; traffic to Service ClusterIPs counts by the other rules (external, unless a ClusterIP lies in a node\'s or configured range)',
+        "the cluster has no ServiceCIDR API (Kubernetes before 1.33, or turned off): no service class; traffic to Service ClusterIPs counts by the other rules (external, unless a ClusterIP lies in a node's or configured range)",
       );
       void stopServices();
       publish();

@@ -22,7 +22,10 @@ function parseEntry(entry: string, where: string): PeerClassSpec {
   const name = entry.slice(0, eq).trim();
   const problem = classNameProblem(name);
   if (problem !== undefined) throw new Error(`${at}: class name "${name}" ${problem}`);
-  const cidrs = entry.slice(eq + 1).split(',').map((c) => c.trim());
+  const cidrs = entry
+    .slice(eq + 1)
+    .split(',')
+    .map((c) => c.trim());
   if (cidrs.every((c) => c === '')) throw new Error(`${at}: no CIDR after '='`);
   const prefixes = cidrs.map((cidr) => {
     try {
@@ -67,7 +70,9 @@ export function mergePeerClasses(...sources: readonly (readonly PeerClassSpec[])
     byName.set(spec.name, spec);
   }
   if (byName.size > MAX_NAMED_CLASSES) {
-    throw new Error(`${byName.size} classes configured (${[...byName.keys()].join(', ')}); at most ${MAX_NAMED_CLASSES}`);
+    throw new Error(
+      `${byName.size} classes configured (${[...byName.keys()].join(', ')}); at most ${MAX_NAMED_CLASSES}`,
+    );
   }
   // One trie entry per prefix: a prefix in two classes would count its
   // peers in whichever was written last, so it is refused here, by its key
@@ -78,7 +83,9 @@ export function mergePeerClasses(...sources: readonly (readonly PeerClassSpec[])
       const key = Buffer.from(prefixKey(prefix)).toString('hex');
       const other = classOf.get(key);
       if (other !== undefined && other.name !== spec.name) {
-        throw new Error(`prefix ${prefix.text} is in two classes: "${other.name}" (${other.text}) and "${spec.name}" (${prefix.text}); a prefix may belong to one class only`);
+        throw new Error(
+          `prefix ${prefix.text} is in two classes: "${other.name}" (${other.text}) and "${spec.name}" (${prefix.text}); a prefix may belong to one class only`,
+        );
       }
       classOf.set(key, { name: spec.name, text: prefix.text });
     }

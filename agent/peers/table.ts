@@ -76,7 +76,8 @@ export class PeerTable {
     const desired = this.desired();
     try {
       const changes = this.#trie.apply(desired);
-      if (changes.added + changes.changed + changes.removed > 0) this.#log.info({ ...changes, entries: desired.size, why }, 'peer trie updated');
+      if (changes.added + changes.changed + changes.removed > 0)
+        this.#log.info({ ...changes, entries: desired.size, why }, 'peer trie updated');
     } catch (err) {
       // Counting goes on (unknown peers count as external); the next change tries again.
       this.#log.error({ err, entries: desired.size, why }, 'peer trie update failed');

@@ -101,7 +101,10 @@ export class PeerTrie {
       );
     }
     if (undo.length > 0) this.#bumpQuietly();
-    return new Error(`peer trie update failed after ${undo.length} writes, all undone: the trie holds what it held before (${(cause as Error).message})`, { cause });
+    return new Error(
+      `peer trie update failed after ${undo.length} writes, all undone: the trie holds what it held before (${(cause as Error).message})`,
+      { cause },
+    );
   }
 
   #bumpQuietly(): void {

@@ -11,7 +11,19 @@
  *         podmeter.io/bpf-map-bytes, podmeter.io/updated
  *   Node: podmeter.io/bpf-map-bytes, podmeter.io/finals (finals.ts), podmeter.io/updated
  */
-import { CLASS_FIELDS, copy, countOf, countText, FIELDS, isClassField, parseCount, TOTAL_FIELDS, zero, type CountProblem, type Counts } from './counts.ts';
+import {
+  CLASS_FIELDS,
+  copy,
+  countOf,
+  countText,
+  FIELDS,
+  isClassField,
+  parseCount,
+  TOTAL_FIELDS,
+  zero,
+  type CountProblem,
+  type Counts,
+} from './counts.ts';
 
 export const ANNOTATIONS = {
   ingressBytes: 'podmeter.io/ingress-bytes',
@@ -56,7 +68,10 @@ export interface Malformed {
  * beside the totals is zero (the agent writes only those that are not);
  * without the totals nothing is read and `previous` stays.
  */
-export function countsFromAnnotations(annotations: Record<string, string> | undefined, previous: Counts | undefined): { counts: Counts; malformed: Malformed[] } {
+export function countsFromAnnotations(
+  annotations: Record<string, string> | undefined,
+  previous: Counts | undefined,
+): { counts: Counts; malformed: Malformed[] } {
   const counts = previous ? copy(previous) : zero();
   const malformed: Malformed[] = [];
   const written = hasCounts(annotations);

@@ -42,7 +42,15 @@ export const PEER_CLASS_OF: Readonly<Record<ClassField, string>> = {
 };
 
 export function zero(): Counts {
-  return { ingressBytes: 0n, egressBytes: 0n, ingressPackets: 0n, egressPackets: 0n, egressCrossZoneBytes: 0n, egressCrossRegionBytes: 0n, egressExternalBytes: 0n };
+  return {
+    ingressBytes: 0n,
+    egressBytes: 0n,
+    ingressPackets: 0n,
+    egressPackets: 0n,
+    egressCrossZoneBytes: 0n,
+    egressCrossRegionBytes: 0n,
+    egressExternalBytes: 0n,
+  };
 }
 
 export function copy(c: Counts): Counts {
@@ -139,7 +147,12 @@ export type CountStrings = Record<(typeof TOTAL_FIELDS)[number], string> & Parti
 
 /** Counters as decimal strings, field by field (CR status, JSON; finals with countText); zero class fields are left out. */
 export function toStrings(c: Counts, format: (value: bigint) => string = String): CountStrings {
-  const s: CountStrings = { ingressBytes: format(c.ingressBytes), egressBytes: format(c.egressBytes), ingressPackets: format(c.ingressPackets), egressPackets: format(c.egressPackets) };
+  const s: CountStrings = {
+    ingressBytes: format(c.ingressBytes),
+    egressBytes: format(c.egressBytes),
+    ingressPackets: format(c.ingressPackets),
+    egressPackets: format(c.egressPackets),
+  };
   for (const f of CLASS_FIELDS) if (c[f] !== 0n) s[f] = format(c[f]);
   return s;
 }
@@ -150,7 +163,10 @@ export function toStrings(c: Counts, format: (value: bigint) => string = String)
  * `parse` is parseDecimal for totals (status) and countOf for one pod's
  * counts as an agent wrote them (finals).
  */
-export function fromStrings(value: unknown, parse: (text: unknown) => bigint | undefined = parseDecimal): Counts | undefined {
+export function fromStrings(
+  value: unknown,
+  parse: (text: unknown) => bigint | undefined = parseDecimal,
+): Counts | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = value as Record<string, unknown>;
   const c = zero();

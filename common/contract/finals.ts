@@ -75,7 +75,10 @@ export function parseNodeFinals(text: string | undefined): { finals: PodFinal[];
       problems++;
       continue;
     }
-    const owner = typeof item.owner?.kind === 'string' && typeof item.owner.name === 'string' ? { kind: item.owner.kind, name: item.owner.name } : null;
+    const owner =
+      typeof item.owner?.kind === 'string' && typeof item.owner.name === 'string'
+        ? { kind: item.owner.kind, name: item.owner.name }
+        : null;
     finals.push({
       uid: item.uid,
       namespace: typeof item.namespace === 'string' ? item.namespace : undefined,
@@ -89,7 +92,12 @@ export function parseNodeFinals(text: string | undefined): { finals: PodFinal[];
 }
 
 /** One pod's entry: `pod` is absent when the agent no longer knows the Pod object. */
-export function encodeFinal(uid: string, pod: { namespace: string; name: string; owner?: Owner } | undefined, terminatedAt: number, counts: Counts): NodeFinal {
+export function encodeFinal(
+  uid: string,
+  pod: { namespace: string; name: string; owner?: Owner } | undefined,
+  terminatedAt: number,
+  counts: Counts,
+): NodeFinal {
   return {
     uid,
     ...(pod ? { namespace: pod.namespace, name: pod.name, ...(pod.owner ? { owner: pod.owner } : {}) } : {}),

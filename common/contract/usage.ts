@@ -7,7 +7,15 @@
  */
 import { createHash } from 'node:crypto';
 import { bytes } from '../format.ts';
-import { CLASS_FIELDS, fromStrings, toStrings, zero, type ClassField, type Counts, type CountStrings } from './counts.ts';
+import {
+  CLASS_FIELDS,
+  fromStrings,
+  toStrings,
+  zero,
+  type ClassField,
+  type Counts,
+  type CountStrings,
+} from './counts.ts';
 
 export const GROUP = 'podmeter.io';
 export const VERSION = 'v1alpha1';
@@ -46,7 +54,11 @@ export function workloadUsageName(w: Workload): string {
   const full = `${w.namespace}.${w.kind.toLowerCase()}.${w.name}`;
   if (full.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(full)) return full;
   const hash = createHash('sha256').update(full).digest('hex').slice(0, 12);
-  const cut = full.toLowerCase().replace(/[^-a-z0-9.]/g, '-').slice(0, 238).replace(/[^a-z0-9]+$/, '');
+  const cut = full
+    .toLowerCase()
+    .replace(/[^-a-z0-9.]/g, '-')
+    .slice(0, 238)
+    .replace(/[^a-z0-9]+$/, '');
   return `${cut}-${hash}`;
 }
 
@@ -102,7 +114,9 @@ export interface RetiringEntry extends CountStrings {
 }
 
 /** The human-readable status field of each class field (the printer columns). */
-export const HUMAN_CLASS_FIELD: Readonly<Record<ClassField, 'egressCrossZone' | 'egressCrossRegion' | 'egressExternal'>> = {
+export const HUMAN_CLASS_FIELD: Readonly<
+  Record<ClassField, 'egressCrossZone' | 'egressCrossRegion' | 'egressExternal'>
+> = {
   egressCrossZoneBytes: 'egressCrossZone',
   egressCrossRegionBytes: 'egressCrossRegion',
   egressExternalBytes: 'egressExternal',
@@ -141,7 +155,13 @@ export interface UsageStatus extends CountStrings {
 export interface UsageObject {
   apiVersion: string;
   kind: UsageKind;
-  metadata: { name: string; resourceVersion?: string; labels?: Record<string, string>; creationTimestamp?: string; uid?: string };
+  metadata: {
+    name: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    creationTimestamp?: string;
+    uid?: string;
+  };
   spec?: { namespace?: string; kind?: string; name?: string };
   status?: UsageStatus;
 }
@@ -160,7 +180,16 @@ export interface LedgerState {
 }
 
 export function emptyLedgerState(): LedgerState {
-  return { retired: zero(), retiredPods: 0, recent: new Map(), checkpoint: new Map(), retiring: new Map(), finalsAfter: 0, goneSince: undefined, problems: [] };
+  return {
+    retired: zero(),
+    retiredPods: 0,
+    recent: new Map(),
+    checkpoint: new Map(),
+    retiring: new Map(),
+    finalsAfter: 0,
+    goneSince: undefined,
+    problems: [],
+  };
 }
 
 /** Reads the ledger from a status; anything unreadable is skipped and named in `problems`. */
@@ -177,7 +206,8 @@ export function parseLedger(status: unknown): LedgerState {
     if (retired === undefined) state.problems.push('status.retired is not decimal counters');
     else state.retired = retired;
   }
-  if (typeof s.retiredPods === 'number' && Number.isSafeInteger(s.retiredPods) && s.retiredPods >= 0) state.retiredPods = s.retiredPods;
+  if (typeof s.retiredPods === 'number' && Number.isSafeInteger(s.retiredPods) && s.retiredPods >= 0)
+    state.retiredPods = s.retiredPods;
   for (const item of arrayOf(s.recentlyRetired, 'recentlyRetired', state)) {
     const at = Date.parse(String(item.at));
     if (typeof item.uid === 'string' && Number.isFinite(at)) state.recent.set(item.uid, at);
@@ -186,7 +216,13 @@ export function parseLedger(status: unknown): LedgerState {
   for (const item of arrayOf(s.checkpoint, 'checkpoint', state)) {
     const counts = fromStrings(item);
     const base = item.base === undefined ? undefined : fromStrings(item.base);
-    if (typeof item.uid !== 'string' || typeof item.namespace !== 'string' || typeof item.workloadKind !== 'string' || typeof item.workload !== 'string' || counts === undefined) {
+    if (
+      typeof item.uid !== 'string' ||
+      typeof item.namespace !== 'string' ||
+      typeof item.workloadKind !== 'string' ||
+      typeof item.workload !== 'string' ||
+      counts === undefined
+    ) {
       state.problems.push('status.checkpoint has an unreadable entry');
       continue;
     }
@@ -195,11 +231,22 @@ export function parseLedger(status: unknown): LedgerState {
   for (const item of arrayOf(s.retiring, 'retiring', state)) {
     const counts = fromStrings(item);
     const at = Date.parse(String(item.at));
-    if (typeof item.uid !== 'string' || typeof item.namespace !== 'string' || typeof item.workloadKind !== 'string' || typeof item.workload !== 'string' || counts === undefined || !Number.isFinite(at)) {
+    if (
+      typeof item.uid !== 'string' ||
+      typeof item.namespace !== 'string' ||
+      typeof item.workloadKind !== 'string' ||
+      typeof item.workload !== 'string' ||
+      counts === undefined ||
+      !Number.isFinite(at)
+    ) {
       state.problems.push('status.retiring has an unreadable entry');
       continue;
     }
-    state.retiring.set(item.uid, { entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true }, counts, at });
+    state.retiring.set(item.uid, {
+      entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true },
+      counts,
+      at,
+    });
   }
   state.finalsAfter = timeOf(s.finalsAfter, 'finalsAfter', state) ?? 0;
   state.goneSince = timeOf(s.goneSince, 'goneSince', state);
@@ -224,8 +271,19 @@ function arrayOf(value: unknown, field: string, state: LedgerState): Record<stri
 }
 
 /** The common part of every status: exact totals (every class field, zero too, so a column always shows), human totals, pods. */
-export function statusTotals(total: Counts, retired: Counts, pods: number, retiredPods: number, writer: string): UsageStatus {
-  const classes = Object.fromEntries(CLASS_FIELDS.flatMap((f) => [[f, String(total[f])], [HUMAN_CLASS_FIELD[f], bytes(total[f])]])) as Record<ClassField, string> & Record<(typeof HUMAN_CLASS_FIELD)[ClassField], string>;
+export function statusTotals(
+  total: Counts,
+  retired: Counts,
+  pods: number,
+  retiredPods: number,
+  writer: string,
+): UsageStatus {
+  const classes = Object.fromEntries(
+    CLASS_FIELDS.flatMap((f) => [
+      [f, String(total[f])],
+      [HUMAN_CLASS_FIELD[f], bytes(total[f])],
+    ]),
+  ) as Record<ClassField, string> & Record<(typeof HUMAN_CLASS_FIELD)[ClassField], string>;
   return {
     ...toStrings(total),
     ...classes,

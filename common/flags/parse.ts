@@ -97,7 +97,12 @@ export function defineFlags<const T extends FlagTable>(table: T): T {
   return table;
 }
 
-export function parseFlags<T extends FlagTable>(table: T, argv: readonly string[], env: Env, opts: FlagOptions = {}): ParsedFlags<T> {
+export function parseFlags<T extends FlagTable>(
+  table: T,
+  argv: readonly string[],
+  env: Env,
+  opts: FlagOptions = {},
+): ParsedFlags<T> {
   const ctx: ParseContext = { env };
   const { raw, positionals } = scanArgv(table, argv);
   const values: Record<string, unknown> = {};
@@ -120,7 +125,12 @@ export function parseFlags<T extends FlagTable>(table: T, argv: readonly string[
 }
 
 /** parseFlags for a command that takes flags only: a positional argument is a ConfigError. */
-export function parseOnlyFlags<T extends FlagTable>(table: T, argv: readonly string[], env: Env, command: string): FlagValues<T> {
+export function parseOnlyFlags<T extends FlagTable>(
+  table: T,
+  argv: readonly string[],
+  env: Env,
+  command: string,
+): FlagValues<T> {
   const { values, positionals } = parseFlags(table, argv, env);
   const [extra] = positionals;
   if (extra !== undefined) {
@@ -194,7 +204,10 @@ function scanArgv(table: FlagTable, argv: readonly string[]): { raw: Map<string,
     } else {
       const next = argv[i + 1];
       if (next === undefined || looksLikeFlag(next)) {
-        throw new ConfigError(`${typed} needs a value: ${typed} ${spec.metavar} or ${typed}=${spec.metavar}`, `--${name}`);
+        throw new ConfigError(
+          `${typed} needs a value: ${typed} ${spec.metavar} or ${typed}=${spec.metavar}`,
+          `--${name}`,
+        );
       }
       set(next);
       i++;
@@ -215,7 +228,13 @@ function flagNameOf(table: FlagTable, typed: string): string {
 }
 
 /** `from` names where a value not typed on the command line came from, for the error message. */
-function parseValue(spec: FlagSpec<unknown>, name: string, raw: string, from: string | undefined, ctx: ParseContext): unknown {
+function parseValue(
+  spec: FlagSpec<unknown>,
+  name: string,
+  raw: string,
+  from: string | undefined,
+  ctx: ParseContext,
+): unknown {
   try {
     return spec.parse(raw, ctx);
   } catch (error) {

@@ -9,7 +9,10 @@ export function namespaceFlag(help: string) {
     metavar: 'NAMESPACE',
     help,
     parse: kubernetesName,
-    defaultFrom: (ctx: ParseContext) => (ctx.env.POD_NAMESPACE ? { raw: ctx.env.POD_NAMESPACE, from: 'POD_NAMESPACE' } : { raw: 'podmeter', from: 'the default' }),
+    defaultFrom: (ctx: ParseContext) =>
+      ctx.env.POD_NAMESPACE
+        ? { raw: ctx.env.POD_NAMESPACE, from: 'POD_NAMESPACE' }
+        : { raw: 'podmeter', from: 'the default' },
     defaultHelp: '$POD_NAMESPACE, else podmeter',
   };
 }
@@ -63,14 +66,24 @@ export const metricsAuthFlags = {
 } as const;
 
 /** Checks the three flags together. */
-export function metricsSecurity(values: { 'metrics-auth': MetricsAuth; 'tls-cert-file': string | undefined; 'tls-key-file': string | undefined }): MetricsSecurity {
+export function metricsSecurity(values: {
+  'metrics-auth': MetricsAuth;
+  'tls-cert-file': string | undefined;
+  'tls-key-file': string | undefined;
+}): MetricsSecurity {
   const cert = values['tls-cert-file'];
   const key = values['tls-key-file'];
   if ((cert === undefined) !== (key === undefined)) {
-    throw new ConfigError(`${cert === undefined ? '--tls-key-file' : '--tls-cert-file'} needs ${cert === undefined ? '--tls-cert-file' : '--tls-key-file'} too`, cert === undefined ? '--tls-key-file' : '--tls-cert-file');
+    throw new ConfigError(
+      `${cert === undefined ? '--tls-key-file' : '--tls-cert-file'} needs ${cert === undefined ? '--tls-cert-file' : '--tls-key-file'} too`,
+      cert === undefined ? '--tls-key-file' : '--tls-cert-file',
+    );
   }
   if (cert !== undefined && values['metrics-auth'] !== 'kubernetes') {
-    throw new ConfigError('--tls-cert-file and --tls-key-file are for HTTPS, which comes with --metrics-auth kubernetes', '--tls-cert-file');
+    throw new ConfigError(
+      '--tls-cert-file and --tls-key-file are for HTTPS, which comes with --metrics-auth kubernetes',
+      '--tls-cert-file',
+    );
   }
   return Object.freeze({
     metricsAuth: values['metrics-auth'],

@@ -9,7 +9,10 @@ import { resolve } from 'node:path';
 import { invalid, type FlagSpec, type ParseContext } from './parse.ts';
 
 /** A switch: present means true; `--flag=false` and env `0`/`false` turn it off. */
-export function switchFlag(help: string, extra: Partial<FlagSpec<boolean>> = {}): FlagSpec<boolean> & { default: boolean } {
+export function switchFlag(
+  help: string,
+  extra: Partial<FlagSpec<boolean>> = {},
+): FlagSpec<boolean> & { default: boolean } {
   return { help, parse: parseBoolean, default: false, ...extra };
 }
 
@@ -21,7 +24,8 @@ export function parseBoolean(raw: string): boolean {
 }
 
 export function oneOf<const V extends string>(choices: readonly V[]): (raw: string) => V {
-  return (raw) => (choices as readonly string[]).includes(raw) ? (raw as V) : invalid(`is not one of ${choices.join(', ')}`);
+  return (raw) =>
+    (choices as readonly string[]).includes(raw) ? (raw as V) : invalid(`is not one of ${choices.join(', ')}`);
 }
 
 /** Node's timers overflow above 2^31-1 ms (about 24.8 days) and fire at once. */
@@ -39,7 +43,8 @@ export function seconds(min: { allowZero: boolean }): (raw: string) => number {
     const match = DURATION.exec(raw.trim());
     if (!match) return invalid(`is not a number of seconds ${bound}`);
     const ms = Math.round(Number(match[1]) * (UNIT_MS[match[2] ?? 's'] ?? 1000));
-    if (ms === 0 && !min.allowZero) return invalid(Number(match[1]) === 0 ? `is not a number of seconds ${bound}` : 'is shorter than 1 ms');
+    if (ms === 0 && !min.allowZero)
+      return invalid(Number(match[1]) === 0 ? `is not a number of seconds ${bound}` : 'is shorter than 1 ms');
     if (ms > MAX_TIMER_MS) return invalid('is longer than 24 days, the longest timer Node.js supports');
     return ms;
   };
@@ -67,7 +72,8 @@ export function decimal(what: string, min: number, exclusive: boolean): (raw: st
   return (raw) => {
     const text = raw.trim();
     const value = /^(\d+(\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
-    if (!Number.isFinite(value) || value < min || (exclusive && value === min)) return invalid(`is not a number of ${what} ${bound}`);
+    if (!Number.isFinite(value) || value < min || (exclusive && value === min))
+      return invalid(`is not a number of ${what} ${bound}`);
     return value;
   };
 }
@@ -129,5 +135,10 @@ function splitHostPort(raw: string): { host: string; portText: string; bracketed
 function isHostname(host: string): boolean {
   const label = /^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?$/;
   const labels = host.split('.');
-  return isIP(host) === 0 && host.length <= 253 && labels.every((part) => label.test(part)) && !/^\d+$/.test(labels.at(-1) ?? '');
+  return (
+    isIP(host) === 0 &&
+    host.length <= 253 &&
+    labels.every((part) => label.test(part)) &&
+    !/^\d+$/.test(labels.at(-1) ?? '')
+  );
 }

@@ -45,7 +45,11 @@ export interface GateOptions {
 }
 
 interface TokenReview {
-  status?: { authenticated?: boolean; error?: string; user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> } };
+  status?: {
+    authenticated?: boolean;
+    error?: string;
+    user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+  };
 }
 
 interface SubjectAccessReview {
@@ -68,10 +72,21 @@ export function kubernetesSecurity(options: {
 }): { tls: ServingTls; gate: KubernetesGate } {
   const { config, connection, log } = options;
   if (connection === undefined) {
-    throw new ConfigError('--metrics-auth kubernetes needs a Kubernetes API to review tokens (--kubeconfig or an in-cluster service account); without one use --metrics-auth none', '--metrics-auth');
+    throw new ConfigError(
+      '--metrics-auth kubernetes needs a Kubernetes API to review tokens (--kubeconfig or an in-cluster service account); without one use --metrics-auth none',
+      '--metrics-auth',
+    );
   }
-  const tls = servingTls({ ...(config.tls ? { files: config.tls } : {}), commonName: options.commonName, names: options.names, log });
-  log.info({ source: tls.source, fingerprint: tls.fingerprint }, 'HTTPS with Kubernetes token review: /healthz and /readyz open, every other path needs a bearer token allowed to get it');
+  const tls = servingTls({
+    ...(config.tls ? { files: config.tls } : {}),
+    commonName: options.commonName,
+    names: options.names,
+    log,
+  });
+  log.info(
+    { source: tls.source, fingerprint: tls.fingerprint },
+    'HTTPS with Kubernetes token review: /healthz and /readyz open, every other path needs a bearer token allowed to get it',
+  );
   return { tls, gate: new KubernetesGate(new KubeApi(connection), log) };
 }
 
@@ -109,7 +124,13 @@ export class KubernetesGate implements Gate {
   check(req: IncomingMessage, path: string): Reply | undefined | Promise<Reply | undefined> {
     const token = bearerToken(req.headers.authorization);
     if (token === undefined) {
-      return { ...text('Unauthorized: send Authorization: Bearer <token> (a Kubernetes token allowed to get this path)\n', 401), headers: CHALLENGE };
+      return {
+        ...text(
+          'Unauthorized: send Authorization: Bearer <token> (a Kubernetes token allowed to get this path)\n',
+          401,
+        ),
+        headers: CHALLENGE,
+      };
     }
     const hash = createHash('sha256').update(token).digest('base64');
     const key = `${hash} ${path}`;
@@ -119,7 +140,10 @@ export class KubernetesGate implements Gate {
     if (pending === undefined) {
       if (!this.#isReader(hash) && !this.#bucket.take()) {
         const retryAfter = Math.max(1, this.#bucket.retryAfterSeconds());
-        return { ...text(`Too Many Requests: too many tokens not seen before; retry in ${retryAfter} s\n`, 429), headers: { 'retry-after': String(retryAfter) } };
+        return {
+          ...text(`Too Many Requests: too many tokens not seen before; retry in ${retryAfter} s\n`, 429),
+          headers: { 'retry-after': String(retryAfter) },
+        };
       }
       pending = this.#decide(token, path, key, hash).finally(() => this.#pending.delete(key));
       this.#pending.set(key, pending);
@@ -137,7 +161,11 @@ export class KubernetesGate implements Gate {
     try {
       reply = await this.#review(token, path);
     } catch (err) {
-      if (!this.#unreachable) this.#log.error({ err: describe(err) }, 'cannot review tokens with the Kubernetes API: answering 503 until it can');
+      if (!this.#unreachable)
+        this.#log.error(
+          { err: describe(err) },
+          'cannot review tokens with the Kubernetes API: answering 503 until it can',
+        );
       this.#unreachable = true;
       return text(`Service Unavailable: cannot check the token with the Kubernetes API (${describe(err)})\n`, 503);
     }
@@ -160,18 +188,31 @@ export class KubernetesGate implements Gate {
       return { ...text(`Unauthorized: the token is not valid${why}\n`, 401), headers: CHALLENGE };
     }
     const asked = authorizationPath(path);
-    const access = await this.#api.request<SubjectAccessReview>('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
-      ...opts,
-      body: {
-        apiVersion: 'authorization.k8s.io/v1',
-        kind: 'SubjectAccessReview',
-        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, nonResourceAttributes: { path: asked, verb: 'get' } },
+    const access = await this.#api.request<SubjectAccessReview>(
+      'POST',
+      '/apis/authorization.k8s.io/v1/subjectaccessreviews',
+      {
+        ...opts,
+        body: {
+          apiVersion: 'authorization.k8s.io/v1',
+          kind: 'SubjectAccessReview',
+          spec: {
+            user: user.username,
+            uid: user.uid,
+            groups: user.groups,
+            extra: user.extra,
+            nonResourceAttributes: { path: asked, verb: 'get' },
+          },
+        },
       },
-    });
+    );
     if (access.status?.allowed === true) return undefined;
     const why = access.status?.reason || access.status?.evaluationError;
     const as = asked === path ? '' : ` (authorised as the non-resource URL ${asked})`;
-    return text(`Forbidden: user "${user.username ?? ''}" may not get ${path}${as}${why ? ` (${why})` : ''}; grant it a ClusterRole with nonResourceURLs ["${asked}"], verbs ["get"]\n`, 403);
+    return text(
+      `Forbidden: user "${user.username ?? ''}" may not get ${path}${as}${why ? ` (${why})` : ''}; grant it a ClusterRole with nonResourceURLs ["${asked}"], verbs ["get"]\n`,
+      403,
+    );
   }
 
   #remember(key: string, reply: Reply | undefined): void {

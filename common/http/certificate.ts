@@ -36,14 +36,15 @@ const OID = {
 };
 
 /** `names`: DNS names and IP addresses for subjectAltName (duplicates and empty entries are dropped). */
-export function selfSignedCertificate(commonName: string, names: readonly string[], now = new Date()): ServingCertificate {
+export function selfSignedCertificate(
+  commonName: string,
+  names: readonly string[],
+  now = new Date(),
+): ServingCertificate {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const algorithm = seq(oid(OID.ecdsaWithSha256));
   const serial = randomSerial();
-  const name = seq(
-    set(seq(oid(OID.organization), utf8('podmeter'))),
-    set(seq(oid(OID.commonName), utf8(commonName))),
-  );
+  const name = seq(set(seq(oid(OID.organization), utf8('podmeter'))), set(seq(oid(OID.commonName), utf8(commonName))));
   const validity = seq(time(new Date(now.getTime() - 3600_000)), time(new Date(now.getTime() + VALIDITY_MS)));
   const tbs = seq(
     tagged(0xa0, integer(Buffer.from([2]))), // v3
@@ -114,7 +115,9 @@ function oid(dotted: string): Buffer {
 /** UTCTime before 2050, GeneralizedTime from then on (RFC 5280 4.1.2.5). */
 function time(at: Date): Buffer {
   const iso = at.toISOString().replace(/[-:T]|\.\d+/g, ''); // YYYYMMDDHHMMSSZ
-  return at.getUTCFullYear() < 2050 ? tagged(0x17, Buffer.from(iso.slice(2), 'ascii')) : tagged(0x18, Buffer.from(iso, 'ascii'));
+  return at.getUTCFullYear() < 2050
+    ? tagged(0x17, Buffer.from(iso.slice(2), 'ascii'))
+    : tagged(0x18, Buffer.from(iso, 'ascii'));
 }
 
 function extension(id: string, critical: boolean, value: Buffer): Buffer {
@@ -153,7 +156,8 @@ function ipv6Bytes(address: string): Buffer {
   const [head = '', tail] = text.split('::');
   const left = head === '' ? [] : head.split(':');
   const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const groups =
+    tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
   const out = Buffer.alloc(16);
   groups.forEach((group, i) => out.writeUInt16BE(parseInt(group, 16), i * 2));
   return out;

@@ -13,7 +13,14 @@
  * and in all; pipelined requests on a connection are answered one at a time,
  * so at most one answer per connection waits in memory.
  */
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
@@ -86,7 +93,20 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
 });
 
 /** Why a request or connection was turned away: podmeter_http_rejected_total{reason}. */
-export const REJECT_REASONS = ['malformed', 'headers_too_large', 'timeout', 'method', 'not_found', 'unauthorized', 'forbidden', 'rate_limited', 'auth_unavailable', 'connections', 'tls', 'internal'] as const;
+export const REJECT_REASONS = [
+  'malformed',
+  'headers_too_large',
+  'timeout',
+  'method',
+  'not_found',
+  'unauthorized',
+  'forbidden',
+  'rate_limited',
+  'auth_unavailable',
+  'connections',
+  'tls',
+  'internal',
+] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** Node's parser errors (the 'clientError' event) that have their own status; any other is a 400. */
@@ -97,7 +117,15 @@ const CLIENT_ERROR_STATUS: Readonly<Record<string, number>> = {
 };
 
 /** A Gate's or the server's own status, as a reason. */
-const REASON_OF_STATUS: Readonly<Record<number, RejectReason>> = { 400: 'malformed', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 405: 'method', 429: 'rate_limited', 503: 'auth_unavailable' };
+const REASON_OF_STATUS: Readonly<Record<number, RejectReason>> = {
+  400: 'malformed',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method',
+  429: 'rate_limited',
+  503: 'auth_unavailable',
+};
 
 /** Host header values (RFC 9110 uri-host [":" port]); anything else is a 400. */
 const HOST = /^[A-Za-z0-9\-._~!$&'()*+,;=%:[\]]*$/;
@@ -142,7 +170,10 @@ export class HttpServer {
     };
     const handler = (req: IncomingMessage, res: ServerResponse) => this.#enqueue(req, res);
     // node:https is loaded by tls.ts, only with --metrics-auth kubernetes.
-    this.#server = secure === undefined ? createServer(options, handler) : secure.tls.serve(handler, { ...options, handshakeTimeout: l.handshakeTimeoutMs });
+    this.#server =
+      secure === undefined
+        ? createServer(options, handler)
+        : secure.tls.serve(handler, { ...options, handshakeTimeout: l.handshakeTimeoutMs });
     this.#server.maxRequestsPerSocket = l.maxRequestsPerSocket;
     // Without a 'timeout' listener node destroys the idle socket.
     this.#server.setTimeout(l.idleTimeoutMs);
@@ -182,7 +213,9 @@ export class HttpServer {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
         const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another agent running?)' : err.message;
-        reject(Object.assign(new Error(`--listen ${host}:${port}: cannot listen: ${why}`), { code: err.code, cause: err }));
+        reject(
+          Object.assign(new Error(`--listen ${host}:${port}: cannot listen: ${why}`), { code: err.code, cause: err }),
+        );
       };
       this.#server.once('error', onError);
       this.#server.listen(port, host, () => {
@@ -215,7 +248,10 @@ export class HttpServer {
     const key = `${address} ${socket.remotePort}`;
     if (address === undefined) return void socket.destroy(); // already gone
     const fromAddress = this.#perAddress.get(address) ?? 0;
-    if (fromAddress >= this.#limits.maxConnectionsPerAddress || (this.#connections.size >= this.#limits.maxConnections && !this.#closeOldestIdle())) {
+    if (
+      fromAddress >= this.#limits.maxConnectionsPerAddress ||
+      (this.#connections.size >= this.#limits.maxConnections && !this.#closeOldestIdle())
+    ) {
       this.#count('connections');
       return void socket.destroy();
     }
@@ -275,7 +311,11 @@ export class HttpServer {
     // Answers to requests parsed before the bad bytes (a pipeline, a GET's broken body) go out first, then the connection closes.
     const pending = this.#answering.get(socket);
     if (pending !== undefined) return void pending.then(() => socket.destroy());
-    this.#answerRaw(socket, status, `${STATUS_CODES[status]}: ${status === 400 ? 'the request cannot be parsed' : status === 431 ? `request line and headers over ${this.#limits.maxHeaderSize} bytes` : 'sent too slowly'}\n`);
+    this.#answerRaw(
+      socket,
+      status,
+      `${STATUS_CODES[status]}: ${status === 400 ? 'the request cannot be parsed' : status === 431 ? `request line and headers over ${this.#limits.maxHeaderSize} bytes` : 'sent too slowly'}\n`,
+    );
   }
 
   /** A whole answer written on the socket itself (no HTTP parser behind it any more), then closed. */
@@ -306,7 +346,12 @@ export class HttpServer {
       if (route !== undefined) where = route;
       // A body we did not read (GET with a body, a POST): close rather than read it.
       const unread = hasBody(req) ? { connection: 'close' } : {};
-      res.writeHead(reply.status ?? 200, { ...reply.headers, ...unread, 'content-type': reply.type, 'content-length': Buffer.byteLength(reply.body) });
+      res.writeHead(reply.status ?? 200, {
+        ...reply.headers,
+        ...unread,
+        'content-type': reply.type,
+        'content-length': Buffer.byteLength(reply.body),
+      });
       res.end(req.method === 'HEAD' ? undefined : reply.body);
     } catch (err) {
       this.#failed(err, where);
@@ -328,10 +373,12 @@ export class HttpServer {
     };
     const url = requestUrl(req);
     if (typeof url === 'string') return refuse(text(`Bad Request: ${url}\n`, 400));
-    if (req.httpVersionMajor !== 1) return refuse(text(`Bad Request: HTTP/${req.httpVersion} is not served here (HTTP/1.1 is)\n`, 400));
+    if (req.httpVersionMajor !== 1)
+      return refuse(text(`Bad Request: HTTP/${req.httpVersion} is not served here (HTTP/1.1 is)\n`, 400));
     const hostProblem = hostError(req);
     if (hostProblem !== undefined) return refuse(text(`Bad Request: ${hostProblem}\n`, 400));
-    if (req.method !== 'GET' && req.method !== 'HEAD') return refuse({ ...text('Method Not Allowed: only GET and HEAD\n', 405), headers: { allow: 'GET, HEAD' } });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return refuse({ ...text('Method Not Allowed: only GET and HEAD\n', 405), headers: { allow: 'GET, HEAD' } });
     if (hasBody(req)) return refuse(text(`Bad Request: a ${req.method} request has no body\n`, 400));
     const path = url.pathname;
     if (this.#gate !== undefined && !OPEN_PATHS.has(path)) {
@@ -350,7 +397,10 @@ export class HttpServer {
     const kind = `${where} ${e?.name ?? typeof err} ${e?.code ?? ''}`;
     if (this.#failures.has(kind) || this.#failures.size >= 100) return;
     this.#failures.add(kind);
-    this.#log.error({ err, path: where }, 'request failed (further failures of this kind are counted in the metrics, not logged)');
+    this.#log.error(
+      { err, path: where },
+      'request failed (further failures of this kind are counted in the metrics, not logged)',
+    );
   }
 
   async #check(req: IncomingMessage, path: string): Promise<Reply | undefined> {
@@ -373,7 +423,11 @@ export class HttpServer {
 function requestUrl(req: IncomingMessage): URL | string {
   const target = req.url ?? '';
   if (/%(?![0-9A-Fa-f]{2})/.test(target)) return 'bad percent-encoding in the request target';
-  const url = target.startsWith('/') ? URL.parse(`http://agent${target}`) : /^https?:\/\//i.test(target) ? URL.parse(target) : null;
+  const url = target.startsWith('/')
+    ? URL.parse(`http://agent${target}`)
+    : /^https?:\/\//i.test(target)
+      ? URL.parse(target)
+      : null;
   return url ?? 'the request target is not a path (/...) nor an http URL';
 }
 
@@ -388,5 +442,8 @@ function hostError(req: IncomingMessage): string | undefined {
 
 /** Whether the request has a body (chunked, or a non-zero length). */
 function hasBody(req: IncomingMessage): boolean {
-  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  return (
+    req.headers['transfer-encoding'] !== undefined ||
+    (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
+  );
 }

@@ -37,11 +37,28 @@ const POLL_MS = 10_000;
  * wrong), or makes a self-signed certificate for `names` (DNS names and IPs
  * for subjectAltName besides localhost and the host name).
  */
-export function servingTls(options: { files?: TlsFiles; commonName: string; names: readonly string[]; log: Logger; pollMs?: number }): ServingTls {
+export function servingTls(options: {
+  files?: TlsFiles;
+  commonName: string;
+  names: readonly string[];
+  log: Logger;
+  pollMs?: number;
+}): ServingTls {
   const { files, log } = options;
   if (files === undefined) {
-    const made = selfSignedCertificate(options.commonName, ['localhost', '127.0.0.1', '::1', hostname().toLowerCase(), ...options.names.filter((n) => n !== '0.0.0.0' && n !== '::')]);
-    return { source: 'self-signed', fingerprint: made.fingerprint, serve: (handler, serverOptions) => createServer({ ...serverOptions, ...made }, handler), stop: () => {} };
+    const made = selfSignedCertificate(options.commonName, [
+      'localhost',
+      '127.0.0.1',
+      '::1',
+      hostname().toLowerCase(),
+      ...options.names.filter((n) => n !== '0.0.0.0' && n !== '::'),
+    ]);
+    return {
+      source: 'self-signed',
+      fingerprint: made.fingerprint,
+      serve: (handler, serverOptions) => createServer({ ...serverOptions, ...made }, handler),
+      stop: () => {},
+    };
   }
   let current = readPair(files);
   let watching: (() => void) | undefined;
@@ -61,10 +78,14 @@ export function servingTls(options: { files?: TlsFiles; commonName: string; name
           log.info({ fingerprint: next.fingerprint, certFile: files.certFile }, 'TLS certificate reloaded');
         } catch (err) {
           // Mid-update (the certificate written, the key not yet): keep serving the old pair and retry at the next poll.
-          log.warn({ err: (err as Error).message }, 'TLS certificate files changed but cannot be used; still serving the previous certificate');
+          log.warn(
+            { err: (err as Error).message },
+            'TLS certificate files changed but cannot be used; still serving the previous certificate',
+          );
         }
       };
-      for (const file of [files.certFile, files.keyFile]) watchFile(file, { interval: options.pollMs ?? POLL_MS, persistent: false }, reload);
+      for (const file of [files.certFile, files.keyFile])
+        watchFile(file, { interval: options.pollMs ?? POLL_MS, persistent: false }, reload);
       watching = () => {
         for (const file of [files.certFile, files.keyFile]) unwatchFile(file, reload);
       };
@@ -89,12 +110,17 @@ function readPair(files: TlsFiles): { cert: string; key: string; fingerprint: st
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new Error(`--tls-cert-file '${files.certFile}': not a PEM certificate: ${(err as Error).message}`, { cause: err });
+    throw new Error(`--tls-cert-file '${files.certFile}': not a PEM certificate: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   try {
     createSecureContext({ cert, key });
   } catch (err) {
-    throw new Error(`--tls-key-file '${files.keyFile}': not the private key of --tls-cert-file '${files.certFile}': ${(err as Error).message}`, { cause: err });
+    throw new Error(
+      `--tls-key-file '${files.keyFile}': not the private key of --tls-cert-file '${files.certFile}': ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   return { cert, key, fingerprint: fingerprintOf(x509.raw) };
 }

@@ -20,8 +20,10 @@ export class TokenBucket {
 
   constructor(options: TokenBucketOptions) {
     const { ratePerSecond, burst } = options;
-    if (!(ratePerSecond > 0) || !Number.isFinite(ratePerSecond)) throw new RangeError(`token bucket: ratePerSecond must be a positive number, not ${ratePerSecond}`);
-    if (!Number.isInteger(burst) || burst < 1) throw new RangeError(`token bucket: burst must be an integer >= 1, not ${burst}`);
+    if (!(ratePerSecond > 0) || !Number.isFinite(ratePerSecond))
+      throw new RangeError(`token bucket: ratePerSecond must be a positive number, not ${ratePerSecond}`);
+    if (!Number.isInteger(burst) || burst < 1)
+      throw new RangeError(`token bucket: burst must be an integer >= 1, not ${burst}`);
     this.#rate = ratePerSecond;
     this.#burst = burst;
     this.#now = options.now ?? Date.now;

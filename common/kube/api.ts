@@ -15,7 +15,8 @@ import type { KubeConnection } from './connection.ts';
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** Only the metadata of each object (one list item, or one watch event object). */
-export const ACCEPT_METADATA_LIST = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
+export const ACCEPT_METADATA_LIST =
+  'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json';
 export const ACCEPT_METADATA = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json';
 /** Server-side printed rows (kubectl's columns) with each object's metadata: how a metadata-only pod watch also learns the node. */
 export const ACCEPT_TABLE = 'application/json;as=Table;g=meta.k8s.io;v=v1, application/json';
@@ -132,7 +133,11 @@ export class KubeApi {
    * the stream (resolves), the signal aborts (resolves), or the connection
    * fails (rejects). `idleMs` ends a silent connection (a stalled socket).
    */
-  async watch(path: string, opts: RequestOptions & { idleMs: number }, onEvent: (event: WatchEvent) => void): Promise<void> {
+  async watch(
+    path: string,
+    opts: RequestOptions & { idleMs: number },
+    onEvent: (event: WatchEvent) => void,
+  ): Promise<void> {
     const controller = new AbortController();
     const outer = opts.signal;
     const abort = () => controller.abort();
@@ -145,7 +150,11 @@ export class KubeApi {
     };
     try {
       touch();
-      const res = await this.#send('GET', path, { ...opts, query: { ...opts.query, watch: true }, signal: controller.signal });
+      const res = await this.#send('GET', path, {
+        ...opts,
+        query: { ...opts.query, watch: true },
+        signal: controller.signal,
+      });
       const status = res.statusCode ?? 0;
       if (status >= 400) throw apiError(status, await readText(res), 'WATCH', path, res.headers['retry-after']);
       res.setEncoding('utf8');
@@ -190,13 +199,21 @@ export class KubeApi {
         headers: {
           ...headers,
           Accept: opts.accept ?? 'application/json',
-          ...(body === undefined ? {} : { 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': Buffer.byteLength(body) }),
+          ...(body === undefined
+            ? {}
+            : { 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': Buffer.byteLength(body) }),
         },
         ...(signal ? { signal } : {}),
       });
       req.once('response', resolve);
       req.once('error', (err) =>
-        reject(timeout?.aborted ? Object.assign(new Error(`${method} ${path}: no answer within ${opts.timeoutMs} ms`, { cause: err }), { code: 'ETIMEDOUT' }) : err),
+        reject(
+          timeout?.aborted
+            ? Object.assign(new Error(`${method} ${path}: no answer within ${opts.timeoutMs} ms`, { cause: err }), {
+                code: 'ETIMEDOUT',
+              })
+            : err,
+        ),
       );
       req.end(body);
     });
@@ -216,7 +233,11 @@ function apiError(status: number, text: string, method: string, path: string, re
   let message = text.slice(0, 500);
   let fields: string[] = [];
   try {
-    const status = JSON.parse(text) as { reason?: string; message?: string; details?: { causes?: { field?: unknown }[] } };
+    const status = JSON.parse(text) as {
+      reason?: string;
+      message?: string;
+      details?: { causes?: { field?: unknown }[] };
+    };
     reason = status.reason ?? '';
     message = status.message ?? message;
     const causes = status.details?.causes;
@@ -226,7 +247,13 @@ function apiError(status: number, text: string, method: string, path: string, re
   }
   // Retry-After in seconds (the apiserver's form; an HTTP date is not used by it).
   const seconds = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? Number(retryAfter) : undefined;
-  return new ApiError(status, reason, `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`, seconds === undefined ? undefined : seconds * 1000, fields);
+  return new ApiError(
+    status,
+    reason,
+    `${method} ${path}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`,
+    seconds === undefined ? undefined : seconds * 1000,
+    fields,
+  );
 }
 
 /** A short description of any error for logs. */

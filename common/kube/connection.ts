@@ -35,21 +35,32 @@ export interface KubeConnection {
 }
 
 /** The kubeconfig at `path`, else the in-cluster service account (`dir`), else undefined (standalone). */
-export async function loadConnection(path: string | undefined, dir = SERVICE_ACCOUNT_DIR): Promise<KubeConnection | undefined> {
+export async function loadConnection(
+  path: string | undefined,
+  dir = SERVICE_ACCOUNT_DIR,
+): Promise<KubeConnection | undefined> {
   if (path !== undefined) return fromKubeconfig(path);
   if (!existsSync(join(dir, 'token'))) return undefined;
   return inCluster(dir);
 }
 
 /** The pod's service account: KUBERNETES_SERVICE_HOST/PORT, its CA and its (rotating) token, read again every `tokenRereadMs`. */
-export function inCluster(dir = SERVICE_ACCOUNT_DIR, env: NodeJS.ProcessEnv = process.env, tokenRereadMs = TOKEN_REREAD_MS): KubeConnection {
+export function inCluster(
+  dir = SERVICE_ACCOUNT_DIR,
+  env: NodeJS.ProcessEnv = process.env,
+  tokenRereadMs = TOKEN_REREAD_MS,
+): KubeConnection {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
   if (!host || !port) {
-    throw new Error(`a service account token is mounted at ${dir} but KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set; pass --kubeconfig`);
+    throw new Error(
+      `a service account token is mounted at ${dir} but KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set; pass --kubeconfig`,
+    );
   }
   const ca = readFileSync(join(dir, 'ca.crt'));
-  const namespace = existsSync(join(dir, 'namespace')) ? readFileSync(join(dir, 'namespace'), 'utf8').trim() : undefined;
+  const namespace = existsSync(join(dir, 'namespace'))
+    ? readFileSync(join(dir, 'namespace'), 'utf8').trim()
+    : undefined;
   const token = rereadEvery(join(dir, 'token'), tokenRereadMs);
   const agent = new HttpsAgent({ keepAlive: true, ca });
   return {
@@ -84,10 +95,17 @@ async function fromKubeconfig(path: string): Promise<KubeConnection> {
     ((Array.isArray(list) ? list : []) as NamedEntry<Fields>[]).find((e) => e?.name === name)?.[field];
   const contextName = doc['current-context'];
   if (!contextName) fail('no current-context (set one with kubectl config use-context)');
-  const context = named(doc.contexts, contextName, 'context') ?? fail(`current-context '${String(contextName)}' is not among its contexts`);
-  const cluster = named(doc.clusters, context.cluster, 'cluster') ?? fail(`context '${String(contextName)}' names cluster '${String(context.cluster)}', which it does not define`);
+  const context =
+    named(doc.contexts, contextName, 'context') ??
+    fail(`current-context '${String(contextName)}' is not among its contexts`);
+  const cluster =
+    named(doc.clusters, context.cluster, 'cluster') ??
+    fail(`context '${String(contextName)}' names cluster '${String(context.cluster)}', which it does not define`);
   const user = named(doc.users, context.user, 'user') ?? {};
-  const server = typeof cluster.server === 'string' ? cluster.server.replace(/\/+$/, '') : fail(`cluster '${String(context.cluster)}' has no server`);
+  const server =
+    typeof cluster.server === 'string'
+      ? cluster.server.replace(/\/+$/, '')
+      : fail(`cluster '${String(context.cluster)}' has no server`);
   const namespace = typeof context.namespace === 'string' ? context.namespace : undefined;
 
   const simple = Object.keys(user).every((k) => SIMPLE_USER_FIELDS.has(k));
@@ -116,17 +134,32 @@ async function fromKubeconfig(path: string): Promise<KubeConnection> {
   if (typeof cluster['tls-server-name'] === 'string') options.servername = cluster['tls-server-name'];
   const agent = server.startsWith('http:') ? new HttpAgent({ keepAlive: true }) : new HttpsAgent(options);
   const tokenFile = file(user.tokenFile);
-  const token = typeof user.token === 'string' ? () => user.token as string : tokenFile ? rereadEvery(tokenFile, TOKEN_REREAD_MS) : undefined;
+  const token =
+    typeof user.token === 'string'
+      ? () => user.token as string
+      : tokenFile
+        ? rereadEvery(tokenFile, TOKEN_REREAD_MS)
+        : undefined;
   return {
     server,
     namespace,
     source: path,
-    request: async (): Promise<{ agent: HttpAgent; headers: Record<string, string> }> => ({ agent, headers: token ? { Authorization: `Bearer ${token()}` } : {} }),
+    request: async (): Promise<{ agent: HttpAgent; headers: Record<string, string> }> => ({
+      agent,
+      headers: token ? { Authorization: `Bearer ${token()}` } : {},
+    }),
   };
 }
 
 /** User fields handled here; anything else (exec, auth-provider, username/password, impersonation) goes to client-node. */
-const SIMPLE_USER_FIELDS = new Set(['token', 'tokenFile', 'client-certificate', 'client-certificate-data', 'client-key', 'client-key-data']);
+const SIMPLE_USER_FIELDS = new Set([
+  'token',
+  'tokenFile',
+  'client-certificate',
+  'client-certificate-data',
+  'client-key',
+  'client-key-data',
+]);
 
 /** client-node's KubeConfig for users it alone knows (exec plugins, auth providers); loaded only then. */
 async function viaClientNode(path: string, server: string, namespace: string | undefined): Promise<KubeConnection> {
@@ -139,14 +172,35 @@ async function viaClientNode(path: string, server: string, namespace: string | u
     namespace,
     source: path,
     request: async () => {
-      const opts: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean; servername?: string; headers?: Record<string, string> } = {};
+      const opts: {
+        ca?: Buffer;
+        cert?: Buffer;
+        key?: Buffer;
+        rejectUnauthorized?: boolean;
+        servername?: string;
+        headers?: Record<string, string>;
+      } = {};
       await kc.applyToHTTPSOptions(opts as never);
-      const tls = { ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized, servername: opts.servername };
+      const tls = {
+        ca: opts.ca,
+        cert: opts.cert,
+        key: opts.key,
+        rejectUnauthorized: opts.rejectUnauthorized,
+        servername: opts.servername,
+      };
       // One keep-alive agent per TLS identity (a plugin may hand out new client certificates).
-      const id = JSON.stringify([tls.ca?.toString('base64'), tls.cert?.toString('base64'), tls.rejectUnauthorized, tls.servername]);
+      const id = JSON.stringify([
+        tls.ca?.toString('base64'),
+        tls.cert?.toString('base64'),
+        tls.rejectUnauthorized,
+        tls.servername,
+      ]);
       let agent = agents.get(id);
       if (agent === undefined) {
-        agent = new HttpsAgent({ keepAlive: true, ...Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)) });
+        agent = new HttpsAgent({
+          keepAlive: true,
+          ...Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined)),
+        });
         agents.set(id, agent);
       }
       return { agent, headers: { ...opts.headers } };

@@ -13,7 +13,18 @@
  */
 import type { Logger } from '../log.ts';
 import { sleep } from '../sleep.ts';
-import { ACCEPT_METADATA, ACCEPT_METADATA_LIST, ACCEPT_TABLE, ApiError, describe, isStatus, retryDelay, type KubeApi, type KubeObject, type WatchEvent } from './api.ts';
+import {
+  ACCEPT_METADATA,
+  ACCEPT_METADATA_LIST,
+  ACCEPT_TABLE,
+  ApiError,
+  describe,
+  isStatus,
+  retryDelay,
+  type KubeApi,
+  type KubeObject,
+  type WatchEvent,
+} from './api.ts';
 import { listPages } from './list.ts';
 
 export interface ReflectorOptions {
@@ -61,7 +72,8 @@ export class Reflector {
   #failing = false;
 
   constructor(options: ReflectorOptions) {
-    if ((options.sync === undefined) === (options.relist === undefined)) throw new Error('Reflector: give either sync or relist');
+    if ((options.sync === undefined) === (options.relist === undefined))
+      throw new Error('Reflector: give either sync or relist');
     this.#o = options;
   }
 
@@ -147,7 +159,11 @@ export class Reflector {
         const rv = this.#isTable ? tableRowVersion(ev.object) : ev.object.metadata?.resourceVersion;
         if (ev.type === 'ERROR') {
           const status = ev.object as { code?: number; reason?: string; message?: string };
-          gone = new ApiError(status.code ?? 500, status.reason ?? '', `watch ${this.#o.path}: ${status.message ?? 'error event'}`);
+          gone = new ApiError(
+            status.code ?? 500,
+            status.reason ?? '',
+            `watch ${this.#o.path}: ${status.message ?? 'error event'}`,
+          );
           return;
         }
         if (rv) this.#resourceVersion = rv;
@@ -169,8 +185,16 @@ export class Reflector {
   }
 }
 
-const ACCEPT_LIST: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA_LIST, table: ACCEPT_TABLE };
-const ACCEPT_WATCH: Readonly<Record<ReflectorOptions['shape'], string>> = { object: 'application/json', metadata: ACCEPT_METADATA, table: ACCEPT_TABLE };
+const ACCEPT_LIST: Readonly<Record<ReflectorOptions['shape'], string>> = {
+  object: 'application/json',
+  metadata: ACCEPT_METADATA_LIST,
+  table: ACCEPT_TABLE,
+};
+const ACCEPT_WATCH: Readonly<Record<ReflectorOptions['shape'], string>> = {
+  object: 'application/json',
+  metadata: ACCEPT_METADATA,
+  table: ACCEPT_TABLE,
+};
 
 /** `sync` as a relist: the pages' objects gathered, handed over at the end with the first page (a Table's columns). */
 function collect(sync: NonNullable<ReflectorOptions['sync']>): ReturnType<NonNullable<ReflectorOptions['relist']>> {

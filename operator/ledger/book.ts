@@ -12,7 +12,13 @@ import type { Logger } from 'pino';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import { addTo, copy, isZero, subFrom, sum, zero, type Counts, FIELDS } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
-import { workloadUsageName, type RetiringEntry, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
+import {
+  workloadUsageName,
+  type RetiringEntry,
+  type UsageKind,
+  type UsageObject,
+  type Workload,
+} from '../../common/contract/usage.ts';
 import type { KubeApi } from '../../common/kube/api.ts';
 import type { OperatorErrorOp } from '../metrics.ts';
 import type { PodRecord, PodStore } from '../pods.ts';
@@ -179,7 +185,9 @@ export class Book {
     }
     const w = this.workloadOf(s.namespace, s.kind, s.name);
     if (workloadUsageName(w) !== name) {
-      this.reportProblems('WorkloadUsage', name, [`spec names workload ${w.key}, whose object is ${workloadUsageName(w)}: ignored`]);
+      this.reportProblems('WorkloadUsage', name, [
+        `spec names workload ${w.key}, whose object is ${workloadUsageName(w)}: ignored`,
+      ]);
       return undefined;
     }
     return this.entry('WorkloadUsage', w);
@@ -257,7 +265,14 @@ export class Book {
    */
   idle(e: Entry): boolean {
     if (e.kind === 'NamespaceUsage' || e.goneSince === undefined) return false;
-    if (e.dirtyAt !== undefined || this.dirtySet.has(e) || !isZero(e.live) || e.pending.size > 0 || e.pendingNode.size > 0) return false;
+    if (
+      e.dirtyAt !== undefined ||
+      this.dirtySet.has(e) ||
+      !isZero(e.live) ||
+      e.pending.size > 0 ||
+      e.pendingNode.size > 0
+    )
+      return false;
     // Its gone time written (the retention counts from it), or never worth an object (idle pods only).
     if (e.exists ? e.goneSinceWritten !== e.goneSince : e.retiredPods > 0 || !isZero(e.retired)) return false;
     if (e.kind === 'WorkloadUsage') return e.pods <= 0;
@@ -269,7 +284,9 @@ export class Book {
   /** A retirement's marker is written (or its entry dropped): its namespace and workload need its uid no more for idempotence. */
   markWritten(uid: string, r: RetiringEntry): void {
     this.entries.get(`NamespaceUsage/${r.namespace}`)?.recent.delete(uid);
-    this.entries.get(`WorkloadUsage/${workloadUsageName(this.workloadOf(r.namespace, r.workloadKind, r.workload))}`)?.recent.delete(uid);
+    this.entries
+      .get(`WorkloadUsage/${workloadUsageName(this.workloadOf(r.namespace, r.workloadKind, r.workload))}`)
+      ?.recent.delete(uid);
   }
 
   /** Adds checkpointed counts of a pod to its namespace's and workload's live sums. */
@@ -285,7 +302,11 @@ export class Book {
 
   retire(p: Retiree, nodeName: string, final: Counts, now: number): void {
     if (nodeName === '') {
-      if (!isZero(final)) this.log.warn({ namespace: p.namespace, uid: p.uid }, 'a pod with counts but no node died: not counted (only pods on nodes are)');
+      if (!isZero(final))
+        this.log.warn(
+          { namespace: p.namespace, uid: p.uid },
+          'a pod with counts but no node died: not counted (only pods on nodes are)',
+        );
       return;
     }
     if (p.workload === undefined && isPodRecord(p)) p.workload = this.o.pods.workloadOf(p, now, true);
@@ -339,7 +360,10 @@ export class Book {
     if (this.problemsLogged.has(key)) return;
     this.problemsLogged.add(key);
     this.o.onError('bad_status');
-    this.log.error({ kind, name, problems }, 'custom resource status edited into a shape the operator cannot read: the unreadable parts are ignored and rewritten');
+    this.log.error(
+      { kind, name, problems },
+      'custom resource status edited into a shape the operator cannot read: the unreadable parts are ignored and rewritten',
+    );
   }
 }
 

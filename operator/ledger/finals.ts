@@ -29,7 +29,11 @@ type Refusal = 'unknown pod' | 'namespace mismatch';
 /** The namespace of pod `uid` if this operator has seen it bound to `nodeName` (the rule in the header). */
 function seenNamespace(book: Book, nodeName: string, uid: string, now: number): string | undefined {
   const node = book.entries.get(`NodeUsage/${nodeName}`);
-  return node?.pendingNode.get(uid)?.pod.namespace ?? node?.retiring.get(uid)?.entry.namespace ?? book.o.pods.seenOn(uid, nodeName, now)?.namespace;
+  return (
+    node?.pendingNode.get(uid)?.pod.namespace ??
+    node?.retiring.get(uid)?.entry.namespace ??
+    book.o.pods.seenOn(uid, nodeName, now)?.namespace
+  );
 }
 
 function refuse(book: Book, nodeName: string, f: PodFinal, why: Refusal): void {
@@ -37,7 +41,10 @@ function refuse(book: Book, nodeName: string, f: PodFinal, why: Refusal): void {
   const key = `finals/${nodeName}/${why}`;
   if (book.problemsLogged.has(key)) return;
   book.problemsLogged.add(key);
-  book.log.warn({ node: nodeName, uid: f.uid, namespace: f.namespace, reason: why }, 'a final on the Node names no pod the operator saw bound to that node (or another namespace): ignored');
+  book.log.warn(
+    { node: nodeName, uid: f.uid, namespace: f.namespace, reason: why },
+    'a final on the Node names no pod the operator saw bound to that node (or another namespace): ignored',
+  );
 }
 
 /**
@@ -49,7 +56,10 @@ function refuse(book: Book, nodeName: string, f: PodFinal, why: Refusal): void {
 export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: number): void {
   if (isStale(f, now)) return;
   const namespace = seenNamespace(book, nodeName, f.uid, now);
-  if (namespace === undefined) return book.o.finalsTrusted?.() === true ? retireUnseen(book, nodeName, f, now) : refuse(book, nodeName, f, 'unknown pod');
+  if (namespace === undefined)
+    return book.o.finalsTrusted?.() === true
+      ? retireUnseen(book, nodeName, f, now)
+      : refuse(book, nodeName, f, 'unknown pod');
   if (f.namespace !== undefined && f.namespace !== namespace) return refuse(book, nodeName, f, 'namespace mismatch');
   if (book.o.pods.get(f.uid) !== undefined) return;
   const node = book.entry('NodeUsage', nodeName);
@@ -63,18 +73,35 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
   if (retired !== undefined) {
     const key = f.uid + TOP_UP;
     const more = zero();
-    for (const field of FIELDS) if (f.counts[field] > retired.counts[field]) more[field] = f.counts[field] - retired.counts[field];
+    for (const field of FIELDS)
+      if (f.counts[field] > retired.counts[field]) more[field] = f.counts[field] - retired.counts[field];
     if (isZero(more) || node.retiring.has(key) || node.pendingNode.has(key)) return;
     const e = retired.entry;
-    book.log.info({ namespace: e.namespace, uid: f.uid, ...toStrings(more) }, 'the agent\'s final counts exceed what the pod was retired with: adding the difference');
-    book.retire({ uid: key, namespace: e.namespace, workload: book.workloadOf(e.namespace, e.workloadKind, e.workload), checkpointed: undefined }, nodeName, more, now);
+    book.log.info(
+      { namespace: e.namespace, uid: f.uid, ...toStrings(more) },
+      "the agent's final counts exceed what the pod was retired with: adding the difference",
+    );
+    book.retire(
+      {
+        uid: key,
+        namespace: e.namespace,
+        workload: book.workloadOf(e.namespace, e.workloadKind, e.workload),
+        checkpointed: undefined,
+      },
+      nodeName,
+      more,
+      now,
+    );
     return;
   }
   if (book.entries.get(`NamespaceUsage/${namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
   if (f.terminatedAt < node.finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   // Seen deleted, not retired (it had no counts then): its final retires it.
   const p = book.o.pods.seenOn(f.uid, nodeName, now)!;
-  book.log.info({ namespace, pod: p.name, uid: f.uid }, 'a pod deleted before its agent wrote its counts: counted from its agent\'s final');
+  book.log.info(
+    { namespace, pod: p.name, uid: f.uid },
+    "a pod deleted before its agent wrote its counts: counted from its agent's final",
+  );
   book.retire(p, nodeName, withBase(p, f.counts), now);
 }
 
@@ -82,13 +109,19 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
 function retireUnseen(book: Book, nodeName: string, f: PodFinal, now: number): void {
   if (book.o.pods.get(f.uid) !== undefined) return; // in the API after all: its deletion takes the final
   if (f.namespace === undefined) {
-    book.log.warn({ node: nodeName, uid: f.uid }, 'a final of a pod the operator never saw carries no namespace (its agent restarted after the pod went): not counted');
+    book.log.warn(
+      { node: nodeName, uid: f.uid },
+      'a final of a pod the operator never saw carries no namespace (its agent restarted after the pod went): not counted',
+    );
     return;
   }
   if (book.entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
   if (f.terminatedAt < book.entry('NodeUsage', nodeName).finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   const workload = book.o.pods.workloadOfFinal(f.namespace, f.name ?? f.uid, f.owner);
-  book.log.info({ namespace: f.namespace, pod: f.name, uid: f.uid }, 'a pod deleted while no operator watched: counted from its agent\'s final');
+  book.log.info(
+    { namespace: f.namespace, pod: f.name, uid: f.uid },
+    "a pod deleted while no operator watched: counted from its agent's final",
+  );
   book.retire({ uid: f.uid, namespace: f.namespace, workload, checkpointed: undefined }, nodeName, f.counts, now);
 }
 

@@ -70,12 +70,29 @@
  */
 import { addTo, copy, equal, FIELDS, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
-import { parseLedger, usagePath, type LedgerState, type UsageKind, type UsageObject, type Workload } from '../../common/contract/usage.ts';
+import {
+  parseLedger,
+  usagePath,
+  type LedgerState,
+  type UsageKind,
+  type UsageObject,
+  type Workload,
+} from '../../common/contract/usage.ts';
 import { listAll, listPages } from '../../common/kube/list.ts';
 import { describe, isStatus } from '../../common/kube/api.ts';
 import type { NodeListener } from '../nodes.ts';
 import type { PodListener, PodRecord } from '../pods.ts';
-import { Book, checkpointedSum, isPodRecord, KINDS, maxOf, withBase, type Entry, type LedgerOptions, type Retiree } from './book.ts';
+import {
+  Book,
+  checkpointedSum,
+  isPodRecord,
+  KINDS,
+  maxOf,
+  withBase,
+  type Entry,
+  type LedgerOptions,
+  type Retiree,
+} from './book.ts';
 import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { StatusWriter } from './writes.ts';
 
@@ -140,7 +157,8 @@ export class Ledger implements PodListener, NodeListener {
     const now = Date.now();
     const agentFinal = finalOf(this.#book, p);
     const final = agentFinal === undefined ? last : maxOf(last, withBase(p, agentFinal.counts));
-    if (p.node !== '' && !isZero(final)) this.#book.deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
+    if (p.node !== '' && !isZero(final))
+      this.#book.deleted.set(p.uid, { pod: p, node: p.node, final: copy(final), at: now });
     if (!this.#active) return;
     this.#book.detach(p);
     this.#book.retire(p, p.node, final, now);
@@ -209,7 +227,8 @@ export class Ledger implements PodListener, NodeListener {
 
     for (const kind of KINDS) {
       for (const { name, object, state } of loaded.get(kind)!) {
-        const e = kind === 'WorkloadUsage' ? this.#book.workloadEntryFromObject(name, object) : this.#book.entry(kind, name);
+        const e =
+          kind === 'WorkloadUsage' ? this.#book.workloadEntryFromObject(name, object) : this.#book.entry(kind, name);
         if (e === undefined) continue;
         e.exists = true;
         e.resourceVersion = object.metadata.resourceVersion;
@@ -223,7 +242,8 @@ export class Ledger implements PodListener, NodeListener {
       }
     }
     // Intents marked rolled up: their namespace and workload need the uids no more.
-    for (const { state } of loaded.get('NodeUsage')!) for (const [uid, r] of state.retiring) if (r.entry.rolledUp) this.#book.markWritten(uid, r.entry);
+    for (const { state } of loaded.get('NodeUsage')!)
+      for (const [uid, r] of state.retiring) if (r.entry.rolledUp) this.#book.markWritten(uid, r.entry);
     const ghosts: Retiree[] = [];
     for (const { name, state } of loaded.get('NodeUsage')!) {
       const node = this.#book.entry('NodeUsage', name);
@@ -236,14 +256,26 @@ export class Ledger implements PodListener, NodeListener {
           continue;
         }
         // Died while no operator was leader: retire it with the best final known.
-        const ghost: Retiree = { uid, namespace: cp.entry.namespace, workload: w, checkpointed: cp.counts, base: cp.base };
+        const ghost: Retiree = {
+          uid,
+          namespace: cp.entry.namespace,
+          workload: w,
+          checkpointed: cp.counts,
+          base: cp.base,
+        };
         const seen = this.#book.deleted.get(uid);
         const final = seen === undefined ? cp.counts : maxOf(seen.final, cp.counts);
         node.pendingNode.set(uid, { pod: ghost, final });
         ghosts.push(ghost);
       }
       for (const [uid, r] of node.retiring) {
-        if (!r.entry.rolledUp) this.#book.rollUp(node, uid, this.#book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload), r.counts);
+        if (!r.entry.rolledUp)
+          this.#book.rollUp(
+            node,
+            uid,
+            this.#book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload),
+            r.counts,
+          );
       }
     }
     // Deletions this process saw that no NodeUsage has on record (never checkpointed, or died during the handover).
@@ -253,7 +285,8 @@ export class Ledger implements PodListener, NodeListener {
       if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
       if (d.at < node.finalsAfter) continue; // its entry may have been dropped from a long list: not counted again
       // Not in any checkpoint, so in no total yet: retired with nothing to take back.
-      const workload = d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
+      const workload =
+        d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
       this.#book.retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
     }
     for (const p of pods.values()) this.#book.attach(p);
@@ -261,14 +294,24 @@ export class Ledger implements PodListener, NodeListener {
     for (const g of ghosts) if (g.checkpointed !== undefined) this.#book.addLive(g, g.checkpointed);
     for (const e of this.#book.entries.values()) if (e.members) e.live = checkpointedSum(e.members);
     for (const [node, bytes] of this.#book.nodeMapBytes) this.#book.entry('NodeUsage', node).bpfMapBytes = bytes;
-    for (const [node, finals] of this.#book.nodeFinals) for (const f of finals.values()) applyFinal(this.#book, node, f, now);
+    for (const [node, finals] of this.#book.nodeFinals)
+      for (const f of finals.values()) applyFinal(this.#book, node, f, now);
     for (const e of this.#book.entries.values()) this.#book.updateGone(e, now);
     for (const e of this.#book.entries.values()) {
       if (e.dirtyAt === undefined && this.#book.idle(e)) continue; // gone and settled: nothing to rewrite (the sweep forgets it)
       this.#book.dirty(e, now);
     }
     this.#active = true;
-    this.#book.log.info({ namespaces: loaded.get('NamespaceUsage')!.length, workloads: loaded.get('WorkloadUsage')!.length, nodes: loaded.get('NodeUsage')!.length, pods: pods.size, diedWhileAway: ghosts.length }, 'ledger loaded');
+    this.#book.log.info(
+      {
+        namespaces: loaded.get('NamespaceUsage')!.length,
+        workloads: loaded.get('WorkloadUsage')!.length,
+        nodes: loaded.get('NodeUsage')!.length,
+        pods: pods.size,
+        diedWhileAway: ghosts.length,
+      },
+      'ledger loaded',
+    );
   }
 
   /** Stops writing and forgets the persisted state (a later activate() reads it again). */
@@ -321,7 +364,12 @@ export class Ledger implements PodListener, NodeListener {
       for (const e of this.#book.dirtySet) {
         if (e.dirtyAt === undefined || taken.has(e)) continue;
         if (!options.ignoreIntervals && now - e.writtenAt < this.#minInterval[e.kind]) continue;
-        if (best === undefined || e.dirtyAt < best.dirtyAt! || (e.dirtyAt === best.dirtyAt && KINDS.indexOf(e.kind) < KINDS.indexOf(best.kind))) best = e;
+        if (
+          best === undefined ||
+          e.dirtyAt < best.dirtyAt! ||
+          (e.dirtyAt === best.dirtyAt && KINDS.indexOf(e.kind) < KINDS.indexOf(best.kind))
+        )
+          best = e;
       }
       return best;
     };
@@ -362,7 +410,14 @@ export class Ledger implements PodListener, NodeListener {
       const total = sum(e.live, e.retired);
       if (kind === 'NodeUsage') for (const p of e.pendingNode.values()) addTo(total, p.final);
       else for (const [uid, f] of e.pending) if (!e.recent.has(uid)) addTo(total, f);
-      out.push({ kind, name: e.name, ...(e.workload ? { workload: e.workload } : {}), total, pods: e.members?.size ?? e.pods, ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: e.bpfMapBytes } : {}) });
+      out.push({
+        kind,
+        name: e.name,
+        ...(e.workload ? { workload: e.workload } : {}),
+        total,
+        pods: e.members?.size ?? e.pods,
+        ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: e.bpfMapBytes } : {}),
+      });
     }
     return out;
   }
@@ -398,20 +453,36 @@ export class Ledger implements PodListener, NodeListener {
             if (!this.#book.o.budget.take()) return deleted;
             const name = object.metadata.name;
             try {
-              await this.#book.o.api.request('DELETE', usagePath(kind, name), { body: { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: object.metadata.resourceVersion } }, timeoutMs: 30_000 });
+              await this.#book.o.api.request('DELETE', usagePath(kind, name), {
+                body: {
+                  apiVersion: 'v1',
+                  kind: 'DeleteOptions',
+                  preconditions: { resourceVersion: object.metadata.resourceVersion },
+                },
+                timeoutMs: 30_000,
+              });
               deleted++;
-              this.#book.log.info({ kind, name, goneSince: object.status?.goneSince }, 'deleted: gone for longer than the retention, its bytes carried by its NamespaceUsage');
+              this.#book.log.info(
+                { kind, name, goneSince: object.status?.goneSince },
+                'deleted: gone for longer than the retention, its bytes carried by its NamespaceUsage',
+              );
             } catch (err) {
               if (isStatus(err, 404) || isStatus(err, 409)) continue; // gone already, or written since: a later sweep looks again
               this.#book.o.onError('delete_usage');
-              this.#book.log.warn({ kind, name, err: describe(err) }, 'cannot delete an expired usage object; retrying at the next sweep');
+              this.#book.log.warn(
+                { kind, name, err: describe(err) },
+                'cannot delete an expired usage object; retrying at the next sweep',
+              );
             }
           }
         }
       }
     } catch (err) {
       this.#book.o.onError('read_status');
-      this.#book.log.warn({ err: describe(err) }, 'cannot list the usage objects for the retention; retrying at the next sweep');
+      this.#book.log.warn(
+        { err: describe(err) },
+        'cannot list the usage objects for the retention; retrying at the next sweep',
+      );
     } finally {
       this.#sweeping = false;
     }
@@ -430,20 +501,27 @@ export class Ledger implements PodListener, NodeListener {
     const name = object.metadata.name;
     if (this.#book.entries.has(`${kind}/${name}`)) return false;
     const state = parseLedger(object.status);
-    if (state.problems.length > 0 || state.goneSince === undefined || now - state.goneSince < this.#book.retentionMs) return false;
+    if (state.problems.length > 0 || state.goneSince === undefined || now - state.goneSince < this.#book.retentionMs)
+      return false;
     if (object.status?.pods !== 0) return false;
     if (kind === 'NodeUsage') {
       if (this.#book.liveNodes.has(name) || this.#book.nodeFinals.has(name) || state.checkpoint.size > 0) return false;
       for (const r of state.retiring.values()) if (!r.entry.rolledUp) return false;
       return true;
     }
-    const ns = object.spec?.namespace === undefined ? undefined : this.#book.entries.get(`NamespaceUsage/${object.spec.namespace}`);
+    const ns =
+      object.spec?.namespace === undefined
+        ? undefined
+        : this.#book.entries.get(`NamespaceUsage/${object.spec.namespace}`);
     if (ns === undefined || !ns.exists) return false;
     const short = FIELDS.filter((f) => ns.retired[f] < state.retired[f]);
     if (short.length > 0) {
       if (!this.#book.problemsLogged.has(`short ${name}`)) {
         this.#book.problemsLogged.add(`short ${name}`);
-        this.#book.log.error({ kind, name, fields: short }, 'a gone WorkloadUsage has retired counts its NamespaceUsage does not: kept past its retention');
+        this.#book.log.error(
+          { kind, name, fields: short },
+          'a gone WorkloadUsage has retired counts its NamespaceUsage does not: kept past its retention',
+        );
       }
       return false;
     }
@@ -466,4 +544,3 @@ export class Ledger implements PodListener, NodeListener {
     return objects.map((object) => ({ name: object.metadata.name, object, state: parseLedger(object.status) }));
   }
 }
-

@@ -18,7 +18,13 @@
  */
 import type { Logger } from 'pino';
 import { equal, fitsStatus, toStrings, type Counts } from '../../common/contract/counts.ts';
-import { WORKLOAD_KIND_MAX, WORKLOAD_NAME_MAX, type CheckpointEntry, type UsageStatus, type Workload } from '../../common/contract/usage.ts';
+import {
+  WORKLOAD_KIND_MAX,
+  WORKLOAD_NAME_MAX,
+  type CheckpointEntry,
+  type UsageStatus,
+  type Workload,
+} from '../../common/contract/usage.ts';
 import type { OperatorErrorOp } from '../metrics.ts';
 import { contribution, type PodRecord } from '../pods.ts';
 
@@ -58,7 +64,8 @@ export class Quarantine {
   prune(node: string, members: Iterable<PodRecord>, pending: ReadonlyMap<string, unknown>): void {
     const uids = new Set<string>();
     for (const p of members) uids.add(p.uid);
-    for (const [uid, h] of this.#held) if (h.node === node && !uids.has(uid) && !pending.has(uid)) this.#held.delete(uid);
+    for (const [uid, h] of this.#held)
+      if (h.node === node && !uids.has(uid) && !pending.has(uid)) this.#held.delete(uid);
   }
 
   /**
@@ -66,7 +73,12 @@ export class Quarantine {
    * counts when they fit, else the checkpoint its totals already include;
    * `fresh` when they are the pod's new counts (committed after the write).
    */
-  checkpoint(p: PodRecord, node: string, w: Workload, counts: Counts): { entry: CheckpointEntry; counts: Counts; fresh: boolean } | undefined {
+  checkpoint(
+    p: PodRecord,
+    node: string,
+    w: Workload,
+    counts: Counts,
+  ): { entry: CheckpointEntry; counts: Counts; fresh: boolean } | undefined {
     const held = this.#held.get(p.uid);
     if (held !== undefined && held.counts !== undefined && !equal(held.counts, counts)) this.#held.delete(p.uid); // new counts: tried again
     if (!this.#held.has(p.uid)) {
@@ -91,7 +103,11 @@ export class Quarantine {
       if (uid === undefined || this.#held.has(uid)) continue;
       const p = live.get(uid);
       // A live pod is held with its counts now (released when they change); a retirement is held.
-      this.#hold(uid, { node, counts: m![1] === 'checkpoint' && p !== undefined ? contribution(p) : undefined }, { namespace: p?.namespace ?? '', pod: p?.name ?? uid, problem: `rejected by the API server: ${field}` });
+      this.#hold(
+        uid,
+        { node, counts: m![1] === 'checkpoint' && p !== undefined ? contribution(p) : undefined },
+        { namespace: p?.namespace ?? '', pod: p?.name ?? uid, problem: `rejected by the API server: ${field}` },
+      );
       found = true;
     }
     return found;
@@ -103,18 +119,31 @@ export class Quarantine {
     if (this.#logged.has(uid)) return;
     if (this.#logged.size > 10_000) this.#logged.clear(); // bounded; at worst a line repeats
     this.#logged.add(uid);
-    this.#log.error({ node: held.node, uid, ...why }, 'pod quarantined: its counts are left out of its NodeUsage writes (the other pods\' go on)');
+    this.#log.error(
+      { node: held.node, uid, ...why },
+      "pod quarantined: its counts are left out of its NodeUsage writes (the other pods' go on)",
+    );
   }
 
   /** What of a checkpoint entry its CRD would refuse, or undefined. */
   #problem(p: PodRecord, w: Workload, counts: Counts): string | undefined {
-    if (!fitsStatus(counts) || (p.base !== undefined && !fitsStatus(p.base))) return 'a count longer than the status fields hold';
-    if (p.uid.length > UID_MAX || p.namespace.length > NAMESPACE_MAX) return 'uid or namespace longer than the status fields hold';
-    if (w.kind.length > WORKLOAD_KIND_MAX || w.name.length > WORKLOAD_NAME_MAX) return 'workload longer than the status fields hold';
+    if (!fitsStatus(counts) || (p.base !== undefined && !fitsStatus(p.base)))
+      return 'a count longer than the status fields hold';
+    if (p.uid.length > UID_MAX || p.namespace.length > NAMESPACE_MAX)
+      return 'uid or namespace longer than the status fields hold';
+    if (w.kind.length > WORKLOAD_KIND_MAX || w.name.length > WORKLOAD_NAME_MAX)
+      return 'workload longer than the status fields hold';
     return undefined;
   }
 }
 
 function entryOf(p: PodRecord, w: Workload, counts: Counts): CheckpointEntry {
-  return { uid: p.uid, namespace: p.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(counts), ...(p.base ? { base: toStrings(p.base) } : {}) };
+  return {
+    uid: p.uid,
+    namespace: p.namespace,
+    workloadKind: w.kind,
+    workload: w.name,
+    ...toStrings(counts),
+    ...(p.base ? { base: toStrings(p.base) } : {}),
+  };
 }

@@ -12,8 +12,23 @@
  * - WorkloadUsage/NodeUsage: `goneSince` while gone (the retention's clock).
  */
 import { bytes } from '../../common/format.ts';
-import { addTo, copy, equal, isZero, subFrom, sum, toStrings, zero, type Counts } from '../../common/contract/counts.ts';
-import { statusTotals, type CheckpointEntry, type RetiringEntry, type UsageStatus } from '../../common/contract/usage.ts';
+import {
+  addTo,
+  copy,
+  equal,
+  isZero,
+  subFrom,
+  sum,
+  toStrings,
+  zero,
+  type Counts,
+} from '../../common/contract/counts.ts';
+import {
+  statusTotals,
+  type CheckpointEntry,
+  type RetiringEntry,
+  type UsageStatus,
+} from '../../common/contract/usage.ts';
 import { contribution, type PodRecord } from '../pods.ts';
 import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree, type Retirement } from './book.ts';
 import type { Quarantine } from './quarantine.ts';
@@ -55,7 +70,15 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
     if (retiring.has(uid) || quarantine.holds(uid)) continue;
     newlyRetired.push([uid, pend]);
     const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
-    const entry: RetiringEntry = { uid, namespace: pend.pod.namespace, workloadKind: w.kind, workload: w.name, ...toStrings(pend.final), at: new Date(now).toISOString(), rolledUp: false };
+    const entry: RetiringEntry = {
+      uid,
+      namespace: pend.pod.namespace,
+      workloadKind: w.kind,
+      workload: w.name,
+      ...toStrings(pend.final),
+      at: new Date(now).toISOString(),
+      rolledUp: false,
+    };
     retiring.set(uid, { entry, counts: pend.final, at: now });
     addTo(retired, pend.final);
     if (!uid.endsWith(TOP_UP)) retiredPods++;

@@ -11,7 +11,15 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, isRefusal, isStatus } from '../../common/kube/api.ts';
-import { emptyLedgerState, GROUP, NAMESPACE_LABEL, parseLedger, usagePath, VERSION, type UsageObject } from '../../common/contract/usage.ts';
+import {
+  emptyLedgerState,
+  GROUP,
+  NAMESPACE_LABEL,
+  parseLedger,
+  usagePath,
+  VERSION,
+  type UsageObject,
+} from '../../common/contract/usage.ts';
 import type { Book, Entry } from './book.ts';
 import { Quarantine } from './quarantine.ts';
 import { nodeStatus, rollupStatus } from './status.ts';
@@ -32,9 +40,17 @@ export class StatusWriter {
     const generation = this.#book.generation;
     const now = Date.now();
     const seen = e.changes;
-    const built = e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e, now);
-    const body = createHash('sha1').update(JSON.stringify({ ...built.status, updated: '' })).digest('base64');
-    const nothingYet = !e.exists && built.status.ingressBytes === '0' && built.status.egressBytes === '0' && built.status.retiredPods === 0 && built.status.bpfMapBytes === undefined;
+    const built =
+      e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e, now);
+    const body = createHash('sha1')
+      .update(JSON.stringify({ ...built.status, updated: '' }))
+      .digest('base64');
+    const nothingYet =
+      !e.exists &&
+      built.status.ingressBytes === '0' &&
+      built.status.egressBytes === '0' &&
+      built.status.retiredPods === 0 &&
+      built.status.bpfMapBytes === undefined;
     if ((e.exists && body === e.lastBody) || nothingYet) {
       // Nothing new (or nothing worth an object yet: idle pods create no objects): no write.
       if (nothingYet && e.kind !== 'NodeUsage') built.commit(); // (zero retirements: their rollup is done)
@@ -53,7 +69,10 @@ export class StatusWriter {
         ...this.#spec(e),
         status: built.status,
       };
-      const written = await this.#book.o.api.request<UsageObject>('PUT', usagePath(e.kind, e.name, true), { body: object, timeoutMs: 30_000 });
+      const written = await this.#book.o.api.request<UsageObject>('PUT', usagePath(e.kind, e.name, true), {
+        body: object,
+        timeoutMs: 30_000,
+      });
       this.#recovered();
       if (generation !== this.#book.generation) return 'written';
       e.resourceVersion = written.metadata.resourceVersion;
@@ -61,7 +80,17 @@ export class StatusWriter {
       e.lastBody = body;
       built.commit(); // (may mark this object dirty again: the change counts)
       this.#book.clean(e, seen, built.keepDirty ? e.writtenAt : undefined);
-      this.#book.log.debug({ kind: e.kind, name: e.name, ingressBytes: built.status.ingressBytes, egressBytes: built.status.egressBytes, pods: built.status.pods, retiredPods: built.status.retiredPods }, 'status written');
+      this.#book.log.debug(
+        {
+          kind: e.kind,
+          name: e.name,
+          ingressBytes: built.status.ingressBytes,
+          egressBytes: built.status.egressBytes,
+          pods: built.status.pods,
+          retiredPods: built.status.retiredPods,
+        },
+        'status written',
+      );
       return 'written';
     } catch (err) {
       if (generation !== this.#book.generation) return 'retry';
@@ -78,7 +107,12 @@ export class StatusWriter {
         return 'retry';
       }
       this.#book.o.onError('write_status');
-      if (isStatus(err, 422) && e.kind === 'NodeUsage' && this.quarantine.reject(e.name, built.status, err.fields, e.members!)) return 'retry'; // written again without the pod
+      if (
+        isStatus(err, 422) &&
+        e.kind === 'NodeUsage' &&
+        this.quarantine.reject(e.name, built.status, err.fields, e.members!)
+      )
+        return 'retry'; // written again without the pod
       if (isRefusal(err)) {
         this.#book.log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
         return 'retry';
@@ -86,7 +120,10 @@ export class StatusWriter {
       // The API server is away or overloaded: end this round, one log line per outage.
       if (this.#outageSince === undefined) {
         this.#outageSince = Date.now();
-        this.#book.log.warn({ kind: e.kind, name: e.name, err: describe(err) }, 'status writes failing; the totals are kept and written when the API server answers');
+        this.#book.log.warn(
+          { kind: e.kind, name: e.name, err: describe(err) },
+          'status writes failing; the totals are kept and written when the API server answers',
+        );
       }
       return 'outage';
     }
@@ -103,23 +140,34 @@ export class StatusWriter {
     const object = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: e.kind,
-      metadata: { name: e.name, labels: { 'app.kubernetes.io/managed-by': 'podmeter', ...(e.workload ? { [NAMESPACE_LABEL]: e.workload.namespace } : {}) } },
+      metadata: {
+        name: e.name,
+        labels: {
+          'app.kubernetes.io/managed-by': 'podmeter',
+          ...(e.workload ? { [NAMESPACE_LABEL]: e.workload.namespace } : {}),
+        },
+      },
       ...this.#spec(e),
     };
     try {
-      const created = await this.#book.o.api.request<UsageObject>('POST', usagePath(e.kind), { body: object, timeoutMs: 30_000 });
+      const created = await this.#book.o.api.request<UsageObject>('POST', usagePath(e.kind), {
+        body: object,
+        timeoutMs: 30_000,
+      });
       e.exists = true;
       e.resourceVersion = created.metadata.resourceVersion;
       return true;
     } catch (err) {
-      if (!(isStatus(err, 409))) throw err;
+      if (!isStatus(err, 409)) throw err;
       await this.#reread(e);
       return false;
     }
   }
 
   #spec(e: Entry): { spec?: object } {
-    return e.workload ? { spec: { namespace: e.workload.namespace, kind: e.workload.kind, name: e.workload.name } } : {};
+    return e.workload
+      ? { spec: { namespace: e.workload.namespace, kind: e.workload.kind, name: e.workload.name } }
+      : {};
   }
 
   /** Takes the persisted ledger of one object after a conflict. */
@@ -130,7 +178,10 @@ export class StatusWriter {
       object = await this.#book.o.api.find<UsageObject>(usagePath(e.kind, e.name), { timeoutMs: 30_000 });
     } catch (err) {
       this.#book.o.onError('read_status');
-      this.#book.log.warn({ kind: e.kind, name: e.name, err: describe(err) }, 'cannot read back after a conflict; retrying');
+      this.#book.log.warn(
+        { kind: e.kind, name: e.name, err: describe(err) },
+        'cannot read back after a conflict; retrying',
+      );
       return;
     }
     if (generation !== this.#book.generation) return;
@@ -151,7 +202,8 @@ export class StatusWriter {
     e.retiredPods = state.retiredPods;
     if (e.kind === 'NodeUsage') {
       // (markers this process knows of are kept: the rollups are done)
-      for (const [uid, r] of state.retiring) if (e.retiring.get(uid)?.entry.rolledUp && !r.entry.rolledUp) r.entry = { ...r.entry, rolledUp: true };
+      for (const [uid, r] of state.retiring)
+        if (e.retiring.get(uid)?.entry.rolledUp && !r.entry.rolledUp) r.entry = { ...r.entry, rolledUp: true };
       e.retiring = state.retiring;
       e.finalsAfter = Math.max(e.finalsAfter, state.finalsAfter);
       for (const [uid, p] of [...e.pendingNode]) {

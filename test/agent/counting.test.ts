@@ -49,11 +49,31 @@ test('pods mode: exact UDP (IPv4, IPv6) and bounded TCP per pod, from container 
   const N = 200;
   const P = 1000;
   await Promise.all([
-    udpExchange({ senderCgroup: c(trees.systemd.container), receiverCgroup: c(trees.cgroupfs.container), ...topo.toPeer('external', 4), family: 4, count: N, payload: P }),
-    udpExchange({ senderCgroup: c(trees.cgroupfs.container), receiverCgroup: c(trees.systemd.container), ...topo.toPeer('external', 6), family: 6, count: N, payload: P }),
+    udpExchange({
+      senderCgroup: c(trees.systemd.container),
+      receiverCgroup: c(trees.cgroupfs.container),
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count: N,
+      payload: P,
+    }),
+    udpExchange({
+      senderCgroup: c(trees.cgroupfs.container),
+      receiverCgroup: c(trees.systemd.container),
+      ...topo.toPeer('external', 6),
+      family: 6,
+      count: N,
+      payload: P,
+    }),
   ]);
   const tcpBytes = 20 * 1024 * 1024;
-  await tcpTransfer({ senderCgroup: c(trees.guaranteed.container), receiverCgroup: c(trees.guaranteed.container), ...topo.toPeer('external', 4), family: 4, bytes: tcpBytes });
+  await tcpTransfer({
+    senderCgroup: c(trees.guaranteed.container),
+    receiverCgroup: c(trees.guaranteed.container),
+    ...topo.toPeer('external', 4),
+    family: 4,
+    bytes: tcpBytes,
+  });
 
   const metrics = await agent.metrics();
   const get = (uid: string, what: 'bytes' | 'packets', direction: string) =>
@@ -73,7 +93,10 @@ test('pods mode: exact UDP (IPv4, IPv6) and bounded TCP per pod, from container 
   const tcpPackets = get(uids.guaranteed, 'packets', 'egress')!;
   const slack = tcpPackets * 120 + (retransSegs(topo.pod) + retransSegs(topo.world)) * MAX_TCP_SEGMENT;
   assert.ok(tcpOut >= tcpBytes, `egress ${tcpOut} >= payload ${tcpBytes}`);
-  assert.ok(tcpOut <= tcpBytes + slack, `egress ${tcpOut} <= payload + ${slack} (headers of ${tcpPackets} skbs, retransmissions)`);
+  assert.ok(
+    tcpOut <= tcpBytes + slack,
+    `egress ${tcpOut} <= payload + ${slack} (headers of ${tcpPackets} skbs, retransmissions)`,
+  );
 
   // The JSON API agrees with the metrics, exactly.
   const view = (await agent.cgroups()).find((x) => x.uid === uids.systemd)!;
@@ -89,9 +112,17 @@ test('children mode: every direct child of the root is a unit; grandchildren cou
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('2 cgroups attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
-  await udpExchange({ senderCgroup: web.path, receiverCgroup: db.path, ...topo.toPeer('external', 4), family: 4, count: 50, payload: 200 });
+  await udpExchange({
+    senderCgroup: web.path,
+    receiverCgroup: db.path,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 50,
+    payload: 200,
+  });
   const metrics = await agent.metrics();
-  const m = (cgroup: string, direction: string) => sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup, direction });
+  const m = (cgroup: string, direction: string) =>
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup, direction });
   assert.equal(m('web.service', 'egress'), 50 * 228);
   assert.equal(m('db.service', 'ingress'), 50 * 228);
   assert.equal(m('web.service', 'ingress'), 0);

@@ -21,7 +21,10 @@ test('QoS slices made, removed and made again while the agent runs; a kubepods t
   const root = makeTestCgroup(t);
   const kubepods = root.child('kubepods.slice');
   // --interval 3600: no resync rescue, only the watches count here.
-  const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'pods', '--interval', '3600'] });
+  const agent = await startAgentProcess(t, {
+    cgroupRoot: root.path,
+    args: ['--discover', 'pods', '--interval', '3600'],
+  });
   const live = async () => (await agent.cgroups()).filter((c) => c.state === 'live').map((c) => c.cgroup);
 
   // A QoS slice made after start, with a pod made at once (before the slice's watch can exist) and one later.

@@ -32,7 +32,9 @@ function watchesEvents(pid: number, cgroup: string): boolean {
 /** Egress bytes the agent last saved for a live unit in its --state-dir. */
 function savedEgress(stateDir: string, relPath: string): string | undefined {
   try {
-    const state = JSON.parse(readFileSync(`${stateDir}/state.json`, 'utf8')) as { live: { relPath: string; counters: { egress: { bytes: unknown } } }[] };
+    const state = JSON.parse(readFileSync(`${stateDir}/state.json`, 'utf8')) as {
+      live: { relPath: string; counters: { egress: { bytes: unknown } } }[];
+    };
     const unit = state.live.find((u) => u.relPath === relPath);
     return unit && String(unit.counters.egress.bytes);
   } catch {
@@ -50,7 +52,15 @@ test('kill -9 and restart under traffic: totals equal every byte sent, none lost
   await waitFor('attached', () => (attached(a.path) && attached(b.path) ? true : undefined));
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const P = 512;
-  const exchange = (count: number) => udpExchange({ senderCgroup: a.path, receiverCgroup: b.path, ...topo.toPeer('external', 6), family: 6, count, payload: P });
+  const exchange = (count: number) =>
+    udpExchange({
+      senderCgroup: a.path,
+      receiverCgroup: b.path,
+      ...topo.toPeer('external', 6),
+      family: 6,
+      count,
+      payload: P,
+    });
   // Killed under traffic: this exchange runs on across the kill.
   const across = 4000;
   const acrossKill = exchange(across);
@@ -61,11 +71,24 @@ test('kill -9 and restart under traffic: totals equal every byte sent, none lost
   // only the pinned links can have counted it.
   const whileDown = 1000;
   await exchange(whileDown);
-  assert.equal(await agent.cgroups().then(() => 'answered', () => 'down'), 'down', 'no agent ran during that exchange');
+  assert.equal(
+    await agent.cgroups().then(
+      () => 'answered',
+      () => 'down',
+    ),
+    'down',
+    'no agent ran during that exchange',
+  );
   await agent.restart();
   const metrics = await agent.metrics();
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }), (across + whileDown) * udpDatagramBytes(6, P));
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }), across + whileDown);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }),
+    (across + whileDown) * udpDatagramBytes(6, P),
+  );
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }),
+    across + whileDown,
+  );
   assert.ok(agent.logs.some((l) => l.msg === 'adopted pinned programs and counter map'));
 });
 
@@ -75,7 +98,15 @@ test('a cgroup created, used and removed between two counter reads has its exact
   // No periodic read during the test: the final can only come from the reads on emptying and removal.
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--interval', '3600'] });
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
-  const receiver = spawnTraffic(peer.path, topo.world, ['udp-recv', '--address', topo.address('external', 4), '--family', '4', '--count', '20']);
+  const receiver = spawnTraffic(peer.path, topo.world, [
+    'udp-recv',
+    '--address',
+    topo.address('external', 4),
+    '--family',
+    '4',
+    '--count',
+    '20',
+  ]);
   const { port } = await receiver.waitFor('listening');
 
   // The test sets the cgroup's life: mkdir, wait until the agent attached and
@@ -86,7 +117,9 @@ test('a cgroup created, used and removed between two counter reads has its exact
   const send = `import socket, sys\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(20): s.sendto(b"x" * 100, ("${topo.address('external', 4)}", ${port}))\n`;
   const sender = spawnInCgroup(peer.path, ['python3', '-c', send], { netns: topo.pod });
   // Joined peer and exec'd python: a move into brief from now on is not undone by the launcher.
-  await waitFor('sender started', () => (readFileSync(`/proc/${sender.pid}/comm`, 'utf8').startsWith('python') ? true : undefined));
+  await waitFor('sender started', () =>
+    readFileSync(`/proc/${sender.pid}/comm`, 'utf8').startsWith('python') ? true : undefined,
+  );
   const brief = root.child('brief');
   const started = performance.now();
   await waitFor('attached', () => (attached(brief.path) ? true : undefined));
@@ -107,7 +140,8 @@ test('a cgroup created, used and removed between two counter reads has its exact
   await receiver.waitFor('done');
 
   const final = await waitFor('final of brief', async () =>
-    (await agent.cgroups()).find((c) => c.cgroup === 'brief' && c.state === 'terminated'));
+    (await agent.cgroups()).find((c) => c.cgroup === 'brief' && c.state === 'terminated'),
+  );
   assert.equal(final.egress.bytes, String(20 * 128));
   assert.equal(final.egress.packets, '20');
   // Its pins are gone once finalised.
@@ -122,12 +156,30 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   const agent = await startAgentProcess(t, { cgroupRoot: root.path });
   await waitFor('attached', () => (attached(gone.path) && attached(vanish.path) ? true : undefined));
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
-  await udpExchange({ senderCgroup: gone.path, receiverCgroup: peer.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 10 });
-  await udpExchange({ senderCgroup: vanish.path, receiverCgroup: peer.path, ...topo.toPeer('external', 4), family: 4, count: 30, payload: 10 });
+  await udpExchange({
+    senderCgroup: gone.path,
+    receiverCgroup: peer.path,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 10,
+    payload: 10,
+  });
+  await udpExchange({
+    senderCgroup: vanish.path,
+    receiverCgroup: peer.path,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 30,
+    payload: 10,
+  });
   rmdirSync(gone.path);
-  await waitFor('final of gone-early', async () => (await agent.cgroups()).find((c) => c.cgroup === 'gone-early' && c.state === 'terminated'));
+  await waitFor('final of gone-early', async () =>
+    (await agent.cgroups()).find((c) => c.cgroup === 'gone-early' && c.state === 'terminated'),
+  );
   // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts.
-  await waitFor('populated 0 read', async () => (await agent.cgroups()).find((c) => c.cgroup === 'vanish-while-down' && c.egress.packets === '30'));
+  await waitFor('populated 0 read', async () =>
+    (await agent.cgroups()).find((c) => c.cgroup === 'vanish-while-down' && c.egress.packets === '30'),
+  );
 
   await agent.kill('SIGKILL');
   rmdirSync(vanish.path);
@@ -144,12 +196,16 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   assert.ok(!existsSync(`${agent.bpffs}/links/${vanish.id}_egress`), 'stale pins removed');
   assert.ok(existsSync(`${agent.bpffs}/links/${peer.id}_egress`), 'live pins kept');
   const metrics = await agent.metrics();
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'vanish-while-down', direction: 'egress' }), 30 * 38);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'vanish-while-down', direction: 'egress' }),
+    30 * 38,
+  );
 });
 
 test('a node reboot: links, counters and pod cgroups gone while no agent runs; each pod counts on from its saved counts, never from a cgroup that reuses an id', async (t) => {
   const root = makeTestCgroup(t);
-  const podPath = (uid: string) => `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice`;
+  const podPath = (uid: string) =>
+    `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replaceAll('-', '_')}.slice`;
   // `early` is made again before the agent starts, `late` after it settled the previous run's records.
   const uids = { early: randomUUID(), late: randomUUID(), other: randomUUID() };
   const pods = { early: root.child(podPath(uids.early)), late: root.child(podPath(uids.late)) };
@@ -158,7 +214,14 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
   await waitFor('2 pods attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
   const topo = makeTopology(t);
   const send = (cgroup: string, count: number, family: 4 | 6 = 4) =>
-    udpExchange({ senderCgroup: cgroup, receiverCgroup: peer.path, ...topo.toPeer('external', family), family, count, payload: 100 });
+    udpExchange({
+      senderCgroup: cgroup,
+      receiverCgroup: peer.path,
+      ...topo.toPeer('external', family),
+      family,
+      count,
+      payload: 100,
+    });
   await send(pods.early.path, 10);
   await send(pods.late.path, 20, 6);
   const view = async (uid: string) => (await agent.cgroups()).filter((c) => c.uid === uid);
@@ -180,9 +243,13 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
   for (const r of state.live) r.id = String(r.uid === uids.early ? other.id : early.id);
   writeFileSync(statePath, JSON.stringify(state));
   await agent.restart();
-  await waitFor('early attached', async () => ((await view(uids.early)).some((c) => c.id === String(early.id)) ? true : undefined));
+  await waitFor('early attached', async () =>
+    (await view(uids.early)).some((c) => c.id === String(early.id)) ? true : undefined,
+  );
   const late = root.child(podPath(uids.late));
-  await waitFor('late attached', async () => ((await view(uids.late)).some((c) => c.id === String(late.id)) ? true : undefined));
+  await waitFor('late attached', async () =>
+    (await view(uids.late)).some((c) => c.id === String(late.id)) ? true : undefined,
+  );
   await send(early.path, 5);
   await send(late.path, 7, 6);
 
@@ -197,9 +264,21 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
     assert.equal(units[0]!.peers?.egress.external?.bytes, String(expect[name]), 'the classes carry on too');
   }
   const [fresh] = await view(uids.other);
-  assert.equal(fresh?.egress.bytes, '0', `the new pod whose cgroup has an id the earlier boot gave another pod counts from zero: ${JSON.stringify(fresh)}`);
+  assert.equal(
+    fresh?.egress.bytes,
+    '0',
+    `the new pod whose cgroup has an id the earlier boot gave another pod counts from zero: ${JSON.stringify(fresh)}`,
+  );
   const metrics = await agent.metrics();
-  assert.equal(sample(metrics, 'podmeter_pod_network_bytes_total', { uid: uids.late, direction: 'egress', namespace: '', pod: '' }), expect.late);
+  assert.equal(
+    sample(metrics, 'podmeter_pod_network_bytes_total', {
+      uid: uids.late,
+      direction: 'egress',
+      namespace: '',
+      pod: '',
+    }),
+    expect.late,
+  );
 });
 
 test('finals drop out after --retention', async (t) => {

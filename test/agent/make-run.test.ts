@@ -39,65 +39,88 @@ function demoRow(screen: string, demo: string): string[] | undefined {
 
 const moving = (cell: string | undefined) => cell !== undefined && !/^0 B\/s$/.test(cell);
 
-test('make run: the demo moves RX/s, TX/s and LO/s within seconds; Ctrl-C leaves nothing behind', { skip: spawnSync('tmux', ['-V']).status !== 0 && 'tmux is missing (sudo make setup)' }, async (t) => {
-  const demo = `${TEST_PREFIX}${randomSuffix()}`;
-  const session = `${demo}-tmux`;
-  const bpffs = `/sys/fs/bpf/${demo}`;
-  const stateDir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
-  const listen = `127.0.0.1:${await freePort()}`;
-  const demoCgroup = join(cgroup2Root(), demo);
-  const namespaces = [`${demo}-server`, `${demo}-client`];
-  afterOrSignal(t, async () => {
-    tmux('kill-session', '-t', session);
-    for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns]);
-    for (const cg of ['server', 'client', ''].map((c) => join(demoCgroup, c))) {
-      if (!existsSync(join(cg, 'cgroup.procs'))) continue;
-      for (const pid of readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) spawnSync('kill', ['-9', pid]);
-      await sleep(100);
-      spawnSync('rmdir', [cg]);
+test(
+  'make run: the demo moves RX/s, TX/s and LO/s within seconds; Ctrl-C leaves nothing behind',
+  { skip: spawnSync('tmux', ['-V']).status !== 0 && 'tmux is missing (sudo make setup)' },
+  async (t) => {
+    const demo = `${TEST_PREFIX}${randomSuffix()}`;
+    const session = `${demo}-tmux`;
+    const bpffs = `/sys/fs/bpf/${demo}`;
+    const stateDir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
+    const listen = `127.0.0.1:${await freePort()}`;
+    const demoCgroup = join(cgroup2Root(), demo);
+    const namespaces = [`${demo}-server`, `${demo}-client`];
+    afterOrSignal(t, async () => {
+      tmux('kill-session', '-t', session);
+      for (const ns of namespaces) spawnSync('ip', ['netns', 'del', ns]);
+      for (const cg of ['server', 'client', ''].map((c) => join(demoCgroup, c))) {
+        if (!existsSync(join(cg, 'cgroup.procs'))) continue;
+        for (const pid of readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
+          spawnSync('kill', ['-9', pid]);
+        await sleep(100);
+        spawnSync('rmdir', [cg]);
+      }
+      spawnSync('pkill', ['-f', `--bpffs ${bpffs}`]);
+      new PinDir(bpffs).removeAll();
+      rmSync(stateDir, { recursive: true, force: true });
+    });
+
+    const env = `PODMETER_LISTEN=${listen} PODMETER_BPFFS=${bpffs} PODMETER_STATE_DIR=${stateDir} PODMETER_DEMO=${demo}`;
+    const started = Date.now();
+    // The pane stays after make ends (remain-on-exit), so its end can be seen and its screen read.
+    for (const args of [
+      ['new-session', '-d', '-s', session, '-x', '200', '-y', '40', '-c', REPO],
+      ['set-option', '-t', session, 'remain-on-exit', 'on'],
+      ['respawn-pane', '-k', '-t', session, '-c', REPO, `env ${env} make run`],
+    ]) {
+      const r = tmux(...args);
+      assert.equal(r.status, 0, `tmux ${args.join(' ')}: ${r.stderr}`);
     }
-    spawnSync('pkill', ['-f', `--bpffs ${bpffs}`]);
-    new PinDir(bpffs).removeAll();
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+    const ended = () => tmux('display-message', '-p', '-t', session, '#{pane_dead}').stdout.trim() === '1';
 
-  const env = `PODMETER_LISTEN=${listen} PODMETER_BPFFS=${bpffs} PODMETER_STATE_DIR=${stateDir} PODMETER_DEMO=${demo}`;
-  const started = Date.now();
-  // The pane stays after make ends (remain-on-exit), so its end can be seen and its screen read.
-  for (const args of [
-    ['new-session', '-d', '-s', session, '-x', '200', '-y', '40', '-c', REPO],
-    ['set-option', '-t', session, 'remain-on-exit', 'on'],
-    ['respawn-pane', '-k', '-t', session, '-c', REPO, `env ${env} make run`],
-  ]) {
-    const r = tmux(...args);
-    assert.equal(r.status, 0, `tmux ${args.join(' ')}: ${r.stderr}`);
-  }
-  const ended = () => tmux('display-message', '-p', '-t', session, '#{pane_dead}').stdout.trim() === '1';
+    let row: string[] | undefined;
+    let screen = '';
+    for (const deadline = Date.now() + 240_000; Date.now() < deadline; await sleep(250)) {
+      screen = tmux('capture-pane', '-p', '-t', session).stdout;
+      row = demoRow(screen, demo);
+      if (row && moving(row[1]) && moving(row[2]) && moving(row[5])) break;
+      if (ended()) break;
+    }
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(
+      row && moving(row[1]) && moving(row[2]) && moving(row[5]),
+      `the demo's RX/s, TX/s and LO/s did not move; the terminal shows:\n${screen}`,
+    );
+    t.diagnostic(
+      `make run: the demo's row moved ${seconds.toFixed(1)} s after the command (setup included): ${row.join(' | ')}`,
+    );
+    const demoId = BigInt(statSync(demoCgroup).ino);
+    assert.ok(
+      new PinDir(bpffs).listLinks().some((p) => p.cgroupId === demoId),
+      'the demo cgroup is attached through pinned links',
+    );
 
-  let row: string[] | undefined;
-  let screen = '';
-  for (const deadline = Date.now() + 240_000; Date.now() < deadline; await sleep(250)) {
-    screen = tmux('capture-pane', '-p', '-t', session).stdout;
-    row = demoRow(screen, demo);
-    if (row && moving(row[1]) && moving(row[2]) && moving(row[5])) break;
-    if (ended()) break;
-  }
-  const seconds = (Date.now() - started) / 1000;
-  assert.ok(row && moving(row[1]) && moving(row[2]) && moving(row[5]), `the demo's RX/s, TX/s and LO/s did not move; the terminal shows:\n${screen}`);
-  t.diagnostic(`make run: the demo's row moved ${seconds.toFixed(1)} s after the command (setup included): ${row.join(' | ')}`);
-  const demoId = BigInt(statSync(demoCgroup).ino);
-  assert.ok(new PinDir(bpffs).listLinks().some((p) => p.cgroupId === demoId), 'the demo cgroup is attached through pinned links');
+    tmux('send-keys', '-t', session, 'C-c', '');
+    for (const deadline = Date.now() + 60_000; !ended() && Date.now() < deadline;) await sleep(100);
+    assert.ok(
+      ended(),
+      `make run did not end after Ctrl-C; the terminal shows:\n${tmux('capture-pane', '-p', '-t', session).stdout}`,
+    );
 
-  tmux('send-keys', '-t', session, 'C-c', '');
-  for (const deadline = Date.now() + 60_000; !ended() && Date.now() < deadline; ) await sleep(100);
-  assert.ok(ended(), `make run did not end after Ctrl-C; the terminal shows:\n${tmux('capture-pane', '-p', '-t', session).stdout}`);
-
-  assert.equal(existsSync(demoCgroup), false, `cgroup ${demoCgroup} is left`);
-  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  for (const ns of namespaces) assert.doesNotMatch(netns, new RegExp(`^${ns}\\b`, 'm'), `netns ${ns} is left`);
-  // Both veth ends lived in the demo's namespaces; none may have moved out to the host.
-  assert.doesNotMatch(execFileSync('ip', ['-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }), /198\.18|pm\d{6}[sc]\b/);
-  assert.deepEqual(new PinDir(bpffs).listLinks().filter((p) => p.cgroupId === demoId), [], 'link pins of the demo cgroup are left');
-  assert.notEqual(spawnSync('pgrep', ['-f', `--bpffs ${bpffs}`]).status, 0, 'the agent still runs');
-  assert.notEqual(spawnSync('pgrep', ['-f', `iperf3 -c 198\\.18\\.0\\.2`]).status, 0, 'a demo iperf3 still runs');
-});
+    assert.equal(existsSync(demoCgroup), false, `cgroup ${demoCgroup} is left`);
+    const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    for (const ns of namespaces) assert.doesNotMatch(netns, new RegExp(`^${ns}\\b`, 'm'), `netns ${ns} is left`);
+    // Both veth ends lived in the demo's namespaces; none may have moved out to the host.
+    assert.doesNotMatch(
+      execFileSync('ip', ['-o', 'link', 'show', 'type', 'veth'], { encoding: 'utf8' }),
+      /198\.18|pm\d{6}[sc]\b/,
+    );
+    assert.deepEqual(
+      new PinDir(bpffs).listLinks().filter((p) => p.cgroupId === demoId),
+      [],
+      'link pins of the demo cgroup are left',
+    );
+    assert.notEqual(spawnSync('pgrep', ['-f', `--bpffs ${bpffs}`]).status, 0, 'the agent still runs');
+    assert.notEqual(spawnSync('pgrep', ['-f', `iperf3 -c 198\\.18\\.0\\.2`]).status, 0, 'a demo iperf3 still runs');
+  },
+);

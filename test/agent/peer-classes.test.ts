@@ -33,9 +33,23 @@ test('configured classes, external and loopback: exact per class, totals leave l
   const topo = makeTopology(t);
 
   const send = (peer: Exclude<Peer, 'pod'>, family: 4 | 6, count: number) =>
-    udpExchange({ senderCgroup: app, receiverCgroup: other, ...topo.toPeer(peer, family), family, count, payload: 100 });
+    udpExchange({
+      senderCgroup: app,
+      receiverCgroup: other,
+      ...topo.toPeer(peer, family),
+      family,
+      count,
+      payload: 100,
+    });
   const receive = (peer: Exclude<Peer, 'pod'>, family: 4 | 6, count: number) =>
-    udpExchange({ senderCgroup: other, receiverCgroup: app, ...topo.fromPeer(peer, family), family, count, payload: 100 });
+    udpExchange({
+      senderCgroup: other,
+      receiverCgroup: app,
+      ...topo.fromPeer(peer, family),
+      family,
+      count,
+      payload: 100,
+    });
   await send('storage', 4, 10);
   await send('storage', 6, 11);
   await send('zone', 4, 12); // 'onprem' from the file
@@ -53,15 +67,39 @@ test('configured classes, external and loopback: exact per class, totals leave l
   const metrics = await agent.metrics();
   for (const direction of ['egress', 'ingress'] as const) {
     for (const [peer, bytes] of Object.entries(expected[direction])) {
-      assert.equal(sample(metrics, 'podmeter_cgroup_network_peer_bytes_total', { cgroup: 'app.service', direction, peer }), bytes, `${direction} ${peer}`);
+      assert.equal(
+        sample(metrics, 'podmeter_cgroup_network_peer_bytes_total', { cgroup: 'app.service', direction, peer }),
+        bytes,
+        `${direction} ${peer}`,
+      );
     }
   }
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_peer_packets_total', { cgroup: 'app.service', direction: 'egress', peer: 'storage' }), 21);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_peer_packets_total', {
+      cgroup: 'app.service',
+      direction: 'egress',
+      peer: 'storage',
+    }),
+    21,
+  );
   // Classes without a packet have no series.
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_peer_bytes_total', { cgroup: 'app.service', direction: 'ingress', peer: 'onprem' }), undefined);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_peer_bytes_total', {
+      cgroup: 'app.service',
+      direction: 'ingress',
+      peer: 'onprem',
+    }),
+    undefined,
+  );
   // Totals: everything but loopback.
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'app.service', direction: 'egress' }), 10 * v4 + 11 * v6 + 12 * v4 + 13 * v6);
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'app.service', direction: 'ingress' }), 29);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'app.service', direction: 'egress' }),
+    10 * v4 + 11 * v6 + 12 * v4 + 13 * v6,
+  );
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'app.service', direction: 'ingress' }),
+    29,
+  );
 
   const view = (await agent.cgroups()).find((c) => c.cgroup === 'app.service')!;
   assert.deepEqual(view.peers?.egress.onprem, { bytes: String(12 * v4), packets: '12' });
@@ -81,7 +119,8 @@ test('configured classes, external and loopback: exact per class, totals leave l
   await send('storage', 4, 6); // no longer configured: external now
   await send('zone', 4, 7); // -> onprem, same slot as before
   const after = await again.metrics();
-  const peerBytes = (peer: string) => sample(after, 'podmeter_cgroup_network_peer_bytes_total', { cgroup: 'app.service', direction: 'egress', peer });
+  const peerBytes = (peer: string) =>
+    sample(after, 'podmeter_cgroup_network_peer_bytes_total', { cgroup: 'app.service', direction: 'egress', peer });
   assert.equal(peerBytes('storage'), 10 * v4 + 11 * v6);
   assert.equal(peerBytes('onprem'), 19 * v4);
   assert.equal(peerBytes('backup'), 5 * v4);
@@ -90,7 +129,10 @@ test('configured classes, external and loopback: exact per class, totals leave l
 
 test('bad peer classes: exit 2 naming the entry', () => {
   const cases: [string[], RegExp][] = [
-    [['--peer-class', 'storage=10.0.0.0/33'], /--peer-class: .*"10\.0\.0\.0\/33": the prefix length must be a number from 0 to 32/],
+    [
+      ['--peer-class', 'storage=10.0.0.0/33'],
+      /--peer-class: .*"10\.0\.0\.0\/33": the prefix length must be a number from 0 to 32/,
+    ],
     [['--peer-class', 'Storage=10.0.0.0/8'], /class name "Storage" is not a valid class name/],
     [['--peer-class', 'external=10.0.0.0/8'], /class name "external" is a built-in class name/],
     [['--peer-class', 'a=10.0.0.0/8', '--peer-class', 'a=11.0.0.0/8'], /class "a" is given twice/],
@@ -105,7 +147,9 @@ test('bad peer classes: exit 2 naming the entry', () => {
   const dir = mkdtempSync(join(tmpdir(), 'podmeter-test-'));
   try {
     writeFileSync(join(dir, 'classes'), 'good=10.0.0.0/8\nbad=300.1.2.3/8\n');
-    const r = spawnSync(PODMETER, ['agent', '--peer-classes-file', join(dir, 'classes'), '--listen', '127.0.0.1:0'], { encoding: 'utf8' });
+    const r = spawnSync(PODMETER, ['agent', '--peer-classes-file', join(dir, 'classes'), '--listen', '127.0.0.1:0'], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /--peer-classes-file: .*line 2 "bad=300\.1\.2\.3\/8"/);
   } finally {

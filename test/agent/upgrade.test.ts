@@ -9,7 +9,14 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { test } from 'node:test';
-import { attachCgroup, BpfObject, bpfObjectPath, DIRECTIONS, Link, type Link as LinkT } from '../../agent/kernel/bpf.ts';
+import {
+  attachCgroup,
+  BpfObject,
+  bpfObjectPath,
+  DIRECTIONS,
+  Link,
+  type Link as LinkT,
+} from '../../agent/kernel/bpf.ts';
 import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
@@ -41,7 +48,14 @@ test('an agent without peer classes left pins: counts kept as the base, links re
       links.push(link);
     }
   }
-  await udpExchange({ senderCgroup: app, receiverCgroup: other, ...topo.toPeer('external', 4), family: 4, count: 40, payload: 100 });
+  await udpExchange({
+    senderCgroup: app,
+    receiverCgroup: other,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 40,
+    payload: 100,
+  });
   await udpExchange({ senderCgroup: app, receiverCgroup: app, netns: topo.pod, family: 4, count: 10, payload: 100 }); // loopback: the old agent counted it
   const v4 = udpDatagramBytes(4, 100);
   const oldEgress = 50 * v4;
@@ -52,10 +66,18 @@ test('an agent without peer classes left pins: counts kept as the base, links re
 
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, bpffs, args: ['--interval', '1'] });
   await waitFor('2 cgroups attached', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
-  const bytes = (metrics: string, name: string, labels: Record<string, string>) => sample(metrics, name, { cgroup: 'app.service', ...labels });
+  const bytes = (metrics: string, name: string, labels: Record<string, string>) =>
+    sample(metrics, name, { cgroup: 'app.service', ...labels });
   let metrics = await agent.metrics();
-  assert.equal(bytes(metrics, 'podmeter_cgroup_network_bytes_total', { direction: 'egress' }), oldEgress, 'the totals carry on from the old counts');
-  assert.equal(bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'unclassified' }), oldEgress);
+  assert.equal(
+    bytes(metrics, 'podmeter_cgroup_network_bytes_total', { direction: 'egress' }),
+    oldEgress,
+    'the totals carry on from the old counts',
+  );
+  assert.equal(
+    bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'unclassified' }),
+    oldEgress,
+  );
   assert.equal(existsSync(pins.legacyMap), false, 'old map unpinned once its last link was replaced');
   const programIds = new Set<number>();
   for (const d of DIRECTIONS) {
@@ -64,15 +86,33 @@ test('an agent without peer classes left pins: counts kept as the base, links re
     link.close();
   }
   assert.equal(programIds.size, 2);
-  assert.ok(agent.logs.some((l) => l.msg === 'found the pins of an agent without peer classes: its links are replaced as their cgroups are found'));
+  assert.ok(
+    agent.logs.some(
+      (l) =>
+        l.msg === 'found the pins of an agent without peer classes: its links are replaced as their cgroups are found',
+    ),
+  );
 
   // New traffic counts by class; loopback stays out of the totals now.
-  await udpExchange({ senderCgroup: app, receiverCgroup: other, ...topo.toPeer('external', 4), family: 4, count: 7, payload: 100 });
+  await udpExchange({
+    senderCgroup: app,
+    receiverCgroup: other,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 7,
+    payload: 100,
+  });
   await udpExchange({ senderCgroup: app, receiverCgroup: app, netns: topo.pod, family: 4, count: 3, payload: 100 });
   metrics = await agent.metrics();
   assert.equal(bytes(metrics, 'podmeter_cgroup_network_bytes_total', { direction: 'egress' }), oldEgress + 7 * v4);
-  assert.equal(bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'external' }), 7 * v4);
-  assert.equal(bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'loopback' }), 3 * v4);
+  assert.equal(
+    bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'external' }),
+    7 * v4,
+  );
+  assert.equal(
+    bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'loopback' }),
+    3 * v4,
+  );
 
   // The base is in the state dir: a restart keeps it.
   await agent.kill('SIGTERM');
@@ -80,5 +120,8 @@ test('an agent without peer classes left pins: counts kept as the base, links re
   await waitFor('readopted', async () => ((await agent.cgroups()).length === 2 ? true : undefined));
   metrics = await agent.metrics();
   assert.equal(bytes(metrics, 'podmeter_cgroup_network_bytes_total', { direction: 'egress' }), oldEgress + 7 * v4);
-  assert.equal(bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'unclassified' }), oldEgress);
+  assert.equal(
+    bytes(metrics, 'podmeter_cgroup_network_peer_bytes_total', { direction: 'egress', peer: 'unclassified' }),
+    oldEgress,
+  );
 });

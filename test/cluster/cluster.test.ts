@@ -68,7 +68,15 @@ test('test cluster: pods, RBAC with service-account tokens, apiserver restart, d
       'create role',
     );
     ok(
-      await c.kubectl(['create', 'rolebinding', 'reader', '-n', ns, '--role=pod-reader', `--serviceaccount=${ns}:reader`]),
+      await c.kubectl([
+        'create',
+        'rolebinding',
+        'reader',
+        '-n',
+        ns,
+        '--role=pod-reader',
+        `--serviceaccount=${ns}:reader`,
+      ]),
       'create rolebinding',
     );
     const token = ok(await c.kubectl(['create', 'token', 'reader', '-n', ns, '--duration=10m']), 'create token').trim();

@@ -42,14 +42,26 @@ function bpftool(args: string[]): void {
   if (r.status !== 0) throw new Error(`bpftool ${args.join(' ')}: ${r.stderr}`);
 }
 
-const attachErrors = async (agent: AgentProcess, reason: string) => sample(await agent.metrics(), 'podmeter_errors_total', { op: 'attach', reason }) ?? 0;
+const attachErrors = async (agent: AgentProcess, reason: string) =>
+  sample(await agent.metrics(), 'podmeter_errors_total', { op: 'attach', reason }) ?? 0;
 const unattached = async (agent: AgentProcess) => sample(await agent.metrics(), 'podmeter_unattached_cgroups', {});
 const counts = (path: string) => queryCgroup(path, 'ingress').length;
 
 /** The receiver waits for an attach; once it is counted, traffic is exact. */
-async function retriedThenExact(t: Parameters<typeof makeTopology>[0], agent: AgentProcess, reason: string, sender: string, receiver: string, lift: () => void) {
+async function retriedThenExact(
+  t: Parameters<typeof makeTopology>[0],
+  agent: AgentProcess,
+  reason: string,
+  sender: string,
+  receiver: string,
+  lift: () => void,
+) {
   // Failed attempts are counted at every 0.2 s interval, logged once.
-  await waitFor(`5 failed attaches (${reason})`, async () => ((await attachErrors(agent, reason)) >= 5 ? true : undefined), 60_000);
+  await waitFor(
+    `5 failed attaches (${reason})`,
+    async () => ((await attachErrors(agent, reason)) >= 5 ? true : undefined),
+    60_000,
+  );
   assert.equal(await unattached(agent), 1);
   assert.equal(logged(agent, FAILED), 1, 'one line for the cgroup, not one per retry');
   const line = agent.logs.find((l) => l.msg === FAILED)!;
@@ -59,54 +71,74 @@ async function retriedThenExact(t: Parameters<typeof makeTopology>[0], agent: Ag
   await healthy(agent);
 
   lift();
-  await waitFor('the receiver counted after all', async () => ((await agent.cgroups()).some((c) => c.cgroup === 'receiver') ? true : undefined), 30_000);
+  await waitFor(
+    'the receiver counted after all',
+    async () => ((await agent.cgroups()).some((c) => c.cgroup === 'receiver') ? true : undefined),
+    30_000,
+  );
   assert.equal(await unattached(agent), 0);
   assert.equal(logged(agent, RECOVERED), 1);
   assert.equal(logged(agent, FAILED), 1);
 
   const topo = makeTopology(t);
-  await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count: 50, payload: PAYLOAD });
+  await udpExchange({
+    senderCgroup: sender,
+    receiverCgroup: receiver,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 50,
+    payload: PAYLOAD,
+  });
   await exactTotals(agent, 50);
   assert.equal(BYTES, 28 + PAYLOAD);
 }
 
-test('EPERM: a cgroup with another tool\'s exclusive program is retried, counted once it is detached', { skip: !hasBpftool && 'bpftool is not installed' }, async (t) => {
-  const root = makeTestCgroup(t);
-  const sender = root.child('sender');
-  const receiver = root.child('receiver');
-  const pins = makeBpffsDir(t);
-  const program = join(pins.path, 'passthrough', 'passthrough_ingress');
-  bpftool(['prog', 'loadall', bpfObjectPath('passthrough'), join(pins.path, 'passthrough')]);
-  bpftool(['cgroup', 'attach', receiver.path, 'ingress', 'pinned', program]); // exclusive: no "multi"
-  let exclusive = true;
-  const detach = () => {
-    if (exclusive) bpftool(['cgroup', 'detach', receiver.path, 'ingress', 'pinned', program]);
-    exclusive = false;
-  };
-  t.after(() => {
-    try {
-      detach();
-    } catch {
-      // the cgroup went first: its programs went with it
-    }
-  });
+test(
+  "EPERM: a cgroup with another tool's exclusive program is retried, counted once it is detached",
+  { skip: !hasBpftool && 'bpftool is not installed' },
+  async (t) => {
+    const root = makeTestCgroup(t);
+    const sender = root.child('sender');
+    const receiver = root.child('receiver');
+    const pins = makeBpffsDir(t);
+    const program = join(pins.path, 'passthrough', 'passthrough_ingress');
+    bpftool(['prog', 'loadall', bpfObjectPath('passthrough'), join(pins.path, 'passthrough')]);
+    bpftool(['cgroup', 'attach', receiver.path, 'ingress', 'pinned', program]); // exclusive: no "multi"
+    let exclusive = true;
+    const detach = () => {
+      if (exclusive) bpftool(['cgroup', 'detach', receiver.path, 'ingress', 'pinned', program]);
+      exclusive = false;
+    };
+    t.after(() => {
+      try {
+        detach();
+      } catch {
+        // the cgroup went first: its programs went with it
+      }
+    });
 
-  const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'children', '--interval', '0.2'] });
-  await waitFor('sender attached', () => (queryCgroup(sender.path, 'egress').length > 0 ? true : undefined));
-  assert.equal(counts(receiver.path), 1, 'only the exclusive program');
-  await retriedThenExact(t, agent, 'EPERM', sender.path, receiver.path, detach);
-});
+    const agent = await startAgentProcess(t, {
+      cgroupRoot: root.path,
+      args: ['--discover', 'children', '--interval', '0.2'],
+    });
+    await waitFor('sender attached', () => (queryCgroup(sender.path, 'egress').length > 0 ? true : undefined));
+    assert.equal(counts(receiver.path), 1, 'only the exclusive program');
+    await retriedThenExact(t, agent, 'EPERM', sender.path, receiver.path, detach);
+  },
+);
 
 /** A memory controller for a cgroup of the test's own: cgroup v2's when enabled below the root, else v1's. */
 function memoryController(): { kind: 'v1' | 'v2'; mount: string } | undefined {
   try {
-    if (readFileSync(join(cgroup2Root(), 'cgroup.subtree_control'), 'utf8').split(/\s+/).includes('memory')) return { kind: 'v2', mount: cgroup2Root() };
+    if (readFileSync(join(cgroup2Root(), 'cgroup.subtree_control'), 'utf8').split(/\s+/).includes('memory'))
+      return { kind: 'v2', mount: cgroup2Root() };
   } catch {
     // no v2 controller list
   }
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const [before, after] = line.split(' - ');
-    if (after?.startsWith('cgroup ') && after.split(' ')[2]?.split(',').includes('memory')) return { kind: 'v1', mount: before!.split(' ')[4]! };
+    if (after?.startsWith('cgroup ') && after.split(' ')[2]?.split(',').includes('memory'))
+      return { kind: 'v1', mount: before!.split(' ')[4]! };
   }
   return undefined;
 }
@@ -115,61 +147,75 @@ const MEMORY = memoryController();
 
 // Not yet provoked on this project's machine (kernel 6.18, v1 memory controller): the limit did not make
 // the storage allocation fail within 60 s; kept, skipped, until the condition is found (see issue 23's note).
-const ENOMEM_SKIP = MEMORY === undefined ? 'no memory controller' : process.env.PODMETER_TRY_ENOMEM === '1' ? false : 'the memcg limit did not provoke ENOMEM here yet (PODMETER_TRY_ENOMEM=1 runs it)';
+const ENOMEM_SKIP =
+  MEMORY === undefined
+    ? 'no memory controller'
+    : process.env.PODMETER_TRY_ENOMEM === '1'
+      ? false
+      : 'the memcg limit did not provoke ENOMEM here yet (PODMETER_TRY_ENOMEM=1 runs it)';
 
-test('ENOMEM: the per-CPU storage cannot be charged to the agent\'s memory cgroup: retried, counted once there is room', { skip: ENOMEM_SKIP, timeout: 180_000 }, async (t) => {
-  const memory = MEMORY!;
-  // The agent's memory cgroup, and where its processes go back to (the test's own).
-  let dir: string;
-  let home: string;
-  let limitFile: string;
-  let usage: () => number;
-  if (memory.kind === 'v1') {
-    dir = join(memory.mount, `${TEST_PREFIX}${randomSuffix()}`);
-    mkdirSync(dir);
-    const own = /^\d+:[^:]*\bmemory\b[^:]*:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
-    home = join(memory.mount, own);
-    limitFile = join(dir, 'memory.limit_in_bytes');
-    usage = () => Number(readFileSync(join(dir, 'memory.usage_in_bytes'), 'utf8'));
-    afterOrSignal(t, async () => {
-      if (existsSync(dir)) rmdirSync(dir);
-    });
-  } else {
-    const top = makeTestCgroup(t);
-    writeFileSync(join(top.top, 'cgroup.subtree_control'), '+memory');
-    dir = top.child('agent').path;
-    home = top.child('home').path;
-    limitFile = join(dir, 'memory.max');
-    usage = () => Number(readFileSync(join(dir, 'memory.current'), 'utf8'));
-  }
-  const root = makeTestCgroup(t);
-  const sender = root.child('sender');
-  const inItsCgroup = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', dir];
-  const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'children', '--interval', '0.2'], prefix: inItsCgroup });
-  await waitFor('sender attached', () => (queryCgroup(sender.path, 'egress').length > 0 ? true : undefined));
-  // The map exists, charged here; the agent goes back out, its charges stay.
-  for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) writeFileSync(join(home, 'cgroup.procs'), pid);
-  const unlimited = memory.kind === 'v1' ? '-1' : 'max';
-  // No room: the limit follows the usage down as the agent frees memory (its heap, after a GC).
-  const tighten = () => {
-    try {
-      writeFileSync(limitFile, String(usage()));
-    } catch {
-      // usage rose between the read and the write (EBUSY): the next round sets it
+test(
+  "ENOMEM: the per-CPU storage cannot be charged to the agent's memory cgroup: retried, counted once there is room",
+  { skip: ENOMEM_SKIP, timeout: 180_000 },
+  async (t) => {
+    const memory = MEMORY!;
+    // The agent's memory cgroup, and where its processes go back to (the test's own).
+    let dir: string;
+    let home: string;
+    let limitFile: string;
+    let usage: () => number;
+    if (memory.kind === 'v1') {
+      dir = join(memory.mount, `${TEST_PREFIX}${randomSuffix()}`);
+      mkdirSync(dir);
+      const own = /^\d+:[^:]*\bmemory\b[^:]*:(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+      home = join(memory.mount, own);
+      limitFile = join(dir, 'memory.limit_in_bytes');
+      usage = () => Number(readFileSync(join(dir, 'memory.usage_in_bytes'), 'utf8'));
+      afterOrSignal(t, async () => {
+        if (existsSync(dir)) rmdirSync(dir);
+      });
+    } else {
+      const top = makeTestCgroup(t);
+      writeFileSync(join(top.top, 'cgroup.subtree_control'), '+memory');
+      dir = top.child('agent').path;
+      home = top.child('home').path;
+      limitFile = join(dir, 'memory.max');
+      usage = () => Number(readFileSync(join(dir, 'memory.current'), 'utf8'));
     }
-  };
-  tighten();
-  const tight = setInterval(tighten, 20);
-  const lift = () => {
-    clearInterval(tight);
-    writeFileSync(limitFile, unlimited);
-  };
-  t.after(() => {
-    clearInterval(tight);
-    if (existsSync(limitFile)) writeFileSync(limitFile, unlimited);
-  });
+    const root = makeTestCgroup(t);
+    const sender = root.child('sender');
+    const inItsCgroup = ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', dir];
+    const agent = await startAgentProcess(t, {
+      cgroupRoot: root.path,
+      args: ['--discover', 'children', '--interval', '0.2'],
+      prefix: inItsCgroup,
+    });
+    await waitFor('sender attached', () => (queryCgroup(sender.path, 'egress').length > 0 ? true : undefined));
+    // The map exists, charged here; the agent goes back out, its charges stay.
+    for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
+      writeFileSync(join(home, 'cgroup.procs'), pid);
+    const unlimited = memory.kind === 'v1' ? '-1' : 'max';
+    // No room: the limit follows the usage down as the agent frees memory (its heap, after a GC).
+    const tighten = () => {
+      try {
+        writeFileSync(limitFile, String(usage()));
+      } catch {
+        // usage rose between the read and the write (EBUSY): the next round sets it
+      }
+    };
+    tighten();
+    const tight = setInterval(tighten, 20);
+    const lift = () => {
+      clearInterval(tight);
+      writeFileSync(limitFile, unlimited);
+    };
+    t.after(() => {
+      clearInterval(tight);
+      if (existsSync(limitFile)) writeFileSync(limitFile, unlimited);
+    });
 
-  const receiver = root.child('receiver');
-  await retriedThenExact(t, agent, 'ENOMEM', sender.path, receiver.path, lift);
-  assert.equal(agent.child.exitCode, null, 'the agent was not OOM-killed');
-});
+    const receiver = root.child('receiver');
+    await retriedThenExact(t, agent, 'ENOMEM', sender.path, receiver.path, lift);
+    assert.equal(agent.child.exitCode, null, 'the agent was not OOM-killed');
+  },
+);

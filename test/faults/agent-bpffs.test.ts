@@ -32,7 +32,13 @@ test('the --bpffs directory removed under a running agent: counting goes on, log
   assert.equal(logged(agent, MISSING), 1);
   assert.equal(logged(agent, PINNED), 1);
   assert.equal(logged(agent, CANNOT), 0);
-  for (const pin of ['prog_ingress', 'prog_egress', 'map_counters', `links/${sender.id}_egress`, `links/${sender.id}_ingress`]) {
+  for (const pin of [
+    'prog_ingress',
+    'prog_egress',
+    'map_counters',
+    `links/${sender.id}_egress`,
+    `links/${sender.id}_ingress`,
+  ]) {
     assert.ok(existsSync(join(agent.bpffs, pin)), `${pin} pinned again`);
   }
 

@@ -27,7 +27,10 @@ test('5,000 cgroups created and removed over a minute: exact totals of a busy cg
   await exchange(10);
   await exactTotals(agent, 10);
   const before = { rss: rssKiB(pid), fds: fds(pid), pins: livePins(agent) };
-  assert.deepEqual(before.pins, [`${receiver.id}_egress`, `${receiver.id}_ingress`, `${sender.id}_egress`, `${sender.id}_ingress`].sort());
+  assert.deepEqual(
+    before.pins,
+    [`${receiver.id}_egress`, `${receiver.id}_ingress`, `${sender.id}_egress`, `${sender.id}_ingress`].sort(),
+  );
 
   const churnRoot = join(sender.path, '..'); // the test's own cgroup root (children mode: every child is a unit)
   const BATCH = 100;
@@ -60,8 +63,19 @@ test('5,000 cgroups created and removed over a minute: exact totals of a busy cg
   await healthy(agent);
   await exactTotals(agent, sent);
   // Every churned cgroup finalised: its pins removed, its link fds closed.
-  await waitFor('churned cgroups finalised', async () => ((await agent.cgroups()).every((c) => c.state === 'terminated' || c.cgroup === 'sender' || c.cgroup === 'receiver') ? true : undefined), 180_000);
-  await waitFor('only the live pins left', () => (livePins(agent).join() === before.pins.join() ? true : undefined), 60_000);
+  await waitFor(
+    'churned cgroups finalised',
+    async () =>
+      (await agent.cgroups()).every((c) => c.state === 'terminated' || c.cgroup === 'sender' || c.cgroup === 'receiver')
+        ? true
+        : undefined,
+    180_000,
+  );
+  await waitFor(
+    'only the live pins left',
+    () => (livePins(agent).join() === before.pins.join() ? true : undefined),
+    60_000,
+  );
   const after = { rss: rssKiB(pid), fds: fds(pid) };
   t.diagnostic(`agent RSS ${before.rss} KiB -> ${after.rss} KiB; fds ${before.fds} -> ${after.fds}`);
   assert.ok(after.fds <= before.fds + 16, `fds ${before.fds} -> ${after.fds}: link fds leaked`);

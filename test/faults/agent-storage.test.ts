@@ -20,7 +20,9 @@ const CORRUPT = /^state file unreadable/;
 /** The sender's egress bytes in the agent's state file, if it is there and parses. */
 function savedEgress(stateDir: string): string | undefined {
   try {
-    const state = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as { live: { relPath: string; counters: { egress: { bytes: string } } }[] };
+    const state = JSON.parse(readFileSync(join(stateDir, 'state.json'), 'utf8')) as {
+      live: { relPath: string; counters: { egress: { bytes: string } } }[];
+    };
     return state.live.find((u) => u.relPath === 'sender')?.counters.egress.bytes;
   } catch {
     return undefined;
@@ -66,7 +68,8 @@ for (const fault of ['full (ENOSPC)', 'read-only'] as const) {
 const corruptions = {
   truncated: (path: string) => truncateSync(path, Math.floor(readFileSync(path).length / 2)),
   'not JSON': (path: string) => writeFileSync(path, 'garbage\n'),
-  'JSON of the wrong shape': (path: string) => writeFileSync(path, JSON.stringify({ version: 1, live: [{ id: 'not a number' }], finals: 7 })),
+  'JSON of the wrong shape': (path: string) =>
+    writeFileSync(path, JSON.stringify({ version: 1, live: [{ id: 'not a number' }], finals: 7 })),
 };
 
 for (const [kind, corrupt] of Object.entries(corruptions)) {
@@ -87,6 +90,8 @@ for (const [kind, corrupt] of Object.entries(corruptions)) {
     await exactTotals(agent, 120);
     await exchange(30);
     await exactTotals(agent, 150);
-    await waitFor('a good state file again', () => (savedEgress(agent.stateDir) === String(150 * BYTES) ? true : undefined));
+    await waitFor('a good state file again', () =>
+      savedEgress(agent.stateDir) === String(150 * BYTES) ? true : undefined,
+    );
   });
 }

@@ -15,9 +15,22 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { proxiedKubeconfig, startFaultProxy } from '../helpers/faultProxy.ts';
-import { add, apply, counters, createPod, eventually, operatorCluster, startOperator, totalsBecome, usage, writeCounts, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
+import {
+  add,
+  apply,
+  counters,
+  createPod,
+  eventually,
+  operatorCluster,
+  startOperator,
+  totalsBecome,
+  usage,
+  writeCounts,
+  type Counters,
+  type TestPod,
+} from '../helpers/operatorCluster.ts';
 
-test("the leader loses the apiserver for 60 s while the standby has it: the standby takes over, nothing lost or doubled, logged once", async (t) => {
+test('the leader loses the apiserver for 60 s while the standby has it: the standby takes over, nothing lost or doubled, logged once', async (t) => {
   const oc = await operatorCluster(t);
   await apply(oc, [
     { apiVersion: 'v1', kind: 'Node', metadata: { name: 'podmeter-test-node-1' } },
@@ -63,7 +76,11 @@ test("the leader loses the apiserver for 60 s while the standby has it: the stan
   assert.equal(failedRounds, 1, 'the failing lease rounds are logged once, not every second');
 
   pa.block(false);
-  await eventually('a works again', async () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined), 60_000);
+  await eventually(
+    'a works again',
+    async () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined),
+    60_000,
+  );
   const more = add(counts.get('api-2')!, counters(7));
   counts.set('api-2', more);
   await writeCounts(oc, pods[2]!, more);

@@ -29,21 +29,41 @@ export async function countedPair(t: AfterHook, options: Omit<AgentOptions, 'cgr
   await waitFor('attached', () => (attached(a.path) && attached(b.path) ? true : undefined));
   const topo = makeTopology(t);
   const exchange = (count: number) =>
-    udpExchange({ senderCgroup: a.path, receiverCgroup: b.path, ...topo.toPeer('external', 4), family: 4, count, payload: PAYLOAD });
+    udpExchange({
+      senderCgroup: a.path,
+      receiverCgroup: b.path,
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count,
+      payload: PAYLOAD,
+    });
   return { agent, exchange, sender: a, receiver: b };
 }
 
 export async function exactTotals(agent: AgentProcess, count: number): Promise<void> {
   const metrics = await waitFor(`metrics at ${count} datagrams`, async () => {
     const text = await agent.metrics();
-    return sample(text, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }) === count ? text : undefined;
+    return sample(text, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }) === count
+      ? text
+      : undefined;
   }).catch(async (err: Error) => {
     const text = await agent.metrics();
-    throw new Error(`${err.message}; receiver ingress packets: ${sample(text, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' })}`);
+    throw new Error(
+      `${err.message}; receiver ingress packets: ${sample(text, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' })}`,
+    );
   });
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }), count * DATAGRAM_BYTES);
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'sender', direction: 'egress' }), count);
-  assert.equal(sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'receiver', direction: 'ingress' }), count * DATAGRAM_BYTES);
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }),
+    count * DATAGRAM_BYTES,
+  );
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'sender', direction: 'egress' }),
+    count,
+  );
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'receiver', direction: 'ingress' }),
+    count * DATAGRAM_BYTES,
+  );
 }
 
 export async function healthy(agent: AgentProcess): Promise<void> {

@@ -38,12 +38,22 @@ import { agentCapabilities, render, ROOT, toolsDir } from './chart.ts';
 const ADDON = 'agent/native/build/Release/podmeter_native.node';
 
 /** Linux capability numbers (include/uapi/linux/capability.h) of the ones this test names. */
-const CAP_NUMBER: Record<string, number> = { DAC_READ_SEARCH: 2, NET_ADMIN: 12, SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, PERFMON: 38, BPF: 39 };
+const CAP_NUMBER: Record<string, number> = {
+  DAC_READ_SEARCH: 2,
+  NET_ADMIN: 12,
+  SYS_PTRACE: 19,
+  SYS_ADMIN: 21,
+  SYS_RESOURCE: 24,
+  PERFMON: 38,
+  BPF: 39,
+};
 
 /** The named capabilities in a /proc/<pid>/status mask; `only`: no other capability may be in it. */
 function capsFromMask(hex: string, only = true): string[] {
   const mask = BigInt(`0x${hex}`);
-  const known = Object.entries(CAP_NUMBER).filter(([, n]) => (mask >> BigInt(n)) & 1n).map(([name]) => name);
+  const known = Object.entries(CAP_NUMBER)
+    .filter(([, n]) => (mask >> BigInt(n)) & 1n)
+    .map(([name]) => name);
   const all = [...Array(64).keys()].filter((n) => (mask >> BigInt(n)) & 1n);
   if (only) assert.equal(all.length, known.length, `unexpected capabilities in ${hex}`);
   return known.sort();
@@ -115,28 +125,47 @@ interface Outcome {
 }
 
 test('the chart capabilities are enough for the agent, and each is needed', async (t) => {
-  const built = existsSync(path.join(ROOT, 'build/js/.stamp')) && existsSync(path.join(ROOT, ADDON)) && existsSync(path.join(ROOT, 'build/bpf/podmeter.bpf.o'));
+  const built =
+    existsSync(path.join(ROOT, 'build/js/.stamp')) &&
+    existsSync(path.join(ROOT, ADDON)) &&
+    existsSync(path.join(ROOT, 'build/bpf/podmeter.bpf.o'));
   if (!built) {
     t.skip('no build/js, BPF object or addon: run `make build`');
     return;
   }
   const chartCaps = agentCapabilities(await render(await toolsDir()));
-  assert.deepEqual([...chartCaps].sort(), ['BPF', 'DAC_READ_SEARCH', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'SYS_RESOURCE']);
+  assert.deepEqual([...chartCaps].sort(), [
+    'BPF',
+    'DAC_READ_SEARCH',
+    'NET_ADMIN',
+    'SYS_ADMIN',
+    'SYS_PTRACE',
+    'SYS_RESOURCE',
+  ]);
   // A sandbox may lack some in its own bounding set (this project's machine has
   // no SYS_RESOURCE): the agent gets the rest. SYS_RESOURCE only lifts
   // RLIMIT_MEMLOCK, which the kernel charges BPF memory to before 5.11
   // (test/agent/bad-input.test.ts, and the VM node test on Debian 11's 5.10).
   const bounding = capsFromMask(/^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!, false);
   const granted = chartCaps.filter((c) => bounding.includes(c));
-  if (granted.length < chartCaps.length) t.diagnostic(`this process's bounding set lacks ${chartCaps.filter((c) => !granted.includes(c)).join(', ')}: the agent runs without it`);
+  if (granted.length < chartCaps.length)
+    t.diagnostic(
+      `this process's bounding set lacks ${chartCaps.filter((c) => !granted.includes(c)).join(', ')}: the agent runs without it`,
+    );
   const opt = imageLayout(t);
 
   const root = makeTestCgroup(t);
-  root.child(`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice`);
+  root.child(
+    `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice`,
+  );
   const readOnlyRoot = mkdtempSync(path.join(tmpdir(), `${TEST_PREFIX}cgroup-`));
   t.after(() => rmSync(readOnlyRoot, { recursive: true, force: true }));
 
-  const nobody = await startHolder(t, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+bpf', '--ambient-caps=+bpf'], 'nob');
+  const nobody = await startHolder(
+    t,
+    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+bpf', '--ambient-caps=+bpf'],
+    'nob',
+  );
   const rootHolder = await startHolder(t, [], 'root');
   const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
 
@@ -147,11 +176,41 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
     // A private mount namespace (gone with the agent) holds the chart's view:
     // the cgroup tree read-only, the state directory writable, and the root
     // filesystem read-only (readOnlyRootFilesystem); bpffs is its own mount.
-    const script = 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && mount --bind "$3" "$3" && mount -o remount,bind,ro / && shift 3 && exec "$@"';
-    const argv = ['-m', '--propagation', 'private', '--', 'sh', '-c', script, 'sh', root.path, readOnlyRoot, state,
-      'setpriv', '--no-new-privs', `--bounding-set=${bounding}`, '--inh-caps=-all',
-      path.join(opt, 'bin/podmeter'), 'agent', '--discover', 'pods', '--cgroup-root', readOnlyRoot, '--bpffs', bpffs,
-      '--state-dir', state, '--listen', '127.0.0.1:0', '--log-format', 'json', '--interval', '1'];
+    const script =
+      'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && mount --bind "$3" "$3" && mount -o remount,bind,ro / && shift 3 && exec "$@"';
+    const argv = [
+      '-m',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      script,
+      'sh',
+      root.path,
+      readOnlyRoot,
+      state,
+      'setpriv',
+      '--no-new-privs',
+      `--bounding-set=${bounding}`,
+      '--inh-caps=-all',
+      path.join(opt, 'bin/podmeter'),
+      'agent',
+      '--discover',
+      'pods',
+      '--cgroup-root',
+      readOnlyRoot,
+      '--bpffs',
+      bpffs,
+      '--state-dir',
+      state,
+      '--listen',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      '--interval',
+      '1',
+    ];
     const child = spawn('unshare', argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
     const stop = afterOrSignal(t, async () => {
       if (child.exitCode === null && child.signalCode === null) {
@@ -180,13 +239,24 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
             // not a log line
           }
         });
-        child.once('exit', (code) => reject(new Error(`agent (caps ${caps.join(',') || 'none'}) exited ${code}:\n${stderr}`)));
+        child.once('exit', (code) =>
+          reject(new Error(`agent (caps ${caps.join(',') || 'none'}) exited ${code}:\n${stderr}`)),
+        );
       });
       let listen: string;
       try {
         listen = await ready;
       } catch (err) {
-        return { started: false, error: (err as Error).message, capEff: [], readOnly: [], noNewPrivs: false, counts: false, inventory: false, owners: {} };
+        return {
+          started: false,
+          error: (err as Error).message,
+          capEff: [],
+          readOnly: [],
+          noNewPrivs: false,
+          counts: false,
+          inventory: false,
+          owners: {},
+        };
       }
       const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
       const capEff = capsFromMask(/^CapEff:\s*([0-9a-f]+)$/m.exec(status)![1]!);
@@ -210,14 +280,29 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
         const maps = await fetch(`${url}/api/v1/maps`);
         const inventory = maps.ok ? ((await maps.json()) as { maps: { name: string; owners: string[] }[] }) : undefined;
         if (!maps.ok) await maps.body?.cancel();
-        const settled = (attached === 1 || (attachErrors && failures.attach !== undefined)) && (inventory !== undefined || (mapsErrors && failures.maps !== undefined));
+        const settled =
+          (attached === 1 || (attachErrors && failures.attach !== undefined)) &&
+          (inventory !== undefined || (mapsErrors && failures.maps !== undefined));
         if (settled) {
           const owners = Object.fromEntries(
             [nobody, rootHolder].map((h) => [h.comm, inventory?.maps.find((m) => m.name === h.mapName)?.owners ?? []]),
           );
-          return { started: true, capEff, readOnly, noNewPrivs, counts: attached === 1 && !attachErrors, inventory: inventory !== undefined, owners, ...(failures.attach !== undefined ? { attachError: failures.attach } : {}), ...(failures.maps !== undefined ? { mapsError: failures.maps } : {}) };
+          return {
+            started: true,
+            capEff,
+            readOnly,
+            noNewPrivs,
+            counts: attached === 1 && !attachErrors,
+            inventory: inventory !== undefined,
+            owners,
+            ...(failures.attach !== undefined ? { attachError: failures.attach } : {}),
+            ...(failures.maps !== undefined ? { mapsError: failures.maps } : {}),
+          };
         }
-        if (Date.now() > deadline) throw new Error(`agent (caps ${caps.join(',') || 'none'}) neither attached nor failed to attach, or neither enumerated nor failed to, within 60 s:\n${stderr}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `agent (caps ${caps.join(',') || 'none'}) neither attached nor failed to attach, or neither enumerated nor failed to, within 60 s:\n${stderr}`,
+          );
         await sleep(100);
       }
     } finally {
@@ -226,7 +311,8 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
   };
 
   const without = (...drop: string[]) => chartCaps.filter((c) => !drop.includes(c));
-  const found = (o: Outcome) => Object.fromEntries(Object.entries(o.owners).map(([comm, owners]) => [comm, owners.includes(comm)]));
+  const found = (o: Outcome) =>
+    Object.fromEntries(Object.entries(o.owners).map(([comm, owners]) => [comm, owners.includes(comm)]));
 
   // The chart's set: everything works, and the agent has exactly these capabilities.
   const full = await runAgent(chartCaps);
@@ -237,22 +323,38 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
   assert.equal(full.counts, true, 'counts its pod on a read-only cgroup mount, with a read-only root filesystem');
   assert.equal(full.inventory, true, 'enumerates the maps');
   assert.deepEqual([full.attachError, full.mapsError], [undefined, undefined], 'no attach or enumeration error');
-  assert.deepEqual(found(full), { [nobody.comm]: true, [rootHolder.comm]: true }, `owners: ${JSON.stringify(full.owners)}`);
+  assert.deepEqual(
+    found(full),
+    { [nobody.comm]: true, [rootHolder.comm]: true },
+    `owners: ${JSON.stringify(full.owners)}`,
+  );
 
   // Each capability, taken away, costs something.
   const noSysAdmin = await runAgent(without('SYS_ADMIN'));
   assert.equal(noSysAdmin.counts, true);
-  assert.equal(noSysAdmin.inventory, false, 'SYS_ADMIN: the map enumeration (BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID)');
+  assert.equal(
+    noSysAdmin.inventory,
+    false,
+    'SYS_ADMIN: the map enumeration (BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID)',
+  );
   assert.equal(noSysAdmin.mapsError, 'EPERM', 'the enumeration was refused by the kernel');
 
   const noPtrace = await runAgent(without('SYS_PTRACE'));
   assert.equal(noPtrace.inventory, true);
-  assert.deepEqual(found(noPtrace), { [nobody.comm]: false, [rootHolder.comm]: false }, 'SYS_PTRACE: /proc/<pid>/fd of a process with more capabilities, or of another user');
+  assert.deepEqual(
+    found(noPtrace),
+    { [nobody.comm]: false, [rootHolder.comm]: false },
+    'SYS_PTRACE: /proc/<pid>/fd of a process with more capabilities, or of another user',
+  );
   assert.deepEqual(noPtrace.owners[rootHolder.comm], ['pinned']);
 
   const noDacReadSearch = await runAgent(without('DAC_READ_SEARCH'));
   assert.equal(noDacReadSearch.inventory, true);
-  assert.deepEqual(found(noDacReadSearch), { [nobody.comm]: false, [rootHolder.comm]: true }, 'DAC_READ_SEARCH: /proc/<pid>/fd of another user');
+  assert.deepEqual(
+    found(noDacReadSearch),
+    { [nobody.comm]: false, [rootHolder.comm]: true },
+    'DAC_READ_SEARCH: /proc/<pid>/fd of another user',
+  );
 
   // SYS_ADMIN implies BPF and NET_ADMIN for the kernel; without it, each is needed to count.
   const noBpf = await runAgent(without('SYS_ADMIN', 'BPF'));
@@ -262,5 +364,7 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
   assert.equal(noNetAdmin.started, true);
   assert.equal(noNetAdmin.counts, false, 'NET_ADMIN: loading the cgroup_skb programs to attach them');
   assert.equal(noNetAdmin.attachError, 'EPERM', 'the attach was refused by the kernel');
-  t.diagnostic('PERFMON is not in the set, and nothing needs it; SYS_ADMIN alone would also count (the kernel lets it stand for BPF and NET_ADMIN)');
+  t.diagnostic(
+    'PERFMON is not in the set, and nothing needs it; SYS_ADMIN alone would also count (the kernel lets it stand for BPF and NET_ADMIN)',
+  );
 });

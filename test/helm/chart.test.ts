@@ -43,15 +43,18 @@ test('helm template renders every ci scenario, with what each scenario is about'
   const bin = await toolsDir();
   const scenarios = new Map<string, K8sObject[]>();
   for (const values of ciValues()) scenarios.set(path.basename(values), await render(bin, { values: [values] }));
-  assert.deepEqual([...scenarios.keys()], [
-    'access-values.yaml',
-    'custom-cgroup-root-values.yaml',
-    'default-values.yaml',
-    'metrics-auth-off-values.yaml',
-    'monitoring-on-values.yaml',
-    'network-policy-values.yaml',
-    'operator-off-values.yaml',
-  ]);
+  assert.deepEqual(
+    [...scenarios.keys()],
+    [
+      'access-values.yaml',
+      'custom-cgroup-root-values.yaml',
+      'default-values.yaml',
+      'metrics-auth-off-values.yaml',
+      'monitoring-on-values.yaml',
+      'network-policy-values.yaml',
+      'operator-off-values.yaml',
+    ],
+  );
 
   const kinds = (objects: K8sObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
   const core = [
@@ -78,36 +81,80 @@ test('helm template renders every ci scenario, with what each scenario is about'
   ];
   // On by default (issue 23): one policy per component.
   const policies = ['NetworkPolicy/podmeter-agent', 'NetworkPolicy/podmeter-operator'];
-  const monitoring = ['ConfigMap/podmeter-dashboard', 'PodMonitor/podmeter', 'PrometheusRule/podmeter', 'ServiceMonitor/podmeter'];
+  const monitoring = [
+    'ConfigMap/podmeter-dashboard',
+    'PodMonitor/podmeter',
+    'PrometheusRule/podmeter',
+    'ServiceMonitor/podmeter',
+  ];
   // metricsAuth kubernetes (the default): the token review role and the reader roles.
-  const auth = ['ClusterRole/podmeter-api-reader', 'ClusterRole/podmeter-metrics-reader', 'ClusterRole/podmeter-token-reviewer', 'ClusterRoleBinding/podmeter-token-reviewer'];
+  const auth = [
+    'ClusterRole/podmeter-api-reader',
+    'ClusterRole/podmeter-metrics-reader',
+    'ClusterRole/podmeter-token-reviewer',
+    'ClusterRoleBinding/podmeter-token-reviewer',
+  ];
   // ... and with a monitor on, the identity it scrapes with.
-  const scraper = ['ClusterRoleBinding/podmeter-scraper', 'Secret/podmeter-scraper-token', 'ServiceAccount/podmeter-scraper'];
+  const scraper = [
+    'ClusterRoleBinding/podmeter-scraper',
+    'Secret/podmeter-scraper-token',
+    'ServiceAccount/podmeter-scraper',
+  ];
   assert.deepEqual(kinds(scenarios.get('default-values.yaml')!), [...core, ...operator, ...auth, ...policies].sort());
-  assert.deepEqual(kinds(scenarios.get('operator-off-values.yaml')!), [...core, ...auth, 'NetworkPolicy/podmeter-agent'].sort());
-  assert.deepEqual(kinds(scenarios.get('monitoring-on-values.yaml')!), [...core, ...operator, ...monitoring, ...auth, ...scraper, ...policies].sort());
-  assert.deepEqual(kinds(scenarios.get('metrics-auth-off-values.yaml')!), [...core, ...operator, 'ServiceMonitor/podmeter', ...policies].sort());
-  assert.deepEqual(kinds(scenarios.get('network-policy-values.yaml')!), [...core, ...operator, ...auth, ...policies].sort());
+  assert.deepEqual(
+    kinds(scenarios.get('operator-off-values.yaml')!),
+    [...core, ...auth, 'NetworkPolicy/podmeter-agent'].sort(),
+  );
+  assert.deepEqual(
+    kinds(scenarios.get('monitoring-on-values.yaml')!),
+    [...core, ...operator, ...monitoring, ...auth, ...scraper, ...policies].sort(),
+  );
+  assert.deepEqual(
+    kinds(scenarios.get('metrics-auth-off-values.yaml')!),
+    [...core, ...operator, 'ServiceMonitor/podmeter', ...policies].sort(),
+  );
+  assert.deepEqual(
+    kinds(scenarios.get('network-policy-values.yaml')!),
+    [...core, ...operator, ...auth, ...policies].sort(),
+  );
   const readerBindings = ['ClusterRoleBinding/podmeter-api-reader', 'ClusterRoleBinding/podmeter-metrics-reader'];
-  assert.deepEqual(kinds(scenarios.get('access-values.yaml')!), [...core, ...operator, ...auth, ...scraper, ...readerBindings, ...policies, 'PodMonitor/podmeter'].sort());
+  assert.deepEqual(
+    kinds(scenarios.get('access-values.yaml')!),
+    [...core, ...operator, ...auth, ...scraper, ...readerBindings, ...policies, 'PodMonitor/podmeter'].sort(),
+  );
 
   const noAdmission = await render(bin, { set: ['admission.enabled=false'] });
-  assert.deepEqual(kinds(noAdmission), kinds(scenarios.get('default-values.yaml')!).filter((k) => !k.startsWith('ValidatingAdmissionPolicy')), 'admission.enabled=false: only the policy goes');
+  assert.deepEqual(
+    kinds(noAdmission),
+    kinds(scenarios.get('default-values.yaml')!).filter((k) => !k.startsWith('ValidatingAdmissionPolicy')),
+    'admission.enabled=false: only the policy goes',
+  );
 
   // Everything namespaced goes to the release namespace.
   for (const [name, objects] of scenarios) {
     for (const o of objects) {
-      if (!/^(Cluster|ValidatingAdmissionPolicy)/.test(o.kind)) assert.equal(o.metadata.namespace, 'podmeter', `${name}: ${o.kind}/${o.metadata.name}`);
+      if (!/^(Cluster|ValidatingAdmissionPolicy)/.test(o.kind))
+        assert.equal(o.metadata.namespace, 'podmeter', `${name}: ${o.kind}/${o.metadata.name}`);
     }
   }
 
   // A custom cgroup root: the host path changes, the container path and flag do not.
   const custom = scenarios.get('custom-cgroup-root-values.yaml')!;
-  const volumes = Object.fromEntries((agentDaemonSet(custom).spec.template.spec.volumes as K8sObject[]).map((v) => [v.name, v.hostPath.path]));
-  assert.deepEqual(volumes, { cgroup: '/sys/fs/cgroup/unified', bpffs: '/run/bpffs', state: '/var/lib/podmeter-agent' });
+  const volumes = Object.fromEntries(
+    (agentDaemonSet(custom).spec.template.spec.volumes as K8sObject[]).map((v) => [v.name, v.hostPath.path]),
+  );
+  assert.deepEqual(volumes, {
+    cgroup: '/sys/fs/cgroup/unified',
+    bpffs: '/run/bpffs',
+    state: '/var/lib/podmeter-agent',
+  });
   const args = agentContainer(custom).args as string[];
   assert.ok(args.includes('--cgroup-root=/host/sys/fs/cgroup'));
-  assert.ok(args.includes('--interval=15') && args.includes('--annotate-interval=120') && args.includes('--annotate-budget=0.5'));
+  assert.ok(
+    args.includes('--interval=15') &&
+      args.includes('--annotate-interval=120') &&
+      args.includes('--annotate-budget=0.5'),
+  );
   assert.equal(args.at(-1), '--log-level=debug', 'extraArgs come last (a later flag wins)');
   assert.match(agentContainer(custom).image, /^ghcr\.io\/podmeter\/podmeter@sha256:[0-9a-f]{64}$/);
 
@@ -125,7 +172,10 @@ test('helm template renders every ci scenario, with what each scenario is about'
     assert.equal(endpoint.honorLabels, true);
     assert.deepEqual(
       endpoint.relabelings.map((r: K8sObject) => [r.targetLabel, r.replacement ?? null]),
-      [['job', 'podmeter-$1'], ['node', null]],
+      [
+        ['job', 'podmeter-$1'],
+        ['node', null],
+      ],
     );
   }
   const rule = findObject(mon, 'PrometheusRule');
@@ -149,9 +199,15 @@ test('pod templates carry neither helm.sh/chart nor a version (a chart bump rest
     assert.ok(!('helm.sh/chart' in labels), `${o.kind}/${o.metadata.name}`);
     assert.ok(!('app.kubernetes.io/version' in labels), `${o.kind}/${o.metadata.name}`);
     // The selector is a subset of the template labels, and stable.
-    for (const [k, v] of Object.entries(o.spec.selector.matchLabels as Record<string, string>)) assert.equal(labels[k], v);
+    for (const [k, v] of Object.entries(o.spec.selector.matchLabels as Record<string, string>))
+      assert.equal(labels[k], v);
   }
-  for (const o of objects) assert.equal(o.metadata.labels?.['helm.sh/chart'], 'podmeter-0.1.0', `${o.kind}/${o.metadata.name} has the chart label`);
+  for (const o of objects)
+    assert.equal(
+      o.metadata.labels?.['helm.sh/chart'],
+      'podmeter-0.1.0',
+      `${o.kind}/${o.metadata.name} has the chart label`,
+    );
 });
 
 test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file, mounted; a change rolls the agents; bad classes rejected', async (t) => {
@@ -170,15 +226,30 @@ test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file,
   const file = path.join(dir, 'peer-classes');
   writeFileSync(file, configMap.data['peer-classes']);
   const parsed = readPeerClassesFile(file);
-  assert.deepEqual(parsed.map((c) => [c.name, c.prefixes.length]), [['onprem', 1], ['storage', 2]]);
+  assert.deepEqual(
+    parsed.map((c) => [c.name, c.prefixes.length]),
+    [
+      ['onprem', 1],
+      ['storage', 2],
+    ],
+  );
   const container = agentContainer(objects);
   assert.ok((container.args as string[]).includes('--peer-classes-file=/etc/podmeter/classes/peer-classes'));
-  assert.deepEqual((container.volumeMounts as K8sObject[]).find((m) => m.name === 'peer-classes'), { name: 'peer-classes', mountPath: '/etc/podmeter/classes', readOnly: true });
+  assert.deepEqual(
+    (container.volumeMounts as K8sObject[]).find((m) => m.name === 'peer-classes'),
+    { name: 'peer-classes', mountPath: '/etc/podmeter/classes', readOnly: true },
+  );
   const spec = agentDaemonSet(objects).spec.template;
-  assert.deepEqual((spec.spec.volumes as K8sObject[]).find((v) => v.name === 'peer-classes'), { name: 'peer-classes', configMap: { name: configMap.metadata.name } });
+  assert.deepEqual(
+    (spec.spec.volumes as K8sObject[]).find((v) => v.name === 'peer-classes'),
+    { name: 'peer-classes', configMap: { name: configMap.metadata.name } },
+  );
   // The agent reads the file at start: another set of classes is another pod template.
-  const checksum = (o: K8sObject[]) => agentDaemonSet(o).spec.template.metadata.annotations?.['checksum/peer-classes'] as string | undefined;
-  const changed = await render(bin, { values: [valuesFile('changed.json', { ...classes, onprem: ['10.201.0.0/16'] })] });
+  const checksum = (o: K8sObject[]) =>
+    agentDaemonSet(o).spec.template.metadata.annotations?.['checksum/peer-classes'] as string | undefined;
+  const changed = await render(bin, {
+    values: [valuesFile('changed.json', { ...classes, onprem: ['10.201.0.0/16'] })],
+  });
   assert.match(checksum(objects) ?? '', /^[0-9a-f]{64}$/);
   assert.notEqual(checksum(changed), checksum(objects));
   // Without classes: no ConfigMap, flag, mount or annotation.
@@ -231,8 +302,20 @@ test('values.schema.json rejects bad values with the key and the reason', async 
   }
   // The good edge values pass.
   // The good edge values pass (helm --set leaves decimals as strings: they are accepted as such).
-  await mustHelm(bin, ['template', 'podmeter', CHART, '--set', 'agent.interval=0.5,agent.retention=0,agent.annotateBudget=0,agent.port=65535']);
-  await mustHelm(bin, ['template', 'podmeter', CHART, '--set', 'agent.interval=500ms,agent.annotateInterval=2m,agent.annotateBudget=0.25']);
+  await mustHelm(bin, [
+    'template',
+    'podmeter',
+    CHART,
+    '--set',
+    'agent.interval=0.5,agent.retention=0,agent.annotateBudget=0,agent.port=65535',
+  ]);
+  await mustHelm(bin, [
+    'template',
+    'podmeter',
+    CHART,
+    '--set',
+    'agent.interval=500ms,agent.annotateInterval=2m,agent.annotateBudget=0.25',
+  ]);
 });
 
 test('every values.yaml key is documented, in one style, and covered by the schema', () => {
@@ -247,7 +330,10 @@ test('every values.yaml key is documented, in one style, and covered by the sche
     const indent = m[1]!.length;
     while (stack.length > 0 && stack.at(-1)!.indent >= indent) stack.pop();
     // A key inside a list item (e.g. tolerations' "- operator: Exists") is data, not a value key.
-    const inList = lines.slice(0, i).reverse().find((l) => l.trim() !== '' && !l.trim().startsWith('#') && /^\s*/.exec(l)![0].length < indent);
+    const inList = lines
+      .slice(0, i)
+      .reverse()
+      .find((l) => l.trim() !== '' && !l.trim().startsWith('#') && /^\s*/.exec(l)![0].length < indent);
     if (inList?.trim().startsWith('-')) continue;
     const parent = stack.map((s) => s.key);
     stack.push({ indent, key: m[2]! });
@@ -294,7 +380,10 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     readOnlyRootFilesystem: true,
     allowPrivilegeEscalation: false,
     appArmorProfile: { type: 'Unconfined' },
-    capabilities: { drop: ['ALL'], add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH', 'SYS_RESOURCE'] },
+    capabilities: {
+      drop: ['ALL'],
+      add: ['BPF', 'NET_ADMIN', 'SYS_ADMIN', 'SYS_PTRACE', 'DAC_READ_SEARCH', 'SYS_RESOURCE'],
+    },
   });
   assert.deepEqual(container.volumeMounts, [
     { name: 'cgroup', mountPath: '/host/sys/fs/cgroup', readOnly: true },
@@ -306,7 +395,13 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     { name: 'bpffs', hostPath: { path: '/sys/fs/bpf', type: 'Directory' } },
     { name: 'state', hostPath: { path: '/var/lib/podmeter', type: 'DirectoryOrCreate' } },
   ]);
-  assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['NODE_NAME', 'spec.nodeName'], ['POD_NAMESPACE', 'metadata.namespace']]);
+  assert.deepEqual(
+    container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    [
+      ['NODE_NAME', 'spec.nodeName'],
+      ['POD_NAMESPACE', 'metadata.namespace'],
+    ],
+  );
   assert.deepEqual(container.args, [
     'agent',
     '--discover=pods',
@@ -340,15 +435,40 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   const deployment = findObject(objects, 'Deployment', '-operator');
   assert.equal(deployment.spec.replicas, 2);
   const pod = deployment.spec.template.spec;
-  assert.deepEqual(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
+  assert.deepEqual(pod.securityContext, {
+    runAsNonRoot: true,
+    runAsUser: 65532,
+    runAsGroup: 65532,
+    seccompProfile: { type: 'RuntimeDefault' },
+  });
   assert.equal(pod.hostPID, undefined);
   assert.equal(pod.volumes, undefined);
   assert.equal(pod.enableServiceLinks, false);
   const [container, ...more] = pod.containers;
   assert.equal(more.length, 0);
-  assert.deepEqual(container.securityContext, { privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-  assert.deepEqual(container.args, ['operator', '--listen=0.0.0.0:9472', '--metrics-auth=kubernetes', '--max-annotation-writes-per-second=50', '--admission-policy=podmeter-annotations', '--usage-retention=30d', '--log-level=info', '--log-format=json']);
-  assert.deepEqual(container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]), [['POD_NAMESPACE', 'metadata.namespace'], ['POD_NAME', 'metadata.name']]);
+  assert.deepEqual(container.securityContext, {
+    privileged: false,
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+  });
+  assert.deepEqual(container.args, [
+    'operator',
+    '--listen=0.0.0.0:9472',
+    '--metrics-auth=kubernetes',
+    '--max-annotation-writes-per-second=50',
+    '--admission-policy=podmeter-annotations',
+    '--usage-retention=30d',
+    '--log-level=info',
+    '--log-format=json',
+  ]);
+  assert.deepEqual(
+    container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    [
+      ['POD_NAMESPACE', 'metadata.namespace'],
+      ['POD_NAME', 'metadata.name'],
+    ],
+  );
   assert.equal(findObject(objects, 'PodDisruptionBudget').spec.maxUnavailable, 1);
 
   // The names the Role is limited to are the code's.
@@ -368,7 +488,9 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   ]);
   const clusterRole = findObject(objects, 'ClusterRole', '-operator');
   const verbsOf = (group: string, resource: string) =>
-    (clusterRole.rules as K8sObject[]).filter((r) => r.apiGroups.includes(group) && r.resources.includes(resource)).flatMap((r) => r.verbs as string[]);
+    (clusterRole.rules as K8sObject[])
+      .filter((r) => r.apiGroups.includes(group) && r.resources.includes(resource))
+      .flatMap((r) => r.verbs as string[]);
   assert.deepEqual(verbsOf('', 'pods'), ['list', 'watch']);
   assert.deepEqual(verbsOf('', 'nodes'), ['list', 'watch']);
   assert.deepEqual(verbsOf('', 'secrets'), []);
@@ -376,16 +498,25 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*')));
   // Deletes: only the usage objects the retention removes (never a NamespaceUsage, never anything else).
   const deletes = (clusterRole.rules as K8sObject[]).filter((r) => r.verbs.includes('delete'));
-  assert.deepEqual(deletes.map((r) => [r.apiGroups, r.resources, r.verbs]), [[['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']]]);
+  assert.deepEqual(
+    deletes.map((r) => [r.apiGroups, r.resources, r.verbs]),
+    [[['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']]],
+  );
 });
 
 test('agent and operator: a startup probe holds off liveness for 5 minutes (a slow start is not a crash loop)', async () => {
   const objects = await render(await toolsDir());
-  for (const [kind, suffix] of [['DaemonSet', '-agent'], ['Deployment', '-operator']] as const) {
+  for (const [kind, suffix] of [
+    ['DaemonSet', '-agent'],
+    ['Deployment', '-operator'],
+  ] as const) {
     const [container] = findObject(objects, kind, suffix).spec.template.spec.containers;
     const { startupProbe: startup, livenessProbe: liveness } = container;
     assert.deepEqual(startup.httpGet, liveness.httpGet, `${kind}: startup and liveness probe the same endpoint`);
-    assert.ok(startup.periodSeconds * startup.failureThreshold >= 300, `${kind}: startup budget ${startup.periodSeconds * startup.failureThreshold} s`);
+    assert.ok(
+      startup.periodSeconds * startup.failureThreshold >= 300,
+      `${kind}: startup budget ${startup.periodSeconds * startup.failureThreshold} s`,
+    );
   }
 });
 
@@ -397,7 +528,11 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
     const objects = await render(bin, values ? { values: [values] } : {});
     // Each role of the file (ClusterRole, and Roles should it get any) has its twin in the chart.
     for (const role of file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
-      assert.deepEqual(findObject(objects, role.kind, '-agent').rules, role.rules, `${role.kind} ${role.metadata.name}`);
+      assert.deepEqual(
+        findObject(objects, role.kind, '-agent').rules,
+        role.rules,
+        `${role.kind} ${role.metadata.name}`,
+      );
     }
     for (const kind of ['ClusterRole', 'Role']) {
       const binding = findObject(objects, `${kind}Binding`, '-agent');
@@ -410,24 +545,35 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
   const grants = [...findObjects(objects, 'ClusterRoleBinding'), ...findObjects(objects, 'RoleBinding')].filter((b) =>
     (b.subjects as K8sObject[]).some((s) => s.name === 'podmeter-agent'),
   );
-  const fileRoles = file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').map((o) => `${o.kind}Binding/podmeter-agent`);
-  assert.deepEqual(grants.map((b) => `${b.kind}/${b.metadata.name}`).sort(), [...fileRoles, 'ClusterRoleBinding/podmeter-token-reviewer'].sort());
+  const fileRoles = file
+    .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
+    .map((o) => `${o.kind}Binding/podmeter-agent`);
+  assert.deepEqual(
+    grants.map((b) => `${b.kind}/${b.metadata.name}`).sort(),
+    [...fileRoles, 'ClusterRoleBinding/podmeter-token-reviewer'].sort(),
+  );
 });
 
 test('deploy/manifests/podmeter.yaml is the chart rendered with its defaults (run deploy/manifests/render after a chart change)', async () => {
   const bin = await toolsDir();
-  const r = await run(path.join(ROOT, 'deploy/manifests/render'), ['-'], { env: { ...process.env, HELM: path.join(bin, 'helm') } });
+  const r = await run(path.join(ROOT, 'deploy/manifests/render'), ['-'], {
+    env: { ...process.env, HELM: path.join(bin, 'helm') },
+  });
   assert.equal(r.code, 0, r.stderr);
   const committed = readFileSync(path.join(ROOT, 'deploy/manifests/podmeter.yaml'), 'utf8');
-  assert.ok(committed === r.stdout, 'deploy/manifests/podmeter.yaml is stale: run `HELM=<bin>/helm deploy/manifests/render`');
+  assert.ok(
+    committed === r.stdout,
+    'deploy/manifests/podmeter.yaml is stale: run `HELM=<bin>/helm deploy/manifests/render`',
+  );
   const objects = parseDocs(committed);
   const ns = findObject(objects, 'Namespace');
   assert.equal(ns.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'privileged');
-  assert.deepEqual(findObjects(objects, 'CustomResourceDefinition').map((c) => c.metadata.name).sort(), [
-    'namespaceusages.podmeter.io',
-    'nodeusages.podmeter.io',
-    'workloadusages.podmeter.io',
-  ]);
+  assert.deepEqual(
+    findObjects(objects, 'CustomResourceDefinition')
+      .map((c) => c.metadata.name)
+      .sort(),
+    ['namespaceusages.podmeter.io', 'nodeusages.podmeter.io', 'workloadusages.podmeter.io'],
+  );
 });
 
 test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile targets, no compiler in the final image', () => {
@@ -446,17 +592,38 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
   }
   assert.equal(stages.length, 2, 'a builder and a final stage');
   assert.match(dockerfile, /^ARG NODE_IMAGE=node:24-bookworm-slim$/m);
-  assert.deepEqual(stages.map((s) => s[0]), ['FROM ${NODE_IMAGE} AS build', 'FROM ${NODE_IMAGE}']);
+  assert.deepEqual(
+    stages.map((s) => s[0]),
+    ['FROM ${NODE_IMAGE} AS build', 'FROM ${NODE_IMAGE}'],
+  );
 
   // Builder: COPY sources exist in the repository (the build context is its root).
   const [build, final] = stages as [string[], string[]];
   for (const line of build.filter((l) => /^COPY /.test(l))) {
-    const parts = line.split(/\s+/).slice(1).filter((p) => !p.startsWith('--'));
-    for (const src of parts.slice(0, -1)) assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} is not in the repository`);
+    const parts = line
+      .split(/\s+/)
+      .slice(1)
+      .filter((p) => !p.startsWith('--'));
+    for (const src of parts.slice(0, -1))
+      assert.ok(existsSync(path.join(ROOT, src)), `COPY source ${src} is not in the repository`);
   }
   // Everything `make build` reads is copied: the sources of each build rule.
-  const copied = build.filter((l) => /^COPY /.test(l)).flatMap((l) => l.split(/\s+/).slice(1, -1)).map((p) => p.replace(/\/$/, ''));
-  for (const needed of ['package.json', 'package-lock.json', 'Makefile', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'bpf', 'cli', 'agent', 'operator']) {
+  const copied = build
+    .filter((l) => /^COPY /.test(l))
+    .flatMap((l) => l.split(/\s+/).slice(1, -1))
+    .map((p) => p.replace(/\/$/, ''));
+  for (const needed of [
+    'package.json',
+    'package-lock.json',
+    'Makefile',
+    'tsconfig.json',
+    'tsconfig.build.json',
+    'bin',
+    'bpf',
+    'cli',
+    'agent',
+    'operator',
+  ]) {
     assert.ok(copied.includes(needed), `the builder copies ${needed}`);
   }
   // The make invocation uses targets and a variable the Makefile has.
@@ -488,8 +655,16 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
   }
   // Final COPYs come from the build stage, and name what the Makefile builds and the agent loads.
   const finalCopies = final.filter((l) => /^COPY /.test(l));
-  assert.ok(finalCopies.every((l) => l.startsWith('COPY --from=build ')), 'the final stage copies only from the builder');
-  const sources = finalCopies.map((l) => l.split(/\s+/)[2]!.replace(/^\/src\//, '').replace(/\/$/, ''));
+  assert.ok(
+    finalCopies.every((l) => l.startsWith('COPY --from=build ')),
+    'the final stage copies only from the builder',
+  );
+  const sources = finalCopies.map((l) =>
+    l
+      .split(/\s+/)[2]!
+      .replace(/^\/src\//, '')
+      .replace(/\/$/, ''),
+  );
   const addon = /^ADDON\s+:= (\S+)$/m.exec(makefile)?.[1];
   assert.deepEqual(sources.sort(), ['bin', 'build', 'node_modules', 'package.json', addon].sort());
   const paths = readFileSync(path.join(ROOT, 'agent/paths.ts'), 'utf8');
@@ -500,7 +675,10 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
 
 test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, reader roles, monitors with a token and TLS; none changes nothing', async () => {
   const bin = await toolsDir();
-  const containers = (objects: K8sObject[]) => [agentContainer(objects), findObject(objects, 'Deployment', '-operator').spec.template.spec.containers[0]];
+  const containers = (objects: K8sObject[]) => [
+    agentContainer(objects),
+    findObject(objects, 'Deployment', '-operator').spec.template.spec.containers[0],
+  ];
   const defaults = await render(bin);
   for (const container of containers(defaults)) {
     for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
@@ -519,18 +697,30 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
     { kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' },
     { kind: 'ServiceAccount', name: 'podmeter-operator', namespace: 'podmeter' },
   ]);
-  assert.deepEqual(findObject(defaults, 'ClusterRole', '-metrics-reader').rules, [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+  assert.deepEqual(findObject(defaults, 'ClusterRole', '-metrics-reader').rules, [
+    { nonResourceURLs: ['/metrics'], verbs: ['get'] },
+  ]);
   // The agent's API is authorised as /podmeter/api/v1/... (common/http/auth.ts authorizationPath).
-  assert.deepEqual(findObject(defaults, 'ClusterRole', '-api-reader').rules, [{ nonResourceURLs: ['/podmeter/api/v1/*', '/maps', '/maps/*', '/metrics'], verbs: ['get'] }]);
+  assert.deepEqual(findObject(defaults, 'ClusterRole', '-api-reader').rules, [
+    { nonResourceURLs: ['/podmeter/api/v1/*', '/maps', '/maps/*', '/metrics'], verbs: ['get'] },
+  ]);
   const authSource = readFileSync(path.join(ROOT, 'common/http/auth.ts'), 'utf8');
-  assert.match(authSource, /`\/podmeter\$\{path\}`/, 'the prefix the api-reader role grants is the one the agent asks about');
+  assert.match(
+    authSource,
+    /`\/podmeter\$\{path\}`/,
+    'the prefix the api-reader role grants is the one the agent asks about',
+  );
 
   // The monitors: https, the scraper's token, insecureSkipVerify for the self-signed certificate.
   const mon = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
   for (const kind of ['ServiceMonitor', 'PodMonitor']) {
     const endpoint = (findObject(mon, kind).spec.endpoints ?? findObject(mon, kind).spec.podMetricsEndpoints)[0];
     assert.equal(endpoint.scheme, 'https', kind);
-    assert.deepEqual(endpoint.authorization, { type: 'Bearer', credentials: { name: 'podmeter-scraper-token', key: 'token' } }, kind);
+    assert.deepEqual(
+      endpoint.authorization,
+      { type: 'Bearer', credentials: { name: 'podmeter-scraper-token', key: 'token' } },
+      kind,
+    );
     assert.deepEqual(endpoint.tlsConfig, { insecureSkipVerify: true }, kind);
   }
   const secret = findObject(mon, 'Secret', '-scraper-token');
@@ -541,14 +731,34 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   // A mounted certificate, reader bindings, a verified PodMonitor and the NetworkPolicy.
   const access = await render(bin, { values: [path.join(CHART, 'ci/access-values.yaml')] });
   for (const [i, container] of containers(access).entries()) {
-    assert.ok(container.args.includes('--tls-cert-file=/etc/podmeter/tls/tls.crt') && container.args.includes('--tls-key-file=/etc/podmeter/tls/tls.key'), container.name);
-    assert.deepEqual(container.volumeMounts.find((m: K8sObject) => m.name === 'tls'), { name: 'tls', mountPath: '/etc/podmeter/tls', readOnly: true });
-    const pod = i === 0 ? agentDaemonSet(access).spec.template.spec : findObject(access, 'Deployment', '-operator').spec.template.spec;
-    assert.deepEqual(pod.volumes.find((v: K8sObject) => v.name === 'tls'), { name: 'tls', secret: { secretName: 'podmeter-tls' } });
+    assert.ok(
+      container.args.includes('--tls-cert-file=/etc/podmeter/tls/tls.crt') &&
+        container.args.includes('--tls-key-file=/etc/podmeter/tls/tls.key'),
+      container.name,
+    );
+    assert.deepEqual(
+      container.volumeMounts.find((m: K8sObject) => m.name === 'tls'),
+      { name: 'tls', mountPath: '/etc/podmeter/tls', readOnly: true },
+    );
+    const pod =
+      i === 0
+        ? agentDaemonSet(access).spec.template.spec
+        : findObject(access, 'Deployment', '-operator').spec.template.spec;
+    assert.deepEqual(
+      pod.volumes.find((v: K8sObject) => v.name === 'tls'),
+      { name: 'tls', secret: { secretName: 'podmeter-tls' } },
+    );
   }
-  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-metrics-reader').subjects, [{ kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' }]);
-  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-api-reader').subjects, [{ kind: 'ServiceAccount', name: 'node-admin', namespace: 'podmeter' }]);
-  assert.deepEqual(findObject(access, 'PodMonitor').spec.podMetricsEndpoints[0].tlsConfig, { ca: { secret: { name: 'podmeter-tls', key: 'ca.crt' } }, serverName: 'podmeter-agent.podmeter.svc' });
+  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-metrics-reader').subjects, [
+    { kind: 'ServiceAccount', name: 'prometheus-k8s', namespace: 'monitoring' },
+  ]);
+  assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-api-reader').subjects, [
+    { kind: 'ServiceAccount', name: 'node-admin', namespace: 'podmeter' },
+  ]);
+  assert.deepEqual(findObject(access, 'PodMonitor').spec.podMetricsEndpoints[0].tlsConfig, {
+    ca: { secret: { name: 'podmeter-tls', key: 'ca.crt' } },
+    serverName: 'podmeter-agent.podmeter.svc',
+  });
   // Prometheus's pods in its namespace, nothing else.
   for (const component of ['agent', 'operator']) {
     assert.deepEqual(findObject(access, 'NetworkPolicy', `-${component}`).spec.ingress, [
@@ -556,7 +766,9 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
         ports: [{ port: 'http-metrics', protocol: 'TCP' }],
         from: [
           {
-            namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }] },
+            namespaceSelector: {
+              matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }],
+            },
             podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
           },
         ],
@@ -568,7 +780,8 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   const off = await render(bin, { values: [path.join(CHART, 'ci/metrics-auth-off-values.yaml')] });
   for (const container of containers(off)) {
     assert.ok(container.args.includes('--metrics-auth=none'));
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal(container[probe].httpGet.scheme, 'HTTP');
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe'])
+      assert.equal(container[probe].httpGet.scheme, 'HTTP');
   }
   const endpoint = findObject(off, 'ServiceMonitor').spec.endpoints[0];
   assert.equal(endpoint.scheme, 'http');
@@ -576,50 +789,99 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   assert.equal(endpoint.tlsConfig, undefined);
 });
 
-test('NetworkPolicies, on by default: the HTTP port from the scrapers\' namespace only, egress to the API server only; each part can be changed or turned off', async () => {
+test("NetworkPolicies, on by default: the HTTP port from the scrapers' namespace only, egress to the API server only; each part can be changed or turned off", async () => {
   const bin = await toolsDir();
   const defaults = await render(bin);
   const selectorOf = (o: K8sObject) => o.spec.template.metadata.labels as Record<string, string>;
-  for (const [component, workload] of [['agent', agentDaemonSet(defaults)], ['operator', findObject(defaults, 'Deployment', '-operator')]] as const) {
+  for (const [component, workload] of [
+    ['agent', agentDaemonSet(defaults)],
+    ['operator', findObject(defaults, 'Deployment', '-operator')],
+  ] as const) {
     const policy = findObject(defaults, 'NetworkPolicy', `-${component}`);
     // It selects exactly this component's pods (and they run in the pod network: a policy does not apply to hostNetwork pods).
-    assert.deepEqual(policy.spec.podSelector, { matchLabels: { 'app.kubernetes.io/name': 'podmeter', 'app.kubernetes.io/instance': 'podmeter', 'app.kubernetes.io/component': component } });
-    for (const [k, v] of Object.entries(policy.spec.podSelector.matchLabels as Record<string, string>)) assert.equal(selectorOf(workload)[k], v);
+    assert.deepEqual(policy.spec.podSelector, {
+      matchLabels: {
+        'app.kubernetes.io/name': 'podmeter',
+        'app.kubernetes.io/instance': 'podmeter',
+        'app.kubernetes.io/component': component,
+      },
+    });
+    for (const [k, v] of Object.entries(policy.spec.podSelector.matchLabels as Record<string, string>))
+      assert.equal(selectorOf(workload)[k], v);
     assert.equal(workload.spec.template.spec.hostNetwork, undefined, `${component} is not hostNetwork`);
     assert.deepEqual(policy.spec.policyTypes, ['Ingress', 'Egress']);
     // The probes' port is the one the rule opens (the kubelet itself needs no rule: it probes from the node).
     const container = workload.spec.template.spec.containers[0];
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) assert.equal(container[probe].httpGet.port, 'http-metrics');
-    assert.deepEqual(container.ports.map((p: K8sObject) => p.name), ['http-metrics']);
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe'])
+      assert.equal(container[probe].httpGet.port, 'http-metrics');
+    assert.deepEqual(
+      container.ports.map((p: K8sObject) => p.name),
+      ['http-metrics'],
+    );
     assert.deepEqual(policy.spec.ingress, [
       {
         ports: [{ port: 'http-metrics', protocol: 'TCP' }],
-        from: [{ namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }] } }],
+        from: [
+          {
+            namespaceSelector: {
+              matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring'] }],
+            },
+          },
+        ],
       },
     ]);
     // Egress: the API server's ports, any address (no DNS: in-cluster config uses KUBERNETES_SERVICE_HOST).
-    assert.deepEqual(policy.spec.egress, [{ ports: [{ port: 443, protocol: 'TCP' }, { port: 6443, protocol: 'TCP' }] }]);
+    assert.deepEqual(policy.spec.egress, [
+      {
+        ports: [
+          { port: 443, protocol: 'TCP' },
+          { port: 6443, protocol: 'TCP' },
+        ],
+      },
+    ]);
   }
   const connection = readFileSync(path.join(ROOT, 'common/kube/connection.ts'), 'utf8');
-  assert.match(connection, /env\.KUBERNETES_SERVICE_HOST/, 'in-cluster config connects to the address, so the policies need no DNS egress');
+  assert.match(
+    connection,
+    /env\.KUBERNETES_SERVICE_HOST/,
+    'in-cluster config connects to the address, so the policies need no DNS egress',
+  );
 
   // The scenario of a plugin that filters the node: every kind of peer, narrowed egress.
   const custom = await render(bin, { values: [path.join(CHART, 'ci/network-policy-values.yaml')] });
   const agent = findObject(custom, 'NetworkPolicy', '-agent');
   assert.deepEqual(agent.spec.ingress[0].from, [
-    { namespaceSelector: { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] }] } },
+    {
+      namespaceSelector: {
+        matchExpressions: [
+          { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['monitoring', 'observability'] },
+        ],
+      },
+    },
     { namespaceSelector: { matchLabels: { team: 'platform' } } },
     { ipBlock: { cidr: '10.0.0.0/16' } },
     { ipBlock: { cidr: 'fd00:10::/64' } },
   ]);
-  assert.deepEqual(agent.spec.egress, [{ ports: [{ port: 6443, protocol: 'TCP' }], to: [{ ipBlock: { cidr: '10.0.0.10/32' } }, { ipBlock: { cidr: '10.0.0.11/32' } }] }]);
-  assert.deepEqual(findObject(custom, 'NetworkPolicy', '-operator').spec, { ...agent.spec, podSelector: findObject(custom, 'NetworkPolicy', '-operator').spec.podSelector });
+  assert.deepEqual(agent.spec.egress, [
+    {
+      ports: [{ port: 6443, protocol: 'TCP' }],
+      to: [{ ipBlock: { cidr: '10.0.0.10/32' } }, { ipBlock: { cidr: '10.0.0.11/32' } }],
+    },
+  ]);
+  assert.deepEqual(findObject(custom, 'NetworkPolicy', '-operator').spec, {
+    ...agent.spec,
+    podSelector: findObject(custom, 'NetworkPolicy', '-operator').spec.podSelector,
+  });
 
   // No peer at all: no ingress rule (an empty `from` would admit every source).
   const closed = await render(bin, { set: ['networkPolicy.scrapeNamespaces=null'] });
   assert.deepEqual(findObject(closed, 'NetworkPolicy', '-agent').spec.ingress, []);
   // Egress left open.
-  const open = findObject(await render(bin, { set: ['networkPolicy.egress.enabled=false'] }), 'NetworkPolicy', '-agent');
+  const open = findObject(
+    await render(bin, { set: ['networkPolicy.egress.enabled=false'] }),
+    'NetworkPolicy',
+    '-agent',
+  );
   assert.deepEqual(open.spec.policyTypes, ['Ingress']);
   assert.equal(open.spec.egress, undefined);
   // Off: none at all.

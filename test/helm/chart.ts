@@ -92,7 +92,11 @@ export function findObjects(objects: K8sObject[], kind: string): K8sObject[] {
 /** The single object of `kind` (whose name ends with `nameSuffix`, when given). */
 export function findObject(objects: K8sObject[], kind: string, nameSuffix = ''): K8sObject {
   const found = objects.filter((o) => o.kind === kind && o.metadata.name.endsWith(nameSuffix));
-  assert.equal(found.length, 1, `expected one ${kind} *${nameSuffix}, found ${found.map((o) => o.metadata.name).join(', ') || 'none'}`);
+  assert.equal(
+    found.length,
+    1,
+    `expected one ${kind} *${nameSuffix}, found ${found.map((o) => o.metadata.name).join(', ') || 'none'}`,
+  );
   return found[0]!;
 }
 
@@ -122,7 +126,13 @@ export function selectorMetricNames(promql: string): string[] {
 }
 
 /** Metrics of the operator (issue 6), not of the agent: checked against a live operator. */
-export const OPERATOR_METRIC_PREFIXES = ['podmeter_namespace_', 'podmeter_workload_', 'podmeter_node_network_', 'podmeter_cluster_', 'podmeter_operator_'];
+export const OPERATOR_METRIC_PREFIXES = [
+  'podmeter_namespace_',
+  'podmeter_workload_',
+  'podmeter_node_network_',
+  'podmeter_cluster_',
+  'podmeter_operator_',
+];
 
 export function isOperatorMetric(name: string): boolean {
   return OPERATOR_METRIC_PREFIXES.some((p) => name.startsWith(p));
@@ -131,7 +141,13 @@ export function isOperatorMetric(name: string): boolean {
 export interface MonitoringObjects {
   /** The PrometheusRule's groups, as a Prometheus rules file has them. */
   groups: K8sObject[];
-  rules: { alert: string; expr: string; for?: string; labels: Record<string, string>; annotations: Record<string, string> }[];
+  rules: {
+    alert: string;
+    expr: string;
+    for?: string;
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+  }[];
   dashboard: K8sObject;
   /** Every PromQL text: rule expressions, then the dashboard's targets and variable queries. */
   queries: { where: 'PrometheusRule' | 'dashboard'; promql: string }[];
@@ -144,8 +160,12 @@ export async function monitoringObjects(bin: string): Promise<MonitoringObjects>
   const rules = groups.flatMap((g) => g.rules as MonitoringObjects['rules']);
   const dashboard = JSON.parse(findObject(objects, 'ConfigMap', '-dashboard').data['podmeter.json']) as K8sObject;
   const queries: MonitoringObjects['queries'] = rules.map((r) => ({ where: 'PrometheusRule', promql: r.expr }));
-  for (const panel of dashboard.panels as K8sObject[]) for (const target of (panel.targets ?? []) as K8sObject[]) queries.push({ where: 'dashboard', promql: target.expr });
-  for (const v of dashboard.templating.list as K8sObject[]) if (v.type === 'query') queries.push({ where: 'dashboard', promql: typeof v.query === 'string' ? v.query : v.query.query });
+  for (const panel of dashboard.panels as K8sObject[])
+    for (const target of (panel.targets ?? []) as K8sObject[])
+      queries.push({ where: 'dashboard', promql: target.expr });
+  for (const v of dashboard.templating.list as K8sObject[])
+    if (v.type === 'query')
+      queries.push({ where: 'dashboard', promql: typeof v.query === 'string' ? v.query : v.query.query });
   return { groups, rules, dashboard, queries };
 }
 
@@ -154,14 +174,21 @@ export function exportedNames(exposition: string): Set<string> {
   const names = new Set<string>();
   for (const m of exposition.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
     names.add(m[1]!);
-    if (m[2] === 'histogram' || m[2] === 'summary') for (const s of ['_bucket', '_sum', '_count']) names.add(`${m[1]}${s}`);
+    if (m[2] === 'histogram' || m[2] === 'summary')
+      for (const s of ['_bucket', '_sum', '_count']) names.add(`${m[1]}${s}`);
   }
   return names;
 }
 
 /** "where: name" for each metric of `queries` (filtered by `pick`) that `exported` lacks. */
-export function missingMetrics(queries: MonitoringObjects['queries'], exported: Set<string>, pick: (name: string) => boolean): string[] {
+export function missingMetrics(
+  queries: MonitoringObjects['queries'],
+  exported: Set<string>,
+  pick: (name: string) => boolean,
+): string[] {
   const missing = new Set<string>();
-  for (const q of queries) for (const name of podmeterMetricNames(q.promql)) if (pick(name) && !exported.has(name)) missing.add(`${q.where}: ${name}`);
+  for (const q of queries)
+    for (const name of podmeterMetricNames(q.promql))
+      if (pick(name) && !exported.has(name)) missing.add(`${q.where}: ${name}`);
   return [...missing].sort();
 }

@@ -117,10 +117,21 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
   await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce=privileged']));
   // The real prometheus-operator CRDs, so the monitors are checked against their schemas.
   await must(cluster.kubectl(['create', '-f', FIXTURES]));
-  await must(cluster.kubectl(['wait', '--for=condition=Established', '--timeout=30s', ...readdirSync(FIXTURES).map((f) => `crd/${f.replace(/^monitoring\.coreos\.com_(\w+)\.yaml$/, '$1.monitoring.coreos.com')}`)]));
+  await must(
+    cluster.kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=30s',
+      ...readdirSync(FIXTURES).map(
+        (f) => `crd/${f.replace(/^monitoring\.coreos\.com_(\w+)\.yaml$/, '$1.monitoring.coreos.com')}`,
+      ),
+    ]),
+  );
 
   const expected = await render(bin, { release, namespace: ns, values: [monitoringOn] });
-  const crds = readdirSync(path.join(CHART, 'crds')).flatMap((f) => parseDocs(readFileSync(path.join(CHART, 'crds', f), 'utf8')));
+  const crds = readdirSync(path.join(CHART, 'crds')).flatMap((f) =>
+    parseDocs(readFileSync(path.join(CHART, 'crds', f), 'utf8')),
+  );
 
   await t.test('helm install creates every object the chart renders, and its CRDs', async () => {
     const r = await helm(bin, ['install', release, CHART, '--namespace', ns, '--values', monitoringOn, ...kc]);
@@ -138,38 +149,58 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     assert.equal(got.length, 33); // with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies; the admission policy and its binding
   });
 
-  await t.test('the API keeps the agent DaemonSet as rendered, and admits its pods only where Pod Security is privileged', async () => {
-    const server = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
-    const rendered = agentDaemonSet(expected).spec.template.spec;
-    const kept = server.spec.template.spec;
-    assert.deepEqual(kept.containers[0].securityContext, rendered.containers[0].securityContext);
-    assert.deepEqual(kept.containers[0].volumeMounts, rendered.containers[0].volumeMounts);
-    assert.equal(kept.hostPID, true);
+  await t.test(
+    'the API keeps the agent DaemonSet as rendered, and admits its pods only where Pod Security is privileged',
+    async () => {
+      const server = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
+      const rendered = agentDaemonSet(expected).spec.template.spec;
+      const kept = server.spec.template.spec;
+      assert.deepEqual(kept.containers[0].securityContext, rendered.containers[0].securityContext);
+      assert.deepEqual(kept.containers[0].volumeMounts, rendered.containers[0].volumeMounts);
+      assert.equal(kept.hostPID, true);
 
-    const podOf = (spec: K8sObject, namespace: string, name: string) => JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec });
-    const dryRun = (manifest: string) => cluster.kubectl(['create', '--dry-run=server', '-f', '-'], { input: manifest });
-    // Admitted in the release namespace (privileged).
-    const ok = await dryRun(podOf(rendered, ns, `${TEST_PREFIX}agent`));
-    assert.equal(ok.code, 0, ok.stderr);
-    // Refused under baseline, for its host PID, host paths and capabilities.
-    for (const level of ['baseline', 'restricted']) {
-      const other = `${ns}-${level}`.slice(0, 63);
-      await must(cluster.kubectl(['create', 'namespace', other]));
-      await must(cluster.kubectl(['label', 'namespace', other, `pod-security.kubernetes.io/enforce=${level}`]));
-      const refused = await dryRun(podOf(rendered, other, `${TEST_PREFIX}agent`));
-      assert.notEqual(refused.code, 0);
-      assert.match(refused.stderr, new RegExp(`violates PodSecurity "${level}:latest"`));
-      for (const why of [/host namespaces \(hostPID=true\)/, /hostPath/, /capabilities \(container "agent" must not include "BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"/, /AppArmor profile/]) assert.match(refused.stderr, why);
-      // The operator meets even "restricted".
-      const operator = findObject(expected, 'Deployment', '-operator').spec.template.spec;
-      const admitted = await dryRun(podOf(operator, other, `${TEST_PREFIX}operator`));
-      assert.equal(admitted.code, 0, `${level}: ${admitted.stderr}`);
-    }
-  });
+      const podOf = (spec: K8sObject, namespace: string, name: string) =>
+        JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec });
+      const dryRun = (manifest: string) =>
+        cluster.kubectl(['create', '--dry-run=server', '-f', '-'], { input: manifest });
+      // Admitted in the release namespace (privileged).
+      const ok = await dryRun(podOf(rendered, ns, `${TEST_PREFIX}agent`));
+      assert.equal(ok.code, 0, ok.stderr);
+      // Refused under baseline, for its host PID, host paths and capabilities.
+      for (const level of ['baseline', 'restricted']) {
+        const other = `${ns}-${level}`.slice(0, 63);
+        await must(cluster.kubectl(['create', 'namespace', other]));
+        await must(cluster.kubectl(['label', 'namespace', other, `pod-security.kubernetes.io/enforce=${level}`]));
+        const refused = await dryRun(podOf(rendered, other, `${TEST_PREFIX}agent`));
+        assert.notEqual(refused.code, 0);
+        assert.match(refused.stderr, new RegExp(`violates PodSecurity "${level}:latest"`));
+        for (const why of [
+          /host namespaces \(hostPID=true\)/,
+          /hostPath/,
+          /capabilities \(container "agent" must not include "BPF", "DAC_READ_SEARCH", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"/,
+          /AppArmor profile/,
+        ])
+          assert.match(refused.stderr, why);
+        // The operator meets even "restricted".
+        const operator = findObject(expected, 'Deployment', '-operator').spec.template.spec;
+        const admitted = await dryRun(podOf(operator, other, `${TEST_PREFIX}operator`));
+        assert.equal(admitted.code, 0, `${level}: ${admitted.stderr}`);
+      }
+    },
+  );
 
   await t.test('the CRDs are served, cluster-scoped, print their columns, and validate their status', async () => {
-    const resources = (await must(cluster.kubectl(['api-resources', '--api-group=podmeter.io', '--namespaced=false', '-o', 'name']))).trim().split('\n').sort();
-    assert.deepEqual(resources, ['namespaceusages.podmeter.io', 'nodeusages.podmeter.io', 'workloadusages.podmeter.io']);
+    const resources = (
+      await must(cluster.kubectl(['api-resources', '--api-group=podmeter.io', '--namespaced=false', '-o', 'name']))
+    )
+      .trim()
+      .split('\n')
+      .sort();
+    assert.deepEqual(resources, [
+      'namespaceusages.podmeter.io',
+      'nodeusages.podmeter.io',
+      'workloadusages.podmeter.io',
+    ]);
     // The schemas belong to the operator: the objects here are built from them.
     for (const crd of crds) {
       const version = (crd.spec.versions as K8sObject[]).find((v) => v.served && v.storage)!;
@@ -179,20 +210,36 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       const object: K8sObject = { apiVersion: `${crd.spec.group}/${version.name}`, kind, metadata: { name } };
       if (schema.properties?.spec) object.spec = sample(schema.properties.spec);
       await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify(object) }));
-      const patch = (status: unknown) => cluster.kubectl(['patch', plural, name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status })]);
+      const patch = (status: unknown) =>
+        cluster.kubectl([
+          'patch',
+          plural,
+          name,
+          '--subresource=status',
+          '--type=merge',
+          '-p',
+          JSON.stringify({ status }),
+        ]);
       const statusSchema = schema.properties!.status!;
       const good = sample(statusSchema) as Record<string, unknown>;
       const ok = await patch(good);
       assert.equal(ok.code, 0, `${kind} status built from its schema: ${ok.stderr}`);
       // A decimal counter that is not one is refused, naming the field.
-      const counter = Object.entries(statusSchema.properties ?? {}).find(([, p]) => p.type === 'string' && p.pattern?.includes('[0-9]'))?.[0];
+      const counter = Object.entries(statusSchema.properties ?? {}).find(
+        ([, p]) => p.type === 'string' && p.pattern?.includes('[0-9]'),
+      )?.[0];
       assert.ok(counter !== undefined, `${kind} has decimal counters`);
       const bad = await patch({ ...good, [counter]: '12e3' });
       assert.notEqual(bad.code, 0, `${kind} status.${counter}=12e3 must be refused`);
       assert.match(bad.stderr, new RegExp(`status\\.${counter}.*should match`));
       const table = await must(cluster.kubectl(['get', plural]));
-      const header = table.split('\n')[0]!.split(/\s{2,}/).map((h) => h.trim());
-      const columns = (version.additionalPrinterColumns as K8sObject[]).filter((c) => !c.priority).map((c) => String(c.name).toUpperCase());
+      const header = table
+        .split('\n')[0]!
+        .split(/\s{2,}/)
+        .map((h) => h.trim());
+      const columns = (version.additionalPrinterColumns as K8sObject[])
+        .filter((c) => !c.priority)
+        .map((c) => String(c.name).toUpperCase());
       assert.deepEqual(header, ['NAME', ...columns], `${kind} columns`);
       await must(cluster.kubectl(['delete', plural, name]));
     }
@@ -204,57 +251,60 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
   const agentToken = await boundAgentToken(cluster, node, { namespace: ns, name: agentSa });
   const operatorToken = (await must(cluster.kubectl(['create', 'token', operatorSa, '-n', ns]))).trim();
 
-  await t.test('kubectl auth can-i: the chart ServiceAccounts can do their job and cannot read secrets or write elsewhere', async () => {
-    const cases: [string, string, string[], 'yes' | 'no'][] = [
-      ['agent', agentToken, ['watch', 'pods', '--all-namespaces'], 'yes'],
-      ['agent', agentToken, ['patch', 'pods', '-n', 'default'], 'yes'],
-      ['agent', agentToken, ['get', 'nodes'], 'yes'],
-      ['agent', agentToken, ['patch', 'nodes'], 'yes'],
-      ['agent', agentToken, ['get', 'secrets', '-n', ns], 'no'],
-      ['agent', agentToken, ['list', 'secrets', '--all-namespaces'], 'no'],
-      ['agent', agentToken, ['create', 'pods', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['delete', 'pods', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['update', 'pods', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['create', 'pods/exec', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['list', 'nodes'], 'yes'], // peer classes: every node's zone, region and pod CIDRs
-      ['agent', agentToken, ['watch', 'servicecidrs.networking.k8s.io'], 'yes'],
-      ['agent', agentToken, ['delete', 'nodes'], 'no'],
-      ['agent', agentToken, ['get', 'configmaps', '-n', 'default'], 'no'],
-      ['agent', agentToken, ['patch', 'daemonsets.apps', '-n', ns], 'no'],
-      ['agent', agentToken, ['create', 'namespaceusages.podmeter.io'], 'no'],
-      ['operator', operatorToken, ['watch', 'pods', '--all-namespaces'], 'yes'],
-      ['operator', operatorToken, ['watch', 'nodes'], 'yes'],
-      ['operator', operatorToken, ['watch', 'replicasets.apps', '--all-namespaces'], 'yes'],
-      ['operator', operatorToken, ['watch', 'jobs.batch', '--all-namespaces'], 'yes'],
-      ['operator', operatorToken, ['create', 'leases.coordination.k8s.io', '-n', ns], 'yes'],
-      ['operator', operatorToken, ['update', 'leases.coordination.k8s.io/podmeter-operator', '-n', ns], 'yes'],
-      ['operator', operatorToken, ['update', 'leases.coordination.k8s.io/other', '-n', ns], 'no'],
-      ['operator', operatorToken, ['create', 'configmaps', '-n', ns], 'yes'],
-      ['operator', operatorToken, ['update', 'configmaps/podmeter-budget', '-n', ns], 'yes'],
-      ['operator', operatorToken, ['create', 'namespaceusages.podmeter.io'], 'yes'],
-      ['operator', operatorToken, ['update', 'nodeusages.podmeter.io', '--subresource=status'], 'yes'],
-      ['operator', operatorToken, ['create', 'events', '-n', 'default'], 'yes'],
-      ['operator', operatorToken, ['get', 'secrets', '-n', ns], 'no'],
-      ['operator', operatorToken, ['list', 'secrets', '--all-namespaces'], 'no'],
-      ['operator', operatorToken, ['get', 'pods/log', '-n', 'default'], 'no'],
-      ['operator', operatorToken, ['patch', 'pods', '-n', 'default'], 'no'],
-      ['operator', operatorToken, ['patch', 'nodes'], 'no'],
-      ['operator', operatorToken, ['update', 'configmaps/other', '-n', ns], 'no'],
-      ['operator', operatorToken, ['get', 'configmaps', '-n', 'default'], 'no'],
-      ['operator', operatorToken, ['create', 'leases.coordination.k8s.io', '-n', 'default'], 'no'],
-      ['operator', operatorToken, ['delete', 'namespaceusages.podmeter.io'], 'no'],
-      ['operator', operatorToken, ['delete', 'workloadusages.podmeter.io'], 'yes'],
-      ['operator', operatorToken, ['update', 'deployments.apps', '-n', ns], 'no'],
-    ];
-    const wrong: string[] = [];
-    await Promise.all(
-      cases.map(async ([who, token, args, want]) => {
-        const got = await canI(cluster, token, args);
-        if (got !== want) wrong.push(`${who} ${args.join(' ')}: ${got || '(error)'}, want ${want}`);
-      }),
-    );
-    assert.deepEqual(wrong.sort(), []);
-  });
+  await t.test(
+    'kubectl auth can-i: the chart ServiceAccounts can do their job and cannot read secrets or write elsewhere',
+    async () => {
+      const cases: [string, string, string[], 'yes' | 'no'][] = [
+        ['agent', agentToken, ['watch', 'pods', '--all-namespaces'], 'yes'],
+        ['agent', agentToken, ['patch', 'pods', '-n', 'default'], 'yes'],
+        ['agent', agentToken, ['get', 'nodes'], 'yes'],
+        ['agent', agentToken, ['patch', 'nodes'], 'yes'],
+        ['agent', agentToken, ['get', 'secrets', '-n', ns], 'no'],
+        ['agent', agentToken, ['list', 'secrets', '--all-namespaces'], 'no'],
+        ['agent', agentToken, ['create', 'pods', '-n', 'default'], 'no'],
+        ['agent', agentToken, ['delete', 'pods', '-n', 'default'], 'no'],
+        ['agent', agentToken, ['update', 'pods', '-n', 'default'], 'no'],
+        ['agent', agentToken, ['create', 'pods/exec', '-n', 'default'], 'no'],
+        ['agent', agentToken, ['list', 'nodes'], 'yes'], // peer classes: every node's zone, region and pod CIDRs
+        ['agent', agentToken, ['watch', 'servicecidrs.networking.k8s.io'], 'yes'],
+        ['agent', agentToken, ['delete', 'nodes'], 'no'],
+        ['agent', agentToken, ['get', 'configmaps', '-n', 'default'], 'no'],
+        ['agent', agentToken, ['patch', 'daemonsets.apps', '-n', ns], 'no'],
+        ['agent', agentToken, ['create', 'namespaceusages.podmeter.io'], 'no'],
+        ['operator', operatorToken, ['watch', 'pods', '--all-namespaces'], 'yes'],
+        ['operator', operatorToken, ['watch', 'nodes'], 'yes'],
+        ['operator', operatorToken, ['watch', 'replicasets.apps', '--all-namespaces'], 'yes'],
+        ['operator', operatorToken, ['watch', 'jobs.batch', '--all-namespaces'], 'yes'],
+        ['operator', operatorToken, ['create', 'leases.coordination.k8s.io', '-n', ns], 'yes'],
+        ['operator', operatorToken, ['update', 'leases.coordination.k8s.io/podmeter-operator', '-n', ns], 'yes'],
+        ['operator', operatorToken, ['update', 'leases.coordination.k8s.io/other', '-n', ns], 'no'],
+        ['operator', operatorToken, ['create', 'configmaps', '-n', ns], 'yes'],
+        ['operator', operatorToken, ['update', 'configmaps/podmeter-budget', '-n', ns], 'yes'],
+        ['operator', operatorToken, ['create', 'namespaceusages.podmeter.io'], 'yes'],
+        ['operator', operatorToken, ['update', 'nodeusages.podmeter.io', '--subresource=status'], 'yes'],
+        ['operator', operatorToken, ['create', 'events', '-n', 'default'], 'yes'],
+        ['operator', operatorToken, ['get', 'secrets', '-n', ns], 'no'],
+        ['operator', operatorToken, ['list', 'secrets', '--all-namespaces'], 'no'],
+        ['operator', operatorToken, ['get', 'pods/log', '-n', 'default'], 'no'],
+        ['operator', operatorToken, ['patch', 'pods', '-n', 'default'], 'no'],
+        ['operator', operatorToken, ['patch', 'nodes'], 'no'],
+        ['operator', operatorToken, ['update', 'configmaps/other', '-n', ns], 'no'],
+        ['operator', operatorToken, ['get', 'configmaps', '-n', 'default'], 'no'],
+        ['operator', operatorToken, ['create', 'leases.coordination.k8s.io', '-n', 'default'], 'no'],
+        ['operator', operatorToken, ['delete', 'namespaceusages.podmeter.io'], 'no'],
+        ['operator', operatorToken, ['delete', 'workloadusages.podmeter.io'], 'yes'],
+        ['operator', operatorToken, ['update', 'deployments.apps', '-n', ns], 'no'],
+      ];
+      const wrong: string[] = [];
+      await Promise.all(
+        cases.map(async ([who, token, args, want]) => {
+          const got = await canI(cluster, token, args);
+          if (got !== want) wrong.push(`${who} ${args.join(' ')}: ${got || '(error)'}, want ${want}`);
+        }),
+      );
+      assert.deepEqual(wrong.sort(), []);
+    },
+  );
 
   await t.test('the real agent with the chart agent token does its whole job', async (st) => {
     const root = makeTestCgroup(st);
@@ -262,22 +312,70 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     const b = await makePod(cluster, root, { name: `${TEST_PREFIX}b`, namespace: ns, node });
     const agent = await startAgentProcess(st, {
       cgroupRoot: root.path,
-      args: ['--kubeconfig', tokenKubeconfig(cluster, agentToken, dir), '--node-name', node, '--namespace', ns, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
+      args: [
+        '--kubeconfig',
+        tokenKubeconfig(cluster, agentToken, dir),
+        '--node-name',
+        node,
+        '--namespace',
+        ns,
+        '--annotate-interval',
+        '1',
+        '--annotate-budget',
+        '20',
+        '--interval',
+        '1',
+      ],
     });
     const topo = makeTopology(st); // over a veth pair: loopback is not network traffic
-    await udpExchange({ senderCgroup: a.container.path, receiverCgroup: b.container.path, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 72 });
-    await waitFor('pod annotation', async () => ((await annotations(cluster, 'pod', `${TEST_PREFIX}a`, ns))['podmeter.io/egress-bytes'] === '1000' ? true : undefined), 15_000);
-    await waitFor('node annotation', async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'], 15_000);
-    assert.equal((await agent.cgroups()).find((v) => v.uid === b.uid)?.pod, `${TEST_PREFIX}b`, 'pod identity from the watch');
+    await udpExchange({
+      senderCgroup: a.container.path,
+      receiverCgroup: b.container.path,
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count: 10,
+      payload: 72,
+    });
+    await waitFor(
+      'pod annotation',
+      async () =>
+        (await annotations(cluster, 'pod', `${TEST_PREFIX}a`, ns))['podmeter.io/egress-bytes'] === '1000'
+          ? true
+          : undefined,
+      15_000,
+    );
+    await waitFor(
+      'node annotation',
+      async () => (await annotations(cluster, 'node', node))['podmeter.io/bpf-map-bytes'],
+      15_000,
+    );
+    assert.equal(
+      (await agent.cgroups()).find((v) => v.uid === b.uid)?.pod,
+      `${TEST_PREFIX}b`,
+      'pod identity from the watch',
+    );
     assert.deepEqual(permissionErrors(agent.logs), [], 'no permission errors');
   });
 
   await t.test('the real operator with the chart operator token, and its dashboard metrics', async (st) => {
     const port = await freePort();
-    const child = spawn(PODMETER, ['operator', '--kubeconfig', tokenKubeconfig(cluster, operatorToken, dir), '--listen', `127.0.0.1:${port}`, '--log-format', 'json', `--admission-policy=${release}-annotations`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, POD_NAMESPACE: ns, POD_NAME: `${TEST_PREFIX}operator-0` },
-    });
+    const child = spawn(
+      PODMETER,
+      [
+        'operator',
+        '--kubeconfig',
+        tokenKubeconfig(cluster, operatorToken, dir),
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--log-format',
+        'json',
+        `--admission-policy=${release}-annotations`,
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, POD_NAMESPACE: ns, POD_NAME: `${TEST_PREFIX}operator-0` },
+      },
+    );
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     afterOrSignal(st, async () => {
@@ -301,32 +399,85 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       20_000,
     );
     const { queries } = await monitoringObjects(bin);
-    assert.deepEqual(missingMetrics(queries, exportedNames(metrics), isOperatorMetric), [], 'dashboard metrics the operator does not export');
+    assert.deepEqual(
+      missingMetrics(queries, exportedNames(metrics), isOperatorMetric),
+      [],
+      'dashboard metrics the operator does not export',
+    );
     // Its job with only the chart's RBAC: the Lease, the budget ConfigMap, a NodeUsage for the node.
-    await waitFor('leader election Lease', async () => ((await cluster.kubectl(['get', 'leases', '-n', ns, '-o', 'name'])).stdout.trim() || undefined), 30_000);
-    await waitFor('budget ConfigMap', async () => ((await cluster.kubectl(['get', 'configmap', 'podmeter-budget', '-n', ns])).code === 0 ? true : undefined), 30_000);
-    await waitFor('NodeUsage', async () => ((await cluster.kubectl(['get', 'nodeusage', node])).code === 0 ? true : undefined), 30_000);
+    await waitFor(
+      'leader election Lease',
+      async () => (await cluster.kubectl(['get', 'leases', '-n', ns, '-o', 'name'])).stdout.trim() || undefined,
+      30_000,
+    );
+    await waitFor(
+      'budget ConfigMap',
+      async () =>
+        (await cluster.kubectl(['get', 'configmap', 'podmeter-budget', '-n', ns])).code === 0 ? true : undefined,
+      30_000,
+    );
+    await waitFor(
+      'NodeUsage',
+      async () => ((await cluster.kubectl(['get', 'nodeusage', node])).code === 0 ? true : undefined),
+      30_000,
+    );
     // The chart's admission policy, read with the chart's RBAC.
-    await waitFor('podmeter_admission_policy_enforced 1', async () => (/^podmeter_admission_policy_enforced 1$/m.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()) ? true : undefined), 20_000);
+    await waitFor(
+      'podmeter_admission_policy_enforced 1',
+      async () =>
+        /^podmeter_admission_policy_enforced 1$/m.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text())
+          ? true
+          : undefined,
+      20_000,
+    );
     assert.doesNotMatch(stderr, /forbidden|\b403\b/i, 'no permission errors');
   });
 
-  await t.test('helm upgrade with changed values: operator and monitors go, the agent follows; NOTES warns about Pod Security', async () => {
-    await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce-']));
-    const r = await helm(bin, ['upgrade', release, CHART, '--namespace', ns, '--values', path.join(CHART, 'ci/operator-off-values.yaml'), '--set', 'agent.interval=20', ...kc]);
-    assert.equal(r.code, 0, r.stderr + r.stdout);
-    assert.match(r.stdout, /REVISION: 2/);
-    assert.match(r.stdout, new RegExp(`WARNING: namespace "${ns}" does not enforce the "privileged" Pod Security`));
-    await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce=privileged']));
+  await t.test(
+    'helm upgrade with changed values: operator and monitors go, the agent follows; NOTES warns about Pod Security',
+    async () => {
+      await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce-']));
+      const r = await helm(bin, [
+        'upgrade',
+        release,
+        CHART,
+        '--namespace',
+        ns,
+        '--values',
+        path.join(CHART, 'ci/operator-off-values.yaml'),
+        '--set',
+        'agent.interval=20',
+        ...kc,
+      ]);
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      assert.match(r.stdout, /REVISION: 2/);
+      assert.match(r.stdout, new RegExp(`WARNING: namespace "${ns}" does not enforce the "privileged" Pod Security`));
+      await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce=privileged']));
 
-    const ds = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
-    assert.ok((ds.spec.template.spec.containers[0].args as string[]).includes('--interval=20'));
-    const left = await cluster.kubectl(['get', 'deployment,service,poddisruptionbudget,servicemonitor,podmonitor,prometheusrule,configmap', '-n', ns, '-l', `app.kubernetes.io/instance=${release}`, '-o', 'name']);
-    assert.equal(left.code, 0, left.stderr);
-    assert.deepEqual(left.stdout.trim().split('\n').sort(), [`service/${release}-agent`]);
-    const history = await helm(bin, ['history', release, '--namespace', ns, '-o', 'json', ...kc]);
-    assert.deepEqual(JSON.parse(history.stdout).map((h: K8sObject) => [h.revision, h.status]), [[1, 'superseded'], [2, 'deployed']]);
-  });
+      const ds = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
+      assert.ok((ds.spec.template.spec.containers[0].args as string[]).includes('--interval=20'));
+      const left = await cluster.kubectl([
+        'get',
+        'deployment,service,poddisruptionbudget,servicemonitor,podmonitor,prometheusrule,configmap',
+        '-n',
+        ns,
+        '-l',
+        `app.kubernetes.io/instance=${release}`,
+        '-o',
+        'name',
+      ]);
+      assert.equal(left.code, 0, left.stderr);
+      assert.deepEqual(left.stdout.trim().split('\n').sort(), [`service/${release}-agent`]);
+      const history = await helm(bin, ['history', release, '--namespace', ns, '-o', 'json', ...kc]);
+      assert.deepEqual(
+        JSON.parse(history.stdout).map((h: K8sObject) => [h.revision, h.status]),
+        [
+          [1, 'superseded'],
+          [2, 'deployed'],
+        ],
+      );
+    },
+  );
 
   await t.test('helm uninstall removes every object; the CRDs stay (Helm never deletes crds/)', async () => {
     const r = await helm(bin, ['uninstall', release, '--namespace', ns, ...kc]);

@@ -19,22 +19,46 @@ import { run } from '../cluster/cluster.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
-import { exportedNames, isOperatorMetric, missingMetrics, monitoringObjects, podmeterMetricNames, selectorMetricNames, toolsDir } from './chart.ts';
+import {
+  exportedNames,
+  isOperatorMetric,
+  missingMetrics,
+  monitoringObjects,
+  podmeterMetricNames,
+  selectorMetricNames,
+  toolsDir,
+} from './chart.ts';
 
 test('every metric in the PrometheusRule and the dashboard is exported by the agent', async (t) => {
   const { queries } = await monitoringObjects(await toolsDir());
   assert.ok(queries.filter((q) => q.where === 'dashboard').length >= 14, 'the dashboard has its queries');
 
   // Outside podmeter's names only Prometheus's own `up` may appear.
-  const promqlWords = ['by', 'on', 'rate', 'increase', 'sum', 'max', 'topk', 'histogram_quantile', 'label_values', 'offset'];
+  const promqlWords = [
+    'by',
+    'on',
+    'rate',
+    'increase',
+    'sum',
+    'max',
+    'topk',
+    'histogram_quantile',
+    'label_values',
+    'offset',
+  ];
   for (const q of queries) {
     const foreign = selectorMetricNames(q.promql).filter((n) => !n.startsWith('podmeter_') && !promqlWords.includes(n));
-    assert.ok(foreign.every((n) => n === 'up'), `foreign metric in ${q.promql}: ${foreign.join(', ')}`);
+    assert.ok(
+      foreign.every((n) => n === 'up'),
+      `foreign metric in ${q.promql}: ${foreign.join(', ')}`,
+    );
   }
 
   // A real agent in pods mode, on a test root with one pod cgroup.
   const root = makeTestCgroup(t);
-  root.child(`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice`);
+  root.child(
+    `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice`,
+  );
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'pods', '--interval', '1'] });
   const exposition = await waitFor(
     'the map inventory in /metrics',
@@ -44,15 +68,28 @@ test('every metric in the PrometheusRule and the dashboard is exported by the ag
     },
     10_000,
   );
-  assert.deepEqual(missingMetrics(queries, exportedNames(exposition), (n) => !isOperatorMetric(n)), [], 'metric names the agent does not export');
+  assert.deepEqual(
+    missingMetrics(queries, exportedNames(exposition), (n) => !isOperatorMetric(n)),
+    [],
+    'metric names the agent does not export',
+  );
   // The exposition itself (prom-client's part and the text written by
   // common/http/exposition.ts) parses (a parse error is a line of its own),
   // and only prom-client's own nodejs_* gauges named *_total trip the lint.
   const lint = await run(path.join(await toolsDir(), 'promtool'), ['check', 'metrics'], { input: exposition });
-  assert.deepEqual((lint.stdout + lint.stderr).split('\n').filter((l) => l.trim() !== '' && !l.startsWith('nodejs_')), []);
+  assert.deepEqual(
+    (lint.stdout + lint.stderr).split('\n').filter((l) => l.trim() !== '' && !l.startsWith('nodejs_')),
+    [],
+  );
 
   // The alerts rest on the agent alone; the operator's names (dashboard) are checked against a live operator in install.test.ts.
-  assert.deepEqual(queries.filter((q) => q.where === 'PrometheusRule').flatMap((q) => podmeterMetricNames(q.promql)).filter(isOperatorMetric), []);
+  assert.deepEqual(
+    queries
+      .filter((q) => q.where === 'PrometheusRule')
+      .flatMap((q) => podmeterMetricNames(q.promql))
+      .filter(isOperatorMetric),
+    [],
+  );
   const operatorNames = [...new Set(queries.flatMap((q) => podmeterMetricNames(q.promql)).filter(isOperatorMetric))];
   t.diagnostic(`operator metrics, checked in install.test.ts: ${operatorNames.join(', ')}`);
 });
@@ -129,13 +166,20 @@ test('promtool test rules: each alert fires on its condition, and only then', as
   const job = 'podmeter-agent';
   const target = (node: string) => ({ job, node, instance: `10.0.0.${node.slice(1)}:9471` });
   const series = (name: string, labels: Record<string, string>, values: string) => ({
-    series: `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`,
+    series: `${name}{${Object.entries(labels)
+      .map(([k, v]) => `${k}="${v}"`)
+      .join(',')}}`,
     values,
   });
   const expected = (alert: string, labels: Record<string, string>, value: number) => {
     const r = rule(alert);
     const all = { ...labels, ...r.labels };
-    return { exp_labels: all, exp_annotations: Object.fromEntries(Object.entries(r.annotations).map(([k, v]) => [k, expand(v, { ...all, alertname: alert }, value)])) };
+    return {
+      exp_labels: all,
+      exp_annotations: Object.fromEntries(
+        Object.entries(r.annotations).map(([k, v]) => [k, expand(v, { ...all, alertname: alert }, value)]),
+      ),
+    };
   };
   const byNode = (node: string) => ({ node, instance: target(node).instance });
   const GiB = 1024 ** 3;
@@ -148,7 +192,11 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       input_series: [series('up', target('n1'), '1 1 0x20'), series('up', target('n2'), '1x22')],
       alert_rule_test: [
         { eval_time: '5m', alertname: 'PodmeterAgentDown', exp_alerts: [] },
-        { eval_time: '8m', alertname: 'PodmeterAgentDown', exp_alerts: [expected('PodmeterAgentDown', target('n1'), 0)] },
+        {
+          eval_time: '8m',
+          alertname: 'PodmeterAgentDown',
+          exp_alerts: [expected('PodmeterAgentDown', target('n1'), 0)],
+        },
       ],
     },
     {
@@ -160,7 +208,11 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       ],
       alert_rule_test: [
         { eval_time: '4m', alertname: 'PodmeterAttachErrors', exp_alerts: [] },
-        { eval_time: '7m', alertname: 'PodmeterAttachErrors', exp_alerts: [expected('PodmeterAttachErrors', byNode('n1'), 1)] },
+        {
+          eval_time: '7m',
+          alertname: 'PodmeterAttachErrors',
+          exp_alerts: [expected('PodmeterAttachErrors', byNode('n1'), 1)],
+        },
       ],
     },
     {
@@ -172,7 +224,11 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       ],
       alert_rule_test: [
         { eval_time: '14m', alertname: 'PodmeterAttachErrors', exp_alerts: [] },
-        { eval_time: '18m', alertname: 'PodmeterAttachErrors', exp_alerts: [expected('PodmeterAttachErrors', byNode('n1'), 3)] },
+        {
+          eval_time: '18m',
+          alertname: 'PodmeterAttachErrors',
+          exp_alerts: [expected('PodmeterAttachErrors', byNode('n1'), 3)],
+        },
       ],
     },
     {
@@ -180,18 +236,38 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       interval: '1m',
       input_series: [
         series('podmeter_attached_cgroups', target('n1'), '3x60'),
-        series('podmeter_pod_network_packets_total', { ...target('n1'), namespace: 'shop', pod: 'web', uid: 'u1', direction: 'egress' }, '100x60'),
+        series(
+          'podmeter_pod_network_packets_total',
+          { ...target('n1'), namespace: 'shop', pod: 'web', uid: 'u1', direction: 'egress' },
+          '100x60',
+        ),
         series('podmeter_attached_cgroups', target('n2'), '3x60'),
-        series('podmeter_pod_network_packets_total', { ...target('n2'), namespace: 'shop', pod: 'db', uid: 'u2', direction: 'ingress' }, '0+10x60'),
+        series(
+          'podmeter_pod_network_packets_total',
+          { ...target('n2'), namespace: 'shop', pod: 'db', uid: 'u2', direction: 'ingress' },
+          '0+10x60',
+        ),
         series('podmeter_attached_cgroups', target('n3'), '0x60'),
-        series('podmeter_pod_network_packets_total', { ...target('n3'), namespace: '', pod: '', uid: 'u3', direction: 'ingress' }, '5x60'),
+        series(
+          'podmeter_pod_network_packets_total',
+          { ...target('n3'), namespace: '', pod: '', uid: 'u3', direction: 'ingress' },
+          '5x60',
+        ),
         // An agent that started 25 minutes ago: its window is too young to judge.
         series('podmeter_attached_cgroups', target('n4'), '_x20 3x40'),
-        series('podmeter_pod_network_packets_total', { ...target('n4'), namespace: 'shop', pod: 'api', uid: 'u4', direction: 'egress' }, '_x20 7x40'),
+        series(
+          'podmeter_pod_network_packets_total',
+          { ...target('n4'), namespace: 'shop', pod: 'api', uid: 'u4', direction: 'egress' },
+          '_x20 7x40',
+        ),
       ],
       alert_rule_test: [
         { eval_time: '35m', alertname: 'PodmeterCountersStale', exp_alerts: [] },
-        { eval_time: '45m', alertname: 'PodmeterCountersStale', exp_alerts: [expected('PodmeterCountersStale', byNode('n1'), 3)] },
+        {
+          eval_time: '45m',
+          alertname: 'PodmeterCountersStale',
+          exp_alerts: [expected('PodmeterCountersStale', byNode('n1'), 3)],
+        },
       ],
     },
     {
@@ -203,7 +279,11 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       ],
       alert_rule_test: [
         { eval_time: '10m', alertname: 'PodmeterBpfMapMemoryHigh', exp_alerts: [] },
-        { eval_time: '20m', alertname: 'PodmeterBpfMapMemoryHigh', exp_alerts: [expected('PodmeterBpfMapMemoryHigh', byNode('n1'), 2 * GiB)] },
+        {
+          eval_time: '20m',
+          alertname: 'PodmeterBpfMapMemoryHigh',
+          exp_alerts: [expected('PodmeterBpfMapMemoryHigh', byNode('n1'), 2 * GiB)],
+        },
       ],
     },
     {
@@ -215,7 +295,11 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       ],
       alert_rule_test: [
         { eval_time: '30m', alertname: 'PodmeterAnnotationBudgetExhausted', exp_alerts: [] },
-        { eval_time: '50m', alertname: 'PodmeterAnnotationBudgetExhausted', exp_alerts: [expected('PodmeterAnnotationBudgetExhausted', byNode('n1'), 2)] },
+        {
+          eval_time: '50m',
+          alertname: 'PodmeterAnnotationBudgetExhausted',
+          exp_alerts: [expected('PodmeterAnnotationBudgetExhausted', byNode('n1'), 2)],
+        },
       ],
     },
     {
@@ -223,21 +307,47 @@ test('promtool test rules: each alert fires on its condition, and only then', as
       interval: '1m',
       input_series: [
         // shop: two pods on two nodes, 6 MiB/s each to other zones: 12 MiB/s.
-        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'shop', pod: 'web', uid: 'u1', direction: 'egress', peer: 'cross-zone' }, `0+${6 * 60 * MiB}x60`),
-        series('podmeter_pod_network_peer_bytes_total', { ...target('n2'), namespace: 'shop', pod: 'db', uid: 'u2', direction: 'egress', peer: 'cross-zone' }, `0+${6 * 60 * MiB}x60`),
+        series(
+          'podmeter_pod_network_peer_bytes_total',
+          { ...target('n1'), namespace: 'shop', pod: 'web', uid: 'u1', direction: 'egress', peer: 'cross-zone' },
+          `0+${6 * 60 * MiB}x60`,
+        ),
+        series(
+          'podmeter_pod_network_peer_bytes_total',
+          { ...target('n2'), namespace: 'shop', pod: 'db', uid: 'u2', direction: 'egress', peer: 'cross-zone' },
+          `0+${6 * 60 * MiB}x60`,
+        ),
         // batch: 8 MiB/s cross-zone (below), 50 MiB/s external and cross-zone ingress (other classes).
-        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'cross-zone' }, `0+${8 * 60 * MiB}x60`),
-        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'external' }, `0+${50 * 60 * MiB}x60`),
-        series('podmeter_pod_network_peer_bytes_total', { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'ingress', peer: 'cross-zone' }, `0+${50 * 60 * MiB}x60`),
+        series(
+          'podmeter_pod_network_peer_bytes_total',
+          { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'cross-zone' },
+          `0+${8 * 60 * MiB}x60`,
+        ),
+        series(
+          'podmeter_pod_network_peer_bytes_total',
+          { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'egress', peer: 'external' },
+          `0+${50 * 60 * MiB}x60`,
+        ),
+        series(
+          'podmeter_pod_network_peer_bytes_total',
+          { ...target('n1'), namespace: 'batch', pod: 'job', uid: 'u3', direction: 'ingress', peer: 'cross-zone' },
+          `0+${50 * 60 * MiB}x60`,
+        ),
       ],
       alert_rule_test: [
         { eval_time: '30m', alertname: 'PodmeterNamespaceCrossZoneEgressHigh', exp_alerts: [] },
-        { eval_time: '50m', alertname: 'PodmeterNamespaceCrossZoneEgressHigh', exp_alerts: [expected('PodmeterNamespaceCrossZoneEgressHigh', { namespace: 'shop' }, 12 * MiB)] },
+        {
+          eval_time: '50m',
+          alertname: 'PodmeterNamespaceCrossZoneEgressHigh',
+          exp_alerts: [expected('PodmeterNamespaceCrossZoneEgressHigh', { namespace: 'shop' }, 12 * MiB)],
+        },
       ],
     },
   ];
   // Every alert is made to fire by some case.
-  const fired = new Set(tests.flatMap((c) => c.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)));
+  const fired = new Set(
+    tests.flatMap((c) => c.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname)),
+  );
   assert.deepEqual([...fired].sort(), rules.map((r) => r.alert).sort());
 
   const dir = mkdtempSync(path.join(tmpdir(), TEST_PREFIX));

@@ -17,7 +17,9 @@ import { must } from './kubeCluster.ts';
 /** The chart's policy and binding, rendered as `helm install podmeter -n podmeter` would. */
 async function admissionPolicy(): Promise<string> {
   const objects = await render(await toolsDir());
-  const policy = objects.filter((o) => o.kind === 'ValidatingAdmissionPolicy' || o.kind === 'ValidatingAdmissionPolicyBinding');
+  const policy = objects.filter(
+    (o) => o.kind === 'ValidatingAdmissionPolicy' || o.kind === 'ValidatingAdmissionPolicyBinding',
+  );
   assert.equal(policy.length, 2, 'the chart renders the policy and its binding by default');
   return policy.map((o) => JSON.stringify(o)).join('\n');
 }
@@ -25,7 +27,11 @@ async function admissionPolicy(): Promise<string> {
 /** Installs the policy and waits until the API server enforces it (policies are loaded asynchronously). */
 export async function installAdmissionPolicy(cluster: TestCluster): Promise<void> {
   await must(cluster.kubectl(['apply', '-f', '-'], { input: await admissionPolicy() }));
-  const probe = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'podmeter-test-admission-probe', annotations: { 'podmeter.io/updated': 'x' } } };
+  const probe = {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: 'podmeter-test-admission-probe', annotations: { 'podmeter.io/updated': 'x' } },
+  };
   const deadline = Date.now() + 60_000;
   for (;;) {
     const r = await cluster.kubectl(['create', '--dry-run=server', '-f', '-'], { input: JSON.stringify(probe) });
@@ -40,12 +46,41 @@ export async function installAdmissionPolicy(cluster: TestCluster): Promise<void
  * made when missing), and a token bound to that Pod: it names the node
  * (authentication.kubernetes.io/node-name), as the agent's projected token does.
  */
-export async function agentToken(cluster: TestCluster, node: string, account = { namespace: 'podmeter', name: 'podmeter-agent' }): Promise<string> {
+export async function agentToken(
+  cluster: TestCluster,
+  node: string,
+  account = { namespace: 'podmeter', name: 'podmeter-agent' },
+): Promise<string> {
   const { namespace, name } = account;
   await cluster.kubectl(['create', 'namespace', namespace]); // may exist
   await cluster.kubectl(['create', 'serviceaccount', name, '-n', namespace]); // may exist
   const pod = `${name}-${node}`.slice(0, 63).replace(/-+$/, '');
-  const manifest = { apiVersion: 'v1', kind: 'Pod', metadata: { name: pod, namespace }, spec: { nodeName: node, serviceAccountName: name, containers: [{ name: 'agent', image: 'example.invalid/podmeter' }] } };
+  const manifest = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: pod, namespace },
+    spec: {
+      nodeName: node,
+      serviceAccountName: name,
+      containers: [{ name: 'agent', image: 'example.invalid/podmeter' }],
+    },
+  };
   await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify(manifest) }));
-  return (await must(cluster.kubectl(['create', 'token', name, '-n', namespace, '--bound-object-kind', 'Pod', '--bound-object-name', pod, '--duration', '2h']))).trim();
+  return (
+    await must(
+      cluster.kubectl([
+        'create',
+        'token',
+        name,
+        '-n',
+        namespace,
+        '--bound-object-kind',
+        'Pod',
+        '--bound-object-name',
+        pod,
+        '--duration',
+        '2h',
+      ]),
+    )
+  ).trim();
 }

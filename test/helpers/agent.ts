@@ -56,8 +56,26 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
   let child!: ChildProcess;
 
   const launch = (): Promise<string> => {
-    const args = ['agent', '--cgroup-root', options.cgroupRoot, '--bpffs', bpffs, '--state-dir', stateDir, '--listen', listen, '--log-format', 'json', ...(options.args ?? [])];
-    const launched = launchPodmeter(args, { ready: 'agent ready', logs, ...(options.env ? { env: options.env } : {}), ...(options.prefix ? { prefix: options.prefix } : {}) });
+    const args = [
+      'agent',
+      '--cgroup-root',
+      options.cgroupRoot,
+      '--bpffs',
+      bpffs,
+      '--state-dir',
+      stateDir,
+      '--listen',
+      listen,
+      '--log-format',
+      'json',
+      ...(options.args ?? []),
+    ];
+    const launched = launchPodmeter(args, {
+      ready: 'agent ready',
+      logs,
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.prefix ? { prefix: options.prefix } : {}),
+    });
     child = launched.child;
     return launched.listen;
   };
@@ -112,7 +130,11 @@ export function permissionErrors(logs: Record<string, unknown>[]): string[] {
  * Polls `fn` until it returns a value other than undefined, or fails after
  * `timeoutMs`: a generous deadline (the machine may be busy), not a speed check.
  */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();
@@ -134,13 +156,18 @@ export function sampleText(text: string, name: string, labels: Record<string, st
 }
 
 /** The sample's value as written and its timestamp (ms), if the exposition has one (cAdvisor's have: when it read them). */
-export function sampleAt(text: string, name: string, labels: Record<string, string>): { value: string; timestampMs?: number } | undefined {
+export function sampleAt(
+  text: string,
+  name: string,
+  labels: Record<string, string>,
+): { value: string; timestampMs?: number } | undefined {
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
     const m = /^[^{ ]+(?:\{(.*)\})? (\S+)(?: (-?\d+))?$/.exec(line);
     if (!m) continue;
     const got = Object.fromEntries([...(m[1] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return m[3] === undefined ? { value: m[2]! } : { value: m[2]!, timestampMs: Number(m[3]) };
+    if (Object.entries(labels).every(([k, v]) => got[k] === v))
+      return m[3] === undefined ? { value: m[2]! } : { value: m[2]!, timestampMs: Number(m[3]) };
   }
   return undefined;
 }

@@ -59,7 +59,8 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
   const generation = name === 'podmeter' ? obj.takeMap('podmeter_gen') : undefined;
   const trie = peers && generation && new PeerTrie(peers, generation);
   const names = new SlotNames([]);
-  const idOf = (cgroup: CgroupRef | bigint): bigint => (typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path));
+  const idOf = (cgroup: CgroupRef | bigint): bigint =>
+    typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path);
   const classesOf = (cgroup: CgroupRef | bigint): Record<Direction, PeerCounts | undefined> => {
     if (map === undefined) throw new Error(`${name} has no counters map`);
     const id = idOf(cgroup);

@@ -31,7 +31,8 @@ export function bpffsRoot(): string {
     const sep = line.indexOf(' - ');
     if (sep < 0 || line.slice(sep + 3).split(' ')[0] !== 'bpf') continue;
     const mountPoint = line.slice(0, sep).split(' ')[4];
-    if (mountPoint !== undefined) points.push(mountPoint.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+    if (mountPoint !== undefined)
+      points.push(mountPoint.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
   }
   const best = points.includes('/sys/fs/bpf') ? '/sys/fs/bpf' : points[0];
   if (best === undefined) throw new Error('no bpffs mounted (mount -t bpf bpffs /sys/fs/bpf)');

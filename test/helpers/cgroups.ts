@@ -27,7 +27,15 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { afterOrSignal, randomSuffix, sleep, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import {
+  afterOrSignal,
+  randomSuffix,
+  sleep,
+  staleTestName,
+  sweepOnce,
+  TEST_PREFIX,
+  type AfterHook,
+} from './cleanup.ts';
 
 export interface CgroupDir {
   /** Absolute path of the cgroup directory. */
@@ -67,7 +75,8 @@ export function cgroup2Root(): string {
   }
   // Prefer a mount of the hierarchy's root; then the conventional places.
   const rank = (m: { root: string; mountPoint: string }): number =>
-    (m.root === '/' ? 0 : 10) + (m.mountPoint === '/sys/fs/cgroup' ? 0 : m.mountPoint === '/sys/fs/cgroup/unified' ? 1 : 2);
+    (m.root === '/' ? 0 : 10) +
+    (m.mountPoint === '/sys/fs/cgroup' ? 0 : m.mountPoint === '/sys/fs/cgroup/unified' ? 1 : 2);
   const best = mounts.sort((a, b) => rank(a) - rank(b))[0];
   if (best === undefined) {
     throw new Error(

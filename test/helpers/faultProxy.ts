@@ -47,9 +47,11 @@ export async function startFaultProxy(t: AfterHook | undefined, target: string):
     let chain = Promise.resolve();
     from.on('data', (chunk) => {
       const wait = delayMs;
-      chain = chain.then(() => (wait > 0 ? new Promise((r) => setTimeout(r, wait)) : undefined)).then(() => {
-        if (!to.destroyed) to.write(chunk);
-      });
+      chain = chain
+        .then(() => (wait > 0 ? new Promise((r) => setTimeout(r, wait)) : undefined))
+        .then(() => {
+          if (!to.destroyed) to.write(chunk);
+        });
     });
     from.on('end', () => void chain.then(() => to.end()));
     from.on('error', () => to.destroy());
@@ -149,10 +151,34 @@ export interface HttpFaultProxy {
  * each request to the apiserver (watch streams included), or answers it with
  * an injected status (429 with Retry-After, 500, ...).
  */
-export async function startHttpFaultProxy(t: AfterHook | undefined, cluster: TestCluster, dir: string): Promise<HttpFaultProxy> {
+export async function startHttpFaultProxy(
+  t: AfterHook | undefined,
+  cluster: TestCluster,
+  dir: string,
+): Promise<HttpFaultProxy> {
   const key = join(dir, 'proxy.key');
   const cert = join(dir, 'proxy.crt');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   const target = new URL(cluster.server);
   const ca = readFileSync(cluster.caFile);
   const requests: ProxiedRequest[] = [];
@@ -160,20 +186,36 @@ export async function startHttpFaultProxy(t: AfterHook | undefined, cluster: Tes
   const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
-    const record = (status: number, injected: boolean) => requests.push({ at: Date.now(), method, path, status, injected });
+    const record = (status: number, injected: boolean) =>
+      requests.push({ at: Date.now(), method, path, status, injected });
     const f = current;
     if (f !== undefined && (f.match?.(method, path.split('?')[0]!) ?? true)) {
       record(f.status, true);
       req.resume();
-      res.writeHead(f.status, { 'content-type': 'application/json', ...(f.retryAfterS !== undefined ? { 'retry-after': String(f.retryAfterS) } : {}) });
-      res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', code: f.status, reason: f.status === 429 ? 'TooManyRequests' : 'InternalError', message: 'injected by the test proxy' }));
+      res.writeHead(f.status, {
+        'content-type': 'application/json',
+        ...(f.retryAfterS !== undefined ? { 'retry-after': String(f.retryAfterS) } : {}),
+      });
+      res.end(
+        JSON.stringify({
+          kind: 'Status',
+          apiVersion: 'v1',
+          status: 'Failure',
+          code: f.status,
+          reason: f.status === 429 ? 'TooManyRequests' : 'InternalError',
+          message: 'injected by the test proxy',
+        }),
+      );
       return;
     }
-    const up = httpsRequest({ host: target.hostname, port: target.port, method, path, headers: { ...req.headers, host: target.host }, ca }, (upRes) => {
-      record(upRes.statusCode ?? 0, false);
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      upRes.pipe(res);
-    });
+    const up = httpsRequest(
+      { host: target.hostname, port: target.port, method, path, headers: { ...req.headers, host: target.host }, ca },
+      (upRes) => {
+        record(upRes.statusCode ?? 0, false);
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        upRes.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     res.on('close', () => up.destroy());
     req.pipe(up);

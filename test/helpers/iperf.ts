@@ -71,7 +71,16 @@ export async function runIperfClient(o: {
   /** iperf3 -A: 'n' pins the client to CPU n, 'n,m' also the server (for this test) to CPU m. */
   affinity?: string;
 }): Promise<IperfResult> {
-  const args = ['iperf3', '-c', o.address ?? loopbackAddress(o.family ?? 4), '-p', String(o.port ?? 5201), '-t', String(o.seconds), '-J'];
+  const args = [
+    'iperf3',
+    '-c',
+    o.address ?? loopbackAddress(o.family ?? 4),
+    '-p',
+    String(o.port ?? 5201),
+    '-t',
+    String(o.seconds),
+    '-J',
+  ];
   if (o.omitSeconds) args.push('-O', String(o.omitSeconds));
   if (o.affinity !== undefined) args.push('-A', o.affinity);
   for (let attempt = 0; ; attempt++) {
@@ -80,7 +89,10 @@ export async function runIperfClient(o: {
     const code = await io.exit;
     let json: {
       error?: string;
-      end?: { sum_received?: { bits_per_second: number; bytes: number; seconds: number }; sum_sent?: { retransmits?: number } };
+      end?: {
+        sum_received?: { bits_per_second: number; bytes: number; seconds: number };
+        sum_sent?: { retransmits?: number };
+      };
     } = {};
     try {
       json = JSON.parse(io.out()) as typeof json;

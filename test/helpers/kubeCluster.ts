@@ -14,7 +14,11 @@ export async function clusterWithNode(t: AfterHook): Promise<{ cluster: TestClus
   const cluster = await startCluster();
   t.after(() => cluster.down());
   const node = `podmeter-test-node-${randomSuffix()}`;
-  await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }) }));
+  await must(
+    cluster.kubectl(['create', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }),
+    }),
+  );
   return { cluster, node };
 }
 
@@ -25,21 +29,39 @@ export async function must(r: Promise<{ code: number; stdout: string; stderr: st
 }
 
 /** Creates a Pod bound to `node` (with `annotations`, if given) and its systemd-driver burstable pod cgroup with one container scope. */
-export async function makePod(cluster: TestCluster, root: TestCgroup, options: { name: string; namespace: string; node: string; annotations?: Record<string, string> }) {
+export async function makePod(
+  cluster: TestCluster,
+  root: TestCgroup,
+  options: { name: string; namespace: string; node: string; annotations?: Record<string, string> },
+) {
   const manifest = {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: options.name, namespace: options.namespace, ...(options.annotations ? { annotations: options.annotations } : {}) },
-    spec: { nodeName: options.node, containers: [{ name: 'app', image: 'example.invalid/app', resources: { requests: { cpu: '10m' } } }] },
+    metadata: {
+      name: options.name,
+      namespace: options.namespace,
+      ...(options.annotations ? { annotations: options.annotations } : {}),
+    },
+    spec: {
+      nodeName: options.node,
+      containers: [{ name: 'app', image: 'example.invalid/app', resources: { requests: { cpu: '10m' } } }],
+    },
   };
-  const created = JSON.parse(await must(cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) })));
+  const created = JSON.parse(
+    await must(cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) })),
+  );
   const uid: string = created.metadata.uid;
   const pod = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll('-', '_')}.slice`;
   const container = root.child(`${pod}/cri-containerd-${'ab'.repeat(32)}.scope`);
   return { uid, container, podCgroup: join(root.path, pod) };
 }
 
-export async function annotations(cluster: TestCluster, kind: string, name: string, namespace?: string): Promise<Record<string, string>> {
+export async function annotations(
+  cluster: TestCluster,
+  kind: string,
+  name: string,
+  namespace?: string,
+): Promise<Record<string, string>> {
   const ns = namespace ? ['-n', namespace] : [];
   const out = await must(cluster.kubectl(['get', kind, name, ...ns, '-o', 'jsonpath={.metadata.annotations}']));
   return out.trim() === '' ? {} : (JSON.parse(out) as Record<string, string>);

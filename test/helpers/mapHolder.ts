@@ -81,7 +81,8 @@ export function startHolder(t: AfterHook, options: { comm: string; cgroup?: Cgro
     const next = waiting.shift();
     if (next === undefined) return;
     const reply = JSON.parse(line) as { error?: string; errno?: number };
-    if (reply.error !== undefined) next.reject(Object.assign(new Error(`mapholder: ${reply.error}`), { errno: reply.errno }));
+    if (reply.error !== undefined)
+      next.reject(Object.assign(new Error(`mapholder: ${reply.error}`), { errno: reply.errno }));
     else next.resolve(reply);
   });
   child.once('exit', (code, signal) => {

@@ -38,7 +38,13 @@ function mounted(path: string): boolean {
 
 function makeMount(t: AfterHook | undefined, type: string, options: string[]): TestMount {
   const path = mkdtempSync(join(tmpdir(), TEST_PREFIX));
-  execFileSync('mount', ['-t', type, ...(options.length > 0 ? ['-o', options.join(',')] : []), `${TEST_PREFIX}${type}`, path]);
+  execFileSync('mount', [
+    '-t',
+    type,
+    ...(options.length > 0 ? ['-o', options.join(',')] : []),
+    `${TEST_PREFIX}${type}`,
+    path,
+  ]);
   const filler = join(path, 'filler');
   const unmount = () => {
     if (mounted(path)) execFileSync('umount', ['-l', path]);

@@ -27,7 +27,9 @@ function ip(args: string[]): string {
 
 /** Deletes test network namespaces whose test process is gone (staleTestName); returns their names. */
 export function sweepStaleNetns(): string[] {
-  const names = ip(['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '');
+  const names = ip(['netns', 'list'])
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '');
   const removed: string[] = [];
   for (const name of names.filter(staleTestName)) {
     try {

@@ -50,10 +50,21 @@ export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
     for (const fn of cleanups.reverse()) await fn();
     await cluster.down();
   });
-  for (const file of readdirSync(CRDS).filter((f) => f.endsWith('.yaml')).sort()) {
+  for (const file of readdirSync(CRDS)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()) {
     await must(cluster.kubectl(['apply', '-f', '-'], { input: readFileSync(join(CRDS, file), 'utf8') }));
   }
-  await must(cluster.kubectl(['wait', '--for=condition=Established', '--timeout=30s', 'crd/namespaceusages.podmeter.io', 'crd/workloadusages.podmeter.io', 'crd/nodeusages.podmeter.io']));
+  await must(
+    cluster.kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=30s',
+      'crd/namespaceusages.podmeter.io',
+      'crd/workloadusages.podmeter.io',
+      'crd/nodeusages.podmeter.io',
+    ]),
+  );
   await must(cluster.kubectl(['create', 'namespace', OPERATOR_NS]));
   const kc = new KubeConfig();
   kc.loadFromFile(cluster.kubeconfig);
@@ -64,7 +75,11 @@ export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
 export { must };
 
 export async function apply(oc: OperatorCluster, objects: unknown[]): Promise<void> {
-  await must(oc.cluster.kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) }));
+  await must(
+    oc.cluster.kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }),
+    }),
+  );
 }
 
 export interface PodSpec {
@@ -86,7 +101,13 @@ export async function createPod(oc: OperatorCluster, spec: PodSpec): Promise<Tes
       metadata: {
         name: spec.name,
         namespace: spec.namespace,
-        ...(spec.owner ? { ownerReferences: [{ ...spec.owner, uid: spec.owner.uid ?? `00000000-0000-4000-8000-${randomHex(12)}`, controller: true }] } : {}),
+        ...(spec.owner
+          ? {
+              ownerReferences: [
+                { ...spec.owner, uid: spec.owner.uid ?? `00000000-0000-4000-8000-${randomHex(12)}`, controller: true },
+              ],
+            }
+          : {}),
       },
       spec: { nodeName: spec.node, containers: [{ name: 'app', image: 'example.invalid/app' }] },
     },
@@ -112,7 +133,11 @@ export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters
 }
 
 /** What a real agent writes on its Node when pods terminate: `podmeter.io/finals`, newest first (agent/kube/finals.ts). */
-export async function writeNodeFinals(oc: OperatorCluster, node: string, finals: { pod: TestPod; counts: Counters; at?: Date }[]): Promise<void> {
+export async function writeNodeFinals(
+  oc: OperatorCluster,
+  node: string,
+  finals: { pod: TestPod; counts: Counters; at?: Date }[],
+): Promise<void> {
   const value: NodeFinal[] = finals.map(({ pod, counts, at }) => ({
     uid: pod.uid,
     namespace: pod.namespace,
@@ -122,7 +147,14 @@ export async function writeNodeFinals(oc: OperatorCluster, node: string, finals:
     ...toStrings(counts),
   }));
   await oc.core.patchNode(
-    { name: node, body: { metadata: { annotations: { [ANNOTATIONS.finals]: JSON.stringify(value), [ANNOTATIONS.updated]: new Date().toISOString() } } } },
+    {
+      name: node,
+      body: {
+        metadata: {
+          annotations: { [ANNOTATIONS.finals]: JSON.stringify(value), [ANNOTATIONS.updated]: new Date().toISOString() },
+        },
+      },
+    },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
 }
@@ -142,7 +174,9 @@ export function counters(seed: number, scale = 1n): Counters {
 }
 
 /** Counters from totals only (the billed classes zero). */
-export function totalsOnly(c: Pick<Counters, 'ingressBytes' | 'egressBytes' | 'ingressPackets' | 'egressPackets'>): Counters {
+export function totalsOnly(
+  c: Pick<Counters, 'ingressBytes' | 'egressBytes' | 'ingressPackets' | 'egressPackets'>,
+): Counters {
   return { ...zero(), ...c };
 }
 
@@ -163,24 +197,42 @@ export async function usage(oc: OperatorCluster, kind: UsageKind, name: string):
 }
 
 /** The exact totals and billed classes of a usage object's status (undefined until written). */
-export async function totals(oc: OperatorCluster, kind: UsageKind, name: string): Promise<Record<keyof Counters, string> | undefined> {
+export async function totals(
+  oc: OperatorCluster,
+  kind: UsageKind,
+  name: string,
+): Promise<Record<keyof Counters, string> | undefined> {
   const s = (await usage(oc, kind, name))?.status as Record<string, unknown> | undefined;
   return s && (Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Record<keyof Counters, string>);
 }
 
 /** Polls until `fn` returns a value other than undefined; the error names the last value seen. */
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000, last?: () => unknown): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 60_000,
+  last?: () => unknown,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await fn();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `; last: ${JSON.stringify(last(), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `; last: ${JSON.stringify(last(), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}` : ''}`,
+      );
     await sleep(100);
   }
 }
 
 /** Waits until the usage object's totals are exactly `want`. */
-export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: string, want: Counters, timeoutMs = 60_000): Promise<void> {
+export async function totalsBecome(
+  oc: OperatorCluster,
+  kind: UsageKind,
+  name: string,
+  want: Counters,
+  timeoutMs = 60_000,
+): Promise<void> {
   let got: unknown;
   const expected = JSON.stringify(asStrings(want));
   await eventually(
@@ -203,7 +255,12 @@ export async function totalsBecome(oc: OperatorCluster, kind: UsageKind, name: s
 export const SETTLE_MS = 8_000;
 
 /** Asserts that `read` gives `want` at every poll for `windowMs`: a late change (a double count) fails. */
-export async function staysEqual<T>(what: string, read: () => Promise<T>, want: T, windowMs = SETTLE_MS): Promise<void> {
+export async function staysEqual<T>(
+  what: string,
+  read: () => Promise<T>,
+  want: T,
+  windowMs = SETTLE_MS,
+): Promise<void> {
   const until = Date.now() + windowMs;
   for (;;) {
     assert.deepEqual(await read(), want, `${what} changed`);
@@ -234,15 +291,36 @@ export interface OperatorProcess {
 }
 
 /** Runs `podmeter operator` against the test cluster; resolves when it is ready (watches synced). */
-export async function startOperator(oc: OperatorCluster, options: { identity?: string; args?: string[]; kubeconfig?: string } = {}): Promise<OperatorProcess> {
+export async function startOperator(
+  oc: OperatorCluster,
+  options: { identity?: string; args?: string[]; kubeconfig?: string } = {},
+): Promise<OperatorProcess> {
   const identity = options.identity ?? `podmeter-test-op-${randomSuffix()}`;
   let listen = '127.0.0.1:0';
   const logs: Record<string, unknown>[] = [];
   let child!: ChildProcess;
   const launch = (): Promise<string> => {
-    const args = ['operator', '--kubeconfig', options.kubeconfig ?? oc.cluster.kubeconfig, '--listen', listen, '--namespace', OPERATOR_NS, '--identity', identity, '--log-format', 'json', ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []), ...(options.args ?? [])];
+    const args = [
+      'operator',
+      '--kubeconfig',
+      options.kubeconfig ?? oc.cluster.kubeconfig,
+      '--listen',
+      listen,
+      '--namespace',
+      OPERATOR_NS,
+      '--identity',
+      identity,
+      '--log-format',
+      'json',
+      ...(process.env.PODMETER_TEST_OPERATOR_LOG ? ['--log-level', 'debug'] : []),
+      ...(options.args ?? []),
+    ];
     const logFile = process.env.PODMETER_TEST_OPERATOR_LOG;
-    const launched = launchPodmeter(args, { ready: 'operator ready', logs, ...(logFile ? { onLine: (line: string) => appendFileSync(logFile, `${identity} ${line}\n`) } : {}) });
+    const launched = launchPodmeter(args, {
+      ready: 'operator ready',
+      logs,
+      ...(logFile ? { onLine: (line: string) => appendFileSync(logFile, `${identity} ${line}\n`) } : {}),
+    });
     child = launched.child;
     return launched.listen;
   };
@@ -271,9 +349,14 @@ export async function startOperator(oc: OperatorCluster, options: { identity?: s
 }
 
 /** Runs `podmeter top ...` (cluster mode) and returns stdout, stderr and the exit code. */
-export function podmeterTop(oc: OperatorCluster, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+export function podmeterTop(
+  oc: OperatorCluster,
+  args: string[],
+): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(PODMETER, ['top', ...args, '--kubeconfig', oc.cluster.kubeconfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PODMETER, ['top', ...args, '--kubeconfig', oc.cluster.kubeconfig], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

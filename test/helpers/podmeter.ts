@@ -21,7 +21,14 @@ export const PODMETER = new URL('../../bin/podmeter', import.meta.url).pathname;
 
 export function launchPodmeter(
   args: string[],
-  options: { ready: string; logs: Record<string, unknown>[]; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void; readyMs?: number; prefix?: string[] },
+  options: {
+    ready: string;
+    logs: Record<string, unknown>[];
+    env?: NodeJS.ProcessEnv;
+    onLine?: (line: string) => void;
+    readyMs?: number;
+    prefix?: string[];
+  },
 ): { child: ChildProcess; listen: Promise<string> } {
   const [command, ...argv] = [...(options.prefix ?? []), PODMETER, ...args];
   const child = spawn(command!, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
@@ -41,9 +48,17 @@ export function launchPodmeter(
     const readyMs = options.readyMs ?? 180_000;
     timer = setTimeout(() => {
       child.kill('SIGKILL'); // never left running behind a failed test
-      reject(new Error(`${args[0]} not ready within ${readyMs} ms (killed):\n${stderr}${JSON.stringify(options.logs.slice(-5))}`));
+      reject(
+        new Error(
+          `${args[0]} not ready within ${readyMs} ms (killed):\n${stderr}${JSON.stringify(options.logs.slice(-5))}`,
+        ),
+      );
     }, readyMs);
-    child.once('exit', (code) => reject(new Error(`${args[0]} exited (${code}) before ready:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`)));
+    child.once('exit', (code) =>
+      reject(
+        new Error(`${args[0]} exited (${code}) before ready:\n${stderr}${JSON.stringify(options.logs.slice(-5))}`),
+      ),
+    );
   }).finally(() => clearTimeout(timer));
 
   return { child, listen };
@@ -56,7 +71,12 @@ export function launchPodmeter(
  * and its last log lines when `logs` is given): a test's cleanup never leaves
  * a process behind, even one that hangs, and a hang says where.
  */
-export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals, timeoutMs = 60_000, logs?: Record<string, unknown>[]): Promise<number | null> {
+export async function signalAndWait(
+  child: ChildProcess,
+  signal: NodeJS.Signals,
+  timeoutMs = 60_000,
+  logs?: Record<string, unknown>[],
+): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
   let timer: NodeJS.Timeout | undefined;
   const exited = new Promise<number | null>((resolve, reject) => {
@@ -64,8 +84,18 @@ export async function signalAndWait(child: ChildProcess, signal: NodeJS.Signals,
     timer = setTimeout(() => {
       const where = child.pid === undefined ? '' : threadsOf(child.pid);
       child.kill('SIGKILL');
-      const last = logs === undefined ? '' : `\nlast log lines:\n${logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`;
-      reject(new Error(`pid ${child.pid} still running ${timeoutMs} ms after ${signal}; killed it (SIGKILL)\n${where}${last}`));
+      const last =
+        logs === undefined
+          ? ''
+          : `\nlast log lines:\n${logs
+              .slice(-10)
+              .map((l) => JSON.stringify(l))
+              .join('\n')}`;
+      reject(
+        new Error(
+          `pid ${child.pid} still running ${timeoutMs} ms after ${signal}; killed it (SIGKILL)\n${where}${last}`,
+        ),
+      );
     }, timeoutMs);
   });
   child.kill(signal);

@@ -24,7 +24,8 @@ async function get<T>(base: string, path: string, params: Record<string, string>
   const url = `${base}${path}?${new URLSearchParams(params)}`;
   const res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
   const body = (await res.json()) as { status: string; data: T; error?: string };
-  if (!res.ok || body.status !== 'success') throw new Error(`GET ${url}: HTTP ${res.status}: ${body.error ?? JSON.stringify(body)}`);
+  if (!res.ok || body.status !== 'success')
+    throw new Error(`GET ${url}: HTTP ${res.status}: ${body.error ?? JSON.stringify(body)}`);
   return body.data;
 }
 

@@ -79,31 +79,70 @@ function ip(netns: TestNetns, args: string[]): void {
 export function makeTopology(t?: AfterHook): Topology {
   const pod = makeNetns(t);
   const world = makeNetns(t);
-  const host = `pmv${randomSuffix().replace(/[^a-z0-9]/g, '').slice(-8)}`; // veth names: at most 15 characters
-  execFileSync('ip', ['link', 'add', host, 'netns', pod.name, 'type', 'veth', 'peer', 'name', 'world0', 'netns', world.name]);
+  const host = `pmv${randomSuffix()
+    .replace(/[^a-z0-9]/g, '')
+    .slice(-8)}`; // veth names: at most 15 characters
+  execFileSync('ip', [
+    'link',
+    'add',
+    host,
+    'netns',
+    pod.name,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'world0',
+    'netns',
+    world.name,
+  ]);
   ip(pod, ['link', 'set', host, 'name', 'eth0']);
-  for (const [ns, dev] of [[pod, 'eth0'], [world, 'world0']] as const) {
+  for (const [ns, dev] of [
+    [pod, 'eth0'],
+    [world, 'world0'],
+  ] as const) {
     execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
     ip(ns, ['link', 'set', dev, 'mtu', '65535', 'up']);
   }
   for (const family of [4, 6] as const) {
     const flags = family === 6 ? ['nodad'] : [];
-    ip(pod, [`-${family}`, 'addr', 'add', `${ADDRESSES.pod[family]}/${family === 4 ? 32 : 128}`, 'dev', 'eth0', ...flags]);
+    ip(pod, [
+      `-${family}`,
+      'addr',
+      'add',
+      `${ADDRESSES.pod[family]}/${family === 4 ? 32 : 128}`,
+      'dev',
+      'eth0',
+      ...flags,
+    ]);
     ip(pod, [`-${family}`, 'route', 'add', 'default', 'dev', 'eth0']);
     for (const peer of Object.keys(ADDRESSES) as Peer[]) {
       if (peer === 'pod') continue;
-      ip(world, [`-${family}`, 'addr', 'add', `${ADDRESSES[peer][family]}/${family === 4 ? 32 : 128}`, 'dev', 'world0', ...flags]);
+      ip(world, [
+        `-${family}`,
+        'addr',
+        'add',
+        `${ADDRESSES[peer][family]}/${family === 4 ? 32 : 128}`,
+        'dev',
+        'world0',
+        ...flags,
+      ]);
     }
     ip(world, [`-${family}`, 'route', 'add', ADDRESSES.pod[family], 'dev', 'world0']);
   }
   // Static neighbours: no ARP or neighbour discovery delays or drops a first packet.
   const mac = (ns: TestNetns, dev: string) =>
-    (JSON.parse(execFileSync('ip', ['-n', ns.name, '-j', 'link', 'show', dev], { encoding: 'utf8' })) as { address: string }[])[0]!.address;
+    (
+      JSON.parse(execFileSync('ip', ['-n', ns.name, '-j', 'link', 'show', dev], { encoding: 'utf8' })) as {
+        address: string;
+      }[]
+    )[0]!.address;
   const podMac = mac(pod, 'eth0');
   const worldMac = mac(world, 'world0');
   for (const family of [4, 6] as const) {
     for (const peer of Object.keys(ADDRESSES) as Peer[]) {
-      if (peer !== 'pod') ip(pod, ['neigh', 'replace', ADDRESSES[peer][family], 'lladdr', worldMac, 'nud', 'permanent', 'dev', 'eth0']);
+      if (peer !== 'pod')
+        ip(pod, ['neigh', 'replace', ADDRESSES[peer][family], 'lladdr', worldMac, 'nud', 'permanent', 'dev', 'eth0']);
     }
     ip(world, ['neigh', 'replace', ADDRESSES.pod[family], 'lladdr', podMac, 'nud', 'permanent', 'dev', 'world0']);
   }
@@ -112,11 +151,20 @@ export function makeTopology(t?: AfterHook): Topology {
     world,
     address: (peer, family) => ADDRESSES[peer][family],
     toPeer: (peer, family) => ({ netns: pod, receiverNetns: world, address: ADDRESSES[peer][family] }),
-    fromPeer: (peer, family) => ({ netns: world, receiverNetns: pod, address: ADDRESSES.pod[family], bind: ADDRESSES[peer][family] }),
+    fromPeer: (peer, family) => ({
+      netns: world,
+      receiverNetns: pod,
+      address: ADDRESSES.pod[family],
+      bind: ADDRESSES[peer][family],
+    }),
   };
 }
 
-export function benchNetwork(network: string, podmeter: Loaded, peers: number): { clientNetns: TestNetns; serverNetns: TestNetns; address: string | undefined } {
+export function benchNetwork(
+  network: string,
+  podmeter: Loaded,
+  peers: number,
+): { clientNetns: TestNetns; serverNetns: TestNetns; address: string | undefined } {
   if (network === 'lo') {
     const netns = makeNetns();
     return { clientNetns: netns, serverNetns: netns, address: undefined };

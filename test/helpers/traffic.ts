@@ -157,7 +157,11 @@ export class TrafficProcess {
         setImmediate(() => {
           const e = this.events.find((x) => x.event === type);
           if (e !== undefined) return resolve(e);
-          reject(new Error(`exited (code ${code}, signal ${signal}) before '${type}'; stderr: ${this.stderr.trim() || '(empty)'}`));
+          reject(
+            new Error(
+              `exited (code ${code}, signal ${signal}) before '${type}'; stderr: ${this.stderr.trim() || '(empty)'}`,
+            ),
+          );
         });
       });
     });
@@ -183,7 +187,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number, describe: () => string)
 
 async function expectSuccess(p: TrafficProcess, role: string): Promise<void> {
   const { code, signal } = await p.exited;
-  if (code !== 0) throw new Error(`${role} exited with code ${code} (signal ${signal}); stderr: ${p.stderr.trim() || '(empty)'}`);
+  if (code !== 0)
+    throw new Error(`${role} exited with code ${code} (signal ${signal}); stderr: ${p.stderr.trim() || '(empty)'}`);
 }
 
 /** Where the two ends of an exchange run and which addresses they use (defaults: one netns, loopback). */
@@ -222,8 +227,16 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
   const fam = String(o.family);
   const where = endpointArgs(o);
   const receiver = spawnTraffic(o.receiverCgroup, o.receiverNetns ?? o.netns, [
-    'udp-recv', ...where.recv, '--family', fam, '--count', String(o.count),
-    '--progress-every', String(progressEvery), '--timeout-ms', String(timeoutMs + 5000),
+    'udp-recv',
+    ...where.recv,
+    '--family',
+    fam,
+    '--count',
+    String(o.count),
+    '--progress-every',
+    String(progressEvery),
+    '--timeout-ms',
+    String(timeoutMs + 5000),
   ]);
   let sender: TrafficProcess | undefined;
   const describe = (): string => {
@@ -238,8 +251,20 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
       (async () => {
         const { port } = await receiver.waitFor('listening');
         const s = spawnTraffic(o.senderCgroup, o.netns, [
-          'udp-send', ...where.send, '--family', fam, '--port', String(port), '--count', String(o.count),
-          '--payload', String(o.payload), '--window', String(window), '--timeout-ms', String(timeoutMs + 5000),
+          'udp-send',
+          ...where.send,
+          '--family',
+          fam,
+          '--port',
+          String(port),
+          '--count',
+          String(o.count),
+          '--payload',
+          String(o.payload),
+          '--window',
+          String(window),
+          '--timeout-ms',
+          String(timeoutMs + 5000),
         ]);
         sender = s;
         receiver.on((e) => {
@@ -253,7 +278,9 @@ export async function udpExchange(o: UdpExchangeOptions): Promise<{ count: numbe
       describe,
     );
   } catch (err) {
-    throw err instanceof Error && err.message.startsWith('udpExchange') ? err : new Error(`${describe()}: ${String(err)}`, { cause: err });
+    throw err instanceof Error && err.message.startsWith('udpExchange')
+      ? err
+      : new Error(`${describe()}: ${String(err)}`, { cause: err });
   } finally {
     receiver.kill();
     sender?.kill();
@@ -274,7 +301,14 @@ export async function tcpTransfer(o: TcpTransferOptions): Promise<{ bytes: numbe
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const fam = String(o.family);
   const where = endpointArgs(o);
-  const receiver = spawnTraffic(o.receiverCgroup, o.receiverNetns ?? o.netns, ['tcp-recv', ...where.recv, '--family', fam, '--timeout-ms', String(timeoutMs + 5000)]);
+  const receiver = spawnTraffic(o.receiverCgroup, o.receiverNetns ?? o.netns, [
+    'tcp-recv',
+    ...where.recv,
+    '--family',
+    fam,
+    '--timeout-ms',
+    String(timeoutMs + 5000),
+  ]);
   let sender: TrafficProcess | undefined;
   const describe = (): string =>
     `tcpTransfer (IPv${o.family}, ${o.bytes} B) did not finish within ${timeoutMs} ms; ` +
@@ -284,7 +318,16 @@ export async function tcpTransfer(o: TcpTransferOptions): Promise<{ bytes: numbe
       (async () => {
         const { port } = await receiver.waitFor('listening');
         const s = spawnTraffic(o.senderCgroup, o.netns, [
-          'tcp-send', ...where.send, '--family', fam, '--port', String(port), '--bytes', String(o.bytes), '--timeout-ms', String(timeoutMs + 5000),
+          'tcp-send',
+          ...where.send,
+          '--family',
+          fam,
+          '--port',
+          String(port),
+          '--bytes',
+          String(o.bytes),
+          '--timeout-ms',
+          String(timeoutMs + 5000),
         ]);
         sender = s;
         const [done] = await Promise.all([receiver.waitFor('done'), s.waitFor('done')]);
@@ -296,7 +339,9 @@ export async function tcpTransfer(o: TcpTransferOptions): Promise<{ bytes: numbe
       describe,
     );
   } catch (err) {
-    throw err instanceof Error && err.message.startsWith('tcpTransfer') ? err : new Error(`${describe()}: ${String(err)}`, { cause: err });
+    throw err instanceof Error && err.message.startsWith('tcpTransfer')
+      ? err
+      : new Error(`${describe()}: ${String(err)}`, { cause: err });
   } finally {
     receiver.kill();
     sender?.kill();
@@ -406,7 +451,11 @@ function tcpRecv(where: Where): void {
 
 function tcpSend(port: number, total: number, where: Where): void {
   const chunk = Buffer.alloc(1024 * 1024, 0x62);
-  const conn = net.connect({ port, host: where.address, ...(where.bind === undefined ? {} : { localAddress: where.bind }) });
+  const conn = net.connect({
+    port,
+    host: where.address,
+    ...(where.bind === undefined ? {} : { localAddress: where.bind }),
+  });
   conn.on('error', (err) => fail(`tcp-send: ${err.message}`));
   conn.on('connect', () => {
     let left = total;
@@ -456,7 +505,14 @@ function main(argv: string[]): void {
     case 'udp-recv':
       return udpRecv(family, intOption(values, 'count'), Math.max(1, intOption(values, 'progress-every', 16)), where);
     case 'udp-send':
-      return udpSend(family, intOption(values, 'port'), intOption(values, 'count'), intOption(values, 'payload'), intOption(values, 'window', 0), where);
+      return udpSend(
+        family,
+        intOption(values, 'port'),
+        intOption(values, 'count'),
+        intOption(values, 'payload'),
+        intOption(values, 'window', 0),
+        where,
+      );
     case 'tcp-recv':
       return tcpRecv(where);
     case 'tcp-send':

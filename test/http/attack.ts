@@ -33,45 +33,196 @@ export interface Attack {
   hold: boolean;
 }
 
-const PATHS = ['/', '/metrics', '/healthz', '/readyz', '/api/v1/cgroups', '/api/v1/maps', '/maps', '/maps/chart.js', '/nowhere'];
+const PATHS = [
+  '/',
+  '/metrics',
+  '/healthz',
+  '/readyz',
+  '/api/v1/cgroups',
+  '/api/v1/maps',
+  '/maps',
+  '/maps/chart.js',
+  '/nowhere',
+];
 const tchar = fc.stringMatching(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,12}$/);
 /** Any code points, controls and non-ASCII included (sent as UTF-8). */
 const junk = fc.string({ unit: 'binary', maxLength: 40 });
 
 const target = fc.oneof(
   fc.constantFrom(...PATHS),
-  fc.constantFrom('//[', 'http://[::1', '*', '', 'http://agent/metrics', 'HTTP://a/healthz', 'https://x:99999/', 'http://user:pw@h/metrics', 'ftp://x/', 'localhost:9471', '//x/metrics', '\\metrics', '/..', '/../../etc/passwd', '/api/v1/../../metrics', '/%2e%2e/metrics', '/metrics#frag', '/metrics?x=%', '/metrics?' + 'q'.repeat(9000)),
-  fc.tuple(fc.constantFrom(...PATHS), fc.constantFrom('%', '%z', '%0', '%zz', '%00', '%2F', '%ff', '%%', '%u0041', '%C0%AF', '%E2%82'), fc.string({ maxLength: 8 })).map(([p, e, s]) => p + e + s),
+  fc.constantFrom(
+    '//[',
+    'http://[::1',
+    '*',
+    '',
+    'http://agent/metrics',
+    'HTTP://a/healthz',
+    'https://x:99999/',
+    'http://user:pw@h/metrics',
+    'ftp://x/',
+    'localhost:9471',
+    '//x/metrics',
+    '\\metrics',
+    '/..',
+    '/../../etc/passwd',
+    '/api/v1/../../metrics',
+    '/%2e%2e/metrics',
+    '/metrics#frag',
+    '/metrics?x=%',
+    '/metrics?' + 'q'.repeat(9000),
+  ),
+  fc
+    .tuple(
+      fc.constantFrom(...PATHS),
+      fc.constantFrom('%', '%z', '%0', '%zz', '%00', '%2F', '%ff', '%%', '%u0041', '%C0%AF', '%E2%82'),
+      fc.string({ maxLength: 8 }),
+    )
+    .map(([p, e, s]) => p + e + s),
   fc.tuple(fc.constantFrom(...PATHS), junk).map(([p, j]) => p + j),
   junk.map((s) => `/${s}`),
   fc.integer({ min: 1, max: 40_000 }).map((n) => `/${'a'.repeat(n)}`),
   fc.webUrl({ withQueryParameters: true, withFragments: true }),
 );
-const method = fc.oneof({ weight: 6, arbitrary: fc.constantFrom('GET', 'GET', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'TRACE', 'PATCH', 'CONNECT', 'PRI', 'get', 'G ET') }, { weight: 1, arbitrary: tchar }, { weight: 1, arbitrary: junk });
-const version = fc.constantFrom('HTTP/1.1', 'HTTP/1.1', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/0.9', 'HTTP/2.0', 'HTTP/1.2', 'HTTP/11', 'http/1.1', 'HTTP/1.1 x', '', 'HTTP/1.1\0');
+const method = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.constantFrom(
+      'GET',
+      'GET',
+      'GET',
+      'HEAD',
+      'POST',
+      'PUT',
+      'DELETE',
+      'OPTIONS',
+      'TRACE',
+      'PATCH',
+      'CONNECT',
+      'PRI',
+      'get',
+      'G ET',
+    ),
+  },
+  { weight: 1, arbitrary: tchar },
+  { weight: 1, arbitrary: junk },
+);
+const version = fc.constantFrom(
+  'HTTP/1.1',
+  'HTTP/1.1',
+  'HTTP/1.1',
+  'HTTP/1.0',
+  'HTTP/0.9',
+  'HTTP/2.0',
+  'HTTP/1.2',
+  'HTTP/11',
+  'http/1.1',
+  'HTTP/1.1 x',
+  '',
+  'HTTP/1.1\0',
+);
 const headerName = fc.oneof(
-  { weight: 4, arbitrary: fc.constantFrom('Host', 'Content-Length', 'Transfer-Encoding', 'Authorization', 'Connection', 'Expect', 'Upgrade', 'Accept', 'Cookie', 'Host ', ' Host', 'Content-Length ', 'Keep-Alive') },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(
+      'Host',
+      'Content-Length',
+      'Transfer-Encoding',
+      'Authorization',
+      'Connection',
+      'Expect',
+      'Upgrade',
+      'Accept',
+      'Cookie',
+      'Host ',
+      ' Host',
+      'Content-Length ',
+      'Keep-Alive',
+    ),
+  },
   { weight: 1, arbitrary: tchar },
   { weight: 1, arbitrary: junk },
 );
 const headerValue = fc.oneof(
-  { weight: 4, arbitrary: fc.constantFrom('', 'chunked', 'gzip, chunked', 'chunked, identity', '0', '-1', '5', '+5', '0x10', '99999999999999999999', 'close', 'keep-alive', 'upgrade', 'Upgrade, HTTP2-Settings', 'h2c', 'websocket', '100-continue', 'nonsense-expectation', 'agent', 'a:1', '[::1]:9471', 'x y', 'a/b', 'a@b', '', 'a\rb', 'a\nb', 'a\0b', 'timeout=99999') },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(
+      '',
+      'chunked',
+      'gzip, chunked',
+      'chunked, identity',
+      '0',
+      '-1',
+      '5',
+      '+5',
+      '0x10',
+      '99999999999999999999',
+      'close',
+      'keep-alive',
+      'upgrade',
+      'Upgrade, HTTP2-Settings',
+      'h2c',
+      'websocket',
+      '100-continue',
+      'nonsense-expectation',
+      'agent',
+      'a:1',
+      '[::1]:9471',
+      'x y',
+      'a/b',
+      'a@b',
+      '',
+      'a\rb',
+      'a\nb',
+      'a\0b',
+      'timeout=99999',
+    ),
+  },
   { weight: 2, arbitrary: fc.string({ maxLength: 64 }).map((s) => `Bearer ${s}`) },
   { weight: 1, arbitrary: junk },
   { weight: 1, arbitrary: fc.integer({ min: 1, max: 24_000 }).map((n) => 'v'.repeat(n)) },
 );
 const headers = fc.oneof(
   { weight: 12, arbitrary: fc.array(fc.tuple(headerName, headerValue), { maxLength: 8 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 100, max: 3_000 }).map((n) => Array.from({ length: n }, (_, i): [string, string] => [`X-Many-${i}`, 'y'])) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .integer({ min: 100, max: 3_000 })
+      .map((n) => Array.from({ length: n }, (_, i): [string, string] => [`X-Many-${i}`, 'y'])),
+  },
 );
 const body = fc.oneof(
   { weight: 4, arbitrary: fc.constant('') },
   { weight: 1, arbitrary: junk },
-  { weight: 2, arbitrary: fc.constantFrom('hello', '5\r\nhello\r\n0\r\n\r\n', 'zz\r\n', 'ffffffffffffffff\r\n', '0\r\n\r\n', '5\r\nhel', `5;${'e'.repeat(20_000)}\r\nhello\r\n0\r\n\r\n`, '0\r\nTrailer: x\r\n\r\n', 'GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n') },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(
+      'hello',
+      '5\r\nhello\r\n0\r\n\r\n',
+      'zz\r\n',
+      'ffffffffffffffff\r\n',
+      '0\r\n\r\n',
+      '5\r\nhel',
+      `5;${'e'.repeat(20_000)}\r\nhello\r\n0\r\n\r\n`,
+      '0\r\nTrailer: x\r\n\r\n',
+      'GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n',
+    ),
+  },
 );
 
-function requestText(r: { method: string; target: string; version: string; host: boolean; headers: [string, string][]; eol: string; body: string }): string {
-  const lines = [[r.method, r.target, r.version].filter((p) => p !== '').join(' '), ...(r.host ? ['Host: agent'] : []), ...r.headers.map(([n, v]) => `${n}: ${v}`)];
+function requestText(r: {
+  method: string;
+  target: string;
+  version: string;
+  host: boolean;
+  headers: [string, string][];
+  eol: string;
+  body: string;
+}): string {
+  const lines = [
+    [r.method, r.target, r.version].filter((p) => p !== '').join(' '),
+    ...(r.host ? ['Host: agent'] : []),
+    ...r.headers.map(([n, v]) => `${n}: ${v}`),
+  ];
   return lines.join(r.eol) + r.eol + r.eol + r.body;
 }
 
@@ -80,19 +231,52 @@ const wellFormed = fc
   .record({
     method: fc.constantFrom('GET', 'GET', 'GET', 'HEAD', 'POST'),
     path: fc.oneof(fc.constantFrom(...PATHS), fc.stringMatching(/^\/[a-z0-9/._~-]{0,30}$/)),
-    token: fc.option(fc.oneof(fc.stringMatching(/^[A-Za-z0-9._-]{1,80}$/), fc.constantFrom('', 'x', 'eyJhbGciOiJSUzI1NiJ9.e30.sig')), { nil: undefined }),
-    extra: fc.array(fc.tuple(fc.constantFrom('Accept', 'Connection', 'User-Agent', 'X-Forwarded-For', 'Content-Length'), fc.constantFrom('*/*', 'close', 'keep-alive', 'curl/8', '10.0.0.1', '0')), { maxLength: 3 }),
+    token: fc.option(
+      fc.oneof(fc.stringMatching(/^[A-Za-z0-9._-]{1,80}$/), fc.constantFrom('', 'x', 'eyJhbGciOiJSUzI1NiJ9.e30.sig')),
+      { nil: undefined },
+    ),
+    extra: fc.array(
+      fc.tuple(
+        fc.constantFrom('Accept', 'Connection', 'User-Agent', 'X-Forwarded-For', 'Content-Length'),
+        fc.constantFrom('*/*', 'close', 'keep-alive', 'curl/8', '10.0.0.1', '0'),
+      ),
+      { maxLength: 3 },
+    ),
   })
-  .map(({ method, path, token, extra }) => [`${method} ${path} HTTP/1.1`, 'Host: agent', ...(token === undefined ? [] : [`Authorization: Bearer ${token}`]), ...extra.map(([n, v]) => `${n}: ${v}`)].join('\r\n') + '\r\n\r\n');
+  .map(
+    ({ method, path, token, extra }) =>
+      [
+        `${method} ${path} HTTP/1.1`,
+        'Host: agent',
+        ...(token === undefined ? [] : [`Authorization: Bearer ${token}`]),
+        ...extra.map(([n, v]) => `${n}: ${v}`),
+      ].join('\r\n') + '\r\n\r\n',
+  );
 
-const oneRequest = fc.record({ method, target, version, host: fc.boolean(), headers, eol: fc.constantFrom('\r\n', '\r\n', '\r\n', '\n', '\r'), body }).map(requestText);
+const oneRequest = fc
+  .record({
+    method,
+    target,
+    version,
+    host: fc.boolean(),
+    headers,
+    eol: fc.constantFrom('\r\n', '\r\n', '\r\n', '\n', '\r'),
+    body,
+  })
+  .map(requestText);
 
 /** A TLS ClientHello's first bytes (record header, handshake header, version): what an HTTPS client sends first. */
 const HELLO = Buffer.from('16030100c4010000c00303', 'hex');
 
 const bytes = fc.oneof(
-  { weight: 12, arbitrary: fc.array(oneRequest, { minLength: 1, maxLength: 3 }).map((rs) => Buffer.from(rs.join(''), 'utf8')) },
-  { weight: 6, arbitrary: fc.array(wellFormed, { minLength: 1, maxLength: 3 }).map((rs) => Buffer.from(rs.join(''), 'utf8')) },
+  {
+    weight: 12,
+    arbitrary: fc.array(oneRequest, { minLength: 1, maxLength: 3 }).map((rs) => Buffer.from(rs.join(''), 'utf8')),
+  },
+  {
+    weight: 6,
+    arbitrary: fc.array(wellFormed, { minLength: 1, maxLength: 3 }).map((rs) => Buffer.from(rs.join(''), 'utf8')),
+  },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 4_000 }).map((a) => Buffer.from(a)) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.concat([HELLO, a])) },
 );
@@ -104,10 +288,18 @@ export const hostileRequest: fc.Arbitrary<Attack> = fc.record({
 }) as fc.Arbitrary<Attack>;
 
 /** Sends one attack on a new connection; resolves with the status of the first answer (0: none, the connection closed). */
-export function send(to: Target, attack: Attack, options: { timeoutMs?: number; localAddress?: string } = {}): Promise<number> {
+export function send(
+  to: Target,
+  attack: Attack,
+  options: { timeoutMs?: number; localAddress?: string } = {},
+): Promise<number> {
   const useTls = attack.wrap === 'tls' || (attack.wrap === 'match' && to.tls);
   return new Promise((resolve) => {
-    const tcp = tcpConnect({ host: to.host, port: to.port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
+    const tcp = tcpConnect({
+      host: to.host,
+      port: to.port,
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
     const socket: Socket = useTls ? tlsConnect({ socket: tcp, rejectUnauthorized: false }) : tcp;
     tcp.on('error', () => {});
     let head = '';
@@ -139,7 +331,10 @@ export function send(to: Target, attack: Attack, options: { timeoutMs?: number; 
  * port, or nothing at all for every other one there: a handshake never
  * finished). A connection the server closes is opened again after `retryMs`.
  */
-export function holdConnections(to: Target, options: { count: number; addresses: string[]; retryMs?: number }): { held(): number; opened(): number; stop(): void } {
+export function holdConnections(
+  to: Target,
+  options: { count: number; addresses: string[]; retryMs?: number },
+): { held(): number; opened(): number; stop(): void } {
   let held = 0;
   let opened = 0;
   let stopped = false;
@@ -194,13 +389,16 @@ export function probeHealth(to: Target, everyMs = 250): { stop(): Promise<number
     new Promise<void>((resolve) => {
       const started = performance.now();
       const get = to.tls ? httpsGet : httpGet;
-      const req = get({ host: to.host, port: to.port, path: '/healthz', agent: false, rejectUnauthorized: false, timeout: 5_000 }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          latencies.push(res.statusCode === 200 ? performance.now() - started : Infinity);
-          resolve();
-        });
-      });
+      const req = get(
+        { host: to.host, port: to.port, path: '/healthz', agent: false, rejectUnauthorized: false, timeout: 5_000 },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            latencies.push(res.statusCode === 200 ? performance.now() - started : Infinity);
+            resolve();
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', () => {
         latencies.push(Infinity);
@@ -237,7 +435,11 @@ export function corpus(): CorpusEntry[] {
 }
 
 export function corpusAttack(e: CorpusEntry): Attack {
-  return { bytes: Buffer.from(e.request, /[^\x00-\xff]/.test(e.request) ? 'utf8' : 'latin1'), wrap: e.wrap ?? 'match', hold: false };
+  return {
+    bytes: Buffer.from(e.request, /[^\x00-\xff]/.test(e.request) ? 'utf8' : 'latin1'),
+    wrap: e.wrap ?? 'match',
+    hold: false,
+  };
 }
 
 /** Resident set size of a process, bytes. */

@@ -30,13 +30,41 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { add, apply, counters, createPod, must, operatorCluster, OPERATOR_NS, startOperator, totalsBecome, writeCounts, type Counters, type OperatorCluster, type TestPod } from '../helpers/operatorCluster.ts';
-import { corpus, corpusAttack, holdConnections, hostileRequest, pool, probeHealth, rssOf, send, type Target } from './attack.ts';
+import {
+  add,
+  apply,
+  counters,
+  createPod,
+  must,
+  operatorCluster,
+  OPERATOR_NS,
+  startOperator,
+  totalsBecome,
+  writeCounts,
+  type Counters,
+  type OperatorCluster,
+  type TestPod,
+} from '../helpers/operatorCluster.ts';
+import {
+  corpus,
+  corpusAttack,
+  holdConnections,
+  hostileRequest,
+  pool,
+  probeHealth,
+  rssOf,
+  send,
+  type Target,
+} from './attack.ts';
 
 const REQUESTS = Number(process.env.HOSTILE_REQUESTS ?? 10_000);
 const BATCH = 50;
 /** Slow connections: 6 peers x 50 (under the 64-per-address cap), and one peer trying 100 (64 held, the rest refused). */
-const SLOW = { addresses: ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7'], perAddress: 50, greedy: { address: '127.0.0.8', count: 100 } };
+const SLOW = {
+  addresses: ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7'],
+  perAddress: 50,
+  greedy: { address: '127.0.0.8', count: 100 },
+};
 const MiB = 1024 * 1024;
 const seed = process.env.PODMETER_TEST_FUZZ_SEED ? Number(process.env.PODMETER_TEST_FUZZ_SEED) : Date.now() % 2 ** 31;
 
@@ -58,18 +86,27 @@ function targetOf(url: string): Target {
 /** GET over HTTPS with a bearer token, certificate unverified. */
 function getWithToken(url: string, token: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { rejectUnauthorized: false, headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      url,
+      { rejectUnauthorized: false, headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
 }
 
 /** The corpus, the generated requests and the slow senders against one server; returns what was measured. */
-async function attack(t: TestContext, name: string, server: Server, during?: (fuzzed: Promise<unknown>) => Promise<void>) {
+async function attack(
+  t: TestContext,
+  name: string,
+  server: Server,
+  during?: (fuzzed: Promise<unknown>) => Promise<void>,
+) {
   const { target } = server;
   await server.traffic(0);
   for (const entry of corpus()) {
@@ -81,11 +118,19 @@ async function attack(t: TestContext, name: string, server: Server, during?: (fu
 
   const greedy = holdConnections(target, { count: SLOW.greedy.count, addresses: [SLOW.greedy.address], retryMs: 500 });
   const slow = holdConnections(target, { count: SLOW.addresses.length * SLOW.perAddress, addresses: SLOW.addresses });
-  await waitFor('slow connections held', () => (slow.held() + greedy.held() >= SLOW.addresses.length * SLOW.perAddress ? true : undefined), 60_000);
+  await waitFor(
+    'slow connections held',
+    () => (slow.held() + greedy.held() >= SLOW.addresses.length * SLOW.perAddress ? true : undefined),
+    60_000,
+  );
   // The first cohort of connections sets the heap's and malloc's high-water mark (about 16 KiB per
   // plain, 50 KiB per TLS connection, bounded by the connection caps; malloc keeps it after they close).
   // Growth is measured from there: what more requests and reconnections cost.
-  await pool(fc.sample(hostileRequest, { numRuns: 500, seed: seed + 1 }), BATCH, async (a) => void (await send(target, a)));
+  await pool(
+    fc.sample(hostileRequest, { numRuns: 500, seed: seed + 1 }),
+    BATCH,
+    async (a) => void (await send(target, a)),
+  );
   const rssBefore = rssOf(server.pid);
   const probe = probeHealth(target);
   const held: number[] = [];
@@ -104,7 +149,10 @@ async function attack(t: TestContext, name: string, server: Server, during?: (fu
         const status = await send(target, a);
         sent++;
         statuses.set(status, (statuses.get(status) ?? 0) + 1);
-        assert.ok(status < 500, `answered ${status} to ${JSON.stringify(a.bytes.toString('latin1').slice(0, 200))} (${a.wrap})`);
+        assert.ok(
+          status < 500,
+          `answered ${status} to ${JSON.stringify(a.bytes.toString('latin1').slice(0, 200))} (${a.wrap})`,
+        );
       });
       assert.ok(server.alive(), 'the process is alive');
     }),
@@ -127,10 +175,23 @@ async function attack(t: TestContext, name: string, server: Server, during?: (fu
     requests: sent,
     seconds: Math.round(seconds),
     statuses: Object.fromEntries(statuses),
-    slowConnectionsHeld: { min: Math.min(...held), median: [...held].sort((a, b) => a - b)[held.length >> 1]!, max: Math.max(...held) },
+    slowConnectionsHeld: {
+      min: Math.min(...held),
+      median: [...held].sort((a, b) => a - b)[held.length >> 1]!,
+      max: Math.max(...held),
+    },
     greedyPeerReconnects: refusedGreedy,
-    healthz: { probes: latencies.length, p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)]!), maxMs: Math.round(sorted.at(-1)!) },
-    rssMiB: { cold: +(rssCold / MiB).toFixed(1), before: +(rssBefore / MiB).toFixed(1), peak: +(rssPeak / MiB).toFixed(1), after: +(rssAfter / MiB).toFixed(1) },
+    healthz: {
+      probes: latencies.length,
+      p50Ms: Math.round(sorted[Math.floor(sorted.length / 2)]!),
+      maxMs: Math.round(sorted.at(-1)!),
+    },
+    rssMiB: {
+      cold: +(rssCold / MiB).toFixed(1),
+      before: +(rssBefore / MiB).toFixed(1),
+      peak: +(rssPeak / MiB).toFixed(1),
+      after: +(rssAfter / MiB).toFixed(1),
+    },
     seed,
   };
   t.diagnostic(`hostile-input: ${JSON.stringify(figures)}`);
@@ -138,18 +199,30 @@ async function attack(t: TestContext, name: string, server: Server, during?: (fu
   assert.ok(server.alive(), `${name}: the process is alive`);
   assert.ok(sent >= REQUESTS, `${name}: ${sent} requests sent`);
   // Samples every 0.5 s; a cohort cut at a timeout dips while it reconnects.
-  assert.ok(figures.slowConnectionsHeld.median >= 300 && figures.slowConnectionsHeld.min >= 150, `${name}: hundreds of slow connections held throughout: ${JSON.stringify(figures.slowConnectionsHeld)}`);
+  assert.ok(
+    figures.slowConnectionsHeld.median >= 300 && figures.slowConnectionsHeld.min >= 150,
+    `${name}: hundreds of slow connections held throughout: ${JSON.stringify(figures.slowConnectionsHeld)}`,
+  );
   // What the kubelet sees: every probe answered 200 within the chart's timeoutSeconds (5 s; probeHealth's
   // bound, a miss is Infinity). How fast is a figure (printed above, in the README), not a bound here: the
   // test machine's load sets it.
-  assert.ok(Number.isFinite(sorted.at(-1)!), `${name}: /healthz answered 200 within 5 s every time: ${JSON.stringify(figures.healthz)}`);
+  assert.ok(
+    Number.isFinite(sorted.at(-1)!),
+    `${name}: /healthz answered 200 within 5 s every time: ${JSON.stringify(figures.healthz)}`,
+  );
   assert.ok(latencies.length >= 10, `${name}: /healthz probed throughout`);
   // The agents stay under 16 MiB. The operator measured 17-18 MiB here (2026-12-07), above the 16 MiB
   // asked; it also rolls the test's pods up into usage objects during the attack, but where the growth
   // goes is not known yet, so its bound is 24 MiB until it is (README, "Hostile input").
   const growthMiB = name.startsWith('operator') ? 24 : 16;
-  assert.ok(rssAfter - rssBefore < growthMiB * MiB, `${name}: RSS grew less than ${growthMiB} MiB: ${JSON.stringify(figures.rssMiB)}`);
-  assert.ok(rssAfter - rssCold < 48 * MiB, `${name}: RSS from before the first slow connection bounded by the caps: ${JSON.stringify(figures.rssMiB)}`);
+  assert.ok(
+    rssAfter - rssBefore < growthMiB * MiB,
+    `${name}: RSS grew less than ${growthMiB} MiB: ${JSON.stringify(figures.rssMiB)}`,
+  );
+  assert.ok(
+    rssAfter - rssCold < 48 * MiB,
+    `${name}: RSS from before the first slow connection bounded by the caps: ${JSON.stringify(figures.rssMiB)}`,
+  );
   await server.countedExactly(3);
   return figures;
 }
@@ -161,7 +234,8 @@ async function agentServer(t: TestContext, args: string[], token?: string): Prom
   const db = root.child('db.service');
   const agent = await startAgentProcess(t, { cgroupRoot: root.path, args: ['--discover', 'children', ...args] });
   await waitFor('2 cgroups attached', async () => {
-    const metrics = token === undefined ? await agent.metrics() : (await getWithToken(`${agent.url}/metrics`, token)).body;
+    const metrics =
+      token === undefined ? await agent.metrics() : (await getWithToken(`${agent.url}/metrics`, token)).body;
     return sample(metrics, 'podmeter_attached_cgroups', {}) === 2 ? true : undefined;
   });
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
@@ -171,14 +245,27 @@ async function agentServer(t: TestContext, args: string[], token?: string): Prom
     target: targetOf(agent.url),
     pid: agent.child.pid!,
     alive: () => agent.child.exitCode === null && agent.child.signalCode === null,
-    traffic: async () => void (await udpExchange({ senderCgroup: web.path, receiverCgroup: db.path, ...topo.toPeer('external', 4), family: 4, count, payload })),
+    traffic: async () =>
+      void (await udpExchange({
+        senderCgroup: web.path,
+        receiverCgroup: db.path,
+        ...topo.toPeer('external', 4),
+        family: 4,
+        count,
+        payload,
+      })),
     async countedExactly(rounds) {
-      const metrics = token === undefined ? await agent.metrics() : (await getWithToken(`${agent.url}/metrics`, token)).body;
-      const m = (cgroup: string, direction: string, what = 'bytes') => sample(metrics, `podmeter_cgroup_network_${what}_total`, { cgroup, direction });
+      const metrics =
+        token === undefined ? await agent.metrics() : (await getWithToken(`${agent.url}/metrics`, token)).body;
+      const m = (cgroup: string, direction: string, what = 'bytes') =>
+        sample(metrics, `podmeter_cgroup_network_${what}_total`, { cgroup, direction });
       assert.equal(m('web.service', 'egress'), rounds * count * udpDatagramBytes(4, payload), 'egress bytes');
       assert.equal(m('web.service', 'egress', 'packets'), rounds * count, 'egress packets');
       assert.equal(m('db.service', 'ingress'), rounds * count * udpDatagramBytes(4, payload), 'ingress bytes');
-      assert.ok((sample(metrics, 'podmeter_http_rejected_total', { reason: 'malformed' }) ?? 0) > 0, 'rejections are counted in /metrics');
+      assert.ok(
+        (sample(metrics, 'podmeter_http_rejected_total', { reason: 'malformed' }) ?? 0) > 0,
+        'rejections are counted in /metrics',
+      );
     },
   };
 }
@@ -188,8 +275,19 @@ async function reader(oc: OperatorCluster): Promise<string> {
   const name = `podmeter-test-reader-${randomSuffix()}`;
   await apply(oc, [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: OPERATOR_NS } },
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name }, rules: [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }] },
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name }, subjects: [{ kind: 'ServiceAccount', name, namespace: OPERATOR_NS }] },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name },
+      rules: [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'ServiceAccount', name, namespace: OPERATOR_NS }],
+    },
   ]);
   return (await must(oc.cluster.kubectl(['create', 'token', name, '-n', OPERATOR_NS]))).trim();
 }
@@ -198,7 +296,13 @@ async function reader(oc: OperatorCluster): Promise<string> {
 async function tokenReviews(oc: OperatorCluster): Promise<number> {
   const text = await must(oc.cluster.kubectl(['get', '--raw', '/metrics']));
   let n = 0;
-  for (const line of text.split('\n')) if (line.startsWith('apiserver_request_total{') && line.includes('resource="tokenreviews"') && line.includes('verb="POST"')) n += Number(line.split(' ').at(-1));
+  for (const line of text.split('\n'))
+    if (
+      line.startsWith('apiserver_request_total{') &&
+      line.includes('resource="tokenreviews"') &&
+      line.includes('verb="POST"')
+    )
+      n += Number(line.split(' ').at(-1));
   return n;
 }
 
@@ -233,14 +337,36 @@ test('hostile input: the agent (--metrics-auth kubernetes) and the operator', as
   const token = await reader(oc);
 
   await t.test('the agent', async (t) => {
-    const server = await agentServer(t, ['--kubeconfig', oc.cluster.kubeconfig, '--node-name', node, '--namespace', OPERATOR_NS, '--metrics-auth', 'kubernetes'], token);
-    assert.equal((await getWithToken(`http${server.target.tls ? 's' : ''}://127.0.0.1:${server.target.port}/metrics`, token)).status, 200, 'the reader is allowed (and cached) before the attack');
+    const server = await agentServer(
+      t,
+      [
+        '--kubeconfig',
+        oc.cluster.kubeconfig,
+        '--node-name',
+        node,
+        '--namespace',
+        OPERATOR_NS,
+        '--metrics-auth',
+        'kubernetes',
+      ],
+      token,
+    );
+    assert.equal(
+      (await getWithToken(`http${server.target.tls ? 's' : ''}://127.0.0.1:${server.target.port}/metrics`, token))
+        .status,
+      200,
+      'the reader is allowed (and cached) before the attack',
+    );
     const reviewsBefore = await tokenReviews(oc);
     const started = Date.now();
-    const figures = await attack(t, 'agent --metrics-auth kubernetes', server, (fuzzed) => readerNeverLimited(`https://127.0.0.1:${server.target.port}`, token, fuzzed));
+    const figures = await attack(t, 'agent --metrics-auth kubernetes', server, (fuzzed) =>
+      readerNeverLimited(`https://127.0.0.1:${server.target.port}`, token, fuzzed),
+    );
     const reviews = (await tokenReviews(oc)) - reviewsBefore;
     const allowed = 10 + Math.ceil((Date.now() - started) / 1000) + 5; // the bucket's burst, 1 a second, the reader's and the corpus's few
-    t.diagnostic(`hostile-input: TokenReviews during the attack: ${reviews} (at most ${allowed}); 429 answers: ${figures.statuses[429] ?? 0}`);
+    t.diagnostic(
+      `hostile-input: TokenReviews during the attack: ${reviews} (at most ${allowed}); 429 answers: ${figures.statuses[429] ?? 0}`,
+    );
     assert.ok((figures.statuses[429] ?? 0) > 0, 'random tokens were limited');
     assert.ok(reviews <= allowed, `${reviews} TokenReviews, at most ${allowed}`);
   });
@@ -264,8 +390,16 @@ test('hostile input: the agent (--metrics-auth kubernetes) and the operator', as
     };
     // Allowed here before the attack, as a scraper is: a token this server allowed is never rate-limited
     // (one it has never seen waits for the bucket, which the attack's random tokens keep empty).
-    assert.equal((await getWithToken(`${op.url}/metrics`, token)).status, 200, 'the reader is allowed (and cached) before the attack');
+    assert.equal(
+      (await getWithToken(`${op.url}/metrics`, token)).status,
+      200,
+      'the reader is allowed (and cached) before the attack',
+    );
     await attack(t, 'operator --metrics-auth kubernetes', server);
-    assert.equal((await getWithToken(`${op.url}/metrics`, token)).status, 200, 'the reader is still answered after the attack');
+    assert.equal(
+      (await getWithToken(`${op.url}/metrics`, token)).status,
+      200,
+      'the reader is still answered after the attack',
+    );
   });
 });

@@ -41,7 +41,8 @@ function assertBpfError(fn: () => unknown, code: string, path: string, extra: Pa
   assert.equal(caught.code, code, caught.message);
   assert.equal(caught.path, path);
   assert.ok(caught.message.includes(`'${path}'`), `message names the path: ${caught.message}`);
-  for (const [k, v] of Object.entries(extra)) assert.equal((caught as unknown as Record<string, unknown>)[k], v, `.${k}`);
+  for (const [k, v] of Object.entries(extra))
+    assert.equal((caught as unknown as Record<string, unknown>)[k], v, `.${k}`);
   return caught;
 }
 
@@ -129,5 +130,8 @@ test('a non-root user gets a clear EPERM from BpfObject.load', async () => {
   assert.equal(err.errno, -1);
   assert.equal(err.syscall, 'bpf_object__load');
   assert.equal(err.path, objectPath);
-  assert.match(String(err.message), new RegExp(`^load BPF object '${objectPath.replaceAll('.', '\\.')}': Operation not permitted \\(EPERM\\)`));
+  assert.match(
+    String(err.message),
+    new RegExp(`^load BPF object '${objectPath.replaceAll('.', '\\.')}': Operation not permitted \\(EPERM\\)`),
+  );
 });

@@ -51,7 +51,10 @@ test('storage of absent keys: undefined, not a throw', (t) => {
 
   pm.attach(cg, ['egress']);
   assert.deepEqual(map.keys(), [{ cgroupId: cg.id, direction: 'egress' }]);
-  assert.deepEqual(map.read(cg.id, 'egress'), Array.from({ length: PODMETER_SLOTS }, () => ({ bytes: 0n, packets: 0n })));
+  assert.deepEqual(
+    map.read(cg.id, 'egress'),
+    Array.from({ length: PODMETER_SLOTS }, () => ({ bytes: 0n, packets: 0n })),
+  );
   assert.equal(map.lookup(cg.id, 'egress')?.length, possibleCpus());
   assert.equal(map.read(cg.id, 'ingress'), undefined); // the other direction is a separate key
   assert.equal(map.read(other.id, 'egress'), undefined);

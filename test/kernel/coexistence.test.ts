@@ -33,7 +33,14 @@ for (const order of ['other tool first', 'podmeter first'] as const) {
       const stats = enableRunTimeStats();
       const before = { other: otherEgress.info(), podmeter: pm.programs.egress.info() };
       try {
-        await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count: N, payload: P });
+        await udpExchange({
+          senderCgroup: sender,
+          receiverCgroup: receiver,
+          ...topo.toPeer('external', 4),
+          family: 4,
+          count: N,
+          payload: P,
+        });
       } finally {
         stats.close();
       }

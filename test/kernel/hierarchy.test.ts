@@ -28,8 +28,22 @@ test('container scopes count into the pod cgroup the programs are attached to', 
   pm.attach(peer);
 
   // Both containers send to a peer outside the pod, over both families.
-  await udpExchange({ senderCgroup: ctrA, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 100, payload: 200 });
-  await udpExchange({ senderCgroup: ctrB, receiverCgroup: peer, ...topo.toPeer('external', 6), family: 6, count: 50, payload: 1000 });
+  await udpExchange({
+    senderCgroup: ctrA,
+    receiverCgroup: peer,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 100,
+    payload: 200,
+  });
+  await udpExchange({
+    senderCgroup: ctrB,
+    receiverCgroup: peer,
+    ...topo.toPeer('external', 6),
+    family: 6,
+    count: 50,
+    payload: 1000,
+  });
   const out = {
     bytes: BigInt(100 * udpDatagramBytes(4, 200) + 50 * udpDatagramBytes(6, 1000)),
     packets: 150n,
@@ -41,14 +55,24 @@ test('container scopes count into the pod cgroup the programs are attached to', 
   assert.deepEqual(pm.counters(ctrB), { egress: undefined, ingress: undefined });
 
   // Inside the pod (container A -> container B): the pod sends and receives it.
-  await udpExchange({ senderCgroup: ctrA, receiverCgroup: ctrB, ...topo.toPeer('external', 4), family: 4, count: 20, payload: 50 });
+  await udpExchange({
+    senderCgroup: ctrA,
+    receiverCgroup: ctrB,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 20,
+    payload: 50,
+  });
   const inside = counters(20, udpDatagramBytes(4, 50));
   assert.deepEqual(pm.counters(pod), {
     egress: { bytes: out.bytes + inside.bytes, packets: out.packets + inside.packets },
     ingress: inside,
   });
   // Storage keys: the pod and the peer only, one entry per direction.
-  const keys = pm.map!.keys().map((k) => `${k.cgroupId}/${k.direction}`).sort();
+  const keys = pm
+    .map!.keys()
+    .map((k) => `${k.cgroupId}/${k.direction}`)
+    .sort();
   assert.deepEqual(keys, [`${pod.id}/egress`, `${pod.id}/ingress`, `${peer.id}/egress`, `${peer.id}/ingress`].sort());
 });
 
@@ -61,8 +85,22 @@ test('two sibling cgroups with their own attachments never mix', async (t) => {
   pm.attach(one.path);
   pm.attach(two.path);
 
-  await udpExchange({ senderCgroup: one, receiverCgroup: two, ...topo.toPeer('external', 4), family: 4, count: 64, payload: 512 });
-  await udpExchange({ senderCgroup: two, receiverCgroup: one, ...topo.toPeer('external', 6), family: 6, count: 33, payload: 77 });
+  await udpExchange({
+    senderCgroup: one,
+    receiverCgroup: two,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 64,
+    payload: 512,
+  });
+  await udpExchange({
+    senderCgroup: two,
+    receiverCgroup: one,
+    ...topo.toPeer('external', 6),
+    family: 6,
+    count: 33,
+    payload: 77,
+  });
   const oneToTwo = counters(64, udpDatagramBytes(4, 512));
   const twoToOne = counters(33, udpDatagramBytes(6, 77));
   assert.deepEqual(pm.counters(one.id), { egress: oneToTwo, ingress: twoToOne });
@@ -83,8 +121,22 @@ test('attachments at two levels: each counts what its subtree sends', async (t) 
   atPod.attach(pod);
   atPod.attach(peer);
   atCtr.attach(ctr, ['egress']);
-  await udpExchange({ senderCgroup: ctr, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 10, payload: 10 });
-  await udpExchange({ senderCgroup: pod, receiverCgroup: peer, ...topo.toPeer('external', 4), family: 4, count: 5, payload: 10 });
+  await udpExchange({
+    senderCgroup: ctr,
+    receiverCgroup: peer,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 10,
+    payload: 10,
+  });
+  await udpExchange({
+    senderCgroup: pod,
+    receiverCgroup: peer,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 5,
+    payload: 10,
+  });
   assert.deepEqual(atPod.counters(pod).egress, counters(15, udpDatagramBytes(4, 10)));
   assert.deepEqual(atCtr.counters(ctr).egress, counters(10, udpDatagramBytes(4, 10)));
 });

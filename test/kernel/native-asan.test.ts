@@ -38,68 +38,79 @@ process.on('exit', () => {
 });
 `;
 
-test('the addon built with AddressSanitizer runs the native boundary property tests clean', { timeout: 900_000 }, async (t) => {
-  const libasan = execFileSync('g++', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).trim();
-  assert.ok(libasan.startsWith('/') && existsSync(libasan), `GCC's libasan is not installed (g++ -print-file-name=libasan.so: ${libasan})`);
-  const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}asan-`));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+test(
+  'the addon built with AddressSanitizer runs the native boundary property tests clean',
+  { timeout: 900_000 },
+  async (t) => {
+    const libasan = execFileSync('g++', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).trim();
+    assert.ok(
+      libasan.startsWith('/') && existsSync(libasan),
+      `GCC's libasan is not installed (g++ -print-file-name=libasan.so: ${libasan})`,
+    );
+    const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}asan-`));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
 
-  // The same sources, laid out as binding.gyp expects (bpf/ two levels up).
-  const native = join(dir, 'agent/native');
-  mkdirSync(native, { recursive: true });
-  cpSync(join(installRoot, 'agent/native/binding.gyp'), join(native, 'binding.gyp'));
-  cpSync(join(installRoot, 'agent/native/src'), join(native, 'src'), { recursive: true });
-  cpSync(join(installRoot, 'bpf'), join(dir, 'bpf'), { recursive: true, filter: (p) => !p.endsWith('.c') });
-  // node-gyp's makefiles add $(CXXFLAGS) and $(LDFLAGS) from the environment;
-  // NODE_PATH lets binding.gyp find node-addon-api from the copy; the headers
-  // are the running Node's (no download).
-  const nodedir = dirname(dirname(process.execPath));
-  await run(join(installRoot, 'node_modules/.bin/node-gyp'), ['rebuild', '--loglevel=warn'], {
-    cwd: native,
-    env: {
-      ...process.env,
-      NODE_PATH: join(installRoot, 'node_modules'),
-      npm_config_nodedir: nodedir,
-      CXXFLAGS: '-fsanitize=address -fno-omit-frame-pointer -g',
-      LDFLAGS: '-fsanitize=address',
-    },
-    maxBuffer: 64 << 20,
-    timeout: 600_000,
-  });
-  const addon = join(native, 'build/Release/podmeter_native.node');
-  assert.match(execFileSync('ldd', [addon], { encoding: 'utf8' }), /libasan/, 'the build links the ASan runtime');
-
-  const redirect = join(dir, 'redirect.cjs');
-  writeFileSync(redirect, REDIRECT);
-  const boundary = join(installRoot, 'test/kernel/native-boundary.test.ts');
-  // Run as a plain program (TAP on stdout), not as a child of this test runner.
-  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-  let stdout = '';
-  let stderr = '';
-  let code: number | string = 0;
-  try {
-    ({ stdout, stderr } = await run(process.execPath, ['--require', redirect, boundary], {
-      cwd: installRoot,
+    // The same sources, laid out as binding.gyp expects (bpf/ two levels up).
+    const native = join(dir, 'agent/native');
+    mkdirSync(native, { recursive: true });
+    cpSync(join(installRoot, 'agent/native/binding.gyp'), join(native, 'binding.gyp'));
+    cpSync(join(installRoot, 'agent/native/src'), join(native, 'src'), { recursive: true });
+    cpSync(join(installRoot, 'bpf'), join(dir, 'bpf'), { recursive: true, filter: (p) => !p.endsWith('.c') });
+    // node-gyp's makefiles add $(CXXFLAGS) and $(LDFLAGS) from the environment;
+    // NODE_PATH lets binding.gyp find node-addon-api from the copy; the headers
+    // are the running Node's (no download).
+    const nodedir = dirname(dirname(process.execPath));
+    await run(join(installRoot, 'node_modules/.bin/node-gyp'), ['rebuild', '--loglevel=warn'], {
+      cwd: native,
       env: {
-        ...env,
-        LD_PRELOAD: libasan,
-        // V8 handles SIGSEGV itself (WebAssembly bounds checks): let it.
-        ASAN_OPTIONS: 'detect_leaks=0:allow_user_segv_handler=1:abort_on_error=0:exitcode=99',
-        PODMETER_TEST_ADDON_FROM: nativeAddonPath,
-        PODMETER_TEST_ADDON_TO: addon,
+        ...process.env,
+        NODE_PATH: join(installRoot, 'node_modules'),
+        npm_config_nodedir: nodedir,
+        CXXFLAGS: '-fsanitize=address -fno-omit-frame-pointer -g',
+        LDFLAGS: '-fsanitize=address',
       },
       maxBuffer: 64 << 20,
       timeout: 600_000,
-    }));
-  } catch (err) {
-    const e = err as { code?: number | string; stdout?: string; stderr?: string };
-    ({ stdout = '', stderr = '' } = e);
-    code = e.code ?? 'unknown';
-  }
-  const report = `exit ${code}\n--- stderr (tail)\n${stderr.slice(-6000)}\n--- stdout (tail)\n${stdout.slice(-3000)}`;
-  assert.doesNotMatch(stderr, /ERROR: AddressSanitizer/, report);
-  assert.match(stderr, /podmeter-test-asan: runtime mapped, addon mapped/, `the ASan runtime and build were loaded\n${report}`);
-  assert.equal(code, 0, report);
-  assert.match(stdout, /^(# |ℹ )fail 0$/m, report);
-  assert.match(stdout, /^(# |ℹ )pass [1-9]/m, report);
-});
+    });
+    const addon = join(native, 'build/Release/podmeter_native.node');
+    assert.match(execFileSync('ldd', [addon], { encoding: 'utf8' }), /libasan/, 'the build links the ASan runtime');
+
+    const redirect = join(dir, 'redirect.cjs');
+    writeFileSync(redirect, REDIRECT);
+    const boundary = join(installRoot, 'test/kernel/native-boundary.test.ts');
+    // Run as a plain program (TAP on stdout), not as a child of this test runner.
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    let stdout = '';
+    let stderr = '';
+    let code: number | string = 0;
+    try {
+      ({ stdout, stderr } = await run(process.execPath, ['--require', redirect, boundary], {
+        cwd: installRoot,
+        env: {
+          ...env,
+          LD_PRELOAD: libasan,
+          // V8 handles SIGSEGV itself (WebAssembly bounds checks): let it.
+          ASAN_OPTIONS: 'detect_leaks=0:allow_user_segv_handler=1:abort_on_error=0:exitcode=99',
+          PODMETER_TEST_ADDON_FROM: nativeAddonPath,
+          PODMETER_TEST_ADDON_TO: addon,
+        },
+        maxBuffer: 64 << 20,
+        timeout: 600_000,
+      }));
+    } catch (err) {
+      const e = err as { code?: number | string; stdout?: string; stderr?: string };
+      ({ stdout = '', stderr = '' } = e);
+      code = e.code ?? 'unknown';
+    }
+    const report = `exit ${code}\n--- stderr (tail)\n${stderr.slice(-6000)}\n--- stdout (tail)\n${stdout.slice(-3000)}`;
+    assert.doesNotMatch(stderr, /ERROR: AddressSanitizer/, report);
+    assert.match(
+      stderr,
+      /podmeter-test-asan: runtime mapped, addon mapped/,
+      `the ASan runtime and build were loaded\n${report}`,
+    );
+    assert.equal(code, 0, report);
+    assert.match(stdout, /^(# |ℹ )fail 0$/m, report);
+    assert.match(stdout, /^(# |ℹ )pass [1-9]/m, report);
+  },
+);

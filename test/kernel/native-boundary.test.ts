@@ -117,7 +117,12 @@ function calls(fx: Fixture): fc.Arbitrary<Call> {
       fdChoice: fc.oneof(
         { weight: 6, arbitrary: fc.constant<'target'>('target') },
         { weight: 1, arbitrary: fc.nat(fx.targets.length - 1).map((i) => ({ other: i })) },
-        { weight: 2, arbitrary: fc.constantFrom(...(Object.keys(fx.others) as (keyof Fixture['others'])[])).map((named) => ({ named })) },
+        {
+          weight: 2,
+          arbitrary: fc
+            .constantFrom(...(Object.keys(fx.others) as (keyof Fixture['others'])[]))
+            .map((named) => ({ named })),
+        },
         { weight: 1, arbitrary: fc.integer({ min: -3, max: 4096 }).map((fd) => ({ fd })) },
       ),
       idChoice: fc.oneof(
@@ -173,7 +178,12 @@ function bytes(length: number, seed: number): Uint8Array {
  * long, no such key: a BpfError naming a bpf(BPF_MAP_*) syscall); any other
  * must throw a TypeError or a BpfError that no map syscall made.
  */
-function expectOutcome(good: boolean, fn: () => unknown, check: (result: unknown) => void, describe: () => string): void {
+function expectOutcome(
+  good: boolean,
+  fn: () => unknown,
+  check: (result: unknown) => void,
+  describe: () => string,
+): void {
   let result: unknown;
   let error: unknown;
   try {
@@ -183,7 +193,10 @@ function expectOutcome(good: boolean, fn: () => unknown, check: (result: unknown
   }
   if (good) {
     if (error === undefined) return check(result);
-    assert.ok(error instanceof BpfError && /^bpf\(BPF_MAP_/.test(error.syscall ?? ''), `a right call failed outside the map syscall: ${String(error)} (${describe()})`);
+    assert.ok(
+      error instanceof BpfError && /^bpf\(BPF_MAP_/.test(error.syscall ?? ''),
+      `a right call failed outside the map syscall: ${String(error)} (${describe()})`,
+    );
     return;
   }
   assert.ok(error !== undefined, `expected an exception, got ${String(result)} (${describe()})`);
@@ -191,85 +204,129 @@ function expectOutcome(good: boolean, fn: () => unknown, check: (result: unknown
   assert.ok(checked, `expected a TypeError or a BpfError before any map syscall, got ${String(error)} (${describe()})`);
 }
 
-const show = (c: Call) => () => `drawn for ${c.target.what} (fd ${c.target.map.fd}, id ${c.target.map.id}): fd ${c.fd}, id ${c.mapId}, meant ${c.meant?.what ?? 'nothing'}; key ${c.keyLen}, value ${c.valueLen}, size ${c.size}, words ${c.words}`;
+const show = (c: Call) => () =>
+  `drawn for ${c.target.what} (fd ${c.target.map.fd}, id ${c.target.map.id}): fd ${c.fd}, id ${c.mapId}, meant ${c.meant?.what ?? 'nothing'}; key ${c.keyLen}, value ${c.valueLen}, size ${c.size}, words ${c.words}`;
 
-test('element calls with random buffer sizes, fds and ids throw unless every size and the map are right', { timeout: 600_000 }, async (t) => {
-  const fx = await fixture(t);
-  const sentinelBefore = native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id);
-  let good = 0;
-  fc.assert(
-    fc.property(calls(fx), fc.constantFrom('mapUpdate', 'mapDelete', 'mapLookup', 'mapKeys'), (c, fn) => {
-      const m = (c.meant ?? c.target).map;
-      const keyOk = c.keyLen === m.keySize;
-      const ok = c.meant !== undefined;
-      const key = bytes(c.keyLen, c.seed);
-      switch (fn) {
-        case 'mapUpdate': {
-          const right = ok && keyOk && c.valueLen === m.valueBytes;
-          good += right ? 1 : 0;
-          return expectOutcome(right, () => native.mapUpdate(c.fd, key, bytes(c.valueLen, c.seed), c.mapId), () => {}, show(c));
+test(
+  'element calls with random buffer sizes, fds and ids throw unless every size and the map are right',
+  { timeout: 600_000 },
+  async (t) => {
+    const fx = await fixture(t);
+    const sentinelBefore = native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id);
+    let good = 0;
+    fc.assert(
+      fc.property(calls(fx), fc.constantFrom('mapUpdate', 'mapDelete', 'mapLookup', 'mapKeys'), (c, fn) => {
+        const m = (c.meant ?? c.target).map;
+        const keyOk = c.keyLen === m.keySize;
+        const ok = c.meant !== undefined;
+        const key = bytes(c.keyLen, c.seed);
+        switch (fn) {
+          case 'mapUpdate': {
+            const right = ok && keyOk && c.valueLen === m.valueBytes;
+            good += right ? 1 : 0;
+            return expectOutcome(
+              right,
+              () => native.mapUpdate(c.fd, key, bytes(c.valueLen, c.seed), c.mapId),
+              () => {},
+              show(c),
+            );
+          }
+          case 'mapDelete':
+            return expectOutcome(
+              ok && keyOk,
+              () => native.mapDelete(c.fd, key, c.mapId),
+              (r) => assert.equal(typeof r, 'boolean'),
+              show(c),
+            );
+          case 'mapLookup':
+            return expectOutcome(
+              ok && keyOk && c.size === m.valueBytes,
+              () => native.mapLookup(c.fd, key, c.size, c.mapId),
+              (r) =>
+                assert.ok(
+                  r === undefined || (r instanceof Uint8Array && r.length === m.valueBytes),
+                  `lookup returned ${String(r)}`,
+                ),
+              show(c),
+            );
+          case 'mapKeys':
+            return expectOutcome(
+              ok && c.keyLen === m.keySize,
+              () => native.mapKeys(c.fd, c.keyLen, c.mapId),
+              (r) => assert.ok(Array.isArray(r) && r.every((k) => k instanceof Uint8Array && k.length === m.keySize)),
+              show(c),
+            );
         }
-        case 'mapDelete':
-          return expectOutcome(ok && keyOk, () => native.mapDelete(c.fd, key, c.mapId), (r) => assert.equal(typeof r, 'boolean'), show(c));
-        case 'mapLookup':
-          return expectOutcome(
-            ok && keyOk && c.size === m.valueBytes,
-            () => native.mapLookup(c.fd, key, c.size, c.mapId),
-            (r) => assert.ok(r === undefined || (r instanceof Uint8Array && r.length === m.valueBytes), `lookup returned ${String(r)}`),
-            show(c),
-          );
-        case 'mapKeys':
-          return expectOutcome(
-            ok && c.keyLen === m.keySize,
-            () => native.mapKeys(c.fd, c.keyLen, c.mapId),
-            (r) => assert.ok(Array.isArray(r) && r.every((k) => k instanceof Uint8Array && k.length === m.keySize)),
-            show(c),
-          );
-      }
-    }),
-    { numRuns: RUNS },
-  );
-  assert.ok(good > RUNS / 50, `enough right updates were generated to show they work (${good})`);
-  // The sentinel had the slot names' key and value sizes: only its id told it apart.
-  assert.deepEqual(native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id), sentinelBefore, 'nothing was written into a map no call meant');
-});
+      }),
+      { numRuns: RUNS },
+    );
+    assert.ok(good > RUNS / 50, `enough right updates were generated to show they work (${good})`);
+    // The sentinel had the slot names' key and value sizes: only its id told it apart.
+    assert.deepEqual(
+      native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id),
+      sentinelBefore,
+      'nothing was written into a map no call meant',
+    );
+  },
+);
 
-test('storage calls with random sizes, fds and ids throw unless the fd is the per-CPU cgroup storage map meant and valueSize is its own', { timeout: 600_000 }, async (t) => {
-  const fx = await fixture(t);
-  fc.assert(
-    fc.property(calls(fx), fc.constantFrom('storageLookup', 'storageSums', 'storageKeys'), fc.boolean(), (c, fn, withPrevious) => {
-      const m = (c.meant ?? c.target).map;
-      const isStorage = c.meant?.storage === true;
-      const sizeOk = isStorage && c.size === m.valueSize;
-      switch (fn) {
-        case 'storageLookup':
-          return expectOutcome(
-            sizeOk,
-            () => native.storageLookup(c.fd, c.cgroupId, c.attachType, c.size, c.mapId),
-            (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length * 8 === m.valueBytes)),
-            show(c),
-          );
-        case 'storageSums': {
-          const wordsOk = Number.isInteger(c.words) && c.words >= 0 && c.words <= m.valueSize / 8;
-          const previous = withPrevious ? new BigUint64Array(wordsOk ? 2 * c.words : 2) : undefined;
-          return expectOutcome(
-            sizeOk && wordsOk,
-            () => native.storageSums(c.fd, c.cgroupId, c.size, c.words, previous, c.mapId),
-            (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length === 2 * c.words)),
-            show(c),
-          );
-        }
-        case 'storageKeys':
-          return expectOutcome(isStorage, () => native.storageKeys(c.fd, c.mapId), (r) => assert.ok(Array.isArray(r)), show(c));
-      }
-    }),
-    { numRuns: RUNS },
-  );
-});
+test(
+  'storage calls with random sizes, fds and ids throw unless the fd is the per-CPU cgroup storage map meant and valueSize is its own',
+  { timeout: 600_000 },
+  async (t) => {
+    const fx = await fixture(t);
+    fc.assert(
+      fc.property(
+        calls(fx),
+        fc.constantFrom('storageLookup', 'storageSums', 'storageKeys'),
+        fc.boolean(),
+        (c, fn, withPrevious) => {
+          const m = (c.meant ?? c.target).map;
+          const isStorage = c.meant?.storage === true;
+          const sizeOk = isStorage && c.size === m.valueSize;
+          switch (fn) {
+            case 'storageLookup':
+              return expectOutcome(
+                sizeOk,
+                () => native.storageLookup(c.fd, c.cgroupId, c.attachType, c.size, c.mapId),
+                (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length * 8 === m.valueBytes)),
+                show(c),
+              );
+            case 'storageSums': {
+              const wordsOk = Number.isInteger(c.words) && c.words >= 0 && c.words <= m.valueSize / 8;
+              const previous = withPrevious ? new BigUint64Array(wordsOk ? 2 * c.words : 2) : undefined;
+              return expectOutcome(
+                sizeOk && wordsOk,
+                () => native.storageSums(c.fd, c.cgroupId, c.size, c.words, previous, c.mapId),
+                (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length === 2 * c.words)),
+                show(c),
+              );
+            }
+            case 'storageKeys':
+              return expectOutcome(
+                isStorage,
+                () => native.storageKeys(c.fd, c.mapId),
+                (r) => assert.ok(Array.isArray(r)),
+                show(c),
+              );
+          }
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  },
+);
 
 test('describing an fd of another kind (map, program, link, file, closed) throws instead of misreading it', async (t) => {
   const fx = await fixture(t);
-  const kinds = { map: fx.targets[0]!.map.fd, program: fx.others.program, link: fx.others.link, file: fx.others.file, closed: fx.others.closed, negative: -1 };
+  const kinds = {
+    map: fx.targets[0]!.map.fd,
+    program: fx.others.program,
+    link: fx.others.link,
+    file: fx.others.file,
+    closed: fx.others.closed,
+    negative: -1,
+  };
   const describe = { map: native.mapInfo, program: native.progInfo, link: native.linkInfo } as const;
   for (const [fdKind, fd] of Object.entries(kinds)) {
     for (const [want, fn] of Object.entries(describe)) {
@@ -277,7 +334,11 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
         assert.equal(typeof fn(fd).id, 'number');
         continue;
       }
-      assert.throws(() => fn(fd), (err: unknown) => err instanceof TypeError || (err instanceof BpfError && err.code === 'EBADF'), `${want}Info of a ${fdKind} fd`);
+      assert.throws(
+        () => fn(fd),
+        (err: unknown) => err instanceof TypeError || (err instanceof BpfError && err.code === 'EBADF'),
+        `${want}Info of a ${fdKind} fd`,
+      );
     }
   }
 });
@@ -285,15 +346,24 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
 test('the typed facade refuses wrong lengths before the addon, naming the map and both sizes; right ones work', async (t) => {
   const fx = await fixture(t);
   const names = fx.targets.find((x) => x.what === 'slot names')!.map as BpfMap;
-  assert.throws(() => names.update(new Uint8Array(3), new Uint8Array(64)), { name: 'TypeError', message: /key of 3 bytes for map 'podmeter_names' \(id \d+\), whose keys are 4 bytes/ });
-  assert.throws(() => names.update(new Uint8Array(4), new Uint8Array(63)), { name: 'TypeError', message: /value of 63 bytes for map 'podmeter_names' .*values are 64 bytes/ });
+  assert.throws(() => names.update(new Uint8Array(3), new Uint8Array(64)), {
+    name: 'TypeError',
+    message: /key of 3 bytes for map 'podmeter_names' \(id \d+\), whose keys are 4 bytes/,
+  });
+  assert.throws(() => names.update(new Uint8Array(4), new Uint8Array(63)), {
+    name: 'TypeError',
+    message: /value of 63 bytes for map 'podmeter_names' .*values are 64 bytes/,
+  });
   assert.throws(() => names.lookup(new Uint8Array(4), 4), { name: 'TypeError', message: /value of 4 bytes/ });
   names.update(new Uint8Array(4), bytes(64, 1));
   assert.deepEqual(names.lookup(new Uint8Array(4), 64), bytes(64, 1));
   const percpu = fx.targets.find((x) => x.what === 'per-CPU array')!.map as BpfMap;
   // 12-byte values: 16 per possible CPU.
   assert.equal(percpu.valueBytes % 16, 0);
-  assert.throws(() => percpu.update(new Uint8Array(4), new Uint8Array(12)), { name: 'TypeError', message: /whose values are \d+ bytes/ });
+  assert.throws(() => percpu.update(new Uint8Array(4), new Uint8Array(12)), {
+    name: 'TypeError',
+    message: /whose values are \d+ bytes/,
+  });
   percpu.update(new Uint8Array(4), bytes(percpu.valueBytes, 7));
   assert.deepEqual(percpu.lookup(new Uint8Array(4), percpu.valueBytes), bytes(percpu.valueBytes, 7));
   const storage = fx.targets[0]!.map as StorageMap;

@@ -6,13 +6,21 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { PODMETER_FIRST_NAMED, PODMETER_GENERATION_MASK, PODMETER_NAME_LEN, PODMETER_SLOTS } from '../../agent/kernel/layout.ts';
+import {
+  PODMETER_FIRST_NAMED,
+  PODMETER_GENERATION_MASK,
+  PODMETER_NAME_LEN,
+  PODMETER_SLOTS,
+} from '../../agent/kernel/layout.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { CIDRS, makeTopology, type Peer } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.ts';
 
-const counts = (n: number, family: Family, payload: number) => ({ bytes: BigInt(n * udpDatagramBytes(family, payload)), packets: BigInt(n) });
+const counts = (n: number, family: Family, payload: number) => ({
+  bytes: BigInt(n * udpDatagramBytes(family, payload)),
+  packets: BigInt(n),
+});
 
 test('bpf/podmeter.h and agent/kernel/layout.ts agree', () => {
   const h = readFileSync(new URL('../../bpf/podmeter.h', import.meta.url), 'utf8');
@@ -47,24 +55,44 @@ for (const family of [4, 6] as const) {
       ['cross-zone', CIDRS.crossZone],
       ['cross-region', CIDRS.crossRegion],
       ['service', CIDRS.service],
-    ] as const) for (const c of cidrs) pm.setPeer(c, cls);
+    ] as const)
+      for (const c of cidrs) pm.setPeer(c, cls);
     for (const c of CIDRS.storage) pm.setPeer(c, PODMETER_FIRST_NAMED);
 
-    const expected: Record<'ingress' | 'egress', Record<string, { bytes: bigint; packets: bigint }>> = { ingress: {}, egress: {} };
+    const expected: Record<'ingress' | 'egress', Record<string, { bytes: bigint; packets: bigint }>> = {
+      ingress: {},
+      egress: {},
+    };
     const add = (d: 'ingress' | 'egress', cls: string, c: { bytes: bigint; packets: bigint }) => {
       const x = expected[d][cls] ?? { bytes: 0n, packets: 0n };
       expected[d][cls] = { bytes: x.bytes + c.bytes, packets: x.packets + c.packets };
     };
     const named = (classes: Record<string, unknown> | undefined) =>
-      Object.fromEntries(Object.entries(classes ?? {}).map(([k, v]) => [k === `slot-${PODMETER_FIRST_NAMED}` ? 'storage' : k, v]));
+      Object.fromEntries(
+        Object.entries(classes ?? {}).map(([k, v]) => [k === `slot-${PODMETER_FIRST_NAMED}` ? 'storage' : k, v]),
+      );
 
     let n = 11;
     for (const p of Object.keys(CLASS_OF) as (keyof typeof CLASS_OF)[]) {
       n += 3; // a different count per peer: a packet in the wrong class shows
       const payload = 100 + n;
-      await udpExchange({ senderCgroup: pod, receiverCgroup: peer, ...topo.toPeer(p, family), family, count: n, payload });
+      await udpExchange({
+        senderCgroup: pod,
+        receiverCgroup: peer,
+        ...topo.toPeer(p, family),
+        family,
+        count: n,
+        payload,
+      });
       add('egress', CLASS_OF[p], counts(n, family, payload));
-      await udpExchange({ senderCgroup: peer, receiverCgroup: pod, ...topo.fromPeer(p, family), family, count: n + 1, payload });
+      await udpExchange({
+        senderCgroup: peer,
+        receiverCgroup: pod,
+        ...topo.fromPeer(p, family),
+        family,
+        count: n + 1,
+        payload,
+      });
       add('ingress', CLASS_OF[p], counts(n + 1, family, payload));
       const got = pm.classes(pod);
       assert.deepEqual({ ingress: named(got.ingress), egress: named(got.egress) }, expected, `after the ${p} peer`);
@@ -73,7 +101,15 @@ for (const family of [4, 6] as const) {
     // Loopback: to 127.0.0.1/::1 and to the pod's own eth0 address (the kernel routes that over lo too).
     const before = pm.counters(pod);
     await udpExchange({ senderCgroup: pod, receiverCgroup: pod, netns: topo.pod, family, count: 21, payload: 7 });
-    await udpExchange({ senderCgroup: pod, receiverCgroup: pod, netns: topo.pod, address: topo.address('pod', family), family, count: 9, payload: 7 });
+    await udpExchange({
+      senderCgroup: pod,
+      receiverCgroup: pod,
+      netns: topo.pod,
+      address: topo.address('pod', family),
+      family,
+      count: 9,
+      payload: 7,
+    });
     const lo = counts(30, family, 7);
     add('egress', 'loopback', lo);
     add('ingress', 'loopback', lo);
@@ -89,7 +125,15 @@ test('trie changes apply to later packets only; the per-flow cache follows the g
   const peer = makeTestCgroup(t);
   const pm = loadPodmeter(t);
   pm.attach(pod);
-  const send = () => udpExchange({ senderCgroup: pod, receiverCgroup: peer, ...topo.toPeer('zone', 4), family: 4, count: 10, payload: 50 });
+  const send = () =>
+    udpExchange({
+      senderCgroup: pod,
+      receiverCgroup: peer,
+      ...topo.toPeer('zone', 4),
+      family: 4,
+      count: 10,
+      payload: 50,
+    });
   pm.setPeer(CIDRS.zone[0], 'zone');
   await send();
   // The same flow, same CPU cache entry: a relabelled prefix moves the next packets.

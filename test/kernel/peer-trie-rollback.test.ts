@@ -16,10 +16,12 @@ import { PeerTrie, type TrieEntry } from '../../agent/peers/trie.ts';
 const MAX_PEERS = 65536;
 
 function entries(list: [string, number][]): Map<string, TrieEntry> {
-  return new Map(list.map(([cidr, slot]) => {
-    const prefix = parsePrefix(cidr);
-    return [prefix.text, { prefix, slot }];
-  }));
+  return new Map(
+    list.map(([cidr, slot]) => {
+      const prefix = parsePrefix(cidr);
+      return [prefix.text, { prefix, slot }];
+    }),
+  );
 }
 
 test('a trie update the kernel refuses part-way (trie full) is undone: the previous entries stay, the error says so', (t) => {
@@ -42,13 +44,21 @@ test('a trie update the kernel refuses part-way (trie full) is undone: the previ
 
   // One more than fits: 10.0.0.0/8 changes class, 192.168.0.0/16 goes, and
   // MAX_PEERS /32s come (the kernel refuses the last one).
-  const tooMany: [string, number][] = [['10.0.0.0/8', SLOT['cross-zone']], ['fd00::/8', SLOT.service]];
-  for (let i = 0; tooMany.length < MAX_PEERS + 2; i++) tooMany.push([`100.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, SLOT.external]);
+  const tooMany: [string, number][] = [
+    ['10.0.0.0/8', SLOT['cross-zone']],
+    ['fd00::/8', SLOT.service],
+  ];
+  for (let i = 0; tooMany.length < MAX_PEERS + 2; i++)
+    tooMany.push([`100.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, SLOT.external]);
   assert.throws(
     () => trie.apply(entries(tooMany)),
     (err: Error) => {
       assert.match(err.message, /all undone: the trie holds what it held before/);
-      assert.match((err.cause as NodeJS.ErrnoException).code ?? '', /^(ENOSPC|E2BIG|ENOMEM)$/, `the kernel's refusal: ${String(err.cause)}`);
+      assert.match(
+        (err.cause as NodeJS.ErrnoException).code ?? '',
+        /^(ENOSPC|E2BIG|ENOMEM)$/,
+        `the kernel's refusal: ${String(err.cause)}`,
+      );
       return true;
     },
   );
@@ -62,7 +72,10 @@ test('a trie update the kernel refuses part-way (trie full) is undone: the previ
   assert.notEqual(trie.generation(), generationBefore);
 
   // A later update that fits is applied whole.
-  const next = entries([['10.0.0.0/8', SLOT['cross-zone']], ['172.16.0.0/12', SLOT.node]]);
+  const next = entries([
+    ['10.0.0.0/8', SLOT['cross-zone']],
+    ['172.16.0.0/12', SLOT.node],
+  ]);
   assert.deepEqual(trie.apply(next), { added: 1, changed: 1, removed: 2 });
   assert.deepEqual([...trie.entries().keys()].sort(), ['10.0.0.0/8', '172.16.0.0/12']);
 });

@@ -92,7 +92,14 @@ test('pinned links and map survive the process; a new process adopts them and co
   s.egress!.pin(paths.links.senderEgress);
   r.ingress!.pin(paths.links.receiverIngress);
   r.egress!.pin(paths.links.receiverEgress);
-  await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count: 100, payload: 300 });
+  await udpExchange({
+    senderCgroup: sender,
+    receiverCgroup: receiver,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 100,
+    payload: 300,
+  });
   const round1 = { bytes: BigInt(100 * udpDatagramBytes(4, 300)), packets: 100n };
   assert.deepEqual(pm.counters(sender).egress, round1);
   pm.close();
@@ -103,7 +110,14 @@ test('pinned links and map survive the process; a new process adopts them and co
   assert.deepEqual(queryCgroup(receiver.path, 'ingress'), [ids.ingress]);
 
   // Round 2, a new process: adopt the pins, check, send more.
-  const cfg = { pins: paths, sender: sender.path, receiver: receiver.path, endpoints: { ...topo.toPeer('external', 6), netns: topo.pod.name, receiverNetns: topo.world.name }, count: 40, payload: 1234 };
+  const cfg = {
+    pins: paths,
+    sender: sender.path,
+    receiver: receiver.path,
+    endpoints: { ...topo.toPeer('external', 6), netns: topo.pod.name, receiverNetns: topo.world.name },
+    count: 40,
+    payload: 1234,
+  };
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', ADOPT_SCRIPT], {
     env: { ...process.env, PODMETER_TEST_ADOPT: JSON.stringify(cfg) },
     timeout: 60_000,
@@ -122,12 +136,33 @@ test('pinned links and map survive the process; a new process adopts them and co
   // The same kernel objects...
   assert.equal(child.mapId, ids.map);
   assert.deepEqual(child.programIds, { ingress: ids.ingress, egress: ids.egress });
-  assert.deepEqual(child.links.senderEgress, { ...child.links.senderEgress, typeName: 'cgroup', progId: ids.egress, cgroupId: sender.id, attachType: 1 });
-  assert.deepEqual(child.links.senderIngress, { ...child.links.senderIngress, progId: ids.ingress, cgroupId: sender.id, attachType: 0 });
-  assert.deepEqual(child.links.receiverIngress, { ...child.links.receiverIngress, progId: ids.ingress, cgroupId: receiver.id });
+  assert.deepEqual(child.links.senderEgress, {
+    ...child.links.senderEgress,
+    typeName: 'cgroup',
+    progId: ids.egress,
+    cgroupId: sender.id,
+    attachType: 1,
+  });
+  assert.deepEqual(child.links.senderIngress, {
+    ...child.links.senderIngress,
+    progId: ids.ingress,
+    cgroupId: sender.id,
+    attachType: 0,
+  });
+  assert.deepEqual(child.links.receiverIngress, {
+    ...child.links.receiverIngress,
+    progId: ids.ingress,
+    cgroupId: receiver.id,
+  });
   // ...with round 1's counts, then both rounds'.
-  assert.deepEqual(child.before, { sender: { ingress: zero, egress: round1 }, receiver: { ingress: round1, egress: zero } });
-  assert.deepEqual(child.after, { sender: { ingress: zero, egress: total }, receiver: { ingress: total, egress: zero } });
+  assert.deepEqual(child.before, {
+    sender: { ingress: zero, egress: round1 },
+    receiver: { ingress: round1, egress: zero },
+  });
+  assert.deepEqual(child.after, {
+    sender: { ingress: zero, egress: total },
+    receiver: { ingress: total, egress: zero },
+  });
 
   // And back in this process, from the pin once more.
   const map = StorageMap.fromPin(paths.map);
@@ -163,7 +198,14 @@ test('a pinned link alone keeps counting after its fd is closed; unpinning it de
   link.close();
   const each = udpDatagramBytes(4, 1);
   const send = (count: number): Promise<unknown> =>
-    udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', 4), family: 4, count, payload: 1 });
+    udpExchange({
+      senderCgroup: sender,
+      receiverCgroup: receiver,
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count,
+      payload: 1,
+    });
   await send(10);
   assert.deepEqual(pm.counters(sender).egress, { bytes: BigInt(10 * each), packets: 10n });
 

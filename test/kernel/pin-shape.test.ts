@@ -42,7 +42,10 @@ function assertRefused(pins: PinDir, pin: string, ...mentions: RegExp[]): BpfErr
   } catch (err) {
     caught = err;
   }
-  assert.ok(caught instanceof BpfError, `expected the start to be refused, got ${caught === undefined ? 'a started Meter' : String(caught)}`);
+  assert.ok(
+    caught instanceof BpfError,
+    `expected the start to be refused, got ${caught === undefined ? 'a started Meter' : String(caught)}`,
+  );
   assert.equal(caught.code, ErrorCodes.pinShape, caught.message);
   assert.equal(caught.path, pin);
   assert.ok(caught.message.includes(`'${pin}'`), `the message names the pin: ${caught.message}`);
@@ -58,26 +61,45 @@ test('a map of another type at map_slot_names is refused and the class names are
   PinDir.unpin(pins.slotNames);
   await holder.pin(made.fd, pins.slotNames);
   await holder.stop();
-  assertRefused(pins, pins.slotNames, /its type differs/, /pinned: hash, key 4 B, value 64 B, max_entries 15/, /expected: array, key 4 B, value 64 B, max_entries 15, from .*podmeter\.bpf\.o/);
+  assertRefused(
+    pins,
+    pins.slotNames,
+    /its type differs/,
+    /pinned: hash, key 4 B, value 64 B, max_entries 15/,
+    /expected: array, key 4 B, value 64 B, max_entries 15, from .*podmeter\.bpf\.o/,
+  );
   const stranger = BpfMap.fromPin(pins.slotNames);
   t.after(() => stranger.close());
   assert.deepEqual(stranger.keys(4), [], 'no class name was written into the stranger');
 });
 
-test('another version\'s counter map (the 16-byte storage of agents before peer classes) at map_counters is refused', (t) => {
+test("another version's counter map (the 16-byte storage of agents before peer classes) at map_counters is refused", (t) => {
   const pins = pinnedByAnAgent(t);
   const legacy = BpfObject.load(bpfObjectPath('legacy'));
   t.after(() => legacy.close());
   const old = legacy.takeStorageMap('podmeter_stats');
   t.after(() => old.close());
   replacePin(pins.map, old);
-  assertRefused(pins, pins.map, /its value size differs/, /pinned: percpu_cgroup_storage, key 16 B, value 16 B/, /expected: percpu_cgroup_storage, key 16 B, value \d+ B/);
+  assertRefused(
+    pins,
+    pins.map,
+    /its value size differs/,
+    /pinned: percpu_cgroup_storage, key 16 B, value 16 B/,
+    /expected: percpu_cgroup_storage, key 16 B, value \d+ B/,
+  );
 });
 
 test('a peer trie of another size at map_peers is refused and stays empty', async (t) => {
   const pins = pinnedByAnAgent(t);
   const holder = await startHolder(t, { comm: uniqueComm('ps') });
-  const made = await holder.create({ name: 'podmeter_peers', type: LPM_TRIE, key: 20, value: 4, max: 1024, flags: BPF_F_NO_PREALLOC });
+  const made = await holder.create({
+    name: 'podmeter_peers',
+    type: LPM_TRIE,
+    key: 20,
+    value: 4,
+    max: 1024,
+    flags: BPF_F_NO_PREALLOC,
+  });
   PinDir.unpin(pins.peers);
   await holder.pin(made.fd, pins.peers);
   await holder.stop();
@@ -98,14 +120,26 @@ test('another cgroup_skb program at prog_ingress is refused', (t) => {
   const pins = pinnedByAnAgent(t);
   const other = loadPassthrough(t);
   replacePin(pins.program('ingress'), other.programs.ingress);
-  assertRefused(pins, pins.program('ingress'), /its name differs/, /does not use the pinned map_counters, map_peers, map_generation/, /pinned: cgroup_skb 'passthrough_ing'/, /expected: cgroup_skb 'podmeter_ingres' \(attach type cgroup_inet_ingress/);
+  assertRefused(
+    pins,
+    pins.program('ingress'),
+    /its name differs/,
+    /does not use the pinned map_counters, map_peers, map_generation/,
+    /pinned: cgroup_skb 'passthrough_ing'/,
+    /expected: cgroup_skb 'podmeter_ingres' \(attach type cgroup_inet_ingress/,
+  );
 });
 
-test('an old agent\'s storage map (map_stats) of another shape is refused', (t) => {
+test("an old agent's storage map (map_stats) of another shape is refused", (t) => {
   const pins = pinnedByAnAgent(t);
   const other = loadPodmeter(t);
   other.map!.pin(pins.legacyMap);
-  assertRefused(pins, pins.legacyMap, /pinned: percpu_cgroup_storage, key 16 B, value \d+ B/, /expected: percpu_cgroup_storage, key 16 B, value 16 B, max_entries 0, from .*legacy\.bpf\.o/);
+  assertRefused(
+    pins,
+    pins.legacyMap,
+    /pinned: percpu_cgroup_storage, key 16 B, value \d+ B/,
+    /expected: percpu_cgroup_storage, key 16 B, value 16 B, max_entries 0, from .*legacy\.bpf\.o/,
+  );
 });
 
 test('pins of the right shape are adopted (the same maps, ids unchanged)', (t) => {

@@ -2,7 +2,14 @@
 // set of headers per counted skb; per-CPU slots sum to what read() returns.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { cgroupId, possibleCpus, sumCounters, type Counters, type Direction, type StorageMap } from '../../agent/kernel/bpf.ts';
+import {
+  cgroupId,
+  possibleCpus,
+  sumCounters,
+  type Counters,
+  type Direction,
+  type StorageMap,
+} from '../../agent/kernel/bpf.ts';
 import { SLOT } from '../../agent/peers/classes.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -61,8 +68,14 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     pm.attach(sender);
     pm.attach(receiver);
 
-    await tcpTransfer({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', family), family, bytes: PAYLOAD });
-    const retrans = (retransSegs(topo.pod) + retransSegs(topo.world));
+    await tcpTransfer({
+      senderCgroup: sender,
+      receiverCgroup: receiver,
+      ...topo.toPeer('external', family),
+      family,
+      bytes: PAYLOAD,
+    });
+    const retrans = retransSegs(topo.pod) + retransSegs(topo.world);
     const slack = BigInt(retrans * MAX_TCP_SEGMENT);
     const P = BigInt(PAYLOAD);
     const min = BigInt(MIN_HEADERS[family]);
@@ -72,12 +85,20 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     const receiverId = cgroupId(receiver.path);
     const out = stableSnapshot(map, senderId, 'egress').read;
     const inn = stableSnapshot(map, receiverId, 'ingress').read;
-    t.diagnostic(`IPv${family}: sender egress ${out.bytes} B in ${out.packets} skbs; receiver ingress ${inn.bytes} B in ${inn.packets} skbs; RetransSegs ${retrans}`);
+    t.diagnostic(
+      `IPv${family}: sender egress ${out.bytes} B in ${out.packets} skbs; receiver ingress ${inn.bytes} B in ${inn.packets} skbs; RetransSegs ${retrans}`,
+    );
 
-    for (const [name, c] of [['sender egress', out], ['receiver ingress', inn]] as const) {
+    for (const [name, c] of [
+      ['sender egress', out],
+      ['receiver ingress', inn],
+    ] as const) {
       assert.ok(c.packets > 0n, `${name}: packets counted`);
       assert.ok(c.bytes >= P + c.packets * min, `${name}: ${c.bytes} >= ${P} + ${c.packets} x ${min}`);
-      assert.ok(c.bytes <= P + c.packets * max + slack, `${name}: ${c.bytes} <= ${P} + ${c.packets} x ${max} + ${slack}`);
+      assert.ok(
+        c.bytes <= P + c.packets * max + slack,
+        `${name}: ${c.bytes} <= ${P} + ${c.packets} x ${max} + ${slack}`,
+      );
     }
     // The other directions carry only headers (ACKs, SYN, FIN): no payload.
     for (const [name, c] of [
@@ -85,11 +106,19 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
       ['receiver egress', stableSnapshot(map, receiverId, 'egress').read],
     ] as const) {
       assert.ok(c.packets > 0n, `${name}: ACKs counted`);
-      assert.ok(c.bytes >= c.packets * min && c.bytes <= c.packets * max, `${name}: ${c.bytes} B is headers only for ${c.packets} skbs`);
+      assert.ok(
+        c.bytes >= c.packets * min && c.bytes <= c.packets * max,
+        `${name}: ${c.bytes} B is headers only for ${c.packets} skbs`,
+      );
     }
 
     // Per-CPU: one slot per possible CPU; their sum is what read() returns.
-    for (const [id, direction] of [[senderId, 'egress'], [senderId, 'ingress'], [receiverId, 'egress'], [receiverId, 'ingress']] as const) {
+    for (const [id, direction] of [
+      [senderId, 'egress'],
+      [senderId, 'ingress'],
+      [receiverId, 'egress'],
+      [receiverId, 'ingress'],
+    ] as const) {
       const { perCpu, read } = stableSnapshot(map, id, direction);
       assert.equal(perCpu.length, possibleCpus());
       assert.deepEqual(sumCounters(perCpu), read, `per-CPU sum of ${id}/${direction}`);

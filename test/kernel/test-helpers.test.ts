@@ -53,7 +53,9 @@ test('makeNetns: lo up with 127.0.0.1 and ::1; removed afterwards', async () => 
   const ns = makeNetns();
   assert.ok(ns.name.startsWith('podmeter-test-'));
   assert.ok(netnsNames().includes(ns.name));
-  const out = execFileSync(ns.exec[0]!, [...ns.exec.slice(1), 'ip', '-o', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' });
+  const out = execFileSync(ns.exec[0]!, [...ns.exec.slice(1), 'ip', '-o', 'addr', 'show', 'dev', 'lo'], {
+    encoding: 'utf8',
+  });
   assert.match(out, /inet 127\.0\.0\.1/);
   assert.match(out, /inet6 ::1/);
   await ns.remove();
@@ -93,7 +95,7 @@ test('makeBpffsDir: a podmeter-test- directory on bpffs', async () => {
   assert.ok(!existsSync(dir.path));
 });
 
-test('what a killed test left (its pid gone) is swept: cgroups, bpffs dirs, netns; a live test\'s never', async (t) => {
+test("what a killed test left (its pid gone) is swept: cgroups, bpffs dirs, netns; a live test's never", async (t) => {
   // A pid that ran and is gone: the owner of the stale names.
   const gone = spawn('true');
   await new Promise((resolve) => gone.once('exit', resolve));
@@ -115,7 +117,11 @@ test('what a killed test left (its pid gone) is swept: cgroups, bpffs dirs, netn
   }
   assert.equal(staleTestName(stale), true);
   assert.equal(staleTestName(live), false);
-  assert.equal(staleTestName('podmeter-test-node-abc-def'), false, 'another pattern of the prefix is not a test object');
+  assert.equal(
+    staleTestName('podmeter-test-node-abc-def'),
+    false,
+    'another pattern of the prefix is not a test object',
+  );
 
   assert.ok(sweepStaleCgroups().includes(cg(stale)));
   assert.ok(sweepStaleBpffsDirs().includes(bpf(stale)));

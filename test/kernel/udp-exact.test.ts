@@ -33,7 +33,14 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     let bytes = 0;
     let packets = 0;
     for (const { count, payload } of ROUNDS) {
-      const got = await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, ...topo.toPeer('external', family), family, count, payload });
+      const got = await udpExchange({
+        senderCgroup: sender,
+        receiverCgroup: receiver,
+        ...topo.toPeer('external', family),
+        family,
+        count,
+        payload,
+      });
       assert.equal(got.count, count);
       bytes += count * udpDatagramBytes(family, payload);
       packets += count;
@@ -52,8 +59,22 @@ test('UDP both ways between two cgroups: each direction counts only its own data
   const pm = loadPodmeter(t);
   pm.attach(a);
   pm.attach(b);
-  await udpExchange({ senderCgroup: a, receiverCgroup: b, ...topo.toPeer('external', 4), family: 4, count: 70, payload: 100 });
-  await udpExchange({ senderCgroup: b, receiverCgroup: a, ...topo.toPeer('external', 6), family: 6, count: 30, payload: 333 });
+  await udpExchange({
+    senderCgroup: a,
+    receiverCgroup: b,
+    ...topo.toPeer('external', 4),
+    family: 4,
+    count: 70,
+    payload: 100,
+  });
+  await udpExchange({
+    senderCgroup: b,
+    receiverCgroup: a,
+    ...topo.toPeer('external', 6),
+    family: 6,
+    count: 30,
+    payload: 333,
+  });
   const aToB = { bytes: BigInt(70 * udpDatagramBytes(4, 100)), packets: 70n };
   const bToA = { bytes: BigInt(30 * udpDatagramBytes(6, 333)), packets: 30n };
   assert.deepEqual(pm.counters(a), { egress: aToB, ingress: bToA });

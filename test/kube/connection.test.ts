@@ -32,7 +32,11 @@ test('connections: in-cluster with token rotation, tokenFile, exec plugin; broke
     writeFileSync(path, '{ not: [yaml');
     await assert.rejects(loadConnection(path), /cannot be read as a kubeconfig/);
     await assert.rejects(loadConnection(join(dir, 'missing.yaml')), /cannot be read as a kubeconfig/);
-    assert.equal(await loadConnection(undefined, join(dir, 'no-service-account')), undefined, 'standalone without either');
+    assert.equal(
+      await loadConnection(undefined, join(dir, 'no-service-account')),
+      undefined,
+      'standalone without either',
+    );
   });
 
   const cluster = await startCluster();
@@ -53,8 +57,18 @@ test('connections: in-cluster with token rotation, tokenFile, exec plugin; broke
     const api = new KubeApi(conn);
     await assert.rejects(api.get('/api/v1/namespaces'), (err) => isStatus(err, 401));
     writeFileSync(join(sa, 'token'), `${cluster.token}\n`); // the kubelet rotated it
-    assert.equal(await waitFor('the new token is used', async () => (await canList(api).catch(() => undefined)) || undefined, 10_000), true);
-    assert.throws(() => inCluster(sa, {}), /KUBERNETES_SERVICE_HOST\/KUBERNETES_SERVICE_PORT are not set; pass --kubeconfig/);
+    assert.equal(
+      await waitFor(
+        'the new token is used',
+        async () => (await canList(api).catch(() => undefined)) || undefined,
+        10_000,
+      ),
+      true,
+    );
+    assert.throws(
+      () => inCluster(sa, {}),
+      /KUBERNETES_SERVICE_HOST\/KUBERNETES_SERVICE_PORT are not set; pass --kubeconfig/,
+    );
   });
 
   await t.test('kubeconfig: a tokenFile relative to the file', async () => {
@@ -78,20 +92,35 @@ test('connections: in-cluster with token rotation, tokenFile, exec plugin; broke
 
   await t.test('kubeconfig: an exec plugin (client-node runs it)', async () => {
     const plugin = join(dir, 'credential-plugin');
-    const credential = { apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: cluster.token } };
+    const credential = {
+      apiVersion: 'client.authentication.k8s.io/v1',
+      kind: 'ExecCredential',
+      status: { token: cluster.token },
+    };
     writeFileSync(plugin, `#!/bin/sh\nprintf '%s' '${JSON.stringify(credential)}'\n`, { mode: 0o755 });
     const path = join(dir, 'kubeconfig-exec');
     writeJson(path, {
       apiVersion: 'v1',
       kind: 'Config',
       clusters: [{ name: 'c', cluster: { server: cluster.server, 'certificate-authority': cluster.caFile } }],
-      users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: plugin, interactiveMode: 'Never' } } }],
+      users: [
+        {
+          name: 'u',
+          user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: plugin, interactiveMode: 'Never' } },
+        },
+      ],
       contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
       'current-context': 'c',
     });
     assert.equal(await canList(new KubeApi((await loadConnection(path))!)), true);
     // Without the plugin's token the same request is refused: the plugin is what authenticated it.
-    writeFileSync(plugin, `#!/bin/sh\nprintf '%s' '${JSON.stringify({ ...credential, status: { token: 'wrong' } })}'\n`, { mode: 0o755 });
-    await assert.rejects(new KubeApi((await loadConnection(path))!).get('/api/v1/namespaces'), (err) => isStatus(err, 401));
+    writeFileSync(
+      plugin,
+      `#!/bin/sh\nprintf '%s' '${JSON.stringify({ ...credential, status: { token: 'wrong' } })}'\n`,
+      { mode: 0o755 },
+    );
+    await assert.rejects(new KubeApi((await loadConnection(path))!).get('/api/v1/namespaces'), (err) =>
+      isStatus(err, 401),
+    );
   });
 });

@@ -13,13 +13,27 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 import { startAgentProcess, waitFor } from '../helpers/agent.ts';
-import { apply, asStrings, eventually, totalsOnly, ledgerLoaded, ledgerLoads, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage } from '../helpers/operatorCluster.ts';
+import {
+  apply,
+  asStrings,
+  eventually,
+  totalsOnly,
+  ledgerLoaded,
+  ledgerLoads,
+  must,
+  operatorCluster,
+  staysEqual,
+  startOperator,
+  totals,
+  totalsBecome,
+  usage,
+} from '../helpers/operatorCluster.ts';
 import { annotations, makePod } from '../helpers/kubeCluster.ts';
 import type { NodeFinal } from '../../common/contract/finals.ts';
 
 const NODE = 'podmeter-test-finals-agent-node';
 
-test('a pod that dies while no operator runs: counted exactly from the agent\'s Node finals', async (t) => {
+test("a pod that dies while no operator runs: counted exactly from the agent's Node finals", async (t) => {
   const oc = await operatorCluster(t);
   await apply(oc, [
     { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } },
@@ -30,15 +44,42 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   const db = await makePod(oc.cluster, root, { name: 'db', namespace: 'shop', node: NODE });
   const agent = await startAgentProcess(t, {
     cgroupRoot: root.path,
-    args: ['--kubeconfig', oc.cluster.kubeconfig, '--node-name', NODE, '--annotate-interval', '1', '--annotate-budget', '20', '--interval', '1'],
+    args: [
+      '--kubeconfig',
+      oc.cluster.kubeconfig,
+      '--node-name',
+      NODE,
+      '--annotate-interval',
+      '1',
+      '--annotate-budget',
+      '20',
+      '--interval',
+      '1',
+    ],
   });
   const op = await startOperator(oc);
   await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const one = udpDatagramBytes(4, 200);
   // db sends to an address outside the cluster (the 'external' class); web receives.
-  const exchange = (count: number) => udpExchange({ senderCgroup: db.container.path, receiverCgroup: web.container.path, ...topo.toPeer('external', 4), family: 4, count, payload: 200 });
-  const total = (n: number) => ({ ...totalsOnly({ ingressBytes: BigInt(n * one), egressBytes: BigInt(n * one), ingressPackets: BigInt(n), egressPackets: BigInt(n) }), egressExternalBytes: BigInt(n * one) });
+  const exchange = (count: number) =>
+    udpExchange({
+      senderCgroup: db.container.path,
+      receiverCgroup: web.container.path,
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count,
+      payload: 200,
+    });
+  const total = (n: number) => ({
+    ...totalsOnly({
+      ingressBytes: BigInt(n * one),
+      egressBytes: BigInt(n * one),
+      ingressPackets: BigInt(n),
+      egressPackets: BigInt(n),
+    }),
+    egressExternalBytes: BigInt(n * one),
+  });
 
   await exchange(100);
   await totalsBecome(oc, 'NamespaceUsage', 'shop', total(100)); // db is checkpointed with 100 datagrams out
@@ -54,7 +95,8 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   // shows the read on emptying). As a kubelet, which removes a pod's cgroup
   // after its sandbox is gone, the test removes db once the agent has read it.
   await waitFor('db read after its last datagram', async () =>
-    (await agent.cgroups()).find((c) => c.uid === db.uid)?.egress.packets === '140' ? true : undefined);
+    (await agent.cgroups()).find((c) => c.uid === db.uid)?.egress.packets === '140' ? true : undefined,
+  );
   rmdirSync(db.container.path); // the kubelet stops db
   rmdirSync(db.podCgroup);
   /** db's entry in the Node's `podmeter.io/finals`, as the agent last wrote it. */
@@ -79,7 +121,7 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await agent.kill('SIGKILL');
   await agent.restart();
   await waitFor(
-    'the restarted agent republishes db\'s final',
+    "the restarted agent republishes db's final",
     async () => {
       const again = await dbFinal();
       return again !== undefined && again.namespace === undefined ? again : undefined;
@@ -91,6 +133,14 @@ test('a pod that dies while no operator runs: counted exactly from the agent\'s 
   await op.kill('SIGTERM');
   await op.restart();
   await ledgerLoaded(op, loads);
-  const all = async () => [await totals(oc, 'NamespaceUsage', 'shop'), await totals(oc, 'NodeUsage', NODE), (await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods];
-  await staysEqual('totals after the agent and the operator restarted', all, [asStrings(total(140)), asStrings(total(140)), 1]);
+  const all = async () => [
+    await totals(oc, 'NamespaceUsage', 'shop'),
+    await totals(oc, 'NodeUsage', NODE),
+    (await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods,
+  ];
+  await staysEqual('totals after the agent and the operator restarted', all, [
+    asStrings(total(140)),
+    asStrings(total(140)),
+    1,
+  ]);
 });

@@ -37,11 +37,19 @@ interface Answer {
 /** One GET over HTTPS, certificate unverified (what is checked here is the token, not the certificate). */
 function get(base: string, path: string, token?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request(`${base}${path}`, { rejectUnauthorized: false, headers: token === undefined ? {} : { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-    });
+    const req = request(
+      `${base}${path}`,
+      {
+        rejectUnauthorized: false,
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(30_000),
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -50,12 +58,19 @@ function get(base: string, path: string, token?: string): Promise<Answer> {
 /** The chart's RBAC and ServiceAccounts as `helm template` renders them with these reader bindings. */
 async function chartRbac(): Promise<K8sObject[]> {
   const objects = await render(await toolsDir(), {
-    set: ['readers.metrics[0].name=prometheus', 'readers.metrics[0].namespace=monitoring', 'readers.api[0].name=node-admin', 'readers.api[0].namespace=podmeter'],
+    set: [
+      'readers.metrics[0].name=prometheus',
+      'readers.metrics[0].namespace=monitoring',
+      'readers.api[0].name=node-admin',
+      'readers.api[0].namespace=podmeter',
+    ],
   });
-  return objects.filter((o) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(o.kind));
+  return objects.filter((o) =>
+    ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(o.kind),
+  );
 }
 
-test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 200 for the chart\'s readers; probes open; 503 when the API is away', async (t) => {
+test("--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 200 for the chart's readers; probes open; 503 when the API is away", async (t) => {
   const oc = await operatorCluster(t);
   const { cluster } = oc;
   const dir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
@@ -63,10 +78,15 @@ test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
   const node = `podmeter-test-node-${randomSuffix()}`;
   await must(cluster.kubectl(['create', 'namespace', 'monitoring']));
   await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: node } }, ...(await chartRbac())]);
-  for (const [name, ns] of [['prometheus', 'monitoring'], ['node-admin', OPERATOR_NS], ['nobody', OPERATOR_NS]] as const) {
+  for (const [name, ns] of [
+    ['prometheus', 'monitoring'],
+    ['node-admin', OPERATOR_NS],
+    ['nobody', OPERATOR_NS],
+  ] as const) {
     await must(cluster.kubectl(['create', 'serviceaccount', name, '-n', ns]));
   }
-  const token = async (name: string, ns = OPERATOR_NS) => (await must(cluster.kubectl(['create', 'token', name, '-n', ns]))).trim();
+  const token = async (name: string, ns = OPERATOR_NS) =>
+    (await must(cluster.kubectl(['create', 'token', name, '-n', ns]))).trim();
   const prometheus = await token('prometheus', 'monitoring');
   const nodeAdmin = await token('node-admin');
   const nobody = await token('nobody');
@@ -74,14 +94,24 @@ test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
   // The agent runs as the chart's agent ServiceAccount: only the chart's RBAC lets it review tokens.
   const agent = await startAgentProcess(t, {
     cgroupRoot: makeTestCgroup(t).path,
-    args: ['--kubeconfig', tokenKubeconfig(cluster, await token('podmeter-agent'), dir), '--node-name', node, '--namespace', OPERATOR_NS, '--metrics-auth', 'kubernetes'],
+    args: [
+      '--kubeconfig',
+      tokenKubeconfig(cluster, await token('podmeter-agent'), dir),
+      '--node-name',
+      node,
+      '--namespace',
+      OPERATOR_NS,
+      '--metrics-auth',
+      'kubernetes',
+    ],
   });
   assert.match(agent.url, /^https:\/\//, 'the agent serves HTTPS');
   const started = agent.logs.find((l) => l.msg?.toString().startsWith('HTTPS with Kubernetes token review'));
   assert.equal(started?.source, 'self-signed');
 
   await t.test('the agent: probes open, 401, 403, 200 by path and role', async () => {
-    for (const path of ['/healthz', '/readyz']) assert.equal((await get(agent.url, path)).status, 200, `${path} without a token`);
+    for (const path of ['/healthz', '/readyz'])
+      assert.equal((await get(agent.url, path)).status, 200, `${path} without a token`);
     for (const path of ['/metrics', '/api/v1/cgroups', '/api/v1/maps', '/maps', '/nowhere']) {
       const answer = await get(agent.url, path);
       assert.equal(answer.status, 401, `${path} without a token`);
@@ -95,7 +125,11 @@ test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
     const metrics = await get(agent.url, '/metrics', prometheus);
     assert.equal(metrics.status, 200, metrics.body);
     assert.match(metrics.body, /^# TYPE podmeter_attached_cgroups gauge$/m, 'real metrics');
-    assert.equal((await get(agent.url, '/api/v1/cgroups', prometheus)).status, 403, 'the metrics reader may not read the API');
+    assert.equal(
+      (await get(agent.url, '/api/v1/cgroups', prometheus)).status,
+      403,
+      'the metrics reader may not read the API',
+    );
     // Kubernetes' default system:discovery role lets every authenticated user get /api/*: the agent's API must not count that.
     const discovery = await get(agent.url, '/api/v1/cgroups', nobody);
     assert.equal(discovery.status, 403, 'any valid token without podmeter RBAC');
@@ -110,29 +144,56 @@ test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
     }
   });
 
-  await t.test('podmeter top and maps on the node: work with --token/--token-file, say what to do without', async () => {
-    const tokenFile = join(dir, 'token');
-    writeFileSync(tokenFile, `${nodeAdmin}\n`);
-    const top = await run(PODMETER, ['top', '--once', '--interval', '0.2', '--agent', agent.url, '--token-file', tokenFile]);
-    assert.equal(top.code, 0, top.stderr);
-    assert.match(top.stdout, /NAME\s+RX\/s\s+TX\/s/);
-    const maps = await run(PODMETER, ['maps', '--json', '--agent', agent.url, '--token', nodeAdmin]);
-    assert.equal(maps.code, 0, maps.stderr);
-    assert.ok(JSON.parse(maps.stdout).totalBytes > 0, 'the agent\'s map inventory');
+  await t.test(
+    'podmeter top and maps on the node: work with --token/--token-file, say what to do without',
+    async () => {
+      const tokenFile = join(dir, 'token');
+      writeFileSync(tokenFile, `${nodeAdmin}\n`);
+      const top = await run(PODMETER, [
+        'top',
+        '--once',
+        '--interval',
+        '0.2',
+        '--agent',
+        agent.url,
+        '--token-file',
+        tokenFile,
+      ]);
+      assert.equal(top.code, 0, top.stderr);
+      assert.match(top.stdout, /NAME\s+RX\/s\s+TX\/s/);
+      const maps = await run(PODMETER, ['maps', '--json', '--agent', agent.url, '--token', nodeAdmin]);
+      assert.equal(maps.code, 0, maps.stderr);
+      assert.ok(JSON.parse(maps.stdout).totalBytes > 0, "the agent's map inventory");
 
-    const anonymous = await run(PODMETER, ['top', '--once', '--agent', agent.url]);
-    assert.equal(anonymous.code, 1);
-    assert.match(anonymous.stderr, /answered 401 Unauthorized: it checks Kubernetes tokens: pass --token or --token-file/);
-    const forbidden = await run(PODMETER, ['top', '--once', '--agent', agent.url, '--token', prometheus]);
-    assert.equal(forbidden.code, 1);
-    assert.match(forbidden.stderr, /answered 403 Forbidden: .*may not get \/api\/v1\/cgroups/);
-    const plain = await run(PODMETER, ['top', '--once', '--agent', agent.url.replace('https:', 'http:'), '--token', nodeAdmin]);
-    assert.equal(plain.code, 1, 'plain HTTP gets nothing from an HTTPS agent');
-    assert.match(plain.stderr, /cannot reach the agent .*serves https: pass --agent https:\/\//);
-  });
+      const anonymous = await run(PODMETER, ['top', '--once', '--agent', agent.url]);
+      assert.equal(anonymous.code, 1);
+      assert.match(
+        anonymous.stderr,
+        /answered 401 Unauthorized: it checks Kubernetes tokens: pass --token or --token-file/,
+      );
+      const forbidden = await run(PODMETER, ['top', '--once', '--agent', agent.url, '--token', prometheus]);
+      assert.equal(forbidden.code, 1);
+      assert.match(forbidden.stderr, /answered 403 Forbidden: .*may not get \/api\/v1\/cgroups/);
+      const plain = await run(PODMETER, [
+        'top',
+        '--once',
+        '--agent',
+        agent.url.replace('https:', 'http:'),
+        '--token',
+        nodeAdmin,
+      ]);
+      assert.equal(plain.code, 1, 'plain HTTP gets nothing from an HTTPS agent');
+      assert.match(plain.stderr, /cannot reach the agent .*serves https: pass --agent https:\/\//);
+    },
+  );
 
   const operator = await startOperator(oc, {
-    args: ['--kubeconfig', tokenKubeconfig(cluster, await token('podmeter-operator'), join(mkdtempSync(join(dir, 'op-')))), '--metrics-auth', 'kubernetes'],
+    args: [
+      '--kubeconfig',
+      tokenKubeconfig(cluster, await token('podmeter-operator'), join(mkdtempSync(join(dir, 'op-')))),
+      '--metrics-auth',
+      'kubernetes',
+    ],
   });
 
   await t.test('the operator: the same rules, with its own chart RBAC', async () => {
@@ -146,37 +207,65 @@ test('--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
     assert.match(metrics.body, /^podmeter_operator_leader [01]$/m);
   });
 
-  await t.test('the apiserver stopped: a decision not cached is 503, a cached allow holds for its TTL, probes stay 200', async () => {
-    const allowedAt = Date.now();
-    assert.equal((await get(agent.url, '/metrics', prometheus)).status, 200);
-    await cluster.stopApiserver();
-    const tampered = nodeAdmin.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
-    for (const path of ['/api/v1/cgroups', '/maps']) {
-      const uncached = await get(agent.url, path, tampered);
-      assert.equal(uncached.status, 503, uncached.body);
-      assert.match(uncached.body, /cannot check the token with the Kubernetes API/);
-    }
-    assert.equal((await get(operator.url, '/metrics', tampered)).status, 503, 'the operator too');
-    const cached = await get(agent.url, '/metrics', prometheus);
-    // The allow was cached when allowedAt was taken; only a machine slower than its 60 s TTL sees it expire (then 503, never an unchecked 200).
-    assert.equal(cached.status, Date.now() - allowedAt < 55_000 ? 200 : 503, cached.body);
-    assert.equal((await get(agent.url, '/healthz')).status, 200);
-    const outages = () => agent.logs.filter((l) => /cannot review tokens/.test(String(l.msg))).length;
-    await waitFor('the outage logged', () => (outages() > 0 ? true : undefined));
-    assert.equal(outages(), 1, 'the outage is logged once, not per request');
-    await cluster.startApiserver();
-    // A path not asked before with this token: a fresh review, not a cached allow.
-    await waitFor('reviews working again', async () => ((await get(agent.url, '/maps/chart.js', nodeAdmin)).status === 200 ? true : undefined), 60_000);
-    await waitFor('the recovery logged', () => (agent.logs.some((l) => l.msg === 'token reviews work again') ? true : undefined));
-  });
+  await t.test(
+    'the apiserver stopped: a decision not cached is 503, a cached allow holds for its TTL, probes stay 200',
+    async () => {
+      const allowedAt = Date.now();
+      assert.equal((await get(agent.url, '/metrics', prometheus)).status, 200);
+      await cluster.stopApiserver();
+      const tampered = nodeAdmin.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'));
+      for (const path of ['/api/v1/cgroups', '/maps']) {
+        const uncached = await get(agent.url, path, tampered);
+        assert.equal(uncached.status, 503, uncached.body);
+        assert.match(uncached.body, /cannot check the token with the Kubernetes API/);
+      }
+      assert.equal((await get(operator.url, '/metrics', tampered)).status, 503, 'the operator too');
+      const cached = await get(agent.url, '/metrics', prometheus);
+      // The allow was cached when allowedAt was taken; only a machine slower than its 60 s TTL sees it expire (then 503, never an unchecked 200).
+      assert.equal(cached.status, Date.now() - allowedAt < 55_000 ? 200 : 503, cached.body);
+      assert.equal((await get(agent.url, '/healthz')).status, 200);
+      const outages = () => agent.logs.filter((l) => /cannot review tokens/.test(String(l.msg))).length;
+      await waitFor('the outage logged', () => (outages() > 0 ? true : undefined));
+      assert.equal(outages(), 1, 'the outage is logged once, not per request');
+      await cluster.startApiserver();
+      // A path not asked before with this token: a fresh review, not a cached allow.
+      await waitFor(
+        'reviews working again',
+        async () => ((await get(agent.url, '/maps/chart.js', nodeAdmin)).status === 200 ? true : undefined),
+        60_000,
+      );
+      await waitFor('the recovery logged', () =>
+        agent.logs.some((l) => l.msg === 'token reviews work again') ? true : undefined,
+      );
+    },
+  );
 });
 
 test('--metrics-auth kubernetes without a Kubernetes API: a usage error (exit 2) before the agent changes anything', (t) => {
   const dir = mkdtempSync(join(tmpdir(), TEST_PREFIX));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const bpffs = `/sys/fs/bpf/${TEST_PREFIX}${randomSuffix()}`;
-  const r = spawnSync(PODMETER, ['agent', '--cgroup-root', makeTestCgroup(t).path, '--bpffs', bpffs, '--state-dir', dir, '--listen', '127.0.0.1:0', '--metrics-auth', 'kubernetes'], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(
+    PODMETER,
+    [
+      'agent',
+      '--cgroup-root',
+      makeTestCgroup(t).path,
+      '--bpffs',
+      bpffs,
+      '--state-dir',
+      dir,
+      '--listen',
+      '127.0.0.1:0',
+      '--metrics-auth',
+      'kubernetes',
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
   assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /--metrics-auth kubernetes needs a Kubernetes API to review tokens \(--kubeconfig or an in-cluster service account\)/);
+  assert.match(
+    r.stderr,
+    /--metrics-auth kubernetes needs a Kubernetes API to review tokens \(--kubeconfig or an in-cluster service account\)/,
+  );
   assert.equal(spawnSync('test', ['-e', bpffs]).status, 1, 'nothing pinned');
 });

@@ -20,7 +20,24 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { sample } from '../helpers/agent.ts';
-import { add, apply, counters, createPod, deletePod, eventually, must, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage, writeCounts, writeNodeFinals, type TestPod } from '../helpers/operatorCluster.ts';
+import {
+  add,
+  apply,
+  counters,
+  createPod,
+  deletePod,
+  eventually,
+  must,
+  operatorCluster,
+  staysEqual,
+  startOperator,
+  totals,
+  totalsBecome,
+  usage,
+  writeCounts,
+  writeNodeFinals,
+  type TestPod,
+} from '../helpers/operatorCluster.ts';
 import { ANNOTATIONS } from '../../common/contract/annotations.ts';
 import { fromStrings, toStrings } from '../../common/contract/counts.ts';
 import { MAX_FINALS } from '../../common/contract/finals.ts';
@@ -40,10 +57,21 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
   ]);
   const op = await startOperator(oc, { identity: 'podmeter-test-op-hostile' });
   await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
-  const errors = async (kind: string) => sample(await op.metrics(), 'podmeter_operator_errors_total', { op: kind }) ?? 0;
+  const errors = async (kind: string) =>
+    sample(await op.metrics(), 'podmeter_operator_errors_total', { op: kind }) ?? 0;
   /** What the tenant writes on its own pod with kubectl (no agent would). */
   const tenantWrites = (pod: TestPod, values: Record<string, string>) =>
-    must(oc.cluster.kubectl(['annotate', '--overwrite', '-n', pod.namespace, 'pod', pod.name, ...Object.entries(values).map(([k, v]) => `${k}=${v}`)]));
+    must(
+      oc.cluster.kubectl([
+        'annotate',
+        '--overwrite',
+        '-n',
+        pod.namespace,
+        'pod',
+        pod.name,
+        ...Object.entries(values).map(([k, v]) => `${k}=${v}`),
+      ]),
+    );
 
   const good1 = await createPod(oc, { namespace: NS, name: 'good-1', node: NODE });
   const good2 = await createPod(oc, { namespace: NS, name: 'good-2', node: NODE });
@@ -65,9 +93,15 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     // A pod whose only counts ever seen are bad: nothing of it is counted.
     const fresh = await createPod(oc, { namespace: NS, name: 'bad-from-birth', node: NODE });
     await tenantWrites(fresh, { [ANNOTATIONS.ingressBytes]: '18446744073709551616', [ANNOTATIONS.egressBytes]: '+5' });
-    const reported = (pod: string, problem: string) => op.logs.filter((l) => l.pod === pod && l.problem === problem).length;
+    const reported = (pod: string, problem: string) =>
+      op.logs.filter((l) => l.pod === pod && l.problem === problem).length;
     // Each pod's values are read in its own watch event: wait for both pods' reports.
-    await eventually('the bad values reported', async () => (reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined), 60_000);
+    await eventually(
+      'the bad values reported',
+      async () =>
+        reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined,
+      60_000,
+    );
     assert.ok((await errors('annotation')) >= annotationErrors + 2, 'and counted');
     assert.equal(reported('bad', 'above-u64'), 1, 'logged once per pod and reason');
     assert.equal(reported('bad', 'not-decimal'), 1);
@@ -80,7 +114,11 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await totalsBecome(oc, 'NamespaceUsage', NS, expected);
     // Retirements go on.
     await deletePod(oc, good2);
-    await eventually('good-2 retired', async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 1 ? true : undefined), 60_000);
+    await eventually(
+      'good-2 retired',
+      async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 1 ? true : undefined),
+      60_000,
+    );
     const good3 = await createPod(oc, { namespace: NS, name: 'good-3', node: NODE });
     await writeCounts(oc, good3, counters(4));
     const after = add(expected, counters(4));
@@ -88,8 +126,15 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await totalsBecome(oc, 'NamespaceUsage', NS, after);
     const status = (await usage(oc, 'NodeUsage', NODE))!.status!;
     assert.deepEqual(status.checkpoint!.map((c) => c.uid).sort(), [good1.uid, good3.uid, bad.uid].sort());
-    assert.deepEqual(status.retiring!.map((r) => r.uid), [good2.uid]);
-    assert.equal(sample(await op.metrics(), 'podmeter_operator_quarantined_pods', {}), 0, 'nothing past a CRD limit reached a write');
+    assert.deepEqual(
+      status.retiring!.map((r) => r.uid),
+      [good2.uid],
+    );
+    assert.equal(
+      sample(await op.metrics(), 'podmeter_operator_quarantined_pods', {}),
+      0,
+      'nothing past a CRD limit reached a write',
+    );
     assert.ok(!op.logs.some((l) => l.msg === 'status write rejected; retrying'), 'no status write was refused');
   });
 
@@ -99,13 +144,23 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await writeCounts(oc, legit, counters(5));
     await totalsBecome(oc, 'NodeUsage', NODE, add(before, counters(5)));
     await deletePod(oc, legit);
-    await eventually('legit retired', async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 2 ? true : undefined), 60_000);
+    await eventually(
+      'legit retired',
+      async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 2 ? true : undefined),
+      60_000,
+    );
     const elsewhere = await createPod(oc, { namespace: NS, name: 'elsewhere', node: OTHER });
     const finalsErrors = await errors('finals');
     const legitFinal = add(counters(5), counters(6));
     const huge = counters(9, 10n ** 9n);
     const at = new Date().toISOString();
-    const entry = (uid: string, namespace: string, c = huge) => ({ uid, namespace, name: 'x', terminated: at, ...toStrings(c) });
+    const entry = (uid: string, namespace: string, c = huge) => ({
+      uid,
+      namespace,
+      name: 'x',
+      terminated: at,
+      ...toStrings(c),
+    });
     // Newest first, as an agent writes them: the legitimate one, then forgeries, past the cap.
     const value = [
       entry(legit.uid, NS, legitFinal),
@@ -115,19 +170,29 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
       entry(good1.uid, 'victim'), // a pod of this node, another namespace
       ...Array.from({ length: MAX_FINALS + 5 }, () => entry(randomUUID(), NS)),
     ];
-    await must(oc.cluster.kubectl(['annotate', '--overwrite', 'node', NODE, `${ANNOTATIONS.finals}=${JSON.stringify(value)}`]));
+    await must(
+      oc.cluster.kubectl(['annotate', '--overwrite', 'node', NODE, `${ANNOTATIONS.finals}=${JSON.stringify(value)}`]),
+    );
     const expected = add(before, legitFinal);
     await totalsBecome(oc, 'NamespaceUsage', NS, expected);
     await totalsBecome(oc, 'NodeUsage', NODE, expected);
     // Ignored and counted: the cap once, each forged entry within it once.
-    await eventually('forged finals counted', async () => ((await errors('finals')) >= finalsErrors + 1 + (MAX_FINALS - 1) ? true : undefined), 60_000);
+    await eventually(
+      'forged finals counted',
+      async () => ((await errors('finals')) >= finalsErrors + 1 + (MAX_FINALS - 1) ? true : undefined),
+      60_000,
+    );
     assert.ok(op.logs.some((l) => l.reason === 'unknown pod' && l.node === NODE));
     assert.ok(op.logs.some((l) => l.reason === 'namespace mismatch' && l.uid === good1.uid));
     assert.ok(op.logs.some((l) => String(l.msg).startsWith('Node annotation has more finals than an agent writes')));
     assert.equal(await usage(oc, 'NamespaceUsage', 'victim'), undefined, 'no namespace billed by a forged final');
     // The same legitimate final again (a republish): counted once.
     await writeNodeFinals(oc, NODE, [{ pod: legit, counts: legitFinal }]);
-    await staysEqual('totals after the final was published again', () => totals(oc, 'NamespaceUsage', NS), await totals(oc, 'NamespaceUsage', NS));
+    await staysEqual(
+      'totals after the final was published again',
+      () => totals(oc, 'NamespaceUsage', NS),
+      await totals(oc, 'NamespaceUsage', NS),
+    );
     assert.deepEqual(await totals(oc, 'NamespaceUsage', NS), await totals(oc, 'NodeUsage', NODE));
     assert.equal((await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods, 2);
   });
@@ -141,18 +206,34 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
       await writeCounts(oc, p, counters(20 + i));
       pods.push(p);
     }
-    const list = async () => (await oc.api.request<{ items: UsageObject[] }>('GET', `${usagePath('WorkloadUsage')}?labelSelector=${encodeURIComponent(`${NAMESPACE_LABEL}=${NS}`)}`)).items;
+    const list = async () =>
+      (
+        await oc.api.request<{ items: UsageObject[] }>(
+          'GET',
+          `${usagePath('WorkloadUsage')}?labelSelector=${encodeURIComponent(`${NAMESPACE_LABEL}=${NS}`)}`,
+        )
+      ).items;
     const mine = async () => (await list()).filter((o) => o.spec?.kind === 'StatefulSet');
-    await eventually('three WorkloadUsage objects', async () => ((await mine()).length === 3 ? true : undefined), 60_000);
+    await eventually(
+      'three WorkloadUsage objects',
+      async () => ((await mine()).length === 3 ? true : undefined),
+      60_000,
+    );
     const objects = await mine();
     assert.equal(new Set(objects.map((o) => o.metadata.name)).size, 3);
     for (const o of objects) {
-      assert.ok(o.metadata.name.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(o.metadata.name), o.metadata.name);
+      assert.ok(
+        o.metadata.name.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(o.metadata.name),
+        o.metadata.name,
+      );
       assert.ok(o.spec!.name!.length <= 253, `spec.name of ${o.spec!.name!.length}`);
     }
     const atMax = objects.find((o) => o.spec!.name === names[0]);
     assert.ok(atMax, 'a name of exactly 253 characters is kept whole');
-    assert.equal(atMax.metadata.name, workloadUsageName({ namespace: NS, kind: 'StatefulSet', name: names[0]!, key: '' }));
+    assert.equal(
+      atMax.metadata.name,
+      workloadUsageName({ namespace: NS, kind: 'StatefulSet', name: names[0]!, key: '' }),
+    );
     for (const [i] of names.entries()) {
       const o = objects.find((x) => x.status?.ingressBytes === String(counters(20 + i).ingressBytes));
       assert.ok(o, `the workload of long-${i} has exactly its pod's counts`);
@@ -164,4 +245,3 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     assert.ok(!op.logs.some((l) => l.msg === 'status write rejected; retrying'), 'no status write was refused');
   });
 });
-

@@ -36,7 +36,9 @@ test('inside a private cgroup namespace the agent attributes maps of processes i
   const tree = makeTestCgroup(t);
   const container = tree.child(containerRel);
   // The agent's own container, in another pod (as the DaemonSet's pod is).
-  const agentCgroup = tree.child(`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice/cri-containerd-${'ef'.repeat(32)}.scope`);
+  const agentCgroup = tree.child(
+    `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${randomUUID().replaceAll('-', '_')}.slice/cri-containerd-${'ef'.repeat(32)}.scope`,
+  );
   const holder = await startHolder(t, { comm: uniqueComm('nspod'), cgroup: container });
   const map = await holder.create({ name: 'pmt_ns_pod', type: MAP_TYPE.array, key: 4, value: 8, max: 64 });
 
@@ -48,8 +50,15 @@ test('inside a private cgroup namespace the agent attributes maps of processes i
     prefix: inContainerNamespaces(agentCgroup.path, ownMount),
   });
   // It really runs as in a container: its cgroup namespace root is its own cgroup, and the holder's path climbs.
-  assert.equal(readFileSync(`/proc/${agent.child.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1], `/${agentCgroup.relPath}`);
-  const seenByAgent = execFileSync('nsenter', ['-t', String(agent.child.pid), '-C', 'cat', `/proc/${holder.pid}/cgroup`], { encoding: 'utf8' });
+  assert.equal(
+    readFileSync(`/proc/${agent.child.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1],
+    `/${agentCgroup.relPath}`,
+  );
+  const seenByAgent = execFileSync(
+    'nsenter',
+    ['-t', String(agent.child.pid), '-C', 'cat', `/proc/${holder.pid}/cgroup`],
+    { encoding: 'utf8' },
+  );
   assert.match(seenByAgent, /^0::\/\.\.\/\.\.\/\.\.\/kubepods-besteffort\.slice\//m);
 
   const view = await waitFor('an inventory with the pod map', async () => {
@@ -60,5 +69,8 @@ test('inside a private cgroup namespace the agent attributes maps of processes i
   assert.equal(proc?.cgroup, containerRel, `the holder's cgroup, relative to --cgroup-root: ${JSON.stringify(proc)}`);
   assert.equal(proc?.podUid, uid);
   assert.deepEqual(view.maps.find((m) => m.id === map.id)?.podUids, [uid]);
-  assert.ok(view.byPod.some((p) => p.uid === uid && p.bytes >= map.memlock), JSON.stringify(view.byPod));
+  assert.ok(
+    view.byPod.some((p) => p.uid === uid && p.bytes >= map.memlock),
+    JSON.stringify(view.byPod),
+  );
 });

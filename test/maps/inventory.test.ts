@@ -19,7 +19,15 @@ import { possibleCpus } from '../../agent/kernel/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
-import { BPF_F_NO_PREALLOC, fdinfoOf, HOLDER_SCRIPT, MAP_TYPE, startHolder, uniqueComm, type MapSpec } from '../helpers/mapHolder.ts';
+import {
+  BPF_F_NO_PREALLOC,
+  fdinfoOf,
+  HOLDER_SCRIPT,
+  MAP_TYPE,
+  startHolder,
+  uniqueComm,
+  type MapSpec,
+} from '../helpers/mapHolder.ts';
 
 function mapById(inv: MapInventory, id: number): InventoryMap {
   const found = inv.maps.filter((m) => m.id === id);
@@ -32,7 +40,11 @@ function checkConsistent(inv: MapInventory): void {
   assert.ok(inv.totalBytes >= 0, 'node total >= 0');
   assert.equal(inv.mapCount, inv.maps.length);
   assert.equal(new Set(inv.maps.map((m) => m.id)).size, inv.maps.length, 'every map once');
-  assert.equal(inv.totalBytes, inv.maps.reduce((s, m) => s + m.bytes, 0), 'node total = each map once');
+  assert.equal(
+    inv.totalBytes,
+    inv.maps.reduce((s, m) => s + m.bytes, 0),
+    'node total = each map once',
+  );
   for (const m of inv.maps) {
     assert.ok(m.bytes >= 0, `map ${m.id} bytes >= 0`);
     assert.ok(m.owners.length >= 1, `map ${m.id} has an owner`);
@@ -41,7 +53,11 @@ function checkConsistent(inv: MapInventory): void {
   for (const group of [...inv.byName, ...inv.byOwner, ...inv.byPod]) {
     assert.ok(group.bytes >= 0 && group.bytes <= inv.totalBytes, 'a group is within the node total');
   }
-  assert.equal(inv.byName.reduce((s, n) => s + n.bytes, 0), inv.totalBytes, 'by name partitions the total');
+  assert.equal(
+    inv.byName.reduce((s, n) => s + n.bytes, 0),
+    inv.totalBytes,
+    'by name partitions the total',
+  );
 }
 
 test('every map type is reported with the memlock fdinfo reports and its owner process', async (t) => {
@@ -60,7 +76,10 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
 
   const inv = await takeInventory();
   checkConsistent(inv);
-  const bpftool = JSON.parse(execFileSync('bpftool', ['map', 'show', '-j'], { encoding: 'utf8' })) as { id: number; bytes_memlock: number }[];
+  const bpftool = JSON.parse(execFileSync('bpftool', ['map', 'show', '-j'], { encoding: 'utf8' })) as {
+    id: number;
+    bytes_memlock: number;
+  }[];
   const expectedTypes = ['hash', 'hash', 'array', 'percpu_array', 'lru_hash', 'ringbuf'];
   made.forEach(({ spec, fd, id }, i) => {
     const m = mapById(inv, id);
@@ -79,17 +98,27 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
     assert.equal(m.flags, spec.flags ?? 0);
     assert.equal(m.owner, 'process');
     assert.deepEqual(m.owners, [comm]);
-    assert.deepEqual(m.processes.map((p) => [p.pid, p.comm]), [[holder.pid, comm]]);
+    assert.deepEqual(
+      m.processes.map((p) => [p.pid, p.comm]),
+      [[holder.pid, comm]],
+    );
     assert.deepEqual(m.podUids, []);
     assert.equal(bpftool.find((b) => b.id === id)?.bytes_memlock, kernel, `${spec.name}: bpftool agrees`);
     // The figures differ by kernel (README, Requirements): shown, not asserted.
-    t.diagnostic(`kernel ${release()}: ${spec.name} (${expectedTypes[i]}, ${spec.max} x ${spec.value} B) memlock ${kernel}`);
+    t.diagnostic(
+      `kernel ${release()}: ${spec.name} (${expectedTypes[i]}, ${spec.max} x ${spec.value} B) memlock ${kernel}`,
+    );
   });
   // BPF_F_NO_PREALLOC: an empty hash costs far less than a preallocated one
   // where memlock is the map's memory (6.4+); before, both get the same bound
   // from the map's shape (measured on 5.10 and 6.1).
   if (memlockIsExact(release())) assert.ok(mapById(inv, made[1]!.id).bytes < mapById(inv, made[0]!.id).bytes);
-  else assert.equal(mapById(inv, made[1]!.id).bytes, mapById(inv, made[0]!.id).bytes, `memlock before 6.4 (kernel ${release()})`);
+  else
+    assert.equal(
+      mapById(inv, made[1]!.id).bytes,
+      mapById(inv, made[0]!.id).bytes,
+      `memlock before 6.4 (kernel ${release()})`,
+    );
 
   const total = made.reduce((s, m) => s + m.memlock, 0);
   const owner = inv.byOwner.find((o) => o.owner === comm);
@@ -97,7 +126,10 @@ test('every map type is reported with the memlock fdinfo reports and its owner p
   const proc = inv.processes.find((p) => p.pid === holder.pid);
   assert.equal(proc?.comm, comm);
   assert.equal(proc?.bytes, total);
-  assert.deepEqual(proc?.mapIds, made.map((m) => m.id).sort((a, b) => a - b));
+  assert.deepEqual(
+    proc?.mapIds,
+    made.map((m) => m.id).sort((a, b) => a - b),
+  );
   assert.equal(inv.byName.find((n) => n.name === 'pmt_ringbuf')?.bytes, made[5]!.memlock);
   // fdinfo's memlock is the map's memory from 6.4 (map_mem_usage); before, an
   // estimate from its shape. The inventory says which (memlockIsExact's cases: test/unit).
@@ -118,10 +150,22 @@ test('maps of processes in pod cgroups are attributed to the pod', async (t) => 
   checkConsistent(inv);
   assert.deepEqual(mapById(inv, a.id).podUids, [uid]);
   assert.deepEqual(mapById(inv, b.id).podUids, [uid]);
-  assert.equal(inv.processes.find((p) => p.pid === inPod.pid)?.cgroup, podRel, 'cgroup path relative to the cgroup root');
-  assert.equal(inv.processes.find((p) => p.pid === inContainer.pid)?.cgroup, `${podRel}/cri-containerd-${'ab'.repeat(32)}.scope`);
+  assert.equal(
+    inv.processes.find((p) => p.pid === inPod.pid)?.cgroup,
+    podRel,
+    'cgroup path relative to the cgroup root',
+  );
+  assert.equal(
+    inv.processes.find((p) => p.pid === inContainer.pid)?.cgroup,
+    `${podRel}/cri-containerd-${'ab'.repeat(32)}.scope`,
+  );
   const summary = inv.byPod.find((p) => p.uid === uid);
-  assert.deepEqual(summary, { uid, pids: [inPod.pid, inContainer.pid].sort((x, y) => x - y), maps: 2, bytes: a.memlock + b.memlock });
+  assert.deepEqual(summary, {
+    uid,
+    pids: [inPod.pid, inContainer.pid].sort((x, y) => x - y),
+    maps: 2,
+    bytes: a.memlock + b.memlock,
+  });
 
   // The same from the cgroup2 mount as root: the test tree is a prefix the pod matcher skips.
   const fromMount = await takeInventory();
@@ -133,7 +177,9 @@ test('a map shared by two processes and two pods counts once in the node total a
   const uidA = randomUUID();
   const uidB = randomUUID();
   const podA = makeTestCgroup(t, `kubepods.slice/kubepods-pod${uidA.replaceAll('-', '_')}.slice`);
-  const podB = podA.child(`kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uidB.replaceAll('-', '_')}.slice`);
+  const podB = podA.child(
+    `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uidB.replaceAll('-', '_')}.slice`,
+  );
   const commA = uniqueComm('sha');
   const commB = uniqueComm('shb');
   const commKid = uniqueComm('kid');
@@ -148,14 +194,21 @@ test('a map shared by two processes and two pods counts once in the node total a
   checkConsistent(inv);
   const m = mapById(inv, shared.id);
   assert.equal(m.bytes, shared.memlock);
-  assert.deepEqual(m.processes.map((p) => p.pid).sort((x, y) => x - y), [holderA.pid, holderB.pid, kid].sort((x, y) => x - y));
+  assert.deepEqual(
+    m.processes.map((p) => p.pid).sort((x, y) => x - y),
+    [holderA.pid, holderB.pid, kid].sort((x, y) => x - y),
+  );
   assert.deepEqual(m.owners, [commA, commB, commKid].sort());
   assert.deepEqual(m.podUids, [uidA, uidB].sort());
   // Once in the node total (checkConsistent: total = sum over distinct maps), in full for each pod and owner.
   assert.equal(inv.byPod.find((p) => p.uid === uidA)?.bytes, shared.memlock);
   assert.equal(inv.byPod.find((p) => p.uid === uidB)?.bytes, shared.memlock);
-  assert.deepEqual(inv.byPod.find((p) => p.uid === uidA)?.pids, [holderA.pid, kid].sort((x, y) => x - y));
-  for (const comm of [commA, commB, commKid]) assert.equal(inv.byOwner.find((o) => o.owner === comm)?.bytes, shared.memlock);
+  assert.deepEqual(
+    inv.byPod.find((p) => p.uid === uidA)?.pids,
+    [holderA.pid, kid].sort((x, y) => x - y),
+  );
+  for (const comm of [commA, commB, commKid])
+    assert.equal(inv.byOwner.find((o) => o.owner === comm)?.bytes, shared.memlock);
   assert.equal(inv.byName.find((n) => n.name === 'pmt_shared')?.bytes, shared.memlock, 'by name: once');
 });
 
@@ -226,7 +279,10 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
     assert.equal(m.bytes, info.memlock + 2 * n * element, `estimate for ${n} cgroups`);
     estimates.push(m.bytes);
   }
-  assert.deepEqual(estimates.slice(1).map((b, i) => b - estimates[i]!), [2, 4, 6].map((k) => k * element));
+  assert.deepEqual(
+    estimates.slice(1).map((b, i) => b - estimates[i]!),
+    [2, 4, 6].map((k) => k * element),
+  );
 
   // Another podmeter_stats map (not ours by id) is not estimated: its entries are unknown.
   const other = loadPodmeter(t);
@@ -267,17 +323,26 @@ test('the per-element overhead constant covers struct bpf_cgroup_storage of this
     t.skip('no BTF for vmlinux (/sys/kernel/btf/vmlinux)');
     return;
   }
-  const raw = execFileSync('bpftool', ['btf', 'dump', 'file', '/sys/kernel/btf/vmlinux', 'format', 'raw'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  const raw = execFileSync('bpftool', ['btf', 'dump', 'file', '/sys/kernel/btf/vmlinux', 'format', 'raw'], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  });
   const size = Number(/STRUCT 'bpf_cgroup_storage' size=(\d+)/.exec(raw)?.[1]);
   assert.ok(size > 0, 'struct bpf_cgroup_storage in BTF');
   // kmalloc size classes: the object comes from the smallest class that fits it.
   const classes = [8, 16, 32, 64, 96, 128, 192, 256, 512];
-  assert.equal(classes.find((c) => c >= size), CGROUP_STORAGE_ELEMENT_OVERHEAD, `sizeof = ${size}`);
+  assert.equal(
+    classes.find((c) => c >= size),
+    CGROUP_STORAGE_ELEMENT_OVERHEAD,
+    `sizeof = ${size}`,
+  );
 });
 
 test('maps appearing and vanishing during enumeration never crash or skew totals', async (t) => {
   const comm = uniqueComm('chn');
-  const child = spawn('python3', [HOLDER_SCRIPT, 'churn', '--count', '40', '--comm', comm], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('python3', [HOLDER_SCRIPT, 'churn', '--count', '40', '--comm', comm], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   t.after(() => child.kill('SIGKILL'));
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout }).once('line', () => resolve());
@@ -290,7 +355,10 @@ test('maps appearing and vanishing during enumeration never crash or skew totals
   const ids = new Set<number>();
   const deadline = Date.now() + 120_000;
   while (sawChurn === 0 || ids.size <= 2 * 40) {
-    assert.ok(Date.now() < deadline, `within 120 s: churn held by its process seen ${sawChurn} times, ${ids.size} distinct ids`);
+    assert.ok(
+      Date.now() < deadline,
+      `within 120 s: churn held by its process seen ${sawChurn} times, ${ids.size} distinct ids`,
+    );
     const inv = await takeInventory();
     rounds++;
     checkConsistent(inv);

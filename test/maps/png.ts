@@ -76,7 +76,11 @@ export function decodePng(png: Buffer): Image {
 }
 
 /** Pixels in the rectangle for which `match(r, g, b)` holds. */
-export function countPixels(img: Image, box: { x0: number; y0: number; x1: number; y1: number }, match: (r: number, g: number, b: number) => boolean): number {
+export function countPixels(
+  img: Image,
+  box: { x0: number; y0: number; x1: number; y1: number },
+  match: (r: number, g: number, b: number) => boolean,
+): number {
   let n = 0;
   for (let y = Math.max(0, box.y0); y < Math.min(img.height, box.y1); y++) {
     for (let x = Math.max(0, box.x0); x < Math.min(img.width, box.x1); x++) {

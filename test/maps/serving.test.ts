@@ -40,7 +40,10 @@ interface PodMaps {
 /** A pod-shaped cgroup whose process holds two maps named alike (pmt_srv_dup) and one more. */
 async function podWithMaps(t: AfterHook): Promise<PodMaps> {
   const uid = randomUUID();
-  const tree = makeTestCgroup(t, `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll('-', '_')}.slice`);
+  const tree = makeTestCgroup(
+    t,
+    `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll('-', '_')}.slice`,
+  );
   const holder = await startHolder(t, { comm: uniqueComm('srv'), cgroup: tree });
   const a = await holder.create({ name: 'pmt_srv_dup', type: MAP_TYPE.array, key: 4, value: 8, max: 100 });
   const b = await holder.create({ name: 'pmt_srv_dup', type: MAP_TYPE.array, key: 4, value: 8, max: 300 });
@@ -63,7 +66,8 @@ function metricValue(text: string, name: string, labels: Record<string, string>)
     const brace = line.indexOf('{');
     const labelText = brace < 0 ? '' : line.slice(brace + 1, line.indexOf('}'));
     const have = labelText === '' ? [] : labelText.split(',');
-    if (want.every((w) => have.includes(w)) && have.length === want.length) return Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (want.every((w) => have.includes(w)) && have.length === want.length)
+      return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return undefined;
 }
@@ -73,32 +77,63 @@ test('metrics: node total, per map (same labels summed) and per pod, read at scr
   let inv: MapInventory | undefined;
   const exposition = new Exposition(new Registry());
   let names = false;
-  addMapMetrics(exposition, () => inv, () => (names ? (uid) => (uid === pod.uid ? { namespace: 'ns1', pod: 'web-0' } : undefined) : undefined));
+  addMapMetrics(
+    exposition,
+    () => inv,
+    () => (names ? (uid) => (uid === pod.uid ? { namespace: 'ns1', pod: 'web-0' } : undefined) : undefined),
+  );
 
   // Before the first inventory: no per-map or per-pod series.
-  assert.equal(metricValue(await exposition.text(), 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }), undefined);
+  assert.equal(
+    metricValue(await exposition.text(), 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }),
+    undefined,
+  );
 
   inv = await takeInventory({ cgroupRoot: pod.tree.top });
   let text = await exposition.text();
   assert.equal(metricValue(text, 'podmeter_node_bpf_map_memory_bytes', {}), inv.totalBytes);
   // Two maps with equal labels: one series, their sum. Without a pod name the pod label is the uid.
   assert.equal(
-    metricValue(text, 'podmeter_bpf_map_memory_bytes', { map_name: 'pmt_srv_dup', map_type: 'array', owner: pod.holder.comm, namespace: '', pod: pod.uid }),
+    metricValue(text, 'podmeter_bpf_map_memory_bytes', {
+      map_name: 'pmt_srv_dup',
+      map_type: 'array',
+      owner: pod.holder.comm,
+      namespace: '',
+      pod: pod.uid,
+    }),
     pod.a.memlock + pod.b.memlock,
   );
   assert.equal(
-    metricValue(text, 'podmeter_bpf_map_memory_bytes', { map_name: 'pmt_srv_lru', map_type: 'lru_hash', owner: pod.holder.comm, namespace: '', pod: pod.uid }),
+    metricValue(text, 'podmeter_bpf_map_memory_bytes', {
+      map_name: 'pmt_srv_lru',
+      map_type: 'lru_hash',
+      owner: pod.holder.comm,
+      namespace: '',
+      pod: pod.uid,
+    }),
     pod.shared.memlock,
   );
   const podBytes = pod.a.memlock + pod.b.memlock + pod.shared.memlock;
-  assert.equal(metricValue(text, 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }), podBytes);
+  assert.equal(
+    metricValue(text, 'podmeter_pod_bpf_map_memory_bytes', { namespace: '', pod: '', uid: pod.uid }),
+    podBytes,
+  );
 
   // Once the pod's name is known, the labels carry it.
   names = true;
   text = await exposition.text();
-  assert.equal(metricValue(text, 'podmeter_pod_bpf_map_memory_bytes', { namespace: 'ns1', pod: 'web-0', uid: pod.uid }), podBytes);
   assert.equal(
-    metricValue(text, 'podmeter_bpf_map_memory_bytes', { map_name: 'pmt_srv_dup', map_type: 'array', owner: pod.holder.comm, namespace: 'ns1', pod: 'web-0' }),
+    metricValue(text, 'podmeter_pod_bpf_map_memory_bytes', { namespace: 'ns1', pod: 'web-0', uid: pod.uid }),
+    podBytes,
+  );
+  assert.equal(
+    metricValue(text, 'podmeter_bpf_map_memory_bytes', {
+      map_name: 'pmt_srv_dup',
+      map_type: 'array',
+      owner: pod.holder.comm,
+      namespace: 'ns1',
+      pod: 'web-0',
+    }),
     pod.a.memlock + pod.b.memlock,
   );
   // Series are bounded by distinct label sets, not by maps.
@@ -154,7 +189,12 @@ test('startMapInventory refreshes on its interval, never throws, counts failures
   assert.equal(ok.errors(), 0);
 
   const seen: unknown[] = [];
-  const failing = startMapInventory({ intervalMs: 30, procRoot: '/nonexistent-podmeter-test', log: silent, onError: (err) => seen.push(err) });
+  const failing = startMapInventory({
+    intervalMs: 30,
+    procRoot: '/nonexistent-podmeter-test',
+    log: silent,
+    onError: (err) => seen.push(err),
+  });
   t.after(() => failing.stop());
   await waitFor('two failures counted', () => (failing.errors() >= 2 ? true : undefined));
   assert.equal(failing.latest(), undefined);
@@ -174,7 +214,8 @@ function podmeterMaps(args: string[]): Promise<{ code: number; stdout: string; s
       process.execPath,
       ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', RUN_MAPS, '--', ...args],
       { encoding: 'utf8', timeout: 60_000, maxBuffer: 1 << 26, cwd: fileURLToPath(new URL('../..', import.meta.url)) },
-      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -185,9 +226,14 @@ test('podmeter maps: the four views standalone, --json, and --agent', async (t) 
   const human = await podmeterMaps(['--cgroup-root', pod.tree.top, '-n', '0']);
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stdout, /^BPF map memory: .+ in \d+ maps \(each map once\)$/m);
-  for (const heading of ['By map name', 'By owner process', 'By pod', 'Largest maps']) assert.ok(human.stdout.includes(heading), heading);
+  for (const heading of ['By map name', 'By owner process', 'By pod', 'Largest maps'])
+    assert.ok(human.stdout.includes(heading), heading);
   assert.match(human.stdout, /pmt_srv_dup\s+array\s+2\s/, 'by name: two maps named alike');
-  assert.match(human.stdout, new RegExp(`${pod.holder.comm}\\s+${pod.holder.pid}\\s+3\\s`), 'by owner: pid and map count');
+  assert.match(
+    human.stdout,
+    new RegExp(`${pod.holder.comm}\\s+${pod.holder.pid}\\s+3\\s`),
+    'by owner: pid and map count',
+  );
   assert.match(human.stdout, new RegExp(`-\\s+${pod.uid}\\s+3\\s`), 'by pod');
 
   const json = await podmeterMaps(['--json', '--cgroup-root', pod.tree.top]);
@@ -200,14 +246,17 @@ test('podmeter maps: the four views standalone, --json, and --agent', async (t) 
   const base = await serve(t, () => inv);
   const remote = await podmeterMaps(['--json', '--agent', base]);
   assert.equal(remote.code, 0, remote.stderr);
-  assert.deepEqual(JSON.parse(remote.stdout), JSON.parse(JSON.stringify({ ...inv, time: new Date(inv.takenAt).toISOString() })));
+  assert.deepEqual(
+    JSON.parse(remote.stdout),
+    JSON.parse(JSON.stringify({ ...inv, time: new Date(inv.takenAt).toISOString() })),
+  );
 
   const down = await podmeterMaps(['--agent', 'http://127.0.0.1:1']);
   assert.notEqual(down.code, 0);
   assert.match(down.stderr, /cannot reach the agent at http:\/\/127\.0\.0\.1:1/);
 });
 
-test("podmeter maps standalone estimates the pinned podmeter counter map found under --bpffs", async (t) => {
+test('podmeter maps standalone estimates the pinned podmeter counter map found under --bpffs', async (t) => {
   const bpffs = join('/sys/fs/bpf', `${TEST_PREFIX}${randomSuffix()}`);
   const meter = Meter.open(bpffs, silent);
   afterOrSignal(t, async () => {

@@ -37,7 +37,8 @@ function counted(c: Counts): string {
 
 function firstLine(error: { message?: string; cause?: unknown } | undefined): string {
   const cause = error?.cause;
-  const text = cause instanceof Error ? cause.message : typeof cause === 'string' ? cause : (error?.message ?? 'failed');
+  const text =
+    cause instanceof Error ? cause.message : typeof cause === 'string' ? cause : (error?.message ?? 'failed');
   return text.split('\n', 1)[0] ?? '';
 }
 

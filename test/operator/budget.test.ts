@@ -15,7 +15,20 @@ import { WriteBudget } from '../../common/writeBudget.ts';
 import { watchBudget } from '../../agent/kube/budgetWatch.ts';
 import { perNodeRate } from '../../operator/budget.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { add, apply, counters, createPod, must, OPERATOR_NS, operatorCluster, startOperator, totalsBecome, writeCounts, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
+import {
+  add,
+  apply,
+  counters,
+  createPod,
+  must,
+  OPERATOR_NS,
+  operatorCluster,
+  startOperator,
+  totalsBecome,
+  writeCounts,
+  type Counters,
+  type TestPod,
+} from '../helpers/operatorCluster.ts';
 
 const NODES = 20;
 const PODS_PER_NODE = 100;
@@ -27,7 +40,8 @@ async function podPatches(metrics: string): Promise<number> {
   let total = 0;
   for (const line of metrics.split('\n')) {
     if (!line.startsWith('apiserver_request_total{')) continue;
-    if (line.includes('verb="PATCH"') && line.includes('resource="pods"') && line.includes('subresource=""')) total += Number(line.split(' ').at(-1));
+    if (line.includes('verb="PATCH"') && line.includes('resource="pods"') && line.includes('subresource=""'))
+      total += Number(line.split(' ').at(-1));
   }
   return total;
 }
@@ -35,11 +49,19 @@ async function podPatches(metrics: string): Promise<number> {
 test('20 nodes x 100 pods of changing traffic stay within the cluster write budget', async (t) => {
   const oc = await operatorCluster(t);
   await apply(oc, [
-    ...Array.from({ length: NODES }, (_, i) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: `podmeter-test-node-${i}` } })),
+    ...Array.from({ length: NODES }, (_, i) => ({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: `podmeter-test-node-${i}` },
+    })),
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'load' } },
   ]);
   const pods: TestPod[][] = Array.from({ length: NODES }, () => []);
-  const specs = Array.from({ length: NODES * PODS_PER_NODE }, (_, i) => ({ namespace: 'load', name: `p-${i}`, node: `podmeter-test-node-${i % NODES}` }));
+  const specs = Array.from({ length: NODES * PODS_PER_NODE }, (_, i) => ({
+    namespace: 'load',
+    name: `p-${i}`,
+    node: `podmeter-test-node-${i % NODES}`,
+  }));
   for (let i = 0; i < specs.length; i += 50) {
     const batch = await Promise.all(specs.slice(i, i + 50).map((s) => createPod(oc, s)));
     for (const p of batch) pods[Number(p.node.split('-').at(-1))]!.push(p);
@@ -56,10 +78,15 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   let measuring = false;
   const agents = pods.map(async (nodePods, n) => {
     const budget = new WriteBudget(5); // the agent's --annotate-budget, until the operator's ConfigMap arrives
-    const watch = watchBudget(oc.api, OPERATOR_NS, (rate) => {
-      budget.setRate(rate);
-      rates[n] = rate;
-    }, silent);
+    const watch = watchBudget(
+      oc.api,
+      OPERATOR_NS,
+      (rate) => {
+        budget.setRate(rate);
+        rates[n] = rate;
+      },
+      silent,
+    );
     let tick = 0;
     let next = 0;
     try {
@@ -103,14 +130,22 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   await Promise.all(agents);
 
   const writes = after - before;
-  t.diagnostic(`${writes} pod annotation writes in ${seconds.toFixed(1)} s = ${(writes / seconds).toFixed(1)}/s (budget ${MAX}/s over ${NODES} nodes; not asserted)`);
+  t.diagnostic(
+    `${writes} pod annotation writes in ${seconds.toFixed(1)} s = ${(writes / seconds).toFixed(1)}/s (budget ${MAX}/s over ${NODES} nodes; not asserted)`,
+  );
   // Each node's bucket holds at most one token when its rate drops to the
   // published one (burst = max(1, rate)), and a node has at most one write in
   // flight: at most one write per node beyond the rate.
-  assert.ok(writes <= MAX * seconds + NODES, `${writes} writes > budget ${MAX}/s x ${seconds.toFixed(1)} s + ${NODES} burst`);
+  assert.ok(
+    writes <= MAX * seconds + NODES,
+    `${writes} writes > budget ${MAX}/s x ${seconds.toFixed(1)} s + ${NODES} burst`,
+  );
   // The budget is what held them back: every node wanted to write more than it was allowed.
   assert.ok(writes > 0, 'pod annotations were written');
-  assert.deepEqual(refused.map((r, n) => (r > 0 ? 'refused' : `node ${n} never refused`)), refused.map(() => 'refused'));
+  assert.deepEqual(
+    refused.map((r, n) => (r > 0 ? 'refused' : `node ${n} never refused`)),
+    refused.map(() => 'refused'),
+  );
 
   // And the operator kept up: the namespace total is the sum of what was written.
   const t1 = Date.now();

@@ -13,7 +13,27 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sample } from '../helpers/agent.ts';
 import { workloadUsageName } from '../../common/contract/usage.ts';
-import { add, apply, asStrings, counters, createPod, deletePod, eventually, ledgerLoaded, ledgerLoads, operatorCluster, staysEqual, startOperator, totals, totalsBecome, usage, writeCounts, writeNodeFinals, type Counters, type TestPod } from '../helpers/operatorCluster.ts';
+import {
+  add,
+  apply,
+  asStrings,
+  counters,
+  createPod,
+  deletePod,
+  eventually,
+  ledgerLoaded,
+  ledgerLoads,
+  operatorCluster,
+  staysEqual,
+  startOperator,
+  totals,
+  totalsBecome,
+  usage,
+  writeCounts,
+  writeNodeFinals,
+  type Counters,
+  type TestPod,
+} from '../helpers/operatorCluster.ts';
 
 const NODE = 'podmeter-test-finals-node';
 const WEB = workloadUsageName({ namespace: 'shop', kind: 'Deployment', name: 'web', key: 'shop/Deployment/web' });
@@ -26,8 +46,26 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
     {
       apiVersion: 'apps/v1',
       kind: 'ReplicaSet',
-      metadata: { name: 'web-7f', namespace: 'shop', ownerReferences: [{ apiVersion: 'apps/v1', kind: 'Deployment', name: 'web', uid: '11111111-2222-4333-8444-555555555555', controller: true }] },
-      spec: { selector: { matchLabels: { app: 'web' } }, template: { metadata: { labels: { app: 'web' } }, spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] } } },
+      metadata: {
+        name: 'web-7f',
+        namespace: 'shop',
+        ownerReferences: [
+          {
+            apiVersion: 'apps/v1',
+            kind: 'Deployment',
+            name: 'web',
+            uid: '11111111-2222-4333-8444-555555555555',
+            controller: true,
+          },
+        ],
+      },
+      spec: {
+        selector: { matchLabels: { app: 'web' } },
+        template: {
+          metadata: { labels: { app: 'web' } },
+          spec: { containers: [{ name: 'app', image: 'example.invalid/app' }] },
+        },
+      },
     },
   ]);
   const op = await startOperator(oc, { identity: 'podmeter-test-op-finals' });
@@ -49,26 +87,34 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
   await totalsBecome(oc, 'WorkloadUsage', WEB, counters(1));
 
   const finalA = add(counters(1), counters(20));
-  await t.test('pods that die while no operator runs are counted with their agents\' finals (when a NodeUsage had them)', async () => {
-    await op.kill('SIGKILL');
-    // a: more traffic than its last checkpoint, then more still after its last annotation.
-    await writeCounts(oc, a, add(counters(1), counters(10)));
-    await publish(a, finalA);
-    await deletePod(oc, a);
-    // c: born, annotated and gone while no operator ran: no checkpoint ever had it.
-    const c = await createPod(oc, { namespace: 'shop', name: 'web-7f-c', node: NODE, owner: rs });
-    await writeCounts(oc, c, counters(3));
-    await publish(c, add(counters(3), counters(4)));
-    await deletePod(oc, c);
+  await t.test(
+    "pods that die while no operator runs are counted with their agents' finals (when a NodeUsage had them)",
+    async () => {
+      await op.kill('SIGKILL');
+      // a: more traffic than its last checkpoint, then more still after its last annotation.
+      await writeCounts(oc, a, add(counters(1), counters(10)));
+      await publish(a, finalA);
+      await deletePod(oc, a);
+      // c: born, annotated and gone while no operator ran: no checkpoint ever had it.
+      const c = await createPod(oc, { namespace: 'shop', name: 'web-7f-c', node: NODE, owner: rs });
+      await writeCounts(oc, c, counters(3));
+      await publish(c, add(counters(3), counters(4)));
+      await deletePod(oc, c);
 
-    await op.restart();
-    await totalsBecome(oc, 'NamespaceUsage', 'shop', add(finalA, counters(2)));
-    await totalsBecome(oc, 'WorkloadUsage', WEB, finalA);
-    await totalsBecome(oc, 'NodeUsage', NODE, add(finalA, counters(2)));
-    assert.equal((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods, 1);
-    assert.ok(op.logs.some((l) => String(l.msg).startsWith('a final on the Node names no pod the operator saw') && l.uid === c.uid), 'c\'s final is refused');
-    assert.ok((sample(await op.metrics(), 'podmeter_operator_errors_total', { op: 'finals' }) ?? 0) >= 1);
-  });
+      await op.restart();
+      await totalsBecome(oc, 'NamespaceUsage', 'shop', add(finalA, counters(2)));
+      await totalsBecome(oc, 'WorkloadUsage', WEB, finalA);
+      await totalsBecome(oc, 'NodeUsage', NODE, add(finalA, counters(2)));
+      assert.equal((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods, 1);
+      assert.ok(
+        op.logs.some(
+          (l) => String(l.msg).startsWith('a final on the Node names no pod the operator saw') && l.uid === c.uid,
+        ),
+        "c's final is refused",
+      );
+      assert.ok((sample(await op.metrics(), 'podmeter_operator_errors_total', { op: 'finals' }) ?? 0) >= 1);
+    },
+  );
 
   const finalD = add(counters(5), counters(6));
   await t.test('a final that comes after its pod was retired with less adds the difference, once', async () => {
@@ -76,7 +122,11 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
     await writeCounts(oc, d, counters(5));
     await totalsBecome(oc, 'NamespaceUsage', 'shop', add(finalA, counters(2), counters(5)));
     await deletePod(oc, d); // the Pod went before the agent's last write: retired with counters(5)
-    await eventually('d retired', async () => ((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods === 2 ? true : undefined), 60_000);
+    await eventually(
+      'd retired',
+      async () => ((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods === 2 ? true : undefined),
+      60_000,
+    );
     await publish(d, finalD);
     const expected = add(finalA, counters(2), finalD);
     await totalsBecome(oc, 'NamespaceUsage', 'shop', expected);
@@ -90,17 +140,40 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
     await op.kill('SIGTERM');
     await op.restart();
     await ledgerLoaded(op, loads);
-    const all = async () => [await totals(oc, 'NamespaceUsage', 'shop'), await totals(oc, 'WorkloadUsage', WEB), await totals(oc, 'NodeUsage', NODE), (await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods];
-    await staysEqual('totals after a restart that read the same finals again', all, [asStrings(expected), asStrings(finalA), asStrings(expected), 2]);
+    const all = async () => [
+      await totals(oc, 'NamespaceUsage', 'shop'),
+      await totals(oc, 'WorkloadUsage', WEB),
+      await totals(oc, 'NodeUsage', NODE),
+      (await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods,
+    ];
+    await staysEqual('totals after a restart that read the same finals again', all, [
+      asStrings(expected),
+      asStrings(finalA),
+      asStrings(expected),
+      2,
+    ]);
   });
 
   await t.test('a malformed finals annotation is reported and ignored', async () => {
     const before = await totals(oc, 'NamespaceUsage', 'shop');
-    const errors = () => op.metrics().then((m) => sample(m, 'podmeter_operator_errors_total', { op: 'annotation' }) ?? 0);
+    const errors = () =>
+      op.metrics().then((m) => sample(m, 'podmeter_operator_errors_total', { op: 'annotation' }) ?? 0);
     const errorsBefore = await errors();
-    await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}' } } }]);
+    await apply(oc, [
+      {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}' } },
+      },
+    ]);
     await eventually('reported', async () => ((await errors()) > errorsBefore ? true : undefined), 60_000);
-    await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}]' } } }]);
+    await apply(oc, [
+      {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}]' } },
+      },
+    ]);
     await eventually('reported again', async () => ((await errors()) > errorsBefore + 1 ? true : undefined), 60_000);
     await staysEqual('totals after malformed finals', () => totals(oc, 'NamespaceUsage', 'shop'), before);
     assert.equal(op.child.exitCode, null, 'still running');

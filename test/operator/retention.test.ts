@@ -27,7 +27,22 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { add, apply, asStrings, counters, eventually, ledgerLoaded, ledgerLoads, operatorCluster, startOperator, totals, totalsBecome, usage, type Counters, type OperatorCluster } from '../helpers/operatorCluster.ts';
+import {
+  add,
+  apply,
+  asStrings,
+  counters,
+  eventually,
+  ledgerLoaded,
+  ledgerLoads,
+  operatorCluster,
+  startOperator,
+  totals,
+  totalsBecome,
+  usage,
+  type Counters,
+  type OperatorCluster,
+} from '../helpers/operatorCluster.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { listAll } from '../../common/kube/list.ts';
@@ -49,8 +64,10 @@ const MAX_OBJECT_BYTES = 512 * 1024;
 const REMEMBER_MS = 5 * 60_000;
 
 /** The operator's V8 heap in use (its /metrics), to tell the heap from what the allocator keeps. */
-const heapOf = async (url: string) => Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
-const rssOf = (pid: number) => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+const heapOf = async (url: string) =>
+  Number(/^nodejs_heap_size_used_bytes (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
+const rssOf = (pid: number) =>
+  Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
 /** Creates and deletes the pods of Jobs `from..to-1` with WINDOW alive at a time; their final counts go into `finals`. */
@@ -80,7 +97,15 @@ class Churn {
           metadata: {
             name: this.name(i),
             namespace: NS,
-            ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name: `job-${i}`, uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, controller: true }],
+            ownerReferences: [
+              {
+                apiVersion: 'batch/v1',
+                kind: 'Job',
+                name: `job-${i}`,
+                uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+                controller: true,
+              },
+            ],
             annotations: { ...podAnnotations(counts, undefined), [ANNOTATIONS.updated]: new Date().toISOString() },
           },
           spec: { nodeName: node, containers: [{ name: 'job', image: 'example.invalid/job' }] },
@@ -102,13 +127,20 @@ class Churn {
     if (grow && i % 10 === 0) {
       const grown = add(this.finals.get(i)!, counters(3));
       await this.#oc.api.request('PATCH', `/api/v1/namespaces/${NS}/pods/${this.name(i)}`, {
-        body: { metadata: { uid, annotations: { ...podAnnotations(grown, undefined), [ANNOTATIONS.updated]: new Date().toISOString() } } },
+        body: {
+          metadata: {
+            uid,
+            annotations: { ...podAnnotations(grown, undefined), [ANNOTATIONS.updated]: new Date().toISOString() },
+          },
+        },
         contentType: 'application/merge-patch+json',
       });
       this.finals.set(i, grown);
       this.requests++;
     }
-    await this.#oc.api.request('DELETE', `/api/v1/namespaces/${NS}/pods/${this.name(i)}`, { query: { gracePeriodSeconds: 0 } });
+    await this.#oc.api.request('DELETE', `/api/v1/namespaces/${NS}/pods/${this.name(i)}`, {
+      query: { gracePeriodSeconds: 0 },
+    });
     this.requests++;
   }
 
@@ -138,7 +170,8 @@ class Churn {
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     if (!options.finish) return;
     const tail = (await this.alive()).map(([i]) => i).filter((i) => i >= options.first && i < to);
-    for (let k = 0; k < tail.length; k += CONCURRENCY) await Promise.all(tail.slice(k, k + CONCURRENCY).map((i) => this.delete(i)));
+    for (let k = 0; k < tail.length; k += CONCURRENCY)
+      await Promise.all(tail.slice(k, k + CONCURRENCY).map((i) => this.delete(i)));
   }
 
   sum(): Counters {
@@ -163,7 +196,10 @@ class Observer {
           for (const o of objects) {
             this.maxBytes[kind] = Math.max(this.maxBytes[kind], JSON.stringify(o).length);
             this.maxLists.retiring = Math.max(this.maxLists.retiring, o.status?.retiring?.length ?? 0);
-            this.maxLists.recentlyRetired = Math.max(this.maxLists.recentlyRetired, o.status?.recentlyRetired?.length ?? 0);
+            this.maxLists.recentlyRetired = Math.max(
+              this.maxLists.recentlyRetired,
+              o.status?.recentlyRetired?.length ?? 0,
+            );
           }
         }
         await sleep(3000);
@@ -178,10 +214,16 @@ class Observer {
 }
 
 /** WorkloadUsage and NodeUsage deletions (watched): when, and the goneSince the object had. */
-function watchDeletions(oc: OperatorCluster, signal: AbortSignal): Map<string, { goneSince: string | undefined; deletedAt: number; firstGoneSince: string | undefined }> {
+function watchDeletions(
+  oc: OperatorCluster,
+  signal: AbortSignal,
+): Map<string, { goneSince: string | undefined; deletedAt: number; firstGoneSince: string | undefined }> {
   const seen = new Map<string, string | undefined>();
   const first = new Map<string, string | undefined>();
-  const deletions = new Map<string, { goneSince: string | undefined; deletedAt: number; firstGoneSince: string | undefined }>();
+  const deletions = new Map<
+    string,
+    { goneSince: string | undefined; deletedAt: number; firstGoneSince: string | undefined }
+  >();
   for (const kind of ['WorkloadUsage', 'NodeUsage'] as const) {
     void (async () => {
       while (!signal.aborted) {
@@ -189,7 +231,12 @@ function watchDeletions(oc: OperatorCluster, signal: AbortSignal): Map<string, {
           .watch(usagePath(kind), { idleMs: 120_000, signal }, (ev) => {
             const o = ev.object as unknown as UsageObject;
             const key = `${kind}/${o.metadata.name}`;
-            if (ev.type === 'DELETED') deletions.set(key, { goneSince: o.status?.goneSince, deletedAt: Date.now(), firstGoneSince: first.get(key) });
+            if (ev.type === 'DELETED')
+              deletions.set(key, {
+                goneSince: o.status?.goneSince,
+                deletedAt: Date.now(),
+                firstGoneSince: first.get(key),
+              });
             else {
               seen.set(key, o.status?.goneSince);
               if (o.status?.goneSince !== undefined && !first.has(key)) first.set(key, o.status.goneSince);
@@ -203,129 +250,205 @@ function watchDeletions(oc: OperatorCluster, signal: AbortSignal): Map<string, {
   return deletions;
 }
 
-test('bounded ledger: Job churn, retention, a restart in the middle, RSS back down', { timeout: 30 * 60_000 }, async (t) => {
-  const oc = await operatorCluster(t);
-  await apply(oc, [...[...NODES, TEMP_NODE].map((name) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name } })), { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } }]);
-  const args = ['--usage-retention', `${RETENTION_MS / 1000}s`, '--max-status-writes-per-second', '500'];
-  const op = await startOperator(oc, { identity: 'podmeter-test-op-r', args });
-  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
-  const abort = new AbortController();
-  t.after(() => abort.abort());
-  const deletions = watchDeletions(oc, abort.signal);
-  const churn = new Churn(oc);
-  const observer = new Observer(oc);
-  t.after(() => observer.stop());
+test(
+  'bounded ledger: Job churn, retention, a restart in the middle, RSS back down',
+  { timeout: 30 * 60_000 },
+  async (t) => {
+    const oc = await operatorCluster(t);
+    await apply(oc, [
+      ...[...NODES, TEMP_NODE].map((name) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name } })),
+      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
+    ]);
+    const args = ['--usage-retention', `${RETENTION_MS / 1000}s`, '--max-status-writes-per-second', '500'];
+    const op = await startOperator(oc, { identity: 'podmeter-test-op-r', args });
+    await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+    const abort = new AbortController();
+    t.after(() => abort.abort());
+    const deletions = watchDeletions(oc, abort.signal);
+    const churn = new Churn(oc);
+    const observer = new Observer(oc);
+    t.after(() => observer.stop());
 
-  // A Job that lives throughout: its WorkloadUsage must stay.
-  const keeper = 1_000_000;
-  await churn.create(keeper);
-  // A Node whose pods die and which goes: its NodeUsage is deleted after the retention.
-  for (let i = 0; i < 5; i++) await churn.create(2_000_000 + i, TEMP_NODE);
-  await totalsBecome(oc, 'NodeUsage', TEMP_NODE, add(...[0, 1, 2, 3, 4].map((i) => churn.finals.get(2_000_000 + i)!)));
-  for (let i = 0; i < 5; i++) await churn.delete(2_000_000 + i);
-  await oc.api.request('DELETE', `/api/v1/nodes/${TEMP_NODE}`);
-
-  let leftOver: unknown;
-  const jobObjects = async () => {
-    const objects = await listAll<UsageObject>(oc.api, usagePath('WorkloadUsage'));
-    leftOver = objects.filter((o) => o.metadata.name !== keeperName).slice(0, 3).map((o) => ({ name: o.metadata.name, status: { ...o.status, recentlyRetired: o.status?.recentlyRetired?.length } }));
-    return objects.map((o) => o.metadata.name).sort();
-  };
-  const keeperName = `${NS}.job.job-${keeper}`;
-
-  await t.test(`phase A: ${RESTART_JOBS} Jobs, the operator stopped halfway; nothing lost, doubled or deleted early`, async () => {
-    const half = Math.floor(RESTART_JOBS / 2);
-    const started = Date.now();
-    await churn.run(0, half, { first: 0, finish: false });
-    // The live pods are checkpointed (their owners unknown, each waits 5 s: operator/pods.ts OWNER_WAIT_MS).
-    const checkpointed = async () => new Set((await listAll<UsageObject>(oc.api, usagePath('NodeUsage'))).flatMap((o) => (o.status?.checkpoint ?? []).map((c) => c.uid)));
-    const live = (await churn.alive()).filter(([i]) => i < half);
-    await eventually('the live pods checkpointed', async () => {
-      const c = await checkpointed();
-      return live.every(([, uid]) => c.has(uid)) ? true : undefined;
-    });
-    await op.kill('SIGTERM');
-    const stoppedAt = Date.now();
-    const loads = ledgerLoads(op);
-    const goneBeforeStop = new Map((await listAll<UsageObject>(oc.api, usagePath('WorkloadUsage'))).filter((o) => o.status?.goneSince).map((o) => [o.metadata.name, o.status!.goneSince!]));
-    // While no operator runs: checkpointed pods die (their last counts are their checkpoints), new pods start and live on.
-    const dying = live.slice(0, 40);
-    await Promise.all(dying.map(([i]) => churn.delete(i, false)));
-    const born = Array.from({ length: 20 }, (_, k) => 3_000_000 + k);
-    await Promise.all(born.map((i) => churn.create(i)));
-    await sleep(10_000); // longer than a sweep interval (retention / 4): a clock reset by the restart would show
-    await op.restart();
-    await ledgerLoaded(op, loads);
-    const restartedAt = Date.now();
-    assert.ok(op.logs.some((l) => l.msg === 'ledger loaded' && l.diedWhileAway === 40), 'the 40 pods that died while it was down are found');
-    await churn.run(half, RESTART_JOBS, { first: 0, finish: true });
-    await Promise.all(born.map((i) => churn.delete(i)));
-    t.diagnostic(`phase A: ${RESTART_JOBS} Jobs in ${((Date.now() - started) / 1000).toFixed(0)} s, operator down ${((restartedAt - stoppedAt) / 1000).toFixed(1)} s; ${goneBeforeStop.size} WorkloadUsages gone before the stop`);
-
-    await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 120_000);
-    await eventually('every gone Job\'s WorkloadUsage deleted', async () => ((await jobObjects()).join() === keeperName ? true : undefined), RETENTION_MS + 120_000, () => leftOver);
-    await eventually('the gone Node\'s NodeUsage deleted', async () => ((await usage(oc, 'NodeUsage', TEMP_NODE)) === undefined ? true : undefined), RETENTION_MS + 60_000);
-    assert.deepEqual(await totals(oc, 'NamespaceUsage', NS), asStrings(churn.sum()), 'the namespace carries every byte of what was deleted');
-    assert.equal((await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods, churn.finals.size - 1, 'every pod but the keeper retired once');
-
-    // No deletion before its retention, counted from the time written before the stop (not reset by the restart).
-    let carried = 0;
-    for (const [key, d] of deletions) {
-      assert.ok(d.goneSince !== undefined, `${key} was deleted without a goneSince`);
-      assert.ok(d.deletedAt - Date.parse(d.goneSince) >= RETENTION_MS, `${key} deleted ${d.deletedAt - Date.parse(d.goneSince)} ms after it was gone`);
-      assert.equal(d.goneSince, d.firstGoneSince, `${key}: its goneSince was rewritten while it stayed gone`);
-      const before = goneBeforeStop.get(key.slice('WorkloadUsage/'.length));
-      if (key.startsWith('WorkloadUsage/') && before !== undefined) {
-        assert.equal(d.goneSince, before, `${key}: the restart reset its gone clock`);
-        if (d.deletedAt < restartedAt + RETENTION_MS) carried++;
-      }
-    }
-    assert.ok(deletions.has(`NodeUsage/${TEMP_NODE}`));
-    assert.ok(carried > 0, 'objects gone before the stop are deleted on their own clock, before a clock started at the restart would let them');
-    t.diagnostic(`${deletions.size} objects deleted, ${carried} of them gone before the stop and deleted less than the retention after the restart`);
-  });
-
-  await t.test(`phase B: ${CHURN_JOBS} Jobs; objects bounded, totals exact, gone Jobs' objects deleted, RSS back down`, async () => {
-    const pid = op.child.pid!;
-    const rssBefore = rssOf(pid);
-    const heapBefore = await heapOf(op.url);
-    const samples: number[] = [];
-    const sampler = setInterval(() => {
-      try {
-        samples.push(rssOf(pid));
-      } catch {
-        clearInterval(sampler); // (the operator has exited: the test failed before)
-      }
-    }, 1000);
-    const first = 4_000_000;
-    const started = Date.now();
-    await churn.run(first, first + CHURN_JOBS, { first, finish: true });
-    const churnS = (Date.now() - started) / 1000;
-    const endedAt = Date.now();
-    await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 180_000);
-    const exactS = (Date.now() - endedAt) / 1000;
-    await eventually('every gone Job\'s WorkloadUsage deleted', async () => ((await jobObjects()).join() === keeperName ? true : undefined), RETENTION_MS + 180_000, () => leftOver);
-    const deletedS = (Date.now() - endedAt) / 1000;
-    const rssDeleted = rssOf(pid);
-    await observer.stop();
-    // The ledger remembers each deletion it saw for 5 minutes (for a takeover): memory comes back once they lapse.
-    const settleUntil = endedAt + Number(process.env.PODMETER_TEST_RSS_SETTLE_MS ?? REMEMBER_MS + 30_000);
-    while (Date.now() < settleUntil) await sleep(5000);
-    clearInterval(sampler);
-    const rssAfter = rssOf(pid);
-    const heapAfter = await heapOf(op.url);
-    assert.deepEqual(await totals(oc, 'NamespaceUsage', NS), asStrings(churn.sum()));
-    t.diagnostic(
-      `phase B: ${CHURN_JOBS} Jobs (${churn.requests} pod requests in all) in ${churnS.toFixed(0)} s; namespace exact ${exactS.toFixed(0)} s and every gone Job's object deleted ${deletedS.toFixed(0)} s after the last pod went`,
+    // A Job that lives throughout: its WorkloadUsage must stay.
+    const keeper = 1_000_000;
+    await churn.create(keeper);
+    // A Node whose pods die and which goes: its NodeUsage is deleted after the retention.
+    for (let i = 0; i < 5; i++) await churn.create(2_000_000 + i, TEMP_NODE);
+    await totalsBecome(
+      oc,
+      'NodeUsage',
+      TEMP_NODE,
+      add(...[0, 1, 2, 3, 4].map((i) => churn.finals.get(2_000_000 + i)!)),
     );
-    t.diagnostic(`largest objects (bytes of JSON): ${JSON.stringify(observer.maxBytes)}; most objects at once: ${JSON.stringify(observer.maxCount)}; longest lists: ${JSON.stringify(observer.maxLists)}`);
-    t.diagnostic(`operator RSS: ${mib(rssBefore)} MiB before, peak ${mib(Math.max(...samples))} MiB, ${mib(rssDeleted)} MiB once the objects were deleted, ${mib(rssAfter)} MiB ${((Date.now() - endedAt) / 60_000).toFixed(1)} min after the churn; heap used ${mib(heapBefore)} -> ${mib(heapAfter)} MiB`);
-    for (const [kind, bytes] of Object.entries(observer.maxBytes)) assert.ok(bytes <= MAX_OBJECT_BYTES, `${kind}: ${bytes} bytes`);
-    // Comes back down from its peak, and near where it was: +8.8 % and +10.6 % in two runs here (README);
-    // what malloc keeps after the churn varies with the machine's load, so the bound leaves room (25 %).
-    const peak = Math.max(...samples);
-    assert.ok(rssAfter < peak, `RSS ${mib(rssAfter)} MiB after the churn, not below its peak ${mib(peak)} MiB`);
-    assert.ok(rssAfter <= rssBefore * 1.25, `RSS ${mib(rssAfter)} MiB after the churn, ${mib(rssBefore)} MiB before`);
-    assert.ok((await usage(oc, 'WorkloadUsage', keeperName)) !== undefined, 'a live Job keeps its WorkloadUsage');
-  });
-});
+    for (let i = 0; i < 5; i++) await churn.delete(2_000_000 + i);
+    await oc.api.request('DELETE', `/api/v1/nodes/${TEMP_NODE}`);
+
+    let leftOver: unknown;
+    const jobObjects = async () => {
+      const objects = await listAll<UsageObject>(oc.api, usagePath('WorkloadUsage'));
+      leftOver = objects
+        .filter((o) => o.metadata.name !== keeperName)
+        .slice(0, 3)
+        .map((o) => ({
+          name: o.metadata.name,
+          status: { ...o.status, recentlyRetired: o.status?.recentlyRetired?.length },
+        }));
+      return objects.map((o) => o.metadata.name).sort();
+    };
+    const keeperName = `${NS}.job.job-${keeper}`;
+
+    await t.test(
+      `phase A: ${RESTART_JOBS} Jobs, the operator stopped halfway; nothing lost, doubled or deleted early`,
+      async () => {
+        const half = Math.floor(RESTART_JOBS / 2);
+        const started = Date.now();
+        await churn.run(0, half, { first: 0, finish: false });
+        // The live pods are checkpointed (their owners unknown, each waits 5 s: operator/pods.ts OWNER_WAIT_MS).
+        const checkpointed = async () =>
+          new Set(
+            (await listAll<UsageObject>(oc.api, usagePath('NodeUsage'))).flatMap((o) =>
+              (o.status?.checkpoint ?? []).map((c) => c.uid),
+            ),
+          );
+        const live = (await churn.alive()).filter(([i]) => i < half);
+        await eventually('the live pods checkpointed', async () => {
+          const c = await checkpointed();
+          return live.every(([, uid]) => c.has(uid)) ? true : undefined;
+        });
+        await op.kill('SIGTERM');
+        const stoppedAt = Date.now();
+        const loads = ledgerLoads(op);
+        const goneBeforeStop = new Map(
+          (await listAll<UsageObject>(oc.api, usagePath('WorkloadUsage')))
+            .filter((o) => o.status?.goneSince)
+            .map((o) => [o.metadata.name, o.status!.goneSince!]),
+        );
+        // While no operator runs: checkpointed pods die (their last counts are their checkpoints), new pods start and live on.
+        const dying = live.slice(0, 40);
+        await Promise.all(dying.map(([i]) => churn.delete(i, false)));
+        const born = Array.from({ length: 20 }, (_, k) => 3_000_000 + k);
+        await Promise.all(born.map((i) => churn.create(i)));
+        await sleep(10_000); // longer than a sweep interval (retention / 4): a clock reset by the restart would show
+        await op.restart();
+        await ledgerLoaded(op, loads);
+        const restartedAt = Date.now();
+        assert.ok(
+          op.logs.some((l) => l.msg === 'ledger loaded' && l.diedWhileAway === 40),
+          'the 40 pods that died while it was down are found',
+        );
+        await churn.run(half, RESTART_JOBS, { first: 0, finish: true });
+        await Promise.all(born.map((i) => churn.delete(i)));
+        t.diagnostic(
+          `phase A: ${RESTART_JOBS} Jobs in ${((Date.now() - started) / 1000).toFixed(0)} s, operator down ${((restartedAt - stoppedAt) / 1000).toFixed(1)} s; ${goneBeforeStop.size} WorkloadUsages gone before the stop`,
+        );
+
+        await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 120_000);
+        await eventually(
+          "every gone Job's WorkloadUsage deleted",
+          async () => ((await jobObjects()).join() === keeperName ? true : undefined),
+          RETENTION_MS + 120_000,
+          () => leftOver,
+        );
+        await eventually(
+          "the gone Node's NodeUsage deleted",
+          async () => ((await usage(oc, 'NodeUsage', TEMP_NODE)) === undefined ? true : undefined),
+          RETENTION_MS + 60_000,
+        );
+        assert.deepEqual(
+          await totals(oc, 'NamespaceUsage', NS),
+          asStrings(churn.sum()),
+          'the namespace carries every byte of what was deleted',
+        );
+        assert.equal(
+          (await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods,
+          churn.finals.size - 1,
+          'every pod but the keeper retired once',
+        );
+
+        // No deletion before its retention, counted from the time written before the stop (not reset by the restart).
+        let carried = 0;
+        for (const [key, d] of deletions) {
+          assert.ok(d.goneSince !== undefined, `${key} was deleted without a goneSince`);
+          assert.ok(
+            d.deletedAt - Date.parse(d.goneSince) >= RETENTION_MS,
+            `${key} deleted ${d.deletedAt - Date.parse(d.goneSince)} ms after it was gone`,
+          );
+          assert.equal(d.goneSince, d.firstGoneSince, `${key}: its goneSince was rewritten while it stayed gone`);
+          const before = goneBeforeStop.get(key.slice('WorkloadUsage/'.length));
+          if (key.startsWith('WorkloadUsage/') && before !== undefined) {
+            assert.equal(d.goneSince, before, `${key}: the restart reset its gone clock`);
+            if (d.deletedAt < restartedAt + RETENTION_MS) carried++;
+          }
+        }
+        assert.ok(deletions.has(`NodeUsage/${TEMP_NODE}`));
+        assert.ok(
+          carried > 0,
+          'objects gone before the stop are deleted on their own clock, before a clock started at the restart would let them',
+        );
+        t.diagnostic(
+          `${deletions.size} objects deleted, ${carried} of them gone before the stop and deleted less than the retention after the restart`,
+        );
+      },
+    );
+
+    await t.test(
+      `phase B: ${CHURN_JOBS} Jobs; objects bounded, totals exact, gone Jobs' objects deleted, RSS back down`,
+      async () => {
+        const pid = op.child.pid!;
+        const rssBefore = rssOf(pid);
+        const heapBefore = await heapOf(op.url);
+        const samples: number[] = [];
+        const sampler = setInterval(() => {
+          try {
+            samples.push(rssOf(pid));
+          } catch {
+            clearInterval(sampler); // (the operator has exited: the test failed before)
+          }
+        }, 1000);
+        const first = 4_000_000;
+        const started = Date.now();
+        await churn.run(first, first + CHURN_JOBS, { first, finish: true });
+        const churnS = (Date.now() - started) / 1000;
+        const endedAt = Date.now();
+        await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 180_000);
+        const exactS = (Date.now() - endedAt) / 1000;
+        await eventually(
+          "every gone Job's WorkloadUsage deleted",
+          async () => ((await jobObjects()).join() === keeperName ? true : undefined),
+          RETENTION_MS + 180_000,
+          () => leftOver,
+        );
+        const deletedS = (Date.now() - endedAt) / 1000;
+        const rssDeleted = rssOf(pid);
+        await observer.stop();
+        // The ledger remembers each deletion it saw for 5 minutes (for a takeover): memory comes back once they lapse.
+        const settleUntil = endedAt + Number(process.env.PODMETER_TEST_RSS_SETTLE_MS ?? REMEMBER_MS + 30_000);
+        while (Date.now() < settleUntil) await sleep(5000);
+        clearInterval(sampler);
+        const rssAfter = rssOf(pid);
+        const heapAfter = await heapOf(op.url);
+        assert.deepEqual(await totals(oc, 'NamespaceUsage', NS), asStrings(churn.sum()));
+        t.diagnostic(
+          `phase B: ${CHURN_JOBS} Jobs (${churn.requests} pod requests in all) in ${churnS.toFixed(0)} s; namespace exact ${exactS.toFixed(0)} s and every gone Job's object deleted ${deletedS.toFixed(0)} s after the last pod went`,
+        );
+        t.diagnostic(
+          `largest objects (bytes of JSON): ${JSON.stringify(observer.maxBytes)}; most objects at once: ${JSON.stringify(observer.maxCount)}; longest lists: ${JSON.stringify(observer.maxLists)}`,
+        );
+        t.diagnostic(
+          `operator RSS: ${mib(rssBefore)} MiB before, peak ${mib(Math.max(...samples))} MiB, ${mib(rssDeleted)} MiB once the objects were deleted, ${mib(rssAfter)} MiB ${((Date.now() - endedAt) / 60_000).toFixed(1)} min after the churn; heap used ${mib(heapBefore)} -> ${mib(heapAfter)} MiB`,
+        );
+        for (const [kind, bytes] of Object.entries(observer.maxBytes))
+          assert.ok(bytes <= MAX_OBJECT_BYTES, `${kind}: ${bytes} bytes`);
+        // Comes back down from its peak, and near where it was: +8.8 % and +10.6 % in two runs here (README);
+        // what malloc keeps after the churn varies with the machine's load, so the bound leaves room (25 %).
+        const peak = Math.max(...samples);
+        assert.ok(rssAfter < peak, `RSS ${mib(rssAfter)} MiB after the churn, not below its peak ${mib(peak)} MiB`);
+        assert.ok(
+          rssAfter <= rssBefore * 1.25,
+          `RSS ${mib(rssAfter)} MiB after the churn, ${mib(rssBefore)} MiB before`,
+        );
+        assert.ok((await usage(oc, 'WorkloadUsage', keeperName)) !== undefined, 'a live Job keeps its WorkloadUsage');
+      },
+    );
+  },
+);

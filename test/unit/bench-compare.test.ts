@@ -27,7 +27,14 @@ test('Mann-Whitney U: exact p for small samples, normal approximation with ties'
 
 test('figures: every numeric leaf of the last JSON line, by dotted path', () => {
   const out = 'attach latency: ...\n{"bench":"agent","attachMs":{"p50":20,"p99":35},"rssMiB":70.5,"ok":true}\n';
-  assert.deepEqual([...figures(resultLine(out))], [['attachMs.p50', 20], ['attachMs.p99', 35], ['rssMiB', 70.5]]);
+  assert.deepEqual(
+    [...figures(resultLine(out))],
+    [
+      ['attachMs.p50', 20],
+      ['attachMs.p99', 35],
+      ['rssMiB', 70.5],
+    ],
+  );
   assert.throws(() => resultLine('no json here\n'), /no JSON result line/);
   const c = compare([new Map([['x', 10]]), new Map([['x', 12]])], [new Map([['x', 20]]), new Map([['x', 24]])]);
   assert.equal(c[0]!.ratio, 2);
@@ -46,9 +53,14 @@ function benchTree(root: string, name: string, sleepMs: number): string {
 }
 
 function runCompare(base: string, head: string) {
-  const r = spawnSync(process.execPath, ['bench/compare.ts', '--base', base, '--head', head, '--pairs', '5', 'sleep'], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['bench/compare.ts', '--base', base, '--head', head, '--pairs', '5', 'sleep'], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   assert.equal(r.status, 0, r.stderr);
-  const last = JSON.parse(r.stdout.trimEnd().split('\n').at(-1)!) as { comparisons: { sleep: { figure: string; ratio: number; significant: boolean }[] } };
+  const last = JSON.parse(r.stdout.trimEnd().split('\n').at(-1)!) as {
+    comparisons: { sleep: { figure: string; ratio: number; significant: boolean }[] };
+  };
   return { text: r.stdout, slept: last.comparisons.sleep.find((c) => c.figure === 'sleptMs')! };
 }
 

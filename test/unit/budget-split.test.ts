@@ -5,7 +5,13 @@ import { perNodeRate } from '../../operator/budget.ts';
 import { budgetData, rateOf } from '../../common/contract/budget.ts';
 
 test('budget: an even split that never exceeds the maximum; agents read it strictly', () => {
-  for (const [max, nodes] of [[50, 3], [50, 7], [50, 150_000], [1, 3], [50, 0]] as const) {
+  for (const [max, nodes] of [
+    [50, 3],
+    [50, 7],
+    [50, 150_000],
+    [1, 3],
+    [50, 0],
+  ] as const) {
     const rate = perNodeRate(max, nodes);
     assert.ok(rate * Math.max(1, nodes) <= max + 1e-9 && rate > 0, `${max}/${nodes} -> ${rate}`);
     assert.equal(rateOf(budgetData(rate, max, nodes)), rate, 'what the operator writes, agents read back');

@@ -39,7 +39,10 @@ test('namespace: flag, then PODMETER_NAMESPACE, then POD_NAMESPACE, then podmete
   assert.equal(parseAgentConfig([], { PODMETER_NAMESPACE: 'env', POD_NAMESPACE: 'downward' }).namespace, 'env');
   assert.equal(parseAgentConfig([], { POD_NAMESPACE: 'downward' }).namespace, 'downward');
   assert.equal(parseAgentConfig([], {}).namespace, 'podmeter');
-  assert.throws(() => parseAgentConfig(['--namespace', 'Not_A_Name'], {}), (err: Error) => err instanceof ConfigError && /--namespace/.test(err.message));
+  assert.throws(
+    () => parseAgentConfig(['--namespace', 'Not_A_Name'], {}),
+    (err: Error) => err instanceof ConfigError && /--namespace/.test(err.message),
+  );
 });
 
 test('node name: flag, then PODMETER_NODE_NAME, then NODE_NAME, then the host name', async (t) => {
@@ -103,7 +106,9 @@ test('precedence and repetition', async (t) => {
 });
 
 test('bad values name the flag and the value', async (t) => {
-  const cases: Array<[argv: string[], env: Record<string, string>, message: string | RegExp, flag: string | undefined]> = [
+  const cases: Array<
+    [argv: string[], env: Record<string, string>, message: string | RegExp, flag: string | undefined]
+  > = [
     [['--interval', 'abc'], {}, '--interval: "abc" is not a number of seconds > 0', '--interval'],
     [['--interval=0'], {}, '--interval: "0" is not a number of seconds > 0', '--interval'],
     [['--interval=-1'], {}, '--interval: "-1" is not a number of seconds > 0', '--interval'],
@@ -113,13 +118,38 @@ test('bad values name the flag and the value', async (t) => {
     [['--interval', '30d'], {}, '--interval: "30d" is not a number of seconds > 0', '--interval'],
     [['--retention', '9999999'], {}, /--retention: "9999999" is longer than 24 days/, '--retention'],
     [['--retention', '-5'], {}, '--retention: "-5" is not a number of seconds >= 0', '--retention'],
-    [[], { PODMETER_INTERVAL: 'soon' }, '--interval (from PODMETER_INTERVAL): "soon" is not a number of seconds > 0', '--interval'],
+    [
+      [],
+      { PODMETER_INTERVAL: 'soon' },
+      '--interval (from PODMETER_INTERVAL): "soon" is not a number of seconds > 0',
+      '--interval',
+    ],
     [['--discover', 'everything'], {}, '--discover: "everything" is not one of pods, children, auto', '--discover'],
-    [['--log-level=verbose'], {}, '--log-level: "verbose" is not one of trace, debug, info, warn, error', '--log-level'],
+    [
+      ['--log-level=verbose'],
+      {},
+      '--log-level: "verbose" is not one of trace, debug, info, warn, error',
+      '--log-level',
+    ],
     [['--log-format=text'], {}, '--log-format: "text" is not one of json, pretty, auto', '--log-format'],
-    [['--annotate-budget', '-1'], {}, '--annotate-budget: "-1" is not a number of writes per second >= 0', '--annotate-budget'],
-    [['--annotate-budget', 'lots'], {}, '--annotate-budget: "lots" is not a number of writes per second >= 0', '--annotate-budget'],
-    [['--annotate-interval', '0'], {}, '--annotate-interval: "0" is not a number of seconds > 0', '--annotate-interval'],
+    [
+      ['--annotate-budget', '-1'],
+      {},
+      '--annotate-budget: "-1" is not a number of writes per second >= 0',
+      '--annotate-budget',
+    ],
+    [
+      ['--annotate-budget', 'lots'],
+      {},
+      '--annotate-budget: "lots" is not a number of writes per second >= 0',
+      '--annotate-budget',
+    ],
+    [
+      ['--annotate-interval', '0'],
+      {},
+      '--annotate-interval: "0" is not a number of seconds > 0',
+      '--annotate-interval',
+    ],
     [['--listen', '9471'], {}, /--listen: "9471" is not HOST:PORT/, '--listen'],
     [['--listen', '::1:9471'], {}, /put an IPv6 address in brackets/, '--listen'],
     [['--listen', '[::]'], {}, /--listen: "\[::\]" is not HOST:PORT/, '--listen'],
@@ -129,7 +159,12 @@ test('bad values name the flag and the value', async (t) => {
     [['--listen', 'bad_host:80'], {}, /"bad_host" is not an IP address or host name/, '--listen'],
     [['--listen', '999.1.1.1:80'], {}, /"999.1.1.1" is not an IP address or host name/, '--listen'],
     [['--node-name', 'Node_1'], {}, /--node-name: "Node_1" is not a valid Kubernetes name/, '--node-name'],
-    [[], { NODE_NAME: 'UPPER' }, /--node-name \(from NODE_NAME\): "UPPER" is not a valid Kubernetes name/, '--node-name'],
+    [
+      [],
+      { NODE_NAME: 'UPPER' },
+      /--node-name \(from NODE_NAME\): "UPPER" is not a valid Kubernetes name/,
+      '--node-name',
+    ],
     [['--bpffs='], {}, '--bpffs: "" is not a path', '--bpffs'],
     [['--state-dir', ' '], {}, '--state-dir: " " is not a path', '--state-dir'],
     [['--interval'], {}, '--interval needs a value: --interval SECONDS or --interval=SECONDS', '--interval'],
@@ -140,14 +175,17 @@ test('bad values name the flag and the value', async (t) => {
   ];
   for (const [argv, env, message, flag] of cases) {
     await t.test(`${argv.join(' ')} ${JSON.stringify(env)}`, () => {
-      assert.throws(() => parseAgentConfig(argv, { ...ENV, ...env }), (error: unknown) => {
-        assert.ok(error instanceof ConfigError);
-        assert.equal(error.code, 'ERR_PODMETER_CONFIG');
-        if (typeof message === 'string') assert.equal(error.message, message);
-        else assert.match(error.message, message);
-        assert.equal(error.flag, flag);
-        return true;
-      });
+      assert.throws(
+        () => parseAgentConfig(argv, { ...ENV, ...env }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.code, 'ERR_PODMETER_CONFIG');
+          if (typeof message === 'string') assert.equal(error.message, message);
+          else assert.match(error.message, message);
+          assert.equal(error.flag, flag);
+          return true;
+        },
+      );
     });
   }
 });
@@ -192,7 +230,10 @@ test('--help and -h', async (t) => {
 test('agentHelp lists every flag with its default and environment variable', async (t) => {
   const flags: Array<[string, string | undefined]> = [
     ['--discover pods|children|auto', 'default auto; env PODMETER_DISCOVER'],
-    ['--cgroup-root PATH', 'default the cgroup2 mount: /sys/fs/cgroup, else /sys/fs/cgroup/unified, else any other; env PODMETER_CGROUP_ROOT'],
+    [
+      '--cgroup-root PATH',
+      'default the cgroup2 mount: /sys/fs/cgroup, else /sys/fs/cgroup/unified, else any other; env PODMETER_CGROUP_ROOT',
+    ],
     ['--bpffs PATH', 'default /sys/fs/bpf/podmeter; env PODMETER_BPFFS'],
     ['--state-dir PATH', 'default /var/lib/podmeter; env PODMETER_STATE_DIR'],
     ['--listen HOST:PORT', 'default 0.0.0.0:9471; env PODMETER_LISTEN'],
@@ -222,31 +263,52 @@ test('the flag core serves other subcommands with their own tables', () => {
     node: { metavar: 'NAME', help: 'Node to show', parse: (raw: string) => raw },
     limit: { metavar: 'N', help: 'Rows', parse: Number, default: 10, env: 'TOP_LIMIT' },
   });
-  const parsed = parseFlags(table, ['--json', 'pods', '--node=n1'], { TOP_LIMIT: '5', MAPS_JSON: 'false' }, { envPrefix: 'MAPS_' });
+  const parsed = parseFlags(
+    table,
+    ['--json', 'pods', '--node=n1'],
+    { TOP_LIMIT: '5', MAPS_JSON: 'false' },
+    { envPrefix: 'MAPS_' },
+  );
   const typed: { json: boolean; node: string | undefined; limit: number } = parsed.values;
   assert.deepEqual(typed, { json: true, node: 'n1', limit: 5 });
   assert.deepEqual(parsed.positionals, ['pods']);
   assert.equal(parseFlags(table, [], { MAPS_JSON: '1' }, { envPrefix: 'MAPS_' }).values.json, true);
-  assert.match(formatHelp(table, { usage: 'podmeter maps [flags]', summary: 's' }), /--limit N\n\s+Rows \(default 10; env TOP_LIMIT\)/);
+  assert.match(
+    formatHelp(table, { usage: 'podmeter maps [flags]', summary: 's' }),
+    /--limit N\n\s+Rows \(default 10; env TOP_LIMIT\)/,
+  );
 });
 
 test('--metrics-auth: none by default; kubernetes with or without certificate files; the files go in pairs and only with kubernetes', () => {
   assert.equal(parseAgentConfig([], ENV).metricsAuth, 'none');
   assert.equal(parseAgentConfig([], ENV).tls, undefined);
-  const secured = parseAgentConfig(['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt', '--tls-key-file', '/etc/tls.key'], ENV);
+  const secured = parseAgentConfig(
+    ['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt', '--tls-key-file', '/etc/tls.key'],
+    ENV,
+  );
   assert.equal(secured.metricsAuth, 'kubernetes');
   assert.deepEqual(secured.tls, { certFile: resolve('tls.crt'), keyFile: '/etc/tls.key' });
   assert.equal(parseAgentConfig([], { ...ENV, PODMETER_METRICS_AUTH: 'kubernetes' }).metricsAuth, 'kubernetes');
   const rejects = (argv: string[], pattern: RegExp) =>
-    assert.throws(() => parseAgentConfig(argv, ENV), (err: Error) => err instanceof ConfigError && pattern.test(err.message), argv.join(' '));
+    assert.throws(
+      () => parseAgentConfig(argv, ENV),
+      (err: Error) => err instanceof ConfigError && pattern.test(err.message),
+      argv.join(' '),
+    );
   rejects(['--metrics-auth', 'rbac'], /--metrics-auth: "rbac" is not one of none, kubernetes/);
   rejects(['--metrics-auth', 'kubernetes', '--tls-cert-file', 'tls.crt'], /--tls-cert-file needs --tls-key-file too/);
   rejects(['--metrics-auth', 'kubernetes', '--tls-key-file', 'tls.key'], /--tls-key-file needs --tls-cert-file too/);
-  rejects(['--tls-cert-file', 'tls.crt', '--tls-key-file', 'tls.key'], /are for HTTPS, which comes with --metrics-auth kubernetes/);
+  rejects(
+    ['--tls-cert-file', 'tls.crt', '--tls-key-file', 'tls.key'],
+    /are for HTTPS, which comes with --metrics-auth kubernetes/,
+  );
   assert.match(agentHelp, /--metrics-auth none\|kubernetes/);
   // The operator takes the same three flags, with the same checks.
   assert.equal(parseOperatorConfig([], {}).metricsAuth, 'none');
-  assert.deepEqual(parseOperatorConfig(['--metrics-auth=kubernetes', '--tls-cert-file=/c', '--tls-key-file=/k'], {}).tls, { certFile: '/c', keyFile: '/k' });
+  assert.deepEqual(
+    parseOperatorConfig(['--metrics-auth=kubernetes', '--tls-cert-file=/c', '--tls-key-file=/k'], {}).tls,
+    { certFile: '/c', keyFile: '/k' },
+  );
   assert.throws(() => parseOperatorConfig(['--tls-key-file=/k'], {}), /--tls-key-file needs --tls-cert-file too/);
   assert.match(operatorHelp, /--tls-cert-file PATH/);
 });
@@ -257,7 +319,11 @@ test('operator --usage-retention: a duration with a unit, days allowed beyond th
   assert.equal(parseOperatorConfig(['--usage-retention=90s'], {}).usageRetentionMs, 90_000);
   assert.equal(parseOperatorConfig(['--usage-retention=1.5h'], {}).usageRetentionMs, 5_400_000);
   for (const bad of ['30', '0s', '-1d', 'forever', '0.0001ms']) {
-    assert.throws(() => parseOperatorConfig([`--usage-retention=${bad}`], {}), /--usage-retention: .* (is not a retention|above zero)/, bad);
+    assert.throws(
+      () => parseOperatorConfig([`--usage-retention=${bad}`], {}),
+      /--usage-retention: .* (is not a retention|above zero)/,
+      bad,
+    );
   }
   assert.match(operatorHelp, /--usage-retention DURATION/);
 });

@@ -1,10 +1,25 @@
 /** One pod's count as agents write it and the operator reads it (common/contract/counts.ts): an unsigned 64-bit decimal or refused. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { countOf, countText, fitsStatus, parseCount, parseDecimal, TOTAL_DIGITS, U64_MAX, zero } from '../../common/contract/counts.ts';
+import {
+  countOf,
+  countText,
+  fitsStatus,
+  parseCount,
+  parseDecimal,
+  TOTAL_DIGITS,
+  U64_MAX,
+  zero,
+} from '../../common/contract/counts.ts';
 
 test('a count is an unsigned 64-bit decimal: 0 to 2^64-1, no sign, no leading zero, no spaces', () => {
-  for (const [text, value] of [['0', 0n], ['7', 7n], ['9007199254740993', 2n ** 53n + 1n], ['18446744073709551615', U64_MAX], ['10000000000000000000', 10n ** 19n]] as const) {
+  for (const [text, value] of [
+    ['0', 0n],
+    ['7', 7n],
+    ['9007199254740993', 2n ** 53n + 1n],
+    ['18446744073709551615', U64_MAX],
+    ['10000000000000000000', 10n ** 19n],
+  ] as const) {
     assert.deepEqual(parseCount(text), { value }, text);
   }
   const refused: [unknown, string][] = [
@@ -38,7 +53,7 @@ test('what an agent writes is always what the operator reads: values saturate at
   assert.equal(countText(-1n), '0');
 });
 
-test('totals: up to the status fields\' 30 digits, and a check before writing', () => {
+test("totals: up to the status fields' 30 digits, and a check before writing", () => {
   assert.equal(parseDecimal('9'.repeat(TOTAL_DIGITS)), 10n ** 30n - 1n);
   assert.equal(parseDecimal('1'.repeat(TOTAL_DIGITS + 1)), undefined);
   assert.ok(fitsStatus({ ...zero(), ingressBytes: 10n ** 30n - 1n }));

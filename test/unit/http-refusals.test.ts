@@ -24,9 +24,14 @@ function logged(): { log: Logger; lines: Record<string, unknown>[] } {
   return { log: pino<never>({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) }), lines };
 }
 
-async function serve(t: { after(fn: () => unknown): void }, options: { tls?: boolean; limits?: Partial<ServerLimits> } = {}) {
+async function serve(
+  t: { after(fn: () => unknown): void },
+  options: { tls?: boolean; limits?: Partial<ServerLimits> } = {},
+) {
   const { log, lines } = logged();
-  const secure = options.tls ? { tls: servingTls({ commonName: 'x', names: [], log }), gate: { check: () => undefined } } : undefined;
+  const secure = options.tls
+    ? { tls: servingTls({ commonName: 'x', names: [], log }), gate: { check: () => undefined } }
+    : undefined;
   let slow: (() => void) | undefined;
   const server = new HttpServer(log, secure, options.limits)
     .route('/healthz', () => text('ok\n'))
@@ -47,7 +52,8 @@ async function serve(t: { after(fn: () => unknown): void }, options: { tls?: boo
   return { server, target, lines, rejected, release: () => slow?.() };
 }
 
-const healthz = (target: Target) => send(target, { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false });
+const healthz = (target: Target) =>
+  send(target, { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false });
 
 /** Opens a plain TCP connection from `localAddress`; resolves once connected, with whether the server closed it within `ms`. */
 function openFrom(target: Target, localAddress: string, ms = 300): Promise<{ socket: Socket; closed: boolean }> {
@@ -74,12 +80,17 @@ test('the known-bad corpus: each request gets its status (or a closed connection
   }
   assert.deepEqual(wrong, []);
   const counts = rejected();
-  for (const reason of ['malformed', 'headers_too_large', 'method', 'not_found']) assert.ok((counts[reason] ?? 0) > 0, `${reason} counted: ${JSON.stringify(counts)}`);
+  for (const reason of ['malformed', 'headers_too_large', 'method', 'not_found'])
+    assert.ok((counts[reason] ?? 0) > 0, `${reason} counted: ${JSON.stringify(counts)}`);
 });
 
 test('a route that throws is a 500, logged once per kind, and the server goes on', async (t) => {
   const { target, lines, rejected } = await serve(t);
-  for (let i = 0; i < 5; i++) assert.equal(await send(target, { bytes: Buffer.from('GET /boom HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false }), 500);
+  for (let i = 0; i < 5; i++)
+    assert.equal(
+      await send(target, { bytes: Buffer.from('GET /boom HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false }),
+      500,
+    );
   assert.equal(lines.filter((l) => String(l.msg).startsWith('request failed')).length, 1, 'logged once');
   assert.equal(rejected().internal, 5, 'counted each time');
   assert.equal(await healthz(target), 200);
@@ -89,7 +100,10 @@ test('connections: a cap per peer address; at the total cap the oldest idle conn
   const { target, rejected, release } = await serve(t, { limits: { maxConnectionsPerAddress: 3, maxConnections: 5 } });
   const a = [];
   for (let i = 0; i < 3; i++) a.push(await openFrom(target, '127.0.0.2'));
-  assert.deepEqual(a.map((c) => c.closed), [false, false, false]);
+  assert.deepEqual(
+    a.map((c) => c.closed),
+    [false, false, false],
+  );
   assert.equal((await openFrom(target, '127.0.0.2')).closed, true, 'the 4th from one address is closed at once');
   // A busy connection (its answer pending) and an idle one from 127.0.0.3: 5 in all.
   const busy = await openFrom(target, '127.0.0.3');
@@ -104,7 +118,14 @@ test('connections: a cap per peer address; at the total cap the oldest idle conn
   assert.equal(b.closed, false);
   assert.equal(await closedSoon(a[0]!.socket, 100), false, 'under the cap nobody is closed');
   // The kubelet's probe from yet another address gets through: the oldest idle connection makes room.
-  assert.equal(await send(target, { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false }, { localAddress: '127.0.0.4' }), 200);
+  assert.equal(
+    await send(
+      target,
+      { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'match', hold: false },
+      { localAddress: '127.0.0.4' },
+    ),
+    200,
+  );
   assert.equal(await closedSoon(a[0]!.socket), true, 'the oldest idle connection was closed to make room');
   assert.equal(await closedSoon(a[1]!.socket, 100), false, 'only one');
   release();
@@ -146,8 +167,14 @@ test('a slow sender is cut at the header timeout with a 408', async (t) => {
 
 test('TLS: plain bytes on the TLS port and a handshake that never ends are closed; HTTPS still answers', async (t) => {
   const { target, rejected } = await serve(t, { tls: true, limits: { handshakeTimeoutMs: 500 } });
-  assert.equal(await send(target, { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'raw', hold: false }), 0);
-  assert.equal(await send(target, { bytes: Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]), wrap: 'raw', hold: false }), 0);
+  assert.equal(
+    await send(target, { bytes: Buffer.from('GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n'), wrap: 'raw', hold: false }),
+    0,
+  );
+  assert.equal(
+    await send(target, { bytes: Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]), wrap: 'raw', hold: false }),
+    0,
+  );
   const silent = await openFrom(target, '127.0.0.2', 3_000);
   assert.equal(silent.closed, true, 'a silent connection is closed at the handshake timeout');
   assert.equal(await healthz(target), 200);

@@ -29,7 +29,9 @@ const ALLOWED: Readonly<Record<Layer, readonly Layer[]>> = {
 /** Every relative module specifier in a TypeScript source: static imports, re-exports and import(). */
 export function relativeImports(source: string): string[] {
   const specifiers: string[] = [];
-  for (const m of source.matchAll(/(?:^|[\s;])(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)|^\s*import\s+['"]([^'"]+)['"]/gm)) {
+  for (const m of source.matchAll(
+    /(?:^|[\s;])(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)|^\s*import\s+['"]([^'"]+)['"]/gm,
+  )) {
     const spec = m[1] ?? m[2] ?? m[3];
     if (spec !== undefined && spec.startsWith('.')) specifiers.push(spec);
   }
@@ -70,14 +72,21 @@ function violations(): string[] {
 test('the import scan sees every form of import', () => {
   const source = [
     "import { a } from '../agent/x.ts';",
-    "import type { B } from \"../operator/y.ts\";",
+    'import type { B } from "../operator/y.ts";',
     "export { c } from './z.ts';",
     "const m = await import('../cli/w.ts');",
     "import '../common/side.ts';",
     "import {\n  d,\n  e,\n} from '../common/multi.ts';",
     "import { f } from 'pino';",
   ].join('\n');
-  assert.deepEqual(relativeImports(source), ['../agent/x.ts', '../operator/y.ts', './z.ts', '../cli/w.ts', '../common/side.ts', '../common/multi.ts']);
+  assert.deepEqual(relativeImports(source), [
+    '../agent/x.ts',
+    '../operator/y.ts',
+    './z.ts',
+    '../cli/w.ts',
+    '../common/side.ts',
+    '../common/multi.ts',
+  ]);
 });
 
 test('layers point one way: cli -> agent | operator -> common', () => {

@@ -14,10 +14,26 @@ import { counters } from '../helpers/operatorCluster.ts';
 function retirement(i: number, at: number, rolledUp: boolean): [string, Retirement] {
   const uid = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
   const counts = counters(i, 1_000_000n);
-  return [uid, { entry: { uid, namespace: 'batch', workloadKind: 'Job', workload: `nightly-${i}`, ...toStrings(counts), at: new Date(at).toISOString(), rolledUp }, counts, at }];
+  return [
+    uid,
+    {
+      entry: {
+        uid,
+        namespace: 'batch',
+        workloadKind: 'Job',
+        workload: `nightly-${i}`,
+        ...toStrings(counts),
+        at: new Date(at).toISOString(),
+        rolledUp,
+      },
+      counts,
+      at,
+    },
+  ];
 }
 
-const size = (m: Map<string, Retirement>) => [...m.values()].filter((r) => r.entry.rolledUp).reduce((n, r) => n + JSON.stringify(r.entry).length, 0);
+const size = (m: Map<string, Retirement>) =>
+  [...m.values()].filter((r) => r.entry.rolledUp).reduce((n, r) => n + JSON.stringify(r.entry).length, 0);
 
 test('15 minutes at 100 retirements a second: the rolled-up ones kept fit the bound, newest first; intents stay', () => {
   const t0 = Date.parse('2026-01-01T00:00:00Z');
@@ -32,7 +48,11 @@ test('15 minutes at 100 retirements a second: the rolled-up ones kept fit the bo
   const oldestKept = Math.min(...kept.map((r) => r.at));
   const newestDropped = t0 + (n - 300 - kept.filter((r) => r.entry.rolledUp).length - 1) * 10;
   assert.ok(oldestKept > newestDropped, 'newest kept');
-  assert.equal(after, newestDropped + FINAL_LATENESS_MS, 'a final of a dropped pod read up to 5 min after its retirement is not taken for an unknown pod');
+  assert.equal(
+    after,
+    newestDropped + FINAL_LATENESS_MS,
+    'a final of a dropped pod read up to 5 min after its retirement is not taken for an unknown pod',
+  );
   // The whole list in JSON (what the status carries) stays far below the 512 KiB promised per object.
   assert.ok(JSON.stringify(kept.map((r) => r.entry)).length < 400 * 1024);
 });

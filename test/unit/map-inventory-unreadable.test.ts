@@ -20,7 +20,11 @@ function walk(ids: number[], refused: Set<number>, code = 'EPERM') {
     const out: { id: number }[] = [];
     for (const id of ids) {
       if (id <= afterId) continue;
-      if (refused.has(id)) throw Object.assign(new Error(`list BPF maps: bpf(BPF_*_GET_FD_BY_ID): ${code}`), { code, syscall: 'bpf(BPF_*_GET_FD_BY_ID)' });
+      if (refused.has(id))
+        throw Object.assign(new Error(`list BPF maps: bpf(BPF_*_GET_FD_BY_ID): ${code}`), {
+          code,
+          syscall: 'bpf(BPF_*_GET_FD_BY_ID)',
+        });
       out.push({ id });
       if (limit !== 0 && out.length >= limit) break;
     }
@@ -35,10 +39,17 @@ test('an unreadable map is stepped over; every readable one is listed', async ()
     const { list, calls } = walk(ids, new Set(bad));
     const unreadable: UnreadableObject[] = [];
     const got = await listSliced(list, new Slices(1000), unreadable);
-    assert.deepEqual(got.map((o) => o.id), ids.filter((id) => !bad.includes(id)), `refused ${bad}`);
+    assert.deepEqual(
+      got.map((o) => o.id),
+      ids.filter((id) => !bad.includes(id)),
+      `refused ${bad}`,
+    );
     // Unreadable objects next to each other (no id between) are stepped over as one: the last is named.
     const named = bad.filter((id) => !bad.includes(ids[ids.indexOf(id) + 1]!));
-    assert.deepEqual(unreadable, named.map((id) => ({ id, code: 'EPERM' })));
+    assert.deepEqual(
+      unreadable,
+      named.map((id) => ({ id, code: 'EPERM' })),
+    );
     assert.ok(calls() < 120, `${calls()} calls`);
   }
 });
@@ -54,7 +65,10 @@ test('the walk itself refused (GET_NEXT_ID: no CAP_SYS_ADMIN) fails the inventor
   let calls = 0;
   const list = () => {
     calls++;
-    throw Object.assign(new Error('list BPF maps: bpf(BPF_*_GET_NEXT_ID): EPERM'), { code: 'EPERM', syscall: 'bpf(BPF_*_GET_NEXT_ID)' });
+    throw Object.assign(new Error('list BPF maps: bpf(BPF_*_GET_NEXT_ID): EPERM'), {
+      code: 'EPERM',
+      syscall: 'bpf(BPF_*_GET_NEXT_ID)',
+    });
   };
   await assert.rejects(listSliced(list, new Slices(1000), []), { code: 'EPERM' });
   assert.equal(calls, 1);

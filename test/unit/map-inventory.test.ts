@@ -10,7 +10,13 @@ import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CGROUP_STORAGE_ELEMENT_OVERHEAD, cgroupStorageElementBytes, estimateStorageBytes, kernelChargesMemlock, memlockIsExact } from '../../agent/maps/estimate.ts';
+import {
+  CGROUP_STORAGE_ELEMENT_OVERHEAD,
+  cgroupStorageElementBytes,
+  estimateStorageBytes,
+  kernelChargesMemlock,
+  memlockIsExact,
+} from '../../agent/maps/estimate.ts';
 import { cgroupTranslator } from '../../agent/cgroups/translate.ts';
 import { cgroupV2Path, scanMapHolders } from '../../agent/maps/holders.ts';
 import { podMapBytes, summarise, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
@@ -67,15 +73,28 @@ test('inside a private cgroup namespace, paths that climb above it are rebased o
     '900 880 0:30 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup rw',
     '905 880 0:30 /../../../.. /host/sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw',
   ].join('\n');
-  const nsRoot = ['kubepods.slice', 'kubepods-burstable.slice', 'kubepods-burstable-podA.slice', 'cri-containerd-a.scope'];
+  const nsRoot = [
+    'kubepods.slice',
+    'kubepods-burstable.slice',
+    'kubepods-burstable-podA.slice',
+    'cri-containerd-a.scope',
+  ];
   const translate = cgroupTranslator('/host/sys/fs/cgroup', mountinfo, nsRoot);
-  assert.equal(translate('/../../../kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope'),
-    'kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope');
+  assert.equal(
+    translate('/../../../kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope'),
+    'kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podB.slice/cri-containerd-b.scope',
+  );
   assert.equal(translate('/'), nsRoot.join('/'), 'the agent itself');
-  assert.equal(translate('/../cri-containerd-pause.scope'), 'kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podA.slice/cri-containerd-pause.scope');
+  assert.equal(
+    translate('/../cri-containerd-pause.scope'),
+    'kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podA.slice/cri-containerd-pause.scope',
+  );
   assert.equal(translate('/../../../../../x'), '/../../../../../x', 'above the host mount: kept as /proc has it');
   // Without the namespace root the climbing paths stay unplaced (the old behaviour).
-  assert.equal(cgroupTranslator('/host/sys/fs/cgroup', mountinfo)('/../../../kubepods-besteffort.slice'), '/../../../kubepods-besteffort.slice');
+  assert.equal(
+    cgroupTranslator('/host/sys/fs/cgroup', mountinfo)('/../../../kubepods-besteffort.slice'),
+    '/../../../kubepods-besteffort.slice',
+  );
 });
 
 test('the cgroup storage estimate: entries x (round_up(value, 8) x CPUs + overhead) + memlock', () => {
@@ -84,8 +103,16 @@ test('the cgroup storage estimate: entries x (round_up(value, 8) x CPUs + overhe
   assert.equal(cgroupStorageElementBytes(map, 4), 16 * 4 + 128);
   assert.equal(estimateStorageBytes(map, 0, 4), 328);
   assert.equal(estimateStorageBytes(map, 10, 4), 328 + 10 * (64 + 128));
-  assert.equal(cgroupStorageElementBytes({ type: 'percpu_cgroup_storage', valueSize: 12 }, 2), 16 * 2 + 128, 'value rounded up to 8');
-  assert.equal(cgroupStorageElementBytes({ type: 'cgroup_storage', valueSize: 12 }, 64), 32 + 128, 'shared storage: one buffer (16-byte header + value)');
+  assert.equal(
+    cgroupStorageElementBytes({ type: 'percpu_cgroup_storage', valueSize: 12 }, 2),
+    16 * 2 + 128,
+    'value rounded up to 8',
+  );
+  assert.equal(
+    cgroupStorageElementBytes({ type: 'cgroup_storage', valueSize: 12 }, 64),
+    32 + 128,
+    'shared storage: one buffer (16-byte header + value)',
+  );
   assert.equal(estimateStorageBytes({ ...map, memlock: -1 }, 1, 1), 16 + 128, 'no memlock reported: elements only');
 });
 
@@ -100,24 +127,42 @@ test('the /proc scan skips what vanished or is unreadable, and reads fdinfo only
       if (info !== undefined) writeFileSync(join(proc, String(n), 'fdinfo', fd), info);
     }
   };
-  const mapInfo = (id: number) => `pos:\t0\nflags:\t02000002\nmap_type:\t1\nmemlock:\t4096\nmap_id:\t${id}\nfrozen:\t0\n`;
-  pid(10, { '0': { link: '/dev/null' }, '3': { link: 'anon_inode:bpf-map', info: mapInfo(7) }, '4': { link: 'anon_inode:bpf-map', info: mapInfo(7) }, '5': { link: 'anon_inode:bpf-prog', info: 'prog_id:\t9\n' } });
+  const mapInfo = (id: number) =>
+    `pos:\t0\nflags:\t02000002\nmap_type:\t1\nmemlock:\t4096\nmap_id:\t${id}\nfrozen:\t0\n`;
+  pid(10, {
+    '0': { link: '/dev/null' },
+    '3': { link: 'anon_inode:bpf-map', info: mapInfo(7) },
+    '4': { link: 'anon_inode:bpf-map', info: mapInfo(7) },
+    '5': { link: 'anon_inode:bpf-prog', info: 'prog_id:\t9\n' },
+  });
   pid(11, { '3': { link: 'anon_inode:bpf-map' } }); // fd closed before its fdinfo was read
   pid(12, { '3': { link: 'anon_inode:bpf-map', info: 'pos:\t0\n' } }); // no map_id line
-  pid(13, { '6': { link: 'anon_inode:bpf-map', info: mapInfo(8) }, '7': { link: 'anon_inode:bpf-map', info: mapInfo(9) } });
+  pid(13, {
+    '6': { link: 'anon_inode:bpf-map', info: mapInfo(8) },
+    '7': { link: 'anon_inode:bpf-map', info: mapInfo(9) },
+  });
   mkdirSync(join(proc, '14')); // exited: no fd directory any more
   mkdirSync(join(proc, 'self'));
   writeFileSync(join(proc, 'uptime'), '1 1\n');
 
   const holders = (await scanMapHolders(proc)).map((h) => ({ pid: h.pid, mapIds: [...h.mapIds].sort() }));
-  assert.deepEqual(holders.sort((a, b) => a.pid - b.pid), [
-    { pid: 10, mapIds: [7] },
-    { pid: 13, mapIds: [8, 9] },
-  ]);
+  assert.deepEqual(
+    holders.sort((a, b) => a.pid - b.pid),
+    [
+      { pid: 10, mapIds: [7] },
+      { pid: 13, mapIds: [8, 9] },
+    ],
+  );
   await assert.rejects(scanMapHolders(join(proc, 'missing')), /cannot list/);
 });
 
-function fakeMap(id: number, name: string, bytes: number, processes: InventoryMap['processes'], owner: InventoryMap['owner'] = 'process'): InventoryMap {
+function fakeMap(
+  id: number,
+  name: string,
+  bytes: number,
+  processes: InventoryMap['processes'],
+  owner: InventoryMap['owner'] = 'process',
+): InventoryMap {
   const podUids = [...new Set(processes.flatMap((p) => (p.podUid ? [p.podUid] : [])))].sort();
   return {
     id,
@@ -195,29 +240,47 @@ test('the page escapes untrusted names and its script parses', () => {
   const evil = '</script><img src=x onerror=alert(1)>';
   const html = mapsPage(mapsView(fakeInventory([fakeMap(1, 'm', 10, [{ pid: 1, comm: evil }])])));
   assert.ok(!html.includes(evil), 'a comm cannot close the data script element');
-  assert.equal((html.match(/<\/script>/g) ?? []).length, 2, 'only the page\'s own two script elements close');
+  assert.equal((html.match(/<\/script>/g) ?? []).length, 2, "only the page's own two script elements close");
   const data = /<script id="podmeter-maps" type="application\/json">(.*)<\/script>/.exec(html)?.[1];
-  assert.equal((JSON.parse(data ?? '') as MapInventory).maps[0]?.owners[0], evil, 'the JSON still carries the exact name');
+  assert.equal(
+    (JSON.parse(data ?? '') as MapInventory).maps[0]?.owners[0],
+    evil,
+    'the JSON still carries the exact name',
+  );
   assert.doesNotThrow(() => new Script(CHART_JS, { filename: 'chart.js' }));
   assert.ok(!/https?:\/\/(?!www\.w3\.org\/2000\/svg)/.test(CHART_JS + html), 'no outside URL but the SVG namespace');
 });
 
 test('mapsView adds pod names where the namer knows them', () => {
-  const inv = fakeInventory([fakeMap(1, 'm', 10, [{ pid: 1, comm: 'c', podUid: 'u1' }]), fakeMap(2, 'n', 5, [{ pid: 2, comm: 'd', podUid: 'u2' }])]);
+  const inv = fakeInventory([
+    fakeMap(1, 'm', 10, [{ pid: 1, comm: 'c', podUid: 'u1' }]),
+    fakeMap(2, 'n', 5, [{ pid: 2, comm: 'd', podUid: 'u2' }]),
+  ]);
   inv.processes = [{ pid: 1, comm: 'c', podUid: 'u1', mapIds: [1], bytes: 10, cgroup: 'x' }];
   const view = mapsView(inv, (uid) => (uid === 'u1' ? { namespace: 'ns', pod: 'p' } : undefined));
   assert.equal(view.time, '2025-01-02T03:04:05.000Z');
-  assert.deepEqual(view.byPod.map((p) => [p.uid, p.namespace, p.pod]), [['u1', 'ns', 'p'], ['u2', undefined, undefined]]);
+  assert.deepEqual(
+    view.byPod.map((p) => [p.uid, p.namespace, p.pod]),
+    [
+      ['u1', 'ns', 'p'],
+      ['u2', undefined, undefined],
+    ],
+  );
   assert.equal(view.processes[0]?.pod, 'p');
 });
 
 test('CLI rendering: the four views, limits, the memlock caveat', () => {
-  const maps = Array.from({ length: 5 }, (_, i) => fakeMap(i + 1, `map${i}`, 1024 * (i + 1), [{ pid: 10 + i, comm: `proc${i}`, podUid: 'u1' }]));
+  const maps = Array.from({ length: 5 }, (_, i) =>
+    fakeMap(i + 1, `map${i}`, 1024 * (i + 1), [{ pid: 10 + i, comm: `proc${i}`, podUid: 'u1' }]),
+  );
   const view = mapsView(fakeInventory(maps), (uid) => (uid === 'u1' ? { namespace: 'ns', pod: 'web' } : undefined));
   const out = renderMaps(view, 2);
   assert.match(out, /^BPF map memory: 15\.0 KiB in 5 maps \(each map once\)$/m);
   assert.match(out, /memlock is from the map shape, not exact \(kernel before 6\.4\)/);
-  assert.match(out, /By map name[^\n]*\n\s+NAME\s+TYPE\s+MAPS\s+MEMORY\n\s+map4\s+hash\s+1\s+5\.00 KiB\n\s+map3 .*\n\s+\.\.\. 3 more/);
+  assert.match(
+    out,
+    /By map name[^\n]*\n\s+NAME\s+TYPE\s+MAPS\s+MEMORY\n\s+map4\s+hash\s+1\s+5\.00 KiB\n\s+map3 .*\n\s+\.\.\. 3 more/,
+  );
   assert.match(out, /ns\/web\s+u1\s+5\s+15\.0 KiB/);
   assert.match(out, /proc4\s+14\s+1\s+5\.00 KiB/);
   assert.ok(!renderMaps(view, 0).includes('more'), '-n 0 shows all');

@@ -53,7 +53,11 @@ test('parseCgroup2Mounts finds every cgroup2 mount point', async (t) => {
     ['pure v2 host', PURE_V2_HOST, ['/sys/fs/cgroup']],
     ['hybrid host', HYBRID_HOST, ['/sys/fs/cgroup/unified']],
     ['v1-only host', V1_ONLY_HOST, []],
-    ['container with host mount', CONTAINER_WITH_HOST_MOUNT, ['/sys/fs/cgroup', '/host/sys/fs/cgroup', '/mnt/my cgroup\ttab\\x']],
+    [
+      'container with host mount',
+      CONTAINER_WITH_HOST_MOUNT,
+      ['/sys/fs/cgroup', '/host/sys/fs/cgroup', '/mnt/my cgroup\ttab\\x'],
+    ],
     ['empty text', '', []],
     ['truncated lines are skipped', '25 22 0:22 / /sys/fs/cgroup rw\n\n41 31 0:38 / /x rw -\n41 31', []],
     ['the same mount point twice is listed once', `${PURE_V2_HOST}${PURE_V2_HOST}`, ['/sys/fs/cgroup']],
@@ -72,8 +76,16 @@ test('parseMountinfo unescapes the root field too', () => {
 
 test('rankCgroup2Mounts prefers pure v2, then hybrid, then the rest in order', async (t) => {
   const cases: Array<[string, string[], string[]]> = [
-    ['pure v2 first', ['/x', '/sys/fs/cgroup/unified', '/sys/fs/cgroup'], ['/sys/fs/cgroup', '/sys/fs/cgroup/unified', '/x']],
-    ['hybrid before others', ['/host/sys/fs/cgroup', '/sys/fs/cgroup/unified'], ['/sys/fs/cgroup/unified', '/host/sys/fs/cgroup']],
+    [
+      'pure v2 first',
+      ['/x', '/sys/fs/cgroup/unified', '/sys/fs/cgroup'],
+      ['/sys/fs/cgroup', '/sys/fs/cgroup/unified', '/x'],
+    ],
+    [
+      'hybrid before others',
+      ['/host/sys/fs/cgroup', '/sys/fs/cgroup/unified'],
+      ['/sys/fs/cgroup/unified', '/host/sys/fs/cgroup'],
+    ],
     ['others keep their order', ['/b', '/a'], ['/b', '/a']],
     ['none', [], []],
   ];
@@ -113,31 +125,41 @@ test('findCgroup2Root errors tell the user what to do', async (t) => {
 
   await t.test('override that does not exist', () => {
     const missing = join(dir, 'missing');
-    assert.throws(() => findCgroup2Root({ override: missing }), (error: unknown) => {
-      assert.ok(error instanceof CgroupMountError);
-      assert.equal(error.code, 'ERR_PODMETER_NOT_CGROUP2');
-      assert.equal(error.path, missing);
-      assert.match(error.message, /--cgroup-root .* does not exist/);
-      return true;
-    });
+    assert.throws(
+      () => findCgroup2Root({ override: missing }),
+      (error: unknown) => {
+        assert.ok(error instanceof CgroupMountError);
+        assert.equal(error.code, 'ERR_PODMETER_NOT_CGROUP2');
+        assert.equal(error.path, missing);
+        assert.match(error.message, /--cgroup-root .* does not exist/);
+        return true;
+      },
+    );
   });
 
   await t.test('override on another filesystem', () => {
-    assert.throws(() => findCgroup2Root({ override: dir }), (error: unknown) => {
-      assert.ok(error instanceof CgroupMountError);
-      assert.equal(error.code, 'ERR_PODMETER_NOT_CGROUP2');
-      assert.equal(error.path, dir);
-      assert.match(error.message, /not cgroup2/);
-      return true;
-    });
+    assert.throws(
+      () => findCgroup2Root({ override: dir }),
+      (error: unknown) => {
+        assert.ok(error instanceof CgroupMountError);
+        assert.equal(error.code, 'ERR_PODMETER_NOT_CGROUP2');
+        assert.equal(error.path, dir);
+        assert.match(error.message, /not cgroup2/);
+        return true;
+      },
+    );
   });
 
-  await t.test('override on cgroup v1 names it', { skip: !isCgroupV1('/sys/fs/cgroup/cpu') && 'no cgroup v1 cpu hierarchy here' }, () => {
-    assert.throws(() => findCgroup2Root({ override: '/sys/fs/cgroup/cpu' }), {
-      code: 'ERR_PODMETER_NOT_CGROUP2',
-      message: /is on cgroup v1, not cgroup2/,
-    });
-  });
+  await t.test(
+    'override on cgroup v1 names it',
+    { skip: !isCgroupV1('/sys/fs/cgroup/cpu') && 'no cgroup v1 cpu hierarchy here' },
+    () => {
+      assert.throws(() => findCgroup2Root({ override: '/sys/fs/cgroup/cpu' }), {
+        code: 'ERR_PODMETER_NOT_CGROUP2',
+        message: /is on cgroup v1, not cgroup2/,
+      });
+    },
+  );
 });
 
 test('findCgroup2Root on this machine returns its cgroup2 mount', () => {
@@ -169,7 +191,10 @@ test('findCgroup2Root without a readable mountinfo probes the well-known places'
   const root = findCgroup2Root();
   const wellKnown = root === '/sys/fs/cgroup' || root === '/sys/fs/cgroup/unified';
   if (wellKnown) assert.equal(findCgroup2Root({ mountinfoPath: '/nonexistent/mountinfo' }), root);
-  else assert.throws(() => findCgroup2Root({ mountinfoPath: '/nonexistent/mountinfo' }), { code: 'ERR_PODMETER_NO_CGROUP2' });
+  else
+    assert.throws(() => findCgroup2Root({ mountinfoPath: '/nonexistent/mountinfo' }), {
+      code: 'ERR_PODMETER_NO_CGROUP2',
+    });
 });
 
 function isCgroupV1(path: string): boolean {

@@ -25,7 +25,12 @@ function capture() {
 test('a last status write that throws at shutdown is logged and counted', async () => {
   const { log, lines } = capture();
   const errors: string[] = [];
-  const ledger = { active: true, dirty: 3, reconcile: async () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:443'), { code: 'ECONNREFUSED' })) };
+  const ledger = {
+    active: true,
+    dirty: 3,
+    reconcile: async () =>
+      Promise.reject(Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:443'), { code: 'ECONNREFUSED' })),
+  };
   await writeLastStatus({ ledger, countError: (op) => errors.push(op), log });
   assert.deepEqual(errors, ['write_status']);
   const line = lines.find((l) => /last status writes at shutdown failed/.test(l.msg));
@@ -49,10 +54,27 @@ test('all written: one info line; a standby writes nothing and says nothing', as
   const { log, lines } = capture();
   const errors: string[] = [];
   let dirty = 4;
-  await writeLastStatus({ ledger: { active: true, get dirty() { return dirty; }, reconcile: async () => ((dirty = 0), 4) }, countError: (op) => errors.push(op), log });
-  assert.deepEqual(lines.map((l) => [l.level, l.msg, l.writes]), [[30, 'last status written', 4]]);
+  await writeLastStatus({
+    ledger: {
+      active: true,
+      get dirty() {
+        return dirty;
+      },
+      reconcile: async () => ((dirty = 0), 4),
+    },
+    countError: (op) => errors.push(op),
+    log,
+  });
+  assert.deepEqual(
+    lines.map((l) => [l.level, l.msg, l.writes]),
+    [[30, 'last status written', 4]],
+  );
   let called = false;
-  await writeLastStatus({ ledger: { active: false, dirty: 9, reconcile: async () => ((called = true), 0) }, countError: (op) => errors.push(op), log });
+  await writeLastStatus({
+    ledger: { active: false, dirty: 9, reconcile: async () => ((called = true), 0) },
+    countError: (op) => errors.push(op),
+    log,
+  });
   assert.equal(called, false);
   assert.deepEqual(errors, []);
   assert.equal(lines.length, 1);

@@ -5,7 +5,13 @@ import { pino } from 'pino';
 import { Interner, OwnerIndex } from '../../operator/owners.ts';
 
 const silent = pino({ level: 'silent' });
-const meta = (name: string, owner?: [string, string]) => ({ metadata: { name, namespace: 'ns', ...(owner ? { ownerReferences: [{ kind: owner[0], name: owner[1], controller: true }] } : {}) } });
+const meta = (name: string, owner?: [string, string]) => ({
+  metadata: {
+    name,
+    namespace: 'ns',
+    ...(owner ? { ownerReferences: [{ kind: owner[0], name: owner[1], controller: true }] } : {}),
+  },
+});
 
 test('owner chains: Deployment, CronJob, bare, missing, cycle, mirror pod', () => {
   const owners = new OwnerIndex(silent, new Interner());
@@ -20,7 +26,7 @@ test('owner chains: Deployment, CronJob, bare, missing, cycle, mirror pod', () =
   assert.equal(r('Job', 'once').workload.key, 'ns/Job/once');
   assert.equal(r('StatefulSet', 'db').workload.key, 'ns/StatefulSet/db');
   assert.equal(r(null).workload.key, 'ns/Pod/pod-x');
-  assert.equal(r('Node', 'node-1').workload.key, 'ns/Pod/pod-x', 'a static pod\'s mirror is its own workload');
+  assert.equal(r('Node', 'node-1').workload.key, 'ns/Pod/pod-x', "a static pod's mirror is its own workload");
   const missing = r('ReplicaSet', 'gone');
   assert.deepEqual([missing.workload.key, missing.missing], ['ns/ReplicaSet/gone', true]);
   const cycle = r('ReplicaSet', 'a');
@@ -31,10 +37,20 @@ test('owner chains: Deployment, CronJob, bare, missing, cycle, mirror pod', () =
 
 test('owner references longer than the usage objects hold are fitted where they are read', () => {
   const owners = new OwnerIndex(silent, new Interner());
-  const long = (end: string) => ({ metadata: { name: 'p', namespace: 'ns', ownerReferences: [{ kind: `${'Kind'.repeat(30)}${end}`, name: `${'n'.repeat(1000)}${end}`, controller: true }] } });
+  const long = (end: string) => ({
+    metadata: {
+      name: 'p',
+      namespace: 'ns',
+      ownerReferences: [{ kind: `${'Kind'.repeat(30)}${end}`, name: `${'n'.repeat(1000)}${end}`, controller: true }],
+    },
+  });
   const a = owners.resolve('ns', 'p', owners.controllerOf(long('a').metadata.ownerReferences)).workload;
   const b = owners.resolve('ns', 'p', owners.controllerOf(long('b').metadata.ownerReferences)).workload;
   assert.ok(a.kind.length <= 63 && a.name.length <= 253, a.key);
   assert.notEqual(a.key, b.key);
-  assert.equal(owners.resolve('ns', 'p', owners.controllerOf(long('a').metadata.ownerReferences)).workload, a, 'the same owner is the same workload');
+  assert.equal(
+    owners.resolve('ns', 'p', owners.controllerOf(long('a').metadata.ownerReferences)).workload,
+    a,
+    'the same owner is the same workload',
+  );
 });

@@ -2,7 +2,14 @@
 // configuration entries, and how Nodes become classes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { addPeerCounts, assignSlots, classNameProblem, MAX_NAMED_CLASSES, networkTotal, SlotNames } from '../../agent/peers/classes.ts';
+import {
+  addPeerCounts,
+  assignSlots,
+  classNameProblem,
+  MAX_NAMED_CLASSES,
+  networkTotal,
+  SlotNames,
+} from '../../agent/peers/classes.ts';
 import { keyPrefix, parsePrefix, prefixKey } from '../../agent/peers/cidr.ts';
 import { clusterPeers, nodeClass, nodePeers, type NodePeers } from '../../agent/peers/cluster.ts';
 import { mergePeerClasses, parsePeerClassEntries } from '../../agent/peers/config.ts';
@@ -16,12 +23,14 @@ test('prefixes: IPv4 mapped into 128 bits, host bits cleared, keys round-trip', 
     assert.equal(keyPrefix(prefixKey(parsePrefix(text))).text, text);
   }
   assert.deepEqual(Array.from(parsePrefix('1.2.3.4').addr), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 1, 2, 3, 4]);
-  for (const bad of ['10.0.0.0/33', 'fd00::/129', '1.2.3/8', 'x', '10.0.0.0/', '10.0.0.0/-1', '']) assert.throws(() => parsePrefix(bad), bad);
+  for (const bad of ['10.0.0.0/33', 'fd00::/129', '1.2.3/8', 'x', '10.0.0.0/', '10.0.0.0/-1', ''])
+    assert.throws(() => parsePrefix(bad), bad);
 });
 
 test('class names: DNS-label shaped, not built in', () => {
   assert.equal(classNameProblem('object-storage'), undefined);
-  for (const bad of ['', 'Storage', '-a', 'a-', 'a_b', 'x'.repeat(64), 'zone', 'loopback', 'unclassified']) assert.notEqual(classNameProblem(bad), undefined, bad);
+  for (const bad of ['', 'Storage', '-a', 'a-', 'a_b', 'x'.repeat(64), 'zone', 'loopback', 'unclassified'])
+    assert.notEqual(classNameProblem(bad), undefined, bad);
 });
 
 test('slots: recorded names keep their slot, new ones take free slots, a full table is an error', () => {
@@ -34,7 +43,11 @@ test('slots: recorded names keep their slot, new ones take free slots, a full ta
   assert.equal(names.name(0), 'loopback');
   const one = { bytes: 1n, packets: 1n };
   const zero = { bytes: 0n, packets: 0n };
-  assert.deepEqual(names.countsOf([one, zero, zero, zero, zero, zero, one, one]), { loopback: one, external: one, storage: one });
+  assert.deepEqual(names.countsOf([one, zero, zero, zero, zero, zero, one, one]), {
+    loopback: one,
+    external: one,
+    storage: one,
+  });
 });
 
 test('counts by class: totals leave loopback out; sums by class', () => {
@@ -45,32 +58,62 @@ test('counts by class: totals leave loopback out; sums by class', () => {
 
 test('configuration entries: several per flag, errors name the entry', () => {
   const got = parsePeerClassEntries('storage=192.0.2.0/24, 2001:db8::/32\nonprem=10.0.0.0/8;backup=172.16.0.0/12');
-  assert.deepEqual(got.map((s) => [s.name, s.prefixes.map((p) => p.text)]), [
-    ['storage', ['192.0.2.0/24', '2001:db8::/32']],
-    ['onprem', ['10.0.0.0/8']],
-    ['backup', ['172.16.0.0/12']],
-  ]);
+  assert.deepEqual(
+    got.map((s) => [s.name, s.prefixes.map((p) => p.text)]),
+    [
+      ['storage', ['192.0.2.0/24', '2001:db8::/32']],
+      ['onprem', ['10.0.0.0/8']],
+      ['backup', ['172.16.0.0/12']],
+    ],
+  );
   assert.throws(() => parsePeerClassEntries('storage=10.0.0.0/8,bogus'), /"bogus" is not an IPv4 or IPv6/);
   assert.throws(() => parsePeerClassEntries('storage='), /no CIDR/);
-  assert.throws(() => mergePeerClasses(parsePeerClassEntries('a=1.0.0.0/8'), parsePeerClassEntries('a=2.0.0.0/8')), /given twice/);
+  assert.throws(
+    () => mergePeerClasses(parsePeerClassEntries('a=1.0.0.0/8'), parsePeerClassEntries('a=2.0.0.0/8')),
+    /given twice/,
+  );
   const nine = Array.from({ length: 9 }, (_, i) => `c${i}=10.${i}.0.0/16`).join(';');
   assert.throws(() => mergePeerClasses(parsePeerClassEntries(nine)), /at most 8/);
 });
 
 test('Nodes to classes: this node, same zone, other zone, other region; bad podCIDRs and addresses are skipped and reported', () => {
   const bad: string[] = [];
-  const addresses = ['10.0.0.1', 'fd00::1', '0.0.0.0/0', '::/0', '10.0.0.0/8', '10.0.0.2/32', ' 10.0.0.3', 'fe80::1%eth0', 'garbage', ''];
+  const addresses = [
+    '10.0.0.1',
+    'fd00::1',
+    '0.0.0.0/0',
+    '::/0',
+    '10.0.0.0/8',
+    '10.0.0.2/32',
+    ' 10.0.0.3',
+    'fe80::1%eth0',
+    'garbage',
+    '',
+  ];
   const self = nodePeers(
     {
       metadata: { name: 'me', labels: { 'topology.kubernetes.io/zone': 'a', 'topology.kubernetes.io/region': 'r1' } },
       spec: { podCIDRs: ['10.244.1.0/24', 'garbage'] },
-      status: { addresses: [...addresses.map((address, i) => ({ type: i % 2 === 0 ? 'InternalIP' : 'ExternalIP', address })), { type: 'Hostname', address: 'me' }] },
+      status: {
+        addresses: [
+          ...addresses.map((address, i) => ({ type: i % 2 === 0 ? 'InternalIP' : 'ExternalIP', address })),
+          { type: 'Hostname', address: 'me' },
+        ],
+      },
     },
     (field, value) => bad.push(`${field} ${value}`),
   )!;
   assert.deepEqual(bad, ['podCIDR garbage', ...addresses.slice(2).map((a) => `address ${a}`)]);
-  assert.deepEqual(self.prefixes.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128']);
-  const other = (name: string, zone?: string, region?: string): NodePeers => ({ name, zone, region, prefixes: [parsePrefix(`10.9.${name.length}.0/24`)] });
+  assert.deepEqual(
+    self.prefixes.map((p) => p.text),
+    ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128'],
+  );
+  const other = (name: string, zone?: string, region?: string): NodePeers => ({
+    name,
+    zone,
+    region,
+    prefixes: [parsePrefix(`10.9.${name.length}.0/24`)],
+  });
   assert.equal(nodeClass(self, self, 'me'), 'node');
   assert.equal(nodeClass(self, other('b', 'a', 'r1'), 'me'), 'zone');
   assert.equal(nodeClass(self, other('c', 'b', 'r1'), 'me'), 'cross-zone');
@@ -78,7 +121,16 @@ test('Nodes to classes: this node, same zone, other zone, other region; bad podC
   assert.equal(nodeClass(self, other('e'), 'me'), 'cross-zone'); // unlabelled, while this node has a zone
   assert.equal(nodeClass(undefined, other('f'), 'me'), 'zone'); // no labels anywhere: one zone
   const peers = clusterPeers([self, other('bb', 'a', 'r1')], 'me', [parsePrefix('10.96.0.0/16')]);
-  assert.deepEqual(peers.node?.map((p) => p.text), ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128']);
-  assert.deepEqual(peers.zone?.map((p) => p.text), ['10.9.2.0/24']);
-  assert.deepEqual(peers.service?.map((p) => p.text), ['10.96.0.0/16']);
+  assert.deepEqual(
+    peers.node?.map((p) => p.text),
+    ['10.244.1.0/24', '10.0.0.1/32', 'fd00::1/128'],
+  );
+  assert.deepEqual(
+    peers.zone?.map((p) => p.text),
+    ['10.9.2.0/24'],
+  );
+  assert.deepEqual(
+    peers.service?.map((p) => p.text),
+    ['10.96.0.0/16'],
+  );
 });

@@ -14,7 +14,14 @@ const silent = pino({ level: 'silent' });
 const columns = { columnDefinitions: [{ name: 'Name' }, { name: 'Node' }] };
 const row = (name: string, node: string, ingress = '0') => ({
   cells: [name, node],
-  object: { metadata: { uid: `uid-${name}`, name, namespace: 'ns', annotations: { 'podmeter.io/ingress-bytes': ingress, 'podmeter.io/egress-bytes': '0' } } },
+  object: {
+    metadata: {
+      uid: `uid-${name}`,
+      name,
+      namespace: 'ns',
+      annotations: { 'podmeter.io/ingress-bytes': ingress, 'podmeter.io/egress-bytes': '0' },
+    },
+  },
 });
 
 function store(): { pods: PodStore; events: string[] } {
@@ -42,7 +49,11 @@ test('pod relist: pages apply as they arrive; only a complete list removes the p
   const { pods, events } = store();
   const relist = pods.relist();
   relist.page([row('a', 'node-1'), row('b', 'node-2', '5')] as KubeObject[], columns);
-  assert.deepEqual(events, ['added a on node-1', 'added b on node-2'], 'records are made from the first page before the list ends');
+  assert.deepEqual(
+    events,
+    ['added a on node-1', 'added b on node-2'],
+    'records are made from the first page before the list ends',
+  );
   relist.page([row('c', 'node-1')] as KubeObject[], { columnDefinitions: null });
   relist.end();
   assert.equal(pods.size, 3);

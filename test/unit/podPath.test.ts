@@ -22,7 +22,11 @@ const podLevel: Array<[string, string, PodCgroup]> = [
   ['systemd besteffort', SYSTEMD_BESTEFFORT, pod(SYSTEMD_BESTEFFORT, 'besteffort', 'systemd')],
   ['systemd guaranteed', SYSTEMD_GUARANTEED, pod(SYSTEMD_GUARANTEED, 'guaranteed', 'systemd')],
   ['cgroupfs burstable', `kubepods/burstable/pod${UID}`, pod(`kubepods/burstable/pod${UID}`, 'burstable', 'cgroupfs')],
-  ['cgroupfs besteffort', `kubepods/besteffort/pod${UID}`, pod(`kubepods/besteffort/pod${UID}`, 'besteffort', 'cgroupfs')],
+  [
+    'cgroupfs besteffort',
+    `kubepods/besteffort/pod${UID}`,
+    pod(`kubepods/besteffort/pod${UID}`, 'besteffort', 'cgroupfs'),
+  ],
   ['cgroupfs guaranteed', `kubepods/pod${UID}`, pod(`kubepods/pod${UID}`, 'guaranteed', 'cgroupfs')],
   ['kind systemd burstable', KIND_BURSTABLE, pod(KIND_BURSTABLE, 'burstable', 'systemd')],
   ['kind systemd guaranteed', KIND_GUARANTEED, pod(KIND_GUARANTEED, 'guaranteed', 'systemd')],
@@ -31,24 +35,49 @@ const podLevel: Array<[string, string, PodCgroup]> = [
     `system.slice/docker-${CID}.scope/kubepods/burstable/pod${UID}`,
     pod(`system.slice/docker-${CID}.scope/kubepods/burstable/pod${UID}`, 'burstable', 'cgroupfs'),
   ],
-  ['kind cgroupfs under /kubelet', `kubelet/kubepods/besteffort/pod${UID}`, pod(`kubelet/kubepods/besteffort/pod${UID}`, 'besteffort', 'cgroupfs')],
+  [
+    'kind cgroupfs under /kubelet',
+    `kubelet/kubepods/besteffort/pod${UID}`,
+    pod(`kubelet/kubepods/besteffort/pod${UID}`, 'besteffort', 'cgroupfs'),
+  ],
   [
     'static pod, systemd',
     `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${STATIC}.slice`,
-    pod(`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${STATIC}.slice`, 'burstable', 'systemd', STATIC),
+    pod(
+      `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${STATIC}.slice`,
+      'burstable',
+      'systemd',
+      STATIC,
+    ),
   ],
   ['static pod, cgroupfs', `kubepods/pod${STATIC}`, pod(`kubepods/pod${STATIC}`, 'guaranteed', 'cgroupfs', STATIC)],
-  ['upper-case uid is lower cased', `kubepods/pod${UID.toUpperCase()}`, pod(`kubepods/pod${UID.toUpperCase()}`, 'guaranteed', 'cgroupfs')],
+  [
+    'upper-case uid is lower cased',
+    `kubepods/pod${UID.toUpperCase()}`,
+    pod(`kubepods/pod${UID.toUpperCase()}`, 'guaranteed', 'cgroupfs'),
+  ],
   ['leading slash is dropped', `/${SYSTEMD_GUARANTEED}`, pod(SYSTEMD_GUARANTEED, 'guaranteed', 'systemd')],
   ['trailing slash is dropped', `${SYSTEMD_GUARANTEED}/`, pod(SYSTEMD_GUARANTEED, 'guaranteed', 'systemd')],
 ];
 
 const containers: Array<[string, string, PodCgroup]> = [
-  ['containerd scope', `${SYSTEMD_BURSTABLE}/cri-containerd-${CID}.scope`, pod(SYSTEMD_BURSTABLE, 'burstable', 'systemd')],
+  [
+    'containerd scope',
+    `${SYSTEMD_BURSTABLE}/cri-containerd-${CID}.scope`,
+    pod(SYSTEMD_BURSTABLE, 'burstable', 'systemd'),
+  ],
   ['cri-o scope', `${SYSTEMD_BESTEFFORT}/crio-${CID}.scope`, pod(SYSTEMD_BESTEFFORT, 'besteffort', 'systemd')],
   ['docker scope', `${SYSTEMD_GUARANTEED}/docker-${CID}.scope`, pod(SYSTEMD_GUARANTEED, 'guaranteed', 'systemd')],
-  ['crun sub-cgroup inside a scope', `${SYSTEMD_BURSTABLE}/crio-${CID}.scope/container`, pod(SYSTEMD_BURSTABLE, 'burstable', 'systemd')],
-  ['cgroupfs container', `kubepods/burstable/pod${UID}/${CID}`, pod(`kubepods/burstable/pod${UID}`, 'burstable', 'cgroupfs')],
+  [
+    'crun sub-cgroup inside a scope',
+    `${SYSTEMD_BURSTABLE}/crio-${CID}.scope/container`,
+    pod(SYSTEMD_BURSTABLE, 'burstable', 'systemd'),
+  ],
+  [
+    'cgroupfs container',
+    `kubepods/burstable/pod${UID}/${CID}`,
+    pod(`kubepods/burstable/pod${UID}`, 'burstable', 'cgroupfs'),
+  ],
   ['cgroupfs cri-o container', `kubepods/pod${UID}/crio-${CID}`, pod(`kubepods/pod${UID}`, 'guaranteed', 'cgroupfs')],
   ['kind container', `${KIND_BURSTABLE}/cri-containerd-${CID}.scope`, pod(KIND_BURSTABLE, 'burstable', 'systemd')],
   [
@@ -66,7 +95,10 @@ const garbage: Array<[string, string]> = [
   ['cgroupfs qos', 'kubepods/besteffort'],
   ['system service', 'system.slice/sshd.service'],
   ['user session', 'user.slice/user-1000.slice/session-2.scope'],
-  ['volume mount unit carrying a uid', `system.slice/var-lib-kubelet-pods-${UID}-volumes-kubernetes.io\\x7esecret-token.mount`],
+  [
+    'volume mount unit carrying a uid',
+    `system.slice/var-lib-kubelet-pods-${UID}-volumes-kubernetes.io\\x7esecret-token.mount`,
+  ],
   ['mount unit under a pod', `${SYSTEMD_BURSTABLE}/foo.mount`],
   ['cri-o conmon scope', `${SYSTEMD_BURSTABLE}/crio-conmon-${CID}.scope`],
   ['unknown child of a pod', `kubepods/pod${UID}/not-a-container`],
@@ -74,7 +106,10 @@ const garbage: Array<[string, string]> = [
   ['cgroupfs name for a systemd pod', `kubepods.slice/kubepods-burstable.slice/pod${UID}`],
   ['systemd name for a cgroupfs pod', `kubepods/burstable/kubepods-burstable-pod${UID_}.slice`],
   ['systemd pod directly under the root', `kubepods.slice/kubepods-burstable-pod${UID_}.slice`],
-  ['qos mismatch between slice and pod', `kubepods.slice/kubepods-burstable.slice/kubepods-besteffort-pod${UID_}.slice`],
+  [
+    'qos mismatch between slice and pod',
+    `kubepods.slice/kubepods-burstable.slice/kubepods-besteffort-pod${UID_}.slice`,
+  ],
   ['dashed uid in a slice name', `kubepods.slice/kubepods-pod${UID}.slice`],
   ['underscored uid in cgroupfs', `kubepods/pod${UID_}`],
   ['uid one char short', `kubepods/pod${UID.slice(0, -1)}`],

@@ -8,14 +8,30 @@ import { Quarantine } from '../../operator/ledger/quarantine.ts';
 import type { PodRecord } from '../../operator/pods.ts';
 
 const w = { namespace: 'ns', kind: 'Deployment', name: 'web', key: 'ns/Deployment/web' };
-const pod = (uid: string, annotated: Counts, checkpointed?: Counts): PodRecord => ({ uid, namespace: 'ns', name: uid, node: 'n', owner: null, workload: w, firstSeen: 0, annotated, unread: undefined, base: undefined, checkpointed });
+const pod = (uid: string, annotated: Counts, checkpointed?: Counts): PodRecord => ({
+  uid,
+  namespace: 'ns',
+  name: uid,
+  node: 'n',
+  owner: null,
+  workload: w,
+  firstSeen: 0,
+  annotated,
+  unread: undefined,
+  base: undefined,
+  checkpointed,
+});
 const counts = (n: bigint): Counts => ({ ...zero(), ingressBytes: n, egressBytes: n });
 
 test('a count past the status fields is held back before the write; the pod keeps the checkpoint its totals include', () => {
   const errors: string[] = [];
   const q = new Quarantine(pino({ level: 'silent' }), (op) => errors.push(op));
   const good = pod('good', counts(5n));
-  assert.deepEqual(q.checkpoint(good, 'n', w, counts(5n)), { entry: { uid: 'good', namespace: 'ns', workloadKind: 'Deployment', workload: 'web', ...toStrings(counts(5n)) }, counts: counts(5n), fresh: true });
+  assert.deepEqual(q.checkpoint(good, 'n', w, counts(5n)), {
+    entry: { uid: 'good', namespace: 'ns', workloadKind: 'Deployment', workload: 'web', ...toStrings(counts(5n)) },
+    counts: counts(5n),
+    fresh: true,
+  });
   const huge = counts(10n ** 30n);
   const bad = pod('bad', huge, counts(7n));
   const held = q.checkpoint(bad, 'n', w, huge);
@@ -37,7 +53,10 @@ test('a 422 naming an entry quarantines that pod (or retirement) only', () => {
   const b = pod('b', counts(2n));
   const status = { checkpoint: [{ uid: 'a' }, { uid: 'b' }], retiring: [{ uid: 'r' }] } as unknown as UsageStatus;
   assert.equal(q.reject('n', status, ['status.ingressBytes'], [a, b]), false, 'a total names no pod');
-  assert.equal(q.reject('n', status, ['status.checkpoint[1].workload', 'status.retiring[0].egressBytes'], [a, b]), true);
+  assert.equal(
+    q.reject('n', status, ['status.checkpoint[1].workload', 'status.retiring[0].egressBytes'], [a, b]),
+    true,
+  );
   assert.deepEqual([q.holds('a'), q.holds('b'), q.holds('r')], [false, true, true]);
   assert.equal(q.checkpoint(b, 'n', w, counts(2n)), undefined, 'held with the counts it was refused with');
   assert.equal(q.checkpoint(b, 'n', w, counts(3n))?.fresh, true, 'tried again when they change');

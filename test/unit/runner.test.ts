@@ -27,18 +27,31 @@ test('a file that hangs is ended at its bound, with the processes it started, an
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const pidFile = join(dir, 'child.pid');
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['test/run.ts', `${FIXTURES}/hang.fixture.ts`, `${FIXTURES}/mixed.fixture.ts`], {
-    encoding: 'utf8',
-    env: { ...process.env, PODMETER_TEST_FILE_TIMEOUT: '3', RUNNER_FIXTURE_PID_FILE: pidFile },
-    timeout: 120_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['test/run.ts', `${FIXTURES}/hang.fixture.ts`, `${FIXTURES}/mixed.fixture.ts`],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, PODMETER_TEST_FILE_TIMEOUT: '3', RUNNER_FIXTURE_PID_FILE: pidFile },
+      timeout: 120_000,
+    },
+  );
   const out = `${r.stdout}\n${r.stderr}`;
   assert.equal(r.status, 1, out);
   assert.ok(Date.now() - started < 60_000, 'the runner ended soon after the bound');
-  assert.match(r.stdout, /failed: {2}test\/unit\/fixtures\/runner\/hang\.fixture\.ts: did not end within its bound of 3 s/);
-  assert.match(r.stdout, /\| hang fixture: waiting forever/, 'the hung file\'s last output is shown');
-  assert.match(r.stdout, /failed: {2}test\/unit\/fixtures\/runner\/mixed\.fixture\.ts > fails: Expected values to be strictly equal/);
-  assert.match(r.stdout, /skipped: test\/unit\/fixtures\/runner\/mixed\.fixture\.ts > has subtests > inner is skipped: needs a thing this machine lacks/);
+  assert.match(
+    r.stdout,
+    /failed: {2}test\/unit\/fixtures\/runner\/hang\.fixture\.ts: did not end within its bound of 3 s/,
+  );
+  assert.match(r.stdout, /\| hang fixture: waiting forever/, "the hung file's last output is shown");
+  assert.match(
+    r.stdout,
+    /failed: {2}test\/unit\/fixtures\/runner\/mixed\.fixture\.ts > fails: Expected values to be strictly equal/,
+  );
+  assert.match(
+    r.stdout,
+    /skipped: test\/unit\/fixtures\/runner\/mixed\.fixture\.ts > has subtests > inner is skipped: needs a thing this machine lacks/,
+  );
   assert.match(r.stdout, /skipped: test\/unit\/fixtures\/runner\/mixed\.fixture\.ts > is skipped: no VM here/);
   assert.match(r.stdout, /test\/run: host lane \(2 files\): FAIL in \d+ s: 3 passed, 2 failed, 2 skipped/);
   const lines = r.stdout.trimEnd().split('\n');
@@ -50,7 +63,10 @@ test('a file that hangs is ended at its bound, with the processes it started, an
 });
 
 test('all pass: exit 0 and the totals line', () => {
-  const r = spawnSync(process.execPath, ['test/run.ts', `${FIXTURES}/pass.fixture.ts`], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['test/run.ts', `${FIXTURES}/pass.fixture.ts`], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.equal(r.stdout.trimEnd().split('\n').at(-1), 'test/run: 1 passed, 0 failed, 0 skipped');
 });

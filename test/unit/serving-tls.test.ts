@@ -22,14 +22,25 @@ const log = createLogger({ level: 'error', format: 'json' });
 const openssl = spawnSync('openssl', ['version']).status === 0;
 
 test('the self-signed certificate: X.509 v3, ECDSA P-256 signed by its own key, names in subjectAltName, server auth only', () => {
-  const made = selfSignedCertificate('podmeter-agent', ['localhost', '127.0.0.1', '::1', 'node-a', 'fd00::1:2', '10.1.2.3', 'node-a']);
+  const made = selfSignedCertificate('podmeter-agent', [
+    'localhost',
+    '127.0.0.1',
+    '::1',
+    'node-a',
+    'fd00::1:2',
+    '10.1.2.3',
+    'node-a',
+  ]);
   const x509 = new X509Certificate(made.cert);
   assert.equal(x509.subject, 'O=podmeter\nCN=podmeter-agent');
   assert.equal(x509.issuer, x509.subject);
   assert.ok(x509.verify(x509.publicKey), 'signed by its own key');
   assert.ok(x509.checkPrivateKey(createPrivateKey(made.key)));
   assert.equal(x509.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
-  assert.equal(x509.subjectAltName, 'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:node-a, IP Address:FD00:0:0:0:0:0:1:2, IP Address:10.1.2.3');
+  assert.equal(
+    x509.subjectAltName,
+    'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:node-a, IP Address:FD00:0:0:0:0:0:1:2, IP Address:10.1.2.3',
+  );
   assert.equal(x509.checkHost('node-a'), 'node-a');
   assert.equal(x509.checkIP('::1'), '::1');
   assert.equal(x509.ca, false);
@@ -40,18 +51,33 @@ test('the self-signed certificate: X.509 v3, ECDSA P-256 signed by its own key, 
   assert.notEqual(new X509Certificate(other.cert).serialNumber, x509.serialNumber, 'a random serial each time');
 });
 
-test('openssl reads the self-signed certificate and verifies its signature', { skip: openssl ? false : 'openssl is not installed' }, (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'podmeter-test-tls-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const file = join(dir, 'tls.crt');
-  writeFileSync(file, selfSignedCertificate('podmeter-operator', ['localhost', '127.0.0.1']).cert);
-  const printed = execFileSync('openssl', ['x509', '-noout', '-text', '-in', file], { encoding: 'utf8' });
-  for (const fact of ['Version: 3 (0x2)', 'Signature Algorithm: ecdsa-with-SHA256', 'NIST CURVE: P-256', 'DNS:localhost, IP Address:127.0.0.1', 'CA:FALSE', 'Digital Signature', 'TLS Web Server Authentication']) {
-    assert.ok(printed.includes(fact), `openssl x509 -text lacks ${fact}:\n${printed}`);
-  }
-  // A self-signed certificate as its own trust anchor: openssl checks the signature and the validity dates.
-  assert.equal(execFileSync('openssl', ['verify', '-CAfile', file, file], { encoding: 'utf8' }).trim(), `${file}: OK`);
-});
+test(
+  'openssl reads the self-signed certificate and verifies its signature',
+  { skip: openssl ? false : 'openssl is not installed' },
+  (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'podmeter-test-tls-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'tls.crt');
+    writeFileSync(file, selfSignedCertificate('podmeter-operator', ['localhost', '127.0.0.1']).cert);
+    const printed = execFileSync('openssl', ['x509', '-noout', '-text', '-in', file], { encoding: 'utf8' });
+    for (const fact of [
+      'Version: 3 (0x2)',
+      'Signature Algorithm: ecdsa-with-SHA256',
+      'NIST CURVE: P-256',
+      'DNS:localhost, IP Address:127.0.0.1',
+      'CA:FALSE',
+      'Digital Signature',
+      'TLS Web Server Authentication',
+    ]) {
+      assert.ok(printed.includes(fact), `openssl x509 -text lacks ${fact}:\n${printed}`);
+    }
+    // A self-signed certificate as its own trust anchor: openssl checks the signature and the validity dates.
+    assert.equal(
+      execFileSync('openssl', ['verify', '-CAfile', file, file], { encoding: 'utf8' }).trim(),
+      `${file}: OK`,
+    );
+  },
+);
 
 /** The certificate the server presents in a real handshake (verification off: we compare what it is). */
 function presented(port: number): Promise<PeerCertificate> {
@@ -71,12 +97,21 @@ test('mounted certificate files: checked at start with the file named, served ov
   const first = selfSignedCertificate('first', ['localhost']);
   const second = selfSignedCertificate('second', ['localhost']);
 
-  assert.throws(() => servingTls({ files, commonName: 'x', names: [], log }), /--tls-cert-file '.*tls\.crt': cannot be read/);
+  assert.throws(
+    () => servingTls({ files, commonName: 'x', names: [], log }),
+    /--tls-cert-file '.*tls\.crt': cannot be read/,
+  );
   writeFileSync(files.certFile, first.cert);
   writeFileSync(files.keyFile, second.key);
-  assert.throws(() => servingTls({ files, commonName: 'x', names: [], log }), /--tls-key-file '.*tls\.key': not the private key of --tls-cert-file/);
+  assert.throws(
+    () => servingTls({ files, commonName: 'x', names: [], log }),
+    /--tls-key-file '.*tls\.key': not the private key of --tls-cert-file/,
+  );
   writeFileSync(files.certFile, 'not a certificate');
-  assert.throws(() => servingTls({ files, commonName: 'x', names: [], log }), /--tls-cert-file '.*tls\.crt': not a PEM certificate/);
+  assert.throws(
+    () => servingTls({ files, commonName: 'x', names: [], log }),
+    /--tls-cert-file '.*tls\.crt': not a PEM certificate/,
+  );
 
   writeFileSync(files.certFile, first.cert);
   writeFileSync(files.keyFile, first.key);

@@ -8,7 +8,9 @@ import { test } from 'node:test';
 import { signalAndWait } from '../helpers/podmeter.ts';
 
 test('a child that ignores SIGTERM: killed after the bound, its threads, kernel stacks and last log lines named', async () => {
-  const child = spawn('bash', ['-c', 'trap "" TERM; echo up; sleep 30 & wait'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn('bash', ['-c', 'trap "" TERM; echo up; sleep 30 & wait'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   await new Promise((resolve) => child.stdout.once('data', resolve));
   const logs = [{ msg: 'stopping' }];
   await assert.rejects(signalAndWait(child, 'SIGTERM', 500, logs), (err: Error) => {
@@ -22,7 +24,9 @@ test('a child that ignores SIGTERM: killed after the bound, its threads, kernel 
 });
 
 test('a child that exits on the signal: its exit code, nothing killed', async () => {
-  const child = spawn('bash', ['-c', 'trap "exit 3" TERM; echo up; sleep 30 & wait'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn('bash', ['-c', 'trap "exit 3" TERM; echo up; sleep 30 & wait'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   await new Promise((resolve) => child.stdout.once('data', resolve));
   assert.equal(await signalAndWait(child, 'SIGTERM', 10_000), 3);
 });

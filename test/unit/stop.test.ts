@@ -11,7 +11,10 @@ import { test } from 'node:test';
 const LOG = new URL('../../common/log.ts', import.meta.url).href;
 
 /** Starts a child whose stop runs `stopBody` (steps reported through `step`), sends SIGTERM once it is waiting, returns its exit code and log lines. */
-async function stopChild(stopBody: string, graceMs: number): Promise<{ code: number | null; lines: Record<string, unknown>[] }> {
+async function stopChild(
+  stopBody: string,
+  graceMs: number,
+): Promise<{ code: number | null; lines: Record<string, unknown>[] }> {
   const script = `
     import { createLogger, stopOnSignals } from ${JSON.stringify(LOG)};
     const log = createLogger({ level: 'debug', format: 'json', name: 'stop-test' });
@@ -36,7 +39,10 @@ async function stopChild(stopBody: string, graceMs: number): Promise<{ code: num
 }
 
 test('a stop that finishes exits 0 and reports its steps', async () => {
-  const { code, lines } = await stopChild(`step('first'); await new Promise((r) => setTimeout(r, 50)); step('second');`, 5_000);
+  const { code, lines } = await stopChild(
+    `step('first'); await new Promise((r) => setTimeout(r, 50)); step('second');`,
+    5_000,
+  );
   assert.equal(code, 0);
   assert.deepEqual(
     lines.filter((l) => l.msg === 'stopping' && l.step !== undefined).map((l) => l.step),

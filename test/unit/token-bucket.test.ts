@@ -50,25 +50,37 @@ test('a clock stepping back neither adds nor removes tokens', () => {
 });
 
 test('bad options are a RangeError', () => {
-  for (const [rate, burst] of [[0, 1], [-1, 1], [Number.NaN, 1], [Infinity, 1], [1, 0], [1, 1.5]] as const) {
+  for (const [rate, burst] of [
+    [0, 1],
+    [-1, 1],
+    [Number.NaN, 1],
+    [Infinity, 1],
+    [1, 0],
+    [1, 1.5],
+  ] as const) {
     assert.throws(() => new TokenBucket({ ratePerSecond: rate, burst }), RangeError, `${rate}/${burst}`);
   }
 });
 
 test('property: over any schedule, tokens granted <= burst + rate x elapsed, and a caller who waits 1/rate s always gets one', () => {
   fc.assert(
-    fc.property(fc.double({ min: 0.01, max: 1000, noNaN: true }), fc.integer({ min: 1, max: 100 }), fc.array(fc.integer({ min: 0, max: 5_000 }), { maxLength: 300 }), (rate, burst, gaps) => {
-      const { b, advance } = bucket(rate, burst);
-      let granted = 0;
-      let elapsed = 0;
-      for (const gap of gaps) {
-        advance(gap);
-        elapsed += gap;
-        if (b.take()) granted++;
-        assert.ok(granted <= burst + (rate * elapsed) / 1000 + 1e-9, `${granted} granted in ${elapsed} ms`);
-      }
-      advance(Math.ceil(1000 / rate));
-      assert.equal(b.take(), true);
-    }),
+    fc.property(
+      fc.double({ min: 0.01, max: 1000, noNaN: true }),
+      fc.integer({ min: 1, max: 100 }),
+      fc.array(fc.integer({ min: 0, max: 5_000 }), { maxLength: 300 }),
+      (rate, burst, gaps) => {
+        const { b, advance } = bucket(rate, burst);
+        let granted = 0;
+        let elapsed = 0;
+        for (const gap of gaps) {
+          advance(gap);
+          elapsed += gap;
+          if (b.take()) granted++;
+          assert.ok(granted <= burst + (rate * elapsed) / 1000 + 1e-9, `${granted} granted in ${elapsed} ms`);
+        }
+        advance(Math.ceil(1000 / rate));
+        assert.equal(b.take(), true);
+      },
+    ),
   );
 });

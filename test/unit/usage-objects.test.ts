@@ -1,7 +1,15 @@
 /** The usage custom resources' contract (common/contract/usage.ts): object names and reading a hand-edited status. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseLedger, statusTotals, WORKLOAD_KIND_MAX, WORKLOAD_NAME_MAX, workloadKind, workloadName, workloadUsageName } from '../../common/contract/usage.ts';
+import {
+  parseLedger,
+  statusTotals,
+  WORKLOAD_KIND_MAX,
+  WORKLOAD_NAME_MAX,
+  workloadKind,
+  workloadName,
+  workloadUsageName,
+} from '../../common/contract/usage.ts';
 import { toStrings, zero } from '../../common/contract/counts.ts';
 
 test('WorkloadUsage names: readable, valid, bounded', () => {
@@ -57,24 +65,68 @@ test('ledger parsing keeps what it can of a hand-edited status', () => {
 });
 
 test('billed classes in a status: every one at the top level (exact and human), only those not zero in ledger entries; a status without them reads as zero', () => {
-  const total = { ...zero(), ingressBytes: 10n, egressBytes: 2n ** 60n, egressCrossZoneBytes: 2n ** 59n + 1n, egressExternalBytes: 3n * 2n ** 20n };
+  const total = {
+    ...zero(),
+    ingressBytes: 10n,
+    egressBytes: 2n ** 60n,
+    egressCrossZoneBytes: 2n ** 59n + 1n,
+    egressExternalBytes: 3n * 2n ** 20n,
+  };
   const retired = { ...zero(), egressBytes: 5n, egressCrossRegionBytes: 5n };
   const status = statusTotals(total, retired, 3, 1, 'op');
   assert.equal(status.egressCrossZoneBytes, String(2n ** 59n + 1n));
   assert.equal(status.egressCrossRegionBytes, '0', 'zero too: the printer columns and readers always find it');
   assert.equal(status.egressExternal, '3.00 MiB');
   assert.equal(status.egressCrossRegion, '0 B');
-  assert.deepEqual(status.retired, { ingressBytes: '0', egressBytes: '5', ingressPackets: '0', egressPackets: '0', egressCrossRegionBytes: '5' });
+  assert.deepEqual(status.retired, {
+    ingressBytes: '0',
+    egressBytes: '5',
+    ingressPackets: '0',
+    egressPackets: '0',
+    egressCrossRegionBytes: '5',
+  });
   const entry = { uid: 'u1', namespace: 'shop', workloadKind: 'Deployment', workload: 'web', ...toStrings(total) };
-  const read = parseLedger({ ...status, checkpoint: [entry], retiring: [{ uid: 'u2', namespace: 'shop', workloadKind: 'Deployment', workload: 'web', ...toStrings(retired), at: '2026-01-01T00:00:00Z', rolledUp: false }] });
+  const read = parseLedger({
+    ...status,
+    checkpoint: [entry],
+    retiring: [
+      {
+        uid: 'u2',
+        namespace: 'shop',
+        workloadKind: 'Deployment',
+        workload: 'web',
+        ...toStrings(retired),
+        at: '2026-01-01T00:00:00Z',
+        rolledUp: false,
+      },
+    ],
+  });
   assert.deepEqual(read.problems, []);
   assert.deepEqual(read.retired, retired);
   assert.deepEqual(read.checkpoint.get('u1')!.counts, total);
   assert.deepEqual(read.retiring.get('u2')!.counts, retired);
   // Written by an operator that predates classes.
-  const old = parseLedger({ retired: { ingressBytes: '1', egressBytes: '2', ingressPackets: '3', egressPackets: '4' }, checkpoint: [{ uid: 'u1', namespace: 'shop', workloadKind: 'Pod', workload: 'u1', ingressBytes: '1', egressBytes: '2', ingressPackets: '1', egressPackets: '1' }] });
+  const old = parseLedger({
+    retired: { ingressBytes: '1', egressBytes: '2', ingressPackets: '3', egressPackets: '4' },
+    checkpoint: [
+      {
+        uid: 'u1',
+        namespace: 'shop',
+        workloadKind: 'Pod',
+        workload: 'u1',
+        ingressBytes: '1',
+        egressBytes: '2',
+        ingressPackets: '1',
+        egressPackets: '1',
+      },
+    ],
+  });
   assert.deepEqual(old.problems, []);
   assert.equal(old.retired.egressExternalBytes, 0n);
   assert.equal(old.checkpoint.get('u1')!.counts.egressCrossZoneBytes, 0n);
-  assert.equal(parseLedger({ retired: { ...status.retired, egressExternalBytes: 'x' } }).problems.length, 1, 'a malformed class is reported');
+  assert.equal(
+    parseLedger({ retired: { ...status.retired, egressExternalBytes: 'x' } }).problems.length,
+    1,
+    'a malformed class is reported',
+  );
 });
