@@ -22,6 +22,7 @@ import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
 import { NodeStore } from './nodes.ts';
 import { startRounds, writeLastStatus } from './rounds.ts';
 import { AdmissionCheck } from './admission.ts';
+import { checkUsageCrds } from './crds.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 
@@ -39,6 +40,8 @@ export async function startOperator(
   if (connection === undefined)
     throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
   const api = new KubeApi(connection);
+  // Before anything is written: an older schema would silently drop fields the ledger relies on.
+  await checkUsageCrds(api, log);
   const intern = new Interner();
   const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
   let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
