@@ -100,7 +100,7 @@ export async function checkUsageCrds(api: KubeApi, log: Logger): Promise<void> {
   if (problems.length > 0) {
     throw new Error(
       `the installed podmeter CRDs are older than this operator: ${problems.join('; ')}. ` +
-        'Helm installs crds/ only once and never upgrades them: apply the chart\'s CRDs first ' +
+        "Helm installs crds/ only once and never upgrades them: apply the chart's CRDs first " +
         "(kubectl apply --server-side -f <chart>/crds/, or the release's deploy/manifests), then restart the operator",
     );
   }

@@ -294,9 +294,19 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
         ['operator', operatorToken, ['delete', 'namespaceusages.podmeter.io'], 'no'],
         ['operator', operatorToken, ['delete', 'workloadusages.podmeter.io'], 'yes'],
         ['operator', operatorToken, ['update', 'deployments.apps', '-n', ns], 'no'],
-        ['operator', operatorToken, ['get', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'], 'yes'],
+        [
+          'operator',
+          operatorToken,
+          ['get', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'],
+          'yes',
+        ],
         ['operator', operatorToken, ['get', 'customresourcedefinitions.apiextensions.k8s.io/other.example.com'], 'no'],
-        ['operator', operatorToken, ['update', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'], 'no'],
+        [
+          'operator',
+          operatorToken,
+          ['update', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'],
+          'no',
+        ],
       ];
       const wrong: string[] = [];
       await Promise.all(

@@ -33,7 +33,10 @@ test("trimMemory gives malloc's free pages back to the kernel", () => {
   const out = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', CHILD], { encoding: 'utf8' });
   const r = JSON.parse(out) as { full: number; freed: number; trimmed: boolean; after: number };
   const figures = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? +v.toFixed(1) : v]));
-  assert.ok(r.freed > r.full - 20, `malloc kept most of the 80 MB freed (resident until trimmed): ${JSON.stringify(figures)}`);
+  assert.ok(
+    r.freed > r.full - 20,
+    `malloc kept most of the 80 MB freed (resident until trimmed): ${JSON.stringify(figures)}`,
+  );
   assert.equal(r.trimmed, true, JSON.stringify(figures));
   assert.ok(r.freed - r.after > 50, `RSS fell by more than 50 MiB of the 80 MB freed: ${JSON.stringify(figures)}`);
 });

@@ -25,7 +25,9 @@ async function applyOlderCrd(oc: OperatorCluster, plural: string, drop: string[]
     const status = version.schema.openAPIV3Schema.properties!.status!.properties!;
     for (const field of drop) delete status[field];
   }
-  await must(oc.cluster.kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: JSON.stringify(crd) }));
+  await must(
+    oc.cluster.kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: JSON.stringify(crd) }),
+  );
 }
 
 test('an operator newer than its CRDs refuses to start, naming the CRD and the missing fields; with the CRDs applied it starts', async (t) => {
