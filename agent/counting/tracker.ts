@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
-import { ZERO, type DirectionCounters, type Meter, type UnitCounts } from './meter.ts';
-import { addPeerCounts, UNCLASSIFIED, type DirectionPeerCounts } from '../peers/classes.ts';
-import type { Counted, StateStore, UnitRecord } from './state.ts';
+import { addUnitCounts, contractCounts, NO_COUNTS, wentBack, type UnitCounts } from '../../common/contract/counts.ts';
+import type { KernelRead, Meter } from './meter.ts';
+import type { StateStore, UnitRecord } from './state.ts';
 
 export interface Unit extends UnitRecord {
   state: 'live' | 'draining' | 'terminated';
@@ -42,8 +42,6 @@ export interface TrackerEvents {
 
 /** False for the ids restore() gives the records of an earlier boot. */
 const ofThisBoot = (id: bigint): boolean => id > 0n;
-const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };
-const NO_PEERS: DirectionPeerCounts = { ingress: {}, egress: {} };
 /** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
 const DRAIN_LIMIT_MS = 120_000;
 
@@ -60,8 +58,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Records of the previous run (until the initial scan is settled): counts to carry on, or to finalise cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
   #saveTimer: NodeJS.Timeout | undefined;
-  /** The kernel read each unit's counts were last set from (the meter hands back the same object while a unit is idle). */
-  readonly #applied = new WeakMap<Unit, UnitCounts>();
+  /** The kernel read each unit's counts were last set from (handed back to the meter, which returns it while the unit is idle). */
+  readonly #lastRead = new WeakMap<Unit, KernelRead>();
   /** Counts changed since the state file was last written. */
   #dirty = false;
   /** The state file could not be written last time (logged once until a write succeeds). */
@@ -163,30 +161,17 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       path,
       state: 'live',
       attachedAt: previous?.attachedAt ?? Date.now(),
-      counters: previous?.counters ?? ZERO_COUNTERS,
-      peers: previous?.peers ?? NO_PEERS,
+      counters: previous?.counters ?? NO_COUNTS.counters,
+      peers: previous?.peers ?? NO_COUNTS.peers,
     };
     if (previous?.base !== undefined) unit.base = previous.base;
     try {
       const links = this.#meter.linkState(id);
-      if (links === 'legacy') {
-        // An older agent's links: swap in ours; its counts become the base.
-        const base = this.#meter.upgrade(path, id);
-        unit.base = add(unit.base, {
-          counters: base,
-          peers: { ingress: { [UNCLASSIFIED]: base.ingress }, egress: { [UNCLASSIFIED]: base.egress } },
-        });
-        this.#log.info(
-          { cgroup: identity.relPath, base },
-          'links of an agent without peer classes replaced; their counts kept as the base',
-        );
-      }
-      if (links === 'attached' || links === 'legacy') {
+      if (links === 'attached') {
         this.#unattached.delete(identity.relPath);
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
-        if (links === 'legacy') void this.#saveNow();
         this.emit('attached', unit, undefined);
         return;
       }
@@ -230,7 +215,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     else previous = this.#takeEarlierOfPod(identity.uid, id);
     delete unit.base;
     if (previous !== undefined) {
-      unit.base = { counters: previous.counters, peers: previous.peers ?? NO_PEERS };
+      unit.base = { counters: previous.counters, peers: previous.peers };
       unit.attachedAt = previous.attachedAt;
       this.#log.info(
         { cgroup: identity.relPath, uid: identity.uid, counters: previous.counters },
@@ -239,8 +224,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     } else {
       unit.attachedAt = Date.now();
     }
-    unit.counters = unit.base?.counters ?? ZERO_COUNTERS;
-    unit.peers = unit.base?.peers ?? NO_PEERS;
+    unit.counters = unit.base?.counters ?? NO_COUNTS.counters;
+    unit.peers = unit.base?.peers ?? NO_COUNTS.peers;
     this.#units.set(identity.relPath, unit);
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
@@ -276,15 +261,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       relPath: record?.relPath ?? `cgroup-id:${id}`,
       kind: record?.kind ?? 'cgroup',
       attachedAt: record?.attachedAt ?? Date.now(),
-      counters: record?.counters ?? ZERO_COUNTERS,
-      peers: record?.peers ?? NO_PEERS,
+      counters: record?.counters ?? NO_COUNTS.counters,
+      peers: record?.peers ?? NO_COUNTS.peers,
       path: join(this.#root, record?.relPath ?? ''),
       state: 'draining',
     };
     if (record?.base !== undefined) unit.base = record.base;
     if (record?.uid !== undefined) unit.uid = record.uid;
     const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
-    if (read !== undefined) apply(unit, read);
+    if (read !== undefined) setCounts(unit, addUnitCounts(unit.base, read.counts));
     return unit;
   }
 
@@ -382,18 +367,16 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Updates a unit's counters from the kernel; false once the storage is gone. */
   #read(unit: Unit): boolean {
     try {
-      const counts = this.#meter.read(unit.id);
-      if (counts === undefined) return false;
+      const last = this.#lastRead.get(unit);
+      const read = this.#meter.read(unit.id, last);
+      if (read === undefined) return false;
+      if (read === last) return true; // idle since: the unit's counts stay the same objects
+      this.#lastRead.set(unit, read);
+      const counts = addUnitCounts(unit.base, read.counts);
       // A removed cgroup's storage can read as zeros while the kernel tears
-      // it down: a draining unit's counters never go back.
-      if (counts === this.#applied.get(unit)) return true; // idle since
-      if (
-        unit.state === 'draining' &&
-        allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})
-      )
-        return true;
-      apply(unit, counts);
-      this.#applied.set(unit, counts);
+      // it down: a draining unit's counts never go back.
+      if (unit.state === 'draining' && wentBack(contractCounts(counts), contractCounts(unit))) return true;
+      setCounts(unit, counts);
       this.#dirty = true;
       return true;
     } catch (err) {
@@ -455,41 +438,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   }
 }
 
-function sum(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
-  const add = (x: DirectionCounters['ingress'], y: DirectionCounters['ingress']) => ({
-    bytes: x.bytes + y.bytes,
-    packets: x.packets + y.packets,
-  });
-  return { ingress: add(a.ingress, b.ingress), egress: add(a.egress, b.egress) };
-}
-
-/** a + b in both forms (a may be absent). */
-function add(a: Counted | undefined, b: Counted): Counted {
-  if (a === undefined) return b;
-  return {
-    counters: sum(a.counters, b.counters),
-    peers: {
-      ingress: addPeerCounts(a.peers.ingress, b.peers.ingress),
-      egress: addPeerCounts(a.peers.egress, b.peers.egress),
-    },
-  };
-}
-
-/** Bytes of every class (loopback included) and direction. */
-function allBytes(counts: Partial<Record<'ingress' | 'egress', Readonly<Record<string, { bytes: bigint }>>>>): bigint {
-  let bytes = 0n;
-  for (const direction of ['ingress', 'egress'] as const) {
-    const byClass = counts[direction] ?? {};
-    for (const name in byClass) bytes += byClass[name]!.bytes;
-  }
-  return bytes;
-}
-
-/** Sets a unit's counts from a kernel read, plus its base (what it counted before its current links). */
-function apply(unit: Unit, counts: UnitCounts): void {
-  const total = add(unit.base, counts);
-  unit.counters = total.counters;
-  unit.peers = total.peers;
+/** Sets a unit's counts (the kernel's read plus its base). */
+function setCounts(unit: Unit, counts: UnitCounts): void {
+  unit.counters = counts.counters;
+  unit.peers = counts.peers;
 }
 
 /** An error's errno name (ENOMEM, EPERM, E2BIG, ...), or "other": the `reason` label of attach errors, a small fixed set. */

@@ -8,6 +8,9 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { errorReason, type Tracker, type Unit } from '../counting/tracker.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
 import { Exposition, labelText, type LabelledCounter } from '../../common/http/exposition.ts';
+import { DIRECTIONS } from '../../common/contract/counts.ts';
+import { ANNOTATION_WRITE_RESULTS, type AnnotationWriteResult } from '../kube/annotator.ts';
+import type { PodNamer } from '../kube/pods.ts';
 
 /**
  * podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory,
@@ -24,16 +27,6 @@ export const AGENT_ERROR_OPS = [
   'config_hash',
 ] as const;
 export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
-
-/**
- * podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409),
- * refused for this object alone (another 4xx, e.g. 422 annotations too long: retried with backoff), no budget left.
- */
-export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'skipped_budget'] as const;
-export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
-
-/** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
-export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
 
 export interface AgentMetrics {
   exposition: Exposition;
@@ -90,8 +83,12 @@ export function createAgentMetrics(options: {
     return text;
   };
 
-  // Both traffic metrics come from one kernel read per scrape: bytes reads, packets reuses.
+  // Every traffic metric comes from one kernel read per scrape, made before any of them is written.
   let snapshot: Unit[] = [];
+  exposition.beforeScrape(() => {
+    tracker.refresh();
+    snapshot = tracker.units();
+  });
   const scope = mode === 'pods' ? 'pod' : 'cgroup';
   for (const what of ['bytes', 'packets'] as const) {
     exposition.add({
@@ -99,10 +96,6 @@ export function createAgentMetrics(options: {
       help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} sent (egress) and received (ingress) by the sockets of each ${scope} on network devices (loopback left out), counted by eBPF cgroup_skb programs.`,
       type: 'counter',
       samples: (emit) => {
-        if (what === 'bytes') {
-          tracker.refresh();
-          snapshot = tracker.units();
-        }
         const namer = options.podNamer?.();
         for (const u of snapshot) {
           const labels = labelsOf(u, namer);
@@ -123,8 +116,8 @@ export function createAgentMetrics(options: {
       samples: (emit) => {
         const namer = options.podNamer?.();
         for (const u of snapshot) {
-          for (const direction of ['ingress', 'egress'] as const) {
-            const peers = u.peers?.[direction];
+          for (const direction of DIRECTIONS) {
+            const peers = u.peers[direction];
             for (const peer in peers) emit(peerLabelsOf(u, namer, direction, peer), peers[peer]![what]);
           }
         }

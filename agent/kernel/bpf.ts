@@ -10,14 +10,14 @@ import { dirname } from 'node:path';
 import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
-import { PODMETER_SLOTS } from './layout.ts';
+import { PODMETER_DIRECTIONS, PODMETER_SLOTS } from './contract.generated.ts';
+import { DIRECTIONS, type Direction, type Traffic } from '../../common/contract/counts.ts';
 import { checkPinnedMap, checkPinnedProgram, type MapSpec, type ProgramSpec } from './spec.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
 export { CollectionSpec, type MapSpec, type ProgramSpec } from './spec.ts';
 
-export type Direction = 'ingress' | 'egress';
-export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
+export { DIRECTIONS, type Direction };
 
 /** enum bpf_attach_type values of the two cgroup_skb hooks. */
 export const ATTACH_TYPE: Readonly<Record<Direction, number>> = { ingress: 0, egress: 1 };
@@ -26,26 +26,10 @@ export function directionOf(attachType: number): Direction | undefined {
   return attachType === 0 ? 'ingress' : attachType === 1 ? 'egress' : undefined;
 }
 
-export interface Counters {
-  bytes: bigint;
-  packets: bigint;
-}
-
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 const BPF_FS_MAGIC = 0xcafe4a11;
 
 export { bpfObjectPath } from '../paths.ts';
-
-/** The sum of several Counters (e.g. one slot over CPUs). */
-export function sumCounters(perCpu: readonly Counters[]): Counters {
-  let bytes = 0n;
-  let packets = 0n;
-  for (const c of perCpu) {
-    bytes += c.bytes;
-    packets += c.packets;
-  }
-  return { bytes, packets };
-}
 
 export function possibleCpus(): number {
   return native.possibleCpus();
@@ -277,61 +261,50 @@ export abstract class MapObject extends FdObject {
 }
 
 /**
- * podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> per CPU, one
- * Counters per slot (bpf/podmeter.h: PODMETER_SLOTS slots, then the programs'
- * own peer cache, which readers skip; the storage of agents before peer
- * classes had one slot, 16 bytes).
+ * podmeter_stats, podmeter's per-CPU cgroup storage: {cgroup id, attach
+ * type} -> per CPU, one Traffic per peer class slot (struct podmeter_slots:
+ * PODMETER_SLOTS slots, then the programs' own peer cache, which readers
+ * skip).
  */
-export class StorageMap extends MapObject {
-  static fromPin(path: string): StorageMap {
-    return new StorageMap(native.objGet(path));
-  }
-
-  /** Counter slots per value: 1 for the old 16-byte layout, PODMETER_SLOTS for the current one. */
-  get slots(): number {
-    return this.valueSize === 16 ? 1 : PODMETER_SLOTS;
+export class StatsMap extends MapObject {
+  static fromPin(path: string): StatsMap {
+    return new StatsMap(native.objGet(path));
   }
 
   /** Per-CPU slots of one cgroup and direction (perCpu[cpu][slot]), or undefined when there is no such entry. */
-  lookup(cgroupId: bigint, direction: Direction): Counters[][] | undefined {
-    const raw = native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id);
+  lookup(cgroupId: bigint, direction: Direction): Traffic[][] | undefined {
+    const raw = this.#lookup(cgroupId, direction);
     if (raw === undefined) return undefined;
     const words = this.valueSize / 8;
-    const counterWords = 2 * this.slots;
-    const perCpu: Counters[][] = [];
+    const perCpu: Traffic[][] = [];
     for (let cpu = 0; cpu < raw.length; cpu += words) {
-      const slots: Counters[] = [];
-      for (let i = cpu; i < cpu + counterWords; i += 2) slots.push({ bytes: raw[i]!, packets: raw[i + 1]! });
+      const slots: Traffic[] = [];
+      for (let i = cpu; i < cpu + SLOT_WORDS; i += 2) slots.push({ bytes: raw[i]!, packets: raw[i + 1]! });
       perCpu.push(slots);
     }
     return perCpu;
   }
 
-  /** Each slot summed over CPUs (readUnit's half for this direction); undefined when there is no such entry. */
-  read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    if (
-      native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id) ===
-      undefined
-    )
-      return undefined;
-    const sums = this.readUnit(cgroupId);
-    if (sums === undefined) return undefined;
-    const half = direction === 'ingress' ? sums.subarray(0, sums.length / 2) : sums.subarray(sums.length / 2);
-    const slots: Counters[] = [];
-    for (let i = 0; i < half.length; i += 2) slots.push({ bytes: half[i]!, packets: half[i + 1]! });
-    return slots;
+  /** One direction's slots summed over CPUs, as readUnit's half for it; undefined when there is no such entry. */
+  read(cgroupId: bigint, direction: Direction): BigUint64Array | undefined {
+    const raw = this.#lookup(cgroupId, direction);
+    if (raw === undefined) return undefined;
+    const sums = new BigUint64Array(SLOT_WORDS);
+    const words = this.valueSize / 8;
+    for (let cpu = 0; cpu < raw.length; cpu += words) for (let i = 0; i < SLOT_WORDS; i++) sums[i]! += raw[cpu + i]!;
+    return sums;
   }
 
   /**
    * What the agent reads for every unit on each scrape, in one call: both
    * directions' slots summed over CPUs as [bytes, packets] of slot 0, slot
-   * 1, ... for ingress, then the same for egress (a missing direction reads
-   * as zeros); undefined when neither direction has an entry. `previous`
-   * itself comes back when nothing changed since it was read (an idle
-   * cgroup costs no new BigInts).
+   * 1, ... for each direction in PODMETER_DIRECTIONS order (the addon's),
+   * (a missing direction reads as zeros); undefined when neither direction
+   * has an entry. `previous` itself comes back when nothing changed since it
+   * was read (an idle cgroup costs no new BigInts).
    */
   readUnit(cgroupId: bigint, previous?: BigUint64Array): BigUint64Array | undefined {
-    return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, 2 * this.slots, previous, this.id);
+    return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, SLOT_WORDS, previous, this.id);
   }
 
   keys(): { cgroupId: bigint; direction: Direction }[] {
@@ -342,6 +315,20 @@ export class StorageMap extends MapObject {
     }
     return keys;
   }
+
+  #lookup(cgroupId: bigint, direction: Direction): BigUint64Array | undefined {
+    return native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id);
+  }
+}
+
+/** Words (u64) of the counter slots in one value: bytes and packets per slot. */
+const SLOT_WORDS = 2 * PODMETER_SLOTS;
+
+/** Where each direction's words are in StatsMap.readUnit's sums (the addon's order, enum podmeter_direction). */
+export function unitHalf(sums: BigUint64Array, direction: Direction): BigUint64Array {
+  const half = sums.length / PODMETER_DIRECTIONS.length;
+  const i = PODMETER_DIRECTIONS.indexOf(direction);
+  return sums.subarray(i * half, (i + 1) * half);
 }
 
 function checkCgroupId(id: unknown): bigint {
@@ -420,9 +407,9 @@ export class BpfObject {
     return p;
   }
 
-  /** Takes a map out of the object: the caller owns its fd from then on. */
-  takeStorageMap(name: string): StorageMap {
-    return new StorageMap(this.#take(name));
+  /** Takes podmeter_stats out of the object: the caller owns its fd from then on. */
+  takeStatsMap(name: string): StatsMap {
+    return new StatsMap(this.#take(name));
   }
 
   /** Takes an ordinary map out of the object: the caller owns its fd from then on. */
