@@ -160,7 +160,7 @@ export class Annotator {
           ? last.values
           : podAnnotations(contractCounts(unit), mapBytes);
       state.values = { counters: unit.counters, peers: unit.peers, mapBytes, values };
-      if (state.written !== undefined && sameValues(values, state.written)) continue;
+      if (values === state.written || (state.written !== undefined && sameValues(values, state.written))) continue;
       if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
       due.push({ unit, pod, values, state });
     }
@@ -319,6 +319,7 @@ export class Annotator {
   }
 }
 
+/** The same annotations with the same values (key order aside). */
 function sameValues(a: Values, b: Values): boolean {
   let keys = 0;
   for (const key in a) {
