@@ -42,19 +42,36 @@ function stripComments(c: string): string {
   return c.replace(/\/\*[\s\S]*?\*\//g, ' ').replace(/\/\/[^\n]*/g, ' ');
 }
 
-/** A #define's or enum value's expression: numbers, names defined before, + and - and parentheses. */
+/** A #define's or enum value's expression: numbers (with u/l suffixes), names defined before, + - and parentheses. */
 function evaluate(expr: string, known: ReadonlyMap<string, number>): number {
-  const js = expr.trim().replace(/\b(0x[0-9a-f]+|[0-9]+)u?l?l?\b/gi, '$1');
-  if (!/^[\sA-Za-z0-9_x+\-()]+$/.test(js)) throw new Error(`cannot evaluate '${expr}'`);
-  const value = js.replace(/\b[A-Za-z_][A-Za-z0-9_]*\b/g, (name) => {
-    if (/^0x/i.test(name)) return name;
-    const v = known.get(name);
-    if (v === undefined) throw new Error(`'${expr}': '${name}' is not defined before`);
-    return String(v);
-  });
-  const result = Function(`"use strict"; return (${value});`)() as unknown;
-  if (typeof result !== 'number' || !Number.isInteger(result)) throw new Error(`'${expr}' is not an integer`);
-  return result;
+  const tokens = expr.match(/0x[0-9a-f]+|[0-9]+|[A-Za-z_][A-Za-z0-9_]*|[-+()]|\S/gi) ?? [];
+  let at = 0;
+  const fail = (why: string): never => {
+    throw new Error(`cannot evaluate '${expr}': ${why}`);
+  };
+  const term = (): number => {
+    const t = tokens[at++] ?? fail('it ends early');
+    if (t === '(') {
+      const v = sum();
+      if (tokens[at++] !== ')') fail('a ) is missing');
+      return v;
+    }
+    if (t === '-') return -term();
+    if (/^(0x[0-9a-f]+|[0-9]+)$/i.test(t)) {
+      if (/^[ul]+$/i.test(tokens[at] ?? '')) at++; // 0x0fffffffu
+      return Number(t);
+    }
+    const v = known.get(t);
+    return v ?? fail(`'${t}' is not defined before`);
+  };
+  const sum = (): number => {
+    let v = term();
+    while (tokens[at] === '+' || tokens[at] === '-') v = tokens[at++] === '+' ? v + term() : v - term();
+    return v;
+  };
+  const value = sum();
+  if (at !== tokens.length) fail(`'${tokens[at]}' is not understood`);
+  return value;
 }
 
 export interface Contract {

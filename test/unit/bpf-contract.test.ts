@@ -69,3 +69,16 @@ test('what user space relies on, as generated', () => {
   assert.equal(PODMETER_STRUCTS.podmeter_slots.size, PODMETER_SLOTS * 16 + PODMETER_STRUCTS.podmeter_peer_cache.size);
   assert.deepEqual(PODMETER_MAPS.stats, { name: 'podmeter_stats', pin: 'map_counters' });
 });
+
+test('values: numbers with suffixes, names defined before, + - and parentheses; anything else is an error', () => {
+  const c = read('#define A 0x10u\n#define B (A + 2 - (1 + 1))\nenum e { X = B, Y, Z = -1 };', '');
+  assert.deepEqual([c.defines.get('A'), c.defines.get('B')], [16, 16]);
+  assert.deepEqual(c.enums.get('e'), [
+    ['X', 16],
+    ['Y', 17],
+    ['Z', -1],
+  ]);
+  assert.throws(() => read('#define C (D + 1)', ''), /'D' is not defined before/);
+  assert.throws(() => read('#define C 2 * 3', ''), /'\*' is not understood/);
+  assert.throws(() => read('#define C (1 + 2', ''), /a \) is missing/);
+});
