@@ -1,6 +1,6 @@
 /**
  * Cost of reading podmeter's counters from user space: µs per
- * StorageMap.readUnit (one cgroup, both directions, every slot summed over
+ * StatsMap.readUnit (one cgroup, both directions, every slot summed over
  * CPUs: the agent's read), and the time to read 1,000 cgroups that way, as
  * the agent does on every interval and scrape.
  *
@@ -41,7 +41,7 @@ await runMain(async () => {
   );
   const parent = makeTestCgroup();
   const pm = loadPodmeter();
-  const map = pm.map!;
+  const map = pm.stats!;
 
   const created = timed(() => {
     const out: CgroupDir[] = [];
@@ -122,7 +122,7 @@ await runMain(async () => {
     setupMs: { mkdir: created.ms, attach: attached.ms, closeLinks: detached.ms, rmdir: removedMs },
   };
   console.log(
-    `StorageMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`,
+    `StatsMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`,
   );
   console.log(
     `read ${CGROUPS} cgroups (both directions): ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`,

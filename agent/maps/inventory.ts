@@ -31,13 +31,13 @@ import {
   estimateStorageBytes,
   kernelChargesMemlock,
   memlockIsExact,
-  OWN_STORAGE_MAP_NAME,
   OWN_STORAGE_MAP_TYPE,
 } from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 import { Slices } from './slices.ts';
 import { Summary } from './summary.ts';
 import { listSliced, type UnreadableObject } from './walk.ts';
+import { PODMETER_MAPS } from '../kernel/contract.generated.ts';
 
 /** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
 export type OwnerKind = 'process' | 'program' | 'pinned';
@@ -182,7 +182,7 @@ function defaultCgroupRoot(): string {
 function isOwnStorage(map: MapInfo, own: OwnStorageOption | undefined): boolean {
   if (own === undefined) return false;
   if (own.mapId !== undefined) return map.id === own.mapId;
-  return map.name === OWN_STORAGE_MAP_NAME && map.typeName === OWN_STORAGE_MAP_TYPE;
+  return map.name === PODMETER_MAPS.stats.name && map.typeName === OWN_STORAGE_MAP_TYPE;
 }
 
 function isCgroupStorage(type: string): boolean {

@@ -3,19 +3,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cgroupId, listMaps, listPrograms, possibleCpus } from '../../agent/kernel/bpf.ts';
-import { PODMETER_SLOTS } from '../../agent/kernel/layout.ts';
+import { PODMETER_SLOTS, PODMETER_STRUCTS } from '../../agent/kernel/contract.generated.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 
 test('listMaps shows podmeter_stats as a percpu_cgroup_storage map', (t) => {
   const pm = loadPodmeter(t);
-  const own = pm.map!.info();
+  const own = pm.stats!.info();
   const listed = listMaps().find((m) => m.id === own.id);
   assert.ok(listed !== undefined, `map ${own.id} is listed`);
   assert.equal(listed.name, 'podmeter_stats');
   assert.equal(listed.typeName, 'percpu_cgroup_storage');
   assert.equal(listed.keySize, 16); // struct bpf_cgroup_storage_key: u64 cgroup id, u32 attach type, padding
-  assert.equal(listed.valueSize, PODMETER_SLOTS * 16 + 40); // struct podmeter_slots: two u64 per class slot, then the peer cache
+  assert.equal(listed.valueSize, PODMETER_STRUCTS.podmeter_slots.size); // the object's BTF and the generated layout agree
   assert.equal(listed.maxEntries, 0);
   assert.ok(listed.btfId > 0, 'has BTF');
   assert.deepEqual({ ...listed, memlock: 0 }, { ...own, memlock: 0 });
@@ -24,7 +24,7 @@ test('listMaps shows podmeter_stats as a percpu_cgroup_storage map', (t) => {
 
 test('listPrograms shows both cgroup_skb programs, using the counters, the peer trie and its generation', (t) => {
   const pm = loadPodmeter(t);
-  const mapId = pm.map!.info().id;
+  const mapId = pm.stats!.info().id;
   const all = listPrograms();
   for (const direction of ['ingress', 'egress'] as const) {
     const own = pm.programs[direction].info();
@@ -42,7 +42,7 @@ test('storage of absent keys: undefined, not a throw', (t) => {
   const cg = makeTestCgroup(t);
   const other = makeTestCgroup(t);
   const pm = loadPodmeter(t);
-  const map = pm.map!;
+  const map = pm.stats!;
   assert.deepEqual(map.keys(), []);
   assert.equal(map.lookup(0n, 'egress'), undefined);
   assert.equal(map.read(0n, 'ingress'), undefined);
@@ -51,10 +51,7 @@ test('storage of absent keys: undefined, not a throw', (t) => {
 
   pm.attach(cg, ['egress']);
   assert.deepEqual(map.keys(), [{ cgroupId: cg.id, direction: 'egress' }]);
-  assert.deepEqual(
-    map.read(cg.id, 'egress'),
-    Array.from({ length: PODMETER_SLOTS }, () => ({ bytes: 0n, packets: 0n })),
-  );
+  assert.deepEqual(map.read(cg.id, 'egress'), new BigUint64Array(2 * PODMETER_SLOTS)); // bytes, packets per slot
   assert.equal(map.lookup(cg.id, 'egress')?.length, possibleCpus());
   assert.equal(map.read(cg.id, 'ingress'), undefined); // the other direction is a separate key
   assert.equal(map.read(other.id, 'egress'), undefined);

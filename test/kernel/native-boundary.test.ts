@@ -13,7 +13,7 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StorageMap } from '../../agent/kernel/bpf.ts';
+import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { native } from '../../agent/kernel/native.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
@@ -57,8 +57,8 @@ async function fixture(t: test.TestContext) {
   await holder.stop();
 
   const targets: Target[] = [
-    { what: 'storage', map: pm.takeStorageMap('podmeter_stats'), storage: true },
-    { what: 'legacy storage', map: legacy.takeStorageMap('podmeter_stats'), storage: true },
+    { what: 'storage', map: pm.takeStatsMap('podmeter_stats'), storage: true },
+    { what: 'legacy storage', map: legacy.takeStatsMap('podmeter_stats'), storage: true },
     { what: 'peer trie', map: pm.takeMap('podmeter_peers'), storage: false },
     { what: 'generation', map: pm.takeMap('podmeter_gen'), storage: false },
     { what: 'slot names', map: pm.takeMap('podmeter_names'), storage: false },
@@ -366,7 +366,7 @@ test('the typed facade refuses wrong lengths before the addon, naming the map an
   });
   percpu.update(new Uint8Array(4), bytes(percpu.valueBytes, 7));
   assert.deepEqual(percpu.lookup(new Uint8Array(4), percpu.valueBytes), bytes(percpu.valueBytes, 7));
-  const storage = fx.targets[0]!.map as StorageMap;
+  const storage = fx.targets[0]!.map as StatsMap;
   assert.throws(() => storage.readUnit(-1n), RangeError);
   assert.equal(storage.readUnit(1n), undefined);
 });

@@ -96,8 +96,8 @@ Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
 }
 
 // One cgroup's entries of both directions, the first `words` u64s of each
-// summed over CPUs (wrapping at 2^64 like the kernel's counters): ingress
-// words, then egress words. A missing direction reads as zeros; undefined
+// summed over CPUs (wrapping at 2^64 like the kernel's counters), in enum
+// podmeter_direction's order: ingress words, then egress words. A missing direction reads as zeros; undefined
 // when neither exists. When the sums equal `previous` (an idle cgroup),
 // `previous` itself comes back: the caller skips all per-slot work.
 Napi::Value StorageSums(const Napi::CallbackInfo& info) {
@@ -123,7 +123,11 @@ Napi::Value StorageSums(const Napi::CallbackInfo& info) {
   std::vector<uint64_t> values(shape.valueBytes / 8);
   std::vector<uint64_t> sums(2 * words, 0);
   bool any = false;
-  const bpf_attach_type directions[] = {BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS};
+  // Each direction's words at its place in enum podmeter_direction (bpf/podmeter.h), the order the
+  // TypeScript reads them in (contract.generated.ts: PODMETER_DIRECTIONS).
+  bpf_attach_type directions[2];
+  directions[PODMETER_INGRESS] = BPF_CGROUP_INET_INGRESS;
+  directions[PODMETER_EGRESS] = BPF_CGROUP_INET_EGRESS;
   for (size_t d = 0; d < 2; d++) {
     bool found;
     if (!LookupPerCpu(env, fd, shape, cgroupId, directions[d], values, found)) return env.Undefined();
