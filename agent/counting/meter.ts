@@ -412,6 +412,13 @@ export class Meter {
     return true;
   }
 
+  /** The fds of the links held (see the header): the map inventory's /proc scan need not look at them. */
+  heldLinkFds(): Set<number> {
+    const fds = new Set<number>();
+    for (const links of this.#held.values()) for (const link of links) if (!link.closed) fds.add(link.fd);
+    return fds;
+  }
+
   close(): void {
     for (const links of this.#held.values()) for (const link of links) link.close();
     this.#held.clear();
