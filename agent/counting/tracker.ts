@@ -347,9 +347,17 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     void this.#saveNow();
   }
 
-  /** Reads every live unit now (interval tick and scrape). */
+  /** Reads every live unit now (interval tick and scrape), all in one read of the kernel's storage (Meter.readMany). */
   refresh(): void {
-    for (const unit of this.#units.values()) if (unit.state === 'live') this.#read(unit);
+    const live = [...this.#units.values()].filter((unit) => unit.state === 'live');
+    let counts: (UnitCounts | undefined)[];
+    try {
+      counts = this.#meter.readMany(live.map((unit) => unit.id));
+    } catch (err) {
+      this.emit('error', 'read', err);
+      return;
+    }
+    live.forEach((unit, i) => this.#take(unit, counts[i]));
   }
 
   /** Live, draining and retained terminated units. */
@@ -388,25 +396,31 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Updates a unit's counters from the kernel; false once the storage is gone. */
   #read(unit: Unit): boolean {
+    let counts: UnitCounts | undefined;
     try {
-      const counts = this.#meter.read(unit.id);
-      if (counts === undefined) return false;
-      // A removed cgroup's storage can read as zeros while the kernel tears
-      // it down: a draining unit's counters never go back.
-      if (counts === this.#applied.get(unit)) return true; // idle since
-      if (
-        unit.state === 'draining' &&
-        allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})
-      )
-        return true;
-      apply(unit, counts);
-      this.#applied.set(unit, counts);
-      this.#dirty = true;
-      return true;
+      counts = this.#meter.read(unit.id);
     } catch (err) {
       this.emit('error', 'read', err);
       return false;
     }
+    return this.#take(unit, counts);
+  }
+
+  /** Sets a unit's counters from a read of the kernel; false when there was nothing to read (storage gone). */
+  #take(unit: Unit, counts: UnitCounts | undefined): boolean {
+    if (counts === undefined) return false;
+    // A removed cgroup's storage can read as zeros while the kernel tears
+    // it down: a draining unit's counters never go back.
+    if (counts === this.#applied.get(unit)) return true; // idle since
+    if (
+      unit.state === 'draining' &&
+      allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})
+    )
+      return true;
+    apply(unit, counts);
+    this.#applied.set(unit, counts);
+    this.#dirty = true;
+    return true;
   }
 
   /** Detaches and unpins a cgroup's links (none for a record of an earlier boot). */

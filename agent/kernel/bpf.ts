@@ -334,6 +334,19 @@ export class StorageMap extends MapObject {
     return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, 2 * this.slots, previous, this.id);
   }
 
+  /**
+   * readUnit() of many cgroups in one native call (the agent's refresh of
+   * every unit), `previous[i]` for `cgroupIds[i]`: the fd is checked against
+   * the map once, not once per cgroup (a syscall each, a third of a read).
+   */
+  readUnits(
+    cgroupIds: readonly bigint[],
+    previous: readonly (BigUint64Array | undefined)[],
+  ): (BigUint64Array | undefined)[] {
+    for (const id of cgroupIds) checkCgroupId(id);
+    return native.storageSumsMany(this.fd, cgroupIds, this.valueSize, 2 * this.slots, previous, this.id);
+  }
+
   keys(): { cgroupId: bigint; direction: Direction }[] {
     const keys: { cgroupId: bigint; direction: Direction }[] = [];
     for (const k of native.storageKeys(this.fd, this.id)) {
@@ -344,9 +357,11 @@ export class StorageMap extends MapObject {
   }
 }
 
+const U64_END = 1n << 64n;
+
 function checkCgroupId(id: unknown): bigint {
   if (typeof id !== 'bigint') throw new TypeError('a cgroup id must be a bigint');
-  if (id < 0n || id >= 1n << 64n) throw new RangeError(`cgroup id ${id} is not a u64`);
+  if (id < 0n || id >= U64_END) throw new RangeError(`cgroup id ${id} is not a u64`);
   return id;
 }
 
