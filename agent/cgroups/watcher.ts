@@ -227,6 +227,12 @@ export class CgroupWatcher extends EventEmitter<WatcherEvents> {
     for (const e of entries) {
       if (!e.isDirectory()) continue;
       const r = relPath === '' ? e.name : `${relPath}/${e.name}`;
+      if (this.#units.has(r)) {
+        // Classified when found: every resync lists the 500 pods of a busy
+        // node, and parsing each path again was most of what a resync cost.
+        seen?.add(r);
+        continue;
+      }
       const unit = classify(this.mode, r);
       if (unit !== undefined) {
         seen?.add(r);
