@@ -312,7 +312,7 @@ export class Meter {
 
   /** read() of many cgroups, in their order: one native call for all (StorageMap.readUnits). */
   readMany(cgroupIds: readonly bigint[]): (UnitCounts | undefined)[] {
-    const counts: (UnitCounts | undefined)[] = new Array(cgroupIds.length);
+    const counts = new Array<UnitCounts | undefined>(cgroupIds.length);
     const current: bigint[] = [];
     const at: number[] = [];
     cgroupIds.forEach((id, i) => {
