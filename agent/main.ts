@@ -100,6 +100,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     cgroupRoot: root,
     // Two storage elements (ingress, egress) per counted cgroup: known without walking the map's keys.
     ownStorage: { mapId: meter.maps.stats.info().id, entries: () => 2 * tracker.liveCount() },
+    ownNonMapFds: () => meter.heldLinkFds(),
     log: log.child({ module: 'maps' }),
     onError: () => metrics.errors.inc({ op: 'maps' }),
   });

@@ -11,7 +11,7 @@ import type { SlotNames } from '../peers/classes.ts';
 import { Links } from './links.ts';
 import { closeObjects, loadObjects } from './load.ts';
 import { PinDir, type PodmeterObjects } from './pins.ts';
-import { readCgroup, type KernelRead } from './read.ts';
+import { readCgroup, readCgroups, type KernelRead } from './read.ts';
 import { PinRepair } from './repair.ts';
 import { recordSlotNames } from './slotNames.ts';
 
@@ -74,6 +74,18 @@ export class Meter {
   /** Current counts of a cgroup (`last` itself while idle); undefined once the kernel has released its storage. */
   read(cgroupId: bigint, last?: KernelRead): KernelRead | undefined {
     return readCgroup(this.maps.stats, this.slots, cgroupId, last);
+  }
+
+  /** read() of many cgroups, `lasts[i]` for `cgroupIds[i]`: one native call for all. */
+  readMany(cgroupIds: readonly bigint[], lasts: readonly (KernelRead | undefined)[]): (KernelRead | undefined)[] {
+    return readCgroups(this.maps.stats, this.slots, cgroupIds, lasts);
+  }
+
+  /** The fds of the links held (links.ts): the map inventory's /proc scan need not look at them. */
+  heldLinkFds(): Set<number> {
+    const fds = new Set<number>();
+    for (const links of this.#links.held().values()) for (const link of links) if (!link.closed) fds.add(link.fd);
+    return fds;
   }
 
   /** Puts back pins removed under the running agent (repair.ts); cheap when nothing changed. */

@@ -97,8 +97,9 @@ export class PinDir {
     });
   }
 
+  /** Made for every attach and release: no join() (linksDir is normal already; see Tracker's #count). */
   link(cgroupId: bigint, direction: Direction): string {
-    return join(this.linksDir, `${cgroupId}_${direction}`);
+    return `${this.linksDir}/${cgroupId}_${direction}`;
   }
 
   listLinks(): LinkPin[] {

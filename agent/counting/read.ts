@@ -22,7 +22,28 @@ export function readCgroup(
   cgroupId: bigint,
   last: KernelRead | undefined,
 ): KernelRead | undefined {
-  const sums = stats.readUnit(cgroupId, last?.sums);
+  return fromSums(slots, stats.readUnit(cgroupId, last?.sums), last);
+}
+
+/** readCgroup() of many cgroups in one native call (StatsMap.readUnits), `lasts[i]` for `cgroupIds[i]`. */
+export function readCgroups(
+  stats: StatsMap,
+  slots: SlotNames,
+  cgroupIds: readonly bigint[],
+  lasts: readonly (KernelRead | undefined)[],
+): (KernelRead | undefined)[] {
+  const sums = stats.readUnits(
+    cgroupIds,
+    lasts.map((last) => last?.sums),
+  );
+  return sums.map((s, i) => fromSums(slots, s, lasts[i]));
+}
+
+function fromSums(
+  slots: SlotNames,
+  sums: BigUint64Array | undefined,
+  last: KernelRead | undefined,
+): KernelRead | undefined {
   if (sums === undefined) return undefined;
   if (sums === last?.sums) return last;
   const byClass = (d: 'ingress' | 'egress') => slots.byClass(unitHalf(sums, d));

@@ -131,6 +131,19 @@ export class StatsMap extends MapObject {
     return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, SLOT_WORDS, previous, this.id);
   }
 
+  /**
+   * readUnit() of many cgroups in one native call (the agent's refresh of
+   * every unit), `previous[i]` for `cgroupIds[i]`: the fd is checked against
+   * the map once, not once per cgroup (a syscall each, a third of a read).
+   */
+  readUnits(
+    cgroupIds: readonly bigint[],
+    previous: readonly (BigUint64Array | undefined)[],
+  ): (BigUint64Array | undefined)[] {
+    for (const id of cgroupIds) checkCgroupId(id);
+    return native.storageSumsMany(this.fd, cgroupIds, this.valueSize, SLOT_WORDS, previous, this.id);
+  }
+
   keys(): { cgroupId: bigint; direction: Direction }[] {
     const keys: { cgroupId: bigint; direction: Direction }[] = [];
     for (const k of native.storageKeys(this.fd, this.id)) {
@@ -155,9 +168,11 @@ export function unitHalf(sums: BigUint64Array, direction: Direction): BigUint64A
   return sums.subarray(i * half, (i + 1) * half);
 }
 
+const U64_END = 1n << 64n;
+
 function checkCgroupId(id: unknown): bigint {
   if (typeof id !== 'bigint') throw new TypeError('a cgroup id must be a bigint');
-  if (id < 0n || id >= 1n << 64n) throw new RangeError(`cgroup id ${id} is not a u64`);
+  if (id < 0n || id >= U64_END) throw new RangeError(`cgroup id ${id} is not a u64`);
   return id;
 }
 

@@ -158,6 +158,8 @@ export interface InventoryOptions {
   cgroupRoot?: string;
   /** podmeter's own storage map and its element count, for the estimate. */
   ownStorage?: OwnStorageOption;
+  /** This process's fds that are not maps (the agent's links), passed over by the /proc scan (holders.ts). */
+  ownNonMapFds?: () => ReadonlySet<number>;
   /** Defaults to /proc (tests only). */
   procRoot?: string;
   /** Defaults to os.release() (tests only). */
@@ -206,7 +208,11 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
 
   const unreadableMaps: UnreadableObject[] = [];
   const infos = await listSliced(opts.listMaps ?? listMaps, slices, unreadableMaps);
-  const holders = await scanMapHolders(procRoot, slices);
+  const holders = await scanMapHolders(
+    procRoot,
+    slices,
+    opts.ownNonMapFds && { pid: process.pid, fds: opts.ownNonMapFds },
+  );
   const programsOf = programsByMap(await listSliced(listPrograms, slices, []));
   const { processes, holdersOf } = await holdingProcesses(holders, new Set(infos.map((m) => m.id)), {
     procRoot,

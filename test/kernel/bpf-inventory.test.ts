@@ -1,11 +1,13 @@
 // Inventory: listMaps/listPrograms see podmeter's objects; storage lookups of
-// absent keys answer undefined rather than throwing.
+// absent keys answer undefined rather than throwing; many cgroups read in one
+// call read as each alone.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cgroupId, listMaps, listPrograms, possibleCpus } from '../../agent/kernel/bpf.ts';
 import { PODMETER_SLOTS, PODMETER_STRUCTS } from '../../agent/kernel/contract.generated.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { udpExchange } from '../helpers/traffic.ts';
 
 test('listMaps shows podmeter_stats as a percpu_cgroup_storage map', (t) => {
   const pm = loadPodmeter(t);
@@ -56,4 +58,35 @@ test('storage of absent keys: undefined, not a throw', (t) => {
   assert.equal(map.read(cg.id, 'ingress'), undefined); // the other direction is a separate key
   assert.equal(map.read(other.id, 'egress'), undefined);
   assert.equal(cgroupId(cg.path), cg.id);
+});
+
+test('readUnits: many cgroups in one call, each as readUnit reads it; an unchanged one gives back its previous sums', async (t) => {
+  const sender = makeTestCgroup(t);
+  const receiver = makeTestCgroup(t);
+  const idle = makeTestCgroup(t);
+  const absent = makeTestCgroup(t); // nothing attached: no entry
+  const pm = loadPodmeter(t);
+  const map = pm.stats!;
+  for (const cg of [sender, receiver, idle]) pm.attach(cg);
+  await udpExchange({ senderCgroup: sender, receiverCgroup: receiver, family: 4, count: 20, payload: 100 });
+  const ids = [sender.id, receiver.id, idle.id, absent.id];
+  const many = map.readUnits(
+    ids,
+    ids.map(() => undefined),
+  );
+  assert.deepEqual(
+    many,
+    ids.map((id) => map.readUnit(id)),
+  );
+  const half = 2 * PODMETER_SLOTS;
+  const total = (sums: BigUint64Array | undefined, from: number) =>
+    sums?.subarray(from, from + half).reduce((a, b) => a + b, 0n);
+  assert.ok(total(many[0], half)! > 0n && total(many[0], 0) === 0n, 'the sender: egress only');
+  assert.ok(total(many[1], 0)! > 0n && total(many[1], half) === 0n, 'the receiver: ingress only');
+  assert.equal(total(many[2], 0), 0n);
+  assert.equal(many[3], undefined);
+  const again = map.readUnits(ids, many);
+  ids.forEach((_, i) => assert.equal(again[i], many[i], `cgroup ${i}: unchanged, so the same array (or undefined)`));
+  assert.throws(() => map.readUnits([sender.id], []), TypeError, 'one previous per cgroup');
+  assert.throws(() => map.readUnits([-1n], [undefined]), RangeError);
 });

@@ -278,7 +278,7 @@ test(
     fc.assert(
       fc.property(
         calls(fx),
-        fc.constantFrom('storageLookup', 'storageSums', 'storageKeys'),
+        fc.constantFrom('storageLookup', 'storageSums', 'storageSumsMany', 'storageKeys'),
         fc.boolean(),
         (c, fn, withPrevious) => {
           const m = (c.meant ?? c.target).map;
@@ -299,6 +299,29 @@ test(
                 sizeOk && wordsOk,
                 () => native.storageSums(c.fd, c.cgroupId, c.size, c.words, previous, c.mapId),
                 (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length === 2 * c.words)),
+                show(c),
+              );
+            }
+            case 'storageSumsMany': {
+              const wordsOk = Number.isInteger(c.words) && c.words >= 0 && c.words <= m.valueSize / 8;
+              const previous = withPrevious ? new BigUint64Array(wordsOk ? 2 * c.words : 2) : undefined;
+              return expectOutcome(
+                sizeOk && wordsOk,
+                () =>
+                  native.storageSumsMany(
+                    c.fd,
+                    [c.cgroupId, c.cgroupId],
+                    c.size,
+                    c.words,
+                    [previous, undefined],
+                    c.mapId,
+                  ),
+                (r) =>
+                  assert.ok(
+                    Array.isArray(r) &&
+                      r.length === 2 &&
+                      r.every((x) => x === undefined || (x instanceof BigUint64Array && x.length === 2 * c.words)),
+                  ),
                 show(c),
               );
             }
