@@ -13,13 +13,13 @@ import { CgroupWatcher } from './cgroups/watcher.ts';
 import { Meter } from './counting/meter.ts';
 import { StateStore } from './counting/state.ts';
 import { Tracker } from './counting/tracker.ts';
-import { createAgentMetrics } from './http/metrics.ts';
+import { createAgentMetrics, type AgentMetrics } from './http/metrics.ts';
 import { HttpServer, json, text } from '../common/http/server.ts';
 import { cgroupsView } from './http/api.ts';
 import { startMapInventory } from './maps/watcher.ts';
 import { addMapMetrics } from './maps/metrics.ts';
 import { mapRoutes } from './maps/routes.ts';
-import { loadConnection } from '../common/kube/connection.ts';
+import { loadConnection, type KubeConnection } from '../common/kube/connection.ts';
 import type { KubeSide } from './kube/kube.ts';
 import { PeerTable } from './peers/table.ts';
 import { PeerTrie } from './peers/trie.ts';
@@ -32,59 +32,12 @@ export interface RunningAgent {
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
-  const root = findCgroup2Root(config.cgroupRoot === undefined ? {} : { override: config.cgroupRoot });
-  try {
-    readdirSync(root);
-  } catch (err) {
-    throw new Error(`cgroup root '${root}' is not readable: ${(err as Error).message} (run the agent as root)`, {
-      cause: err,
-    });
-  }
-  const mode: DiscoverMode = config.discover === 'auto' ? detectMode(root) : config.discover;
-  const store = new StateStore(config.stateDir);
-  try {
-    store.ensure();
-  } catch (err) {
-    throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-
+  const { root, mode, store } = checkLocalInputs(config);
   const connection = await loadConnection(config.kubeconfig);
 
-  const httpLog = log.child({ module: 'http' });
-  const secure =
-    config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
-          config,
-          connection,
-          commonName: 'podmeter-agent',
-          names: [config.nodeName, config.listen.host],
-          log: httpLog,
-        })
-      : undefined;
-  const server = new HttpServer(httpLog, secure);
-  const address = await server.listen(config.listen.host, config.listen.port);
+  const { server, address } = await listen(config, connection, log.child({ module: 'http' }));
 
-  let meter: Meter;
-  try {
-    meter = Meter.open(
-      config.bpffs,
-      log.child({ module: 'meter' }),
-      (config.peerClasses ?? []).map((c) => c.name),
-    );
-  } catch (err) {
-    await server.close();
-    throw err;
-  }
-
-  const peers = new PeerTable({
-    trie: new PeerTrie(meter.maps.peers, meter.maps.gen),
-    slots: meter.slots,
-    configured: config.peerClasses ?? [],
-    log: log.child({ module: 'peers' }),
-  });
-  peers.start({ keepCluster: connection !== undefined });
+  const { meter, peers } = await openMeter(config, connection !== undefined, server, log);
   const tracker = new Tracker({
     meter,
     root,
@@ -106,50 +59,32 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   });
   addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
   metrics.exposition.add(server.rejectedMetric('podmeter_http_rejected_total'));
-  const watcher = new CgroupWatcher(root, mode);
   let ready = false;
+  const watcher = watchCgroups(root, mode, tracker, metrics, log, async () => {
+    await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
+    ready = true;
+    log.info(
+      { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
+      'agent ready',
+    );
+  });
 
-  watcher
-    .on('unit', (unit, seenAt) => tracker.onUnit(unit, seenAt))
-    .on('populated', (relPath, populated) => tracker.onPopulated(relPath, populated))
-    .on('gone', (relPath) => tracker.onGone(relPath))
-    .on('error', (err) => {
-      metrics.errors.inc({ op: 'watch' });
-      log.warn({ err }, 'cgroup watcher error');
-    })
-    .once('ready', async () => {
-      tracker.settleLeftovers();
-      await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
-      ready = true;
-      log.info(
-        { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
-        'agent ready',
-      );
-    });
-
-  server
-    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
-    .route('/healthz', () => text('ok\n'))
-    .route('/readyz', () => (ready ? text('ready\n') : text('initial cgroup scan in progress\n', 503)))
-    .route('/api/v1/cgroups', () => json({ node: config.nodeName, mode, ...cgroupsView(tracker, kube?.podNamer) }));
-  for (const [path, route] of Object.entries(mapRoutes(maps.latest, () => kube?.podNamer))) server.route(path, route);
+  serveAgent(server, {
+    metrics,
+    ready: () => ready,
+    cgroups: () => ({ node: config.nodeName, mode, ...cgroupsView(tracker, kube?.podNamer) }),
+    mapRoutes: mapRoutes(maps.latest, () => kube?.podNamer),
+  });
 
   watcher.start();
-  if (connection !== undefined) {
-    const { startKubernetes } = await import('./kube/kube.ts'); // standalone agents never load the Kubernetes side
-    log.info({ server: connection.server, credentials: connection.source }, 'Kubernetes API');
-    kube = startKubernetes({
-      connection,
-      config,
-      tracker,
-      metrics,
-      maps: maps.latest,
-      onPeers: (view) => peers.setCluster(view),
-      log: log.child({ module: 'kube' }),
-    });
-  } else {
-    log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
-  }
+  kube = await startKubeSide(connection, {
+    config,
+    tracker,
+    metrics,
+    maps: maps.latest,
+    onPeers: (view) => peers.setCluster(view),
+    log,
+  });
   const timer = setInterval(() => {
     meter.checkPins();
     watcher.resync();
@@ -175,6 +110,142 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       log.info('agent stopped; links stay pinned, counting continues until the next start');
     },
   };
+}
+
+/**
+ * podmeter's programs and maps (adopted from pins or loaded) and the peer
+ * table that keeps their classes current; the server is closed when they
+ * cannot be opened.
+ */
+async function openMeter(
+  config: AgentConfig,
+  inCluster: boolean,
+  server: HttpServer,
+  log: Logger,
+): Promise<{ meter: Meter; peers: PeerTable }> {
+  let meter: Meter;
+  try {
+    meter = Meter.open(
+      config.bpffs,
+      log.child({ module: 'meter' }),
+      (config.peerClasses ?? []).map((c) => c.name),
+    );
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+
+  const peers = new PeerTable({
+    trie: new PeerTrie(meter.maps.peers, meter.maps.gen),
+    slots: meter.slots,
+    configured: config.peerClasses ?? [],
+    log: log.child({ module: 'peers' }),
+  });
+  peers.start({ keepCluster: inCluster });
+  return { meter, peers };
+}
+
+/** The Kubernetes side (pod watch, annotations, peer classes from Nodes), when there is an API to talk to. */
+async function startKubeSide(
+  connection: KubeConnection | undefined,
+  parts: Omit<Parameters<typeof import('./kube/kube.ts').startKubernetes>[0], 'connection'>,
+): Promise<KubeSide | undefined> {
+  const { log } = parts;
+  if (connection === undefined) {
+    log.info('no kubeconfig and no in-cluster service account: standalone (counting and metrics only)');
+    return undefined;
+  }
+  const { startKubernetes } = await import('./kube/kube.ts'); // standalone agents never load the Kubernetes side
+  log.info({ server: connection.server, credentials: connection.source }, 'Kubernetes API');
+  return startKubernetes({ ...parts, connection, log: log.child({ module: 'kube' }) });
+}
+
+/** The cgroup watcher feeding the tracker; `onReady` after the initial scan (and the leftovers of the last run settled). */
+function watchCgroups(
+  root: string,
+  mode: DiscoverMode,
+  tracker: Tracker,
+  metrics: AgentMetrics,
+  log: Logger,
+  onReady: () => Promise<void>,
+): CgroupWatcher {
+  return new CgroupWatcher(root, mode)
+    .on('unit', (unit, seenAt) => tracker.onUnit(unit, seenAt))
+    .on('populated', (relPath, populated) => tracker.onPopulated(relPath, populated))
+    .on('gone', (relPath) => tracker.onGone(relPath))
+    .on('error', (err) => {
+      metrics.errors.inc({ op: 'watch' });
+      log.warn({ err }, 'cgroup watcher error');
+    })
+    .once('ready', async () => {
+      tracker.settleLeftovers();
+      await onReady();
+    });
+}
+
+/**
+ * What can be checked on the host before anything is made: the cgroup2 root
+ * (readable), the discovery mode, the state directory (writable).
+ */
+function checkLocalInputs(config: AgentConfig): { root: string; mode: DiscoverMode; store: StateStore } {
+  const root = findCgroup2Root(config.cgroupRoot === undefined ? {} : { override: config.cgroupRoot });
+  try {
+    readdirSync(root);
+  } catch (err) {
+    throw new Error(`cgroup root '${root}' is not readable: ${(err as Error).message} (run the agent as root)`, {
+      cause: err,
+    });
+  }
+  const mode: DiscoverMode = config.discover === 'auto' ? detectMode(root) : config.discover;
+  const store = new StateStore(config.stateDir);
+  try {
+    store.ensure();
+  } catch (err) {
+    throw new Error(`--state-dir '${config.stateDir}' is not a writable directory: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+
+  return { root, mode, store };
+}
+
+/** The agent's HTTP server (HTTPS with `--metrics-auth kubernetes`), listening. */
+async function listen(
+  config: AgentConfig,
+  connection: KubeConnection | undefined,
+  log: Logger,
+): Promise<{ server: HttpServer; address: { host: string; port: number } }> {
+  const secure =
+    config.metricsAuth === 'kubernetes'
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
+          config,
+          connection,
+          commonName: 'podmeter-agent',
+          names: [config.nodeName, config.listen.host],
+          log,
+        })
+      : undefined;
+  const server = new HttpServer(log, secure);
+  return { server, address: await server.listen(config.listen.host, config.listen.port) };
+}
+
+/** The agent's routes: /metrics, health, the cgroups API and the map pages. */
+function serveAgent(
+  server: HttpServer,
+  parts: {
+    metrics: AgentMetrics;
+    ready: () => boolean;
+    cgroups: () => unknown;
+    mapRoutes: ReturnType<typeof mapRoutes>;
+  },
+): void {
+  const { metrics } = parts;
+  server
+    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
+    .route('/healthz', () => text('ok\n'))
+    .route('/readyz', () => (parts.ready() ? text('ready\n') : text('initial cgroup scan in progress\n', 503)))
+    .route('/api/v1/cgroups', () => json(parts.cgroups()));
+  for (const [path, route] of Object.entries(parts.mapRoutes)) server.route(path, route);
 }
 
 /** Entry point of `podmeter agent`: runs until SIGINT/SIGTERM. */
