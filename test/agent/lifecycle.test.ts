@@ -13,7 +13,9 @@ import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { spawnInCgroup, spawnTraffic, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 

@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { renderTop, topRows } from '../../cli/top.ts';
 

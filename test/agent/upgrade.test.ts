@@ -21,7 +21,9 @@ import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 
 test('an agent without peer classes left pins: counts kept as the base, links replaced, old map unpinned', async (t) => {

@@ -25,7 +25,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import fc from 'fast-check';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample, sumOf } from '../helpers/samples.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
@@ -295,15 +297,7 @@ async function reader(oc: OperatorCluster): Promise<string> {
 /** TokenReviews the apiserver has answered so far (its own metrics). */
 async function tokenReviews(oc: OperatorCluster): Promise<number> {
   const text = await must(oc.cluster.kubectl(['get', '--raw', '/metrics']));
-  let n = 0;
-  for (const line of text.split('\n'))
-    if (
-      line.startsWith('apiserver_request_total{') &&
-      line.includes('resource="tokenreviews"') &&
-      line.includes('verb="POST"')
-    )
-      n += Number(line.split(' ').at(-1));
-  return n;
+  return sumOf(text, 'apiserver_request_total', { resource: 'tokenreviews', verb: 'POST' });
 }
 
 /** While the attack runs: the reader's cached token is always let in (200, never 429), and scrapes keep working. */

@@ -1,0 +1,35 @@
+/**
+ * The one poll of the tests and benchmarks: waitFor(what, fn, timeoutMs?, describe?).
+ */
+import { sleep } from './cleanup.ts';
+
+/**
+ * Polls `fn` until it returns a value other than undefined, or fails after
+ * `timeoutMs`: a generous deadline (the machine may be busy), not a speed check.
+ * Between checks it waits as long as the last check took, at least 20 ms, so a
+ * slow check (kubectl, a VM) does not keep the machine busy. The error ends
+ * with what `describe` says (e.g. the last value seen).
+ */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+  describe?: () => unknown,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const started = Date.now();
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) {
+      const last = describe ? `: ${text(await describe())}` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last}`);
+    }
+    await sleep(Math.max(20, Date.now() - started));
+  }
+}
+
+function text(value: unknown): string {
+  if (typeof value === 'string') return value;
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)) ?? String(value);
+}
