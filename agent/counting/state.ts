@@ -19,7 +19,7 @@ import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDir } from '../files.ts';
 import type { DirectionCounters } from './meter.ts';
-import type { DirectionPeerCounts, PeerCounts } from '../peers/classes.ts';
+import type { DirectionPeerCounts } from '../peers/classes.ts';
 
 export interface UnitRecord {
   id: bigint;
@@ -303,8 +303,8 @@ function decode(raw: unknown): UnitRecord {
     if (typeof p !== 'object' || p === null) throw new Error(`${what}: not an object`);
     const d = p as Record<string, unknown>;
     return {
-      ingress: parse(d.ingress, `${what}.ingress`) as PeerCounts,
-      egress: parse(d.egress, `${what}.egress`) as PeerCounts,
+      ingress: parse(d.ingress, `${what}.ingress`),
+      egress: parse(d.egress, `${what}.egress`),
     };
   };
   const record: UnitRecord = {

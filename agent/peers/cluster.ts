@@ -94,7 +94,7 @@ export function clusterPeers(
     service: [...serviceCidrs],
   };
   for (const n of list) out[nodeClass(self, n, selfName)]!.push(...n.prefixes);
-  return out as ClusterPeers;
+  return out;
 }
 
 interface Collection<T> {

@@ -285,7 +285,7 @@ export const hostileRequest: fc.Arbitrary<Attack> = fc.record({
   bytes,
   wrap: fc.constantFrom('match', 'match', 'match', 'match', 'match', 'raw', 'tls'),
   hold: fc.boolean().map((b) => b && Math.random() < 0.2),
-}) as fc.Arbitrary<Attack>;
+});
 
 /** Sends one attack on a new connection; resolves with the status of the first answer (0: none, the connection closed). */
 export function send(

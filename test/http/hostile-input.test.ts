@@ -378,7 +378,7 @@ test('hostile input: the agent (--metrics-auth kubernetes) and the operator', as
       alive: () => op.child.exitCode === null && op.child.signalCode === null,
       async traffic(round) {
         written[round] = counters(round + 1);
-        await writeCounts(oc, pods[round]!, written[round]!);
+        await writeCounts(oc, pods[round]!, written[round]);
       },
       countedExactly: async () => totalsBecome(oc, 'NamespaceUsage', ns, add(...written), 120_000),
     };
