@@ -116,14 +116,23 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       metrics.errors.inc({ op: 'watch' });
       log.warn({ err }, 'cgroup watcher error');
     })
-    .once('ready', async () => {
+    .once('ready', () => {
       tracker.settleLeftovers();
-      await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
-      ready = true;
-      log.info(
-        { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
-        'agent ready',
-      );
+      // /api/v1/maps and the map metrics answer from the first scrape on; maps.first never rejects (a failed
+      // enumeration is logged and counted), so nothing waits on this chain.
+      void maps.first.then(() => {
+        ready = true;
+        log.info(
+          {
+            root,
+            mode,
+            counted: tracker.liveCount(),
+            listen: `${address.host}:${address.port}`,
+            scheme: server.scheme,
+          },
+          'agent ready',
+        );
+      });
     });
 
   server

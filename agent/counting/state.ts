@@ -293,7 +293,7 @@ function encode(r: UnitRecord): unknown {
 /** One record of the file; throws an Error saying what is wrong with it. */
 function decode(raw: unknown): UnitRecord {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not an object');
-  const r = raw as Record<string, any>;
+  const r = raw as Record<string, unknown>;
   // Negative ids are never written (restore() gives earlier boots' records negative ids in memory only).
   const id = u64(r.id, 'id');
   if (typeof r.relPath !== 'string' || r.relPath === '') throw new Error('relPath: not a non-empty string');
@@ -319,10 +319,11 @@ function decode(raw: unknown): UnitRecord {
         ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
         : peersOf(r.peers, 'peers'),
   };
-  if (r.base?.counters !== undefined) {
+  const stored = r.base as { counters?: unknown; peers?: unknown } | undefined;
+  if (stored?.counters !== undefined) {
     record.base = {
-      counters: directions(r.base.counters, 'base.counters'),
-      peers: peersOf(r.base.peers ?? {}, 'base.peers'),
+      counters: directions(stored.counters, 'base.counters'),
+      peers: peersOf(stored.peers ?? {}, 'base.peers'),
     };
   } else if (r.base !== undefined) {
     // An agent before peer-class bases: its base was an upgrade's, in `unclassified`.

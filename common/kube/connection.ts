@@ -67,7 +67,7 @@ export function inCluster(
     server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     namespace,
     source: 'in-cluster service account',
-    request: async () => ({ agent, headers: { Authorization: `Bearer ${token()}` } }),
+    request: () => Promise.resolve({ agent, headers: { Authorization: `Bearer ${token()}` } }),
   };
 }
 
@@ -144,10 +144,10 @@ async function fromKubeconfig(path: string): Promise<KubeConnection> {
     server,
     namespace,
     source: path,
-    request: async (): Promise<{ agent: HttpAgent; headers: Record<string, string> }> => ({
-      agent,
-      headers: token ? { Authorization: `Bearer ${token()}` } : {},
-    }),
+    request: () => {
+      const headers: Record<string, string> = token ? { Authorization: `Bearer ${token()}` } : {};
+      return Promise.resolve({ agent, headers });
+    },
   };
 }
 

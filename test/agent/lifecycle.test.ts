@@ -239,7 +239,7 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
   // saved records' ids are now those of other cgroups. (This host cannot
   // reboot; the state file is made to say so: another boot, reused ids.)
   const statePath = `${agent.stateDir}/state.json`;
-  const state = JSON.parse(readFileSync(statePath, 'utf8'));
+  const state = JSON.parse(readFileSync(statePath, 'utf8')) as { boot: unknown; live: { id: string; uid?: string }[] };
   assert.equal(typeof state.boot, 'string', 'the state file names the boot it was written in');
   state.boot = randomUUID();
   for (const r of state.live) r.id = String(r.uid === uids.early ? other.id : early.id);

@@ -173,7 +173,7 @@ test(
       home = join(memory.mount, own);
       limitFile = join(dir, 'memory.limit_in_bytes');
       usage = () => Number(readFileSync(join(dir, 'memory.usage_in_bytes'), 'utf8'));
-      afterOrSignal(t, async () => {
+      afterOrSignal(t, () => {
         if (existsSync(dir)) rmdirSync(dir);
       });
     } else {

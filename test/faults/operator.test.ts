@@ -78,7 +78,7 @@ test('the leader loses the apiserver for 60 s while the standby has it: the stan
   pa.block(false);
   await waitFor(
     'a works again',
-    async () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined),
+    () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined),
     60_000,
   );
   const more = add(counts.get('api-2')!, counters(7));

@@ -231,8 +231,8 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
           try {
             const entry = JSON.parse(line) as Record<string, unknown>;
             if (entry.msg === 'agent ready') resolve(String(entry.listen));
-            const err = entry.err as { code?: unknown; message?: unknown } | undefined;
-            const why = String(err?.code ?? err?.message ?? '');
+            const err = entry.err as { code?: string; message?: string } | undefined;
+            const why = err?.code ?? err?.message ?? '';
             if (String(entry.msg).startsWith('attach failed')) failures.attach ??= why;
             if (entry.msg === 'BPF map inventory failed') failures.maps ??= why;
           } catch {

@@ -93,7 +93,7 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
   });
   listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
-  const url = `${logs.findLast((l) => l.msg === 'agent ready')?.scheme ?? 'http'}://${listen}`;
+  const url = `${logs.findLast((l) => l.msg === 'agent ready')?.scheme === 'https' ? 'https' : 'http'}://${listen}`;
   const get = async (path: string) => {
     const res = await fetch(`${url}${path}`);
     if (!res.ok) throw new Error(`${path}: ${res.status}`);

@@ -256,7 +256,7 @@ export const ledgerLoads = (op: OperatorProcess): number => op.logs.filter((l) =
 
 /** Waits until `op` has loaded its ledger more than `before` times. */
 export async function ledgerLoaded(op: OperatorProcess, before: number): Promise<void> {
-  await waitFor('the operator loaded its ledger', async () => (ledgerLoads(op) > before ? true : undefined), 60_000);
+  await waitFor('the operator loaded its ledger', () => (ledgerLoads(op) > before ? true : undefined), 60_000);
 }
 
 export interface OperatorProcess {
@@ -312,7 +312,7 @@ export async function startOperator(
   oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
   listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
-  const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme ?? 'http'}://${listen}`;
+  const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme === 'https' ? 'https' : 'http'}://${listen}`;
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
   return {
     identity,

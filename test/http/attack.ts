@@ -436,7 +436,7 @@ export function corpus(): CorpusEntry[] {
 
 export function corpusAttack(e: CorpusEntry): Attack {
   return {
-    bytes: Buffer.from(e.request, /[^\x00-\xff]/.test(e.request) ? 'utf8' : 'latin1'),
+    bytes: Buffer.from(e.request, /[\u0100-\uffff]/.test(e.request) ? 'utf8' : 'latin1'),
     wrap: e.wrap ?? 'match',
     hold: false,
   };

@@ -151,7 +151,7 @@ test('hostile pods and nodes: forged config hashes, a refused pod, prefixes as n
       'one per pod',
     );
     const lines = logged("Pod's kubernetes.io/config.hash names no cgroup");
-    assert.deepEqual(lines.map((l) => `${l.namespace}/${l.pod}`).sort(), ['evil/forger', 'evil/thief']);
+    assert.deepEqual(lines.map((l) => `${String(l.namespace)}/${String(l.pod)}`).sort(), ['evil/forger', 'evil/thief']);
 
     // The victim's pod goes: its final is published under its own name, never the thief's.
     rmdirSync(victim.container.path);

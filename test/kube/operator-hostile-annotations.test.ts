@@ -98,8 +98,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     // Each pod's values are read in its own watch event: wait for both pods' reports.
     await waitFor(
       'the bad values reported',
-      async () =>
-        reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined,
+      () => (reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined),
       60_000,
     );
     assert.ok((await errors('annotation')) >= annotationErrors + 2, 'and counted');

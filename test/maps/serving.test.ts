@@ -254,7 +254,7 @@ test('podmeter maps: the four views standalone, --json, and --agent', async (t) 
 test('podmeter maps standalone estimates the pinned podmeter counter map found under --bpffs', async (t) => {
   const bpffs = join('/sys/fs/bpf', `${TEST_PREFIX}${randomSuffix()}`);
   const meter = Meter.open(bpffs, silent);
-  afterOrSignal(t, async () => {
+  afterOrSignal(t, () => {
     for (const pin of meter.pins.listLinks()) meter.release(pin.cgroupId);
     meter.close();
     meter.pins.removeAll();

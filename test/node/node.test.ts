@@ -25,8 +25,14 @@ const UDP_PORT = 9000;
 /** The label kube-prometheus-stack's Prometheus selects monitors and rules by (test/node/kube-prometheus-stack.yaml). */
 const KPS_RELEASE = 'kube-prometheus-stack';
 
-async function podJson(node: TestNode, ns: string, name: string): Promise<any> {
-  return JSON.parse(await node.must(['get', 'pod', name, '-n', ns, '-o', 'json']));
+/** What the tests read of a Pod. */
+interface PodJson {
+  metadata: { uid: string };
+  status: { podIP: string; podIPs?: { ip: string }[] };
+}
+
+async function podJson(node: TestNode, ns: string, name: string): Promise<PodJson> {
+  return JSON.parse(await node.must(['get', 'pod', name, '-n', ns, '-o', 'json'])) as PodJson;
 }
 
 async function podAnnotations(node: TestNode, ns: string, name: string): Promise<Record<string, string>> {
@@ -88,7 +94,7 @@ async function agentGet(
   as: 'token' | 'anonymous' = 'token',
 ): Promise<{ code: number; body: string; stderr: string }> {
   const pod = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
-  const ip = (await podJson(node, SYSTEM_NS, pod)).status.podIP as string;
+  const ip = (await podJson(node, SYSTEM_NS, pod)).status.podIP;
   const url = `https://${ip.includes(':') ? `[${ip}]` : ip}:9471${path}`;
   const r = await node.kubectl(['exec', SCRAPER.name, '-n', SCRAPER.ns, '--', 'python3', '-c', FETCH, url, as]);
   return { code: r.code, body: r.stdout, stderr: r.stderr };
@@ -297,7 +303,7 @@ test(
       );
     };
     const podIPs = async (ns: string, pod: string) => {
-      const ips: { ip: string }[] = (await podJson(node, ns, pod)).status.podIPs ?? [];
+      const ips = (await podJson(node, ns, pod)).status.podIPs ?? [];
       return { v4: ips.find((x) => x.ip.includes('.'))?.ip, v6: ips.find((x) => x.ip.includes(':'))?.ip };
     };
 
@@ -623,8 +629,11 @@ test(
 
         // The chart's PrometheusRule, as the operator hands it to Prometheus: every group and rule loaded, each
         // evaluated on these series without an error.
-        const ruleObjects = JSON.parse(await node.must(['get', 'prometheusrules', '-n', SYSTEM_NS, '-o', 'json']))
-          .items as { spec: { groups: { name: string; rules: unknown[] }[] } }[];
+        const ruleObjects = (
+          JSON.parse(await node.must(['get', 'prometheusrules', '-n', SYSTEM_NS, '-o', 'json'])) as {
+            items: { spec: { groups: { name: string; rules: unknown[] }[] } }[];
+          }
+        ).items;
         const wanted = ruleObjects.flatMap((r) => r.spec.groups.map((g) => `${g.name}:${g.rules.length}`)).sort();
         assert.ok(wanted.length >= 1, 'the chart made no PrometheusRule group');
         await waitFor(
@@ -830,7 +839,7 @@ test(
         },
         300_000,
       );
-      const uid = (await podJson(node, ns, 'holder')).metadata.uid as string;
+      const uid = (await podJson(node, ns, 'holder')).metadata.uid;
       const maps = async () => JSON.parse(await agentRead(node, '/api/v1/maps')) as MapsView;
       const view = await waitFor(
         `the agent to attribute maps ${ids.join(', ')} to pod ${uid}`,

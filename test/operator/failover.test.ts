@@ -90,9 +90,9 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     const rates: number[] = [];
     const watch = watchBudget(oc.api, OPERATOR_NS, (rate) => rates.push(rate), pino({ level: 'silent' }));
     t.after(() => watch.stop());
-    await waitFor('agent sees 50/3', async () => (rates.at(-1) === perNodeRate(50, 3) ? true : undefined), 60_000);
+    await waitFor('agent sees 50/3', () => (rates.at(-1) === perNodeRate(50, 3) ? true : undefined), 60_000);
     await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'podmeter-test-node-4' } }]);
-    await waitFor('agent sees 50/4 without a restart', async () => (rates.at(-1) === 12.5 ? true : undefined), 60_000);
+    await waitFor('agent sees 50/4 without a restart', () => (rates.at(-1) === 12.5 ? true : undefined), 60_000);
     assert.equal((await cm())?.nodes, '4');
   });
 
@@ -148,7 +148,7 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
       );
       await waitFor(
         'b released the lease on its way out',
-        async () => (b.logs.some((l) => l.msg === 'lease released') ? true : undefined),
+        () => (b.logs.some((l) => l.msg === 'lease released') ? true : undefined),
         60_000,
       );
       await waitFor('a leads again', async () => ((await a.leader()) ? true : undefined), 120_000);

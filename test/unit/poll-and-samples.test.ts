@@ -57,9 +57,9 @@ test('waitFor: the first value that is not undefined; a timeout names what it wa
   await assert.rejects(
     waitFor(
       'never',
-      async () => undefined,
+      () => Promise.resolve(undefined),
       50,
-      async () => 'its state',
+      () => Promise.resolve('its state'),
     ),
     { message: 'timed out after 50 ms waiting for never: its state' },
   );
