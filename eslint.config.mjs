@@ -23,5 +23,16 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // One root logger (common/log.ts); the program's modules take its Logger type from there too.
+    files: ['cli/**/*.ts', 'agent/**/*.ts', 'operator/**/*.ts', 'common/**/*.ts'],
+    ignores: ['common/log.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'pino', message: 'import the Logger type and the logger from common/log.ts' }] },
+      ],
+    },
+  },
   { files: ['**/*.mjs', '**/*.js'], extends: [tseslint.configs.disableTypeChecked] },
 );
