@@ -16,7 +16,7 @@ import { ConfigError, defineFlags, formatHelp, invalid, parseFlags, wantsHelp } 
 import { kubernetesName, oneOf, pathValue, switchFlag } from '../common/flags/values.ts';
 import { bytes, table } from '../common/format.ts';
 import { CLASS_FIELDS } from '../common/contract/counts.ts';
-import type { TopClusterRow, TopWhat } from '../operator/report.ts';
+import type { TopClusterRow, TopWhat } from './clusterRows.ts';
 
 export type { TopClusterRow, TopWhat };
 
@@ -131,7 +131,7 @@ export async function runTopCluster(argv: string[]): Promise<void> {
   const connection = await connect(values.kubeconfig);
   // Loaded only here: the node-local 'podmeter top' (which dispatches through this file) stays light.
   const { KubeApi } = await import('../common/kube/api.ts');
-  const { readRows } = await import('../operator/report.ts');
+  const { readRows } = await import('./clusterRows.ts');
   const api = new KubeApi(connection);
   const namespace = values['all-namespaces']
     ? undefined

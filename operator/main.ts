@@ -6,22 +6,23 @@
  * per-node annotation write budget.
  */
 import { createLogger, stopOnSignals, type Logger, type StopStep } from '../common/log.ts';
-import { loadConnection } from '../common/kube/connection.ts';
+import { loadConnection, type KubeConnection } from '../common/kube/connection.ts';
 import { WriteBudget } from '../common/writeBudget.ts';
 import { HttpServer, text } from '../common/http/server.ts';
 import { wantsHelp } from '../common/flags/parse.ts';
 import { parseOperatorConfig, operatorHelp, type OperatorConfig } from './config.ts';
 import { KubeApi } from '../common/kube/api.ts';
-import { Reflector } from '../common/kube/reflector.ts';
 import { Interner, OwnerIndex } from './owners.ts';
 import { PodStore } from './pods.ts';
 import { Ledger } from './ledger/ledger.ts';
 import { LeaderElector } from './election.ts';
 import { BudgetPublisher } from './budget.ts';
-import { createOperatorMetrics, type OperatorErrorOp } from './metrics.ts';
+import { createOperatorMetrics, type OperatorMetrics } from './metrics.ts';
+import type { OperatorErrorOp } from './errors.ts';
 import { NodeStore } from './nodes.ts';
 import { startRounds, writeLastStatus } from './rounds.ts';
 import { AdmissionCheck } from './admission.ts';
+import { startWatches } from './watches.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 
@@ -39,28 +40,9 @@ export async function startOperator(
   if (connection === undefined)
     throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
   const api = new KubeApi(connection);
-  const intern = new Interner();
-  const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
-  let metrics: ReturnType<typeof createOperatorMetrics> | undefined;
+  let metrics: OperatorMetrics | undefined;
   const countError = (op: OperatorErrorOp) => metrics?.errors.inc({ op });
-  const pods = new PodStore({
-    owners,
-    intern,
-    log: log.child({ module: 'pods' }),
-    onMalformed: () => countError('annotation'),
-  });
-  const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
-  const ledger = new Ledger({
-    api,
-    pods,
-    identity: config.identity,
-    log: log.child({ module: 'ledger' }),
-    budget: new WriteBudget(config.maxStatusWritesPerSecond),
-    retentionMs: config.usageRetentionMs,
-    finalsTrusted: () => admission.enforced,
-    onError: countError,
-  });
-  pods.listener = ledger;
+  const { owners, pods, admission, ledger } = bookkeeping(config, api, log, countError);
   const election = new LeaderElector({
     api,
     namespace: config.namespace,
@@ -78,78 +60,24 @@ export async function startOperator(
     log: log.child({ module: 'budget' }),
   });
 
-  const httpLog = log.child({ module: 'http' });
-  const secure =
-    config.metricsAuth === 'kubernetes'
-      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
-          config,
-          connection,
-          commonName: 'podmeter-operator',
-          names: [config.identity, config.listen.host],
-          log: httpLog,
-        })
-      : undefined;
-  const server = new HttpServer(httpLog, secure);
-  metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
+  let ready = false;
+  const { server, address } = await serveOperator({
+    config,
+    connection,
+    metrics,
+    readiness: () => (ready ? (election.isLeader ? 'ready (leader)' : 'ready (standby)') : undefined),
+    log: log.child({ module: 'http' }),
+  });
   metrics.exposition.add(admission.metric());
-  const address = await server.listen(config.listen.host, config.listen.port);
 
   const nodes = new NodeStore({ listener: ledger, log: log.child({ module: 'nodes' }), onError: countError });
-  const reflectors = [
-    ...(['ReplicaSet', 'Job'] as const).map(
-      (kind) =>
-        new Reflector({
-          api,
-          path: kind === 'ReplicaSet' ? '/apis/apps/v1/replicasets' : '/apis/batch/v1/jobs',
-          shape: 'metadata',
-          log: log.child({ module: 'watch', kind }),
-          sync: (items) => owners.sync(kind, items),
-          event: (type, o) => (type === 'DELETED' ? owners.remove(kind, o) : owners.put(kind, o)),
-          onError: () => countError(kind === 'ReplicaSet' ? 'watch_replicasets' : 'watch_jobs'),
-        }),
-    ),
-    new Reflector({
-      api,
-      path: '/api/v1/nodes',
-      shape: 'metadata',
-      log: log.child({ module: 'watch', kind: 'Node' }),
-      sync: (items) => {
-        nodes.sync(items);
-        budget.nodes = nodes.size;
-      },
-      event: (type, o) => {
-        nodes.event(type, o);
-        budget.nodes = nodes.size;
-      },
-      onError: () => countError('watch_nodes'),
-    }),
-  ];
-  const podReflector = new Reflector({
-    api,
-    path: '/api/v1/pods',
-    shape: 'table',
-    log: log.child({ module: 'watch', kind: 'Pod' }),
-    relist: () => pods.relist(),
-    event: (type, table) => pods.event(type, table),
-    onError: () => countError('watch_pods'),
-  });
-
-  let ready = false;
-  server
-    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
-    .route('/healthz', () => text('ok\n'))
-    .route('/readyz', () =>
-      ready
-        ? text(election.isLeader ? 'ready (leader)\n' : 'ready (standby)\n')
-        : text('initial list of pods, owners and nodes in progress\n', 503),
-    );
-
+  const watches = startWatches({ api, owners, nodes, pods, budget, log, countError });
   const rounds = startRounds({ election, ledger, budget, pods, metrics, countError, log });
 
   // Owners first, so pods resolve to their workloads from the start; the admission policy read before leading.
   void (async () => {
-    await Promise.all([...reflectors.map((r) => r.start()), admission.start()]);
-    await podReflector.start();
+    await Promise.all([watches.owners(), admission.start()]);
+    await watches.pods();
     ready = true;
     log.info(
       {
@@ -174,12 +102,73 @@ export async function startOperator(
       await election.stop(() => writeLastStatus({ ledger, countError, log }));
       ledger.deactivate();
       step('watches');
-      await Promise.all([...reflectors, podReflector].map((r) => r.stop()));
+      await watches.stop();
       step('HTTP server');
       await server.close();
       log.info('operator stopped');
     },
   };
+}
+
+/** The stores the ledger is kept from: pod owners, pods (the ledger listens to them), the admission policy's state. */
+function bookkeeping(config: OperatorConfig, api: KubeApi, log: Logger, countError: (op: OperatorErrorOp) => void) {
+  const intern = new Interner();
+  const owners = new OwnerIndex(log.child({ module: 'owners' }), intern);
+  const pods = new PodStore({
+    owners,
+    intern,
+    log: log.child({ module: 'pods' }),
+    onMalformed: () => countError('annotation'),
+  });
+  const admission = new AdmissionCheck({ api, name: config.admissionPolicy, log: log.child({ module: 'admission' }) });
+  const ledger = new Ledger({
+    api,
+    pods,
+    identity: config.identity,
+    log: log.child({ module: 'ledger' }),
+    budget: new WriteBudget(config.maxStatusWritesPerSecond),
+    retentionMs: config.usageRetentionMs,
+    finalsTrusted: () => admission.enforced,
+    onError: countError,
+  });
+  pods.listener = ledger;
+  return { owners, pods, admission, ledger };
+}
+
+/**
+ * The operator's HTTP server (plain, or HTTPS with `--metrics-auth kubernetes`): /metrics, /healthz, and
+ * /readyz, which answers 503 until `readiness` says the initial lists are in.
+ */
+async function serveOperator(parts: {
+  config: OperatorConfig;
+  connection: KubeConnection;
+  metrics: OperatorMetrics;
+  readiness: () => string | undefined;
+  log: Logger;
+}): Promise<{ server: HttpServer; address: { host: string; port: number } }> {
+  const { config, metrics, log } = parts;
+  const secure =
+    config.metricsAuth === 'kubernetes'
+      ? (await import('../common/http/auth.ts')).kubernetesSecurity({
+          config,
+          connection: parts.connection,
+          commonName: 'podmeter-operator',
+          names: [config.identity, config.listen.host],
+          log,
+        })
+      : undefined;
+  const server = new HttpServer(log, secure);
+  metrics.exposition.add(server.rejectedMetric('podmeter_operator_http_rejected_total'));
+  server
+    .route('/metrics', async () => ({ type: metrics.exposition.contentType, body: await metrics.exposition.text() }))
+    .route('/healthz', () => text('ok\n'))
+    .route('/readyz', () => {
+      const state = parts.readiness();
+      return state === undefined
+        ? text('initial list of pods, owners and nodes in progress\n', 503)
+        : text(`${state}\n`);
+    });
+  return { server, address: await server.listen(config.listen.host, config.listen.port) };
 }
 
 /** Entry point of `podmeter operator`: runs until SIGINT/SIGTERM. */

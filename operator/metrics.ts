@@ -9,29 +9,7 @@ import { Exposition, labelText, type LabelledCounter } from '../common/http/expo
 import type { Ledger, UsageTotal } from './ledger/ledger.ts';
 import type { UsageKind } from '../common/contract/usage.ts';
 import { CLASS_FIELDS, PEER_CLASS_OF } from '../common/contract/counts.ts';
-
-/**
- * podmeter_operator_errors_total{op}: the watches, the Lease, the ledger's reads, writes and retention
- * deletes (delete_usage), annotations (a refused count value), finals (a Node final ignored: unknown pod,
- * another namespace, past the cap), quarantine (a pod left out of a status write) and the budget.
- */
-export const OPERATOR_ERROR_OPS = [
-  'watch_pods',
-  'watch_replicasets',
-  'watch_jobs',
-  'watch_nodes',
-  'lease',
-  'load',
-  'write_status',
-  'read_status',
-  'bad_status',
-  'delete_usage',
-  'annotation',
-  'finals',
-  'quarantine',
-  'budget',
-] as const;
-export type OperatorErrorOp = (typeof OPERATOR_ERROR_OPS)[number];
+import { OPERATOR_ERROR_OPS, type OperatorErrorOp } from './errors.ts';
 
 export interface OperatorMetrics {
   exposition: Exposition;
@@ -48,6 +26,48 @@ export function createOperatorMetrics(options: {
   const { registry } = exposition;
   const { ledger } = options;
 
+  addRollups(exposition, ledger);
+  new Gauge({
+    name: 'podmeter_operator_leader',
+    help: '1 when this replica is the leader (writes the ledger and the budget), else 0.',
+    registers: [registry],
+    collect() {
+      this.set(options.isLeader() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'podmeter_operator_pods',
+    help: 'Pods the operator keeps (from its metadata-only watch).',
+    registers: [registry],
+    collect() {
+      this.set(options.pods());
+    },
+  });
+  new Gauge({
+    name: 'podmeter_operator_quarantined_pods',
+    help: "Pods whose data their NodeUsage cannot hold (a value past a CRD field's limit): left out of its writes, so the node's other pods go on.",
+    registers: [registry],
+    collect() {
+      this.set(ledger.quarantined);
+    },
+  });
+  const reconcile = new Histogram({
+    name: 'podmeter_operator_reconcile_seconds',
+    help: 'Duration of one reconcile round that wrote custom resource status.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: 'podmeter_operator_errors_total',
+    help: `Errors by operation (${OPERATOR_ERROR_OPS.join(', ')}).`,
+    labelNames: ['op'] as const,
+    registers: [registry],
+  });
+  return { exposition, reconcile, errors };
+}
+
+/** The rollups read from the ledger at scrape time: per namespace, workload and node, and the cluster's BPF map memory. */
+function addRollups(exposition: Exposition, ledger: Ledger): void {
   // Totals per namespace, workload and node: ingress and egress bytes, pods that have ended included.
   const rollups: [UsageKind, string, string, (t: UsageTotal) => Record<string, string> | undefined][] = [
     ['NamespaceUsage', 'namespace', 'namespace', (t) => ({ namespace: t.name })],
@@ -97,41 +117,4 @@ export function createOperatorMetrics(options: {
       if (ledger.active) emit('', ledger.clusterMapBytes);
     },
   });
-  new Gauge({
-    name: 'podmeter_operator_leader',
-    help: '1 when this replica is the leader (writes the ledger and the budget), else 0.',
-    registers: [registry],
-    collect() {
-      this.set(options.isLeader() ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: 'podmeter_operator_pods',
-    help: 'Pods the operator keeps (from its metadata-only watch).',
-    registers: [registry],
-    collect() {
-      this.set(options.pods());
-    },
-  });
-  new Gauge({
-    name: 'podmeter_operator_quarantined_pods',
-    help: "Pods whose data their NodeUsage cannot hold (a value past a CRD field's limit): left out of its writes, so the node's other pods go on.",
-    registers: [registry],
-    collect() {
-      this.set(ledger.quarantined);
-    },
-  });
-  const reconcile = new Histogram({
-    name: 'podmeter_operator_reconcile_seconds',
-    help: 'Duration of one reconcile round that wrote custom resource status.',
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  });
-  const errors = new Counter({
-    name: 'podmeter_operator_errors_total',
-    help: `Errors by operation (${OPERATOR_ERROR_OPS.join(', ')}).`,
-    labelNames: ['op'] as const,
-    registers: [registry],
-  });
-  return { exposition, reconcile, errors };
 }

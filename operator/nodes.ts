@@ -9,7 +9,7 @@ import type { Logger } from '../common/log.ts';
 import type { KubeObject } from '../common/kube/api.ts';
 import { ANNOTATIONS, nodeMapBytes } from '../common/contract/annotations.ts';
 import { MAX_FINALS, parseNodeFinals, type PodFinal } from '../common/contract/finals.ts';
-import type { OperatorErrorOp } from './metrics.ts';
+import type { OperatorErrorOp } from './errors.ts';
 
 /** What the Node annotations feed (the ledger). */
 export interface NodeListener {

@@ -12,7 +12,8 @@ import { describe } from '../common/kube/api.ts';
 import type { BudgetPublisher } from './budget.ts';
 import type { LeaderElector } from './election.ts';
 import type { Ledger } from './ledger/ledger.ts';
-import type { OperatorErrorOp, OperatorMetrics } from './metrics.ts';
+import type { OperatorErrorOp } from './errors.ts';
+import type { OperatorMetrics } from './metrics.ts';
 import type { PodStore } from './pods.ts';
 
 const TICK_MS = 500;

@@ -15,7 +15,8 @@ import { watchBudget, type BudgetWatch } from './budgetWatch.ts';
 import { PodDirectory } from './pods.ts';
 import { KubeApi } from '../../common/kube/api.ts';
 import type { KubeConnection } from '../../common/kube/connection.ts';
-import { podMapBytes, type MapInventory } from '../maps/inventory.ts';
+import type { MapInventory } from '../maps/inventory.ts';
+import { podMapBytes } from '../maps/summary.ts';
 import { watchClusterPeers } from '../peers/cluster.ts';
 import type { ClusterPeers } from '../peers/table.ts';
 

@@ -36,6 +36,8 @@ import {
 } from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 import { Slices } from './slices.ts';
+import { Summary } from './summary.ts';
+import { listSliced, type UnreadableObject } from './walk.ts';
 
 /** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
 export type OwnerKind = 'process' | 'program' | 'pinned';
@@ -166,107 +168,6 @@ export interface InventoryOptions {
   listMaps?: (afterId: number, limit: number) => MapInfo[];
 }
 
-/** Maps or programs described per native call: about 1 ms of syscalls and objects, within a slice. */
-const LIST_BATCH = 8;
-
-/** An object the walk could not open (GET_FD_BY_ID refused: an LSM, a map of another user namespace): left out of the inventory. */
-export interface UnreadableObject {
-  id: number;
-  code: string;
-}
-
-/**
- * Refusals that leave one object out, not the whole walk: opening one object
- * by id refused. The walk itself refused (GET_NEXT_ID: the agent lacks
- * CAP_SYS_ADMIN) fails the inventory, saying so.
- */
-const UNREADABLE_CODES = new Set(['EPERM', 'EACCES']);
-const OPEN_BY_ID = /GET_FD_BY_ID/;
-const MAX_ID = 0xffffffff;
-
-/** The errno name of a refusal to open one object by id; undefined for any other error. */
-function refusedOpen(err: unknown): string | undefined {
-  const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
-  return typeof code === 'string' &&
-    UNREADABLE_CODES.has(code) &&
-    typeof syscall === 'string' &&
-    OPEN_BY_ID.test(syscall)
-    ? code
-    : undefined;
-}
-
-/**
- * Every object a `list(afterId, limit)` walk gives, in batches with pauses
- * between them. The native walk stops at an object it cannot open (EPERM,
- * EACCES) without saying which: the objects before it are taken one by one,
- * then its id is found by bisection (list(a, 1) fails exactly while the
- * next id after `a` is unreadable) and the walk goes on after it; the id is
- * added to `unreadable`. (With two unreadable objects close together and
- * readable ones between them, the search may land on the second: the
- * readable ones between are then missed in this round, never the whole
- * inventory.)
- */
-export async function listSliced<T extends { id: number }>(
-  list: (afterId: number, limit: number) => T[],
-  slices: Slices,
-  unreadable: UnreadableObject[] = [],
-): Promise<T[]> {
-  const out: T[] = [];
-  let after = 0;
-  const tryList = (from: number, limit: number): T[] | string => {
-    try {
-      return list(from, limit);
-    } catch (err) {
-      const code = refusedOpen(err);
-      if (code === undefined) throw err;
-      return code;
-    }
-  };
-  for (;;) {
-    const batch = tryList(after, LIST_BATCH);
-    if (typeof batch !== 'string') {
-      out.push(...batch);
-      if (batch.length < LIST_BATCH) return out;
-      after = batch.at(-1)!.id;
-      await slices.pause();
-      continue;
-    }
-    // The readable ones before the refusal, one at a time.
-    for (;;) {
-      const one = tryList(after, 1);
-      if (typeof one === 'string') break;
-      if (one.length === 0) return out; // the unreadable object went away meanwhile
-      out.push(one[0]!);
-      after = one[0]!.id;
-    }
-    // Gallop from `after`, then bisect: the transition found is the first
-    // one unless another unreadable object lies within the last stride.
-    let lo = after;
-    let hi = after;
-    let code = batch;
-    for (let stride = 1; hi < MAX_ID; stride *= 2) {
-      hi = Math.min(after + stride, MAX_ID);
-      const probe = tryList(hi, 1);
-      if (typeof probe !== 'string') break;
-      lo = hi;
-      code = probe;
-    }
-    while (hi - lo > 1) {
-      const mid = lo + Math.floor((hi - lo) / 2);
-      const probe = tryList(mid, 1);
-      if (typeof probe === 'string') {
-        lo = mid;
-        code = probe;
-      } else {
-        hi = mid;
-      }
-    }
-    unreadable.push({ id: hi, code });
-    after = hi;
-    await slices.pause();
-  }
-}
-
 // --- the enumeration -----------------------------------------------------------
 
 /** The cgroup2 mount; without one (cgroup v1 only) maps are still listed, with no pods. */
@@ -288,10 +189,6 @@ function isCgroupStorage(type: string): boolean {
   return type === 'cgroup_storage' || type === 'percpu_cgroup_storage';
 }
 
-function descending<T extends { bytes: number }>(key: (item: T) => string | number): (a: T, b: T) => number {
-  return (a, b) => b.bytes - a.bytes || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
-}
-
 /**
  * Enumerates every BPF map on the node, its memory and who keeps it, in
  * slices of about `sliceMs` between which the event loop runs (thousands of
@@ -304,105 +201,27 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   const takenAt = Date.now();
   const procRoot = opts.procRoot ?? '/proc';
   const kernel = opts.kernelRelease ?? release();
-  const elementsInMemlock = kernelChargesMemlock(kernel);
   const cgroupRoot = opts.cgroupRoot ?? defaultCgroupRoot();
   const cpus = possibleCpus();
 
   const unreadableMaps: UnreadableObject[] = [];
   const infos = await listSliced(opts.listMaps ?? listMaps, slices, unreadableMaps);
   const holders = await scanMapHolders(procRoot, slices);
-  const programs = await listSliced(listPrograms, slices, []);
+  const programsOf = programsByMap(await listSliced(listPrograms, slices, []));
+  const { processes, holdersOf } = await holdingProcesses(holders, new Set(infos.map((m) => m.id)), {
+    procRoot,
+    cgroupRoot,
+    slices,
+  });
 
-  // Maps used by loaded programs.
-  const programsOf = new Map<number, number[]>();
-  for (const p of programs) {
-    for (const id of new Set(p.mapIds)) {
-      const list = programsOf.get(id);
-      if (list === undefined) programsOf.set(id, [p.id]);
-      else list.push(p.id);
-    }
-  }
-
-  // The holding processes: comm, cgroup, pod.
-  const mountinfo = readMountinfo(`${procRoot}/self/mountinfo`);
-  const translate = cgroupTranslator(cgroupRoot, mountinfo, await locateNamespaceRoot(mountinfo));
-  const processes = new Map<number, MapProcess>();
-  const holdersOf = new Map<number, MapProcess[]>();
-  const known = new Set(infos.map((m) => m.id));
-  for (const h of holders) {
-    await slices.pause();
-    const mapIds = [...h.mapIds].filter((id) => known.has(id)); // a map made after the list is left for the next round
-    if (mapIds.length === 0) continue;
-    const comm = readSmall(`${procRoot}/${h.pid}/comm`)?.replace(/\n$/, '');
-    if (comm === undefined) continue; // exited meanwhile
-    const proc: MapProcess = { pid: h.pid, comm, mapIds: mapIds.sort((a, b) => a - b), bytes: 0 };
-    const rawCgroup = readSmall(`${procRoot}/${h.pid}/cgroup`);
-    const v2 = rawCgroup === undefined ? undefined : cgroupV2Path(rawCgroup);
-    if (v2 !== undefined) {
-      proc.cgroup = translate(v2);
-      const pod = proc.cgroup.startsWith('/') ? undefined : podCgroupOf(proc.cgroup);
-      if (pod !== undefined) proc.podUid = pod.uid;
-    }
-    processes.set(h.pid, proc);
-    for (const id of mapIds) {
-      const list = holdersOf.get(id);
-      if (list === undefined) holdersOf.set(id, [proc]);
-      else list.push(proc);
-    }
-  }
-
-  // The maps.
   const maps: InventoryMap[] = [];
   const summary = new Summary();
   let totalBytes = 0;
+  const sizing: Sizing = { own: opts.ownStorage, elementsInMemlock: kernelChargesMemlock(kernel), cpus };
   for (const info of infos) {
     await slices.pause();
     const procs = holdersOf.get(info.id) ?? [];
-    const programIds = programsOf.get(info.id) ?? [];
-    const owner: OwnerKind = procs.length > 0 ? 'process' : programIds.length > 0 ? 'program' : 'pinned';
-    const map: InventoryMap = {
-      id: info.id,
-      name: info.name,
-      type: info.typeName,
-      keySize: info.keySize,
-      valueSize: info.valueSize,
-      maxEntries: info.maxEntries,
-      flags: info.flags,
-      memlock: info.memlock,
-      bytes: Math.max(0, info.memlock),
-      estimated: false,
-      owner,
-      owners: owner === 'process' ? [...new Set(procs.map((p) => p.comm))].sort() : [owner],
-      processes: procs
-        .map((p): MapHolder =>
-          p.podUid === undefined ? { pid: p.pid, comm: p.comm } : { pid: p.pid, comm: p.comm, podUid: p.podUid },
-        )
-        .sort((a, b) => a.pid - b.pid),
-      podUids: [...new Set(procs.flatMap((p) => (p.podUid === undefined ? [] : [p.podUid])))].sort(),
-      programIds: [...programIds].sort((a, b) => a - b),
-    };
-    if (isOwnStorage(info, opts.ownStorage) && opts.ownStorage !== undefined) {
-      let entries: number | undefined;
-      try {
-        entries = opts.ownStorage.entries();
-      } catch {
-        entries = undefined;
-      }
-      if (entries !== undefined && Number.isFinite(entries) && entries >= 0) {
-        map.entries = entries;
-        if (!elementsInMemlock) {
-          map.bytes = estimateStorageBytes(map, entries, cpus);
-          map.estimated = true;
-          map.note = `estimated: ${entries} elements x (round_up(${info.valueSize}, 8) x ${cpus} CPUs + ${CGROUP_STORAGE_ELEMENT_OVERHEAD}) + memlock ${info.memlock}`;
-        }
-      }
-    }
-    if (isCgroupStorage(info.typeName) && !map.estimated) {
-      map.note = elementsInMemlock
-        ? 'cgroup storage: the kernel memlock includes its elements (whole pages each, before 5.11)'
-        : 'cgroup storage: the kernel memlock leaves out its elements';
-    }
-    if (info.memlock < 0 && !map.estimated) map.note = 'the kernel reports no memlock for this map';
+    const map = describeMap(info, procs, programsOf.get(info.id) ?? [], sizing);
     totalBytes += map.bytes;
     maps.push(map);
     summary.add(map);
@@ -413,9 +232,7 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   await slices.pause();
   const views = summary.result();
   await slices.pause();
-  const holding = [...processes.values()]
-    .filter((p) => p.mapIds.length > 0)
-    .sort((a, b) => b.bytes - a.bytes || a.pid - b.pid);
+  const holding = [...processes].filter((p) => p.mapIds.length > 0).sort((a, b) => b.bytes - a.bytes || a.pid - b.pid);
   return {
     takenAt,
     durationMs: performance.now() - started,
@@ -433,70 +250,119 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
   };
 }
 
-/** The by-name, by-owner and by-pod views of a list of maps (each map once per name, owner, pod). */
-export function summarise(maps: readonly InventoryMap[]): Pick<MapInventory, 'byName' | 'byOwner' | 'byPod'> {
-  const summary = new Summary();
-  for (const map of maps) summary.add(map);
-  return summary.result();
-}
-
-/** summarise(), one map at a time (so the enumeration can pause between maps). */
-class Summary {
-  readonly #byName = new Map<string, NameSummary>();
-  readonly #byOwner = new Map<string, OwnerSummary & { pidSet: Set<number> }>();
-  readonly #byPod = new Map<string, PodSummary & { pidSet: Set<number> }>();
-
-  add(map: InventoryMap): void {
-    const n = this.#byName.get(map.name) ?? { name: map.name, types: [], maps: 0, bytes: 0 };
-    if (!n.types.includes(map.type)) n.types.push(map.type);
-    n.maps++;
-    n.bytes += map.bytes;
-    this.#byName.set(map.name, n);
-    for (const owner of map.owners) {
-      const o = this.#byOwner.get(owner) ?? {
-        owner,
-        kind: map.owner,
-        pids: [],
-        maps: 0,
-        bytes: 0,
-        pidSet: new Set<number>(),
-      };
-      for (const p of map.processes) if (p.comm === owner) o.pidSet.add(p.pid);
-      o.maps++;
-      o.bytes += map.bytes;
-      this.#byOwner.set(owner, o);
-    }
-    for (const uid of map.podUids) {
-      const p = this.#byPod.get(uid) ?? { uid, pids: [], maps: 0, bytes: 0, pidSet: new Set<number>() };
-      for (const h of map.processes) if (h.podUid === uid) p.pidSet.add(h.pid);
-      p.maps++;
-      p.bytes += map.bytes;
-      this.#byPod.set(uid, p);
+/** For each map id, the loaded programs that use it. */
+function programsByMap(programs: readonly { id: number; mapIds: readonly number[] }[]): Map<number, number[]> {
+  const programsOf = new Map<number, number[]>();
+  for (const p of programs) {
+    for (const id of new Set(p.mapIds)) {
+      const list = programsOf.get(id);
+      if (list === undefined) programsOf.set(id, [p.id]);
+      else list.push(p.id);
     }
   }
-
-  result(): Pick<MapInventory, 'byName' | 'byOwner' | 'byPod'> {
-    return {
-      byName: [...this.#byName.values()].sort(descending((n) => n.name)),
-      byOwner: [...this.#byOwner.values()]
-        .map(({ pidSet, ...o }) => ({ ...o, pids: [...pidSet].sort((a, b) => a - b) }))
-        .sort(descending((o) => o.owner)),
-      byPod: [...this.#byPod.values()]
-        .map(({ pidSet, ...p }) => ({ ...p, pids: [...pidSet].sort((a, b) => a - b) }))
-        .sort(descending((p) => p.uid)),
-    };
-  }
+  return programsOf;
 }
 
-const podIndex = new WeakMap<MapInventory, Map<string, number>>();
-
-/** Bytes of the maps a pod's processes hold (for the `podmeter.io/bpf-map-bytes` annotation); undefined when it holds none. */
-export function podMapBytes(inv: MapInventory | undefined, uid: string): number | undefined {
-  if (inv === undefined) return undefined;
-  let index = podIndex.get(inv);
-  if (index === undefined) {
-    index = new Map(inv.byPod.map((p) => [p.uid, p.bytes]));
-    podIndex.set(inv, index);
+/**
+ * The processes holding the listed maps (`known`), with their comm, cgroup
+ * and pod, and for each map id the processes holding it. A map made after
+ * the list is left for the next round; a process that exited meanwhile is
+ * skipped.
+ */
+async function holdingProcesses(
+  holders: Awaited<ReturnType<typeof scanMapHolders>>,
+  known: ReadonlySet<number>,
+  where: { procRoot: string; cgroupRoot: string; slices: Slices },
+): Promise<{ processes: MapProcess[]; holdersOf: Map<number, MapProcess[]> }> {
+  const { procRoot, slices } = where;
+  const mountinfo = readMountinfo(`${procRoot}/self/mountinfo`);
+  const translate = cgroupTranslator(where.cgroupRoot, mountinfo, await locateNamespaceRoot(mountinfo));
+  const processes: MapProcess[] = [];
+  const holdersOf = new Map<number, MapProcess[]>();
+  for (const h of holders) {
+    await slices.pause();
+    const mapIds = [...h.mapIds].filter((id) => known.has(id));
+    if (mapIds.length === 0) continue;
+    const comm = readSmall(`${procRoot}/${h.pid}/comm`)?.replace(/\n$/, '');
+    if (comm === undefined) continue;
+    const proc: MapProcess = { pid: h.pid, comm, mapIds: mapIds.sort((a, b) => a - b), bytes: 0 };
+    const rawCgroup = readSmall(`${procRoot}/${h.pid}/cgroup`);
+    const v2 = rawCgroup === undefined ? undefined : cgroupV2Path(rawCgroup);
+    if (v2 !== undefined) {
+      proc.cgroup = translate(v2);
+      const pod = proc.cgroup.startsWith('/') ? undefined : podCgroupOf(proc.cgroup);
+      if (pod !== undefined) proc.podUid = pod.uid;
+    }
+    processes.push(proc);
+    for (const id of mapIds) {
+      const list = holdersOf.get(id);
+      if (list === undefined) holdersOf.set(id, [proc]);
+      else list.push(proc);
+    }
   }
-  return index.get(uid);
+  return { processes, holdersOf };
+}
+
+/** What sizing a map's figure needs: podmeter's own storage map, whether memlock includes elements, the CPUs. */
+interface Sizing {
+  own: OwnStorageOption | undefined;
+  elementsInMemlock: boolean;
+  cpus: number;
+}
+
+/** One map's entry: who keeps it and what it costs (for podmeter's own storage map, the estimate where memlock leaves elements out). */
+function describeMap(
+  info: MapInfo,
+  procs: readonly MapProcess[],
+  programIds: readonly number[],
+  sizing: Sizing,
+): InventoryMap {
+  const owner: OwnerKind = procs.length > 0 ? 'process' : programIds.length > 0 ? 'program' : 'pinned';
+  const map: InventoryMap = {
+    id: info.id,
+    name: info.name,
+    type: info.typeName,
+    keySize: info.keySize,
+    valueSize: info.valueSize,
+    maxEntries: info.maxEntries,
+    flags: info.flags,
+    memlock: info.memlock,
+    bytes: Math.max(0, info.memlock),
+    estimated: false,
+    owner,
+    owners: owner === 'process' ? [...new Set(procs.map((p) => p.comm))].sort() : [owner],
+    processes: procs
+      .map((p): MapHolder =>
+        p.podUid === undefined ? { pid: p.pid, comm: p.comm } : { pid: p.pid, comm: p.comm, podUid: p.podUid },
+      )
+      .sort((a, b) => a.pid - b.pid),
+    podUids: [...new Set(procs.flatMap((p) => (p.podUid === undefined ? [] : [p.podUid])))].sort(),
+    programIds: [...programIds].sort((a, b) => a - b),
+  };
+  const entries = isOwnStorage(info, sizing.own) ? ownEntries(sizing.own) : undefined;
+  if (entries !== undefined) {
+    map.entries = entries;
+    if (!sizing.elementsInMemlock) {
+      map.bytes = estimateStorageBytes(map, entries, sizing.cpus);
+      map.estimated = true;
+      map.note = `estimated: ${entries} elements x (round_up(${info.valueSize}, 8) x ${sizing.cpus} CPUs + ${CGROUP_STORAGE_ELEMENT_OVERHEAD}) + memlock ${info.memlock}`;
+    }
+  }
+  if (isCgroupStorage(info.typeName) && !map.estimated) {
+    map.note = sizing.elementsInMemlock
+      ? 'cgroup storage: the kernel memlock includes its elements (whole pages each, before 5.11)'
+      : 'cgroup storage: the kernel memlock leaves out its elements';
+  }
+  if (info.memlock < 0 && !map.estimated) map.note = 'the kernel reports no memlock for this map';
+  return map;
+}
+
+/** The own storage map's element count, when its counter answers with a sane number. */
+function ownEntries(own: OwnStorageOption | undefined): number | undefined {
+  try {
+    const entries = own?.entries();
+    return entries !== undefined && Number.isFinite(entries) && entries >= 0 ? entries : undefined;
+  } catch {
+    return undefined;
+  }
 }

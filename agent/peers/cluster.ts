@@ -19,7 +19,6 @@
  * no `service` class: the classes from Nodes are published all the same
  * (logged once), and Service ClusterIPs count by the other rules.
  */
-import type { V1Node, V1ServiceCIDR } from '@kubernetes/client-node';
 import type { Logger } from '../../common/log.ts';
 import { isStatus, type KubeApi, type KubeObject } from '../../common/kube/api.ts';
 import { Reflector } from '../../common/kube/reflector.ts';
@@ -36,12 +35,25 @@ export interface NodePeers {
   prefixes: Prefix[];
 }
 
+/** The fields of a Node (as the API serves it) that peer classes read. */
+export interface NodeFields {
+  metadata?: { name?: string; labels?: Record<string, string> };
+  spec?: { podCIDR?: string; podCIDRs?: string[] };
+  status?: { addresses?: { type: string; address: string }[] };
+}
+
+/** The fields of a networking.k8s.io/v1 ServiceCIDR that peer classes read. */
+interface ServiceCidrFields {
+  metadata?: { name?: string };
+  spec?: { cidrs?: string[] };
+}
+
 /** Which field of a Node a skipped value was in. */
 export type NodeField = 'podCIDR' | 'address';
 
 /** The fields of a Node that peer classes use; podCIDRs that are not CIDRs and addresses that are not bare IPs go to `bad`. */
 export function nodePeers(
-  node: V1Node,
+  node: NodeFields,
   bad: (field: NodeField, value: string, why: string) => void,
 ): NodePeers | undefined {
   const name = node.metadata?.name;
@@ -160,6 +172,33 @@ function follow<T>(
   };
 }
 
+/** One Node's entry (plain JSON: the fields read are typed by NodeFields); values that do not parse go to `bad`. */
+function nodeEntry(
+  node: NodeFields,
+  bad: (node: string | undefined, field: NodeField, value: string, why: string) => void,
+): { name: string; value: NodePeers } | undefined {
+  const peers = nodePeers(node, (field, value, why) => bad(node.metadata?.name, field, value, why));
+  return peers && { name: peers.name, value: peers };
+}
+
+/** One ServiceCIDR's prefixes; a CIDR that does not parse is logged and skipped. */
+function serviceCidrEntry(s: ServiceCidrFields, log: Logger): { name: string; value: Prefix[] } | undefined {
+  const name = s.metadata?.name;
+  if (name === undefined) return undefined;
+  const prefixes: Prefix[] = [];
+  for (const cidr of s.spec?.cidrs ?? []) {
+    try {
+      prefixes.push(parsePrefix(cidr));
+    } catch (err) {
+      log.warn(
+        { serviceCIDR: name, cidr, why: (err as Error).message },
+        'ServiceCIDR has a CIDR that does not parse: skipped',
+      );
+    }
+  }
+  return { name, value: prefixes };
+}
+
 export interface ClusterPeerWatch {
   stop(): Promise<void>;
 }
@@ -182,6 +221,17 @@ export function watchClusterPeers(
   let nodes: ReadonlyMap<string, NodePeers> = new Map();
   let services: ReadonlyMap<string, Prefix[]> = new Map();
   const reported = new Set<string>();
+  const reportBad = (node: string | undefined, field: NodeField, value: string, why: string) => {
+    const key = JSON.stringify([node, field, value]);
+    if (reported.has(key)) return;
+    reported.add(key);
+    log.warn(
+      { node, [field]: value, why },
+      field === 'podCIDR'
+        ? 'Node has a podCIDR that is not a CIDR: skipped'
+        : 'Node has an address that is not a bare IP: skipped',
+    );
+  };
   // Until both have been listed once, a partial view would drop the other's prefixes from the trie.
   const synced = { nodes: false, services: false };
   const publish = () => {
@@ -191,21 +241,7 @@ export function watchClusterPeers(
     api,
     {
       path: '/api/v1/nodes',
-      extract: (obj) => {
-        const node = obj as V1Node; // plain JSON: the fields read are named as in the model
-        const peers = nodePeers(node, (field, value, why) => {
-          const key = JSON.stringify([node.metadata?.name, field, value]);
-          if (reported.has(key)) return;
-          reported.add(key);
-          log.warn(
-            { node: node.metadata?.name, [field]: value, why },
-            field === 'podCIDR'
-              ? 'Node has a podCIDR that is not a CIDR: skipped'
-              : 'Node has an address that is not a bare IP: skipped',
-          );
-        });
-        return peers && { name: peers.name, value: peers };
-      },
+      extract: (obj) => nodeEntry(obj as NodeFields, reportBad),
     },
     (values) => {
       nodes = values;
@@ -218,23 +254,7 @@ export function watchClusterPeers(
     api,
     {
       path: serviceCidrsPath,
-      extract: (obj) => {
-        const s = obj as V1ServiceCIDR;
-        const name = s.metadata?.name;
-        if (name === undefined) return undefined;
-        const prefixes: Prefix[] = [];
-        for (const cidr of s.spec?.cidrs ?? []) {
-          try {
-            prefixes.push(parsePrefix(cidr));
-          } catch (err) {
-            log.warn(
-              { serviceCIDR: name, cidr, why: (err as Error).message },
-              'ServiceCIDR has a CIDR that does not parse: skipped',
-            );
-          }
-        }
-        return { name, value: prefixes };
-      },
+      extract: (obj) => serviceCidrEntry(obj as ServiceCidrFields, log),
     },
     (values) => {
       services = values;

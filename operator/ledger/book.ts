@@ -20,7 +20,7 @@ import {
   type Workload,
 } from '../../common/contract/usage.ts';
 import type { KubeApi } from '../../common/kube/api.ts';
-import type { OperatorErrorOp } from '../metrics.ts';
+import type { OperatorErrorOp } from '../errors.ts';
 import type { PodRecord, PodStore } from '../pods.ts';
 
 /** A pod being retired: a live record, or one known only from a checkpoint (it died while no operator ran). */

@@ -25,7 +25,7 @@ import {
   type UsageStatus,
   type Workload,
 } from '../../common/contract/usage.ts';
-import type { OperatorErrorOp } from '../metrics.ts';
+import type { OperatorErrorOp } from '../errors.ts';
 import { contribution, type PodRecord } from '../pods.ts';
 
 /** The CRDs' limits of a ledger entry's strings (helm/podmeter/crds/). */

@@ -15,7 +15,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterOrSignal, randomSuffix, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, sweepOnce, sweepStale, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface TestBpffsDir {
   path: string;
@@ -62,18 +62,9 @@ function removeTree(dir: string): void {
  * running test. Returns the directories removed.
  */
 export function sweepStaleBpffsDirs(): string[] {
-  const removed: string[] = [];
-  for (const name of readdirSync(bpffsRoot())) {
-    if (!staleTestName(name)) continue;
-    const path = join(bpffsRoot(), name);
-    try {
-      removeTree(path);
-      removed.push(path);
-    } catch {
-      // went meanwhile, or not removable: the next sweep tries again
-    }
-  }
-  return removed;
+  return sweepStale(readdirSync(bpffsRoot()), (name) => removeTree(join(bpffsRoot(), name))).map((name) =>
+    join(bpffsRoot(), name),
+  );
 }
 
 export function makeBpffsDir(t?: AfterHook): TestBpffsDir {

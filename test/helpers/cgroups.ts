@@ -27,15 +27,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import {
-  afterOrSignal,
-  randomSuffix,
-  sleep,
-  staleTestName,
-  sweepOnce,
-  TEST_PREFIX,
-  type AfterHook,
-} from './cleanup.ts';
+import { afterOrSignal, randomSuffix, sleep, sweepStale, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface CgroupDir {
   /** Absolute path of the cgroup directory. */
@@ -193,18 +185,10 @@ async function removeTree(top: string): Promise<void> {
  * in it is left as it is. Returns the cgroups removed.
  */
 export function sweepStaleCgroups(): string[] {
-  const removed: string[] = [];
-  for (const name of readdirSync(cgroup2Root())) {
-    if (!staleTestName(name)) continue;
-    const top = join(cgroup2Root(), name);
-    try {
-      for (const dir of postOrder(top)) rmdirSync(dir);
-      removed.push(top);
-    } catch {
-      // EBUSY: a process lives in it still; not ours to end
-    }
-  }
-  return removed;
+  const root = cgroup2Root();
+  return sweepStale(readdirSync(root), (name) => {
+    for (const dir of postOrder(join(root, name))) rmdirSync(dir); // EBUSY: a process lives in it still
+  }).map((name) => join(root, name));
 }
 
 /** Creates <cgroup2 root>/podmeter-test-<rand>[/relPath] (mkdir -p). */

@@ -138,6 +138,25 @@ export function staleTestName(name: string): boolean {
   return pid > 0 && !existsSync(`/proc/${pid}`);
 }
 
+/**
+ * Removes what dead tests left among `names` (staleTestName) with `remove`;
+ * returns what went. One that cannot go (gone meanwhile, or still in use by
+ * a process that is not ours to end) is left for the next sweep.
+ */
+export function sweepStale(names: Iterable<string>, remove: (name: string) => void): string[] {
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!staleTestName(name)) continue;
+    try {
+      remove(name);
+      removed.push(name);
+    } catch {
+      // the next sweep tries again
+    }
+  }
+  return removed;
+}
+
 const swept = new Set<string>();
 
 /** Runs `sweep` the first time a process asks for `kind`: each helper clears what dead tests left before making its own. */

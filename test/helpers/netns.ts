@@ -12,7 +12,7 @@
  *              namespace alive until they exit (remove their cgroups first).
  */
 import { execFileSync } from 'node:child_process';
-import { afterOrSignal, randomSuffix, staleTestName, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, sweepOnce, sweepStale, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface TestNetns {
   name: string;
@@ -30,16 +30,7 @@ export function sweepStaleNetns(): string[] {
   const names = ip(['netns', 'list'])
     .split('\n')
     .map((l) => l.split(' ')[0] ?? '');
-  const removed: string[] = [];
-  for (const name of names.filter(staleTestName)) {
-    try {
-      ip(['netns', 'del', name]);
-      removed.push(name);
-    } catch {
-      // went meanwhile
-    }
-  }
-  return removed;
+  return sweepStale(names, (name) => ip(['netns', 'del', name]));
 }
 
 export function makeNetns(t?: AfterHook): TestNetns {

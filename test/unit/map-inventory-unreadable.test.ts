@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { listSliced, type UnreadableObject } from '../../agent/maps/inventory.ts';
+import { listSliced, type UnreadableObject } from '../../agent/maps/walk.ts';
 import { Slices } from '../../agent/maps/slices.ts';
 
 /** The native walk over `ids`, refusing those in `refused` with `code`. */

@@ -19,7 +19,8 @@ import {
 } from '../../agent/maps/estimate.ts';
 import { cgroupTranslator } from '../../agent/cgroups/translate.ts';
 import { cgroupV2Path, scanMapHolders } from '../../agent/maps/holders.ts';
-import { podMapBytes, summarise, type InventoryMap, type MapInventory } from '../../agent/maps/inventory.ts';
+import type { InventoryMap, MapInventory } from '../../agent/maps/inventory.ts';
+import { podMapBytes, summarise } from '../../agent/maps/summary.ts';
 import { CHART_JS, mapsPage } from '../../agent/maps/page.ts';
 import { mapsView } from '../../agent/maps/routes.ts';
 import { renderMaps } from '../../cli/maps.ts';
