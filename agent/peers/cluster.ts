@@ -241,7 +241,7 @@ export function watchClusterPeers(
     api,
     {
       path: '/api/v1/nodes',
-      extract: (obj) => nodeEntry(obj as NodeFields, reportBad),
+      extract: (obj) => nodeEntry(obj, reportBad),
     },
     (values) => {
       nodes = values;
@@ -254,7 +254,7 @@ export function watchClusterPeers(
     api,
     {
       path: serviceCidrsPath,
-      extract: (obj) => serviceCidrEntry(obj as ServiceCidrFields, log),
+      extract: (obj) => serviceCidrEntry(obj, log),
     },
     (values) => {
       services = values;
