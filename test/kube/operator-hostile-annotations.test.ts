@@ -213,7 +213,12 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
         )
       ).items;
     const mine = async () => (await list()).filter((o) => o.spec?.kind === 'StatefulSet');
-    await waitFor('three WorkloadUsage objects', async () => ((await mine()).length === 3 ? true : undefined), 60_000);
+    // Each object is created, then its status written: wait for the statuses too.
+    await waitFor(
+      'three WorkloadUsage objects with a status',
+      async () => ((await mine()).filter((o) => o.status !== undefined).length === 3 ? true : undefined),
+      60_000,
+    );
     const objects = await mine();
     assert.equal(new Set(objects.map((o) => o.metadata.name)).size, 3);
     for (const o of objects) {
