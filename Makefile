@@ -13,7 +13,8 @@ export npm_config_nodedir := $(NODE_PKG)
 
 BPF_SOURCES   := $(wildcard bpf/*.bpf.c)
 BPF_OBJECTS   := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SOURCES))
-ADDON         := agent/native/build/Release/podmeter_native.node
+# podmeter_native (the agent's BPF calls) and podmeter_memory (malloc_trim, both servers), one node-gyp build.
+ADDON         := agent/native/build/Release/podmeter_native.node agent/native/build/Release/podmeter_memory.node
 ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/podmeter.h
 
 # One or more files or globs, space-separated (node expands the globs).
@@ -51,7 +52,7 @@ build/bpf/%.bpf.o: bpf/%.bpf.c bpf/podmeter.h
 	@mkdir -p build/bpf
 	clang -g -O2 -Wall -Werror -target bpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
 
-$(ADDON): $(ADDON_SOURCES) node_modules/.package-lock.json
+$(ADDON) &: $(ADDON_SOURCES) node_modules/.package-lock.json
 	cd agent/native && $(CURDIR)/node_modules/.bin/node-gyp rebuild --loglevel=warn
 
 typecheck: setup

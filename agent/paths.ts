@@ -1,23 +1,13 @@
 /**
- * Where podmeter's built artefacts live: found from the install root (the
- * directory with package.json), so the same code works from TypeScript
- * sources and from the compiled JavaScript in build/js.
+ * Where podmeter's built artefacts live (below the install root, common/paths.ts).
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { installRoot, nativeAddon } from '../common/paths.ts';
 
-function findInstallRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`podmeter: no package.json above ${start}`);
-  }
-}
-
-export const installRoot: string = findInstallRoot(dirname(fileURLToPath(import.meta.url)));
+export { installRoot };
 
 /** The native addon built by node-gyp. */
-export const nativeAddonPath: string = join(installRoot, 'agent/native/build/Release/podmeter_native.node');
+export const nativeAddonPath: string = nativeAddon('podmeter_native');
 
 /** A compiled BPF object: bpf/<name>.bpf.c -> build/bpf/<name>.bpf.o. */
 export function bpfObjectPath(name: string): string {

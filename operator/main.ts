@@ -23,6 +23,7 @@ import { NodeStore } from './nodes.ts';
 import { startRounds, writeLastStatus } from './rounds.ts';
 import { AdmissionCheck } from './admission.ts';
 import { startWatches } from './watches.ts';
+import { checkUsageCrds } from './crds.ts';
 
 export const LEASE_NAME = 'podmeter-operator';
 
@@ -40,6 +41,8 @@ export async function startOperator(
   if (connection === undefined)
     throw new Error('no --kubeconfig and no in-cluster service account: the operator needs a Kubernetes API');
   const api = new KubeApi(connection);
+  // Before anything is written: an older schema would silently drop fields the ledger relies on.
+  await checkUsageCrds(api, log);
   let metrics: OperatorMetrics | undefined;
   const countError = (op: OperatorErrorOp) => metrics?.errors.inc({ op });
   const { owners, pods, admission, ledger } = bookkeeping(config, api, log, countError);

@@ -20,6 +20,13 @@
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++20", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
       "libraries": ["-lbpf"]
+    },
+    {
+      "target_name": "podmeter_memory",
+      "sources": ["src/memory.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++20", "-fvisibility=hidden", "-Wall", "-Wextra"]
     }
   ]
 }

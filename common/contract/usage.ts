@@ -46,20 +46,52 @@ export function usagePath(kind: UsageKind, name?: string, status = false): strin
 }
 
 /**
- * A WorkloadUsage's name: `<namespace>.<kind>.<name>` (kind lower case).
- * Namespaces and kinds have no dots, so it reads back unambiguously; names
- * longer than Kubernetes allows (253) are cut and given a hash suffix.
+ * A WorkloadUsage's name: `<namespace>.<kind>.<name>` (kind lower case)
+ * when that is a valid name and says which workload it is, else
+ * `<namespace>.<kind>-<hash>.<name, cut>` with a hash of the workload as it
+ * is (`shop.deployment-1f2e....web`). Two workloads never share a name:
+ * lower-casing keeps only one spelling of each kind readable (Kubernetes'
+ * workload kinds as they are spelled, other kinds as one capitalised word:
+ * `Deployment`, `StatefulSet`, `Rollout`, not `DEPLOYMENT`, `Statefulset`
+ * or `SparkApplication`); names that are not valid object names, or too
+ * long, take the hash too; and a readable name's kind segment is an
+ * identifier (workloadKind), so it never has the hyphen a hashed one has.
  */
 export function workloadUsageName(w: Workload): string {
-  const full = `${w.namespace}.${w.kind.toLowerCase()}.${w.name}`;
-  if (full.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(full)) return full;
-  const hash = createHash('sha256').update(full).digest('hex').slice(0, 12);
-  const cut = full
+  const kind = w.kind.toLowerCase();
+  const full = `${w.namespace}.${kind}.${w.name}`;
+  if (readableKind(w.kind) && full.length <= 253 && DNS_SUBDOMAIN.test(full)) return full;
+  const name = w.name
     .toLowerCase()
-    .replace(/[^-a-z0-9.]/g, '-')
-    .slice(0, 238)
+    .split('.')
+    .map((label) => label.replace(/[^-a-z0-9]/g, '-').replace(/^-+|-+$/g, ''))
+    .filter((label) => label !== '')
+    .join('.');
+  return `${w.namespace}.${kind}-${hashOf(`${w.namespace}/${w.kind}/${w.name}`)}.${name}`
+    .slice(0, 253)
     .replace(/[^a-z0-9]+$/, '');
-  return `${cut}-${hash}`;
+}
+
+/** A valid object name (RFC 1123 subdomain: dot-separated labels, each alphanumeric at both ends). */
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** Kubernetes' workload kinds, which name their WorkloadUsage objects readably exactly as spelled here. */
+const BUILT_IN_KINDS: ReadonlySet<string> = new Set([
+  'Pod',
+  'Deployment',
+  'ReplicaSet',
+  'StatefulSet',
+  'DaemonSet',
+  'Job',
+  'CronJob',
+  'ReplicationController',
+]);
+const BUILT_IN_LOWER: ReadonlySet<string> = new Set([...BUILT_IN_KINDS].map((k) => k.toLowerCase()));
+
+/** Whether `kind` is the one spelling of its lower-case form that names objects readably. */
+function readableKind(kind: string): boolean {
+  if (BUILT_IN_KINDS.has(kind)) return true;
+  return /^[A-Z][a-z0-9]*$/.test(kind) && !BUILT_IN_LOWER.has(kind.toLowerCase());
 }
 
 /** The usage CRDs' limits of a workload's kind and name (spec.kind/name; checkpoint and retiring workloadKind/workload). */

@@ -11,7 +11,9 @@
  * hold is bounded: header, request, keep-alive, idle and TLS handshake
  * timeouts, header size, requests per connection, connections per address
  * and in all; pipelined requests on a connection are answered one at a time,
- * so at most one answer per connection waits in memory.
+ * so at most one answer per connection waits in memory. Memory the C
+ * allocator keeps after a burst of connections closed goes back to the
+ * kernel (common/memory.ts): RSS returns to what is in use.
  */
 import {
   createServer,
@@ -24,6 +26,7 @@ import {
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
+import { trimMemory } from '../memory.ts';
 import { labelText, type TextMetric } from './exposition.ts';
 import type { ServingTls } from './tls.ts';
 
@@ -71,6 +74,10 @@ export interface ServerLimits {
   maxConnectionsPerAddress: number;
   /** Connections at once in all: a new one then closes the oldest that has no request in progress. */
   maxConnections: number;
+  /** After this many connections closed, malloc's free pages are given back to the kernel (common/memory.ts)... */
+  trimAfterClosed: number;
+  /** ...at most once in this time (a second after the connection that made the count at the earliest). */
+  trimEveryMs: number;
 }
 
 /**
@@ -90,6 +97,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   maxRequestsPerSocket: 100,
   maxConnectionsPerAddress: 64,
   maxConnections: 512,
+  trimAfterClosed: 64,
+  trimEveryMs: 2_000,
 });
 
 /** Why a request or connection was turned away: podmeter_http_rejected_total{reason}. */
@@ -152,6 +161,10 @@ export class HttpServer {
   readonly #rejected = new Map<RejectReason, number>();
   /** Kinds of route failure logged already (not every request's). */
   readonly #failures = new Set<string>();
+  /** Connections closed since malloc's free memory was last given back, the trim waiting to run, and when the last ran. */
+  #closedSinceTrim = 0;
+  #trim: NodeJS.Timeout | undefined;
+  #trimmedAt = 0;
 
   constructor(log: Logger, secure?: { tls: ServingTls; gate: Gate }, limits: Partial<ServerLimits> = {}) {
     this.#log = log;
@@ -230,6 +243,7 @@ export class HttpServer {
 
   close(): Promise<void> {
     this.#tls?.stop();
+    clearTimeout(this.#trim);
     return new Promise((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
@@ -253,16 +267,38 @@ export class HttpServer {
       (this.#connections.size >= this.#limits.maxConnections && !this.#closeOldestIdle())
     ) {
       this.#count('connections');
+      this.#closed();
       return void socket.destroy();
     }
     this.#perAddress.set(address, fromAddress + 1);
     this.#connections.set(key, { socket, address, busy: 0 });
     socket.once('close', () => {
+      this.#closed();
       this.#connections.delete(key);
       const n = (this.#perAddress.get(address) ?? 1) - 1;
       if (n === 0) this.#perAddress.delete(address);
       else this.#perAddress.set(address, n);
     });
+  }
+
+  /**
+   * Counts a closed connection; after `trimAfterClosed` of them, malloc's free
+   * pages go back to the kernel a second later (at most once per
+   * `trimEveryMs`, also while they keep closing). Each connection's buffers (about 16 KiB plain, 50
+   * KiB TLS) are freed when it closes, but glibc keeps them resident: without
+   * this, the RSS of a server that once held hundreds of connections stays at
+   * that peak (README, "Hostile input").
+   */
+  #closed(): void {
+    this.#closedSinceTrim++;
+    if (this.#closedSinceTrim < this.#limits.trimAfterClosed || this.#trim !== undefined) return;
+    const wait = Math.max(1_000, this.#trimmedAt + this.#limits.trimEveryMs - Date.now());
+    this.#trim = setTimeout(() => {
+      this.#trim = undefined;
+      this.#closedSinceTrim = 0;
+      this.#trimmedAt = Date.now();
+      trimMemory(this.#log);
+    }, wait).unref();
   }
 
   /**

@@ -290,6 +290,19 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
         ['operator', operatorToken, ['delete', 'namespaceusages.podmeter.io'], 'no'],
         ['operator', operatorToken, ['delete', 'workloadusages.podmeter.io'], 'yes'],
         ['operator', operatorToken, ['update', 'deployments.apps', '-n', ns], 'no'],
+        [
+          'operator',
+          operatorToken,
+          ['get', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'],
+          'yes',
+        ],
+        ['operator', operatorToken, ['get', 'customresourcedefinitions.apiextensions.k8s.io/other.example.com'], 'no'],
+        [
+          'operator',
+          operatorToken,
+          ['update', 'customresourcedefinitions.apiextensions.k8s.io/nodeusages.podmeter.io'],
+          'no',
+        ],
       ];
       const wrong: string[] = [];
       await Promise.all(
@@ -417,6 +430,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       async () => ((await cluster.kubectl(['get', 'nodeusage', node])).code === 0 ? true : undefined),
       30_000,
     );
+    // The CRD check at start (operator/crds.ts) read the chart's CRDs with the chart's RBAC.
+    assert.doesNotMatch(stderr, /cannot read the usage CRDs/, 'the operator may read its CRDs');
     // The chart's admission policy, read with the chart's RBAC.
     await waitFor(
       'podmeter_admission_policy_enforced 1',

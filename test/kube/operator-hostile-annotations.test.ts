@@ -196,6 +196,29 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     assert.equal((await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods, 2);
   });
 
+  await t.test('owner kinds that differ only in case: one WorkloadUsage each, with its own pod exactly', async () => {
+    const kinds = [
+      { apiVersion: 'apps/v1', kind: 'Deployment' },
+      { apiVersion: 'example.com/v1', kind: 'DEPLOYMENT' },
+      { apiVersion: 'example.com/v1', kind: 'deployment' },
+    ];
+    for (const [i, k] of kinds.entries()) {
+      const p = await createPod(oc, { namespace: NS, name: `cased-${i}`, node: NODE, owner: { ...k, name: 'cased' } });
+      await writeCounts(oc, p, counters(30 + i));
+    }
+    for (const [i, k] of kinds.entries())
+      await totalsBecome(
+        oc,
+        'WorkloadUsage',
+        workloadUsageName({ namespace: NS, kind: k.kind, name: 'cased', key: '' }),
+        counters(30 + i),
+      );
+    assert.equal(
+      workloadUsageName({ namespace: NS, kind: 'Deployment', name: 'cased', key: '' }),
+      `${NS}.deployment.cased`,
+    );
+  });
+
   await t.test('owner names at and past the CRD limit: distinct, valid WorkloadUsage objects', async () => {
     const owner = (name: string) => ({ apiVersion: 'apps/v1', kind: 'StatefulSet', name });
     const names = ['m'.repeat(253), `${'l'.repeat(299)}a`, `${'l'.repeat(299)}b`];
@@ -235,8 +258,12 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
       workloadUsageName({ namespace: NS, kind: 'StatefulSet', name: names[0]!, key: '' }),
     );
     for (const [i] of names.entries()) {
-      const o = objects.find((x) => x.status?.ingressBytes === String(counters(20 + i).ingressBytes));
-      assert.ok(o, `the workload of long-${i} has exactly its pod's counts`);
+      // Each object exists before its status has the pod's counts: wait for them.
+      const o = await eventually(
+        `the workload of long-${i} has exactly its pod's counts`,
+        async () => (await mine()).find((x) => x.status?.ingressBytes === String(counters(20 + i).ingressBytes)),
+        60_000,
+      );
       await totalsBecome(oc, 'WorkloadUsage', o.metadata.name, counters(20 + i));
     }
     // Their checkpoint entries were written too (the NodeUsage accepted them).

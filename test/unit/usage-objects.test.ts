@@ -1,6 +1,7 @@
 /** The usage custom resources' contract (common/contract/usage.ts): object names and reading a hand-edited status. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import {
   parseLedger,
   statusTotals,
@@ -18,7 +19,66 @@ test('WorkloadUsage names: readable, valid, bounded', () => {
   const long = workloadUsageName(w('shop', 'Deployment', 'x'.repeat(250)));
   assert.ok(long.length <= 253 && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(long), long);
   assert.notEqual(long, workloadUsageName(w('shop', 'Deployment', `${'x'.repeat(249)}y`)));
-  assert.match(workloadUsageName(w('shop', 'MyCRD', 'Web_1')), /^shop\.mycrd\.web-1-[0-9a-f]{12}$/);
+  assert.match(workloadUsageName(w('shop', 'MyCRD', 'Web_1')), /^shop\.mycrd-[0-9a-f]{16}\.web-1$/);
+  assert.equal(workloadUsageName(w('shop', 'StatefulSet', 'db')), 'shop.statefulset.db');
+  assert.equal(workloadUsageName(w('shop', 'Rollout', 'web')), 'shop.rollout.web');
+  // Not an object name (each dot-separated label alphanumeric at both ends): hashed, and the result is one.
+  for (const name of ['web-.x', 'a..b', '-web', 'Web', 'x.']) {
+    const n = workloadUsageName(w('shop', 'Deployment', name));
+    assert.match(n, /^shop\.deployment-[0-9a-f]{16}(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, `${name} -> ${n}`);
+  }
+});
+
+/** Kinds whose spellings differ only in case (and one-letter ones). */
+const CASED_KINDS = [
+  'Deployment',
+  'deployment',
+  'DeployMent',
+  'Job',
+  'JOB',
+  'Rollout',
+  'RollOut',
+  'A',
+  'a',
+  'AB',
+  'Ab',
+];
+
+test('WorkloadUsage names: two different workloads never share one (kinds that differ only in case, names that look hashed)', () => {
+  const w = (kind: string, name: string) => ({ namespace: 'shop', kind, name, key: `shop/${kind}/${name}` });
+  const owners = [
+    w('Deployment', 'web'),
+    w('DEPLOYMENT', 'web'),
+    w('deployment', 'web'),
+    w('StatefulSet', 'db'),
+    w('Statefulset', 'db'),
+    w('STATEFULSET', 'db'),
+    w('MyCRD', 'web'),
+    w('MyCrd', 'web'),
+    w('Mycrd', 'web'),
+    w('Deployment', 'Web'),
+  ];
+  // A readable name crafted to look like another owner's hashed one.
+  const hashed = workloadUsageName(w('DEPLOYMENT', 'web'));
+  const [, segment] = hashed.split('.');
+  owners.push(w('Deployment', `${segment!.split('-')[1]}.web`), w(segment!, 'web'));
+  const names = new Map<string, string>();
+  for (const o of owners) {
+    const n = workloadUsageName(o);
+    assert.ok(n.length <= 253 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(n), n);
+    assert.equal(names.get(n), undefined, `${o.key} and ${names.get(n)} both map to ${n}`);
+    names.set(n, o.key);
+  }
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...CASED_KINDS),
+      fc.constantFrom(...CASED_KINDS),
+      fc.stringMatching(/^[-a-zA-Z0-9._]{1,20}$/),
+      fc.stringMatching(/^[-a-zA-Z0-9._]{1,20}$/),
+      (k1, k2, n1, n2) => (k1 === k2 && n1 === n2) || workloadUsageName(w(k1, n1)) !== workloadUsageName(w(k2, n2)),
+    ),
+    { numRuns: 20_000 },
+  );
 });
 
 test('owner kinds and names fit the CRD fields: kept when they fit, else cut with a hash of the whole (same in, same out; two never collide)', () => {
