@@ -16,12 +16,13 @@ BPF_OBJECTS   := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SOURCES))
 # podmeter_native (the agent's BPF calls) and podmeter_memory (malloc_trim, both servers), one node-gyp build.
 ADDON         := agent/native/build/Release/podmeter_native.node agent/native/build/Release/podmeter_memory.node
 ADDON_SOURCES := $(wildcard agent/native/src/*) agent/native/binding.gyp bpf/podmeter.h
+CONTRACT      := agent/kernel/contract.generated.ts
 
 # One or more files or globs, space-separated (node expands the globs).
 TESTS ?= test/**/*.test.ts
 UNIT_TESTS := test/unit/*.test.ts
 
-.PHONY: setup system build typecheck lint format test-tools test test-unit run bench bench-compare clean
+.PHONY: setup system build contract typecheck lint format test-tools test test-unit run bench bench-compare clean
 
 setup: system $(NODE) node_modules/.package-lock.json build
 
@@ -40,7 +41,13 @@ node_modules/.package-lock.json: package.json package-lock.json | $(NODE)
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: $(BPF_OBJECTS) $(ADDON) build/js/.stamp
+build: $(BPF_OBJECTS) $(ADDON) $(CONTRACT) build/js/.stamp
+
+# The TypeScript side of the BPF contract, generated from the C (as bpf2go does;
+# test/unit/bpf-contract.test.ts fails when it is out of date).
+contract: $(CONTRACT)
+$(CONTRACT): bpf/podmeter.h bpf/podmeter.bpf.c bpf/generate.ts
+	node bpf/generate.ts
 
 # Compiled JavaScript for running (bin/podmeter prefers it when fresh).
 build/js/.stamp: $(shell find cli agent operator common -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json node_modules/.package-lock.json

@@ -79,7 +79,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   }
 
   const peers = new PeerTable({
-    trie: new PeerTrie(meter.peers, meter.generation),
+    trie: new PeerTrie(meter.maps.peers, meter.maps.gen),
     slots: meter.slots,
     configured: config.peerClasses ?? [],
     log: log.child({ module: 'peers' }),
@@ -99,7 +99,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     intervalMs: config.mapsIntervalMs,
     cgroupRoot: root,
     // Two storage elements (ingress, egress) per counted cgroup: known without walking the map's keys.
-    ownStorage: { mapId: meter.map.info().id, entries: () => 2 * tracker.liveCount() },
+    ownStorage: { mapId: meter.maps.stats.info().id, entries: () => 2 * tracker.liveCount() },
+    ownNonMapFds: () => meter.heldLinkFds(),
     log: log.child({ module: 'maps' }),
     onError: () => metrics.errors.inc({ op: 'maps' }),
   });

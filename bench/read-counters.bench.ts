@@ -1,8 +1,9 @@
 /**
  * Cost of reading podmeter's counters from user space: µs per
- * StorageMap.readUnit (one cgroup, both directions, every slot summed over
- * CPUs: the agent's read), and the time to read 1,000 cgroups that way, as
- * the agent does on every interval and scrape.
+ * StatsMap.readUnit (one cgroup, both directions, every slot summed over
+ * CPUs), the time to read 1,000 cgroups that way, and to read them all in
+ * one StatsMap.readUnits call (the map checked once, not per cgroup: the
+ * agent's read on every interval and scrape).
  *
  *   node bench/read-counters.bench.ts       (CGROUPS=1000 REPEAT=20000 by default)
  *
@@ -41,7 +42,7 @@ await runMain(async () => {
   );
   const parent = makeTestCgroup();
   const pm = loadPodmeter();
-  const map = pm.map!;
+  const map = pm.stats!;
 
   const created = timed(() => {
     const out: CgroupDir[] = [];
@@ -97,6 +98,19 @@ await runMain(async () => {
     );
   }
   if (entries !== CGROUPS) throw new Error(`read ${entries} cgroups, expected ${CGROUPS}`);
+  // The same in one call, as the agent reads (StatsMap.readUnits).
+  const ids = cgroups.map((cg) => cg.id);
+  const none = ids.map(() => undefined);
+  const batch: number[] = [];
+  for (let rep = 0; rep < 7; rep++) {
+    await yieldToSignals();
+    batch.push(
+      timed(() => {
+        entries = map.readUnits(ids, none).filter((sums) => sums !== undefined).length;
+      }).ms,
+    );
+  }
+  if (entries !== CGROUPS) throw new Error(`readUnits read ${entries} cgroups, expected ${CGROUPS}`);
   const keys = timed(() => map.keys());
   if (keys.value.length !== 2 * CGROUPS)
     throw new Error(`keys() returned ${keys.value.length}, expected ${2 * CGROUPS}`);
@@ -118,14 +132,18 @@ await runMain(async () => {
     lookupPerCpuUsMedian: median(singleLookup),
     readAllMsMedian: median(all),
     readAllUsPerCgroup: (median(all) * 1000) / CGROUPS,
+    readUnitsMsMedian: median(batch),
     keysMs: keys.ms,
     setupMs: { mkdir: created.ms, attach: attached.ms, closeLinks: detached.ms, rmdir: removedMs },
   };
   console.log(
-    `StorageMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`,
+    `StatsMap.readUnit, one cgroup, both directions: ${result.readUsMedian.toFixed(2)} µs (median of 5 x ${REPEAT}); lookup (one direction, per-CPU array): ${result.lookupPerCpuUsMedian.toFixed(2)} µs`,
   );
   console.log(
     `read ${CGROUPS} cgroups (both directions): ${result.readAllMsMedian.toFixed(2)} ms (median of 7; ${result.readAllUsPerCgroup.toFixed(2)} µs per cgroup)`,
+  );
+  console.log(
+    `read ${CGROUPS} cgroups in one readUnits call: ${result.readUnitsMsMedian.toFixed(2)} ms (median of 7; ${((result.readUnitsMsMedian * 1000) / CGROUPS).toFixed(2)} µs per cgroup)`,
   );
   console.log(`keys() over ${keys.value.length} entries: ${keys.ms.toFixed(2)} ms`);
   console.log(

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /*
- * The counting programs of podmeter agents before peer classes: one 16-byte
- * counter per (cgroup, direction), loopback included. Not used by the agent;
- * tests build the pins such an agent left (test/agent/upgrade.test.ts) to
- * check that a newer agent takes them over without losing a count.
+ * Counting without peer classes: one 16-byte counter per (cgroup,
+ * direction), loopback included, as podmeter counted before peer classes.
+ * Not used by the agent: bench/bpf-overhead.bench.ts measures what the peer
+ * classes cost against it, and tests use its map as one of another shape
+ * (test/kernel/pin-shape.test.ts, native-boundary.test.ts).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

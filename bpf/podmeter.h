@@ -22,6 +22,28 @@ enum podmeter_class {
 	PODMETER_FIRST_NAMED = 7,
 };
 
+/*
+ * The two cgroup_skb directions, in the order user space gets them wherever
+ * it gets both: agent/native's storageSums returns ingress's words, then
+ * egress's.
+ */
+enum podmeter_direction {
+	PODMETER_INGRESS = 0,
+	PODMETER_EGRESS = 1,
+};
+
+/*
+ * Where the agent pins each map and program of podmeter.bpf.c in its bpffs
+ * directory (PODMETER_<name without podmeter_>_PIN). These are the names of
+ * pins on nodes today: a renamed pin would not be adopted by the next agent.
+ */
+#define PODMETER_STATS_PIN "map_counters"
+#define PODMETER_PEERS_PIN "map_peers"
+#define PODMETER_GEN_PIN "map_generation"
+#define PODMETER_NAMES_PIN "map_slot_names"
+#define PODMETER_INGRESS_PIN "prog_ingress"
+#define PODMETER_EGRESS_PIN "prog_egress"
+
 #define PODMETER_MAX_NAMED 8
 #define PODMETER_SLOTS (PODMETER_FIRST_NAMED + PODMETER_MAX_NAMED)
 /* Longest configured class name, with its NUL. */

@@ -55,13 +55,13 @@ function fromAgent(agent: string, access: AgentAccess): Promise<MapsView> {
 async function standalone(opts: { cgroupRoot: string | undefined; bpffs: string }): Promise<MapsView> {
   const { takeInventory } = await import('../agent/maps/inventory.ts');
   const { mapsView } = await import('../agent/maps/routes.ts');
-  const { StorageMap } = await import('../agent/kernel/bpf.ts');
+  const { StatsMap } = await import('../agent/kernel/bpf.ts');
   const { PinDir } = await import('../agent/counting/pins.ts');
-  // podmeter's own counter map, when an agent pinned one: its element count feeds the estimate.
-  let own: InstanceType<typeof StorageMap> | undefined;
-  const pin = new PinDir(opts.bpffs).map;
+  // podmeter_stats, when an agent pinned it: its element count feeds the estimate.
+  let own: InstanceType<typeof StatsMap> | undefined;
+  const pin = new PinDir(opts.bpffs).map('stats');
   try {
-    if (existsSync(pin)) own = StorageMap.fromPin(pin);
+    if (existsSync(pin)) own = StatsMap.fromPin(pin);
   } catch {
     own = undefined;
   }

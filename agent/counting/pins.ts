@@ -1,17 +1,16 @@
 /**
- * Layout of podmeter's bpffs directory. Pins keep programs, the storage map
- * and every cgroup link alive when the agent exits, so a restarted agent
- * adopts them and counters continue where they were:
+ * Layout of podmeter's bpffs directory. Pins keep programs, maps and every
+ * cgroup link alive when the agent exits, so a restarted agent adopts them
+ * and counters continue where they were. Each map and program of
+ * podmeter.bpf.c has the pin bpf/podmeter.h names (PODMETER_<name>_PIN,
+ * in contract.generated.ts):
  *
  *   <bpffs>/prog_ingress, prog_egress   the two cgroup_skb programs
- *   <bpffs>/map_counters                the per-CPU cgroup storage map (a slot per peer class)
- *   <bpffs>/map_peers                   the peer trie (prefix -> class slot)
- *   <bpffs>/map_generation              the trie's generation (invalidates the programs' cached classes)
- *   <bpffs>/map_slot_names              which configured class holds each named slot
+ *   <bpffs>/map_counters                podmeter_stats: the per-CPU cgroup storage (a slot per peer class)
+ *   <bpffs>/map_peers                   podmeter_peers: the peer trie (prefix -> class slot)
+ *   <bpffs>/map_generation              podmeter_gen: the trie's generation (invalidates the programs' cached classes)
+ *   <bpffs>/map_slot_names              podmeter_names: which configured class holds each named slot
  *   <bpffs>/links/<cgroup id>_<direction>
- *
- * Agents before peer classes pinned their 16-byte storage map as map_stats;
- * while it exists, links still using it are upgraded (agent/counting/meter.ts).
  *
  * Anyone who can write the bpffs mount can put anything at these paths: what
  * is adopted is first checked against the BPF object podmeter would load
@@ -20,13 +19,18 @@
 import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CollectionSpec, Direction } from '../kernel/bpf.ts';
-import { assertBpffsDir, BpfMap, closingOnThrow, Program, StorageMap } from '../kernel/bpf.ts';
+import { assertBpffsDir, BpfMap, closingOnThrow, DIRECTIONS, Program, StatsMap } from '../kernel/bpf.ts';
+import { PODMETER_MAPS, PODMETER_PROGRAMS } from '../kernel/contract.generated.ts';
 import { ensureDir } from '../files.ts';
 
-/** The programs and maps of podmeter.bpf.c, as pinned in a PinDir. */
-export interface PinnedObjects {
+/** A map of podmeter.bpf.c by its key (its name without `podmeter_`). */
+export type MapKey = keyof typeof PODMETER_MAPS;
+export const MAP_KEYS = Object.keys(PODMETER_MAPS) as MapKey[];
+
+/** The programs and maps of podmeter.bpf.c, by key. */
+export interface PodmeterObjects {
   programs: Record<Direction, Program>;
-  maps: { counters: StorageMap; peers: BpfMap; generation: BpfMap; slotNames: BpfMap };
+  maps: { stats: StatsMap; peers: BpfMap; gen: BpfMap; names: BpfMap };
 }
 
 export interface LinkPin {
@@ -53,28 +57,16 @@ export class PinDir {
   }
 
   program(direction: Direction): string {
-    return join(this.root, `prog_${direction}`);
+    return join(this.root, PODMETER_PROGRAMS[direction].pin);
   }
 
-  get map(): string {
-    return join(this.root, 'map_counters');
+  map(key: MapKey): string {
+    return join(this.root, PODMETER_MAPS[key].pin);
   }
 
-  get peers(): string {
-    return join(this.root, 'map_peers');
-  }
-
-  get generation(): string {
-    return join(this.root, 'map_generation');
-  }
-
-  get slotNames(): string {
-    return join(this.root, 'map_slot_names');
-  }
-
-  /** The storage map of agents before peer classes (one 16-byte slot). */
-  get legacyMap(): string {
-    return join(this.root, 'map_stats');
+  /** Every program and map pin (not the links). */
+  objects(): string[] {
+    return [...DIRECTIONS.map((d) => this.program(d)), ...MAP_KEYS.map((key) => this.map(key))];
   }
 
   /**
@@ -84,29 +76,30 @@ export class PinDir {
    * peer trie and generation maps). A pin of another shape is a BpfError
    * (ErrorCodes.pinShape) naming it and both shapes; nothing stays open.
    */
-  adopt(spec: CollectionSpec): PinnedObjects {
+  adopt(spec: CollectionSpec): PodmeterObjects {
     return closingOnThrow((open) => {
+      const adoptMap = (key: Exclude<MapKey, 'stats'>) =>
+        open(BpfMap.adopt(this.map(key), spec.map(PODMETER_MAPS[key].name)));
       const maps = {
-        counters: open(StorageMap.adopt(this.map, spec.map('podmeter_stats'))),
-        peers: open(BpfMap.adopt(this.peers, spec.map('podmeter_peers'))),
-        generation: open(BpfMap.adopt(this.generation, spec.map('podmeter_gen'))),
-        slotNames: open(BpfMap.adopt(this.slotNames, spec.map('podmeter_names'))),
+        stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))),
+        peers: adoptMap('peers'),
+        gen: adoptMap('gen'),
+        names: adoptMap('names'),
       };
-      const used = [
-        { map: maps.counters, what: 'map_counters' },
-        { map: maps.peers, what: 'map_peers' },
-        { map: maps.generation, what: 'map_generation' },
-      ];
-      const programs = {
-        ingress: open(Program.adopt(this.program('ingress'), spec.program('podmeter_ingress'), used)),
-        egress: open(Program.adopt(this.program('egress'), spec.program('podmeter_egress'), used)),
-      };
-      return { programs, maps };
+      // The maps both programs use (names: only the agent reads and writes it).
+      const used = (['stats', 'peers', 'gen'] as const).map((key) => ({
+        map: maps[key],
+        what: PODMETER_MAPS[key].pin,
+      }));
+      const adoptProgram = (d: Direction) =>
+        open(Program.adopt(this.program(d), spec.program(PODMETER_PROGRAMS[d].name), used));
+      return { programs: { ingress: adoptProgram('ingress'), egress: adoptProgram('egress') }, maps };
     });
   }
 
+  /** Made for every attach and release: no join() (linksDir is normal already; see Tracker's #count). */
   link(cgroupId: bigint, direction: Direction): string {
-    return join(this.linksDir, `${cgroupId}_${direction}`);
+    return `${this.linksDir}/${cgroupId}_${direction}`;
   }
 
   listLinks(): LinkPin[] {
@@ -136,16 +129,7 @@ export class PinDir {
   /** Removes every pin and the directories (used by `podmeter agent --uninstall` and tests). */
   removeAll(): void {
     for (const pin of this.listLinks()) PinDir.unpin(pin.path);
-    for (const path of [
-      this.program('ingress'),
-      this.program('egress'),
-      this.map,
-      this.peers,
-      this.generation,
-      this.slotNames,
-      this.legacyMap,
-    ])
-      PinDir.unpin(path);
+    for (const path of this.objects()) PinDir.unpin(path);
     for (const dir of [this.linksDir, this.root]) {
       try {
         rmdirSync(dir);

@@ -18,8 +18,14 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDir } from '../files.ts';
-import type { DirectionCounters } from './meter.ts';
-import type { DirectionPeerCounts } from '../peers/classes.ts';
+import {
+  classTrafficText,
+  countOf,
+  parseClassTraffic,
+  parseTraffic,
+  trafficText,
+  type UnitCounts,
+} from '../../common/contract/counts.ts';
 
 export interface UnitRecord {
   id: bigint;
@@ -29,22 +35,15 @@ export interface UnitRecord {
   attachedAt: number;
   terminatedAt?: number;
   /** Network traffic: every peer class but loopback. */
-  counters: DirectionCounters;
+  counters: UnitCounts['counters'];
   /** The same by peer class, loopback included. */
-  peers?: DirectionPeerCounts;
+  peers: UnitCounts['peers'];
   /**
    * What the unit counted before its current links, added to what they read:
-   * an older agent's links replaced at upgrade (in class `unclassified`), the
-   * counts of links lost while no agent ran, or an earlier cgroup of the same
-   * pod (its cgroup made anew, as after a node reboot).
+   * the counts of links lost while no agent ran, or an earlier cgroup of the
+   * same pod (its cgroup made anew, as after a node reboot).
    */
-  base?: Counted;
-}
-
-/** Counts in both forms: the totals and by peer class. */
-export interface Counted {
-  counters: DirectionCounters;
-  peers: DirectionPeerCounts;
+  base?: UnitCounts;
 }
 
 interface Persisted {
@@ -214,9 +213,9 @@ interface Written {
   uid: string | undefined;
   attachedAt: number;
   terminatedAt: number | undefined;
-  counters: DirectionCounters;
-  peers: DirectionPeerCounts | undefined;
-  base: Counted | undefined;
+  counters: UnitCounts['counters'];
+  peers: UnitCounts['peers'];
+  base: UnitCounts | undefined;
 }
 
 /** A record of the state file that did not decode: left out, the others kept. */
@@ -239,55 +238,47 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-type Raw = Record<string, { bytes: string; packets: string }>;
-
-const text = (c: Record<string, { bytes: bigint; packets: bigint }>): Raw =>
-  Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { bytes: String(v.bytes), packets: String(v.packets) }]));
-
-const U64_MAX = (1n << 64n) - 1n;
-
-/** A u64 written as a decimal string, else a thrown Error naming `what`. */
-function u64(value: unknown, what: string): bigint {
-  if (typeof value !== 'string' || !/^[0-9]{1,20}$/.test(value) || BigInt(value) > U64_MAX)
-    throw new Error(`${what}: ${JSON.stringify(value)} is not a u64 decimal string`);
-  return BigInt(value);
+/** Both directions' traffic of a record (`counters`), by class (`peers`), or of its base. */
+function encodeCounts(c: UnitCounts): unknown {
+  return {
+    counters: { ingress: trafficText(c.counters.ingress), egress: trafficText(c.counters.egress) },
+    peers: { ingress: classTrafficText(c.peers.ingress), egress: classTrafficText(c.peers.egress) },
+  };
 }
 
-const parse = (raw: unknown, what: string): Record<string, { bytes: bigint; packets: bigint }> => {
-  if (raw === undefined) return {};
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${what}: not an object`);
-  return Object.fromEntries(
-    Object.entries(raw as Record<string, { bytes?: unknown; packets?: unknown } | null>).map(([k, v]) => [
-      k,
-      { bytes: u64(v?.bytes, `${what}.${k}.bytes`), packets: u64(v?.packets, `${what}.${k}.packets`) },
-    ]),
-  );
-};
-
-/** Both directions present: counters of a record. */
-function directions(raw: unknown, what: string): DirectionCounters {
-  const c = parse(raw, what);
-  if (c.ingress === undefined || c.egress === undefined) throw new Error(`${what}: needs ingress and egress`);
-  return { ingress: c.ingress, egress: c.egress };
+function decodeCounts(raw: Record<string, unknown>, what: string): UnitCounts {
+  const field = (name: string) => (what === '' ? name : `${what}.${name}`);
+  const both = (value: unknown, name: string): Record<string, unknown> => {
+    if (typeof value !== 'object' || value === null) throw new Error(`${field(name)}: not an object`);
+    return value as Record<string, unknown>;
+  };
+  const counters = both(raw.counters, 'counters');
+  if (counters.ingress === undefined || counters.egress === undefined)
+    throw new Error(`${field('counters')}: needs ingress and egress`);
+  const peers = both(raw.peers, 'peers');
+  return {
+    counters: {
+      ingress: parseTraffic(counters.ingress, field('counters.ingress')),
+      egress: parseTraffic(counters.egress, field('counters.egress')),
+    },
+    peers: {
+      ingress: parseClassTraffic(peers.ingress, field('peers.ingress')),
+      egress: parseClassTraffic(peers.egress, field('peers.egress')),
+    },
+  };
 }
 
 function encode(r: UnitRecord): unknown {
-  const out: Record<string, unknown> = {
+  return {
     id: String(r.id),
     relPath: r.relPath,
     kind: r.kind,
     uid: r.uid,
     attachedAt: r.attachedAt,
     terminatedAt: r.terminatedAt,
-    counters: text(r.counters),
-    peers: { ingress: text(r.peers?.ingress ?? {}), egress: text(r.peers?.egress ?? {}) },
+    ...(encodeCounts(r) as object),
+    ...(r.base === undefined ? {} : { base: encodeCounts(r.base) }),
   };
-  if (r.base !== undefined)
-    out.base = {
-      counters: text(r.base.counters),
-      peers: { ingress: text(r.base.peers.ingress), egress: text(r.base.peers.egress) },
-    };
-  return out;
 }
 
 /** One record of the file; throws an Error saying what is wrong with it. */
@@ -295,43 +286,20 @@ function decode(raw: unknown): UnitRecord {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not an object');
   const r = raw as Record<string, unknown>;
   // Negative ids are never written (restore() gives earlier boots' records negative ids in memory only).
-  const id = u64(r.id, 'id');
+  const id = countOf(r.id);
+  if (id === undefined) throw new Error(`id: ${JSON.stringify(r.id)} is not a u64 decimal string`);
   if (typeof r.relPath !== 'string' || r.relPath === '') throw new Error('relPath: not a non-empty string');
   if (typeof r.attachedAt !== 'number' || !Number.isFinite(r.attachedAt)) throw new Error('attachedAt: not a number');
-  const counters = directions(r.counters, 'counters');
-  const peersOf = (p: unknown, what: string): DirectionPeerCounts => {
-    if (typeof p !== 'object' || p === null) throw new Error(`${what}: not an object`);
-    const d = p as Record<string, unknown>;
-    return {
-      ingress: parse(d.ingress, `${what}.ingress`),
-      egress: parse(d.egress, `${what}.egress`),
-    };
-  };
   const record: UnitRecord = {
     id,
     relPath: r.relPath,
     kind: r.kind === 'pod' ? 'pod' : 'cgroup',
     attachedAt: r.attachedAt,
-    counters,
-    // State of an agent before peer classes: its counts are in no known class.
-    peers:
-      r.peers === undefined
-        ? { ingress: { unclassified: counters.ingress }, egress: { unclassified: counters.egress } }
-        : peersOf(r.peers, 'peers'),
+    ...decodeCounts(r, ''),
   };
-  const stored = r.base as { counters?: unknown; peers?: unknown } | undefined;
-  if (stored?.counters !== undefined) {
-    record.base = {
-      counters: directions(stored.counters, 'base.counters'),
-      peers: peersOf(stored.peers ?? {}, 'base.peers'),
-    };
-  } else if (r.base !== undefined) {
-    // An agent before peer-class bases: its base was an upgrade's, in `unclassified`.
-    const base = directions(r.base, 'base');
-    record.base = {
-      counters: base,
-      peers: { ingress: { unclassified: base.ingress }, egress: { unclassified: base.egress } },
-    };
+  if (r.base !== undefined) {
+    if (typeof r.base !== 'object' || r.base === null) throw new Error('base: not an object');
+    record.base = decodeCounts(r.base as Record<string, unknown>, 'base');
   }
   if (typeof r.uid === 'string') record.uid = r.uid;
   if (typeof r.terminatedAt === 'number' && Number.isFinite(r.terminatedAt)) record.terminatedAt = r.terminatedAt;

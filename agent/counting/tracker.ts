@@ -18,9 +18,11 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
-import { ZERO, type DirectionCounters, type Meter, type UnitCounts } from './meter.ts';
-import { addPeerCounts, UNCLASSIFIED, type DirectionPeerCounts } from '../peers/classes.ts';
-import type { Counted, StateStore, UnitRecord } from './state.ts';
+import { addUnitCounts, contractCounts, NO_COUNTS, wentBack } from '../../common/contract/counts.ts';
+import type { KernelRead, Meter } from './meter.ts';
+import { errorReason } from '../kernel/errors.ts';
+import { StateSaver } from './saver.ts';
+import type { StateStore, UnitRecord } from './state.ts';
 
 export interface Unit extends UnitRecord {
   state: 'live' | 'draining' | 'terminated';
@@ -42,15 +44,15 @@ export interface TrackerEvents {
 
 /** False for the ids restore() gives the records of an earlier boot. */
 const ofThisBoot = (id: bigint): boolean => id > 0n;
-const ZERO_COUNTERS: DirectionCounters = { ingress: ZERO, egress: ZERO };
-const NO_PEERS: DirectionPeerCounts = { ingress: {}, egress: {} };
 /** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
 const DRAIN_LIMIT_MS = 120_000;
 
 export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #meter: Meter;
   readonly #root: string;
-  readonly #store: StateStore;
+  /** The root with one trailing '/': a watched unit's path is this + its relPath (see #count). */
+  readonly #rootSlash: string;
+  readonly #saver: StateSaver;
   readonly #log: Logger;
   readonly #retentionMs: number;
   /** Live and draining units by relPath. */
@@ -59,13 +61,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #finals = new Map<bigint, Unit>();
   /** Records of the previous run (until the initial scan is settled): counts to carry on, or to finalise cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
-  #saveTimer: NodeJS.Timeout | undefined;
-  /** The kernel read each unit's counts were last set from (the meter hands back the same object while a unit is idle). */
-  readonly #applied = new WeakMap<Unit, UnitCounts>();
-  /** Counts changed since the state file was last written. */
-  #dirty = false;
-  /** The state file could not be written last time (logged once until a write succeeds). */
-  #saveFailing = false;
+  /** The kernel read each unit's counts were last set from (handed back to the meter, which returns it while the unit is idle). */
+  readonly #lastRead = new WeakMap<Unit, KernelRead>();
   /** Units whose attach failed, by relPath: retried at every tick() until it works or the cgroup goes. */
   readonly #unattached = new Map<
     string,
@@ -76,34 +73,20 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     super();
     this.#meter = options.meter;
     this.#root = options.root;
-    this.#store = options.store;
+    this.#rootSlash = join(options.root, '/');
+    this.#saver = new StateSaver({
+      store: options.store,
+      log: options.log,
+      records: () => ({ live: this.#units.values(), finals: this.#finals.values() }),
+      onError: (err) => this.emit('error', 'state', err),
+    });
     this.#log = options.log;
     this.#retentionMs = options.retentionMs;
   }
 
   /** Loads what the previous run persisted. Call before the first unit arrives. */
   restore(): void {
-    const { live, finals, earlierBoot, problem, dropped } = this.#store.load();
-    if (dropped.length > 0) {
-      // One line for the file, however many records: the first few say why.
-      this.#log.warn(
-        {
-          stateDir: this.#store.dir,
-          dropped: dropped.length,
-          kept: live.length + finals.length,
-          records: dropped.slice(0, 10),
-        },
-        'state file records that do not decode were dropped; the others are kept',
-      );
-      this.emit('error', 'state', new Error(`${dropped.length} state file records dropped`));
-    }
-    if (problem !== undefined) {
-      this.#log.warn(
-        { err: problem, stateDir: this.#store.dir },
-        'state file unreadable (kept as state.json.corrupt); starting without it: live cgroups keep their counts from the pinned links, ' +
-          'but the finals of terminated cgroups and the last counts of cgroups removed while no agent ran are lost',
-      );
-    }
+    const { live, finals, earlierBoot } = this.#saver.load();
     // After a reboot the kernel gives the same cgroup ids out again: the
     // records of the earlier boot are keyed apart (negative ids, which no
     // cgroup has), so no cgroup of this boot is taken for one of them; a pod
@@ -148,7 +131,11 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** Attaches (or adopts) a unit's links; on failure the unit waits in #unattached for retryAttach(). */
   #count(identity: UnitIdentity, seenAt: number): void {
     const pending = this.#unattached.get(identity.relPath);
-    const path = join(this.#root, identity.relPath);
+    // relPath comes from the watcher, made of names read from the cgroup
+    // tree: already normal, so no join(), whose normalisation (interpreted
+    // JavaScript: the agent runs without V8's optimising compilers) was a
+    // tenth of a 500-pod burst's attach time.
+    const path = this.#rootSlash + identity.relPath;
     let id: bigint;
     try {
       id = cgroupId(path);
@@ -163,52 +150,24 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       path,
       state: 'live',
       attachedAt: previous?.attachedAt ?? Date.now(),
-      counters: previous?.counters ?? ZERO_COUNTERS,
-      peers: previous?.peers ?? NO_PEERS,
+      counters: previous?.counters ?? NO_COUNTS.counters,
+      peers: previous?.peers ?? NO_COUNTS.peers,
     };
     if (previous?.base !== undefined) unit.base = previous.base;
     try {
       const links = this.#meter.linkState(id);
-      if (links === 'legacy') {
-        // An older agent's links: swap in ours; its counts become the base.
-        const base = this.#meter.upgrade(path, id);
-        unit.base = add(unit.base, {
-          counters: base,
-          peers: { ingress: { [UNCLASSIFIED]: base.ingress }, egress: { [UNCLASSIFIED]: base.egress } },
-        });
-        this.#log.info(
-          { cgroup: identity.relPath, base },
-          'links of an agent without peer classes replaced; their counts kept as the base',
-        );
-      }
-      if (links === 'attached' || links === 'legacy') {
+      if (links === 'attached') {
         this.#unattached.delete(identity.relPath);
         this.#units.set(identity.relPath, unit);
         this.#previous.delete(id);
         this.#read(unit);
-        if (links === 'legacy') void this.#saveNow();
         this.emit('attached', unit, undefined);
         return;
       }
       if (links === 'stale') this.#meter.release(id);
       this.#meter.attach(path, id);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.#unattached.delete(identity.relPath);
-        return; // raced with removal
-      }
-      const reason = errorReason(err);
-      if (pending === undefined) {
-        this.#unattached.set(identity.relPath, { identity, seenAt, since: Date.now(), reason, attempts: 1 });
-        this.#log.error(
-          { err, cgroup: identity.relPath, uid: identity.uid, reason },
-          'attach failed: this cgroup is not counted until an attach works; retrying at every interval',
-        );
-      } else {
-        pending.attempts++;
-        pending.reason = reason;
-      }
-      this.emit('error', 'attach', err);
+      this.#attachFailed(identity, seenAt, err);
       return;
     }
     this.#unattached.delete(identity.relPath);
@@ -230,7 +189,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     else previous = this.#takeEarlierOfPod(identity.uid, id);
     delete unit.base;
     if (previous !== undefined) {
-      unit.base = { counters: previous.counters, peers: previous.peers ?? NO_PEERS };
+      unit.base = { counters: previous.counters, peers: previous.peers };
       unit.attachedAt = previous.attachedAt;
       this.#log.info(
         { cgroup: identity.relPath, uid: identity.uid, counters: previous.counters },
@@ -239,12 +198,33 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     } else {
       unit.attachedAt = Date.now();
     }
-    unit.counters = unit.base?.counters ?? ZERO_COUNTERS;
-    unit.peers = unit.base?.peers ?? NO_PEERS;
+    unit.counters = unit.base?.counters ?? NO_COUNTS.counters;
+    unit.peers = unit.base?.peers ?? NO_COUNTS.peers;
     this.#units.set(identity.relPath, unit);
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
-    this.#scheduleSave();
+    this.#saver.soon();
+  }
+
+  /** The unit waits in #unattached for retryAttach() (unless its cgroup went meanwhile); logged on its first failure. */
+  #attachFailed(identity: UnitIdentity, seenAt: number, err: unknown): void {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      this.#unattached.delete(identity.relPath);
+      return; // raced with removal
+    }
+    const reason = errorReason(err);
+    const pending = this.#unattached.get(identity.relPath);
+    if (pending === undefined) {
+      this.#unattached.set(identity.relPath, { identity, seenAt, since: Date.now(), reason, attempts: 1 });
+      this.#log.error(
+        { err, cgroup: identity.relPath, uid: identity.uid, reason },
+        'attach failed: this cgroup is not counted until an attach works; retrying at every interval',
+      );
+    } else {
+      pending.attempts++;
+      pending.reason = reason;
+    }
+    this.emit('error', 'attach', err);
   }
 
   /**
@@ -276,15 +256,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       relPath: record?.relPath ?? `cgroup-id:${id}`,
       kind: record?.kind ?? 'cgroup',
       attachedAt: record?.attachedAt ?? Date.now(),
-      counters: record?.counters ?? ZERO_COUNTERS,
-      peers: record?.peers ?? NO_PEERS,
+      counters: record?.counters ?? NO_COUNTS.counters,
+      peers: record?.peers ?? NO_COUNTS.peers,
       path: join(this.#root, record?.relPath ?? ''),
       state: 'draining',
     };
     if (record?.base !== undefined) unit.base = record.base;
     if (record?.uid !== undefined) unit.uid = record.uid;
     const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
-    if (read !== undefined) apply(unit, read);
+    if (read !== undefined) Object.assign(unit, addUnitCounts(unit.base, read.counts)); // counters and peers
     return unit;
   }
 
@@ -293,7 +273,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     const unit = this.#units.get(relPath);
     if (unit === undefined || populated) return;
     this.#read(unit);
-    void this.#saveNow();
+    void this.#saver.now();
     this.emit('emptied', unit);
   }
 
@@ -337,12 +317,23 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       this.#finalise(unit);
     }
     this.#previous.clear();
-    void this.#saveNow();
+    void this.#saver.now();
   }
 
-  /** Reads every live unit now (interval tick and scrape). */
+  /** Reads every live unit now (interval tick and scrape), all in one read of the kernel's storage (Meter.readMany). */
   refresh(): void {
-    for (const unit of this.#units.values()) if (unit.state === 'live') this.#read(unit);
+    const live = [...this.#units.values()].filter((unit) => unit.state === 'live');
+    let reads: (KernelRead | undefined)[];
+    try {
+      reads = this.#meter.readMany(
+        live.map((unit) => unit.id),
+        live.map((unit) => this.#lastRead.get(unit)),
+      );
+    } catch (err) {
+      this.emit('error', 'read', err);
+      return;
+    }
+    live.forEach((unit, i) => this.#take(unit, reads[i]));
   }
 
   /** Live, draining and retained terminated units. */
@@ -359,7 +350,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     for (const [id, unit] of this.#finals) {
       if ((unit.terminatedAt ?? 0) + this.#retentionMs < now) {
         this.#finals.delete(id);
-        this.#dirty = true;
+        this.#saver.changed();
       }
     }
   }
@@ -369,37 +360,40 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.retryAttach();
     this.refresh();
     this.prune();
-    if (this.#dirty) void this.#saveNow();
+    this.#saver.ifChanged();
   }
 
   /** Reads every unit a last time and persists state; links stay pinned so counting continues without us. */
   stop(): Promise<void> {
-    clearTimeout(this.#saveTimer);
     this.refresh();
-    return this.#saveNow();
+    return this.#saver.now();
   }
 
   /** Updates a unit's counters from the kernel; false once the storage is gone. */
   #read(unit: Unit): boolean {
+    let read: KernelRead | undefined;
     try {
-      const counts = this.#meter.read(unit.id);
-      if (counts === undefined) return false;
-      // A removed cgroup's storage can read as zeros while the kernel tears
-      // it down: a draining unit's counters never go back.
-      if (counts === this.#applied.get(unit)) return true; // idle since
-      if (
-        unit.state === 'draining' &&
-        allBytes(counts.peers) + allBytes(unit.base?.peers ?? {}) < allBytes(unit.peers ?? {})
-      )
-        return true;
-      apply(unit, counts);
-      this.#applied.set(unit, counts);
-      this.#dirty = true;
-      return true;
+      read = this.#meter.read(unit.id, this.#lastRead.get(unit));
     } catch (err) {
       this.emit('error', 'read', err);
       return false;
     }
+    return this.#take(unit, read);
+  }
+
+  /** Sets a unit's counts from a read of the kernel; false when there was nothing to read (storage gone). */
+  #take(unit: Unit, read: KernelRead | undefined): boolean {
+    if (read === undefined) return false;
+    const last = this.#lastRead.get(unit);
+    if (read === last) return true; // idle since: the unit's counts stay the same objects
+    this.#lastRead.set(unit, read);
+    const counts = addUnitCounts(unit.base, read.counts);
+    // A removed cgroup's storage can read as zeros while the kernel tears
+    // it down: a draining unit's counts never go back.
+    if (unit.state === 'draining' && wentBack(contractCounts(counts), contractCounts(unit))) return true;
+    Object.assign(unit, counts); // counters and peers
+    this.#saver.changed();
+    return true;
   }
 
   /** Detaches and unpins a cgroup's links (none for a record of an earlier boot). */
@@ -420,80 +414,6 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#finals.set(unit.id, unit);
     this.emit('terminated', unit);
     this.#log.debug({ cgroup: unit.relPath, counters: unit.counters }, 'finalised');
-    void this.#saveNow();
+    void this.#saver.now();
   }
-
-  #scheduleSave(): void {
-    this.#saveTimer ??= setTimeout(() => void this.#saveNow(), 200).unref();
-  }
-
-  /** Saves now (written off the event loop); resolves when written, never rejects. */
-  #saveNow(): Promise<void> {
-    clearTimeout(this.#saveTimer);
-    this.#saveTimer = undefined;
-    this.#dirty = false;
-    return this.#store.save(this.#units.values(), this.#finals.values()).then(
-      () => {
-        if (!this.#saveFailing) return;
-        this.#saveFailing = false;
-        this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
-      },
-      (err: unknown) => {
-        // A full or read-only state dir: counting goes on (the pins keep the
-        // counts); log once, count every failure, and retry at every interval.
-        this.#dirty = true;
-        if (!this.#saveFailing) {
-          this.#log.error(
-            { err, stateDir: this.#store.dir },
-            'cannot write the state file; counting goes on, retrying at every interval',
-          );
-          this.#saveFailing = true;
-        }
-        this.emit('error', 'state', err);
-      },
-    );
-  }
-}
-
-function sum(a: DirectionCounters, b: DirectionCounters): DirectionCounters {
-  const add = (x: DirectionCounters['ingress'], y: DirectionCounters['ingress']) => ({
-    bytes: x.bytes + y.bytes,
-    packets: x.packets + y.packets,
-  });
-  return { ingress: add(a.ingress, b.ingress), egress: add(a.egress, b.egress) };
-}
-
-/** a + b in both forms (a may be absent). */
-function add(a: Counted | undefined, b: Counted): Counted {
-  if (a === undefined) return b;
-  return {
-    counters: sum(a.counters, b.counters),
-    peers: {
-      ingress: addPeerCounts(a.peers.ingress, b.peers.ingress),
-      egress: addPeerCounts(a.peers.egress, b.peers.egress),
-    },
-  };
-}
-
-/** Bytes of every class (loopback included) and direction. */
-function allBytes(counts: Partial<Record<'ingress' | 'egress', Readonly<Record<string, { bytes: bigint }>>>>): bigint {
-  let bytes = 0n;
-  for (const direction of ['ingress', 'egress'] as const) {
-    const byClass = counts[direction] ?? {};
-    for (const name in byClass) bytes += byClass[name]!.bytes;
-  }
-  return bytes;
-}
-
-/** Sets a unit's counts from a kernel read, plus its base (what it counted before its current links). */
-function apply(unit: Unit, counts: UnitCounts): void {
-  const total = add(unit.base, counts);
-  unit.counters = total.counters;
-  unit.peers = total.peers;
-}
-
-/** An error's errno name (ENOMEM, EPERM, E2BIG, ...), or "other": the `reason` label of attach errors, a small fixed set. */
-export function errorReason(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^E[A-Z0-9]{1,15}$/.test(code) ? code : 'other';
 }

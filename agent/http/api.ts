@@ -1,6 +1,7 @@
 /** JSON views of the agent's state (/api/v1/...). Counters are decimal strings: exact beyond 2^53. */
 import type { Tracker, Unit } from '../counting/tracker.ts';
-import type { PodNamer } from './metrics.ts';
+import { classTrafficText, trafficText, type TrafficText } from '../../common/contract/counts.ts';
+import type { PodNamer } from '../kube/pods.ts';
 
 export interface CgroupView {
   id: string;
@@ -13,18 +14,11 @@ export interface CgroupView {
   attachedAt: string;
   terminatedAt?: string;
   /** Network traffic: every peer class but loopback. */
-  ingress: { bytes: string; packets: string };
-  egress: { bytes: string; packets: string };
+  ingress: TrafficText;
+  egress: TrafficText;
   /** By peer class, loopback included; classes without a packet are left out. */
-  peers?: {
-    ingress: Record<string, { bytes: string; packets: string }>;
-    egress: Record<string, { bytes: string; packets: string }>;
-  };
+  peers?: { ingress: Record<string, TrafficText>; egress: Record<string, TrafficText> };
 }
-
-const text = (c: { bytes: bigint; packets: bigint }) => ({ bytes: String(c.bytes), packets: String(c.packets) });
-const peerText = (p: Record<string, { bytes: bigint; packets: bigint }> | undefined) =>
-  Object.fromEntries(Object.entries(p ?? {}).map(([k, v]) => [k, text(v)]));
 
 export function cgroupsView(tracker: Tracker, namer?: PodNamer): { time: string; cgroups: CgroupView[] } {
   tracker.refresh();
@@ -35,9 +29,9 @@ export function cgroupsView(tracker: Tracker, namer?: PodNamer): { time: string;
       kind: u.kind,
       state: u.state,
       attachedAt: new Date(u.attachedAt).toISOString(),
-      ingress: text(u.counters.ingress),
-      egress: text(u.counters.egress),
-      peers: { ingress: peerText(u.peers?.ingress), egress: peerText(u.peers?.egress) },
+      ingress: trafficText(u.counters.ingress),
+      egress: trafficText(u.counters.egress),
+      peers: { ingress: classTrafficText(u.peers.ingress), egress: classTrafficText(u.peers.egress) },
     };
     if (u.uid !== undefined) {
       view.uid = u.uid;

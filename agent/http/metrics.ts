@@ -1,13 +1,16 @@
 /**
  * The agent's Prometheus metrics: self metrics in a prom-client registry,
- * traffic counters read from the kernel at scrape time and written as text
- * (exposition.ts), so a scrape always sees the current values; finals of
- * terminated units stay exported for the retention.
+ * and the traffic counters, read from the kernel at scrape time and written
+ * as text (traffic.ts), so a scrape always sees the current values.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { errorReason, type Tracker, type Unit } from '../counting/tracker.ts';
+import type { Tracker } from '../counting/tracker.ts';
+import { errorReason } from '../kernel/errors.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
-import { Exposition, labelText, type LabelledCounter } from '../../common/http/exposition.ts';
+import { Exposition, type LabelledCounter } from '../../common/http/exposition.ts';
+import { ANNOTATION_WRITE_RESULTS, type AnnotationWriteResult } from '../kube/annotator.ts';
+import type { PodNamer } from '../kube/pods.ts';
+import { addTrafficMetrics } from './traffic.ts';
 
 /**
  * podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory,
@@ -25,16 +28,6 @@ export const AGENT_ERROR_OPS = [
 ] as const;
 export type AgentErrorOp = (typeof AGENT_ERROR_OPS)[number];
 
-/**
- * podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409),
- * refused for this object alone (another 4xx, e.g. 422 annotations too long: retried with backoff), no budget left.
- */
-export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'skipped_budget'] as const;
-export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
-
-/** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
-export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
-
 export interface AgentMetrics {
   exposition: Exposition;
   attachLatency: Histogram;
@@ -51,86 +44,9 @@ export function createAgentMetrics(options: {
 }): AgentMetrics {
   const exposition = new Exposition();
   const { registry } = exposition;
-  const { tracker, mode } = options;
+  const { tracker } = options;
 
-  // Each unit's escaped label texts, kept until its pod name changes.
-  const labelCache = new WeakMap<Unit, { name: string; ingress: string; egress: string }>();
-  const labelsOf = (u: Unit, namer: PodNamer | undefined): { ingress: string; egress: string } => {
-    const uid = u.uid ?? '';
-    const ref = mode === 'pods' ? namer?.(uid) : undefined;
-    const name = ref ? `${ref.namespace}/${ref.pod}` : '';
-    const cached = labelCache.get(u);
-    if (cached?.name === name) return cached;
-    const labels: Record<string, string> =
-      mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
-    const entry = {
-      name,
-      ingress: labelText({ ...labels, direction: 'ingress' }),
-      egress: labelText({ ...labels, direction: 'egress' }),
-    };
-    labelCache.set(u, entry);
-    return entry;
-  };
-
-  // Per peer class: the unit's labels plus direction and peer, escaped once per unit and class.
-  const peerLabelCache = new WeakMap<Unit, { name: string; texts: Map<string, string> }>();
-  const peerLabelsOf = (u: Unit, namer: PodNamer | undefined, direction: string, peer: string): string => {
-    const uid = u.uid ?? '';
-    const ref = mode === 'pods' ? namer?.(uid) : undefined;
-    const name = ref ? `${ref.namespace}/${ref.pod}` : '';
-    let cached = peerLabelCache.get(u);
-    if (cached?.name !== name) peerLabelCache.set(u, (cached = { name, texts: new Map() }));
-    const key = `${direction}/${peer}`;
-    let text = cached.texts.get(key);
-    if (text === undefined) {
-      const labels: Record<string, string> =
-        mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
-      cached.texts.set(key, (text = labelText({ ...labels, direction, peer })));
-    }
-    return text;
-  };
-
-  // Both traffic metrics come from one kernel read per scrape: bytes reads, packets reuses.
-  let snapshot: Unit[] = [];
-  const scope = mode === 'pods' ? 'pod' : 'cgroup';
-  for (const what of ['bytes', 'packets'] as const) {
-    exposition.add({
-      name: `podmeter_${scope}_network_${what}_total`,
-      help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} sent (egress) and received (ingress) by the sockets of each ${scope} on network devices (loopback left out), counted by eBPF cgroup_skb programs.`,
-      type: 'counter',
-      samples: (emit) => {
-        if (what === 'bytes') {
-          tracker.refresh();
-          snapshot = tracker.units();
-        }
-        const namer = options.podNamer?.();
-        for (const u of snapshot) {
-          const labels = labelsOf(u, namer);
-          emit(labels.ingress, u.counters.ingress[what]);
-          emit(labels.egress, u.counters.egress[what]);
-        }
-      },
-    });
-  }
-
-  // By peer class, loopback included; a class appears once it has a packet (cardinality: a pod
-  // talks to a few classes, not all of them).
-  for (const what of ['bytes', 'packets'] as const) {
-    exposition.add({
-      name: `podmeter_${scope}_network_peer_${what}_total`,
-      help: `${what === 'bytes' ? 'Bytes (IP packet length)' : 'Packets'} of each ${scope} by direction and peer class (loopback, node, zone, cross-zone, cross-region, service, external, configured classes). The ${scope}_network_${what}_total series are the sum of every class but loopback.`,
-      type: 'counter',
-      samples: (emit) => {
-        const namer = options.podNamer?.();
-        for (const u of snapshot) {
-          for (const direction of ['ingress', 'egress'] as const) {
-            const peers = u.peers?.[direction];
-            for (const peer in peers) emit(peerLabelsOf(u, namer, direction, peer), peers[peer]![what]);
-          }
-        }
-      },
-    });
-  }
+  addTrafficMetrics(exposition, options);
 
   new Gauge({
     name: 'podmeter_attached_cgroups',

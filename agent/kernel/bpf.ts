@@ -5,47 +5,23 @@
  * them, so bad input fails with a message naming the path and what is wrong.
  * Each class owns one fd and releases it in close().
  */
-import { closeSync, statfsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, statSync } from 'node:fs';
 import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
-import { PODMETER_SLOTS } from './layout.ts';
-import { checkPinnedMap, checkPinnedProgram, type MapSpec, type ProgramSpec } from './spec.ts';
+import { DIRECTIONS, type Direction } from '../../common/contract/counts.ts';
+import { checkPinnedProgram, type ProgramSpec } from './spec.ts';
+import { assertCgroup2Dir, closedUnless, FdObject } from './fd.ts';
+import { ATTACH_TYPE, BpfMap, StatsMap, type MapObject } from './maps.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
 export { CollectionSpec, type MapSpec, type ProgramSpec } from './spec.ts';
 
-export type Direction = 'ingress' | 'egress';
-export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
-
-/** enum bpf_attach_type values of the two cgroup_skb hooks. */
-export const ATTACH_TYPE: Readonly<Record<Direction, number>> = { ingress: 0, egress: 1 };
-
-export function directionOf(attachType: number): Direction | undefined {
-  return attachType === 0 ? 'ingress' : attachType === 1 ? 'egress' : undefined;
-}
-
-export interface Counters {
-  bytes: bigint;
-  packets: bigint;
-}
-
-const CGROUP2_SUPER_MAGIC = 0x63677270;
-const BPF_FS_MAGIC = 0xcafe4a11;
+export { DIRECTIONS, type Direction };
+export { assertBpffsDir, assertCgroup2Dir, closingOnThrow } from './fd.ts';
+export { ATTACH_TYPE, BpfMap, directionOf, MapObject, StatsMap, unitHalf } from './maps.ts';
 
 export { bpfObjectPath } from '../paths.ts';
-
-/** The sum of several Counters (e.g. one slot over CPUs). */
-export function sumCounters(perCpu: readonly Counters[]): Counters {
-  let bytes = 0n;
-  let packets = 0n;
-  for (const c of perCpu) {
-    bytes += c.bytes;
-    packets += c.packets;
-  }
-  return { bytes, packets };
-}
 
 export function possibleCpus(): number {
   return native.possibleCpus();
@@ -71,82 +47,6 @@ export function reserveFds(count: number): number {
 /** A cgroup's id is the inode number of its cgroup2 directory. */
 export function cgroupId(cgroupPath: string): bigint {
   return statSync(cgroupPath, { bigint: true }).ino;
-}
-
-function fsType(path: string): number | undefined {
-  try {
-    return statfsSync(path).type;
-  } catch {
-    return undefined;
-  }
-}
-
-export function assertCgroup2Dir(path: string, what: string): void {
-  let isDir: boolean;
-  try {
-    isDir = statSync(path).isDirectory();
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code ?? 'ENOENT';
-    throw new BpfError({ code, message: `${what} '${path}': no such cgroup directory (${code})`, path }, { cause });
-  }
-  if (!isDir || fsType(path) !== CGROUP2_SUPER_MAGIC) {
-    throw new BpfError({
-      code: ErrorCodes.notCgroup2,
-      message: `${what} '${path}': not a cgroup2 directory (cgroup_skb programs attach to cgroup v2 only)`,
-      path,
-    });
-  }
-}
-
-/** Pins must be created inside a mounted bpffs; the kernel's own answer (EPERM) says nothing of why. */
-export function assertBpffsDir(dir: string, what: string): void {
-  const type = fsType(dir);
-  if (type === undefined) {
-    throw new BpfError({
-      code: 'ENOENT',
-      message: `${what} '${dir}': directory does not exist (it must be on a bpffs, e.g. under /sys/fs/bpf)`,
-      path: dir,
-    });
-  }
-  if (type !== BPF_FS_MAGIC) {
-    throw new BpfError({
-      code: ErrorCodes.notBpffs,
-      message: `${what} '${dir}': not on a bpffs (mount one with: mount -t bpf bpffs /sys/fs/bpf)`,
-      path: dir,
-    });
-  }
-}
-
-abstract class FdObject {
-  #fd: number;
-
-  constructor(fd: number) {
-    this.#fd = fd;
-  }
-
-  get fd(): number {
-    if (this.#fd < 0) throw new BpfError({ code: 'EBADF', message: `${this.constructor.name} is closed` });
-    return this.#fd;
-  }
-
-  get closed(): boolean {
-    return this.#fd < 0;
-  }
-
-  /** Pins the object at `path` (its directory must be on a bpffs). */
-  pin(path: string): void {
-    try {
-      native.objPin(this.fd, path);
-    } catch (err) {
-      assertBpffsDir(dirname(path), 'pin'); // says why when the kernel's answer (EPERM, ENOENT) does not
-      throw err;
-    }
-  }
-
-  close(): void {
-    if (this.#fd >= 0) closeSync(this.#fd);
-    this.#fd = -1;
-  }
 }
 
 export class Program extends FdObject {
@@ -182,202 +82,6 @@ export class Program extends FdObject {
 
   info(): ProgInfo {
     return native.progInfo(this.fd);
-  }
-}
-
-/**
- * Runs `make`, handing it `keep` to record each fd object it opens; when
- * `make` throws, everything kept is closed before the error goes on: a step
- * that fails part-way leaves nothing open.
- */
-export function closingOnThrow<T>(make: (keep: <O extends { close(): void }>(object: O) => O) => T): T {
-  const kept: { close(): void }[] = [];
-  try {
-    return make((object) => (kept.push(object), object));
-  } catch (err) {
-    for (const object of kept) object.close();
-    throw err;
-  }
-}
-
-/** `object` once `check` passes on it; closed (nothing left open) when it throws. */
-function closedUnless<T extends { close(): void }>(object: T, check: (object: T) => void): T {
-  return closingOnThrow((keep) => {
-    check(keep(object));
-    return object;
-  });
-}
-
-/**
- * A map fd with what the kernel said of it when it was opened: its id (every
- * element call names it, so an fd that came to refer to another map is
- * refused by the addon) and the sizes every key and value buffer must have.
- */
-export abstract class MapObject extends FdObject {
-  readonly id: number;
-  readonly name: string;
-  readonly keySize: number;
-  /** Bytes of one value as the map declares it. */
-  readonly valueSize: number;
-  /** Bytes of a value as lookup and update move it (per-CPU maps: one rounded-up value per possible CPU). */
-  readonly valueBytes: number;
-
-  /** Takes ownership of `fd`: closed here if it is not a map. */
-  constructor(fd: number) {
-    super(fd);
-    let info: MapInfo;
-    try {
-      info = native.mapInfo(fd);
-    } catch (err) {
-      this.close();
-      throw err;
-    }
-    this.id = info.id;
-    this.name = info.name;
-    this.keySize = info.keySize;
-    this.valueSize = info.valueSize;
-    this.valueBytes = info.valueBytes;
-  }
-
-  /**
-   * Opens the map pinned at `path` if its type, key size, value size and max
-   * entries are `spec`'s; otherwise a BpfError (ErrorCodes.pinShape)
-   * naming the pin and both shapes, with nothing left open.
-   */
-  static adopt<T extends MapObject>(this: new (fd: number) => T, path: string, spec: MapSpec): T {
-    return closedUnless(new this(native.objGet(path)), (map) => checkPinnedMap(path, map.info(), spec));
-  }
-
-  info(): MapInfo {
-    return native.mapInfo(this.fd);
-  }
-
-  /** "map 'podmeter_peers' (id 42)" */
-  describe(): string {
-    return `map '${this.name}' (id ${this.id})`;
-  }
-
-  /** Throws a TypeError unless `bytes` is a Uint8Array of `want` bytes. */
-  protected checkBytes(
-    method: string,
-    what: 'key' | 'value',
-    bytes: unknown,
-    want: number,
-  ): asserts bytes is Uint8Array {
-    if (!(bytes instanceof Uint8Array)) throw new TypeError(`${method}: the ${what} must be a Uint8Array`);
-    this.checkSize(method, what, bytes.length, want);
-  }
-
-  protected checkSize(method: string, what: 'key' | 'value', got: number, want: number): void {
-    if (got !== want)
-      throw new TypeError(
-        `${method}: ${what} of ${got} bytes for ${this.describe()}, whose ${what}s are ${want} bytes`,
-      );
-  }
-}
-
-/**
- * podmeter's per-CPU cgroup storage: {cgroup id, attach type} -> per CPU, one
- * Counters per slot (bpf/podmeter.h: PODMETER_SLOTS slots, then the programs'
- * own peer cache, which readers skip; the storage of agents before peer
- * classes had one slot, 16 bytes).
- */
-export class StorageMap extends MapObject {
-  static fromPin(path: string): StorageMap {
-    return new StorageMap(native.objGet(path));
-  }
-
-  /** Counter slots per value: 1 for the old 16-byte layout, PODMETER_SLOTS for the current one. */
-  get slots(): number {
-    return this.valueSize === 16 ? 1 : PODMETER_SLOTS;
-  }
-
-  /** Per-CPU slots of one cgroup and direction (perCpu[cpu][slot]), or undefined when there is no such entry. */
-  lookup(cgroupId: bigint, direction: Direction): Counters[][] | undefined {
-    const raw = native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id);
-    if (raw === undefined) return undefined;
-    const words = this.valueSize / 8;
-    const counterWords = 2 * this.slots;
-    const perCpu: Counters[][] = [];
-    for (let cpu = 0; cpu < raw.length; cpu += words) {
-      const slots: Counters[] = [];
-      for (let i = cpu; i < cpu + counterWords; i += 2) slots.push({ bytes: raw[i]!, packets: raw[i + 1]! });
-      perCpu.push(slots);
-    }
-    return perCpu;
-  }
-
-  /** Each slot summed over CPUs (readUnit's half for this direction); undefined when there is no such entry. */
-  read(cgroupId: bigint, direction: Direction): Counters[] | undefined {
-    if (
-      native.storageLookup(this.fd, checkCgroupId(cgroupId), ATTACH_TYPE[direction], this.valueSize, this.id) ===
-      undefined
-    )
-      return undefined;
-    const sums = this.readUnit(cgroupId);
-    if (sums === undefined) return undefined;
-    const half = direction === 'ingress' ? sums.subarray(0, sums.length / 2) : sums.subarray(sums.length / 2);
-    const slots: Counters[] = [];
-    for (let i = 0; i < half.length; i += 2) slots.push({ bytes: half[i]!, packets: half[i + 1]! });
-    return slots;
-  }
-
-  /**
-   * What the agent reads for every unit on each scrape, in one call: both
-   * directions' slots summed over CPUs as [bytes, packets] of slot 0, slot
-   * 1, ... for ingress, then the same for egress (a missing direction reads
-   * as zeros); undefined when neither direction has an entry. `previous`
-   * itself comes back when nothing changed since it was read (an idle
-   * cgroup costs no new BigInts).
-   */
-  readUnit(cgroupId: bigint, previous?: BigUint64Array): BigUint64Array | undefined {
-    return native.storageSums(this.fd, checkCgroupId(cgroupId), this.valueSize, 2 * this.slots, previous, this.id);
-  }
-
-  keys(): { cgroupId: bigint; direction: Direction }[] {
-    const keys: { cgroupId: bigint; direction: Direction }[] = [];
-    for (const k of native.storageKeys(this.fd, this.id)) {
-      const direction = directionOf(k.attachType);
-      if (direction !== undefined) keys.push({ cgroupId: k.cgroupId, direction });
-    }
-    return keys;
-  }
-}
-
-function checkCgroupId(id: unknown): bigint {
-  if (typeof id !== 'bigint') throw new TypeError('a cgroup id must be a bigint');
-  if (id < 0n || id >= 1n << 64n) throw new RangeError(`cgroup id ${id} is not a u64`);
-  return id;
-}
-
-/** An ordinary map (hash, array, LPM trie) with keys and values as raw bytes of the map's own key and value sizes. */
-export class BpfMap extends MapObject {
-  static fromPin(path: string): BpfMap {
-    return new BpfMap(native.objGet(path));
-  }
-
-  update(key: Uint8Array, value: Uint8Array): void {
-    this.checkBytes('update', 'key', key, this.keySize);
-    this.checkBytes('update', 'value', value, this.valueBytes);
-    native.mapUpdate(this.fd, key, value, this.id);
-  }
-
-  /** false when there was no such key. */
-  delete(key: Uint8Array): boolean {
-    this.checkBytes('delete', 'key', key, this.keySize);
-    return native.mapDelete(this.fd, key, this.id);
-  }
-
-  /** The value (valueSize bytes), or undefined when there is no such key (for an LPM trie: no prefix matches). */
-  lookup(key: Uint8Array, valueSize: number): Uint8Array | undefined {
-    this.checkBytes('lookup', 'key', key, this.keySize);
-    this.checkSize('lookup', 'value', valueSize, this.valueBytes);
-    return native.mapLookup(this.fd, key, valueSize, this.id);
-  }
-
-  keys(keySize: number): Uint8Array[] {
-    this.checkSize('keys', 'key', keySize, this.keySize);
-    return native.mapKeys(this.fd, keySize, this.id);
   }
 }
 
@@ -420,9 +124,9 @@ export class BpfObject {
     return p;
   }
 
-  /** Takes a map out of the object: the caller owns its fd from then on. */
-  takeStorageMap(name: string): StorageMap {
-    return new StorageMap(this.#take(name));
+  /** Takes podmeter_stats out of the object: the caller owns its fd from then on. */
+  takeStatsMap(name: string): StatsMap {
+    return new StatsMap(this.#take(name));
   }
 
   /** Takes an ordinary map out of the object: the caller owns its fd from then on. */

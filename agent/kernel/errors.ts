@@ -30,3 +30,9 @@ export class BpfError extends Error {
     this.path = props.path;
   }
 }
+
+/** An error's errno name (ENOMEM, EPERM, E2BIG, ...), or "other": the `reason` label of attach errors, a small fixed set. */
+export function errorReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]{1,15}$/.test(code) ? code : 'other';
+}

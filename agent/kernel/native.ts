@@ -108,6 +108,14 @@ export interface NativeAddon {
     previous: BigUint64Array | undefined,
     mapId: number,
   ): BigUint64Array | undefined;
+  storageSumsMany(
+    mapFd: number,
+    cgroupIds: readonly bigint[],
+    valueSize: number,
+    words: number,
+    previous: readonly (BigUint64Array | undefined)[],
+    mapId: number,
+  ): (BigUint64Array | undefined)[];
   storageKeys(mapFd: number, mapId: number): { cgroupId: bigint; attachType: number }[];
   possibleCpus(): number;
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): void;

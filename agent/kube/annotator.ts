@@ -21,22 +21,32 @@ import { encodeNodeFinals } from '../../common/contract/finals.ts';
 import { describe, isRefusal, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import type { Tracker, Unit } from '../counting/tracker.ts';
-import type { AnnotationWriteResult } from '../http/metrics.ts';
-import { countsOf, nodeFinals } from './finals.ts';
+import { contractCounts } from '../../common/contract/counts.ts';
+import { nodeFinals } from './finals.ts';
 import type { PodDirectory, PodRef } from './pods.ts';
 
+/**
+ * podmeter_annotation_writes_total{result}: written, failed (API away), the object is gone (404/409),
+ * refused for this object alone (another 4xx, e.g. 422 annotations too long: retried with backoff), no budget left.
+ */
+export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'skipped_budget'] as const;
+export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
 type WriteResult = Exclude<AnnotationWriteResult, 'skipped_budget'>;
 
+/** A Pod's counter annotations (podAnnotations). */
+type Values = Readonly<Record<string, string>>;
+
 interface PodState {
-  written?: string;
+  /** The values of the last write that went through. */
+  written?: Values;
   writtenAt: number;
   urgent: boolean;
   /** The Pod that answered 404/409: not written again (another Pod for the same cgroup, a static pod's new mirror, is). */
   goneUid?: string;
   /** The last write was refused for this pod alone: not again before `retryAt`; the next delay is twice `delayMs`. */
   refused?: { retryAt: number; delayMs: number };
-  /** The last valuesOf() and what it was made from: an idle pod's counters are the same objects from read to read (the meter reuses them), so most rounds build no string. */
-  values?: { counters: Unit['counters']; peers: Unit['peers']; mapBytes: number | undefined; text: string };
+  /** The last values made and what they were made from: an idle pod's counts are the same objects from read to read, so most rounds make none. */
+  values?: { counters: Unit['counters']; peers: Unit['peers']; mapBytes: number | undefined; values: Values };
 }
 
 const MAX_BACKOFF_MS = 10_000;
@@ -134,8 +144,8 @@ export class Annotator {
   }
 
   /** Pods whose annotations should be written now: finals first, then the longest unwritten. */
-  #due(now: number): { unit: Unit; pod: PodRef; values: string; state: PodState }[] {
-    const due: { unit: Unit; pod: PodRef; values: string; state: PodState }[] = [];
+  #due(now: number): { unit: Unit; pod: PodRef; values: Values; state: PodState }[] {
+    const due: { unit: Unit; pod: PodRef; values: Values; state: PodState }[] = [];
     for (const unit of this.#tracker.units()) {
       if (unit.kind !== 'pod' || unit.uid === undefined) continue;
       const pod = this.#pods.byCgroupUid(unit.uid);
@@ -147,10 +157,10 @@ export class Annotator {
       const last = state.values;
       const values =
         last !== undefined && last.counters === unit.counters && last.peers === unit.peers && last.mapBytes === mapBytes
-          ? last.text
-          : valuesOf(unit, mapBytes);
-      state.values = { counters: unit.counters, peers: unit.peers, mapBytes, text: values };
-      if (values === state.written) continue;
+          ? last.values
+          : podAnnotations(contractCounts(unit), mapBytes);
+      state.values = { counters: unit.counters, peers: unit.peers, mapBytes, values };
+      if (values === state.written || (state.written !== undefined && sameValues(values, state.written))) continue;
       if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
       due.push({ unit, pod, values, state });
     }
@@ -158,11 +168,9 @@ export class Annotator {
   }
 
   /** A value last written (`state.written`) no longer there (a class back at zero) is removed (null in a merge patch). */
-  async #write(pod: PodRef, values: string, state: PodState): Promise<WriteResult> {
-    const previous = state.written;
-    const now = JSON.parse(values) as Record<string, string | null>;
-    for (const key of Object.keys(previous === undefined ? {} : (JSON.parse(previous) as object))) now[key] ??= null;
-    const annotations = { ...now, [ANNOTATIONS.updated]: new Date().toISOString() };
+  async #write(pod: PodRef, values: Values, state: PodState): Promise<WriteResult> {
+    const annotations: Record<string, string | null> = { ...values, [ANNOTATIONS.updated]: new Date().toISOString() };
+    for (const key in state.written) if (!(key in values)) annotations[key] = null;
     try {
       // The uid precondition makes sure a re-created Pod of the same name is never given another pod's counts.
       const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
@@ -311,7 +319,12 @@ export class Annotator {
   }
 }
 
-/** The annotation values of a unit, as a canonical JSON string (for change detection). */
-function valuesOf(unit: Unit, mapBytes: number | undefined): string {
-  return JSON.stringify(podAnnotations(countsOf(unit), mapBytes));
+/** The same annotations with the same values (key order aside). */
+function sameValues(a: Values, b: Values): boolean {
+  let keys = 0;
+  for (const key in a) {
+    if (a[key] !== b[key]) return false;
+    keys++;
+  }
+  return keys === Object.keys(b).length;
 }

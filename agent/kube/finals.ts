@@ -3,7 +3,7 @@
  * format in common/contract/finals.ts): terminated pod units with traffic,
  * within the window, newest first, at most MAX_FINALS.
  */
-import { CLASS_FIELDS, isZero, PEER_CLASS_OF, type Counts } from '../../common/contract/counts.ts';
+import { contractCounts, isZero } from '../../common/contract/counts.ts';
 import { encodeFinal, FINALS_WINDOW_MS, MAX_FINALS, type NodeFinal } from '../../common/contract/finals.ts';
 import type { Unit } from '../counting/tracker.ts';
 import type { PodRef } from './pods.ts';
@@ -24,7 +24,7 @@ export function nodeFinals(
   for (const unit of units) {
     if (unit.kind !== 'pod' || unit.state !== 'terminated' || unit.uid === undefined || unit.terminatedAt === undefined)
       continue;
-    const counts = countsOf(unit);
+    const counts = contractCounts(unit);
     if (now - unit.terminatedAt > FINALS_WINDOW_MS || isZero(counts)) continue;
     const pod = podOf(unit.uid);
     // Without the Pod, only a cgroup named by the pod uid itself can be named (a static pod's is a config hash).
@@ -36,21 +36,4 @@ export function nodeFinals(
     .sort((a, b) => b.at - a.at)
     .slice(0, MAX_FINALS)
     .map((p) => p.final);
-}
-
-/** A unit's counters in the contract's shape: its totals and its egress bytes to the billed peer classes. */
-export function countsOf(unit: Pick<Unit, 'counters' | 'peers'>): Counts {
-  const c = unit.counters;
-  const counts: Counts = {
-    ingressBytes: c.ingress.bytes,
-    egressBytes: c.egress.bytes,
-    ingressPackets: c.ingress.packets,
-    egressPackets: c.egress.packets,
-    egressCrossZoneBytes: 0n,
-    egressCrossRegionBytes: 0n,
-    egressExternalBytes: 0n,
-  };
-  const egress = unit.peers?.egress;
-  if (egress !== undefined) for (const f of CLASS_FIELDS) counts[f] = egress[PEER_CLASS_OF[f]]?.bytes ?? 0n;
-  return counts;
 }

@@ -8,7 +8,8 @@
 import type { AgentConfig } from '../config.ts';
 import type { Logger } from '../../common/log.ts';
 import type { Tracker } from '../counting/tracker.ts';
-import type { AgentMetrics, PodNamer } from '../http/metrics.ts';
+import type { AgentMetrics } from '../http/metrics.ts';
+import type { PodNamer } from './pods.ts';
 import { Annotator } from './annotator.ts';
 import { WriteBudget } from '../../common/writeBudget.ts';
 import { watchBudget, type BudgetWatch } from './budgetWatch.ts';

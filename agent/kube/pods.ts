@@ -19,6 +19,9 @@ import type { Owner } from '../../common/contract/finals.ts';
 import type { KubeApi, KubeObject, ObjectMeta } from '../../common/kube/api.ts';
 import { Reflector } from '../../common/kube/reflector.ts';
 
+/** Namespace and pod name for a pod uid, once the Kubernetes side knows them. */
+export type PodNamer = (uid: string) => { namespace: string; pod: string } | undefined;
+
 export interface PodRef {
   namespace: string;
   name: string;

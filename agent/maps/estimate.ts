@@ -4,8 +4,6 @@
  * cgroup storage map's memlock leaves out its elements, so podmeter's own
  * storage map is estimated from its element count (inventory.ts applies it).
  */
-/** The name podmeter's own per-CPU cgroup storage map has in bpf/podmeter.bpf.c. */
-export const OWN_STORAGE_MAP_NAME = 'podmeter_stats';
 export const OWN_STORAGE_MAP_TYPE = 'percpu_cgroup_storage';
 
 /**

@@ -31,8 +31,23 @@ function vanished(err: unknown): boolean {
 
 const MAP_ID = /^map_id:\s*(\d+)/m;
 
+/**
+ * Fds of one process known not to be maps, which the scan passes over
+ * without a readlink: the agent's own link fds (two per counted cgroup, so
+ * a thousand at 500 pods: their readlinks were most of what the scan cost
+ * beyond the other processes). `fds()` is asked when the scan reaches `pid`.
+ */
+export interface NotMapFds {
+  pid: number;
+  fds: () => ReadonlySet<number>;
+}
+
 /** Every process holding a BPF map fd, with the ids of the maps it holds; pauses between processes (slices.ts). */
-export async function scanMapHolders(procRoot = '/proc', slices = new Slices(Infinity)): Promise<ScannedHolder[]> {
+export async function scanMapHolders(
+  procRoot = '/proc',
+  slices = new Slices(Infinity),
+  notMaps?: NotMapFds,
+): Promise<ScannedHolder[]> {
   const holders: ScannedHolder[] = [];
   let pids: string[];
   try {
@@ -53,7 +68,9 @@ export async function scanMapHolders(procRoot = '/proc', slices = new Slices(Inf
       throw err;
     }
     let mapIds: Set<number> | undefined;
+    const skip = notMaps !== undefined && Number(name) === notMaps.pid ? notMaps.fds() : undefined;
     for (const fd of fds) {
+      if (skip?.has(Number(fd))) continue;
       await slices.pause(); // a process can hold thousands of fds (an apiserver, a proxy)
       let target: string;
       try {

@@ -31,13 +31,13 @@ import {
   estimateStorageBytes,
   kernelChargesMemlock,
   memlockIsExact,
-  OWN_STORAGE_MAP_NAME,
   OWN_STORAGE_MAP_TYPE,
 } from './estimate.ts';
 import { cgroupV2Path, readSmall, scanMapHolders } from './holders.ts';
 import { Slices } from './slices.ts';
 import { Summary } from './summary.ts';
 import { listSliced, type UnreadableObject } from './walk.ts';
+import { PODMETER_MAPS } from '../kernel/contract.generated.ts';
 
 /** Who keeps a map alive: processes holding an fd, else a loaded program using it, else a pin (or the kernel). */
 export type OwnerKind = 'process' | 'program' | 'pinned';
@@ -158,6 +158,8 @@ export interface InventoryOptions {
   cgroupRoot?: string;
   /** podmeter's own storage map and its element count, for the estimate. */
   ownStorage?: OwnStorageOption;
+  /** This process's fds that are not maps (the agent's links), passed over by the /proc scan (holders.ts). */
+  ownNonMapFds?: () => ReadonlySet<number>;
   /** Defaults to /proc (tests only). */
   procRoot?: string;
   /** Defaults to os.release() (tests only). */
@@ -182,7 +184,7 @@ function defaultCgroupRoot(): string {
 function isOwnStorage(map: MapInfo, own: OwnStorageOption | undefined): boolean {
   if (own === undefined) return false;
   if (own.mapId !== undefined) return map.id === own.mapId;
-  return map.name === OWN_STORAGE_MAP_NAME && map.typeName === OWN_STORAGE_MAP_TYPE;
+  return map.name === PODMETER_MAPS.stats.name && map.typeName === OWN_STORAGE_MAP_TYPE;
 }
 
 function isCgroupStorage(type: string): boolean {
@@ -206,7 +208,11 @@ export async function takeInventory(opts: InventoryOptions = {}): Promise<MapInv
 
   const unreadableMaps: UnreadableObject[] = [];
   const infos = await listSliced(opts.listMaps ?? listMaps, slices, unreadableMaps);
-  const holders = await scanMapHolders(procRoot, slices);
+  const holders = await scanMapHolders(
+    procRoot,
+    slices,
+    opts.ownNonMapFds && { pid: process.pid, fds: opts.ownNonMapFds },
+  );
   const programsOf = programsByMap(await listSliced(listPrograms, slices, []));
   const { processes, holdersOf } = await holdingProcesses(holders, new Set(infos.map((m) => m.id)), {
     procRoot,

@@ -18,7 +18,7 @@
  * namespace is "" and pod is the pod UID, so pods stay apart there too.
  */
 import { labelText, type Exposition } from '../../common/http/exposition.ts';
-import type { PodNamer } from '../http/metrics.ts';
+import type { PodNamer } from '../kube/pods.ts';
 import type { MapInventory } from './inventory.ts';
 
 /** Namespace and pod labels of a pod UID: the names when known, else namespace "" and pod = uid. */

@@ -7,7 +7,7 @@
  */
 import type { Route } from '../../common/http/server.ts';
 import { json, text } from '../../common/http/server.ts';
-import type { PodNamer } from '../http/metrics.ts';
+import type { PodNamer } from '../kube/pods.ts';
 import type { MapInventory, MapProcess, PodSummary } from './inventory.ts';
 import { CHART_JS, mapsPage } from './page.ts';
 

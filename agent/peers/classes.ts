@@ -1,52 +1,32 @@
 /**
  * Peer classes: where a pod's packets go to or come from. Every packet is
- * counted in one class slot (bpf/podmeter.h): the built-in classes in fixed
- * slots, configured named CIDR classes in the named slots. PeerCounts is the
- * one type for "counts by class" that everything downstream (metrics, API,
- * state, later annotations and rollups) carries.
+ * counted in one class slot (bpf/podmeter.h, enum podmeter_class): the
+ * built-in classes in fixed slots, configured named CIDR classes in the
+ * named slots. Counts by class are ClassTraffic (common/contract/counts.ts).
  *
  * Totals ("network traffic") are every class but loopback: a pod talking to
  * itself is not network traffic, as interface-based tools see it too.
  */
-import type { Counters, Direction } from '../kernel/bpf.ts';
-import { PODMETER_FIRST_NAMED, PODMETER_NAME_LEN, PODMETER_SLOTS } from '../kernel/layout.ts';
+import type { ClassTraffic, Traffic } from '../../common/contract/counts.ts';
+import {
+  PODMETER_CLASSES,
+  PODMETER_FIRST_NAMED,
+  PODMETER_MAX_NAMED,
+  PODMETER_NAME_LEN,
+} from '../kernel/contract.generated.ts';
 
-export const BUILTIN_CLASSES = [
-  'loopback',
-  'node',
-  'zone',
-  'cross-zone',
-  'cross-region',
-  'service',
-  'external',
-] as const;
+/** The built-in classes, in their slots (enum podmeter_class). */
+export const BUILTIN_CLASSES = PODMETER_CLASSES;
 export type BuiltinClass = (typeof BUILTIN_CLASSES)[number];
 
-/** Kept in step with enum podmeter_class and PODMETER_* in bpf/podmeter.h. */
-export const SLOT: Readonly<Record<BuiltinClass, number>> = {
-  loopback: 0,
-  node: 1,
-  zone: 2,
-  'cross-zone': 3,
-  'cross-region': 4,
-  service: 5,
-  external: 6,
-};
+/** Each built-in class's slot. */
+export const SLOT = Object.fromEntries(BUILTIN_CLASSES.map((name, slot) => [name, slot])) as Readonly<
+  Record<BuiltinClass, number>
+>;
 export const FIRST_NAMED_SLOT = PODMETER_FIRST_NAMED;
-export const SLOTS = PODMETER_SLOTS;
-export const MAX_NAMED_CLASSES = SLOTS - FIRST_NAMED_SLOT;
+export const MAX_NAMED_CLASSES = PODMETER_MAX_NAMED;
 /** A name and its NUL. */
 export const NAME_BYTES = PODMETER_NAME_LEN;
-
-/**
- * Counts from before peer classes existed (an agent upgraded over the pins of
- * one that counted without classes): part of the totals, in no known class.
- */
-export const UNCLASSIFIED = 'unclassified';
-
-/** Counters by class name; a class with no packet is absent. */
-export type PeerCounts = Readonly<Record<string, Counters>>;
-export type DirectionPeerCounts = Readonly<Record<Direction, PeerCounts>>;
 
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -55,33 +35,10 @@ export function classNameProblem(name: string): string | undefined {
   if (name.length === 0 || name.length > 63 || !NAME.test(name)) {
     return 'is not a valid class name (lower case letters, digits and -, starting and ending with a letter or digit, at most 63 characters)';
   }
-  if ((BUILTIN_CLASSES as readonly string[]).includes(name) || name === UNCLASSIFIED) {
-    return `is a built-in class name (${[...BUILTIN_CLASSES, UNCLASSIFIED].join(', ')})`;
+  if ((BUILTIN_CLASSES as readonly string[]).includes(name)) {
+    return `is a built-in class name (${BUILTIN_CLASSES.join(', ')})`;
   }
   return undefined;
-}
-
-/** Sum over every class but loopback: the unit's network traffic. */
-export function networkTotal(peers: PeerCounts): Counters {
-  let bytes = 0n;
-  let packets = 0n;
-  for (const name in peers) {
-    if (name === 'loopback') continue;
-    bytes += peers[name]!.bytes;
-    packets += peers[name]!.packets;
-  }
-  return { bytes, packets };
-}
-
-/** a + b class by class. */
-export function addPeerCounts(a: PeerCounts, b: PeerCounts): PeerCounts {
-  const out: Record<string, Counters> = { ...a };
-  for (const name in b) {
-    const x = out[name];
-    const y = b[name]!;
-    out[name] = x === undefined ? y : { bytes: x.bytes + y.bytes, packets: x.packets + y.packets };
-  }
-  return out;
 }
 
 /**
@@ -110,23 +67,15 @@ export class SlotNames {
     return this.#names.slice(FIRST_NAMED_SLOT);
   }
 
-  /** Slot sums (one direction of StorageMap.readUnit: bytes, packets per slot) to counts by class; empty slots are left out. */
-  countsOfSums(sums: BigUint64Array): PeerCounts {
-    const out: Record<string, Counters> = {};
+  /**
+   * One direction's slot sums (StatsMap.read, or a half of readUnit: bytes,
+   * packets per slot) by class; empty slots are left out.
+   */
+  byClass(sums: BigUint64Array): ClassTraffic {
+    const out: Record<string, Traffic> = {};
     for (let i = 0; i < sums.length; i += 2) {
       if (sums[i + 1] === 0n && sums[i] === 0n) continue;
       out[this.#names[i >> 1] ?? `slot-${i >> 1}`] = { bytes: sums[i]!, packets: sums[i + 1]! };
-    }
-    return out;
-  }
-
-  /** Slot counters (summed over CPUs) to counts by class; empty slots are left out. */
-  countsOf(slots: readonly Counters[]): PeerCounts {
-    const out: Record<string, Counters> = {};
-    for (let i = 0; i < slots.length; i++) {
-      const c = slots[i]!;
-      if (c.packets === 0n && c.bytes === 0n) continue;
-      out[this.#names[i] ?? `slot-${i}`] = c;
     }
     return out;
   }

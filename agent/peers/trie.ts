@@ -6,7 +6,7 @@
  */
 import { endianness } from 'node:os';
 import type { BpfMap } from '../kernel/bpf.ts';
-import { PODMETER_GENERATION_MASK as GENERATION_MASK } from '../kernel/layout.ts';
+import { PODMETER_GENERATION_MASK as GENERATION_MASK } from '../kernel/contract.generated.ts';
 import { KEY_BYTES, keyPrefix, prefixKey, type Prefix } from './cidr.ts';
 
 const LE = endianness() === 'LE';

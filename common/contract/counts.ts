@@ -1,8 +1,17 @@
 /**
- * The traffic counters of a pod (or a sum of pods), as bigints: byte
- * totals pass 2^53 within months on a busy namespace, so they are never
- * JavaScript numbers, and they travel as decimal strings (annotations, CR
- * status, JSON output).
+ * The one model of podmeter's counts, from the kernel's counter slots to the
+ * operator's totals, with their arithmetic and their text forms. Counts are
+ * bigints: byte totals pass 2^53 within months on a busy namespace, so they
+ * are never JavaScript numbers, and they travel as decimal strings
+ * (annotations, CR status, Node finals, the HTTP API, the state file).
+ *
+ *   Traffic       one direction's bytes and packets (a counter slot, or a sum)
+ *   ClassTraffic  Traffic by peer class name
+ *   UnitCounts    a pod's (or cgroup's) counts: per direction, its network
+ *                 traffic (every class but loopback) and its traffic by class
+ *   Counts        what the contract carries of a pod (annotations, finals,
+ *                 CRD status): the four totals and the billed classes' egress
+ *                 bytes, flat; contractCounts() makes it from UnitCounts
  *
  * Besides the four totals, the egress bytes to the peer classes that cost
  * money (cross-zone, cross-region, external: clouds bill them) travel with
@@ -12,6 +21,117 @@
  * 0), which keeps Pod objects and checkpoints small and reads the counts of
  * an agent or operator that predates them as zero.
  */
+
+export type Direction = 'ingress' | 'egress';
+export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
+
+/** One direction's bytes and packets: a counter slot (summed over CPUs), or a sum of them. */
+export interface Traffic {
+  readonly bytes: bigint;
+  readonly packets: bigint;
+}
+
+export const NO_TRAFFIC: Traffic = Object.freeze({ bytes: 0n, packets: 0n });
+
+export function addTraffic(a: Traffic, b: Traffic): Traffic {
+  return { bytes: a.bytes + b.bytes, packets: a.packets + b.packets };
+}
+
+/** Traffic by peer class name (agent/peers/classes.ts); a class without a packet is absent. */
+export type ClassTraffic = Readonly<Record<string, Traffic>>;
+
+/** The loopback class: counted, but not network traffic (interface-based tools leave it out too). */
+export const LOOPBACK = 'loopback';
+
+/** A pod's (or cgroup's) counts: per direction, its network traffic (every class but loopback) and its traffic by class. */
+export interface UnitCounts {
+  readonly counters: Readonly<Record<Direction, Traffic>>;
+  readonly peers: Readonly<Record<Direction, ClassTraffic>>;
+}
+
+export const NO_COUNTS: UnitCounts = Object.freeze({
+  counters: Object.freeze({ ingress: NO_TRAFFIC, egress: NO_TRAFFIC }),
+  peers: Object.freeze({ ingress: Object.freeze({}), egress: Object.freeze({}) }),
+});
+
+/** Sum over every class but loopback: the network traffic. */
+export function networkTotal(classes: ClassTraffic): Traffic {
+  let bytes = 0n;
+  let packets = 0n;
+  for (const name in classes) {
+    if (name === LOOPBACK) continue;
+    bytes += classes[name]!.bytes;
+    packets += classes[name]!.packets;
+  }
+  return { bytes, packets };
+}
+
+/** A unit's counts from its traffic by class (the totals are every class but loopback). */
+export function unitCounts(peers: Record<Direction, ClassTraffic>): UnitCounts {
+  return { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
+}
+
+/** a + b class by class. */
+export function addClassTraffic(a: ClassTraffic, b: ClassTraffic): ClassTraffic {
+  const out: Record<string, Traffic> = { ...a };
+  for (const name in b) {
+    const x = out[name];
+    out[name] = x === undefined ? b[name]! : addTraffic(x, b[name]!);
+  }
+  return out;
+}
+
+/** a + b (a may be absent: b itself). */
+export function addUnitCounts(a: UnitCounts | undefined, b: UnitCounts): UnitCounts {
+  if (a === undefined) return b;
+  return {
+    counters: {
+      ingress: addTraffic(a.counters.ingress, b.counters.ingress),
+      egress: addTraffic(a.counters.egress, b.counters.egress),
+    },
+    peers: {
+      ingress: addClassTraffic(a.peers.ingress, b.peers.ingress),
+      egress: addClassTraffic(a.peers.egress, b.peers.egress),
+    },
+  };
+}
+
+/** Traffic as the HTTP API and the state file write it. */
+export interface TrafficText {
+  bytes: string;
+  packets: string;
+}
+
+export function trafficText(t: Traffic): TrafficText {
+  return { bytes: String(t.bytes), packets: String(t.packets) };
+}
+
+export function classTrafficText(c: ClassTraffic): Record<string, TrafficText> {
+  const out: Record<string, TrafficText> = {};
+  for (const name in c) out[name] = trafficText(c[name]!);
+  return out;
+}
+
+/** Traffic from its text (two u64 decimals, parseCount); throws an Error naming `what` and the bad value. */
+export function parseTraffic(raw: unknown, what: string): Traffic {
+  const r = (typeof raw === 'object' && raw !== null ? raw : {}) as Partial<Record<keyof Traffic, unknown>>;
+  const u64 = (field: keyof Traffic): bigint => {
+    const value = countOf(r[field]);
+    if (value === undefined)
+      throw new Error(`${what}.${field}: ${JSON.stringify(r[field])} is not a u64 decimal string`);
+    return value;
+  };
+  return { bytes: u64('bytes'), packets: u64('packets') };
+}
+
+/** Traffic by class from its text (absent: no class); throws an Error naming `what`. */
+export function parseClassTraffic(raw: unknown, what: string): ClassTraffic {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${what}: not an object`);
+  const out: Record<string, Traffic> = {};
+  for (const [name, t] of Object.entries(raw)) out[name] = parseTraffic(t, `${what}.${name}`);
+  return out;
+}
 
 export interface Counts {
   ingressBytes: bigint;
@@ -40,6 +160,20 @@ export const PEER_CLASS_OF: Readonly<Record<ClassField, string>> = {
   egressCrossRegionBytes: 'cross-region',
   egressExternalBytes: 'external',
 };
+
+/** What the contract carries of a unit's counts: its totals and its egress bytes to the billed peer classes. */
+export function contractCounts(unit: UnitCounts): Counts {
+  const { counters: c, peers } = unit;
+  return {
+    ingressBytes: c.ingress.bytes,
+    egressBytes: c.egress.bytes,
+    ingressPackets: c.ingress.packets,
+    egressPackets: c.egress.packets,
+    egressCrossZoneBytes: peers.egress[PEER_CLASS_OF.egressCrossZoneBytes]?.bytes ?? 0n,
+    egressCrossRegionBytes: peers.egress[PEER_CLASS_OF.egressCrossRegionBytes]?.bytes ?? 0n,
+    egressExternalBytes: peers.egress[PEER_CLASS_OF.egressExternalBytes]?.bytes ?? 0n,
+  };
+}
 
 export function zero(): Counts {
   return {

@@ -44,6 +44,7 @@ export class Exposition {
   /** The self metrics (prom-client's metric classes register here). */
   readonly registry: Registry;
   readonly #metrics: TextMetric[] = [];
+  readonly #beforeScrape: (() => void)[] = [];
 
   /** Without a registry: a new one with the process's default metrics. */
   constructor(registry?: Registry) {
@@ -65,7 +66,13 @@ export class Exposition {
     this.#metrics.push(metric);
   }
 
+  /** Runs `hook` at the start of every scrape, before any metric's samples (e.g. one read that several metrics share). */
+  beforeScrape(hook: () => void): void {
+    this.#beforeScrape.push(hook);
+  }
+
   async text(): Promise<string> {
+    for (const hook of this.#beforeScrape) hook();
     let out = await this.registry.metrics();
     for (const m of this.#metrics) {
       out += `# HELP ${m.name} ${m.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}\n# TYPE ${m.name} ${m.type}\n`;

@@ -25,7 +25,7 @@ import {
   totalsBecome,
   usage,
   writeCounts,
-  type Counters,
+  type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -50,7 +50,7 @@ test('the leader loses the apiserver for 60 s while the standby has it: the stan
   const b = await startOperator(oc, { identity: 'podmeter-test-op-b', kubeconfig: kubeconfig('b', pb) });
 
   const pods: TestPod[] = [];
-  const counts = new Map<string, Counters>();
+  const counts = new Map<string, Counts>();
   for (let i = 0; i < 3; i++) {
     const p = await createPod(oc, { namespace: 'shop', name: `api-${i}`, node: 'podmeter-test-node-1' });
     pods.push(p);

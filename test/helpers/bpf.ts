@@ -1,19 +1,20 @@
 /**
  * podmeter's (and passthrough's) BPF objects loaded for a test or benchmark.
  *
- *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_stats (counters), podmeter_peers, podmeter_gen
+ *   loadPodmeter(t?): Loaded   bpf/podmeter.bpf.c: programs podmeter_ingress/egress, maps podmeter_stats, podmeter_peers, podmeter_gen
  *   loadPassthrough(t?): Loaded  bpf/passthrough.bpf.c: passthrough_ingress/egress (let every packet pass)
- *   loadLegacy(t?): Loaded     bpf/legacy.bpf.c: the programs before peer classes (one 16-byte counter;
- *                              benchmarks compare against it; counters()/classes() do not apply)
+ *   loadLegacy(t?): Loaded     bpf/legacy.bpf.c: programs counting without peer classes (one 16-byte counter;
+ *                              benchmarks compare against it, tests use it as a map of another shape;
+ *                              counters()/classes() do not apply)
  *
  *   Loaded: {
  *     programs: { ingress, egress }        Program per direction
- *     map: StorageMap | undefined          podmeter_stats (podmeter only)
+ *     stats: StatsMap | undefined         podmeter_stats (podmeter only)
  *     peers: BpfMap | undefined            podmeter_peers, the peer trie (podmeter only)
  *     attach(cgroup, directions?): Links   bpf_link per direction (default both), closed by close()
- *     counters(cgroup): { ingress, egress } network traffic: summed Counters of every class but
+ *     counters(cgroup): { ingress, egress } network traffic: the Traffic of every class but
  *                                          loopback, as the agent reports it (undefined: no entry)
- *     classes(cgroup): { ingress, egress } PeerCounts by built-in class name (classes with packets only)
+ *     classes(cgroup): { ingress, egress } ClassTraffic by built-in class name (classes with packets only)
  *     setPeer(cidr, cls)                   puts a prefix in the peer trie: cls a built-in class or a slot number
  *     close()                              closes links (detaching them) and every fd
  *   }
@@ -27,13 +28,13 @@ import {
   bpfObjectPath,
   cgroupId,
   DIRECTIONS,
-  type Counters,
   type Direction,
   type Link,
   type Program,
-  type StorageMap,
+  type StatsMap,
 } from '../../agent/kernel/bpf.ts';
-import { networkTotal, SlotNames, SLOT, type BuiltinClass, type PeerCounts } from '../../agent/peers/classes.ts';
+import { SlotNames, SLOT, type BuiltinClass } from '../../agent/peers/classes.ts';
+import { networkTotal, type ClassTraffic, type Traffic } from '../../common/contract/counts.ts';
 import { parsePrefix } from '../../agent/peers/cidr.ts';
 import { PeerTrie } from '../../agent/peers/trie.ts';
 import type { BpfMap } from '../../agent/kernel/bpf.ts';
@@ -43,30 +44,30 @@ import type { CgroupRef } from './traffic.ts';
 export interface Loaded {
   obj: BpfObject;
   programs: Record<Direction, Program>;
-  map: StorageMap | undefined;
+  stats: StatsMap | undefined;
   peers: BpfMap | undefined;
   attach(cgroup: CgroupRef, directions?: readonly Direction[]): Partial<Record<Direction, Link>>;
-  counters(cgroup: CgroupRef | bigint): Record<Direction, Counters | undefined>;
-  classes(cgroup: CgroupRef | bigint): Record<Direction, PeerCounts | undefined>;
+  counters(cgroup: CgroupRef | bigint): Record<Direction, Traffic | undefined>;
+  classes(cgroup: CgroupRef | bigint): Record<Direction, ClassTraffic | undefined>;
   setPeer(cidr: string, cls: BuiltinClass | number): void;
   close(): void;
 }
 
 function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loaded {
   const obj = BpfObject.load(bpfObjectPath(name));
-  const map = name === 'podmeter' ? obj.takeStorageMap('podmeter_stats') : undefined;
+  const stats = name === 'podmeter' ? obj.takeStatsMap('podmeter_stats') : undefined;
   const peers = name === 'podmeter' ? obj.takeMap('podmeter_peers') : undefined;
   const generation = name === 'podmeter' ? obj.takeMap('podmeter_gen') : undefined;
   const trie = peers && generation && new PeerTrie(peers, generation);
   const names = new SlotNames([]);
   const idOf = (cgroup: CgroupRef | bigint): bigint =>
     typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path);
-  const classesOf = (cgroup: CgroupRef | bigint): Record<Direction, PeerCounts | undefined> => {
-    if (map === undefined) throw new Error(`${name} has no counters map`);
+  const classesOf = (cgroup: CgroupRef | bigint): Record<Direction, ClassTraffic | undefined> => {
+    if (stats === undefined) throw new Error(`${name} has no podmeter_stats`);
     const id = idOf(cgroup);
     const read = (d: Direction) => {
-      const slots = map.read(id, d);
-      return slots && names.countsOf(slots);
+      const sums = stats.read(id, d);
+      return sums && names.byClass(sums);
     };
     return { ingress: read('ingress'), egress: read('egress') };
   };
@@ -76,7 +77,7 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
   const loaded: Loaded = {
     obj,
     programs,
-    map,
+    stats,
     peers,
     attach(cgroup, directions = DIRECTIONS) {
       const cgroupPath = typeof cgroup === 'string' ? cgroup : cgroup.path;
@@ -99,7 +100,7 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
     },
     close() {
       for (const l of links.splice(0)) l.close();
-      map?.close();
+      stats?.close();
       peers?.close();
       generation?.close();
       obj.close();

@@ -32,7 +32,7 @@ const CRDS = new URL('../../helm/podmeter/crds/', import.meta.url).pathname;
 export const OPERATOR_NS = 'podmeter';
 
 /** The totals and the egress bytes to the billed peer classes (common/contract/counts.ts). */
-export type Counters = Counts;
+export type { Counts };
 
 export interface OperatorCluster {
   cluster: TestCluster;
@@ -121,7 +121,7 @@ export async function deletePod(oc: OperatorCluster, pod: PodSpec): Promise<void
 }
 
 /** What a real agent writes: the counters (billed classes when not zero, removed when zero) and `updated`, merge-patched with the pod's uid as precondition. */
-export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters): Promise<void> {
+export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counts): Promise<void> {
   const annotations: Record<string, string | null> = {
     ...Object.fromEntries(CLASS_FIELDS.map((f) => [ANNOTATIONS[f], null])),
     ...podAnnotations(c, undefined),
@@ -137,7 +137,7 @@ export async function writeCounts(oc: OperatorCluster, pod: TestPod, c: Counters
 export async function writeNodeFinals(
   oc: OperatorCluster,
   node: string,
-  finals: { pod: TestPod; counts: Counters; at?: Date }[],
+  finals: { pod: TestPod; counts: Counts; at?: Date }[],
 ): Promise<void> {
   const value: NodeFinal[] = finals.map(({ pod, counts, at }) => ({
     uid: pod.uid,
@@ -161,7 +161,7 @@ export async function writeNodeFinals(
 }
 
 /** Distinct counters for a seed; the billed classes are parts of egress (cross-region zero at seed 0: its annotation absent). */
-export function counters(seed: number, scale = 1n): Counters {
+export function counters(seed: number, scale = 1n): Counts {
   const s = BigInt(seed);
   return {
     ingressBytes: (1000n * s + 17n) * scale,
@@ -174,23 +174,23 @@ export function counters(seed: number, scale = 1n): Counters {
   };
 }
 
-/** Counters from totals only (the billed classes zero). */
+/** Counts from totals only (the billed classes zero). */
 export function totalsOnly(
-  c: Pick<Counters, 'ingressBytes' | 'egressBytes' | 'ingressPackets' | 'egressPackets'>,
-): Counters {
+  c: Pick<Counts, 'ingressBytes' | 'egressBytes' | 'ingressPackets' | 'egressPackets'>,
+): Counts {
   return { ...zero(), ...c };
 }
 
 /** Field by field sum (a negative part subtracts). */
-export function add(...cs: Counters[]): Counters {
+export function add(...cs: Counts[]): Counts {
   const t = zero();
   for (const c of cs) for (const f of FIELDS) t[f] += c[f];
   return t;
 }
 
 /** Every field as a decimal string, zero classes too (as a status's top level has them). */
-export function asStrings(c: Counters): Record<keyof Counters, string> {
-  return Object.fromEntries(FIELDS.map((f) => [f, String(c[f])])) as Record<keyof Counters, string>;
+export function asStrings(c: Counts): Record<keyof Counts, string> {
+  return Object.fromEntries(FIELDS.map((f) => [f, String(c[f])])) as Record<keyof Counts, string>;
 }
 
 export async function usage(oc: OperatorCluster, kind: UsageKind, name: string): Promise<UsageObject | undefined> {
@@ -202,9 +202,9 @@ export async function totals(
   oc: OperatorCluster,
   kind: UsageKind,
   name: string,
-): Promise<Record<keyof Counters, string> | undefined> {
+): Promise<Record<keyof Counts, string> | undefined> {
   const s = (await usage(oc, kind, name))?.status as Record<string, unknown> | undefined;
-  return s && (Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Record<keyof Counters, string>);
+  return s && (Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Record<keyof Counts, string>);
 }
 
 /** Waits until the usage object's totals are exactly `want`. */
@@ -212,7 +212,7 @@ export async function totalsBecome(
   oc: OperatorCluster,
   kind: UsageKind,
   name: string,
-  want: Counters,
+  want: Counts,
   timeoutMs = 60_000,
 ): Promise<void> {
   let got: unknown;

@@ -43,7 +43,7 @@ import {
   startOperator,
   totalsBecome,
   writeCounts,
-  type Counters,
+  type Counts,
   type OperatorCluster,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
@@ -371,7 +371,7 @@ test('hostile input: the agent (--metrics-auth kubernetes) and the operator', as
     await must(oc.cluster.kubectl(['create', 'namespace', ns]));
     const pods: TestPod[] = [];
     for (let i = 0; i < 3; i++) pods.push(await createPod(oc, { namespace: ns, name: `app-${i}`, node }));
-    const written: Counters[] = [];
+    const written: Counts[] = [];
     const server: Server = {
       target: targetOf(op.url),
       pid: op.child.pid!,

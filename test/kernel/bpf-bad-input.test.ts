@@ -14,7 +14,7 @@ import {
   bpfObjectPath,
   Link,
   queryCgroup,
-  StorageMap,
+  StatsMap,
 } from '../../agent/kernel/bpf.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { ErrorCodes } from '../../common/errors.ts';
@@ -79,7 +79,7 @@ test('pinning into a missing directory or one not on bpffs names the directory',
   const link = pm.attach(cg, ['egress']).egress!;
   const missingDir = join(bpffsRoot(), `${TEST_PREFIX}${randomSuffix()}-missing`);
   const notBpffs = tmpDir(t);
-  for (const obj of [pm.programs.egress, pm.map!, link]) {
+  for (const obj of [pm.programs.egress, pm.stats!, link]) {
     const e1 = assertBpfError(() => obj.pin(join(missingDir, 'x')), 'ENOENT', missingDir);
     assert.match(e1.message, /does not exist/);
     const e2 = assertBpfError(() => obj.pin(join(notBpffs, 'x')), ErrorCodes.notBpffs, notBpffs);
@@ -93,10 +93,10 @@ test('pin onto an existing name and open of a missing pin are kernel errors with
   const pins = makeBpffsDir(t);
   const pm = loadPodmeter(t);
   const taken = join(pins.path, 'taken');
-  pm.map!.pin(taken);
+  pm.stats!.pin(taken);
   assertBpfError(() => pm.programs.egress.pin(taken), 'EEXIST', taken, { syscall: 'bpf(BPF_OBJ_PIN)', errno: -17 });
   const missing = join(pins.path, 'missing');
-  assertBpfError(() => StorageMap.fromPin(missing), 'ENOENT', missing, { syscall: 'bpf(BPF_OBJ_GET)', errno: -2 });
+  assertBpfError(() => StatsMap.fromPin(missing), 'ENOENT', missing, { syscall: 'bpf(BPF_OBJ_GET)', errno: -2 });
   assertBpfError(() => Link.fromPin(missing), 'ENOENT', missing, { syscall: 'bpf(BPF_OBJ_GET)' });
 });
 

@@ -70,7 +70,7 @@ test('container scopes count into the pod cgroup the programs are attached to', 
   });
   // Storage keys: the pod and the peer only, one entry per direction.
   const keys = pm
-    .map!.keys()
+    .stats!.keys()
     .map((k) => `${k.cgroupId}/${k.direction}`)
     .sort();
   assert.deepEqual(keys, [`${pod.id}/egress`, `${pod.id}/ingress`, `${peer.id}/egress`, `${peer.id}/ingress`].sort());

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
-import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StorageMap } from '../../agent/kernel/bpf.ts';
+import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { native } from '../../agent/kernel/native.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
@@ -58,8 +58,8 @@ async function fixture(t: test.TestContext) {
   await holder.stop();
 
   const targets: Target[] = [
-    { what: 'storage', map: pm.takeStorageMap('podmeter_stats'), storage: true },
-    { what: 'legacy storage', map: legacy.takeStorageMap('podmeter_stats'), storage: true },
+    { what: 'storage', map: pm.takeStatsMap('podmeter_stats'), storage: true },
+    { what: 'legacy storage', map: legacy.takeStatsMap('podmeter_stats'), storage: true },
     { what: 'peer trie', map: pm.takeMap('podmeter_peers'), storage: false },
     { what: 'generation', map: pm.takeMap('podmeter_gen'), storage: false },
     { what: 'slot names', map: pm.takeMap('podmeter_names'), storage: false },
@@ -282,7 +282,7 @@ test(
     fc.assert(
       fc.property(
         calls(fx),
-        fc.constantFrom('storageLookup', 'storageSums', 'storageKeys'),
+        fc.constantFrom('storageLookup', 'storageSums', 'storageSumsMany', 'storageKeys'),
         fc.boolean(),
         (c, fn, withPrevious) => {
           const m = (c.meant ?? c.target).map;
@@ -303,6 +303,29 @@ test(
                 sizeOk && wordsOk,
                 () => native.storageSums(c.fd, c.cgroupId, c.size, c.words, previous, c.mapId),
                 (r) => assert.ok(r === undefined || (r instanceof BigUint64Array && r.length === 2 * c.words)),
+                show(c),
+              );
+            }
+            case 'storageSumsMany': {
+              const wordsOk = Number.isInteger(c.words) && c.words >= 0 && c.words <= m.valueSize / 8;
+              const previous = withPrevious ? new BigUint64Array(wordsOk ? 2 * c.words : 2) : undefined;
+              return expectOutcome(
+                sizeOk && wordsOk,
+                () =>
+                  native.storageSumsMany(
+                    c.fd,
+                    [c.cgroupId, c.cgroupId],
+                    c.size,
+                    c.words,
+                    [previous, undefined],
+                    c.mapId,
+                  ),
+                (r) =>
+                  assert.ok(
+                    Array.isArray(r) &&
+                      r.length === 2 &&
+                      r.every((x) => x === undefined || (x instanceof BigUint64Array && x.length === 2 * c.words)),
+                  ),
                 show(c),
               );
             }
@@ -374,7 +397,7 @@ test('the typed facade refuses wrong lengths before the addon, naming the map an
   });
   percpu.update(new Uint8Array(4), bytes(percpu.valueBytes, 7));
   assert.deepEqual(percpu.lookup(new Uint8Array(4), percpu.valueBytes), bytes(percpu.valueBytes, 7));
-  const storage = fx.targets[0]!.map as StorageMap;
+  const storage = fx.targets[0]!.map as StatsMap;
   assert.throws(() => storage.readUnit(-1n), RangeError);
   assert.equal(storage.readUnit(1n), undefined);
 });

@@ -4,14 +4,8 @@
 // between network namespaces (test/helpers/topology.ts), both directions,
 // IPv4 and IPv6. Needs root, cgroup v2.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import {
-  PODMETER_FIRST_NAMED,
-  PODMETER_GENERATION_MASK,
-  PODMETER_NAME_LEN,
-  PODMETER_SLOTS,
-} from '../../agent/kernel/layout.ts';
+import { PODMETER_FIRST_NAMED } from '../../agent/kernel/contract.generated.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { CIDRS, makeTopology, type Peer } from '../helpers/topology.ts';
@@ -20,15 +14,6 @@ import { udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.t
 const counts = (n: number, family: Family, payload: number) => ({
   bytes: BigInt(n * udpDatagramBytes(family, payload)),
   packets: BigInt(n),
-});
-
-test('bpf/podmeter.h and agent/kernel/layout.ts agree', () => {
-  const h = readFileSync(new URL('../../bpf/podmeter.h', import.meta.url), 'utf8');
-  const define = (name: string) => h.match(new RegExp(`#define ${name} (\\S+)`))?.[1];
-  assert.equal(define('PODMETER_MAX_NAMED'), String(PODMETER_SLOTS - PODMETER_FIRST_NAMED));
-  assert.match(h, new RegExp(`PODMETER_FIRST_NAMED = ${PODMETER_FIRST_NAMED},`));
-  assert.equal(define('PODMETER_NAME_LEN'), String(PODMETER_NAME_LEN));
-  assert.equal(Number(define('PODMETER_GENERATION_MASK')?.replace(/u$/, '')), PODMETER_GENERATION_MASK);
 });
 
 // Which class each peer of the topology is in once the trie knows the cluster.

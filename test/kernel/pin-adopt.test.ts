@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { cgroupId, Link, queryCgroup, StorageMap } from '../../agent/kernel/bpf.ts';
-import { SLOT } from '../../agent/peers/classes.ts';
+import { cgroupId, Link, queryCgroup, StatsMap } from '../../agent/kernel/bpf.ts';
+import { SlotNames } from '../../agent/peers/classes.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
 import { sleep } from '../helpers/cleanup.ts';
@@ -19,18 +19,20 @@ import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
 const BPF_TS = new URL('../../agent/kernel/bpf.ts', import.meta.url).href;
 const TRAFFIC_TS = new URL('../helpers/traffic.ts', import.meta.url).href;
 const CLASSES_TS = new URL('../../agent/peers/classes.ts', import.meta.url).href;
+const COUNTS_TS = new URL('../../common/contract/counts.ts', import.meta.url).href;
 
 // Runs in a new node process: adopts the pins, reads, sends round 2, reads again.
 const ADOPT_SCRIPT = `
-const { Link, Program, StorageMap, cgroupId } = await import(${JSON.stringify(BPF_TS)});
-const { networkTotal, SlotNames } = await import(${JSON.stringify(CLASSES_TS)});
+const { Link, Program, StatsMap, cgroupId } = await import(${JSON.stringify(BPF_TS)});
+const { SlotNames } = await import(${JSON.stringify(CLASSES_TS)});
+const { networkTotal } = await import(${JSON.stringify(COUNTS_TS)});
 const { udpExchange } = await import(${JSON.stringify(TRAFFIC_TS)});
 const cfg = JSON.parse(process.env.PODMETER_TEST_ADOPT);
-const map = StorageMap.fromPin(cfg.pins.map);
+const map = StatsMap.fromPin(cfg.pins.map);
 const links = Object.fromEntries(Object.entries(cfg.pins.links).map(([k, p]) => [k, Link.fromPin(p)]));
 const programs = { ingress: Program.fromPin(cfg.pins.programs.ingress, 'podmeter_ingress', 0), egress: Program.fromPin(cfg.pins.programs.egress, 'podmeter_egress', 1) };
 const names = new SlotNames([]);
-const total = (path, d) => networkTotal(names.countsOf(map.read(cgroupId(path), d)));
+const total = (path, d) => networkTotal(names.byClass(map.read(cgroupId(path), d)));
 const read = () => ({
   sender: { ingress: total(cfg.sender, 'ingress'), egress: total(cfg.sender, 'egress') },
   receiver: { ingress: total(cfg.receiver, 'ingress'), egress: total(cfg.receiver, 'egress') },
@@ -82,10 +84,14 @@ test('pinned links and map survive the process; a new process adopts them and co
 
   // Round 1, this process: load, attach, pin everything, count, close every fd.
   const pm = loadPodmeter();
-  const ids = { map: pm.map!.info().id, ingress: pm.programs.ingress.info().id, egress: pm.programs.egress.info().id };
+  const ids = {
+    map: pm.stats!.info().id,
+    ingress: pm.programs.ingress.info().id,
+    egress: pm.programs.egress.info().id,
+  };
   const s = pm.attach(sender);
   const r = pm.attach(receiver);
-  pm.map!.pin(paths.map);
+  pm.stats!.pin(paths.map);
   pm.programs.ingress.pin(paths.programs.ingress);
   pm.programs.egress.pin(paths.programs.egress);
   s.ingress!.pin(paths.links.senderIngress);
@@ -165,10 +171,11 @@ test('pinned links and map survive the process; a new process adopts them and co
   });
 
   // And back in this process, from the pin once more.
-  const map = StorageMap.fromPin(paths.map);
+  const map = StatsMap.fromPin(paths.map);
   try {
-    assert.deepEqual(map.read(cgroupId(sender.path), 'egress')?.[SLOT.external], total);
-    assert.deepEqual(map.read(cgroupId(receiver.path), 'ingress')?.[SLOT.external], total);
+    const names = new SlotNames([]);
+    assert.deepEqual(names.byClass(map.read(cgroupId(sender.path), 'egress')!).external, total);
+    assert.deepEqual(names.byClass(map.read(cgroupId(receiver.path), 'ingress')!).external, total);
   } finally {
     map.close();
   }

@@ -59,17 +59,17 @@ test('a map of another type at map_slot_names is refused and the class names are
   const pins = pinnedByAnAgent(t);
   const holder = await startHolder(t, { comm: uniqueComm('ps') });
   const made = await holder.create({ name: 'podmeter_names', type: MAP_TYPE.hash, key: 4, value: 64, max: 15 });
-  PinDir.unpin(pins.slotNames);
-  await holder.pin(made.fd, pins.slotNames);
+  PinDir.unpin(pins.map('names'));
+  await holder.pin(made.fd, pins.map('names'));
   await holder.stop();
   assertRefused(
     pins,
-    pins.slotNames,
+    pins.map('names'),
     /its type differs/,
     /pinned: hash, key 4 B, value 64 B, max_entries 15/,
     /expected: array, key 4 B, value 64 B, max_entries 15, from .*podmeter\.bpf\.o/,
   );
-  const stranger = BpfMap.fromPin(pins.slotNames);
+  const stranger = BpfMap.fromPin(pins.map('names'));
   t.after(() => stranger.close());
   assert.deepEqual(stranger.keys(4), [], 'no class name was written into the stranger');
 });
@@ -78,12 +78,12 @@ test("another version's counter map (the 16-byte storage of agents before peer c
   const pins = pinnedByAnAgent(t);
   const legacy = BpfObject.load(bpfObjectPath('legacy'));
   t.after(() => legacy.close());
-  const old = legacy.takeStorageMap('podmeter_stats');
+  const old = legacy.takeStatsMap('podmeter_stats');
   t.after(() => old.close());
-  replacePin(pins.map, old);
+  replacePin(pins.map('stats'), old);
   assertRefused(
     pins,
-    pins.map,
+    pins.map('stats'),
     /its value size differs/,
     /pinned: percpu_cgroup_storage, key 16 B, value 16 B/,
     /expected: percpu_cgroup_storage, key 16 B, value \d+ B/,
@@ -101,11 +101,11 @@ test('a peer trie of another size at map_peers is refused and stays empty', asyn
     max: 1024,
     flags: BPF_F_NO_PREALLOC,
   });
-  PinDir.unpin(pins.peers);
-  await holder.pin(made.fd, pins.peers);
+  PinDir.unpin(pins.map('peers'));
+  await holder.pin(made.fd, pins.map('peers'));
   await holder.stop();
-  assertRefused(pins, pins.peers, /its max_entries differs/, /max_entries 1024/, /max_entries 65536/);
-  const stranger = BpfMap.fromPin(pins.peers);
+  assertRefused(pins, pins.map('peers'), /its max_entries differs/, /max_entries 1024/, /max_entries 65536/);
+  const stranger = BpfMap.fromPin(pins.map('peers'));
   t.after(() => stranger.close());
   assert.deepEqual(stranger.keys(20), []);
 });
@@ -113,7 +113,7 @@ test('a peer trie of another size at map_peers is refused and stays empty', asyn
 test('a peer trie of the right shape that the pinned programs do not use is refused', (t) => {
   const pins = pinnedByAnAgent(t);
   const other = loadPodmeter(t);
-  replacePin(pins.peers, other.peers!);
+  replacePin(pins.map('peers'), other.peers!);
   assertRefused(pins, pins.program('ingress'), /does not use the pinned map_peers/);
 });
 
@@ -131,18 +131,6 @@ test('another cgroup_skb program at prog_ingress is refused', (t) => {
   );
 });
 
-test("an old agent's storage map (map_stats) of another shape is refused", (t) => {
-  const pins = pinnedByAnAgent(t);
-  const other = loadPodmeter(t);
-  other.map!.pin(pins.legacyMap);
-  assertRefused(
-    pins,
-    pins.legacyMap,
-    /pinned: percpu_cgroup_storage, key 16 B, value \d+ B/,
-    /expected: percpu_cgroup_storage, key 16 B, value 16 B, max_entries 0, from .*legacy\.bpf\.o/,
-  );
-});
-
 test('pins of the right shape are adopted (the same maps, ids unchanged)', (t) => {
   const pins = pinnedByAnAgent(t);
   const before = (path: string): number => {
@@ -151,9 +139,9 @@ test('pins of the right shape are adopted (the same maps, ids unchanged)', (t) =
     m.close();
     return id;
   };
-  const ids = [pins.map, pins.peers, pins.generation, pins.slotNames].map(before);
+  const ids = [pins.map('stats'), pins.map('peers'), pins.map('gen'), pins.map('names')].map(before);
   const meter = Meter.open(pins.root, silent, ['corp']);
   t.after(() => meter.close());
   assert.equal(meter.adopted, true);
-  assert.deepEqual([meter.map.id, meter.peers.id, meter.generation.id], ids.slice(0, 3));
+  assert.deepEqual([meter.maps.stats.id, meter.maps.peers.id, meter.maps.gen.id, meter.maps.names.id], ids);
 });

@@ -2,14 +2,8 @@
 // set of headers per counted skb; per-CPU slots sum to what read() returns.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  cgroupId,
-  possibleCpus,
-  sumCounters,
-  type Counters,
-  type Direction,
-  type StorageMap,
-} from '../../agent/kernel/bpf.ts';
+import { cgroupId, possibleCpus, type Direction, type StatsMap } from '../../agent/kernel/bpf.ts';
+import { addTraffic, NO_TRAFFIC, type Traffic } from '../../common/contract/counts.ts';
 import { SLOT } from '../../agent/peers/classes.ts';
 import { loadPodmeter } from '../helpers/bpf.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
@@ -41,14 +35,19 @@ const MAX_HEADERS: Record<Family, number> = { 4: 120, 6: 100 };
  * lookup() and read() of one entry's `external` slot (the peer's class: the
  * trie is empty), taken when no packet moved in between (late ACKs/FINs may still arrive).
  */
-function stableSnapshot(map: StorageMap, id: bigint, direction: Direction): { perCpu: Counters[]; read: Counters } {
+function stableSnapshot(map: StatsMap, id: bigint, direction: Direction): { perCpu: Traffic[]; read: Traffic } {
   const slot = SLOT.external;
   for (let attempt = 0; ; attempt++) {
     const first = map.lookup(id, direction)?.map((cpu) => cpu[slot]!);
-    const read = map.read(id, direction)?.[slot];
+    const sums = map.read(id, direction);
+    const read = sums && { bytes: sums[2 * slot]!, packets: sums[2 * slot + 1]! };
     const again = map.lookup(id, direction)?.map((cpu) => cpu[slot]!);
     assert.ok(first !== undefined && read !== undefined && again !== undefined, `entry ${id}/${direction} exists`);
-    if (JSON.stringify(sumCounters(first), big) === JSON.stringify(sumCounters(again), big) || attempt >= 50) {
+    if (
+      JSON.stringify(first.reduce(addTraffic, NO_TRAFFIC), big) ===
+        JSON.stringify(again.reduce(addTraffic, NO_TRAFFIC), big) ||
+      attempt >= 50
+    ) {
       return { perCpu: again, read };
     }
   }
@@ -64,7 +63,7 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     const sender = makeTestCgroup(t);
     const receiver = makeTestCgroup(t);
     const pm = loadPodmeter(t);
-    const map = pm.map!;
+    const map = pm.stats!;
     pm.attach(sender);
     pm.attach(receiver);
 
@@ -121,7 +120,7 @@ for (const family of [4, 6] as const satisfies readonly Family[]) {
     ] as const) {
       const { perCpu, read } = stableSnapshot(map, id, direction);
       assert.equal(perCpu.length, possibleCpus());
-      assert.deepEqual(sumCounters(perCpu), read, `per-CPU sum of ${id}/${direction}`);
+      assert.deepEqual(perCpu.reduce(addTraffic, NO_TRAFFIC), read, `per-CPU sum of ${id}/${direction}`);
       const busy = perCpu.filter((c) => c.packets > 0n).length;
       t.diagnostic(`${id}/${direction}: ${busy} of ${perCpu.length} CPU slots non-zero`);
     }

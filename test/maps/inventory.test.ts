@@ -241,7 +241,7 @@ test('a pinned map that no process holds is reported with owner "pinned"', async
 
 test('a map only a loaded program uses is reported with owner "program"', async (t) => {
   const loaded = loadPodmeter(t);
-  const map = loaded.map!;
+  const map = loaded.stats!;
   const id = map.info().id;
   map.close(); // the programs keep the map alive
   const inv = await takeInventory();
@@ -259,7 +259,7 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
     return;
   }
   const loaded = loadPodmeter(t);
-  const map = loaded.map!;
+  const map = loaded.stats!;
   const info = map.info();
   const cpus = possibleCpus();
   const tree = makeTestCgroup(t);
@@ -287,7 +287,7 @@ test("podmeter's own storage map estimate grows with attached cgroups as the for
   // Another podmeter_stats map (not ours by id) is not estimated: its entries are unknown.
   const other = loadPodmeter(t);
   const inv = await takeInventory({ ownStorage });
-  assert.equal(mapById(inv, other.map!.info().id).estimated, false);
+  assert.equal(mapById(inv, other.stats!.info().id).estimated, false);
 });
 
 test("before 5.11 podmeter's own storage map counts the kernel's memlock, which charges each element whole pages", async (t) => {
@@ -296,7 +296,7 @@ test("before 5.11 podmeter's own storage map counts the kernel's memlock, which 
     return;
   }
   const loaded = loadPodmeter(t);
-  const map = loaded.map!;
+  const map = loaded.stats!;
   const info = map.info();
   // bpf_cgroup_storage_alloc (5.10): round_up(round_up(value, 8) x possible CPUs, PAGE_SIZE) per per-CPU element.
   const page = 4096;

@@ -262,7 +262,7 @@ test('podmeter maps standalone estimates the pinned podmeter counter map found u
   const tree = makeTestCgroup(t);
   const cgroups = [tree.child('a'), tree.child('b')];
   for (const cg of cgroups) meter.attach(cg.path, cg.id);
-  const info = meter.map.info();
+  const info = meter.maps.stats.info();
 
   const run = await podmeterMaps(['--json', '--bpffs', bpffs]);
   assert.equal(run.code, 0, run.stderr);

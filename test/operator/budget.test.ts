@@ -26,7 +26,7 @@ import {
   startOperator,
   totalsBecome,
   writeCounts,
-  type Counters,
+  type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import { sumOf } from '../helpers/samples.ts';
@@ -64,7 +64,7 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   await startOperator(oc, { args: ['--max-annotation-writes-per-second', String(MAX)] });
 
   // The simulated agents: what annotator.ts does per tick, minus the kernel.
-  const written = new Map<string, Counters>();
+  const written = new Map<string, Counts>();
   const silent = pino({ level: 'silent' });
   let running = true;
   const rates: (number | undefined)[] = Array.from({ length: NODES }, () => undefined);

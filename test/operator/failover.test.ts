@@ -28,7 +28,7 @@ import {
   totalsBecome,
   usage,
   writeCounts,
-  type Counters,
+  type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -48,14 +48,14 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     );
 
   const pods: TestPod[] = [];
-  const counts = new Map<string, Counters>();
+  const counts = new Map<string, Counts>();
   for (let i = 0; i < 4; i++) {
     const p = await createPod(oc, { namespace: 'shop', name: `api-${i}`, node: `podmeter-test-node-${(i % 2) + 1}` });
     pods.push(p);
     counts.set(p.name, counters(i + 1));
     await writeCounts(oc, p, counts.get(p.name)!);
   }
-  const retired: Counters[] = [];
+  const retired: Counts[] = [];
   const expected = () => add(...counts.values(), ...retired);
   await totalsBecome(oc, 'NamespaceUsage', 'shop', expected());
 

@@ -30,7 +30,7 @@ import {
   usage,
   writeCounts,
   writeNodeFinals,
-  type Counters,
+  type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -73,8 +73,8 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
   const rs = { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-7f' };
 
   /** What the node's agent has published, newest first (it republishes all of them on each write). */
-  const published: { pod: TestPod; counts: Counters }[] = [];
-  const publish = async (pod: TestPod, counts: Counters) => {
+  const published: { pod: TestPod; counts: Counts }[] = [];
+  const publish = async (pod: TestPod, counts: Counts) => {
     published.unshift({ pod, counts });
     await writeNodeFinals(oc, NODE, published);
   };

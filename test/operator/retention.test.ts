@@ -39,7 +39,7 @@ import {
   totals,
   totalsBecome,
   usage,
-  type Counters,
+  type Counts,
   type OperatorCluster,
 } from '../helpers/operatorCluster.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -72,7 +72,7 @@ const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
 /** Creates and deletes the pods of Jobs `from..to-1` with WINDOW alive at a time; their final counts go into `finals`. */
 class Churn {
-  readonly finals = new Map<number, Counters>();
+  readonly finals = new Map<number, Counts>();
   readonly #created = new Map<number, Promise<string>>();
   readonly #deleted = new Set<number>();
   readonly #oc: OperatorCluster;
@@ -174,7 +174,7 @@ class Churn {
       await Promise.all(tail.slice(k, k + CONCURRENCY).map((i) => this.delete(i)));
   }
 
-  sum(): Counters {
+  sum(): Counts {
     return add(...this.finals.values());
   }
 }

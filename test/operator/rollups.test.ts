@@ -29,7 +29,7 @@ import {
   totalsBecome,
   usage,
   writeCounts,
-  type Counters,
+  type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -137,14 +137,14 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
   const pods = new Map<string, TestPod>();
   for (const s of specs) pods.set(s.name, await createPod(oc, s));
   const pod = (name: string) => pods.get(name)!;
-  const counts = new Map<string, Counters>();
+  const counts = new Map<string, Counts>();
   let seed = 1;
   for (const name of pods.keys()) counts.set(name, counters(seed++, name === 'web-5d8f-x1' ? 2n ** 50n : 1n)); // > 2^53: exact as bigints
   for (const [name, c] of counts) await writeCounts(oc, pod(name), c);
 
   const sumOf = (pred: (p: TestPod) => boolean) => add(...[...counts].filter(([n]) => pred(pod(n))).map(([, c]) => c));
   /** Every total the tests follow, with what it must be: the live pods' counts plus the retired pods' finals. */
-  const expected = (): [UsageKind, string, Counters][] => {
+  const expected = (): [UsageKind, string, Counts][] => {
     const live = (pred: (p: TestPod) => boolean) =>
       add(sumOf(pred), ...retiredPods.filter(([p]) => pred(p)).map(([, c]) => c));
     return [
@@ -159,7 +159,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
   const expectAll = async (timeoutMs = 60_000) => {
     for (const [kind, name, want] of expected()) await totalsBecome(oc, kind, name, want, timeoutMs);
   };
-  const retiredPods: [TestPod, Counters][] = [];
+  const retiredPods: [TestPod, Counts][] = [];
 
   await t.test('totals equal the sums of the pods, per namespace, workload (owner chains) and node', async () => {
     const started = Date.now();

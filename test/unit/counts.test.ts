@@ -1,12 +1,25 @@
-/** One pod's count as agents write it and the operator reads it (common/contract/counts.ts): an unsigned 64-bit decimal or refused. */
+/**
+ * The count model (common/contract/counts.ts): a unit's counts, their sums
+ * and text forms, and one pod's count as agents write it and the operator
+ * reads it (an unsigned 64-bit decimal or refused).
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  addClassTraffic,
+  addUnitCounts,
+  classTrafficText,
+  contractCounts,
   countOf,
   countText,
   fitsStatus,
+  networkTotal,
+  NO_COUNTS,
+  parseClassTraffic,
   parseCount,
   parseDecimal,
+  unitCounts,
+  wentBack,
   TOTAL_DIGITS,
   U64_MAX,
   zero,
@@ -61,4 +74,44 @@ test("totals: up to the status fields' 30 digits, and a check before writing", (
   assert.equal(fitsStatus({ ...zero(), egressPackets: -1n }), false);
   // 2^64-1 a hundred million times over (pods, resets, retirements): still a status value.
   assert.ok(fitsStatus({ ...zero(), ingressBytes: U64_MAX * 10n ** 8n }));
+});
+
+const t = (n: number) => ({ bytes: BigInt(n * 100), packets: BigInt(n) });
+
+test('unit counts: totals leave loopback out; sums class by class; the contract carries the billed classes', () => {
+  assert.deepEqual(networkTotal({ loopback: t(5), zone: t(2), external: t(1) }), t(3));
+  assert.deepEqual(addClassTraffic({ zone: t(1) }, { zone: t(2), node: t(1) }), { zone: t(3), node: t(1) });
+  const a = unitCounts({ ingress: { node: t(1) }, egress: { 'cross-zone': t(2), external: t(3), loopback: t(9) } });
+  assert.deepEqual(a.counters, { ingress: t(1), egress: t(5) });
+  assert.equal(addUnitCounts(undefined, a), a);
+  const twice = addUnitCounts(a, a);
+  assert.deepEqual(twice.counters, { ingress: t(2), egress: t(10) });
+  assert.deepEqual(twice.peers.egress.loopback, t(18));
+  assert.deepEqual(contractCounts(a), {
+    ingressBytes: 100n,
+    egressBytes: 500n,
+    ingressPackets: 1n,
+    egressPackets: 5n,
+    egressCrossZoneBytes: 200n,
+    egressCrossRegionBytes: 0n,
+    egressExternalBytes: 300n,
+  });
+  assert.deepEqual(contractCounts(NO_COUNTS), zero());
+  assert.equal(wentBack(contractCounts(a), contractCounts(twice)), true);
+  assert.equal(wentBack(contractCounts(twice), contractCounts(a)), false);
+});
+
+test('traffic by class as text and back: u64 decimals; anything else names the field', () => {
+  const byClass = { external: { bytes: U64_MAX, packets: 1n }, node: t(2) };
+  const text = classTrafficText(byClass);
+  assert.deepEqual(text, {
+    external: { bytes: '18446744073709551615', packets: '1' },
+    node: { bytes: '200', packets: '2' },
+  });
+  assert.deepEqual(parseClassTraffic(JSON.parse(JSON.stringify(text)), 'peers'), byClass);
+  assert.throws(
+    () => parseClassTraffic({ node: { bytes: '01', packets: '1' } }, 'peers'),
+    /^Error: peers\.node\.bytes: "01"/,
+  );
+  assert.throws(() => parseClassTraffic([], 'peers'), /peers: not an object/);
 });

@@ -37,3 +37,27 @@ test('Exposition: the registry first, then each text metric with HELP and TYPE; 
   );
   assert.equal(exposition.contentType, registry.contentType);
 });
+
+test('Exposition: beforeScrape runs once per scrape, before any metric, whatever the order metrics were added in', async () => {
+  const exposition = new Exposition(new Registry());
+  let snapshot = 0;
+  const seen: string[] = [];
+  const metric = (name: string) =>
+    exposition.add({
+      name,
+      help: name,
+      type: 'gauge',
+      samples: (emit) => {
+        seen.push(`${name}@${snapshot}`);
+        emit('', snapshot);
+      },
+    });
+  metric('packets'); // added before the hook and before the metric that used to take the snapshot
+  exposition.beforeScrape(() => snapshot++);
+  metric('bytes');
+  const text = await exposition.text();
+  assert.match(text, /^packets 1$/m);
+  assert.match(text, /^bytes 1$/m);
+  await exposition.text();
+  assert.deepEqual(seen, ['packets@1', 'bytes@1', 'packets@2', 'bytes@2']);
+});

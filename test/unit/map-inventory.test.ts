@@ -155,6 +155,21 @@ test('the /proc scan skips what vanished or is unreadable, and reads fdinfo only
     ],
   );
   await assert.rejects(scanMapHolders(join(proc, 'missing')), /cannot list/);
+
+  // The fds one process names as not maps (the agent's links) are passed over: not even readlink'd.
+  const asked: number[] = [];
+  const skipping = await scanMapHolders(proc, undefined, {
+    pid: 13,
+    fds: () => (asked.push(13), new Set([6])),
+  });
+  assert.deepEqual(asked, [13], 'asked once, when the scan reaches that pid');
+  assert.deepEqual(
+    skipping.map((h) => ({ pid: h.pid, mapIds: [...h.mapIds].sort() })).sort((a, b) => a.pid - b.pid),
+    [
+      { pid: 10, mapIds: [7] },
+      { pid: 13, mapIds: [9] },
+    ],
+  );
 });
 
 function fakeMap(

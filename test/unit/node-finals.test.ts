@@ -21,6 +21,7 @@ function unit(i: number, over: Partial<Unit> = {}): Unit {
       ingress: { bytes: BigInt(i) * 1000n, packets: BigInt(i) },
       egress: { bytes: 2n ** 60n + BigInt(i), packets: 1n },
     },
+    peers: { ingress: {}, egress: {} },
     ...over,
   };
 }

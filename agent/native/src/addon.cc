@@ -27,6 +27,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("objGet", ObjGet);
   add("storageLookup", StorageLookup);
   add("storageSums", StorageSums);
+  add("storageSumsMany", StorageSumsMany);
   add("storageKeys", StorageKeys);
   add("possibleCpus", PossibleCpus);
   add("mapUpdate", MapUpdate);

@@ -95,38 +95,45 @@ Napi::Value StorageLookup(const Napi::CallbackInfo& info) {
   return Napi::TypedArrayOf<uint64_t>::New(env, values.size(), buffer, 0, napi_biguint64_array);
 }
 
-// One cgroup's entries of both directions, the first `words` u64s of each
-// summed over CPUs (wrapping at 2^64 like the kernel's counters): ingress
-// words, then egress words. A missing direction reads as zeros; undefined
-// when neither exists. When the sums equal `previous` (an idle cgroup),
-// `previous` itself comes back: the caller skips all per-slot work.
-Napi::Value StorageSums(const Napi::CallbackInfo& info) {
+namespace {
+
+// The arguments storageSums and storageSumsMany share: valueSize (arg 2),
+// words (arg 3) and the map (fd arg 0, id arg 5). False with a JS exception pending.
+bool ReadSumsArgs(const Napi::CallbackInfo& info, const char* fn, int* fd, MapShape* shape, size_t* words) {
   Napi::Env env = info.Env();
-  if (!info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber() || !(info[4].IsUndefined() || info[4].IsTypedArray())) {
-    ThrowTypeError(env, "storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous: BigUint64Array | undefined, mapId: number)");
-    return env.Undefined();
-  }
-  bool lossless;
-  uint64_t cgroupId = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
   double valueSize = info[2].As<Napi::Number>().DoubleValue();
   double wordsArg = info[3].As<Napi::Number>().DoubleValue();
   if (!(valueSize >= 8 && valueSize <= 4096 && valueSize == static_cast<double>(static_cast<uint32_t>(valueSize) / 8 * 8)) ||
       !(wordsArg >= 0 && wordsArg <= valueSize / 8 && wordsArg == static_cast<double>(static_cast<uint32_t>(wordsArg)))) {
-    ThrowTypeError(env, "storageSums: valueSize must be a multiple of 8 bytes, at most 4096, and words a whole number at most valueSize / 8");
-    return env.Undefined();
+    ThrowTypeError(env, std::string(fn) + ": valueSize must be a multiple of 8 bytes, at most 4096, and words a whole number at most valueSize / 8");
+    return false;
   }
-  int fd;
-  MapShape shape;
-  if (!ReadStorageShape(env, "storageSums", info[0], info[5], true, static_cast<uint32_t>(valueSize), &fd, &shape)) return env.Undefined();
-  size_t words = static_cast<size_t>(wordsArg);
+  if (!ReadStorageShape(env, fn, info[0], info[5], true, static_cast<uint32_t>(valueSize), fd, shape)) return false;
+  *words = static_cast<size_t>(wordsArg);
+  return true;
+}
+
+// One cgroup's entries of both directions, the first `words` u64s of each
+// summed over CPUs (wrapping at 2^64 like the kernel's counters), in enum
+// podmeter_direction's order: ingress words, then egress words. A missing
+// direction reads as zeros; undefined when neither exists. When the sums
+// equal `previous` (an idle cgroup), `previous` itself comes back: the
+// caller skips all per-slot work. An
+// empty Value with a JS exception pending when a lookup fails. `values` is
+// scratch space of the map's value bytes.
+Napi::Value SumsOf(Napi::Env env, int fd, const MapShape& shape, uint64_t cgroupId, size_t words,
+                   const Napi::Value& previous, std::vector<uint64_t>& values) {
   size_t perCpu = shape.valueSize / 8;
-  std::vector<uint64_t> values(shape.valueBytes / 8);
   std::vector<uint64_t> sums(2 * words, 0);
   bool any = false;
-  const bpf_attach_type directions[] = {BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS};
+  // Each direction's words at its place in enum podmeter_direction (bpf/podmeter.h), the order the
+  // TypeScript reads them in (contract.generated.ts: PODMETER_DIRECTIONS).
+  bpf_attach_type directions[2];
+  directions[PODMETER_INGRESS] = BPF_CGROUP_INET_INGRESS;
+  directions[PODMETER_EGRESS] = BPF_CGROUP_INET_EGRESS;
   for (size_t d = 0; d < 2; d++) {
     bool found;
-    if (!LookupPerCpu(env, fd, shape, cgroupId, directions[d], values, found)) return env.Undefined();
+    if (!LookupPerCpu(env, fd, shape, cgroupId, directions[d], values, found)) return Napi::Value();
     if (!found) continue;
     any = true;
     uint64_t* out = sums.data() + d * words;
@@ -135,16 +142,71 @@ Napi::Value StorageSums(const Napi::CallbackInfo& info) {
     }
   }
   if (!any) return env.Undefined();
-  if (info[4].IsTypedArray()) {
-    Napi::TypedArray previous = info[4].As<Napi::TypedArray>();
-    if (previous.TypedArrayType() == napi_biguint64_array && previous.ElementLength() == sums.size() &&
-        memcmp(static_cast<uint8_t*>(previous.ArrayBuffer().Data()) + previous.ByteOffset(), sums.data(), sums.size() * 8) == 0) {
+  if (previous.IsTypedArray()) {
+    Napi::TypedArray last = previous.As<Napi::TypedArray>();
+    if (last.TypedArrayType() == napi_biguint64_array && last.ElementLength() == sums.size() &&
+        memcmp(static_cast<uint8_t*>(last.ArrayBuffer().Data()) + last.ByteOffset(), sums.data(), sums.size() * 8) == 0) {
       return previous;
     }
   }
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, sums.size() * 8);
   memcpy(buffer.Data(), sums.data(), sums.size() * 8);
   return Napi::TypedArrayOf<uint64_t>::New(env, sums.size(), buffer, 0, napi_biguint64_array);
+}
+
+}  // namespace
+
+Napi::Value StorageSums(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsBigInt() || !info[2].IsNumber() || !info[3].IsNumber() || !(info[4].IsUndefined() || info[4].IsTypedArray())) {
+    ThrowTypeError(env, "storageSums(mapFd: number, cgroupId: bigint, valueSize: number, words: number, previous: BigUint64Array | undefined, mapId: number)");
+    return env.Undefined();
+  }
+  int fd;
+  MapShape shape;
+  size_t words;
+  if (!ReadSumsArgs(info, "storageSums", &fd, &shape, &words)) return env.Undefined();
+  bool lossless;
+  uint64_t cgroupId = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  std::vector<uint64_t> values(shape.valueBytes / 8);
+  Napi::Value sums = SumsOf(env, fd, shape, cgroupId, words, info[4], values);
+  return env.IsExceptionPending() ? env.Undefined() : sums;
+}
+
+// storageSums of many cgroups: the map is checked once for all of them (the
+// check is a syscall, a third of what a cgroup's read costs).
+Napi::Value StorageSumsMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "storageSumsMany(mapFd: number, cgroupIds: bigint[], valueSize: number, words: number, previous: (BigUint64Array | undefined)[], mapId: number)";
+  if (!info[1].IsArray() || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsArray() ||
+      info[1].As<Napi::Array>().Length() != info[4].As<Napi::Array>().Length()) {
+    ThrowTypeError(env, std::string(usage) + ": cgroupIds and previous of the same length");
+    return env.Undefined();
+  }
+  Napi::Array ids = info[1].As<Napi::Array>();
+  Napi::Array previous = info[4].As<Napi::Array>();
+  uint32_t n = ids.Length();
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value last = previous.Get(i);
+    if (!ids.Get(i).IsBigInt() || !(last.IsUndefined() || last.IsTypedArray())) {
+      ThrowTypeError(env, std::string(usage) + ": element " + std::to_string(i) + " is not a bigint and a BigUint64Array or undefined");
+      return env.Undefined();
+    }
+  }
+  int fd;
+  MapShape shape;
+  size_t words;
+  if (!ReadSumsArgs(info, "storageSumsMany", &fd, &shape, &words)) return env.Undefined();
+  std::vector<uint64_t> values(shape.valueBytes / 8);
+  Napi::Array out = Napi::Array::New(env, n);
+  for (uint32_t i = 0; i < n; i++) {
+    bool lossless;
+    uint64_t cgroupId = ids.Get(i).As<Napi::BigInt>().Uint64Value(&lossless);
+    Napi::Value sums = SumsOf(env, fd, shape, cgroupId, words, previous.Get(i), values);
+    if (env.IsExceptionPending()) return env.Undefined();
+    out.Set(i, sums);
+  }
+  return out;
 }
 
 Napi::Value StorageKeys(const Napi::CallbackInfo& info) {
