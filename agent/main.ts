@@ -60,13 +60,16 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
   metrics.exposition.add(server.rejectedMetric('podmeter_http_rejected_total'));
   let ready = false;
-  const watcher = watchCgroups(root, mode, tracker, metrics, log, async () => {
-    await maps.first; // /api/v1/maps and the map metrics answer from the first scrape on
-    ready = true;
-    log.info(
-      { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
-      'agent ready',
-    );
+  const watcher = watchCgroups(root, mode, tracker, metrics, log, () => {
+    // /api/v1/maps and the map metrics answer from the first scrape on; maps.first never rejects (a failed
+    // enumeration is logged and counted), so nothing waits on this chain.
+    void maps.first.then(() => {
+      ready = true;
+      log.info(
+        { root, mode, counted: tracker.liveCount(), listen: `${address.host}:${address.port}`, scheme: server.scheme },
+        'agent ready',
+      );
+    });
   });
 
   serveAgent(server, {
@@ -167,7 +170,7 @@ function watchCgroups(
   tracker: Tracker,
   metrics: AgentMetrics,
   log: Logger,
-  onReady: () => Promise<void>,
+  onReady: () => void,
 ): CgroupWatcher {
   return new CgroupWatcher(root, mode)
     .on('unit', (unit, seenAt) => tracker.onUnit(unit, seenAt))
@@ -177,9 +180,9 @@ function watchCgroups(
       metrics.errors.inc({ op: 'watch' });
       log.warn({ err }, 'cgroup watcher error');
     })
-    .once('ready', async () => {
+    .once('ready', () => {
       tracker.settleLeftovers();
-      await onReady();
+      onReady();
     });
 }
 

@@ -7,7 +7,8 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
-import { startAgentProcess, waitFor } from '../test/helpers/agent.ts';
+import { startAgentProcess } from '../test/helpers/agent.ts';
+import { waitFor } from '../test/helpers/poll.ts';
 import { sleep } from '../test/helpers/cleanup.ts';
 import { clusterWithNode, must } from '../test/helpers/kubeCluster.ts';
 

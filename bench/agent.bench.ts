@@ -16,7 +16,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { spawnInCgroup } from '../test/helpers/traffic.ts';
-import { startAgentProcess, waitFor } from '../test/helpers/agent.ts';
+import { startAgentProcess } from '../test/helpers/agent.ts';
+import { waitFor } from '../test/helpers/poll.ts';
 import { sleep } from '../test/helpers/cleanup.ts';
 
 const PODS = 500;

@@ -13,7 +13,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
-import { startAgentProcess, waitFor } from '../test/helpers/agent.ts';
+import { startAgentProcess } from '../test/helpers/agent.ts';
+import { waitFor } from '../test/helpers/poll.ts';
 import { clusterWithNode, must } from '../test/helpers/kubeCluster.ts';
 
 const PODS = 500;

@@ -40,7 +40,7 @@ import {
   type OperatorCluster,
   type OperatorProcess,
 } from '../test/helpers/operatorCluster.ts';
-import { sample } from '../test/helpers/agent.ts';
+import { sample } from '../test/helpers/samples.ts';
 import { usagePath, type UsageObject } from '../common/contract/usage.ts';
 import { addTo, CLASS_FIELDS, FIELDS, fromStrings, subFrom, zero, type Counts } from '../common/contract/counts.ts';
 import { ANNOTATIONS, podAnnotations } from '../common/contract/annotations.ts';

@@ -9,7 +9,7 @@
  * The ledger trusts a Node's finals more while the policy is enforced
  * (ledger/finals.ts), so the first read comes before leadership.
  */
-import { describe, isStatus, type KubeApi, type KubeObject } from '../common/kube/api.ts';
+import { describe, type KubeApi, type KubeObject } from '../common/kube/api.ts';
 import type { Logger } from '../common/log.ts';
 import type { TextMetric } from '../common/http/exposition.ts';
 
@@ -74,18 +74,12 @@ export class AdmissionCheck {
   }
 
   async #read(): Promise<State> {
-    const find = async (kind: string): Promise<KubeObject | undefined> => {
-      try {
-        return await this.#api.get(`${BASE}/${kind}/${encodeURIComponent(this.#name)}`);
-      } catch (err) {
-        if (isStatus(err, 404)) return undefined;
-        throw err;
-      }
-    };
-    const policy = await find('validatingadmissionpolicies');
+    const path = (kind: string) => `${BASE}/${kind}/${encodeURIComponent(this.#name)}`;
+    const policy = await this.#api.find(path('validatingadmissionpolicies'));
     if (policy === undefined) return { enforced: false, why: `no ValidatingAdmissionPolicy ${this.#name}` };
-    const binding = (await find('validatingadmissionpolicybindings')) as
-      (KubeObject & { spec?: { policyName?: string; validationActions?: string[] } }) | undefined;
+    const binding = await this.#api.find<KubeObject & { spec?: { policyName?: string; validationActions?: string[] } }>(
+      path('validatingadmissionpolicybindings'),
+    );
     if (binding === undefined) return { enforced: false, why: `no ValidatingAdmissionPolicyBinding ${this.#name}` };
     if (binding.spec?.policyName !== this.#name || !(binding.spec.validationActions ?? []).includes('Deny')) {
       return { enforced: false, why: `binding ${this.#name} does not deny with policy ${this.#name}` };

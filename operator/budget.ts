@@ -6,7 +6,7 @@
  * (agent/kube/budgetWatch.ts; the format is common/contract/budget.ts) and follow it without a restart, so the whole
  * cluster stays under the configured rate however many nodes join.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../common/log.ts';
 import { isStatus, type KubeApi } from '../common/kube/api.ts';
 import { BUDGET_CONFIGMAP, BUDGET_KEY, budgetData } from '../common/contract/budget.ts';
 

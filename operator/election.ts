@@ -9,7 +9,7 @@
  * standby takes over at once.
  */
 import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
+import type { Logger } from '../common/log.ts';
 import { describe, isStatus, type KubeApi } from '../common/kube/api.ts';
 import { sleep } from '../common/sleep.ts';
 

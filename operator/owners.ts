@@ -18,7 +18,7 @@
  * so the same owner is always the same workload, two owners never share
  * one, and a huge name is not kept.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../common/log.ts';
 import type { KubeObject, ObjectMeta } from '../common/kube/api.ts';
 import type { Owner } from '../common/contract/finals.ts';
 import { workloadKind, workloadName, type Workload } from '../common/contract/usage.ts';

@@ -22,7 +22,7 @@
  * remembered for the agents' finals window with the node they were bound
  * to (seenOn): a Node's finals are used only for those.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../common/log.ts';
 import type { KubeObject } from '../common/kube/api.ts';
 import { copy, equal, FIELDS, sum, wentBack, type Counts } from '../common/contract/counts.ts';
 import { ANNOTATIONS, countsFromAnnotations, type Malformed } from '../common/contract/annotations.ts';

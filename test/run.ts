@@ -100,7 +100,8 @@ const lanes: Lane[] = (
 const prefix = (lane: Lane) => (lanes.length > 1 && lane.name !== 'host' ? `${lane.name} | ` : '');
 
 // Run under node:test itself (the runner's own test), a file must not report to that parent.
-const { NODE_TEST_CONTEXT: _, ...childEnv } = process.env;
+const childEnv = { ...process.env };
+delete childEnv.NODE_TEST_CONTEXT;
 const running = new Set<ChildProcess>();
 let stopping = false;
 
@@ -127,7 +128,7 @@ function runBounded(
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: childEnv });
   running.add(child);
   const tail: string[] = [];
-  for (const stream of [child.stdout!, child.stderr!]) {
+  for (const stream of [child.stdout, child.stderr]) {
     const to = stream === child.stdout ? process.stdout : process.stderr;
     createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
       tail.push(line);
@@ -175,7 +176,7 @@ function sweepAfter(file: string): void {
 }
 
 function readResults(path: string): Result[] {
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {

@@ -22,7 +22,7 @@ function fsType(path: string): number | undefined {
 }
 
 export function assertCgroup2Dir(path: string, what: string): void {
-  let isDir = false;
+  let isDir: boolean;
   try {
     isDir = statSync(path).isDirectory();
   } catch (cause) {

@@ -19,7 +19,7 @@ export interface MapInventoryOptions extends InventoryOptions {
 
 export interface MapInventoryHandle {
   /** The latest successful inventory; undefined until the first one succeeds. */
-  latest(): MapInventory | undefined;
+  latest(this: void): MapInventory | undefined;
   /** Enumerates now (or joins the enumeration under way); resolves with the (possibly previous) latest inventory. */
   refresh(): Promise<MapInventory | undefined>;
   /** Settles when the first enumeration has (succeeded or failed). */

@@ -87,7 +87,7 @@ function ipv6Bytes(text: string): Uint8Array {
   const [head, tail] = s.split('::') as [string, string | undefined];
   const h = head === '' ? [] : head.split(':');
   const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
   const addr = new Uint8Array(16);
   groups.forEach((g, i) => {
     const v = parseInt(g, 16);

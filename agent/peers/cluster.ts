@@ -106,7 +106,7 @@ export function clusterPeers(
     service: [...serviceCidrs],
   };
   for (const n of list) out[nodeClass(self, n, selfName)]!.push(...n.prefixes);
-  return out as ClusterPeers;
+  return out;
 }
 
 interface Collection<T> {
@@ -241,7 +241,7 @@ export function watchClusterPeers(
     api,
     {
       path: '/api/v1/nodes',
-      extract: (obj) => nodeEntry(obj as NodeFields, reportBad),
+      extract: (obj) => nodeEntry(obj, reportBad),
     },
     (values) => {
       nodes = values;
@@ -254,7 +254,7 @@ export function watchClusterPeers(
     api,
     {
       path: serviceCidrsPath,
-      extract: (obj) => serviceCidrEntry(obj as ServiceCidrFields, log),
+      extract: (obj) => serviceCidrEntry(obj, log),
     },
     (values) => {
       services = values;

@@ -31,7 +31,7 @@ function parseEntry(entry: string, where: string): PeerClassSpec {
     try {
       return parsePrefix(cidr);
     } catch (err) {
-      throw new Error(`${at}: ${(err as Error).message}`);
+      throw new Error(`${at}: ${(err as Error).message}`, { cause: err });
     }
   });
   return { name, prefixes };
@@ -52,7 +52,7 @@ export function readPeerClassesFile(path: string): PeerClassSpec[] {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
   }
   const out: PeerClassSpec[] = [];
   text.split('\n').forEach((line, i) => {

@@ -51,7 +51,7 @@ export class PeerTable {
         const cls = classOf.get(entry.slot);
         if (cls !== undefined) (kept[cls] ??= []).push(entry.prefix);
       }
-      this.#cluster = kept as ClusterPeers;
+      this.#cluster = kept;
     }
     this.#apply('start');
   }

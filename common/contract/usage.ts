@@ -287,8 +287,8 @@ export function parseLedger(status: unknown): LedgerState {
 
 function timeOf(value: unknown, field: string, state: LedgerState): number | undefined {
   if (value === undefined) return undefined;
-  const at = Date.parse(String(value));
-  if (typeof value === 'string' && Number.isFinite(at)) return at;
+  const at = typeof value === 'string' ? Date.parse(value) : NaN;
+  if (Number.isFinite(at)) return at;
   state.problems.push(`status.${field} is not a time`);
   return undefined;
 }

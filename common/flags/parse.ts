@@ -278,8 +278,10 @@ function editDistance(a: string, b: string): number {
 
 function defaultText(spec: FlagSpec<unknown>): string {
   if (spec.defaultHelp !== undefined) return `default ${spec.defaultHelp}`;
-  if (spec.default === undefined || spec.default === false) return '';
-  return `default ${String(spec.default)}`;
+  const value = spec.default;
+  // Other defaults (objects, lists) say how they read in defaultHelp.
+  if (typeof value === 'string' || typeof value === 'number' || value === true) return `default ${value}`;
+  return '';
 }
 
 function envText(name: string, spec: FlagSpec<unknown>, opts: FlagOptions): string {

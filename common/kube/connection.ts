@@ -67,7 +67,7 @@ export function inCluster(
     server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     namespace,
     source: 'in-cluster service account',
-    request: async () => ({ agent, headers: { Authorization: `Bearer ${token()}` } }),
+    request: () => Promise.resolve({ agent, headers: { Authorization: `Bearer ${token()}` } }),
   };
 }
 
@@ -114,7 +114,7 @@ async function fromKubeconfig(path: string): Promise<KubeConnection> {
   // Relative file paths in a kubeconfig are relative to the file.
   const file = (p: unknown) => (typeof p === 'string' ? (isAbsolute(p) ? p : join(dirname(path), p)) : undefined);
   const material = (dataKey: string, fileKey: string, from: Fields): Buffer | undefined => {
-    if (typeof from[dataKey] === 'string') return Buffer.from(from[dataKey] as string, 'base64');
+    if (typeof from[dataKey] === 'string') return Buffer.from(from[dataKey], 'base64');
     const f = file(from[fileKey]);
     if (f === undefined) return undefined;
     try {
@@ -144,10 +144,10 @@ async function fromKubeconfig(path: string): Promise<KubeConnection> {
     server,
     namespace,
     source: path,
-    request: async (): Promise<{ agent: HttpAgent; headers: Record<string, string> }> => ({
-      agent,
-      headers: token ? { Authorization: `Bearer ${token()}` } : {},
-    }),
+    request: () => {
+      const headers: Record<string, string> = token ? { Authorization: `Bearer ${token()}` } : {};
+      return Promise.resolve({ agent, headers });
+    },
   };
 }
 
@@ -180,7 +180,7 @@ async function viaClientNode(path: string, server: string, namespace: string | u
         servername?: string;
         headers?: Record<string, string>;
       } = {};
-      await kc.applyToHTTPSOptions(opts as never);
+      await kc.applyToHTTPSOptions(opts);
       const tls = {
         ca: opts.ca,
         cert: opts.cert,

@@ -36,7 +36,7 @@ export interface ReflectorOptions {
   query?: Record<string, string>;
   log: Logger;
   /** Every object of a complete list (first sync and every relist). Either this or `relist`. */
-  sync?(items: KubeObject[], list: KubeObject): void;
+  sync?(this: void, items: KubeObject[], list: KubeObject): void;
   /**
    * Instead of `sync`, for large collections: a complete list page by page,
    * so its objects are never all held at once (50,000 pods' metadata would be

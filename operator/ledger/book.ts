@@ -8,7 +8,7 @@
  * object's status from them; writes.ts writes it; finals.ts applies the
  * agents' finals.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../../common/log.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import { addTo, copy, isZero, subFrom, sum, zero, type Counts, FIELDS } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';

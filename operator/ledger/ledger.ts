@@ -196,7 +196,7 @@ export class Ledger implements PodListener, NodeListener {
       if (isStale(f, now)) continue;
       const before = known?.get(f.uid);
       if (before !== undefined && equal(before.counts, f.counts)) continue;
-      if (known === undefined) this.#book.nodeFinals.set(node, (known = new Map()));
+      if (known === undefined) this.#book.nodeFinals.set(node, (known = new Map<string, PodFinal>()));
       known.set(f.uid, f);
       if (this.#active) applyFinal(this.#book, node, f, now);
     }

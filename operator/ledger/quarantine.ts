@@ -16,7 +16,7 @@
  * (errors_total{op=quarantine}); podmeter_operator_quarantined_pods shows
  * how many are.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../../common/log.ts';
 import { equal, fitsStatus, toStrings, type Counts } from '../../common/contract/counts.ts';
 import {
   WORKLOAD_KIND_MAX,

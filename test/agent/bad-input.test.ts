@@ -15,7 +15,8 @@ import { PODMETER } from '../helpers/podmeter.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 import { PinDir } from '../../agent/counting/pins.ts';
 import { kernelChargesMemlock } from '../../agent/maps/estimate.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 
 /** Runs bin/podmeter (under `prefix`, a command that runs it, if given). */
 function run(args: string[], prefix: string[] = []): Promise<{ code: number; stderr: string }> {

@@ -11,7 +11,9 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { MAX_TCP_SEGMENT, retransSegs } from '../helpers/netns.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { tcpTransfer, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 
 const hex64 = () => randomUUID().replaceAll('-', '').repeat(2);
 

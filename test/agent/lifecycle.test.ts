@@ -13,7 +13,9 @@ import { PinDir } from '../../agent/counting/pins.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { spawnInCgroup, spawnTraffic, udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 
@@ -237,7 +239,7 @@ test('a node reboot: links, counters and pod cgroups gone while no agent runs; e
   // saved records' ids are now those of other cgroups. (This host cannot
   // reboot; the state file is made to say so: another boot, reused ids.)
   const statePath = `${agent.stateDir}/state.json`;
-  const state = JSON.parse(readFileSync(statePath, 'utf8'));
+  const state = JSON.parse(readFileSync(statePath, 'utf8')) as { boot: unknown; live: { id: string; uid?: string }[] };
   assert.equal(typeof state.boot, 'string', 'the state file names the boot it was written in');
   state.boot = randomUUID();
   for (const r of state.live) r.id = String(r.uid === uids.early ? other.id : early.id);

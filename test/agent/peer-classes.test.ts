@@ -15,7 +15,9 @@ import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { CIDRS, makeTopology, type Peer } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 
 test('configured classes, external and loopback: exact per class, totals leave loopback out; slots kept across a restart', async (t) => {
   const root = makeTestCgroup(t);

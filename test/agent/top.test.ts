@@ -5,10 +5,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
+import { promisify } from 'node:util';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { PODMETER } from '../helpers/podmeter.ts';
 import { renderTop, topRows } from '../../cli/top.ts';
 
@@ -46,11 +48,14 @@ test('podmeter top --once shows each cgroup with exact totals, busiest first', a
     count: 50,
     payload: 996,
   }); // loopback
-  const out = await new Promise<string>((resolve, reject) =>
-    execFile(PODMETER, ['top', '--once', '--sort', 'total', '--agent', agent.url], (err, stdout) =>
-      err ? reject(err) : resolve(stdout),
-    ),
-  );
+  const { stdout: out } = await promisify(execFile)(PODMETER, [
+    'top',
+    '--once',
+    '--sort',
+    'total',
+    '--agent',
+    agent.url,
+  ]);
   const lines = out.trim().split('\n');
   assert.match(lines[1]!, /^NAME\s+RX\/s\s+TX\/s\s+RX TOTAL\s+TX TOTAL\s+LO\/s\s+LO TOTAL\s+STATE$/);
   // 1000 x (28 + 996) bytes = 1,024,000 B = 1000 KiB sent by web, a tenth of that by cron;

@@ -30,7 +30,9 @@ import { cgroup2Root, makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor, type AgentProcess } from '../helpers/agent.ts';
+import { startAgentProcess, type AgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { DATAGRAM_BYTES as BYTES, PAYLOAD, exactTotals, healthy, logged } from './pair.ts';
 
 const FAILED = 'attach failed: this cgroup is not counted until an attach works; retrying at every interval';
@@ -171,7 +173,7 @@ test(
       home = join(memory.mount, own);
       limitFile = join(dir, 'memory.limit_in_bytes');
       usage = () => Number(readFileSync(join(dir, 'memory.usage_in_bytes'), 'utf8'));
-      afterOrSignal(t, async () => {
+      afterOrSignal(t, () => {
         if (existsSync(dir)) rmdirSync(dir);
       });
     } else {

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { makeBpffsMount } from '../helpers/mounts.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { waitFor } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { countedPair, exactTotals, healthy, logged } from './pair.ts';
 
 const MISSING = 'pins removed under the running agent; its fds keep every link counting: pinning them again';

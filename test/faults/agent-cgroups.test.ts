@@ -14,7 +14,8 @@ import { mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { sleep } from '../helpers/cleanup.ts';
-import { waitFor, type AgentProcess } from '../helpers/agent.ts';
+import { type AgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { countedPair, exactTotals, healthy } from './pair.ts';
 
 const rssKiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);

@@ -17,7 +17,9 @@ import { test } from 'node:test';
 import { cgroup2Root, makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 
 const PODS = 500;
 const PAYLOAD = 200;

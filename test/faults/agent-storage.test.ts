@@ -10,7 +10,8 @@ import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTmpfs } from '../helpers/mounts.ts';
-import { sample, waitFor } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { countedPair as counted, DATAGRAM_BYTES as BYTES, exactTotals, healthy, logged } from './pair.ts';
 
 const SAVE_FAILED = 'cannot write the state file; counting goes on, retrying at every interval';

@@ -20,7 +20,6 @@ import {
   apply,
   counters,
   createPod,
-  eventually,
   operatorCluster,
   startOperator,
   totalsBecome,
@@ -29,6 +28,7 @@ import {
   type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 
 test('the leader loses the apiserver for 60 s while the standby has it: the standby takes over, nothing lost or doubled, logged once', async (t) => {
   const oc = await operatorCluster(t);
@@ -46,7 +46,7 @@ test('the leader loses the apiserver for 60 s while the standby has it: the stan
     return proxiedKubeconfig(oc.cluster, proxy, sub);
   };
   const a = await startOperator(oc, { identity: 'podmeter-test-op-a', kubeconfig: kubeconfig('a', pa) });
-  await eventually('a leads', async () => ((await a.leader()) ? true : undefined), 60_000);
+  await waitFor('a leads', async () => ((await a.leader()) ? true : undefined), 60_000);
   const b = await startOperator(oc, { identity: 'podmeter-test-op-b', kubeconfig: kubeconfig('b', pb) });
 
   const pods: TestPod[] = [];
@@ -65,8 +65,8 @@ test('the leader loses the apiserver for 60 s while the standby has it: the stan
   const grown = add(counts.get('api-0')!, counters(40));
   counts.set('api-0', grown);
   await writeCounts(oc, pods[0]!, grown);
-  await eventually('b leads', async () => ((await b.leader()) ? true : undefined), 120_000);
-  await eventually('a no longer leads', async () => ((await a.leader()) ? undefined : true), 60_000);
+  await waitFor('b leads', async () => ((await b.leader()) ? true : undefined), 120_000);
+  await waitFor('a no longer leads', async () => ((await a.leader()) ? undefined : true), 60_000);
   await totalsBecome(oc, 'NamespaceUsage', 'shop', expected());
   assert.equal((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.writer, 'podmeter-test-op-b');
   assert.equal((await fetch(`${a.url}/healthz`)).status, 200, "the cut-off replica's /healthz answers");
@@ -76,9 +76,9 @@ test('the leader loses the apiserver for 60 s while the standby has it: the stan
   assert.equal(failedRounds, 1, 'the failing lease rounds are logged once, not every second');
 
   pa.block(false);
-  await eventually(
+  await waitFor(
     'a works again',
-    async () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined),
+    () => (a.logs.some((l) => l.msg === 'lease rounds work again') ? true : undefined),
     60_000,
   );
   const more = add(counts.get('api-2')!, counters(7));

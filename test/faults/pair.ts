@@ -12,7 +12,9 @@ import assert from 'node:assert/strict';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor, type AgentOptions, type AgentProcess } from '../helpers/agent.ts';
+import { startAgentProcess, type AgentOptions, type AgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import type { AfterHook } from '../helpers/cleanup.ts';
 import { queryCgroup } from '../../agent/kernel/bpf.ts';
 

@@ -93,12 +93,12 @@ async function startHolder(t: AfterHook, argvPrefix: string[], tag: string): Pro
     await exited;
   });
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const reply = new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', resolve);
+    createInterface({ input: child.stdout }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`mapholder (${argv.join(' ')}) exited ${code}: ${stderr}`)));
   });
-  child.stdin!.write(`${JSON.stringify({ op: 'create', name: mapName, type: 2, key: 4, value: 8, max: 16 })}\n`);
+  child.stdin.write(`${JSON.stringify({ op: 'create', name: mapName, type: 2, key: 4, value: 8, max: 16 })}\n`);
   const answer = JSON.parse(await reply) as { id?: number; error?: string };
   assert.ok(answer.id !== undefined, `mapholder: ${answer.error ?? 'no map id'}`);
   return { comm, mapName, child };
@@ -226,13 +226,13 @@ test('the chart capabilities are enough for the agent, and each is needed', asyn
       // What the agent logged when an attach or an enumeration failed: the errno name, else the message.
       const failures: { attach?: string; maps?: string } = {};
       const ready = new Promise<string>((resolve, reject) => {
-        createInterface({ input: child.stderr! }).on('line', (line) => {
+        createInterface({ input: child.stderr }).on('line', (line) => {
           stderr += `${line}\n`;
           try {
             const entry = JSON.parse(line) as Record<string, unknown>;
             if (entry.msg === 'agent ready') resolve(String(entry.listen));
-            const err = entry.err as { code?: unknown; message?: unknown } | undefined;
-            const why = String(err?.code ?? err?.message ?? '');
+            const err = entry.err as { code?: string; message?: string } | undefined;
+            const why = err?.code ?? err?.message ?? '';
             if (String(entry.msg).startsWith('attach failed')) failures.attach ??= why;
             if (entry.msg === 'BPF map inventory failed') failures.maps ??= why;
           } catch {

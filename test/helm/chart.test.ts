@@ -27,8 +27,17 @@ import {
   render,
   ROOT,
   toolsDir,
+  type Dashboard,
   type K8sObject,
 } from './chart.ts';
+import { hasPodTemplate, PROBES, type Endpoint, type JsonSchema, type Monitor, type Workload } from './manifests.ts';
+
+/** The first endpoint of a ServiceMonitor or a PodMonitor. */
+function monitorEndpoint(monitor: Monitor): Endpoint {
+  const endpoint = (monitor.spec.endpoints ?? monitor.spec.podMetricsEndpoints)?.[0];
+  assert.ok(endpoint, `${monitor.kind} has an endpoint`);
+  return endpoint;
+}
 
 test('helm lint --strict passes with the defaults and every ci scenario', async () => {
   const bin = await toolsDir();
@@ -141,14 +150,14 @@ test('helm template renders every ci scenario, with what each scenario is about'
   // A custom cgroup root: the host path changes, the container path and flag do not.
   const custom = scenarios.get('custom-cgroup-root-values.yaml')!;
   const volumes = Object.fromEntries(
-    (agentDaemonSet(custom).spec.template.spec.volumes as K8sObject[]).map((v) => [v.name, v.hostPath.path]),
+    (agentDaemonSet(custom).spec.template.spec.volumes ?? []).map((v) => [v.name, v.hostPath?.path]),
   );
   assert.deepEqual(volumes, {
     cgroup: '/sys/fs/cgroup/unified',
     bpffs: '/run/bpffs',
     state: '/var/lib/podmeter-agent',
   });
-  const args = agentContainer(custom).args as string[];
+  const args = agentContainer(custom).args;
   assert.ok(args.includes('--cgroup-root=/host/sys/fs/cgroup'));
   assert.ok(
     args.includes('--interval=15') &&
@@ -163,15 +172,15 @@ test('helm template renders every ci scenario, with what each scenario is about'
   const dashboard = findObject(mon, 'ConfigMap', '-dashboard');
   assert.equal(dashboard.metadata.labels?.grafana_dashboard, '1');
   assert.equal(dashboard.metadata.annotations?.grafana_folder, 'Networking');
-  assert.equal(JSON.parse(dashboard.data['podmeter.json']).uid, 'podmeter');
-  for (const kind of ['ServiceMonitor', 'PodMonitor']) {
+  assert.equal((JSON.parse(dashboard.data['podmeter.json'] ?? '{}') as Dashboard).uid, 'podmeter');
+  for (const kind of ['ServiceMonitor', 'PodMonitor'] as const) {
     const monitor = findObject(mon, kind);
     assert.equal(monitor.metadata.labels?.release, 'kube-prometheus-stack');
-    const endpoint = (monitor.spec.endpoints ?? monitor.spec.podMetricsEndpoints)[0];
+    const endpoint = monitorEndpoint(monitor);
     assert.equal(endpoint.port, 'http-metrics');
     assert.equal(endpoint.honorLabels, true);
     assert.deepEqual(
-      endpoint.relabelings.map((r: K8sObject) => [r.targetLabel, r.replacement ?? null]),
+      endpoint.relabelings.map((r) => [r.targetLabel, r.replacement ?? null]),
       [
         ['job', 'podmeter-$1'],
         ['node', null],
@@ -180,7 +189,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
   }
   const rule = findObject(mon, 'PrometheusRule');
   assert.deepEqual(
-    rule.spec.groups[0].rules.map((r: K8sObject) => [r.alert, r.labels.team]),
+    rule.spec.groups[0]?.rules.map((r) => [r.alert, r.labels.team]),
     [
       ['PodmeterAgentDown', 'platform'],
       ['PodmeterAttachErrors', 'platform'],
@@ -194,13 +203,12 @@ test('helm template renders every ci scenario, with what each scenario is about'
 test('pod templates carry neither helm.sh/chart nor a version (a chart bump restarts nothing)', async () => {
   const bin = await toolsDir();
   const objects = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
-  for (const o of objects.filter((x) => x.spec?.template)) {
-    const labels = o.spec.template.metadata.labels as Record<string, string>;
+  for (const o of objects.filter(hasPodTemplate)) {
+    const labels = o.spec.template.metadata.labels;
     assert.ok(!('helm.sh/chart' in labels), `${o.kind}/${o.metadata.name}`);
     assert.ok(!('app.kubernetes.io/version' in labels), `${o.kind}/${o.metadata.name}`);
     // The selector is a subset of the template labels, and stable.
-    for (const [k, v] of Object.entries(o.spec.selector.matchLabels as Record<string, string>))
-      assert.equal(labels[k], v);
+    for (const [k, v] of Object.entries(o.spec.selector.matchLabels ?? {})) assert.equal(labels[k], v);
   }
   for (const o of objects)
     assert.equal(
@@ -224,7 +232,7 @@ test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file,
   const configMap = findObject(objects, 'ConfigMap', '-peer-classes');
   // The agent's own parser reads what the chart renders.
   const file = path.join(dir, 'peer-classes');
-  writeFileSync(file, configMap.data['peer-classes']);
+  writeFileSync(file, configMap.data['peer-classes'] ?? '');
   const parsed = readPeerClassesFile(file);
   assert.deepEqual(
     parsed.map((c) => [c.name, c.prefixes.length]),
@@ -234,19 +242,18 @@ test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file,
     ],
   );
   const container = agentContainer(objects);
-  assert.ok((container.args as string[]).includes('--peer-classes-file=/etc/podmeter/classes/peer-classes'));
+  assert.ok(container.args.includes('--peer-classes-file=/etc/podmeter/classes/peer-classes'));
   assert.deepEqual(
-    (container.volumeMounts as K8sObject[]).find((m) => m.name === 'peer-classes'),
+    container.volumeMounts?.find((m) => m.name === 'peer-classes'),
     { name: 'peer-classes', mountPath: '/etc/podmeter/classes', readOnly: true },
   );
   const spec = agentDaemonSet(objects).spec.template;
   assert.deepEqual(
-    (spec.spec.volumes as K8sObject[]).find((v) => v.name === 'peer-classes'),
+    spec.spec.volumes?.find((v) => v.name === 'peer-classes'),
     { name: 'peer-classes', configMap: { name: configMap.metadata.name } },
   );
   // The agent reads the file at start: another set of classes is another pod template.
-  const checksum = (o: K8sObject[]) =>
-    agentDaemonSet(o).spec.template.metadata.annotations?.['checksum/peer-classes'] as string | undefined;
+  const checksum = (o: K8sObject[]) => agentDaemonSet(o).spec.template.metadata.annotations?.['checksum/peer-classes'];
   const changed = await render(bin, {
     values: [valuesFile('changed.json', { ...classes, onprem: ['10.201.0.0/16'] })],
   });
@@ -255,7 +262,7 @@ test('agent.peerClasses: a ConfigMap the agent reads as its --peer-classes-file,
   // Without classes: no ConfigMap, flag, mount or annotation.
   const plain = await render(bin);
   assert.equal(findObjects(plain, 'ConfigMap').filter((o) => o.metadata.name.endsWith('-peer-classes')).length, 0);
-  assert.ok(!(agentContainer(plain).args as string[]).some((a) => a.startsWith('--peer-classes-file')));
+  assert.ok(!agentContainer(plain).args.some((a) => a.startsWith('--peer-classes-file')));
   assert.equal(checksum(plain), undefined);
   // The schema names the bad class.
   const bad: [unknown, RegExp][] = [
@@ -320,7 +327,7 @@ test('values.schema.json rejects bad values with the key and the reason', async 
 
 test('every values.yaml key is documented, in one style, and covered by the schema', () => {
   const lines = readFileSync(path.join(CHART, 'values.yaml'), 'utf8').split('\n');
-  const schema = JSON.parse(readFileSync(path.join(CHART, 'values.schema.json'), 'utf8'));
+  const schema = JSON.parse(readFileSync(path.join(CHART, 'values.schema.json'), 'utf8')) as JsonSchema;
   const undocumented: string[] = [];
   const stack: { indent: number; key: string }[] = [];
   let keys = 0;
@@ -338,8 +345,8 @@ test('every values.yaml key is documented, in one style, and covered by the sche
     const parent = stack.map((s) => s.key);
     stack.push({ indent, key: m[2]! });
     // Data maps (labels, selectors) hold user keys: their entries need no comment.
-    let node = schema;
-    for (const k of parent) node = node?.properties?.[k] ?? undefined;
+    let node: JsonSchema | undefined = schema;
+    for (const k of parent) node = node?.properties?.[k];
     if (node !== undefined && node.properties === undefined && parent.length > 0) continue;
     keys++;
     const dotted = [...parent, m[2]].join('.');
@@ -396,7 +403,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     { name: 'state', hostPath: { path: '/var/lib/podmeter', type: 'DirectoryOrCreate' } },
   ]);
   assert.deepEqual(
-    container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    container.env.map((e) => [e.name, e.valueFrom.fieldRef.fieldPath]),
     [
       ['NODE_NAME', 'spec.nodeName'],
       ['POD_NAMESPACE', 'metadata.namespace'],
@@ -417,13 +424,13 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     '--log-level=info',
     '--log-format=json',
   ]);
-  assert.ok(!container.args.some((a: string) => a.startsWith('--kubeconfig')), 'in-cluster config, no --kubeconfig');
+  assert.ok(!container.args.some((a) => a.startsWith('--kubeconfig')), 'in-cluster config, no --kubeconfig');
   assert.deepEqual(container.ports, [{ name: 'http-metrics', containerPort: 9471, protocol: 'TCP' }]);
   assert.deepEqual(container.resources, { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '256Mi' } });
 
   // Each added capability has its one-line reason right above it in the template.
   const template = readFileSync(path.join(CHART, 'templates/agent/daemonset.yaml'), 'utf8').split('\n');
-  for (const cap of container.securityContext.capabilities.add as string[]) {
+  for (const cap of container.securityContext.capabilities.add ?? []) {
     const at = template.findIndex((l) => l.trim() === `- ${cap}`);
     assert.match(template[at - 1] ?? '', new RegExp(`^\\s*# ${cap}: \\S`), `the comment naming what needs ${cap}`);
   }
@@ -444,8 +451,8 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   assert.equal(pod.hostPID, undefined);
   assert.equal(pod.volumes, undefined);
   assert.equal(pod.enableServiceLinks, false);
-  const [container, ...more] = pod.containers;
-  assert.equal(more.length, 0);
+  assert.equal(pod.containers.length, 1);
+  const container = pod.containers[0]!;
   assert.deepEqual(container.securityContext, {
     privileged: false,
     allowPrivilegeEscalation: false,
@@ -463,7 +470,7 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
     '--log-format=json',
   ]);
   assert.deepEqual(
-    container.env.map((e: K8sObject) => [e.name, e.valueFrom.fieldRef.fieldPath]),
+    container.env.map((e) => [e.name, e.valueFrom.fieldRef.fieldPath]),
     [
       ['POD_NAMESPACE', 'metadata.namespace'],
       ['POD_NAME', 'metadata.name'],
@@ -488,16 +495,16 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   ]);
   const clusterRole = findObject(objects, 'ClusterRole', '-operator');
   const verbsOf = (group: string, resource: string) =>
-    (clusterRole.rules as K8sObject[])
-      .filter((r) => r.apiGroups.includes(group) && r.resources.includes(resource))
-      .flatMap((r) => r.verbs as string[]);
+    clusterRole.rules
+      .filter((r) => r.apiGroups?.includes(group) && r.resources?.includes(resource))
+      .flatMap((r) => r.verbs);
   assert.deepEqual(verbsOf('', 'pods'), ['list', 'watch']);
   assert.deepEqual(verbsOf('', 'nodes'), ['list', 'watch']);
   assert.deepEqual(verbsOf('', 'secrets'), []);
   assert.deepEqual(verbsOf('', 'events'), ['create']);
-  assert.ok(!(clusterRole.rules as K8sObject[]).some((r) => r.verbs.includes('*') || r.resources.includes('*')));
+  assert.ok(!clusterRole.rules.some((r) => r.verbs.includes('*') || r.resources?.includes('*')));
   // Deletes: only the usage objects the retention removes (never a NamespaceUsage, never anything else).
-  const deletes = (clusterRole.rules as K8sObject[]).filter((r) => r.verbs.includes('delete'));
+  const deletes = clusterRole.rules.filter((r) => r.verbs.includes('delete'));
   assert.deepEqual(
     deletes.map((r) => [r.apiGroups, r.resources, r.verbs]),
     [[['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']]],
@@ -511,7 +518,7 @@ test('agent and operator: a startup probe holds off liveness for 5 minutes (a sl
     ['Deployment', '-operator'],
   ] as const) {
     const [container] = findObject(objects, kind, suffix).spec.template.spec.containers;
-    const { startupProbe: startup, livenessProbe: liveness } = container;
+    const { startupProbe: startup, livenessProbe: liveness } = container!;
     assert.deepEqual(startup.httpGet, liveness.httpGet, `${kind}: startup and liveness probe the same endpoint`);
     assert.ok(
       startup.periodSeconds * startup.failureThreshold >= 300,
@@ -527,14 +534,14 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
   for (const values of [undefined, path.join(CHART, 'ci/operator-off-values.yaml')]) {
     const objects = await render(bin, values ? { values: [values] } : {});
     // Each role of the file (ClusterRole, and Roles should it get any) has its twin in the chart.
-    for (const role of file.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
+    for (const role of [...findObjects(file, 'ClusterRole'), ...findObjects(file, 'Role')]) {
       assert.deepEqual(
         findObject(objects, role.kind, '-agent').rules,
         role.rules,
         `${role.kind} ${role.metadata.name}`,
       );
     }
-    for (const kind of ['ClusterRole', 'Role']) {
+    for (const kind of ['ClusterRole', 'Role'] as const) {
       const binding = findObject(objects, `${kind}Binding`, '-agent');
       assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind, name: 'podmeter-agent' });
       assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'podmeter-agent', namespace: 'podmeter' }]);
@@ -543,7 +550,7 @@ test('the chart agent RBAC has exactly the rules of deploy/agent-rbac.yaml', asy
   // Nothing else in the chart grants the agent anything but the token review of metricsAuth kubernetes (tested below).
   const objects = await render(bin);
   const grants = [...findObjects(objects, 'ClusterRoleBinding'), ...findObjects(objects, 'RoleBinding')].filter((b) =>
-    (b.subjects as K8sObject[]).some((s) => s.name === 'podmeter-agent'),
+    b.subjects.some((s) => s.name === 'podmeter-agent'),
   );
   const fileRoles = file
     .filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')
@@ -677,16 +684,16 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   const bin = await toolsDir();
   const containers = (objects: K8sObject[]) => [
     agentContainer(objects),
-    findObject(objects, 'Deployment', '-operator').spec.template.spec.containers[0],
+    findObject(objects, 'Deployment', '-operator').spec.template.spec.containers[0]!,
   ];
   const defaults = await render(bin);
   for (const container of containers(defaults)) {
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+    for (const probe of PROBES) {
       assert.equal(container[probe].httpGet.scheme, 'HTTPS', `${container.name} ${probe}`);
       assert.match(container[probe].httpGet.path, /^\/(healthz|readyz)$/, 'probes use the paths that stay open');
     }
     assert.ok(container.args.includes('--metrics-auth=kubernetes'));
-    assert.ok(!container.args.some((a: string) => a.startsWith('--tls-')), 'self-signed without tls.secretName');
+    assert.ok(!container.args.some((a) => a.startsWith('--tls-')), 'self-signed without tls.secretName');
   }
   // Exactly the two creates a token review needs, for the agent and the operator.
   assert.deepEqual(findObject(defaults, 'ClusterRole', '-token-reviewer').rules, [
@@ -713,8 +720,8 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
 
   // The monitors: https, the scraper's token, insecureSkipVerify for the self-signed certificate.
   const mon = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
-  for (const kind of ['ServiceMonitor', 'PodMonitor']) {
-    const endpoint = (findObject(mon, kind).spec.endpoints ?? findObject(mon, kind).spec.podMetricsEndpoints)[0];
+  for (const kind of ['ServiceMonitor', 'PodMonitor'] as const) {
+    const endpoint = monitorEndpoint(findObject(mon, kind));
     assert.equal(endpoint.scheme, 'https', kind);
     assert.deepEqual(
       endpoint.authorization,
@@ -737,7 +744,7 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
       container.name,
     );
     assert.deepEqual(
-      container.volumeMounts.find((m: K8sObject) => m.name === 'tls'),
+      container.volumeMounts?.find((m) => m.name === 'tls'),
       { name: 'tls', mountPath: '/etc/podmeter/tls', readOnly: true },
     );
     const pod =
@@ -745,7 +752,7 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
         ? agentDaemonSet(access).spec.template.spec
         : findObject(access, 'Deployment', '-operator').spec.template.spec;
     assert.deepEqual(
-      pod.volumes.find((v: K8sObject) => v.name === 'tls'),
+      pod.volumes?.find((v) => v.name === 'tls'),
       { name: 'tls', secret: { secretName: 'podmeter-tls' } },
     );
   }
@@ -755,7 +762,7 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   assert.deepEqual(findObject(access, 'ClusterRoleBinding', '-api-reader').subjects, [
     { kind: 'ServiceAccount', name: 'node-admin', namespace: 'podmeter' },
   ]);
-  assert.deepEqual(findObject(access, 'PodMonitor').spec.podMetricsEndpoints[0].tlsConfig, {
+  assert.deepEqual(monitorEndpoint(findObject(access, 'PodMonitor')).tlsConfig, {
     ca: { secret: { name: 'podmeter-tls', key: 'ca.crt' } },
     serverName: 'podmeter-agent.podmeter.svc',
   });
@@ -780,10 +787,9 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
   const off = await render(bin, { values: [path.join(CHART, 'ci/metrics-auth-off-values.yaml')] });
   for (const container of containers(off)) {
     assert.ok(container.args.includes('--metrics-auth=none'));
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe'])
-      assert.equal(container[probe].httpGet.scheme, 'HTTP');
+    for (const probe of PROBES) assert.equal(container[probe].httpGet.scheme, 'HTTP');
   }
-  const endpoint = findObject(off, 'ServiceMonitor').spec.endpoints[0];
+  const endpoint = monitorEndpoint(findObject(off, 'ServiceMonitor'));
   assert.equal(endpoint.scheme, 'http');
   assert.equal(endpoint.authorization, undefined);
   assert.equal(endpoint.tlsConfig, undefined);
@@ -792,7 +798,7 @@ test('metricsAuth kubernetes (the default): HTTPS probes, token review RBAC, rea
 test("NetworkPolicies, on by default: the HTTP port from the scrapers' namespace only, egress to the API server only; each part can be changed or turned off", async () => {
   const bin = await toolsDir();
   const defaults = await render(bin);
-  const selectorOf = (o: K8sObject) => o.spec.template.metadata.labels as Record<string, string>;
+  const selectorOf = (o: Workload) => o.spec.template.metadata.labels;
   for (const [component, workload] of [
     ['agent', agentDaemonSet(defaults)],
     ['operator', findObject(defaults, 'Deployment', '-operator')],
@@ -806,16 +812,14 @@ test("NetworkPolicies, on by default: the HTTP port from the scrapers' namespace
         'app.kubernetes.io/component': component,
       },
     });
-    for (const [k, v] of Object.entries(policy.spec.podSelector.matchLabels as Record<string, string>))
-      assert.equal(selectorOf(workload)[k], v);
+    for (const [k, v] of Object.entries(policy.spec.podSelector.matchLabels)) assert.equal(selectorOf(workload)[k], v);
     assert.equal(workload.spec.template.spec.hostNetwork, undefined, `${component} is not hostNetwork`);
     assert.deepEqual(policy.spec.policyTypes, ['Ingress', 'Egress']);
     // The probes' port is the one the rule opens (the kubelet itself needs no rule: it probes from the node).
-    const container = workload.spec.template.spec.containers[0];
-    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe'])
-      assert.equal(container[probe].httpGet.port, 'http-metrics');
+    const container = workload.spec.template.spec.containers[0]!;
+    for (const probe of PROBES) assert.equal(container[probe].httpGet.port, 'http-metrics');
     assert.deepEqual(
-      container.ports.map((p: K8sObject) => p.name),
+      container.ports.map((p) => p.name),
       ['http-metrics'],
     );
     assert.deepEqual(policy.spec.ingress, [
@@ -850,7 +854,7 @@ test("NetworkPolicies, on by default: the HTTP port from the scrapers' namespace
   // The scenario of a plugin that filters the node: every kind of peer, narrowed egress.
   const custom = await render(bin, { values: [path.join(CHART, 'ci/network-policy-values.yaml')] });
   const agent = findObject(custom, 'NetworkPolicy', '-agent');
-  assert.deepEqual(agent.spec.ingress[0].from, [
+  assert.deepEqual(agent.spec.ingress[0]?.from, [
     {
       namespaceSelector: {
         matchExpressions: [

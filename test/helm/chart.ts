@@ -6,7 +6,8 @@
  *   toolsDir(): Promise<string>                 bin dir with helm, kubectl, promtool (builds once per machine)
  *   helm(bin, args, {input?}): Promise<RunResult>, mustHelm(...)
  *   render(bin, {release?, namespace?, values?, set?, includeCrds?}): Promise<K8sObject[]>
- *   findObject(objects, kind, nameSuffix?)      the one object of that kind (and name ending)
+ *   findObject(objects, kind, nameSuffix?)      the one object of that kind (and name ending), typed by kind
+ *   findObjects(objects, kind)                  every object of that kind
  *   parseDocs(yamlText): K8sObject[]            every YAML document that is an object
  *   agentDaemonSet(objects) / agentContainer(objects)
  */
@@ -16,17 +17,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAll } from 'js-yaml';
 import { run, type RunResult } from '../cluster/cluster.ts';
+import type { AlertRule, Container, K8sObject, Kind, Manifests, RuleGroup, Workload } from './manifests.ts';
+
+export type { K8sObject } from './manifests.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CHART = path.join(ROOT, 'helm/podmeter');
-
-export interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  // Every manifest's body differs; tests look into it by path.
-  [key: string]: any;
-}
 
 let tools: Promise<string> | undefined;
 
@@ -85,13 +81,13 @@ export function ciValues(): string[] {
     .map((f) => path.join(dir, f));
 }
 
-export function findObjects(objects: K8sObject[], kind: string): K8sObject[] {
-  return objects.filter((o) => o.kind === kind);
+export function findObjects<K extends Kind>(objects: K8sObject[], kind: K): Manifests[K][] {
+  return objects.filter((o) => o.kind === kind) as Manifests[K][];
 }
 
 /** The single object of `kind` (whose name ends with `nameSuffix`, when given). */
-export function findObject(objects: K8sObject[], kind: string, nameSuffix = ''): K8sObject {
-  const found = objects.filter((o) => o.kind === kind && o.metadata.name.endsWith(nameSuffix));
+export function findObject<K extends Kind>(objects: K8sObject[], kind: K, nameSuffix = ''): Manifests[K] {
+  const found = findObjects(objects, kind).filter((o) => o.metadata.name.endsWith(nameSuffix));
   assert.equal(
     found.length,
     1,
@@ -100,19 +96,19 @@ export function findObject(objects: K8sObject[], kind: string, nameSuffix = ''):
   return found[0]!;
 }
 
-export function agentDaemonSet(objects: K8sObject[]): K8sObject {
+export function agentDaemonSet(objects: K8sObject[]): Workload {
   return findObject(objects, 'DaemonSet', '-agent');
 }
 
-export function agentContainer(objects: K8sObject[]): K8sObject {
-  const containers = agentDaemonSet(objects).spec.template.spec.containers as K8sObject[];
+export function agentContainer(objects: K8sObject[]): Container {
+  const containers = agentDaemonSet(objects).spec.template.spec.containers;
   assert.equal(containers.length, 1);
   return containers[0]!;
 }
 
 /** The capabilities the chart adds to the agent, e.g. ['BPF', 'NET_ADMIN', ...]. */
 export function agentCapabilities(objects: K8sObject[]): string[] {
-  return agentContainer(objects).securityContext.capabilities.add as string[];
+  return agentContainer(objects).securityContext.capabilities.add ?? [];
 }
 
 /** Metric names (podmeter_*) in a PromQL text: selectors, function arguments, label_values(). */
@@ -138,17 +134,18 @@ export function isOperatorMetric(name: string): boolean {
   return OPERATOR_METRIC_PREFIXES.some((p) => name.startsWith(p));
 }
 
+/** The Grafana dashboard, as far as the tests read it. */
+export interface Dashboard {
+  uid: string;
+  panels: { targets?: { expr: string }[] }[];
+  templating: { list: { type: string; query: string | { query: string } }[] };
+}
+
 export interface MonitoringObjects {
   /** The PrometheusRule's groups, as a Prometheus rules file has them. */
-  groups: K8sObject[];
-  rules: {
-    alert: string;
-    expr: string;
-    for?: string;
-    labels: Record<string, string>;
-    annotations: Record<string, string>;
-  }[];
-  dashboard: K8sObject;
+  groups: RuleGroup[];
+  rules: AlertRule[];
+  dashboard: Dashboard;
   /** Every PromQL text: rule expressions, then the dashboard's targets and variable queries. */
   queries: { where: 'PrometheusRule' | 'dashboard'; promql: string }[];
 }
@@ -156,14 +153,13 @@ export interface MonitoringObjects {
 /** The PrometheusRule and the dashboard as ci/monitoring-on-values.yaml renders them. */
 export async function monitoringObjects(bin: string): Promise<MonitoringObjects> {
   const objects = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
-  const groups = findObject(objects, 'PrometheusRule').spec.groups as K8sObject[];
-  const rules = groups.flatMap((g) => g.rules as MonitoringObjects['rules']);
-  const dashboard = JSON.parse(findObject(objects, 'ConfigMap', '-dashboard').data['podmeter.json']) as K8sObject;
+  const groups = findObject(objects, 'PrometheusRule').spec.groups;
+  const rules = groups.flatMap((g) => g.rules);
+  const dashboard = JSON.parse(findObject(objects, 'ConfigMap', '-dashboard').data['podmeter.json']!) as Dashboard;
   const queries: MonitoringObjects['queries'] = rules.map((r) => ({ where: 'PrometheusRule', promql: r.expr }));
-  for (const panel of dashboard.panels as K8sObject[])
-    for (const target of (panel.targets ?? []) as K8sObject[])
-      queries.push({ where: 'dashboard', promql: target.expr });
-  for (const v of dashboard.templating.list as K8sObject[])
+  for (const panel of dashboard.panels)
+    for (const target of panel.targets ?? []) queries.push({ where: 'dashboard', promql: target.expr });
+  for (const v of dashboard.templating.list)
     if (v.type === 'query')
       queries.push({ where: 'dashboard', promql: typeof v.query === 'string' ? v.query : v.query.query });
   return { groups, rules, dashboard, queries };

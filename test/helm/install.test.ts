@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { TestCluster } from '../cluster/cluster.ts';
-import { permissionErrors, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { permissionErrors, startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
@@ -33,11 +34,13 @@ import {
   isOperatorMetric,
   missingMetrics,
   monitoringObjects,
+  findObjects,
   parseDocs,
   render,
   ROOT,
   type K8sObject,
 } from './chart.ts';
+import type { JsonSchema, List, PodSpec, Workload } from './manifests.ts';
 
 const FIXTURES = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures/prometheus-operator-crds');
 const PODMETER = path.join(ROOT, 'bin/podmeter');
@@ -48,8 +51,9 @@ function ref(o: K8sObject): string {
   return `${o.kind.toLowerCase()}${group ? `.${group}` : ''}/${o.metadata.name}`;
 }
 
-async function kubectlJson(cluster: TestCluster, args: string[]): Promise<K8sObject> {
-  return JSON.parse(await must(cluster.kubectl([...args, '-o', 'json']))) as K8sObject;
+/** kubectl get ... -o json, as the caller knows it to be shaped. */
+async function kubectlJson<T extends K8sObject>(cluster: TestCluster, args: string[]): Promise<T> {
+  return JSON.parse(await must(cluster.kubectl([...args, '-o', 'json']))) as T;
 }
 
 /** What `kubectl auth can-i` answers for a token. */
@@ -57,18 +61,8 @@ async function canI(cluster: TestCluster, token: string, args: string[]): Promis
   return (await cluster.kubectl(['auth', 'can-i', ...args], { token })).stdout.trim();
 }
 
-interface Schema {
-  type?: string;
-  pattern?: string;
-  format?: string;
-  minimum?: number;
-  properties?: Record<string, Schema>;
-  required?: string[];
-  items?: Schema;
-}
-
 /** A value valid for a (structural, simple) schema: required fields only, plus ingress/egress strings. */
-function sample(schema: Schema): unknown {
+function sample(schema: JsonSchema): unknown {
   switch (schema.type) {
     case 'object': {
       const out: Record<string, unknown> = {};
@@ -130,7 +124,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
 
   const expected = await render(bin, { release, namespace: ns, values: [monitoringOn] });
   const crds = readdirSync(path.join(CHART, 'crds')).flatMap((f) =>
-    parseDocs(readFileSync(path.join(CHART, 'crds', f), 'utf8')),
+    findObjects(parseDocs(readFileSync(path.join(CHART, 'crds', f), 'utf8')), 'CustomResourceDefinition'),
   );
 
   await t.test('helm install creates every object the chart renders, and its CRDs', async () => {
@@ -141,8 +135,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     assert.match(r.stdout, /kubectl get namespaceusages/, 'NOTES: the operator totals');
     assert.doesNotMatch(r.stdout, /WARNING: namespace/, 'the namespace is labelled privileged');
 
-    const list = await kubectlJson(cluster, ['get', '-n', ns, ...[...expected, ...crds].map(ref)]);
-    const got = (list.items as K8sObject[]).map((o) => `${o.kind}/${o.metadata.name}`).sort();
+    const list = await kubectlJson<List>(cluster, ['get', '-n', ns, ...[...expected, ...crds].map(ref)]);
+    const got = list.items.map((o) => `${o.kind}/${o.metadata.name}`).sort();
     const want = [...expected, ...crds].map((o) => `${o.kind}/${o.metadata.name}`).sort();
     assert.deepEqual(got, want);
     t.diagnostic(`created: ${got.join(', ')}`);
@@ -152,14 +146,14 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
   await t.test(
     'the API keeps the agent DaemonSet as rendered, and admits its pods only where Pod Security is privileged',
     async () => {
-      const server = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
+      const server = await kubectlJson<Workload>(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
       const rendered = agentDaemonSet(expected).spec.template.spec;
       const kept = server.spec.template.spec;
-      assert.deepEqual(kept.containers[0].securityContext, rendered.containers[0].securityContext);
-      assert.deepEqual(kept.containers[0].volumeMounts, rendered.containers[0].volumeMounts);
+      assert.deepEqual(kept.containers[0]?.securityContext, rendered.containers[0]?.securityContext);
+      assert.deepEqual(kept.containers[0]?.volumeMounts, rendered.containers[0]?.volumeMounts);
       assert.equal(kept.hostPID, true);
 
-      const podOf = (spec: K8sObject, namespace: string, name: string) =>
+      const podOf = (spec: PodSpec, namespace: string, name: string) =>
         JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace }, spec });
       const dryRun = (manifest: string) =>
         cluster.kubectl(['create', '--dry-run=server', '-f', '-'], { input: manifest });
@@ -203,11 +197,15 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     ]);
     // The schemas belong to the operator: the objects here are built from them.
     for (const crd of crds) {
-      const version = (crd.spec.versions as K8sObject[]).find((v) => v.served && v.storage)!;
-      const schema = version.schema.openAPIV3Schema as Schema;
-      const { kind, plural } = crd.spec.names as { kind: string; plural: string };
+      const version = crd.spec.versions.find((v) => v.served && v.storage)!;
+      const schema = version.schema.openAPIV3Schema;
+      const { kind, plural } = crd.spec.names;
       const name = `${TEST_PREFIX}${plural}`;
-      const object: K8sObject = { apiVersion: `${crd.spec.group}/${version.name}`, kind, metadata: { name } };
+      const object: K8sObject & { spec?: unknown } = {
+        apiVersion: `${crd.spec.group}/${version.name}`,
+        kind,
+        metadata: { name },
+      };
       if (schema.properties?.spec) object.spec = sample(schema.properties.spec);
       await must(cluster.kubectl(['create', '-f', '-'], { input: JSON.stringify(object) }));
       const patch = (status: unknown) =>
@@ -237,9 +235,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
         .split('\n')[0]!
         .split(/\s{2,}/)
         .map((h) => h.trim());
-      const columns = (version.additionalPrinterColumns as K8sObject[])
-        .filter((c) => !c.priority)
-        .map((c) => String(c.name).toUpperCase());
+      const columns = version.additionalPrinterColumns.filter((c) => !c.priority).map((c) => c.name.toUpperCase());
       assert.deepEqual(header, ['NAME', ...columns], `${kind} columns`);
       await must(cluster.kubectl(['delete', plural, name]));
     }
@@ -469,8 +465,8 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       assert.match(r.stdout, new RegExp(`WARNING: namespace "${ns}" does not enforce the "privileged" Pod Security`));
       await must(cluster.kubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/enforce=privileged']));
 
-      const ds = await kubectlJson(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
-      assert.ok((ds.spec.template.spec.containers[0].args as string[]).includes('--interval=20'));
+      const ds = await kubectlJson<Workload>(cluster, ['get', 'daemonset', `${release}-agent`, '-n', ns]);
+      assert.ok(ds.spec.template.spec.containers[0]?.args.includes('--interval=20'));
       const left = await cluster.kubectl([
         'get',
         'deployment,service,poddisruptionbudget,servicemonitor,podmonitor,prometheusrule,configmap',
@@ -485,7 +481,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
       assert.deepEqual(left.stdout.trim().split('\n').sort(), [`service/${release}-agent`]);
       const history = await helm(bin, ['history', release, '--namespace', ns, '-o', 'json', ...kc]);
       assert.deepEqual(
-        JSON.parse(history.stdout).map((h: K8sObject) => [h.revision, h.status]),
+        (JSON.parse(history.stdout) as { revision: number; status: string }[]).map((h) => [h.revision, h.status]),
         [
           [1, 'superseded'],
           [2, 'deployed'],

@@ -16,7 +16,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { dump } from 'js-yaml';
 import { run } from '../cluster/cluster.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
 import {

@@ -17,7 +17,7 @@ import { PinDir } from '../../agent/counting/pins.ts';
 import type { CgroupView } from '../../agent/http/api.ts';
 import { launchPodmeter, signalAndWait } from './podmeter.ts';
 import { sweepStaleBpffsDirs } from './bpffs.ts';
-import { afterOrSignal, randomSuffix, sleep, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import { afterOrSignal, randomSuffix, sweepOnce, TEST_PREFIX, type AfterHook } from './cleanup.ts';
 
 export interface AgentProcess {
   url: string;
@@ -93,7 +93,7 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
   });
   listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
-  const url = `${logs.findLast((l) => l.msg === 'agent ready')?.scheme ?? 'http'}://${listen}`;
+  const url = `${logs.findLast((l) => l.msg === 'agent ready')?.scheme === 'https' ? 'https' : 'http'}://${listen}`;
   const get = async (path: string) => {
     const res = await fetch(`${url}${path}`);
     if (!res.ok) throw new Error(`${path}: ${res.status}`);
@@ -124,50 +124,4 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
  */
 export function permissionErrors(logs: Record<string, unknown>[]): string[] {
   return logs.map((l) => JSON.stringify(l)).filter((line) => /forbidden|\b403\b/i.test(line));
-}
-
-/**
- * Polls `fn` until it returns a value other than undefined, or fails after
- * `timeoutMs`: a generous deadline (the machine may be busy), not a speed check.
- */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** Value of one sample in a Prometheus text exposition, e.g. metric('podmeter_x', {direction: 'egress'}). */
-export function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const value = sampleText(text, name, labels);
-  return value === undefined ? undefined : Number(value);
-}
-
-/** The same sample's value as written (exact beyond 2^53: compare counters with BigInt(sampleText(...)). */
-export function sampleText(text: string, name: string, labels: Record<string, string>): string | undefined {
-  return sampleAt(text, name, labels)?.value;
-}
-
-/** The sample's value as written and its timestamp (ms), if the exposition has one (cAdvisor's have: when it read them). */
-export function sampleAt(
-  text: string,
-  name: string,
-  labels: Record<string, string>,
-): { value: string; timestampMs?: number } | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const m = /^[^{ ]+(?:\{(.*)\})? (\S+)(?: (-?\d+))?$/.exec(line);
-    if (!m) continue;
-    const got = Object.fromEntries([...(m[1] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      return m[3] === undefined ? { value: m[2]! } : { value: m[2]!, timestampMs: Number(m[3]) };
-  }
-  return undefined;
 }

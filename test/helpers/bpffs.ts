@@ -71,6 +71,6 @@ export function makeBpffsDir(t?: AfterHook): TestBpffsDir {
   sweepOnce('bpffs dir', sweepStaleBpffsDirs);
   const path = join(bpffsRoot(), `${TEST_PREFIX}${randomSuffix()}`);
   mkdirSync(path);
-  const remove = afterOrSignal(t, async () => removeTree(path));
+  const remove = afterOrSignal(t, () => removeTree(path));
   return { path, remove };
 }

@@ -119,7 +119,7 @@ function waitExit(child: ChildProcess, ms: number): Promise<void> {
 /** Directories of the tree, deepest first. */
 function postOrder(dir: string): string[] {
   const out: string[] = [];
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = readdirSync(dir, { withFileTypes: true })
       .filter((e) => e.isDirectory())

@@ -96,12 +96,14 @@ export async function runAllCleanups(): Promise<void> {
 }
 
 /** Runs `fn` after the test when `t` is given; in any case on SIGINT/SIGTERM (until it has run). */
-export function afterOrSignal(t: AfterHook | undefined, fn: () => Promise<void>): () => Promise<void> {
+export function afterOrSignal(t: AfterHook | undefined, fn: () => void | Promise<void>): () => Promise<void> {
   let done: Promise<void> | undefined;
   let unregister = (): void => {};
   const once = (): Promise<void> => {
     unregister();
-    done ??= fn();
+    done ??= (async () => {
+      await fn();
+    })();
     return done;
   };
   unregister = registerCleanup(once);

@@ -49,8 +49,8 @@ export async function makePod(
   };
   const created = JSON.parse(
     await must(cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) })),
-  );
-  const uid: string = created.metadata.uid;
+  ) as { metadata: { uid: string } };
+  const uid = created.metadata.uid;
   const pod = `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll('-', '_')}.slice`;
   const container = root.child(`${pod}/cri-containerd-${'ab'.repeat(32)}.scope`);
   return { uid, container, podCgroup: join(root.path, pod) };

@@ -49,7 +49,7 @@ function makeMount(t: AfterHook | undefined, type: string, options: string[]): T
   const unmount = () => {
     if (mounted(path)) execFileSync('umount', ['-l', path]);
   };
-  const remove = afterOrSignal(t, async () => {
+  const remove = afterOrSignal(t, () => {
     unmount();
     rmdirSync(path);
   });

@@ -37,7 +37,7 @@ export function makeNetns(t?: AfterHook): TestNetns {
   sweepOnce('netns', sweepStaleNetns);
   const name = `${TEST_PREFIX}${randomSuffix()}`;
   ip(['netns', 'add', name]);
-  const remove = afterOrSignal(t, async () => {
+  const remove = afterOrSignal(t, () => {
     try {
       ip(['netns', 'del', name]);
     } catch (err) {

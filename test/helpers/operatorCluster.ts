@@ -17,7 +17,8 @@ import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { startCluster, type TestCluster } from '../cluster/cluster.ts';
 import { afterOrSignal, randomSuffix, sleep, type AfterHook } from './cleanup.ts';
-import { sample } from './agent.ts';
+import { waitFor } from './poll.ts';
+import { sample } from './samples.ts';
 import { must } from './kubeCluster.ts';
 import { launchPodmeter, PODMETER, signalAndWait } from './podmeter.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
@@ -206,25 +207,6 @@ export async function totals(
   return s && (Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Record<keyof Counts, string>);
 }
 
-/** Polls until `fn` returns a value other than undefined; the error names the last value seen. */
-export async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  timeoutMs = 60_000,
-  last?: () => unknown,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `; last: ${JSON.stringify(last(), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}` : ''}`,
-      );
-    await sleep(100);
-  }
-}
-
 /** Waits until the usage object's totals are exactly `want`. */
 export async function totalsBecome(
   oc: OperatorCluster,
@@ -235,7 +217,7 @@ export async function totalsBecome(
 ): Promise<void> {
   let got: unknown;
   const expected = JSON.stringify(asStrings(want));
-  await eventually(
+  await waitFor(
     `${kind} ${name} = ${expected}`,
     async () => {
       got = await totals(oc, kind, name);
@@ -274,7 +256,7 @@ export const ledgerLoads = (op: OperatorProcess): number => op.logs.filter((l) =
 
 /** Waits until `op` has loaded its ledger more than `before` times. */
 export async function ledgerLoaded(op: OperatorProcess, before: number): Promise<void> {
-  await eventually('the operator loaded its ledger', async () => (ledgerLoads(op) > before ? true : undefined), 60_000);
+  await waitFor('the operator loaded its ledger', () => (ledgerLoads(op) > before ? true : undefined), 60_000);
 }
 
 export interface OperatorProcess {
@@ -330,7 +312,7 @@ export async function startOperator(
   oc.cleanups.push(afterOrSignal(undefined, async () => void (await kill('SIGKILL'))));
   listen = await listening;
   // https with --metrics-auth kubernetes (the ready line says which).
-  const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme ?? 'http'}://${listen}`;
+  const url = `${logs.findLast((l) => l.msg === 'operator ready')?.scheme === 'https' ? 'https' : 'http'}://${listen}`;
   const metrics = async () => (await fetch(`${url}/metrics`)).text();
   return {
     identity,

@@ -35,7 +35,7 @@ export function launchPodmeter(
   let stderr = '';
   let timer: NodeJS.Timeout | undefined;
   const listen = new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
+    createInterface({ input: child.stderr }).on('line', (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         options.logs.push(entry);

@@ -21,7 +21,7 @@ export interface Target {
 }
 
 async function get<T>(base: string, path: string, params: Record<string, string>): Promise<T> {
-  const url = `${base}${path}?${new URLSearchParams(params)}`;
+  const url = `${base}${path}?${new URLSearchParams(params).toString()}`;
   const res = await fetch(url, { signal: AbortSignal.timeout(30_000) });
   const body = (await res.json()) as { status: string; data: T; error?: string };
   if (!res.ok || body.status !== 'success')

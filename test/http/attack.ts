@@ -285,7 +285,7 @@ export const hostileRequest: fc.Arbitrary<Attack> = fc.record({
   bytes,
   wrap: fc.constantFrom('match', 'match', 'match', 'match', 'match', 'raw', 'tls'),
   hold: fc.boolean().map((b) => b && Math.random() < 0.2),
-}) as fc.Arbitrary<Attack>;
+});
 
 /** Sends one attack on a new connection; resolves with the status of the first answer (0: none, the connection closed). */
 export function send(
@@ -436,7 +436,7 @@ export function corpus(): CorpusEntry[] {
 
 export function corpusAttack(e: CorpusEntry): Attack {
   return {
-    bytes: Buffer.from(e.request, /[^\x00-\xff]/.test(e.request) ? 'utf8' : 'latin1'),
+    bytes: Buffer.from(e.request, /[\u0100-\uffff]/.test(e.request) ? 'utf8' : 'latin1'),
     wrap: e.wrap ?? 'match',
     hold: false,
   };

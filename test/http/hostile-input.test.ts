@@ -25,7 +25,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import fc from 'fast-check';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample, sumOf } from '../helpers/samples.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { makeTopology } from '../helpers/topology.ts';
@@ -295,15 +297,7 @@ async function reader(oc: OperatorCluster): Promise<string> {
 /** TokenReviews the apiserver has answered so far (its own metrics). */
 async function tokenReviews(oc: OperatorCluster): Promise<number> {
   const text = await must(oc.cluster.kubectl(['get', '--raw', '/metrics']));
-  let n = 0;
-  for (const line of text.split('\n'))
-    if (
-      line.startsWith('apiserver_request_total{') &&
-      line.includes('resource="tokenreviews"') &&
-      line.includes('verb="POST"')
-    )
-      n += Number(line.split(' ').at(-1));
-  return n;
+  return sumOf(text, 'apiserver_request_total', { resource: 'tokenreviews', verb: 'POST' });
 }
 
 /** While the attack runs: the reader's cached token is always let in (200, never 429), and scrapes keep working. */
@@ -384,7 +378,7 @@ test('hostile input: the agent (--metrics-auth kubernetes) and the operator', as
       alive: () => op.child.exitCode === null && op.child.signalCode === null,
       async traffic(round) {
         written[round] = counters(round + 1);
-        await writeCounts(oc, pods[round]!, written[round]!);
+        await writeCounts(oc, pods[round]!, written[round]);
       },
       countedExactly: async () => totalsBecome(oc, 'NamespaceUsage', ns, add(...written), 120_000),
     };

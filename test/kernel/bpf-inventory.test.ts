@@ -35,7 +35,7 @@ test('listPrograms shows both cgroup_skb programs, using the counters, the peer 
     assert.equal(listed.typeName, 'cgroup_skb');
     // The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 characters of a program's name.
     assert.equal(listed.name, `podmeter_${direction}`.slice(0, 15));
-    assert.ok(listed.mapIds.includes(mapId), `uses podmeter_stats (${listed.mapIds})`);
+    assert.ok(listed.mapIds.includes(mapId), `uses podmeter_stats (${listed.mapIds.join(',')})`);
     assert.equal(listed.mapIds.length, 3);
   }
 });

@@ -79,9 +79,10 @@ test(
     writeFileSync(redirect, REDIRECT);
     const boundary = join(installRoot, 'test/kernel/native-boundary.test.ts');
     // Run as a plain program (TAP on stdout), not as a child of this test runner.
-    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-    let stdout = '';
-    let stderr = '';
+    const env = { ...process.env };
+    delete env.NODE_TEST_CONTEXT;
+    let stdout: string;
+    let stderr: string;
     let code: number | string = 0;
     try {
       ({ stdout, stderr } = await run(process.execPath, ['--require', redirect, boundary], {

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
@@ -195,13 +196,16 @@ function expectOutcome(
     if (error === undefined) return check(result);
     assert.ok(
       error instanceof BpfError && /^bpf\(BPF_MAP_/.test(error.syscall ?? ''),
-      `a right call failed outside the map syscall: ${String(error)} (${describe()})`,
+      `a right call failed outside the map syscall: ${inspect(error)} (${describe()})`,
     );
     return;
   }
   assert.ok(error !== undefined, `expected an exception, got ${String(result)} (${describe()})`);
   const checked = error instanceof TypeError || (error instanceof BpfError && !/BPF_MAP_/.test(error.syscall ?? ''));
-  assert.ok(checked, `expected a TypeError or a BpfError before any map syscall, got ${String(error)} (${describe()})`);
+  assert.ok(
+    checked,
+    `expected a TypeError or a BpfError before any map syscall, got ${inspect(error)} (${describe()})`,
+  );
 }
 
 const show = (c: Call) => () =>
@@ -350,7 +354,11 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
     closed: fx.others.closed,
     negative: -1,
   };
-  const describe = { map: native.mapInfo, program: native.progInfo, link: native.linkInfo } as const;
+  const describe = {
+    map: (fd: number) => native.mapInfo(fd),
+    program: (fd: number) => native.progInfo(fd),
+    link: (fd: number) => native.linkInfo(fd),
+  } as const;
   for (const [fdKind, fd] of Object.entries(kinds)) {
     for (const [want, fn] of Object.entries(describe)) {
       if (fdKind === want) {

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { inspect } from 'node:util';
 import pino from 'pino';
 import { Meter } from '../../agent/counting/meter.ts';
 import { PinDir } from '../../agent/counting/pins.ts';
@@ -44,7 +45,7 @@ function assertRefused(pins: PinDir, pin: string, ...mentions: RegExp[]): BpfErr
   }
   assert.ok(
     caught instanceof BpfError,
-    `expected the start to be refused, got ${caught === undefined ? 'a started Meter' : String(caught)}`,
+    `expected the start to be refused, got ${caught === undefined ? 'a started Meter' : inspect(caught)}`,
   );
   assert.equal(caught.code, ErrorCodes.pinShape, caught.message);
   assert.equal(caught.path, pin);

@@ -17,7 +17,8 @@ import { startCluster } from '../cluster/cluster.ts';
 import { render, toolsDir } from '../helm/chart.ts';
 import { agentToken, installAdmissionPolicy } from '../helpers/admission.ts';
 import { annotations, must } from '../helpers/kubeCluster.ts';
-import { sample, waitFor } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { counters, operatorCluster, startOperator, totalsBecome } from '../helpers/operatorCluster.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { toStrings } from '../../common/contract/counts.ts';
@@ -205,7 +206,7 @@ test('podmeter.io/ annotations: written only by the agent, only on its own node,
         'kubernetes.io/config.hash': 'f'.repeat(32),
         'kubernetes.io/config.source': 'file',
       }),
-    );
+    ) as { metadata: { ownerReferences?: unknown[] } };
     m.metadata.ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: 'node-a', uid: nodeUid, controller: true }];
     return JSON.stringify(m);
   };
@@ -282,9 +283,10 @@ test("with the policy enforced, a pod born and gone while no operator ran counts
     metadata: { name: 'brief', namespace: 'shop' },
     spec: { nodeName: node, containers: [{ name: 'app', image: 'example.invalid/app' }] },
   };
-  const uid = JSON.parse(
+  const created = JSON.parse(
     await must(oc.cluster.kubectl(['create', '-o', 'json', '-f', '-'], { input: JSON.stringify(manifest) })),
-  ).metadata.uid as string;
+  ) as { metadata: { uid: string } };
+  const uid = created.metadata.uid;
   const c = counters(7);
   const asAgent = (args: string[]) => must(oc.cluster.kubectl(args, { token: agent }));
   await asAgent([

@@ -15,7 +15,9 @@ import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { ADDRESSES, makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { randomSuffix, sleep } from '../helpers/cleanup.ts';
 import { annotations, clusterWithNode, makePod, must } from '../helpers/kubeCluster.ts';
 
@@ -149,7 +151,7 @@ test('hostile pods and nodes: forged config hashes, a refused pod, prefixes as n
       'one per pod',
     );
     const lines = logged("Pod's kubernetes.io/config.hash names no cgroup");
-    assert.deepEqual(lines.map((l) => `${l.namespace}/${l.pod}`).sort(), ['evil/forger', 'evil/thief']);
+    assert.deepEqual(lines.map((l) => `${String(l.namespace)}/${String(l.pod)}`).sort(), ['evil/forger', 'evil/thief']);
 
     // The victim's pod goes: its final is published under its own name, never the thief's.
     rmdirSync(victim.container.path);

@@ -10,7 +10,9 @@ import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { sample, startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { sample } from '../helpers/samples.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { annotations, clusterWithNode, makePod, must } from '../helpers/kubeCluster.ts';
 

@@ -15,7 +15,7 @@ import { startCluster } from '../cluster/cluster.ts';
 import { KubeApi, isStatus } from '../../common/kube/api.ts';
 import { inCluster, loadConnection } from '../../common/kube/connection.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
-import { waitFor } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 
 const writeJson = (path: string, value: unknown) => writeFileSync(path, JSON.stringify(value));
 

@@ -12,11 +12,11 @@ import { test } from 'node:test';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { makeTopology } from '../helpers/topology.ts';
 import { udpDatagramBytes, udpExchange } from '../helpers/traffic.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import {
   apply,
   asStrings,
-  eventually,
   totalsOnly,
   ledgerLoaded,
   ledgerLoads,
@@ -58,7 +58,7 @@ test("a pod that dies while no operator runs: counted exactly from the agent's N
     ],
   });
   const op = await startOperator(oc);
-  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+  await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
   const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
   const one = udpDatagramBytes(4, 200);
   // db sends to an address outside the cluster (the 'external' class); web receives.

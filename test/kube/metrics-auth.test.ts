@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { run } from '../cluster/cluster.ts';
 import { render, toolsDir, type K8sObject } from '../helm/chart.ts';
-import { startAgentProcess, waitFor } from '../helpers/agent.ts';
+import { startAgentProcess } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
 import { randomSuffix, TEST_PREFIX } from '../helpers/cleanup.ts';
 import { must, tokenKubeconfig } from '../helpers/kubeCluster.ts';
@@ -163,7 +164,7 @@ test("--metrics-auth kubernetes: 401 without a valid token, 403 without RBAC, 20
       assert.match(top.stdout, /NAME\s+RX\/s\s+TX\/s/);
       const maps = await run(PODMETER, ['maps', '--json', '--agent', agent.url, '--token', nodeAdmin]);
       assert.equal(maps.code, 0, maps.stderr);
-      assert.ok(JSON.parse(maps.stdout).totalBytes > 0, "the agent's map inventory");
+      assert.ok((JSON.parse(maps.stdout) as { totalBytes: number }).totalBytes > 0, "the agent's map inventory");
 
       const anonymous = await run(PODMETER, ['top', '--once', '--agent', agent.url]);
       assert.equal(anonymous.code, 1);

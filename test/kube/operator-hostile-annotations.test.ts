@@ -19,14 +19,13 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { sample } from '../helpers/agent.ts';
+import { sample } from '../helpers/samples.ts';
 import {
   add,
   apply,
   counters,
   createPod,
   deletePod,
-  eventually,
   must,
   operatorCluster,
   staysEqual,
@@ -38,6 +37,7 @@ import {
   writeNodeFinals,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { ANNOTATIONS } from '../../common/contract/annotations.ts';
 import { fromStrings, toStrings } from '../../common/contract/counts.ts';
 import { MAX_FINALS } from '../../common/contract/finals.ts';
@@ -56,7 +56,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'victim' } },
   ]);
   const op = await startOperator(oc, { identity: 'podmeter-test-op-hostile' });
-  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+  await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
   const errors = async (kind: string) =>
     sample(await op.metrics(), 'podmeter_operator_errors_total', { op: kind }) ?? 0;
   /** What the tenant writes on its own pod with kubectl (no agent would). */
@@ -96,10 +96,9 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     const reported = (pod: string, problem: string) =>
       op.logs.filter((l) => l.pod === pod && l.problem === problem).length;
     // Each pod's values are read in its own watch event: wait for both pods' reports.
-    await eventually(
+    await waitFor(
       'the bad values reported',
-      async () =>
-        reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined,
+      () => (reported('bad', 'not-decimal') > 0 && reported('bad-from-birth', 'above-u64') > 0 ? true : undefined),
       60_000,
     );
     assert.ok((await errors('annotation')) >= annotationErrors + 2, 'and counted');
@@ -114,7 +113,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await totalsBecome(oc, 'NamespaceUsage', NS, expected);
     // Retirements go on.
     await deletePod(oc, good2);
-    await eventually(
+    await waitFor(
       'good-2 retired',
       async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 1 ? true : undefined),
       60_000,
@@ -144,7 +143,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await writeCounts(oc, legit, counters(5));
     await totalsBecome(oc, 'NodeUsage', NODE, add(before, counters(5)));
     await deletePod(oc, legit);
-    await eventually(
+    await waitFor(
       'legit retired',
       async () => ((await usage(oc, 'NodeUsage', NODE))?.status?.retiredPods === 2 ? true : undefined),
       60_000,
@@ -177,7 +176,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     await totalsBecome(oc, 'NamespaceUsage', NS, expected);
     await totalsBecome(oc, 'NodeUsage', NODE, expected);
     // Ignored and counted: the cap once, each forged entry within it once.
-    await eventually(
+    await waitFor(
       'forged finals counted',
       async () => ((await errors('finals')) >= finalsErrors + 1 + (MAX_FINALS - 1) ? true : undefined),
       60_000,
@@ -237,11 +236,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
         )
       ).items;
     const mine = async () => (await list()).filter((o) => o.spec?.kind === 'StatefulSet');
-    await eventually(
-      'three WorkloadUsage objects',
-      async () => ((await mine()).length === 3 ? true : undefined),
-      60_000,
-    );
+    await waitFor('three WorkloadUsage objects', async () => ((await mine()).length === 3 ? true : undefined), 60_000);
     const objects = await mine();
     assert.equal(new Set(objects.map((o) => o.metadata.name)).size, 3);
     for (const o of objects) {
@@ -259,7 +254,7 @@ test('operator: hostile pod annotations, forged node finals, long owner names', 
     );
     for (const [i] of names.entries()) {
       // Each object exists before its status has the pod's counts: wait for them.
-      const o = await eventually(
+      const o = await waitFor(
         `the workload of long-${i} has exactly its pod's counts`,
         async () => (await mine()).find((x) => x.status?.ingressBytes === String(counters(20 + i).ingressBytes)),
         60_000,

@@ -216,7 +216,7 @@ test('a pinned map that no process holds is reported with owner "pinned"', async
   const dir = join('/sys/fs/bpf', `${TEST_PREFIX}${randomSuffix()}`);
   mkdirSync(dir);
   const pin = join(dir, 'pmt_pinned');
-  afterOrSignal(t, async () => {
+  afterOrSignal(t, () => {
     try {
       unlinkSync(pin);
     } catch {

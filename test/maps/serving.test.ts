@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { release } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
@@ -23,7 +24,8 @@ import { mapRoutes, type MapsView } from '../../agent/maps/routes.ts';
 import { startMapInventory } from '../../agent/maps/watcher.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from '../helpers/cleanup.ts';
-import { waitFor } from '../helpers/agent.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { samples } from '../helpers/samples.ts';
 import { MAP_TYPE, startHolder, uniqueComm, type Created, type Holder } from '../helpers/mapHolder.ts';
 
 const silent = pino({ level: 'silent' });
@@ -59,17 +61,10 @@ async function serve(t: AfterHook, getInventory: () => MapInventory | undefined)
   return `http://127.0.0.1:${port}`;
 }
 
+/** The value of the series with exactly these labels (none more). */
 function metricValue(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const brace = line.indexOf('{');
-    const labelText = brace < 0 ? '' : line.slice(brace + 1, line.indexOf('}'));
-    const have = labelText === '' ? [] : labelText.split(',');
-    if (want.every((w) => have.includes(w)) && have.length === want.length)
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
+  const found = samples(text, name).find((s) => isDeepStrictEqual(s.labels, labels));
+  return found && Number(found.value);
 }
 
 test('metrics: node total, per map (same labels summed) and per pod, read at scrape time', async (t) => {
@@ -259,7 +254,7 @@ test('podmeter maps: the four views standalone, --json, and --agent', async (t) 
 test('podmeter maps standalone estimates the pinned podmeter counter map found under --bpffs', async (t) => {
   const bpffs = join('/sys/fs/bpf', `${TEST_PREFIX}${randomSuffix()}`);
   const meter = Meter.open(bpffs, silent);
-  afterOrSignal(t, async () => {
+  afterOrSignal(t, () => {
     for (const pin of meter.pins.listLinks()) meter.release(pin.cgroupId);
     meter.close();
     meter.pins.removeAll();

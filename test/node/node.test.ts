@@ -10,8 +10,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CHART } from '../helm/chart.ts';
-import { sample, sampleAt } from '../helpers/agent.ts';
+import { sample, sampleAt } from '../helpers/samples.ts';
 import { sleep } from '../helpers/cleanup.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { HOLDER_SCRIPT } from '../helpers/mapHolder.ts';
 import { activeTargets, instantQuery, prometheusNow, ruleGroups } from '../helpers/prometheusApi.ts';
 import type { MapsView } from '../../agent/maps/routes.ts';
@@ -24,28 +25,14 @@ const UDP_PORT = 9000;
 /** The label kube-prometheus-stack's Prometheus selects monitors and rules by (test/node/kube-prometheus-stack.yaml). */
 const KPS_RELEASE = 'kube-prometheus-stack';
 
-/** Polls `check` until it returns a value (not undefined) or `timeoutMs` passes; then throws with `describe()`. */
-async function eventually<T>(
-  what: string,
-  timeoutMs: number,
-  check: () => Promise<T | undefined>,
-  describe?: () => Promise<string>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs / 1000} s waiting for ${what}${describe ? `:\n${await describe()}` : ''}`,
-      );
-    }
-    await sleep(1000);
-  }
+/** What the tests read of a Pod. */
+interface PodJson {
+  metadata: { uid: string };
+  status: { podIP: string; podIPs?: { ip: string }[] };
 }
 
-async function podJson(node: TestNode, ns: string, name: string): Promise<any> {
-  return JSON.parse(await node.must(['get', 'pod', name, '-n', ns, '-o', 'json']));
+async function podJson(node: TestNode, ns: string, name: string): Promise<PodJson> {
+  return JSON.parse(await node.must(['get', 'pod', name, '-n', ns, '-o', 'json'])) as PodJson;
 }
 
 async function podAnnotations(node: TestNode, ns: string, name: string): Promise<Record<string, string>> {
@@ -55,21 +42,25 @@ async function podAnnotations(node: TestNode, ns: string, name: string): Promise
 
 /** Name of the one Running pod matching a label selector. */
 async function podBySelector(node: TestNode, ns: string, selector: string): Promise<string> {
-  return eventually(`a Running pod with ${selector} in ${ns}`, 120_000, async () => {
-    const out = await node.must([
-      'get',
-      'pods',
-      '-n',
-      ns,
-      '-l',
-      selector,
-      '--field-selector=status.phase=Running',
-      '-o',
-      'jsonpath={.items[*].metadata.name}',
-    ]);
-    const names = out.trim().split(/\s+/).filter(Boolean);
-    return names.length === 1 ? names[0] : undefined;
-  });
+  return waitFor(
+    `a Running pod with ${selector} in ${ns}`,
+    async () => {
+      const out = await node.must([
+        'get',
+        'pods',
+        '-n',
+        ns,
+        '-l',
+        selector,
+        '--field-selector=status.phase=Running',
+        '-o',
+        'jsonpath={.items[*].metadata.name}',
+      ]);
+      const names = out.trim().split(/\s+/).filter(Boolean);
+      return names.length === 1 ? names[0] : undefined;
+    },
+    120_000,
+  );
 }
 
 /** The namespace, ServiceAccount and pod that read the agent's HTTPS endpoints as a scraper does. */
@@ -103,7 +94,7 @@ async function agentGet(
   as: 'token' | 'anonymous' = 'token',
 ): Promise<{ code: number; body: string; stderr: string }> {
   const pod = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
-  const ip = (await podJson(node, SYSTEM_NS, pod)).status.podIP as string;
+  const ip = (await podJson(node, SYSTEM_NS, pod)).status.podIP;
   const url = `https://${ip.includes(':') ? `[${ip}]` : ip}:9471${path}`;
   const r = await node.kubectl(['exec', SCRAPER.name, '-n', SCRAPER.ns, '--', 'python3', '-c', FETCH, url, as]);
   return { code: r.code, body: r.stdout, stderr: r.stderr };
@@ -132,14 +123,18 @@ async function namespaceUsage(node: TestNode, ns: string): Promise<Record<string
 /** Waits until what `read` gives is the same twice, `gapMs` apart (counters settled), and returns the last read. */
 async function settled<T>(what: string, gapMs: number, read: () => Promise<T>): Promise<T> {
   let last = JSON.stringify(await read());
-  return eventually(`${what} to settle`, 600_000, async () => {
-    await sleep(gapMs);
-    const v = await read();
-    const now = JSON.stringify(v);
-    const same = now === last;
-    last = now;
-    return same ? v : undefined;
-  });
+  return waitFor(
+    `${what} to settle`,
+    async () => {
+      await sleep(gapMs);
+      const v = await read();
+      const now = JSON.stringify(v);
+      const same = now === last;
+      last = now;
+      return same ? v : undefined;
+    },
+    600_000,
+  );
 }
 
 /** A python3 program for the workload image, run as `python3 -c`. */
@@ -286,26 +281,29 @@ test(
       assert.equal(r.code, 0, `pod ${ns}/${pod} not Ready: ${r.stderr}\n${await show()}`);
     };
     const annotationsReach = (ns: string, pod: string, expected: Record<string, string>) =>
-      eventually(
+      waitFor(
         `the annotations of ${ns}/${pod} to read ${JSON.stringify(expected)}`,
-        600_000,
         async () => {
           const a = await podAnnotations(node, ns, pod);
           return Object.entries(expected).every(([k, v]) => a[k] === v) ? a : undefined;
         },
+        600_000,
         async () => `annotations now: ${JSON.stringify(await podAnnotations(node, ns, pod))}\n${await show()}`,
       );
     /** The receiver is Running and its socket bound (its log says so). */
     const receiverBound = async (ns: string) => {
       await ready(ns, 'receiver');
-      await eventually('the receiver to bind its socket', 300_000, async () =>
-        (await node.kubectl(['logs', 'receiver', '-n', ns])).stdout.split('\n').includes(RECEIVER_BOUND)
-          ? true
-          : undefined,
+      await waitFor(
+        'the receiver to bind its socket',
+        async () =>
+          (await node.kubectl(['logs', 'receiver', '-n', ns])).stdout.split('\n').includes(RECEIVER_BOUND)
+            ? true
+            : undefined,
+        300_000,
       );
     };
     const podIPs = async (ns: string, pod: string) => {
-      const ips: { ip: string }[] = (await podJson(node, ns, pod)).status.podIPs ?? [];
+      const ips = (await podJson(node, ns, pod)).status.podIPs ?? [];
       return { v4: ips.find((x) => x.ip.includes('.'))?.ip, v6: ips.find((x) => x.ip.includes(':'))?.ip };
     };
 
@@ -491,25 +489,29 @@ test(
         await node.must(['exec', 'client', '-n', ns, '--', 'sh', '-c', `echo ${v4} >/tmp/s && mv /tmp/s /tmp/server`]);
         /** When the client logged `line` (containerd's timestamp: the node's clock, ms). */
         const loggedAt = (line: string) =>
-          eventually(`the client to log "${line}"`, 900_000, async () => {
-            const hit = (await node.kubectl(['logs', 'client', '-n', ns, '--timestamps'])).stdout
-              .split('\n')
-              .find((l) => l.endsWith(` ${line}`));
-            return hit === undefined ? undefined : Date.parse(hit.slice(0, hit.indexOf(' ')));
-          });
+          waitFor(
+            `the client to log "${line}"`,
+            async () => {
+              const hit = (await node.kubectl(['logs', 'client', '-n', ns, '--timestamps'])).stdout
+                .split('\n')
+                .find((l) => l.endsWith(` ${line}`));
+              return hit === undefined ? undefined : Date.parse(hit.slice(0, hit.indexOf(' ')));
+            },
+            900_000,
+          );
         // Both sides' counters once the pod has stopped sending. The agent reads the kernel at each scrape;
         // the kubelet's cAdvisor reads eth0 every 10-15 s and stamps each sample with when it did (the
         // node's clock), so a sample stamped after the client's log line has all the pod sent.
         const eth0 = { namespace: ns, pod: 'client', interface: 'eth0' };
         const counters = async (since: number) => {
-          const tx = await eventually(
+          const tx = await waitFor(
             'a /metrics/cadvisor read of the client pod eth0 after it went quiet',
-            600_000,
             async () => {
               const text = await cadvisorMetrics(node);
               const at = sampleAt(text, 'container_network_transmit_bytes_total', eth0)?.timestampMs;
               return at !== undefined && at > since ? text : undefined;
             },
+            600_000,
             async () =>
               `its network series now:\n${
                 (await cadvisorMetrics(node))
@@ -597,9 +599,8 @@ test(
           .sort();
         assert.equal(pods.length, 2, `agent and operator pods: ${pods.join(' ')}`);
         const pool = `serviceMonitor/${SYSTEM_NS}/${RELEASE}/0`;
-        const targets = await eventually(
+        const targets = await waitFor(
           `Prometheus to scrape ${pods.join(' and ')} (${pool}), all up`,
-          600_000,
           async () => {
             const ts = (await activeTargets(prom)).filter((x) => x.scrapePool === pool);
             const named = ts.map((x) => x.labels.pod ?? x.discoveredLabels.__meta_kubernetes_pod_name).sort();
@@ -607,6 +608,7 @@ test(
               ? ts
               : undefined;
           },
+          600_000,
           async () =>
             JSON.stringify(
               (await activeTargets(prom)).map((x) => ({
@@ -627,13 +629,15 @@ test(
 
         // The chart's PrometheusRule, as the operator hands it to Prometheus: every group and rule loaded, each
         // evaluated on these series without an error.
-        const ruleObjects = JSON.parse(await node.must(['get', 'prometheusrules', '-n', SYSTEM_NS, '-o', 'json']))
-          .items as { spec: { groups: { name: string; rules: unknown[] }[] } }[];
+        const ruleObjects = (
+          JSON.parse(await node.must(['get', 'prometheusrules', '-n', SYSTEM_NS, '-o', 'json'])) as {
+            items: { spec: { groups: { name: string; rules: unknown[] }[] } }[];
+          }
+        ).items;
         const wanted = ruleObjects.flatMap((r) => r.spec.groups.map((g) => `${g.name}:${g.rules.length}`)).sort();
         assert.ok(wanted.length >= 1, 'the chart made no PrometheusRule group');
-        await eventually(
+        await waitFor(
           `Prometheus to load and evaluate the rule groups ${wanted.join(', ')}`,
-          300_000,
           async () => {
             const groups = (await ruleGroups(prom)).filter((g) => g.file.includes(`/${SYSTEM_NS}-${RELEASE}-`));
             const loaded = groups.map((g) => `${g.name}:${g.rules.length}`).sort();
@@ -642,6 +646,7 @@ test(
               ? true
               : undefined;
           },
+          300_000,
           async () =>
             JSON.stringify(
               (await ruleGroups(prom)).map((g) => ({
@@ -667,9 +672,8 @@ test(
         // Prometheus's clock (the node's), now: every series must have a sample scraped after this.
         const stopped = await prometheusNow(prom);
         const namespaces = [...new Set(pairs.map(([ns]) => ns))].join('|');
-        const at = await eventually(
+        const at = await waitFor(
           "a scrape of every test pod's series after their traffic stopped",
-          300_000,
           async () => {
             const now = await prometheusNow(prom);
             const oldest = await instantQuery(
@@ -679,6 +683,7 @@ test(
             );
             return oldest.length === 1 && Number(oldest[0]!.value[1]) > stopped ? now : undefined;
           },
+          300_000,
         );
         t.diagnostic(`traffic stopped by ${stopped}; series read at ${at}`);
         for (const [i, [ns, pod]] of pairs.entries()) {
@@ -722,9 +727,8 @@ test(
         ]);
         assert.equal(upgrade.code, 0, `helm upgrade to the PodMonitor: ${upgrade.stderr}`);
         const podPool = `podMonitor/${SYSTEM_NS}/${RELEASE}/0`;
-        await eventually(
+        await waitFor(
           `Prometheus to scrape ${pods.join(' and ')} through ${podPool} only, all up`,
-          600_000,
           async () => {
             const all = await activeTargets(prom);
             const ts = all.filter((x) => x.scrapePool === podPool);
@@ -737,6 +741,7 @@ test(
               ? true
               : undefined;
           },
+          600_000,
           async () =>
             JSON.stringify(
               (await activeTargets(prom)).map((x) => ({
@@ -767,13 +772,13 @@ test(
       assert.ok(before, 'no NamespaceUsage traffic');
       assert.equal(before.egressBytes, String(udpBytes));
       await node.must(['delete', 'pod', 'sender', '-n', udp.ns, '--wait=true', '--timeout=300s']);
-      const after = await eventually(
+      const after = await waitFor(
         'the NamespaceUsage to retire the sender',
-        600_000,
         async () => {
           const u = await namespaceUsage(node, udp.ns);
           return u && Number(u.retiredPods) >= 1 && u.pods === 1 ? u : undefined;
         },
+        600_000,
         async () => JSON.stringify(await namespaceUsage(node, udp.ns)),
       );
       assert.equal(after.egressBytes, before.egressBytes);
@@ -824,21 +829,25 @@ test(
         ),
       );
       await ready(ns, 'holder');
-      const ids = await eventually('the holder to make its maps', 300_000, async () => {
-        const line = (await node.kubectl(['logs', 'holder', '-n', ns])).stdout
-          .split('\n')
-          .find((l) => l.includes('"ready"'));
-        return line === undefined ? undefined : (JSON.parse(line) as { ids: number[] }).ids;
-      });
-      const uid = (await podJson(node, ns, 'holder')).metadata.uid as string;
-      const maps = async () => JSON.parse(await agentRead(node, '/api/v1/maps')) as MapsView;
-      const view = await eventually(
-        `the agent to attribute maps ${ids.join(', ')} to pod ${uid}`,
+      const ids = await waitFor(
+        'the holder to make its maps',
+        async () => {
+          const line = (await node.kubectl(['logs', 'holder', '-n', ns])).stdout
+            .split('\n')
+            .find((l) => l.includes('"ready"'));
+          return line === undefined ? undefined : (JSON.parse(line) as { ids: number[] }).ids;
+        },
         300_000,
+      );
+      const uid = (await podJson(node, ns, 'holder')).metadata.uid;
+      const maps = async () => JSON.parse(await agentRead(node, '/api/v1/maps')) as MapsView;
+      const view = await waitFor(
+        `the agent to attribute maps ${ids.join(', ')} to pod ${uid}`,
         async () => {
           const v = await maps();
           return ids.every((id) => v.maps.find((m) => m.id === id)?.podUids.includes(uid)) ? v : undefined;
         },
+        300_000,
         async () =>
           JSON.stringify((await maps()).processes.filter((p) => p.comm === 'sleep' || p.comm.startsWith('python'))),
       );
@@ -862,8 +871,10 @@ test(
         // Fewer pods restart sooner under TCG.
         for (const gone of ['hostnet', 'tcp', 'maps'])
           await node.must(['delete', 'namespace', gone, '--wait=false', '--ignore-not-found']);
-        await eventually(`the NamespaceUsage of ${ns} at ${2 * bytes} bytes`, 600_000, async () =>
-          (await namespaceUsage(node, ns))?.egressBytes === String(2 * bytes) ? true : undefined,
+        await waitFor(
+          `the NamespaceUsage of ${ns} at ${2 * bytes} bytes`,
+          async () => ((await namespaceUsage(node, ns))?.egressBytes === String(2 * bytes) ? true : undefined),
+          600_000,
         );
         const bootId = () => node.must(['get', 'node', node.name, '-o', 'jsonpath={.status.nodeInfo.bootID}']);
         const before = await bootId();
@@ -887,11 +898,15 @@ test(
             ],
           },
         });
-        await eventually('the node to boot again', 900_000, async () => {
-          const now = (await node.kubectl(['get', 'node', node.name, '-o', 'jsonpath={.status.nodeInfo.bootID}']))
-            .stdout;
-          return now !== '' && now !== before ? now : undefined;
-        });
+        await waitFor(
+          'the node to boot again',
+          async () => {
+            const now = (await node.kubectl(['get', 'node', node.name, '-o', 'jsonpath={.status.nodeInfo.bootID}']))
+              .stdout;
+            return now !== '' && now !== before ? now : undefined;
+          },
+          900_000,
+        );
         const ds = (await node.must(['get', 'daemonset', '-n', SYSTEM_NS, '-o', 'name'])).trim();
         const s = await node.kubectl(['rollout', 'status', ds, '-n', SYSTEM_NS, '--timeout=900s']);
         assert.equal(s.code, 0, `the agent after the reboot: ${s.stderr}\n${await show()}`);
@@ -913,10 +928,10 @@ test(
           }),
           3 * bytes,
         );
-        await eventually(
+        await waitFor(
           `the NamespaceUsage of ${ns} at ${3 * bytes} bytes`,
-          600_000,
           async () => ((await namespaceUsage(node, ns))?.egressBytes === String(3 * bytes) ? true : undefined),
+          600_000,
           async () => JSON.stringify(await namespaceUsage(node, ns)),
         );
       },

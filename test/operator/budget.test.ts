@@ -29,6 +29,7 @@ import {
   type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { sumOf } from '../helpers/samples.ts';
 
 const NODES = 20;
 const PODS_PER_NODE = 100;
@@ -36,14 +37,8 @@ const MAX = 10; // writes per second, cluster-wide: 0.5 per node
 const WINDOW_MS = 10_000;
 
 /** Sum of apiserver_request_total samples for pod PATCHes. */
-async function podPatches(metrics: string): Promise<number> {
-  let total = 0;
-  for (const line of metrics.split('\n')) {
-    if (!line.startsWith('apiserver_request_total{')) continue;
-    if (line.includes('verb="PATCH"') && line.includes('resource="pods"') && line.includes('subresource=""'))
-      total += Number(line.split(' ').at(-1));
-  }
-  return total;
+function podPatches(metrics: string): number {
+  return sumOf(metrics, 'apiserver_request_total', { verb: 'PATCH', resource: 'pods', subresource: '' });
 }
 
 test('20 nodes x 100 pods of changing traffic stay within the cluster write budget', async (t) => {
@@ -121,9 +116,9 @@ test('20 nodes x 100 pods of changing traffic stay within the cluster write budg
   // slow kubectl on a busy machine only loosens the bound.
   const startedAt = Date.now();
   measuring = true;
-  const before = await podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
+  const before = podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
   await sleep(WINDOW_MS);
-  const after = await podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
+  const after = podPatches(await must(oc.cluster.kubectl(['get', '--raw', '/metrics'])));
   measuring = false;
   const seconds = (Date.now() - startedAt) / 1000;
   running = false;

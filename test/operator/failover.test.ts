@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { sample } from '../helpers/agent.ts';
+import { sample } from '../helpers/samples.ts';
 import { watchBudget } from '../../agent/kube/budgetWatch.ts';
 import { perNodeRate } from '../../operator/budget.ts';
 import {
@@ -21,7 +21,6 @@ import {
   counters,
   createPod,
   deletePod,
-  eventually,
   OPERATOR_NS,
   operatorCluster,
   startOperator,
@@ -32,6 +31,7 @@ import {
   type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 
 test('two replicas: takeover once the lease runs out, no double counting; the write budget', async (t) => {
   const oc = await operatorCluster(t);
@@ -40,7 +40,7 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } },
   ]);
   const a = await startOperator(oc, { identity: 'podmeter-test-op-a' });
-  await eventually('a leads', async () => ((await a.leader()) ? true : undefined), 60_000);
+  await waitFor('a leads', async () => ((await a.leader()) ? true : undefined), 60_000);
   const b = await startOperator(oc, { identity: 'podmeter-test-op-b' });
   const lease = () =>
     oc.api.find<{ spec?: { holderIdentity?: string; renewTime?: string; acquireTime?: string } }>(
@@ -81,7 +81,7 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
           .readNamespacedConfigMap({ name: 'podmeter-budget', namespace: OPERATOR_NS })
           .catch(() => undefined)
       )?.data;
-    await eventually(
+    await waitFor(
       'budget for 3 nodes',
       async () => ((await cm())?.writesPerSecondPerNode === String(perNodeRate(50, 3)) ? true : undefined),
       60_000,
@@ -90,13 +90,9 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
     const rates: number[] = [];
     const watch = watchBudget(oc.api, OPERATOR_NS, (rate) => rates.push(rate), pino({ level: 'silent' }));
     t.after(() => watch.stop());
-    await eventually('agent sees 50/3', async () => (rates.at(-1) === perNodeRate(50, 3) ? true : undefined), 60_000);
+    await waitFor('agent sees 50/3', () => (rates.at(-1) === perNodeRate(50, 3) ? true : undefined), 60_000);
     await apply(oc, [{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'podmeter-test-node-4' } }]);
-    await eventually(
-      'agent sees 50/4 without a restart',
-      async () => (rates.at(-1) === 12.5 ? true : undefined),
-      60_000,
-    );
+    await waitFor('agent sees 50/4 without a restart', () => (rates.at(-1) === 12.5 ? true : undefined), 60_000);
     assert.equal((await cm())?.nodes, '4');
   });
 
@@ -117,7 +113,7 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
       counts.delete('api-1');
       retired.push(final);
 
-      await eventually('b leads', async () => ((await b.leader()) ? true : undefined), 120_000);
+      await waitFor('b leads', async () => ((await b.leader()) ? true : undefined), 120_000);
       t.diagnostic(
         `standby took over ${Date.now() - killedAt} ms after the leader was killed (not asserted: bench/failover.bench.ts)`,
       );
@@ -150,10 +146,12 @@ test('two replicas: takeover once the lease runs out, no double counting; the wr
         0,
         `b stopped cleanly (a stop stuck past its grace exits 1): ${JSON.stringify(b.logs.slice(-3))}`,
       );
-      await eventually('b released the lease on its way out', async () =>
-        b.logs.some((l) => l.msg === 'lease released') ? true : undefined,
+      await waitFor(
+        'b released the lease on its way out',
+        () => (b.logs.some((l) => l.msg === 'lease released') ? true : undefined),
+        60_000,
       );
-      await eventually('a leads again', async () => ((await a.leader()) ? true : undefined), 120_000);
+      await waitFor('a leads again', async () => ((await a.leader()) ? true : undefined), 120_000);
       t.diagnostic(`graceful handover in ${Date.now() - stoppedAt} ms (not asserted: bench/failover.bench.ts)`);
       // Taken because it was free, not because it ran out.
       assert.ok(

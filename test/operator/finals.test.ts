@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sample } from '../helpers/agent.ts';
+import { sample } from '../helpers/samples.ts';
 import { workloadUsageName } from '../../common/contract/usage.ts';
 import {
   add,
@@ -20,7 +20,6 @@ import {
   counters,
   createPod,
   deletePod,
-  eventually,
   ledgerLoaded,
   ledgerLoads,
   operatorCluster,
@@ -34,6 +33,7 @@ import {
   type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 
 const NODE = 'podmeter-test-finals-node';
 const WEB = workloadUsageName({ namespace: 'shop', kind: 'Deployment', name: 'web', key: 'shop/Deployment/web' });
@@ -69,7 +69,7 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
     },
   ]);
   const op = await startOperator(oc, { identity: 'podmeter-test-op-finals' });
-  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+  await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
   const rs = { apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-7f' };
 
   /** What the node's agent has published, newest first (it republishes all of them on each write). */
@@ -122,7 +122,7 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
     await writeCounts(oc, d, counters(5));
     await totalsBecome(oc, 'NamespaceUsage', 'shop', add(finalA, counters(2), counters(5)));
     await deletePod(oc, d); // the Pod went before the agent's last write: retired with counters(5)
-    await eventually(
+    await waitFor(
       'd retired',
       async () => ((await usage(oc, 'NamespaceUsage', 'shop'))?.status?.retiredPods === 2 ? true : undefined),
       60_000,
@@ -166,7 +166,7 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
         metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}' } },
       },
     ]);
-    await eventually('reported', async () => ((await errors()) > errorsBefore ? true : undefined), 60_000);
+    await waitFor('reported', async () => ((await errors()) > errorsBefore ? true : undefined), 60_000);
     await apply(oc, [
       {
         apiVersion: 'v1',
@@ -174,7 +174,7 @@ test('node finals: pods that die while no operator runs, late finals, restarts, 
         metadata: { name: NODE, annotations: { 'podmeter.io/finals': '[{"uid":"x","ingressBytes":"-1"}]' } },
       },
     ]);
-    await eventually('reported again', async () => ((await errors()) > errorsBefore + 1 ? true : undefined), 60_000);
+    await waitFor('reported again', async () => ((await errors()) > errorsBefore + 1 ? true : undefined), 60_000);
     await staysEqual('totals after malformed finals', () => totals(oc, 'NamespaceUsage', 'shop'), before);
     assert.equal(op.child.exitCode, null, 'still running');
     assert.ok(op.logs.some((l) => String(l.msg).startsWith('Node annotation has entries that do not parse')));

@@ -32,7 +32,6 @@ import {
   apply,
   asStrings,
   counters,
-  eventually,
   ledgerLoaded,
   ledgerLoads,
   operatorCluster,
@@ -43,6 +42,7 @@ import {
   type Counts,
   type OperatorCluster,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { listAll } from '../../common/kube/list.ts';
@@ -261,7 +261,7 @@ test(
     ]);
     const args = ['--usage-retention', `${RETENTION_MS / 1000}s`, '--max-status-writes-per-second', '500'];
     const op = await startOperator(oc, { identity: 'podmeter-test-op-r', args });
-    await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+    await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
     const abort = new AbortController();
     t.after(() => abort.abort());
     const deletions = watchDeletions(oc, abort.signal);
@@ -311,10 +311,14 @@ test(
             ),
           );
         const live = (await churn.alive()).filter(([i]) => i < half);
-        await eventually('the live pods checkpointed', async () => {
-          const c = await checkpointed();
-          return live.every(([, uid]) => c.has(uid)) ? true : undefined;
-        });
+        await waitFor(
+          'the live pods checkpointed',
+          async () => {
+            const c = await checkpointed();
+            return live.every(([, uid]) => c.has(uid)) ? true : undefined;
+          },
+          60_000,
+        );
         await op.kill('SIGTERM');
         const stoppedAt = Date.now();
         const loads = ledgerLoads(op);
@@ -343,13 +347,13 @@ test(
         );
 
         await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 120_000);
-        await eventually(
+        await waitFor(
           "every gone Job's WorkloadUsage deleted",
           async () => ((await jobObjects()).join() === keeperName ? true : undefined),
           RETENTION_MS + 120_000,
           () => leftOver,
         );
-        await eventually(
+        await waitFor(
           "the gone Node's NodeUsage deleted",
           async () => ((await usage(oc, 'NodeUsage', TEMP_NODE)) === undefined ? true : undefined),
           RETENTION_MS + 60_000,
@@ -412,7 +416,7 @@ test(
         const endedAt = Date.now();
         await totalsBecome(oc, 'NamespaceUsage', NS, churn.sum(), 180_000);
         const exactS = (Date.now() - endedAt) / 1000;
-        await eventually(
+        await waitFor(
           "every gone Job's WorkloadUsage deleted",
           async () => ((await jobObjects()).join() === keeperName ? true : undefined),
           RETENTION_MS + 180_000,

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sample, sampleText } from '../helpers/agent.ts';
+import { sample, sampleText } from '../helpers/samples.ts';
 import {
   add,
   apply,
@@ -18,7 +18,6 @@ import {
   counters,
   createPod,
   deletePod,
-  eventually,
   ledgerLoaded,
   ledgerLoads,
   must,
@@ -33,6 +32,7 @@ import {
   type Counts,
   type TestPod,
 } from '../helpers/operatorCluster.ts';
+import { waitFor } from '../helpers/poll.ts';
 import type { UsageKind } from '../../common/contract/usage.ts';
 import { copy, FIELDS, fromStrings, subFrom } from '../../common/contract/counts.ts';
 import { bytes } from '../../common/format.ts';
@@ -65,7 +65,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'batch' } },
   ]);
   const op = await startOperator(oc, { identity: 'podmeter-test-op-a' });
-  await eventually('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
+  await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
 
   // Owners, created after the operator started (seen through its watches).
   const someUid = '11111111-2222-4333-8444-555555555555';
@@ -174,7 +174,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
       one('cyc'),
       "cyclic owners: the pod's own controller",
     );
-    await eventually(
+    await waitFor(
       'the orphan under its missing ReplicaSet',
       async () =>
         (await totals(oc, 'WorkloadUsage', 'shop.replicaset.gone-123'))?.egressBytes === one('orphan').egressBytes
@@ -294,7 +294,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
     const web = await usage(oc, 'WorkloadUsage', 'shop.deployment.web');
     assert.equal(web?.status?.pods, 1);
     assert.equal(web?.status?.retiredPods, 1);
-    await eventually(
+    await waitFor(
       'retirements rolled up',
       async () => ((await usage(oc, 'NodeUsage', B))?.status?.retiring?.every((r) => r.rolledUp) ? true : undefined),
       60_000,
@@ -439,7 +439,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
       await must(
         oc.cluster.kubectl(['annotate', 'pod', 'bare', '-n', 'shop', '--overwrite', 'podmeter.io/ingress-bytes=lots']),
       );
-      await eventually(
+      await waitFor(
         'the malformed annotation reported',
         async () => ((await annotationErrors()) > errorsBefore ? true : undefined),
         60_000,
@@ -463,7 +463,7 @@ test('operator rollups: exact sums, finals, restarts, top, bad input', async (t)
       retiredPods.push([pod('nightly-29001-k2'), grown]);
       counts.delete('nightly-29001-k2');
       await totalsBecome(oc, 'NamespaceUsage', 'batch', batchWant);
-      await eventually(
+      await waitFor(
         'batch pods 0',
         async () => ((await usage(oc, 'NamespaceUsage', 'batch'))?.status?.pods === 0 ? true : undefined),
         60_000,

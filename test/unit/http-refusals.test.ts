@@ -21,7 +21,13 @@ import { corpus, corpusAttack, send, type Target } from '../http/attack.ts';
 
 function logged(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
-  return { log: pino<never>({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) }), lines };
+  return {
+    log: pino<never>(
+      { level: 'info' },
+      { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) },
+    ),
+    lines,
+  };
 }
 
 async function serve(
@@ -110,7 +116,7 @@ test('connections: a cap per peer address; at the total cap the oldest idle conn
   busy.socket.write('GET /slow HTTP/1.1\r\nHost: a\r\n\r\n');
   const answer = new Promise<string>((resolve) => {
     let got = '';
-    busy.socket.on('data', (d) => (got += d));
+    busy.socket.on('data', (d: Buffer) => (got += d.toString()));
     busy.socket.on('close', () => resolve(got));
   });
   await new Promise((r) => setTimeout(r, 100));
@@ -153,7 +159,7 @@ test('a slow sender is cut at the header timeout with a 408', async (t) => {
     const socket = connect(target.port, target.host, () => socket.write('GET /healthz HTTP/1.1\r\nHost: a\r\nX: '));
     const drip = setInterval(() => socket.write('x'), 100);
     let head = '';
-    socket.on('data', (d) => (head += d));
+    socket.on('data', (d: Buffer) => (head += d.toString()));
     socket.on('error', () => {});
     socket.on('close', () => {
       clearInterval(drip);

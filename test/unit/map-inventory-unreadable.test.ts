@@ -42,7 +42,7 @@ test('an unreadable map is stepped over; every readable one is listed', async ()
     assert.deepEqual(
       got.map((o) => o.id),
       ids.filter((id) => !bad.includes(id)),
-      `refused ${bad}`,
+      `refused ${bad.join(',')}`,
     );
     // Unreadable objects next to each other (no id between) are stepped over as one: the last is named.
     const named = bad.filter((id) => !bad.includes(ids[ids.indexOf(id) + 1]!));

@@ -15,7 +15,8 @@ function capture() {
   const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
   const stream = new Writable({
     write(chunk, _enc, done) {
-      for (const line of String(chunk).split('\n')) if (line !== '') lines.push(JSON.parse(line));
+      for (const line of String(chunk).split('\n'))
+        if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number]);
       done();
     },
   });
@@ -42,7 +43,7 @@ test('a last status write that throws at shutdown is logged and counted', async 
 test('objects left unwritten at shutdown (API server away, budget spent) are logged with their number', async () => {
   const { log, lines } = capture();
   const errors: string[] = [];
-  const ledger = { active: true, dirty: 5, reconcile: async () => 2 };
+  const ledger = { active: true, dirty: 5, reconcile: () => Promise.resolve(2) };
   await writeLastStatus({ ledger, countError: (op) => errors.push(op), log });
   assert.deepEqual(errors, ['write_status']);
   const line = lines.find((l) => /incomplete/.test(l.msg));
@@ -60,7 +61,7 @@ test('all written: one info line; a standby writes nothing and says nothing', as
       get dirty() {
         return dirty;
       },
-      reconcile: async () => ((dirty = 0), 4),
+      reconcile: () => ((dirty = 0), Promise.resolve(4)),
     },
     countError: (op) => errors.push(op),
     log,
@@ -71,7 +72,7 @@ test('all written: one info line; a standby writes nothing and says nothing', as
   );
   let called = false;
   await writeLastStatus({
-    ledger: { active: false, dirty: 9, reconcile: async () => ((called = true), 0) },
+    ledger: { active: false, dirty: 9, reconcile: () => ((called = true), Promise.resolve(0)) },
     countError: (op) => errors.push(op),
     log,
   });

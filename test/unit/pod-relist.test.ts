@@ -41,7 +41,7 @@ function store(): { pods: PodStore; events: string[] } {
 /** A list as the reflector hands it over: the first page carries the columns, later pages none. */
 function list(pods: PodStore, pages: ReturnType<typeof row>[][], complete = true): void {
   const relist = pods.relist();
-  pages.forEach((rows, i) => relist.page(rows as KubeObject[], i === 0 ? columns : { columnDefinitions: null }));
+  pages.forEach((rows, i) => relist.page(rows, i === 0 ? columns : { columnDefinitions: null }));
   if (complete) relist.end();
 }
 

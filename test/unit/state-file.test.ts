@@ -82,14 +82,22 @@ test(
   },
 );
 
+/** A record as the file has it (decimal strings), as far as the cases below spoil it. */
+interface StoredRecord {
+  id?: string;
+  counters: { ingress: StoredCounter; egress?: StoredCounter };
+  peers: { ingress: Record<string, StoredCounter>; egress: Record<string, StoredCounter> };
+}
+type StoredCounter = { bytes: string; packets: string };
+
 test('load(): one bad record is dropped and reported; the others are kept', async (t) => {
   const dir = tempDir(t);
   const store = new StateStore(dir);
   await store.save([record(11n, 'a'), record(12n, 'b')], [{ ...record(13n, 'c'), terminatedAt: 5 }]);
   const file = join(dir, 'state.json');
-  const data = JSON.parse(readFileSync(file, 'utf8'));
-  const bad: [string, (r: any) => void, RegExp][] = [
-    ['bytes not a number', (r) => (r.counters.egress.bytes = 'lots'), /counters\.egress\.bytes: "lots"/],
+  const data = JSON.parse(readFileSync(file, 'utf8')) as { live: unknown[] };
+  const bad: [string, (r: StoredRecord) => void, RegExp][] = [
+    ['bytes not a number', (r) => (r.counters.egress!.bytes = 'lots'), /counters\.egress\.bytes: "lots"/],
     ['negative packets', (r) => (r.counters.ingress.packets = '-1'), /counters\.ingress\.packets: "-1"/],
     [
       'above u64',
@@ -99,12 +107,12 @@ test('load(): one bad record is dropped and reported; the others are kept', asyn
     ['no id', (r) => delete r.id, /^id: undefined/],
     ['exponent id', (r) => (r.id = '1e3'), /^id: "1e3"/],
     ['no egress', (r) => delete r.counters.egress, /counters: needs ingress and egress/],
-    ['not an object', (_r) => {}, /not an object/],
+    ['not an object', () => {}, /not an object/],
   ];
   for (const [what, spoil, reason] of bad) {
     const copy = structuredClone(data);
     if (what === 'not an object') copy.live[0] = 7;
-    else spoil(copy.live[0]);
+    else spoil(copy.live[0] as StoredRecord);
     writeFileSync(file, JSON.stringify(copy));
     const loaded = store.load();
     assert.equal(loaded.problem, undefined, what);
