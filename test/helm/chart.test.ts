@@ -666,16 +666,20 @@ test('deploy/Dockerfile: every COPY source exists, the build runs the Makefile t
     finalCopies.every((l) => l.startsWith('COPY --from=build ')),
     'the final stage copies only from the builder',
   );
-  const sources = finalCopies.map((l) =>
+  const sources = finalCopies.flatMap((l) =>
     l
-      .split(/\s+/)[2]!
-      .replace(/^\/src\//, '')
-      .replace(/\/$/, ''),
+      .split(/\s+/)
+      .slice(2, -1)
+      .map((src) => src.replace(/^\/src\//, '').replace(/\/$/, '')),
   );
-  const addon = /^ADDON\s+:= (\S+)$/m.exec(makefile)?.[1];
-  assert.deepEqual(sources.sort(), ['bin', 'build', 'node_modules', 'package.json', addon].sort());
-  const paths = readFileSync(path.join(ROOT, 'agent/paths.ts'), 'utf8');
-  assert.ok(paths.includes(`'${addon}'`), 'agent/paths.ts loads the addon from the copied path');
+  const addons = /^ADDON\s+:= (.+)$/m.exec(makefile)?.[1]?.trim().split(/\s+/) ?? [];
+  assert.deepEqual(sources.sort(), ['bin', 'build', 'node_modules', 'package.json', ...addons].sort());
+  // Each addon is loaded from where it is copied to (common/paths.ts: nativeAddon(name) under agent/native/build/Release).
+  const loaders = ['agent/paths.ts', 'common/memory.ts'].map((f) => readFileSync(path.join(ROOT, f), 'utf8')).join('');
+  for (const addon of addons) {
+    assert.match(addon, /^agent\/native\/build\/Release\/\w+\.node$/);
+    assert.ok(loaders.includes(`nativeAddon('${path.basename(addon, '.node')}')`), `${addon} is loaded by name`);
+  }
   assert.match(finalText, /ENTRYPOINT \["\/opt\/podmeter\/bin\/podmeter"\]/);
   assert.ok(statSync(path.join(ROOT, 'bin/podmeter')).mode & 0o111, 'bin/podmeter is executable');
 });
