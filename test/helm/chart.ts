@@ -141,6 +141,8 @@ export function isOperatorMetric(name: string): boolean {
 export interface MonitoringObjects {
   /** The PrometheusRule's groups, as a Prometheus rules file has them. */
   groups: K8sObject[];
+  /** The recording rules of monitoring.opencost (the <fullname>-opencost PrometheusRule). */
+  opencostGroups: K8sObject[];
   rules: {
     alert: string;
     expr: string;
@@ -156,7 +158,10 @@ export interface MonitoringObjects {
 /** The PrometheusRule and the dashboard as ci/monitoring-on-values.yaml renders them. */
 export async function monitoringObjects(bin: string): Promise<MonitoringObjects> {
   const objects = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
-  const groups = findObject(objects, 'PrometheusRule').spec.groups as K8sObject[];
+  const alerting = findObjects(objects, 'PrometheusRule').filter((o) => !o.metadata.name.endsWith('-opencost'));
+  assert.equal(alerting.length, 1, 'one PrometheusRule of alerts');
+  const groups = alerting[0]!.spec.groups as K8sObject[];
+  const opencostGroups = findObject(objects, 'PrometheusRule', '-opencost').spec.groups as K8sObject[];
   const rules = groups.flatMap((g) => g.rules as MonitoringObjects['rules']);
   const dashboard = JSON.parse(findObject(objects, 'ConfigMap', '-dashboard').data['podmeter.json']) as K8sObject;
   const queries: MonitoringObjects['queries'] = rules.map((r) => ({ where: 'PrometheusRule', promql: r.expr }));
@@ -166,7 +171,7 @@ export async function monitoringObjects(bin: string): Promise<MonitoringObjects>
   for (const v of dashboard.templating.list as K8sObject[])
     if (v.type === 'query')
       queries.push({ where: 'dashboard', promql: typeof v.query === 'string' ? v.query : v.query.query });
-  return { groups, rules, dashboard, queries };
+  return { groups, opencostGroups, rules, dashboard, queries };
 }
 
 /** Names a /metrics exposition declares (# TYPE), with a histogram's _bucket/_sum/_count. */
