@@ -1003,7 +1003,7 @@ test(
           );
         await eventually(
           'the agent to count the trickle as cross-zone and cross-region',
-          300_000,
+          600_000,
           async () => {
             const a = await counters();
             return a['podmeter.io/egress-cross-zone-bytes'] && a['podmeter.io/egress-cross-region-bytes']
@@ -1020,7 +1020,7 @@ test(
           return (await rawSamples(prom, `${selector}[10m]`, now))[0]?.values.at(-1);
         };
         const egressTotal = `podmeter_pod_network_bytes_total{job="${RELEASE}-agent",namespace="${ns}",pod="zones",direction="egress"}`;
-        const t0 = await eventually("a scrape of the trickle's final counts", 300_000, async () => {
+        const t0 = await eventually("a scrape of the trickle's final counts", 600_000, async () => {
           const s = await lastSample(egressTotal);
           return s !== undefined && s[1] === before['podmeter.io/egress-bytes'] ? s[0] : undefined;
         });
@@ -1033,7 +1033,7 @@ test(
           'podmeter.io/egress-cross-region-bytes': plus('podmeter.io/egress-cross-region-bytes', burst.bytes),
           'podmeter.io/egress-external-bytes': plus('podmeter.io/egress-external-bytes', burst.bytes),
         });
-        const t1 = await eventually("a scrape of the burst's counts", 300_000, async () => {
+        const t1 = await eventually("a scrape of the burst's counts", 600_000, async () => {
           const s = await lastSample(egressTotal);
           return s !== undefined && s[1] === after['podmeter.io/egress-bytes'] ? s[0] : undefined;
         });
@@ -1090,13 +1090,17 @@ test(
           Number(after['podmeter.io/egress-bytes']) - Object.values(classBytes).reduce((x, y) => x + y, 0);
         const recorded = (l: Record<string, string>) =>
           `${recording[0]!.name}{namespace="${ns}",pod_name="zones",internet="${l.internet}",same_zone="${l.same_zone}",same_region="${l.same_region}"}`;
-        const tr = await eventually("a rule evaluation after the burst's scrape", 300_000, async () => {
+        const tr = await eventually("a rule evaluation after the burst's scrape", 600_000, async () => {
           const s = await lastSample(recorded(recording[1]!.labels!));
           return s && s[0] >= t1 ? s[0] : undefined;
         });
         for (const r of recording) {
           const l = r.labels!;
-          const all = await instantQuery(prom, `count(${r.name}{internet="${l.internet}",same_zone="${l.same_zone}",same_region="${l.same_region}"})`, tr);
+          const all = await instantQuery(
+            prom,
+            `count(${r.name}{internet="${l.internet}",same_zone="${l.same_zone}",same_region="${l.same_region}"})`,
+            tr,
+          );
           assert.ok(all.length === 1 && Number(all[0]!.value[1]) >= 1, `no series of ${r.name} ${JSON.stringify(l)}`);
           const mine = await instantQuery(prom, recorded(l), tr);
           const want = classBytes[`${l.internet},${l.same_zone},${l.same_region}`];
@@ -1107,7 +1111,9 @@ test(
         // OpenCost's queries (its source's text) over the burst's window: its bytes, in GiB. Prometheus's
         // increase() extrapolates its samples to the window's edges: the window starts 1 ms before the
         // trickle's last evaluation and ends at the burst's, so it is the burst's bytes times (w / sampled).
-        const recordedSamples = (await rawSamples(prom, `${recorded({ internet: 'true', same_zone: 'false', same_region: 'false' })}[10m]`, tr))[0]!.values;
+        const recordedSamples = (
+          await rawSamples(prom, `${recorded({ internet: 'true', same_zone: 'false', same_region: 'false' })}[10m]`, tr)
+        )[0]!.values;
         const r0 = recordedSamples.filter(([, v]) => v === before['podmeter.io/egress-external-bytes']).at(-1)![0];
         const windowMs = Math.round((tr - r0) * 1000) + 1;
         const stretch = windowMs / 1000 / (tr - r0);
@@ -1117,10 +1123,15 @@ test(
           const res = (await instantQuery(prom, q, tr)).filter((x) => x.metric.namespace === ns);
           const annotation = { zone: 'cross-zone', region: 'cross-region', internet: 'external' }[cls];
           const want = (delta(`podmeter.io/egress-${annotation}-bytes`) * stretch) / 1024 ** 3;
-          t.diagnostic(`OpenCost ${cls}: ${q} -> ${JSON.stringify(res)}; burst ${want} GiB, ${want * prices[cls as keyof typeof prices]} at ${prices[cls as keyof typeof prices]}/GiB`);
+          t.diagnostic(
+            `OpenCost ${cls}: ${q} -> ${JSON.stringify(res)}; burst ${want} GiB, ${want * prices[cls as keyof typeof prices]} at ${prices[cls as keyof typeof prices]}/GiB`,
+          );
           assert.equal(res.length, 1, q);
           assert.equal(res[0]!.metric.pod_name, 'zones');
-          assert.ok(Math.abs(Number(res[0]!.value[1]) / want - 1) < 1e-9, `${q}: ${res[0]!.value[1]} GiB, burst ${want}`);
+          assert.ok(
+            Math.abs(Number(res[0]!.value[1]) / want - 1) < 1e-9,
+            `${q}: ${res[0]!.value[1]} GiB, burst ${want}`,
+          );
         }
 
         // The dashboard as installed (the ConfigMap): every panel's query returns data for this namespace and node;
@@ -1162,10 +1173,16 @@ test(
                 ? delta(`podmeter.io/${direction}-${unit}`)
                 : billed.includes(peer)
                   ? delta(`podmeter.io/egress-${peer}-bytes`)
-                  : delta('podmeter.io/egress-bytes') - billed.reduce((n, b) => n + delta(`podmeter.io/egress-${b}-bytes`), 0);
+                  : delta('podmeter.io/egress-bytes') -
+                    billed.reduce((n, b) => n + delta(`podmeter.io/egress-${b}-bytes`), 0);
             const got = Number(x.value[1]) * (t1 - t0);
-            t.diagnostic(`panel ${p.panel} ${JSON.stringify(x.metric)}: ${got} ${unit} over the burst, annotations ${want}`);
-            assert.ok(Math.abs(got - want) < 1e-6 * Math.max(1, want), `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got}, annotations ${want}`);
+            t.diagnostic(
+              `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got} ${unit} over the burst, annotations ${want}`,
+            );
+            assert.ok(
+              Math.abs(got - want) < 1e-6 * Math.max(1, want),
+              `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got}, annotations ${want}`,
+            );
           }
           assert.ok(res.length >= 1, `panel ${p.panel}: no series at the burst`);
         }
@@ -1185,22 +1202,34 @@ test(
         t.diagnostic(`stopped the agent's processes ${stopped}`);
         assert.ok(stopped !== '', 'no process of the agent pod found');
         try {
-          const down = await eventually('PodmeterAgentDown to fire', 300_000, async () => {
-            const as = await podmeterAlerts();
-            return as.find((a) => a.labels.alertname === 'PodmeterAgentDown' && a.state === 'firing');
-          }, alertList);
+          const down = await eventually(
+            'PodmeterAgentDown to fire',
+            600_000,
+            async () => {
+              const as = await podmeterAlerts();
+              return as.find((a) => a.labels.alertname === 'PodmeterAgentDown' && a.state === 'firing');
+            },
+            alertList,
+          );
           assert.equal(down.labels.node, node.name);
           assert.equal(down.labels.job, `${RELEASE}-agent`);
         } finally {
           t.diagnostic(`continued ${(await signal('CONT')).trim()}`);
         }
-        await eventually('the agent up again and PodmeterAgentDown resolved', 300_000, async () => {
-          const up = await instantQuery(prom, `up{job="${RELEASE}-agent"}`);
-          const as = await podmeterAlerts();
-          return up.length === 1 && up[0]!.value[1] === '1' && !as.some((a) => a.labels.alertname === 'PodmeterAgentDown')
-            ? true
-            : undefined;
-        }, alertList);
+        await eventually(
+          'the agent up again and PodmeterAgentDown resolved',
+          600_000,
+          async () => {
+            const up = await instantQuery(prom, `up{job="${RELEASE}-agent"}`);
+            const as = await podmeterAlerts();
+            return up.length === 1 &&
+              up[0]!.value[1] === '1' &&
+              !as.some((a) => a.labels.alertname === 'PodmeterAgentDown')
+              ? true
+              : undefined;
+          },
+          alertList,
+        );
         for (const gone of [ns, refusedNs]) await node.must(['delete', 'namespace', gone, '--wait=false']);
         await node.must(['delete', 'node', 'zone-b', 'region-2']);
       },
