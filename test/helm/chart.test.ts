@@ -85,6 +85,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'ConfigMap/podmeter-dashboard',
     'PodMonitor/podmeter',
     'PrometheusRule/podmeter',
+    'PrometheusRule/podmeter-opencost',
     'ServiceMonitor/podmeter',
   ];
   // metricsAuth kubernetes (the default): the token review role and the reader roles.
@@ -178,7 +179,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
       ],
     );
   }
-  const rule = findObject(mon, 'PrometheusRule');
+  const rule = findObject(mon, 'PrometheusRule', 'podmeter');
   assert.deepEqual(
     rule.spec.groups[0].rules.map((r: K8sObject) => [r.alert, r.labels.team]),
     [
@@ -187,6 +188,24 @@ test('helm template renders every ci scenario, with what each scenario is about'
       ['PodmeterCountersStale', 'platform'],
       ['PodmeterBpfMapMemoryHigh', 'platform'],
       ['PodmeterAnnotationBudgetExhausted', 'platform'],
+      ['PodmeterAnnotationWritesRejected', 'platform'],
+    ],
+  );
+  // OpenCost's recording rules: their own PrometheusRule, with the labels the user's Prometheus selects.
+  const opencost = findObject(mon, 'PrometheusRule', '-opencost');
+  assert.equal(opencost.metadata.labels?.release, 'kube-prometheus-stack');
+  assert.deepEqual(
+    opencost.spec.groups[0].rules.map((r: K8sObject) => [
+      r.record,
+      r.labels.internet,
+      r.labels.same_zone,
+      r.labels.same_region,
+    ]),
+    [
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'true', 'true'],
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'false', 'true'],
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'false', 'false'],
+      ['kubecost_pod_network_egress_bytes_total', 'true', 'false', 'false'],
     ],
   );
 });
