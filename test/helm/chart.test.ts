@@ -30,7 +30,15 @@ import {
   type Dashboard,
   type K8sObject,
 } from './chart.ts';
-import { hasPodTemplate, PROBES, type Endpoint, type JsonSchema, type Monitor, type Workload } from './manifests.ts';
+import {
+  hasPodTemplate,
+  PROBES,
+  type Endpoint,
+  type JsonSchema,
+  type Monitor,
+  type RecordingRuleGroup,
+  type Workload,
+} from './manifests.ts';
 
 /** The first endpoint of a ServiceMonitor or a PodMonitor. */
 function monitorEndpoint(monitor: Monitor): Endpoint {
@@ -94,6 +102,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
     'ConfigMap/podmeter-dashboard',
     'PodMonitor/podmeter',
     'PrometheusRule/podmeter',
+    'PrometheusRule/podmeter-opencost',
     'ServiceMonitor/podmeter',
   ];
   // metricsAuth kubernetes (the default): the token review role and the reader roles.
@@ -187,7 +196,7 @@ test('helm template renders every ci scenario, with what each scenario is about'
       ],
     );
   }
-  const rule = findObject(mon, 'PrometheusRule');
+  const rule = findObject(mon, 'PrometheusRule', 'podmeter');
   assert.deepEqual(
     rule.spec.groups[0]?.rules.map((r) => [r.alert, r.labels.team]),
     [
@@ -196,6 +205,24 @@ test('helm template renders every ci scenario, with what each scenario is about'
       ['PodmeterCountersStale', 'platform'],
       ['PodmeterBpfMapMemoryHigh', 'platform'],
       ['PodmeterAnnotationBudgetExhausted', 'platform'],
+      ['PodmeterAnnotationWritesRejected', 'platform'],
+    ],
+  );
+  // OpenCost's recording rules: their own PrometheusRule, with the labels the user's Prometheus selects.
+  const opencost = findObject(mon, 'PrometheusRule', '-opencost');
+  assert.equal(opencost.metadata.labels?.release, 'kube-prometheus-stack');
+  assert.deepEqual(
+    (opencost.spec.groups as unknown as RecordingRuleGroup[])[0]!.rules.map((r) => [
+      r.record,
+      r.labels?.internet,
+      r.labels?.same_zone,
+      r.labels?.same_region,
+    ]),
+    [
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'true', 'true'],
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'false', 'true'],
+      ['kubecost_pod_network_egress_bytes_total', 'false', 'false', 'false'],
+      ['kubecost_pod_network_egress_bytes_total', 'true', 'false', 'false'],
     ],
   );
 });

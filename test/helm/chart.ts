@@ -17,7 +17,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAll } from 'js-yaml';
 import { run, type RunResult } from '../cluster/cluster.ts';
-import type { AlertRule, Container, K8sObject, Kind, Manifests, RuleGroup, Workload } from './manifests.ts';
+import type {
+  AlertRule,
+  Container,
+  K8sObject,
+  Kind,
+  Manifests,
+  RecordingRuleGroup,
+  RuleGroup,
+  Workload,
+} from './manifests.ts';
 
 export type { K8sObject } from './manifests.ts';
 
@@ -144,6 +153,8 @@ export interface Dashboard {
 export interface MonitoringObjects {
   /** The PrometheusRule's groups, as a Prometheus rules file has them. */
   groups: RuleGroup[];
+  /** The recording rules of monitoring.opencost (the <fullname>-opencost PrometheusRule). */
+  opencostGroups: RecordingRuleGroup[];
   rules: AlertRule[];
   dashboard: Dashboard;
   /** Every PromQL text: rule expressions, then the dashboard's targets and variable queries. */
@@ -153,7 +164,11 @@ export interface MonitoringObjects {
 /** The PrometheusRule and the dashboard as ci/monitoring-on-values.yaml renders them. */
 export async function monitoringObjects(bin: string): Promise<MonitoringObjects> {
   const objects = await render(bin, { values: [path.join(CHART, 'ci/monitoring-on-values.yaml')] });
-  const groups = findObject(objects, 'PrometheusRule').spec.groups;
+  const alerting = findObjects(objects, 'PrometheusRule').filter((o) => !o.metadata.name.endsWith('-opencost'));
+  assert.equal(alerting.length, 1, 'one PrometheusRule of alerts');
+  const groups = alerting[0]!.spec.groups;
+  const opencostGroups = findObject(objects, 'PrometheusRule', '-opencost').spec
+    .groups as unknown as RecordingRuleGroup[];
   const rules = groups.flatMap((g) => g.rules);
   const dashboard = JSON.parse(findObject(objects, 'ConfigMap', '-dashboard').data['podmeter.json']!) as Dashboard;
   const queries: MonitoringObjects['queries'] = rules.map((r) => ({ where: 'PrometheusRule', promql: r.expr }));
@@ -162,7 +177,7 @@ export async function monitoringObjects(bin: string): Promise<MonitoringObjects>
   for (const v of dashboard.templating.list)
     if (v.type === 'query')
       queries.push({ where: 'dashboard', promql: typeof v.query === 'string' ? v.query : v.query.query });
-  return { groups, rules, dashboard, queries };
+  return { groups, opencostGroups, rules, dashboard, queries };
 }
 
 /** Names a /metrics exposition declares (# TYPE), with a histogram's _bucket/_sum/_count. */

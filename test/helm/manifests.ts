@@ -134,9 +134,22 @@ export interface AlertRule {
   annotations: Record<string, string>;
 }
 
+export interface RecordingRule {
+  record: string;
+  expr: string;
+  labels?: Record<string, string>;
+}
+
 export interface RuleGroup {
   name: string;
   rules: AlertRule[];
+}
+
+/** A group of recording rules (monitoring.opencost). */
+export interface RecordingRuleGroup {
+  name: string;
+  interval?: string;
+  rules: RecordingRule[];
 }
 
 export interface PrometheusRule extends K8sObject {

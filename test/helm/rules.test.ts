@@ -95,16 +95,16 @@ test('every metric in the PrometheusRule and the dashboard is exported by the ag
   t.diagnostic(`operator metrics, checked in install.test.ts: ${operatorNames.join(', ')}`);
 });
 
-test('promtool check rules accepts the rendered rules', async (t) => {
+test('promtool check rules accepts the rendered rules (alerts and OpenCost recording rules)', async (t) => {
   const bin = await toolsDir();
-  const { groups } = await monitoringObjects(bin);
+  const { groups, opencostGroups } = await monitoringObjects(bin);
   const dir = mkdtempSync(path.join(tmpdir(), TEST_PREFIX));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'rules.yaml');
-  writeFileSync(file, dump({ groups }));
+  writeFileSync(file, dump({ groups: [...groups, ...opencostGroups] }));
   const r = await run(path.join(bin, 'promtool'), ['check', 'rules', '--lint=all', '--lint-fatal', file]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.match(r.stdout, /SUCCESS: 6 rules found/);
+  assert.match(r.stdout, /SUCCESS: 11 rules found/);
 });
 
 // --- promtool test rules -------------------------------------------------------
@@ -300,6 +300,23 @@ test('promtool test rules: each alert fires on its condition, and only then', as
           eval_time: '50m',
           alertname: 'PodmeterAnnotationBudgetExhausted',
           exp_alerts: [expected('PodmeterAnnotationBudgetExhausted', byNode('n1'), 2)],
+        },
+      ],
+    },
+    {
+      name: 'annotation writes rejected: a first refusal (a new series) fires after 15 minutes of refusals; other results do not',
+      interval: '1m',
+      input_series: [
+        series('podmeter_annotation_writes_total', { ...target('n1'), result: 'rejected' }, '_x5 1+1x40'),
+        series('podmeter_annotation_writes_total', { ...target('n2'), result: 'error' }, '0+5x45'),
+        series('podmeter_annotation_writes_total', { ...target('n3'), result: 'rejected' }, '3x45'),
+      ],
+      alert_rule_test: [
+        { eval_time: '15m', alertname: 'PodmeterAnnotationWritesRejected', exp_alerts: [] },
+        {
+          eval_time: '25m',
+          alertname: 'PodmeterAnnotationWritesRejected',
+          exp_alerts: [expected('PodmeterAnnotationWritesRejected', byNode('n1'), 15)],
         },
       ],
     },

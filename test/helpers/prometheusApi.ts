@@ -57,9 +57,63 @@ export interface Rule {
   query: string;
   health: 'ok' | 'err' | 'unknown';
   lastError?: string;
+  /** The labels the rule sets on what it records or alerts. */
+  labels?: Record<string, string>;
 }
 
 /** The rule groups Prometheus has loaded, with the file each came from. */
 export async function ruleGroups(base: string): Promise<{ name: string; file: string; rules: Rule[] }[]> {
   return (await get<{ groups: { name: string; file: string; rules: Rule[] }[] }>(base, '/api/v1/rules', {})).groups;
+}
+
+/** One series of a range vector or a range query: its labels and its [time, value] samples. */
+export interface MatrixSeries {
+  metric: Record<string, string>;
+  values: [number, string][];
+}
+
+/** An instant query whose result is a range vector (`x[5m]`): the raw samples Prometheus holds in that range. */
+export async function rawSamples(base: string, query: string, time: number): Promise<MatrixSeries[]> {
+  const data = await get<{ resultType: string; result: MatrixSeries[] }>(base, '/api/v1/query', {
+    query,
+    time: time.toFixed(3),
+  });
+  if (data.resultType !== 'matrix') throw new Error(`${query}: a ${data.resultType}, not a matrix`);
+  return data.result;
+}
+
+/** A range query (as Grafana's time series panels make): from `start` to `end` every `step` seconds. */
+export async function rangeQuery(
+  base: string,
+  query: string,
+  start: number,
+  end: number,
+  step: number,
+): Promise<MatrixSeries[]> {
+  const data = await get<{ resultType: string; result: MatrixSeries[] }>(base, '/api/v1/query_range', {
+    query,
+    start: start.toFixed(3),
+    end: end.toFixed(3),
+    step: String(step),
+  });
+  return data.result;
+}
+
+/** One alert of /api/v1/alerts: `pending` until its `for` has passed, then `firing`. */
+export interface Alert {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  state: 'pending' | 'firing';
+  activeAt: string;
+  value: string;
+}
+
+/** The alerts now pending or firing. */
+export async function activeAlerts(base: string): Promise<Alert[]> {
+  return (await get<{ alerts: Alert[] }>(base, '/api/v1/alerts', {})).alerts;
+}
+
+/** The values of a label on the series matching `match` (what Grafana's label_values(metric, label) lists). */
+export async function labelValues(base: string, label: string, match: string): Promise<string[]> {
+  return get<string[]>(base, `/api/v1/label/${encodeURIComponent(label)}/values`, { 'match[]': match });
 }

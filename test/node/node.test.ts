@@ -14,8 +14,19 @@ import { sample, sampleAt } from '../helpers/samples.ts';
 import { sleep } from '../helpers/cleanup.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { HOLDER_SCRIPT } from '../helpers/mapHolder.ts';
-import { activeTargets, instantQuery, prometheusNow, ruleGroups } from '../helpers/prometheusApi.ts';
+import {
+  activeAlerts,
+  activeTargets,
+  instantQuery,
+  labelValues,
+  prometheusNow,
+  rangeQuery,
+  rawSamples,
+  ruleGroups,
+  type Alert,
+} from '../helpers/prometheusApi.ts';
 import type { MapsView } from '../../agent/maps/routes.ts';
+import { fillVariables, OPENCOST_NETWORK_QUERIES, opencostQuery, panelQueries, queryVariables } from './monitoring.ts';
 import { startNode, type TestNode } from './node.ts';
 
 const RELEASE = 'podmeter';
@@ -24,6 +35,47 @@ const WORKLOAD_IMAGE = 'localhost/podmeter-workload:test';
 const UDP_PORT = 9000;
 /** The label kube-prometheus-stack's Prometheus selects monitors and rules by (test/node/kube-prometheus-stack.yaml). */
 const KPS_RELEASE = 'kube-prometheus-stack';
+
+/** Check 8: addresses of the peer classes the Nodes it adds (zone b of region r1, region r2) and nothing else give. */
+const OTHER_ZONES = {
+  zoneLabel: 'topology.kubernetes.io/zone',
+  regionLabel: 'topology.kubernetes.io/region',
+  crossZone: '10.250.0.10',
+  crossRegion: '10.251.0.10',
+  // TEST-NET-1 (RFC 5737): no Node, Service or configured class has it.
+  external: '192.0.2.10',
+};
+/** The alerts check 8 provokes, with `for: 0s` (values: monitoring.prometheusRule.for). */
+const SHORT_FOR = [
+  'PodmeterAgentDown',
+  'PodmeterBpfMapMemoryHigh',
+  'PodmeterAnnotationWritesRejected',
+  'PodmeterNamespaceCrossZoneEgressHigh',
+];
+/** Prices per GiB that check 8 multiplies OpenCost's GiB by (its custom pricing's zone, region and internet egress). */
+const OPENCOST_PRICES = { zone: 0.01, region: 0.02, internet: 0.12 };
+/**
+ * Sends argv[2] (STOP or CONT) to every process of the pod with uid argv[1]
+ * but its pause container, seen from the node's PID namespace (hostPID);
+ * prints their pids.
+ */
+const FREEZE = [
+  'import os, signal, sys',
+  'slice = "pod" + sys.argv[1].replace("-", "_") + ".slice"',
+  'pids = []',
+  'for p in filter(str.isdigit, os.listdir("/proc")):',
+  '    try:',
+  '        if slice in open(f"/proc/{p}/cgroup").read() and open(f"/proc/{p}/comm").read().strip() != "pause":',
+  '            pids.append(int(p))',
+  '    except OSError:',
+  '        pass',
+  'for p in pids:',
+  '    try:',
+  '        os.kill(p, getattr(signal, "SIG" + sys.argv[2]))',
+  '    except ProcessLookupError:',
+  '        pass',
+  'print(" ".join(map(str, pids)))',
+];
 
 /** What the tests read of a Pod. */
 interface PodJson {
@@ -254,7 +306,7 @@ function workloadPod(
 const waitFile = (f: string) => `while [ ! -e ${f} ]; do sleep 0.5; done`;
 
 // Part of `make test` (its VM lane, beside the host's files): one VM boot and
-// checks 1-6, after building what this machine has not cached (the node's
+// checks 1-8, after building what this machine has not cached (the node's
 // tools, root filesystem and images). PODMETER_TEST_NODE=full adds 5c (a
 // reboot of the VM: 4-7 minutes under TCG); =off skips the VM test.
 const MODE = process.env.PODMETER_TEST_NODE ?? 'default';
@@ -861,6 +913,348 @@ test(
         pod.bytes,
       );
     });
+
+    // After 6: it stops the agent for a while and adds Nodes in other zones.
+    await t.test(
+      "8. live data: every alert fires in its condition and only then; recording rules, dashboard panels, OpenCost's queries",
+      async () => {
+        const prom = await node.prometheus();
+        const checkStart = await prometheusNow(prom);
+        const podmeterAlerts = async () =>
+          (await activeAlerts(prom)).filter((a) => a.labels.alertname?.startsWith('Podmeter'));
+        const alertList = async () =>
+          JSON.stringify((await podmeterAlerts()).map((a) => ({ ...a.labels, state: a.state, value: a.value })));
+        // Checks 1-6 (traffic, a deleted agent pod, a pod holding maps) with the chart's defaults: silent.
+        assert.equal(await alertList(), '[]', "an alert with the chart's defaults on a healthy node");
+
+        // This node in zone a of region r1; two Nodes without a kubelet give the other classes their CIDRs.
+        const { zoneLabel, regionLabel, crossZone, crossRegion, external } = OTHER_ZONES;
+        await node.must(['label', 'node', node.name, `${zoneLabel}=a`, `${regionLabel}=r1`, '--overwrite']);
+        for (const [name, zone, region, cidr] of [
+          ['zone-b', 'b', 'r1', '10.250.0.0/24'],
+          ['region-2', 'c', 'r2', '10.251.0.0/24'],
+        ] as const)
+          await create({
+            apiVersion: 'v1',
+            kind: 'Node',
+            metadata: { name, labels: { [zoneLabel]: zone, [regionLabel]: region } },
+            spec: { podCIDRs: [cidr] },
+          });
+
+        // `for`s and thresholds the test reaches, by values only (the rules are the chart's); OpenCost's series.
+        const upgrade = await node.helm([
+          'upgrade',
+          RELEASE,
+          CHART,
+          '--namespace',
+          SYSTEM_NS,
+          '--reuse-values',
+          ...SHORT_FOR.flatMap((a) => ['--set', `monitoring.prometheusRule.for.${a}=0s`]),
+          '--set',
+          'monitoring.prometheusRule.crossZoneEgressBytesPerSecond=1',
+          '--set',
+          'monitoring.prometheusRule.bpfMapMemoryBytesThreshold=1',
+          '--set',
+          'monitoring.opencost.enabled=true',
+          '--set',
+          `monitoring.opencost.labels.release=${KPS_RELEASE}`,
+        ]);
+        assert.equal(upgrade.code, 0, `helm upgrade: ${upgrade.stderr}`);
+
+        // The namespace the dashboard is read for: one pod sends to a pod of this node and to each billed class,
+        // a trickle until the agent knows the new Nodes, then, on a sign, a burst of 200 datagrams to each.
+        const ns = 'zones';
+        const burst = { count: 200, bytes: 200 * (28 + 1000) };
+        const dests = [receiver4, crossZone, crossRegion, external];
+        const sendAll = (n: number) =>
+          `for d in ${JSON.stringify(dests)}: [s.sendto(b"x" * 1000, (d, ${UDP_PORT})) for _ in range(${n})]`;
+        await node.must(['create', 'namespace', ns]);
+        await create(
+          workloadPod(
+            ns,
+            'zones',
+            py([
+              'import os, socket, time',
+              's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+              'while not os.path.exists("/tmp/trickled"):',
+              `    ${sendAll(1)}`,
+              '    time.sleep(1)',
+              'while not os.path.exists("/tmp/burst"): time.sleep(0.2)',
+              sendAll(burst.count),
+              'while True: time.sleep(3600)',
+            ]),
+            { spec: { nodeName: node.name } },
+          ),
+        );
+        // A pod whose annotations the API server refuses (422): its own take all but 64 bytes of the 256 KiB limit.
+        const refusedNs = 'refused';
+        const fatKey = 'example.com/filler';
+        await node.must(['create', 'namespace', refusedNs]);
+        const fat = workloadPod(
+          refusedNs,
+          'fat',
+          py([
+            'import socket, time',
+            `socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x" * 100, ("${receiver4}", ${UDP_PORT}))`,
+            'while True: time.sleep(3600)',
+          ]),
+          { spec: { nodeName: node.name } },
+        ) as { metadata: Record<string, unknown> };
+        fat.metadata.annotations = { [fatKey]: 'x'.repeat(256 * 1024 - fatKey.length - 64) };
+        await create(fat);
+        await ready(ns, 'zones');
+        await ready(refusedNs, 'fat');
+        const counters = async () =>
+          Object.fromEntries(
+            Object.entries(await podAnnotations(node, ns, 'zones')).filter(
+              ([k]) => k.startsWith('podmeter.io/') && k !== 'podmeter.io/updated',
+            ),
+          );
+        await waitFor(
+          'the agent to count the trickle as cross-zone and cross-region',
+          async () => {
+            const a = await counters();
+            return a['podmeter.io/egress-cross-zone-bytes'] && a['podmeter.io/egress-cross-region-bytes']
+              ? true
+              : undefined;
+          },
+          600_000,
+          async () => JSON.stringify(await counters()),
+        );
+        await node.must(['exec', 'zones', '-n', ns, '--', 'touch', '/tmp/trickled']);
+        const before = await settled("the trickle's annotations", 5_000, counters);
+        // t0: a scrape of the trickle's final counts, before the burst.
+        const lastSample = async (selector: string) => {
+          const now = await prometheusNow(prom);
+          return (await rawSamples(prom, `${selector}[10m]`, now))[0]?.values.at(-1);
+        };
+        const egressTotal = `podmeter_pod_network_bytes_total{job="${RELEASE}-agent",namespace="${ns}",pod="zones",direction="egress"}`;
+        const t0 = await waitFor(
+          "a scrape of the trickle's final counts",
+          async () => {
+            const s = await lastSample(egressTotal);
+            return s !== undefined && s[1] === before['podmeter.io/egress-bytes'] ? s[0] : undefined;
+          },
+          600_000,
+        );
+        await node.must(['exec', 'zones', '-n', ns, '--', 'touch', '/tmp/burst']);
+        const plus = (key: string, n: number) => String(BigInt(before[key] ?? '0') + BigInt(n));
+        const after = await annotationsReach(ns, 'zones', {
+          'podmeter.io/egress-bytes': plus('podmeter.io/egress-bytes', 4 * burst.bytes),
+          'podmeter.io/egress-packets': plus('podmeter.io/egress-packets', 4 * burst.count),
+          'podmeter.io/egress-cross-zone-bytes': plus('podmeter.io/egress-cross-zone-bytes', burst.bytes),
+          'podmeter.io/egress-cross-region-bytes': plus('podmeter.io/egress-cross-region-bytes', burst.bytes),
+          'podmeter.io/egress-external-bytes': plus('podmeter.io/egress-external-bytes', burst.bytes),
+        });
+        const t1 = await waitFor(
+          "a scrape of the burst's counts",
+          async () => {
+            const s = await lastSample(egressTotal);
+            return s !== undefined && s[1] === after['podmeter.io/egress-bytes'] ? s[0] : undefined;
+          },
+          600_000,
+        );
+        t.diagnostic(`trickle ${JSON.stringify(before)} scraped at ${t0}; burst ${JSON.stringify(after)} at ${t1}`);
+        const delta = (key: string) => Number(BigInt(after[key] ?? '0') - BigInt(before[key] ?? '0'));
+
+        // The alerts: exactly these fire, each for what provoked it: the namespace over its cross-zone threshold
+        // (not the other namespaces, which sent none), the refused pod's node, the map memory over 1 byte.
+        const expected = [
+          `PodmeterBpfMapMemoryHigh node=${node.name}`,
+          `PodmeterAnnotationWritesRejected node=${node.name}`,
+          `PodmeterNamespaceCrossZoneEgressHigh namespace=${ns}`,
+        ].sort();
+        const key = (a: Alert) =>
+          `${a.labels.alertname} ${a.labels.namespace !== undefined ? `namespace=${a.labels.namespace}` : `node=${a.labels.node}`}`;
+        const fired = await waitFor(
+          `the alerts ${expected.join(', ')} to fire, and no other`,
+          async () => {
+            const as = await podmeterAlerts();
+            return JSON.stringify(as.map((a) => `${key(a)} ${a.state}`).sort()) ===
+              JSON.stringify(expected.map((e) => `${e} firing`))
+              ? as
+              : undefined;
+          },
+          600_000,
+          alertList,
+        );
+        for (const a of fired) {
+          t.diagnostic(`${key(a)}: ${a.annotations.summary}`);
+          assert.ok(a.annotations.summary && a.annotations.description, `${key(a)} has no summary or description`);
+        }
+        // The refused pod: none of podmeter's annotations; the agent names it in its log.
+        assert.deepEqual(
+          Object.keys(await podAnnotations(node, refusedNs, 'fat')).filter((k) => k.startsWith('podmeter.io/')),
+          [],
+        );
+        const agentPod = await podBySelector(node, SYSTEM_NS, 'app.kubernetes.io/component=agent');
+        const logs = (await node.kubectl(['logs', agentPod, '-n', SYSTEM_NS])).stdout;
+        assert.ok(
+          logs.split('\n').some((l) => l.includes('annotation write refused') && l.includes('"pod":"fat"')),
+          'the agent did not log the refused write',
+        );
+
+        // Recording rules (OpenCost's series): each produces series, and the burst pod's equal its annotations.
+        const groups = (await ruleGroups(prom)).filter((g) => g.file.includes(`/${SYSTEM_NS}-${RELEASE}-opencost-`));
+        const recording = groups.flatMap((g) => g.rules).filter((r) => r.type === 'recording');
+        assert.equal(recording.length, 4, JSON.stringify(groups));
+        const classBytes: Record<string, number> = {
+          'false,false,true': Number(after['podmeter.io/egress-cross-zone-bytes']),
+          'false,false,false': Number(after['podmeter.io/egress-cross-region-bytes']),
+          'true,false,false': Number(after['podmeter.io/egress-external-bytes']),
+        };
+        classBytes['false,true,true'] =
+          Number(after['podmeter.io/egress-bytes']) - Object.values(classBytes).reduce((x, y) => x + y, 0);
+        const recorded = (l: Record<string, string>) =>
+          `${recording[0]!.name}{namespace="${ns}",pod_name="zones",internet="${l.internet}",same_zone="${l.same_zone}",same_region="${l.same_region}"}`;
+        const tr = await waitFor(
+          "a rule evaluation after the burst's scrape",
+          async () => {
+            const s = await lastSample(recorded(recording[1]!.labels!));
+            return s && s[0] >= t1 ? s[0] : undefined;
+          },
+          600_000,
+        );
+        for (const r of recording) {
+          const l = r.labels!;
+          const all = await instantQuery(
+            prom,
+            `count(${r.name}{internet="${l.internet}",same_zone="${l.same_zone}",same_region="${l.same_region}"})`,
+            tr,
+          );
+          assert.ok(all.length === 1 && Number(all[0]!.value[1]) >= 1, `no series of ${r.name} ${JSON.stringify(l)}`);
+          const mine = await instantQuery(prom, recorded(l), tr);
+          const want = classBytes[`${l.internet},${l.same_zone},${l.same_region}`];
+          t.diagnostic(`${recorded(l)}: ${mine.map((x) => x.value[1]).join(', ')}, annotations ${want}`);
+          assert.equal(mine.length, 1, recorded(l));
+          assert.equal(Number(mine[0]!.value[1]), want, recorded(l));
+        }
+        // OpenCost's queries (its source's text) over the burst's window: its bytes, in GiB. Prometheus's
+        // increase() extrapolates its samples to the window's edges: the window starts 1 ms before the
+        // trickle's last evaluation and ends at the burst's, so it is the burst's bytes times (w / sampled).
+        const recordedSamples = (
+          await rawSamples(prom, `${recorded({ internet: 'true', same_zone: 'false', same_region: 'false' })}[10m]`, tr)
+        )[0]!.values;
+        const r0 = recordedSamples.filter(([, v]) => v === before['podmeter.io/egress-external-bytes']).at(-1)![0];
+        const windowMs = Math.round((tr - r0) * 1000) + 1;
+        const stretch = windowMs / 1000 / (tr - r0);
+        const prices = OPENCOST_PRICES;
+        for (const [cls, format] of Object.entries(OPENCOST_NETWORK_QUERIES)) {
+          const q = opencostQuery(format, `${windowMs}ms`);
+          const res = (await instantQuery(prom, q, tr)).filter((x) => x.metric.namespace === ns);
+          const annotation = { zone: 'cross-zone', region: 'cross-region', internet: 'external' }[cls];
+          const want = (delta(`podmeter.io/egress-${annotation}-bytes`) * stretch) / 1024 ** 3;
+          t.diagnostic(
+            `OpenCost ${cls}: ${q} -> ${JSON.stringify(res)}; burst ${want} GiB, ${want * prices[cls as keyof typeof prices]} at ${prices[cls as keyof typeof prices]}/GiB`,
+          );
+          assert.equal(res.length, 1, q);
+          assert.equal(res[0]!.metric.pod_name, 'zones');
+          assert.ok(
+            Math.abs(Number(res[0]!.value[1]) / want - 1) < 1e-9,
+            `${q}: ${res[0]!.value[1]} GiB, burst ${want}`,
+          );
+        }
+
+        // The dashboard as installed (the ConfigMap): every panel's query returns data for this namespace and node;
+        // the byte and packet panels of pods and namespaces over the burst equal the annotations.
+        const configMaps = JSON.parse(
+          await node.must(['get', 'configmap', '-n', SYSTEM_NS, '-l', 'grafana_dashboard=1', '-o', 'json']),
+        ) as { items: { data: Record<string, string> }[] };
+        const dashboard = Object.values(configMaps.items[0]!.data)[0]!;
+        for (const v of queryVariables(dashboard)) {
+          const values = await labelValues(prom, v.label, v.metric);
+          assert.ok(values.includes(v.name === 'node' ? node.name : ns), `variable ${v.name}: ${values.join(', ')}`);
+        }
+        const vars = { node: node.name, namespace: ns, datasource: 'prometheus' };
+        const end = await prometheusNow(prom);
+        for (const p of panelQueries(dashboard)) {
+          const q = fillVariables(p.expr, vars, '2m');
+          const res = await rangeQuery(prom, q, checkStart, end, 15);
+          t.diagnostic(`panel ${p.panel}: ${res.length} series`);
+          if (res.length === 0 && p.panel === 'Errors') {
+            // A healthy agent has counted no error: the counter has no series yet, so nothing to show.
+            assert.deepEqual(await instantQuery(prom, `podmeter_errors_total{job="${RELEASE}-agent"}`), []);
+            continue;
+          }
+          assert.ok(res.length >= 1, `panel ${p.panel}: no data from ${q}`);
+        }
+        const windowPanel = `${Math.round((t1 - t0) * 1000) + 1}ms`;
+        const podPanels = panelQueries(dashboard).filter(
+          (p) => p.expr.includes('podmeter_pod_network_') && p.expr.includes('namespace=~"$namespace"'),
+        );
+        assert.equal(podPanels.length, 5, 'the byte and packet panels of pods and namespaces');
+        for (const p of podPanels) {
+          const unit = p.expr.includes('packets') ? 'packets' : 'bytes';
+          const res = await instantQuery(prom, fillVariables(p.expr, vars, windowPanel), t1);
+          for (const x of res) {
+            const { direction, peer } = x.metric;
+            const billed = ['cross-zone', 'cross-region', 'external'];
+            const want =
+              peer === undefined
+                ? delta(`podmeter.io/${direction}-${unit}`)
+                : billed.includes(peer)
+                  ? delta(`podmeter.io/egress-${peer}-bytes`)
+                  : delta('podmeter.io/egress-bytes') -
+                    billed.reduce((n, b) => n + delta(`podmeter.io/egress-${b}-bytes`), 0);
+            const got = Number(x.value[1]) * (t1 - t0);
+            t.diagnostic(
+              `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got} ${unit} over the burst, annotations ${want}`,
+            );
+            assert.ok(
+              Math.abs(got - want) < 1e-6 * Math.max(1, want),
+              `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got}, annotations ${want}`,
+            );
+          }
+          assert.ok(res.length >= 1, `panel ${p.panel}: no series at the burst`);
+        }
+
+        // The agent down: its process stopped (SIGSTOP from the node's PID namespace), so scrapes time out.
+        const agentUid = (await podJson(node, SYSTEM_NS, agentPod)).metadata.uid;
+        await create(
+          workloadPod(ns, 'freezer', ['sleep', 'infinity'], {
+            spec: { nodeName: node.name, hostPID: true },
+            container: { securityContext: { privileged: true } },
+          }),
+        );
+        await ready(ns, 'freezer');
+        const signal = (what: 'STOP' | 'CONT') =>
+          node.must(['exec', 'freezer', '-n', ns, '--', ...py(FREEZE), agentUid, what]);
+        const stopped = (await signal('STOP')).trim();
+        t.diagnostic(`stopped the agent's processes ${stopped}`);
+        assert.ok(stopped !== '', 'no process of the agent pod found');
+        try {
+          const down = await waitFor(
+            'PodmeterAgentDown to fire',
+            async () => {
+              const as = await podmeterAlerts();
+              return as.find((a) => a.labels.alertname === 'PodmeterAgentDown' && a.state === 'firing');
+            },
+            600_000,
+            alertList,
+          );
+          assert.equal(down.labels.node, node.name);
+          assert.equal(down.labels.job, `${RELEASE}-agent`);
+        } finally {
+          t.diagnostic(`continued ${(await signal('CONT')).trim()}`);
+        }
+        await waitFor(
+          'the agent up again and PodmeterAgentDown resolved',
+          async () => {
+            const up = await instantQuery(prom, `up{job="${RELEASE}-agent"}`);
+            const as = await podmeterAlerts();
+            return up.length === 1 &&
+              up[0]!.value[1] === '1' &&
+              !as.some((a) => a.labels.alertname === 'PodmeterAgentDown')
+              ? true
+              : undefined;
+          },
+          600_000,
+          alertList,
+        );
+        for (const gone of [ns, refusedNs]) await node.must(['delete', 'namespace', gone, '--wait=false']);
+        await node.must(['delete', 'node', 'zone-b', 'region-2']);
+      },
+    );
 
     // Last: it restarts everything on the node.
     await t.test(
