@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
-import { addUnitCounts, contractCounts, NO_COUNTS, wentBack } from '../../common/contract/counts.ts';
+import { addUnitCounts, NO_COUNTS, unitWentBack } from '../../common/contract/counts.ts';
 import type { KernelRead, Meter } from './meter.ts';
 import { errorReason } from '../kernel/errors.ts';
 import { StateSaver } from './saver.ts';
@@ -390,7 +390,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     const counts = addUnitCounts(unit.base, read.counts);
     // A removed cgroup's storage can read as zeros while the kernel tears
     // it down: a draining unit's counts never go back.
-    if (unit.state === 'draining' && wentBack(contractCounts(counts), contractCounts(unit))) return true;
+    if (unit.state === 'draining' && unitWentBack(counts, unit)) return true;
     Object.assign(unit, counts); // counters and peers
     this.#saver.changed();
     return true;

@@ -231,6 +231,20 @@ export function wentBack(now: Counts, before: Counts): boolean {
   return false;
 }
 
+/**
+ * Whether any class of `now`, in either direction, has fewer bytes or packets
+ * than in `before` (a class `now` lacks counts as zero): what a unit's reads
+ * must never do, loopback and configured classes included.
+ */
+export function unitWentBack(now: UnitCounts, before: UnitCounts): boolean {
+  for (const d of ['ingress', 'egress'] as const)
+    for (const [cls, was] of Object.entries(before.peers[d])) {
+      const is = now.peers[d][cls];
+      if ((is?.bytes ?? 0n) < was.bytes || (is?.packets ?? 0n) < was.packets) return true;
+    }
+  return false;
+}
+
 /** The largest count one pod can carry: the kernel's counters are unsigned 64-bit. */
 export const U64_MAX = 2n ** 64n - 1n;
 

@@ -19,6 +19,7 @@ import {
   parseCount,
   parseDecimal,
   unitCounts,
+  unitWentBack,
   wentBack,
   TOTAL_DIGITS,
   U64_MAX,
@@ -99,6 +100,25 @@ test('unit counts: totals leave loopback out; sums class by class; the contract 
   assert.deepEqual(contractCounts(NO_COUNTS), zero());
   assert.equal(wentBack(contractCounts(a), contractCounts(twice)), true);
   assert.equal(wentBack(contractCounts(twice), contractCounts(a)), false);
+});
+
+test('a unit went back when any class, loopback and configured ones included, lost bytes or packets', () => {
+  const before = unitCounts({ ingress: { node: t(1) }, egress: { loopback: t(9), db: t(2) } });
+  assert.equal(unitWentBack(before, before), false);
+  assert.equal(unitWentBack(addUnitCounts(before, before), before), false);
+  // A storage read as zeros while the kernel tears it down: only loopback traffic, which the totals leave out.
+  const loopbackOnly = unitCounts({ ingress: {}, egress: { loopback: t(9) } });
+  assert.equal(unitWentBack(NO_COUNTS, loopbackOnly), true);
+  assert.equal(wentBack(contractCounts(NO_COUNTS), contractCounts(loopbackOnly)), false, 'the totals cannot see it');
+  assert.equal(unitWentBack(unitCounts({ ingress: { node: t(1) }, egress: { loopback: t(9) } }), before), true);
+  assert.equal(
+    unitWentBack(
+      unitCounts({ ingress: { node: t(1) }, egress: { loopback: t(9), db: { bytes: 200n, packets: 1n } } }),
+      before,
+    ),
+    true,
+    'packets count too',
+  );
 });
 
 test('traffic by class as text and back: u64 decimals; anything else names the field', () => {
