@@ -63,37 +63,28 @@
  * once its status is written and nothing is on its way (Book.idle); a
  * later need reads its ledger back on its first write.
  *
- * This file: pod and Node events, leadership (loading the ledger), the
- * write rounds, the retention sweep and the totals the metrics show. The state they share is
- * book.ts; status planning status.ts; writes with conflict retry writes.ts;
- * the agents' finals and top-ups finals.ts.
+ * This file: pod and Node events, leadership, the write rounds and the
+ * totals the metrics show. The state they share is book.ts; loading it on
+ * becoming leader load.ts; status planning status.ts; writes with conflict
+ * retry writes.ts; the agents' finals and top-ups finals.ts; the retention
+ * sweep's deletes retention.ts.
  */
-import { addTo, copy, equal, FIELDS, isZero, sum, type Counts } from '../../common/contract/counts.ts';
+import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
 import {
   parseLedger,
   usagePath,
-  type LedgerState,
   type UsageKind,
   type UsageObject,
   type Workload,
 } from '../../common/contract/usage.ts';
-import { listAll, listPages } from '../../common/kube/list.ts';
-import { describe, isStatus } from '../../common/kube/api.ts';
+import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
 import type { PodListener, PodRecord } from '../pods.ts';
-import {
-  Book,
-  checkpointedSum,
-  isPodRecord,
-  KINDS,
-  maxOf,
-  withBase,
-  type Entry,
-  type LedgerOptions,
-  type Retiree,
-} from './book.ts';
+import { Book, KINDS, maxOf, withBase, type Entry, type LedgerOptions } from './book.ts';
 import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
+import { loadLedger, type Loaded, type LoadedObject } from './load.ts';
+import { deleteExpired } from './retention.ts';
 import { StatusWriter } from './writes.ts';
 
 export type { LedgerOptions } from './book.ts';
@@ -217,98 +208,18 @@ export class Ledger implements PodListener, NodeListener {
    */
   async activate(): Promise<void> {
     const generation = ++this.#book.generation;
-    const loaded = new Map<UsageKind, { name: string; object: UsageObject; state: LedgerState }[]>();
+    const loaded: Loaded = new Map();
     for (const kind of KINDS) loaded.set(kind, await this.#listAll(kind));
     if (generation !== this.#book.generation) return; // stepped down meanwhile
-    this.#book.clear();
-    const now = Date.now();
-    const pods = this.#book.o.pods;
-    for (const p of pods.values()) p.checkpointed = undefined;
-
-    for (const kind of KINDS) {
-      for (const { name, object, state } of loaded.get(kind)!) {
-        const e =
-          kind === 'WorkloadUsage' ? this.#book.workloadEntryFromObject(name, object) : this.#book.entry(kind, name);
-        if (e === undefined) continue;
-        e.exists = true;
-        e.resourceVersion = object.metadata.resourceVersion;
-        e.retired = state.retired;
-        e.retiredPods = state.retiredPods;
-        e.recent = state.recent;
-        e.retiring = state.retiring;
-        e.finalsAfter = state.finalsAfter;
-        e.goneSince = e.goneSinceWritten = state.goneSince;
-        this.#book.reportProblems(kind, name, state.problems);
-      }
-    }
-    // Intents marked rolled up: their namespace and workload need the uids no more.
-    for (const { state } of loaded.get('NodeUsage')!)
-      for (const [uid, r] of state.retiring) if (r.entry.rolledUp) this.#book.markWritten(uid, r.entry);
-    const ghosts: Retiree[] = [];
-    for (const { name, state } of loaded.get('NodeUsage')!) {
-      const node = this.#book.entry('NodeUsage', name);
-      for (const [uid, cp] of state.checkpoint) {
-        const w = this.#book.workloadOf(cp.entry.namespace, cp.entry.workloadKind, cp.entry.workload);
-        const p = pods.get(uid);
-        if (p !== undefined) {
-          pods.pin(p, w);
-          pods.resume(p, cp.counts, cp.base);
-          continue;
-        }
-        // Died while no operator was leader: retire it with the best final known.
-        const ghost: Retiree = {
-          uid,
-          namespace: cp.entry.namespace,
-          workload: w,
-          checkpointed: cp.counts,
-          base: cp.base,
-        };
-        const seen = this.#book.deleted.get(uid);
-        const final = seen === undefined ? cp.counts : maxOf(seen.final, cp.counts);
-        node.pendingNode.set(uid, { pod: ghost, final });
-        ghosts.push(ghost);
-      }
-      for (const [uid, r] of node.retiring) {
-        if (!r.entry.rolledUp)
-          this.#book.rollUp(
-            node,
-            uid,
-            this.#book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload),
-            r.counts,
-          );
-      }
-    }
-    // Deletions this process saw that no NodeUsage has on record (never checkpointed, or died during the handover).
-    for (const [uid, d] of this.#book.deleted) {
-      if (now - d.at > this.#book.rememberMs) continue;
-      const node = this.#book.entry('NodeUsage', d.node);
-      if (node.pendingNode.has(uid) || node.retiring.has(uid)) continue;
-      if (d.at < node.finalsAfter) continue; // its entry may have been dropped from a long list: not counted again
-      // Not in any checkpoint, so in no total yet: retired with nothing to take back.
-      const workload =
-        d.pod.workload ?? (isPodRecord(d.pod) ? this.#book.o.pods.workloadOf(d.pod, now, true) : undefined);
-      this.#book.retire({ uid, namespace: d.pod.namespace, workload, checkpointed: undefined }, d.node, d.final, now);
-    }
-    for (const p of pods.values()) this.#book.attach(p);
-    for (const p of pods.values()) if (p.checkpointed !== undefined) this.#book.addLive(p, p.checkpointed);
-    for (const g of ghosts) if (g.checkpointed !== undefined) this.#book.addLive(g, g.checkpointed);
-    for (const e of this.#book.entries.values()) if (e.members) e.live = checkpointedSum(e.members);
-    for (const [node, bytes] of this.#book.nodeMapBytes) this.#book.entry('NodeUsage', node).bpfMapBytes = bytes;
-    for (const [node, finals] of this.#book.nodeFinals)
-      for (const f of finals.values()) applyFinal(this.#book, node, f, now);
-    for (const e of this.#book.entries.values()) this.#book.updateGone(e, now);
-    for (const e of this.#book.entries.values()) {
-      if (e.dirtyAt === undefined && this.#book.idle(e)) continue; // gone and settled: nothing to rewrite (the sweep forgets it)
-      this.#book.dirty(e, now);
-    }
+    const { diedWhileAway } = loadLedger(this.#book, loaded, Date.now());
     this.#active = true;
     this.#book.log.info(
       {
         namespaces: loaded.get('NamespaceUsage')!.length,
         workloads: loaded.get('WorkloadUsage')!.length,
         nodes: loaded.get('NodeUsage')!.length,
-        pods: pods.size,
-        diedWhileAway: ghosts.length,
+        pods: this.#book.o.pods.size,
+        diedWhileAway,
       },
       'ledger loaded',
     );
@@ -442,90 +353,11 @@ export class Ledger implements PodListener, NodeListener {
     if (now - this.#expiredAt < Math.max(1000, Math.min(EXPIRE_EVERY_MS, this.#book.retentionMs / 4))) return 0;
     this.#expiredAt = now;
     this.#sweeping = true;
-    const generation = this.#book.generation;
-    let deleted = 0;
     try {
-      for (const kind of ['WorkloadUsage', 'NodeUsage'] as const) {
-        for await (const page of listPages<UsageObject>(this.#book.o.api, usagePath(kind))) {
-          for (const object of page.items ?? []) {
-            if (generation !== this.#book.generation) return deleted;
-            if (!this.#expired(kind, object, Date.now())) continue;
-            if (!this.#book.o.budget.take()) return deleted;
-            const name = object.metadata.name;
-            try {
-              await this.#book.o.api.request('DELETE', usagePath(kind, name), {
-                body: {
-                  apiVersion: 'v1',
-                  kind: 'DeleteOptions',
-                  preconditions: { resourceVersion: object.metadata.resourceVersion },
-                },
-                timeoutMs: 30_000,
-              });
-              deleted++;
-              this.#book.log.info(
-                { kind, name, goneSince: object.status?.goneSince },
-                'deleted: gone for longer than the retention, its bytes carried by its NamespaceUsage',
-              );
-            } catch (err) {
-              if (isStatus(err, 404) || isStatus(err, 409)) continue; // gone already, or written since: a later sweep looks again
-              this.#book.o.onError('delete_usage');
-              this.#book.log.warn(
-                { kind, name, err: describe(err) },
-                'cannot delete an expired usage object; retrying at the next sweep',
-              );
-            }
-          }
-        }
-      }
-    } catch (err) {
-      this.#book.o.onError('read_status');
-      this.#book.log.warn(
-        { err: describe(err) },
-        'cannot list the usage objects for the retention; retrying at the next sweep',
-      );
+      return await deleteExpired(this.#book);
     } finally {
       this.#sweeping = false;
     }
-    return deleted;
-  }
-
-  /**
-   * Whether an object may be deleted: not in memory (nothing on its way),
-   * gone since a written time older than the retention, no live pod; a
-   * WorkloadUsage whose NamespaceUsage has at least its retired counts (each
-   * retirement reaches both before it is marked rolled up); a NodeUsage
-   * whose Node is gone, with no checkpoint, every retirement rolled up and
-   * no agent final left to apply.
-   */
-  #expired(kind: 'WorkloadUsage' | 'NodeUsage', object: UsageObject, now: number): boolean {
-    const name = object.metadata.name;
-    if (this.#book.entries.has(`${kind}/${name}`)) return false;
-    const state = parseLedger(object.status);
-    if (state.problems.length > 0 || state.goneSince === undefined || now - state.goneSince < this.#book.retentionMs)
-      return false;
-    if (object.status?.pods !== 0) return false;
-    if (kind === 'NodeUsage') {
-      if (this.#book.liveNodes.has(name) || this.#book.nodeFinals.has(name) || state.checkpoint.size > 0) return false;
-      for (const r of state.retiring.values()) if (!r.entry.rolledUp) return false;
-      return true;
-    }
-    const ns =
-      object.spec?.namespace === undefined
-        ? undefined
-        : this.#book.entries.get(`NamespaceUsage/${object.spec.namespace}`);
-    if (ns === undefined || !ns.exists) return false;
-    const short = FIELDS.filter((f) => ns.retired[f] < state.retired[f]);
-    if (short.length > 0) {
-      if (!this.#book.problemsLogged.has(`short ${name}`)) {
-        this.#book.problemsLogged.add(`short ${name}`);
-        this.#book.log.error(
-          { kind, name, fields: short },
-          'a gone WorkloadUsage has retired counts its NamespaceUsage does not: kept past its retention',
-        );
-      }
-      return false;
-    }
-    return true;
   }
 
   // --- internals ----------------------------------------------------------
@@ -539,7 +371,7 @@ export class Ledger implements PodListener, NodeListener {
     }
   }
 
-  async #listAll(kind: UsageKind): Promise<{ name: string; object: UsageObject; state: LedgerState }[]> {
+  async #listAll(kind: UsageKind): Promise<LoadedObject[]> {
     const objects = await listAll<UsageObject>(this.#book.o.api, usagePath(kind));
     return objects.map((object) => ({ name: object.metadata.name, object, state: parseLedger(object.status) }));
   }
