@@ -20,7 +20,7 @@ import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
 import { addUnitCounts, NO_COUNTS, unitWentBack } from '../../common/contract/counts.ts';
 import type { KernelRead, Meter } from './meter.ts';
-import { errorReason } from '../kernel/errors.ts';
+import { AttachRetries } from './retries.ts';
 import { StateSaver } from './saver.ts';
 import type { StateStore, UnitRecord } from './state.ts';
 
@@ -63,11 +63,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   #previous = new Map<bigint, UnitRecord>();
   /** The kernel read each unit's counts were last set from (handed back to the meter, which returns it while the unit is idle). */
   readonly #lastRead = new WeakMap<Unit, KernelRead>();
-  /** Units whose attach failed, by relPath: retried at every tick() until it works or the cgroup goes. */
-  readonly #unattached = new Map<
-    string,
-    { identity: UnitIdentity; seenAt: number; since: number; reason: string; attempts: number }
-  >();
+  /** Units whose attach failed: retried at every tick() until it works or the cgroup goes. */
+  readonly #unattached: AttachRetries;
 
   constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
@@ -81,6 +78,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       onError: (err) => this.emit('error', 'state', err),
     });
     this.#log = options.log;
+    this.#unattached = new AttachRetries(options.log);
     this.#retentionMs = options.retentionMs;
   }
 
@@ -107,7 +105,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Units whose attach failed, retried at every tick(): relPath, the error's code and since when (ms since the epoch). */
   unattached(): { relPath: string; reason: string; since: number; attempts: number }[] {
-    return [...this.#unattached.values()].map(({ identity, reason, since, attempts }) => ({
+    return this.#unattached.all().map(({ identity, reason, since, attempts }) => ({
       relPath: identity.relPath,
       reason,
       since,
@@ -122,15 +120,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
    * when it first fails, and once more when it succeeds.
    */
   retryAttach(): void {
-    for (const [relPath, pending] of [...this.#unattached]) {
-      if (this.#unattached.get(relPath) !== pending) continue;
+    for (const pending of this.#unattached.all()) {
+      if (this.#unattached.get(pending.identity.relPath) !== pending) continue;
       this.#count(pending.identity, pending.seenAt);
     }
   }
 
   /** Attaches (or adopts) a unit's links; on failure the unit waits in #unattached for retryAttach(). */
   #count(identity: UnitIdentity, seenAt: number): void {
-    const pending = this.#unattached.get(identity.relPath);
     // relPath comes from the watcher, made of names read from the cgroup
     // tree: already normal, so no join(), whose normalisation (interpreted
     // JavaScript: the agent runs without V8's optimising compilers) was a
@@ -167,21 +164,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       if (links === 'stale') this.#meter.release(id);
       this.#meter.attach(path, id);
     } catch (err) {
-      this.#attachFailed(identity, seenAt, err);
+      if (this.#unattached.failed(identity, seenAt, err)) this.emit('error', 'attach', err);
       return;
     }
-    this.#unattached.delete(identity.relPath);
-    if (pending !== undefined) {
-      this.#log.info(
-        {
-          cgroup: identity.relPath,
-          uid: identity.uid,
-          attempts: pending.attempts + 1,
-          uncountedMs: Date.now() - pending.since,
-        },
-        'attached after failed attempts; counting from now',
-      );
-    }
+    this.#unattached.attached(identity);
     // Fresh links count from zero; what this cgroup counted before (its pins
     // went while no agent ran) or an earlier cgroup of the same pod counted
     // carries on as the base.
@@ -204,27 +190,6 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
     this.#saver.soon();
-  }
-
-  /** The unit waits in #unattached for retryAttach() (unless its cgroup went meanwhile); logged on its first failure. */
-  #attachFailed(identity: UnitIdentity, seenAt: number, err: unknown): void {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      this.#unattached.delete(identity.relPath);
-      return; // raced with removal
-    }
-    const reason = errorReason(err);
-    const pending = this.#unattached.get(identity.relPath);
-    if (pending === undefined) {
-      this.#unattached.set(identity.relPath, { identity, seenAt, since: Date.now(), reason, attempts: 1 });
-      this.#log.error(
-        { err, cgroup: identity.relPath, uid: identity.uid, reason },
-        'attach failed: this cgroup is not counted until an attach works; retrying at every interval',
-      );
-    } else {
-      pending.attempts++;
-      pending.reason = reason;
-    }
-    this.emit('error', 'attach', err);
   }
 
   /**
