@@ -48,15 +48,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   tracker.restore();
   let kube: KubeSide | undefined;
   const metrics = createAgentMetrics({ tracker, mode, podNamer: () => kube?.podNamer });
-  const maps = startMapInventory({
-    intervalMs: config.mapsIntervalMs,
-    cgroupRoot: root,
-    // Two storage elements (ingress, egress) per counted cgroup: known without walking the map's keys.
-    ownStorage: { mapId: meter.maps.stats.info().id, entries: () => 2 * tracker.liveCount() },
-    ownNonMapFds: () => meter.heldLinkFds(),
-    log: log.child({ module: 'maps' }),
-    onError: () => metrics.errors.inc({ op: 'maps' }),
-  });
+  const maps = inventoryMaps(config, root, meter, tracker, metrics, log);
   addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
   metrics.exposition.add(server.rejectedMetric('podmeter_http_rejected_total'));
   let ready = false;
@@ -161,6 +153,26 @@ async function startKubeSide(
   const { startKubernetes } = await import('./kube/kube.ts'); // standalone agents never load the Kubernetes side
   log.info({ server: connection.server, credentials: connection.source }, 'Kubernetes API');
   return startKubernetes({ ...parts, connection, log: log.child({ module: 'kube' }) });
+}
+
+/** The node's BPF map inventory, every --maps-interval, knowing podmeter's own storage map and link fds. */
+function inventoryMaps(
+  config: AgentConfig,
+  root: string,
+  meter: Meter,
+  tracker: Tracker,
+  metrics: AgentMetrics,
+  log: Logger,
+): ReturnType<typeof startMapInventory> {
+  return startMapInventory({
+    intervalMs: config.mapsIntervalMs,
+    cgroupRoot: root,
+    // Two storage elements (ingress, egress) per counted cgroup: known without walking the map's keys.
+    ownStorage: { mapId: meter.maps.stats.info().id, entries: () => 2 * tracker.liveCount() },
+    ownNonMapFds: () => meter.heldLinkFds(),
+    log: log.child({ module: 'maps' }),
+    onError: () => metrics.errors.inc({ op: 'maps' }),
+  });
 }
 
 /** The cgroup watcher feeding the tracker; `onReady` after the initial scan (and the leftovers of the last run settled). */

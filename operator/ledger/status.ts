@@ -40,8 +40,12 @@ export interface PlannedStatus {
   commit: () => void;
 }
 
-export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quarantine): PlannedStatus {
-  quarantine.prune(e.name, e.members!, e.pendingNode);
+/**
+ * A NodeUsage's checkpoint: each live pod with traffic and a known
+ * workload, with the counts it takes from now (`snapshot`: those to commit
+ * to the pod once written); `keepDirty` when a pod waits for its owner.
+ */
+function planCheckpoint(book: Book, e: Entry, now: number, quarantine: Quarantine) {
   let keepDirty = false;
   const snapshot: { p: PodRecord; counts: Counts }[] = [];
   const checkpoint: CheckpointEntry[] = [];
@@ -62,6 +66,12 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
     addTo(live, cp.counts);
     checkpoint.push(cp.entry);
   }
+  return { checkpoint, live, snapshot, keepDirty };
+}
+
+export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quarantine): PlannedStatus {
+  quarantine.prune(e.name, e.members!, e.pendingNode);
+  const { checkpoint, live, snapshot, keepDirty } = planCheckpoint(book, e, now, quarantine);
   const retiring = new Map([...e.retiring].filter(([, r]) => !(r.entry.rolledUp && now - r.at > book.ttlMs)));
   const retired = copy(e.retired);
   let retiredPods = e.retiredPods;

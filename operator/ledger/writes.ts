@@ -19,6 +19,7 @@ import {
   usagePath,
   VERSION,
   type UsageObject,
+  type UsageStatus,
 } from '../../common/contract/usage.ts';
 import type { Book, Entry } from './book.ts';
 import { Quarantine } from './quarantine.ts';
@@ -93,40 +94,41 @@ export class StatusWriter {
       );
       return 'written';
     } catch (err) {
-      if (generation !== this.#book.generation) return 'retry';
-      e.writtenAt = Date.now();
-      if (isStatus(err, 409)) {
-        this.#recovered();
-        await this.#reread(e); // another writer (a former leader) or a hand edit: take its ledger and write again
-        return 'retry';
-      }
-      if (isStatus(err, 404)) {
-        this.#recovered();
-        e.exists = false; // deleted by hand: created again with the totals this process holds
-        e.resourceVersion = undefined;
-        return 'retry';
-      }
-      this.#book.o.onError('write_status');
-      if (
-        isStatus(err, 422) &&
-        e.kind === 'NodeUsage' &&
-        this.quarantine.reject(e.name, built.status, err.fields, e.members!)
-      )
-        return 'retry'; // written again without the pod
-      if (isRefusal(err)) {
-        this.#book.log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
-        return 'retry';
-      }
-      // The API server is away or overloaded: end this round, one log line per outage.
-      if (this.#outageSince === undefined) {
-        this.#outageSince = Date.now();
-        this.#book.log.warn(
-          { kind: e.kind, name: e.name, err: describe(err) },
-          'status writes failing; the totals are kept and written when the API server answers',
-        );
-      }
-      return 'outage';
+      return this.#failed(e, built.status, err, generation);
     }
+  }
+
+  /** What a failed write means: write again (a conflict, a deletion, a refused pod), or an outage that ends the round. */
+  async #failed(e: Entry, status: UsageStatus, err: unknown, generation: number): Promise<WriteOutcome> {
+    if (generation !== this.#book.generation) return 'retry';
+    e.writtenAt = Date.now();
+    if (isStatus(err, 409)) {
+      this.#recovered();
+      await this.#reread(e); // another writer (a former leader) or a hand edit: take its ledger and write again
+      return 'retry';
+    }
+    if (isStatus(err, 404)) {
+      this.#recovered();
+      e.exists = false; // deleted by hand: created again with the totals this process holds
+      e.resourceVersion = undefined;
+      return 'retry';
+    }
+    this.#book.o.onError('write_status');
+    if (isStatus(err, 422) && e.kind === 'NodeUsage' && this.quarantine.reject(e.name, status, err.fields, e.members!))
+      return 'retry'; // written again without the pod
+    if (isRefusal(err)) {
+      this.#book.log.error({ kind: e.kind, name: e.name, err: describe(err) }, 'status write rejected; retrying');
+      return 'retry';
+    }
+    // The API server is away or overloaded: end this round, one log line per outage.
+    if (this.#outageSince === undefined) {
+      this.#outageSince = Date.now();
+      this.#book.log.warn(
+        { kind: e.kind, name: e.name, err: describe(err) },
+        'status writes failing; the totals are kept and written when the API server answers',
+      );
+    }
+    return 'outage';
   }
 
   #recovered(): void {
