@@ -924,8 +924,17 @@ test(
           (await activeAlerts(prom)).filter((a) => a.labels.alertname?.startsWith('Podmeter'));
         const alertList = async () =>
           JSON.stringify((await podmeterAlerts()).map((a) => ({ ...a.labels, state: a.state, value: a.value })));
-        // Checks 1-6 (traffic, a deleted agent pod, a pod holding maps) with the chart's defaults: silent.
-        assert.equal(await alertList(), '[]', "an alert with the chart's defaults on a healthy node");
+        // Checks 1-6 (traffic, a deleted agent pod, a pod holding maps) with the chart's defaults: silent, no alert
+        // firing. One may be pending: a scrape that timed out on a starved guest makes `up` 0 for a moment (the
+        // alert's `for:` is there for that), as a clean clone's run saw once for PodmeterAgentDown.
+        const firing = (await podmeterAlerts()).filter((a) => a.state === 'firing');
+        assert.deepEqual(
+          firing,
+          [],
+          `an alert fires with the chart's defaults on a healthy node: ${await alertList()}`,
+        );
+        const pending = await alertList();
+        if (pending !== '[]') t.diagnostic(`pending, not firing, with the chart's defaults: ${pending}`);
 
         // This node in zone a of region r1; two Nodes without a kubelet give the other classes their CIDRs.
         const { zoneLabel, regionLabel, crossZone, crossRegion, external } = OTHER_ZONES;
