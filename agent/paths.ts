@@ -4,8 +4,6 @@
 import { join } from 'node:path';
 import { installRoot, nativeAddon } from '../common/paths.ts';
 
-export { installRoot };
-
 /** The native addon built by node-gyp. */
 export const nativeAddonPath: string = nativeAddon('podmeter_native');
 

@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { installRoot, nativeAddonPath } from '../../agent/paths.ts';
+import { nativeAddonPath } from '../../agent/paths.ts';
+import { installRoot } from '../../common/paths.ts';
 import { TEST_PREFIX } from '../helpers/cleanup.ts';
 
 const run = promisify(execFile);
