@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs inside the test node's VM at boot (podmeter-seed.service, from the
-# read-only seed disk that test/node/up made for this VM): sets up the network,
-# starts containerd on the images' disk, and starts the kubelet and the
-# apiserver's egress proxy. Progress lines "podmeter-node: ..." go to the
+# read-only seed disk that test/node/up made for this VM): sets up the network
+# (and the second zone's network namespace), starts containerd on the images'
+# disk, and starts the kubelet, kube-proxy and the apiserver's egress proxy. Progress lines "podmeter-node: ..." go to the
 # serial console, which the host reads; "podmeter-node: error: ..." fails up.
 set -eu
 seed=/seed
@@ -26,14 +26,27 @@ echo "nameserver 10.0.2.3" >/etc/resolv.conf
 printf '127.0.0.1 localhost\n::1 localhost\n10.0.2.15 %s\n' "$NODE_NAME" >/etc/hosts
 modprobe overlay
 modprobe br_netfilter
+# kube-proxy's modes: IPVS (it checks for these modules, it does not load them) and nftables.
+modprobe -a ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack nf_tables
 sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
 	net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
-# The kubernetes Service (its ClusterIP is the first of 10.96.0.0/16): what
-# kube-proxy would program for its one endpoint, the apiserver as forwarded.
-for chain in PREROUTING OUTPUT; do
-	iptables -t nat -A "$chain" -d "$SERVICE_IP/32" -p tcp --dport 443 \
-		-j DNAT --to-destination "$APISERVER_HOST:$APISERVER_PORT"
-done
+
+# --- the second zone: a Node without a kubelet (test/node/up makes its
+# object, NAME-zone-b: zone b, pod CIDR $ZONE_B_POD_CIDR4, InternalIP
+# $ZONE_B_NODE_IP) served by a network namespace behind a veth: its address
+# on the veth is that Node's InternalIP, its pod CIDR is routed to it, and
+# $ZONE_B_POD_IP4 (a "pod" of that node) is on its side of the veth. Tests
+# run servers and clients in it (nsenter --net=/run/netns/$ZONE_B_NETNS).
+ip netns add "$ZONE_B_NETNS"
+ip link add zone-b type veth peer name eth0 netns "$ZONE_B_NETNS"
+ip addr add "$ZONE_B_GATEWAY/24" dev zone-b
+ip link set zone-b up
+ip route add "$ZONE_B_POD_CIDR4" via "$ZONE_B_NODE_IP" dev zone-b
+ip -n "$ZONE_B_NETNS" link set lo up
+ip -n "$ZONE_B_NETNS" addr add "$ZONE_B_NODE_IP/24" dev eth0
+ip -n "$ZONE_B_NETNS" addr add "$ZONE_B_POD_IP4/32" dev eth0
+ip -n "$ZONE_B_NETNS" link set eth0 up
+ip -n "$ZONE_B_NETNS" route add default via "$ZONE_B_GATEWAY"
 
 # --- containerd (v2, config version 3): systemd cgroups for runc, the local
 # pause image as the sandbox, the Debian CNI plugins.
@@ -142,7 +155,8 @@ After=containerd.service
 Requires=containerd.service
 [Service]
 ExecStart=$seed/bin/kubelet --config=/etc/kubernetes/kubelet.yaml --kubeconfig=$seed/kubelet.kubeconfig \
-  --hostname-override=$NODE_NAME --node-ip=10.0.2.15 --cert-dir=/var/lib/kubelet/pki
+  --hostname-override=$NODE_NAME --node-ip=10.0.2.15 --cert-dir=/var/lib/kubelet/pki \
+  --node-labels=topology.kubernetes.io/zone=$NODE_ZONE,topology.kubernetes.io/region=$NODE_REGION
 Restart=always
 RestartSec=2
 EOT
@@ -154,6 +168,32 @@ ExecStart=$seed/bin/guestproxy --listen=:$PROXY_PORT --cert=$seed/pki/guestproxy
   --key=$seed/pki/guestproxy.key --client-ca=$seed/pki/node-ca.crt
 Restart=always
 EOT
+# --- kube-proxy: Services on this node, in the mode node.env names
+# (kube-proxy-mode, on the seed disk, switches it on a running node). It
+# programs the kubernetes Service too (its endpoint: the apiserver as forwarded).
+cat >/etc/kubernetes/kube-proxy.yaml <<EOT
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: $KUBE_PROXY_MODE
+clientConnection: { kubeconfig: $seed/kube-proxy.kubeconfig }
+hostnameOverride: $NODE_NAME
+# Its node IP, without waiting for the Node (under TCG the kubelet registers it late).
+bindAddress: 10.0.2.15
+clusterCIDR: $CLUSTER_CIDR
+metricsBindAddress: 127.0.0.1:10249
+# The kernel's conntrack table size as it is (no nf_conntrack_max of its own).
+conntrack: { maxPerCore: 0 }
+EOT
+cat >/run/systemd/system/kube-proxy.service <<EOT
+[Unit]
+Description=kube-proxy (podmeter test node)
+After=network.target
+[Service]
+Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ExecStart=$seed/bin/kube-proxy --config=/etc/kubernetes/kube-proxy.yaml
+Restart=always
+RestartSec=2
+EOT
 systemctl daemon-reload
-systemctl start guestproxy kubelet
+systemctl start guestproxy kube-proxy kubelet
 say "kubelet started"
