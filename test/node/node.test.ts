@@ -1467,12 +1467,18 @@ test(
               ?.split(' ')[2] ?? 0,
           );
         const onNode = (args: string[]) => node.must(['exec', 'zone-b', '-n', ns, '--', ...args]);
-        const counters = async (n: string, pod: string) =>
-          podCounters(
-            await node.must(['exec', pod, '-n', n, '--', 'cat', ...ETH0_STATISTICS]),
-            await agentMetrics(node),
-            n,
-            pod,
+        /**
+         * A pod's counters once they have settled (the same twice, 3 s apart): what the agent counts of a Service
+         * flow may reach its class a drain later than its totals.
+         */
+        const counters = (n: string, pod: string) =>
+          settled(`the counters of ${n}/${pod}`, 3_000, async () =>
+            podCounters(
+              await node.must(['exec', pod, '-n', n, '--', 'cat', ...ETH0_STATISTICS]),
+              await agentMetrics(node),
+              n,
+              pod,
+            ),
           );
         /** Datagrams sent to each sink so far. */
         const sent: Record<string, number> = { backend: 0, 'zone-b': 0 };
