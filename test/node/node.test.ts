@@ -34,6 +34,7 @@ import {
   assertPhase,
   counterDelta,
   ETH0_STATISTICS,
+  NEIGHBOUR_FRAMES_MAX,
   podCounters,
   PROBE,
   SEND,
@@ -739,7 +740,7 @@ test(
           ['rx', d.rxPackets! - d.ingressPackets!, d.rxBytes! - (d.ingressBytes! + 14 * d.ingressPackets!)],
         ] as const) {
           t.diagnostic(`eth0 ${dir} = podmeter + 14 x packets + ${frames} neighbour frames of ${bytes} bytes`);
-          assertNeighbourFrames(`eth0 ${dir}`, frames, bytes, d);
+          assertNeighbourFrames(`eth0 ${dir}`, frames, bytes, d, NEIGHBOUR_FRAMES_MAX[dir]);
         }
       },
     );

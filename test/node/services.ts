@@ -182,14 +182,24 @@ export function counterDelta(before: Record<string, number>, after: Record<strin
   return Object.fromEntries([...keys].map((k) => [k, (after[k] ?? 0) - (before[k] ?? 0)]));
 }
 
+/** The most neighbour frames a short window may hold, by direction (assertNeighbourFrames). */
+export const NEIGHBOUR_FRAMES_MAX = { tx: 6, rx: 16 } as const;
+
 /**
  * What a pod's interface carried beyond what its sockets sent or received
- * (podmeter's count plus 14 bytes of Ethernet header a frame): the kernel's
- * own neighbour frames, ARP (42 B), IPv6 router and neighbour solicitations
- * (70-86 B) and MLD reports (90 B), at most a few in a short window.
+ * (podmeter's count plus 14 bytes of Ethernet header a frame): neighbour
+ * frames, ARP (42 B), IPv6 router and neighbour solicitations (70-86 B) and
+ * MLD reports (90 B), each of 42-90 bytes, at most `max` of them. What a pod
+ * sends of them is its own kernel's (a few in a short window); what it
+ * receives also has every broadcast ARP request and flooded multicast of
+ * the bridge (the node asking for other pods, other pods' DAD and MLD): 8
+ * frames of 476 B in a check 9 phase that began as two other pods started.
  */
-export function assertNeighbourFrames(what: string, frames: number, bytes: number, d: object): void {
-  assert.ok(frames >= 0 && frames <= 6, `${what}: ${frames} frames more than the pod's sockets: ${JSON.stringify(d)}`);
+export function assertNeighbourFrames(what: string, frames: number, bytes: number, d: object, max: number): void {
+  assert.ok(
+    frames >= 0 && frames <= max,
+    `${what}: ${frames} frames more than the pod's sockets: ${JSON.stringify(d)}`,
+  );
   assert.ok(
     bytes >= 42 * frames && bytes <= 90 * frames,
     `${what}: ${bytes} bytes in ${frames} neighbour frames: ${JSON.stringify(d)}`,
@@ -212,11 +222,13 @@ export function assertPhase(what: string, d: Record<string, number>, cls: string
     (d.txPackets ?? 0) - (d.egressPackets ?? 0),
     (d.txBytes ?? 0) - (d.egressBytes ?? 0) - 14 * (d.egressPackets ?? 0),
     d,
+    NEIGHBOUR_FRAMES_MAX.tx,
   );
   assertNeighbourFrames(
     `${what}: eth0 rx`,
     (d.rxPackets ?? 0) - (d.ingressPackets ?? 0),
     (d.rxBytes ?? 0) - (d.ingressBytes ?? 0) - 14 * (d.ingressPackets ?? 0),
     d,
+    NEIGHBOUR_FRAMES_MAX.rx,
   );
 }
