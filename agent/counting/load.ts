@@ -8,7 +8,7 @@ import type { Logger } from '../../common/log.ts';
 import { BpfObject, bpfObjectPath, closingOnThrow, CollectionSpec, DIRECTIONS } from '../kernel/bpf.ts';
 import { PODMETER_MAPS, PODMETER_PROGRAMS } from '../kernel/contract.generated.ts';
 import { memlockExplained, raiseMemlock } from './memlock.ts';
-import { MAP_KEYS, PinDir, type PodmeterObjects } from './pins.ts';
+import { MAP_KEYS, PinDir, type PodmeterMaps, type PodmeterObjects } from './pins.ts';
 
 /** The objects, and whether they were adopted from pins (else loaded now). */
 export function loadObjects(pins: PinDir, log: Logger): { objects: PodmeterObjects; adopted: boolean } {
@@ -32,14 +32,8 @@ export function loadObjects(pins: PinDir, log: Logger): { objects: PodmeterObjec
   try {
     // Maps taken out of the object are closed here if a later step fails; the object closes the rest.
     const objects = closingOnThrow((take): PodmeterObjects => {
-      const takeMap = (key: Exclude<keyof PodmeterObjects['maps'], 'stats'>) =>
-        take(object.takeMap(PODMETER_MAPS[key].name));
-      const maps = {
-        stats: take(object.takeStatsMap(PODMETER_MAPS.stats.name)),
-        peers: takeMap('peers'),
-        gen: takeMap('gen'),
-        names: takeMap('names'),
-      };
+      const maps = { stats: take(object.takeStatsMap(PODMETER_MAPS.stats.name)) } as PodmeterMaps;
+      for (const key of MAP_KEYS) if (key !== 'stats') maps[key] = take(object.takeMap(PODMETER_MAPS[key].name));
       const programs = {
         ingress: object.program(PODMETER_PROGRAMS.ingress.name),
         egress: object.program(PODMETER_PROGRAMS.egress.name),

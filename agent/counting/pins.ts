@@ -10,6 +10,8 @@
  *   <bpffs>/map_peers                   podmeter_peers: the peer trie (prefix -> class slot)
  *   <bpffs>/map_generation              podmeter_gen: the trie's generation (invalidates the programs' cached classes)
  *   <bpffs>/map_slot_names              podmeter_names: which configured class holds each named slot
+ *   <bpffs>/map_flows, map_flows_a, map_flows_b, map_flow_epochs, map_flow_misses, map_units
+ *                                       Service flows (agent/services/tables.ts)
  *   <bpffs>/links/<cgroup id>_<direction>
  *
  * Anyone who can write the bpffs mount can put anything at these paths: what
@@ -27,10 +29,13 @@ import { ensureDir } from '../files.ts';
 export type MapKey = keyof typeof PODMETER_MAPS;
 export const MAP_KEYS = Object.keys(PODMETER_MAPS) as MapKey[];
 
+/** The maps of podmeter.bpf.c by key: the per-CPU cgroup storage, and ordinary maps. */
+export type PodmeterMaps = { stats: StatsMap } & Record<Exclude<MapKey, 'stats'>, BpfMap>;
+
 /** The programs and maps of podmeter.bpf.c, by key. */
 export interface PodmeterObjects {
   programs: Record<Direction, Program>;
-  maps: { stats: StatsMap; peers: BpfMap; gen: BpfMap; names: BpfMap };
+  maps: PodmeterMaps;
 }
 
 export interface LinkPin {
@@ -78,16 +83,11 @@ export class PinDir {
    */
   adopt(spec: CollectionSpec): PodmeterObjects {
     return closingOnThrow((open) => {
-      const adoptMap = (key: Exclude<MapKey, 'stats'>) =>
-        open(BpfMap.adopt(this.map(key), spec.map(PODMETER_MAPS[key].name)));
-      const maps = {
-        stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))),
-        peers: adoptMap('peers'),
-        gen: adoptMap('gen'),
-        names: adoptMap('names'),
-      };
-      // The maps both programs use (names: only the agent reads and writes it).
-      const used = (['stats', 'peers', 'gen'] as const).map((key) => ({
+      const maps = { stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))) } as PodmeterMaps;
+      for (const key of MAP_KEYS)
+        if (key !== 'stats') maps[key] = open(BpfMap.adopt(this.map(key), spec.map(PODMETER_MAPS[key].name)));
+      // The maps both programs use (names, flows' tables and epochs: only the agent reads and writes them).
+      const used = (['stats', 'peers', 'gen', 'flows', 'flow_misses', 'units'] as const).map((key) => ({
         map: maps[key],
         what: PODMETER_MAPS[key].pin,
       }));
