@@ -83,7 +83,9 @@ export class PinDir {
    */
   adopt(spec: CollectionSpec): PodmeterObjects {
     return closingOnThrow((open) => {
-      const maps = { stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))) } as PodmeterMaps;
+      const maps = {
+        stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))),
+      } as PodmeterMaps;
       for (const key of MAP_KEYS)
         if (key !== 'stats') maps[key] = open(BpfMap.adopt(this.map(key), spec.map(PODMETER_MAPS[key].name)));
       // The maps both programs use (names, flows' tables and epochs: only the agent reads and writes them).

@@ -37,7 +37,10 @@ export const DRAIN_PERIOD_MS = 1000;
 export type UnresolvedReason = KernelMiss | ResolveMiss | 'unit-gone';
 
 /** What draining needs of the flow tables (tables.ts; unit tests use an in-memory stand-in). */
-export type DrainableTables = Pick<FlowTables, 'active' | 'epoch' | 'activate' | 'read' | 'clear' | 'isEmpty' | 'misses'>;
+export type DrainableTables = Pick<
+  FlowTables,
+  'active' | 'epoch' | 'activate' | 'read' | 'clear' | 'isEmpty' | 'misses'
+>;
 
 export interface ServiceFlowsOptions {
   tables: DrainableTables;
@@ -93,10 +96,12 @@ export class ServiceFlows {
   /** One drain of both tables, after any running one; resolves when it is done (never rejects). */
   drain(): Promise<void> {
     this.#queued++;
-    const next = this.#chain.then(() => this.#cycle()).then(
-      () => this.#ok(),
-      (err: unknown) => this.#failed(err),
-    );
+    const next = this.#chain
+      .then(() => this.#cycle())
+      .then(
+        () => this.#ok(),
+        (err: unknown) => this.#failed(err),
+      );
     this.#chain = next.finally(() => this.#queued--);
     return next;
   }
@@ -109,7 +114,8 @@ export class ServiceFlows {
   /** Bytes and packets to or from Services that stayed in `service`, by reason (the kernel's since its maps were made). */
   unresolved(): Record<UnresolvedReason, Traffic> {
     const out: Partial<Record<UnresolvedReason, Traffic>> = this.#tables.misses();
-    for (const reason of [...RESOLVE_MISSES, 'unit-gone'] as const) out[reason] = this.#unresolved.get(reason) ?? NO_TRAFFIC;
+    for (const reason of [...RESOLVE_MISSES, 'unit-gone'] as const)
+      out[reason] = this.#unresolved.get(reason) ?? NO_TRAFFIC;
     return out as Record<UnresolvedReason, Traffic>;
   }
 

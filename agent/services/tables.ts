@@ -162,7 +162,10 @@ function decode(key: Uint8Array, value: Uint8Array): FlowEntry {
     localPort: view.getUint16(f.local_port.offset, LE),
     remote: key.slice(f.remote.offset, f.remote.offset + f.remote.size),
     remotePort: view.getUint16(f.remote_port.offset, LE),
-    traffic: { ingress: traffic(PODMETER_DIRECTIONS.indexOf('ingress')), egress: traffic(PODMETER_DIRECTIONS.indexOf('egress')) },
+    traffic: {
+      ingress: traffic(PODMETER_DIRECTIONS.indexOf('ingress')),
+      egress: traffic(PODMETER_DIRECTIONS.indexOf('egress')),
+    },
   };
 }
 

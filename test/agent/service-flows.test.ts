@@ -44,7 +44,9 @@ function dnatServiceToBackend(topo: Topology): void {
   }
 }
 
-async function start(t: TestContext): Promise<{ agent: AgentProcess; app: CgroupDir; other: CgroupDir; topo: Topology }> {
+async function start(
+  t: TestContext,
+): Promise<{ agent: AgentProcess; app: CgroupDir; other: CgroupDir; topo: Topology }> {
   const root = makeTestCgroup(t);
   const app = root.child('app.service');
   const other = root.child('other.service');

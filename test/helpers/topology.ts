@@ -20,7 +20,8 @@
  *   benchNetwork(network, podmeter, peers): where a benchmark's iperf3 client and server run:
  *     'lo' one netns (the loopback class); 'veth' pod -> world over the veth pair, with
  *     `peers` prefixes in podmeter's peer trie (a /24 and a /64 per simulated node) and the
- *     server's address in one of them.
+ *     server's address in one of them; 'service' the same, the client sending to a Service
+ *     address that a DNAT in world turns into the server's (podmeter's flow table active).
  *   Both veth ends have MTU 65535, so datagrams up to 65,000 bytes go unfragmented, as on lo.
  *
  * Addresses (IPv4 / IPv6):
@@ -169,12 +170,34 @@ export function benchNetwork(
     const netns = makeNetns();
     return { clientNetns: netns, serverNetns: netns, address: undefined };
   }
-  if (network !== 'veth') throw new Error(`NETWORK must be veth or lo, not ${network}`);
+  if (network !== 'veth' && network !== 'service')
+    throw new Error(`NETWORK must be veth, service or lo, not ${network}`);
   const topo = makeTopology();
   for (let i = 0; i < peers / 2; i++) {
     podmeter.setPeer(`10.${100 + (i >> 8)}.${i & 255}.0/24`, 'zone');
     podmeter.setPeer(`fd00:${(100 + i).toString(16)}::/64`, 'zone');
   }
   podmeter.setPeer(CIDRS.zone[0], 'zone');
-  return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
+  if (network === 'veth') return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
+  // 'service': the client talks to a Service address, which a DNAT in world (kube-proxy's rule) turns
+  // into the server's; its packets count per flow in the active flow table.
+  execFileSync('ip', [
+    'netns',
+    'exec',
+    topo.world.name,
+    'iptables',
+    '-t',
+    'nat',
+    '-A',
+    'PREROUTING',
+    '-d',
+    ADDRESSES.service[4],
+    '-j',
+    'DNAT',
+    '--to-destination',
+    ADDRESSES.zone[4],
+  ]);
+  podmeter.setPeer(CIDRS.service[0], 'service');
+  podmeter.flows?.activate(0, 1n);
+  return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.service[4] };
 }

@@ -37,7 +37,14 @@ test('defaults', () => {
 
 test('--service-cidr (repeatable, comma lists) and --conntrack-netns', () => {
   const config = parseAgentConfig(
-    ['--service-cidr', '10.96.0.0/12,fd00:96::/108', '--service-cidr', '10.100.0.1', '--conntrack-netns', '/run/netns/x'],
+    [
+      '--service-cidr',
+      '10.96.0.0/12,fd00:96::/108',
+      '--service-cidr',
+      '10.100.0.1',
+      '--conntrack-netns',
+      '/run/netns/x',
+    ],
     ENV,
   );
   assert.deepEqual(

@@ -26,7 +26,10 @@ class MemoryTables implements DrainableTables {
     if (this.current === undefined) throw new Error('no active table');
     const t = this.tables[this.current];
     const was = t.get(id);
-    const egress = { bytes: (was?.traffic.egress.bytes ?? 0n) + bytes, packets: (was?.traffic.egress.packets ?? 0n) + 1n };
+    const egress = {
+      bytes: (was?.traffic.egress.bytes ?? 0n) + bytes,
+      packets: (was?.traffic.egress.packets ?? 0n) + 1n,
+    };
     t.set(id, { ...(was ?? entry(id, unit)), traffic: { ingress: NO_TRAFFIC, egress } });
   }
 
