@@ -188,6 +188,7 @@ const agentFlags = defineFlags({
           .filter((s) => s.trim() !== '')
           .map((s) => parsePrefix(s.trim())),
       ),
+    repeatable: true,
     default: [] as Prefix[],
     defaultHelp: "none besides the cluster's ServiceCIDR objects",
   },
