@@ -132,6 +132,16 @@ export interface NativeAddon {
   raiseMemlockLimit(): number;
   /** Grows the fd table to `count` slots at once (capped at RLIMIT_NOFILE); the slots reserved, 0 when it could not. */
   reserveFds(count: number): number;
+  /**
+   * A NETLINK_NETFILTER socket for conntrack lookups, made inside the network
+   * namespace at `netnsPath` when given (agent/native/src/conntrack.h).
+   */
+  conntrackOpen(netnsPath?: string): number;
+  /**
+   * For n tuple records (conntrack.h: 40 bytes each), n answer records (24
+   * bytes each): who answers each tuple in the conntrack table, or zeros.
+   */
+  conntrackReplies(fd: number, tuples: Uint8Array): Uint8Array;
 }
 
 function load(): NativeAddon {

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "attach.h"
+#include "conntrack.h"
 #include "elements.h"
 #include "errors.h"
 #include "inventory.h"
@@ -42,6 +43,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("enableRunTimeStats", EnableRunTimeStats);
   add("raiseMemlockLimit", RaiseMemlockLimit);
   add("reserveFds", ReserveFds);
+  add("conntrackOpen", ConntrackOpen);
+  add("conntrackReplies", ConntrackReplies);
   return exports;
 }
 
