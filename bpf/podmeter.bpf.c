@@ -22,6 +22,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "podmeter.h"
@@ -263,8 +264,22 @@ static __always_inline int flow_key(struct __sk_buff *skb, int ingress, struct p
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
 			return -1;
-		protocol = ip6.nexthdr; /* extension headers: not a flow */
+		protocol = ip6.nexthdr;
 		l4 = sizeof(ip6);
+		/*
+		 * Hop-by-hop (a BIG TCP super-packet's jumbo payload option),
+		 * routing and destination options headers come before the ports.
+		 */
+		for (int i = 0; i < 4; i++) {
+			__u8 ext[2];
+
+			if (protocol != IPPROTO_HOPOPTS && protocol != IPPROTO_ROUTING && protocol != IPPROTO_DSTOPTS)
+				break;
+			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+				return -1;
+			protocol = ext[0];
+			l4 += (ext[1] + 1) * 8;
+		}
 		__builtin_memcpy(key->local, ingress ? &ip6.daddr : &ip6.saddr, 16);
 		__builtin_memcpy(key->remote, ingress ? &ip6.saddr : &ip6.daddr, 16);
 	} else {

@@ -133,7 +133,7 @@ struct podmeter_flow {
 
 /* Why a Service packet was counted in the PODMETER_SERVICE slot: the index of podmeter_flow_misses. */
 enum podmeter_flow_miss {
-	PODMETER_MISS_NOT_A_FLOW = 0, /* no TCP, UDP or SCTP header (ICMP, IPv6 extension headers) */
+	PODMETER_MISS_NOT_A_FLOW = 0, /* no TCP, UDP or SCTP header (ICMP; IPv6 with more than 4 extension headers) */
 	PODMETER_MISS_NO_UNIT = 1,    /* the socket's cgroup is under no cgroup in podmeter_units */
 	PODMETER_MISS_TABLE_FULL = 2, /* the active flow table had no room */
 	PODMETER_MISSES = 3,
