@@ -117,7 +117,7 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
       stats?.close();
       peers?.close();
       generation?.close();
-      for (const map of Object.values(flowMaps ?? {})) map.close();
+      for (const map of flowMaps === undefined ? [] : (Object.values(flowMaps) as BpfMap[])) map.close();
       obj.close();
     },
   };

@@ -18,7 +18,10 @@ const log = createLogger({ level: 'error', format: 'json' });
 
 /** Two tables, one active, each with its drain number; `count` is what the programs do. */
 class MemoryTables implements DrainableTables {
-  readonly tables: [Map<string, FlowEntry>, Map<string, FlowEntry>] = [new Map(), new Map()];
+  readonly tables: [Map<string, FlowEntry>, Map<string, FlowEntry>] = [
+    new Map<string, FlowEntry>(),
+    new Map<string, FlowEntry>(),
+  ];
   readonly epochs: [bigint, bigint] = [0n, 0n];
   current: Table | undefined;
 
