@@ -11,14 +11,13 @@
  *
  * Prints figures and a final JSON line. Needs root and iptables.
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { startAgentProcess } from '../test/helpers/agent.ts';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { runMain, sleep } from '../test/helpers/cleanup.ts';
 import { waitFor } from '../test/helpers/poll.ts';
 import { sample } from '../test/helpers/samples.ts';
-import { ADDRESSES, CIDRS, makeTopology } from '../test/helpers/topology.ts';
+import { ADDRESSES, CIDRS, dnatService, makeTopology } from '../test/helpers/topology.ts';
 import { spawnInCgroup, udpDatagramBytes } from '../test/helpers/traffic.ts';
 
 const RATE = Number(process.env.RATE ?? 1000);
@@ -55,22 +54,7 @@ await runMain(async () => {
   const app = root.child('client.service');
   const server = root.child('server.service');
   const topo = makeTopology();
-  execFileSync('ip', [
-    'netns',
-    'exec',
-    topo.world.name,
-    'iptables',
-    '-t',
-    'nat',
-    '-A',
-    'PREROUTING',
-    '-d',
-    ADDRESSES.service[4],
-    '-j',
-    'DNAT',
-    '--to-destination',
-    ADDRESSES.zone[4],
-  ]);
+  dnatService(topo, 'zone', [4]);
   const agent = await startAgentProcess(undefined, {
     cgroupRoot: root.path,
     args: [

@@ -9,40 +9,17 @@
  * loses and doubles nothing. Needs root, cgroup v2, bpffs, iptables.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { test, type TestContext } from 'node:test';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent.ts';
 import { makeTestCgroup, type CgroupDir } from '../helpers/cgroups.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sample } from '../helpers/samples.ts';
-import { ADDRESSES, CIDRS, makeTopology, type Topology } from '../helpers/topology.ts';
+import { ADDRESSES, CIDRS, dnatService, makeTopology, type Topology } from '../helpers/topology.ts';
 import { tcpTransfer, udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.ts';
 
 /** The backend behind the Service address: a pod in another zone (a configured class stands for it standalone). */
 const BACKEND = 'crossZone';
 const BACKEND_CLASS = 'remote-zone';
-
-/** A DNAT of every packet to the Service address, to the backend's address (ports kept), as kube-proxy writes one per Service port. */
-function dnatServiceToBackend(topo: Topology): void {
-  for (const family of [4, 6] as const) {
-    execFileSync('ip', [
-      'netns',
-      'exec',
-      topo.world.name,
-      family === 4 ? 'iptables' : 'ip6tables',
-      '-t',
-      'nat',
-      '-A',
-      'PREROUTING',
-      '-d',
-      ADDRESSES.service[family],
-      '-j',
-      'DNAT',
-      '--to-destination',
-      ADDRESSES[BACKEND][family],
-    ]);
-  }
-}
 
 async function start(
   t: TestContext,
@@ -51,7 +28,7 @@ async function start(
   const app = root.child('app.service');
   const other = root.child('other.service');
   const topo = makeTopology(t);
-  dnatServiceToBackend(topo);
+  dnatService(topo, BACKEND);
   const agent = await startAgentProcess(t, {
     cgroupRoot: root.path,
     args: [

@@ -16,6 +16,7 @@
  *     toPeer/fromPeer: udpExchange/tcpTransfer options (Endpoints) for traffic from the pod
  *     netns to `peer`'s address in world, or from `peer`'s address (bound) to the pod.
  *   CIDRS: the prefixes a node agent would know for each class.
+ *   dnatService(topo, backend, families?): kube-proxy's DNAT in world from the Service address to `backend`'s.
  *
  *   benchNetwork(network, podmeter, peers): where a benchmark's iperf3 client and server run:
  *     'lo' one netns (the loopback class); 'veth' pod -> world over the veth pair, with
@@ -161,6 +162,31 @@ export function makeTopology(t?: AfterHook): Topology {
   };
 }
 
+/** kube-proxy's rule for a Service, in world (the node): packets to the `service` address go to `backend`'s (ports kept). */
+export function dnatService(
+  topo: Topology,
+  backend: Exclude<Peer, 'service'>,
+  families: readonly Family[] = [4, 6],
+): void {
+  for (const family of families)
+    execFileSync('ip', [
+      'netns',
+      'exec',
+      topo.world.name,
+      family === 4 ? 'iptables' : 'ip6tables',
+      '-t',
+      'nat',
+      '-A',
+      'PREROUTING',
+      '-d',
+      ADDRESSES.service[family],
+      '-j',
+      'DNAT',
+      '--to-destination',
+      ADDRESSES[backend][family],
+    ]);
+}
+
 export function benchNetwork(
   network: string,
   podmeter: Loaded,
@@ -181,22 +207,7 @@ export function benchNetwork(
   if (network === 'veth') return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
   // 'service': the client talks to a Service address, which a DNAT in world (kube-proxy's rule) turns
   // into the server's; its packets count per flow in the active flow table.
-  execFileSync('ip', [
-    'netns',
-    'exec',
-    topo.world.name,
-    'iptables',
-    '-t',
-    'nat',
-    '-A',
-    'PREROUTING',
-    '-d',
-    ADDRESSES.service[4],
-    '-j',
-    'DNAT',
-    '--to-destination',
-    ADDRESSES.zone[4],
-  ]);
+  dnatService(topo, 'zone', [4]);
   podmeter.setPeer(CIDRS.service[0], 'service');
   podmeter.flows?.activate(0, 1n);
   return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.service[4] };
