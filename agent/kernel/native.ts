@@ -121,7 +121,8 @@ export interface NativeAddon {
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): void;
   mapDelete(fd: number, key: Uint8Array, mapId: number): boolean;
   mapLookup(fd: number, key: Uint8Array, valueSize: number, mapId: number): Uint8Array | undefined;
-  mapKeys(fd: number, keySize: number, mapId: number): Uint8Array[];
+  /** At most `limit` keys when given (1: whether the map has any). */
+  mapKeys(fd: number, keySize: number, mapId: number, limit?: number): Uint8Array[];
   listMaps(afterId?: number, limit?: number): MapInfo[];
   listPrograms(afterId?: number, limit?: number): ProgInfo[];
   mapInfo(fd: number): MapInfo;

@@ -139,15 +139,17 @@ export class ServiceFlows {
   async #empty(table: Table): Promise<boolean> {
     if (this.#tables.isEmpty(table)) return true;
     const epoch = this.#tables.epoch(table);
+    let entries: FlowEntry[] = [];
     if (epoch > this.#moved) {
-      this.#move(this.#tables.read(table));
+      entries = this.#tables.read(table);
+      this.#move(entries);
       this.#moved = epoch;
     }
     if (epoch > this.#persisted) {
       if (!(await this.#persist())) return false; // the saver logs and counts it; the table waits
       this.#persisted = epoch;
     }
-    this.#tables.clear(table);
+    this.#tables.clear(table, entries);
     return true;
   }
 

@@ -104,16 +104,15 @@ export class FlowTables {
     return out;
   }
 
-  /** Empties a table; true when it had entries. */
-  clear(table: Table): boolean {
+  /** Empties a table: the keys of `entries` (what read() gave), then any other left. */
+  clear(table: Table, entries: readonly FlowEntry[] = []): void {
     const map = this.#tables[table];
-    const keys = map.keys(KEY.size);
-    for (const key of keys) map.delete(key);
-    return keys.length > 0;
+    for (const e of entries) map.delete(Buffer.from(e.id, 'hex'));
+    for (const key of map.keys(KEY.size)) map.delete(key);
   }
 
   isEmpty(table: Table): boolean {
-    return this.#tables[table].keys(KEY.size).length === 0;
+    return this.#tables[table].keys(KEY.size, 1).length === 0;
   }
 
   /** A cgroup is counted: its flows (and those of cgroups below it) count for it. Before its programs attach. */

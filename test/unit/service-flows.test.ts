@@ -51,10 +51,8 @@ class MemoryTables implements DrainableTables {
     assert.notEqual(table, this.current, 'only an inactive table is read');
     return [...this.tables[table].values()];
   }
-  clear(table: Table): boolean {
-    const had = this.tables[table].size > 0;
+  clear(table: Table): void {
     this.tables[table].clear();
-    return had;
   }
   isEmpty(table: Table): boolean {
     return this.tables[table].size === 0;
