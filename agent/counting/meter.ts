@@ -6,11 +6,11 @@
  * the running agent (repair.ts).
  */
 import type { Logger } from '../../common/log.ts';
-import type { BpfMap, Direction, Program, StatsMap } from '../kernel/bpf.ts';
+import type { Direction, Program } from '../kernel/bpf.ts';
 import type { SlotNames } from '../peers/classes.ts';
 import { Links } from './links.ts';
 import { closeObjects, loadObjects } from './load.ts';
-import { PinDir, type PodmeterObjects } from './pins.ts';
+import { PinDir, type PodmeterMaps, type PodmeterObjects } from './pins.ts';
 import { readCgroup, readCgroups, type KernelRead } from './read.ts';
 import { PinRepair } from './repair.ts';
 import { recordSlotNames } from './slotNames.ts';
@@ -20,8 +20,8 @@ export type { KernelRead } from './read.ts';
 export class Meter {
   readonly pins: PinDir;
   readonly programs: Readonly<Record<Direction, Program>>;
-  /** podmeter_stats, podmeter_peers (agent/peers/table.ts keeps it current), podmeter_gen, podmeter_names. */
-  readonly maps: Readonly<{ stats: StatsMap; peers: BpfMap; gen: BpfMap; names: BpfMap }>;
+  /** podmeter_stats, podmeter_peers (agent/peers/table.ts keeps it current), podmeter_gen, podmeter_names, ... by key. */
+  readonly maps: Readonly<PodmeterMaps>;
   /** The programs and maps were adopted from an earlier agent's pins (else loaded now). */
   readonly adopted: boolean;
   /** Which class each slot counts. */
@@ -41,12 +41,14 @@ export class Meter {
 
   /**
    * Adopts the programs and maps pinned by an earlier agent, so existing links
-   * keep counting into the same storage; loads and pins them otherwise.
+   * keep counting into the same storage (upgrading its programs in place when
+   * they are not this version's); loads and pins them otherwise.
    * `configuredClasses`: the named peer classes, each given a slot for good.
+   * `objectPath`: the BPF object (tests load other builds of it).
    */
-  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = []): Meter {
+  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = [], objectPath?: string): Meter {
     const pins = new PinDir(bpffs);
-    const { objects, adopted } = loadObjects(pins, log);
+    const { objects, adopted } = loadObjects(pins, log, objectPath);
     try {
       return new Meter(pins, objects, adopted, recordSlotNames(objects.maps.names, configuredClasses, log), log);
     } catch (err) {
