@@ -56,6 +56,12 @@ struct {
 } podmeter_peers SEC(".maps");
 
 /*
+ * PODMETER_TEST_EARLIER builds a stand-in for an earlier version of this
+ * file (test/kernel/pin-upgrade.test.ts upgrades from it): other code, the
+ * same counts, one map fewer. Without podmeter_gen the peer cache is off.
+ */
+#ifndef PODMETER_TEST_EARLIER
+/*
  * The peer trie's generation: the agent increments it after changing the
  * trie, which invalidates every cached class. 0: the cache is off.
  */
@@ -65,6 +71,7 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, 1);
 } podmeter_gen SEC(".maps");
+#endif
 
 /*
  * Which configured class owns each named slot (not read by the programs):
@@ -169,9 +176,13 @@ static __always_inline __u32 trie_class(__u64 a0, __u64 a1)
 
 static __always_inline __u32 generation(void)
 {
+#ifdef PODMETER_TEST_EARLIER
+	return 0;
+#else
 	__u32 zero = 0, *g = bpf_map_lookup_elem(&podmeter_gen, &zero);
 
 	return g ? READ_ONCE(*g) & PODMETER_GENERATION_MASK : 0;
+#endif
 }
 
 static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_buff *skb, int ingress)

@@ -45,12 +45,14 @@ export class Meter {
 
   /**
    * Adopts the programs and maps pinned by an earlier agent, so existing links
-   * keep counting into the same storage; loads and pins them otherwise.
+   * keep counting into the same storage (upgrading its programs in place when
+   * they are not this version's); loads and pins them otherwise.
    * `configuredClasses`: the named peer classes, each given a slot for good.
+   * `objectPath`: the BPF object (tests load other builds of it).
    */
-  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = []): Meter {
+  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = [], objectPath?: string): Meter {
     const pins = new PinDir(bpffs);
-    const { objects, adopted } = loadObjects(pins, log);
+    const { objects, adopted } = loadObjects(pins, log, objectPath);
     try {
       return new Meter(pins, objects, adopted, recordSlotNames(objects.maps.names, configuredClasses, log), log);
     } catch (err) {

@@ -39,6 +39,8 @@ export interface ProgInfo {
   name: string;
   type: number;
   typeName: string;
+  /** The kernel's hash of the instructions as loaded (map references left out), 16 hex digits: the same code has the same tag. */
+  tag: string;
   /** Cumulative; only advances while run-time statistics are enabled. */
   runTimeNs: bigint;
   runCnt: bigint;
@@ -84,13 +86,17 @@ export interface RawProgramSpec {
  */
 export interface NativeAddon {
   setErrorClass(ctor: typeof BpfError): void;
-  openObject(path: string): RawObject;
+  /** `reuse`: fds of existing maps by map name, used instead of creating those maps. */
+  openObject(path: string, reuse?: Readonly<Record<string, number>>): RawObject;
   objectSpec(path: string): { maps: RawMapSpec[]; programs: RawProgramSpec[] };
   attachCgroupLink(progFd: number, cgroupPath: string, attachType: number): number;
   attachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   detachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   queryCgroup(cgroupPath: string, attachType: number): number[];
   linkDetach(linkFd: number): void;
+  /** BPF_LINK_UPDATE with BPF_F_REPLACE: fails (EPERM) unless the link still runs `oldProgFd`'s program. */
+  linkUpdate(linkFd: number, newProgFd: number, oldProgFd: number): void;
+  progFdById(id: number): number;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   storageLookup(

@@ -24,6 +24,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("detachCgroupMulti", DetachCgroupMulti);
   add("queryCgroup", QueryCgroup);
   add("linkDetach", LinkDetach);
+  add("linkUpdate", LinkUpdate);
+  add("progFdById", ProgFdById);
   add("objPin", ObjPin);
   add("objGet", ObjGet);
   add("storageLookup", StorageLookup);
