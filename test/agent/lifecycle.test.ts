@@ -226,9 +226,10 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   await waitFor('final of gone-early', async () =>
     (await agent.cgroups()).find((c) => c.cgroup === 'gone-early' && c.state === 'terminated'),
   );
-  // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts.
-  await waitFor('populated 0 read', async () =>
-    (await agent.cgroups()).find((c) => c.cgroup === 'vanish-while-down' && c.egress.packets === '30'),
+  // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts: the kill
+  // below waits for them in the state file (the write is asynchronous), not only in the agent's memory.
+  await waitFor('populated 0 read and saved', () =>
+    savedEgress(agent.stateDir, 'vanish-while-down') === String(30 * 38) ? true : undefined,
   );
 
   await agent.kill('SIGKILL');
