@@ -66,6 +66,8 @@ export class ServiceFlows {
   #persisted: bigint;
   /** Bytes the agent left in `service`, by reason, since it started. */
   readonly #unresolved = new Map<ResolveMiss | 'unit-gone', Traffic>();
+  /** Flow entries drained since start (a long flow counts once per drain it sent in). */
+  #entries = 0;
   #chain: Promise<void> = Promise.resolve();
   #queued = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -104,6 +106,11 @@ export class ServiceFlows {
       );
     this.#chain = next.finally(() => this.#queued--);
     return next;
+  }
+
+  /** Flow table entries drained since start: what the Service flows cost the agent. */
+  entriesDrained(): number {
+    return this.#entries;
   }
 
   /** The drain number the state file must record with the counts it writes now. */
@@ -155,6 +162,7 @@ export class ServiceFlows {
 
   /** Adds a drained table's flows to their units, in their backends' classes. */
   #move(entries: readonly FlowEntry[]): void {
+    this.#entries += entries.length;
     const resolutions = this.#resolver.resolve(entries);
     const byUnit = new Map<bigint, Record<Direction, ClassTraffic>>();
     const totals = new Map<bigint, Traffic>();

@@ -74,6 +74,14 @@ export function startServiceFlows(options: {
       for (const [reason, traffic] of Object.entries(flows.unresolved())) emit(labelText({ reason }), traffic.bytes);
     },
   });
+  options.exposition.add({
+    name: 'podmeter_service_flow_entries_total',
+    help: 'Flow table entries the agent drained: one per Service flow and drain (about a second) it sent or received in. 0 where connect() already has the backend (a socket load balancer).',
+    type: 'counter',
+    samples(emit) {
+      emit('', flows.entriesDrained());
+    },
+  });
   return {
     flows,
     async stop() {

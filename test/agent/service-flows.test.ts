@@ -88,11 +88,31 @@ test('UDP to a Service address: every byte in the backend class, none in service
     }),
     50,
   );
+  assert.ok(sample(metrics, 'podmeter_service_flow_entries_total', {})! >= 4, "each family's flow drained");
   for (const reason of ['not-a-flow', 'no-unit', 'table-full', 'no-conntrack-entry', 'conntrack-unavailable'])
     assert.equal(sample(metrics, 'podmeter_service_unresolved_bytes_total', { reason }), 0, reason);
   // The HTTP API and the state file carry the same counts.
   const view = (await agent.cgroups()).find((c) => c.cgroup === 'app.service')!;
   assert.deepEqual(view.peers?.egress[BACKEND_CLASS], { bytes: String(expected), packets: '50' });
+});
+
+test('traffic that already has the backend address (a socket load balancer): counted in its class, no flow table used', async (t) => {
+  const { agent, app, other, topo } = await start(t);
+  await udpExchange({
+    senderCgroup: app,
+    receiverCgroup: other,
+    ...topo.toPeer(BACKEND, 4),
+    family: 4,
+    count: 10,
+    payload: 200,
+  });
+  const metrics = await waitFor('counted', async () => {
+    const m = await agent.metrics();
+    return peerBytes(m, 'egress', BACKEND_CLASS) === 10 * udpDatagramBytes(4, 200) ? m : undefined;
+  });
+  await new Promise((r) => setTimeout(r, 2500)); // two drains
+  assert.equal(sample(await agent.metrics(), 'podmeter_service_flow_entries_total', {}), 0);
+  assert.equal(peerBytes(metrics, 'egress', 'service'), 0);
 });
 
 test('TCP both ways through the DNAT: requests and the backend answers in the backend class; no service bytes', async (t) => {
