@@ -88,7 +88,7 @@ test('UDP to a Service address: every byte in the backend class, none in service
     }),
     50,
   );
-  assert.ok(sample(metrics, 'podmeter_service_flow_entries_total', {})! >= 4, "each family's flow drained");
+  assert.ok(sample(metrics, 'podmeter_service_flow_entries_total', {})! >= 2, "each family's flow drained");
   for (const reason of ['not-a-flow', 'no-unit', 'table-full', 'no-conntrack-entry', 'conntrack-unavailable'])
     assert.equal(sample(metrics, 'podmeter_service_unresolved_bytes_total', { reason }), 0, reason);
   // The HTTP API and the state file carry the same counts.
