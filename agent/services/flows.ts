@@ -69,6 +69,8 @@ export class ServiceFlows {
   /** Flow entries drained since start (a long flow counts once per drain it sent in). */
   #entries = 0;
   #chain: Promise<void> = Promise.resolve();
+  /** The drain asked for that has not started yet. */
+  #waiting: Promise<void> | undefined;
   #queued = 0;
   #timer: NodeJS.Timeout | undefined;
   #failing = false;
@@ -95,15 +97,25 @@ export class ServiceFlows {
     }, DRAIN_PERIOD_MS).unref();
   }
 
-  /** One drain of both tables, after any running one; resolves when it is done (never rejects). */
+  /**
+   * One drain of both tables, after any running one; resolves when it is done
+   * (never rejects). Callers while one waits to start share it (it starts
+   * after each of them): 500 pods removed at once wait for one drain, not 500
+   * (each swap waits out an RCU grace period).
+   */
   drain(): Promise<void> {
+    if (this.#waiting !== undefined) return this.#waiting;
     this.#queued++;
     const next = this.#chain
-      .then(() => this.#cycle())
+      .then(() => {
+        this.#waiting = undefined;
+        return this.#cycle();
+      })
       .then(
         () => this.#ok(),
         (err: unknown) => this.#failed(err),
       );
+    this.#waiting = next;
     this.#chain = next.finally(() => this.#queued--);
     return next;
   }

@@ -200,3 +200,21 @@ test('an agent that dies after its state file is written but before the table is
   assert.equal(second.counts.get('1/zone'), 13n);
   await second.stop();
 });
+
+test('drains asked for while one waits to start are one drain', async () => {
+  const tables = new MemoryTables();
+  const agent = new Agent(tables, toZone);
+  let cycles = 0;
+  const active = tables.active.bind(tables);
+  tables.active = () => {
+    cycles++; // each drain asks once which table is active
+    return active();
+  };
+  tables.count('a', 1n, 10n);
+  const drains = Array.from({ length: 501 }, () => agent.flows.drain());
+  tables.count('a', 1n, 5n); // before the shared drain starts: it counts these too
+  await Promise.all(drains);
+  assert.equal(agent.counts.get('1/zone'), 15n);
+  assert.equal(cycles, 1, `${cycles} drains ran for 501 asked at once`);
+  await agent.stop();
+});
