@@ -31,6 +31,7 @@ import {
 } from '../common/flags/sets.ts';
 import type { LogFormat, LogLevel } from '../common/log.ts';
 import { DISCOVER_MODES, type DiscoverMode } from './cgroups/units.ts';
+import { parsePrefix, type Prefix } from './peers/cidr.ts';
 import { mergePeerClasses, parsePeerClassEntries, readPeerClassesFile, type PeerClassSpec } from './peers/config.ts';
 
 export interface AgentConfig extends MetricsSecurity {
@@ -63,6 +64,10 @@ export interface AgentConfig extends MetricsSecurity {
   readonly namespace: string;
   /** Configured named peer classes (--peer-class, --peer-classes-file); at most MAX_NAMED_CLASSES; absent when none. */
   readonly peerClasses?: readonly PeerClassSpec[];
+  /** --service-cidr: Service address ranges besides the cluster's ServiceCIDRs (standalone: the only ones). */
+  readonly serviceCidrs: readonly Prefix[];
+  /** --conntrack-netns: the netns whose conntrack table has the Service flows' backends; undefined: the agent's own. */
+  readonly conntrackNetns?: string;
   readonly logLevel: LogLevel;
   /** `auto` is left to the logger (common/log.ts), which knows whether stderr is a terminal. */
   readonly logFormat: LogFormat;
@@ -173,6 +178,26 @@ const agentFlags = defineFlags({
     default: [] as PeerClassSpec[],
     defaultHelp: 'none',
   },
+  'service-cidr': {
+    metavar: 'CIDR[,CIDR...]',
+    help: "Service address ranges: traffic to them is counted in the class of the backend that the node's conntrack table names (repeatable)",
+    parse: (raw: string) =>
+      guard(() =>
+        raw
+          .split(/[\n,]/)
+          .filter((s) => s.trim() !== '')
+          .map((s) => parsePrefix(s.trim())),
+      ),
+    repeatable: true,
+    default: [] as Prefix[],
+    defaultHelp: "none besides the cluster's ServiceCIDR objects",
+  },
+  'conntrack-netns': {
+    metavar: 'PATH',
+    help: 'Network namespace (/proc/PID/ns/net, /run/netns/NAME) whose conntrack table names the backends of Service flows',
+    parse: pathValue,
+    defaultHelp: "the agent's own (the node's: the agent runs with hostNetwork)",
+  },
   ...logFlags,
   help: switchFlag('Show this help', { env: false, short: 'h' }),
 });
@@ -192,6 +217,8 @@ export function parseAgentConfig(argv: string[], env: Record<string, string | un
   const classes = peerClasses(values['peer-class'], values['peer-classes-file']);
   return Object.freeze({
     ...(classes.length > 0 ? { peerClasses: Object.freeze(classes) } : {}),
+    serviceCidrs: Object.freeze(values['service-cidr']),
+    ...(values['conntrack-netns'] === undefined ? {} : { conntrackNetns: values['conntrack-netns'] }),
     discover: values.discover,
     cgroupRoot: values['cgroup-root'],
     bpffs: values.bpffs,

@@ -23,6 +23,8 @@ import { loadConnection, type KubeConnection } from '../common/kube/connection.t
 import type { KubeSide } from './kube/kube.ts';
 import { PeerTable } from './peers/table.ts';
 import { PeerTrie } from './peers/trie.ts';
+import type { Conntrack } from './kernel/conntrack.ts';
+import { openConntrack, startServiceFlows } from './services/start.ts';
 
 export interface RunningAgent {
   mode: DiscoverMode;
@@ -32,7 +34,22 @@ export interface RunningAgent {
 }
 
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
-  const { root, mode, store } = checkLocalInputs(config);
+  const inputs = checkLocalInputs(config);
+  const conntrack = openConntrack(config.conntrackNetns, log.child({ module: 'services' }));
+  try {
+    return await startCounting(config, inputs, conntrack, log);
+  } catch (err) {
+    conntrack?.close();
+    throw err;
+  }
+}
+
+async function startCounting(
+  config: AgentConfig,
+  { root, mode, store }: ReturnType<typeof checkLocalInputs>,
+  conntrack: Conntrack | undefined,
+  log: Logger,
+): Promise<RunningAgent> {
   const connection = await loadConnection(config.kubeconfig);
 
   const { server, address } = await listen(config, connection, log.child({ module: 'http' }));
@@ -45,9 +62,17 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     log: log.child({ module: 'tracker' }),
     retentionMs: config.retentionMs,
   });
-  tracker.restore();
+  const { flowsDrained } = tracker.restore();
   let kube: KubeSide | undefined;
   const metrics = createAgentMetrics({ tracker, mode, podNamer: () => kube?.podNamer });
+  const services = startServiceFlows({
+    meter,
+    tracker,
+    drained: flowsDrained,
+    conntrack,
+    exposition: metrics.exposition,
+    log: log.child({ module: 'services' }),
+  });
   const maps = inventoryMaps(config, root, meter, tracker, metrics, log);
   addMapMetrics(metrics.exposition, maps.latest, () => kube?.podNamer);
   metrics.exposition.add(server.rejectedMetric('podmeter_http_rejected_total'));
@@ -98,6 +123,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       step('cgroup watcher');
       await watcher.close();
       step('last counter read and state file');
+      await services.stop();
       await tracker.stop();
       meter.close();
       step('HTTP server');
@@ -134,6 +160,7 @@ async function openMeter(
     trie: new PeerTrie(meter.maps.peers, meter.maps.gen),
     slots: meter.slots,
     configured: config.peerClasses ?? [],
+    services: config.serviceCidrs,
     log: log.child({ module: 'peers' }),
   });
   peers.start({ keepCluster: inCluster });

@@ -5,7 +5,10 @@
  * client in a pod netns sends over a veth pair to a server in another netns
  * (test/helpers/topology.ts), so every packet is classed by a peer trie
  * lookup (the trie holds PEERS prefixes, like a cluster of PEERS/2 nodes);
- * NETWORK=lo: both in one netns over lo (the loopback class, no lookup).
+ * NETWORK=lo: both in one netns over lo (the loopback class, no lookup);
+ * NETWORK=service: as veth, but the client sends to a Service address that a
+ * DNAT turns into the server's, so each of its packets (the programs run on
+ * the client's cgroup only) is counted per flow in the flow table.
  * The programs before peer classes (bpf/legacy.bpf.c) run in the same rounds:
  * on a machine busy with other work every figure grows, and the difference
  * to them is what peer classes cost.
@@ -62,6 +65,7 @@ await runMain(async () => {
   const clientCg = serverCg.child('iperf-client');
   const sets: Record<Set, Loaded> = { podmeter: loadPodmeter(), legacy: loadLegacy(), passthrough: loadPassthrough() };
   const { clientNetns, serverNetns, address } = benchNetwork(NETWORK, sets.podmeter, PEERS);
+  sets.podmeter.flows?.addUnit(clientCg.id); // the client's Service flows count for it
   const netns = clientNetns;
   const server = await startIperfServer(serverCg, serverNetns);
 
@@ -77,7 +81,9 @@ await runMain(async () => {
     for (const set of order) {
       const loaded = sets[set];
       const links: Link[] = [];
-      for (const cg of [clientCg, serverCg]) links.push(...Object.values(loaded.attach(cg)));
+      // A Service flow's cost is the client's: only its packets go to the Service address.
+      for (const cg of NETWORK === 'service' ? [clientCg] : [clientCg, serverCg])
+        links.push(...Object.values(loaded.attach(cg)));
       try {
         const before: Record<Direction, ProgInfo> = {
           ingress: loaded.programs.ingress.info(),

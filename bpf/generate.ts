@@ -113,7 +113,10 @@ export function read(header: string, source: string): Contract {
     }
   }
   const s = stripComments(source);
-  const maps = [...s.matchAll(/\}\s*(\w+)\s+SEC\("(\.maps)"\)\s*;/g)].map((m) => ({ name: m[1]!, section: m[2]! }));
+  const maps = [...s.matchAll(/(?:\}|struct\s+\w+)\s*(\w+)\s+SEC\("(\.maps)"\)\s*;/g)].map((m) => ({
+    name: m[1]!,
+    section: m[2]!,
+  }));
   const programs = [...s.matchAll(/SEC\("([^"]+)"\)\s*int\s+(\w+)\s*\(/g)].map((m) => ({
     name: m[2]!,
     section: m[1]!,

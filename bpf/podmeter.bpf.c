@@ -12,11 +12,17 @@
  * peer trie, else external. The last peer's class is cached per cgroup,
  * direction and CPU (struct podmeter_peer_cache), so a flow pays for one trie
  * lookup, not one per packet.
+ *
+ * A packet whose peer is in a Service CIDR is counted per flow instead
+ * (podmeter.h: Service flows), so that the agent can count its bytes in the
+ * class of the backend that kube-proxy's DNAT picked.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "podmeter.h"
@@ -50,6 +56,12 @@ struct {
 } podmeter_peers SEC(".maps");
 
 /*
+ * PODMETER_TEST_EARLIER builds a stand-in for an earlier version of this
+ * file (test/kernel/pin-upgrade.test.ts upgrades from it): other code, the
+ * same counts, one map fewer. Without podmeter_gen the peer cache is off.
+ */
+#ifndef PODMETER_TEST_EARLIER
+/*
  * The peer trie's generation: the agent increments it after changing the
  * trie, which invalidates every cached class. 0: the cache is off.
  */
@@ -59,6 +71,7 @@ struct {
 	__type(value, __u32);
 	__uint(max_entries, 1);
 } podmeter_gen SEC(".maps");
+#endif
 
 /*
  * Which configured class owns each named slot (not read by the programs):
@@ -70,6 +83,62 @@ struct {
 	__type(value, struct podmeter_slot_name);
 	__uint(max_entries, PODMETER_SLOTS);
 } podmeter_names SEC(".maps");
+
+/*
+ * Service flows (podmeter.h). Two tables, one active: the agent reads and
+ * empties the other. It makes the other active by writing it into
+ * podmeter_flows, and the kernel returns from that write only after every
+ * program run that could still use the old one has ended (map-in-map
+ * updates wait for an RCU grace period), so the agent reads a table
+ * nothing writes to any more: no byte is lost or read twice.
+ */
+struct flow_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct podmeter_flow_key);
+	__type(value, struct podmeter_flow);
+	__uint(max_entries, PODMETER_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+struct flow_table podmeter_flows_a SEC(".maps");
+struct flow_table podmeter_flows_b SEC(".maps");
+
+/* The active flow table (slot 0), set by the agent; none yet: Service packets count in the slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__array(values, struct flow_table);
+} podmeter_flows SEC(".maps");
+
+/*
+ * The drain number at which each table (0: a, 1: b) was last made active
+ * (not read by the programs): after a restart the agent compares them with
+ * the last drain its state file records, so a table is never read twice.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 2);
+} podmeter_flow_epochs SEC(".maps");
+
+/* Service traffic counted in the PODMETER_SERVICE slot, by enum podmeter_flow_miss. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct podmeter_counters);
+	__uint(max_entries, PODMETER_MISSES);
+} podmeter_flow_misses SEC(".maps");
+
+/* The counted cgroups (cgroup id -> 0), kept by the agent: a flow's unit is the one its socket's cgroup is in. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(max_entries, PODMETER_MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} podmeter_units SEC(".maps");
 
 /* cgroup_skb data starts at the network header, in both directions. */
 static __always_inline int peer_ipv4(struct __sk_buff *skb, int ingress, __u32 *addr)
@@ -107,9 +176,13 @@ static __always_inline __u32 trie_class(__u64 a0, __u64 a1)
 
 static __always_inline __u32 generation(void)
 {
+#ifdef PODMETER_TEST_EARLIER
+	return 0;
+#else
 	__u32 zero = 0, *g = bpf_map_lookup_elem(&podmeter_gen, &zero);
 
 	return g ? READ_ONCE(*g) & PODMETER_GENERATION_MASK : 0;
+#endif
 }
 
 static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_buff *skb, int ingress)
@@ -168,6 +241,127 @@ static __always_inline __u32 peer_class(struct podmeter_slots *s, struct __sk_bu
 	return NO_CLASS;
 }
 
+static __always_inline void add(struct podmeter_counters *c, struct __sk_buff *skb)
+{
+	/*
+	 * Atomic adds: the slot is per CPU, but a program run can be preempted
+	 * (migration is only disabled) or interrupted by a softirq run on the
+	 * same CPU and cgroup (TCP ACKs, timers); a plain read-modify-write
+	 * could then lose an update. Flow entries are shared by all CPUs.
+	 */
+	__sync_fetch_and_add(&c->bytes, skb->len);
+	__sync_fetch_and_add(&c->packets, 1);
+}
+
+/* The flow key of a Service packet (local: the pod's end); < 0 when it has no TCP, UDP or SCTP header. */
+static __always_inline int flow_key(struct __sk_buff *skb, int ingress, struct podmeter_flow_key *key)
+{
+	__u16 ports[2];
+	__u8 protocol;
+	int l4;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0 || (ip.frag_off & bpf_htons(0x1fff)) != 0)
+			return -1;
+		protocol = ip.protocol;
+		l4 = ip.ihl * 4;
+		key->local[10] = key->local[11] = key->remote[10] = key->remote[11] = 0xff;
+		__builtin_memcpy(&key->local[12], ingress ? &ip.daddr : &ip.saddr, 4);
+		__builtin_memcpy(&key->remote[12], ingress ? &ip.saddr : &ip.daddr, 4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		protocol = ip6.nexthdr;
+		l4 = sizeof(ip6);
+		/*
+		 * Hop-by-hop (a BIG TCP super-packet's jumbo payload option),
+		 * routing and destination options headers come before the ports.
+		 */
+		for (int i = 0; i < 4; i++) {
+			__u8 ext[2];
+
+			if (protocol != IPPROTO_HOPOPTS && protocol != IPPROTO_ROUTING && protocol != IPPROTO_DSTOPTS)
+				break;
+			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext)) < 0)
+				return -1;
+			protocol = ext[0];
+			l4 += (ext[1] + 1) * 8;
+		}
+		__builtin_memcpy(key->local, ingress ? &ip6.daddr : &ip6.saddr, 16);
+		__builtin_memcpy(key->remote, ingress ? &ip6.saddr : &ip6.daddr, 16);
+	} else {
+		return -1;
+	}
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_SCTP)
+		return -1;
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+		return -1;
+	key->protocol = protocol;
+	key->local_port = bpf_ntohs(ingress ? ports[1] : ports[0]);
+	key->remote_port = bpf_ntohs(ingress ? ports[0] : ports[1]);
+	key->cgroup = bpf_skb_cgroup_id(skb);
+	return 0;
+}
+
+/* The counted cgroup the socket's cgroup is in (itself or an ancestor in podmeter_units); 0 when none. */
+static __always_inline __u64 unit_of(struct __sk_buff *skb)
+{
+	for (int level = 1; level <= PODMETER_MAX_LEVEL; level++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, level);
+
+		if (id == 0)
+			break;
+		if (bpf_map_lookup_elem(&podmeter_units, &id))
+			return id;
+	}
+	return 0;
+}
+
+/* Counts a Service packet in its flow's entry; false when it must count in the slot (its miss counted). */
+static __always_inline int count_flow(struct __sk_buff *skb, int ingress)
+{
+	struct podmeter_flow_key key = {};
+	struct podmeter_flow *flow, fresh = {};
+	__u32 zero = 0, miss;
+	void *table;
+
+	table = bpf_map_lookup_elem(&podmeter_flows, &zero);
+	if (!table)
+		return 0; /* no table yet: the agent sets one before it attaches */
+	if (flow_key(skb, ingress, &key) < 0) {
+		miss = PODMETER_MISS_NOT_A_FLOW;
+		goto missed;
+	}
+	flow = bpf_map_lookup_elem(table, &key);
+	if (!flow) {
+		fresh.unit = unit_of(skb);
+		if (fresh.unit == 0) {
+			miss = PODMETER_MISS_NO_UNIT;
+			goto missed;
+		}
+		/* Another CPU may have made it meanwhile (-EEXIST): then use that one. */
+		bpf_map_update_elem(table, &key, &fresh, BPF_NOEXIST);
+		flow = bpf_map_lookup_elem(table, &key);
+		if (!flow) {
+			miss = PODMETER_MISS_TABLE_FULL;
+			goto missed;
+		}
+	}
+	add(&flow->traffic[ingress ? PODMETER_INGRESS : PODMETER_EGRESS], skb);
+	return 1;
+missed: {
+	struct podmeter_counters *m = bpf_map_lookup_elem(&podmeter_flow_misses, &miss);
+
+	if (m)
+		add(m, skb);
+	return 0;
+}
+}
+
 static __always_inline int count(struct __sk_buff *skb, int ingress)
 {
 	struct podmeter_slots *s = bpf_get_local_storage(&podmeter_stats, 0);
@@ -182,16 +376,12 @@ static __always_inline int count(struct __sk_buff *skb, int ingress)
 			c = &s->slot[PODMETER_EXTERNAL];
 		else
 			c = &s->slot[class];
+		/* A Service packet counts in its flow's entry; in the slot when it cannot. */
+		if (class == PODMETER_SERVICE && count_flow(skb, ingress))
+			return 1;
 	}
 	asm volatile("" : "+r"(c)); /* each path makes its own pointer (see NO_CLASS) */
-	/*
-	 * Atomic adds: the slot is per CPU, but a program run can be preempted
-	 * (migration is only disabled) or interrupted by a softirq run on the
-	 * same CPU and cgroup (TCP ACKs, timers); a plain read-modify-write
-	 * could then lose an update.
-	 */
-	__sync_fetch_and_add(&c->bytes, skb->len);
-	__sync_fetch_and_add(&c->packets, 1);
+	add(c, skb);
 	return 1; /* always let the packet pass */
 }
 

@@ -41,6 +41,12 @@ enum podmeter_direction {
 #define PODMETER_PEERS_PIN "map_peers"
 #define PODMETER_GEN_PIN "map_generation"
 #define PODMETER_NAMES_PIN "map_slot_names"
+#define PODMETER_FLOWS_PIN "map_flows"
+#define PODMETER_FLOWS_A_PIN "map_flows_a"
+#define PODMETER_FLOWS_B_PIN "map_flows_b"
+#define PODMETER_FLOW_EPOCHS_PIN "map_flow_epochs"
+#define PODMETER_FLOW_MISSES_PIN "map_flow_misses"
+#define PODMETER_UNITS_PIN "map_units"
 #define PODMETER_INGRESS_PIN "prog_ingress"
 #define PODMETER_EGRESS_PIN "prog_egress"
 
@@ -94,6 +100,43 @@ struct podmeter_peer_key {
 
 struct podmeter_slot_name {
 	char name[PODMETER_NAME_LEN];
+};
+
+/*
+ * Service flows. A packet whose peer is in a Service CIDR (class
+ * PODMETER_SERVICE) still carries the Service's address here: kube-proxy's
+ * DNAT happens later, in the node's netns. So it is counted per flow in the
+ * active flow table, not in a slot; the agent learns each flow's backend
+ * from the node's conntrack table and adds the flow's bytes to the class of
+ * that backend (agent/services/). What cannot be counted per flow (no
+ * TCP/UDP/SCTP header, no counted cgroup found, the table full) counts in
+ * the PODMETER_SERVICE slot, and by reason in podmeter_flow_misses.
+ */
+#define PODMETER_MAX_FLOWS 65536
+/* The deepest cgroup level searched for the counted cgroup of a socket's cgroup. */
+#define PODMETER_MAX_LEVEL 16
+
+struct podmeter_flow_key {
+	__u64 cgroup;      /* the socket's cgroup (bpf_skb_cgroup_id): the counted cgroup or one below it */
+	__u8 local[16];    /* the pod's address (IPv4-mapped for IPv4, as in the peer trie) */
+	__u8 remote[16];   /* the Service's address */
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u8 protocol;     /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
+	__u8 pad[3];
+};
+
+struct podmeter_flow {
+	__u64 unit;                           /* the counted cgroup (a key of podmeter_units) */
+	struct podmeter_counters traffic[2];  /* by enum podmeter_direction */
+};
+
+/* Why a Service packet was counted in the PODMETER_SERVICE slot: the index of podmeter_flow_misses. */
+enum podmeter_flow_miss {
+	PODMETER_MISS_NOT_A_FLOW = 0, /* no TCP, UDP or SCTP header (ICMP; IPv6 with more than 4 extension headers) */
+	PODMETER_MISS_NO_UNIT = 1,    /* the socket's cgroup is under no cgroup in podmeter_units */
+	PODMETER_MISS_TABLE_FULL = 2, /* the active flow table had no room */
+	PODMETER_MISSES = 3,
 };
 
 #endif

@@ -6,11 +6,12 @@
  * the running agent (repair.ts).
  */
 import type { Logger } from '../../common/log.ts';
-import type { BpfMap, Direction, Program, StatsMap } from '../kernel/bpf.ts';
+import type { Direction, Program } from '../kernel/bpf.ts';
+import { FlowTables } from '../services/tables.ts';
 import type { SlotNames } from '../peers/classes.ts';
 import { Links } from './links.ts';
 import { closeObjects, loadObjects } from './load.ts';
-import { PinDir, type PodmeterObjects } from './pins.ts';
+import { PinDir, type PodmeterMaps, type PodmeterObjects } from './pins.ts';
 import { readCgroup, readCgroups, type KernelRead } from './read.ts';
 import { PinRepair } from './repair.ts';
 import { recordSlotNames } from './slotNames.ts';
@@ -20,8 +21,10 @@ export type { KernelRead } from './read.ts';
 export class Meter {
   readonly pins: PinDir;
   readonly programs: Readonly<Record<Direction, Program>>;
-  /** podmeter_stats, podmeter_peers (agent/peers/table.ts keeps it current), podmeter_gen, podmeter_names. */
-  readonly maps: Readonly<{ stats: StatsMap; peers: BpfMap; gen: BpfMap; names: BpfMap }>;
+  /** podmeter_stats, podmeter_peers (agent/peers/table.ts keeps it current), podmeter_gen, podmeter_names, and the Service flow maps (agent/services/tables.ts). */
+  readonly maps: Readonly<PodmeterMaps>;
+  /** The Service flow tables, and the counted cgroups they find a flow's unit in. */
+  readonly flows: FlowTables;
   /** The programs and maps were adopted from an earlier agent's pins (else loaded now). */
   readonly adopted: boolean;
   /** Which class each slot counts. */
@@ -33,6 +36,7 @@ export class Meter {
     this.pins = pins;
     this.programs = objects.programs;
     this.maps = objects.maps;
+    this.flows = new FlowTables(objects.maps);
     this.adopted = adopted;
     this.slots = slots;
     this.#links = new Links(pins, objects.programs);
@@ -41,12 +45,14 @@ export class Meter {
 
   /**
    * Adopts the programs and maps pinned by an earlier agent, so existing links
-   * keep counting into the same storage; loads and pins them otherwise.
+   * keep counting into the same storage (upgrading its programs in place when
+   * they are not this version's); loads and pins them otherwise.
    * `configuredClasses`: the named peer classes, each given a slot for good.
+   * `objectPath`: the BPF object (tests load other builds of it).
    */
-  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = []): Meter {
+  static open(bpffs: string, log: Logger, configuredClasses: readonly string[] = [], objectPath?: string): Meter {
     const pins = new PinDir(bpffs);
-    const { objects, adopted } = loadObjects(pins, log);
+    const { objects, adopted } = loadObjects(pins, log, objectPath);
     try {
       return new Meter(pins, objects, adopted, recordSlotNames(objects.maps.names, configuredClasses, log), log);
     } catch (err) {
@@ -56,19 +62,23 @@ export class Meter {
     }
   }
 
-  /** Attaches both programs to a cgroup and pins the links (all or nothing). */
+  /** Attaches both programs to a cgroup and pins the links (all or nothing); its Service flows count for it from the first packet. */
   attach(cgroupPath: string, cgroupId: bigint): void {
+    this.flows.addUnit(cgroupId);
     this.#links.attach(cgroupPath, cgroupId);
   }
 
   /** 'attached' (pinned, attached to this cgroup; adopted now), 'none', or 'stale' (see Links.state). */
   linkState(cgroupId: bigint): 'attached' | 'none' | 'stale' {
-    return this.#links.state(cgroupId);
+    const state = this.#links.state(cgroupId);
+    if (state === 'attached') this.flows.addUnit(cgroupId); // an earlier agent's: kept (a pinned map), or put back
+    return state;
   }
 
   /** Detaches (if still attached) and unpins a cgroup's links. */
   release(cgroupId: bigint): void {
     this.#links.release(cgroupId);
+    this.flows.removeUnit(cgroupId);
   }
 
   /** Current counts of a cgroup (`last` itself while idle); undefined once the kernel has released its storage. */

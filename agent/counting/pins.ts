@@ -14,12 +14,16 @@
  *
  * Anyone who can write the bpffs mount can put anything at these paths: what
  * is adopted is first checked against the BPF object podmeter would load
- * (adopt()), and a pin of another shape is refused, never read or written.
+ * (openMaps(), load.ts), and a pin of another shape is refused, never read
+ * or written. A new version's programs replace the pinned ones in place
+ * (upgrade.ts): each is pinned at <pin>_next, then renamed over <pin> (bpffs
+ * refuses dots in names).
  */
-import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CollectionSpec, Direction } from '../kernel/bpf.ts';
+import type { BpfObject, CollectionSpec, Direction } from '../kernel/bpf.ts';
 import { assertBpffsDir, BpfMap, closingOnThrow, DIRECTIONS, Program, StatsMap } from '../kernel/bpf.ts';
+import { BpfError } from '../kernel/errors.ts';
 import { PODMETER_MAPS, PODMETER_PROGRAMS } from '../kernel/contract.generated.ts';
 import { ensureDir } from '../files.ts';
 
@@ -27,10 +31,19 @@ import { ensureDir } from '../files.ts';
 export type MapKey = keyof typeof PODMETER_MAPS;
 export const MAP_KEYS = Object.keys(PODMETER_MAPS) as MapKey[];
 
+/** The maps of podmeter.bpf.c by key: podmeter_stats read as counters, every other as raw bytes. */
+export type PodmeterMaps = { stats: StatsMap } & { [K in Exclude<MapKey, 'stats'>]: BpfMap };
+
 /** The programs and maps of podmeter.bpf.c, by key. */
 export interface PodmeterObjects {
   programs: Record<Direction, Program>;
-  maps: { stats: StatsMap; peers: BpfMap; gen: BpfMap; names: BpfMap };
+  maps: PodmeterMaps;
+}
+
+/** Takes map `key` out of a loaded object (the caller owns it from then on). */
+export function takeMap(object: BpfObject, key: MapKey): PodmeterMaps[MapKey] {
+  const name = PODMETER_MAPS[key].name;
+  return key === 'stats' ? object.takeStatsMap(name) : object.takeMap(name);
 }
 
 export interface LinkPin {
@@ -60,6 +73,11 @@ export class PinDir {
     return join(this.root, PODMETER_PROGRAMS[direction].pin);
   }
 
+  /** Where a new program is pinned before it is renamed over program(direction) (replaceProgram). */
+  staging(direction: Direction): string {
+    return `${this.program(direction)}_next`;
+  }
+
   map(key: MapKey): string {
     return join(this.root, PODMETER_MAPS[key].pin);
   }
@@ -70,31 +88,45 @@ export class PinDir {
   }
 
   /**
-   * Opens the pinned programs and maps, each checked against `spec` (the
-   * object podmeter would load: map type, key and value size, max entries;
-   * program type and name, and that both programs use the pinned counters,
-   * peer trie and generation maps). A pin of another shape is a BpfError
+   * Opens the maps that have pins, each checked against `spec` (the object
+   * podmeter would load: map type, key and value size, max entries); a map
+   * without a pin is absent. A pin of another shape is a BpfError
    * (ErrorCodes.pinShape) naming it and both shapes; nothing stays open.
    */
-  adopt(spec: CollectionSpec): PodmeterObjects {
+  openMaps(spec: CollectionSpec): Partial<PodmeterMaps> {
     return closingOnThrow((open) => {
-      const adoptMap = (key: Exclude<MapKey, 'stats'>) =>
-        open(BpfMap.adopt(this.map(key), spec.map(PODMETER_MAPS[key].name)));
-      const maps = {
-        stats: open(StatsMap.adopt(this.map('stats'), spec.map(PODMETER_MAPS.stats.name))),
-        peers: adoptMap('peers'),
-        gen: adoptMap('gen'),
-        names: adoptMap('names'),
-      };
-      // The maps both programs use (names: only the agent reads and writes it).
-      const used = (['stats', 'peers', 'gen'] as const).map((key) => ({
-        map: maps[key],
-        what: PODMETER_MAPS[key].pin,
-      }));
-      const adoptProgram = (d: Direction) =>
-        open(Program.adopt(this.program(d), spec.program(PODMETER_PROGRAMS[d].name), used));
-      return { programs: { ingress: adoptProgram('ingress'), egress: adoptProgram('egress') }, maps };
+      const maps: Partial<Record<MapKey, PodmeterMaps[MapKey]>> = {};
+      for (const key of MAP_KEYS) {
+        const path = this.map(key);
+        const mapSpec = spec.map(PODMETER_MAPS[key].name);
+        const map = pinned(() => (key === 'stats' ? StatsMap.adopt(path, mapSpec) : BpfMap.adopt(path, mapSpec)));
+        if (map !== undefined) maps[key] = open(map);
+      }
+      return maps as Partial<PodmeterMaps>;
     });
+  }
+
+  /** The program pinned for `direction` (not yet checked: load.ts compares it with the object's), or undefined. */
+  openProgram(direction: Direction, spec: CollectionSpec): Program | undefined {
+    const { name } = PODMETER_PROGRAMS[direction];
+    return pinned(() => Program.fromPin(this.program(direction), name, spec.program(name).attachType));
+  }
+
+  /**
+   * Pins `program` as direction's program, over the pin there in one step: a
+   * rename, so the path always holds one of the two (a stop in between
+   * leaves the staging pin, which the next start removes: removeStaging()).
+   */
+  replaceProgram(direction: Direction, program: Program): void {
+    const staging = this.staging(direction);
+    PinDir.unpin(staging);
+    program.pin(staging);
+    renameSync(staging, this.program(direction));
+  }
+
+  /** Removes staging pins a stopped replaceProgram() left (their program runs only in the links moved to it, if any). */
+  removeStaging(): void {
+    for (const d of DIRECTIONS) PinDir.unpin(this.staging(d));
   }
 
   /** Made for every attach and release: no join() (linksDir is normal already; see Tracker's #count). */
@@ -130,6 +162,7 @@ export class PinDir {
   removeAll(): void {
     for (const pin of this.listLinks()) PinDir.unpin(pin.path);
     for (const path of this.objects()) PinDir.unpin(path);
+    this.removeStaging();
     for (const dir of [this.linksDir, this.root]) {
       try {
         rmdirSync(dir);
@@ -137,5 +170,15 @@ export class PinDir {
         // not empty (someone else's files) or already gone: leave it
       }
     }
+  }
+}
+
+/** What `open` opens, or undefined when there is no pin at its path. */
+function pinned<T>(open: () => T): T | undefined {
+  try {
+    return open();
+  } catch (err) {
+    if (err instanceof BpfError && err.code === 'ENOENT') return undefined;
+    throw err;
   }
 }

@@ -15,7 +15,7 @@ const ATTACH_BATCH_MS = 200;
 export class StateSaver {
   readonly #store: StateStore;
   readonly #log: Logger;
-  readonly #records: () => { live: Iterable<UnitRecord>; finals: Iterable<UnitRecord> };
+  readonly #records: () => { live: Iterable<UnitRecord>; finals: Iterable<UnitRecord>; flowsDrained: bigint };
   readonly #onError: (err: unknown) => void;
   #timer: NodeJS.Timeout | undefined;
   /** Counts changed since the state file was last written. */
@@ -26,7 +26,7 @@ export class StateSaver {
   constructor(options: {
     store: StateStore;
     log: Logger;
-    records: () => { live: Iterable<UnitRecord>; finals: Iterable<UnitRecord> };
+    records: () => { live: Iterable<UnitRecord>; finals: Iterable<UnitRecord>; flowsDrained: bigint };
     onError: (err: unknown) => void;
   }) {
     this.#store = options.store;
@@ -36,8 +36,8 @@ export class StateSaver {
   }
 
   /** What the previous run saved (StateStore.load), with records dropped and an unreadable file reported. */
-  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean } {
-    const { live, finals, earlierBoot, problem, dropped } = this.#store.load();
+  load(): { live: UnitRecord[]; finals: UnitRecord[]; earlierBoot: boolean; flowsDrained: bigint } {
+    const { live, finals, earlierBoot, flowsDrained, problem, dropped } = this.#store.load();
     const stateDir = this.#store.dir;
     if (dropped.length > 0) {
       // One line for the file, however many records: the first few say why.
@@ -54,7 +54,7 @@ export class StateSaver {
           'but the finals of terminated cgroups and the last counts of cgroups removed while no agent ran are lost',
       );
     }
-    return { live, finals, earlierBoot };
+    return { live, finals, earlierBoot, flowsDrained };
   }
 
   /** Counts changed: written at the next ifChanged(). */
@@ -71,17 +71,19 @@ export class StateSaver {
     this.#timer ??= setTimeout(() => void this.now(), ATTACH_BATCH_MS).unref();
   }
 
-  /** Written now (off the event loop); resolves when written, never rejects. */
-  now(): Promise<void> {
+  /** Written now (off the event loop); resolves when written (true) or not (false), never rejects. */
+  now(): Promise<boolean> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#dirty = false;
-    const { live, finals } = this.#records();
-    return this.#store.save(live, finals).then(
+    const { live, finals, flowsDrained } = this.#records();
+    return this.#store.save(live, finals, flowsDrained).then(
       () => {
-        if (!this.#failing) return;
-        this.#failing = false;
-        this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
+        if (this.#failing) {
+          this.#failing = false;
+          this.#log.info({ stateDir: this.#store.dir }, 'state file written again');
+        }
+        return true;
       },
       (err: unknown) => {
         this.#dirty = true;
@@ -93,6 +95,7 @@ export class StateSaver {
           this.#failing = true;
         }
         this.#onError(err);
+        return false;
       },
     );
   }

@@ -52,6 +52,8 @@ interface Persisted {
   boot?: string;
   live: unknown[];
   finals: unknown[];
+  /** The last Service flow drain whose bytes the records hold (agent/services/flows.ts); absent: none. */
+  flowsDrained?: string;
 }
 
 const FILE = 'state.json';
@@ -90,6 +92,7 @@ export class StateStore {
     live: UnitRecord[];
     finals: UnitRecord[];
     earlierBoot: boolean;
+    flowsDrained: bigint;
     problem?: Error;
     dropped: DroppedRecord[];
   } {
@@ -116,17 +119,19 @@ export class StateStore {
         live: records('live'),
         finals: records('finals'),
         earlierBoot: data.boot !== undefined && data.boot !== this.#boot,
+        // Flow tables are pinned like the links: after a reboot they are new.
+        flowsDrained: data.boot === this.#boot ? (countOf(data.flowsDrained) ?? 0n) : 0n,
         dropped,
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        return { live: [], finals: [], earlierBoot: false, dropped: [] };
+        return { live: [], finals: [], earlierBoot: false, flowsDrained: 0n, dropped: [] };
       try {
         renameSync(path, `${path}.corrupt`);
       } catch {
         // read-only or gone: the next save replaces it anyway
       }
-      return { live: [], finals: [], earlierBoot: false, problem: err as Error, dropped: [] };
+      return { live: [], finals: [], earlierBoot: false, flowsDrained: 0n, problem: err as Error, dropped: [] };
     }
   }
 
@@ -140,9 +145,9 @@ export class StateStore {
    * whole file was encoded at every save, after every attach: a few
    * milliseconds, and the garbage of it, during which no cgroup was attached).
    */
-  save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>): Promise<void> {
+  save(live: Iterable<UnitRecord>, finals: Iterable<UnitRecord>, flowsDrained = 0n): Promise<void> {
     const records = (units: Iterable<UnitRecord>) => Array.from(units, (r) => this.#json(r)).join(',');
-    const text = `{"version":1,"boot":${JSON.stringify(this.#boot)},"live":[${records(live)}],"finals":[${records(finals)}]}`;
+    const text = `{"version":1,"boot":${JSON.stringify(this.#boot)},"flowsDrained":"${flowsDrained}","live":[${records(live)}],"finals":[${records(finals)}]}`;
     return new Promise((resolve, reject) => {
       if (this.#next === undefined) this.#next = { text, waiting: [] };
       this.#next.text = text;

@@ -18,11 +18,19 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
-import { addUnitCounts, NO_COUNTS, unitWentBack } from '../../common/contract/counts.ts';
+import { addUnitCounts, NO_COUNTS, unitWentBack, type UnitCounts } from '../../common/contract/counts.ts';
 import type { KernelRead, Meter } from './meter.ts';
 import { AttachRetries } from './retries.ts';
 import { StateSaver } from './saver.ts';
 import type { StateStore, UnitRecord } from './state.ts';
+
+/** What the tracker needs of the Service flows (agent/services/flows.ts ServiceFlows). */
+export interface TrackerFlows {
+  /** The drain number whose bytes the units' counts hold (written with them in the state file). */
+  drained(): bigint;
+  /** Resolves after a whole drain that started after the call. */
+  drain(): Promise<void>;
+}
 
 export interface Unit extends UnitRecord {
   state: 'live' | 'draining' | 'terminated';
@@ -65,6 +73,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #lastRead = new WeakMap<Unit, KernelRead>();
   /** Units whose attach failed: retried at every tick() until it works or the cgroup goes. */
   readonly #unattached: AttachRetries;
+  /** Service flows (agent/services/flows.ts), whose bytes this adds to the units' counts (credit()). */
+  #flows: TrackerFlows | undefined;
+  /** The flow drain number the state file held at start: written back as it was while no flows are drained here. */
+  #flowsDrained = 0n;
 
   constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
@@ -74,7 +86,11 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#saver = new StateSaver({
       store: options.store,
       log: options.log,
-      records: () => ({ live: this.#units.values(), finals: this.#finals.values() }),
+      records: () => ({
+        live: this.#units.values(),
+        finals: this.#finals.values(),
+        flowsDrained: this.#flows?.drained() ?? this.#flowsDrained,
+      }),
       onError: (err) => this.emit('error', 'state', err),
     });
     this.#log = options.log;
@@ -82,9 +98,10 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#retentionMs = options.retentionMs;
   }
 
-  /** Loads what the previous run persisted. Call before the first unit arrives. */
-  restore(): void {
-    const { live, finals, earlierBoot } = this.#saver.load();
+  /** Loads what the previous run persisted. Call before the first unit arrives. Returns the state file's flow drain number. */
+  restore(): { flowsDrained: bigint } {
+    const { live, finals, earlierBoot, flowsDrained } = this.#saver.load();
+    this.#flowsDrained = flowsDrained;
     // After a reboot the kernel gives the same cgroup ids out again: the
     // records of the earlier boot are keyed apart (negative ids, which no
     // cgroup has), so no cgroup of this boot is taken for one of them; a pod
@@ -95,6 +112,38 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     for (const r of finals.map(key))
       this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
     this.prune();
+    return { flowsDrained };
+  }
+
+  /** Service flows' bytes come through credit(); a unit is finalised only after a drain that follows its last packet. */
+  useFlows(flows: TrackerFlows): void {
+    this.#flows = flows;
+  }
+
+  /**
+   * Adds resolved Service flow traffic to units (live, draining, of the
+   * previous run, or final), in their base: counts their links' storage does
+   * not hold. Returns the unit ids it knows nothing of.
+   */
+  credit(moves: ReadonlyMap<bigint, UnitCounts>): bigint[] {
+    const unknown: bigint[] = [];
+    const byId = new Map<bigint, UnitRecord>([...this.#units.values()].map((u) => [u.id, u]));
+    for (const [id, move] of moves) {
+      const record = byId.get(id) ?? this.#previous.get(id) ?? this.#finals.get(id);
+      if (record === undefined) {
+        unknown.push(id);
+        continue;
+      }
+      record.base = addUnitCounts(record.base, move);
+      Object.assign(record, addUnitCounts(record, move)); // counters and peers
+      this.#saver.changed();
+    }
+    return unknown;
+  }
+
+  /** Writes the state file now; false when it could not be written. */
+  save(): Promise<boolean> {
+    return this.#saver.now();
   }
 
   /** A unit's cgroup exists: count it. */
@@ -258,7 +307,9 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         setTimeout(poll, delay).unref();
         return;
       }
-      this.#finalise(unit);
+      // No socket of the unit is left: one more flow drain holds its last Service bytes.
+      if (this.#flows === undefined) this.#finalise(unit);
+      else void this.#flows.drain().then(() => this.#finalise(unit));
     };
     setTimeout(poll, delay).unref();
   }
@@ -329,9 +380,9 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   }
 
   /** Reads every unit a last time and persists state; links stay pinned so counting continues without us. */
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
     this.refresh();
-    return this.#saver.now();
+    await this.#saver.now();
   }
 
   /** Updates a unit's counters from the kernel; false once the storage is gone. */

@@ -10,12 +10,18 @@ import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
 import { DIRECTIONS, type Direction } from '../../common/contract/counts.ts';
-import { checkPinnedProgram, type ProgramSpec } from './spec.ts';
-import { assertCgroup2Dir, closedUnless, FdObject } from './fd.ts';
+import { assertCgroup2Dir, FdObject } from './fd.ts';
 import { ATTACH_TYPE, BpfMap, StatsMap, type MapObject } from './maps.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
-export { CollectionSpec, type MapSpec, type ProgramSpec } from './spec.ts';
+export {
+  checkPinnedProgram,
+  CollectionSpec,
+  isCgroupStorage,
+  programMismatch,
+  type MapSpec,
+  type ProgramSpec,
+} from './spec.ts';
 
 export { DIRECTIONS, type Direction };
 export { assertBpffsDir, assertCgroup2Dir, closingOnThrow } from './fd.ts';
@@ -64,20 +70,9 @@ export class Program extends FdObject {
     return new Program(native.objGet(path), name, attachType);
   }
 
-  /**
-   * Opens the program pinned at `path` if it is `spec`'s (type and name) and
-   * uses every map of `maps`; otherwise a BpfError (ErrorCodes.pinShape)
-   * naming the pin and both shapes, with nothing left open.
-   */
-  static adopt(path: string, spec: ProgramSpec, maps: readonly { map: MapObject; what: string }[]): Program {
-    return closedUnless(Program.fromPin(path, spec.name, spec.attachType), (program) =>
-      checkPinnedProgram(
-        path,
-        program.info(),
-        spec,
-        maps.map((m) => ({ id: m.map.id, what: m.what })),
-      ),
-    );
+  /** The loaded program of kernel id `id` (needs CAP_SYS_ADMIN): a link's program, which may have no pin. */
+  static fromId(id: number, name: string, attachType: number): Program {
+    return new Program(native.progFdById(id), name, attachType);
   }
 
   info(): ProgInfo {
@@ -98,6 +93,15 @@ export class Link extends FdObject {
   detach(): void {
     native.linkDetach(this.fd);
   }
+
+  /**
+   * Runs `program` from now on instead of `old` (BPF_LINK_UPDATE, kernel
+   * 5.7+), in one step: no packet passes uncounted or counted twice. Fails
+   * (EPERM) when the link no longer runs `old`, ENOLINK once its cgroup is gone.
+   */
+  update(program: Program, old: Program): void {
+    native.linkUpdate(this.fd, program.fd, old.fd);
+  }
 }
 
 /** A loaded BPF ELF object: its programs and maps by name. */
@@ -110,8 +114,12 @@ export class BpfObject {
     this.mapFds = mapFds;
   }
 
-  static load(path: string): BpfObject {
-    const raw = native.openObject(path);
+  /**
+   * Loads the object at `path`; each map named in `reuse` is not created:
+   * the programs use that map (whose shape the caller checked) instead.
+   */
+  static load(path: string, reuse: ReadonlyMap<string, MapObject> = new Map()): BpfObject {
+    const raw = native.openObject(path, Object.fromEntries([...reuse].map(([name, map]) => [name, map.fd])));
     const programs = new Map(raw.programs.map((p) => [p.name, new Program(p.fd, p.name, p.attachType)]));
     return new BpfObject(programs, new Map(raw.maps.map((m) => [m.name, m.fd])));
   }
@@ -121,6 +129,13 @@ export class BpfObject {
     if (p === undefined) {
       throw new BpfError({ code: ErrorCodes.badBpfObject, message: `BPF object has no program '${name}'` });
     }
+    return p;
+  }
+
+  /** Takes a program out of the object: the caller owns (and closes) it from then on. */
+  takeProgram(name: string): Program {
+    const p = this.program(name);
+    (this.programs as Map<string, Program>).delete(name);
     return p;
   }
 

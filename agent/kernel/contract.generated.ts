@@ -7,6 +7,12 @@ export const PODMETER_SLOTS = 15;
 export const PODMETER_NAME_LEN = 64;
 export const PODMETER_MAX_PEERS = 65536;
 export const PODMETER_GENERATION_MASK = 0xfffffff;
+export const PODMETER_MAX_FLOWS = 65536;
+export const PODMETER_MAX_LEVEL = 16;
+export const PODMETER_MISS_NOT_A_FLOW = 0;
+export const PODMETER_MISS_NO_UNIT = 1;
+export const PODMETER_MISS_TABLE_FULL = 2;
+export const PODMETER_MISSES = 3;
 
 /** enum podmeter_class: the built-in peer classes by slot (named classes from PODMETER_FIRST_NAMED on). */
 export const PODMETER_CLASSES = [
@@ -28,6 +34,12 @@ export const PODMETER_MAPS = {
   peers: { name: 'podmeter_peers', pin: 'map_peers' },
   gen: { name: 'podmeter_gen', pin: 'map_generation' },
   names: { name: 'podmeter_names', pin: 'map_slot_names' },
+  flows_a: { name: 'podmeter_flows_a', pin: 'map_flows_a' },
+  flows_b: { name: 'podmeter_flows_b', pin: 'map_flows_b' },
+  flows: { name: 'podmeter_flows', pin: 'map_flows' },
+  flow_epochs: { name: 'podmeter_flow_epochs', pin: 'map_flow_epochs' },
+  flow_misses: { name: 'podmeter_flow_misses', pin: 'map_flow_misses' },
+  units: { name: 'podmeter_units', pin: 'map_units' },
 } as const;
 
 /** The programs of podmeter.bpf.c by key, with their section and pin. */
@@ -59,4 +71,17 @@ export const PODMETER_STRUCTS = {
     fields: { prefixlen: { offset: 0, size: 4 }, addr: { offset: 4, size: 16, count: 16 } },
   },
   podmeter_slot_name: { size: 64, fields: { name: { offset: 0, size: 64, count: 64 } } },
+  podmeter_flow_key: {
+    size: 48,
+    fields: {
+      cgroup: { offset: 0, size: 8 },
+      local: { offset: 8, size: 16, count: 16 },
+      remote: { offset: 24, size: 16, count: 16 },
+      local_port: { offset: 40, size: 2 },
+      remote_port: { offset: 42, size: 2 },
+      protocol: { offset: 44, size: 1 },
+      pad: { offset: 45, size: 3, count: 3 },
+    },
+  },
+  podmeter_flow: { size: 40, fields: { unit: { offset: 0, size: 8 }, traffic: { offset: 8, size: 32, count: 2 } } },
 } as const;

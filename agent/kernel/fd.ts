@@ -1,6 +1,6 @@
 /**
- * What every BPF object of the facade is: an fd it owns and closes, and can
- * pin; the checks that say why a path fails (not a cgroup2 directory, not on
+ * What every BPF object of the facade is: an fd it owns and closes (OwnedFd,
+ * which the conntrack socket is too), and can pin; the checks that say why a path fails (not a cgroup2 directory, not on
  * a bpffs) where the kernel's own answer does not; and closing on a failure
  * part-way, so nothing is left open.
  */
@@ -57,7 +57,8 @@ export function assertBpffsDir(dir: string, what: string): void {
   }
 }
 
-export abstract class FdObject {
+/** An fd this object owns: `fd` throws once closed, close() closes it once. */
+export abstract class OwnedFd {
   #fd: number;
 
   constructor(fd: number) {
@@ -73,6 +74,13 @@ export abstract class FdObject {
     return this.#fd < 0;
   }
 
+  close(): void {
+    if (this.#fd >= 0) closeSync(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+export abstract class FdObject extends OwnedFd {
   /** Pins the object at `path` (its directory must be on a bpffs). */
   pin(path: string): void {
     try {
@@ -81,11 +89,6 @@ export abstract class FdObject {
       assertBpffsDir(dirname(path), 'pin'); // says why when the kernel's answer (EPERM, ENOENT) does not
       throw err;
     }
-  }
-
-  close(): void {
-    if (this.#fd >= 0) closeSync(this.#fd);
-    this.#fd = -1;
   }
 }
 

@@ -201,8 +201,9 @@ export class BpfMap extends MapObject {
     return native.mapLookup(this.fd, key, valueSize, this.id);
   }
 
-  keys(keySize: number): Uint8Array[] {
+  /** Every key, or the first `limit`. */
+  keys(keySize: number, limit?: number): Uint8Array[] {
     this.checkSize('keys', 'key', keySize, this.keySize);
-    return native.mapKeys(this.fd, keySize, this.id);
+    return native.mapKeys(this.fd, keySize, this.id, limit);
   }
 }

@@ -39,6 +39,8 @@ export interface ProgInfo {
   name: string;
   type: number;
   typeName: string;
+  /** The kernel's hash of the instructions as loaded (map references left out), 16 hex digits: the same code has the same tag. */
+  tag: string;
   /** Cumulative; only advances while run-time statistics are enabled. */
   runTimeNs: bigint;
   runCnt: bigint;
@@ -84,13 +86,17 @@ export interface RawProgramSpec {
  */
 export interface NativeAddon {
   setErrorClass(ctor: typeof BpfError): void;
-  openObject(path: string): RawObject;
+  /** `reuse`: fds of existing maps by map name, used instead of creating those maps. */
+  openObject(path: string, reuse?: Readonly<Record<string, number>>): RawObject;
   objectSpec(path: string): { maps: RawMapSpec[]; programs: RawProgramSpec[] };
   attachCgroupLink(progFd: number, cgroupPath: string, attachType: number): number;
   attachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   detachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   queryCgroup(cgroupPath: string, attachType: number): number[];
   linkDetach(linkFd: number): void;
+  /** BPF_LINK_UPDATE with BPF_F_REPLACE: fails (EPERM) unless the link still runs `oldProgFd`'s program. */
+  linkUpdate(linkFd: number, newProgFd: number, oldProgFd: number): void;
+  progFdById(id: number): number;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   storageLookup(
@@ -121,7 +127,8 @@ export interface NativeAddon {
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): void;
   mapDelete(fd: number, key: Uint8Array, mapId: number): boolean;
   mapLookup(fd: number, key: Uint8Array, valueSize: number, mapId: number): Uint8Array | undefined;
-  mapKeys(fd: number, keySize: number, mapId: number): Uint8Array[];
+  /** At most `limit` keys when given (1: whether the map has any). */
+  mapKeys(fd: number, keySize: number, mapId: number, limit?: number): Uint8Array[];
   listMaps(afterId?: number, limit?: number): MapInfo[];
   listPrograms(afterId?: number, limit?: number): ProgInfo[];
   mapInfo(fd: number): MapInfo;
@@ -132,6 +139,16 @@ export interface NativeAddon {
   raiseMemlockLimit(): number;
   /** Grows the fd table to `count` slots at once (capped at RLIMIT_NOFILE); the slots reserved, 0 when it could not. */
   reserveFds(count: number): number;
+  /**
+   * A NETLINK_NETFILTER socket for conntrack lookups, made inside the network
+   * namespace at `netnsPath` when given (agent/native/src/conntrack.h).
+   */
+  conntrackOpen(netnsPath?: string): number;
+  /**
+   * For n tuple records (conntrack.h: 40 bytes each), n answer records (24
+   * bytes each): who answers each tuple in the conntrack table, or zeros.
+   */
+  conntrackReplies(fd: number, tuples: Uint8Array): Uint8Array;
 }
 
 function load(): NativeAddon {

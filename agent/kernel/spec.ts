@@ -98,12 +98,27 @@ export function checkPinnedProgram(
   spec: ProgramSpec,
   maps: readonly { id: number; what: string }[],
 ): void {
+  const mismatch = programMismatch(info, spec, maps);
+  if (mismatch !== undefined)
+    throw pinShapeError(path, `pinned program '${path}' is not podmeter's ${spec.name}: ${mismatch}`);
+}
+
+/**
+ * What makes a loaded program (`info`) other than `spec`'s, using `maps`
+ * (see checkPinnedProgram): "its name differs and it does not use the
+ * pinned map_counters (pinned: ...; expected: ...)"; undefined when nothing.
+ */
+export function programMismatch(
+  info: ProgInfo,
+  spec: ProgramSpec,
+  maps: readonly { id: number; what: string }[],
+): string | undefined {
   const wantName = spec.name.slice(0, KERNEL_NAME_CHARS);
   const differences: string[] = [];
   if (info.type !== spec.type) differences.push('type');
   if (info.name !== wantName) differences.push('name');
   const missing = maps.filter((m) => !info.mapIds.includes(m.id));
-  if (differences.length === 0 && missing.length === 0) return;
+  if (differences.length === 0 && missing.length === 0) return undefined;
   const shape =
     `pinned: ${info.typeName} '${info.name}' id ${info.id}, maps [${info.mapIds.join(', ')}]; ` +
     `expected: ${spec.typeName} '${wantName}' (attach type ${spec.attachTypeName}, from ${spec.object}), maps [${maps.map((m) => `${m.id} (${m.what})`).join(', ')}]`;
@@ -111,7 +126,20 @@ export function checkPinnedProgram(
     ...(differences.length > 0 ? [`its ${differ(differences)}`] : []),
     ...(missing.length > 0 ? [`it does not use the pinned ${missing.map((m) => m.what).join(', ')}`] : []),
   ].join(' and ');
-  throw pinShapeError(path, `pinned program '${path}' is not podmeter's ${spec.name}: ${what} (${shape})`);
+  return `${what} (${shape})`;
+}
+
+/** enum bpf_map_type: BPF_MAP_TYPE_CGROUP_STORAGE, BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE. */
+const CGROUP_STORAGE_TYPES: readonly number[] = [19, 21];
+
+/**
+ * A cgroup storage map: its element for a cgroup and attach type is made
+ * when a program using it is attached and stays with that attachment, also
+ * when a link is moved to another program (the kernel allocates nothing
+ * then), so a program moved onto a link must use the very same map.
+ */
+export function isCgroupStorage(spec: Pick<MapSpec, 'type'>): boolean {
+  return CGROUP_STORAGE_TYPES.includes(spec.type);
 }
 
 /** "type differs", "key size, value size differ" */

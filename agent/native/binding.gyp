@@ -11,7 +11,8 @@
         "src/elements.cc",
         "src/inventory.cc",
         "src/limits.cc",
-        "src/shape.cc"
+        "src/shape.cc",
+        "src/conntrack.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -24,11 +24,20 @@ const PRECEDENCE: readonly (keyof ClusterPeers)[] = ['node', 'zone', 'cross-regi
 export class PeerTable {
   readonly #trie: PeerTrie;
   readonly #configured: Map<string, TrieEntry>;
+  /** Service ranges given to the agent (--service-cidr), besides the cluster's. */
+  readonly #services: readonly Prefix[];
   readonly #log: Logger;
   #cluster: ClusterPeers = {};
 
-  constructor(options: { trie: PeerTrie; slots: SlotNames; configured: readonly PeerClassSpec[]; log: Logger }) {
+  constructor(options: {
+    trie: PeerTrie;
+    slots: SlotNames;
+    configured: readonly PeerClassSpec[];
+    services?: readonly Prefix[];
+    log: Logger;
+  }) {
     this.#trie = options.trie;
+    this.#services = options.services ?? [];
     this.#log = options.log;
     this.#configured = new Map();
     for (const spec of options.configured) {
@@ -66,7 +75,8 @@ export class PeerTable {
   desired(): Map<string, TrieEntry> {
     const out = new Map<string, TrieEntry>();
     for (const cls of [...PRECEDENCE].reverse()) {
-      for (const prefix of this.#cluster[cls] ?? []) out.set(prefix.text, { prefix, slot: SLOT[cls] });
+      const prefixes = cls === 'service' ? [...this.#services, ...(this.#cluster.service ?? [])] : this.#cluster[cls];
+      for (const prefix of prefixes ?? []) out.set(prefix.text, { prefix, slot: SLOT[cls] });
     }
     for (const [text, entry] of this.#configured) out.set(text, entry);
     return out;

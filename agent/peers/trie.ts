@@ -115,6 +115,12 @@ export class PeerTrie {
     }
   }
 
+  /** The slot the programs would count a peer at `addr` (16 bytes, IPv4-mapped for IPv4) in; undefined: external. */
+  slotOf(addr: Uint8Array): number | undefined {
+    const value = this.#trie.lookup(prefixKey({ text: '', addr, bits: 128 }), 4);
+    return value === undefined ? undefined : readU32(value);
+  }
+
   /** Puts one prefix in (tests and benchmarks; the agent uses apply()). */
   set(prefix: Prefix, slot: number): void {
     this.#trie.update(prefixKey(prefix), u32(slot));

@@ -1,6 +1,7 @@
 /**
  * No byte lost: kill -9 and restart under traffic (and traffic while no
- * agent runs), a cgroup created, used and removed between two counter reads,
+ * agent runs), an agent of a new version over an earlier one's pins (needs
+ * clang for that build), a cgroup created, used and removed between two counter reads,
  * cgroups removed while no agent runs, finals kept across restarts, a node
  * reboot (pins and pod cgroups made anew).
  * Needs root, cgroup v2, bpffs.
@@ -16,8 +17,10 @@ import { spawnInCgroup, spawnTraffic, udpDatagramBytes, udpExchange } from '../h
 import { startAgentProcess } from '../helpers/agent.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sample } from '../helpers/samples.ts';
-import { sleep } from '../helpers/cleanup.ts';
-import { queryCgroup } from '../../agent/kernel/bpf.ts';
+import { afterOrSignal, randomSuffix, sleep, TEST_PREFIX } from '../helpers/cleanup.ts';
+import { bpffsRoot } from '../helpers/bpffs.ts';
+import { buildEarlier, pinAsAgent } from '../helpers/earlier.ts';
+import { Program, queryCgroup } from '../../agent/kernel/bpf.ts';
 
 /** `pid` holds an inotify watch on the cgroup's cgroup.events (from /proc/<pid>/fdinfo). */
 function watchesEvents(pid: number, cgroup: string): boolean {
@@ -92,6 +95,51 @@ test('kill -9 and restart under traffic: totals equal every byte sent, none lost
     across + whileDown,
   );
   assert.ok(agent.logs.some((l) => l.msg === 'adopted pinned programs and counter map'));
+});
+
+test("an agent of a new version over an earlier version's pins: links moved to its programs, totals exact", async (t) => {
+  const earlier = buildEarlier(t);
+  const root = makeTestCgroup(t);
+  const a = root.child('sender');
+  const b = root.child('receiver');
+  const pins = new PinDir(`${bpffsRoot()}/${TEST_PREFIX}${randomSuffix()}`);
+  afterOrSignal(t, () => pins.removeAll());
+  pinAsAgent(pins, earlier, [a, b]); // what the earlier version's agent left when it stopped
+  const topo = makeTopology(t); // over a veth pair: loopback is not network traffic
+  const exchange = (count: number) =>
+    udpExchange({
+      senderCgroup: a.path,
+      receiverCgroup: b.path,
+      ...topo.toPeer('external', 4),
+      family: 4,
+      count,
+      payload: 100,
+    });
+  await exchange(300); // counted by the earlier programs
+  const agent = await startAgentProcess(t, { cgroupRoot: root.path, bpffs: pins.root });
+  const program = (d: 'ingress' | 'egress') => {
+    const p = Program.fromPin(pins.program(d), 'pinned', 0);
+    try {
+      return p.info();
+    } finally {
+      p.close();
+    }
+  };
+  const upgraded = agent.logs.find((l) => String(l.msg).startsWith('pins upgraded in place'));
+  assert.ok(upgraded, 'the upgrade logged');
+  assert.deepEqual(upgraded.links, { moved: 4, already: 0, gone: 0, failed: 0 });
+  for (const cgroup of [a, b])
+    for (const d of ['ingress', 'egress'] as const) assert.deepEqual(queryCgroup(cgroup.path, d), [program(d).id]);
+  await exchange(200); // counted by the new programs, into the same counters
+  const metrics = await agent.metrics();
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_bytes_total', { cgroup: 'sender', direction: 'egress' }),
+    500 * udpDatagramBytes(4, 100),
+  );
+  assert.equal(
+    sample(metrics, 'podmeter_cgroup_network_packets_total', { cgroup: 'receiver', direction: 'ingress' }),
+    500,
+  );
 });
 
 test('a cgroup created, used and removed between two counter reads has its exact final count', async (t) => {
@@ -178,9 +226,10 @@ test('finals survive a restart; a cgroup removed while no agent runs is finalise
   await waitFor('final of gone-early', async () =>
     (await agent.cgroups()).find((c) => c.cgroup === 'gone-early' && c.state === 'terminated'),
   );
-  // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts.
-  await waitFor('populated 0 read', async () =>
-    (await agent.cgroups()).find((c) => c.cgroup === 'vanish-while-down' && c.egress.packets === '30'),
+  // populated 1 -> 0 (the sender exited) made the agent read and persist vanish's counts: the kill
+  // below waits for them in the state file (the write is asynchronous), not only in the agent's memory.
+  await waitFor('populated 0 read and saved', () =>
+    savedEgress(agent.stateDir, 'vanish-while-down') === String(30 * 38) ? true : undefined,
   );
 
   await agent.kill('SIGKILL');

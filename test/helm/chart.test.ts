@@ -450,6 +450,7 @@ test('the agent DaemonSet: privileges, host access and mounts exactly as reviewe
     '--annotate-budget=1',
     '--log-level=info',
     '--log-format=json',
+    '--conntrack-netns=/proc/1/ns/net',
   ]);
   assert.ok(!container.args.some((a) => a.startsWith('--kubeconfig')), 'in-cluster config, no --kubeconfig');
   assert.deepEqual(container.ports, [{ name: 'http-metrics', containerPort: 9471, protocol: 'TCP' }]);

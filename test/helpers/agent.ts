@@ -88,7 +88,10 @@ export async function startAgentProcess(t: AfterHook | undefined, options: Agent
       await kill('SIGTERM');
     } finally {
       new PinDir(bpffs).removeAll();
-      rmSync(stateDir, { recursive: true, force: true });
+      // Retried: a later agent started over these dirs (a restart test) may still be writing its
+      // state file while this earlier one's cleanup runs (after hooks run in registration order).
+      // An ENOTEMPTY here failed the hook, and the later agent's cleanup never ran: its file hung.
+      rmSync(stateDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
     }
   });
   listen = await listening;

@@ -11,6 +11,8 @@
  *     programs: { ingress, egress }        Program per direction
  *     stats: StatsMap | undefined         podmeter_stats (podmeter only)
  *     peers: BpfMap | undefined            podmeter_peers, the peer trie (podmeter only)
+ *     flows: FlowTables | undefined        the Service flow tables and units (podmeter only; no table is
+ *                                          active until flows.activate(): Service packets count in the slot)
  *     attach(cgroup, directions?): Links   bpf_link per direction (default both), closed by close()
  *     counters(cgroup): { ingress, egress } network traffic: the Traffic of every class but
  *                                          loopback, as the agent reports it (undefined: no entry)
@@ -38,6 +40,7 @@ import { networkTotal, type ClassTraffic, type Traffic } from '../../common/cont
 import { parsePrefix } from '../../agent/peers/cidr.ts';
 import { PeerTrie } from '../../agent/peers/trie.ts';
 import type { BpfMap } from '../../agent/kernel/bpf.ts';
+import { FlowTables, type FlowMaps } from '../../agent/services/tables.ts';
 import type { AfterHook } from './cleanup.ts';
 import type { CgroupRef } from './traffic.ts';
 
@@ -46,6 +49,7 @@ export interface Loaded {
   programs: Record<Direction, Program>;
   stats: StatsMap | undefined;
   peers: BpfMap | undefined;
+  flows: FlowTables | undefined;
   attach(cgroup: CgroupRef, directions?: readonly Direction[]): Partial<Record<Direction, Link>>;
   counters(cgroup: CgroupRef | bigint): Record<Direction, Traffic | undefined>;
   classes(cgroup: CgroupRef | bigint): Record<Direction, ClassTraffic | undefined>;
@@ -59,6 +63,15 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
   const peers = name === 'podmeter' ? obj.takeMap('podmeter_peers') : undefined;
   const generation = name === 'podmeter' ? obj.takeMap('podmeter_gen') : undefined;
   const trie = peers && generation && new PeerTrie(peers, generation);
+  const flowMaps =
+    name === 'podmeter'
+      ? (Object.fromEntries(
+          (['flows', 'flows_a', 'flows_b', 'flow_epochs', 'flow_misses', 'units'] as const).map((key) => [
+            key,
+            obj.takeMap(`podmeter_${key}`),
+          ]),
+        ) as unknown as FlowMaps)
+      : undefined;
   const names = new SlotNames([]);
   const idOf = (cgroup: CgroupRef | bigint): bigint =>
     typeof cgroup === 'bigint' ? cgroup : cgroupId(typeof cgroup === 'string' ? cgroup : cgroup.path);
@@ -79,6 +92,7 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
     programs,
     stats,
     peers,
+    flows: flowMaps && new FlowTables(flowMaps),
     attach(cgroup, directions = DIRECTIONS) {
       const cgroupPath = typeof cgroup === 'string' ? cgroup : cgroup.path;
       const out: Partial<Record<Direction, Link>> = {};
@@ -103,6 +117,7 @@ function load(name: 'podmeter' | 'passthrough' | 'legacy', t?: AfterHook): Loade
       stats?.close();
       peers?.close();
       generation?.close();
+      for (const map of flowMaps === undefined ? [] : (Object.values(flowMaps) as BpfMap[])) map.close();
       obj.close();
     },
   };

@@ -16,11 +16,13 @@
  *     toPeer/fromPeer: udpExchange/tcpTransfer options (Endpoints) for traffic from the pod
  *     netns to `peer`'s address in world, or from `peer`'s address (bound) to the pod.
  *   CIDRS: the prefixes a node agent would know for each class.
+ *   dnatService(topo, backend, families?): kube-proxy's DNAT in world from the Service address to `backend`'s.
  *
  *   benchNetwork(network, podmeter, peers): where a benchmark's iperf3 client and server run:
  *     'lo' one netns (the loopback class); 'veth' pod -> world over the veth pair, with
  *     `peers` prefixes in podmeter's peer trie (a /24 and a /64 per simulated node) and the
- *     server's address in one of them.
+ *     server's address in one of them; 'service' the same, the client sending to a Service
+ *     address that a DNAT in world turns into the server's (podmeter's flow table active).
  *   Both veth ends have MTU 65535, so datagrams up to 65,000 bytes go unfragmented, as on lo.
  *
  * Addresses (IPv4 / IPv6):
@@ -160,6 +162,31 @@ export function makeTopology(t?: AfterHook): Topology {
   };
 }
 
+/** kube-proxy's rule for a Service, in world (the node): packets to the `service` address go to `backend`'s (ports kept). */
+export function dnatService(
+  topo: Topology,
+  backend: Exclude<Peer, 'service'>,
+  families: readonly Family[] = [4, 6],
+): void {
+  for (const family of families)
+    execFileSync('ip', [
+      'netns',
+      'exec',
+      topo.world.name,
+      family === 4 ? 'iptables' : 'ip6tables',
+      '-t',
+      'nat',
+      '-A',
+      'PREROUTING',
+      '-d',
+      ADDRESSES.service[family],
+      '-j',
+      'DNAT',
+      '--to-destination',
+      ADDRESSES[backend][family],
+    ]);
+}
+
 export function benchNetwork(
   network: string,
   podmeter: Loaded,
@@ -169,12 +196,19 @@ export function benchNetwork(
     const netns = makeNetns();
     return { clientNetns: netns, serverNetns: netns, address: undefined };
   }
-  if (network !== 'veth') throw new Error(`NETWORK must be veth or lo, not ${network}`);
+  if (network !== 'veth' && network !== 'service')
+    throw new Error(`NETWORK must be veth, service or lo, not ${network}`);
   const topo = makeTopology();
   for (let i = 0; i < peers / 2; i++) {
     podmeter.setPeer(`10.${100 + (i >> 8)}.${i & 255}.0/24`, 'zone');
     podmeter.setPeer(`fd00:${(100 + i).toString(16)}::/64`, 'zone');
   }
   podmeter.setPeer(CIDRS.zone[0], 'zone');
-  return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
+  if (network === 'veth') return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.zone[4] };
+  // 'service': the client talks to a Service address, which a DNAT in world (kube-proxy's rule) turns
+  // into the server's; its packets count per flow in the active flow table.
+  dnatService(topo, 'zone', [4]);
+  podmeter.setPeer(CIDRS.service[0], 'service');
+  podmeter.flows?.activate(0, 1n);
+  return { clientNetns: topo.pod, serverNetns: topo.world, address: ADDRESSES.service[4] };
 }

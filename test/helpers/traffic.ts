@@ -200,11 +200,17 @@ export interface Endpoints {
   address?: string;
   /** The sender's source address. */
   bind?: string;
+  /** Where the sender sends when it is not `address` (a Service address that a DNAT rule turns into `address`). */
+  target?: string;
 }
 
 function endpointArgs(o: Endpoints): { recv: string[]; send: string[] } {
   const recv = o.address === undefined ? [] : ['--address', o.address];
-  return { recv, send: [...recv, ...(o.bind === undefined ? [] : ['--bind', o.bind])] };
+  const to = o.target ?? o.address;
+  return {
+    recv,
+    send: [...(to === undefined ? [] : ['--address', to]), ...(o.bind === undefined ? [] : ['--bind', o.bind])],
+  };
 }
 
 export interface UdpExchangeOptions extends Endpoints {

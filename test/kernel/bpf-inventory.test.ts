@@ -24,7 +24,7 @@ test('listMaps shows podmeter_stats as a percpu_cgroup_storage map', (t) => {
   assert.ok(possibleCpus() >= 1);
 });
 
-test('listPrograms shows both cgroup_skb programs, using the counters, the peer trie and its generation', (t) => {
+test('listPrograms shows both cgroup_skb programs, using the counters, the peer trie and its generation, and the flow maps', (t) => {
   const pm = loadPodmeter(t);
   const mapId = pm.stats!.info().id;
   const all = listPrograms();
@@ -36,7 +36,8 @@ test('listPrograms shows both cgroup_skb programs, using the counters, the peer 
     // The kernel keeps BPF_OBJ_NAME_LEN - 1 = 15 characters of a program's name.
     assert.equal(listed.name, `podmeter_${direction}`.slice(0, 15));
     assert.ok(listed.mapIds.includes(mapId), `uses podmeter_stats (${listed.mapIds.join(',')})`);
-    assert.equal(listed.mapIds.length, 3);
+    // podmeter_stats, _peers, _gen; the Service flows' podmeter_flows, _flow_misses, _units.
+    assert.equal(listed.mapIds.length, 6);
   }
 });
 

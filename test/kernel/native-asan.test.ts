@@ -1,8 +1,9 @@
 // The addon under AddressSanitizer (issue 23's proof): agent/native is built
 // once more, from the same sources, into a temporary directory with
 // -fsanitize=address, and test/kernel/native-boundary.test.ts (the property
-// tests of every buffer-taking function) runs in a Node process that loads
-// that build instead of agent/native/build. Node itself is not instrumented:
+// tests of every buffer-taking function) and test/kernel/conntrack.test.ts
+// (netlink answers of a real conntrack table parsed) each run in a Node
+// process that loads that build instead of agent/native/build. Node itself is not instrumented:
 // the ASan runtime comes first through LD_PRELOAD (GCC's libasan, as the
 // addon is built with g++), leak detection is off (Node's own allocations
 // outlive exit by design). Any out-of-bounds access in the addon ends that
@@ -39,8 +40,11 @@ process.on('exit', () => {
 });
 `;
 
+/** The files run against the ASan build: the boundary's property tests, and conntrack's answers from a real table. */
+const UNDER_ASAN = ['test/kernel/native-boundary.test.ts', 'test/kernel/conntrack.test.ts'];
+
 test(
-  'the addon built with AddressSanitizer runs the native boundary property tests clean',
+  'the addon built with AddressSanitizer runs the native boundary property tests and the conntrack tests clean',
   { timeout: 900_000 },
   async (t) => {
     const libasan = execFileSync('g++', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).trim();
@@ -78,41 +82,42 @@ test(
 
     const redirect = join(dir, 'redirect.cjs');
     writeFileSync(redirect, REDIRECT);
-    const boundary = join(installRoot, 'test/kernel/native-boundary.test.ts');
-    // Run as a plain program (TAP on stdout), not as a child of this test runner.
+    // Run as plain programs (TAP on stdout), not as children of this test runner.
     const env = { ...process.env };
     delete env.NODE_TEST_CONTEXT;
-    let stdout: string;
-    let stderr: string;
-    let code: number | string = 0;
-    try {
-      ({ stdout, stderr } = await run(process.execPath, ['--require', redirect, boundary], {
-        cwd: installRoot,
-        env: {
-          ...env,
-          LD_PRELOAD: libasan,
-          // V8 handles SIGSEGV itself (WebAssembly bounds checks): let it.
-          ASAN_OPTIONS: 'detect_leaks=0:allow_user_segv_handler=1:abort_on_error=0:exitcode=99',
-          PODMETER_TEST_ADDON_FROM: nativeAddonPath,
-          PODMETER_TEST_ADDON_TO: addon,
-        },
-        maxBuffer: 64 << 20,
-        timeout: 600_000,
-      }));
-    } catch (err) {
-      const e = err as { code?: number | string; stdout?: string; stderr?: string };
-      ({ stdout = '', stderr = '' } = e);
-      code = e.code ?? 'unknown';
+    for (const file of UNDER_ASAN) {
+      let stdout: string;
+      let stderr: string;
+      let code: number | string = 0;
+      try {
+        ({ stdout, stderr } = await run(process.execPath, ['--require', redirect, join(installRoot, file)], {
+          cwd: installRoot,
+          env: {
+            ...env,
+            LD_PRELOAD: libasan,
+            // V8 handles SIGSEGV itself (WebAssembly bounds checks): let it.
+            ASAN_OPTIONS: 'detect_leaks=0:allow_user_segv_handler=1:abort_on_error=0:exitcode=99',
+            PODMETER_TEST_ADDON_FROM: nativeAddonPath,
+            PODMETER_TEST_ADDON_TO: addon,
+          },
+          maxBuffer: 64 << 20,
+          timeout: 600_000,
+        }));
+      } catch (err) {
+        const e = err as { code?: number | string; stdout?: string; stderr?: string };
+        ({ stdout = '', stderr = '' } = e);
+        code = e.code ?? 'unknown';
+      }
+      const report = `${file}: exit ${code}\n--- stderr (tail)\n${stderr.slice(-6000)}\n--- stdout (tail)\n${stdout.slice(-3000)}`;
+      assert.doesNotMatch(stderr, /ERROR: AddressSanitizer/, report);
+      assert.match(
+        stderr,
+        /podmeter-test-asan: runtime mapped, addon mapped/,
+        `the ASan runtime and build were loaded\n${report}`,
+      );
+      assert.equal(code, 0, report);
+      assert.match(stdout, /^(# |ℹ )fail 0$/m, report);
+      assert.match(stdout, /^(# |ℹ )pass [1-9]/m, report);
     }
-    const report = `exit ${code}\n--- stderr (tail)\n${stderr.slice(-6000)}\n--- stdout (tail)\n${stdout.slice(-3000)}`;
-    assert.doesNotMatch(stderr, /ERROR: AddressSanitizer/, report);
-    assert.match(
-      stderr,
-      /podmeter-test-asan: runtime mapped, addon mapped/,
-      `the ASan runtime and build were loaded\n${report}`,
-    );
-    assert.equal(code, 0, report);
-    assert.match(stdout, /^(# |ℹ )fail 0$/m, report);
-    assert.match(stdout, /^(# |ℹ )pass [1-9]/m, report);
   },
 );

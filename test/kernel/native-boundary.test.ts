@@ -6,8 +6,11 @@
 // or BpfError EBADF for an fd that is not open), never a crash, an
 // out-of-bounds read or write (test/kernel/native-asan.test.ts runs this file
 // under AddressSanitizer), or a write into another map; the same calls with
-// the map's own sizes still work. Needs root (BPF maps, a test cgroup,
-// bpffs) and python3 (test/helpers/mapholder.py makes the per-CPU maps).
+// the map's own sizes still work. conntrackReplies likewise: a buffer that is
+// not whole 40-byte tuples, or an fd that is not a conntrack socket, throws
+// before any netlink message. Needs root (BPF maps, a test cgroup, bpffs, a
+// network namespace) and python3 (test/helpers/mapholder.py makes the
+// per-CPU maps).
 import assert from 'node:assert/strict';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,10 +18,12 @@ import { test } from 'node:test';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
+import { Conntrack } from '../../agent/kernel/conntrack.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { native } from '../../agent/kernel/native.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
 import { makeTestCgroup } from '../helpers/cgroups.ts';
+import { makeNetns } from '../helpers/netns.ts';
 import { MAP_TYPE, startHolder, uniqueComm } from '../helpers/mapHolder.ts';
 
 /** Generated calls per property (each a few syscalls). */
@@ -343,6 +348,58 @@ test(
     );
   },
 );
+
+test('conntrackReplies with random lengths and fds throws unless the buffer is whole tuples and the fd a conntrack socket', async (t) => {
+  // The socket first: the fixture's closed fd number must stay unused.
+  const netns = makeNetns(t);
+  const ct = Conntrack.open({ netns: `/run/netns/${netns.name}` });
+  t.after(() => ct.close());
+  const fx = await fixture(t);
+  const fds: Record<string, number> = { conntrack: ct.fd, map: fx.targets[0]!.map.fd, ...fx.others };
+  const NETLINK_SYSCALLS = ['sendto', 'recv', 'netlink(IPCTNL_MSG_CT_GET)'];
+  let good = 0;
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        { weight: 4, arbitrary: fc.constant('conntrack') },
+        { weight: 3, arbitrary: fc.constantFrom(...Object.keys(fds)) },
+        { weight: 1, arbitrary: fc.oneof(fc.integer({ min: -3, max: 4096 }), fc.double()).map(String) },
+      ),
+      fc.nat(300),
+      fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, fc.integer({ min: -39, max: 39 })),
+      fc.nat(),
+      (fdChoice, count, extra, seed) => {
+        const fd = fds[fdChoice] ?? Number(fdChoice);
+        const length = Math.max(0, count * 40 + extra);
+        const tuples = bytes(length, seed);
+        for (let at = 36; at < length; at += 40) tuples[at] = 17; // UDP: a protocol with ports, as the facade sends
+        const right = fd === ct.fd && length % 40 === 0;
+        good += right ? 1 : 0;
+        let result: Uint8Array | undefined;
+        let error: unknown;
+        try {
+          result = native.conntrackReplies(fd, tuples);
+        } catch (err) {
+          error = err;
+        }
+        const what = `fd ${fdChoice} (${fd}), ${length} bytes`;
+        if (right) {
+          assert.equal(error, undefined, `${what}: ${inspect(error)}`);
+          assert.ok(result instanceof Uint8Array && result.length === (length / 40) * 24, what);
+          return;
+        }
+        assert.ok(
+          error instanceof TypeError || (error instanceof BpfError && !NETLINK_SYSCALLS.includes(error.syscall ?? '')),
+          `${what}: expected a TypeError or a BpfError before any netlink message, got ${inspect(error ?? result)}`,
+        );
+        if (fd === ct.fd)
+          assert.match(error.message, new RegExp(`tuples of ${length} bytes, not a whole number of 40-byte tuples`));
+      },
+    ),
+    { numRuns: RUNS / 10 },
+  );
+  assert.ok(good > RUNS / 100, `enough right calls were generated to show they work (${good})`);
+});
 
 test('describing an fd of another kind (map, program, link, file, closed) throws instead of misreading it', async (t) => {
   const fx = await fixture(t);

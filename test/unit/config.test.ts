@@ -10,6 +10,7 @@ import { switchFlag } from '../../common/flags/values.ts';
 const ENV = { NODE_NAME: 'node-a' };
 
 const DEFAULTS: AgentConfig = {
+  serviceCidrs: [],
   discover: 'auto',
   cgroupRoot: undefined,
   bpffs: '/sys/fs/bpf/podmeter',
@@ -32,6 +33,26 @@ const DEFAULTS: AgentConfig = {
 
 test('defaults', () => {
   assert.deepEqual(parseAgentConfig([], ENV), DEFAULTS);
+});
+
+test('--service-cidr (repeatable, comma lists) and --conntrack-netns', () => {
+  const config = parseAgentConfig(
+    [
+      '--service-cidr',
+      '10.96.0.0/12,fd00:96::/108',
+      '--service-cidr',
+      '10.100.0.1',
+      '--conntrack-netns',
+      '/run/netns/x',
+    ],
+    ENV,
+  );
+  assert.deepEqual(
+    config.serviceCidrs.map((p) => p.text),
+    ['10.96.0.0/12', 'fd00:96::/108', '10.100.0.1/32'],
+  );
+  assert.equal(config.conntrackNetns, '/run/netns/x');
+  assert.throws(() => parseAgentConfig(['--service-cidr', '10.96.0.0/33'], ENV), /--service-cidr/);
 });
 
 test('namespace: flag, then PODMETER_NAMESPACE, then POD_NAMESPACE, then podmeter; a bad name is an error', () => {

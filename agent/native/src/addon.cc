@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "attach.h"
+#include "conntrack.h"
 #include "elements.h"
 #include "errors.h"
 #include "inventory.h"
@@ -23,6 +24,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("detachCgroupMulti", DetachCgroupMulti);
   add("queryCgroup", QueryCgroup);
   add("linkDetach", LinkDetach);
+  add("linkUpdate", LinkUpdate);
+  add("progFdById", ProgFdById);
   add("objPin", ObjPin);
   add("objGet", ObjGet);
   add("storageLookup", StorageLookup);
@@ -42,6 +45,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("enableRunTimeStats", EnableRunTimeStats);
   add("raiseMemlockLimit", RaiseMemlockLimit);
   add("reserveFds", ReserveFds);
+  add("conntrackOpen", ConntrackOpen);
+  add("conntrackReplies", ConntrackReplies);
   return exports;
 }
 

@@ -109,6 +109,37 @@ Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    ThrowTypeError(env, "linkUpdate(linkFd: number, newProgFd: number, oldProgFd: number)");
+    return env.Undefined();
+  }
+  // BPF_F_REPLACE: only if the link still runs the old program, so that a
+  // change made meanwhile by someone else fails (EPERM) instead of being undone.
+  bpf_link_update_opts opts = {};
+  opts.sz = sizeof opts;
+  opts.flags = BPF_F_REPLACE;
+  opts.old_prog_fd = info[2].As<Napi::Number>().Uint32Value();
+  int rc = bpf_link_update(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(), &opts);
+  if (rc < 0) ThrowSystemError(env, -rc, "bpf(BPF_LINK_UPDATE)", "move link to another program");
+  return env.Undefined();
+}
+
+Napi::Value ProgFdById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    ThrowTypeError(env, "progFdById(id: number)");
+    return env.Undefined();
+  }
+  int fd = bpf_prog_get_fd_by_id(info[0].As<Napi::Number>().Uint32Value());
+  if (fd < 0) {
+    ThrowSystemError(env, -fd, "bpf(BPF_PROG_GET_FD_BY_ID)", "open program " + std::to_string(info[0].As<Napi::Number>().Uint32Value()));
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Value ObjPin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsString()) {

@@ -100,11 +100,13 @@ Napi::Value MapLookup(const Napi::CallbackInfo& info) {
 
 Napi::Value MapKeys(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[1].IsNumber()) {
-    ThrowTypeError(env, "mapKeys(fd: number, keySize: number, mapId: number)");
+  if (!info[1].IsNumber() || !(info[3].IsUndefined() || info[3].IsNumber())) {
+    ThrowTypeError(env, "mapKeys(fd: number, keySize: number, mapId: number, limit?: number)");
     return env.Undefined();
   }
   double requested = info[1].As<Napi::Number>().DoubleValue();
+  // At most `limit` keys (e.g. 1: is the map empty?); all when absent.
+  double limit = info[3].IsUndefined() ? -1 : info[3].As<Napi::Number>().DoubleValue();
   int fd;
   MapShape shape;
   if (!ReadMapShape(env, "mapKeys", info[0], info[2], &fd, &shape) ||
@@ -115,7 +117,7 @@ Napi::Value MapKeys(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> key(keySize), next(keySize);
   Napi::Array keys = Napi::Array::New(env);
   const void* prev = nullptr;  // NULL asks for the first key
-  for (;;) {
+  while (limit < 0 || keys.Length() < limit) {
     if (prev != nullptr) KernelTouches(prev, shape.keySize);
     KernelTouches(next.data(), shape.keySize);
     int rc = bpf_map_get_next_key(fd, prev, next.data());

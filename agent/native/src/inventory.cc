@@ -81,6 +81,9 @@ int DescribeProgram(Napi::Env env, int fd, Napi::Object out) {
   out.Set("name", info.name);
   out.Set("type", info.type);
   out.Set("typeName", TypeName(libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(info.type)), info.type));
+  char tag[2 * BPF_TAG_SIZE + 1];
+  for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", info.tag[i]);
+  out.Set("tag", tag);
   out.Set("runTimeNs", Napi::BigInt::New(env, static_cast<uint64_t>(info.run_time_ns)));
   out.Set("runCnt", Napi::BigInt::New(env, static_cast<uint64_t>(info.run_cnt)));
   Napi::Array ids = Napi::Array::New(env, mapIds.size());

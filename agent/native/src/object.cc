@@ -33,9 +33,30 @@ bpf_object* OpenFile(const Napi::CallbackInfo& info, const char* usage, const ch
 
 Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (!info[1].IsUndefined() && !info[1].IsObject()) {
+    ThrowTypeError(env, "openObject(path, reuse?): reuse must be an object of map fds by name");
+    return env.Undefined();
+  }
   std::string path;
-  bpf_object* obj = OpenFile(info, "openObject(path)", "open BPF object", &path);
+  bpf_object* obj = OpenFile(info, "openObject(path, reuse?)", "open BPF object", &path);
   if (obj == nullptr) return env.Undefined();
+  // Maps named in `reuse` are not created: the programs use the map of that
+  // fd (a pinned map an earlier agent made), which libbpf duplicates.
+  if (info[1].IsObject()) {
+    Napi::Object reuse = info[1].As<Napi::Object>();
+    bpf_map* map;
+    bpf_object__for_each_map(map, obj) {
+      Napi::Value fd = reuse.Get(bpf_map__name(map));
+      if (fd.IsUndefined()) continue;
+      int rc = fd.IsNumber() ? bpf_map__reuse_fd(map, fd.As<Napi::Number>().Int32Value()) : -EINVAL;
+      if (rc < 0) {
+        std::string log = EndLibbpfLog();
+        bpf_object__close(obj);
+        ThrowSystemError(env, -rc, "bpf_map__reuse_fd", std::string("reuse map ") + bpf_map__name(map) + " of BPF object", path, log);
+        return env.Undefined();
+      }
+    }
+  }
   int rc = bpf_object__load(obj);
   if (rc < 0) {
     std::string log = EndLibbpfLog();
