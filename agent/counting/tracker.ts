@@ -20,6 +20,7 @@ import type { UnitIdentity } from '../cgroups/units.ts';
 import { cgroupId } from '../kernel/bpf.ts';
 import { addUnitCounts, NO_COUNTS, unitWentBack, type UnitCounts } from '../../common/contract/counts.ts';
 import type { KernelRead, Meter } from './meter.ts';
+import type { PinDir } from './pins.ts';
 import { AttachRetries } from './retries.ts';
 import { StateSaver } from './saver.ts';
 import type { StateStore, UnitRecord } from './state.ts';
@@ -31,6 +32,11 @@ export interface TrackerFlows {
   /** Resolves after a whole drain that started after the call. */
   drain(): Promise<void>;
 }
+
+/** What the tracker uses of the Meter: its links and reads of the kernel (test/unit/tracker.test.ts gives it a fake). */
+export type TrackerMeter = Pick<Meter, 'attach' | 'linkState' | 'release' | 'read' | 'readMany'> & {
+  readonly pins: Pick<PinDir, 'listLinks'>;
+};
 
 export interface Unit extends UnitRecord {
   state: 'live' | 'draining' | 'terminated';
@@ -56,7 +62,7 @@ const ofThisBoot = (id: bigint): boolean => id > 0n;
 const DRAIN_LIMIT_MS = 120_000;
 
 export class Tracker extends EventEmitter<TrackerEvents> {
-  readonly #meter: Meter;
+  readonly #meter: TrackerMeter;
   readonly #root: string;
   /** The root with one trailing '/': a watched unit's path is this + its relPath (see #count). */
   readonly #rootSlash: string;
@@ -78,7 +84,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   /** The flow drain number the state file held at start: written back as it was while no flows are drained here. */
   #flowsDrained = 0n;
 
-  constructor(options: { meter: Meter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
+  constructor(options: { meter: TrackerMeter; root: string; store: StateStore; log: Logger; retentionMs: number }) {
     super();
     this.#meter = options.meter;
     this.#root = options.root;

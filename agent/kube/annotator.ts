@@ -33,6 +33,11 @@ export const ANNOTATION_WRITE_RESULTS = ['ok', 'error', 'gone', 'rejected', 'ski
 export type AnnotationWriteResult = (typeof ANNOTATION_WRITE_RESULTS)[number];
 type WriteResult = Exclude<AnnotationWriteResult, 'skipped_budget'>;
 
+/** What the annotator uses of the API client, the Pod directory and the tracker (test/unit/annotator.test.ts fakes them). */
+export type AnnotatorApi = Pick<KubeApi, 'request'>;
+export type AnnotatorPods = Pick<PodDirectory, 'byCgroupUid' | 'lastKnown'>;
+export type AnnotatorTracker = Pick<Tracker, 'on' | 'units'>;
+
 /** A Pod's counter annotations (podAnnotations). */
 type Values = Readonly<Record<string, string>>;
 
@@ -57,9 +62,9 @@ const MERGE_PATCH = 'application/merge-patch+json';
 const WRITE_TIMEOUT_MS = 30_000;
 
 export class Annotator {
-  readonly #api: KubeApi;
-  readonly #pods: PodDirectory;
-  readonly #tracker: Tracker;
+  readonly #api: AnnotatorApi;
+  readonly #pods: AnnotatorPods;
+  readonly #tracker: AnnotatorTracker;
   readonly #budget: WriteBudget;
   readonly #intervalMs: number;
   readonly #log: Logger;
@@ -81,9 +86,9 @@ export class Annotator {
   #busy = false;
 
   constructor(options: {
-    api: KubeApi;
-    pods: PodDirectory;
-    tracker: Tracker;
+    api: AnnotatorApi;
+    pods: AnnotatorPods;
+    tracker: AnnotatorTracker;
     budget: WriteBudget;
     intervalMs: number;
     log: Logger;
