@@ -20,7 +20,7 @@ import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.t
 import { encodeNodeFinals } from '../../common/contract/finals.ts';
 import { describe, isRefusal, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
-import type { Tracker, Unit } from '../counting/tracker.ts';
+import type { Unit } from '../counting/tracker.ts';
 import { contractCounts } from '../../common/contract/counts.ts';
 import { nodeFinals } from './finals.ts';
 import type { PodDirectory, PodRef } from './pods.ts';
@@ -36,7 +36,10 @@ type WriteResult = Exclude<AnnotationWriteResult, 'skipped_budget'>;
 /** What the annotator uses of the API client, the Pod directory and the tracker (test/unit/annotator.test.ts fakes them). */
 export type AnnotatorApi = Pick<KubeApi, 'request'>;
 export type AnnotatorPods = Pick<PodDirectory, 'byCgroupUid' | 'lastKnown'>;
-export type AnnotatorTracker = Pick<Tracker, 'on' | 'units'>;
+export interface AnnotatorTracker {
+  on(event: 'emptied' | 'terminated', listener: (unit: Unit) => void): unknown;
+  units(): Unit[];
+}
 
 /** A Pod's counter annotations (podAnnotations). */
 type Values = Readonly<Record<string, string>>;
