@@ -107,7 +107,7 @@ function setup(options: { rate?: number; node?: boolean; mapBytes?: () => number
       tracker.list.push(u);
     }
   };
-  return { api, tracker, annotator, results, add };
+  return { api, tracker, annotator, results, add, pods: refs };
 }
 
 test('a pod is written once its counts change and its interval has passed; unchanged counts are not written', async () => {
@@ -220,7 +220,7 @@ test("a pod refused on its own is retried with backoff while the node's other po
 });
 
 test('a Pod gone (404, 409) is not written again; another Pod for the same cgroup is', async () => {
-  const { api, annotator, results, add } = setup();
+  const { api, annotator, results, add, pods } = setup();
   const unit = pod(1);
   add(unit);
   api.answer = () => new ApiError(404, 'NotFound', 'pods "p1" not found');
@@ -231,6 +231,13 @@ test('a Pod gone (404, 409) is not written again; another Pod for the same cgrou
   Object.assign(unit, counts(999n));
   await annotator.tick(Date.now() + 2 * INTERVAL_MS);
   assert.deepEqual(api.take(), []);
+  // A static pod's new mirror Pod: another object for the same cgroup.
+  pods.set(unit.uid!, { namespace: 'ns', name: 'p1-mirror', uid: 'pod-uid-1b' });
+  await annotator.tick(Date.now() + 2 * INTERVAL_MS);
+  assert.deepEqual(
+    api.patches.map((p) => [p.path, p.uid]),
+    [['/api/v1/namespaces/ns/pods/p1-mirror', 'pod-uid-1b']],
+  );
 });
 
 test('an outage ends the round and backs off; the latest values are written when the API server answers', async () => {
