@@ -35,9 +35,9 @@ export interface UnitRecord {
   attachedAt: number;
   terminatedAt?: number;
   /** Network traffic: every peer class but loopback. */
-  counters: UnitCounts['counters'];
+  network: UnitCounts['network'];
   /** The same by peer class, loopback included. */
-  peers: UnitCounts['peers'];
+  byClass: UnitCounts['byClass'];
   /**
    * What the unit counted before its current links, added to what they read:
    * the counts of links lost while no agent ran, or an earlier cgroup of the
@@ -196,15 +196,15 @@ export class StateStore {
       last.uid === r.uid &&
       last.attachedAt === r.attachedAt &&
       last.terminatedAt === r.terminatedAt &&
-      last.counters === r.counters &&
-      last.peers === r.peers &&
+      last.network === r.network &&
+      last.byClass === r.byClass &&
       last.base === r.base
     ) {
       return last.json;
     }
     const json = JSON.stringify(encode(r));
-    const { id, relPath, kind, uid, attachedAt, terminatedAt, counters, peers, base } = r;
-    this.#written.set(r, { json, id, relPath, kind, uid, attachedAt, terminatedAt, counters, peers, base });
+    const { id, relPath, kind, uid, attachedAt, terminatedAt, network, byClass, base } = r;
+    this.#written.set(r, { json, id, relPath, kind, uid, attachedAt, terminatedAt, network, byClass, base });
     return json;
   }
 }
@@ -218,8 +218,8 @@ interface Written {
   uid: string | undefined;
   attachedAt: number;
   terminatedAt: number | undefined;
-  counters: UnitCounts['counters'];
-  peers: UnitCounts['peers'];
+  network: UnitCounts['network'];
+  byClass: UnitCounts['byClass'];
   base: UnitCounts | undefined;
 }
 
@@ -243,11 +243,15 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Both directions' traffic of a record (`counters`), by class (`peers`), or of its base. */
+/**
+ * A record's counts (or its base) as the file holds them: `network` under
+ * the name `counters`, `byClass` under `peers` (the file's names, kept as
+ * they are: this pair and decodeCounts are the one place that maps them).
+ */
 function encodeCounts(c: UnitCounts): unknown {
   return {
-    counters: { ingress: trafficText(c.counters.ingress), egress: trafficText(c.counters.egress) },
-    peers: { ingress: classTrafficText(c.peers.ingress), egress: classTrafficText(c.peers.egress) },
+    counters: { ingress: trafficText(c.network.ingress), egress: trafficText(c.network.egress) },
+    peers: { ingress: classTrafficText(c.byClass.ingress), egress: classTrafficText(c.byClass.egress) },
   };
 }
 
@@ -257,18 +261,18 @@ function decodeCounts(raw: Record<string, unknown>, what: string): UnitCounts {
     if (typeof value !== 'object' || value === null) throw new Error(`${field(name)}: not an object`);
     return value as Record<string, unknown>;
   };
-  const counters = both(raw.counters, 'counters');
-  if (counters.ingress === undefined || counters.egress === undefined)
+  const network = both(raw.counters, 'counters');
+  if (network.ingress === undefined || network.egress === undefined)
     throw new Error(`${field('counters')}: needs ingress and egress`);
-  const peers = both(raw.peers, 'peers');
+  const byClass = both(raw.peers, 'peers');
   return {
-    counters: {
-      ingress: parseTraffic(counters.ingress, field('counters.ingress')),
-      egress: parseTraffic(counters.egress, field('counters.egress')),
+    network: {
+      ingress: parseTraffic(network.ingress, field('counters.ingress')),
+      egress: parseTraffic(network.egress, field('counters.egress')),
     },
-    peers: {
-      ingress: parseClassTraffic(peers.ingress, field('peers.ingress')),
-      egress: parseClassTraffic(peers.egress, field('peers.egress')),
+    byClass: {
+      ingress: parseClassTraffic(byClass.ingress, field('peers.ingress')),
+      egress: parseClassTraffic(byClass.egress, field('peers.egress')),
     },
   };
 }

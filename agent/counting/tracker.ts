@@ -141,7 +141,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         continue;
       }
       record.base = addUnitCounts(record.base, move);
-      Object.assign(record, addUnitCounts(record, move)); // counters and peers
+      Object.assign(record, addUnitCounts(record, move)); // network and byClass
       this.#saver.changed();
     }
     return unknown;
@@ -202,8 +202,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       path,
       state: 'live',
       attachedAt: previous?.attachedAt ?? Date.now(),
-      counters: previous?.counters ?? NO_COUNTS.counters,
-      peers: previous?.peers ?? NO_COUNTS.peers,
+      network: previous?.network ?? NO_COUNTS.network,
+      byClass: previous?.byClass ?? NO_COUNTS.byClass,
     };
     if (previous?.base !== undefined) unit.base = previous.base;
     try {
@@ -230,17 +230,17 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     else previous = this.#takeEarlierOfPod(identity.uid, id);
     delete unit.base;
     if (previous !== undefined) {
-      unit.base = { counters: previous.counters, peers: previous.peers };
+      unit.base = { network: previous.network, byClass: previous.byClass };
       unit.attachedAt = previous.attachedAt;
       this.#log.info(
-        { cgroup: identity.relPath, uid: identity.uid, counters: previous.counters },
+        { cgroup: identity.relPath, uid: identity.uid, counters: previous.network },
         'counting on from the counts of before (links or cgroup made anew)',
       );
     } else {
       unit.attachedAt = Date.now();
     }
-    unit.counters = unit.base?.counters ?? NO_COUNTS.counters;
-    unit.peers = unit.base?.peers ?? NO_COUNTS.peers;
+    unit.network = unit.base?.network ?? NO_COUNTS.network;
+    unit.byClass = unit.base?.byClass ?? NO_COUNTS.byClass;
     this.#units.set(identity.relPath, unit);
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
@@ -276,15 +276,15 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       relPath: record?.relPath ?? `cgroup-id:${id}`,
       kind: record?.kind ?? 'cgroup',
       attachedAt: record?.attachedAt ?? Date.now(),
-      counters: record?.counters ?? NO_COUNTS.counters,
-      peers: record?.peers ?? NO_COUNTS.peers,
+      network: record?.network ?? NO_COUNTS.network,
+      byClass: record?.byClass ?? NO_COUNTS.byClass,
       path: join(this.#root, record?.relPath ?? ''),
       state: 'draining',
     };
     if (record?.base !== undefined) unit.base = record.base;
     if (record?.uid !== undefined) unit.uid = record.uid;
     const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
-    if (read !== undefined) Object.assign(unit, addUnitCounts(unit.base, read.counts)); // counters and peers
+    if (read !== undefined) Object.assign(unit, addUnitCounts(unit.base, read.counts)); // network and byClass
     return unit;
   }
 
@@ -413,7 +413,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     // A removed cgroup's storage can read as zeros while the kernel tears
     // it down: a draining unit's counts never go back.
     if (unit.state === 'draining' && unitWentBack(counts, unit)) return true;
-    Object.assign(unit, counts); // counters and peers
+    Object.assign(unit, counts); // network and byClass
     this.#saver.changed();
     return true;
   }
@@ -435,7 +435,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     if (this.#units.get(unit.relPath) === unit) this.#units.delete(unit.relPath);
     this.#finals.set(unit.id, unit);
     this.emit('terminated', unit);
-    this.#log.debug({ cgroup: unit.relPath, counters: unit.counters }, 'finalised');
+    this.#log.debug({ cgroup: unit.relPath, counters: unit.network }, 'finalised');
     void this.#saver.now();
   }
 }

@@ -29,9 +29,9 @@ export function cgroupsView(tracker: Tracker, namer?: PodNamer): { time: string;
       kind: u.kind,
       state: u.state,
       attachedAt: new Date(u.attachedAt).toISOString(),
-      ingress: trafficText(u.counters.ingress),
-      egress: trafficText(u.counters.egress),
-      peers: { ingress: classTrafficText(u.peers.ingress), egress: classTrafficText(u.peers.egress) },
+      ingress: trafficText(u.network.ingress),
+      egress: trafficText(u.network.egress),
+      peers: { ingress: classTrafficText(u.byClass.ingress), egress: classTrafficText(u.byClass.egress) },
     };
     if (u.uid !== undefined) {
       view.uid = u.uid;

@@ -34,7 +34,7 @@ export function addTrafficMetrics(
         const namer = options.podNamer?.();
         for (const u of units) {
           const texts = labels.of(u, namer);
-          for (const d of DIRECTIONS) emit(texts.totals[d], u.counters[d][w]);
+          for (const d of DIRECTIONS) emit(texts.totals[d], u.network[d][w]);
         }
       },
     });
@@ -50,7 +50,7 @@ export function addTrafficMetrics(
         for (const u of units) {
           const texts = labels.of(u, namer);
           for (const d of DIRECTIONS) {
-            const peers = u.peers[d];
+            const peers = u.byClass[d];
             for (const peer in peers) emit(texts.peer(d, peer), peers[peer]![w]);
           }
         }

@@ -54,7 +54,7 @@ interface PodState {
   /** The last write was refused for this pod alone: not again before `retryAt`; the next delay is twice `delayMs`. */
   refused?: { retryAt: number; delayMs: number };
   /** The last values made and what they were made from: an idle pod's counts are the same objects from read to read, so most rounds make none. */
-  values?: { counters: Unit['counters']; peers: Unit['peers']; mapBytes: number | undefined; values: Values };
+  values?: { network: Unit['network']; byClass: Unit['byClass']; mapBytes: number | undefined; values: Values };
 }
 
 const MAX_BACKOFF_MS = 10_000;
@@ -164,10 +164,13 @@ export class Annotator {
       const mapBytes = this.#podMapBytes(unit.uid);
       const last = state.values;
       const values =
-        last !== undefined && last.counters === unit.counters && last.peers === unit.peers && last.mapBytes === mapBytes
+        last !== undefined &&
+        last.network === unit.network &&
+        last.byClass === unit.byClass &&
+        last.mapBytes === mapBytes
           ? last.values
           : podAnnotations(contractCounts(unit), mapBytes);
-      state.values = { counters: unit.counters, peers: unit.peers, mapBytes, values };
+      state.values = { network: unit.network, byClass: unit.byClass, mapBytes, values };
       if (values === state.written || (state.written !== undefined && sameValues(values, state.written))) continue;
       if (!state.urgent && now - state.writtenAt < this.#intervalMs) continue;
       due.push({ unit, pod, values, state });

@@ -45,13 +45,13 @@ export const LOOPBACK = 'loopback';
 
 /** A pod's (or cgroup's) counts: per direction, its network traffic (every class but loopback) and its traffic by class. */
 export interface UnitCounts {
-  readonly counters: Readonly<Record<Direction, Traffic>>;
-  readonly peers: Readonly<Record<Direction, ClassTraffic>>;
+  readonly network: Readonly<Record<Direction, Traffic>>;
+  readonly byClass: Readonly<Record<Direction, ClassTraffic>>;
 }
 
 export const NO_COUNTS: UnitCounts = Object.freeze({
-  counters: Object.freeze({ ingress: NO_TRAFFIC, egress: NO_TRAFFIC }),
-  peers: Object.freeze({ ingress: Object.freeze({}), egress: Object.freeze({}) }),
+  network: Object.freeze({ ingress: NO_TRAFFIC, egress: NO_TRAFFIC }),
+  byClass: Object.freeze({ ingress: Object.freeze({}), egress: Object.freeze({}) }),
 });
 
 /** Sum over every class but loopback: the network traffic. */
@@ -67,8 +67,8 @@ export function networkTotal(classes: ClassTraffic): Traffic {
 }
 
 /** A unit's counts from its traffic by class (the totals are every class but loopback). */
-export function unitCounts(peers: Record<Direction, ClassTraffic>): UnitCounts {
-  return { counters: { ingress: networkTotal(peers.ingress), egress: networkTotal(peers.egress) }, peers };
+export function unitCounts(byClass: Record<Direction, ClassTraffic>): UnitCounts {
+  return { network: { ingress: networkTotal(byClass.ingress), egress: networkTotal(byClass.egress) }, byClass };
 }
 
 /** a + b class by class. */
@@ -85,13 +85,13 @@ export function addClassTraffic(a: ClassTraffic, b: ClassTraffic): ClassTraffic 
 export function addUnitCounts(a: UnitCounts | undefined, b: UnitCounts): UnitCounts {
   if (a === undefined) return b;
   return {
-    counters: {
-      ingress: addTraffic(a.counters.ingress, b.counters.ingress),
-      egress: addTraffic(a.counters.egress, b.counters.egress),
+    network: {
+      ingress: addTraffic(a.network.ingress, b.network.ingress),
+      egress: addTraffic(a.network.egress, b.network.egress),
     },
-    peers: {
-      ingress: addClassTraffic(a.peers.ingress, b.peers.ingress),
-      egress: addClassTraffic(a.peers.egress, b.peers.egress),
+    byClass: {
+      ingress: addClassTraffic(a.byClass.ingress, b.byClass.ingress),
+      egress: addClassTraffic(a.byClass.egress, b.byClass.egress),
     },
   };
 }
@@ -163,15 +163,15 @@ export const PEER_CLASS_OF: Readonly<Record<ClassField, string>> = {
 
 /** What the contract carries of a unit's counts: its totals and its egress bytes to the billed peer classes. */
 export function contractCounts(unit: UnitCounts): Counts {
-  const { counters: c, peers } = unit;
+  const { network, byClass } = unit;
   return {
-    ingressBytes: c.ingress.bytes,
-    egressBytes: c.egress.bytes,
-    ingressPackets: c.ingress.packets,
-    egressPackets: c.egress.packets,
-    egressCrossZoneBytes: peers.egress[PEER_CLASS_OF.egressCrossZoneBytes]?.bytes ?? 0n,
-    egressCrossRegionBytes: peers.egress[PEER_CLASS_OF.egressCrossRegionBytes]?.bytes ?? 0n,
-    egressExternalBytes: peers.egress[PEER_CLASS_OF.egressExternalBytes]?.bytes ?? 0n,
+    ingressBytes: network.ingress.bytes,
+    egressBytes: network.egress.bytes,
+    ingressPackets: network.ingress.packets,
+    egressPackets: network.egress.packets,
+    egressCrossZoneBytes: byClass.egress[PEER_CLASS_OF.egressCrossZoneBytes]?.bytes ?? 0n,
+    egressCrossRegionBytes: byClass.egress[PEER_CLASS_OF.egressCrossRegionBytes]?.bytes ?? 0n,
+    egressExternalBytes: byClass.egress[PEER_CLASS_OF.egressExternalBytes]?.bytes ?? 0n,
   };
 }
 
@@ -238,8 +238,8 @@ export function wentBack(now: Counts, before: Counts): boolean {
  */
 export function unitWentBack(now: UnitCounts, before: UnitCounts): boolean {
   for (const d of ['ingress', 'egress'] as const)
-    for (const [cls, was] of Object.entries(before.peers[d])) {
-      const is = now.peers[d][cls];
+    for (const [cls, was] of Object.entries(before.byClass[d])) {
+      const is = now.byClass[d][cls];
       if ((is?.bytes ?? 0n) < was.bytes || (is?.packets ?? 0n) < was.packets) return true;
     }
   return false;

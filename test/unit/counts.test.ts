@@ -83,11 +83,11 @@ test('unit counts: totals leave loopback out; sums class by class; the contract 
   assert.deepEqual(networkTotal({ loopback: t(5), zone: t(2), external: t(1) }), t(3));
   assert.deepEqual(addClassTraffic({ zone: t(1) }, { zone: t(2), node: t(1) }), { zone: t(3), node: t(1) });
   const a = unitCounts({ ingress: { node: t(1) }, egress: { 'cross-zone': t(2), external: t(3), loopback: t(9) } });
-  assert.deepEqual(a.counters, { ingress: t(1), egress: t(5) });
+  assert.deepEqual(a.network, { ingress: t(1), egress: t(5) });
   assert.equal(addUnitCounts(undefined, a), a);
   const twice = addUnitCounts(a, a);
-  assert.deepEqual(twice.counters, { ingress: t(2), egress: t(10) });
-  assert.deepEqual(twice.peers.egress.loopback, t(18));
+  assert.deepEqual(twice.network, { ingress: t(2), egress: t(10) });
+  assert.deepEqual(twice.byClass.egress.loopback, t(18));
   assert.deepEqual(contractCounts(a), {
     ingressBytes: 100n,
     egressBytes: 500n,

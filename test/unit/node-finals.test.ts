@@ -17,11 +17,11 @@ function unit(i: number, over: Partial<Unit> = {}): Unit {
     attachedAt: 0,
     state: 'terminated',
     terminatedAt: NOW - i * 1000,
-    counters: {
+    network: {
       ingress: { bytes: BigInt(i) * 1000n, packets: BigInt(i) },
       egress: { bytes: 2n ** 60n + BigInt(i), packets: 1n },
     },
-    peers: { ingress: {}, egress: {} },
+    byClass: { ingress: {}, egress: {} },
     ...over,
   };
 }
@@ -32,7 +32,7 @@ test('nodeFinals: terminated pods with traffic in the window, newest first, capp
     unit(1),
     unit(2, { state: 'live' }),
     unit(4, { kind: 'cgroup' }),
-    unit(5, { counters: { ingress: { bytes: 0n, packets: 0n }, egress: { bytes: 0n, packets: 0n } } }),
+    unit(5, { network: { ingress: { bytes: 0n, packets: 0n }, egress: { bytes: 0n, packets: 0n } } }),
     unit(6, { terminatedAt: NOW - FINALS_WINDOW_MS - 1 }),
     unit(7, { uid: 'f00dfeedf00dfeedf00dfeedf00dfeed' }), // a static pod's config hash, its mirror Pod unknown
     unit(8, { uid: 'abcdefabcdefabcdefabcdefabcdefab' }), // a static pod's config hash, mirror Pod known
@@ -69,7 +69,7 @@ test('nodeFinals: the annotation stays under 32 KB with 50 pods of 63-character 
   const huge = { bytes: 18_446_744_073_709_551_615n, packets: 18_446_744_073_709_551_615n };
   const peers = { ingress: {}, egress: { 'cross-zone': huge, 'cross-region': huge, external: huge } };
   const units = Array.from({ length: MAX_FINALS }, (_, i) =>
-    unit(i + 1, { counters: { ingress: huge, egress: huge }, peers }),
+    unit(i + 1, { network: { ingress: huge, egress: huge }, byClass: peers }),
   );
   const text = JSON.stringify(
     nodeFinals(
@@ -138,7 +138,7 @@ test('finals carry the billed classes (egress bytes to cross-zone, cross-region,
       loopback: { bytes: 4n, packets: 1n },
     },
   };
-  const [final] = nodeFinals([unit(1, { peers })], () => undefined, NOW);
+  const [final] = nodeFinals([unit(1, { byClass: peers })], () => undefined, NOW);
   assert.equal(final!.egressCrossZoneBytes, String(2n ** 60n));
   assert.equal(final!.egressExternalBytes, '700');
   assert.equal('egressCrossRegionBytes' in final!, false, 'a zero class is left out');

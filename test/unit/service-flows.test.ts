@@ -112,7 +112,7 @@ class Agent {
   }
 
   #add(unit: bigint, move: UnitCounts): void {
-    for (const [cls, t] of Object.entries(move.peers.egress)) {
+    for (const [cls, t] of Object.entries(move.byClass.egress)) {
       const key = `${unit}/${cls}`;
       this.counts.set(key, (this.counts.get(key) ?? 0n) + t.bytes);
     }

@@ -33,8 +33,8 @@ const record = (id: bigint, relPath: string): UnitRecord => ({
   relPath,
   kind: 'cgroup',
   attachedAt: 1,
-  counters: counters(100n + id),
-  peers: { ingress: {}, egress: {} },
+  network: counters(100n + id),
+  byClass: { ingress: {}, egress: {} },
 });
 
 test(
@@ -122,7 +122,7 @@ test('load(): one bad record is dropped and reported; the others are kept', asyn
       `${what}: only the bad record is dropped`,
     );
     assert.deepEqual(
-      loaded.finals.map((r) => [r.relPath, r.counters.egress.bytes, r.terminatedAt]),
+      loaded.finals.map((r) => [r.relPath, r.network.egress.bytes, r.terminatedAt]),
       [['c', 113n, 5]],
       what,
     );

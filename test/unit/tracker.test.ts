@@ -31,7 +31,7 @@ function counts(ingress: bigint, egress: bigint): UnitCounts {
   const cls = (bytes: bigint): ClassTraffic => (bytes === 0n ? {} : { external: { bytes, packets: 1n } });
   return unitCounts({ ingress: cls(ingress), egress: cls(egress) });
 }
-const bytes = (u: UnitCounts) => [u.counters.ingress.bytes, u.counters.egress.bytes];
+const bytes = (u: UnitCounts) => [u.network.ingress.bytes, u.network.egress.bytes];
 
 /** The kernel as the tracker sees it: links per cgroup id and the counts their storage holds. */
 class FakeMeter implements TrackerMeter {
@@ -192,11 +192,11 @@ test('refresh takes every live unit from one read; an idle unit keeps the same c
   assert.deepEqual(bytes(unitAt(tracker, 'a')), [1n, 2n]);
   assert.deepEqual(bytes(unitAt(tracker, 'b')), [3n, 4n]);
   tracker.credit(new Map([[a.id, counts(1n, 1n)]])); // a base: counts are made anew from each new read
-  const before = unitAt(tracker, 'a').counters;
+  const before = unitAt(tracker, 'a').network;
   meter.count(b.id, counts(5n, 6n));
   tracker.refresh();
   assert.equal(
-    unitAt(tracker, 'a').counters,
+    unitAt(tracker, 'a').network,
     before,
     'idle: the same objects (what the annotator and the state file rely on)',
   );
