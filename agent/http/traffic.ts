@@ -59,12 +59,36 @@ export function addTrafficMetrics(
   }
 }
 
-/** A unit's escaped label texts: by direction, and by direction and class (made once per class). */
-interface UnitTexts {
+/**
+ * A unit's escaped label texts: by direction, and by direction and class
+ * (made once per class, when the unit first has traffic of it). One object
+ * per unit, its class texts made on demand: at 500 pods most are idle, with
+ * no class to label (a closure, its context and a Map for each were ~0.12 MiB of
+ * heap at 500 pods in bench/agent.bench.ts's setup: heap snapshots, bench/HISTORY.md).
+ */
+class UnitTexts {
   /** The pod's namespace/name they were made with. */
   readonly name: string;
   readonly totals: Readonly<Record<Direction, string>>;
-  peer(direction: Direction, peer: string): string;
+  readonly #labels: Readonly<Record<string, string>>;
+  #peers: Map<string, string> | undefined;
+
+  constructor(name: string, labels: Readonly<Record<string, string>>) {
+    this.name = name;
+    this.#labels = labels;
+    this.totals = {
+      ingress: labelText({ ...labels, direction: 'ingress' }),
+      egress: labelText({ ...labels, direction: 'egress' }),
+    };
+  }
+
+  peer(direction: Direction, peer: string): string {
+    const key = `${direction}/${peer}`;
+    this.#peers ??= new Map();
+    let text = this.#peers.get(key);
+    if (text === undefined) this.#peers.set(key, (text = labelText({ ...this.#labels, direction, peer })));
+    return text;
+  }
 }
 
 /** Each unit's label texts, kept until its pod's name changes. */
@@ -84,20 +108,7 @@ class UnitLabels {
     if (cached?.name === name) return cached;
     const labels: Record<string, string> =
       this.#mode === 'pods' ? { namespace: ref?.namespace ?? '', pod: ref?.pod ?? '', uid } : { cgroup: u.relPath };
-    const peers = new Map<string, string>();
-    const texts: UnitTexts = {
-      name,
-      totals: {
-        ingress: labelText({ ...labels, direction: 'ingress' }),
-        egress: labelText({ ...labels, direction: 'egress' }),
-      },
-      peer(direction, peer) {
-        const key = `${direction}/${peer}`;
-        let text = peers.get(key);
-        if (text === undefined) peers.set(key, (text = labelText({ ...labels, direction, peer })));
-        return text;
-      },
-    };
+    const texts = new UnitTexts(name, labels);
     this.#cache.set(u, texts);
     return texts;
   }
