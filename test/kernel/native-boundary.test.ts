@@ -8,7 +8,9 @@
 // under AddressSanitizer), or a write into another map; the same calls with
 // the map's own sizes still work. conntrackReplies likewise: a buffer that is
 // not whole 40-byte tuples, or an fd that is not a conntrack socket, throws
-// before any netlink message. Needs root (BPF maps, a test cgroup, bpffs, a
+// before any netlink message. The calls that attach, detach, update links and
+// pin take fds of another kind, closed fds, bad ids and non-numbers: each a JS
+// exception, with no program attached and the link unchanged. Needs root (BPF maps, a test cgroup, bpffs, a
 // network namespace) and python3 (test/helpers/mapholder.py makes the
 // per-CPU maps).
 import assert from 'node:assert/strict';
@@ -457,4 +459,49 @@ test('the typed facade refuses wrong lengths before the addon, naming the map an
   const storage = fx.targets[0]!.map as StatsMap;
   assert.throws(() => storage.readUnit(-1n), RangeError);
   assert.equal(storage.readUnit(1n), undefined);
+});
+
+test('the calls that attach, detach, update and pin throw for fds of another kind, closed fds, bad ids and non-numbers, changing nothing', async (t) => {
+  const fx = await fixture(t);
+  const { program, link, closed, file, sentinel, negative } = fx.others;
+  const cg = makeTestCgroup(t);
+  const pins = makeBpffsDir(t);
+  const egress = native.linkInfo(link);
+  const running = native.progFdById(egress.progId); // the egress program the link runs
+  t.after(() => closeSync(running));
+  const notPrograms = { map: sentinel, link, file, closed, negative, string: 'x' as unknown as number };
+  const notLinks = { map: sentinel, program, file, closed, negative, undefined: undefined as unknown as number };
+  const throwsJs = (fn: () => unknown, what: string) =>
+    assert.throws(fn, (err: unknown) => err instanceof TypeError || err instanceof BpfError, what);
+  for (const type of [0, 1]) {
+    for (const [kind, fd] of Object.entries(notPrograms)) {
+      throwsJs(() => native.attachCgroupLink(fd, cg.path, type), `attachCgroupLink of a ${kind} fd`);
+      throwsJs(() => native.attachCgroupMulti(fd, cg.path, type), `attachCgroupMulti of a ${kind} fd`);
+      throwsJs(() => native.detachCgroupMulti(fd, cg.path, type), `detachCgroupMulti of a ${kind} fd`);
+    }
+    assert.deepEqual(native.queryCgroup(cg.path, type), [], 'nothing was attached');
+    throwsJs(() => native.attachCgroupLink(program, join(cg.path, 'missing'), type), 'attach to a missing cgroup');
+  }
+  throwsJs(() => native.queryCgroup(join(cg.path, 'missing'), 0), 'query of a missing cgroup');
+  throwsJs(() => native.queryCgroup(cg.path, 2 ** 31), 'query of an attach type that is none');
+  for (const [kind, fd] of Object.entries(notLinks)) {
+    throwsJs(() => native.linkDetach(fd), `linkDetach of a ${kind} fd`);
+    throwsJs(() => native.linkUpdate(fd, program, program), `linkUpdate of a ${kind} fd as the link`);
+  }
+  for (const [kind, fd] of Object.entries(notPrograms)) {
+    throwsJs(() => native.linkUpdate(link, fd, running), `linkUpdate to a ${kind} fd as the program`);
+    throwsJs(() => native.linkUpdate(link, program, fd), `linkUpdate with a ${kind} fd as the replaced program`);
+  }
+  const after = native.linkInfo(link);
+  assert.equal(after.progId, egress.progId, 'the link still runs its program');
+  assert.equal(after.cgroupId, egress.cgroupId, 'and is still attached');
+  for (const id of [0, -1, 2 ** 32 + 1, 1.5, Number.NaN, fx.closedId])
+    throwsJs(() => native.progFdById(id), `progFdById(${id})`);
+  for (const [kind, fd] of Object.entries({ file, closed, negative, stdin: 0 })) {
+    const path = join(pins.path, `pin-${kind}`);
+    throwsJs(() => native.objPin(fd, path), `objPin of a ${kind} fd`);
+    throwsJs(() => native.objGet(path), `objGet of the pin a ${kind} fd did not make`);
+  }
+  throwsJs(() => native.objGet('/dev/null'), 'objGet of a file outside bpffs');
+  throwsJs(() => native.objPin(program, '/dev/null'), 'objPin over a file outside bpffs');
 });
