@@ -6,16 +6,28 @@
  * moves each flow's bytes from `service` to the backend's class. Exact for
  * UDP (IPv4 and IPv6, both directions' bytes known), nothing left in
  * `service`, totals unchanged; an agent killed in the middle of a flow
- * loses and doubles nothing. Needs root, cgroup v2, bpffs, iptables.
+ * loses and doubles nothing; a flood of flows (a full table) drains while
+ * the HTTP API keeps answering. Needs root, cgroup v2, bpffs, iptables.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { join } from 'node:path';
+import { BpfMap, cgroupId } from '../../agent/kernel/bpf.ts';
+import { HOST_LE, u64Bytes } from '../../agent/kernel/bytes.ts';
+import { PODMETER_MAPS, PODMETER_MAX_FLOWS, PODMETER_STRUCTS } from '../../agent/kernel/contract.generated.ts';
+import { FlowTables } from '../../agent/services/tables.ts';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent.ts';
 import { makeTestCgroup, type CgroupDir } from '../helpers/cgroups.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sample } from '../helpers/samples.ts';
 import { ADDRESSES, CIDRS, dnatService, makeTopology, type Topology } from '../helpers/topology.ts';
-import { tcpTransfer, udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.ts';
+import {
+  tcpTransfer,
+  udpDatagramBytes,
+  udpExchange,
+  type Family,
+  type TcpTransferOptions,
+} from '../helpers/traffic.ts';
 
 /** The backend behind the Service address: a pod in another zone (a configured class stands for it standalone). */
 const BACKEND = 'crossZone';
@@ -46,9 +58,14 @@ async function start(
   return { agent, app, other, topo };
 }
 
-/** UDP datagrams from the app to the Service address, served by the backend (the DNAT's target). */
-function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family: Family, count: number) {
-  return udpExchange({
+/** The app talking to the Service address, served by the backend (the DNAT's target) in the other cgroup. */
+function toService(
+  app: CgroupDir,
+  other: CgroupDir,
+  topo: Topology,
+  family: Family,
+): Omit<TcpTransferOptions, 'bytes'> {
+  return {
     senderCgroup: app,
     receiverCgroup: other,
     netns: topo.pod,
@@ -56,9 +73,12 @@ function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family:
     address: ADDRESSES[BACKEND][family],
     target: ADDRESSES.service[family],
     family,
-    count,
-    payload: 200,
-  });
+  };
+}
+
+/** UDP datagrams from the app to the Service address. */
+function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family: Family, count: number) {
+  return udpExchange({ ...toService(app, other, topo, family), count, payload: 200 });
 }
 
 function peerBytes(metrics: string, direction: 'ingress' | 'egress', peer: string): number {
@@ -117,17 +137,7 @@ test('traffic that already has the backend address (a socket load balancer): cou
 
 test('TCP both ways through the DNAT: requests and the backend answers in the backend class; no service bytes', async (t) => {
   const { agent, app, other, topo } = await start(t);
-  for (const family of [4, 6] as const)
-    await tcpTransfer({
-      senderCgroup: app,
-      receiverCgroup: other,
-      netns: topo.pod,
-      receiverNetns: topo.world,
-      address: ADDRESSES[BACKEND][family],
-      target: ADDRESSES.service[family],
-      family,
-      bytes: 1_000_000,
-    });
+  for (const family of [4, 6] as const) await tcpTransfer({ ...toService(app, other, topo, family), bytes: 1_000_000 });
   const metrics = await waitFor('both directions drained', async () => {
     const m = await agent.metrics();
     return peerBytes(m, 'egress', BACKEND_CLASS) > 2_000_000 && peerBytes(m, 'ingress', BACKEND_CLASS) > 0
@@ -167,4 +177,71 @@ test('an agent killed between drains, traffic while it is down: every byte count
   await agent.restart();
   await new Promise((r) => setTimeout(r, 2500)); // two drain periods
   assert.equal(peerBytes(await agent.metrics(), 'egress', BACKEND_CLASS), 22 * datagram);
+});
+
+test('a full flow table of flows conntrack does not know drains while the HTTP API answers; every byte in service once', async (t) => {
+  const { agent, app } = await start(t);
+  await agent.kill('SIGTERM');
+  // A tenant's flood, written while no agent runs: as many flows as the table holds, each new to conntrack.
+  const keys = ['flows', 'flows_a', 'flows_b', 'flow_epochs', 'flow_misses', 'units'] as const;
+  const pinned = keys.map((key) => BpfMap.fromPin(join(agent.bpffs, PODMETER_MAPS[key].pin)));
+  t.after(() => pinned.forEach((m) => m.close()));
+  const maps = Object.fromEntries(keys.map((key, i) => [key, pinned[i]!])) as Record<(typeof keys)[number], BpfMap>;
+  const tables = new FlowTables(maps);
+  const active = tables.active()!;
+  assert.ok(tables.isEmpty(active) && tables.isEmpty(active === 0 ? 1 : 0), 'the stopped agent drained both tables');
+  const table = active === 0 ? maps.flows_a : maps.flows_b;
+  const KEY = PODMETER_STRUCTS.podmeter_flow_key;
+  const FLOW = PODMETER_STRUCTS.podmeter_flow;
+  const unit = u64Bytes(cgroupId(app.path));
+  const mapped = (a: number, b: number, c: number, d: number) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d];
+  const FLOOD = PODMETER_MAX_FLOWS;
+  for (let i = 0; i < FLOOD; i++) {
+    const key = new Uint8Array(KEY.size);
+    const view = new DataView(key.buffer);
+    key.set(unit, KEY.fields.cgroup.offset);
+    key.set(mapped(10, 244, 1, 2), KEY.fields.local.offset); // ADDRESSES.pod
+    key.set(mapped(10, 96, 0, 10), KEY.fields.remote.offset); // ADDRESSES.service
+    view.setUint16(KEY.fields.local_port.offset, 1024 + (i % 64_000), HOST_LE);
+    view.setUint16(KEY.fields.remote_port.offset, 53 + Math.floor(i / 64_000), HOST_LE);
+    key[KEY.fields.protocol.offset] = 17;
+    const value = new Uint8Array(FLOW.size);
+    value.set(unit, FLOW.fields.unit.offset);
+    const egress = FLOW.fields.traffic.offset + PODMETER_STRUCTS.podmeter_counters.size; // enum podmeter_direction: egress = 1
+    value.set(u64Bytes(100n), egress + PODMETER_STRUCTS.podmeter_counters.fields.bytes.offset);
+    value.set(u64Bytes(1n), egress + PODMETER_STRUCTS.podmeter_counters.fields.packets.offset);
+    table.update(key, value);
+  }
+  await agent.restart();
+  // Scrapes and /healthz while the restarted agent drains the flood (its first drain, about a second on).
+  const entriesSeen: number[] = [];
+  let healthz = 0;
+  let metrics: string;
+  for (const deadline = Date.now() + 120_000; ;) {
+    assert.ok(
+      Date.now() < deadline,
+      `the flood did not drain (entries drained at each scrape: ${entriesSeen.join(', ')})`,
+    );
+    const res = await fetch(`${agent.url}/healthz`);
+    assert.equal(`${res.status} ${await res.text()}`, '200 ok\n');
+    healthz++;
+    metrics = await agent.metrics();
+    const entries = sample(metrics, 'podmeter_service_flow_entries_total', {}) ?? 0;
+    entriesSeen.push(entries);
+    if (entries >= FLOOD && peerBytes(metrics, 'egress', 'service') === FLOOD * 100) break;
+  }
+  const during = entriesSeen.filter((n) => n > 0 && n < FLOOD);
+  assert.ok(
+    during.length > 0,
+    `the API answered in the middle of the drain (entries drained at each scrape: ${entriesSeen.join(', ')}; ${healthz} /healthz answers)`,
+  );
+  assert.equal(sample(metrics, 'podmeter_service_flow_entries_total', {}), FLOOD, 'each flow drained once');
+  assert.equal(
+    sample(metrics, 'podmeter_service_unresolved_bytes_total', { reason: 'no-conntrack-entry' }),
+    FLOOD * 100,
+  );
+  assert.equal(peerBytes(metrics, 'egress', BACKEND_CLASS), 0);
+  // Emptied once the state file holding the flood's bytes is written (after the counts above).
+  await waitFor('both tables emptied', () => (tables.isEmpty(0) && tables.isEmpty(1) ? true : undefined));
+  console.log(`entries drained at each scrape: ${entriesSeen.join(', ')}`);
 });
