@@ -11,13 +11,10 @@
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { join } from 'node:path';
-import { BpfMap, cgroupId } from '../../agent/kernel/bpf.ts';
-import { HOST_LE, u64Bytes } from '../../agent/kernel/bytes.ts';
-import { PODMETER_MAPS, PODMETER_MAX_FLOWS, PODMETER_STRUCTS } from '../../agent/kernel/contract.generated.ts';
-import { FlowTables } from '../../agent/services/tables.ts';
+import { PODMETER_MAX_FLOWS } from '../../agent/kernel/contract.generated.ts';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent.ts';
 import { makeTestCgroup, type CgroupDir } from '../helpers/cgroups.ts';
+import { FLOOD_FLOW_BYTES, flowTablesEmpty, writeFlowFlood } from '../helpers/flowFlood.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sample } from '../helpers/samples.ts';
 import { ADDRESSES, CIDRS, dnatService, makeTopology, type Topology } from '../helpers/topology.ts';
@@ -183,35 +180,8 @@ test('a full flow table of flows conntrack does not know drains while the HTTP A
   const { agent, app } = await start(t);
   await agent.kill('SIGTERM');
   // A tenant's flood, written while no agent runs: as many flows as the table holds, each new to conntrack.
-  const keys = ['flows', 'flows_a', 'flows_b', 'flow_epochs', 'flow_misses', 'units'] as const;
-  const pinned = keys.map((key) => BpfMap.fromPin(join(agent.bpffs, PODMETER_MAPS[key].pin)));
-  t.after(() => pinned.forEach((m) => m.close()));
-  const maps = Object.fromEntries(keys.map((key, i) => [key, pinned[i]!])) as Record<(typeof keys)[number], BpfMap>;
-  const tables = new FlowTables(maps);
-  const active = tables.active()!;
-  assert.ok(tables.isEmpty(active) && tables.isEmpty(active === 0 ? 1 : 0), 'the stopped agent drained both tables');
-  const table = active === 0 ? maps.flows_a : maps.flows_b;
-  const KEY = PODMETER_STRUCTS.podmeter_flow_key;
-  const FLOW = PODMETER_STRUCTS.podmeter_flow;
-  const unit = u64Bytes(cgroupId(app.path));
-  const mapped = (a: number, b: number, c: number, d: number) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d];
   const FLOOD = PODMETER_MAX_FLOWS;
-  for (let i = 0; i < FLOOD; i++) {
-    const key = new Uint8Array(KEY.size);
-    const view = new DataView(key.buffer);
-    key.set(unit, KEY.fields.cgroup.offset);
-    key.set(mapped(10, 244, 1, 2), KEY.fields.local.offset); // ADDRESSES.pod
-    key.set(mapped(10, 96, 0, 10), KEY.fields.remote.offset); // ADDRESSES.service
-    view.setUint16(KEY.fields.local_port.offset, 1024 + (i % 64_000), HOST_LE);
-    view.setUint16(KEY.fields.remote_port.offset, 53 + Math.floor(i / 64_000), HOST_LE);
-    key[KEY.fields.protocol.offset] = 17;
-    const value = new Uint8Array(FLOW.size);
-    value.set(unit, FLOW.fields.unit.offset);
-    const egress = FLOW.fields.traffic.offset + PODMETER_STRUCTS.podmeter_counters.size; // enum podmeter_direction: egress = 1
-    value.set(u64Bytes(100n), egress + PODMETER_STRUCTS.podmeter_counters.fields.bytes.offset);
-    value.set(u64Bytes(1n), egress + PODMETER_STRUCTS.podmeter_counters.fields.packets.offset);
-    table.update(key, value);
-  }
+  writeFlowFlood(agent.bpffs, app.path, FLOOD);
   await agent.restart();
   // Scrapes and /healthz while the restarted agent drains the flood (its first drain, about a second on).
   const entriesSeen: number[] = [];
@@ -228,7 +198,7 @@ test('a full flow table of flows conntrack does not know drains while the HTTP A
     metrics = await agent.metrics();
     const entries = sample(metrics, 'podmeter_service_flow_entries_total', {}) ?? 0;
     entriesSeen.push(entries);
-    if (entries >= FLOOD && peerBytes(metrics, 'egress', 'service') === FLOOD * 100) break;
+    if (entries >= FLOOD && peerBytes(metrics, 'egress', 'service') === FLOOD * FLOOD_FLOW_BYTES) break;
   }
   const during = entriesSeen.filter((n) => n > 0 && n < FLOOD);
   assert.ok(
@@ -238,10 +208,9 @@ test('a full flow table of flows conntrack does not know drains while the HTTP A
   assert.equal(sample(metrics, 'podmeter_service_flow_entries_total', {}), FLOOD, 'each flow drained once');
   assert.equal(
     sample(metrics, 'podmeter_service_unresolved_bytes_total', { reason: 'no-conntrack-entry' }),
-    FLOOD * 100,
+    FLOOD * FLOOD_FLOW_BYTES,
   );
   assert.equal(peerBytes(metrics, 'egress', BACKEND_CLASS), 0);
   // Emptied once the state file holding the flood's bytes is written (after the counts above).
-  await waitFor('both tables emptied', () => (tables.isEmpty(0) && tables.isEmpty(1) ? true : undefined));
-  console.log(`entries drained at each scrape: ${entriesSeen.join(', ')}`);
+  await waitFor('both tables emptied', () => (flowTablesEmpty(agent.bpffs) ? true : undefined));
 });
