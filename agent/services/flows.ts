@@ -187,9 +187,10 @@ export class ServiceFlows {
     return true;
   }
 
-  /** Each flow's bytes by unit, direction and class, SLICE flows per event-loop turn. */
-  async #resolve(read: FlowBatch): Promise<Map<bigint, UnitSums>> {
+  /** Each flow's bytes by unit, direction and class (and what stays in `service`, by reason), SLICE flows per event-loop turn. */
+  async #resolve(read: FlowBatch): Promise<Tally> {
     const units = new Map<bigint, UnitSums>();
+    const misses = new Map<ResolveMiss, Sum>();
     for (let from = 0; from < read.length; from += SLICE) {
       if (from > 0) await nextTurn();
       const entries = read.entries(from, Math.min(from + SLICE, read.length));
@@ -208,16 +209,17 @@ export class ServiceFlows {
           if (c === undefined) unit[d].set(cls, (c = sum()));
           add(c, t);
           add(unit.total, t);
-          if ('miss' in r) this.#addUnresolved(r.miss, t);
+          if ('miss' in r) addTo(misses, r.miss, t);
         }
       }
     }
     this.#resolver.settle();
-    return units;
+    return { units, misses };
   }
 
-  /** Adds the resolved flows to their units, in their backends' classes. */
-  #credit(units: ReadonlyMap<bigint, UnitSums>): void {
+  /** Adds the resolved flows to their units, in their backends' classes, and the rest to the unresolved counts. */
+  #credit({ units, misses }: Tally): void {
+    for (const [reason, t] of misses) addTo(this.#unresolved, reason, t);
     const moves = new Map<bigint, UnitCounts>();
     for (const [unit, sums] of units) {
       const peers = { ingress: {}, egress: {} } as Record<Direction, Record<string, Traffic>>;
@@ -227,18 +229,12 @@ export class ServiceFlows {
     }
     for (const unit of this.#creditUnits(moves)) {
       const lost = units.get(unit)?.total ?? sum();
-      this.#addUnresolved('unit-gone', lost);
+      addTo(this.#unresolved, 'unit-gone', lost);
       this.#log.warn(
         { unit: String(unit), bytes: String(lost.bytes) },
         'Service flow traffic of a cgroup no longer tracked: not counted for any pod',
       );
     }
-  }
-
-  #addUnresolved(reason: ResolveMiss | 'unit-gone', t: Traffic): void {
-    let s = this.#unresolved.get(reason);
-    if (s === undefined) this.#unresolved.set(reason, (s = sum()));
-    add(s, t);
   }
 
   #ok(): void {
@@ -270,6 +266,12 @@ interface UnitSums {
   total: Sum;
 }
 
+/** A drain's flows, resolved: by unit, and what stays in `service` by reason (credited together, or not at all). */
+interface Tally {
+  units: Map<bigint, UnitSums>;
+  misses: Map<ResolveMiss, Sum>;
+}
+
 function sum(): Sum {
   return { bytes: 0n, packets: 0n };
 }
@@ -277,4 +279,10 @@ function sum(): Sum {
 function add(to: Sum, t: Traffic): void {
   to.bytes += t.bytes;
   to.packets += t.packets;
+}
+
+function addTo<K>(sums: Map<K, Sum>, key: K, t: Traffic): void {
+  let s = sums.get(key);
+  if (s === undefined) sums.set(key, (s = sum()));
+  add(s, t);
 }

@@ -268,3 +268,18 @@ test('an agent that dies in the middle of resolving a drain: the restarted one m
   assert.equal(second.file.counts.get('1/zone'), 5n + BigInt(4 * SLICE) * 10n);
   await second.stop();
 });
+
+test('a drain that fails in the middle and is retried counts the unresolved bytes once', async () => {
+  const tables = new MemoryTables();
+  let resolved = 0;
+  const agent = new Agent(tables, () => {
+    if (++resolved === 2 * SLICE + 1) throw new Error('conntrack failed in the third slice');
+    return { miss: 'no-conntrack-entry' };
+  });
+  for (let i = 0; i < 4 * SLICE; i++) tables.count(`f${i}`, 1n, 10n);
+  await agent.flows.drain(); // fails in its third slice
+  await agent.flows.drain(); // the same table again, whole
+  assert.equal(agent.flows.unresolved()['no-conntrack-entry'].bytes, BigInt(4 * SLICE) * 10n);
+  assert.equal(agent.counts.get('1/service'), BigInt(4 * SLICE) * 10n);
+  await agent.stop();
+});
