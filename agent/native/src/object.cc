@@ -53,8 +53,9 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
       std::string name = bpf_map__name(map);
       Napi::Value fdArg = reuse.Get(name);
       if (fdArg.IsUndefined()) continue;
-      // Only a map: libbpf takes any other fd for a map of type 0 and no
-      // sizes (its /proc fdinfo fallback finds no map fields and succeeds).
+      // Only a map: libbpf would take a program's fd (its info read as a
+      // map's) or a file's (its /proc fdinfo fallback finds no map fields
+      // and succeeds) as a map of a made-up shape.
       int fd;
       std::string fn = "openObject(path, reuse?): reuse of map " + name;
       if (!ReadFd(env, fn.c_str(), fdArg, &fd) || !CheckFdKind(env, fn.c_str(), fd, "bpf-map")) {
