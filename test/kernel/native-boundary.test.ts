@@ -20,7 +20,15 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
-import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
+import {
+  attachCgroup,
+  BpfMap,
+  BpfObject,
+  bpfObjectPath,
+  CollectionSpec,
+  type MapObject,
+  StatsMap,
+} from '../../agent/kernel/bpf.ts';
 import { Conntrack } from '../../agent/kernel/conntrack.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { native } from '../../agent/kernel/native.ts';
@@ -496,6 +504,40 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
       );
     }
   }
+});
+
+test('an object load that reuses an fd of another kind (program, link, file, closed, not an integer) for a map throws naming the map', async (t) => {
+  const fx = await fixture(t);
+  const path = bpfObjectPath('podmeter');
+  const kinds = {
+    program: fx.others.program,
+    link: fx.others.link,
+    file: fx.others.file,
+    closed: fx.others.closed,
+    negative: -1,
+    fraction: 3.5,
+    string: 'x',
+  };
+  // Every map of the object: libbpf frees (and replaces) a map's name, so the
+  // failure of any one of them must be reported without reading it from libbpf.
+  for (const name of CollectionSpec.load(path).maps.keys()) {
+    for (const [kind, fd] of Object.entries(kinds)) {
+      assert.throws(
+        () => native.openObject(path, { [name]: fd as number }),
+        (err: unknown) =>
+          (err instanceof TypeError || (err instanceof BpfError && err.code === 'EBADF')) &&
+          err.message.includes(`reuse of map ${name}:`),
+        `reuse of a ${kind} fd for ${name}`,
+      );
+    }
+  }
+  // A map of the right shape is reused: the loaded object's map is that map.
+  const gen = fx.targets.find((x) => x.what === 'generation')!.map;
+  const loaded = BpfObject.load(path, new Map([['podmeter_gen', gen]]));
+  t.after(() => loaded.close());
+  const reused = loaded.takeMap('podmeter_gen');
+  t.after(() => reused.close());
+  assert.equal(reused.id, gen.id);
 });
 
 test('the typed facade refuses wrong lengths before the addon, naming the map and both sizes; right ones work', async (t) => {
