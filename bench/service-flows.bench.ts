@@ -6,14 +6,22 @@
  * agent resolving them (--conntrack-netns). Prints the agent's CPU (% of a
  * core) while the flows run and while idle just before, its RSS, and
  * whether every byte landed in the backend's class (none in `service`).
+ * Then a tenant's worst drain: the agent stopped, its active flow table
+ * filled with 65,536 flows no conntrack entry knows (test/helpers/
+ * flowFlood.ts), the agent started again; while it drains them /healthz
+ * is asked in a loop: how long the drain took (between the first scrape
+ * that saw it under way and the one that saw it done), the agent's CPU
+ * seconds for it, and the slowest /healthz answer meanwhile.
  *
  *   node bench/service-flows.bench.ts        (RATE=1000 SECONDS=30)
  *
  * Prints figures and a final JSON line. Needs root and iptables.
  */
 import { readFileSync } from 'node:fs';
+import { PODMETER_MAX_FLOWS } from '../agent/kernel/contract.generated.ts';
 import { startAgentProcess } from '../test/helpers/agent.ts';
 import { makeTestCgroup } from '../test/helpers/cgroups.ts';
+import { writeFlowFlood } from '../test/helpers/flowFlood.ts';
 import { runMain, sleep } from '../test/helpers/cleanup.ts';
 import { waitFor } from '../test/helpers/poll.ts';
 import { sample } from '../test/helpers/samples.ts';
@@ -70,12 +78,12 @@ await runMain(async () => {
   const receiver = spawnInCgroup(server, [process.execPath, '-e', RECEIVER, ADDRESSES.zone[4], String(PORT)], {
     netns: topo.world,
   });
-  const pid = agent.child.pid!;
   const cpuSeconds = () => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const f = readFileSync(`/proc/${agent.child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
   };
-  const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  const rssMiB = () =>
+    Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.child.pid}/status`, 'utf8'))![1]) / 1024;
   const cpuOver = async (run: () => Promise<void>) => {
     const c0 = cpuSeconds();
     const t0 = performance.now();
@@ -114,9 +122,44 @@ await runMain(async () => {
       `(idle before: ${idle.toFixed(2)}%; +${(busy - idle).toFixed(2)} points), RSS ${rss.toFixed(1)} MiB; ` +
       `${resolved} of ${expected} bytes in '${CLASS}', ${unresolved} in service`,
   );
+
+  // The flood: a full table of flows unknown to conntrack, drained by a fresh agent while /healthz is asked.
+  const FLOOD = PODMETER_MAX_FLOWS;
+  await agent.kill('SIGTERM');
+  writeFlowFlood(agent.bpffs, app.path, FLOOD);
+  await agent.restart();
+  const cpu0 = cpuSeconds();
+  const healthz: number[] = [];
+  let seenUnderWay: number | undefined;
+  let done: number | undefined;
+  for (const deadline = Date.now() + 300_000; done === undefined && Date.now() < deadline;) {
+    const t0 = performance.now();
+    const res = await fetch(`${agent.url}/healthz`);
+    await res.text();
+    healthz.push(performance.now() - t0);
+    const entries = sample(await agent.metrics(), 'podmeter_service_flow_entries_total', {}) ?? 0;
+    if (entries > 0) seenUnderWay ??= performance.now();
+    if (entries >= FLOOD) done = performance.now();
+  }
+  const floodCpu = cpuSeconds() - cpu0;
+  const drainMs = done !== undefined && seenUnderWay !== undefined ? done - seenUnderWay : NaN;
+  healthz.sort((a, b) => a - b);
+  const slowest = healthz.at(-1) ?? NaN;
+  const median = healthz[Math.floor(healthz.length / 2)] ?? NaN;
+  console.log(
+    `service-flows flood: ${FLOOD} flows unknown to conntrack drained in ~${drainMs.toFixed(0)} ms (scrape to scrape), ` +
+      `agent CPU ${floodCpu.toFixed(2)} s from its ready line; /healthz answered ${healthz.length} times, ` +
+      `median ${median.toFixed(1)} ms, slowest ${slowest.toFixed(1)} ms`,
+  );
   console.log(
     JSON.stringify({
       bench: 'service-flows',
+      floodFlows: FLOOD,
+      floodDrainMs: drainMs,
+      floodCpuSeconds: floodCpu,
+      floodHealthzAnswers: healthz.length,
+      floodHealthzMedianMs: median,
+      floodHealthzSlowestMs: slowest,
       rate: RATE,
       seconds: SECONDS,
       flows: sent,

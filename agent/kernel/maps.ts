@@ -201,9 +201,40 @@ export class BpfMap extends MapObject {
     return native.mapLookup(this.fd, key, valueSize, this.id);
   }
 
+  /**
+   * update() off the event loop (libuv's thread pool), for a write the kernel
+   * makes wait: a map-in-map slot waits out an RCU grace period (milliseconds).
+   */
+  updateAsync(key: Uint8Array, value: Uint8Array): Promise<void> {
+    this.checkBytes('updateAsync', 'key', key, this.keySize);
+    this.checkBytes('updateAsync', 'value', value, this.valueBytes);
+    return native.mapUpdateAsync(this.fd, key, value, this.id);
+  }
+
   /** Every key, or the first `limit`. */
   keys(keySize: number, limit?: number): Uint8Array[] {
     this.checkSize('keys', 'key', keySize, this.keySize);
     return native.mapKeys(this.fd, keySize, this.id, limit);
+  }
+
+  /**
+   * Every entry in one native call (a batch lookup where the map type has
+   * one): entry i's key is keys[i * keySize ..], its value values[i * valueSize ..].
+   * Entries written meanwhile may or may not be in it.
+   */
+  entries(keySize: number, valueSize: number): { count: number; keys: Uint8Array; values: Uint8Array } {
+    this.checkSize('entries', 'key', keySize, this.keySize);
+    this.checkSize('entries', 'value', valueSize, this.valueBytes);
+    return native.mapEntries(this.fd, keySize, valueSize, this.id);
+  }
+
+  /** Deletes keys laid end to end (as entries() gives them) in one native call; returns how many were there. */
+  deleteKeys(keys: Uint8Array): number {
+    if (!(keys instanceof Uint8Array)) throw new TypeError('deleteKeys: the keys must be a Uint8Array');
+    if (keys.length % this.keySize !== 0)
+      throw new TypeError(
+        `deleteKeys: keys of ${keys.length} bytes for ${this.describe()}, not a whole number of its ${this.keySize}-byte keys`,
+      );
+    return native.mapDeleteKeys(this.fd, keys, this.id);
   }
 }

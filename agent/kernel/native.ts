@@ -129,6 +129,17 @@ export interface NativeAddon {
   mapLookup(fd: number, key: Uint8Array, valueSize: number, mapId: number): Uint8Array | undefined;
   /** At most `limit` keys when given (1: whether the map has any). */
   mapKeys(fd: number, keySize: number, mapId: number, limit?: number): Uint8Array[];
+  /** Every entry in one call (BPF_MAP_LOOKUP_BATCH, or a native walk): `count` keys and values, each laid end to end. */
+  mapEntries(
+    fd: number,
+    keySize: number,
+    valueSize: number,
+    mapId: number,
+  ): { count: number; keys: Uint8Array; values: Uint8Array };
+  /** Deletes the keys laid end to end in `keys` (BPF_MAP_DELETE_BATCH, or one by one); how many were there. */
+  mapDeleteKeys(fd: number, keys: Uint8Array, mapId: number): number;
+  /** mapUpdate on libuv's thread pool: bad arguments throw here; the update's own failure rejects. */
+  mapUpdateAsync(fd: number, key: Uint8Array, value: Uint8Array, mapId: number): Promise<void>;
   listMaps(afterId?: number, limit?: number): MapInfo[];
   listPrograms(afterId?: number, limit?: number): ProgInfo[];
   mapInfo(fd: number): MapInfo;

@@ -4,23 +4,12 @@
  * is pinned: an agent restart finds the previous agent's entries), then the
  * generation is bumped so the programs drop their cached classes.
  */
-import { endianness } from 'node:os';
 import type { BpfMap } from '../kernel/bpf.ts';
+import { readU32, u32Bytes } from '../kernel/bytes.ts';
 import { PODMETER_GENERATION_MASK as GENERATION_MASK } from '../kernel/contract.generated.ts';
 import { KEY_BYTES, keyPrefix, prefixKey, type Prefix } from './cidr.ts';
 
-const LE = endianness() === 'LE';
 const ZERO_KEY = new Uint8Array(4);
-
-function u32(value: number): Uint8Array {
-  const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value, LE);
-  return out;
-}
-
-function readU32(bytes: Uint8Array): number {
-  return new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, LE);
-}
 
 export interface TrieEntry {
   prefix: Prefix;
@@ -67,7 +56,7 @@ export class PeerTrie {
         const now = current.get(text);
         if (now?.slot === entry.slot) continue;
         undo.push({ prefix: entry.prefix, slot: now?.slot });
-        this.#trie.update(prefixKey(entry.prefix), u32(entry.slot));
+        this.#trie.update(prefixKey(entry.prefix), u32Bytes(entry.slot));
         if (now === undefined) result.added++;
         else result.changed++;
       }
@@ -90,7 +79,7 @@ export class PeerTrie {
     try {
       for (const { prefix, slot } of [...undo].reverse()) {
         if (slot === undefined) this.#trie.delete(prefixKey(prefix));
-        else this.#trie.update(prefixKey(prefix), u32(slot));
+        else this.#trie.update(prefixKey(prefix), u32Bytes(slot));
         undone++;
       }
     } catch (undoErr) {
@@ -123,7 +112,7 @@ export class PeerTrie {
 
   /** Puts one prefix in (tests and benchmarks; the agent uses apply()). */
   set(prefix: Prefix, slot: number): void {
-    this.#trie.update(prefixKey(prefix), u32(slot));
+    this.#trie.update(prefixKey(prefix), u32Bytes(slot));
     this.bump();
   }
 
@@ -138,6 +127,6 @@ export class PeerTrie {
    */
   bump(): void {
     const next = (this.generation() + 1) & GENERATION_MASK;
-    this.#generation.update(ZERO_KEY, u32(next === 0 ? 1 : next));
+    this.#generation.update(ZERO_KEY, u32Bytes(next === 0 ? 1 : next));
   }
 }

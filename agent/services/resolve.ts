@@ -26,6 +26,8 @@ export class FlowResolver {
   readonly #onError: (err: unknown) => void;
   /** Each flow's class as last resolved, for the flows of the last drain. */
   #known = new Map<string, string>();
+  /** The same for the flows of this drain so far (settle() makes it #known). */
+  #next = new Map<string, string>();
 
   constructor(options: {
     conntrack: Conntrack | undefined;
@@ -39,7 +41,7 @@ export class FlowResolver {
     this.#onError = options.onError;
   }
 
-  /** The class of each flow, `entries[i]` for `out[i]`; flows not in this drain are forgotten. */
+  /** The class of each flow, `entries[i]` for `out[i]`: one slice of a drain's flows (called once or more per drain). */
   resolve(entries: readonly FlowEntry[]): Resolution[] {
     const out: Resolution[] = new Array<Resolution>(entries.length);
     const ask: number[] = [];
@@ -66,13 +68,17 @@ export class FlowResolver {
         else out[i] = backend === undefined ? { miss: 'no-conntrack-entry' } : this.#classOf(backend.address);
       });
     }
-    const known = new Map<string, string>();
     entries.forEach((e, i) => {
       const r = out[i]!;
-      if ('cls' in r) known.set(e.id, r.cls);
+      if ('cls' in r) this.#next.set(e.id, r.cls);
     });
-    this.#known = known;
     return out;
+  }
+
+  /** A drain's flows are all resolved: flows not in it are forgotten. */
+  settle(): void {
+    this.#known = this.#next;
+    this.#next = new Map();
   }
 
   /** The backends of `tuples`; undefined when conntrack cannot be asked (the error reported). */

@@ -9,9 +9,9 @@
  * and returns once no program run can still write to the old one (the
  * kernel waits for an RCU grace period on a map-in-map write).
  */
-import { endianness } from 'node:os';
 import { NO_TRAFFIC, type Direction, type Traffic } from '../../common/contract/counts.ts';
 import type { BpfMap } from '../kernel/bpf.ts';
+import { HOST_LE, readU32, readU64, u32Bytes, u64Bytes } from '../kernel/bytes.ts';
 import {
   PODMETER_DIRECTIONS,
   PODMETER_MISS_NO_UNIT,
@@ -20,7 +20,6 @@ import {
   PODMETER_STRUCTS,
 } from '../kernel/contract.generated.ts';
 
-const LE = endianness() === 'LE';
 const KEY = PODMETER_STRUCTS.podmeter_flow_key;
 const FLOW = PODMETER_STRUCTS.podmeter_flow;
 const COUNTERS = PODMETER_STRUCTS.podmeter_counters;
@@ -38,8 +37,6 @@ export type Table = 0 | 1;
 export interface FlowEntry {
   /** The key's bytes as the kernel has them (hex): the flow's identity across drains. */
   readonly id: string;
-  /** The socket's cgroup (the unit's or one below it). */
-  readonly cgroup: bigint;
   /** The counted cgroup (unit id) the flow counts for. */
   readonly unit: bigint;
   readonly protocol: number;
@@ -49,6 +46,15 @@ export interface FlowEntry {
   readonly remote: Uint8Array;
   readonly remotePort: number;
   readonly traffic: Readonly<Record<Direction, Traffic>>;
+}
+
+/** An inactive table's entries as read in one call, decoded a slice at a time (what a drain does per event-loop turn). */
+export interface FlowBatch {
+  readonly length: number;
+  /** The keys laid end to end, as the kernel has them (clear() deletes these). */
+  readonly keys: Uint8Array;
+  /** Entries `from` to `to` (exclusive), decoded. */
+  entries(from: number, to: number): FlowEntry[];
 }
 
 export interface FlowMaps {
@@ -73,7 +79,7 @@ export class FlowTables {
   active(): Table | undefined {
     const value = this.#maps.flows.lookup(ZERO_U32, 4);
     if (value === undefined) return undefined;
-    const id = u32(value);
+    const id = readU32(value);
     const at = this.#tables.findIndex((t) => t.id === id);
     if (at < 0) throw new Error(`podmeter_flows holds map id ${id}, which is neither flow table`);
     return at as Table;
@@ -85,30 +91,35 @@ export class FlowTables {
     return value === undefined ? 0n : readU64(value, 0);
   }
 
-  /** Makes `table` (empty) the active one at drain number `epoch`; returns once no program writes the other. */
+  /**
+   * Makes `table` (empty) the active one at drain number `epoch`; returns
+   * once no program writes the other (the kernel waits out an RCU grace
+   * period, milliseconds, blocking the event loop: for start-up, before any
+   * program is attached; drains use swapTo).
+   */
   activate(table: Table, epoch: bigint): void {
-    const value = new Uint8Array(8);
-    new DataView(value.buffer).setBigUint64(0, epoch, LE);
-    this.#maps.flow_epochs.update(u32Bytes(table), value);
+    this.#maps.flow_epochs.update(u32Bytes(table), u64Bytes(epoch));
     this.#maps.flows.update(ZERO_U32, u32Bytes(this.#tables[table].fd));
   }
 
-  /** Every entry of a table (inactive: nothing writes to it). */
-  read(table: Table): FlowEntry[] {
-    const map = this.#tables[table];
-    const out: FlowEntry[] = [];
-    for (const key of map.keys(KEY.size)) {
-      const value = map.lookup(key, FLOW.size);
-      if (value !== undefined) out.push(decode(key, value));
-    }
-    return out;
+  /** activate() with the wait for the grace period on libuv's thread pool: the event loop goes on meanwhile. */
+  async swapTo(table: Table, epoch: bigint): Promise<void> {
+    this.#maps.flow_epochs.update(u32Bytes(table), u64Bytes(epoch));
+    await this.#maps.flows.updateAsync(ZERO_U32, u32Bytes(this.#tables[table].fd));
   }
 
-  /** Empties a table: the keys of `entries` (what read() gave), then any other left. */
-  clear(table: Table, entries: readonly FlowEntry[] = []): void {
+  /** Every entry of a table (inactive: nothing writes to it), in one native call. */
+  read(table: Table): FlowBatch {
+    const { count, keys, values } = this.#tables[table].entries(KEY.size, FLOW.size);
+    return new TableBatch(count, keys, values);
+  }
+
+  /** Empties a table: the keys `read` gave (one native call), then any other left. */
+  clear(table: Table, read?: FlowBatch): void {
     const map = this.#tables[table];
-    for (const e of entries) map.delete(Buffer.from(e.id, 'hex'));
-    for (const key of map.keys(KEY.size)) map.delete(key);
+    if (read !== undefined && read.keys.length > 0) map.deleteKeys(read.keys);
+    const rest = map.entries(KEY.size, FLOW.size);
+    if (rest.count > 0) map.deleteKeys(rest.keys);
   }
 
   isEmpty(table: Table): boolean {
@@ -142,48 +153,52 @@ export class FlowTables {
   }
 }
 
-function decode(key: Uint8Array, value: Uint8Array): FlowEntry {
-  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
-  const f = KEY.fields;
-  const traffic = (d: number): Traffic => {
-    const at = FLOW.fields.traffic.offset + d * COUNTERS.size;
-    return {
-      bytes: readU64(value, at + COUNTERS.fields.bytes.offset),
-      packets: readU64(value, at + COUNTERS.fields.packets.offset),
-    };
-  };
-  return {
-    id: Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex'),
-    cgroup: view.getBigUint64(f.cgroup.offset, LE),
-    unit: readU64(value, FLOW.fields.unit.offset),
-    protocol: view.getUint8(f.protocol.offset),
-    local: key.slice(f.local.offset, f.local.offset + f.local.size),
-    localPort: view.getUint16(f.local_port.offset, LE),
-    remote: key.slice(f.remote.offset, f.remote.offset + f.remote.size),
-    remotePort: view.getUint16(f.remote_port.offset, LE),
-    traffic: {
-      ingress: traffic(PODMETER_DIRECTIONS.indexOf('ingress')),
-      egress: traffic(PODMETER_DIRECTIONS.indexOf('egress')),
-    },
-  };
-}
+const INGRESS = FLOW.fields.traffic.offset + PODMETER_DIRECTIONS.indexOf('ingress') * COUNTERS.size;
+const EGRESS = FLOW.fields.traffic.offset + PODMETER_DIRECTIONS.indexOf('egress') * COUNTERS.size;
 
-function readU64(bytes: Uint8Array, at: number): bigint {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(at, LE);
-}
+/** A table's keys and values as the kernel gave them, decoded on demand. */
+class TableBatch implements FlowBatch {
+  readonly length: number;
+  readonly keys: Uint8Array;
+  readonly #keys: Buffer;
+  readonly #keyView: DataView;
+  readonly #values: DataView;
 
-function u32(bytes: Uint8Array): number {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, LE);
-}
+  constructor(count: number, keys: Uint8Array, values: Uint8Array) {
+    this.length = count;
+    this.keys = keys;
+    this.#keys = Buffer.from(keys.buffer, keys.byteOffset, keys.byteLength);
+    this.#keyView = new DataView(keys.buffer, keys.byteOffset, keys.byteLength);
+    this.#values = new DataView(values.buffer, values.byteOffset, values.byteLength);
+  }
 
-function u32Bytes(value: number): Uint8Array {
-  const out = new Uint8Array(4);
-  new DataView(out.buffer).setUint32(0, value, LE);
-  return out;
-}
-
-function u64Bytes(value: bigint): Uint8Array {
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, value, LE);
-  return out;
+  entries(from: number, to: number): FlowEntry[] {
+    const out = new Array<FlowEntry>(to - from);
+    const f = KEY.fields;
+    const v = this.#values;
+    for (let i = from; i < to; i++) {
+      const k = i * KEY.size;
+      const at = i * FLOW.size;
+      out[i - from] = {
+        id: this.#keys.toString('hex', k, k + KEY.size),
+        unit: v.getBigUint64(at + FLOW.fields.unit.offset, HOST_LE),
+        protocol: this.#keys[k + f.protocol.offset]!,
+        local: this.keys.subarray(k + f.local.offset, k + f.local.offset + f.local.size),
+        localPort: this.#keyView.getUint16(k + f.local_port.offset, HOST_LE),
+        remote: this.keys.subarray(k + f.remote.offset, k + f.remote.offset + f.remote.size),
+        remotePort: this.#keyView.getUint16(k + f.remote_port.offset, HOST_LE),
+        traffic: {
+          ingress: {
+            bytes: v.getBigUint64(at + INGRESS + COUNTERS.fields.bytes.offset, HOST_LE),
+            packets: v.getBigUint64(at + INGRESS + COUNTERS.fields.packets.offset, HOST_LE),
+          },
+          egress: {
+            bytes: v.getBigUint64(at + EGRESS + COUNTERS.fields.bytes.offset, HOST_LE),
+            packets: v.getBigUint64(at + EGRESS + COUNTERS.fields.packets.offset, HOST_LE),
+          },
+        },
+      };
+    }
+    return out;
+  }
 }

@@ -6,16 +6,25 @@
  * moves each flow's bytes from `service` to the backend's class. Exact for
  * UDP (IPv4 and IPv6, both directions' bytes known), nothing left in
  * `service`, totals unchanged; an agent killed in the middle of a flow
- * loses and doubles nothing. Needs root, cgroup v2, bpffs, iptables.
+ * loses and doubles nothing; a flood of flows (a full table) drains while
+ * the HTTP API keeps answering. Needs root, cgroup v2, bpffs, iptables.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { PODMETER_MAX_FLOWS } from '../../agent/kernel/contract.generated.ts';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent.ts';
 import { makeTestCgroup, type CgroupDir } from '../helpers/cgroups.ts';
+import { FLOOD_FLOW_BYTES, flowTablesEmpty, writeFlowFlood } from '../helpers/flowFlood.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sample } from '../helpers/samples.ts';
 import { ADDRESSES, CIDRS, dnatService, makeTopology, type Topology } from '../helpers/topology.ts';
-import { tcpTransfer, udpDatagramBytes, udpExchange, type Family } from '../helpers/traffic.ts';
+import {
+  tcpTransfer,
+  udpDatagramBytes,
+  udpExchange,
+  type Family,
+  type TcpTransferOptions,
+} from '../helpers/traffic.ts';
 
 /** The backend behind the Service address: a pod in another zone (a configured class stands for it standalone). */
 const BACKEND = 'crossZone';
@@ -46,9 +55,14 @@ async function start(
   return { agent, app, other, topo };
 }
 
-/** UDP datagrams from the app to the Service address, served by the backend (the DNAT's target). */
-function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family: Family, count: number) {
-  return udpExchange({
+/** The app talking to the Service address, served by the backend (the DNAT's target) in the other cgroup. */
+function toService(
+  app: CgroupDir,
+  other: CgroupDir,
+  topo: Topology,
+  family: Family,
+): Omit<TcpTransferOptions, 'bytes'> {
+  return {
     senderCgroup: app,
     receiverCgroup: other,
     netns: topo.pod,
@@ -56,9 +70,12 @@ function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family:
     address: ADDRESSES[BACKEND][family],
     target: ADDRESSES.service[family],
     family,
-    count,
-    payload: 200,
-  });
+  };
+}
+
+/** UDP datagrams from the app to the Service address. */
+function sendToService(app: CgroupDir, other: CgroupDir, topo: Topology, family: Family, count: number) {
+  return udpExchange({ ...toService(app, other, topo, family), count, payload: 200 });
 }
 
 function peerBytes(metrics: string, direction: 'ingress' | 'egress', peer: string): number {
@@ -117,17 +134,7 @@ test('traffic that already has the backend address (a socket load balancer): cou
 
 test('TCP both ways through the DNAT: requests and the backend answers in the backend class; no service bytes', async (t) => {
   const { agent, app, other, topo } = await start(t);
-  for (const family of [4, 6] as const)
-    await tcpTransfer({
-      senderCgroup: app,
-      receiverCgroup: other,
-      netns: topo.pod,
-      receiverNetns: topo.world,
-      address: ADDRESSES[BACKEND][family],
-      target: ADDRESSES.service[family],
-      family,
-      bytes: 1_000_000,
-    });
+  for (const family of [4, 6] as const) await tcpTransfer({ ...toService(app, other, topo, family), bytes: 1_000_000 });
   const metrics = await waitFor('both directions drained', async () => {
     const m = await agent.metrics();
     return peerBytes(m, 'egress', BACKEND_CLASS) > 2_000_000 && peerBytes(m, 'ingress', BACKEND_CLASS) > 0
@@ -167,4 +174,43 @@ test('an agent killed between drains, traffic while it is down: every byte count
   await agent.restart();
   await new Promise((r) => setTimeout(r, 2500)); // two drain periods
   assert.equal(peerBytes(await agent.metrics(), 'egress', BACKEND_CLASS), 22 * datagram);
+});
+
+test('a full flow table of flows conntrack does not know drains while the HTTP API answers; every byte in service once', async (t) => {
+  const { agent, app } = await start(t);
+  await agent.kill('SIGTERM');
+  // A tenant's flood, written while no agent runs: as many flows as the table holds, each new to conntrack.
+  const FLOOD = PODMETER_MAX_FLOWS;
+  writeFlowFlood(agent.bpffs, app.path, FLOOD);
+  await agent.restart();
+  // Scrapes and /healthz while the restarted agent drains the flood (its first drain, about a second on).
+  const entriesSeen: number[] = [];
+  let healthz = 0;
+  let metrics: string;
+  for (const deadline = Date.now() + 120_000; ;) {
+    assert.ok(
+      Date.now() < deadline,
+      `the flood did not drain (entries drained at each scrape: ${entriesSeen.join(', ')})`,
+    );
+    const res = await fetch(`${agent.url}/healthz`);
+    assert.equal(`${res.status} ${await res.text()}`, '200 ok\n');
+    healthz++;
+    metrics = await agent.metrics();
+    const entries = sample(metrics, 'podmeter_service_flow_entries_total', {}) ?? 0;
+    entriesSeen.push(entries);
+    if (entries >= FLOOD && peerBytes(metrics, 'egress', 'service') === FLOOD * FLOOD_FLOW_BYTES) break;
+  }
+  const during = entriesSeen.filter((n) => n > 0 && n < FLOOD);
+  assert.ok(
+    during.length > 0,
+    `the API answered in the middle of the drain (entries drained at each scrape: ${entriesSeen.join(', ')}; ${healthz} /healthz answers)`,
+  );
+  assert.equal(sample(metrics, 'podmeter_service_flow_entries_total', {}), FLOOD, 'each flow drained once');
+  assert.equal(
+    sample(metrics, 'podmeter_service_unresolved_bytes_total', { reason: 'no-conntrack-entry' }),
+    FLOOD * FLOOD_FLOW_BYTES,
+  );
+  assert.equal(peerBytes(metrics, 'egress', BACKEND_CLASS), 0);
+  // Emptied once the state file holding the flood's bytes is written (after the counts above).
+  await waitFor('both tables emptied', () => (flowTablesEmpty(agent.bpffs) ? true : undefined));
 });

@@ -6,9 +6,12 @@
 // or BpfError EBADF for an fd that is not open), never a crash, an
 // out-of-bounds read or write (test/kernel/native-asan.test.ts runs this file
 // under AddressSanitizer), or a write into another map; the same calls with
-// the map's own sizes still work. conntrackReplies likewise: a buffer that is
+// the map's own sizes still work. mapUpdateAsync throws the same way before
+// its promise; only the update's own failure rejects. conntrackReplies likewise: a buffer that is
 // not whole 40-byte tuples, or an fd that is not a conntrack socket, throws
-// before any netlink message. Needs root (BPF maps, a test cgroup, bpffs, a
+// before any netlink message. The calls that attach, detach, update links and
+// pin take fds of another kind, closed fds, bad ids and non-numbers: each a JS
+// exception, with no program attached and the link unchanged. Needs root (BPF maps, a test cgroup, bpffs, a
 // network namespace) and python3 (test/helpers/mapholder.py makes the
 // per-CPU maps).
 import assert from 'node:assert/strict';
@@ -17,7 +20,15 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspect } from 'node:util';
 import fc from 'fast-check';
-import { attachCgroup, BpfMap, BpfObject, bpfObjectPath, type MapObject, StatsMap } from '../../agent/kernel/bpf.ts';
+import {
+  attachCgroup,
+  BpfMap,
+  BpfObject,
+  bpfObjectPath,
+  CollectionSpec,
+  type MapObject,
+  StatsMap,
+} from '../../agent/kernel/bpf.ts';
 import { Conntrack } from '../../agent/kernel/conntrack.ts';
 import { BpfError } from '../../agent/kernel/errors.ts';
 import { native } from '../../agent/kernel/native.ts';
@@ -224,52 +235,78 @@ test(
     const sentinelBefore = native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id);
     let good = 0;
     fc.assert(
-      fc.property(calls(fx), fc.constantFrom('mapUpdate', 'mapDelete', 'mapLookup', 'mapKeys'), (c, fn) => {
-        const m = (c.meant ?? c.target).map;
-        const keyOk = c.keyLen === m.keySize;
-        const ok = c.meant !== undefined;
-        const key = bytes(c.keyLen, c.seed);
-        switch (fn) {
-          case 'mapUpdate': {
-            const right = ok && keyOk && c.valueLen === m.valueBytes;
-            good += right ? 1 : 0;
-            return expectOutcome(
-              right,
-              () => native.mapUpdate(c.fd, key, bytes(c.valueLen, c.seed), c.mapId),
-              () => {},
-              show(c),
-            );
+      fc.property(
+        calls(fx),
+        fc.constantFrom('mapUpdate', 'mapDelete', 'mapLookup', 'mapKeys', 'mapEntries', 'mapDeleteKeys'),
+        (c, fn) => {
+          const m = (c.meant ?? c.target).map;
+          const keyOk = c.keyLen === m.keySize;
+          const ok = c.meant !== undefined;
+          const key = bytes(c.keyLen, c.seed);
+          switch (fn) {
+            case 'mapUpdate': {
+              const right = ok && keyOk && c.valueLen === m.valueBytes;
+              good += right ? 1 : 0;
+              return expectOutcome(
+                right,
+                () => native.mapUpdate(c.fd, key, bytes(c.valueLen, c.seed), c.mapId),
+                () => {},
+                show(c),
+              );
+            }
+            case 'mapDelete':
+              return expectOutcome(
+                ok && keyOk,
+                () => native.mapDelete(c.fd, key, c.mapId),
+                (r) => assert.equal(typeof r, 'boolean'),
+                show(c),
+              );
+            case 'mapLookup':
+              return expectOutcome(
+                ok && keyOk && c.size === m.valueBytes,
+                () => native.mapLookup(c.fd, key, c.size, c.mapId),
+                (r) =>
+                  assert.ok(
+                    r === undefined || (r instanceof Uint8Array && r.length === m.valueBytes),
+                    `lookup returned ${String(r)}`,
+                  ),
+                show(c),
+              );
+            case 'mapKeys':
+              return expectOutcome(
+                ok && c.keyLen === m.keySize,
+                () => native.mapKeys(c.fd, c.keyLen, c.mapId),
+                (r) => assert.ok(Array.isArray(r) && r.every((k) => k instanceof Uint8Array && k.length === m.keySize)),
+                show(c),
+              );
+            case 'mapEntries':
+              return expectOutcome(
+                ok && keyOk && c.size === m.valueBytes,
+                () => native.mapEntries(c.fd, c.keyLen, c.size, c.mapId),
+                (r) => {
+                  const { count, keys, values } = r as ReturnType<typeof native.mapEntries>;
+                  assert.ok(Number.isInteger(count) && count >= 0, `mapEntries counted ${count}`);
+                  assert.equal(keys.length, count * m.keySize, 'keys laid end to end');
+                  assert.equal(values.length, count * m.valueBytes, 'values laid end to end');
+                },
+                show(c),
+              );
+            case 'mapDeleteKeys': {
+              // Whole keys of the drawn length (often the map's own), sometimes a byte more.
+              const length = c.keyLen * (c.seed % 4) + (c.seed % 5 === 0 ? 1 : 0);
+              return expectOutcome(
+                ok && m.keySize > 0 && length % m.keySize === 0,
+                () => native.mapDeleteKeys(c.fd, bytes(length, c.seed), c.mapId),
+                (r) => assert.ok(Number.isInteger(r) && (r as number) >= 0 && (r as number) <= length / m.keySize),
+                show(c),
+              );
+            }
           }
-          case 'mapDelete':
-            return expectOutcome(
-              ok && keyOk,
-              () => native.mapDelete(c.fd, key, c.mapId),
-              (r) => assert.equal(typeof r, 'boolean'),
-              show(c),
-            );
-          case 'mapLookup':
-            return expectOutcome(
-              ok && keyOk && c.size === m.valueBytes,
-              () => native.mapLookup(c.fd, key, c.size, c.mapId),
-              (r) =>
-                assert.ok(
-                  r === undefined || (r instanceof Uint8Array && r.length === m.valueBytes),
-                  `lookup returned ${String(r)}`,
-                ),
-              show(c),
-            );
-          case 'mapKeys':
-            return expectOutcome(
-              ok && c.keyLen === m.keySize,
-              () => native.mapKeys(c.fd, c.keyLen, c.mapId),
-              (r) => assert.ok(Array.isArray(r) && r.every((k) => k instanceof Uint8Array && k.length === m.keySize)),
-              show(c),
-            );
-        }
-      }),
+        },
+      ),
       { numRuns: RUNS },
     );
-    assert.ok(good > RUNS / 50, `enough right updates were generated to show they work (${good})`);
+    assert.ok(good > RUNS / 100, `enough right updates were generated to show they work (${good})`);
     // The sentinel had the slot names' key and value sizes: only its id told it apart.
     assert.deepEqual(
       native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id),
@@ -278,6 +315,44 @@ test(
     );
   },
 );
+
+test('mapUpdateAsync with random buffer sizes, fds and ids throws before its promise unless every size and the map are right', async (t) => {
+  const fx = await fixture(t);
+  const sentinelBefore = native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id);
+  let good = 0;
+  await fc.assert(
+    fc.asyncProperty(calls(fx), async (c) => {
+      const m = (c.meant ?? c.target).map;
+      const right = c.meant !== undefined && c.keyLen === m.keySize && c.valueLen === m.valueBytes;
+      let promise: Promise<void>;
+      try {
+        promise = native.mapUpdateAsync(c.fd, bytes(c.keyLen, c.seed), bytes(c.valueLen, c.seed), c.mapId);
+      } catch (err) {
+        assert.ok(!right, `a right call threw: ${inspect(err)} (${show(c)()})`);
+        assert.ok(
+          err instanceof TypeError || (err instanceof BpfError && !/BPF_MAP_/.test(err.syscall ?? '')),
+          `expected a TypeError or a BpfError before any map syscall, got ${inspect(err)} (${show(c)()})`,
+        );
+        return;
+      }
+      assert.ok(right, `a wrong call got as far as a promise (${show(c)()})`);
+      good++;
+      await promise.catch((err: unknown) =>
+        assert.ok(
+          err instanceof BpfError && err.syscall === 'bpf(BPF_MAP_UPDATE_ELEM)',
+          `a right update failed outside its syscall: ${inspect(err)} (${show(c)()})`,
+        ),
+      );
+    }),
+    { numRuns: RUNS / 5 },
+  );
+  assert.ok(good > RUNS / 500, `enough right updates were generated to show they work (${good})`);
+  assert.deepEqual(
+    native.mapKeys(fx.sentinel.fd, fx.sentinel.keySize, fx.sentinel.id),
+    sentinelBefore,
+    'nothing was written into a map no call meant',
+  );
+});
 
 test(
   'storage calls with random sizes, fds and ids throw unless the fd is the per-CPU cgroup storage map meant and valueSize is its own',
@@ -431,6 +506,40 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
   }
 });
 
+test('an object load that reuses an fd of another kind (program, link, file, closed, not an integer) for a map throws naming the map', async (t) => {
+  const fx = await fixture(t);
+  const path = bpfObjectPath('podmeter');
+  const kinds = {
+    program: fx.others.program,
+    link: fx.others.link,
+    file: fx.others.file,
+    closed: fx.others.closed,
+    negative: -1,
+    fraction: 3.5,
+    string: 'x',
+  };
+  // Every map of the object: libbpf frees (and replaces) a map's name, so the
+  // failure of any one of them must be reported without reading it from libbpf.
+  for (const name of CollectionSpec.load(path).maps.keys()) {
+    for (const [kind, fd] of Object.entries(kinds)) {
+      assert.throws(
+        () => native.openObject(path, { [name]: fd as number }),
+        (err: unknown) =>
+          (err instanceof TypeError || (err instanceof BpfError && err.code === 'EBADF')) &&
+          err.message.includes(`reuse of map ${name}:`),
+        `reuse of a ${kind} fd for ${name}`,
+      );
+    }
+  }
+  // A map of the right shape is reused: the loaded object's map is that map.
+  const gen = fx.targets.find((x) => x.what === 'generation')!.map;
+  const loaded = BpfObject.load(path, new Map([['podmeter_gen', gen]]));
+  t.after(() => loaded.close());
+  const reused = loaded.takeMap('podmeter_gen');
+  t.after(() => reused.close());
+  assert.equal(reused.id, gen.id);
+});
+
 test('the typed facade refuses wrong lengths before the addon, naming the map and both sizes; right ones work', async (t) => {
   const fx = await fixture(t);
   const names = fx.targets.find((x) => x.what === 'slot names')!.map as BpfMap;
@@ -454,7 +563,92 @@ test('the typed facade refuses wrong lengths before the addon, naming the map an
   });
   percpu.update(new Uint8Array(4), bytes(percpu.valueBytes, 7));
   assert.deepEqual(percpu.lookup(new Uint8Array(4), percpu.valueBytes), bytes(percpu.valueBytes, 7));
+  assert.throws(() => names.entries(4, 63), {
+    name: 'TypeError',
+    message: /^entries: value of 63 bytes for map 'podmeter_names' .*values are 64 bytes/,
+  });
+  assert.throws(() => names.deleteKeys(new Uint8Array(6)), {
+    name: 'TypeError',
+    message: /^deleteKeys: keys of 6 bytes for map 'podmeter_names' \(id \d+\), not a whole number of its 4-byte keys/,
+  });
+  assert.throws(() => void names.updateAsync(new Uint8Array(5), new Uint8Array(64)), {
+    name: 'TypeError',
+    message: /^updateAsync: key of 5 bytes for map 'podmeter_names' .*keys are 4 bytes/,
+  });
+  await names.updateAsync(new Uint8Array(4), bytes(64, 2));
+  const all = names.entries(4, 64); // an array (walked: no batch read): every index, in order
+  assert.equal(all.count, names.info().maxEntries);
+  assert.deepEqual([all.keys.subarray(0, 4), all.values.subarray(0, 64)], [new Uint8Array(4), bytes(64, 2)]);
+  // A batch read (a per-CPU hash has one; the slot names' array and the trie are walked) gives what lookups give.
+  const hash = fx.targets.find((x) => x.what === 'per-CPU hash')!.map as BpfMap;
+  for (let i = 1; i <= 12; i++) hash.update(bytes(8, i), bytes(hash.valueBytes, i * 3));
+  const read = hash.entries(8, hash.valueBytes);
+  assert.ok(read.count >= 12);
+  for (let i = 0; i < read.count; i++) {
+    const key = read.keys.subarray(i * 8, (i + 1) * 8);
+    assert.deepEqual(
+      read.values.subarray(i * hash.valueBytes, (i + 1) * hash.valueBytes),
+      hash.lookup(key, hash.valueBytes),
+    );
+  }
+  assert.equal(hash.deleteKeys(read.keys), read.count);
+  assert.equal(hash.deleteKeys(read.keys), 0, 'keys no longer there are skipped');
+  assert.equal(hash.entries(8, hash.valueBytes).count, 0);
+  // The native side refuses as well (a caller past the facade), naming the map and both sizes.
+  assert.throws(() => native.mapDeleteKeys(names.fd, new Uint8Array(6), names.id), {
+    name: 'TypeError',
+    message: /keys of 6 bytes for map 'podmeter_names' \(id \d+\), not a whole number of its 4-byte keys/,
+  });
+  assert.throws(() => native.mapEntries(names.fd, 4, 63, names.id), {
+    name: 'TypeError',
+    message: /^mapEntries: value of 63 bytes for map 'podmeter_names' .*values are 64 bytes/,
+  });
   const storage = fx.targets[0]!.map as StatsMap;
   assert.throws(() => storage.readUnit(-1n), RangeError);
   assert.equal(storage.readUnit(1n), undefined);
+});
+
+test('the calls that attach, detach, update and pin throw for fds of another kind, closed fds, bad ids and non-numbers, changing nothing', async (t) => {
+  const fx = await fixture(t);
+  const { program, link, closed, file, sentinel, negative } = fx.others;
+  const cg = makeTestCgroup(t);
+  const pins = makeBpffsDir(t);
+  const egress = native.linkInfo(link);
+  const running = native.progFdById(egress.progId); // the egress program the link runs
+  t.after(() => closeSync(running));
+  const notPrograms = { map: sentinel, link, file, closed, negative, string: 'x' as unknown as number };
+  const notLinks = { map: sentinel, program, file, closed, negative, undefined: undefined as unknown as number };
+  const throwsJs = (fn: () => unknown, what: string) =>
+    assert.throws(fn, (err: unknown) => err instanceof TypeError || err instanceof BpfError, what);
+  for (const type of [0, 1]) {
+    for (const [kind, fd] of Object.entries(notPrograms)) {
+      throwsJs(() => native.attachCgroupLink(fd, cg.path, type), `attachCgroupLink of a ${kind} fd`);
+      throwsJs(() => native.attachCgroupMulti(fd, cg.path, type), `attachCgroupMulti of a ${kind} fd`);
+      throwsJs(() => native.detachCgroupMulti(fd, cg.path, type), `detachCgroupMulti of a ${kind} fd`);
+    }
+    assert.deepEqual(native.queryCgroup(cg.path, type), [], 'nothing was attached');
+    throwsJs(() => native.attachCgroupLink(program, join(cg.path, 'missing'), type), 'attach to a missing cgroup');
+  }
+  throwsJs(() => native.queryCgroup(join(cg.path, 'missing'), 0), 'query of a missing cgroup');
+  throwsJs(() => native.queryCgroup(cg.path, 2 ** 31), 'query of an attach type that is none');
+  for (const [kind, fd] of Object.entries(notLinks)) {
+    throwsJs(() => native.linkDetach(fd), `linkDetach of a ${kind} fd`);
+    throwsJs(() => native.linkUpdate(fd, program, program), `linkUpdate of a ${kind} fd as the link`);
+  }
+  for (const [kind, fd] of Object.entries(notPrograms)) {
+    throwsJs(() => native.linkUpdate(link, fd, running), `linkUpdate to a ${kind} fd as the program`);
+    throwsJs(() => native.linkUpdate(link, program, fd), `linkUpdate with a ${kind} fd as the replaced program`);
+  }
+  const after = native.linkInfo(link);
+  assert.equal(after.progId, egress.progId, 'the link still runs its program');
+  assert.equal(after.cgroupId, egress.cgroupId, 'and is still attached');
+  for (const id of [0, -1, 2 ** 32 + 1, 1.5, Number.NaN, fx.closedId])
+    throwsJs(() => native.progFdById(id), `progFdById(${id})`);
+  for (const [kind, fd] of Object.entries({ file, closed, negative, stdin: 0 })) {
+    const path = join(pins.path, `pin-${kind}`);
+    throwsJs(() => native.objPin(fd, path), `objPin of a ${kind} fd`);
+    throwsJs(() => native.objGet(path), `objGet of the pin a ${kind} fd did not make`);
+  }
+  throwsJs(() => native.objGet('/dev/null'), 'objGet of a file outside bpffs');
+  throwsJs(() => native.objPin(program, '/dev/null'), 'objPin over a file outside bpffs');
 });

@@ -37,6 +37,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("mapDelete", MapDelete);
   add("mapLookup", MapLookup);
   add("mapKeys", MapKeys);
+  add("mapEntries", MapEntries);
+  add("mapDeleteKeys", MapDeleteKeys);
+  add("mapUpdateAsync", MapUpdateAsync);
   add("listMaps", ListMaps);
   add("listPrograms", ListPrograms);
   add("mapInfo", MapInfo);

@@ -51,8 +51,8 @@ void SetErrorClass(const Napi::CallbackInfo& info) {
   libbpf_set_print(PrintToBuffer);
 }
 
-void ThrowSystemError(Napi::Env env, int err, const char* syscall, const std::string& what,
-                      const std::string& path, const std::string& detail) {
+Napi::Value SystemError(Napi::Env env, int err, const char* syscall, const std::string& what,
+                        const std::string& path, const std::string& detail) {
   const char* code = LibbpfCodeName(err);
   if (code == nullptr) code = strerrorname_np(err);
   if (code == nullptr) code = "EUNKNOWN";
@@ -64,18 +64,19 @@ void ThrowSystemError(Napi::Env env, int err, const char* syscall, const std::st
   message += ": " + std::string(reason) + " (" + code + ")";
   if (!detail.empty()) message += "\n" + detail;
 
+  if (errorClass == nullptr) return Napi::Error::New(env, message).Value();
   Napi::Object props = Napi::Object::New(env);
   props.Set("message", message);
   props.Set("code", code);
   props.Set("errno", -err);
   props.Set("syscall", syscall);
   if (!path.empty()) props.Set("path", path);
+  return errorClass->New({props});
+}
 
-  if (errorClass == nullptr) {
-    Napi::Error::New(env, message).ThrowAsJavaScriptException();
-    return;
-  }
-  Napi::Value error = errorClass->New({props});
+void ThrowSystemError(Napi::Env env, int err, const char* syscall, const std::string& what,
+                      const std::string& path, const std::string& detail) {
+  Napi::Value error = SystemError(env, err, syscall, what, path, detail);
   if (env.IsExceptionPending()) return;
   Napi::Error(env, error).ThrowAsJavaScriptException();
 }

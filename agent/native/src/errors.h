@@ -16,6 +16,11 @@ void SetErrorClass(const Napi::CallbackInfo& info);
 void ThrowSystemError(Napi::Env env, int err, const char* syscall, const std::string& what,
                       const std::string& path = "", const std::string& detail = "");
 
+// The same BpfError as a value, not thrown (an async call's rejection); empty
+// with a JS exception pending when it could not be made.
+Napi::Value SystemError(Napi::Env env, int err, const char* syscall, const std::string& what,
+                        const std::string& path = "", const std::string& detail = "");
+
 // Throws a TypeError for a bad argument (the facade should have caught it).
 void ThrowTypeError(Napi::Env env, const std::string& message);
 

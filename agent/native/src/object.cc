@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "shape.h"
 
 namespace podmeter {
 namespace {
@@ -46,13 +47,27 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
     Napi::Object reuse = info[1].As<Napi::Object>();
     bpf_map* map;
     bpf_object__for_each_map(map, obj) {
-      Napi::Value fd = reuse.Get(bpf_map__name(map));
-      if (fd.IsUndefined()) continue;
-      int rc = fd.IsNumber() ? bpf_map__reuse_fd(map, fd.As<Napi::Number>().Int32Value()) : -EINVAL;
+      // A copy: libbpf frees its name with the object, and bpf_map__reuse_fd
+      // replaces it with the kernel's. Closing the object first and reading
+      // the name after made a failed reuse a use after free (SIGSEGV).
+      std::string name = bpf_map__name(map);
+      Napi::Value fdArg = reuse.Get(name);
+      if (fdArg.IsUndefined()) continue;
+      // Only a map: libbpf would take a program's fd (its info read as a
+      // map's) or a file's (its /proc fdinfo fallback finds no map fields
+      // and succeeds) as a map of a made-up shape.
+      int fd;
+      std::string fn = "openObject(path, reuse?): reuse of map " + name;
+      if (!ReadFd(env, fn.c_str(), fdArg, &fd) || !CheckFdKind(env, fn.c_str(), fd, "bpf-map")) {
+        EndLibbpfLog();
+        bpf_object__close(obj);
+        return env.Undefined();
+      }
+      int rc = bpf_map__reuse_fd(map, fd);
       if (rc < 0) {
         std::string log = EndLibbpfLog();
         bpf_object__close(obj);
-        ThrowSystemError(env, -rc, "bpf_map__reuse_fd", std::string("reuse map ") + bpf_map__name(map) + " of BPF object", path, log);
+        ThrowSystemError(env, -rc, "bpf_map__reuse_fd", "reuse map " + name + " of BPF object", path, log);
         return env.Undefined();
       }
     }

