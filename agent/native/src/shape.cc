@@ -33,18 +33,8 @@ std::string FdTarget(int fd) {
   return target;
 }
 
-// An fd argument: a JS number that is a whole int32 (a double such as 3.5 or
-// 2^40 would otherwise be truncated to some other fd).
 bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
-  if (v.IsNumber()) {
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (std::isfinite(d) && d == std::trunc(d) && d >= -2147483648.0 && d <= 2147483647.0) {
-      *fd = static_cast<int>(d);
-      return true;
-    }
-  }
-  ThrowTypeError(env, std::string(fn) + ": the fd must be an integer");
-  return false;
+  return ReadInt32(env, fn, "the fd", v, fd);
 }
 
 std::string IdText(double n) {
@@ -54,6 +44,18 @@ std::string IdText(double n) {
 }
 
 }  // namespace
+
+bool ReadInt32(Napi::Env env, const char* fn, const char* name, const Napi::Value& v, int* out) {
+  if (v.IsNumber()) {
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (std::isfinite(d) && d == std::trunc(d) && d >= -2147483648.0 && d <= 2147483647.0) {
+      *out = static_cast<int>(d);
+      return true;
+    }
+  }
+  ThrowTypeError(env, std::string(fn) + ": " + name + " must be an integer");
+  return false;
+}
 
 std::string MapShape::Describe() const { return "map '" + name + "' (id " + std::to_string(id) + ")"; }
 
