@@ -19,6 +19,7 @@ import { Meter } from '../agent/counting/meter.ts';
 import { MAP_KEYS, PinDir } from '../agent/counting/pins.ts';
 import { BpfMap, BpfObject, bpfObjectPath, type MapObject } from '../agent/kernel/bpf.ts';
 import { PODMETER_MAPS } from '../agent/kernel/contract.generated.ts';
+import { attachMeter } from '../test/helpers/bpf.ts';
 import { makeBpffsDir } from '../test/helpers/bpffs.ts';
 import { makeTestCgroup, type CgroupDir } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
@@ -51,7 +52,7 @@ await runMain(async () => {
   // Same version: the pins one agent left, opened again and again.
   const same = new PinDir(join(makeBpffsDir().path, 'podmeter'));
   const first = Meter.open(same.root, silent);
-  for (const c of cgroups) first.attach(c.path, c.id);
+  for (const c of cgroups) attachMeter(first, c);
   first.close();
   const fastPath: number[] = [];
   const loadOnly: number[] = [];

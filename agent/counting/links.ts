@@ -6,7 +6,7 @@
  * pin them again.
  */
 import { existsSync } from 'node:fs';
-import { attachCgroup, DIRECTIONS, Link, reserveFds, type Direction, type Program } from '../kernel/bpf.ts';
+import { DIRECTIONS, Link, reserveFds, type Cgroup, type Direction, type Program } from '../kernel/bpf.ts';
 import { BpfError } from '../kernel/errors.ts';
 import { PinDir } from './pins.ts';
 
@@ -43,11 +43,12 @@ export class Links {
    * this process, keep them attached. All or nothing: if the second attach or
    * a pin fails, what was made is undone.
    */
-  attach(cgroupPath: string, cgroupId: bigint): void {
+  attach(cgroup: Cgroup): void {
+    const cgroupId = cgroup.id;
     const made: Link[] = [];
     try {
       for (const direction of DIRECTIONS) {
-        const link = attachCgroup({ cgroupPath, program: this.#programs[direction] });
+        const link = cgroup.attach(this.#programs[direction]);
         made.push(link);
         link.pin(this.#pins.link(cgroupId, direction));
       }

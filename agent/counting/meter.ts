@@ -6,7 +6,7 @@
  * the running agent (repair.ts).
  */
 import type { Logger } from '../../common/log.ts';
-import type { Direction, Program } from '../kernel/bpf.ts';
+import type { Cgroup, Direction, Program } from '../kernel/bpf.ts';
 import { FlowTables } from '../services/tables.ts';
 import type { SlotNames } from '../peers/classes.ts';
 import { Links } from './links.ts';
@@ -63,9 +63,9 @@ export class Meter {
   }
 
   /** Attaches both programs to a cgroup and pins the links (all or nothing); its Service flows count for it from the first packet. */
-  attach(cgroupPath: string, cgroupId: bigint): void {
-    this.flows.addUnit(cgroupId);
-    this.#links.attach(cgroupPath, cgroupId);
+  attach(cgroup: Cgroup): void {
+    this.flows.addUnit(cgroup.id);
+    this.#links.attach(cgroup);
   }
 
   /** 'attached' (pinned, attached to this cgroup; adopted now), 'none', or 'stale' (see Links.state). */

@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
-import { cgroupId } from '../kernel/bpf.ts';
+import { Cgroup } from '../kernel/bpf.ts';
 import { addUnitCounts, NO_COUNTS, unitWentBack, type UnitCounts } from '../../common/contract/counts.ts';
 import type { KernelRead, Meter } from './meter.ts';
 import type { PinDir } from './pins.ts';
@@ -186,15 +186,25 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     // relPath comes from the watcher, made of names read from the cgroup
     // tree: already normal, so no join(), whose normalisation (interpreted
     // JavaScript: the agent runs without V8's optimising compilers) was a
-    // tenth of a 500-pod burst's attach time.
-    const path = this.#rootSlash + identity.relPath;
-    let id: bigint;
+    // tenth of a 500-pod burst's attach time. The directory is held open
+    // while the unit is counted: its id and both attaches walk its path once.
+    let cgroup: Cgroup;
     try {
-      id = cgroupId(path);
+      cgroup = Cgroup.open(this.#rootSlash + identity.relPath);
     } catch {
       this.#unattached.delete(identity.relPath);
       return; // removed before we got to it: nothing ran in it that we could count
     }
+    try {
+      this.#countIn(cgroup, identity, seenAt);
+    } finally {
+      cgroup.close();
+    }
+  }
+
+  /** #count() of the cgroup opened. */
+  #countIn(cgroup: Cgroup, identity: UnitIdentity, seenAt: number): void {
+    const { id, path } = cgroup;
     let previous = this.#previous.get(id);
     const unit: Unit = {
       ...identity,
@@ -217,7 +227,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         return;
       }
       if (links === 'stale') this.#meter.release(id);
-      this.#meter.attach(path, id);
+      this.#meter.attach(cgroup);
     } catch (err) {
       if (this.#unattached.failed(identity, seenAt, err)) this.emit('error', 'attach', err);
       return;

@@ -10,7 +10,7 @@ import { ErrorCodes } from '../../common/errors.ts';
 import { BpfError } from './errors.ts';
 import { native, type LinkInfo, type MapInfo, type ProgInfo } from './native.ts';
 import { DIRECTIONS, type Direction } from '../../common/contract/counts.ts';
-import { assertCgroup2Dir, FdObject } from './fd.ts';
+import { assertCgroup2Dir, FdObject, OwnedFd } from './fd.ts';
 import { ATTACH_TYPE, BpfMap, StatsMap, type MapObject } from './maps.ts';
 
 export type { LinkInfo, MapInfo, ProgInfo } from './native.ts';
@@ -50,9 +50,50 @@ export function reserveFds(count: number): number {
   return native.reserveFds(count);
 }
 
-/** A cgroup's id is the inode number of its cgroup2 directory. */
+/** A cgroup's id is the inode number of its cgroup2 directory (Cgroup.open() gives it too, with the directory held open). */
 export function cgroupId(cgroupPath: string): bigint {
   return statSync(cgroupPath, { bigint: true }).ino;
+}
+
+/**
+ * A cgroup2 directory held open, so that its id and every attach to it cost
+ * one path walk (the kernel's lookup of each component), not one each: in a
+ * burst of pod cgroups the walks were much of each pod's attach time. Closed
+ * by its owner.
+ */
+export class Cgroup extends OwnedFd {
+  readonly path: string;
+  /** The cgroup's id: the inode number of its cgroup2 directory. */
+  readonly id: bigint;
+
+  private constructor(fd: number, path: string, id: bigint) {
+    super(fd);
+    this.path = path;
+    this.id = id;
+  }
+
+  /** Opens the directory at `path` (a BpfError when it cannot: ENOENT once the cgroup is gone). */
+  static open(path: string): Cgroup {
+    const { fd, id } = native.openCgroup(path);
+    return new Cgroup(fd, path, id);
+  }
+
+  /**
+   * Attaches `program` to this cgroup through a bpf_link, which leaves other
+   * programs on the cgroup alone and detaches when its last fd or pin goes.
+   * Kernels without cgroup links (< 5.7) get a LegacyAttachment instead.
+   */
+  attach(program: Program): Link {
+    try {
+      if (linksSupported())
+        return new Link(native.attachCgroupLink(program.fd, this.fd, program.attachType, this.path));
+      attachCgroupMulti({ cgroupPath: this.path, program });
+      return new LegacyAttachment(this.path, program);
+    } catch (err) {
+      assertCgroup2Dir(this.path, `attach ${program.name} to`); // the reason, when it is the path
+      throw err;
+    }
+  }
 }
 
 export class Program extends FdObject {
@@ -164,21 +205,19 @@ export class BpfObject {
   }
 }
 
-/**
- * Attaches `program` to a cgroup through a bpf_link, which leaves other
- * programs on the cgroup alone and detaches when its last fd or pin goes.
- * Kernels without cgroup links (< 5.7) get a LegacyAttachment instead.
- */
+/** Cgroup.attach() for a cgroup not held open: opened for this attach only. */
 export function attachCgroup(options: { cgroupPath: string; program: Program }): Link {
+  let dir: Cgroup;
   try {
-    if (linksSupported()) {
-      return new Link(native.attachCgroupLink(options.program.fd, options.cgroupPath, options.program.attachType));
-    }
-    attachCgroupMulti(options);
-    return new LegacyAttachment(options.cgroupPath, options.program);
+    dir = Cgroup.open(options.cgroupPath);
   } catch (err) {
     assertCgroup2Dir(options.cgroupPath, `attach ${options.program.name} to`); // the reason, when it is the path
     throw err;
+  }
+  try {
+    return dir.attach(options.program);
+  } finally {
+    dir.close();
   }
 }
 
@@ -188,7 +227,7 @@ let linkSupport: boolean | undefined;
 function linksSupported(): boolean {
   if (linkSupport === undefined) {
     try {
-      native.attachCgroupLink(-1, '/', 0);
+      native.attachCgroupLink(-1, -1, 0, '');
       linkSupport = true;
     } catch (err) {
       linkSupport = (err as BpfError).code !== 'EINVAL';

@@ -89,7 +89,10 @@ export interface NativeAddon {
   /** `reuse`: fds of existing maps by map name, used instead of creating those maps. */
   openObject(path: string, reuse?: Readonly<Record<string, number>>): RawObject;
   objectSpec(path: string): { maps: RawMapSpec[]; programs: RawProgramSpec[] };
-  attachCgroupLink(progFd: number, cgroupPath: string, attachType: number): number;
+  /** The cgroup2 directory at `cgroupPath` opened (O_DIRECTORY), and its id (the inode number). */
+  openCgroup(cgroupPath: string): { fd: number; id: bigint };
+  /** BPF_LINK_CREATE on an open cgroup directory; `cgroupPath` only names it in errors. */
+  attachCgroupLink(progFd: number, cgroupFd: number, attachType: number, cgroupPath: string): number;
   attachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   detachCgroupMulti(progFd: number, cgroupPath: string, attachType: number): void;
   queryCgroup(cgroupPath: string, attachType: number): number[];

@@ -21,6 +21,9 @@
  *     close()                              closes links (detaching them) and every fd
  *   }
  *
+ *   attachMeter(meter, cgroup)           Meter.attach() of a test cgroup, opened for the attach only (as
+ *                                          the agent's tracker holds each pod cgroup open while it attaches)
+ *
  * With `t` the object is closed after the test; unpinned links die with the
  * process anyway, so nothing is left attached on a crash or Ctrl-C.
  */
@@ -28,6 +31,7 @@ import {
   attachCgroup,
   BpfObject,
   bpfObjectPath,
+  Cgroup,
   cgroupId,
   DIRECTIONS,
   type Direction,
@@ -35,6 +39,7 @@ import {
   type Program,
   type StatsMap,
 } from '../../agent/kernel/bpf.ts';
+import type { Meter } from '../../agent/counting/meter.ts';
 import { SlotNames, SLOT, type BuiltinClass } from '../../agent/peers/classes.ts';
 import { networkTotal, type ClassTraffic, type Traffic } from '../../common/contract/counts.ts';
 import { parsePrefix } from '../../agent/peers/cidr.ts';
@@ -135,4 +140,14 @@ export function loadPassthrough(t?: AfterHook): Loaded {
 
 export function loadLegacy(t?: AfterHook): Loaded {
   return load('legacy', t);
+}
+
+/** Meter.attach() of a test cgroup: opened for the attach only, closed even when it fails. */
+export function attachMeter(meter: Pick<Meter, 'attach'>, cgroup: { path: string }): void {
+  const open = Cgroup.open(cgroup.path);
+  try {
+    meter.attach(open);
+  } finally {
+    open.close();
+  }
 }

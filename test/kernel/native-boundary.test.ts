@@ -9,13 +9,18 @@
 // the map's own sizes still work. mapUpdateAsync throws the same way before
 // its promise; only the update's own failure rejects. conntrackReplies likewise: a buffer that is
 // not whole 40-byte tuples, or an fd that is not a conntrack socket, throws
-// before any netlink message. The calls that attach, detach, update links and
-// pin take fds of another kind, closed fds, bad ids and non-numbers: each a JS
-// exception, with no program attached and the link unchanged. Needs root (BPF maps, a test cgroup, bpffs, a
+// before any netlink message. attachCgroupLink, which takes an open cgroup
+// directory's fd: any argument that is not an int32 (or a path that is not a
+// string) is a TypeError naming it, and a program or cgroup fd of another
+// kind, closed or made up, the kernel's refusal; only podmeter's programs on
+// the cgroup held open attach. The other calls that attach, detach, update
+// links and pin take fds of another kind, closed fds, bad ids and non-numbers:
+// each a JS exception, with no program attached and the link unchanged. Needs
+// root (BPF maps, a test cgroup, bpffs, a
 // network namespace) and python3 (test/helpers/mapholder.py makes the
 // per-CPU maps).
 import assert from 'node:assert/strict';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspect } from 'node:util';
@@ -25,8 +30,11 @@ import {
   BpfMap,
   BpfObject,
   bpfObjectPath,
+  Cgroup,
   CollectionSpec,
+  Link,
   type MapObject,
+  queryCgroup,
   StatsMap,
 } from '../../agent/kernel/bpf.ts';
 import { Conntrack } from '../../agent/kernel/conntrack.ts';
@@ -608,7 +616,7 @@ test('the typed facade refuses wrong lengths before the addon, naming the map an
   assert.equal(storage.readUnit(1n), undefined);
 });
 
-test('the calls that attach, detach, update and pin throw for fds of another kind, closed fds, bad ids and non-numbers, changing nothing', async (t) => {
+test('the other calls that attach, detach, update and pin throw for fds of another kind, closed fds, bad ids and non-numbers, changing nothing', async (t) => {
   const fx = await fixture(t);
   const { program, link, closed, file, sentinel, negative } = fx.others;
   const cg = makeTestCgroup(t);
@@ -622,12 +630,11 @@ test('the calls that attach, detach, update and pin throw for fds of another kin
     assert.throws(fn, (err: unknown) => err instanceof TypeError || err instanceof BpfError, what);
   for (const type of [0, 1]) {
     for (const [kind, fd] of Object.entries(notPrograms)) {
-      throwsJs(() => native.attachCgroupLink(fd, cg.path, type), `attachCgroupLink of a ${kind} fd`);
       throwsJs(() => native.attachCgroupMulti(fd, cg.path, type), `attachCgroupMulti of a ${kind} fd`);
       throwsJs(() => native.detachCgroupMulti(fd, cg.path, type), `detachCgroupMulti of a ${kind} fd`);
     }
     assert.deepEqual(native.queryCgroup(cg.path, type), [], 'nothing was attached');
-    throwsJs(() => native.attachCgroupLink(program, join(cg.path, 'missing'), type), 'attach to a missing cgroup');
+    throwsJs(() => native.attachCgroupMulti(program, join(cg.path, 'missing'), type), 'attach to a missing cgroup');
   }
   throwsJs(() => native.queryCgroup(join(cg.path, 'missing'), 0), 'query of a missing cgroup');
   throwsJs(() => native.queryCgroup(cg.path, 2 ** 31), 'query of an attach type that is none');
@@ -651,4 +658,109 @@ test('the calls that attach, detach, update and pin throw for fds of another kin
   }
   throwsJs(() => native.objGet('/dev/null'), 'objGet of a file outside bpffs');
   throwsJs(() => native.objPin(program, '/dev/null'), 'objPin over a file outside bpffs');
+});
+
+test('attachCgroupLink with random fds, attach types and paths: a bad argument is a TypeError naming it, an fd of another kind the kernel refusal, a link only of a cgroup_skb program on the cgroup its fd holds; openCgroup refuses what is not a directory', async (t) => {
+  const fx = await fixture(t);
+  const pm = BpfObject.load(bpfObjectPath('podmeter'));
+  t.after(() => pm.close());
+  const programs = [pm.program('podmeter_ingress'), pm.program('podmeter_egress')];
+  const cg = makeTestCgroup(t);
+  const cgroup = Cgroup.open(cg.path);
+  t.after(() => cgroup.close());
+  assert.equal(cgroup.id, statSync(cg.path, { bigint: true }).ino, "a cgroup's id is its directory's inode number");
+  const fds: Record<string, number> = {
+    ingress: programs[0]!.fd,
+    egress: programs[1]!.fd,
+    cgroup: cgroup.fd,
+    map: fx.targets[0]!.map.fd,
+    ...fx.others,
+  };
+  const fdArg = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(...Object.keys(fds)).map((named) => fds[named]) },
+    { weight: 1, arbitrary: fc.integer({ min: -3, max: 4096 }) },
+    { weight: 1, arbitrary: fc.constantFrom<unknown>(3.5, NaN, 2 ** 40, '7', undefined, null, 7n) },
+  );
+  const typeArg = fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(...programs.map((p) => p.attachType)) },
+    { weight: 1, arbitrary: fc.integer({ min: -1, max: 64 }) },
+    { weight: 1, arbitrary: fc.constantFrom<unknown>(1.5, NaN, '0', undefined) },
+  );
+  const pathArg = fc.oneof(
+    { weight: 6, arbitrary: fc.constant<unknown>(cg.path) },
+    fc.constantFrom<unknown>(undefined, 1),
+  );
+  const isInt32 = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31;
+  let attached = 0;
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        { weight: 3, arbitrary: fc.tuple(fdArg, fdArg, typeArg, pathArg) },
+        // Right calls, drawn often so that they are tested too.
+        fc
+          .constantFrom(...programs)
+          .map((p) => [p.fd, cgroup.fd, p.attachType, cg.path] as [unknown, unknown, unknown, unknown]),
+      ),
+      ([progFd, cgroupFd, attachType, path]) => {
+        const what = `attachCgroupLink(${String(progFd)}, ${String(cgroupFd)}, ${String(attachType)}, ${String(path)})`;
+        let result: unknown;
+        let error: unknown;
+        try {
+          result = (native.attachCgroupLink as (...args: unknown[]) => number)(progFd, cgroupFd, attachType, path);
+        } catch (err) {
+          error = err;
+        }
+        const ints: [string, unknown][] = [
+          ['progFd', progFd],
+          ['cgroupFd', cgroupFd],
+          ['attachType', attachType],
+        ];
+        const badArg = ints.find(([, v]) => !isInt32(v))?.[0];
+        if (badArg !== undefined || typeof path !== 'string') {
+          assert.ok(error instanceof TypeError, `${what}: expected a TypeError, got ${inspect(error ?? result)}`);
+          assert.match(error.message, new RegExp(`attachCgroupLink: ${badArg ?? 'cgroupPath'}`), what);
+          return;
+        }
+        const program = programs.find((p) => p.fd === progFd);
+        if (error !== undefined) {
+          assert.ok(
+            error instanceof BpfError && error.syscall === 'bpf(BPF_LINK_CREATE)',
+            `${what}: expected the kernel's refusal, got ${inspect(error)}`,
+          );
+          assert.ok(error.message.includes(`'${cg.path}'`), `${what}: the message names the cgroup: ${error.message}`);
+          return;
+        }
+        // Only a program of its attach type on an open cgroup directory (ours, or one a random number hit), and the link is on that cgroup.
+        assert.ok(typeof result === 'number' && result >= 0, what);
+        const link = new Link(result);
+        try {
+          const target = readlinkSync(`/proc/self/fd/${cgroupFd as number}`);
+          assert.equal(link.info().cgroupId, statSync(target, { bigint: true }).ino, `${what}: linked to ${target}`);
+          assert.equal(native.progInfo(progFd as number).typeName, 'cgroup_skb', what);
+          if (program !== undefined && cgroupFd === cgroup.fd) attached++;
+        } finally {
+          link.close();
+        }
+      },
+    ),
+    { numRuns: RUNS / 10 },
+  );
+  assert.ok(attached > RUNS / 200, `enough right calls were generated to show they work (${attached})`);
+  assert.deepEqual(
+    [queryCgroup(cg.path, 'ingress'), queryCgroup(cg.path, 'egress')],
+    [[], []],
+    'nothing left attached',
+  );
+
+  // openCgroup: a string path only; a file or a missing path is the kernel's refusal (nothing left open).
+  for (const bad of [undefined, 3, null, {}])
+    assert.throws(() => (native.openCgroup as (p: unknown) => unknown)(bad), {
+      name: 'TypeError',
+      message: /openCgroup: cgroupPath must be a string/,
+    });
+  for (const [path, code] of [
+    ['/dev/null', 'ENOTDIR'],
+    [join(cg.path, 'missing'), 'ENOENT'],
+  ] as const)
+    assert.throws(() => Cgroup.open(path), { name: 'BpfError', code, path, syscall: 'open' });
 });

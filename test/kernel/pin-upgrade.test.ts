@@ -33,7 +33,7 @@ import {
 import { PODMETER_MAPS, PODMETER_PROGRAMS } from '../../agent/kernel/contract.generated.ts';
 import { SlotNames } from '../../agent/peers/classes.ts';
 import { networkTotal, type Traffic } from '../../common/contract/counts.ts';
-import { loadPassthrough } from '../helpers/bpf.ts';
+import { attachMeter, loadPassthrough } from '../helpers/bpf.ts';
 import { makeBpffsDir } from '../helpers/bpffs.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
 import { buildEarlier, pinAsAgent, pinLinks } from '../helpers/earlier.ts';
@@ -224,8 +224,8 @@ test('a start with the same programs changes nothing: the pinned programs adopte
   const receiver = makeTestCgroup(t);
   const pins = pinDir(t);
   const first = Meter.open(pins.root, pino({ level: 'silent' }));
-  first.attach(sender.path, sender.id);
-  first.attach(receiver.path, receiver.id);
+  attachMeter(first, sender);
+  attachMeter(first, receiver);
   first.close();
   const programs = programIds(pins);
   const links = { sender: linkPrograms(pins, sender), receiver: linkPrograms(pins, receiver) };

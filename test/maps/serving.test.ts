@@ -22,6 +22,7 @@ import { addMapMetrics } from '../../agent/maps/metrics.ts';
 import { Exposition } from '../../common/http/exposition.ts';
 import { mapRoutes, type MapsView } from '../../agent/maps/routes.ts';
 import { startMapInventory } from '../../agent/maps/watcher.ts';
+import { attachMeter } from '../helpers/bpf.ts';
 import { makeTestCgroup, type TestCgroup } from '../helpers/cgroups.ts';
 import { afterOrSignal, randomSuffix, TEST_PREFIX, type AfterHook } from '../helpers/cleanup.ts';
 import { waitFor } from '../helpers/poll.ts';
@@ -261,7 +262,7 @@ test('podmeter maps standalone estimates the pinned podmeter counter map found u
   });
   const tree = makeTestCgroup(t);
   const cgroups = [tree.child('a'), tree.child('b')];
-  for (const cg of cgroups) meter.attach(cg.path, cg.id);
+  for (const cg of cgroups) attachMeter(meter, cg);
   const info = meter.maps.stats.info();
 
   const run = await podmeterMaps(['--json', '--bpffs', bpffs]);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import type { UnitIdentity } from '../../agent/cgroups/units.ts';
-import { cgroupId } from '../../agent/kernel/bpf.ts';
+import { type Cgroup, cgroupId } from '../../agent/kernel/bpf.ts';
 import type { KernelRead } from '../../agent/counting/meter.ts';
 import type { LinkPin } from '../../agent/counting/pins.ts';
 import { StateStore } from '../../agent/counting/state.ts';
@@ -44,7 +44,7 @@ class FakeMeter implements TrackerMeter {
     listLinks: (): LinkPin[] => [...this.links.keys()].map((id) => ({ cgroupId: id, direction: 'egress', path: '' })),
   };
 
-  attach(_path: string, id: bigint): void {
+  attach({ id }: Cgroup): void {
     this.calls.push(`attach ${id}`);
     if (this.attachError !== undefined) throw this.attachError;
     this.links.set(id, 'attached');

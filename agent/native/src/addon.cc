@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   add("openObject", OpenObject);
   add("objectSpec", ObjectSpec);
+  add("openCgroup", OpenCgroupDir);
   add("attachCgroupLink", AttachCgroupLink);
   add("attachCgroupMulti", AttachCgroupMulti);
   add("detachCgroupMulti", DetachCgroupMulti);

@@ -4,9 +4,11 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "errors.h"
+#include "shape.h"
 
 namespace podmeter {
 namespace {
@@ -31,17 +33,44 @@ int OpenCgroup(Napi::Env env, const std::string& path, const char* what) {
 
 }  // namespace
 
+Napi::Value OpenCgroupDir(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowTypeError(env, "openCgroup: cgroupPath must be a string");
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>();
+  int fd = OpenCgroup(env, path, "open cgroup");
+  if (fd < 0) return env.Undefined();
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowSystemError(env, err, "fstat", "stat cgroup", path);
+    return env.Undefined();
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fd", Napi::Number::New(env, fd));
+  result.Set("id", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_ino)));
+  return result;
+}
+
 Napi::Value AttachCgroupLink(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int progFd, type;
-  std::string path;
-  if (!ReadArgs(info, &progFd, &path, &type)) return env.Undefined();
-  int cgFd = OpenCgroup(env, path, "attach to cgroup");
-  if (cgFd < 0) return env.Undefined();
+  int progFd, cgFd, type;
+  if (!ReadInt32(env, "attachCgroupLink", "progFd", info[0], &progFd) ||
+      !ReadInt32(env, "attachCgroupLink", "cgroupFd", info[1], &cgFd) ||
+      !ReadInt32(env, "attachCgroupLink", "attachType", info[2], &type))
+    return env.Undefined();
+  if (!info[3].IsString()) {
+    ThrowTypeError(env, "attachCgroupLink: cgroupPath (named in errors) must be a string");
+    return env.Undefined();
+  }
+  // A closed fd, or one that is not a cgroup2 directory, is the kernel's EBADF.
   int linkFd = bpf_link_create(progFd, cgFd, static_cast<bpf_attach_type>(type), nullptr);
-  int err = errno;
-  close(cgFd);
   if (linkFd < 0) {
+    int err = errno;
+    std::string path = info[3].As<Napi::String>();  // read only for the message
     ThrowSystemError(env, -linkFd > 0 ? -linkFd : err, "bpf(BPF_LINK_CREATE)", "attach to cgroup", path);
     return env.Undefined();
   }

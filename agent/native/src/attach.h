@@ -3,7 +3,8 @@
 
 namespace podmeter {
 // Attachments of programs to cgroups, programs by id, and bpffs pins.
-Napi::Value AttachCgroupLink(const Napi::CallbackInfo& info);   // (progFd, cgroupPath, attachType) -> linkFd
+Napi::Value OpenCgroupDir(const Napi::CallbackInfo& info);     // (cgroupPath) -> {fd, id}: one path walk
+Napi::Value AttachCgroupLink(const Napi::CallbackInfo& info);   // (progFd, cgroupFd, attachType, cgroupPath) -> linkFd
 Napi::Value AttachCgroupMulti(const Napi::CallbackInfo& info);  // (progFd, cgroupPath, attachType)
 Napi::Value DetachCgroupMulti(const Napi::CallbackInfo& info);  // (progFd, cgroupPath, attachType)
 Napi::Value QueryCgroup(const Napi::CallbackInfo& info);        // (cgroupPath, attachType) -> prog ids

@@ -58,7 +58,7 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
       // and succeeds) as a map of a made-up shape.
       int fd;
       std::string fn = "openObject(path, reuse?): reuse of map " + name;
-      if (!ReadFd(env, fn.c_str(), fdArg, &fd) || !CheckFdKind(env, fn.c_str(), fd, "bpf-map")) {
+      if (!ReadInt32(env, fn.c_str(), "the fd", fdArg, &fd) || !CheckFdKind(env, fn.c_str(), fd, "bpf-map")) {
         EndLibbpfLog();
         bpf_object__close(obj);
         return env.Undefined();

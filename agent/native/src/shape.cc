@@ -33,6 +33,10 @@ std::string FdTarget(int fd) {
   return target;
 }
 
+bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
+  return ReadInt32(env, fn, "the fd", v, fd);
+}
+
 std::string IdText(double n) {
   char text[32];
   snprintf(text, sizeof text, "%.17g", n);
@@ -41,15 +45,15 @@ std::string IdText(double n) {
 
 }  // namespace
 
-bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
+bool ReadInt32(Napi::Env env, const char* fn, const char* name, const Napi::Value& v, int* out) {
   if (v.IsNumber()) {
     double d = v.As<Napi::Number>().DoubleValue();
     if (std::isfinite(d) && d == std::trunc(d) && d >= -2147483648.0 && d <= 2147483647.0) {
-      *fd = static_cast<int>(d);
+      *out = static_cast<int>(d);
       return true;
     }
   }
-  ThrowTypeError(env, std::string(fn) + ": the fd must be an integer");
+  ThrowTypeError(env, std::string(fn) + ": " + name + " must be an integer");
   return false;
 }
 

@@ -35,10 +35,11 @@ bool IsPerCpu(uint32_t mapType);
 // round_up(valueSize, 8) x possible CPUs. 0 when the CPUs cannot be counted.
 size_t ValueBytes(uint32_t mapType, uint32_t valueSize);
 
-// An fd argument `v` of the JS call `fn`: a JS number that is a whole int32 (a
-// double such as 3.5 or 2^40 would otherwise be truncated to some other fd);
-// otherwise false with a TypeError pending.
-bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd);
+// An int32 argument (an fd, an attach type): a JS number that is a whole
+// int32 (a double such as 3.5 or 2^40 would otherwise be truncated to some
+// other fd); otherwise a TypeError naming the call and the argument
+// ("attachCgroupLink: cgroupFd must be an integer").
+bool ReadInt32(Napi::Env env, const char* fn, const char* name, const Napi::Value& v, int* out);
 
 // The map behind `fd` (arguments fdArg, mapIdArg of the JS call `fn`), which
 // must be the map with id `mapIdArg` (the caller's record of which map it
