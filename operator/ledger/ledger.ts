@@ -85,6 +85,8 @@ import { Book, KINDS, maxOf, withBase, type Entry, type LedgerOptions } from './
 import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { loadLedger, type Loaded, type LoadedObject } from './load.ts';
 import { deleteExpired } from './retention.ts';
+import { deleteOrphanSpills, listSpills } from './spills.ts';
+import { describe } from '../../common/kube/api.ts';
 import { StatusWriter } from './writes.ts';
 
 export type { LedgerOptions } from './book.ts';
@@ -210,8 +212,9 @@ export class Ledger implements PodListener, NodeListener {
     const generation = ++this.#book.generation;
     const loaded: Loaded = new Map();
     for (const kind of KINDS) loaded.set(kind, await this.#listAll(kind));
+    const spills = await listSpills(this.#book);
     if (generation !== this.#book.generation) return; // stepped down meanwhile
-    const { diedWhileAway } = loadLedger(this.#book, loaded, Date.now());
+    const { diedWhileAway } = loadLedger(this.#book, loaded, spills, Date.now());
     this.#active = true;
     this.#book.log.info(
       {
@@ -320,7 +323,7 @@ export class Ledger implements PodListener, NodeListener {
       if (e.kind !== kind) continue;
       const total = sum(e.live, e.retired);
       if (kind === 'NodeUsage') for (const p of e.pendingNode.values()) addTo(total, p.final);
-      else for (const [uid, f] of e.pending) if (!e.recent.has(uid)) addTo(total, f);
+      else for (const p of e.pending.values()) if (!((e.marks.get(p.node) ?? 0) >= p.seq)) addTo(total, p.final);
       out.push({
         kind,
         name: e.name,
@@ -354,6 +357,10 @@ export class Ledger implements PodListener, NodeListener {
     this.#expiredAt = now;
     this.#sweeping = true;
     try {
+      await deleteOrphanSpills(this.#book, now).catch((err: unknown) => {
+        this.#book.o.onError('read_status');
+        this.#book.log.warn({ err: describe(err) }, 'cannot list the NodeRetirements objects; retrying at the next sweep');
+      });
       return await deleteExpired(this.#book);
     } finally {
       this.#sweeping = false;

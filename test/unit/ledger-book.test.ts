@@ -176,48 +176,57 @@ test('status planning: a NodeUsage checkpoints its live pods and retires the dea
   assert.equal(node.retired.egressBytes, 0n);
   second.commit();
   assert.deepEqual([node.retired.egressBytes, node.retiredPods, node.pendingNode.size], [400n, 1, 0]);
-  assert.deepEqual(ns.pending.get('b'), egress(400n), 'the namespace retires it next');
-  assert.deepEqual(wl.pending.get('b'), egress(400n), 'and the workload');
+  assert.deepEqual(ns.pending.get('b')?.final, egress(400n), 'the namespace retires it next');
+  assert.deepEqual(wl.pending.get('b')?.final, egress(400n), 'and the workload');
   assert.equal(ns.live.egressBytes, 1000n, "b's checkpoint left the live sum");
   book.retire(b, NODE, egress(400n), T0 + 2000);
   assert.equal(node.pendingNode.size, 0, 'retired once: seen again (a relist) it is not retired again');
 });
 
-test('status planning: the namespace and the workload each take a retirement once (recentlyRetired); when both have, the node marks it rolled up', () => {
+test('status planning: the namespace and the workload each take a node\'s retirement once (retiredThrough marks); when both have, the node marks it rolled up and its rollup marks let theirs go', () => {
   const { book, quarantine, node, ns, wl } = makeBook();
   const b = pod('b', egress(300n), WEB);
   book.attach(b);
   written(book, node, (e) => nodeStatus(book, e, T0, quarantine));
   book.detach(b);
   book.retire(b, NODE, egress(400n), T0 + 1000);
-  written(book, node, (e) => nodeStatus(book, e, T0 + 1000, quarantine));
+  const nodePlan = written(book, node, (e) => nodeStatus(book, e, T0 + 1000, quarantine));
+  assert.deepEqual(
+    [nodePlan.status.retiredSeq, nodePlan.status.retiring?.[0]?.seq, nodePlan.status.namespacesThrough],
+    [1, 1, 0],
+    'numbered 1; no namespace has it yet',
+  );
   assert.ok(!book.dirtySet.has(node));
-  written(book, ns, (e) => rollupStatus(book, e, T0 + 1000));
-  written(book, ns, (e) => rollupStatus(book, e, T0 + 1000));
+  written(book, ns, (e) => rollupStatus(book, e));
+  written(book, ns, (e) => rollupStatus(book, e));
 
-  const nsStatus = rollupStatus(book, ns, T0 + 2000).status;
+  const nsStatus = rollupStatus(book, ns).status;
   assert.deepEqual(
     [nsStatus.egressBytes, nsStatus.retired.egressBytes, nsStatus.retiredPods, nsStatus.pods],
     ['400', '400', 1, 0],
     'planned again: not counted twice',
   );
-  assert.deepEqual(nsStatus.recentlyRetired, [{ uid: 'b', at: new Date(T0 + 1000).toISOString() }]);
+  assert.deepEqual(nsStatus.retiredThrough, [{ node: NODE, seq: 1 }]);
   assert.equal(nsStatus.goneSince, undefined, 'a namespace has no gone clock');
   assert.equal(node.retiring.get('b')?.entry.rolledUp, false, 'the workload has not taken it yet');
 
   const before = Date.now();
-  const wlPlan = written(book, wl, (e) => rollupStatus(book, e, T0 + 1000));
+  const wlPlan = written(book, wl, (e) => rollupStatus(book, e));
   assert.equal(wlPlan.status.retired.egressBytes, '400');
   assert.notEqual(wlPlan.status.goneSince, undefined, 'its last pod died: the retention clock is written');
   assert.equal(node.retiring.get('b')?.entry.rolledUp, true);
   assert.ok(node.dirtyAt! >= before + 30_000, 'the marker rides along with a later write of the node');
 
-  // A new leader rolls an unmarked intent up again: the namespace still knows the uid.
-  ns.pending.set('b', egress(400n));
-  assert.equal(rollupStatus(book, ns, T0 + 3000).status.retired.egressBytes, '400');
-  // After the ttl the uid is forgotten (its marker is written by then).
+  // A new leader rolls an unmarked intent up again: the namespace's mark still covers it.
+  ns.pending.set('b', { final: egress(400n), node: NODE, seq: 1 });
+  assert.equal(rollupStatus(book, ns).status.retired.egressBytes, '400');
+  // Once the node's written rollup marks pass it, the namespace's mark goes.
+  const marked = written(book, node, (e) => nodeStatus(book, e, T0 + 2000, quarantine));
+  assert.deepEqual([marked.status.namespacesThrough, marked.status.workloadsThrough], [1, 1]);
   ns.pending.clear();
-  assert.deepEqual(rollupStatus(book, ns, T0 + 1000 + book.ttlMs + 1).status.recentlyRetired, []);
+  assert.deepEqual(rollupStatus(book, ns).status.retiredThrough, []);
+  ns.pending.set('b', { final: egress(400n), node: NODE, seq: 1 });
+  assert.equal(rollupStatus(book, ns).status.retired.egressBytes, '400', 'covered by the node mark: still once');
 });
 
 test('status planning: a pod whose owner is not known yet waits (the plan asks to be written again); once known, its workload counts it', () => {

@@ -28,6 +28,7 @@ function retirement(i: number, at: number, rolledUp: boolean): [string, Retireme
       },
       counts,
       at,
+      seq: i + 1,
     },
   ];
 }
