@@ -171,7 +171,13 @@ export function spillPath(name?: string): string {
 export interface SpillObject {
   apiVersion: string;
   kind: typeof SPILL_KIND;
-  metadata: { name: string; generateName?: string; resourceVersion?: string; creationTimestamp?: string; labels?: Record<string, string> };
+  metadata: {
+    name: string;
+    generateName?: string;
+    resourceVersion?: string;
+    creationTimestamp?: string;
+    labels?: Record<string, string>;
+  };
   spec: { node: string; retiring: RetiringEntry[] };
 }
 

@@ -303,7 +303,9 @@ export class Book {
 
   /** Whether namespace or workload `e` has node `node`'s retirement `seq` (its mark, or the node's written rollup mark, passed it). */
   has(e: Entry, node: Entry, seq: number): boolean {
-    return seq <= (e.marks.get(node.name) ?? 0) || seq <= (e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl);
+    return (
+      seq <= (e.marks.get(node.name) ?? 0) || seq <= (e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl)
+    );
   }
 
   /** The rollup marks NodeUsage `e` can write now: through the retirement before its oldest that a namespace (resp. workload) still lacks. */

@@ -359,7 +359,10 @@ export class Ledger implements PodListener, NodeListener {
     try {
       await deleteOrphanSpills(this.#book, now).catch((err: unknown) => {
         this.#book.o.onError('read_status');
-        this.#book.log.warn({ err: describe(err) }, 'cannot list the NodeRetirements objects; retrying at the next sweep');
+        this.#book.log.warn(
+          { err: describe(err) },
+          'cannot list the NodeRetirements objects; retrying at the next sweep',
+        );
       });
       return await deleteExpired(this.#book);
     } finally {

@@ -61,7 +61,10 @@ export async function deleteSpills(book: Book, names: Iterable<string>): Promise
 }
 
 /** The NodeRetirements objects named (a missing one is returned apart: its intents are gone). */
-export async function readSpills(book: Book, names: readonly string[]): Promise<{ objects: SpillObject[]; missing: string[] }> {
+export async function readSpills(
+  book: Book,
+  names: readonly string[],
+): Promise<{ objects: SpillObject[]; missing: string[] }> {
   const objects: SpillObject[] = [];
   const missing: string[] = [];
   for (const name of names) {

@@ -44,7 +44,8 @@ export class StatusWriter {
     const generation = this.#book.generation;
     const now = Date.now();
     const seen = e.changes;
-    const built = e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e);
+    const built =
+      e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e);
     const body = createHash('sha1')
       .update(JSON.stringify({ ...built.status, updated: '' }))
       .digest('base64');

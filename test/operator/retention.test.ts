@@ -196,7 +196,10 @@ class Observer {
           for (const o of objects) {
             this.maxBytes[kind] = Math.max(this.maxBytes[kind], JSON.stringify(o).length);
             this.maxLists.retiring = Math.max(this.maxLists.retiring, o.status?.retiring?.length ?? 0);
-            this.maxLists.retiredThrough = Math.max(this.maxLists.retiredThrough, o.status?.retiredThrough?.length ?? 0);
+            this.maxLists.retiredThrough = Math.max(
+              this.maxLists.retiredThrough,
+              o.status?.retiredThrough?.length ?? 0,
+            );
           }
         }
         await sleep(3000);

@@ -183,7 +183,7 @@ test('status planning: a NodeUsage checkpoints its live pods and retires the dea
   assert.equal(node.pendingNode.size, 0, 'retired once: seen again (a relist) it is not retired again');
 });
 
-test('status planning: the namespace and the workload each take a node\'s retirement once (retiredThrough marks); when both have, the node marks it rolled up and its rollup marks let theirs go', () => {
+test("status planning: the namespace and the workload each take a node's retirement once (retiredThrough marks); when both have, the node marks it rolled up and its rollup marks let theirs go", () => {
   const { book, quarantine, node, ns, wl } = makeBook();
   const b = pod('b', egress(300n), WEB);
   book.attach(b);
