@@ -246,13 +246,14 @@ export function spillLayout(
   let chunk: string[] = [];
   size = 0;
   for (const [uid, r] of loose.slice(i).reverse()) {
-    if (chunk.length > 0 && size + r.bytes! > SPILL_BYTES) {
+    r.bytes ??= JSON.stringify(r.entry).length;
+    if (chunk.length > 0 && size + r.bytes > SPILL_BYTES) {
       spill.push(chunk);
       chunk = [];
       size = 0;
     }
     chunk.push(uid);
-    size += r.bytes!;
+    size += r.bytes;
   }
   if (chunk.length > 0) spill.push(chunk);
   return { listed, kept, spill };
