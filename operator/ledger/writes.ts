@@ -108,9 +108,9 @@ export class StatusWriter {
       );
       return 'written';
     } catch (err) {
+      // Refused: the spills made for it count for nothing. Else the write may have landed (a timeout): kept (the sweep deletes them if not listed).
+      if (spilled.length > 0 && isRefusal(err)) await deleteSpills(this.#book, spilled);
       return this.#failed(e, built.status, err, generation);
-    } finally {
-      if (spilled.length > 0) await deleteSpills(this.#book, spilled);
     }
   }
 

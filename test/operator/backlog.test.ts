@@ -127,16 +127,26 @@ class Sampler {
   /** Retirements recorded in the NodeUsage and not yet in their WorkloadUsage (retiredSeq - workloadsThrough). */
   maxBacklog = 0;
   samples = 0;
+  /** Rejects as soon as an object of 512 KiB or more is seen (the test fails then, not at its end). */
+  readonly tooLarge: Promise<never>;
   #stopped = false;
   readonly #done: Promise<void>;
 
   constructor(oc: OperatorCluster) {
+    let fail!: (err: Error) => void;
+    this.tooLarge = new Promise<never>((_, reject) => (fail = reject));
+    this.tooLarge.catch(() => {}); // (awaited by the test)
+    const seen = (kind: keyof Sampler['maxBytes'], o: unknown) => {
+      const bytes = JSON.stringify(o).length;
+      this.maxBytes[kind] = Math.max(this.maxBytes[kind], bytes);
+      if (bytes >= MAX_OBJECT_BYTES) fail(new Error(`${kind} of ${bytes} bytes`));
+    };
     this.#done = (async () => {
       while (!this.#stopped) {
         try {
           for (const kind of ['NodeUsage', 'NamespaceUsage'] as const) {
             for (const o of await listAll<UsageObject>(oc.api, usagePath(kind))) {
-              this.maxBytes[kind] = Math.max(this.maxBytes[kind], JSON.stringify(o).length);
+              seen(kind, o);
               const s = o.status;
               if (kind !== 'NodeUsage' || s === undefined) continue;
               this.maxSpills = Math.max(this.maxSpills, s.spills?.length ?? 0);
@@ -144,8 +154,7 @@ class Sampler {
               this.maxBacklog = Math.max(this.maxBacklog, (s.retiredSeq ?? 0) - (s.workloadsThrough ?? 0));
             }
           }
-          for (const o of await listAll<SpillObject>(oc.api, spillPath()))
-            this.maxBytes.NodeRetirements = Math.max(this.maxBytes.NodeRetirements, JSON.stringify(o).length);
+          for (const o of await listAll<SpillObject>(oc.api, spillPath())) seen('NodeRetirements', o);
           this.samples++;
         } catch {
           // (the API server busy: the next sample)
@@ -179,55 +188,59 @@ test(
     const sampler = new Sampler(oc);
     t.after(() => sampler.stop());
     const started = Date.now();
+    let burstS = 0;
+    let exactS = 0;
+    const run = async () => {
+      const half = Math.floor(JOBS / 2);
+      await burst.run(0, half, false);
+      const firstHalfS = (Date.now() - started) / 1000;
+      // Every pod deleted so far is on record in the NodeUsage (a pod the operator saw die but had not yet
+      // written when it was killed, and never checkpointed, would be known to no one: in a real cluster its
+      // agent's final counts it). Its namespace and workloads are far behind.
+      let node: UsageObject | undefined;
+      await waitFor(
+        'the NodeUsage records every dead pod',
+        async () => {
+          node = await usage(oc, 'NodeUsage', NODE);
+          return node?.status?.retiredPods === burst.deleted ? true : undefined;
+        },
+        300_000,
+        () => ({ retiredPods: node?.status?.retiredPods, deleted: burst.deleted }),
+      );
+      const s = node!.status!;
+      const backlog = (s.retiredSeq ?? 0) - (s.workloadsThrough ?? 0);
+      const listed = s.spills?.length ?? 0;
+      t.diagnostic(
+        `middle: ${half} Jobs in ${firstHalfS.toFixed(0)} s (${burst.deleted} pods dead); ${backlog} retirements not yet in their WorkloadUsage, ${listed} NodeRetirements listed, NodeUsage ${JSON.stringify(node).length} bytes`,
+      );
+      assert.ok(backlog > 1000, `a backlog formed: ${backlog} retirements waiting for their workloads`);
+      assert.ok(listed > 0, 'the intents past the NodeUsage bound went into NodeRetirements objects');
 
-    const half = Math.floor(JOBS / 2);
-    await burst.run(0, half, false);
-    const firstHalfS = (Date.now() - started) / 1000;
-    // Every pod deleted so far is on record in the NodeUsage (a pod the operator saw die but had not yet
-    // written when it was killed, and never checkpointed, would be known to no one: in a real cluster its
-    // agent's final counts it). Its namespace and workloads are far behind.
-    let node: UsageObject | undefined;
-    await waitFor(
-      'the NodeUsage records every dead pod',
-      async () => {
-        node = await usage(oc, 'NodeUsage', NODE);
-        return node?.status?.retiredPods === burst.deleted ? true : undefined;
-      },
-      300_000,
-      () => ({ retiredPods: node?.status?.retiredPods, deleted: burst.deleted }),
-    );
-    const s = node!.status!;
-    const backlog = (s.retiredSeq ?? 0) - (s.workloadsThrough ?? 0);
-    const listed = s.spills?.length ?? 0;
-    t.diagnostic(
-      `middle: ${half} Jobs in ${firstHalfS.toFixed(0)} s (${burst.deleted} pods dead); ${backlog} retirements not yet in their WorkloadUsage, ${listed} NodeRetirements listed, NodeUsage ${JSON.stringify(node).length} bytes`,
-    );
-    assert.ok(backlog > 1000, `a backlog formed: ${backlog} retirements waiting for their workloads`);
-    assert.ok(listed > 0, 'the intents past the NodeUsage bound went into NodeRetirements objects');
+      const loads = ledgerLoads(op);
+      await op.kill('SIGKILL');
+      await op.restart();
+      await ledgerLoaded(op, loads);
+      assert.ok(
+        op.logs.some((l) => l.msg === 'ledger loaded' && l.diedWhileAway === 0),
+        'no pod died while it was down (the churn waited)',
+      );
+      await burst.run(half, JOBS, true);
+      burstS = (Date.now() - started) / 1000;
 
-    const loads = ledgerLoads(op);
-    await op.kill('SIGKILL');
-    await op.restart();
-    await ledgerLoaded(op, loads);
-    assert.ok(
-      op.logs.some((l) => l.msg === 'ledger loaded' && l.diedWhileAway === 0),
-      'no pod died while it was down (the churn waited)',
-    );
-    await burst.run(half, JOBS, true);
-    const burstS = (Date.now() - started) / 1000;
-
-    await totalsBecome(oc, 'NamespaceUsage', NS, burst.sum(), 20 * 60_000);
-    const exactS = (Date.now() - started) / 1000;
-    assert.equal((await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods, JOBS, 'every pod retired once');
-    await waitFor(
-      'every NodeRetirements object deleted',
-      async () => {
-        const left = await listAll<SpillObject>(oc.api, spillPath());
-        const n = await usage(oc, 'NodeUsage', NODE);
-        return left.length === 0 && (n?.status?.spills ?? []).length === 0 ? true : undefined;
-      },
-      120_000,
-    );
+      await totalsBecome(oc, 'NamespaceUsage', NS, burst.sum(), 20 * 60_000);
+      exactS = (Date.now() - started) / 1000;
+      assert.equal((await usage(oc, 'NamespaceUsage', NS))?.status?.retiredPods, JOBS, 'every pod retired once');
+      await waitFor(
+        'every NodeRetirements object deleted',
+        async () => {
+          const left = await listAll<SpillObject>(oc.api, spillPath());
+          const n = await usage(oc, 'NodeUsage', NODE);
+          return left.length === 0 && (n?.status?.spills ?? []).length === 0 ? true : undefined;
+        },
+        120_000,
+      );
+    };
+    await Promise.race([run(), sampler.tooLarge]);
     await sampler.stop();
     // Each Job's WorkloadUsage holds exactly its pod.
     const workloads = await listAll<UsageObject>(oc.api, usagePath('WorkloadUsage'));

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { zero, type Counts } from '../../common/contract/counts.ts';
-import type { Workload } from '../../common/contract/usage.ts';
+import { parseLedger, readSpill, type Workload } from '../../common/contract/usage.ts';
 import type { KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import { Book, type Entry } from '../../operator/ledger/book.ts';
@@ -239,4 +239,55 @@ test('status planning: a pod whose owner is not known yet waits (the plan asks t
   owners.set('c', WEB);
   const known = nodeStatus(book, node, T0 + 1000, quarantine);
   assert.deepEqual([known.keepDirty, known.status.checkpoint?.map((e) => e.uid), wl.pods], [false, ['c'], 1]);
+});
+
+test('status planning under a backlog: 2,000 pods retired in one write stay under 512 KiB (the older intents in NodeRetirements objects), and read back from the objects alone they are all there, numbered, once', () => {
+  const { book, quarantine, node, ns } = makeBook();
+  const pods = Array.from({ length: 2000 }, (_, i) =>
+    pod(`p-${String(i).padStart(5, '0')}`, egress(BigInt(i + 1)), WEB),
+  );
+  for (const p of pods) book.attach(p);
+  written(book, node, (e) => nodeStatus(book, e, T0, quarantine));
+  for (const p of pods) {
+    book.detach(p);
+    book.retire(p, NODE, egress(BigInt(p.name.length)), T0 + 1000);
+  }
+  const plan = nodeStatus(book, node, T0 + 1000, quarantine);
+  const names = plan.spill!.map((_, k) => `${NODE}.spill-${k}`);
+  const status = { ...plan.status, spills: [...(plan.status.spills ?? []), ...names] };
+  assert.ok(JSON.stringify(status).length < 512 * 1024, `${JSON.stringify(status).length} bytes`);
+  assert.ok(plan.spill!.length > 0 && plan.spill!.every((s) => JSON.stringify(s).length < 512 * 1024));
+  const seen = node.changes;
+  plan.commit(names);
+  book.clean(node, seen, undefined);
+  assert.deepEqual([...node.spills.keys()], names);
+
+  // Read back: the status, then the objects it lists.
+  const state = parseLedger(status);
+  for (const [k, entries] of plan.spill!.entries())
+    readSpill(
+      {
+        apiVersion: 'podmeter.io/v1alpha1',
+        kind: 'NodeRetirements',
+        metadata: { name: names[k]! },
+        spec: { node: NODE, retiring: entries },
+      },
+      state,
+    );
+  assert.deepEqual(state.problems, []);
+  assert.equal(state.retiring.size, 2000);
+  assert.deepEqual(
+    [...state.retiring.values()].map((r) => r.seq).sort((a, b) => a - b),
+    Array.from({ length: 2000 }, (_, i) => i + 1),
+  );
+  assert.equal(state.seq, 2000);
+
+  // The namespace takes them all once; its mark makes a second rollup (a new leader) count nothing.
+  const taken = written(book, ns, (e) => rollupStatus(book, e));
+  assert.deepEqual(taken.status.retiredThrough, [{ node: NODE, seq: 2000 }]);
+  assert.equal(taken.status.retiredPods, 2000);
+  const marks = parseLedger(taken.status).marks;
+  ns.marks = marks;
+  for (const [uid, r] of state.retiring) ns.pending.set(uid, { final: r.counts, node: NODE, seq: r.seq });
+  assert.deepEqual(rollupStatus(book, ns).status.retired, taken.status.retired, 'not counted twice');
 });

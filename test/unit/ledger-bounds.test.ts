@@ -78,19 +78,28 @@ test('a write backlog: intents past LISTED_INTENTS_BYTES go into NodeRetirements
   const retiring = new Map<string, Retirement>();
   for (let i = 0; i < 3000; i++) retiring.set(...retirement(i, t0 + i, false));
   for (let i = 0; i < 50; i++) retiring.get(retirement(i, 0, false)[0])!.entry.rolledUp = true; // (rolled up: listed, compact bounds them)
-  const bytes = (uids: Iterable<string>) => [...uids].reduce((n, u) => n + JSON.stringify(retiring.get(u)!.entry).length, 0);
+  const bytes = (uids: Iterable<string>) =>
+    [...uids].reduce((n, u) => n + JSON.stringify(retiring.get(u)!.entry).length, 0);
   const first = spillLayout(retiring, new Map());
   const listedIntents = first.listed.filter((r) => !r.entry.rolledUp);
   assert.ok(bytes(listedIntents.map((r) => r.entry.uid)) <= LISTED_INTENTS_BYTES);
   assert.equal(first.listed.length - listedIntents.length, 50, 'the rolled-up ones are listed');
-  assert.equal(Math.min(...listedIntents.map((r) => r.seq)), 3000 - listedIntents.length + 1, 'the newest intents listed');
+  assert.equal(
+    Math.min(...listedIntents.map((r) => r.seq)),
+    3000 - listedIntents.length + 1,
+    'the newest intents listed',
+  );
   const spilled = first.spill.flat();
   assert.equal(spilled.length + listedIntents.length, 2950, 'every intent once');
   assert.equal(new Set(spilled).size, spilled.length);
   for (const chunk of first.spill) assert.ok(bytes(chunk) <= SPILL_BYTES, `${bytes(chunk)} bytes in one object`);
   assert.ok(first.spill.length >= 2);
   const seqs = spilled.map((u) => retiring.get(u)!.seq);
-  assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'oldest first');
+  assert.deepEqual(
+    seqs,
+    [...seqs].sort((a, b) => a - b),
+    'oldest first',
+  );
 
   // Written: the objects are listed while they hold an intent; only new intents go into new objects.
   const spills = new Map(first.spill.map((chunk, k) => [`n.spill-${k}`, new Set(chunk)]));
