@@ -342,7 +342,7 @@ function readRetiring(item: Record<string, unknown>, where: string, state: Ledge
     state.problems.push(`${where} has an unreadable entry`);
     return;
   }
-  const seq = (item.seq as number | undefined) ?? 0;
+  const seq = item.seq ?? 0;
   if (state.retiring.has(item.uid)) return; // (a spill's copy of an entry the status lists: the status's is newer)
   state.retiring.set(item.uid, {
     entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true },

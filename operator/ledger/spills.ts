@@ -29,21 +29,16 @@ const ORPHAN_AGE_MS = 10 * 60_000;
 
 /** Creates a NodeRetirements object of node `node` holding `entries`; returns its name (`<node>.spill-xxxxx`). */
 export async function createSpill(book: Book, node: string, entries: RetiringEntry[]): Promise<string> {
-  const object: SpillObject = {
+  const body = {
     apiVersion: `${GROUP}/${VERSION}`,
     kind: SPILL_KIND,
     metadata: {
-      name: '',
       generateName: `${node.slice(0, 230).replace(/[.-]+$/, '')}.spill-`,
       labels: { 'app.kubernetes.io/managed-by': 'podmeter' },
     },
     spec: { node, retiring: entries },
   };
-  const { name: _, ...metadata } = object.metadata;
-  const created = await book.o.api.request<SpillObject>('POST', spillPath(), {
-    body: { ...object, metadata },
-    timeoutMs: 30_000,
-  });
+  const created = await book.o.api.request<SpillObject>('POST', spillPath(), { body, timeoutMs: 30_000 });
   return created.metadata.name;
 }
 
