@@ -169,7 +169,7 @@ export function rollupStatus(book: Book, e: Entry): PlannedStatus {
   for (const [uid, p] of snapshot) {
     const node = book.entries.get(`NodeUsage/${p.node}`);
     const through = node === undefined ? 0 : e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl;
-    if (p.seq <= (marks.get(p.node) ?? 0) || p.seq <= through) continue; // taken already
+    if (p.seq <= (e.marks.get(p.node) ?? 0) || p.seq <= through) continue; // taken already (by an earlier write: after a load, pending is not in seq order)
     addTo(retired, p.final);
     marks.set(p.node, Math.max(p.seq, marks.get(p.node) ?? 0));
     if (!uid.endsWith(TOP_UP)) retiredPods++;

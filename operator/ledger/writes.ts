@@ -103,6 +103,9 @@ export class StatusWriter {
           egressBytes: built.status.egressBytes,
           pods: built.status.pods,
           retiredPods: built.status.retiredPods,
+          retiredSeq: built.status.retiredSeq,
+          through: [built.status.namespacesThrough, built.status.workloadsThrough],
+          marks: built.status.retiredThrough,
         },
         'status written',
       );

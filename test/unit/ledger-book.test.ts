@@ -282,6 +282,13 @@ test('status planning under a backlog: 2,000 pods retired in one write stay unde
   );
   assert.equal(state.seq, 2000);
 
+  // A new leader's pending comes in the order the objects list them (not by seq): all are taken, once.
+  const reloaded = makeBook().ns;
+  const shuffled = [...state.retiring].sort(([a], [b]) => (a < b ? 1 : -1));
+  for (const [uid, r] of shuffled) reloaded.pending.set(uid, { final: r.counts, node: NODE, seq: r.seq });
+  const once = rollupStatus(book, reloaded).status;
+  assert.deepEqual([once.retiredPods, once.retiredThrough], [2000, [{ node: NODE, seq: 2000 }]]);
+
   // The namespace takes them all once; its mark makes a second rollup (a new leader) count nothing.
   const taken = written(book, ns, (e) => rollupStatus(book, e));
   assert.deepEqual(taken.status.retiredThrough, [{ node: NODE, seq: 2000 }]);
