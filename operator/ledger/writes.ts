@@ -57,7 +57,7 @@ export class StatusWriter {
       built.status.bpfMapBytes === undefined;
     if ((e.exists && body === e.lastBody) || nothingYet) {
       // Nothing new (or nothing worth an object yet: idle pods create no objects): no write.
-      if (nothingYet && e.kind !== 'NodeUsage') built.commit(); // (zero retirements: their rollup is done)
+      if (e.kind !== 'NodeUsage') built.commit(); // (zero retirements, or only ones it has: their rollup is done)
       this.#book.clean(e, seen, built.keepDirty ? now : undefined);
       if (built.keepDirty) e.writtenAt = now;
       return 'unchanged';
