@@ -233,7 +233,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
           '-p',
           JSON.stringify({ status }),
         ]);
-      const statusSchema = schema.properties!.status!;
+      const statusSchema = schema.properties.status;
       const good = sample(statusSchema) as Record<string, unknown>;
       const ok = await patch(good);
       assert.equal(ok.code, 0, `${kind} status built from its schema: ${ok.stderr}`);
