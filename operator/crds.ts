@@ -11,7 +11,7 @@
 import { describe, isStatus, type KubeApi } from '../common/kube/api.ts';
 import type { Logger } from '../common/log.ts';
 import { FIELDS } from '../common/contract/counts.ts';
-import { GROUP, PLURAL, VERSION, type UsageKind } from '../common/contract/usage.ts';
+import { GROUP, PLURAL, SPILL_KIND, SPILL_PLURAL, VERSION, type UsageKind } from '../common/contract/usage.ts';
 
 interface Schema {
   properties?: Record<string, Schema>;
@@ -26,15 +26,19 @@ interface Crd {
 const HUMAN = ['ingress', 'egress', 'egressCrossZone', 'egressCrossRegion', 'egressExternal'];
 const TOTALS = [...FIELDS, ...HUMAN, 'pods', 'retiredPods', ...FIELDS.map((f) => `retired.${f}`), 'updated', 'writer'];
 const LEDGER_ENTRY = ['uid', 'namespace', 'workloadKind', 'workload', ...FIELDS];
+const RETIRING_ENTRY = [...LEDGER_ENTRY, 'at', 'rolledUp', 'seq'];
+const MARKS = ['retiredThrough[].node', 'retiredThrough[].seq'];
+
+type CheckedKind = UsageKind | typeof SPILL_KIND;
 
 /** Every field path the operator writes, by kind (`[]`: each item of a list). */
-export const WRITTEN_FIELDS: Readonly<Record<UsageKind, readonly string[]>> = {
-  NamespaceUsage: [...TOTALS, 'recentlyRetired[].uid', 'recentlyRetired[].at'].map((f) => `status.${f}`),
+export const WRITTEN_FIELDS: Readonly<Record<CheckedKind, readonly string[]>> = {
+  NamespaceUsage: [...TOTALS, ...MARKS].map((f) => `status.${f}`),
   WorkloadUsage: [
     'spec.namespace',
     'spec.kind',
     'spec.name',
-    ...[...TOTALS, 'recentlyRetired[].uid', 'recentlyRetired[].at', 'goneSince'].map((f) => `status.${f}`),
+    ...[...TOTALS, ...MARKS, 'goneSince'].map((f) => `status.${f}`),
   ],
   NodeUsage: [
     ...TOTALS,
@@ -42,11 +46,18 @@ export const WRITTEN_FIELDS: Readonly<Record<UsageKind, readonly string[]>> = {
     'bpfMaps',
     ...LEDGER_ENTRY.map((f) => `checkpoint[].${f}`),
     ...FIELDS.map((f) => `checkpoint[].base.${f}`),
-    ...[...LEDGER_ENTRY, 'at', 'rolledUp'].map((f) => `retiring[].${f}`),
+    ...RETIRING_ENTRY.map((f) => `retiring[].${f}`),
+    'retiredSeq',
+    'namespacesThrough',
+    'workloadsThrough',
+    'spills[]',
     'finalsAfter',
     'goneSince',
   ].map((f) => `status.${f}`),
+  NodeRetirements: ['spec.node', ...RETIRING_ENTRY.map((f) => `spec.retiring[].${f}`)],
 };
+
+const PLURALS: Readonly<Record<CheckedKind, string>> = { ...PLURAL, [SPILL_KIND]: SPILL_PLURAL };
 
 /** The fields of `paths` that `schema` has no place for. */
 export function missingFields(schema: Schema | undefined, paths: readonly string[]): string[] {
@@ -64,14 +75,14 @@ export function missingFields(schema: Schema | undefined, paths: readonly string
 }
 
 /**
- * Reads the three CRDs and throws if one is missing or lacks a field the
+ * Reads the four CRDs and throws if one is missing or lacks a field the
  * operator writes. Without permission to read CRDs (an older chart's RBAC)
  * it warns and goes on: it cannot tell.
  */
 export async function checkUsageCrds(api: KubeApi, log: Logger): Promise<void> {
   const problems: string[] = [];
-  for (const kind of Object.keys(PLURAL) as UsageKind[]) {
-    const name = `${PLURAL[kind]}.${GROUP}`;
+  for (const kind of Object.keys(PLURALS) as CheckedKind[]) {
+    const name = `${PLURALS[kind]}.${GROUP}`;
     let crd: Crd;
     try {
       crd = await api.get(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${name}`);

@@ -135,7 +135,13 @@ export interface CheckpointEntry extends CountStrings {
   base?: CountStrings;
 }
 
-/** A dead pod retired into a NodeUsage; `rolledUp` once its namespace and workload include it too. */
+/**
+ * A dead pod retired into a NodeUsage; `rolledUp` once its namespace and
+ * workload include it too. `seq` numbers the node's retirements in the
+ * order they were recorded (1, 2, ...): a namespace or workload takes a
+ * node's retirements in that order, so a mark "through seq N" says which it
+ * has (absent only in entries written before the numbering).
+ */
 export interface RetiringEntry extends CountStrings {
   uid: string;
   namespace: string;
@@ -143,6 +149,36 @@ export interface RetiringEntry extends CountStrings {
   workload: string;
   at: string;
   rolledUp: boolean;
+  seq?: number;
+}
+
+/** A NamespaceUsage's or WorkloadUsage's mark: it holds every retirement of `node` numbered `seq` or less that belongs to it. */
+export interface RetiredThrough {
+  node: string;
+  seq: number;
+}
+
+/** The `NodeRetirements` kind: overflow of a NodeUsage's intents (a write backlog), written once, deleted once rolled up. */
+export const SPILL_KIND = 'NodeRetirements';
+export const SPILL_PLURAL = 'noderetirements';
+
+export function spillPath(name?: string): string {
+  const base = `/apis/${GROUP}/${VERSION}/${SPILL_PLURAL}`;
+  return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
+}
+
+/** A NodeRetirements object: intents of NodeUsage `spec.node`, counted only while that NodeUsage lists the object in `status.spills`. */
+export interface SpillObject {
+  apiVersion: string;
+  kind: typeof SPILL_KIND;
+  metadata: {
+    name: string;
+    generateName?: string;
+    resourceVersion?: string;
+    creationTimestamp?: string;
+    labels?: Record<string, string>;
+  };
+  spec: { node: string; retiring: RetiringEntry[] };
 }
 
 /** The human-readable status field of each class field (the printer columns). */
@@ -165,13 +201,20 @@ export interface UsageStatus extends CountStrings {
   retiredPods: number;
   /** Final counts of pods that died, included in the totals. */
   retired: CountStrings;
-  /** NamespaceUsage/WorkloadUsage: pods already in `retired` (for idempotence), kept for a while. */
-  recentlyRetired?: { uid: string; at: string }[];
+  /** NamespaceUsage/WorkloadUsage: per node, the retirements already in `retired` (for idempotence), kept until that node's NodeUsage says its rollup passed them. */
+  retiredThrough?: RetiredThrough[];
   /** NodeUsage only. */
   bpfMapBytes?: string;
   bpfMaps?: string;
   checkpoint?: CheckpointEntry[];
   retiring?: RetiringEntry[];
+  /** NodeUsage only: the `seq` of its last retirement. */
+  retiredSeq?: number;
+  /** NodeUsage only: every retirement numbered this or less is in its NamespaceUsage (resp. WorkloadUsage). */
+  namespacesThrough?: number;
+  workloadsThrough?: number;
+  /** NodeUsage only: NodeRetirements objects holding more of its intents (a write backlog). */
+  spills?: string[];
   /**
    * NodeUsage only: a final of a pod not in `retiring` is used only if its
    * agent read it at or after this time (RFC 3339): retirements younger than
@@ -202,9 +245,15 @@ export interface UsageObject {
 export interface LedgerState {
   retired: Counts;
   retiredPods: number;
-  recent: Map<string, number>;
+  /** NamespaceUsage/WorkloadUsage: node -> retired through seq. */
+  marks: Map<string, number>;
   checkpoint: Map<string, { entry: CheckpointEntry; counts: Counts; base: Counts | undefined }>;
-  retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number }>;
+  /** (`spill`: read from that NodeRetirements object) */
+  retiring: Map<string, { entry: RetiringEntry; counts: Counts; at: number; seq: number; spill?: string }>;
+  /** NodeUsage: last seq, rollup marks, overflow objects. */
+  seq: number;
+  through: { ns: number; wl: number };
+  spills: string[];
   /** ms since the epoch; 0 when absent. */
   finalsAfter: number;
   goneSince: number | undefined;
@@ -215,9 +264,12 @@ export function emptyLedgerState(): LedgerState {
   return {
     retired: zero(),
     retiredPods: 0,
-    recent: new Map(),
+    marks: new Map(),
     checkpoint: new Map(),
     retiring: new Map(),
+    seq: 0,
+    through: { ns: 0, wl: 0 },
+    spills: [],
     finalsAfter: 0,
     goneSince: undefined,
     problems: [],
@@ -240,10 +292,18 @@ export function parseLedger(status: unknown): LedgerState {
   }
   if (typeof s.retiredPods === 'number' && Number.isSafeInteger(s.retiredPods) && s.retiredPods >= 0)
     state.retiredPods = s.retiredPods;
-  for (const item of arrayOf(s.recentlyRetired, 'recentlyRetired', state)) {
-    const at = Date.parse(String(item.at));
-    if (typeof item.uid === 'string' && Number.isFinite(at)) state.recent.set(item.uid, at);
-    else state.problems.push('status.recentlyRetired has an entry without uid/at');
+  for (const item of arrayOf(s.retiredThrough, 'retiredThrough', state)) {
+    if (typeof item.node === 'string' && isSeq(item.seq)) state.marks.set(item.node, item.seq);
+    else state.problems.push('status.retiredThrough has an entry without node/seq');
+  }
+  state.seq = seqOf(s.retiredSeq, 'retiredSeq', state);
+  state.through = {
+    ns: seqOf(s.namespacesThrough, 'namespacesThrough', state),
+    wl: seqOf(s.workloadsThrough, 'workloadsThrough', state),
+  };
+  for (const name of Array.isArray(s.spills) ? (s.spills as unknown[]) : []) {
+    if (typeof name === 'string') state.spills.push(name);
+    else state.problems.push('status.spills has an entry that is not a name');
   }
   for (const item of arrayOf(s.checkpoint, 'checkpoint', state)) {
     const counts = fromStrings(item);
@@ -260,29 +320,54 @@ export function parseLedger(status: unknown): LedgerState {
     }
     state.checkpoint.set(item.uid, { entry: item as unknown as CheckpointEntry, counts, base });
   }
-  for (const item of arrayOf(s.retiring, 'retiring', state)) {
-    const counts = fromStrings(item);
-    const at = Date.parse(String(item.at));
-    if (
-      typeof item.uid !== 'string' ||
-      typeof item.namespace !== 'string' ||
-      typeof item.workloadKind !== 'string' ||
-      typeof item.workload !== 'string' ||
-      counts === undefined ||
-      !Number.isFinite(at)
-    ) {
-      state.problems.push('status.retiring has an unreadable entry');
-      continue;
-    }
-    state.retiring.set(item.uid, {
-      entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true },
-      counts,
-      at,
-    });
-  }
+  for (const item of arrayOf(s.retiring, 'retiring', state)) readRetiring(item, 'status.retiring', state);
   state.finalsAfter = timeOf(s.finalsAfter, 'finalsAfter', state) ?? 0;
   state.goneSince = timeOf(s.goneSince, 'goneSince', state);
   return state;
+}
+
+/** One retiring entry (of a status or a NodeRetirements object) into `state.retiring`; an entry without seq counts as 0 (written before the numbering). */
+function readRetiring(item: Record<string, unknown>, where: string, state: LedgerState, spill?: string): void {
+  const counts = fromStrings(item);
+  const at = Date.parse(String(item.at));
+  if (
+    typeof item.uid !== 'string' ||
+    typeof item.namespace !== 'string' ||
+    typeof item.workloadKind !== 'string' ||
+    typeof item.workload !== 'string' ||
+    counts === undefined ||
+    !Number.isFinite(at) ||
+    (item.seq !== undefined && !isSeq(item.seq))
+  ) {
+    state.problems.push(`${where} has an unreadable entry`);
+    return;
+  }
+  const seq = item.seq ?? 0;
+  if (state.retiring.has(item.uid)) return; // (a spill's copy of an entry the status lists: the status's is newer)
+  state.retiring.set(item.uid, {
+    entry: { ...(item as unknown as RetiringEntry), rolledUp: item.rolledUp === true },
+    counts,
+    at,
+    seq,
+    ...(spill === undefined ? {} : { spill }),
+  });
+}
+
+/** A NodeRetirements object's intents into `state.retiring` (after its NodeUsage's status). */
+export function readSpill(object: SpillObject, state: LedgerState): void {
+  for (const item of arrayOf(object.spec?.retiring, `NodeRetirements ${object.metadata.name}`, state))
+    readRetiring(item, `NodeRetirements ${object.metadata.name}`, state, object.metadata.name);
+}
+
+function isSeq(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function seqOf(value: unknown, field: string, state: LedgerState): number {
+  if (value === undefined) return 0;
+  if (isSeq(value)) return value;
+  state.problems.push(`status.${field} is not a sequence number`);
+  return 0;
 }
 
 function timeOf(value: unknown, field: string, state: LedgerState): number | undefined {
@@ -296,7 +381,7 @@ function timeOf(value: unknown, field: string, state: LedgerState): number | und
 function arrayOf(value: unknown, field: string, state: LedgerState): Record<string, unknown>[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) {
-    state.problems.push(`status.${field} is not a list`);
+    state.problems.push(`${field.includes(' ') ? field : `status.${field}`} is not a list`);
     return [];
   }
   return value.filter((v): v is Record<string, unknown> => typeof v === 'object' && v !== null);

@@ -14,6 +14,7 @@ import { addTo, copy, isZero, subFrom, sum, zero, type Counts, FIELDS } from '..
 import type { PodFinal } from '../../common/contract/finals.ts';
 import {
   workloadUsageName,
+  type LedgerState,
   type RetiringEntry,
   type UsageKind,
   type UsageObject,
@@ -51,10 +52,16 @@ export interface Entry {
   resourceVersion: string | undefined;
   retired: Counts;
   retiredPods: number;
-  /** NamespaceUsage/WorkloadUsage: uid -> when retired. */
-  recent: Map<string, number>;
+  /** NamespaceUsage/WorkloadUsage: node -> the seq through which its retirements are in `retired` (status.retiredThrough). */
+  marks: Map<string, number>;
   /** NodeUsage: retired pods and whether their namespace and workload have them. */
   retiring: Map<string, Retirement>;
+  /** NodeUsage: the seq of its last retirement written. */
+  seq: number;
+  /** NodeUsage: as written, every retirement through these seqs is in its namespace (ns) and workload (wl). */
+  through: { ns: number; wl: number };
+  /** NodeUsage: the NodeRetirements objects its status lists (name -> uids of the intents they hold). */
+  spills: Map<string, Set<string>>;
   /** NodeUsage: a final of a pod not in `retiring` is used only if read at or after this time (ms; retirements were dropped to bound the list). */
   finalsAfter: number;
   /** WorkloadUsage/NodeUsage: since when it has been gone (no live pod; for a node, no Node either), as it is to be written. */
@@ -62,9 +69,9 @@ export interface Entry {
   /** The `goneSince` of the last status written (or read at takeover): the retention counts from it, never from memory alone. */
   goneSinceWritten: number | undefined;
   // --- not yet persisted ---
-  /** NodeUsage: uid -> pod to retire with its final counts; others: uid -> final counts. */
+  /** NodeUsage: uid -> pod to retire with its final counts; others: uid -> a node's retirement to take. */
   pendingNode: Map<string, { pod: Retiree; final: Counts }>;
-  pending: Map<string, Counts>;
+  pending: Map<string, Pending>;
   bpfMapBytes: bigint | undefined;
   dirtyAt: number | undefined;
   writtenAt: number;
@@ -74,12 +81,21 @@ export interface Entry {
   lastBody: string;
 }
 
-/** A retirement on record in a NodeUsage (`bytes`: its entry's JSON size, once measured). */
+/** A retirement on record in a NodeUsage (`bytes`: its entry's JSON size, once measured; `spill`: the NodeRetirements object holding it while it is an intent). */
 export interface Retirement {
   entry: RetiringEntry;
   counts: Counts;
   at: number;
+  seq: number;
   bytes?: number;
+  spill?: string;
+}
+
+/** A node's retirement on its way into a namespace or workload. */
+export interface Pending {
+  final: Counts;
+  node: string;
+  seq: number;
 }
 
 export interface LedgerOptions {
@@ -159,8 +175,11 @@ export class Book {
         resourceVersion: undefined,
         retired: zero(),
         retiredPods: 0,
-        recent: new Map(),
+        marks: new Map(),
         retiring: new Map(),
+        seq: 0,
+        through: { ns: 0, wl: 0 },
+        spills: new Map(),
         finalsAfter: 0,
         goneSince: undefined,
         goneSinceWritten: undefined,
@@ -276,17 +295,30 @@ export class Book {
     // Its gone time written (the retention counts from it), or never worth an object (idle pods only).
     if (e.exists ? e.goneSinceWritten !== e.goneSince : e.retiredPods > 0 || !isZero(e.retired)) return false;
     if (e.kind === 'WorkloadUsage') return e.pods <= 0;
-    if (e.members!.size > 0 || this.nodeFinals.has(e.name)) return false;
+    if (e.members!.size > 0 || this.nodeFinals.has(e.name) || e.spills.size > 0) return false;
     for (const r of e.retiring.values()) if (!r.entry.rolledUp) return false;
-    return true;
+    const through = this.throughOf(e);
+    return e.through.ns === through.ns && e.through.wl === through.wl;
   }
 
-  /** A retirement's marker is written (or its entry dropped): its namespace and workload need its uid no more for idempotence. */
-  markWritten(uid: string, r: RetiringEntry): void {
-    this.entries.get(`NamespaceUsage/${r.namespace}`)?.recent.delete(uid);
-    this.entries
-      .get(`WorkloadUsage/${workloadUsageName(this.workloadOf(r.namespace, r.workloadKind, r.workload))}`)
-      ?.recent.delete(uid);
+  /** Whether namespace or workload `e` has node `node`'s retirement `seq` (its mark, or the node's written rollup mark, passed it). */
+  has(e: Entry, node: Entry, seq: number): boolean {
+    return (
+      seq <= (e.marks.get(node.name) ?? 0) || seq <= (e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl)
+    );
+  }
+
+  /** The rollup marks NodeUsage `e` can write now: through the retirement before its oldest that a namespace (resp. workload) still lacks. */
+  throughOf(e: Entry): { ns: number; wl: number } {
+    let ns = e.seq;
+    let wl = e.seq;
+    for (const [uid, r] of e.retiring) {
+      if (r.entry.rolledUp) continue;
+      const state = this.rollup.get(uid);
+      if (state?.ns !== true) ns = Math.min(ns, r.seq - 1);
+      if (state?.wl !== true) wl = Math.min(wl, r.seq - 1);
+    }
+    return { ns, wl };
   }
 
   /** Adds checkpointed counts of a pod to its namespace's and workload's live sums. */
@@ -318,17 +350,17 @@ export class Book {
     this.dirty(node, now);
   }
 
-  /** After a NodeUsage retired `uid`: its namespace and workload retire it too (unless they already have). */
-  rollUp(node: Entry, uid: string, workload: Workload, final: Counts): void {
+  /** After a NodeUsage retired `uid` as its retirement `seq`: its namespace and workload retire it too (unless they already have). */
+  rollUp(node: Entry, uid: string, seq: number, workload: Workload, final: Counts): void {
     const ns = this.entry('NamespaceUsage', workload.namespace);
     const wl = this.entry('WorkloadUsage', workload);
-    const state = { node, ns: ns.recent.has(uid), wl: wl.recent.has(uid) };
+    const state = { node, ns: this.has(ns, node, seq), wl: this.has(wl, node, seq) };
     if (!state.ns) {
-      ns.pending.set(uid, final);
+      ns.pending.set(uid, { final, node: node.name, seq });
       this.dirty(ns);
     }
     if (!state.wl) {
-      wl.pending.set(uid, final);
+      wl.pending.set(uid, { final, node: node.name, seq });
       this.dirty(wl);
     }
     this.updateGone(wl); // (a pod that died before its owner was known never counted as its workload's live pod)
@@ -341,17 +373,17 @@ export class Book {
     if (state === undefined) return;
     if (kind === 'NamespaceUsage') state.ns = true;
     if (kind === 'WorkloadUsage') state.wl = true;
+    if (kind === undefined && !(state.ns && state.wl)) return; // (nothing taken yet)
+    // Only markers (a new leader rolls an unmarked intent up again, and the
+    // namespace and workload take it once: their marks), and the node's
+    // rollup marks, which let theirs go: written behind the changes of the
+    // next MARK_DELAY_MS, they usually ride along with the node's next write
+    // instead of costing one of their own.
+    this.dirty(state.node, Date.now() + MARK_DELAY_MS);
     if (!state.ns || !state.wl) return;
     this.rollup.delete(uid);
     const r = state.node.retiring.get(uid);
-    if (r !== undefined && !r.entry.rolledUp) {
-      r.entry = { ...r.entry, rolledUp: true };
-      // Only a marker (a new leader rolls an unmarked intent up again, and
-      // the namespace and workload take it once): it waits behind the
-      // changes of the next MARK_DELAY_MS and usually rides along with the
-      // node's next write instead of costing one of its own.
-      this.dirty(state.node, Date.now() + MARK_DELAY_MS);
-    }
+    if (r !== undefined && !r.entry.rolledUp) r.entry = { ...r.entry, rolledUp: true };
   }
 
   reportProblems(kind: UsageKind, name: string, problems: string[]): void {
@@ -365,6 +397,15 @@ export class Book {
       'custom resource status edited into a shape the operator cannot read: the unreadable parts are ignored and rewritten',
     );
   }
+}
+
+/** A NodeUsage's ledger as read back (its status and the NodeRetirements it lists) into its entry. */
+export function takeNodeLedger(e: Entry, state: LedgerState): void {
+  e.retiring = state.retiring;
+  e.seq = state.seq;
+  e.through = state.through;
+  e.spills = new Map(state.spills.map((name) => [name, new Set<string>()]));
+  for (const [uid, r] of state.retiring) if (r.spill !== undefined) e.spills.get(r.spill)?.add(uid);
 }
 
 export function maxOf(a: Counts, b: Counts): Counts {

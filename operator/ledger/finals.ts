@@ -94,7 +94,6 @@ export function applyFinal(book: Book, nodeName: string, f: PodFinal, now: numbe
     );
     return;
   }
-  if (book.entries.get(`NamespaceUsage/${namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
   if (f.terminatedAt < node.finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   // Seen deleted, not retired (it had no counts then): its final retires it.
   const p = book.o.pods.seenOn(f.uid, nodeName, now)!;
@@ -115,7 +114,6 @@ function retireUnseen(book: Book, nodeName: string, f: PodFinal, now: number): v
     );
     return;
   }
-  if (book.entries.get(`NamespaceUsage/${f.namespace}`)?.recent.has(f.uid)) return; // retired (counted under another node)
   if (f.terminatedAt < book.entry('NodeUsage', nodeName).finalsAfter) return; // maybe retired, its entry dropped from a long list: not counted twice
   const workload = book.o.pods.workloadOfFinal(f.namespace, f.name ?? f.uid, f.owner);
   book.log.info(

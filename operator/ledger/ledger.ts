@@ -12,14 +12,20 @@
  *   showed is therefore on record in a NodeUsage.
  * - A pod that dies is retired: its final counts (the DELETED event's
  *   annotations) move from the checkpoint into `retired` of its NodeUsage
- *   and into `status.retiring` (the intent), in one write; then into
- *   `retired` of its namespace and workload, each guarded by its
- *   `recentlyRetired` uids (idempotent); then the intent is marked
- *   `rolledUp`. Each write is one object, made with its resourceVersion.
- * - On becoming leader the operator reads all three kinds: a checkpointed
+ *   and into `status.retiring` (the intent, numbered: the node's
+ *   retirements get seq 1, 2, ... in the order recorded), in one write;
+ *   then into `retired` of its namespace and workload, each of which takes
+ *   a node's retirements in their order and keeps, per node, the seq it has
+ *   taken through (`retiredThrough`: idempotent); then the intent is marked
+ *   `rolledUp`, and the NodeUsage writes how far every retirement is in its
+ *   namespaces and workloads (`namespacesThrough`, `workloadsThrough`),
+ *   after which their marks of that node may go. Each write is one object,
+ *   made with its resourceVersion.
+ * - On becoming leader the operator reads all four kinds: a checkpointed
  *   pod that no longer exists died while no operator ran (retired with its
  *   checkpointed counts, or with its final counts if this process saw the
- *   deletion as a standby); intents not rolled up are finished.
+ *   deletion as a standby); intents not rolled up are finished (those a
+ *   mark or the node's through covers are not taken again).
  * - The agents' Node annotation `podmeter.io/finals` (finals.ts) holds
  *   each terminated pod's final counts for 10 minutes. A pod is retired with
  *   the larger of its last annotations and that final; a final that arrives
@@ -28,24 +34,24 @@
  *   before it had counts retires it. Finals name only pods the operator
  *   has seen bound to that node (finals.ts).
  *
- * Bounds (no object grows past 512 KiB, whatever the churn; checked at
- * 100 retirements a second by test/operator/retention.test.ts and
+ * Bounds (no object grows past 512 KiB, whatever the churn or the write
+ * backlog; checked at 100 retirements a second by
+ * test/operator/retention.test.ts, with 10,000 unpaced Jobs on one node
+ * under a low write budget by test/operator/backlog.test.ts, and in
  * test/unit/ledger-bounds.test.ts):
  * - `checkpoint`: the node's live pods with traffic (at most ~110 per node).
- * - `retiring`: intents not yet rolled up, plus rolled-up retirements kept
- *   for late finals: these newest first, at most 256 KiB of JSON (~1,000;
- *   status.ts compact), the rest only after the 15 min ttl. An intent is
- *   rolled up within a few writes (the NodeUsage, then its namespace and
- *   workload, each every 1-2 s), so intents are what ~5 s of retirements
- *   bring: ~500 x ~300 B at 100/s. Together < 450 KiB. This holds while the
- *   status write budget keeps up with the rollups (one write per changed
- *   namespace and workload per interval); when it does not (a budget far
- *   below the churn of distinct workloads), the intents waiting grow with
- *   the backlog (nothing is lost; raise --max-status-writes-per-second).
- * - `recentlyRetired`: a uid is needed only until its NodeUsage marks the
- *   intent rolled up (a new leader rolls up only unmarked intents), so it
- *   goes with the write that follows the marker, not after 15 minutes: a
- *   few seconds of retirements (~500 x 80 B at 100/s).
+ * - `retiring`: rolled-up retirements kept for late finals, newest first, at
+ *   most 256 KiB of JSON (~1,000; status.ts compact), the rest only after
+ *   the 15 min ttl; and the intents not yet rolled up, newest first, at
+ *   most 96 KiB (~300: what a few seconds bring at 100/s while the writes
+ *   keep up). When they do not (thousands of Jobs ending, each its own
+ *   WorkloadUsage to create and write, faster than the status write
+ *   budget allows), older intents go into NodeRetirements objects of at
+ *   most 256 KiB each, listed in `status.spills` (spills.ts): as many as
+ *   the backlog needs, each deleted once rolled up. Together < 400 KiB.
+ * - `retiredThrough`: one mark per node whose retirements are on their way
+ *   into this namespace or workload (a mark goes once its node's through
+ *   passes it: a namespace's within seconds, whatever its workloads' backlog).
  * - Dropping a rolled-up retirement younger than the finals window moves
  *   the NodeUsage's `finalsAfter` to its time plus 5 minutes (the lateness
  *   and clock skew allowed): a final read before it for a pod the list no
@@ -67,7 +73,7 @@
  * totals the metrics show. The state they share is book.ts; loading it on
  * becoming leader load.ts; status planning status.ts; writes with conflict
  * retry writes.ts; the agents' finals and top-ups finals.ts; the retention
- * sweep's deletes retention.ts.
+ * sweep's deletes retention.ts; the NodeRetirements objects spills.ts.
  */
 import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
@@ -85,6 +91,8 @@ import { Book, KINDS, maxOf, withBase, type Entry, type LedgerOptions } from './
 import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { loadLedger, type Loaded, type LoadedObject } from './load.ts';
 import { deleteExpired } from './retention.ts';
+import { deleteOrphanSpills, listSpills } from './spills.ts';
+import { describe } from '../../common/kube/api.ts';
 import { StatusWriter } from './writes.ts';
 
 export type { LedgerOptions } from './book.ts';
@@ -210,8 +218,9 @@ export class Ledger implements PodListener, NodeListener {
     const generation = ++this.#book.generation;
     const loaded: Loaded = new Map();
     for (const kind of KINDS) loaded.set(kind, await this.#listAll(kind));
+    const spills = await listSpills(this.#book);
     if (generation !== this.#book.generation) return; // stepped down meanwhile
-    const { diedWhileAway } = loadLedger(this.#book, loaded, Date.now());
+    const { diedWhileAway } = loadLedger(this.#book, loaded, spills, Date.now());
     this.#active = true;
     this.#book.log.info(
       {
@@ -320,7 +329,7 @@ export class Ledger implements PodListener, NodeListener {
       if (e.kind !== kind) continue;
       const total = sum(e.live, e.retired);
       if (kind === 'NodeUsage') for (const p of e.pendingNode.values()) addTo(total, p.final);
-      else for (const [uid, f] of e.pending) if (!e.recent.has(uid)) addTo(total, f);
+      else for (const p of e.pending.values()) if (!((e.marks.get(p.node) ?? 0) >= p.seq)) addTo(total, p.final);
       out.push({
         kind,
         name: e.name,
@@ -354,6 +363,13 @@ export class Ledger implements PodListener, NodeListener {
     this.#expiredAt = now;
     this.#sweeping = true;
     try {
+      await deleteOrphanSpills(this.#book, now).catch((err: unknown) => {
+        this.#book.o.onError('read_status');
+        this.#book.log.warn(
+          { err: describe(err) },
+          'cannot list the NodeRetirements objects; retrying at the next sweep',
+        );
+      });
       return await deleteExpired(this.#book);
     } finally {
       this.#sweeping = false;

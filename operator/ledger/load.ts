@@ -5,8 +5,23 @@
  * finished, and the totals rebuilt from the live pods. The rules are
  * ledger.ts's header.
  */
-import type { LedgerState, UsageKind, UsageObject } from '../../common/contract/usage.ts';
-import { checkpointedSum, isPodRecord, KINDS, maxOf, type Book, type Retiree } from './book.ts';
+import {
+  readSpill,
+  type LedgerState,
+  type SpillObject,
+  type UsageKind,
+  type UsageObject,
+} from '../../common/contract/usage.ts';
+import {
+  checkpointedSum,
+  isPodRecord,
+  KINDS,
+  maxOf,
+  takeNodeLedger,
+  type Book,
+  type Entry,
+  type Retiree,
+} from './book.ts';
 import { applyFinal } from './finals.ts';
 
 /** One usage object as read, with its ledger parsed. */
@@ -18,19 +33,24 @@ export interface LoadedObject {
 
 export type Loaded = Map<UsageKind, LoadedObject[]>;
 
-/** Fills `book` (cleared first) from the objects read; returns how many pods died while no operator was leader. */
-export function loadLedger(book: Book, loaded: Loaded, now: number): { diedWhileAway: number } {
+/** Fills `book` (cleared first) from the objects read (`spills`: every NodeRetirements object); returns how many pods died while no operator was leader. */
+export function loadLedger(
+  book: Book,
+  loaded: Loaded,
+  spills: readonly SpillObject[],
+  now: number,
+): { diedWhileAway: number } {
   book.clear();
   for (const p of book.o.pods.values()) p.checkpointed = undefined;
-  readEntries(book, loaded);
+  readEntries(book, loaded, new Map(spills.map((o) => [o.metadata.name, o])));
   const ghosts = resumeNodes(book, loaded.get('NodeUsage')!);
   retireUnrecorded(book, now);
   rebuild(book, ghosts, now);
   return { diedWhileAway: ghosts.length };
 }
 
-/** Each object's ledger into its entry. */
-function readEntries(book: Book, loaded: Loaded): void {
+/** Each object's ledger into its entry (a NodeUsage's with the intents of the NodeRetirements it lists; those it does not list count for nothing). */
+function readEntries(book: Book, loaded: Loaded, spills: ReadonlyMap<string, SpillObject>): void {
   for (const kind of KINDS) {
     for (const { name, object, state } of loaded.get(kind)!) {
       const e = kind === 'WorkloadUsage' ? book.workloadEntryFromObject(name, object) : book.entry(kind, name);
@@ -39,8 +59,16 @@ function readEntries(book: Book, loaded: Loaded): void {
       e.resourceVersion = object.metadata.resourceVersion;
       e.retired = state.retired;
       e.retiredPods = state.retiredPods;
-      e.recent = state.recent;
-      e.retiring = state.retiring;
+      e.marks = state.marks;
+      if (kind === 'NodeUsage') {
+        for (const spill of state.spills) {
+          const o = spills.get(spill);
+          if (o !== undefined && o.spec?.node === name) readSpill(o, state);
+          else state.problems.push(`lists NodeRetirements ${spill}, which is gone: its intents are lost`);
+        }
+        takeNodeLedger(e, state);
+        renumber(e);
+      }
       e.finalsAfter = state.finalsAfter;
       e.goneSince = e.goneSinceWritten = state.goneSince;
       book.reportProblems(kind, name, state.problems);
@@ -56,9 +84,6 @@ function readEntries(book: Book, loaded: Loaded): void {
  */
 function resumeNodes(book: Book, nodes: readonly LoadedObject[]): Retiree[] {
   const pods = book.o.pods;
-  // Intents marked rolled up: their namespace and workload need the uids no more.
-  for (const { state } of nodes)
-    for (const [uid, r] of state.retiring) if (r.entry.rolledUp) book.markWritten(uid, r.entry);
   const ghosts: Retiree[] = [];
   for (const { name, state } of nodes) {
     const node = book.entry('NodeUsage', name);
@@ -85,10 +110,30 @@ function resumeNodes(book: Book, nodes: readonly LoadedObject[]): Retiree[] {
     }
     for (const [uid, r] of node.retiring) {
       if (!r.entry.rolledUp)
-        book.rollUp(node, uid, book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload), r.counts);
+        book.rollUp(
+          node,
+          uid,
+          r.seq,
+          book.workloadOf(r.entry.namespace, r.entry.workloadKind, r.entry.workload),
+          r.counts,
+        );
     }
   }
   return ghosts;
+}
+
+/**
+ * Intents written before retirements were numbered (seq 0) are numbered
+ * after the node's last: the namespace and workload take them as new (one
+ * they took before the upgrade is counted again; upgrade with no intents
+ * waiting: README).
+ */
+function renumber(e: Entry): void {
+  for (const r of e.retiring.values()) {
+    if (r.seq !== 0 || r.entry.rolledUp) continue;
+    r.seq = ++e.seq;
+    r.entry = { ...r.entry, seq: r.seq };
+  }
 }
 
 /** Deletions this process saw that no NodeUsage has on record (never checkpointed, or died during the handover). */

@@ -77,7 +77,8 @@ function expired(book: Book, kind: 'WorkloadUsage' | 'NodeUsage', object: UsageO
     return false;
   if (object.status?.pods !== 0) return false;
   if (kind === 'NodeUsage') {
-    if (book.liveNodes.has(name) || book.nodeFinals.has(name) || state.checkpoint.size > 0) return false;
+    if (book.liveNodes.has(name) || book.nodeFinals.has(name) || state.checkpoint.size > 0 || state.spills.length > 0)
+      return false;
     for (const r of state.retiring.values()) if (!r.entry.rolledUp) return false;
     return true;
   }

@@ -8,7 +8,10 @@
  *   workload have them too), the rolled-up ones kept within a size bound
  *   (compact);
  * - NamespaceUsage/WorkloadUsage: the live sum plus newly rolled-up
- *   retirements, guarded by `recentlyRetired` uids (idempotent);
+ *   retirements, guarded by per-node marks `retiredThrough` (idempotent:
+ *   a node's retirements are numbered and taken in their order);
+ * - NodeUsage intents past LISTED_INTENTS_BYTES (a write backlog) go into
+ *   NodeRetirements objects, created before the status that lists them;
  * - WorkloadUsage/NodeUsage: `goneSince` while gone (the retention's clock).
  */
 import { bytes } from '../../common/format.ts';
@@ -33,11 +36,17 @@ import { contribution, type PodRecord } from '../pods.ts';
 import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree, type Retirement } from './book.ts';
 import type { Quarantine } from './quarantine.ts';
 
-/** A status to write, whether to write again later (an owner not known yet), and what to commit once written. */
+/**
+ * A status to write, whether to write again later (an owner not known yet),
+ * and what to commit once written. NodeUsage: `spill`, intents to write
+ * into new NodeRetirements objects first (their names go into
+ * `status.spills` and to commit).
+ */
 export interface PlannedStatus {
   status: UsageStatus;
   keepDirty: boolean;
-  commit: () => void;
+  spill?: RetiringEntry[][];
+  commit: (spilled?: string[]) => void;
 }
 
 /**
@@ -75,10 +84,12 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
   const retiring = new Map([...e.retiring].filter(([, r]) => !(r.entry.rolledUp && now - r.at > book.ttlMs)));
   const retired = copy(e.retired);
   let retiredPods = e.retiredPods;
-  const newlyRetired: [string, { pod: Retiree; final: Counts }][] = [];
+  let seq = e.seq;
+  const through = book.throughOf(e); // (this write's retirements are in no namespace yet)
+  const newlyRetired: [string, { pod: Retiree; final: Counts }, number][] = [];
   for (const [uid, pend] of e.pendingNode) {
     if (retiring.has(uid) || quarantine.holds(uid)) continue;
-    newlyRetired.push([uid, pend]);
+    newlyRetired.push([uid, pend, ++seq]);
     const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
     const entry: RetiringEntry = {
       uid,
@@ -88,34 +99,45 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
       ...toStrings(pend.final),
       at: new Date(now).toISOString(),
       rolledUp: false,
+      seq,
     };
-    retiring.set(uid, { entry, counts: pend.final, at: now });
+    retiring.set(uid, { entry, counts: pend.final, at: now, seq });
     addTo(retired, pend.final);
     if (!uid.endsWith(TOP_UP)) retiredPods++;
   }
   const finalsAfter = compact(retiring, e.finalsAfter);
+  const layout = spillLayout(retiring, e.spills);
   const goneSince = e.goneSince;
   const status: UsageStatus = {
     ...statusTotals(sum(live, retired), retired, e.members!.size, retiredPods, book.o.identity),
     ...(e.bpfMapBytes !== undefined ? { bpfMapBytes: String(e.bpfMapBytes), bpfMaps: bytes(e.bpfMapBytes) } : {}),
     checkpoint: checkpoint.sort((a, b) => a.uid.localeCompare(b.uid)),
-    retiring: [...retiring.values()].map((r) => r.entry).sort((a, b) => a.uid.localeCompare(b.uid)),
+    retiring: layout.listed.map((r) => r.entry).sort((a, b) => a.uid.localeCompare(b.uid)),
+    retiredSeq: seq,
+    namespacesThrough: through.ns,
+    workloadsThrough: through.wl,
+    ...(layout.kept.size > 0 || layout.spill.length > 0 ? { spills: [...layout.kept] } : {}),
     ...(finalsAfter > 0 ? { finalsAfter: new Date(finalsAfter).toISOString() } : {}),
     ...gone(goneSince),
   };
-  // Marked in this write, or dropped from the list: no leader rolls them up again.
-  const marked = [...e.retiring].filter(([, r]) => r.entry.rolledUp).map(([uid, r]) => [uid, r.entry] as const);
   const pendingSnapshot = new Map(e.pendingNode);
   return {
     status,
     keepDirty,
-    commit: () => {
+    spill: layout.spill.map((uids) => uids.map((uid) => retiring.get(uid)!.entry)),
+    commit: (spilled = []) => {
       e.retired = retired;
       e.retiredPods = retiredPods;
       e.retiring = retiring;
+      e.seq = seq;
+      e.through = through;
+      e.spills = new Map([...layout.kept].map((name) => [name, e.spills.get(name)!]));
+      layout.spill.forEach((uids, i) => {
+        e.spills.set(spilled[i]!, new Set(uids));
+        for (const uid of uids) retiring.set(uid, { ...retiring.get(uid)!, spill: spilled[i]! });
+      });
       e.finalsAfter = finalsAfter;
       e.goneSinceWritten = goneSince;
-      for (const [uid, entry] of marked) book.markWritten(uid, entry);
       for (const { p, counts } of snapshot) {
         const before = p.checkpointed ?? zero();
         if (equal(before, counts)) continue;
@@ -130,37 +152,38 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
       for (const [uid, pend] of pendingSnapshot) {
         if (e.pendingNode.get(uid) === pend) e.pendingNode.delete(uid);
       }
-      for (const [uid, pend] of newlyRetired) {
+      for (const [uid, pend, n] of newlyRetired) {
         if (pend.pod.checkpointed !== undefined) book.subLive(pend.pod, pend.pod.checkpointed);
         const w = pend.pod.workload ?? book.workloadOf(pend.pod.namespace, 'Pod', uid);
-        book.rollUp(e, uid, w, pend.final);
+        book.rollUp(e, uid, n, w, pend.final);
       }
     },
   };
 }
 
-export function rollupStatus(book: Book, e: Entry, now: number): PlannedStatus {
+export function rollupStatus(book: Book, e: Entry): PlannedStatus {
   const retired = copy(e.retired);
-  const recent = new Map(e.recent);
+  const marks = new Map(e.marks);
   let retiredPods = e.retiredPods;
   const snapshot = new Map(e.pending);
-  const taken: string[] = [];
-  for (const [uid, final] of snapshot) {
-    if (recent.has(uid)) continue;
-    addTo(retired, final);
-    recent.set(uid, now);
-    taken.push(uid);
+  for (const [uid, p] of snapshot) {
+    const node = book.entries.get(`NodeUsage/${p.node}`);
+    const through = node === undefined ? 0 : e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl;
+    if (p.seq <= (e.marks.get(p.node) ?? 0) || p.seq <= through) continue; // taken already (by an earlier write: after a load, pending is not in seq order)
+    addTo(retired, p.final);
+    marks.set(p.node, Math.max(p.seq, marks.get(p.node) ?? 0));
     if (!uid.endsWith(TOP_UP)) retiredPods++;
   }
-  const expired: string[] = [];
-  for (const [uid, at] of recent) {
-    if (now - at > book.ttlMs && !book.rollup.has(uid) && !snapshot.has(uid)) expired.push(uid);
+  // A mark is needed until its node's written rollup mark passes it (a forgotten node's did: Book.idle).
+  for (const [name, seq] of marks) {
+    const node = book.entries.get(`NodeUsage/${name}`);
+    if (node === undefined || seq <= (e.kind === 'NamespaceUsage' ? node.through.ns : node.through.wl))
+      marks.delete(name);
   }
-  for (const uid of expired) recent.delete(uid);
   const goneSince = e.kind === 'WorkloadUsage' ? e.goneSince : undefined;
   const status: UsageStatus = {
     ...statusTotals(sum(e.live, retired), retired, e.pods, retiredPods, book.o.identity),
-    recentlyRetired: [...recent].map(([uid, at]) => ({ uid, at: new Date(at).toISOString() })),
+    retiredThrough: [...marks].map(([node, seq]) => ({ node, seq })).sort((a, b) => a.node.localeCompare(b.node)),
     ...gone(goneSince),
   };
   return {
@@ -168,13 +191,11 @@ export function rollupStatus(book: Book, e: Entry, now: number): PlannedStatus {
     keepDirty: false,
     commit: () => {
       e.retired = retired;
-      // (uids whose marker was written meanwhile left e.recent: not put back)
-      for (const uid of taken) e.recent.set(uid, now);
-      for (const uid of expired) e.recent.delete(uid);
+      e.marks = marks;
       e.retiredPods = retiredPods;
       e.goneSinceWritten = goneSince;
-      for (const [uid, final] of snapshot) {
-        if (e.pending.get(uid) === final) e.pending.delete(uid);
+      for (const [uid, p] of snapshot) {
+        if (e.pending.get(uid) === p) e.pending.delete(uid);
         book.rolledUp(uid, e.kind);
       }
     },
@@ -187,6 +208,56 @@ function gone(since: number | undefined): { goneSince?: string } {
 
 /** The JSON size of the marked retirements a NodeUsage keeps at most (README: "bounds"). */
 export const KEPT_RETIREMENTS_BYTES = 256 * 1024;
+/** The JSON size of the intents (not rolled up) a NodeUsage lists at most; older ones go into NodeRetirements objects. */
+export const LISTED_INTENTS_BYTES = 96 * 1024;
+/** The JSON size of the intents one NodeRetirements object holds at most. */
+export const SPILL_BYTES = 256 * 1024;
+
+/**
+ * Where a NodeUsage's retirements are written: the rolled-up ones kept
+ * (compact) and the newest intents up to LISTED_INTENTS_BYTES in its
+ * status (`listed`); intents already in a NodeRetirements object stay
+ * there; the older rest go into new ones, SPILL_BYTES each (`spill`, uids
+ * oldest first). An object is listed (`kept`) while it holds an intent.
+ */
+export function spillLayout(
+  retiring: ReadonlyMap<string, Retirement>,
+  spills: ReadonlyMap<string, ReadonlySet<string>>,
+): { listed: Retirement[]; kept: Set<string>; spill: string[][] } {
+  const listed: Retirement[] = [];
+  const kept = new Set<string>();
+  const loose: [string, Retirement][] = [];
+  for (const [uid, r] of retiring) {
+    if (r.entry.rolledUp) listed.push(r);
+    else if (r.spill !== undefined && spills.has(r.spill)) kept.add(r.spill);
+    else loose.push([uid, r]);
+  }
+  loose.sort(([, a], [, b]) => b.seq - a.seq);
+  let size = 0;
+  let i = 0;
+  for (; i < loose.length; i++) {
+    const r = loose[i]![1];
+    r.bytes ??= JSON.stringify(r.entry).length;
+    if (size + r.bytes > LISTED_INTENTS_BYTES) break;
+    size += r.bytes;
+    listed.push(r);
+  }
+  const spill: string[][] = [];
+  let chunk: string[] = [];
+  size = 0;
+  for (const [uid, r] of loose.slice(i).reverse()) {
+    r.bytes ??= JSON.stringify(r.entry).length;
+    if (chunk.length > 0 && size + r.bytes > SPILL_BYTES) {
+      spill.push(chunk);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(uid);
+    size += r.bytes;
+  }
+  if (chunk.length > 0) spill.push(chunk);
+  return { listed, kept, spill };
+}
 /** How late after its retirement an agent's final may be read (the node clocks' allowed skew included). */
 export const FINAL_LATENESS_MS = 5 * 60_000;
 

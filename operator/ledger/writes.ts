@@ -16,13 +16,16 @@ import {
   GROUP,
   NAMESPACE_LABEL,
   parseLedger,
+  readSpill,
   usagePath,
+  type LedgerState,
   VERSION,
   type UsageObject,
   type UsageStatus,
 } from '../../common/contract/usage.ts';
-import type { Book, Entry } from './book.ts';
+import { takeNodeLedger, type Book, type Entry } from './book.ts';
 import { Quarantine } from './quarantine.ts';
+import { createSpill, deleteSpills, readSpills } from './spills.ts';
 import { nodeStatus, rollupStatus } from './status.ts';
 
 export type WriteOutcome = 'written' | 'unchanged' | 'retry' | 'budget' | 'outage';
@@ -42,7 +45,7 @@ export class StatusWriter {
     const now = Date.now();
     const seen = e.changes;
     const built =
-      e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e, now);
+      e.kind === 'NodeUsage' ? nodeStatus(this.#book, e, now, this.quarantine) : rollupStatus(this.#book, e);
     const body = createHash('sha1')
       .update(JSON.stringify({ ...built.status, updated: '' }))
       .digest('base64');
@@ -54,15 +57,20 @@ export class StatusWriter {
       built.status.bpfMapBytes === undefined;
     if ((e.exists && body === e.lastBody) || nothingYet) {
       // Nothing new (or nothing worth an object yet: idle pods create no objects): no write.
-      if (nothingYet && e.kind !== 'NodeUsage') built.commit(); // (zero retirements: their rollup is done)
+      if (e.kind !== 'NodeUsage') built.commit(); // (zero retirements, or only ones it has: their rollup is done)
       this.#book.clean(e, seen, built.keepDirty ? now : undefined);
       if (built.keepDirty) e.writtenAt = now;
       return 'unchanged';
     }
-    if (!this.#book.o.budget.take()) return 'budget';
+    const spill = built.spill ?? [];
+    for (let i = 0; i <= spill.length; i++) if (!this.#book.o.budget.take()) return 'budget';
+    let spilled: string[] = []; // created for this write: deleted if it fails (they count only once listed)
+    const listedBefore = [...e.spills.keys()];
     try {
       if (!e.exists && !(await this.#create(e))) return 'retry'; // someone else created it: write again from its ledger
       if (generation !== this.#book.generation) return 'retry';
+      for (const entries of spill) spilled.push(await createSpill(this.#book, e.name, entries));
+      if (spilled.length > 0) built.status.spills = [...(built.status.spills ?? []), ...spilled];
       const object: UsageObject = {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: e.kind,
@@ -75,11 +83,17 @@ export class StatusWriter {
         timeoutMs: 30_000,
       });
       this.#recovered();
+      const listed = spilled;
+      spilled = [];
       if (generation !== this.#book.generation) return 'written';
       e.resourceVersion = written.metadata.resourceVersion;
       e.writtenAt = Date.now();
       e.lastBody = body;
-      built.commit(); // (may mark this object dirty again: the change counts)
+      built.commit(listed); // (may mark this object dirty again: the change counts)
+      await deleteSpills(
+        this.#book,
+        listedBefore.filter((name) => !e.spills.has(name)),
+      ); // every intent in them rolled up, and no longer listed
       this.#book.clean(e, seen, built.keepDirty ? e.writtenAt : undefined);
       this.#book.log.debug(
         {
@@ -89,11 +103,16 @@ export class StatusWriter {
           egressBytes: built.status.egressBytes,
           pods: built.status.pods,
           retiredPods: built.status.retiredPods,
+          retiredSeq: built.status.retiredSeq,
+          through: [built.status.namespacesThrough, built.status.workloadsThrough],
+          marks: built.status.retiredThrough,
         },
         'status written',
       );
       return 'written';
     } catch (err) {
+      // Refused: the spills made for it count for nothing. Else the write may have landed (a timeout): kept (the sweep deletes them if not listed).
+      if (spilled.length > 0 && isRefusal(err)) await deleteSpills(this.#book, spilled);
       return this.#failed(e, built.status, err, generation);
     }
   }
@@ -172,6 +191,25 @@ export class StatusWriter {
       : {};
   }
 
+  /** The intents of the NodeRetirements objects a NodeUsage's status lists, into `state` (false: not readable now, or leadership changed). */
+  async #readSpills(e: Entry, state: LedgerState, generation: number): Promise<boolean> {
+    try {
+      const { objects, missing } = await readSpills(this.#book, state.spills);
+      if (generation !== this.#book.generation) return false;
+      const known = state.problems.length;
+      for (const o of objects) readSpill(o, state);
+      this.#book.reportProblems(e.kind, e.name, [
+        ...state.problems.slice(known),
+        ...missing.map((name) => `lists NodeRetirements ${name}, which is gone: its intents are lost`),
+      ]);
+      return true;
+    } catch (err) {
+      this.#book.o.onError('read_status');
+      this.#book.log.warn({ name: e.name, err: describe(err) }, 'cannot read the NodeRetirements objects; retrying');
+      return false;
+    }
+  }
+
   /** Takes the persisted ledger of one object after a conflict. */
   async #reread(e: Entry): Promise<void> {
     const generation = this.#book.generation;
@@ -200,13 +238,14 @@ export class StatusWriter {
       // Keep this process's ledger: it is written over the unreadable one.
       return;
     }
+    if (e.kind === 'NodeUsage' && !(await this.#readSpills(e, state, generation))) return;
     e.retired = state.retired;
     e.retiredPods = state.retiredPods;
     if (e.kind === 'NodeUsage') {
       // (markers this process knows of are kept: the rollups are done)
       for (const [uid, r] of state.retiring)
         if (e.retiring.get(uid)?.entry.rolledUp && !r.entry.rolledUp) r.entry = { ...r.entry, rolledUp: true };
-      e.retiring = state.retiring;
+      takeNodeLedger(e, state);
       e.finalsAfter = Math.max(e.finalsAfter, state.finalsAfter);
       for (const [uid, p] of [...e.pendingNode]) {
         if (!state.retiring.has(uid)) continue;
@@ -214,12 +253,13 @@ export class StatusWriter {
         e.pendingNode.delete(uid);
         const r = state.retiring.get(uid)!;
         if (p.pod.checkpointed !== undefined) this.#book.subLive(p.pod, p.pod.checkpointed);
-        if (!r.entry.rolledUp && p.pod.workload) this.#book.rollUp(e, uid, p.pod.workload, r.counts);
+        if (!r.entry.rolledUp && p.pod.workload) this.#book.rollUp(e, uid, r.seq, p.pod.workload, r.counts);
       }
     } else {
-      e.recent = state.recent;
-      for (const uid of [...e.pending.keys()]) {
-        if (state.recent.has(uid)) {
+      e.marks = state.marks;
+      for (const [uid, p] of [...e.pending]) {
+        const node = this.#book.entries.get(`NodeUsage/${p.node}`);
+        if (node !== undefined && this.#book.has(e, node, p.seq)) {
           e.pending.delete(uid);
           this.#book.rolledUp(uid, e.kind);
         }

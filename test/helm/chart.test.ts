@@ -531,11 +531,14 @@ test('the operator: 2 replicas, non-root, no capabilities, read-only root filesy
   assert.deepEqual(verbsOf('', 'secrets'), []);
   assert.deepEqual(verbsOf('', 'events'), ['create']);
   assert.ok(!clusterRole.rules.some((r) => r.verbs.includes('*') || r.resources?.includes('*')));
-  // Deletes: only the usage objects the retention removes (never a NamespaceUsage, never anything else).
+  // Deletes: only the usage objects the retention removes and a NodeUsage's rolled-up overflow (never a NamespaceUsage, never anything else).
   const deletes = clusterRole.rules.filter((r) => r.verbs.includes('delete'));
   assert.deepEqual(
     deletes.map((r) => [r.apiGroups, r.resources, r.verbs]),
-    [[['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']]],
+    [
+      [['podmeter.io'], ['workloadusages', 'nodeusages'], ['delete']],
+      [['podmeter.io'], ['noderetirements'], ['get', 'list', 'create', 'delete']],
+    ],
   );
 });
 
@@ -607,7 +610,12 @@ test('deploy/manifests/podmeter.yaml is the chart rendered with its defaults (ru
     findObjects(objects, 'CustomResourceDefinition')
       .map((c) => c.metadata.name)
       .sort(),
-    ['namespaceusages.podmeter.io', 'nodeusages.podmeter.io', 'workloadusages.podmeter.io'],
+    [
+      'namespaceusages.podmeter.io',
+      'noderetirements.podmeter.io',
+      'nodeusages.podmeter.io',
+      'workloadusages.podmeter.io',
+    ],
   );
 });
 

@@ -64,6 +64,7 @@ export async function operatorCluster(t: AfterHook): Promise<OperatorCluster> {
       'crd/namespaceusages.podmeter.io',
       'crd/workloadusages.podmeter.io',
       'crd/nodeusages.podmeter.io',
+      'crd/noderetirements.podmeter.io',
     ]),
   );
   await must(cluster.kubectl(['create', 'namespace', OPERATOR_NS]));

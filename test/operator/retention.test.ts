@@ -183,7 +183,7 @@ class Churn {
 class Observer {
   readonly maxBytes: Record<UsageKind, number> = { NamespaceUsage: 0, WorkloadUsage: 0, NodeUsage: 0 };
   readonly maxCount: Record<UsageKind, number> = { NamespaceUsage: 0, WorkloadUsage: 0, NodeUsage: 0 };
-  maxLists = { retiring: 0, recentlyRetired: 0 };
+  maxLists = { retiring: 0, retiredThrough: 0 };
   #stopped = false;
   readonly #done: Promise<void>;
 
@@ -196,9 +196,9 @@ class Observer {
           for (const o of objects) {
             this.maxBytes[kind] = Math.max(this.maxBytes[kind], JSON.stringify(o).length);
             this.maxLists.retiring = Math.max(this.maxLists.retiring, o.status?.retiring?.length ?? 0);
-            this.maxLists.recentlyRetired = Math.max(
-              this.maxLists.recentlyRetired,
-              o.status?.recentlyRetired?.length ?? 0,
+            this.maxLists.retiredThrough = Math.max(
+              this.maxLists.retiredThrough,
+              o.status?.retiredThrough?.length ?? 0,
             );
           }
         }
@@ -291,7 +291,7 @@ test(
         .slice(0, 3)
         .map((o) => ({
           name: o.metadata.name,
-          status: { ...o.status, recentlyRetired: o.status?.recentlyRetired?.length },
+          status: o.status,
         }));
       return objects.map((o) => o.metadata.name).sort();
     };

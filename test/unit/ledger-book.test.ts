@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { zero, type Counts } from '../../common/contract/counts.ts';
-import type { Workload } from '../../common/contract/usage.ts';
+import { parseLedger, readSpill, type Workload } from '../../common/contract/usage.ts';
 import type { KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
 import { Book, type Entry } from '../../operator/ledger/book.ts';
@@ -176,48 +176,57 @@ test('status planning: a NodeUsage checkpoints its live pods and retires the dea
   assert.equal(node.retired.egressBytes, 0n);
   second.commit();
   assert.deepEqual([node.retired.egressBytes, node.retiredPods, node.pendingNode.size], [400n, 1, 0]);
-  assert.deepEqual(ns.pending.get('b'), egress(400n), 'the namespace retires it next');
-  assert.deepEqual(wl.pending.get('b'), egress(400n), 'and the workload');
+  assert.deepEqual(ns.pending.get('b')?.final, egress(400n), 'the namespace retires it next');
+  assert.deepEqual(wl.pending.get('b')?.final, egress(400n), 'and the workload');
   assert.equal(ns.live.egressBytes, 1000n, "b's checkpoint left the live sum");
   book.retire(b, NODE, egress(400n), T0 + 2000);
   assert.equal(node.pendingNode.size, 0, 'retired once: seen again (a relist) it is not retired again');
 });
 
-test('status planning: the namespace and the workload each take a retirement once (recentlyRetired); when both have, the node marks it rolled up', () => {
+test("status planning: the namespace and the workload each take a node's retirement once (retiredThrough marks); when both have, the node marks it rolled up and its rollup marks let theirs go", () => {
   const { book, quarantine, node, ns, wl } = makeBook();
   const b = pod('b', egress(300n), WEB);
   book.attach(b);
   written(book, node, (e) => nodeStatus(book, e, T0, quarantine));
   book.detach(b);
   book.retire(b, NODE, egress(400n), T0 + 1000);
-  written(book, node, (e) => nodeStatus(book, e, T0 + 1000, quarantine));
+  const nodePlan = written(book, node, (e) => nodeStatus(book, e, T0 + 1000, quarantine));
+  assert.deepEqual(
+    [nodePlan.status.retiredSeq, nodePlan.status.retiring?.[0]?.seq, nodePlan.status.namespacesThrough],
+    [1, 1, 0],
+    'numbered 1; no namespace has it yet',
+  );
   assert.ok(!book.dirtySet.has(node));
-  written(book, ns, (e) => rollupStatus(book, e, T0 + 1000));
-  written(book, ns, (e) => rollupStatus(book, e, T0 + 1000));
+  written(book, ns, (e) => rollupStatus(book, e));
+  written(book, ns, (e) => rollupStatus(book, e));
 
-  const nsStatus = rollupStatus(book, ns, T0 + 2000).status;
+  const nsStatus = rollupStatus(book, ns).status;
   assert.deepEqual(
     [nsStatus.egressBytes, nsStatus.retired.egressBytes, nsStatus.retiredPods, nsStatus.pods],
     ['400', '400', 1, 0],
     'planned again: not counted twice',
   );
-  assert.deepEqual(nsStatus.recentlyRetired, [{ uid: 'b', at: new Date(T0 + 1000).toISOString() }]);
+  assert.deepEqual(nsStatus.retiredThrough, [{ node: NODE, seq: 1 }]);
   assert.equal(nsStatus.goneSince, undefined, 'a namespace has no gone clock');
   assert.equal(node.retiring.get('b')?.entry.rolledUp, false, 'the workload has not taken it yet');
 
   const before = Date.now();
-  const wlPlan = written(book, wl, (e) => rollupStatus(book, e, T0 + 1000));
+  const wlPlan = written(book, wl, (e) => rollupStatus(book, e));
   assert.equal(wlPlan.status.retired.egressBytes, '400');
   assert.notEqual(wlPlan.status.goneSince, undefined, 'its last pod died: the retention clock is written');
   assert.equal(node.retiring.get('b')?.entry.rolledUp, true);
   assert.ok(node.dirtyAt! >= before + 30_000, 'the marker rides along with a later write of the node');
 
-  // A new leader rolls an unmarked intent up again: the namespace still knows the uid.
-  ns.pending.set('b', egress(400n));
-  assert.equal(rollupStatus(book, ns, T0 + 3000).status.retired.egressBytes, '400');
-  // After the ttl the uid is forgotten (its marker is written by then).
+  // A new leader rolls an unmarked intent up again: the namespace's mark still covers it.
+  ns.pending.set('b', { final: egress(400n), node: NODE, seq: 1 });
+  assert.equal(rollupStatus(book, ns).status.retired.egressBytes, '400');
+  // Once the node's written rollup marks pass it, the namespace's mark goes.
+  const marked = written(book, node, (e) => nodeStatus(book, e, T0 + 2000, quarantine));
+  assert.deepEqual([marked.status.namespacesThrough, marked.status.workloadsThrough], [1, 1]);
   ns.pending.clear();
-  assert.deepEqual(rollupStatus(book, ns, T0 + 1000 + book.ttlMs + 1).status.recentlyRetired, []);
+  assert.deepEqual(rollupStatus(book, ns).status.retiredThrough, []);
+  ns.pending.set('b', { final: egress(400n), node: NODE, seq: 1 });
+  assert.equal(rollupStatus(book, ns).status.retired.egressBytes, '400', 'covered by the node mark: still once');
 });
 
 test('status planning: a pod whose owner is not known yet waits (the plan asks to be written again); once known, its workload counts it', () => {
@@ -230,4 +239,62 @@ test('status planning: a pod whose owner is not known yet waits (the plan asks t
   owners.set('c', WEB);
   const known = nodeStatus(book, node, T0 + 1000, quarantine);
   assert.deepEqual([known.keepDirty, known.status.checkpoint?.map((e) => e.uid), wl.pods], [false, ['c'], 1]);
+});
+
+test('status planning under a backlog: 2,000 pods retired in one write stay under 512 KiB (the older intents in NodeRetirements objects), and read back from the objects alone they are all there, numbered, once', () => {
+  const { book, quarantine, node, ns } = makeBook();
+  const pods = Array.from({ length: 2000 }, (_, i) =>
+    pod(`p-${String(i).padStart(5, '0')}`, egress(BigInt(i + 1)), WEB),
+  );
+  for (const p of pods) book.attach(p);
+  written(book, node, (e) => nodeStatus(book, e, T0, quarantine));
+  for (const p of pods) {
+    book.detach(p);
+    book.retire(p, NODE, egress(BigInt(p.name.length)), T0 + 1000);
+  }
+  const plan = nodeStatus(book, node, T0 + 1000, quarantine);
+  const names = plan.spill!.map((_, k) => `${NODE}.spill-${k}`);
+  const status = { ...plan.status, spills: [...(plan.status.spills ?? []), ...names] };
+  assert.ok(JSON.stringify(status).length < 512 * 1024, `${JSON.stringify(status).length} bytes`);
+  assert.ok(plan.spill!.length > 0 && plan.spill!.every((s) => JSON.stringify(s).length < 512 * 1024));
+  const seen = node.changes;
+  plan.commit(names);
+  book.clean(node, seen, undefined);
+  assert.deepEqual([...node.spills.keys()], names);
+
+  // Read back: the status, then the objects it lists.
+  const state = parseLedger(status);
+  for (const [k, entries] of plan.spill!.entries())
+    readSpill(
+      {
+        apiVersion: 'podmeter.io/v1alpha1',
+        kind: 'NodeRetirements',
+        metadata: { name: names[k]! },
+        spec: { node: NODE, retiring: entries },
+      },
+      state,
+    );
+  assert.deepEqual(state.problems, []);
+  assert.equal(state.retiring.size, 2000);
+  assert.deepEqual(
+    [...state.retiring.values()].map((r) => r.seq).sort((a, b) => a - b),
+    Array.from({ length: 2000 }, (_, i) => i + 1),
+  );
+  assert.equal(state.seq, 2000);
+
+  // A new leader's pending comes in the order the objects list them (not by seq): all are taken, once.
+  const reloaded = makeBook().ns;
+  const shuffled = [...state.retiring].sort(([a], [b]) => (a < b ? 1 : -1));
+  for (const [uid, r] of shuffled) reloaded.pending.set(uid, { final: r.counts, node: NODE, seq: r.seq });
+  const once = rollupStatus(book, reloaded).status;
+  assert.deepEqual([once.retiredPods, once.retiredThrough], [2000, [{ node: NODE, seq: 2000 }]]);
+
+  // The namespace takes them all once; its mark makes a second rollup (a new leader) count nothing.
+  const taken = written(book, ns, (e) => rollupStatus(book, e));
+  assert.deepEqual(taken.status.retiredThrough, [{ node: NODE, seq: 2000 }]);
+  assert.equal(taken.status.retiredPods, 2000);
+  const marks = parseLedger(taken.status).marks;
+  ns.marks = marks;
+  for (const [uid, r] of state.retiring) ns.pending.set(uid, { final: r.counts, node: NODE, seq: r.seq });
+  assert.deepEqual(rollupStatus(book, ns).status.retired, taken.status.retired, 'not counted twice');
 });

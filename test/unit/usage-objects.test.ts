@@ -113,10 +113,10 @@ test('ledger parsing keeps what it can of a hand-edited status', () => {
   const good = parseLedger({
     retired: { ingressBytes: '18446744073709551617', egressBytes: '2', ingressPackets: '3', egressPackets: '4' },
     retiredPods: 2,
-    recentlyRetired: [{ uid: 'u1', at: '2026-01-01T00:00:00Z' }, { uid: 'u2' }],
+    retiredThrough: [{ node: 'n1', seq: 7 }, { node: 'n2' }],
   });
   assert.equal(good.retired.ingressBytes, 2n ** 64n + 1n, 'exact beyond 2^64');
-  assert.deepEqual([...good.recent.keys()], ['u1']);
+  assert.deepEqual([...good.marks], [['n1', 7]]);
   assert.equal(good.problems.length, 1);
   const bad = parseLedger({ retired: { ingressBytes: 'lots' }, checkpoint: 'x', retiring: [{ uid: 'u' }] });
   assert.equal(bad.retired.ingressBytes, 0n);
