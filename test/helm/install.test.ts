@@ -140,7 +140,7 @@ test('helm install, the API view, RBAC at work, upgrade and uninstall', async (t
     const want = [...expected, ...crds].map((o) => `${o.kind}/${o.metadata.name}`).sort();
     assert.deepEqual(got, want);
     t.diagnostic(`created: ${got.join(', ')}`);
-    assert.equal(got.length, 34); // with the OpenCost PrometheusRule; with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies; the admission policy and its binding
+    assert.equal(got.length, 35); // four CRDs (NodeRetirements the fourth); with the OpenCost PrometheusRule; with metricsAuth kubernetes: the token-reviewer, reader and scraper RBAC, the scraper ServiceAccount and its token Secret; the two NetworkPolicies; the admission policy and its binding
   });
 
   await t.test(
