@@ -1285,10 +1285,18 @@ test(
         // OpenCost's queries (its source's text) over the burst's window: its bytes, in GiB. Prometheus's
         // increase() extrapolates its samples to the window's edges: the window starts 1 ms before the
         // trickle's last evaluation and ends at the burst's, so it is the burst's bytes times (w / sampled).
-        const recordedSamples = (
-          await rawSamples(prom, `${recorded({ internet: 'true', same_zone: 'false', same_region: 'false' })}[10m]`, tr)
-        )[0]!.values;
-        const r0 = recordedSamples.filter(([, v]) => v === before['podmeter.io/egress-external-bytes']).at(-1)![0];
+        // The last evaluation before the burst is the earliest of each class's last one at its trickle value:
+        // a scrape in the middle of the burst (which sends to each class in turn) can see one class moved and
+        // not yet another (a clean clone's run took the external class's, after cross-zone had moved: 0 GiB).
+        const lastBeforeBurst = async (labels: Record<string, string>, annotation: string) =>
+          (await rawSamples(prom, `${recorded(labels)}[10m]`, tr))[0]!.values
+            .filter(([, v]) => v === before[`podmeter.io/egress-${annotation}-bytes`])
+            .at(-1)![0];
+        const r0 = Math.min(
+          await lastBeforeBurst({ internet: 'false', same_zone: 'false', same_region: 'true' }, 'cross-zone'),
+          await lastBeforeBurst({ internet: 'false', same_zone: 'false', same_region: 'false' }, 'cross-region'),
+          await lastBeforeBurst({ internet: 'true', same_zone: 'false', same_region: 'false' }, 'external'),
+        );
         const windowMs = Math.round((tr - r0) * 1000) + 1;
         const stretch = windowMs / 1000 / (tr - r0);
         const prices = OPENCOST_PRICES;
