@@ -19,10 +19,10 @@ import { parseNodeFinals } from '../../common/contract/finals.ts';
 import { unitCounts, type ClassTraffic, type UnitCounts } from '../../common/contract/counts.ts';
 import { ApiError, type HttpMethod, type RequestOptions } from '../../common/kube/api.ts';
 import { WriteBudget } from '../../common/writeBudget.ts';
+import { podUnit } from '../helpers/units.ts';
 
 const log = pino({ level: 'silent' });
 const INTERVAL_MS = 10_000;
-const uidOf = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
 
 function counts(egress: bigint, external = 0n): UnitCounts {
   const egressClasses: ClassTraffic = { 'in-cluster': { bytes: egress - external, packets: 1n } };
@@ -69,16 +69,7 @@ class FakeTracker extends EventEmitter<TrackerEvents> {
 }
 
 function pod(i: number, c: UnitCounts = counts(BigInt(i) * 100n)): Unit {
-  return {
-    id: BigInt(i),
-    relPath: `kubepods/pod${uidOf(i)}`,
-    path: `/x/kubepods/pod${uidOf(i)}`,
-    kind: 'pod',
-    uid: uidOf(i),
-    attachedAt: 0,
-    state: 'live',
-    ...c,
-  };
+  return podUnit(i, c);
 }
 const podPath = (i: number) => `/api/v1/namespaces/ns/pods/p${i}`;
 

@@ -2,19 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nodeFinals } from '../../agent/kube/finals.ts';
 import type { Unit } from '../../agent/counting/tracker.ts';
+import { podUnit, uidOf } from '../helpers/units.ts';
 import { encodeNodeFinals, FINALS_WINDOW_MS, MAX_FINALS, parseNodeFinals } from '../../common/contract/finals.ts';
 
 const NOW = Date.parse('2026-11-22T12:00:00Z');
-const uidOf = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
 
 function unit(i: number, over: Partial<Unit> = {}): Unit {
-  return {
-    id: BigInt(i),
-    relPath: `kubepods/pod${uidOf(i)}`,
-    path: `/x/kubepods/pod${uidOf(i)}`,
-    kind: 'pod',
-    uid: uidOf(i),
-    attachedAt: 0,
+  return podUnit(i, {
     state: 'terminated',
     terminatedAt: NOW - i * 1000,
     network: {
@@ -23,7 +17,7 @@ function unit(i: number, over: Partial<Unit> = {}): Unit {
     },
     byClass: { ingress: {}, egress: {} },
     ...over,
-  };
+  });
 }
 
 test('nodeFinals: terminated pods with traffic in the window, newest first, capped; named from the Pod', () => {
