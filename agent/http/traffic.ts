@@ -3,8 +3,9 @@
  * podmeter_{pod,cgroup}_network_{bytes,packets}_total (network traffic, by
  * direction) and ..._network_peer_{bytes,packets}_total (by direction and
  * peer class, loopback included). All four come from one read of every
- * unit, made before any of them is written (Exposition.beforeScrape);
- * finals of terminated units stay exported for the retention.
+ * unit and one label lookup per unit, made before any of them is written
+ * (Exposition.beforeScrape); finals of terminated units stay exported for
+ * the retention.
  */
 import { DIRECTIONS, type Direction } from '../../common/contract/counts.ts';
 import { labelText, type Exposition } from '../../common/http/exposition.ts';
@@ -18,10 +19,12 @@ export function addTrafficMetrics(
 ): void {
   const { tracker, mode } = options;
   const labels = new UnitLabels(mode);
-  let units: Unit[] = [];
+  // Each unit with its label texts, made once per scrape for all four metrics.
+  let scraped: { unit: Unit; texts: UnitTexts }[] = [];
   exposition.beforeScrape(() => {
     tracker.refresh();
-    units = tracker.units();
+    const namer = options.podNamer?.();
+    scraped = tracker.units().map((unit) => ({ unit, texts: labels.of(unit, namer) }));
   });
   const scope = mode === 'pods' ? 'pod' : 'cgroup';
   const what = (w: 'bytes' | 'packets') => (w === 'bytes' ? 'Bytes (IP packet length)' : 'Packets');
@@ -31,11 +34,7 @@ export function addTrafficMetrics(
       help: `${what(w)} sent (egress) and received (ingress) by the sockets of each ${scope} on network devices (loopback left out), counted by eBPF cgroup_skb programs.`,
       type: 'counter',
       samples: (emit) => {
-        const namer = options.podNamer?.();
-        for (const u of units) {
-          const texts = labels.of(u, namer);
-          for (const d of DIRECTIONS) emit(texts.totals[d], u.network[d][w]);
-        }
+        for (const { unit, texts } of scraped) for (const d of DIRECTIONS) emit(texts.totals[d], unit.network[d][w]);
       },
     });
   }
@@ -46,11 +45,9 @@ export function addTrafficMetrics(
       help: `${what(w)} of each ${scope} by direction and peer class (loopback, node, zone, cross-zone, cross-region, service, external, configured classes). The ${scope}_network_${w}_total series are the sum of every class but loopback.`,
       type: 'counter',
       samples: (emit) => {
-        const namer = options.podNamer?.();
-        for (const u of units) {
-          const texts = labels.of(u, namer);
+        for (const { unit, texts } of scraped) {
           for (const d of DIRECTIONS) {
-            const peers = u.byClass[d];
+            const peers = unit.byClass[d];
             for (const peer in peers) emit(texts.peer(d, peer), peers[peer]![w]);
           }
         }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { closeSync, openSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { Counter, Registry } from 'prom-client';
 import { Exposition, labelText } from '../../common/http/exposition.ts';
@@ -60,4 +61,21 @@ test('Exposition: beforeScrape runs once per scrape, before any metric, whatever
   assert.match(text, /^bytes 1$/m);
   await exposition.text();
   assert.deepEqual(seen, ['packets@1', 'bytes@1', 'packets@2', 'bytes@2']);
+});
+
+test('Exposition: process_open_fds counts the open fds, also 100 more opened after the first scrape', async () => {
+  const exposition = new Exposition();
+  const openFds = async () => {
+    const match = /^process_open_fds (\d+)$/m.exec(await exposition.text());
+    assert.ok(match, 'process_open_fds is exported');
+    return Number(match[1]);
+  };
+  const listed = () => readdirSync('/proc/self/fd').length - 1; // the listing's own fd left out
+  assert.equal(await openFds(), listed());
+  const extra = Array.from({ length: 100 }, () => openSync('/dev/null', 'r'));
+  try {
+    assert.equal(await openFds(), listed());
+  } finally {
+    for (const fd of extra) closeSync(fd);
+  }
 });
