@@ -106,8 +106,8 @@ bench: setup test-tools
 BENCH ?= agent
 PAIRS ?= 5
 bench-compare: setup test-tools
-	@[[ -n "$(BASE)" ]] || { echo "usage: make bench-compare BASE=<rev> [BENCH='agent maps'] [PAIRS=5]" >&2; exit 2; }
-	node bench/compare.ts --base "$$(bench/base-tree '$(BASE)')" --pairs $(PAIRS) $(BENCH)
+	@[[ -n "$(BASE)" ]] || { echo "usage: make bench-compare BASE=<rev> [BENCH='agent maps'] [PAIRS=5] [ARGS='--nodes 100']" >&2; exit 2; }
+	node bench/compare.ts --base "$$(bench/base-tree '$(BASE)')" --pairs $(PAIRS) --args='$(ARGS)' $(BENCH)
 
 clean:
 	rm -rf build agent/native/build

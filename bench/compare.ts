@@ -6,11 +6,12 @@
  * each figure both medians, their ratio, and whether they differ beyond the
  * run-to-run noise (Mann-Whitney U, p < 0.05, as benchstat).
  *
- *   node bench/compare.ts --base DIR [--head DIR] [--pairs N] BENCH...
+ *   node bench/compare.ts --base DIR [--head DIR] [--pairs N] [--args='ARGS'] BENCH...
  *
  * DIR is a built tree (bench/base-tree makes one for a revision); BENCH a
- * name of bench/<name>.bench.ts, run as `node bench/<name>.bench.ts` in each
- * tree, with that tree's own benchmark and product. Ends with a JSON line of
+ * name of bench/<name>.bench.ts, run as `node bench/<name>.bench.ts ARGS` in
+ * each tree, with that tree's own benchmark and product (ARGS split at
+ * spaces, e.g. a smaller scale: --args='--nodes 100'). Ends with a JSON line of
  * every comparison. Needs what the benchmarks need (root, usually).
  */
 import { spawn } from 'node:child_process';
@@ -20,10 +21,15 @@ import { parseArgs } from 'node:util';
 import { ALPHA, compare, figures, resultLine, type Comparison } from './stats.ts';
 
 const { values, positionals } = parseArgs({
-  options: { base: { type: 'string' }, head: { type: 'string' }, pairs: { type: 'string', default: '5' } },
+  options: {
+    base: { type: 'string' },
+    head: { type: 'string' },
+    pairs: { type: 'string', default: '5' },
+    args: { type: 'string', default: '' },
+  },
   allowPositionals: true,
 });
-const usage = 'usage: node bench/compare.ts --base DIR [--head DIR] [--pairs N] BENCH...';
+const usage = "usage: node bench/compare.ts --base DIR [--head DIR] [--pairs N] [--args='ARGS'] BENCH...";
 if (!values.base || positionals.length === 0) {
   console.error(usage);
   process.exit(2);
@@ -34,6 +40,7 @@ if (!Number.isInteger(pairs) || pairs < 2) {
   process.exit(2);
 }
 const trees = { base: resolve(values.base), head: resolve(values.head ?? '.') };
+const benchArgs = values.args.split(' ').filter((a) => a !== '');
 for (const bench of positionals) {
   for (const [side, dir] of Object.entries(trees)) {
     if (!existsSync(`${dir}/bench/${bench}.bench.ts`)) {
@@ -46,7 +53,10 @@ for (const bench of positionals) {
 /** Runs one benchmark in one tree; resolves its figures. Its output goes to stderr, indented. */
 function runOnce(dir: string, bench: string, label: string): Promise<Map<string, number>> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [`bench/${bench}.bench.ts`], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [`bench/${bench}.bench.ts`, ...benchArgs], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     const forward = (d: Buffer) => process.stderr.write(d.toString().replace(/^(?=.)/gm, `  ${label} | `));
     child.stdout.on('data', (d: Buffer) => {
@@ -89,7 +99,7 @@ function print(bench: string, comparisons: Comparison[]): void {
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   console.log(
-    `\n${bench}: ${pairs} alternating pairs, base ${trees.base}, head ${trees.head} (Mann-Whitney U, significant at p < ${ALPHA})`,
+    `\n${bench}${benchArgs.length ? ` ${benchArgs.join(' ')}` : ''}: ${pairs} alternating pairs, base ${trees.base}, head ${trees.head} (Mann-Whitney U, significant at p < ${ALPHA})`,
   );
   for (const r of rows)
     console.log(
@@ -114,4 +124,4 @@ for (const bench of positionals) {
   all[bench] = compare(runs.base, runs.head);
   print(bench, all[bench]);
 }
-console.log(JSON.stringify({ pairs, base: trees.base, head: trees.head, comparisons: all }));
+console.log(JSON.stringify({ pairs, args: benchArgs, base: trees.base, head: trees.head, comparisons: all }));

@@ -46,17 +46,20 @@ function benchTree(root: string, name: string, sleepMs: number): string {
   // The figure is the measured sleep to 100 ms (timers run late on a busy machine): copies tie, as they should.
   writeFileSync(
     join(dir, 'bench', 'sleep.bench.ts'),
-    `const t0 = performance.now();\nawait new Promise((r) => setTimeout(r, ${sleepMs}));\n` +
+    // `--times N` (bench-compare's --args) multiplies the sleep.
+    `const times = process.argv[2] === '--times' ? Number(process.argv[3]) : 1;\n` +
+      `const t0 = performance.now();\nawait new Promise((r) => setTimeout(r, ${sleepMs} * times));\n` +
       `console.log('slept');\nconsole.log(JSON.stringify({ bench: 'sleep', sleptMs: Math.round((performance.now() - t0) / 100) * 100 }));\n`,
   );
   return dir;
 }
 
-function runCompare(base: string, head: string) {
-  const r = spawnSync(process.execPath, ['bench/compare.ts', '--base', base, '--head', head, '--pairs', '5', 'sleep'], {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
+function runCompare(base: string, head: string, args: string[] = []) {
+  const r = spawnSync(
+    process.execPath,
+    ['bench/compare.ts', '--base', base, '--head', head, '--pairs', '5', ...args, 'sleep'],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
   assert.equal(r.status, 0, r.stderr);
   const last = JSON.parse(r.stdout.trimEnd().split('\n').at(-1)!) as {
     comparisons: { sleep: { figure: string; ratio: number; significant: boolean }[] };
@@ -75,4 +78,8 @@ test('two copies of one benchmark: no difference; twice the sleep: significantly
   assert.equal(slower.slept.significant, true, slower.text);
   assert.equal(slower.slept.ratio, 2, slower.text);
   assert.match(slower.text, /sleptMs\s+100\s+200\s+2\.00\s+\S+\s+HIGHER \(significant\)/);
+  // --args reaches both sides' benchmark.
+  const scaled = runCompare(base, benchTree(root, 'double', 200), ['--args=--times 3']);
+  assert.match(scaled.text, /sleep --times 3: 5 alternating pairs/);
+  assert.match(scaled.text, /sleptMs\s+300\s+600\s+2\.00\s+\S+\s+HIGHER \(significant\)/);
 });
