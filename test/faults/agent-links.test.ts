@@ -54,18 +54,29 @@ test('links detached under a running agent: said once per cgroup, counted, attac
   // The totals as scraped all along, from before the detach to the end: they must never go back.
   const seen: number[] = [];
   let watching = true;
-  const watch = (async () => {
+  t.after(() => {
+    watching = false;
+  });
+  // Settles (never rejects: a failed test's cleanup stops the agent under it) with the scrape that failed, if any.
+  const watch = (async (): Promise<unknown> => {
     while (watching) {
-      const value = sample(await agent.metrics(), 'podmeter_cgroup_network_packets_total', {
-        cgroup: 'receiver',
-        direction: 'ingress',
-      });
-      if (value !== undefined) seen.push(value);
+      try {
+        const text = await agent.metrics();
+        const value = sample(text, 'podmeter_cgroup_network_packets_total', {
+          cgroup: 'receiver',
+          direction: 'ingress',
+        });
+        if (value !== undefined) seen.push(value);
+      } catch (err) {
+        return watching ? err : undefined;
+      }
       await sleep(20);
     }
+    return undefined;
   })();
 
   // What the totals count: the sender's egress link and the receiver's ingress link. Their other links stay.
+  const keptIds = [pinnedLink(agent, sender.id, 'ingress').id, pinnedLink(agent, receiver.id, 'egress').id];
   const detachedIds = [detach(agent, sender.id, 'egress'), detach(agent, receiver.id, 'ingress')];
   await waitFor('attached again', () => (logged(agent, AGAIN) === 2 ? true : undefined));
   await healthy(agent);
@@ -84,6 +95,11 @@ test('links detached under a running agent: said once per cgroup, counted, attac
     assert.notEqual(now.id, old, `${cgroup.relPath} ${direction}: a new link`);
     assert.equal(now.cgroupId, cgroup.id, `${cgroup.relPath} ${direction}: attached to its cgroup`);
   }
+  assert.deepEqual(
+    [pinnedLink(agent, sender.id, 'ingress').id, pinnedLink(agent, receiver.id, 'egress').id],
+    keptIds,
+    'the links still attached are kept (a second link beside one would count its packets twice)',
+  );
   for (const cgroup of [sender, receiver])
     for (const direction of ['ingress', 'egress'] as const)
       assert.equal(queryCgroup(cgroup.path, direction).length, 1, `${cgroup.relPath} ${direction}: one program`);
@@ -96,7 +112,7 @@ test('links detached under a running agent: said once per cgroup, counted, attac
   await sleep(600); // a few more checks: nothing more to say
   assert.equal(logged(agent, DETACHED), 2);
   watching = false;
-  await watch;
+  assert.equal(await watch, undefined, 'every scrape answered');
   assert.ok(seen.length > 10, `scraped ${seen.length} times`);
   assert.deepEqual(
     seen.filter((v, i) => i > 0 && v < seen[i - 1]!),
