@@ -53,7 +53,6 @@ export class LinkRepair {
       try {
         relinked = this.#tracker.relink(unit);
       } catch (err) {
-        this.#onError('attach', err);
         if (!failing) {
           this.#detached(unit);
           this.#log.error(
@@ -62,6 +61,7 @@ export class LinkRepair {
           );
           this.#failing.add(unit.id);
         }
+        this.#onError('attach', err);
         continue;
       }
       if (relinked === undefined) continue; // its cgroup is gone after all
