@@ -81,7 +81,7 @@ export class Meter {
     return this.#links.detached();
   }
 
-  /** New links, pinned in place of the old, for a cgroup whose links were detached under the agent (Links.reattach). */
+  /** New links for the directions of a cgroup detached under the agent, pinned in place of the old (Links.reattach). */
   relink(cgroup: Cgroup): void {
     this.#links.reattach(cgroup);
   }

@@ -11,7 +11,9 @@
  * the pod again under the same uid), its new unit carries the counts of the
  * earlier cgroup (the previous run's record, or its final) as its base, and
  * that final is dropped, so the pod's counts never go back. Fresh links of a
- * cgroup whose pins went while no agent ran carry its saved counts the same way.
+ * cgroup whose pins went while no agent ran carry its saved counts the same way
+ * (or count on into its storage, where that outlived the old links), as do
+ * links made anew under the running agent after another tool detached them.
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
