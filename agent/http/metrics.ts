@@ -13,9 +13,10 @@ import type { PodNamer } from '../kube/pods.ts';
 import { addTrafficMetrics } from './traffic.ts';
 
 /**
- * podmeter_errors_total{op}: counting (the tracker's; link_detached: a unit's links detached under the
- * agent by another tool, agent/counting/relink.ts, whose failed re-attaches count as attach), the cgroup watch, the pod watch, the map inventory,
- * and a Pod's `kubernetes.io/config.hash` claim refused (reason not_mirror, malformed or contested; agent/kube/pods.ts).
+ * podmeter_errors_total{op}: counting (the tracker's, and link_detached: a unit's links detached under
+ * the agent by another tool, agent/counting/relink.ts, whose failed re-attaches count as attach), the
+ * cgroup watch, the pod watch, the map inventory, and a Pod's `kubernetes.io/config.hash` claim refused
+ * (reason not_mirror, malformed or contested; agent/kube/pods.ts).
  */
 export const AGENT_ERROR_OPS = [
   'attach',
