@@ -3,7 +3,10 @@
  * one BPF_OBJ_GET_INFO_BY_FD per held link, at every --interval), and of
  * putting one cgroup's detached link back (Links.reattach()).
  *
- *   node bench/link-check.bench.ts       (CGROUPS=500, i.e. 1,000 held links, by default)
+ *   node --no-opt --no-maglev bench/link-check.bench.ts    (CGROUPS=500, i.e. 1,000 held links, by default)
+ *
+ * (The flags are the agent's: bin/podmeter runs it without V8's optimising
+ * compilers, and the check is interpreted JavaScript around the addon.)
  *
  * Creates CGROUPS test cgroups under one podmeter-test- parent and attaches
  * podmeter's programs to each through the agent's Links (pinned in a
