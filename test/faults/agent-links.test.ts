@@ -2,10 +2,11 @@
  * Faults of the agent's links themselves (test/faults/agent-bpffs.test.ts
  * has those of its pins): a link detached under the running agent by
  * another tool (BPF_LINK_DETACH through its pin, as `bpftool link detach id
- * N` does by id), and link pins removed while no agent runs, the counter
- * map's pin kept. In both the cgroup's storage outlives the links (5.9 on:
- * it lives with the cgroup), so new links count on into it: the totals are
- * exact, never lower, never counted twice. Needs root, cgroup v2, bpffs.
+ * N` does by id), and, while no agent runs, link pins removed (the counter
+ * map's pin kept) or links detached (their pins kept). In each the cgroup's
+ * storage outlives the links (5.9 on: it lives with the cgroup), so new
+ * links count on into it: the totals are exact, never lower, never counted
+ * twice. Needs root, cgroup v2, bpffs.
  */
 import assert from 'node:assert/strict';
 import { readdirSync, rmSync } from 'node:fs';
@@ -135,6 +136,29 @@ test('link pins removed while no agent runs (the counter map pinned): the new li
   const links = join(agent.bpffs, 'links');
   for (const name of readdirSync(links)) rmSync(join(links, name)); // the links detach; the storage stays
   await agent.restart();
+  await exactTotals(agent, 100);
+  await exchange(10);
+  await exactTotals(agent, 110);
+});
+
+test('links detached while no agent runs (their pins kept): the next agent replaces them and counts on, not counted twice', async (t) => {
+  const { agent, exchange, sender, receiver } = await countedPair(t, { args: ['--interval', '0.2'] });
+  await exchange(100);
+  await exactTotals(agent, 100);
+  await agent.kill('SIGTERM');
+  detach(agent, sender.id, 'egress');
+  detach(agent, receiver.id, 'ingress');
+  await exchange(30); // no program runs for these: not counted
+  await agent.restart();
+  for (const [cgroup, direction] of [
+    [sender, 'egress'],
+    [receiver, 'ingress'],
+  ] as const)
+    assert.equal(
+      pinnedLink(agent, cgroup.id, direction).cgroupId,
+      cgroup.id,
+      `${cgroup.relPath} ${direction}: attached`,
+    );
   await exactTotals(agent, 100);
   await exchange(10);
   await exactTotals(agent, 110);
