@@ -11,6 +11,7 @@ import { findCgroup2Root } from './cgroups/mount.ts';
 import { detectMode, type DiscoverMode } from './cgroups/units.ts';
 import { CgroupWatcher } from './cgroups/watcher.ts';
 import { Meter } from './counting/meter.ts';
+import { LinkRepair } from './counting/relink.ts';
 import { StateStore } from './counting/state.ts';
 import { Tracker } from './counting/tracker.ts';
 import { createAgentMetrics, type AgentMetrics } from './http/metrics.ts';
@@ -105,8 +106,15 @@ async function startCounting(
     onPeers: (view) => peers.setCluster(view),
     log,
   });
+  const links = new LinkRepair({
+    meter,
+    tracker,
+    log: log.child({ module: 'links' }),
+    onError: (op, err) => metrics.countError(op, err),
+  });
   const timer = setInterval(() => {
     meter.checkPins();
+    links.check();
     watcher.resync();
     tracker.tick();
   }, config.intervalMs);

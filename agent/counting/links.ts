@@ -3,10 +3,20 @@
  * cgroup. The pins keep them attached while no agent runs; the running agent
  * also holds an fd of every link (held()), so that pins removed under it
  * (rm -r of --bpffs, the bpffs unmounted) detach nothing, and PinRepair can
- * pin them again.
+ * pin them again. A held link can still be detached by another tool
+ * (BPF_LINK_DETACH, `bpftool link detach`): detached() finds those cgroups,
+ * reattach() gives them new links in place of the old.
  */
 import { existsSync } from 'node:fs';
-import { DIRECTIONS, Link, reserveFds, type Cgroup, type Direction, type Program } from '../kernel/bpf.ts';
+import {
+  DIRECTIONS,
+  LegacyAttachment,
+  Link,
+  reserveFds,
+  type Cgroup,
+  type Direction,
+  type Program,
+} from '../kernel/bpf.ts';
 import { BpfError } from '../kernel/errors.ts';
 import { PinDir } from './pins.ts';
 
@@ -109,6 +119,59 @@ export class Links {
     }
   }
 
+  /**
+   * Cgroups one of whose held links is no longer attached to them: detached
+   * by another tool, or the cgroup is gone (its links then report cgroup id
+   * 0 too; the caller tells the two apart). One BPF_OBJ_GET_INFO_BY_FD per
+   * held link (bench/link-check.bench.ts). Kernels without links (< 5.7)
+   * hold LegacyAttachments, which have no fd to ask: never reported.
+   */
+  detached(): bigint[] {
+    const ids: bigint[] = [];
+    for (const [cgroupId, links] of this.#held) {
+      if (links.some((link) => detachedFrom(link, cgroupId))) ids.push(cgroupId);
+    }
+    return ids;
+  }
+
+  /**
+   * New links for the directions of a cgroup whose links were detached
+   * under the agent (detached()); a link still attached is kept (a second
+   * one would count its packets twice until the old one's release). All or
+   * nothing: if an attach fails, those made are undone, the old fds stay
+   * held and detached() reports the cgroup again. Each new link is pinned in
+   * place of the old pin (removed first: pinned beside it, a link outliving
+   * this agent would count twice) and held instead of the old fd, which is
+   * closed. A pin that cannot be made is left to PinRepair, which pins held
+   * links whose pins are missing.
+   */
+  reattach(cgroup: Cgroup): void {
+    const held = this.#held.get(cgroup.id) ?? [];
+    const made: [number, Link][] = [];
+    try {
+      for (const [i, direction] of DIRECTIONS.entries()) {
+        const old = held[i];
+        if (old === undefined || detachedFrom(old, cgroup.id)) made.push([i, cgroup.attach(this.#programs[direction])]);
+      }
+    } catch (err) {
+      abandon(made.map(([, link]) => link));
+      throw err;
+    }
+    const links = [...held];
+    for (const [i, link] of made) {
+      held[i]?.close();
+      links[i] = link;
+      const path = this.#pins.link(cgroup.id, DIRECTIONS[i]!);
+      try {
+        PinDir.unpin(path);
+        link.pin(path);
+      } catch {
+        // the bpffs went too: PinRepair says so and pins it when it can
+      }
+    }
+    this.#held.set(cgroup.id, links);
+  }
+
   /** The held link fds by cgroup id, in DIRECTIONS order. */
   held(): ReadonlyMap<bigint, readonly Link[]> {
     return this.#held;
@@ -123,6 +186,16 @@ export class Links {
   #hold(cgroupId: bigint, links: Link[]): void {
     for (const link of this.#held.get(cgroupId) ?? []) link.close();
     this.#held.set(cgroupId, links);
+  }
+}
+
+/** The link reports another cgroup than `cgroupId` (0n once detached); false when the kernel cannot say, or for a LegacyAttachment. */
+function detachedFrom(link: Link, cgroupId: bigint): boolean {
+  if (link instanceof LegacyAttachment) return false;
+  try {
+    return link.info().cgroupId !== cgroupId;
+  } catch {
+    return false;
   }
 }
 

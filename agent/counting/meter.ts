@@ -3,7 +3,8 @@
  * (load.ts: adopted from pins or loaded), the links to each counted cgroup
  * (links.ts), the slot each configured peer class counts in (slotNames.ts),
  * reads of a cgroup's counts (read.ts), and pins put back when removed under
- * the running agent (repair.ts).
+ * the running agent (repair.ts); links detached under it are found here and
+ * attached again through the tracker (relink.ts).
  */
 import type { Logger } from '../../common/log.ts';
 import type { Cgroup, Direction, Program } from '../kernel/bpf.ts';
@@ -73,6 +74,16 @@ export class Meter {
     const state = this.#links.state(cgroupId);
     if (state === 'attached') this.flows.addUnit(cgroupId); // an earlier agent's: kept (a pinned map), or put back
     return state;
+  }
+
+  /** Counted cgroups whose links no longer report them: detached by another tool, or the cgroup is gone (Links.detached). */
+  detachedLinks(): bigint[] {
+    return this.#links.detached();
+  }
+
+  /** New links for the directions of a cgroup detached under the agent, pinned in place of the old (Links.reattach). */
+  relink(cgroup: Cgroup): void {
+    this.#links.reattach(cgroup);
   }
 
   /** Detaches (if still attached) and unpins a cgroup's links. */

@@ -11,7 +11,9 @@
  * the pod again under the same uid), its new unit carries the counts of the
  * earlier cgroup (the previous run's record, or its final) as its base, and
  * that final is dropped, so the pod's counts never go back. Fresh links of a
- * cgroup whose pins went while no agent ran carry its saved counts the same way.
+ * cgroup whose pins went while no agent ran carry its saved counts the same way
+ * (or count on into its storage, where that outlived the old links), as do
+ * links made anew under the running agent after another tool detached them.
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
@@ -34,7 +36,7 @@ export interface TrackerFlows {
 }
 
 /** What the tracker uses of the Meter: its links and reads of the kernel (test/unit/tracker.test.ts gives it a fake). */
-export type TrackerMeter = Pick<Meter, 'attach' | 'linkState' | 'release' | 'read' | 'readMany'> & {
+export type TrackerMeter = Pick<Meter, 'attach' | 'linkState' | 'relink' | 'release' | 'read' | 'readMany'> & {
   readonly pins: Pick<PinDir, 'listLinks'>;
 };
 
@@ -216,6 +218,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       byClass: previous?.byClass ?? NO_COUNTS.byClass,
     };
     if (previous?.base !== undefined) unit.base = previous.base;
+    let storageKept: boolean;
     try {
       const links = this.#meter.linkState(id);
       if (links === 'attached') {
@@ -227,6 +230,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
         return;
       }
       if (links === 'stale') this.#meter.release(id);
+      storageKept = previous !== undefined && this.#meter.read(id) !== undefined;
       this.#meter.attach(cgroup);
     } catch (err) {
       if (this.#unattached.failed(identity, seenAt, err)) this.emit('error', 'attach', err);
@@ -235,12 +239,16 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     this.#unattached.attached(identity);
     // Fresh links count from zero; what this cgroup counted before (its pins
     // went while no agent ran) or an earlier cgroup of the same pod counted
-    // carries on as the base.
+    // carries on as the base. But a cgroup's storage can outlive its links
+    // (from 5.9 it lives with the cgroup; it goes with podmeter's map): the
+    // new links then count on into it, and only the base it was read on
+    // carries on, or the saved counts would count twice.
     if (previous !== undefined) this.#previous.delete(id);
     else previous = this.#takeEarlierOfPod(identity.uid, id);
     delete unit.base;
     if (previous !== undefined) {
-      unit.base = { network: previous.network, byClass: previous.byClass };
+      const carried = storageKept ? previous.base : previous;
+      if (carried !== undefined) unit.base = { network: carried.network, byClass: carried.byClass };
       unit.attachedAt = previous.attachedAt;
       this.#log.info(
         { cgroup: identity.relPath, uid: identity.uid, counters: previous.network },
@@ -252,6 +260,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     unit.network = unit.base?.network ?? NO_COUNTS.network;
     unit.byClass = unit.base?.byClass ?? NO_COUNTS.byClass;
     this.#units.set(identity.relPath, unit);
+    if (storageKept) this.#read(unit); // what it holds, at once: the counts never show less than before
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
     this.#log.debug({ cgroup: identity.relPath, uid: identity.uid }, 'attached');
     this.#saver.soon();
@@ -296,6 +305,41 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
     if (read !== undefined) Object.assign(unit, addUnitCounts(unit.base, read.counts)); // network and byClass
     return unit;
+  }
+
+  /**
+   * New links for a live unit whose links another tool detached under the
+   * agent (relink.ts finds them). Its storage is read first: from 5.9 it
+   * lives with the cgroup, so it still holds every byte the old links
+   * counted and the new links count on into it; where it went with the old
+   * links (unreadable now), the new links start from zero and the unit's
+   * counts so far (as of its last read) become its base. Either way its
+   * counts never go back nor count twice. Returns whether the storage was
+   * kept; undefined when the unit's cgroup is gone (the watcher finalises
+   * it). Throws what the read or the attach throws.
+   */
+  relink(unit: Unit): { storageKept: boolean } | undefined {
+    if (this.#units.get(unit.relPath) !== unit || unit.state !== 'live') return undefined;
+    let cgroup: Cgroup;
+    try {
+      cgroup = Cgroup.open(unit.path);
+    } catch {
+      return undefined;
+    }
+    try {
+      if (cgroup.id !== unit.id) return undefined; // removed, and a new cgroup made at its path
+      const storageKept = this.#take(unit, this.#meter.read(unit.id, this.#lastRead.get(unit)));
+      this.#meter.relink(cgroup);
+      if (!storageKept) {
+        unit.base = { network: unit.network, byClass: unit.byClass };
+        this.#lastRead.delete(unit);
+        this.#saver.changed();
+      }
+      this.#read(unit);
+      return { storageKept };
+    } finally {
+      cgroup.close();
+    }
   }
 
   /** cgroup.events changed: on populated 0 the unit's processes are gone; take the counts now. */

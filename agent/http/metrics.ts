@@ -13,11 +13,14 @@ import type { PodNamer } from '../kube/pods.ts';
 import { addTrafficMetrics } from './traffic.ts';
 
 /**
- * podmeter_errors_total{op}: counting (the tracker's), the cgroup watch, the pod watch, the map inventory,
- * and a Pod's `kubernetes.io/config.hash` claim refused (reason not_mirror, malformed or contested; agent/kube/pods.ts).
+ * podmeter_errors_total{op}: counting (the tracker's, and link_detached: a unit's links detached under
+ * the agent by another tool, agent/counting/relink.ts, whose failed re-attaches count as attach), the
+ * cgroup watch, the pod watch, the map inventory, and a Pod's `kubernetes.io/config.hash` claim refused
+ * (reason not_mirror, malformed or contested; agent/kube/pods.ts).
  */
 export const AGENT_ERROR_OPS = [
   'attach',
+  'link_detached',
   'detach',
   'read',
   'state',
@@ -33,6 +36,8 @@ export interface AgentMetrics {
   attachLatency: Histogram;
   /** `reason` for the ops that have one (attach: the errno name; config_hash: why the claim was refused). */
   errors: { inc(labels: { op: AgentErrorOp; reason?: string }): void };
+  /** Counts an error in podmeter_errors_total: an attach's by its reason (the errno name). */
+  countError(op: AgentErrorOp, err: unknown): void;
   annotationWrites: LabelledCounter<'result', AnnotationWriteResult>;
   annotationBudget: Gauge;
 }
@@ -74,7 +79,7 @@ export function createAgentMetrics(options: {
   });
   const errors = new Counter({
     name: 'podmeter_errors_total',
-    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}); attach errors also by reason (the errno name: ENOMEM, EPERM, E2BIG, ..., or other), one per failed attempt; config_hash by reason (not_mirror, malformed, contested), one per Pod whose claim was refused.`,
+    help: `Errors by operation (${AGENT_ERROR_OPS.join(', ')}); link_detached: a counted cgroup's links detached by another tool (attached again at the next interval); attach errors also by reason (the errno name: ENOMEM, EPERM, E2BIG, ..., or other), one per failed attempt; config_hash by reason (not_mirror, malformed, contested), one per Pod whose claim was refused.`,
     labelNames: ['op', 'reason'] as const,
     registers: [registry],
   });
@@ -94,6 +99,8 @@ export function createAgentMetrics(options: {
   tracker.on('attached', (_unit, latency) => {
     if (latency !== undefined) attachLatency.observe(latency);
   });
-  tracker.on('error', (op, err) => errors.inc(op === 'attach' ? { op, reason: errorReason(err) } : { op }));
-  return { exposition, attachLatency, errors, annotationWrites, annotationBudget };
+  const countError = (op: AgentErrorOp, err: unknown) =>
+    errors.inc(op === 'attach' ? { op, reason: errorReason(err) } : { op });
+  tracker.on('error', countError);
+  return { exposition, attachLatency, errors, countError, annotationWrites, annotationBudget };
 }

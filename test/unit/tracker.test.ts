@@ -2,8 +2,9 @@
  * The tracker's decisions (agent/counting/tracker.ts) on a fake kernel: when
  * a unit is attached, adopted or retried, what its counts are made of (the
  * kernel's read on top of a base carried from before), that a draining
- * unit's counts never go back, when it is finalised, and what happens to
- * finals. The kernel is a map of cgroup id -> counts (FakeMeter); cgroups
+ * unit's counts never go back, when it is finalised, what happens to
+ * finals, and links made anew over a storage that outlived the old ones
+ * (or not). The kernel is a map of cgroup id -> counts (FakeMeter); cgroups
  * are plain directories (a cgroup's id is its inode number), the state file
  * a real one in a temp directory. No root, no kernel objects.
  * agent/counting, agent/lifecycle (test/README.md) run the same code on the
@@ -48,7 +49,12 @@ class FakeMeter implements TrackerMeter {
     this.calls.push(`attach ${id}`);
     if (this.attachError !== undefined) throw this.attachError;
     this.links.set(id, 'attached');
-    this.storage.set(id, { sums: new BigUint64Array(0), counts: NO_COUNTS });
+    // The storage lives with the cgroup (from 5.9): links made anew count on into what it holds.
+    if (!this.storage.has(id)) this.storage.set(id, { sums: new BigUint64Array(0), counts: NO_COUNTS });
+  }
+  relink(cgroup: Cgroup): void {
+    this.calls.push(`relink ${cgroup.id}`);
+    this.attach(cgroup);
   }
   linkState(id: bigint): 'attached' | 'none' | 'stale' {
     return this.links.get(id) ?? 'none';
@@ -344,6 +350,62 @@ test('restart: saved counts carry on over fresh links, a cgroup gone meanwhile i
   assert.ok(after.meter.calls.includes(`release ${lost.id}`));
   assert.deepEqual(bytes(unitAt(after.tracker, 'ended')), [50n, 60n], "the earlier run's finals are kept");
   assert.deepEqual(after.events, ['attached kept new', 'terminated lost']);
+});
+
+test('links detached under the agent: attached again; counts go on from the storage it kept, or from the last read over a new one', (t) => {
+  const { root, meter, tracker, events, cgroup } = setup(t);
+  const kept = cgroup('kept');
+  const dropped = cgroup('dropped');
+  const gone = cgroup('gone');
+  for (const c of [kept, dropped, gone]) tracker.onUnit(c.identity, performance.now());
+  meter.count(kept.id, counts(10n, 20n));
+  meter.count(dropped.id, counts(30n, 40n));
+  tracker.refresh();
+
+  // From 5.9 the storage outlives the links: read once more, then counted on into by the new links.
+  meter.count(kept.id, counts(11n, 21n)); // since the last read, before the detach
+  assert.deepEqual(tracker.relink(unitAt(tracker, 'kept')), { storageKept: true });
+  assert.deepEqual(bytes(unitAt(tracker, 'kept')), [11n, 21n]);
+  meter.count(kept.id, counts(15n, 25n));
+  tracker.refresh();
+  assert.deepEqual(bytes(unitAt(tracker, 'kept')), [15n, 25n], 'not counted twice');
+
+  // Before 5.9 the storage goes with the links: what it counted since the last read is lost, the rest carries on.
+  meter.storage.delete(dropped.id);
+  assert.deepEqual(tracker.relink(unitAt(tracker, 'dropped')), { storageKept: false });
+  assert.deepEqual(bytes(unitAt(tracker, 'dropped')), [30n, 40n]);
+  meter.count(dropped.id, counts(1n, 2n));
+  tracker.refresh();
+  assert.deepEqual(bytes(unitAt(tracker, 'dropped')), [31n, 42n], 'never back to zero');
+
+  // A removed cgroup's links report no cgroup either: not attached again.
+  rmSync(join(root, 'gone'), { recursive: true });
+  assert.equal(tracker.relink(unitAt(tracker, 'gone')), undefined);
+  assert.deepEqual(
+    meter.calls.filter((c) => c.startsWith('relink')),
+    [`relink ${kept.id}`, `relink ${dropped.id}`],
+  );
+  assert.ok(!events.some((e) => e.startsWith('error')));
+});
+
+test('restart: link pins gone while no agent ran but the storage kept (the map pinned): counts go on, not counted twice', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'podmeter-test-state-'));
+  const root = mkdtempSync(join(tmpdir(), 'podmeter-test-tracker-'));
+  const before = setup(t, { root, stateDir });
+  const a = before.cgroup('a');
+  before.tracker.onUnit(a.identity, performance.now());
+  before.meter.count(a.id, counts(10n, 20n));
+  await before.tracker.stop();
+
+  const after = setup(t, { root, stateDir });
+  after.meter.count(a.id, counts(12n, 22n)); // no links, the storage still there
+  after.tracker.restore();
+  after.tracker.onUnit(a.identity, performance.now());
+  assert.deepEqual(after.meter.calls, [`attach ${a.id}`]);
+  assert.deepEqual(bytes(unitAt(after.tracker, 'a')), [12n, 22n], 'read at once: the storage holds the saved counts');
+  after.meter.count(a.id, counts(13n, 23n));
+  after.tracker.refresh();
+  assert.deepEqual(bytes(unitAt(after.tracker, 'a')), [13n, 23n]);
 });
 
 test('finals are dropped after the retention', async (t) => {
