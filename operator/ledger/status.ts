@@ -33,7 +33,8 @@ import {
   type UsageStatus,
 } from '../../common/contract/usage.ts';
 import { contribution, type PodRecord } from '../pods.ts';
-import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree, type Retirement } from './book.ts';
+import { checkpointedSum, type Book } from './book.ts';
+import { TOP_UP, type Entry, type Retiree, type Retirement } from './entry.ts';
 import type { Quarantine } from './quarantine.ts';
 
 /**
