@@ -6,8 +6,9 @@
 import type { Unit } from './unit.ts';
 
 export class KeptFinals {
-  readonly #byId = new Map<bigint, Unit>();
+  /** How long a final is kept after its unit terminated (--retention). */
   readonly #retentionMs: number;
+  readonly #byId = new Map<bigint, Unit>();
 
   constructor(retentionMs: number) {
     this.#retentionMs = retentionMs;
