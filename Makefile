@@ -66,11 +66,14 @@ typecheck: setup
 	node_modules/.bin/tsc -p tsconfig.json
 
 # Formatting (Prettier, .prettierrc.json) and ESLint with typescript-eslint's
-# recommended type-checked rules (eslint.config.mjs); `make test` runs it
-# first. `make format` rewrites. Only Node 24 and node_modules needed.
+# recommended type-checked rules (eslint.config.mjs, which also bounds the
+# TypeScript's file and function sizes); `make test` runs it first. `make
+# format` rewrites. Only Node 24 and node_modules needed. The last line holds
+# the C and C++ to the TypeScript's bound: no file over 400 lines.
 lint: $(NODE) node_modules/.package-lock.json
 	node_modules/.bin/prettier --check --log-level warn '**/*.{ts,mjs}'
 	node_modules/.bin/eslint --max-warnings 0 .
+	@awk 'FNR == 401 { print FILENAME ": over 400 lines"; over = 1 } END { exit over }' bpf/*.[ch] agent/native/src/*.{cc,h}
 
 format: $(NODE) node_modules/.package-lock.json
 	node_modules/.bin/prettier --write --log-level warn '**/*.{ts,mjs}'

@@ -119,26 +119,38 @@ async function startCounting(
     tracker.tick();
   }, config.intervalMs);
 
-  return {
-    mode,
-    root,
-    address,
-    async stop(step = () => {}) {
-      clearInterval(timer);
-      step('pod watch and annotation writes');
-      await kube?.stop();
-      maps.stop();
-      step('cgroup watcher');
-      await watcher.close();
-      step('last counter read and state file');
-      await services.stop();
-      await tracker.stop();
-      meter.close();
-      step('HTTP server');
-      await server.close();
-      log.info('agent stopped; links stay pinned, counting continues until the next start');
-    },
-  };
+  const parts = { timer, kube, maps, watcher, services, tracker, meter, server };
+  return { mode, root, address, stop: (step = () => {}) => stopAgent(parts, step, log) };
+}
+
+/** Stops the parts in order, the Kubernetes side first; the links stay pinned. */
+async function stopAgent(
+  parts: {
+    timer: NodeJS.Timeout;
+    kube: KubeSide | undefined;
+    maps: { stop(): void };
+    watcher: CgroupWatcher;
+    services: { stop(): Promise<void> };
+    tracker: Tracker;
+    meter: Meter;
+    server: HttpServer;
+  },
+  step: StopStep,
+  log: Logger,
+): Promise<void> {
+  clearInterval(parts.timer);
+  step('pod watch and annotation writes');
+  await parts.kube?.stop();
+  parts.maps.stop();
+  step('cgroup watcher');
+  await parts.watcher.close();
+  step('last counter read and state file');
+  await parts.services.stop();
+  await parts.tracker.stop();
+  parts.meter.close();
+  step('HTTP server');
+  await parts.server.close();
+  log.info('agent stopped; links stay pinned, counting continues until the next start');
 }
 
 /**

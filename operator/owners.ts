@@ -14,14 +14,14 @@
  *
  * Owner references are written by whoever creates the pod: a kind or name
  * longer than the usage objects hold (or a kind that is not an identifier)
- * is fitted when read (workloadKind, workloadName in common/contract/usage.ts),
+ * is fitted when read (workloadKind, workloadName in common/contract/workloads.ts),
  * so the same owner is always the same workload, two owners never share
  * one, and a huge name is not kept.
  */
 import type { Logger } from '../common/log.ts';
 import type { KubeObject, ObjectMeta } from '../common/kube/api.ts';
 import type { Owner } from '../common/contract/finals.ts';
-import { workloadKind, workloadName, type Workload } from '../common/contract/usage.ts';
+import { workloadKind, workloadName, type Workload } from '../common/contract/workloads.ts';
 
 export interface Resolution {
   workload: Workload;

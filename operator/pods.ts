@@ -28,7 +28,7 @@ import { copy, equal, FIELDS, sum, wentBack, type Counts } from '../common/contr
 import { ANNOTATIONS, countsFromAnnotations, type Malformed } from '../common/contract/annotations.ts';
 import { FINALS_WINDOW_MS, type Owner } from '../common/contract/finals.ts';
 import type { Interner, OwnerIndex } from './owners.ts';
-import type { Workload } from '../common/contract/usage.ts';
+import type { Workload } from '../common/contract/workloads.ts';
 
 export interface PodRecord {
   readonly uid: string;

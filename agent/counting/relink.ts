@@ -17,7 +17,8 @@
  */
 import type { Logger } from '../../common/log.ts';
 import type { Meter } from './meter.ts';
-import type { Tracker, Unit } from './tracker.ts';
+import type { Tracker } from './tracker.ts';
+import type { Unit } from './unit.ts';
 
 /** What LinkRepair counts in podmeter_errors_total{op}. */
 export type LinkRepairErrorOp = 'link_detached' | 'attach';

@@ -9,6 +9,14 @@ import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { errorReason } from '../kernel/errors.ts';
 
+/** What the tracker's API and metrics say of a unit waiting for its attach. */
+export interface UnattachedUnit {
+  relPath: string;
+  reason: string;
+  since: number;
+  attempts: number;
+}
+
 export interface PendingAttach {
   identity: UnitIdentity;
   seenAt: number;
@@ -43,6 +51,16 @@ export class AttachRetries {
   /** A snapshot, to retry each (an attempt may change the set). */
   all(): PendingAttach[] {
     return [...this.#pending.values()];
+  }
+
+  /** Each unit waiting: relPath, the error's code, since when (ms since the epoch) and how many attempts. */
+  summary(): UnattachedUnit[] {
+    return this.all().map(({ identity, reason, since, attempts }) => ({
+      relPath: identity.relPath,
+      reason,
+      since,
+      attempts,
+    }));
   }
 
   /** An attempt failed: the unit waits for the next (unless its cgroup went meanwhile: false). */

@@ -20,48 +20,15 @@ import { join } from 'node:path';
 import type { Logger } from '../../common/log.ts';
 import type { UnitIdentity } from '../cgroups/units.ts';
 import { Cgroup } from '../kernel/bpf.ts';
-import { addUnitCounts, NO_COUNTS, unitWentBack, type UnitCounts } from '../../common/contract/counts.ts';
-import type { KernelRead, Meter } from './meter.ts';
-import type { PinDir } from './pins.ts';
-import { AttachRetries } from './retries.ts';
+import { addUnitCounts, type UnitCounts } from '../../common/contract/counts.ts';
+import type { KernelRead } from './meter.ts';
+import { drainStorage } from './drain.ts';
+import { KeptFinals } from './keptFinals.ts';
+import { AttachRetries, type UnattachedUnit } from './retries.ts';
 import { StateSaver } from './saver.ts';
 import type { StateStore, UnitRecord } from './state.ts';
-
-/** What the tracker needs of the Service flows (agent/services/flows.ts ServiceFlows). */
-export interface TrackerFlows {
-  /** The drain number whose bytes the units' counts hold (written with them in the state file). */
-  drained(): bigint;
-  /** Resolves after a whole drain that started after the call. */
-  drain(): Promise<void>;
-}
-
-/** What the tracker uses of the Meter: its links and reads of the kernel (test/unit/tracker.test.ts gives it a fake). */
-export type TrackerMeter = Pick<Meter, 'attach' | 'linkState' | 'relink' | 'release' | 'read' | 'readMany'> & {
-  readonly pins: Pick<PinDir, 'listLinks'>;
-};
-
-export interface Unit extends UnitRecord {
-  state: 'live' | 'draining' | 'terminated';
-  /** Absolute cgroup directory. */
-  path: string;
-}
-
-/** What failed, as podmeter_errors_total{op} counts it. */
-export type TrackerErrorOp = 'attach' | 'read' | 'detach' | 'state';
-
-export interface TrackerEvents {
-  /** `latencySeconds` from the cgroup event to attached; undefined when links were adopted. */
-  attached: [unit: Unit, latencySeconds: number | undefined];
-  /** The unit's cgroup has no process left (cgroup.events populated 0); counters were just read. */
-  emptied: [unit: Unit];
-  terminated: [unit: Unit];
-  error: [op: TrackerErrorOp, err: unknown];
-}
-
-/** False for the ids restore() gives the records of an earlier boot. */
-const ofThisBoot = (id: bigint): boolean => id > 0n;
-/** How long to keep reading a removed cgroup's storage; sockets that outlive its processes keep it alive. */
-const DRAIN_LIMIT_MS = 120_000;
+import type { TrackerEvents, TrackerFlows, TrackerMeter } from './trackerPorts.ts';
+import { countFrom, keyApart, ofThisBoot, openedUnit, takeRead, vanishedUnit, type Unit } from './unit.ts';
 
 export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #meter: TrackerMeter;
@@ -70,11 +37,9 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   readonly #rootSlash: string;
   readonly #saver: StateSaver;
   readonly #log: Logger;
-  readonly #retentionMs: number;
   /** Live and draining units by relPath. */
   readonly #units = new Map<string, Unit>();
-  /** Terminated units by id (a cgroup re-created at the same path is a new unit). */
-  readonly #finals = new Map<bigint, Unit>();
+  readonly #finals: KeptFinals;
   /** Records of the previous run (until the initial scan is settled): counts to carry on, or to finalise cgroups that vanished while no agent ran. */
   #previous = new Map<bigint, UnitRecord>();
   /** The kernel read each unit's counts were last set from (handed back to the meter, which returns it while the unit is idle). */
@@ -103,22 +68,16 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     });
     this.#log = options.log;
     this.#unattached = new AttachRetries(options.log);
-    this.#retentionMs = options.retentionMs;
+    this.#finals = new KeptFinals(options.retentionMs);
   }
 
   /** Loads what the previous run persisted. Call before the first unit arrives. Returns the state file's flow drain number. */
   restore(): { flowsDrained: bigint } {
     const { live, finals, earlierBoot, flowsDrained } = this.#saver.load();
     this.#flowsDrained = flowsDrained;
-    // After a reboot the kernel gives the same cgroup ids out again: the
-    // records of the earlier boot are keyed apart (negative ids, which no
-    // cgroup has), so no cgroup of this boot is taken for one of them; a pod
-    // carries on from its earlier cgroup by uid only.
-    let apart = 0n;
-    const key = (r: UnitRecord): UnitRecord => (earlierBoot ? { ...r, id: --apart } : r);
-    this.#previous = new Map(live.map(key).map((r) => [r.id, r]));
-    for (const r of finals.map(key))
-      this.#finals.set(r.id, { ...r, state: 'terminated', path: join(this.#root, r.relPath) });
+    const records = keyApart({ live, finals }, earlierBoot); // (an earlier boot's cgroup ids are given out again)
+    this.#previous = new Map(records.live.map((r) => [r.id, r]));
+    for (const r of records.finals) this.#finals.add({ ...r, state: 'terminated', path: join(this.#root, r.relPath) });
     this.prune();
     return { flowsDrained };
   }
@@ -161,13 +120,8 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   }
 
   /** Units whose attach failed, retried at every tick(): relPath, the error's code and since when (ms since the epoch). */
-  unattached(): { relPath: string; reason: string; since: number; attempts: number }[] {
-    return this.#unattached.all().map(({ identity, reason, since, attempts }) => ({
-      relPath: identity.relPath,
-      reason,
-      since,
-      attempts,
-    }));
+  unattached(): UnattachedUnit[] {
+    return this.#unattached.summary();
   }
 
   /**
@@ -208,16 +162,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
   #countIn(cgroup: Cgroup, identity: UnitIdentity, seenAt: number): void {
     const { id, path } = cgroup;
     let previous = this.#previous.get(id);
-    const unit: Unit = {
-      ...identity,
-      id,
-      path,
-      state: 'live',
-      attachedAt: previous?.attachedAt ?? Date.now(),
-      network: previous?.network ?? NO_COUNTS.network,
-      byClass: previous?.byClass ?? NO_COUNTS.byClass,
-    };
-    if (previous?.base !== undefined) unit.base = previous.base;
+    const unit = openedUnit(identity, id, path, previous);
     let storageKept: boolean;
     try {
       const links = this.#meter.linkState(id);
@@ -245,20 +190,12 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     // carries on, or the saved counts would count twice.
     if (previous !== undefined) this.#previous.delete(id);
     else previous = this.#takeEarlierOfPod(identity.uid, id);
-    delete unit.base;
-    if (previous !== undefined) {
-      const carried = storageKept ? previous.base : previous;
-      if (carried !== undefined) unit.base = { network: carried.network, byClass: carried.byClass };
-      unit.attachedAt = previous.attachedAt;
+    countFrom(unit, previous, storageKept);
+    if (previous !== undefined)
       this.#log.info(
         { cgroup: identity.relPath, uid: identity.uid, counters: previous.network },
         'counting on from the counts of before (links or cgroup made anew)',
       );
-    } else {
-      unit.attachedAt = Date.now();
-    }
-    unit.network = unit.base?.network ?? NO_COUNTS.network;
-    unit.byClass = unit.base?.byClass ?? NO_COUNTS.byClass;
     this.#units.set(identity.relPath, unit);
     if (storageKept) this.#read(unit); // what it holds, at once: the counts never show less than before
     this.emit('attached', unit, (performance.now() - seenAt) / 1000);
@@ -280,31 +217,13 @@ export class Tracker extends EventEmitter<TrackerEvents> {
       this.#release(oldId);
       return unit;
     }
-    for (const [oldId, final] of this.#finals) {
-      if (final.uid !== uid || oldId === id) continue;
-      this.#finals.delete(oldId);
-      return final;
-    }
-    return undefined;
+    return this.#finals.takeOfPod(uid, id);
   }
 
   /** A vanished cgroup's last counts: what its links still read, else the previous run's record. */
   #lastCounts(id: bigint, record: UnitRecord | undefined): Unit {
-    const unit: Unit = {
-      id,
-      relPath: record?.relPath ?? `cgroup-id:${id}`,
-      kind: record?.kind ?? 'cgroup',
-      attachedAt: record?.attachedAt ?? Date.now(),
-      network: record?.network ?? NO_COUNTS.network,
-      byClass: record?.byClass ?? NO_COUNTS.byClass,
-      path: join(this.#root, record?.relPath ?? ''),
-      state: 'draining',
-    };
-    if (record?.base !== undefined) unit.base = record.base;
-    if (record?.uid !== undefined) unit.uid = record.uid;
     const read = ofThisBoot(id) ? this.#meter.read(id) : undefined;
-    if (read !== undefined) Object.assign(unit, addUnitCounts(unit.base, read.counts)); // network and byClass
-    return unit;
+    return vanishedUnit(id, record, this.#root, read?.counts);
   }
 
   /**
@@ -358,20 +277,14 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     if (unit === undefined || unit.state !== 'live') return;
     unit.state = 'draining';
     this.#read(unit);
-    const started = Date.now();
-    let delay = 10;
-    const poll = () => {
-      const stillThere = this.#read(unit);
-      if (stillThere && Date.now() - started < DRAIN_LIMIT_MS) {
-        delay = Math.min(delay * 2, 1000);
-        setTimeout(poll, delay).unref();
-        return;
-      }
-      // No socket of the unit is left: one more flow drain holds its last Service bytes.
-      if (this.#flows === undefined) this.#finalise(unit);
-      else void this.#flows.drain().then(() => this.#finalise(unit));
-    };
-    setTimeout(poll, delay).unref();
+    drainStorage(
+      () => this.#read(unit),
+      () => {
+        // No socket of the unit is left: one more flow drain holds its last Service bytes.
+        if (this.#flows === undefined) this.#finalise(unit);
+        else void this.#flows.drain().then(() => this.#finalise(unit));
+      },
+    );
   }
 
   /**
@@ -423,12 +336,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
 
   /** Drops finals older than the retention. */
   prune(now = Date.now()): void {
-    for (const [id, unit] of this.#finals) {
-      if ((unit.terminatedAt ?? 0) + this.#retentionMs < now) {
-        this.#finals.delete(id);
-        this.#saver.changed();
-      }
-    }
+    if (this.#finals.prune(now)) this.#saver.changed();
   }
 
   /** Interval work: attach what failed to, read, prune, persist (when anything changed). */
@@ -463,12 +371,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     const last = this.#lastRead.get(unit);
     if (read === last) return true; // idle since: the unit's counts stay the same objects
     this.#lastRead.set(unit, read);
-    const counts = addUnitCounts(unit.base, read.counts);
-    // A removed cgroup's storage can read as zeros while the kernel tears
-    // it down: a draining unit's counts never go back.
-    if (unit.state === 'draining' && unitWentBack(counts, unit)) return true;
-    Object.assign(unit, counts); // network and byClass
-    this.#saver.changed();
+    if (takeRead(unit, read.counts)) this.#saver.changed(); // (a draining unit's counts never go back)
     return true;
   }
 
@@ -487,7 +390,7 @@ export class Tracker extends EventEmitter<TrackerEvents> {
     unit.state = 'terminated';
     unit.terminatedAt = Date.now();
     if (this.#units.get(unit.relPath) === unit) this.#units.delete(unit.relPath);
-    this.#finals.set(unit.id, unit);
+    this.#finals.add(unit);
     this.emit('terminated', unit);
     this.#log.debug({ cgroup: unit.relPath, counters: unit.network }, 'finalised');
     void this.#saver.now();

@@ -1,5 +1,6 @@
 /** JSON views of the agent's state (/api/v1/...). Counters are decimal strings: exact beyond 2^53. */
-import type { Tracker, Unit } from '../counting/tracker.ts';
+import type { Tracker } from '../counting/tracker.ts';
+import type { Unit } from '../counting/unit.ts';
 import { classTrafficText, trafficText, type TrafficText } from '../../common/contract/counts.ts';
 import type { PodNamer } from '../kube/pods.ts';
 

@@ -10,7 +10,8 @@
 import { DIRECTIONS, type Direction } from '../../common/contract/counts.ts';
 import { labelText, type Exposition } from '../../common/http/exposition.ts';
 import type { DiscoverMode } from '../cgroups/units.ts';
-import type { Tracker, Unit } from '../counting/tracker.ts';
+import type { Tracker } from '../counting/tracker.ts';
+import type { Unit } from '../counting/unit.ts';
 import type { PodNamer } from '../kube/pods.ts';
 
 export function addTrafficMetrics(

@@ -20,7 +20,7 @@ import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.t
 import { encodeNodeFinals } from '../../common/contract/finals.ts';
 import { describe, isRefusal, isStatus, retryDelay, type KubeApi } from '../../common/kube/api.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
-import type { Unit } from '../counting/tracker.ts';
+import type { Unit } from '../counting/unit.ts';
 import { contractCounts } from '../../common/contract/counts.ts';
 import { nodeFinals } from './finals.ts';
 import type { PodDirectory, PodRef } from './pods.ts';

@@ -5,7 +5,7 @@
  */
 import { contractCounts, isZero } from '../../common/contract/counts.ts';
 import { encodeFinal, FINALS_WINDOW_MS, MAX_FINALS, type NodeFinal } from '../../common/contract/finals.ts';
-import type { Unit } from '../counting/tracker.ts';
+import type { Unit } from '../counting/unit.ts';
 import type { PodRef } from './pods.ts';
 
 const POD_UID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

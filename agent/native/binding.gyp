@@ -12,7 +12,8 @@
         "src/inventory.cc",
         "src/limits.cc",
         "src/shape.cc",
-        "src/conntrack.cc"
+        "src/conntrack.cc",
+        "src/ctnetlink.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

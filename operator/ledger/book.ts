@@ -1,6 +1,6 @@
 /**
  * The ledger's working state, shared by its parts: one Entry per usage
- * object (what is persisted, what waits to be), the objects waiting to be
+ * object (entry.ts: what is persisted, what waits to be), the objects waiting to be
  * written, retirements on their way to the rollups, and the bookkeeping
  * every part uses (an entry by kind and name, marking it dirty, moving a
  * pod's counts in and out of the live sums, retiring and rolling up).
@@ -10,93 +10,14 @@
  */
 import type { Logger } from '../../common/log.ts';
 import type { WriteBudget } from '../../common/writeBudget.ts';
-import { addTo, copy, isZero, subFrom, sum, zero, type Counts, FIELDS } from '../../common/contract/counts.ts';
+import { addTo, copy, isZero, subFrom, zero, type Counts, FIELDS } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
-import {
-  workloadUsageName,
-  type LedgerState,
-  type RetiringEntry,
-  type UsageKind,
-  type UsageObject,
-  type Workload,
-} from '../../common/contract/usage.ts';
+import type { UsageKind, UsageObject } from '../../common/contract/usage.ts';
+import { workloadUsageName, type Workload } from '../../common/contract/workloads.ts';
 import type { KubeApi } from '../../common/kube/api.ts';
 import type { OperatorErrorOp } from '../errors.ts';
 import type { PodRecord, PodStore } from '../pods.ts';
-
-/** A pod being retired: a live record, or one known only from a checkpoint (it died while no operator ran). */
-export interface Retiree {
-  uid: string;
-  namespace: string;
-  workload: Workload | undefined;
-  checkpointed: Counts | undefined;
-  /** Counts from before the agent's counters restarted (added to the agent's final). */
-  base?: Counts | undefined;
-}
-
-/** A top-up's retirement key: what a pod's final adds after it was retired with less. */
-export const TOP_UP = '+final';
-
-export interface Entry {
-  kind: UsageKind;
-  name: string;
-  /** WorkloadUsage: which workload (its spec). */
-  workload?: Workload;
-  /** Sum of the checkpointed counts of the live pods counted here. */
-  live: Counts;
-  pods: number;
-  /** NodeUsage: the live pods on the node. */
-  members?: Set<PodRecord>;
-  // --- as persisted (and read back) ---
-  exists: boolean;
-  resourceVersion: string | undefined;
-  retired: Counts;
-  retiredPods: number;
-  /** NamespaceUsage/WorkloadUsage: node -> the seq through which its retirements are in `retired` (status.retiredThrough). */
-  marks: Map<string, number>;
-  /** NodeUsage: retired pods and whether their namespace and workload have them. */
-  retiring: Map<string, Retirement>;
-  /** NodeUsage: the seq of its last retirement written. */
-  seq: number;
-  /** NodeUsage: as written, every retirement through these seqs is in its namespace (ns) and workload (wl). */
-  through: { ns: number; wl: number };
-  /** NodeUsage: the NodeRetirements objects its status lists (name -> uids of the intents they hold). */
-  spills: Map<string, Set<string>>;
-  /** NodeUsage: a final of a pod not in `retiring` is used only if read at or after this time (ms; retirements were dropped to bound the list). */
-  finalsAfter: number;
-  /** WorkloadUsage/NodeUsage: since when it has been gone (no live pod; for a node, no Node either), as it is to be written. */
-  goneSince: number | undefined;
-  /** The `goneSince` of the last status written (or read at takeover): the retention counts from it, never from memory alone. */
-  goneSinceWritten: number | undefined;
-  // --- not yet persisted ---
-  /** NodeUsage: uid -> pod to retire with its final counts; others: uid -> a node's retirement to take. */
-  pendingNode: Map<string, { pod: Retiree; final: Counts }>;
-  pending: Map<string, Pending>;
-  bpfMapBytes: bigint | undefined;
-  dirtyAt: number | undefined;
-  writtenAt: number;
-  /** Bumped by every change, so a change made while a write was on its way is not forgotten by it. */
-  changes: number;
-  /** Hash of the last status written (without its time), to skip writes that change nothing. */
-  lastBody: string;
-}
-
-/** A retirement on record in a NodeUsage (`bytes`: its entry's JSON size, once measured; `spill`: the NodeRetirements object holding it while it is an intent). */
-export interface Retirement {
-  entry: RetiringEntry;
-  counts: Counts;
-  at: number;
-  seq: number;
-  bytes?: number;
-  spill?: string;
-}
-
-/** A node's retirement on its way into a namespace or workload. */
-export interface Pending {
-  final: Counts;
-  node: string;
-  seq: number;
-}
+import { isPodRecord, newEntry, type Entry, type Retiree } from './entry.ts';
 
 export interface LedgerOptions {
   api: KubeApi;
@@ -164,33 +85,12 @@ export class Book {
     const key = `${kind}/${name}`;
     let e = this.entries.get(key);
     if (e === undefined) {
-      e = {
+      e = newEntry(
         kind,
         name,
-        ...(typeof nameOrWorkload === 'string' ? {} : { workload: nameOrWorkload }),
-        live: zero(),
-        pods: 0,
-        ...(kind === 'NodeUsage' ? { members: new Set<PodRecord>() } : {}),
-        exists: false,
-        resourceVersion: undefined,
-        retired: zero(),
-        retiredPods: 0,
-        marks: new Map(),
-        retiring: new Map(),
-        seq: 0,
-        through: { ns: 0, wl: 0 },
-        spills: new Map(),
-        finalsAfter: 0,
-        goneSince: undefined,
-        goneSinceWritten: undefined,
-        pendingNode: new Map(),
-        pending: new Map(),
-        bpfMapBytes: kind === 'NodeUsage' ? this.nodeMapBytes.get(name) : undefined,
-        dirtyAt: undefined,
-        writtenAt: 0,
-        changes: 0,
-        lastBody: '',
-      };
+        typeof nameOrWorkload === 'string' ? undefined : nameOrWorkload,
+        kind === 'NodeUsage' ? this.nodeMapBytes.get(name) : undefined,
+      );
       this.entries.set(key, e);
     }
     return e;
@@ -399,32 +299,14 @@ export class Book {
   }
 }
 
-/** A NodeUsage's ledger as read back (its status and the NodeRetirements it lists) into its entry. */
-export function takeNodeLedger(e: Entry, state: LedgerState): void {
-  e.retiring = state.retiring;
-  e.seq = state.seq;
-  e.through = state.through;
-  e.spills = new Map(state.spills.map((name) => [name, new Set<string>()]));
-  for (const [uid, r] of state.retiring) if (r.spill !== undefined) e.spills.get(r.spill)?.add(uid);
-}
-
 export function maxOf(a: Counts, b: Counts): Counts {
   const m = zero();
   for (const f of FIELDS) m[f] = a[f] > b[f] ? a[f] : b[f];
   return m;
 }
 
-/** An agent's final counts plus what the pod was counted with before the agent's counters restarted. */
-export function withBase(p: Retiree, counts: Counts): Counts {
-  return p.base === undefined ? counts : sum(p.base, counts);
-}
-
 export function checkpointedSum(pods: Iterable<PodRecord>): Counts {
   const total = zero();
   for (const p of pods) if (p.checkpointed !== undefined) addTo(total, p.checkpointed);
   return total;
-}
-
-export function isPodRecord(p: Retiree): p is PodRecord {
-  return 'firstSeen' in p;
 }

@@ -21,7 +21,8 @@
  */
 import { FIELDS, isZero, toStrings, zero } from '../../common/contract/counts.ts';
 import { FINALS_WINDOW_MS, type PodFinal } from '../../common/contract/finals.ts';
-import { maxOf, TOP_UP, withBase, type Book } from './book.ts';
+import { maxOf, type Book } from './book.ts';
+import { TOP_UP, withBase } from './entry.ts';
 
 /** Why a final was not used. */
 type Refusal = 'unknown pod' | 'namespace mismatch';

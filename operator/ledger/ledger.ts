@@ -77,17 +77,13 @@
  */
 import { addTo, copy, equal, isZero, sum, type Counts } from '../../common/contract/counts.ts';
 import type { PodFinal } from '../../common/contract/finals.ts';
-import {
-  parseLedger,
-  usagePath,
-  type UsageKind,
-  type UsageObject,
-  type Workload,
-} from '../../common/contract/usage.ts';
+import { parseLedger, usagePath, type UsageKind, type UsageObject } from '../../common/contract/usage.ts';
+import type { Workload } from '../../common/contract/workloads.ts';
 import { listAll } from '../../common/kube/list.ts';
 import type { NodeListener } from '../nodes.ts';
 import type { PodListener, PodRecord } from '../pods.ts';
-import { Book, KINDS, maxOf, withBase, type Entry, type LedgerOptions } from './book.ts';
+import { Book, KINDS, maxOf, type LedgerOptions } from './book.ts';
+import { withBase, type Entry } from './entry.ts';
 import { applyFinal, dropStale, finalOf, isStale } from './finals.ts';
 import { loadLedger, type Loaded, type LoadedObject } from './load.ts';
 import { deleteExpired } from './retention.ts';

@@ -12,16 +12,8 @@ import {
   type UsageKind,
   type UsageObject,
 } from '../../common/contract/usage.ts';
-import {
-  checkpointedSum,
-  isPodRecord,
-  KINDS,
-  maxOf,
-  takeNodeLedger,
-  type Book,
-  type Entry,
-  type Retiree,
-} from './book.ts';
+import { checkpointedSum, KINDS, maxOf, type Book } from './book.ts';
+import { isPodRecord, takeNodeLedger, type Entry, type Retiree } from './entry.ts';
 import { applyFinal } from './finals.ts';
 
 /** One usage object as read, with its ledger parsed. */

@@ -18,13 +18,8 @@
  */
 import type { Logger } from '../../common/log.ts';
 import { equal, fitsStatus, toStrings, type Counts } from '../../common/contract/counts.ts';
-import {
-  WORKLOAD_KIND_MAX,
-  WORKLOAD_NAME_MAX,
-  type CheckpointEntry,
-  type UsageStatus,
-  type Workload,
-} from '../../common/contract/usage.ts';
+import type { CheckpointEntry, UsageStatus } from '../../common/contract/usage.ts';
+import { WORKLOAD_KIND_MAX, WORKLOAD_NAME_MAX, type Workload } from '../../common/contract/workloads.ts';
 import type { OperatorErrorOp } from '../errors.ts';
 import { contribution, type PodRecord } from '../pods.ts';
 

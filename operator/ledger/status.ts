@@ -33,7 +33,8 @@ import {
   type UsageStatus,
 } from '../../common/contract/usage.ts';
 import { contribution, type PodRecord } from '../pods.ts';
-import { checkpointedSum, TOP_UP, type Book, type Entry, type Retiree, type Retirement } from './book.ts';
+import { checkpointedSum, type Book } from './book.ts';
+import { TOP_UP, type Entry, type Retiree, type Retirement } from './entry.ts';
 import type { Quarantine } from './quarantine.ts';
 
 /**
@@ -78,14 +79,17 @@ function planCheckpoint(book: Book, e: Entry, now: number, quarantine: Quarantin
   return { checkpoint, live, snapshot, keepDirty };
 }
 
-export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quarantine): PlannedStatus {
-  quarantine.prune(e.name, e.members!, e.pendingNode);
-  const { checkpoint, live, snapshot, keepDirty } = planCheckpoint(book, e, now, quarantine);
+/**
+ * A NodeUsage's retirements as they are to be written: the kept ones (the
+ * rolled up dropped after the ttl) and its pending pods numbered on from
+ * its last `seq` (`newlyRetired`, to roll up once written), their finals
+ * added to `retired`.
+ */
+function planRetirements(book: Book, e: Entry, now: number, quarantine: Quarantine) {
   const retiring = new Map([...e.retiring].filter(([, r]) => !(r.entry.rolledUp && now - r.at > book.ttlMs)));
   const retired = copy(e.retired);
   let retiredPods = e.retiredPods;
   let seq = e.seq;
-  const through = book.throughOf(e); // (this write's retirements are in no namespace yet)
   const newlyRetired: [string, { pod: Retiree; final: Counts }, number][] = [];
   for (const [uid, pend] of e.pendingNode) {
     if (retiring.has(uid) || quarantine.holds(uid)) continue;
@@ -105,6 +109,14 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
     addTo(retired, pend.final);
     if (!uid.endsWith(TOP_UP)) retiredPods++;
   }
+  return { retiring, retired, retiredPods, seq, newlyRetired };
+}
+
+export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quarantine): PlannedStatus {
+  quarantine.prune(e.name, e.members!, e.pendingNode);
+  const { checkpoint, live, snapshot, keepDirty } = planCheckpoint(book, e, now, quarantine);
+  const through = book.throughOf(e); // (this write's retirements are in no namespace yet)
+  const { retiring, retired, retiredPods, seq, newlyRetired } = planRetirements(book, e, now, quarantine);
   const finalsAfter = compact(retiring, e.finalsAfter);
   const layout = spillLayout(retiring, e.spills);
   const goneSince = e.goneSince;
@@ -138,16 +150,7 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
       });
       e.finalsAfter = finalsAfter;
       e.goneSinceWritten = goneSince;
-      for (const { p, counts } of snapshot) {
-        const before = p.checkpointed ?? zero();
-        if (equal(before, counts)) continue;
-        const delta = copy(counts);
-        subFrom(delta, before);
-        p.checkpointed = counts; // (a pod that died meanwhile: its retirement takes back this new checkpoint)
-        book.addLive(p, delta);
-        book.dirty(book.entry('NamespaceUsage', p.namespace));
-        if (p.workload) book.dirty(book.entry('WorkloadUsage', p.workload));
-      }
+      commitCheckpoint(book, snapshot);
       e.live = checkpointedSum(e.members!);
       for (const [uid, pend] of pendingSnapshot) {
         if (e.pendingNode.get(uid) === pend) e.pendingNode.delete(uid);
@@ -159,6 +162,20 @@ export function nodeStatus(book: Book, e: Entry, now: number, quarantine: Quaran
       }
     },
   };
+}
+
+/** The checkpoint written: each pod's counts as checkpointed from now, their change moved into its namespace's and workload's live sums. */
+function commitCheckpoint(book: Book, snapshot: { p: PodRecord; counts: Counts }[]): void {
+  for (const { p, counts } of snapshot) {
+    const before = p.checkpointed ?? zero();
+    if (equal(before, counts)) continue;
+    const delta = copy(counts);
+    subFrom(delta, before);
+    p.checkpointed = counts; // (a pod that died meanwhile: its retirement takes back this new checkpoint)
+    book.addLive(p, delta);
+    book.dirty(book.entry('NamespaceUsage', p.namespace));
+    if (p.workload) book.dirty(book.entry('WorkloadUsage', p.workload));
+  }
 }
 
 export function rollupStatus(book: Book, e: Entry): PlannedStatus {

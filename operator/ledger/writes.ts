@@ -23,7 +23,8 @@ import {
   type UsageObject,
   type UsageStatus,
 } from '../../common/contract/usage.ts';
-import { takeNodeLedger, type Book, type Entry } from './book.ts';
+import type { Book } from './book.ts';
+import { takeNodeLedger, type Entry } from './entry.ts';
 import { Quarantine } from './quarantine.ts';
 import { createSpill, deleteSpills, readSpills } from './spills.ts';
 import { nodeStatus, rollupStatus } from './status.ts';

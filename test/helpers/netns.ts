@@ -10,9 +10,17 @@
  *     exec     argv prefix that runs a command inside: ['ip', 'netns', 'exec', name]
  *     remove() `ip netns del`; idempotent. Processes still inside keep the
  *              namespace alive until they exit (remove their cgroups first).
+ *
+ *   vethPair(inner, outer, outerName, { innerMac?, outerMac?, mtu? })
+ *     A veth pair joining two of them: eth0 in `inner`, `outerName` in
+ *     `outer`, both up, without IPv6 duplicate address detection.
+ *   addDnat(netns, family, service, to, match?)
+ *     kube-proxy's iptables rule in `netns`'s nat PREROUTING chain: packets
+ *     to `service` (`match`: of one protocol to one port) go to `to`.
  */
 import { execFileSync } from 'node:child_process';
 import { afterOrSignal, randomSuffix, sweepOnce, sweepStale, TEST_PREFIX, type AfterHook } from './cleanup.ts';
+import type { Family } from './traffic.ts';
 
 export interface TestNetns {
   name: string;
@@ -55,6 +63,60 @@ export function makeNetns(t?: AfterHook): TestNetns {
     throw err;
   }
   return { name, exec: ['ip', 'netns', 'exec', name], remove };
+}
+
+/** Runs `argv` inside `netns`; its stdout. */
+export function inNetns(netns: TestNetns, argv: string[]): string {
+  return execFileSync('ip', ['netns', 'exec', netns.name, ...argv], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** A veth pair from `inner` (named eth0 there) to `outer` (named `outerName`), both ends up; MACs and MTU as given. */
+export function vethPair(
+  inner: TestNetns,
+  outer: TestNetns,
+  outerName: string,
+  options: { innerMac?: string; outerMac?: string; mtu?: number } = {},
+): void {
+  const temp = `pmv${randomSuffix()
+    .replace(/[^a-z0-9]/g, '')
+    .slice(-8)}`; // veth names: at most 15 characters
+  const mac = (address: string | undefined) => (address === undefined ? [] : ['address', address]);
+  ip([
+    ...['link', 'add', temp, ...mac(options.innerMac), 'netns', inner.name],
+    ...['type', 'veth', 'peer', 'name', outerName, ...mac(options.outerMac), 'netns', outer.name],
+  ]);
+  ip(['-n', inner.name, 'link', 'set', temp, 'name', 'eth0']);
+  const mtu = options.mtu === undefined ? [] : ['mtu', String(options.mtu)];
+  for (const [ns, dev] of [
+    [inner, 'eth0'],
+    [outer, outerName],
+  ] as const) {
+    inNetns(ns, ['sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
+    ip(['-n', ns.name, 'link', 'set', dev, ...mtu, 'up']);
+  }
+}
+
+/**
+ * kube-proxy's rule for a Service (its iptables mode), in `netns`: packets
+ * to `service` (with `match`, only those of that protocol to that port) go
+ * to `to` (an address, or address:port; [address]:port for IPv6).
+ */
+export function addDnat(
+  netns: TestNetns,
+  family: Family,
+  service: string,
+  to: string,
+  match?: { protocol: 'tcp' | 'udp'; port: number },
+): void {
+  const only = match === undefined ? [] : ['-p', match.protocol, '--dport', String(match.port)];
+  inNetns(netns, [
+    family === 4 ? 'iptables' : 'ip6tables',
+    ...['-t', 'nat', '-A', 'PREROUTING', '-d', service, ...only],
+    ...['-j', 'DNAT', '--to-destination', to],
+  ]);
 }
 
 /** TCP segments retransmitted in the namespace (/proc/net/snmp is per netns: only the test's connections). */

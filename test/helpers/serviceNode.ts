@@ -37,8 +37,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterOrSignal, randomSuffix, type AfterHook } from './cleanup.ts';
-import { makeNetns, type TestNetns } from './netns.ts';
+import { afterOrSignal, type AfterHook } from './cleanup.ts';
+import { addDnat, inNetns, makeNetns, vethPair, type TestNetns } from './netns.ts';
 import type { Family } from './traffic.ts';
 
 export const SERVICE_ADDRESSES = {
@@ -68,46 +68,6 @@ function ip(netns: TestNetns, args: string[]): void {
   execFileSync('ip', ['-n', netns.name, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-function inNetns(netns: TestNetns, argv: string[]): string {
-  return execFileSync('ip', ['netns', 'exec', netns.name, ...argv], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-}
-
-/** A veth pair from `inner` (named eth0 there, MAC innerMac) to `outer` (named outerName, MAC outerMac). */
-function veth(inner: TestNetns, innerMac: string, outer: TestNetns, outerName: string, outerMac: string): void {
-  const temp = `pmv${randomSuffix()
-    .replace(/[^a-z0-9]/g, '')
-    .slice(-8)}`; // veth names: at most 15 characters
-  execFileSync('ip', [
-    'link',
-    'add',
-    temp,
-    'address',
-    innerMac,
-    'netns',
-    inner.name,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    outerName,
-    'address',
-    outerMac,
-    'netns',
-    outer.name,
-  ]);
-  ip(inner, ['link', 'set', temp, 'name', 'eth0']);
-  for (const [ns, dev] of [
-    [inner, 'eth0'],
-    [outer, outerName],
-  ] as const) {
-    inNetns(ns, ['sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
-    ip(ns, ['link', 'set', dev, 'up']);
-  }
-}
-
 const MAC = {
   pod: '02:00:0a:f4:01:02',
   podGateway: '02:00:0a:f4:01:01',
@@ -119,8 +79,8 @@ export function makeServiceNode(t?: AfterHook): ServiceNode {
   const pod = makeNetns(t);
   const node = makeNetns(t);
   const backend = makeNetns(t);
-  veth(pod, MAC.pod, node, 'pod0', MAC.podGateway);
-  veth(backend, MAC.backend, node, 'backend0', MAC.backendGateway);
+  vethPair(pod, node, 'pod0', { innerMac: MAC.pod, outerMac: MAC.podGateway });
+  vethPair(backend, node, 'backend0', { innerMac: MAC.backend, outerMac: MAC.backendGateway });
   inNetns(node, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
   const A = SERVICE_ADDRESSES;
   for (const family of [4, 6] as const) {
@@ -180,23 +140,7 @@ export function makeServiceNode(t?: AfterHook): ServiceNode {
     backend,
     dnat(protocol, family, servicePort, backendPort) {
       const to = family === 4 ? `${A.backend[4]}:${backendPort}` : `[${A.backend[6]}]:${backendPort}`;
-      inNetns(node, [
-        family === 4 ? 'iptables' : 'ip6tables',
-        '-t',
-        'nat',
-        '-A',
-        'PREROUTING',
-        '-d',
-        A.clusterIP[family],
-        '-p',
-        protocol,
-        '--dport',
-        String(servicePort),
-        '-j',
-        'DNAT',
-        '--to-destination',
-        to,
-      ]);
+      addDnat(node, family, A.clusterIP[family], to, { protocol, port: servicePort });
     },
     async startBackend(ports) {
       await run(backend, ['backend', JSON.stringify(ports)]);

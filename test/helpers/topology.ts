@@ -36,8 +36,8 @@
  *   external     203.0.113.5     2001:db8:ff::5       the internet
  */
 import { execFileSync } from 'node:child_process';
-import { randomSuffix, type AfterHook } from './cleanup.ts';
-import { makeNetns, type TestNetns } from './netns.ts';
+import type { AfterHook } from './cleanup.ts';
+import { addDnat, makeNetns, vethPair, type TestNetns } from './netns.ts';
 import type { Loaded } from './bpf.ts';
 import type { Endpoints, Family } from './traffic.ts';
 
@@ -81,31 +81,7 @@ function ip(netns: TestNetns, args: string[]): void {
 export function makeTopology(t?: AfterHook): Topology {
   const pod = makeNetns(t);
   const world = makeNetns(t);
-  const host = `pmv${randomSuffix()
-    .replace(/[^a-z0-9]/g, '')
-    .slice(-8)}`; // veth names: at most 15 characters
-  execFileSync('ip', [
-    'link',
-    'add',
-    host,
-    'netns',
-    pod.name,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    'world0',
-    'netns',
-    world.name,
-  ]);
-  ip(pod, ['link', 'set', host, 'name', 'eth0']);
-  for (const [ns, dev] of [
-    [pod, 'eth0'],
-    [world, 'world0'],
-  ] as const) {
-    execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', `net.ipv6.conf.${dev}.accept_dad=0`]);
-    ip(ns, ['link', 'set', dev, 'mtu', '65535', 'up']);
-  }
+  vethPair(pod, world, 'world0', { mtu: 65535 });
   for (const family of [4, 6] as const) {
     const flags = family === 6 ? ['nodad'] : [];
     ip(pod, [
@@ -168,23 +144,7 @@ export function dnatService(
   backend: Exclude<Peer, 'service'>,
   families: readonly Family[] = [4, 6],
 ): void {
-  for (const family of families)
-    execFileSync('ip', [
-      'netns',
-      'exec',
-      topo.world.name,
-      family === 4 ? 'iptables' : 'ip6tables',
-      '-t',
-      'nat',
-      '-A',
-      'PREROUTING',
-      '-d',
-      ADDRESSES.service[family],
-      '-j',
-      'DNAT',
-      '--to-destination',
-      ADDRESSES[backend][family],
-    ]);
+  for (const family of families) addDnat(topo.world, family, ADDRESSES.service[family], ADDRESSES[backend][family]);
 }
 
 export function benchNetwork(

@@ -3,7 +3,7 @@
  * finals): a pod unit of its own uid and cgroup path, live, no traffic,
  * unless `over` says otherwise.
  */
-import type { Unit } from '../../agent/counting/tracker.ts';
+import type { Unit } from '../../agent/counting/unit.ts';
 import { NO_COUNTS } from '../../common/contract/counts.ts';
 
 /** A pod uid numbered `i` (valid UUID form). */

@@ -41,7 +41,8 @@ import { waitFor } from '../helpers/poll.ts';
 import { ANNOTATIONS } from '../../common/contract/annotations.ts';
 import { fromStrings, toStrings } from '../../common/contract/counts.ts';
 import { MAX_FINALS } from '../../common/contract/finals.ts';
-import { NAMESPACE_LABEL, usagePath, workloadUsageName, type UsageObject } from '../../common/contract/usage.ts';
+import { NAMESPACE_LABEL, usagePath, type UsageObject } from '../../common/contract/usage.ts';
+import { workloadUsageName } from '../../common/contract/workloads.ts';
 
 const NODE = 'podmeter-test-hostile-node';
 const OTHER = 'podmeter-test-hostile-other';

@@ -27,19 +27,17 @@ import {
   add,
   apply,
   asStrings,
-  counters,
   ledgerLoaded,
   ledgerLoads,
   operatorCluster,
   startOperator,
   totalsBecome,
   usage,
-  type Counts,
   type OperatorCluster,
 } from '../helpers/operatorCluster.ts';
+import { JobChurn } from '../helpers/jobChurn.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { listAll } from '../../common/kube/list.ts';
 import { spillPath, usagePath, type SpillObject, type UsageObject } from '../../common/contract/usage.ts';
 
@@ -51,73 +49,6 @@ const NS = 'burst';
 const WINDOW = 50;
 const CONCURRENCY = 16;
 const MAX_OBJECT_BYTES = 512 * 1024;
-
-class Burst {
-  readonly finals = new Map<number, Counts>();
-  readonly #created = new Map<number, Promise<void>>();
-  deleted = 0;
-  readonly #oc: OperatorCluster;
-
-  constructor(oc: OperatorCluster) {
-    this.#oc = oc;
-  }
-
-  #create(i: number): Promise<void> {
-    const counts = counters(i);
-    const created = (async () => {
-      await this.#oc.api.request('POST', `/api/v1/namespaces/${NS}/pods`, {
-        body: {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: {
-            name: `job-${i}-b4x2q`,
-            namespace: NS,
-            ownerReferences: [
-              {
-                apiVersion: 'batch/v1',
-                kind: 'Job',
-                name: `job-${i}`,
-                uid: `00000000-0000-4000-9000-${String(i).padStart(12, '0')}`,
-                controller: true,
-              },
-            ],
-            annotations: { ...podAnnotations(counts, undefined), [ANNOTATIONS.updated]: new Date().toISOString() },
-          },
-          spec: { nodeName: NODE, containers: [{ name: 'job', image: 'example.invalid/job' }] },
-        },
-      });
-      this.finals.set(i, counts);
-    })();
-    this.#created.set(i, created);
-    return created;
-  }
-
-  async #delete(i: number): Promise<void> {
-    await this.#created.get(i);
-    await this.#oc.api.request('DELETE', `/api/v1/namespaces/${NS}/pods/job-${i}-b4x2q`, {
-      query: { gracePeriodSeconds: 0 },
-    });
-    this.deleted++;
-  }
-
-  /** Jobs `from..to-1` unpaced; each deletes the pod WINDOW before it; `finish` deletes the last WINDOW too. */
-  async run(from: number, to: number, finish: boolean): Promise<void> {
-    let next = from;
-    const worker = async () => {
-      while (next < to) {
-        const i = next++;
-        await this.#create(i);
-        if (i - WINDOW >= 0) await this.#delete(i - WINDOW);
-      }
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    if (finish) for (let i = Math.max(0, to - WINDOW); i < to; i++) await this.#delete(i);
-  }
-
-  sum(): Counts {
-    return add(...this.finals.values());
-  }
-}
 
 /** The NodeUsage, NamespaceUsage and NodeRetirements objects sampled: largest, and the backlog they show. */
 class Sampler {
@@ -184,7 +115,7 @@ test(
       args: ['--max-status-writes-per-second', String(BUDGET)],
     });
     await waitFor('leader', async () => ((await op.leader()) ? true : undefined), 60_000);
-    const burst = new Burst(oc);
+    const burst = new JobChurn({ oc, namespace: NS, node: () => NODE, window: WINDOW, concurrency: CONCURRENCY });
     const sampler = new Sampler(oc);
     t.after(() => sampler.stop());
     const started = Date.now();
@@ -192,7 +123,7 @@ test(
     let exactS = 0;
     const run = async () => {
       const half = Math.floor(JOBS / 2);
-      await burst.run(0, half, false);
+      await burst.run(0, half, { first: 0, finish: false });
       const firstHalfS = (Date.now() - started) / 1000;
       // Every pod deleted so far is on record in the NodeUsage (a pod the operator saw die but had not yet
       // written when it was killed, and never checkpointed, would be known to no one: in a real cluster its
@@ -224,7 +155,7 @@ test(
         op.logs.some((l) => l.msg === 'ledger loaded' && l.diedWhileAway === 0),
         'no pod died while it was down (the churn waited)',
       );
-      await burst.run(half, JOBS, true);
+      await burst.run(half, JOBS, { first: 0, finish: true });
       burstS = (Date.now() - started) / 1000;
 
       await totalsBecome(oc, 'NamespaceUsage', NS, burst.sum(), 20 * 60_000);

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sample } from '../helpers/samples.ts';
-import { workloadUsageName } from '../../common/contract/usage.ts';
+import { workloadUsageName } from '../../common/contract/workloads.ts';
 import {
   add,
   apply,

@@ -31,7 +31,6 @@ import {
   add,
   apply,
   asStrings,
-  counters,
   ledgerLoaded,
   ledgerLoads,
   operatorCluster,
@@ -39,12 +38,11 @@ import {
   totals,
   totalsBecome,
   usage,
-  type Counts,
   type OperatorCluster,
 } from '../helpers/operatorCluster.ts';
+import { JobChurn } from '../helpers/jobChurn.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sleep } from '../helpers/cleanup.ts';
-import { ANNOTATIONS, podAnnotations } from '../../common/contract/annotations.ts';
 import { listAll } from '../../common/kube/list.ts';
 import { usagePath, type UsageKind, type UsageObject } from '../../common/contract/usage.ts';
 
@@ -69,115 +67,6 @@ const heapOf = async (url: string) =>
 const rssOf = (pid: number) =>
   Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
-
-/** Creates and deletes the pods of Jobs `from..to-1` with WINDOW alive at a time; their final counts go into `finals`. */
-class Churn {
-  readonly finals = new Map<number, Counts>();
-  readonly #created = new Map<number, Promise<string>>();
-  readonly #deleted = new Set<number>();
-  readonly #oc: OperatorCluster;
-  requests = 0;
-
-  constructor(oc: OperatorCluster) {
-    this.#oc = oc;
-  }
-
-  name(i: number): string {
-    return `job-${i}-x7k2p`;
-  }
-
-  /** Pod of Job `job-i` on one of NODES (or `node`), with counts; every 10th is annotated again (grown) before it dies. */
-  create(i: number, node = NODES[i % NODES.length]!): Promise<string> {
-    const counts = counters(i);
-    const created = (async () => {
-      const pod = await this.#oc.api.request<{ metadata: { uid: string } }>('POST', `/api/v1/namespaces/${NS}/pods`, {
-        body: {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: {
-            name: this.name(i),
-            namespace: NS,
-            ownerReferences: [
-              {
-                apiVersion: 'batch/v1',
-                kind: 'Job',
-                name: `job-${i}`,
-                uid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-                controller: true,
-              },
-            ],
-            annotations: { ...podAnnotations(counts, undefined), [ANNOTATIONS.updated]: new Date().toISOString() },
-          },
-          spec: { nodeName: node, containers: [{ name: 'job', image: 'example.invalid/job' }] },
-        },
-      });
-      this.requests++;
-      this.finals.set(i, counts);
-      return pod.metadata.uid;
-    })();
-    this.#created.set(i, created);
-    return created;
-  }
-
-  /** Deletes Job `i`'s pod; `grow` (every 10th pod): its agent writes grown counts first. */
-  async delete(i: number, grow = true): Promise<void> {
-    if (this.#deleted.has(i)) return;
-    this.#deleted.add(i);
-    const uid = await this.#created.get(i)!;
-    if (grow && i % 10 === 0) {
-      const grown = add(this.finals.get(i)!, counters(3));
-      await this.#oc.api.request('PATCH', `/api/v1/namespaces/${NS}/pods/${this.name(i)}`, {
-        body: {
-          metadata: {
-            uid,
-            annotations: { ...podAnnotations(grown, undefined), [ANNOTATIONS.updated]: new Date().toISOString() },
-          },
-        },
-        contentType: 'application/merge-patch+json',
-      });
-      this.finals.set(i, grown);
-      this.requests++;
-    }
-    await this.#oc.api.request('DELETE', `/api/v1/namespaces/${NS}/pods/${this.name(i)}`, {
-      query: { gracePeriodSeconds: 0 },
-    });
-    this.requests++;
-  }
-
-  /** Jobs whose pod lives, with its uid. */
-  async alive(): Promise<[number, string][]> {
-    const out: [number, string][] = [];
-    for (const [i, uid] of this.#created) if (!this.#deleted.has(i)) out.push([i, await uid]);
-    return out;
-  }
-
-  /**
-   * Jobs `from..to-1`: creates each one's pod and deletes the pod WINDOW
-   * Jobs before it (not before `first`); `finish` deletes the last WINDOW too.
-   */
-  async run(from: number, to: number, options: { first: number; finish: boolean }): Promise<void> {
-    let next = from;
-    const started = Date.now();
-    const worker = async () => {
-      while (next < to) {
-        const i = next++;
-        const due = started + ((i - from) * 1000) / RATE;
-        if (due > Date.now()) await sleep(due - Date.now());
-        await this.create(i);
-        if (i - WINDOW >= options.first) await this.delete(i - WINDOW);
-      }
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    if (!options.finish) return;
-    const tail = (await this.alive()).map(([i]) => i).filter((i) => i >= options.first && i < to);
-    for (let k = 0; k < tail.length; k += CONCURRENCY)
-      await Promise.all(tail.slice(k, k + CONCURRENCY).map((i) => this.delete(i)));
-  }
-
-  sum(): Counts {
-    return add(...this.finals.values());
-  }
-}
 
 /** Every usage object's size and count, sampled while churning; WorkloadUsage deletions with the goneSince last seen. */
 class Observer {
@@ -265,7 +154,15 @@ test(
     const abort = new AbortController();
     t.after(() => abort.abort());
     const deletions = watchDeletions(oc, abort.signal);
-    const churn = new Churn(oc);
+    const churn = new JobChurn({
+      oc,
+      namespace: NS,
+      node: (i) => NODES[i % NODES.length]!,
+      window: WINDOW,
+      concurrency: CONCURRENCY,
+      ratePerS: RATE,
+      growEvery: 10,
+    });
     const observer = new Observer(oc);
     t.after(() => observer.stop());
 

@@ -16,7 +16,7 @@ import {
   SPILL_BYTES,
   spillLayout,
 } from '../../operator/ledger/status.ts';
-import type { Retirement } from '../../operator/ledger/book.ts';
+import type { Retirement } from '../../operator/ledger/entry.ts';
 import { toStrings } from '../../common/contract/counts.ts';
 import { counters } from '../helpers/operatorCluster.ts';
 

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { LinkRepair, type LinkRepairErrorOp } from '../../agent/counting/relink.ts';
-import type { Unit } from '../../agent/counting/tracker.ts';
+import type { Unit } from '../../agent/counting/unit.ts';
 import { NO_COUNTS } from '../../common/contract/counts.ts';
 
 function unit(id: bigint, relPath: string, state: Unit['state'] = 'live'): Unit {

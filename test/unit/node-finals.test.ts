@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { nodeFinals } from '../../agent/kube/finals.ts';
-import type { Unit } from '../../agent/counting/tracker.ts';
+import type { Unit } from '../../agent/counting/unit.ts';
 import { podUnit, uidOf } from '../helpers/units.ts';
 import { encodeNodeFinals, FINALS_WINDOW_MS, MAX_FINALS, parseNodeFinals } from '../../common/contract/finals.ts';
 

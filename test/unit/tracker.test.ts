@@ -21,7 +21,9 @@ import { type Cgroup, cgroupId } from '../../agent/kernel/bpf.ts';
 import type { KernelRead } from '../../agent/counting/meter.ts';
 import type { LinkPin } from '../../agent/counting/pins.ts';
 import { StateStore } from '../../agent/counting/state.ts';
-import { Tracker, type TrackerMeter, type Unit } from '../../agent/counting/tracker.ts';
+import { Tracker } from '../../agent/counting/tracker.ts';
+import type { TrackerMeter } from '../../agent/counting/trackerPorts.ts';
+import type { Unit } from '../../agent/counting/unit.ts';
 import { NO_COUNTS, unitCounts, type ClassTraffic, type UnitCounts } from '../../common/contract/counts.ts';
 import { waitFor } from '../helpers/poll.ts';
 

@@ -1,16 +1,15 @@
-/** The usage custom resources' contract (common/contract/usage.ts): object names and reading a hand-edited status. */
+/** The usage custom resources' contract (common/contract/usage.ts, workloads.ts): object names and reading a hand-edited status. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { parseLedger, statusTotals } from '../../common/contract/usage.ts';
 import {
-  parseLedger,
-  statusTotals,
   WORKLOAD_KIND_MAX,
   WORKLOAD_NAME_MAX,
   workloadKind,
   workloadName,
   workloadUsageName,
-} from '../../common/contract/usage.ts';
+} from '../../common/contract/workloads.ts';
 import { toStrings, zero } from '../../common/contract/counts.ts';
 
 test('WorkloadUsage names: readable, valid, bounded', () => {

@@ -1,4 +1,4 @@
-// Conntrack lookups over ctnetlink (conntrack.h). A batch goes in chunks:
+// Conntrack lookups over ctnetlink (conntrack.h; the messages: ctnetlink.h). A batch goes in chunks:
 // one sendto() of many IPCTNL_MSG_CT_GET messages, which the kernel answers
 // while sendto() runs (netlink to the kernel is synchronous), one message per
 // request (the entry; or NLMSG_ERROR, ENOENT when there is none) into the
@@ -10,8 +10,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/netfilter/nfnetlink.h>
-#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -29,13 +27,14 @@
 #include <string>
 #include <vector>
 
+#include "ctnetlink.h"
 #include "errors.h"
 
 namespace podmeter {
 namespace {
 
-// The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
-const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+using ctnetlink::kMapped;
+using ctnetlink::Tuple;
 
 // Requests per sendto() at first; halved after a chunk whose answers did not all arrive.
 constexpr size_t kFirstChunk = 256;
@@ -48,24 +47,7 @@ constexpr int kMaxStalls = 3;
 // How long a chunk waits for answers that are neither there nor reported lost.
 constexpr int kWaitMs = 100;
 
-const uint16_t kCtGet = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-const uint16_t kCtNew = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
-
 const char* const kNeedsNetAdmin = "the agent needs CAP_NET_ADMIN to read the node's conntrack table";
-
-struct Tuple {
-  uint8_t src[16];   // IPv4 as IPv4-mapped
-  uint8_t dst[16];
-  uint16_t srcPort;  // network order
-  uint16_t dstPort;
-  uint8_t proto;
-
-  bool V4() const { return memcmp(src, kMapped, 12) == 0 && memcmp(dst, kMapped, 12) == 0; }
-  bool operator==(const Tuple& o) const {
-    return memcmp(src, o.src, 16) == 0 && memcmp(dst, o.dst, 16) == 0 && srcPort == o.srcPort &&
-           dstPort == o.dstPort && proto == o.proto;
-  }
-};
 
 // A tuple record of conntrackReplies' input (conntrack.h).
 Tuple ReadTuple(const uint8_t* record) {
@@ -78,146 +60,8 @@ Tuple ReadTuple(const uint8_t* record) {
   return t;
 }
 
-// Appends netlink messages to a buffer; attributes are padded to 4 bytes with zeros.
-class Writer {
- public:
-  explicit Writer(std::vector<uint8_t>& buf) : buf_(buf) {}
-
-  // One IPCTNL_MSG_CT_GET of the entry whose original (or reply) tuple is `t`.
-  void Get(const Tuple& t, uint32_t seq) {
-    size_t start = buf_.size();
-    Reserve(sizeof(nlmsghdr));
-    nfgenmsg g = {};
-    g.nfgen_family = t.V4() ? AF_INET : AF_INET6;
-    g.version = NFNETLINK_V0;
-    Put(&g, sizeof g);
-    size_t orig = Begin(CTA_TUPLE_ORIG);
-    size_t ip = Begin(CTA_TUPLE_IP);
-    if (t.V4()) {
-      Attr(CTA_IP_V4_SRC, t.src + 12, 4);
-      Attr(CTA_IP_V4_DST, t.dst + 12, 4);
-    } else {
-      Attr(CTA_IP_V6_SRC, t.src, 16);
-      Attr(CTA_IP_V6_DST, t.dst, 16);
-    }
-    End(ip);
-    size_t proto = Begin(CTA_TUPLE_PROTO);
-    Attr(CTA_PROTO_NUM, &t.proto, 1);
-    Attr(CTA_PROTO_SRC_PORT, &t.srcPort, 2);
-    Attr(CTA_PROTO_DST_PORT, &t.dstPort, 2);
-    End(proto);
-    End(orig);
-    nlmsghdr h = {};
-    h.nlmsg_len = static_cast<uint32_t>(buf_.size() - start);
-    h.nlmsg_type = kCtGet;
-    h.nlmsg_flags = NLM_F_REQUEST;  // no NLM_F_ACK: one answer per request, the entry or an error
-    h.nlmsg_seq = seq;
-    memcpy(buf_.data() + start, &h, sizeof h);
-  }
-
- private:
-  size_t Reserve(size_t n) {
-    size_t at = buf_.size();
-    buf_.resize(at + NLA_ALIGN(n), 0);
-    return at;
-  }
-  void Put(const void* data, size_t n) {
-    size_t at = Reserve(n);  // first: it may move the buffer
-    memcpy(buf_.data() + at, data, n);
-  }
-  size_t Begin(uint16_t type) {
-    nlattr a = {0, static_cast<uint16_t>(type | NLA_F_NESTED)};
-    size_t at = buf_.size();
-    Put(&a, sizeof a);
-    return at;
-  }
-  void End(size_t at) {
-    uint16_t len = static_cast<uint16_t>(buf_.size() - at);
-    memcpy(buf_.data() + at + offsetof(nlattr, nla_len), &len, sizeof len);
-  }
-  void Attr(uint16_t type, const void* data, size_t n) {
-    nlattr a = {static_cast<uint16_t>(NLA_HDRLEN + n), type};
-    Put(&a, sizeof a);
-    Put(data, n);
-  }
-  std::vector<uint8_t>& buf_;
-};
-
-// Calls fn(type, data, length) for each attribute in [p, p + len) until one is malformed.
-template <typename F>
-void ForEachAttr(const uint8_t* p, size_t len, F fn) {
-  while (len >= NLA_HDRLEN) {
-    nlattr a;
-    memcpy(&a, p, sizeof a);
-    if (a.nla_len < NLA_HDRLEN || a.nla_len > len) return;
-    fn(static_cast<uint16_t>(a.nla_type & NLA_TYPE_MASK), p + NLA_HDRLEN, a.nla_len - NLA_HDRLEN);
-    size_t step = NLA_ALIGN(a.nla_len);
-    if (step >= len) return;
-    p += step;
-    len -= step;
-  }
-}
-
-// The tuple of a CTA_TUPLE_ORIG or CTA_TUPLE_REPLY nest; false when a part is missing.
-bool ParseTuple(const uint8_t* p, size_t len, Tuple* t) {
-  memset(t, 0, sizeof *t);
-  unsigned have = 0;
-  ForEachAttr(p, len, [&](uint16_t type, const uint8_t* d, size_t n) {
-    if (type == CTA_TUPLE_IP) {
-      ForEachAttr(d, n, [&](uint16_t kind, const uint8_t* a, size_t m) {
-        bool v4 = kind == CTA_IP_V4_SRC || kind == CTA_IP_V4_DST;
-        bool src = kind == CTA_IP_V4_SRC || kind == CTA_IP_V6_SRC;
-        bool dst = kind == CTA_IP_V4_DST || kind == CTA_IP_V6_DST;
-        if ((!src && !dst) || m != (v4 ? 4u : 16u)) return;
-        uint8_t* to = src ? t->src : t->dst;
-        if (v4) {
-          memcpy(to, kMapped, 12);
-          memcpy(to + 12, a, 4);
-        } else {
-          memcpy(to, a, 16);
-        }
-        have |= src ? 1 : 2;
-      });
-    } else if (type == CTA_TUPLE_PROTO) {
-      ForEachAttr(d, n, [&](uint16_t kind, const uint8_t* a, size_t m) {
-        if (kind == CTA_PROTO_NUM && m == 1) {
-          t->proto = a[0];
-          have |= 4;
-        } else if (kind == CTA_PROTO_SRC_PORT && m == 2) {
-          memcpy(&t->srcPort, a, 2);
-          have |= 8;
-        } else if (kind == CTA_PROTO_DST_PORT && m == 2) {
-          memcpy(&t->dstPort, a, 2);
-          have |= 16;
-        }
-      });
-    }
-  });
-  return have == 31;
-}
-
-struct Entry {
-  Tuple orig;
-  Tuple reply;
-  uint8_t id[4];  // CTA_ID, big-endian as the kernel sends it
-};
-
-// An IPCTNL_MSG_CT_NEW message's payload (after the netlink header); false when a tuple is missing.
-bool ParseEntry(const uint8_t* p, size_t len, Entry* e) {
-  memset(e, 0, sizeof *e);
-  if (len < NLMSG_ALIGN(sizeof(nfgenmsg))) return false;
-  unsigned have = 0;
-  ForEachAttr(p + NLMSG_ALIGN(sizeof(nfgenmsg)), len - NLMSG_ALIGN(sizeof(nfgenmsg)),
-              [&](uint16_t type, const uint8_t* d, size_t n) {
-                if (type == CTA_TUPLE_ORIG && ParseTuple(d, n, &e->orig)) have |= 1;
-                if (type == CTA_TUPLE_REPLY && ParseTuple(d, n, &e->reply)) have |= 2;
-                if (type == CTA_ID && n == 4) memcpy(e->id, d, 4);
-              });
-  return have == 3;
-}
-
 // The answer record (conntrack.h) for `asked` from its entry: who sends in the other direction.
-void WriteAnswer(uint8_t* out, const Tuple& asked, const Entry& e) {
+void WriteAnswer(uint8_t* out, const Tuple& asked, const ctnetlink::Entry& e) {
   const Tuple& other = asked == e.reply ? e.orig : e.reply;
   memcpy(out, other.src, 16);
   memcpy(out + 16, &other.srcPort, 2);
@@ -252,10 +96,9 @@ bool Lookup(Napi::Env env, int fd, const uint8_t* tuples, size_t n, uint8_t* out
     uint32_t base = nextSeq.fetch_add(static_cast<uint32_t>(count));
     request.clear();
     asked.resize(count);
-    Writer writer(request);
     for (size_t k = 0; k < count; k++) {
       asked[k] = ReadTuple(tuples + pending[k] * kConntrackTupleBytes);
-      writer.Get(asked[k], base + static_cast<uint32_t>(k));
+      ctnetlink::AppendGet(request, asked[k], base + static_cast<uint32_t>(k));
     }
     done.assign(count, 0);
 
@@ -318,9 +161,9 @@ bool Lookup(Napi::Env env, int fd, const uint8_t* tuples, size_t n, uint8_t* out
             return false;
           }
           memset(answer, 0, kConntrackAnswerBytes);
-        } else if (h.nlmsg_type == kCtNew) {
-          Entry e;
-          if (!ParseEntry(payload, payloadLen, &e)) {
+        } else if (h.nlmsg_type == ctnetlink::kCtNew) {
+          ctnetlink::Entry e;
+          if (!ctnetlink::ParseEntry(payload, payloadLen, &e)) {
             ThrowSystemError(env, EPROTO, "netlink(IPCTNL_MSG_CT_GET)", "read a conntrack entry", "", "an answer without both tuples");
             return false;
           }
