@@ -199,6 +199,8 @@ test("status planning: the namespace and the workload each take a node's retirem
     'numbered 1; no namespace has it yet',
   );
   assert.ok(!book.dirtySet.has(node));
+  // Every change of the node from here on (the namespace's mark too) is a marker, made due 30 s later.
+  const before = Date.now();
   written(book, ns, (e) => rollupStatus(book, e));
   written(book, ns, (e) => rollupStatus(book, e));
 
@@ -212,7 +214,6 @@ test("status planning: the namespace and the workload each take a node's retirem
   assert.equal(nsStatus.goneSince, undefined, 'a namespace has no gone clock');
   assert.equal(node.retiring.get('b')?.entry.rolledUp, false, 'the workload has not taken it yet');
 
-  const before = Date.now();
   const wlPlan = written(book, wl, (e) => rollupStatus(book, e));
   assert.equal(wlPlan.status.retired.egressBytes, '400');
   assert.notEqual(wlPlan.status.goneSince, undefined, 'its last pod died: the retention clock is written');
