@@ -193,8 +193,8 @@ thread_local std::unordered_map<int, KnownLink> knownLinks;
 // The cgroup a link fd is attached to, into *cgroupId (0 once detached or
 // its cgroup gone); 0, or a positive errno when the kernel cannot say (see
 // LinkCgroupIds). The fd's kind is known first: the kernel describes a
-// map's or a program's fd into a bpf_link_info as well (a hash map's type,
-// 1, is BPF_LINK_TYPE_CGROUP's; its max_entries would read as a cgroup id).
+// map's or a program's fd into a bpf_link_info as well (a prog array's
+// type, 3, is BPF_LINK_TYPE_CGROUP's; its max_entries would read as a cgroup id).
 int CgroupOfLink(int fd, uint64_t* cgroupId) {
   *cgroupId = 0;
   if (fd < 0) return EBADF;
