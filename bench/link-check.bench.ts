@@ -1,7 +1,8 @@
 /**
- * Cost of the agent's check for links detached under it (Links.detached():
- * one BPF_OBJ_GET_INFO_BY_FD per held link, at every --interval), and of
- * putting one cgroup's detached link back (Links.reattach()).
+ * Cost of the agent's check for links detached under it (Links.detached(),
+ * at every --interval: one native call, Link.cgroupIds, with one
+ * BPF_OBJ_GET_INFO_BY_FD per held link), and of putting one cgroup's
+ * detached link back (Links.reattach()).
  *
  *   node --no-opt --no-maglev bench/link-check.bench.ts    (CGROUPS=500, i.e. 1,000 held links, by default)
  *

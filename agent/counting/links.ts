@@ -8,15 +8,7 @@
  * reattach() gives them new links in place of the old.
  */
 import { existsSync } from 'node:fs';
-import {
-  DIRECTIONS,
-  LegacyAttachment,
-  Link,
-  reserveFds,
-  type Cgroup,
-  type Direction,
-  type Program,
-} from '../kernel/bpf.ts';
+import { DIRECTIONS, Link, reserveFds, type Cgroup, type Direction, type Program } from '../kernel/bpf.ts';
 import { BpfError } from '../kernel/errors.ts';
 import { PinDir } from './pins.ts';
 
@@ -122,14 +114,24 @@ export class Links {
   /**
    * Cgroups one of whose held links is no longer attached to them: detached
    * by another tool, or the cgroup is gone (its links then report cgroup id
-   * 0 too; the caller tells the two apart). One BPF_OBJ_GET_INFO_BY_FD per
-   * held link (bench/link-check.bench.ts). Kernels without links (< 5.7)
-   * hold LegacyAttachments, which have no fd to ask: never reported.
+   * 0 too; the caller tells the two apart). Every held link asked in one
+   * native call (Link.cgroupIds; bench/link-check.bench.ts). Kernels without
+   * links (< 5.7) hold LegacyAttachments, which have no fd to ask: never
+   * reported.
    */
   detached(): bigint[] {
+    const owners: bigint[] = [];
+    const links: Link[] = [];
+    for (const [cgroupId, held] of this.#held) {
+      for (const link of held) {
+        owners.push(cgroupId);
+        links.push(link);
+      }
+    }
     const ids: bigint[] = [];
-    for (const [cgroupId, links] of this.#held) {
-      if (links.some((link) => detachedFrom(link, cgroupId))) ids.push(cgroupId);
+    for (const [i, attachedTo] of Link.cgroupIds(links).entries()) {
+      const owner = owners[i]!;
+      if (attachedTo !== undefined && attachedTo !== owner && ids.at(-1) !== owner) ids.push(owner);
     }
     return ids;
   }
@@ -191,12 +193,8 @@ export class Links {
 
 /** The link reports another cgroup than `cgroupId` (0n once detached); false when the kernel cannot say, or for a LegacyAttachment. */
 function detachedFrom(link: Link, cgroupId: bigint): boolean {
-  if (link instanceof LegacyAttachment) return false;
-  try {
-    return link.info().cgroupId !== cgroupId;
-  } catch {
-    return false;
-  }
+  const [attachedTo] = Link.cgroupIds([link]);
+  return attachedTo !== undefined && attachedTo !== cgroupId;
 }
 
 /** Undoes links made by a step that failed half way: detached (unless their cgroup went away meanwhile) and closed. */

@@ -130,6 +130,17 @@ export class Link extends FdObject {
     return native.linkInfo(this.fd);
   }
 
+  /**
+   * The cgroup each link is attached to, asked of the kernel in one native
+   * call (the agent's check at every interval: bench/link-check.bench.ts):
+   * its id, 0n once detached or its cgroup gone; undefined where the kernel
+   * cannot say (a link closed, a LegacyAttachment: no fd to ask).
+   */
+  static cgroupIds(links: readonly Link[]): (bigint | undefined)[] {
+    const { cgroupIds, errnos } = native.linkCgroupIds(Int32Array.from(links, (l) => (l.closed ? -1 : l.fd)));
+    return links.map((_, i) => (errnos[i] === 0 ? cgroupIds[i] : undefined));
+  }
+
   /** Detaches the program from its cgroup now (even while other fds or pins hold the link). */
   detach(): void {
     native.linkDetach(this.fd);

@@ -148,6 +148,13 @@ export interface NativeAddon {
   mapInfo(fd: number): MapInfo;
   progInfo(fd: number): ProgInfo;
   linkInfo(fd: number): LinkInfo;
+  /**
+   * Per fd, the cgroup id of the cgroup link (0n once detached or its cgroup
+   * gone) with errno 0; or 0n and why the kernel cannot say: EBADF (not open,
+   * or negative), EINVAL (not a BPF link), EOPNOTSUPP (not a cgroup link), or
+   * BPF_OBJ_GET_INFO_BY_FD's errno (agent/native/src/inventory.h).
+   */
+  linkCgroupIds(fds: Int32Array): { cgroupIds: BigUint64Array; errnos: Int32Array };
   enableRunTimeStats(): number;
   /** RLIMIT_MEMLOCK raised as far as allowed; the soft limit now in bytes, -1 for unlimited. */
   raiseMemlockLimit(): number;

@@ -24,6 +24,7 @@ export const HOLDER_SCRIPT = fileURLToPath(new URL('./mapholder.py', import.meta
 export const MAP_TYPE = {
   hash: 1,
   array: 2,
+  progArray: 3,
   percpuHash: 5,
   percpuArray: 6,
   lruHash: 9,

@@ -21,6 +21,7 @@
 // per-CPU maps).
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readlinkSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspect } from 'node:util';
@@ -512,6 +513,70 @@ test('describing an fd of another kind (map, program, link, file, closed) throws
       );
     }
   }
+});
+
+test("linkCgroupIds gives a cgroup link its cgroup's id (0n once detached) and any other fd (a prog array, which read as a link would be a cgroup link, other maps, a program, a file, a link's fd reused by a prog array, closed) an errno instead; fds not in an Int32Array throw", async (t) => {
+  const fx = await fixture(t);
+  const { sentinel, program, link, file } = fx.others;
+  const { EBADF, EINVAL } = osConstants.errno;
+  const pm = BpfObject.load(bpfObjectPath('podmeter'));
+  t.after(() => pm.close());
+  const cg = makeTestCgroup(t);
+  const pins = makeBpffsDir(t);
+  // The kernel describes any BPF fd into a bpf_link_info: a prog array's
+  // type (3) is BPF_LINK_TYPE_CGROUP's, its max_entries (7) where a cgroup id is.
+  const holder = await startHolder(t, { comm: uniqueComm('lc') });
+  const made = await holder.create({ name: 'pmt_prog_array', type: MAP_TYPE.progArray, key: 4, value: 4, max: 7 });
+  const pin = join(pins.path, 'prog_array');
+  await holder.pin(made.fd, pin);
+  await holder.stop();
+  const progArray = native.objGet(pin);
+  t.after(() => closeSync(progArray));
+  assert.equal(native.mapInfo(progArray).type, 3, 'a prog array');
+  const own = attachCgroup({ cgroupPath: cg.path, program: pm.program('podmeter_ingress') });
+  const linkCgroup = native.linkInfo(link).cgroupId!;
+  const want: [string, number, bigint, number][] = [
+    ['link', link, linkCgroup, 0],
+    ['own link', own.fd, cg.id, 0],
+    ['prog array', progArray, 0n, EINVAL],
+    ['hash map', sentinel, 0n, EINVAL],
+    ['storage map', fx.targets[0]!.map.fd, 0n, EINVAL],
+    ['program', program, 0n, EINVAL],
+    ['file', file, 0n, EINVAL],
+    ['negative', -1, 0n, EBADF],
+    ['largest int32', 2 ** 31 - 1, 0n, EBADF],
+  ];
+  const check = (when: string) => {
+    const { cgroupIds, errnos } = native.linkCgroupIds(Int32Array.from(want, ([, fd]) => fd));
+    assert.deepEqual(
+      want.map(([what], i) => [what, cgroupIds[i], errnos[i]]),
+      want.map(([what, , id, errno]) => [what, id, errno]),
+      when,
+    );
+  };
+  check('first call: each fd read');
+  check('again: the links known, the others read again');
+  own.detach();
+  want[1]![2] = 0n;
+  check('own link detached: 0n, still a cgroup link');
+  // Its fd closed and the number taken by a prog array before the next call: not read as the link it was.
+  const ownFd = own.fd;
+  own.close();
+  assert.deepEqual(Link.cgroupIds([own]), [undefined], 'a closed Link: the kernel cannot say');
+  const opened: number[] = [];
+  t.after(() => opened.forEach((fd) => closeSync(fd)));
+  while (opened.at(-1) !== ownFd && opened.length < 8) opened.push(native.objGet(pin));
+  assert.equal(opened.at(-1), ownFd, "the prog array took the link's fd number");
+  want[1] = ['prog array in a link fd once', ownFd, 0n, EINVAL];
+  check('a link fd reused by a prog array');
+  closeSync(opened.pop()!);
+  want[1] = ['closed', ownFd, 0n, EBADF];
+  check('that fd closed');
+  for (const bad of [[link], new Uint32Array([link]), new Float64Array([link]), link, undefined, 'x'])
+    assert.throws(() => (native.linkCgroupIds as (fds: unknown) => unknown)(bad), {
+      name: 'TypeError',
+      message: /linkCgroupIds: fds must be an Int32Array/,
+    });
 });
 
 test('an object load that reuses an fd of another kind (program, link, file, closed, not an integer) for a map throws naming the map', async (t) => {

@@ -46,6 +46,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   add("mapInfo", MapInfo);
   add("progInfo", ProgInfo);
   add("linkInfo", LinkInfo);
+  add("linkCgroupIds", LinkCgroupIds);
   add("enableRunTimeStats", EnableRunTimeStats);
   add("raiseMemlockLimit", RaiseMemlockLimit);
   add("reserveFds", ReserveFds);

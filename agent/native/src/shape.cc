@@ -22,15 +22,31 @@ std::string MapTypeName(uint32_t type) {
 
 // What the kernel calls the file behind fd (readlink of /proc/self/fd/N:
 // "anon_inode:bpf-map", "anon_inode:bpf-prog", "anon_inode:bpf_link",
-// "/some/file", "socket:[123]"); empty with errno set when unreadable.
-std::string FdTarget(int fd) {
+// "/some/file", "socket:[123]"), into `target`; 0 or readlink's errno
+// (EBADF for an fd that is not open: there is no /proc/self/fd/N).
+int ReadFdTarget(int fd, char (&target)[256]) {
+  target[0] = '\0';
+  if (fd < 0) return EBADF;
   char path[64];
   snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  char target[256];
   ssize_t n = readlink(path, target, sizeof target - 1);
-  if (n < 0) return "";
+  if (n < 0) return errno == ENOENT ? EBADF : errno;
   target[n] = '\0';
-  return target;
+  return 0;
+}
+
+// Whether `target` is "anon_inode:" and one of `kinds` ('|'-separated).
+bool TargetIsKind(const char* target, const char* kinds) {
+  static const char prefix[] = "anon_inode:";
+  if (strncmp(target, prefix, sizeof prefix - 1) != 0) return false;
+  const char* name = target + sizeof prefix - 1;
+  size_t len = strlen(name);
+  for (const char* kind = kinds;; kind++) {
+    const char* end = strchrnul(kind, '|');
+    if (static_cast<size_t>(end - kind) == len && strncmp(kind, name, len) == 0) return true;
+    if (*end == '\0') return false;
+    kind = end;
+  }
 }
 
 bool ReadFd(Napi::Env env, const char* fn, const Napi::Value& v, int* fd) {
@@ -83,23 +99,24 @@ size_t ValueBytes(uint32_t mapType, uint32_t valueSize) {
   return ((static_cast<size_t>(valueSize) + 7) / 8 * 8) * static_cast<size_t>(cpus);
 }
 
+int FdKindError(int fd, const char* kind) {
+  char target[256];
+  int err = ReadFdTarget(fd, target);
+  if (err != 0) return err;
+  return TargetIsKind(target, kind) ? 0 : EINVAL;
+}
+
 bool CheckFdKind(Napi::Env env, const char* fn, int fd, const char* kind) {
-  std::string target = FdTarget(fd);
-  if (target.empty()) {
-    // No /proc/self/fd/N: the fd is not open.
-    int err = errno == ENOENT ? EBADF : errno;
+  char target[256];
+  int err = ReadFdTarget(fd, target);
+  if (err != 0) {
     ThrowSystemError(env, err, "readlink", std::string(fn) + ": tell what fd " + std::to_string(fd) + " is",
                      "/proc/self/fd/" + std::to_string(fd));
     return false;
   }
   // `kind` may list names by '|': kernels renamed "bpf_link" to "bpf-link".
+  if (TargetIsKind(target, kind)) return true;
   std::string kinds = kind;
-  for (size_t start = 0; start <= kinds.size();) {
-    size_t end = kinds.find('|', start);
-    if (end == std::string::npos) end = kinds.size();
-    if (target == "anon_inode:" + kinds.substr(start, end - start)) return true;
-    start = end + 1;
-  }
   ThrowTypeError(env, std::string(fn) + ": fd " + std::to_string(fd) + " is " + target + ", not a " + kinds.substr(0, kinds.find('|')));
   return false;
 }

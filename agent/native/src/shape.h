@@ -64,6 +64,11 @@ bool CheckMapType(Napi::Env env, const char* fn, const MapShape& shape, const ui
 // "bpf_link" or, on newer kernels, "bpf-link"); otherwise a JS exception is pending.
 bool CheckFdKind(Napi::Env env, const char* fn, int fd, const char* kind);
 
+// CheckFdKind without a JS exception or an allocation, for a call that asks
+// about many fds: 0 when `fd` is of `kind`, EINVAL when it is anything else,
+// EBADF when it is not open (or negative), otherwise readlink's errno.
+int FdKindError(int fd, const char* kind);
+
 // The bytes a map syscall will copy from or to user memory (the kernel's
 // sizes, from MapShape), read here first in AddressSanitizer builds: ASan
 // does not see the kernel's copy_from_user/copy_to_user, so a buffer shorter
