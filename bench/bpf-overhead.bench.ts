@@ -33,6 +33,7 @@ import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { runIperfClient, startIperfServer } from '../test/helpers/iperf.ts';
 import { benchNetwork } from '../test/helpers/topology.ts';
+import { median } from './stats.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const NETWORK = process.env.NETWORK ?? 'veth';
@@ -50,12 +51,6 @@ interface Sample {
   nsPerPacket: Record<Direction, number>;
   runs: Record<Direction, bigint>;
   gbps: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 const fmt = (x: number, digits = 1): string => x.toFixed(digits);

@@ -21,6 +21,7 @@ import { makeTestCgroup } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { runIperfClient, startIperfServer } from '../test/helpers/iperf.ts';
 import { benchNetwork } from '../test/helpers/topology.ts';
+import { median } from './stats.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const SECONDS = Number(process.env.SECONDS ?? 3);
@@ -31,12 +32,6 @@ const PEERS = Number(process.env.PEERS ?? 1000);
 const MIN_RATIO = 0.97;
 
 type Mode = 'podmeter' | 'nothing';
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 await runMain(async () => {
   const serverCg = makeTestCgroup(undefined, 'iperf-server');

@@ -19,19 +19,12 @@ import { parseAddress } from '../agent/peers/cidr.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { waitFor } from '../test/helpers/poll.ts';
 import { makeServiceNode, SERVICE_ADDRESSES as A } from '../test/helpers/serviceNode.ts';
+import { median } from './stats.ts';
+import { yieldToSignals } from './timing.ts';
 
 const FLOWS = Number(process.env.FLOWS ?? 1000);
 const REPEAT = Number(process.env.REPEAT ?? 50);
 const FIRST_PORT = 20_000;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Lets a pending Ctrl-C run its handler between the synchronous phases. */
-const yieldToSignals = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function tuples(firstPort: number): FlowTuple[] {
   return Array.from({ length: FLOWS }, (_, i) => ({

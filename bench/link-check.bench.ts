@@ -16,7 +16,6 @@
  * it and the re-attach; then releases every link and removes the cgroups
  * and pins (on Ctrl-C too). Prints figures and a final JSON line.
  */
-import { performance } from 'node:perf_hooks';
 import { loadavg, release } from 'node:os';
 import { Links } from '../agent/counting/links.ts';
 import { PinDir } from '../agent/counting/pins.ts';
@@ -26,18 +25,10 @@ import { makeBpffsDir } from '../test/helpers/bpffs.ts';
 import { makeTestCgroup, type CgroupDir } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { median } from './stats.ts';
+import { timed, yieldToSignals } from './timing.ts';
 
 const CGROUPS = Number(process.env.CGROUPS ?? 500);
 const ROUNDS = 21;
-
-/** Lets a pending Ctrl-C run its handler between the synchronous phases. */
-const yieldToSignals = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-function timed<T>(fn: () => T): { ms: number; value: T } {
-  const start = performance.now();
-  const value = fn();
-  return { ms: performance.now() - start, value };
-}
 
 await runMain(async () => {
   const parent = makeTestCgroup();

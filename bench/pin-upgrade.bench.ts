@@ -24,20 +24,13 @@ import { makeBpffsDir } from '../test/helpers/bpffs.ts';
 import { makeTestCgroup, type CgroupDir } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
 import { buildEarlier, pinAsAgent } from '../test/helpers/earlier.ts';
+import { median } from './stats.ts';
+import { yieldToSignals } from './timing.ts';
 
 const CGROUPS = Number(process.env.CGROUPS ?? 500);
 const RUNS = Number(process.env.RUNS ?? 20);
 const UPGRADES = Number(process.env.UPGRADES ?? 5);
 const silent = pino({ level: 'silent' });
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Lets a pending Ctrl-C run its handler between the synchronous phases. */
-const yieldToSignals = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function ms(fn: () => void): number {
   const start = performance.now();

@@ -17,24 +17,11 @@ import { possibleCpus, type Link } from '../agent/kernel/bpf.ts';
 import { loadPodmeter } from '../test/helpers/bpf.ts';
 import { makeTestCgroup, type CgroupDir } from '../test/helpers/cgroups.ts';
 import { runMain } from '../test/helpers/cleanup.ts';
+import { median } from './stats.ts';
+import { timed, yieldToSignals } from './timing.ts';
 
 const CGROUPS = Number(process.env.CGROUPS ?? 1000);
 const REPEAT = Number(process.env.REPEAT ?? 20_000);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** Lets a pending Ctrl-C run its handler between the synchronous phases. */
-const yieldToSignals = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-function timed<T>(fn: () => T): { ms: number; value: T } {
-  const start = performance.now();
-  const value = fn();
-  return { ms: performance.now() - start, value };
-}
 
 await runMain(async () => {
   console.log(
