@@ -315,6 +315,25 @@ test("a pod's cgroup made anew carries the earlier cgroup's final as its base, a
   );
 });
 
+/**
+ * A restarted agent restores its state and finds `name` again (one attach):
+ * its bytes are `first`, then `then` once the kernel's storage holds `storage`.
+ */
+function countsOnAfterRestore(
+  after: ReturnType<typeof setup>,
+  unit: { id: bigint; identity: Parameters<Tracker['onUnit']>[0] },
+  name: string,
+  expect: { first: bigint[]; message: string; storage: ReturnType<typeof counts>; then: bigint[] },
+): void {
+  after.tracker.restore();
+  after.tracker.onUnit(unit.identity, performance.now());
+  assert.deepEqual(after.meter.calls, [`attach ${unit.id}`]);
+  assert.deepEqual(bytes(unitAt(after.tracker, name)), expect.first, expect.message);
+  after.meter.count(unit.id, expect.storage);
+  after.tracker.refresh();
+  assert.deepEqual(bytes(unitAt(after.tracker, name)), expect.then);
+}
+
 test('restart: saved counts carry on over fresh links, a cgroup gone meanwhile is finalised, finals kept', async (t) => {
   const stateDir = mkdtempSync(join(tmpdir(), 'podmeter-test-state-'));
   const root = mkdtempSync(join(tmpdir(), 'podmeter-test-tracker-'));
@@ -337,13 +356,12 @@ test('restart: saved counts carry on over fresh links, a cgroup gone meanwhile i
   const after = setup(t, { root, stateDir });
   after.meter.links.set(lost.id, 'attached');
   after.meter.count(lost.id, counts(35n, 45n));
-  after.tracker.restore();
-  after.tracker.onUnit(kept.identity, performance.now());
-  assert.deepEqual(after.meter.calls, [`attach ${kept.id}`]);
-  assert.deepEqual(bytes(unitAt(after.tracker, 'kept')), [10n, 20n], 'fresh links count on from the saved counts');
-  after.meter.count(kept.id, counts(1n, 1n));
-  after.tracker.refresh();
-  assert.deepEqual(bytes(unitAt(after.tracker, 'kept')), [11n, 21n]);
+  countsOnAfterRestore(after, kept, 'kept', {
+    first: [10n, 20n],
+    message: 'fresh links count on from the saved counts',
+    storage: counts(1n, 1n),
+    then: [11n, 21n],
+  });
 
   after.tracker.settleLeftovers();
   const lostUnit = unitAt(after.tracker, 'lost');
@@ -401,13 +419,12 @@ test('restart: link pins gone while no agent ran but the storage kept (the map p
 
   const after = setup(t, { root, stateDir });
   after.meter.count(a.id, counts(12n, 22n)); // no links, the storage still there
-  after.tracker.restore();
-  after.tracker.onUnit(a.identity, performance.now());
-  assert.deepEqual(after.meter.calls, [`attach ${a.id}`]);
-  assert.deepEqual(bytes(unitAt(after.tracker, 'a')), [12n, 22n], 'read at once: the storage holds the saved counts');
-  after.meter.count(a.id, counts(13n, 23n));
-  after.tracker.refresh();
-  assert.deepEqual(bytes(unitAt(after.tracker, 'a')), [13n, 23n]);
+  countsOnAfterRestore(after, a, 'a', {
+    first: [12n, 22n],
+    message: 'read at once: the storage holds the saved counts',
+    storage: counts(13n, 23n),
+    then: [13n, 23n],
+  });
 });
 
 test('finals are dropped after the retention', async (t) => {
