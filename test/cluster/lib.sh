@@ -85,6 +85,32 @@ stop_pid() { # <what> <pid>
 	die "$what (pid $pid) is still running"
 }
 
+# Removes the data directories of clusters that nothing runs any more: a
+# down that was itself killed half way (a test run's process group killed)
+# leaves its directory. Only a directory whose lock is free (no up, down or
+# apiserver of that name at work) and none of whose recorded processes is
+# ours. Runs in subshells: NAME and DATA of the caller stay as they are.
+sweep_stale_clusters() {
+	local dir
+	for dir in /tmp/podmeter-test-cluster-*/; do
+		[[ -d $dir ]] || continue
+		(
+			DATA=${dir%/}
+			exec 8>"$DATA/.lock"
+			flock -n 8 || exit 0
+			ETCD_PID='' APISERVER_PID='' WATCHDOG_PID=''
+			# shellcheck source=/dev/null
+			[[ -f $DATA/state.env ]] && source "$DATA/state.env"
+			APISERVER_PID=${APISERVER_PID:-$(cat "$DATA/kube-apiserver.pid" 2>/dev/null || true)}
+			for pid in "$ETCD_PID" "$APISERVER_PID" "$WATCHDOG_PID"; do
+				ours "$pid" && exit 0
+			done
+			rm -rf "$DATA"
+			log "removed $DATA (a cluster nothing runs any more)"
+		)
+	done
+}
+
 # True if something on this machine uses TCP port $1 (v4 or v6): in any state,
 # or with a second argument "listen", only a listening socket.
 port_in_use() {
