@@ -171,11 +171,26 @@ async function agentGet(
   return { code: r.code, body: r.stdout, stderr: r.stderr };
 }
 
-/** The body of agentGet with the scraper's token; throws on any failure. */
+/** The body of agentGet with the scraper's token; throws on any failure, saying what became of the agent. */
 async function agentRead(node: TestNode, path: string): Promise<string> {
   const r = await agentGet(node, path);
-  if (r.code !== 0) throw new Error(`GET ${path} from the agent: exit ${r.code}: ${r.stderr}`);
+  if (r.code !== 0)
+    throw new Error(`GET ${path} from the agent: exit ${r.code}: ${r.stderr}\n${await agentState(node)}`);
   return r.body;
+}
+
+/** The agent container's restarts and last termination, and the end of its previous run's log (why it is not answering). */
+async function agentState(node: TestNode): Promise<string> {
+  const selector = ['-n', SYSTEM_NS, '-l', 'app.kubernetes.io/component=agent'];
+  const state = await node.kubectl([
+    'get',
+    'pods',
+    ...selector,
+    '-o',
+    'jsonpath={range .items[*]}{.metadata.name}: restarts {.status.containerStatuses[0].restartCount}, last {.status.containerStatuses[0].lastState}{"\\n"}{end}',
+  ]);
+  const previous = await node.kubectl(['logs', ...selector, '--previous', '--tail', '30']);
+  return `agent pods: ${state.stdout.trim() || state.stderr.trim()}\nits previous run's log: ${previous.stdout.trim() || previous.stderr.trim()}`;
 }
 
 const agentMetrics = (node: TestNode) => agentRead(node, '/metrics');
