@@ -93,7 +93,7 @@ stop_pid() { # <what> <pid>
 sweep_stale_clusters() {
 	local dir
 	for dir in /tmp/podmeter-test-cluster-*/; do
-		[[ -d $dir ]] || continue
+		[[ -d $dir && ! -L ${dir%/} ]] || continue # a symlink is not a cluster's: left alone
 		(
 			DATA=${dir%/}
 			exec 8>"$DATA/.lock"
