@@ -413,6 +413,9 @@ test(
   async (t) => {
     const node = await startNode();
     t.after(() => node.down());
+    // Each note says when (seconds since the node was up): where a slow check spends its time.
+    const upAt = Date.now();
+    const note = (m: string) => t.diagnostic(`${Math.round((Date.now() - upAt) / 1000)} s: ${m}`);
     const show = async (): Promise<string> =>
       (await node.kubectl(['get', 'pods', '-A', '-o', 'wide'])).stdout +
       (await node.kubectl(['get', 'events', '-A', '--sort-by=.lastTimestamp'])).stdout
@@ -552,7 +555,7 @@ test(
           async () =>
             `pods: ${JSON.stringify((await nodePods()).map((p) => [p.metadata.namespace, p.metadata.name, p.metadata.uid, p.status.phase]))}; agent: ${JSON.stringify(await counted())}`,
         );
-        t.diagnostic(`attached cgroups: ${(await counted()).attached} (the node's pods)`);
+        note(`attached cgroups: ${(await counted()).attached} (the node's pods)`);
       },
     );
 
@@ -651,7 +654,7 @@ test(
               l.includes(`pod="${pod}"`) &&
               l.includes(`namespace="${ns}"`),
           );
-        t.diagnostic(`cAdvisor transmit bytes of hostNetwork pod ${pod}: ${tx.length ? tx.join(' | ') : '(none)'}`);
+        note(`cAdvisor transmit bytes of hostNetwork pod ${pod}: ${tx.length ? tx.join(' | ') : '(none)'}`);
       }
     });
 
@@ -729,7 +732,7 @@ test(
         await node.must(['exec', 'client', '-n', ns, '--', 'touch', '/tmp/go']);
         const after = await counters(await loggedAt('done'));
         const d = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]));
-        t.diagnostic(`TCP bulk, deltas: ${JSON.stringify(d)}`);
+        note(`TCP bulk, deltas: ${JSON.stringify(d)}`);
         // iperf3's server stops reading when the client ends the test: what was still in flight (1.6 MB of the
         // 20 MiB in one run, with the guest busy) never arrives, and the client's kernel drops it on the reset.
         // So the bound is what the server received, from the client's own report (its results exchange).
@@ -737,7 +740,7 @@ test(
           end: { sum_sent: { bytes: number }; sum_received: { bytes: number } };
         };
         const received = bulk.end.sum_received.bytes;
-        t.diagnostic(`iperf3: sent ${bulk.end.sum_sent.bytes} B into its socket, the server received ${received} B`);
+        note(`iperf3: sent ${bulk.end.sum_sent.bytes} B into its socket, the server received ${received} B`);
         assert.ok(received > 1024 * 1024, `the bulk run delivered only ${received} bytes`);
         assert.ok(
           d.egressBytes! >= received,
@@ -754,7 +757,7 @@ test(
           ['tx', d.txPackets! - d.egressPackets!, d.txBytes! - (d.egressBytes! + 14 * d.egressPackets!)],
           ['rx', d.rxPackets! - d.ingressPackets!, d.rxBytes! - (d.ingressBytes! + 14 * d.ingressPackets!)],
         ] as const) {
-          t.diagnostic(`eth0 ${dir} = podmeter + 14 x packets + ${frames} neighbour frames of ${bytes} bytes`);
+          note(`eth0 ${dir} = podmeter + 14 x packets + ${frames} neighbour frames of ${bytes} bytes`);
           assertNeighbourFrames(`eth0 ${dir}`, frames, bytes, d, NEIGHBOUR_FRAMES_MAX[dir]);
         }
       },
@@ -764,7 +767,7 @@ test(
       "7. Prometheus through the Prometheus Operator: every target of the chart's monitors up, its rules evaluated, each test pod's series = its annotations",
       async () => {
         const prom = await node.prometheus();
-        t.diagnostic(`Prometheus: ${prom}`);
+        note(`Prometheus: ${prom}`);
         // The chart's ServiceMonitor's targets: one per agent and operator pod, each scraped over HTTPS with the
         // chart's scraper token (metricsAuth kubernetes) and up.
         const pods = (
@@ -870,7 +873,7 @@ test(
           },
           300_000,
         );
-        t.diagnostic(`traffic stopped by ${stopped}; series read at ${at}`);
+        note(`traffic stopped by ${stopped}; series read at ${at}`);
         for (const [i, [ns, pod]] of pairs.entries()) {
           for (const direction of ['ingress', 'egress']) {
             for (const unit of ['bytes', 'packets']) {
@@ -881,7 +884,7 @@ test(
               );
               const annotation = annotations[i]![`podmeter.io/${direction}-${unit}`];
               const what = `${ns}/${pod} ${direction} ${unit}: Prometheus ${JSON.stringify(series.map((x) => x.value[1]))}, annotation ${annotation}`;
-              t.diagnostic(what);
+              note(what);
               if (annotation === undefined) {
                 // No annotation: nothing counted, so no series or a zero.
                 assert.ok(series.length === 0 || (series.length === 1 && series[0]!.value[1] === '0'), what);
@@ -945,7 +948,7 @@ test(
           [SYSTEM_NS, 'app.kubernetes.io/component=agent'],
         ] as const) {
           const pod = await podBySelector(node, ns, selector);
-          t.diagnostic(
+          note(
             `CPU seconds of ${ns}/${pod} so far: ${sample(cadvisor, 'container_cpu_usage_seconds_total', { namespace: ns, pod, container: '', image: '' })}`,
           );
         }
@@ -1093,7 +1096,7 @@ test(
           `an alert fires with the chart's defaults on a healthy node: ${await alertList()}`,
         );
         const pending = await alertList();
-        if (pending !== '[]') t.diagnostic(`pending, not firing, with the chart's defaults: ${pending}`);
+        if (pending !== '[]') note(`pending, not firing, with the chart's defaults: ${pending}`);
 
         // This node in zone a of region r1; two Nodes without a kubelet give the other classes their CIDRs.
         const { zoneLabel, regionLabel, crossZone, crossRegion, external } = OTHER_ZONES;
@@ -1222,7 +1225,7 @@ test(
           },
           600_000,
         );
-        t.diagnostic(`trickle ${JSON.stringify(before)} scraped at ${t0}; burst ${JSON.stringify(after)} at ${t1}`);
+        note(`trickle ${JSON.stringify(before)} scraped at ${t0}; burst ${JSON.stringify(after)} at ${t1}`);
         const delta = (key: string) => Number(BigInt(after[key] ?? '0') - BigInt(before[key] ?? '0'));
 
         // The alerts: exactly these fire, each for what provoked it: the namespace over its cross-zone threshold
@@ -1247,7 +1250,7 @@ test(
           alertList,
         );
         for (const a of fired) {
-          t.diagnostic(`${key(a)}: ${a.annotations.summary}`);
+          note(`${key(a)}: ${a.annotations.summary}`);
           assert.ok(a.annotations.summary && a.annotations.description, `${key(a)} has no summary or description`);
         }
         // The refused pod: none of podmeter's annotations; the agent names it in its log.
@@ -1293,7 +1296,7 @@ test(
           assert.ok(all.length === 1 && Number(all[0]!.value[1]) >= 1, `no series of ${r.name} ${JSON.stringify(l)}`);
           const mine = await instantQuery(prom, recorded(l), tr);
           const want = classBytes[`${l.internet},${l.same_zone},${l.same_region}`];
-          t.diagnostic(`${recorded(l)}: ${mine.map((x) => x.value[1]).join(', ')}, annotations ${want}`);
+          note(`${recorded(l)}: ${mine.map((x) => x.value[1]).join(', ')}, annotations ${want}`);
           assert.equal(mine.length, 1, recorded(l));
           assert.equal(Number(mine[0]!.value[1]), want, recorded(l));
         }
@@ -1320,7 +1323,7 @@ test(
           const res = (await instantQuery(prom, q, tr)).filter((x) => x.metric.namespace === ns);
           const annotation = { zone: 'cross-zone', region: 'cross-region', internet: 'external' }[cls];
           const want = (delta(`podmeter.io/egress-${annotation}-bytes`) * stretch) / 1024 ** 3;
-          t.diagnostic(
+          note(
             `OpenCost ${cls}: ${q} -> ${JSON.stringify(res)}; burst ${want} GiB, ${want * prices[cls as keyof typeof prices]} at ${prices[cls as keyof typeof prices]}/GiB`,
           );
           assert.equal(res.length, 1, q);
@@ -1346,7 +1349,7 @@ test(
         for (const p of panelQueries(dashboard)) {
           const q = fillVariables(p.expr, vars, '2m');
           const res = await rangeQuery(prom, q, checkStart, end, 15);
-          t.diagnostic(`panel ${p.panel}: ${res.length} series`);
+          note(`panel ${p.panel}: ${res.length} series`);
           if (res.length === 0 && p.panel === 'Errors') {
             // A healthy agent has counted no error: the counter has no series yet, so nothing to show.
             assert.deepEqual(await instantQuery(prom, `podmeter_errors_total{job="${RELEASE}-agent"}`), []);
@@ -1373,9 +1376,7 @@ test(
                   : delta('podmeter.io/egress-bytes') -
                     billed.reduce((n, b) => n + delta(`podmeter.io/egress-${b}-bytes`), 0);
             const got = Number(x.value[1]) * (t1 - t0);
-            t.diagnostic(
-              `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got} ${unit} over the burst, annotations ${want}`,
-            );
+            note(`panel ${p.panel} ${JSON.stringify(x.metric)}: ${got} ${unit} over the burst, annotations ${want}`);
             assert.ok(
               Math.abs(got - want) < 1e-6 * Math.max(1, want),
               `panel ${p.panel} ${JSON.stringify(x.metric)}: ${got}, annotations ${want}`,
@@ -1396,7 +1397,7 @@ test(
         const signal = (what: 'STOP' | 'CONT') =>
           node.must(['exec', 'freezer', '-n', ns, '--', ...py(FREEZE), agentUid, what]);
         const stopped = (await signal('STOP')).trim();
-        t.diagnostic(`stopped the agent's processes ${stopped}`);
+        note(`stopped the agent's processes ${stopped}`);
         assert.ok(stopped !== '', 'no process of the agent pod found');
         try {
           const down = await waitFor(
@@ -1411,7 +1412,7 @@ test(
           assert.equal(down.labels.node, node.name);
           assert.equal(down.labels.job, `${RELEASE}-agent`);
         } finally {
-          t.diagnostic(`continued ${(await signal('CONT')).trim()}`);
+          note(`continued ${(await signal('CONT')).trim()}`);
         }
         await waitFor(
           'the agent up again and PodmeterAgentDown resolved',
@@ -1435,6 +1436,8 @@ test(
     // After 8 (whose alert check expects cross-zone bytes from namespace `zones` only).
     await t.test(
       `9. ClusterIP Services through kube-proxy (${KUBE_PROXY_MODES.join(', ')}): a pod's bytes in its backend's class (${SERVICE_CLASSES}); NodePort`,
+      // Each mode's phases took 633 s alone and over 900 s (node:test's default bound) beside the host lane.
+      { timeout: KUBE_PROXY_MODES.length * 25 * 60_000 },
       async () => {
         const ns = 'svc';
         const clientNs = 'svc-client';
@@ -1514,7 +1517,7 @@ test(
 
         for (const mode of KUBE_PROXY_MODES) {
           if (mode !== KUBE_PROXY_MODES[0])
-            t.diagnostic(
+            note(
               (
                 await onNode(['nsenter', '-t', '1', '-m', '-u', '-i', '-n', '-p', '--', '/seed/kube-proxy-mode', mode])
               ).trim(),
@@ -1523,7 +1526,7 @@ test(
           const started = Date.now();
           for (const x of Object.values(services))
             await onNode(['nsenter', '-t', '1', '-n', '--', 'python3', '-c', PROBE, x.clusterIP, String(SINK_PORT)]);
-          t.diagnostic(`kube-proxy ${mode}: every Service answers (${Date.now() - started} ms)`);
+          note(`kube-proxy ${mode}: every Service answers (${Date.now() - started} ms)`);
           // The client to a ClusterIP whose backend is a pod of this node (`node`), then to one whose backend is
           // in zone b (`cross-zone`): TCP (2 MiB) and UDP (100 x 1000 B) each.
           for (const [target, sink, backendClass] of [
@@ -1561,7 +1564,7 @@ test(
               }
               const after = await counters(clientNs, 'client');
               const d = counterDelta(before, after);
-              t.diagnostic(`${what}: ${JSON.stringify(d)}`);
+              note(`${what}: ${JSON.stringify(d)}`);
               if (proto === 'udp') {
                 assert.equal(d.egressBytes, count * (28 + size), `${what}: egress bytes`);
                 assert.equal(d.egressPackets, count, `${what}: egress packets`);
@@ -1605,7 +1608,7 @@ test(
             );
             const d = counterDelta(before, await counters(ns, 'backend'));
             const last = (await sinkLog('backend')).filter((l) => l.startsWith('udp ')).at(-1);
-            t.diagnostic(`${what}: backend ${JSON.stringify(d)}; its sink logged ${last}`);
+            note(`${what}: backend ${JSON.stringify(d)}; its sink logged ${last}`);
             assert.equal(last?.split(' ')[1], source, `${what}: the source the backend sees`);
             assert.equal(d.ingressBytes, udp9.count * (28 + udp9.size), `${what}: the backend's ingress bytes`);
             assert.equal(d.ingressPackets, udp9.count, `${what}: the backend's ingress packets`);
@@ -1624,7 +1627,7 @@ test(
             .filter((x) => x.labels.namespace === clientNs && x.labels.pod === 'client')
             .map((x) => [`${x.labels.direction}${peer ? ` ${x.labels.peer}` : ''}`, x.value] as const);
         const classes = Object.fromEntries(series('bytes', true));
-        t.diagnostic(`client: annotations ${JSON.stringify(annotations)}; classes ${JSON.stringify(classes)}`);
+        note(`client: annotations ${JSON.stringify(annotations)}; classes ${JSON.stringify(classes)}`);
         assert.deepEqual(
           classes,
           Object.fromEntries(
@@ -1669,6 +1672,7 @@ test(
             `${kind} ${name}, ${STAY_MS} ms later`,
           );
         }
+        note("client: the operator's NamespaceUsage and WorkloadUsage equal its annotations");
         const nodeUsage = await usageStatus(node, 'nodeusage', node.name);
         assert.ok(nodeUsage);
         assert.deepEqual(
