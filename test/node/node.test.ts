@@ -1499,14 +1499,14 @@ test(
          * flow may reach its class a drain later than its totals.
          */
         const counters = (n: string, pod: string) =>
-          settled(`the counters of ${n}/${pod}`, 3_000, async () =>
-            podCounters(
-              await node.must(['exec', pod, '-n', n, '--', 'cat', ...ETH0_STATISTICS]),
-              await agentMetrics(node),
-              n,
-              pod,
-            ),
-          );
+          settled(`the counters of ${n}/${pod}`, 3_000, async () => {
+            // Side by side: under TCG beside the host lane one exec takes 10-15 s.
+            const [eth0, metrics] = await Promise.all([
+              node.must(['exec', pod, '-n', n, '--', 'cat', ...ETH0_STATISTICS]),
+              agentMetrics(node),
+            ]);
+            return podCounters(eth0, metrics, n, pod);
+          });
         /** Datagrams sent to each sink so far. */
         const sent: Record<string, number> = { backend: 0, 'zone-b': 0 };
         const udp9 = { count: 100, size: 1000 };
@@ -1528,14 +1528,16 @@ test(
             await onNode(['nsenter', '-t', '1', '-n', '--', 'python3', '-c', PROBE, x.clusterIP, String(SINK_PORT)]);
           note(`kube-proxy ${mode}: every Service answers (${Date.now() - started} ms)`);
           // The client to a ClusterIP whose backend is a pod of this node (`node`), then to one whose backend is
-          // in zone b (`cross-zone`): TCP (2 MiB) and UDP (100 x 1000 B) each.
+          // in zone b (`cross-zone`): TCP (2 MiB) and UDP (100 x 1000 B) each. A phase's counters (settled) are
+          // where the next one starts: nothing else moves the client's between them.
+          let clientAt: Record<string, number> | undefined;
           for (const [target, sink, backendClass] of [
             [services.onNode, 'backend', 'node'],
             [services.zoneB, 'zone-b', 'cross-zone'],
           ] as const) {
             for (const proto of ['tcp', 'udp'] as const) {
               const what = `${mode}: client -> ${proto} ClusterIP ${target.clusterIP} (backend ${sink})`;
-              const before = await counters(clientNs, 'client');
+              const before = clientAt ?? (await counters(clientNs, 'client'));
               const [count, size] = proto === 'tcp' ? [tcpBytes / 1024, 1024] : [udp9.count, udp9.size];
               const out = await node.must([
                 'exec',
@@ -1563,6 +1565,7 @@ test(
                 );
               }
               const after = await counters(clientNs, 'client');
+              clientAt = after;
               const d = counterDelta(before, after);
               note(`${what}: ${JSON.stringify(d)}`);
               if (proto === 'udp') {
@@ -1580,12 +1583,13 @@ test(
           // NodePort from zone b (its network namespace, to this node's InternalIP): what the backend sees.
           // externalTrafficPolicy Cluster: kube-proxy masquerades, the source is this node's address on the pod
           // bridge (cni0, in its pod CIDR): `node`. Local: the client's address is kept, zone b's node: `cross-zone`.
+          let backendAt: Record<string, number> | undefined;
           for (const [svc, policy, source, cls] of [
             [services.cluster, 'Cluster', POD_GATEWAY, 'node'],
             [services.localPolicy, 'Local', ZONE_B.nodeIP, 'cross-zone'],
           ] as const) {
             const what = `${mode}: zone b -> UDP NodePort ${VM_NODE_IP}:${nodePort(svc)} (externalTrafficPolicy ${policy})`;
-            const before = await counters(ns, 'backend');
+            const before = backendAt ?? (await counters(ns, 'backend'));
             await onNode([
               'nsenter',
               `--net=${ZONE_B.netns}`,
@@ -1606,7 +1610,8 @@ test(
               120_000,
               async () => `it has ${await datagrams('backend')}`,
             );
-            const d = counterDelta(before, await counters(ns, 'backend'));
+            backendAt = await counters(ns, 'backend');
+            const d = counterDelta(before, backendAt);
             const last = (await sinkLog('backend')).filter((l) => l.startsWith('udp ')).at(-1);
             note(`${what}: backend ${JSON.stringify(d)}; its sink logged ${last}`);
             assert.equal(last?.split(' ')[1], source, `${what}: the source the backend sees`);
