@@ -32,25 +32,60 @@ export interface Resolution {
 /** Kinds whose own controller is looked up (the others end the chain). */
 const CHAINED = new Set(['ReplicaSet', 'Job']);
 const MAX_DEPTH = 8;
-/** Strings and workloads kept for sharing: bounded, since gone Jobs and their pods leave theirs behind. */
+/** Strings and workloads kept for sharing: at most this many of each in a generation. */
 const MAX_CACHED = 20_000;
+/** A cached string or workload not used for one to two of these is let go (gone Jobs leave theirs behind). */
+const GENERATION_MS = 2 * 60_000;
+
+/**
+ * A cache of what was used lately, in two generations: a lookup finds an
+ * entry in the current one, or moves it there from the previous one; every
+ * GENERATION_MS (or when the current one is full) the previous generation is
+ * dropped and the current one becomes it. So an entry unused for two
+ * generations goes, and memory comes back down after churn (gone Jobs' names
+ * and workloads stayed until 20,000 had piled up: test/operator/retention).
+ * Dropping an entry costs only sharing: whoever holds the value keeps it.
+ */
+class RecentlyUsed<V> {
+  #current = new Map<string, V>();
+  #previous = new Map<string, V>();
+  #since = Date.now();
+
+  get(key: string, make: () => V, now = Date.now()): V {
+    this.age(now);
+    let v = this.#current.get(key);
+    if (v !== undefined) return v;
+    v = this.#previous.get(key) ?? make();
+    this.#current.set(key, v);
+    return v;
+  }
+
+  /** Starts a generation; called by get() and on the operator's timer (so churn that ended still lets go). */
+  age(now = Date.now()): void {
+    if (now - this.#since < GENERATION_MS && this.#current.size < MAX_CACHED) return;
+    this.#previous = this.#current;
+    this.#current = new Map();
+    this.#since = now;
+  }
+}
 
 /** One copy of each repeated string (namespaces, kinds, owner names), so 150,000 pods do not hold 150,000 copies. */
 export class Interner {
-  readonly #strings = new Map<string, string>();
+  readonly #strings = new RecentlyUsed<string>();
   get(s: string): string {
-    const found = this.#strings.get(s);
-    if (found !== undefined) return found;
-    if (this.#strings.size >= MAX_CACHED) this.#strings.clear(); // names of gone Jobs pile up; at worst a string is held twice
-    this.#strings.set(s, s);
-    return s;
+    return this.#strings.get(s, () => s);
+  }
+
+  /** Lets go of strings not used for two generations (the operator's timer). */
+  age(now = Date.now()): void {
+    this.#strings.age(now);
   }
 }
 
 export class OwnerIndex {
   /** `kind/namespace/name` -> its controller (null: it has none). */
   readonly #owners = new Map<string, Owner | null>();
-  readonly #workloads = new Map<string, Workload>();
+  readonly #workloads = new RecentlyUsed<Workload>();
   readonly #logged = new Set<string>();
   readonly #log: Logger;
   readonly #intern: Interner;
@@ -126,13 +161,18 @@ export class OwnerIndex {
     kind = workloadKind(kind);
     name = workloadName(name);
     const key = `${namespace}/${kind}/${name}`;
-    let w = this.#workloads.get(key);
-    if (w === undefined) {
-      if (this.#workloads.size >= MAX_CACHED) this.#workloads.clear(); // (as the Interner)
-      w = { namespace: this.#intern.get(namespace), kind: this.#intern.get(kind), name: this.#intern.get(name), key };
-      this.#workloads.set(key, w);
-    }
-    return w;
+    return this.#workloads.get(key, () => ({
+      namespace: this.#intern.get(namespace),
+      kind: this.#intern.get(kind),
+      name: this.#intern.get(name),
+      key,
+    }));
+  }
+
+  /** Lets go of the workloads and strings not used for two generations (the operator's timer). */
+  age(now = Date.now()): void {
+    this.#workloads.age(now);
+    this.#intern.age(now);
   }
 
   #controllerOf(refs: { kind?: string; name?: string; controller?: boolean }[] | undefined): Owner | null {

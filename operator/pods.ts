@@ -177,11 +177,14 @@ export class PodStore {
     return r.workload;
   }
 
-  /** Retries pods whose owner was not known; called on a timer. */
+  /** Retries pods whose owner was not known, forgets what the finals window and the caches let go; called on a timer. */
   resolvePending(now = Date.now()): void {
     for (const p of [...this.#unresolved]) {
       if (this.workloadOf(p, now, false) !== undefined) this.listener?.assigned(p);
     }
+    // Also when no pod is deleted any more: what churn left goes once its time is up.
+    this.#forgetGone(now);
+    this.#owners.age(now);
   }
 
   /** Pins a pod's workload (the one its checkpoint was counted under). */
@@ -294,15 +297,20 @@ export class PodStore {
 
   #delete(p: PodRecord, final: Counts): void {
     const now = Date.now();
-    for (const [uid, g] of this.#gone) {
-      if (now - g.at <= FINALS_WINDOW_MS && this.#gone.size < MAX_REMEMBERED) break;
-      this.#gone.delete(uid);
-    }
+    this.#forgetGone(now);
     this.#gone.delete(p.uid);
     this.#gone.set(p.uid, { p, at: now });
     this.#pods.delete(p.uid);
     this.#unresolved.delete(p);
     this.listener?.deleted(p, final);
+  }
+
+  /** Drops deleted pods past the finals window (and the oldest beyond MAX_REMEMBERED). */
+  #forgetGone(now: number): void {
+    for (const [uid, g] of this.#gone) {
+      if (now - g.at <= FINALS_WINDOW_MS && this.#gone.size < MAX_REMEMBERED) break;
+      this.#gone.delete(uid);
+    }
   }
 
   /** Counts each refused value; logs once per pod and reason. */

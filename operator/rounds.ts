@@ -1,14 +1,16 @@
 /**
  * What the operator does on its timer: every replica retries pods whose
- * owner was not known; the leader loads the ledger when it is elected
- * (retrying until the custom resources can be read), then publishes the
- * write budget and writes the ledger's changed status every tick, and
+ * owner was not known and gives malloc's free pages back every 5 minutes;
+ * the leader loads the ledger when it is elected (retrying until the
+ * custom resources can be read), then publishes the write budget and
+ * writes the ledger's changed status every tick, and
  * sweeps the ledger for what the retention lets go (ledger.sweep(), beside
  * the writes: a long list does not hold them up). Losing the Lease stops
  * the writing at once.
  */
 import type { Logger } from '../common/log.ts';
 import { describe } from '../common/kube/api.ts';
+import { trimMemory } from '../common/memory.ts';
 import type { BudgetPublisher } from './budget.ts';
 import type { LeaderElector } from './election.ts';
 import type { Ledger } from './ledger/ledger.ts';
@@ -18,6 +20,11 @@ import type { PodStore } from './pods.ts';
 
 const TICK_MS = 500;
 const LOAD_RETRY_MS = 5000;
+/**
+ * How often malloc's free pages are given back to the kernel (common/memory.ts): pod churn
+ * leaves them behind (watch events, API answers), and glibc keeps them resident until then.
+ */
+const TRIM_MS = 5 * 60_000;
 
 export function startRounds(o: {
   election: LeaderElector;
@@ -59,12 +66,17 @@ export function startRounds(o: {
   });
 
   let ticking = false;
+  let trimmedAt = Date.now();
   const tick = setInterval(() => {
     if (ticking) return;
     ticking = true;
     void (async () => {
       try {
         pods.resolvePending();
+        if (Date.now() - trimmedAt >= TRIM_MS) {
+          trimmedAt = Date.now();
+          trimMemory(log);
+        }
         if (!election.isLeader) return;
         if (!ledger.active) return void activate();
         await budget.publish().catch((err) => {

@@ -54,3 +54,21 @@ test('owner references longer than the usage objects hold are fitted where they 
     'the same owner is the same workload',
   );
 });
+
+test('cached workloads go once unused for two generations (memory comes back down after churn); a used one stays', () => {
+  const owners = new OwnerIndex(silent, new Interner());
+  const GENERATION = 2 * 60_000; // operator/owners.ts GENERATION_MS
+  const at = Date.now();
+  const used = owners.workload('ns', 'Job', 'used');
+  const unused = owners.workload('ns', 'Job', 'unused');
+  owners.age(at + GENERATION);
+  assert.equal(owners.workload('ns', 'Job', 'used'), used, 'found in the previous generation: kept');
+  owners.age(at + 2 * GENERATION);
+  assert.equal(owners.workload('ns', 'Job', 'used'), used, 'used in every generation: kept');
+  owners.age(at + 3 * GENERATION);
+  const again = owners.workload('ns', 'Job', 'unused');
+  assert.notEqual(again, unused, 'unused for two generations: let go (a new object)');
+  assert.equal(again.key, unused.key);
+  owners.age(at + 3 * GENERATION + 1);
+  assert.equal(owners.workload('ns', 'Job', 'unused'), again, 'no new generation before its time');
+});
