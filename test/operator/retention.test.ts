@@ -22,7 +22,7 @@
  * Throughout: every usage object's size (JSON as the API server returns it)
  * stays under 512 KiB, the NamespaceUsage's totals equal the sum of every
  * pod's final counts, and a WorkloadUsage of a live Job is never deleted.
- * Needs the test control plane (test/cluster); no root. Takes ~10 min.
+ * Needs the test control plane (test/cluster); no root. Takes ~15 min.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
